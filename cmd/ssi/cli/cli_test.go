@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/cluster"
+)
+
+func TestRenderNodes(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	v := cluster.View{
+		Epoch: 7, ThisNode: 1, Quorum: true, SkewThreshold: 100 * time.Millisecond,
+		Nodes: []cluster.Node{
+			{Number: 1, Name: "node1", Address: "10.0.0.1", State: cluster.Up, Since: now.Add(-90 * time.Second), SkewKnown: true},
+			{Number: 2, Name: "node2", Address: "10.0.0.2", State: cluster.Down, Since: now.Add(-3 * time.Hour)},
+			{Number: 3, Name: "node3", Address: "10.0.0.3", State: cluster.Up, Since: now.Add(-5 * time.Second), SkewKnown: true, Skew: -250 * time.Millisecond, SkewWarning: true},
+		},
+	}
+	var b bytes.Buffer
+	renderNodes(&b, v, now)
+	want := `NODE  NAME   ADDRESS   STATE  SINCE      SKEW
+1*    node1  10.0.0.1  UP     1m ago     +0µs
+2     node2  10.0.0.2  DOWN   3h00m ago  -
+3     node3  10.0.0.3  UP     5s ago     -250.0ms !
+epoch 7; * is this node; WARNING: 1 node(s) with clock skew above 100ms: check NTP
+`
+	if b.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	v.Quorum = false
+	v.QuorumLostSince = now.Add(-12 * time.Second)
+	renderNodes(&b, v, now)
+	if !strings.HasPrefix(b.String(), "WARNING: this node has lost the cluster (no Consul quorum reachable, lost 12s ago)") {
+		t.Fatalf("no quorum warning: %s", b.String())
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct{ got, want string }{
+		{formatOffset(1500 * time.Microsecond), "+1.5ms"},
+		{formatOffset(-2 * time.Second), "-2.00s"},
+		{formatOffset(30 * time.Microsecond), "+30µs"},
+		{ago(now, time.Time{}), "-"},
+		{ago(now, now.Add(time.Second)), "0s ago"},
+		{ago(now, now.Add(-72*time.Hour)), "2026-02-26 12:00Z"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q want %q", tt.got, tt.want)
+		}
+	}
+	var b bytes.Buffer
+	renderEvent(&b, cluster.Event{Epoch: 4, Type: cluster.NodeDown, Node: cluster.Node{Number: 2, Name: "n2", Address: "a"}, Time: now})
+	if b.String() != "2026-03-01T12:00:00Z epoch=4 NODEDOWN node=2 name=n2 address=a\n" {
+		t.Fatalf("event line %q", b.String())
+	}
+}
+
+func TestCLIWithoutClmsd(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--run-dir", dir, "nodes"}, 1, "ssi: cluster: clmsd is not running on this node (no answer on " + filepath.Join(dir, "clmsd.sock") + "): start it with `systemctl start openssi-clmsd`\n"},
+		{[]string{"--run-dir", dir, "events"}, 1, "clmsd is not running"},
+		{[]string{"--run-dir", dir, "node", "leave"}, 1, "clmsd is not running"},
+		{[]string{"--run-dir", dir, "status"}, 1, "1 of 1 daemons not serving"},
+		{[]string{"nodes", "-o", "yaml"}, 2, `-o "yaml" is not valid: want table or json`},
+		{[]string{"nodes", "extra"}, 2, "ssi nodes takes no arguments"},
+		{[]string{"nodes", "--bogus"}, 2, "unknown flag: --bogus"},
+		{[]string{"node"}, 2, "needs a subcommand: leave"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := Main(tt.args, &out, &errOut)
+		if code != tt.code || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("%v: exit %d stderr %q, want %d containing %q", tt.args, code, errOut.String(), tt.code, tt.want)
+		}
+		if strings.Count(errOut.String(), "\n") > 1 {
+			t.Errorf("%v: error is not one line: %q", tt.args, errOut.String())
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"nodes", "--help"}, {"status", "--help"}, {"events", "--help"}, {"node", "leave", "--help"}, {"version"}} {
+		var out, errOut bytes.Buffer
+		if code := Main(args, &out, &errOut); code != 0 || out.Len() == 0 {
+			t.Errorf("%v: exit %d, stdout %q stderr %q", args, code, out.String(), errOut.String())
+		}
+	}
+	var out bytes.Buffer
+	Main([]string{"version"}, &out, &out)
+	if !strings.HasPrefix(out.String(), "ssi ") {
+		t.Fatalf("version %q", out.String())
+	}
+}

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/localapi"
+)
+
+func contextTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), d)
+}
+
+// daemonHealth is one row of `ssi status`.
+type daemonHealth struct {
+	Daemon string `json:"daemon"`
+	Unit   string `json:"unit"`
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func newStatus(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's OpenSSI daemons and their health",
+		Long: `Ask each OpenSSI daemon of this node for its health over its local socket.
+STATE is SERVING, NOT_SERVING (running but not ready), or NOT RUNNING.
+Exits 1 when any daemon is not serving.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usageError{fmt.Errorf("-o %q is not valid: want table or json", output)}
+			}
+			var rows []daemonHealth
+			bad := 0
+			for _, d := range daemons.All {
+				h := checkHealth(cmd.Context(), g.socket(d.Name))
+				h.Daemon, h.Unit = d.Name, d.Unit
+				if h.State != "SERVING" {
+					bad++
+				}
+				rows = append(rows, h)
+			}
+			if output == "json" {
+				if err := writeJSON(g.out, rows); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "DAEMON\tUNIT\tSTATE\tDETAIL")
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Daemon, r.Unit, r.State, r.Detail)
+				}
+				tw.Flush()
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d of %d daemons not serving: see `journalctl -u openssi-<daemon>` and `systemctl status openssi.target`", bad, len(rows))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func checkHealth(ctx context.Context, socket string) daemonHealth {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := localapi.Dial(ctx, socket)
+	if err != nil {
+		return daemonHealth{State: "NOT RUNNING", Detail: "no answer on " + socket}
+	}
+	defer conn.Close()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		if localapi.IsUnavailable(err) {
+			return daemonHealth{State: "NOT RUNNING", Detail: "no answer on " + socket}
+		}
+		return daemonHealth{State: "UNKNOWN", Detail: err.Error()}
+	}
+	return daemonHealth{State: r.GetStatus().String(), Detail: socket}
+}

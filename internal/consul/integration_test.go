@@ -1,0 +1,335 @@
+package consul_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/consultest"
+)
+
+type owner struct {
+	Node  string `json:"node"`
+	Epoch int    `json:"epoch"`
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestKV(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	ctx := ctxT(t, 30*time.Second)
+	kv := consul.NewKV(c.Agents[1].Client())
+	raw := c.Agents[0].Client().KV()
+
+	var got owner
+	if _, found, err := kv.Get(ctx, "test/a", &got); err != nil || found {
+		t.Fatalf("Get absent: found=%v err=%v", found, err)
+	}
+	// CAS with index 0 creates only if absent.
+	if ok, err := kv.CAS(ctx, "test/a", owner{"node1", 1}, 0); err != nil || !ok {
+		t.Fatalf("CAS create: %v %v", ok, err)
+	}
+	if ok, err := kv.CAS(ctx, "test/a", owner{"node2", 1}, 0); err != nil || ok {
+		t.Fatalf("CAS create of an existing key: ok=%v err=%v, want false", ok, err)
+	}
+	idx, found, err := kv.Get(ctx, "test/a", &got)
+	if err != nil || !found || got != (owner{"node1", 1}) || idx == 0 {
+		t.Fatalf("Get = %+v idx %d found %v err %v", got, idx, found, err)
+	}
+	// The value is stored as JSON under openssi/.
+	p, _, err := raw.Get("openssi/test/a", nil)
+	if err != nil || p == nil || string(p.Value) != `{"node":"node1","epoch":1}` {
+		t.Fatalf("raw value %v, %v", p, err)
+	}
+	// A concurrent writer moves the index: the stale CAS loses.
+	if err := kv.Put(ctx, "test/a", owner{"node3", 2}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := kv.CAS(ctx, "test/a", owner{"node1", 2}, idx); err != nil || ok {
+		t.Fatalf("stale CAS: ok=%v err=%v, want false", ok, err)
+	}
+	idx2, _, err := kv.Get(ctx, "test/a", &got)
+	if err != nil || got != (owner{"node3", 2}) {
+		t.Fatalf("after Put: %+v %v", got, err)
+	}
+	if ok, err := kv.CAS(ctx, "test/a", owner{"node1", 3}, idx2); err != nil || !ok {
+		t.Fatalf("fresh CAS: ok=%v err=%v", ok, err)
+	}
+
+	// List strips the prefix and keeps key order.
+	if err := kv.Put(ctx, "test/b", owner{"node2", 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, "other/c", 7); err != nil {
+		t.Fatal(err)
+	}
+	entries, lidx, err := kv.List(ctx, "test/")
+	if err != nil || len(entries) != 2 || entries[0].Key != "test/a" || entries[1].Key != "test/b" || lidx == 0 {
+		t.Fatalf("List = %+v idx %d err %v", entries, lidx, err)
+	}
+	if err := entries[1].Decode(&got); err != nil || got != (owner{"node2", 1}) {
+		t.Fatalf("Decode = %+v %v", got, err)
+	}
+
+	// Garbage written by someone else: the error names the key.
+	if _, err := raw.Put(&api.KVPair{Key: "openssi/test/bad", Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, found, err = kv.Get(ctx, "test/bad", &got)
+	if !found || !errors.Is(err, consul.ErrDecode) || !strings.Contains(err.Error(), `"test/bad"`) {
+		t.Fatalf("Get of garbage: found=%v err=%v", found, err)
+	}
+	if _, _, err := kv.Get(ctx, "/etc/passwd", &got); !errors.Is(err, consul.ErrInvalidKey) {
+		t.Fatalf("Get of a bad key: %v", err)
+	}
+
+	// Delete and DeleteCAS.
+	idx, _, _ = kv.Get(ctx, "test/b", &got)
+	if ok, err := kv.DeleteCAS(ctx, "test/b", idx-1); err != nil || ok {
+		t.Fatalf("stale DeleteCAS: %v %v", ok, err)
+	}
+	if ok, err := kv.DeleteCAS(ctx, "test/b", idx); err != nil || !ok {
+		t.Fatalf("DeleteCAS: %v %v", ok, err)
+	}
+	if err := kv.Delete(ctx, "test/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "test/a"); err != nil {
+		t.Fatalf("Delete of an absent key: %v", err)
+	}
+	if _, found, _ := kv.Get(ctx, "test/a", &got); found {
+		t.Fatal("test/a still there after Delete")
+	}
+}
+
+func TestAcquireRelease(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 2, NoConnect: true})
+	ctx := ctxT(t, 30*time.Second)
+	c2, c3 := c.Agents[1].Client(), c.Agents[2].Client()
+	kv := consul.NewKV(c2)
+
+	s2, err := consul.CreateSession(ctx, c2, "openssi-test", consul.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3, err := consul.CreateSession(ctx, c3, "openssi-test", consul.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := c2.Session().Info(s2, nil)
+	if err != nil || info == nil {
+		t.Fatalf("session info: %v %v", info, err)
+	}
+	if info.Node != "node2" || info.TTL != "" || info.Behavior != api.SessionBehaviorRelease ||
+		len(info.NodeChecks) != 1 || info.NodeChecks[0] != "serfHealth" || info.LockDelay != consul.DefaultLockDelay {
+		t.Fatalf("session %+v: want node2, no TTL, release, NodeChecks [serfHealth], lock-delay 1ms", info)
+	}
+
+	if ok, err := kv.Acquire(ctx, "test/lock", s2, owner{"node2", 1}); err != nil || !ok {
+		t.Fatalf("Acquire: %v %v", ok, err)
+	}
+	if ok, err := kv.Acquire(ctx, "test/lock", s3, owner{"node3", 1}); err != nil || ok {
+		t.Fatalf("Acquire of a held lock: ok=%v err=%v", ok, err)
+	}
+	if ok, err := kv.Release(ctx, "test/lock", s3); err != nil || ok {
+		t.Fatalf("Release by a non-holder: ok=%v err=%v", ok, err)
+	}
+	if ok, err := kv.Release(ctx, "test/lock", s2); err != nil || !ok {
+		t.Fatalf("Release: ok=%v err=%v", ok, err)
+	}
+	var got owner
+	if _, _, err := kv.Get(ctx, "test/lock", &got); err != nil || got != (owner{"node2", 1}) {
+		t.Fatalf("value after Release: %+v %v (Release must keep it)", got, err)
+	}
+	// Released by hand: the other session may take it (lock-delay only
+	// applies to invalidation, and is 1ms anyway).
+	if ok, err := consul.NewKV(c3).Acquire(ctx, "test/lock", s3, owner{"node3", 1}); err != nil || !ok {
+		t.Fatalf("Acquire after Release: %v %v", ok, err)
+	}
+	if _, err := consul.CreateSession(ctx, c2, "x", consul.SessionOptions{Behavior: "explode"}); !errors.Is(err, consul.ErrBehavior) {
+		t.Fatalf("bad behavior: %v", err)
+	}
+}
+
+// TestSessionInvalidatedOnKill SIGKILLs the agent of the node holding locks:
+// its serfHealth goes critical, its sessions are invalidated, the key of the
+// delete-behavior session disappears and the release-behavior lock can be
+// taken by a survivor at once.
+func TestSessionInvalidatedOnKill(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consultest.Options{Servers: 3, Clients: 2})
+	ctx := ctxT(t, 60*time.Second)
+	victim, survivor := c.Agents[3], c.Agents[4]
+	vc, sc := victim.Client(), survivor.Client()
+
+	sDel, err := consul.CreateSession(ctx, vc, "openssi-test-del", consul.SessionOptions{Behavior: api.SessionBehaviorDelete})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sRel, err := consul.CreateSession(ctx, vc, "openssi-test-rel", consul.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkv, skv := consul.NewKV(vc), consul.NewKV(sc)
+	if ok, err := vkv.Acquire(ctx, "test/ephemeral", sDel, owner{victim.Name, 1}); err != nil || !ok {
+		t.Fatalf("Acquire ephemeral: %v %v", ok, err)
+	}
+	if ok, err := vkv.Acquire(ctx, "test/claim", sRel, owner{victim.Name, 1}); err != nil || !ok {
+		t.Fatalf("Acquire claim: %v %v", ok, err)
+	}
+	sSurv, err := consul.CreateSession(ctx, sc, "openssi-test-rel", consul.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := skv.Acquire(ctx, "test/claim", sSurv, owner{survivor.Name, 2}); ok {
+		t.Fatal("survivor took a live node's claim")
+	}
+
+	start := time.Now()
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Block on the ephemeral key until it is gone.
+	var index uint64
+	for {
+		p, meta, err := sc.KV().Get("openssi/test/ephemeral", (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == nil {
+			break
+		}
+		index = meta.LastIndex
+	}
+	deleted := time.Since(start)
+	ok, err := skv.Acquire(ctx, "test/claim", sSurv, owner{survivor.Name, 2})
+	took := time.Since(start)
+	if err != nil || !ok {
+		t.Fatalf("survivor Acquire right after invalidation: ok=%v err=%v (lock-delay too long?)", ok, err)
+	}
+	t.Logf("SIGKILL of %s -> delete-behavior key gone after %v; release-behavior claim re-acquired by %s after %v",
+		victim.Name, deleted, survivor.Name, took)
+	if deleted > 3*time.Second {
+		t.Errorf("session invalidation took %v, want about 1s with the Tuned profile", deleted)
+	}
+	for _, id := range []string{sDel, sRel} {
+		if alive, err := consul.SessionExists(ctx, sc, id); err != nil || alive {
+			t.Errorf("session %s of the killed node: exists=%v err=%v", id, alive, err)
+		}
+	}
+	if alive, err := consul.SessionExists(ctx, sc, sSurv); err != nil || !alive {
+		t.Errorf("survivor session: exists=%v err=%v", alive, err)
+	}
+}
+
+// TestFindSession checks that a restarted daemon adopts its node's session.
+func TestFindSession(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	ctx := ctxT(t, 30*time.Second)
+	cl := c.Agents[1].Client()
+
+	if _, found, err := consul.FindSession(ctx, cl, "", "openssi-clmsd"); err != nil || found {
+		t.Fatalf("FindSession before create: found=%v err=%v", found, err)
+	}
+	id, adopted, err := consul.EnsureSession(ctx, cl, "openssi-clmsd", consul.SessionOptions{})
+	if err != nil || adopted {
+		t.Fatalf("EnsureSession first: %v %v", adopted, err)
+	}
+	// A session of another name and one on another node do not match.
+	if _, err := consul.CreateSession(ctx, cl, "openssi-dlmd", consul.SessionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consul.CreateSession(ctx, c.Agents[0].Client(), "openssi-clmsd", consul.SessionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// "Restart" the daemon: a fresh client finds the same session.
+	fresh, err := consul.NewClient(consul.Options{Address: c.Agents[1].HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, found, err := consul.FindSession(ctx, fresh, "node2", "openssi-clmsd")
+	if err != nil || !found || got != id {
+		t.Fatalf("FindSession = %q %v %v, want %q", got, found, err, id)
+	}
+	got, adopted, err = consul.EnsureSession(ctx, fresh, "openssi-clmsd", consul.SessionOptions{})
+	if err != nil || !adopted || got != id {
+		t.Fatalf("EnsureSession after restart = %q adopted=%v %v, want %q adopted", got, adopted, err, id)
+	}
+
+	if err := consul.DestroySession(ctx, fresh, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := consul.FindSession(ctx, fresh, "", "openssi-clmsd"); err != nil || found {
+		t.Fatalf("FindSession after destroy: found=%v err=%v", found, err)
+	}
+	if err := consul.DestroySession(ctx, fresh, id); err != nil {
+		t.Fatalf("destroying twice: %v", err)
+	}
+}
+
+func TestWatchWakesOnChange(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	ctx := ctxT(t, 30*time.Second)
+	kv := consul.NewKV(c.Agents[1].Client())
+	writer := consul.NewKV(c.Agents[0].Client())
+
+	type update struct {
+		entries []consul.Entry
+		at      time.Time
+	}
+	updates := make(chan update, 16)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- kv.Watch(wctx, "watched/", func(e []consul.Entry, _ uint64) {
+			updates <- update{e, time.Now()}
+		}, consul.WatchOptions{})
+	}()
+
+	next := func() update {
+		t.Helper()
+		select {
+		case u := <-updates:
+			return u
+		case <-time.After(10 * time.Second):
+			t.Fatal("no watch update within 10s")
+			return update{}
+		}
+	}
+	if u := next(); len(u.entries) != 0 {
+		t.Fatalf("initial update %+v, want empty", u.entries)
+	}
+	for i := 1; i <= 3; i++ {
+		start := time.Now()
+		if err := writer.Put(ctx, "watched/k", i); err != nil {
+			t.Fatal(err)
+		}
+		var u update
+		for {
+			u = next()
+			var v int
+			if len(u.entries) == 1 && u.entries[0].Decode(&v) == nil && v == i {
+				break
+			}
+		}
+		t.Logf("watch saw write %d after %v", i, u.at.Sub(start))
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v, want context.Canceled", err)
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package consultest
+
+import (
+	"syscall"
+)
+
+// sysProcAttr puts each agent into its own process group so the whole group
+// can be killed.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

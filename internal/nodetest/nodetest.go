@@ -1,0 +1,344 @@
+// Package nodetest runs OpenSSI nodes for integration tests and benchmarks:
+// each node is a real Consul agent (from internal/consultest) with a real
+// clmsd process next to it, on its own loopback address. Nothing is mocked.
+package nodetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/consultest"
+)
+
+// Options describe the nodes to start.
+type Options struct {
+	// Consul is the Consul cluster (one node per agent).
+	Consul consultest.Options
+	// Clmsd is the clmsd binary; BuildClmsd makes one.
+	Clmsd string
+	// ExtraYAML is appended to every node's openssi.yaml.
+	ExtraYAML string
+	// RPCPort is clmsd's inter-node port on each node's own IP. Default 7101.
+	RPCPort int
+}
+
+// Cluster is a set of nodes.
+type Cluster struct {
+	Consul *consultest.Cluster
+	Nodes  []*Node
+	opts   Options
+}
+
+// Node is one node: a Consul agent and its clmsd.
+type Node struct {
+	Agent      *consultest.Agent
+	Dir        string
+	ConfigFile string
+	RunDir     string
+	StateDir   string
+	LogFile    string
+
+	clmsd string
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+	exit  error
+}
+
+// BuildClmsd builds clmsd from this module into dir and returns its path.
+func BuildClmsd(dir string) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(dir, "clmsd")
+	cmd := exec.Command("go", "build", "-o", out, "./daemons/clmsd")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("nodetest: build clmsd: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Start starts the nodes for a test: Consul agents first, then a clmsd on
+// each, and waits until every node sees every other UP. Teardown is
+// registered with t.Cleanup; when the test failed the tail of every log is
+// printed.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	c, err := StartCluster(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("--- clmsd log of %s ---\n%s", n.Agent.Name, n.LogTail(30))
+				t.Logf("--- consul log of %s ---\n%s", n.Agent.Name, n.Agent.LogTail(15))
+			}
+		}
+		c.Stop()
+	})
+	return c
+}
+
+// StartCluster is Start outside package testing; the caller must Stop.
+func StartCluster(dir string, opts Options) (*Cluster, error) {
+	if opts.RPCPort == 0 {
+		opts.RPCPort = 7101
+	}
+	cc, err := consultest.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Consul: cc, opts: opts}
+	for _, a := range cc.Agents {
+		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name), clmsd: opts.Clmsd}
+		n.RunDir = filepath.Join(n.Dir, "run")
+		n.StateDir = filepath.Join(n.Dir, "state")
+		n.ConfigFile = filepath.Join(n.Dir, "openssi.yaml")
+		n.LogFile = filepath.Join(n.Dir, "clmsd.log")
+		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		cfg := fmt.Sprintf(`cluster:
+  run_dir: %s
+  state_dir: %s
+  socket_group: ""
+  advertise_address: %s
+  consul:
+    address: %s
+clmsd:
+  rpc_port: %d
+  skew_interval: 500ms
+%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, opts.RPCPort, opts.ExtraYAML)
+		if err := os.WriteFile(n.ConfigFile, []byte(cfg), 0o644); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		if err := n.StartClmsd(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.WaitAllUp(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Stop kills every process of the cluster.
+func (c *Cluster) Stop() {
+	for _, n := range c.Nodes {
+		_ = n.KillClmsd()
+	}
+	c.Consul.Stop()
+}
+
+// WaitAllUp waits until every node whose clmsd runs sees all of them UP.
+func (c *Cluster) WaitAllUp(ctx context.Context) error {
+	var running []*Node
+	for _, n := range c.Nodes {
+		if n.ClmsdRunning() {
+			running = append(running, n)
+		}
+	}
+	for _, n := range running {
+		if err := n.WaitFor(ctx, "all nodes UP", func(v cluster.View) bool {
+			up := 0
+			for _, m := range v.Nodes {
+				if m.State == cluster.Up {
+					up++
+				}
+			}
+			return up >= len(running)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Socket returns the node's clmsd socket.
+func (n *Node) Socket() string { return cluster.SocketIn(n.RunDir) }
+
+// Client connects to the node's clmsd.
+func (n *Node) Client(ctx context.Context) (*cluster.Client, error) {
+	return cluster.New(ctx, cluster.WithSocket(n.Socket()))
+}
+
+// StartClmsd starts the node's clmsd (its agent must run).
+func (n *Node) StartClmsd() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return fmt.Errorf("nodetest: clmsd of %s already runs", n.Agent.Name)
+	}
+	log, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(n.clmsd, "--config", n.ConfigFile)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("nodetest: start clmsd of %s: %w", n.Agent.Name, err)
+	}
+	n.cmd = cmd
+	n.done = make(chan struct{})
+	go func(done chan struct{}) {
+		err := cmd.Wait()
+		log.Close()
+		n.mu.Lock()
+		n.exit = err
+		n.mu.Unlock()
+		close(done)
+	}(n.done)
+	return nil
+}
+
+// ClmsdRunning tells whether the node's clmsd process runs.
+func (n *Node) ClmsdRunning() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// WaitClmsdExit waits for the clmsd process to exit and returns its exit
+// error (an *exec.ExitError for a non-zero status).
+func (n *Node) WaitClmsdExit(ctx context.Context) error {
+	n.mu.Lock()
+	done := n.done
+	n.mu.Unlock()
+	if done == nil {
+		return errors.New("nodetest: clmsd never started")
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	err := n.exit
+	n.cmd = nil
+	return err
+}
+
+func (n *Node) signalClmsd(sig syscall.Signal) error {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	n.mu.Lock()
+	n.cmd = nil
+	n.mu.Unlock()
+	return nil
+}
+
+// KillClmsd SIGKILLs the node's clmsd.
+func (n *Node) KillClmsd() error { return n.signalClmsd(syscall.SIGKILL) }
+
+// StopClmsd stops the node's clmsd with SIGTERM (a graceful leave).
+func (n *Node) StopClmsd() error { return n.signalClmsd(syscall.SIGTERM) }
+
+// Kill is a power loss: SIGKILL of the agent and clmsd together.
+func (n *Node) Kill() error {
+	errc := make(chan error, 1)
+	go func() { errc <- n.Agent.Kill() }()
+	err := n.KillClmsd()
+	return errors.Join(err, <-errc)
+}
+
+// Start boots a killed node again: its agent, then its clmsd.
+func (n *Node) Start() error {
+	if err := n.Agent.Start(); err != nil {
+		return err
+	}
+	return n.StartClmsd()
+}
+
+// WaitFor polls the node's view until cond holds; on timeout the error says
+// what it last saw.
+func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View) bool) error {
+	var last string
+	for {
+		c, err := n.Client(ctx)
+		if err == nil {
+			v, err := c.Nodes(ctx)
+			c.Close()
+			if err == nil {
+				if cond(v) {
+					return nil
+				}
+				last = Describe(v)
+			} else {
+				last = err.Error()
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nodetest: %s: waiting for %s: last saw %s", n.Agent.Name, what, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Describe renders a view on one line.
+func Describe(v cluster.View) string {
+	var parts []string
+	for _, m := range v.Nodes {
+		parts = append(parts, fmt.Sprintf("%d=%s(%s)", m.Number, m.State, m.Name))
+	}
+	return fmt.Sprintf("epoch %d quorum=%v [%s]", v.Epoch, v.Quorum, strings.Join(parts, " "))
+}
+
+// LogTail returns the last lines of the node's clmsd log.
+func (n *Node) LogTail(lines int) string {
+	b, err := os.ReadFile(n.LogFile)
+	if err != nil {
+		return err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}

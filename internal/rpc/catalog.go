@@ -1,0 +1,156 @@
+package rpc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ErrNoPeer is wrapped by [Lookup] when no healthy instance of the daemon
+// has the node number asked for.
+var ErrNoPeer = errors.New("no healthy peer")
+
+// MetaNode is the service Meta key holding the node number.
+const MetaNode = "node"
+
+// Health check timing of a registered daemon.
+const (
+	checkInterval         = "1s"
+	checkTimeout          = "1s"
+	deregisterAfterFailed = "1m"
+)
+
+// Register adds daemon to the catalog of the local agent behind client:
+// service and ID openssi-<daemon>, address addr and port, Meta["node"] =
+// node, and a TCP health check on addr:port every second (the agent
+// removes the service after a minute of failing). addr "" uses the agent's
+// advertise address. The returned deregister removes it again.
+func Register(client *api.Client, daemon string, node int, addr string, port int) (deregister func() error, err error) {
+	name := ServiceName(daemon)
+	if daemon == "" {
+		return nil, errors.New("rpc: register: empty daemon name")
+	}
+	if node < 1 {
+		return nil, fmt.Errorf("rpc: register %s: node number %d < 1", name, node)
+	}
+	if port < 1 || port > 65535 {
+		return nil, fmt.Errorf("rpc: register %s: port %d out of range", name, port)
+	}
+	if addr == "" {
+		if addr, err = agentAddress(client); err != nil {
+			return nil, fmt.Errorf("rpc: register %s: %w", name, err)
+		}
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      name,
+		Name:    name,
+		Address: addr,
+		Port:    port,
+		Meta:    map[string]string{MetaNode: strconv.Itoa(node)},
+		Check: &api.AgentServiceCheck{
+			Name:                           name + " rpc port",
+			TCP:                            net.JoinHostPort(addr, strconv.Itoa(port)),
+			Interval:                       checkInterval,
+			Timeout:                        checkTimeout,
+			DeregisterCriticalServiceAfter: deregisterAfterFailed,
+		},
+	}
+	if err := client.Agent().ServiceRegister(reg); err != nil {
+		return nil, fmt.Errorf("rpc: register %s: %w", name, err)
+	}
+	return func() error {
+		if err := client.Agent().ServiceDeregister(name); err != nil {
+			return fmt.Errorf("rpc: deregister %s: %w", name, err)
+		}
+		return nil
+	}, nil
+}
+
+// agentAddress returns the advertise address of the agent.
+func agentAddress(client *api.Client) (string, error) {
+	self, err := client.Agent().Self()
+	if err != nil {
+		return "", fmt.Errorf("agent address: %w", err)
+	}
+	if a, ok := self["Config"]["AdvertiseAddr"].(string); ok && a != "" {
+		return a, nil
+	}
+	if a, ok := self["Member"]["Addr"].(string); ok && a != "" {
+		return a, nil
+	}
+	return "", errors.New("agent address: agent reports none")
+}
+
+// Lookup returns the "ip:port" of the healthy instance of daemon on node.
+// The error wraps [ErrNoPeer] when there is none.
+func Lookup(client *api.Client, daemon string, node int) (string, error) {
+	name := ServiceName(daemon)
+	q := &api.QueryOptions{Filter: fmt.Sprintf("Service.Meta.%s == %q", MetaNode, strconv.Itoa(node))}
+	entries, _, err := client.Health().Service(name, "", true, q)
+	if err != nil {
+		return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, err)
+	}
+	sortByNode(entries)
+	for _, e := range entries {
+		if n, ok := entryNode(e); ok && n == node {
+			return entryAddr(e), nil
+		}
+	}
+	return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, ErrNoPeer)
+}
+
+// Peers returns the healthy instances of daemon by node number ("ip:port").
+// Instances without a valid node number are left out; when two claim the
+// same number (a misconfiguration), the one on the alphabetically first
+// Consul node wins.
+func Peers(client *api.Client, daemon string) (map[int]string, error) {
+	name := ServiceName(daemon)
+	entries, _, err := client.Health().Service(name, "", true, nil)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: peers %s: %w", name, err)
+	}
+	sortByNode(entries)
+	out := make(map[int]string, len(entries))
+	for _, e := range entries {
+		n, ok := entryNode(e)
+		if !ok {
+			continue
+		}
+		if _, dup := out[n]; !dup {
+			out[n] = entryAddr(e)
+		}
+	}
+	return out, nil
+}
+
+func entryNode(e *api.ServiceEntry) (int, bool) {
+	if e.Service == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(e.Service.Meta[MetaNode])
+	return n, err == nil && n >= 1
+}
+
+func entryAddr(e *api.ServiceEntry) string {
+	addr := e.Service.Address
+	if addr == "" && e.Node != nil {
+		addr = e.Node.Address
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))
+}
+
+// sortByNode orders entries by Consul node name, so that the choice among
+// duplicates is stable.
+func sortByNode(entries []*api.ServiceEntry) {
+	name := func(e *api.ServiceEntry) string {
+		if e.Node == nil {
+			return ""
+		}
+		return e.Node.Node
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return name(entries[i]) < name(entries[j]) })
+}

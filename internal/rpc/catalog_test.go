@@ -1,0 +1,114 @@
+package rpc
+
+import (
+	"errors"
+	"maps"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// listener opens a TCP port for the health check to find.
+func listener(t *testing.T) (ip string, port int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	a := l.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port
+}
+
+func TestRegisterLookupPeers(t *testing.T) {
+	client := startConsul(t)
+
+	ip, port := listener(t)
+	dereg, err := Register(client, "clmsd", 3, ip, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := net.JoinHostPort(ip, strconv.Itoa(port))
+
+	svc, _, err := client.Agent().Service("openssi-clmsd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Service != "openssi-clmsd" || svc.Meta[MetaNode] != "3" || svc.Port != port {
+		t.Fatalf("registered %+v", svc)
+	}
+
+	waitFor(t, 15*time.Second, "the TCP check to pass", func() bool {
+		addr, err := Lookup(client, "clmsd", 3)
+		return err == nil && addr == want
+	})
+	peers, err := Peers(client, "clmsd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(peers, map[int]string{3: want}) {
+		t.Errorf("Peers = %v, want {3: %s}", peers, want)
+	}
+	if _, err := Lookup(client, "clmsd", 4); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("Lookup of node 4: %v, want ErrNoPeer", err)
+	}
+	if _, err := Lookup(client, "dlmd", 3); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("Lookup of an unregistered daemon: %v, want ErrNoPeer", err)
+	}
+
+	// An empty address means the agent's own address.
+	_, port2 := listener(t)
+	dereg2, err := Register(client, "dlmd", 3, "", port2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "dlmd on the agent address", func() bool {
+		addr, err := Lookup(client, "dlmd", 3)
+		return err == nil && addr == net.JoinHostPort("127.0.0.1", strconv.Itoa(port2))
+	})
+	if err := dereg2(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A daemon whose port does not answer is not in the healthy set.
+	deadPort := freePorts(t, 1)[0] // nothing listens
+	if _, err := Register(client, "vprocd", 5, "127.0.0.1", deadPort); err != nil {
+		t.Fatal(err)
+	}
+	// The check starts critical and can only stay so.
+	if _, err := Lookup(client, "vprocd", 5); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("Lookup of a daemon failing its check: %v, want ErrNoPeer", err)
+	}
+
+	if err := dereg(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lookup(client, "clmsd", 3); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("Lookup after deregister: %v, want ErrNoPeer", err)
+	}
+	if peers, err := Peers(client, "clmsd"); err != nil || len(peers) != 0 {
+		t.Errorf("Peers after deregister = %v, %v", peers, err)
+	}
+}
+
+func TestRegisterErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		daemon string
+		node   int
+		port   int
+	}{
+		{"empty daemon", "", 1, 7101},
+		{"node 0", "clmsd", 0, 7101},
+		{"port 0", "clmsd", 1, 0},
+		{"port too big", "clmsd", 1, 70000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Register(nil, tt.daemon, tt.node, "127.0.0.1", tt.port); err == nil {
+				t.Fatal("Register accepted bad arguments")
+			}
+		})
+	}
+}

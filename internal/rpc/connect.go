@@ -1,0 +1,230 @@
+package rpc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+)
+
+// ConnectSource is a [Source] backed by Consul's built-in CA through the
+// local agent: the leaf certificate of service openssi-<daemon>
+// (/v1/agent/connect/ca/leaf/<service>) and the CA roots
+// (/v1/agent/connect/ca/roots). Two goroutines follow both with blocking
+// queries, so a renewed leaf and a rotated root are used by the next
+// handshake; a failed query is retried with backoff while the last good
+// material stays in use.
+type ConnectSource struct {
+	client  *api.Client
+	service string
+	log     logrus.FieldLogger
+
+	mu           sync.RWMutex
+	cert         *tls.Certificate
+	leafIndex    uint64
+	roots        *x509.CertPool
+	rootsIndex   uint64
+	trustDomain  string
+	activeRootID string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Refresh timing for the background watchers.
+const (
+	connectWaitTime   = 5 * time.Minute // blocking query wait
+	connectMinBackoff = 250 * time.Millisecond
+	connectMaxBackoff = 30 * time.Second
+)
+
+// NewConnectSource fetches the leaf certificate of service (which must
+// start with "openssi-", see [ServiceName]) and the CA roots from the
+// agent behind client, retrying until both are there or ctx ends, and then
+// keeps them fresh in the background until Close. ctx bounds only the
+// initial fetch.
+func NewConnectSource(ctx context.Context, client *api.Client, service string, log logrus.FieldLogger) (*ConnectSource, error) {
+	if !strings.HasPrefix(service, ServicePrefix) || len(service) == len(ServicePrefix) {
+		return nil, fmt.Errorf("rpc: connect source: service %q does not start with %q", service, ServicePrefix)
+	}
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	s := &ConnectSource{
+		client:  client,
+		service: service,
+		log:     log.WithFields(logrus.Fields{"component": "rpc-connect", "service": service}),
+	}
+	if err := retry(ctx, s.log, "CA roots", func() error { return s.fetchRoots(ctx, 0) }); err != nil {
+		return nil, fmt.Errorf("rpc: connect source %s: CA roots: %w", service, err)
+	}
+	if err := retry(ctx, s.log, "leaf certificate", func() error { return s.fetchLeaf(ctx, 0) }); err != nil {
+		return nil, fmt.Errorf("rpc: connect source %s: leaf certificate: %w", service, err)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go s.watch(bg, "CA roots", func(ctx context.Context) error { return s.fetchRoots(ctx, s.index(true)) })
+	go s.watch(bg, "leaf certificate", func(ctx context.Context) error { return s.fetchLeaf(ctx, s.index(false)) })
+	return s, nil
+}
+
+// Service returns the service name whose identity the source holds.
+func (s *ConnectSource) Service() string { return s.service }
+
+// ServerConfig implements [Source].
+func (s *ConnectSource) ServerConfig() *tls.Config { return tlsConfigs(s.material).server() }
+
+// ClientConfig implements [Source].
+func (s *ConnectSource) ClientConfig(wantService string) *tls.Config {
+	return tlsConfigs(s.material).client(wantService)
+}
+
+// Close stops the background watchers and waits for them.
+func (s *ConnectSource) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+func (s *ConnectSource) material() (material, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cert == nil {
+		return material{}, ErrNoCertificate
+	}
+	return material{cert: s.cert, roots: s.roots, trustDomain: s.trustDomain}, nil
+}
+
+func (s *ConnectSource) index(roots bool) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if roots {
+		return s.rootsIndex
+	}
+	return s.leafIndex
+}
+
+func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error {
+	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
+	list, meta, err := s.client.Agent().ConnectCARoots(q)
+	if err != nil {
+		return err
+	}
+	if waitIndex != 0 && meta.LastIndex == waitIndex {
+		return nil // the wait timed out, nothing changed
+	}
+	pems := make([][]byte, 0, len(list.Roots))
+	for _, r := range list.Roots {
+		pems = append(pems, []byte(r.RootCertPEM))
+	}
+	pool, err := rootPool(pems...)
+	if err != nil {
+		return fmt.Errorf("agent returned %d roots: %w", len(list.Roots), err)
+	}
+	if list.TrustDomain == "" {
+		return errors.New("agent returned no trust domain")
+	}
+	s.mu.Lock()
+	changed := s.activeRootID != list.ActiveRootID
+	s.roots, s.rootsIndex = pool, max(meta.LastIndex, 1)
+	s.trustDomain = strings.ToLower(list.TrustDomain)
+	s.activeRootID = list.ActiveRootID
+	s.mu.Unlock()
+	if changed {
+		s.log.WithFields(logrus.Fields{"active_root": list.ActiveRootID, "roots": len(list.Roots), "trust_domain": list.TrustDomain}).Info("CA roots updated")
+	}
+	return nil
+}
+
+func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) error {
+	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
+	leaf, meta, err := s.client.Agent().ConnectCALeaf(s.service, q)
+	if err != nil {
+		return err
+	}
+	if waitIndex != 0 && meta.LastIndex == waitIndex {
+		return nil // the wait timed out, nothing changed
+	}
+	cert, err := keyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
+	if err != nil {
+		return fmt.Errorf("parse leaf certificate: %w", err)
+	}
+	s.mu.Lock()
+	s.cert, s.leafIndex = cert, max(meta.LastIndex, 1)
+	s.mu.Unlock()
+	s.log.WithFields(logrus.Fields{"serial": leaf.SerialNumber, "valid_before": leaf.ValidBefore}).Info("leaf certificate updated")
+	return nil
+}
+
+// watch runs fetch (a blocking query) until ctx ends, backing off after
+// errors.
+func (s *ConnectSource) watch(ctx context.Context, what string, fetch func(context.Context) error) {
+	defer s.wg.Done()
+	backoff := connectMinBackoff
+	for ctx.Err() == nil {
+		err := fetch(ctx)
+		if err == nil {
+			backoff = connectMinBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.WithError(err).WithField("retry_in", backoff).Warnf("refresh %s", what)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, connectMaxBackoff)
+	}
+}
+
+// retry calls f until it succeeds or ctx ends, backing off in between.
+func retry(ctx context.Context, log logrus.FieldLogger, what string, f func() error) error {
+	backoff := connectMinBackoff
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		log.WithError(err).WithField("retry_in", backoff).Warnf("fetch %s", what)
+		if !sleep(ctx, backoff) {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		backoff = min(2*backoff, connectMaxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Leaf returns the certificate currently presented (nil before the first
+// fetch).
+func (s *ConnectSource) Leaf() *x509.Certificate {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.Leaf
+}

@@ -1,0 +1,213 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// DefaultCallTimeout is the deadline given to a client call (and to
+// [Dial]) whose context has none.
+const DefaultCallTimeout = 5 * time.Second
+
+// NewServer returns a gRPC server that speaks mutual TLS with the
+// certificates of src and accepts only OpenSSI peers (see the package
+// doc). opts are appended (interceptors, limits, ...).
+func NewServer(src Source, opts ...grpc.ServerOption) *grpc.Server {
+	all := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(src.ServerConfig()))}, opts...)
+	return grpc.NewServer(all...)
+}
+
+// DialOption changes how [Dial] connects.
+type DialOption func(*dialOptions)
+
+type dialOptions struct {
+	timeout time.Duration
+	grpc    []grpc.DialOption
+}
+
+// WithDefaultTimeout sets the deadline applied to calls whose context has
+// none (default [DefaultCallTimeout]). d must be positive.
+func WithDefaultTimeout(d time.Duration) DialOption {
+	return func(o *dialOptions) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
+}
+
+// WithGRPCOptions appends raw gRPC dial options (interceptors, keepalive,
+// ...).
+func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
+	return func(o *dialOptions) { o.grpc = append(o.grpc, opts...) }
+}
+
+// Dial connects to the OpenSSI daemon at addr ("host:port") over mutual
+// TLS with src's certificate, accepting the server only when it holds the
+// identity wantService (e.g. "openssi-clmsd"; "" accepts any OpenSSI
+// service).
+//
+// Dial makes the first connection before it returns: it fails when that
+// attempt fails (the error wraps [ErrPeerIdentity] when the server's
+// certificate was rejected, [ErrRejectedByPeer] when the server rejected
+// ours, [ErrUnreachable] when the peer could not be reached) or when ctx ends
+// first (without a deadline on ctx, the default call timeout bounds the
+// wait). Afterwards the connection reconnects by itself. Every call on it carries a deadline: calls and
+// streams whose context has none get the default call timeout.
+func Dial(ctx context.Context, src Source, addr, wantService string, opts ...DialOption) (*grpc.ClientConn, error) {
+	o := dialOptions{timeout: DefaultCallTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	creds := &recordingCreds{TransportCredentials: credentials.NewTLS(src.ClientConfig(wantService))}
+	all := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(unaryTimeout(o.timeout)),
+		grpc.WithChainStreamInterceptor(streamTimeout(o.timeout)),
+	}, o.grpc...)
+	conn, err := grpc.NewClient("passthrough:///"+addr, all...)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			return conn, nil
+		case connectivity.TransientFailure:
+			conn.Close()
+			err, shook := creds.last()
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("rpc: dial %s (%s): %w", addr, wantService, err)
+			case shook:
+				return nil, fmt.Errorf("rpc: dial %s (%s): %w", addr, wantService, ErrRejectedByPeer)
+			}
+			return nil, fmt.Errorf("rpc: dial %s (%s): %w", addr, wantService, ErrUnreachable)
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			conn.Close()
+			return nil, fmt.Errorf("rpc: dial %s (%s): connection %s: %w", addr, wantService, s, ctx.Err())
+		}
+	}
+}
+
+// Errors [Dial] wraps when the first connection attempt fails.
+var (
+	// ErrUnreachable: the connection failed below TLS (refused, no
+	// route, reset).
+	ErrUnreachable = errors.New("peer unreachable")
+	// ErrRejectedByPeer: our side of the TLS handshake succeeded but the
+	// server closed the connection, which it does when it rejects our
+	// certificate (with TLS 1.3 the client learns of it only afterwards).
+	ErrRejectedByPeer = errors.New("peer closed the connection after the TLS handshake (rejected our certificate?)")
+)
+
+// recordingCreds remembers the last client handshake error so that Dial
+// can say why a peer was rejected.
+type recordingCreds struct {
+	credentials.TransportCredentials
+	mu    sync.Mutex
+	err   error
+	shook bool // a handshake succeeded on our side
+}
+
+func (c *recordingCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	nc, ai, err := c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	c.mu.Lock()
+	c.err = err
+	c.shook = c.shook || err == nil
+	c.mu.Unlock()
+	return nc, ai, err
+}
+
+func (c *recordingCreds) last() (err error, shook bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err, c.shook
+}
+
+func unaryTimeout(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// streamTimeout gives a stream without a deadline the default timeout for
+// its whole life. A stream meant to outlive it (a watch) must carry its own
+// deadline.
+func streamTimeout(d time.Duration) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if _, ok := ctx.Deadline(); ok {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return &cancelStream{ClientStream: s, cancel: cancel}, nil
+	}
+}
+
+// cancelStream releases the timeout's resources once the stream ends.
+type cancelStream struct {
+	grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+func (s *cancelStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.cancel()
+	}
+	return err
+}
+
+// PeerService returns the OpenSSI service identity of the peer of a gRPC
+// call: in a server handler, the calling daemon (e.g. "openssi-clmsd"); on
+// a client, with grpc.Peer, the server. The identity was verified during
+// the handshake; a certificate naming several services reports the first.
+// ok is false when the connection is not a TLS connection of this package.
+func PeerService(ctx context.Context) (string, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	return peerServiceOf(p)
+}
+
+func peerServiceOf(p *peer.Peer) (string, bool) {
+	if p == nil || p.AuthInfo == nil {
+		return "", false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return "", false
+	}
+	ids := peerServices(ti.State.PeerCertificates[0], "")
+	if len(ids) == 0 {
+		return "", false
+	}
+	return ids[0].Service, true
+}
