@@ -213,10 +213,26 @@ func TestSessionInvalidatedOnKill(t *testing.T) {
 		index = meta.LastIndex
 	}
 	deleted := time.Since(start)
+	// Consul invalidates a node's sessions one Raft write at a time: block
+	// until the claim is unlocked, then it must be acquirable at once.
+	index = 0
+	for {
+		p, meta, err := sc.KV().Get("openssi/test/claim", (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == nil {
+			t.Fatal("release-behavior key deleted")
+		}
+		if p.Session == "" {
+			break
+		}
+		index = meta.LastIndex
+	}
 	ok, err := skv.Acquire(ctx, "test/claim", sSurv, owner{survivor.Name, 2})
 	took := time.Since(start)
 	if err != nil || !ok {
-		t.Fatalf("survivor Acquire right after invalidation: ok=%v err=%v (lock-delay too long?)", ok, err)
+		t.Fatalf("survivor Acquire right after the release: ok=%v err=%v (lock-delay too long?)", ok, err)
 	}
 	t.Logf("SIGKILL of %s -> delete-behavior key gone after %v; release-behavior claim re-acquired by %s after %v",
 		victim.Name, deleted, survivor.Name, took)

@@ -264,6 +264,7 @@ func (e errStop) Error() string { return e.err.Error() }
 func poll(ctx context.Context, interval time.Duration, f func() error) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last error
 	for {
 		err := f()
 		if err == nil {
@@ -273,9 +274,12 @@ func poll(ctx context.Context, interval time.Duration, f func() error) error {
 		if errors.As(err, &stop) {
 			return stop.err
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err // keep the last error that was not caused by ctx ending
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-t.C:
 		}
 	}

@@ -112,10 +112,13 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	begin := time.Now()
 	c, err := StartCluster(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("consultest: %d servers + %d clients (%v) up on %s.0/24 in %v",
+		c.Options.Servers, c.Options.Clients, c.Options.Profile, c.Subnet, time.Since(begin).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, a := range c.Agents {
@@ -245,6 +248,11 @@ limits {
 	if a.Server {
 		serfWAN = SerfWANPort
 		fmt.Fprintf(&b, "server = true\nbootstrap_expect = %d\n", c.Options.Servers)
+		// A server that is only slow (a loaded test machine, aggressive
+		// gossip timers) can be falsely declared failed; autopilot would
+		// then drop it from the Raft voters, and killing the leader next
+		// would leave no quorum. Test clusters keep their voters.
+		b.WriteString("autopilot {\n  cleanup_dead_servers = false\n}\n")
 		if !c.Options.NoConnect {
 			b.WriteString("connect {\n  enabled = true\n}\n")
 		}

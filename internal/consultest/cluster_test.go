@@ -19,7 +19,8 @@ func TestTunedHCL(t *testing.T) {
 		`gossip_interval = "20ms"`,
 		`suspicion_mult  = 2`,
 		`retransmit_mult = 2`,
-		`raft_multiplier = 1`,
+		`raft_multiplier  = 1`,
+		`rpc_hold_timeout = "1s"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("TunedSettings().HCL() lacks %q:\n%s", want, got)
@@ -162,15 +163,19 @@ func TestStopAndLeave(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	left, stopped := c.Agents[1], c.Agents[2]
+	start := time.Now()
+	defer func() { t.Logf("done after %v", time.Since(start)) }()
 	if err := left.Leave(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.WaitMembers(ctx, MemberLeft, left.Name); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("left after %v", time.Since(start))
 	if err := stopped.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("stopped after %v", time.Since(start))
 	if stopped.Running() {
 		t.Fatal("agent still running after Stop")
 	}

@@ -29,6 +29,13 @@ type Tuning struct {
 	// RaftMultiplier is performance.raft_multiplier: scales Raft's heartbeat
 	// and election timeouts (default 5; 1 is the production recommendation).
 	RaftMultiplier int
+	// RPCHoldTimeout is performance.rpc_hold_timeout: how long a server
+	// holds a request while there is no leader. It retries in steps of a
+	// sixteenth of it, so Consul's 7s default answers up to ~440ms after a
+	// new leader is elected; 1s answers within ~60ms (requests that outlast
+	// an election fail with "No cluster leader" and are retried by the
+	// caller).
+	RPCHoldTimeout time.Duration
 }
 
 // TunedSettings returns the fast failure-detection profile OpenSSI uses: a
@@ -44,6 +51,7 @@ func TunedSettings() Tuning {
 		SuspicionMult:  2,
 		RetransmitMult: 2,
 		RaftMultiplier: 1,
+		RPCHoldTimeout: time.Second,
 	}
 }
 
@@ -58,7 +66,8 @@ func (t Tuning) HCL() string {
   retransmit_mult = %d
 }
 performance {
-  raft_multiplier = %d
+  raft_multiplier  = %d
+  rpc_hold_timeout = %q
 }
-`, t.ProbeInterval, t.ProbeTimeout, t.GossipInterval, t.SuspicionMult, t.RetransmitMult, t.RaftMultiplier)
+`, t.ProbeInterval, t.ProbeTimeout, t.GossipInterval, t.SuspicionMult, t.RetransmitMult, t.RaftMultiplier, t.RPCHoldTimeout)
 }

@@ -133,6 +133,25 @@ type Observed struct {
 	Now time.Time
 }
 
+// WithoutFailed returns alive minus the nodes whose name gossip reports
+// failed. A node's session outlives its death until the Consul leader
+// reconciles the failure (after a Raft election when the dead node was the
+// leader); the local gossip view knows sooner, so the shell filters with
+// it. A false suspicion only delays the node's NODEUP until gossip clears
+// it.
+func WithoutFailed(alive map[int]Presence, failed map[string]bool) map[int]Presence {
+	if len(failed) == 0 {
+		return alive
+	}
+	out := make(map[int]Presence, len(alive))
+	for n, p := range alive {
+		if !failed[p.Name] {
+			out[n] = p
+		}
+	}
+	return out
+}
+
 // Member returns the member with node number n.
 func (v View) Member(n int) (Member, bool) {
 	i := sort.Search(len(v.Members), func(i int) bool { return v.Members[i].Number >= n })

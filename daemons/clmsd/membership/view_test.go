@@ -122,6 +122,20 @@ func TestReconcileSteps(t *testing.T) {
 	}
 }
 
+func TestWithoutFailed(t *testing.T) {
+	a := alive(1, 2, 3)
+	if got := WithoutFailed(a, nil); len(got) != 3 {
+		t.Fatalf("no failures: %v", got)
+	}
+	got := WithoutFailed(a, map[string]bool{"node2": true, "other": true})
+	if len(got) != 2 || got[2].Name != "" || got[3].Name != "node3" {
+		t.Fatalf("got %v", got)
+	}
+	if len(a) != 3 {
+		t.Fatal("input modified")
+	}
+}
+
 func TestReconcileDoesNotModifyInput(t *testing.T) {
 	v, _ := Reconcile(View{}, Observed{Alive: alive(1, 2), Now: at(0)}, 10)
 	before, _ := json.Marshal(v)

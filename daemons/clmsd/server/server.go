@@ -41,6 +41,12 @@ type Config struct {
 	// SkewWindow is how many clock samples per peer the estimate uses.
 	// Default 8.
 	SkewWindow int
+	// GossipPoll is how often the local agent's gossip view is read to
+	// learn of failed nodes before the Consul leader does. Default 100ms.
+	GossipPoll time.Duration
+	// QuorumProbe is how often a consistent read checks that this node
+	// still reaches a Consul quorum. Default 1s.
+	QuorumProbe time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -55,6 +61,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SkewWindow <= 0 {
 		c.SkewWindow = 8
+	}
+	if c.GossipPoll <= 0 {
+		c.GossipPoll = 100 * time.Millisecond
+	}
+	if c.QuorumProbe <= 0 {
+		c.QuorumProbe = time.Second
 	}
 }
 
@@ -74,6 +86,8 @@ type Server struct {
 	view      membership.View
 	changed   chan struct{} // closed and replaced whenever view changes
 	done      chan struct{} // closed when Run returns
+	kick      chan struct{} // gossip changed: re-read at once
+	failed    map[string]bool
 	quorum    bool
 	lostSince time.Time
 	leaving   bool
@@ -91,6 +105,7 @@ func New(cfg Config, client *api.Client, log logrus.FieldLogger) *Server {
 		prefix:  cfg.KVPrefix,
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 		skew:    membership.NewSkewTracker(cfg.SkewWindow, cfg.SkewThreshold),
 		warned:  map[int]bool{},
 	}
@@ -238,17 +253,23 @@ func (s *Server) openSession(ctx context.Context) error {
 // after the first view has been read.
 func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	defer close(s.done)
+	go s.watchGossip(ctx)
+	go s.probeQuorum(ctx)
 	var index uint64
 	backoff := time.Duration(0)
 	readyDone := false
 	for ctx.Err() == nil {
-		snap, err := s.list(ctx, index)
+		snap, kicked, err := s.listOrKick(ctx, index)
 		beat()
+		if kicked {
+			index = 0 // gossip changed: read the current state at once
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			s.setQuorum(false, err)
+			s.log.WithError(err).Debug("read membership")
 			backoff = nextBackoff(backoff)
 			sleep(ctx, backoff)
 			index = 0
@@ -264,7 +285,14 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		} else {
 			index = snap.index
 		}
+		if err := s.keepAlive(ctx, snap); err != nil {
+			s.log.WithError(err).Warn("rejoin")
+		}
 		view := snap.view
+		s.mu.Lock()
+		failed := s.failed
+		s.mu.Unlock()
+		snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
 		snap.observed.Now = time.Now()
 		next, events := membership.Reconcile(snap.view, snap.observed, s.cfg.MaxEvents)
 		if len(events) > 0 {
@@ -287,6 +315,132 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		}
 	}
 	return nil
+}
+
+// listOrKick is list, cut short when gossip reports a change.
+func (s *Server) listOrKick(ctx context.Context, index uint64) (snapshot, bool, error) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	kicked := make(chan bool, 1)
+	go func() {
+		select {
+		case <-s.kick:
+			cancel()
+			kicked <- true
+		case <-stop:
+			kicked <- false
+		}
+	}()
+	snap, err := s.list(lctx, index)
+	close(stop)
+	if <-kicked && ctx.Err() == nil {
+		return snapshot{}, true, nil
+	}
+	return snap, false, err
+}
+
+// keepAlive re-takes this node's membership when its session was
+// invalidated while clmsd kept running: the node was cut off long enough to
+// be declared failed, or its agent restarted.
+func (s *Server) keepAlive(ctx context.Context, snap snapshot) error {
+	s.mu.Lock()
+	leaving := s.leaving
+	s.mu.Unlock()
+	if leaving || snap.holders[s.number] == s.session {
+		return nil
+	}
+	s.log.WithField("node", s.number).Warn("this node's membership session is gone (it was declared failed): rejoining")
+	if err := s.openSession(ctx); err != nil {
+		return err
+	}
+	ok, _, err := s.consul.KV().Acquire(&api.KVPair{
+		Key:     s.kvKey(keyAlive + itoa(s.number)),
+		Value:   mustJSON(membership.Claim{Name: s.self.Name, Address: s.self.Address}),
+		Session: s.session,
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("clmsd: take alive key of node %d: %w", s.number, err)
+	}
+	if !ok {
+		return fmt.Errorf("clmsd: alive key of node %d is held by another session", s.number)
+	}
+	return nil
+}
+
+// watchGossip polls the local agent's gossip view (no Raft involved) and
+// kicks the reconcile loop when the set of failed nodes changes.
+func (s *Server) watchGossip(ctx context.Context) {
+	t := time.NewTicker(s.cfg.GossipPoll)
+	defer t.Stop()
+	for {
+		members, err := s.consul.Agent().Members(false)
+		if err == nil {
+			failed := map[string]bool{}
+			for _, m := range members {
+				// Serf statuses: 1 alive, 2 leaving, 3 left, 4 failed.
+				if m.Status == 3 || m.Status == 4 {
+					failed[m.Name] = true
+				}
+			}
+			s.mu.Lock()
+			changed := !sameSet(failed, s.failed)
+			s.failed = failed
+			s.mu.Unlock()
+			if changed {
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// probeQuorum makes a consistent read every QuorumProbe; when it fails the
+// node reports that it has lost the cluster (it may be cut off) instead of
+// serving a view as if all were well.
+func (s *Server) probeQuorum(ctx context.Context) {
+	t := time.NewTicker(s.cfg.QuorumProbe)
+	defer t.Stop()
+	failures := 0
+	for {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.QuorumProbe+500*time.Millisecond)
+		_, _, err := s.consul.KV().Get(s.kvKey(keyView), (&api.QueryOptions{RequireConsistent: true}).WithContext(pctx))
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		// Two failures in a row: a Raft election (about 2s) is not a loss.
+		if err == nil {
+			failures = 0
+			s.setQuorum(true, nil)
+		} else if failures++; failures >= 2 {
+			s.setQuorum(false, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // publish makes view the one served locally and wakes the watchers.
@@ -362,12 +516,17 @@ func (s *Server) Leave(ctx context.Context) (uint64, error) {
 	}
 }
 
+// nextBackoff paces retries after a failed read of the local agent: the
+// first read after a new Raft leader is elected decides how fast a NODEDOWN
+// is committed, and while the followers still forward to a dead leader
+// every read fails at once, so the pause stays short (capped at 200ms: a
+// read of the local agent is cheap).
 func nextBackoff(d time.Duration) time.Duration {
 	switch {
 	case d <= 0:
-		return 100 * time.Millisecond
-	case d >= 2*time.Second:
-		return 2 * time.Second
+		return 50 * time.Millisecond
+	case d >= 200*time.Millisecond:
+		return 200 * time.Millisecond
 	default:
 		return d * 2
 	}

@@ -29,6 +29,7 @@ type snapshot struct {
 	claims    map[int]membership.Claim
 	claimIdx  map[int]uint64
 	live      map[int]bool
+	holders   map[int]string // session holding clms/alive/<n>
 	problems  []string // undecodable keys, reported and skipped
 }
 
@@ -44,6 +45,7 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 		claims:   map[int]membership.Claim{},
 		claimIdx: map[int]uint64{},
 		live:     map[int]bool{},
+		holders:  map[int]string{},
 	}
 	for _, p := range pairs {
 		if p == nil {
@@ -74,6 +76,7 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 			}
 			s.observed.Alive[n] = membership.Presence{Name: c.Name, Address: c.Address}
 			s.live[n] = true
+			s.holders[n] = p.Session
 		case strings.HasPrefix(key, keyLeaving):
 			n, err := membership.ParseNumberKey(key)
 			if err != nil {
