@@ -30,7 +30,7 @@ type snapshot struct {
 	claimIdx  map[int]uint64
 	live      map[int]bool
 	holders   map[int]string // session holding clms/alive/<n>
-	problems  []string // undecodable keys, reported and skipped
+	problems  []string       // undecodable keys, reported and skipped
 }
 
 // parseSnapshot decodes a listing of the clms/ subtree (keys relative to

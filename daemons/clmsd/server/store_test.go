@@ -31,7 +31,7 @@ func TestParseSnapshot(t *testing.T) {
 		pair(keyView, view, "", 40),
 		pair(keyAlive+"1", membership.Claim{Name: "a", Address: "10.0.0.1"}, "s1", 41),
 		pair(keyAlive+"2", membership.Claim{Name: "b"}, "", 42),   // released: not alive
-		pair(keyAlive+"3", []byte("{bad json"), "s3", 43),        // alive, undecodable value
+		pair(keyAlive+"3", []byte("{bad json"), "s3", 43),         // alive, undecodable value
 		pair(keyAlive+"x", membership.Claim{Name: "c"}, "s4", 44), // bad number
 		pair(keyLeaving+"2", membership.Presence{Name: "b"}, "", 45),
 		pair(keyLeaving+"0", nil, "", 46),
