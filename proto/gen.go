@@ -3,4 +3,4 @@
 // proto` regenerates it and `make check-protos` verifies it is current).
 package proto
 
-//go:generate sh -c "protoc -I . --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. clms/v1/*.proto"
+//go:generate sh -c "protoc -I . --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. clms/v1/*.proto dlm/v1/*.proto"

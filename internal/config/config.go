@@ -14,6 +14,8 @@ type Config struct {
 	Cluster Cluster `mapstructure:"cluster"`
 	// Clmsd holds the settings of the membership daemon (YAML `clmsd:`).
 	Clmsd Clmsd `mapstructure:"clmsd"`
+	// Dlmd holds the settings of the lock manager (YAML `dlmd:`).
+	Dlmd Dlmd `mapstructure:"dlmd"`
 }
 
 // Cluster holds the settings every OpenSSI daemon on a node reads.
@@ -105,6 +107,16 @@ type Clmsd struct {
 	SkewInterval time.Duration `mapstructure:"skew_interval"`
 }
 
+// Dlmd holds the settings of the distributed lock manager.
+type Dlmd struct {
+	// RPCPort is the TCP port of dlmd's inter-node gRPC server (lock
+	// traffic between nodes), 1..65535. Default 7102.
+	RPCPort int `mapstructure:"rpc_port"`
+	// DeadlockInterval is how often the coordinator looks for deadlocks
+	// across the cluster (the VMS deadlock wait); at least 10ms. Default 1s.
+	DeadlockInterval time.Duration `mapstructure:"deadlock_interval"`
+}
+
 // Default returns the configuration used when nothing overrides it. It is
 // valid as returned.
 func Default() Config {
@@ -128,6 +140,10 @@ func Default() Config {
 			RPCPort:       7101,
 			SkewThreshold: 100 * time.Millisecond,
 			SkewInterval:  5 * time.Second,
+		},
+		Dlmd: Dlmd{
+			RPCPort:          7102,
+			DeadlockInterval: time.Second,
 		},
 	}
 }

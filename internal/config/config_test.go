@@ -421,14 +421,19 @@ func TestPathRules(t *testing.T) {
 }
 
 func TestAddFlags(t *testing.T) {
-	fs := pflag.NewFlagSet("dlmd", pflag.ContinueOnError)
-	bind := AddFlags(fs, "dlmd")
+	fs := pflag.NewFlagSet("vprocd", pflag.ContinueOnError)
+	bind := AddFlags(fs, "vprocd")
 	want := map[string]string{"log-level": "cluster.log_level", "consul-address": "cluster.consul.address"}
 	if !reflect.DeepEqual(bind, want) {
-		t.Errorf("AddFlags(dlmd) = %v, want %v", bind, want)
+		t.Errorf("AddFlags(vprocd) = %v, want %v", bind, want)
 	}
 	if fs.Lookup("node-number") != nil || fs.Lookup("config") == nil {
-		t.Errorf("dlmd flags wrong")
+		t.Errorf("vprocd flags wrong")
+	}
+	fs = pflag.NewFlagSet("dlmd", pflag.ContinueOnError)
+	bind = AddFlags(fs, "dlmd")
+	if bind["rpc-port"] != "dlmd.rpc_port" || fs.Lookup("node-number") != nil {
+		t.Errorf("AddFlags(dlmd) = %v", bind)
 	}
 	fs = pflag.NewFlagSet("clmsd", pflag.ContinueOnError)
 	bind = AddFlags(fs, "clmsd")

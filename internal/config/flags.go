@@ -2,8 +2,8 @@ package config
 
 import "github.com/spf13/pflag"
 
-// AddFlags registers on fs the flags every daemon accepts and, for daemon
-// "clmsd", its own, and returns the bindings to pass as
+// AddFlags registers on fs the flags every daemon accepts and, for daemons
+// "clmsd" and "dlmd", their own, and returns the bindings to pass as
 // [LoadOptions.Bindings]:
 //
 //	--config PATH          the configuration file (default DefaultPath); read by Load itself
@@ -11,6 +11,7 @@ import "github.com/spf13/pflag"
 //	--consul-address ADDR  cluster.consul.address
 //	--node-number N        clmsd.node_number (clmsd only)
 //	--rpc-port PORT        clmsd.rpc_port (clmsd only)
+//	--rpc-port PORT        dlmd.rpc_port (dlmd only)
 //
 // A flag overrides the file and the environment only when it is given on the
 // command line.
@@ -27,6 +28,10 @@ func AddFlags(fs *pflag.FlagSet, daemon string) map[string]string {
 		fs.Int("rpc-port", 0, "inter-node gRPC port (overrides clmsd.rpc_port)")
 		bind["node-number"] = "clmsd.node_number"
 		bind["rpc-port"] = "clmsd.rpc_port"
+	}
+	if daemon == "dlmd" {
+		fs.Int("rpc-port", 0, "inter-node gRPC port (overrides dlmd.rpc_port)")
+		bind["rpc-port"] = "dlmd.rpc_port"
 	}
 	return bind
 }

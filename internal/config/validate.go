@@ -65,6 +65,9 @@ var allowed = map[string]string{
 	"clmsd.rpc_port":                 "want an integer 1..65535",
 	"clmsd.skew_threshold":           "want a duration > 0 such as 100ms",
 	"clmsd.skew_interval":            "want a duration of at least 100ms such as 5s",
+	"dlmd":                           "want a mapping of dlmd settings",
+	"dlmd.rpc_port":                  "want an integer 1..65535",
+	"dlmd.deadlock_interval":         "want a duration of at least 10ms such as 1s",
 }
 
 // invalid builds the *Error for key.
@@ -118,6 +121,8 @@ func (c *Config) Validate() error {
 		{"clmsd.rpc_port", strconv.Itoa(c.Clmsd.RPCPort), c.Clmsd.RPCPort >= 1 && c.Clmsd.RPCPort <= 65535},
 		{"clmsd.skew_threshold", c.Clmsd.SkewThreshold.String(), c.Clmsd.SkewThreshold > 0},
 		{"clmsd.skew_interval", c.Clmsd.SkewInterval.String(), c.Clmsd.SkewInterval >= 100*time.Millisecond},
+		{"dlmd.rpc_port", strconv.Itoa(c.Dlmd.RPCPort), c.Dlmd.RPCPort >= 1 && c.Dlmd.RPCPort <= 65535},
+		{"dlmd.deadlock_interval", c.Dlmd.DeadlockInterval.String(), c.Dlmd.DeadlockInterval >= 10*time.Millisecond},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

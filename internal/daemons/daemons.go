@@ -19,6 +19,7 @@ type Daemon struct {
 // All lists the daemons that exist, in start order.
 var All = []Daemon{
 	{Name: "clmsd", Binary: "clmsd", Unit: "openssi-clmsd.service", Summary: "cluster membership: node numbers, membership view, NODEUP/NODEDOWN events, clock skew"},
+	{Name: "dlmd", Binary: "dlmd", Unit: "openssi-dlmd.service", Summary: "distributed lock manager: lockspaces, six lock modes, value blocks, blocking callbacks, deadlock detection, recovery on node loss"},
 }
 
 // Find returns the daemon with the given name.

@@ -1,6 +1,7 @@
 // Package nodetest runs OpenSSI nodes for integration tests and benchmarks:
 // each node is a real Consul agent (from internal/consultest) with a real
-// clmsd process next to it, on its own loopback address. Nothing is mocked.
+// clmsd process (and, with Options.Dlmd, a real dlmd) next to it, on its own
+// loopback address. Nothing is mocked.
 package nodetest
 
 import (
@@ -17,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/localapi"
 )
 
 // Options describe the nodes to start.
@@ -31,6 +35,11 @@ type Options struct {
 	ExtraYAML string
 	// RPCPort is clmsd's inter-node port on each node's own IP. Default 7101.
 	RPCPort int
+	// Dlmd is the dlmd binary (BuildDlmd makes one); when set, every node
+	// also runs dlmd and StartCluster waits until each serves.
+	Dlmd string
+	// DlmdRPCPort is dlmd's inter-node port. Default 7102.
+	DlmdRPCPort int
 }
 
 // Cluster is a set of nodes.
@@ -54,18 +63,27 @@ type Node struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	exit  error
+
+	// DlmdLogFile is dlmd's log.
+	DlmdLogFile string
+	dlmd        proc
 }
 
 // BuildClmsd builds clmsd from this module into dir and returns its path.
-func BuildClmsd(dir string) (string, error) {
+func BuildClmsd(dir string) (string, error) { return build(dir, "clmsd") }
+
+// BuildDlmd builds dlmd from this module into dir and returns its path.
+func BuildDlmd(dir string) (string, error) { return build(dir, "dlmd") }
+
+func build(dir, daemon string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(dir, "clmsd")
-	cmd := exec.Command("go", "build", "-o", out, "./daemons/clmsd")
+	out := filepath.Join(dir, daemon)
+	cmd := exec.Command("go", "build", "-o", out, "./daemons/"+daemon)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("nodetest: build clmsd: %v\n%s", err, b)
+		return "", fmt.Errorf("nodetest: build %s: %v\n%s", daemon, err, b)
 	}
 	return out, nil
 }
@@ -84,6 +102,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if t.Failed() {
 			for _, n := range c.Nodes {
 				t.Logf("--- clmsd log of %s ---\n%s", n.Agent.Name, n.LogTail(30))
+				if c.opts.Dlmd != "" {
+					t.Logf("--- dlmd log of %s ---\n%s", n.Agent.Name, tail(n.DlmdLogFile, 40))
+				}
 				t.Logf("--- consul log of %s ---\n%s", n.Agent.Name, n.Agent.LogTail(15))
 			}
 		}
@@ -97,6 +118,9 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 	if opts.RPCPort == 0 {
 		opts.RPCPort = 7101
 	}
+	if opts.DlmdRPCPort == 0 {
+		opts.DlmdRPCPort = 7102
+	}
 	cc, err := consultest.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
 	if err != nil {
 		return nil, err
@@ -108,6 +132,8 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 		n.StateDir = filepath.Join(n.Dir, "state")
 		n.ConfigFile = filepath.Join(n.Dir, "openssi.yaml")
 		n.LogFile = filepath.Join(n.Dir, "clmsd.log")
+		n.DlmdLogFile = filepath.Join(n.Dir, "dlmd.log")
+		n.dlmd = proc{name: "dlmd", bin: opts.Dlmd}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			c.Stop()
 			return nil, err
@@ -122,7 +148,10 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 clmsd:
   rpc_port: %d
   skew_interval: 500ms
-%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, opts.RPCPort, opts.ExtraYAML)
+dlmd:
+  rpc_port: %d
+  deadlock_interval: 200ms
+%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, opts.RPCPort, opts.DlmdRPCPort, opts.ExtraYAML)
 		if err := os.WriteFile(n.ConfigFile, []byte(cfg), 0o644); err != nil {
 			c.Stop()
 			return nil, err
@@ -141,12 +170,27 @@ clmsd:
 		c.Stop()
 		return nil, err
 	}
+	if opts.Dlmd != "" {
+		for _, n := range c.Nodes {
+			if err := n.StartDlmd(); err != nil {
+				c.Stop()
+				return nil, err
+			}
+		}
+		for _, n := range c.Nodes {
+			if err := n.WaitDlmd(ctx); err != nil {
+				c.Stop()
+				return nil, err
+			}
+		}
+	}
 	return c, nil
 }
 
 // Stop kills every process of the cluster.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
+		_ = n.KillDlmd()
 		_ = n.KillClmsd()
 	}
 	c.Consul.Stop()
@@ -277,20 +321,160 @@ func (n *Node) KillClmsd() error { return n.signalClmsd(syscall.SIGKILL) }
 // StopClmsd stops the node's clmsd with SIGTERM (a graceful leave).
 func (n *Node) StopClmsd() error { return n.signalClmsd(syscall.SIGTERM) }
 
-// Kill is a power loss: SIGKILL of the agent and clmsd together.
+// Kill is a power loss: SIGKILL of the agent, clmsd and dlmd together.
 func (n *Node) Kill() error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- n.Agent.Kill() }()
+	go func() { errc <- n.KillDlmd() }()
 	err := n.KillClmsd()
-	return errors.Join(err, <-errc)
+	return errors.Join(err, <-errc, <-errc)
 }
 
-// Start boots a killed node again: its agent, then its clmsd.
+// Start boots a killed node again: its agent, then its clmsd, then its
+// dlmd when the cluster runs one.
 func (n *Node) Start() error {
 	if err := n.Agent.Start(); err != nil {
 		return err
 	}
-	return n.StartClmsd()
+	if err := n.StartClmsd(); err != nil {
+		return err
+	}
+	if n.dlmd.bin != "" {
+		return n.StartDlmd()
+	}
+	return nil
+}
+
+// DlmdSocket returns the node's dlmd socket.
+func (n *Node) DlmdSocket() string { return filepath.Join(n.RunDir, "dlmd.sock") }
+
+// StartDlmd starts the node's dlmd (its clmsd should run).
+func (n *Node) StartDlmd() error { return n.dlmd.start(n.ConfigFile, n.DlmdLogFile) }
+
+// KillDlmd SIGKILLs the node's dlmd.
+func (n *Node) KillDlmd() error { return n.dlmd.signal(syscall.SIGKILL) }
+
+// StopDlmd stops the node's dlmd with SIGTERM.
+func (n *Node) StopDlmd() error { return n.dlmd.signal(syscall.SIGTERM) }
+
+// DlmdRunning tells whether the node's dlmd process runs.
+func (n *Node) DlmdRunning() bool { return n.dlmd.running() }
+
+// WaitDlmd waits until the node's dlmd serves (grpc health SERVING on its
+// socket: it has finished its first recovery).
+func (n *Node) WaitDlmd(ctx context.Context) error {
+	var last error
+	for {
+		conn, err := localapi.Dial(ctx, n.DlmdSocket())
+		if err == nil {
+			var r *healthpb.HealthCheckResponse
+			r, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			conn.Close()
+			if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("dlmd %s", r.GetStatus())
+			}
+		}
+		last = err
+		if !n.dlmd.running() {
+			return fmt.Errorf("nodetest: %s: dlmd exited: %v\n%s", n.Agent.Name, last, tail(n.DlmdLogFile, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nodetest: %s: waiting for dlmd: %v", n.Agent.Name, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// proc is a daemon process of a node.
+type proc struct {
+	name string
+	bin  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) start(config, logFile string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		select {
+		case <-p.done:
+		default:
+			return fmt.Errorf("nodetest: %s already runs", p.name)
+		}
+	}
+	log, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.bin, "--config", config)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("nodetest: start %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done = cmd, done
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}()
+	return nil
+}
+
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	p.mu.Lock()
+	if p.cmd == cmd {
+		p.cmd = nil
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+func tail(file string, lines int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
 }
 
 // WaitFor polls the node's view until cond holds; on timeout the error says

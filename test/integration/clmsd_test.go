@@ -364,7 +364,7 @@ func state(v cluster.View, n int) cluster.State {
 }
 
 func TestSsiNodesShowsTheClusterWithSkew(t *testing.T) {
-	c := start(t, 3, 0)
+	c := startDlm(t, 3, 0) // every daemon of daemons.All runs, so `ssi status` is all SERVING
 	ctx := ctxFor(t, time.Minute)
 	n := c.Nodes[0]
 	// Clock offsets are measured every 500ms (skew_interval in the test config).

@@ -10,16 +10,22 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin is built once for the package.
-var clmsdBin string
+// clmsdBin and dlmdBin are built once for the package.
+var clmsdBin, dlmdBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(dlmChildEnv) != "" {
+		os.Exit(dlmChild())
+	}
 	dir, err := os.MkdirTemp("", "openssi-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	clmsdBin, err = nodetest.BuildClmsd(dir)
+	if err == nil {
+		dlmdBin, err = nodetest.BuildDlmd(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

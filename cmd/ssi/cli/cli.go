@@ -53,6 +53,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	var ce cmdExit
+	if errors.As(err, &ce) {
+		return ce.code
+	}
 	fmt.Fprintln(stderr, "ssi: "+err.Error())
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -77,7 +81,7 @@ through their sockets in the run directory.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.runDir, "run-dir", defRunDir, "directory holding the daemons' sockets (env OPENSSI_CLUSTER_RUN_DIR)")
-	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newVersion(g))
+	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newVersion(g))
 	return root
 }
 

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/daemons"
 )
 
 func TestRenderNodes(t *testing.T) {
@@ -72,7 +74,7 @@ func TestCLIWithoutClmsd(t *testing.T) {
 		{[]string{"--run-dir", dir, "nodes"}, 1, "ssi: cluster: clmsd is not running on this node (no answer on " + filepath.Join(dir, "clmsd.sock") + "): start it with `systemctl start openssi-clmsd`\n"},
 		{[]string{"--run-dir", dir, "events"}, 1, "clmsd is not running"},
 		{[]string{"--run-dir", dir, "node", "leave"}, 1, "clmsd is not running"},
-		{[]string{"--run-dir", dir, "status"}, 1, "1 of 1 daemons not serving"},
+		{[]string{"--run-dir", dir, "status"}, 1, fmt.Sprintf("%d of %d daemons not serving", len(daemons.All), len(daemons.All))},
 		{[]string{"nodes", "-o", "yaml"}, 2, `-o "yaml" is not valid: want table or json`},
 		{[]string{"nodes", "extra"}, 2, "ssi nodes takes no arguments"},
 		{[]string{"nodes", "--bogus"}, 2, "unknown flag: --bogus"},

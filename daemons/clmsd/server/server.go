@@ -82,17 +82,20 @@ type Server struct {
 	number  int
 	session string
 
-	mu        sync.Mutex
-	view      membership.View
-	changed   chan struct{} // closed and replaced whenever view changes
-	done      chan struct{} // closed when Run returns
-	kick      chan struct{} // gossip changed: re-read at once
-	failed    map[string]bool
-	quorum    bool
-	lostSince time.Time
-	leaving   bool
-	skew      *membership.SkewTracker
-	warned    map[int]bool
+	mu      sync.Mutex
+	view    membership.View
+	changed chan struct{} // closed and replaced whenever view changes
+	done    chan struct{} // closed when Run returns
+	kick    chan struct{} // gossip changed: re-read at once
+	failed  map[string]bool
+	// failedHolder is, per node gossip reports failed, the session that
+	// held its alive key when it did (used by Run's goroutine only).
+	failedHolder map[string]string
+	quorum       bool
+	lostSince    time.Time
+	leaving      bool
+	skew         *membership.SkewTracker
+	warned       map[int]bool
 }
 
 // New returns a server; Join must be called before Run.
@@ -292,7 +295,7 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		s.mu.Lock()
 		failed := s.failed
 		s.mu.Unlock()
-		snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
+		snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, s.failedSessions(snap, failed))
 		snap.observed.Now = time.Now()
 		next, events := membership.Reconcile(snap.view, snap.observed, s.cfg.MaxEvents)
 		if len(events) > 0 {
@@ -315,6 +318,37 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		}
 	}
 	return nil
+}
+
+// failedSessions returns the names to treat as failed: gossip says the
+// node failed and its alive key is still held by the session it held when
+// gossip first said so. A node that came back holds a new session, so
+// gossip that has not yet heard of its return (it lags by a few gossip
+// rounds) does not make it flap DOWN again.
+func (s *Server) failedSessions(snap snapshot, failed map[string]bool) map[string]bool {
+	if s.failedHolder == nil {
+		s.failedHolder = map[string]string{}
+	}
+	for name := range s.failedHolder {
+		if !failed[name] {
+			delete(s.failedHolder, name)
+		}
+	}
+	out := map[string]bool{}
+	for n, p := range snap.observed.Alive {
+		if !failed[p.Name] {
+			continue
+		}
+		held, seen := s.failedHolder[p.Name]
+		if !seen {
+			s.failedHolder[p.Name] = snap.holders[n]
+			held = snap.holders[n]
+		}
+		if held == snap.holders[n] {
+			out[p.Name] = true
+		}
+	}
+	return out
 }
 
 // listOrKick is list, cut short when gossip reports a change.

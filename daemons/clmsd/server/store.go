@@ -74,7 +74,7 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 			if err := json.Unmarshal(p.Value, &c); err != nil {
 				s.problems = append(s.problems, fmt.Sprintf("decode %s: %v", p.Key, err))
 			}
-			s.observed.Alive[n] = membership.Presence{Name: c.Name, Address: c.Address}
+			s.observed.Alive[n] = membership.Presence(c)
 			s.live[n] = true
 			s.holders[n] = p.Session
 		case strings.HasPrefix(key, keyLeaving):

@@ -94,3 +94,33 @@ func FuzzParseSnapshot(f *testing.F) {
 		}
 	})
 }
+
+func TestFailedSessions(t *testing.T) {
+	s := &Server{}
+	snap := func(holder string) snapshot {
+		return snapshot{
+			observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "b"}}},
+			holders:  map[int]string{1: "s1", 2: holder},
+		}
+	}
+	failed := map[string]bool{"b": true}
+	// Gossip says b failed while it holds s2: b is treated as failed.
+	if got := s.failedSessions(snap("s2"), failed); !got["b"] || got["a"] {
+		t.Fatalf("first: %v", got)
+	}
+	// Still the same session: still failed.
+	if got := s.failedSessions(snap("s2"), failed); !got["b"] {
+		t.Fatalf("same session: %v", got)
+	}
+	// b came back with a new session while gossip lags: not failed.
+	if got := s.failedSessions(snap("s3"), failed); got["b"] {
+		t.Fatalf("new session: %v", got)
+	}
+	// Gossip clears: forgotten, and a later failure records the new holder.
+	if got := s.failedSessions(snap("s3"), nil); len(got) != 0 || len(s.failedHolder) != 0 {
+		t.Fatalf("cleared: %v %v", got, s.failedHolder)
+	}
+	if got := s.failedSessions(snap("s3"), failed); !got["b"] {
+		t.Fatalf("second failure: %v", got)
+	}
+}

@@ -1,0 +1,185 @@
+// Command dlmd is OpenSSI's distributed lock manager. main only wires the
+// packages: the lock table is lockspace (pure core), the directory and
+// recovery rules are directory (pure), the rest is server (shell).
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/dlmd/server"
+	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/daemon"
+	"github.com/openssi/openssi/internal/lifecycle"
+	"github.com/openssi/openssi/internal/localapi"
+	"github.com/openssi/openssi/internal/rpc"
+)
+
+func main() { os.Exit(daemon.Main("dlmd", os.Args[1:], run)) }
+
+func run(ctx context.Context, env *daemon.Env) error {
+	cfg := env.Config
+	log := env.Log
+	client, err := env.Consul()
+	if err != nil {
+		return err
+	}
+	_ = env.Notify.Status("getting inter-node certificates (%s)", cfg.Cluster.TLS.Source)
+	src, err := env.TLS(ctx, client)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	_ = env.Notify.Status("waiting for clmsd to report this node UP")
+	members, me, view, err := waitUp(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer members.Close()
+
+	addr := cfg.Cluster.AdvertiseAddress
+	if addr == "" {
+		addr = me.Address
+	}
+	srv := server.New(server.Config{
+		Node:             uint32(me.Number),
+		Incarnation:      uint64(time.Now().UnixNano()),
+		DeadlockInterval: cfg.Dlmd.DeadlockInterval,
+		Source:           src,
+		Lookup:           func(n uint32) (string, error) { return rpc.Lookup(client, "dlmd", int(n)) },
+		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
+		Log:              log,
+	})
+
+	// Inter-node API (mutual TLS).
+	peerLn, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.Dlmd.RPCPort)))
+	if err != nil {
+		return fmt.Errorf("listen for peers: %w", err)
+	}
+	peerSrv := rpc.NewServer(src)
+	server.NewPeer(srv).Register(peerSrv)
+	go func() { _ = peerSrv.Serve(peerLn) }()
+	defer peerSrv.Stop()
+	deregister, err := rpc.Register(client, "dlmd", me.Number, addr, cfg.Dlmd.RPCPort)
+	if err != nil {
+		return err
+	}
+
+	// Local API.
+	ln, err := env.ListenLocal()
+	if err != nil {
+		return err
+	}
+	localSrv := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	healthSrv := health.NewServer()
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(localSrv, healthSrv)
+	server.NewAPI(srv).Register(localSrv)
+	go func() { _ = localSrv.Serve(ln) }()
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
+			healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			_ = env.Notify.Ready()
+			_ = env.Notify.Status("node %d: granting locks; serving %s", me.Number, env.SocketPath())
+			log.WithField("socket", env.SocketPath()).Info("ready")
+		})
+	}()
+	up := make([]uint32, 0, len(view.Nodes))
+	for _, n := range view.Nodes {
+		if n.State == cluster.Up {
+			up = append(up, uint32(n.Number))
+		}
+	}
+	srv.Start(view.Epoch, up)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchErr := make(chan error, 1)
+	go func() {
+		w := members.Watch(watchCtx, view.Epoch)
+		for w.Next() {
+			e := w.Event()
+			srv.Membership(e.Epoch, uint32(e.Node.Number), e.Type == cluster.NodeUp)
+		}
+		watchErr <- w.Err()
+	}()
+
+	var failure error
+	select {
+	case <-ctx.Done(): // SIGTERM
+	case err := <-watchErr:
+		if err != nil {
+			failure = fmt.Errorf("membership watch: %w", err)
+		}
+	}
+	healthSrv.Shutdown()
+	stopWatch()
+	_ = env.Notify.Status("stopping: this node's locks are released")
+	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
+		// Sessions and channels are long-lived streams: a graceful stop
+		// would wait for every client to go. Their locks end with dlmd.
+		derr := deregister()
+		localSrv.Stop()
+		peerSrv.Stop()
+		return derr
+	})
+	if derr != nil {
+		log.WithError(derr).Warn("drain")
+	}
+	stopRun()
+	if err := <-runErr; err != nil {
+		return err
+	}
+	return failure
+}
+
+// waitUp connects to the local clmsd and waits until it reports this node
+// UP; it returns the client, this node and the view it saw.
+func waitUp(ctx context.Context, env *daemon.Env) (*cluster.Client, cluster.Node, cluster.View, error) {
+	socket := cluster.SocketIn(env.Config.Cluster.RunDir)
+	delay := 100 * time.Millisecond
+	for {
+		c, err := cluster.New(ctx, cluster.WithSocket(socket))
+		if err == nil {
+			me, err1 := c.ThisNode(ctx)
+			v, err2 := c.Nodes(ctx)
+			if err1 == nil && err2 == nil && me.State == cluster.Up {
+				return c, me, v, nil
+			}
+			if err1 == nil {
+				err = err2
+			} else {
+				err = err1
+			}
+			if err == nil {
+				err = fmt.Errorf("node %d is %s", me.Number, me.State)
+			}
+			c.Close()
+		}
+		env.Log.WithError(err).Info("waiting for clmsd")
+		env.Watchdog.Beat()
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, cluster.Node{}, cluster.View{}, ctx.Err()
+		case <-t.C:
+		}
+		if delay < 2*time.Second {
+			delay *= 2
+		}
+	}
+}

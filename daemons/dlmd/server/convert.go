@@ -1,0 +1,89 @@
+package server
+
+import (
+	"errors"
+	"time"
+
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// ErrRetry is the error of a request a master could not take because it
+// was recovering or no longer masters the resource; the requester sends it
+// again after recovery.
+var ErrRetry = errors.New("dlm: master recovering, retry")
+
+var statusErrors = []struct {
+	st  dlmv1.Status
+	err error
+}{
+	{dlmv1.Status_STATUS_WOULD_BLOCK, lockspace.ErrWouldBlock},
+	{dlmv1.Status_STATUS_TIMEOUT, lockspace.ErrTimeout},
+	{dlmv1.Status_STATUS_DEADLOCK, lockspace.ErrDeadlock},
+	{dlmv1.Status_STATUS_CANCELLED, lockspace.ErrCancelled},
+	{dlmv1.Status_STATUS_ACCESS, lockspace.ErrAccess},
+	{dlmv1.Status_STATUS_NAME_TOO_LONG, lockspace.ErrNameTooLong},
+	{dlmv1.Status_STATUS_INVALID, lockspace.ErrInvalid},
+	{dlmv1.Status_STATUS_UNKNOWN_LOCK, lockspace.ErrUnknownLock},
+	{dlmv1.Status_STATUS_EXISTS, lockspace.ErrExists},
+	{dlmv1.Status_STATUS_BUSY, lockspace.ErrBusy},
+	{dlmv1.Status_STATUS_NOT_PENDING, lockspace.ErrNotPending},
+	{dlmv1.Status_STATUS_RETRY, ErrRetry},
+}
+
+// StatusOf maps an error of the core to its wire status.
+func StatusOf(err error) dlmv1.Status {
+	if err == nil {
+		return dlmv1.Status_STATUS_OK
+	}
+	for _, s := range statusErrors {
+		if errors.Is(err, s.err) {
+			return s.st
+		}
+	}
+	return dlmv1.Status_STATUS_INTERNAL
+}
+
+// ErrorOf maps a wire status back to the core's sentinel error (nil for
+// OK); an unknown status is an internal error carrying msg.
+func ErrorOf(st dlmv1.Status, msg string) error {
+	if st == dlmv1.Status_STATUS_OK {
+		return nil
+	}
+	for _, s := range statusErrors {
+		if s.st == st {
+			return s.err
+		}
+	}
+	if msg == "" {
+		msg = st.String()
+	}
+	return errors.New("dlm: " + msg)
+}
+
+func lvbOf(b []byte) (v lockspace.LVB) {
+	copy(v[:], b)
+	return v
+}
+
+func cfgToProto(c lockspace.Config) *dlmv1.LockspaceConfig {
+	return &dlmv1.LockspaceConfig{Uid: c.UID, Gid: c.GID, System: c.System}
+}
+
+func cfgFromProto(c *dlmv1.LockspaceConfig) lockspace.Config {
+	return lockspace.Config{UID: c.GetUid(), GID: c.GetGid(), System: c.GetSystem()}
+}
+
+func credToProto(c lockspace.Cred) *dlmv1.Cred {
+	return &dlmv1.Cred{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
+}
+
+func credFromProto(c *dlmv1.Cred) lockspace.Cred {
+	return lockspace.Cred{UID: c.GetUid(), GID: c.GetGid(), Groups: c.GetGroups()}
+}
+
+func durationOf(nanos int64) time.Duration { return time.Duration(max(nanos, 0)) }
+
+func mode(m dlmv1.Mode) lockspace.Mode { return lockspace.Mode(m) }
+
+func pmode(m lockspace.Mode) dlmv1.Mode { return dlmv1.Mode(m) }

@@ -1,0 +1,464 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/internal/rpc"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// ServiceName is the identity peers must present.
+const ServiceName = "openssi-dlmd"
+
+// longLived is the deadline of a channel (the rpc layer gives streams
+// without one its default call timeout).
+const longLived = 100 * 365 * 24 * time.Hour
+
+// peerOut is this node's channel to another node's dlmd: requests, owner
+// exits, recovery markers and copies go out; replies, effects and marker
+// acknowledgements come back.
+type peerOut struct {
+	node uint32
+	q    *queue[*dlmv1.PeerMessage]
+	done chan struct{}
+}
+
+func (p *peerOut) close() {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+	p.q.close()
+}
+
+// inStream is a channel another node opened to us.
+type inStream struct {
+	node uint32
+	inc  uint64
+	q    *queue[*dlmv1.PeerMessage]
+}
+
+// out returns the channel to node, opening it.
+func (s *Server) out(node uint32) *peerOut {
+	if p := s.peersOut[node]; p != nil {
+		return p
+	}
+	p := &peerOut{node: node, q: newQueue[*dlmv1.PeerMessage](), done: make(chan struct{})}
+	s.peersOut[node] = p
+	go s.connect(p)
+	return p
+}
+
+func (s *Server) closePeers() {
+	for n, p := range s.peersOut {
+		p.close()
+		delete(s.peersOut, n)
+	}
+	s.connMu.Lock()
+	for n, c := range s.conns {
+		_ = c.Close()
+		delete(s.conns, n)
+	}
+	s.connMu.Unlock()
+}
+
+func (s *Server) dropConn(node uint32) {
+	s.connMu.Lock()
+	if c := s.conns[node]; c != nil {
+		_ = c.Close()
+		delete(s.conns, node)
+	}
+	s.connMu.Unlock()
+}
+
+// conn returns the gRPC connection to node's dlmd, dialling it.
+func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error) {
+	s.connMu.Lock()
+	c := s.conns[node]
+	s.connMu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	addr, err := s.cfg.Lookup(node)
+	if err != nil {
+		return nil, err
+	}
+	c, err = rpc.Dial(ctx, s.cfg.Source, addr, ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if old := s.conns[node]; old != nil {
+		_ = c.Close()
+		return old, nil
+	}
+	s.conns[node] = c
+	return c, nil
+}
+
+// connect keeps the channel to p.node up until p is closed.
+func (s *Server) connect(p *peerOut) {
+	delay := 20 * time.Millisecond
+	log := s.log.WithField("peer", p.node)
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-s.stop:
+			return
+		default:
+		}
+		err := s.runChannel(p)
+		select {
+		case <-p.done:
+			return
+		case <-s.stop:
+			return
+		default:
+		}
+		log.WithError(err).Debug("channel to peer down; reconnecting")
+		s.dropConn(p.node)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-p.done:
+			t.Stop()
+			return
+		}
+		if delay < time.Second {
+			delay *= 2
+		}
+	}
+}
+
+func (s *Server) runChannel(p *peerOut) error {
+	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	c, err := s.conn(dctx, p.node)
+	cancel()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), longLived)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+		case <-s.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	st, err := dlmv1.NewPeerClient(c).Channel(ctx)
+	if err != nil {
+		return err
+	}
+	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation}}}); err != nil {
+		return err
+	}
+	s.do(func() { s.onConnected(p) })
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			items, ok := p.q.take(ctx.Done())
+			if !ok {
+				errc <- errors.New("closed")
+				cancel()
+				return
+			}
+			for _, m := range items {
+				if err := st.Send(m); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			cancel()
+			return err
+		}
+		node := p.node
+		if !s.do(func() { s.onFromMaster(node, m) }) {
+			return errors.New("stopping")
+		}
+	}
+}
+
+// onConnected re-sends the marker of a recovery waiting at its barrier:
+// one sent on a channel that broke may be lost.
+func (s *Server) onConnected(p *peerOut) {
+	if s.peersOut[p.node] != p || s.rec == nil || s.rec.plan != nil {
+		return
+	}
+	p.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(s.rec.id)}})
+}
+
+// Peer is the peer gRPC service, a thin adapter over Server.
+type Peer struct {
+	dlmv1.UnimplementedPeerServer
+	s *Server
+}
+
+// NewPeer returns the peer service of s.
+func NewPeer(s *Server) *Peer { return &Peer{s: s} }
+
+// Register adds the service to a gRPC server.
+func (p *Peer) Register(g *grpc.Server) { dlmv1.RegisterPeerServer(g, p) }
+
+func checkPeer(ctx context.Context) error {
+	if svc, ok := rpc.PeerService(ctx); !ok || svc != ServiceName {
+		return status.Errorf(codes.PermissionDenied, "dlm: only %s may call this (caller %q)", ServiceName, svc)
+	}
+	return nil
+}
+
+// Channel serves a channel another node's dlmd opened.
+func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage]) error {
+	if err := checkPeer(st.Context()); err != nil {
+		return err
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHello()
+	if h == nil || h.GetNode() == 0 {
+		return status.Error(codes.InvalidArgument, "dlm: a channel starts with a hello naming the node")
+	}
+	return p.s.serveChannel(st, h)
+}
+
+func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
+	in := &inStream{node: h.GetNode(), inc: h.GetIncarnation(), q: newQueue[*dlmv1.PeerMessage]()}
+	if !s.do(func() {
+		if old := s.peersIn[in.node]; old != nil {
+			old.q.close()
+		}
+		s.peersIn[in.node] = in
+	}) {
+		return status.Error(codes.Unavailable, "dlm: stopping")
+	}
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	defer s.do(func() {
+		if s.peersIn[in.node] == in {
+			delete(s.peersIn, in.node)
+		}
+		in.q.close()
+	})
+	go func() {
+		for {
+			items, ok := in.q.take(ctx.Done())
+			if !ok {
+				cancel()
+				return
+			}
+			for _, m := range items {
+				if err := st.Send(m); err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return nil
+		}
+		if !s.do(func() { s.onFromRequester(in, m) }) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// Dump returns the resources this node masters.
+func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply, error) {
+	if err := checkPeer(ctx); err != nil {
+		return nil, err
+	}
+	var out []*dlmv1.Resource
+	if err := p.s.call(ctx, func() { out = p.s.dump(r.GetLockspace()) }); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &dlmv1.DumpReply{Resources: out}, nil
+}
+
+// dump renders the master tables (of one lockspace, or all).
+func (s *Server) dump(only string) []*dlmv1.Resource {
+	var out []*dlmv1.Resource
+	for _, name := range sortedKeys(s.tables) {
+		if only != "" && name != only {
+			continue
+		}
+		t := s.tables[name]
+		for _, r := range t.Resources() {
+			lvb, valid, _ := t.LVB(r)
+			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: s.self, LvbValid: valid, Lvb: lvb[:]}
+			for _, li := range t.Dump(r) {
+				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
+					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
+					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
+			}
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+// Edges returns the wait-for edges of this node's masters.
+func (p *Peer) Edges(ctx context.Context, _ *dlmv1.EdgesRequest) (*dlmv1.EdgesReply, error) {
+	if err := checkPeer(ctx); err != nil {
+		return nil, err
+	}
+	var out []*dlmv1.Edge
+	if err := p.s.call(ctx, func() { out = p.s.edges() }); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &dlmv1.EdgesReply{Edges: out}, nil
+}
+
+func (s *Server) edges() []*dlmv1.Edge {
+	if s.rec != nil {
+		return nil
+	}
+	var out []*dlmv1.Edge
+	for _, name := range sortedKeys(s.tables) {
+		for _, e := range s.tables[name].WaitEdges() {
+			out = append(out, edgeToProto(name, e))
+		}
+	}
+	return out
+}
+
+func edgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
+	w := e.Waiter
+	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
+		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
+}
+
+func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
+	w := e.GetWaiter()
+	return e.GetLockspace(), lockspace.Edge{
+		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
+		Waiter: lockspace.Waiter{Resource: w.GetResource(), Seq: w.GetSeq(), Mode: mode(w.GetMode()),
+			Key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(w.GetNode()), Client: w.GetClient()}, ID: lockspace.LockID(w.GetLockId())}},
+	}
+}
+
+// Victims fails deadlock victims pending on this node's masters.
+func (p *Peer) Victims(ctx context.Context, r *dlmv1.VictimsRequest) (*dlmv1.VictimsReply, error) {
+	if err := checkPeer(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.s.call(ctx, func() { p.s.victims(r.GetVictims()) }); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &dlmv1.VictimsReply{}, nil
+}
+
+func (s *Server) victims(vs []*dlmv1.Edge) {
+	if s.rec != nil {
+		return
+	}
+	by := map[string][]lockspace.Waiter{}
+	for _, v := range vs {
+		ls, e := edgeFromProto(v)
+		by[ls] = append(by[ls], e.Waiter)
+	}
+	for _, name := range sortedKeys(by) {
+		if t := s.tables[name]; t != nil {
+			s.route(name, t.ApplyVictims(by[name]))
+		}
+	}
+}
+
+// deadlockLoop runs on every node; the lowest member of the directory
+// does the work: it merges every master's wait-for edges, finds the
+// victims (the same on any node) and has their masters refuse them.
+func (s *Server) deadlockLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.DeadlockInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.detectOnce(ctx); err != nil {
+			s.log.WithError(err).Debug("deadlock detection round skipped")
+		}
+	}
+}
+
+func (s *Server) detectOnce(ctx context.Context) error {
+	var members []uint32
+	var local []*dlmv1.Edge
+	if err := s.call(ctx, func() {
+		if s.rec == nil && len(s.dir) > 0 && s.dir[0] == s.self {
+			members = slices.Clone(s.dir)
+			local = s.edges()
+		}
+	}); err != nil || len(members) == 0 {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DeadlockInterval)
+	defer cancel()
+	all := local
+	for _, n := range members[1:] {
+		c, err := s.conn(ctx, n)
+		if err != nil {
+			return fmt.Errorf("edges of node %d: %w", n, err)
+		}
+		r, err := dlmv1.NewPeerClient(c).Edges(ctx, &dlmv1.EdgesRequest{})
+		if err != nil {
+			return fmt.Errorf("edges of node %d: %w", n, err)
+		}
+		all = append(all, r.GetEdges()...)
+	}
+	by := map[string][]lockspace.Edge{}
+	for _, e := range all {
+		ls, le := edgeFromProto(e)
+		by[ls] = append(by[ls], le)
+	}
+	var victims []*dlmv1.Edge
+	for _, ls := range sortedKeys(by) {
+		for _, w := range lockspace.FindVictims(by[ls]) {
+			victims = append(victims, edgeToProto(ls, lockspace.Edge{Waiter: w}))
+		}
+	}
+	if len(victims) == 0 {
+		return nil
+	}
+	s.log.WithField("victims", len(victims)).Info("deadlock: refusing the youngest request of each cycle")
+	_ = s.call(ctx, func() { s.victims(victims) })
+	for _, n := range members[1:] {
+		c, err := s.conn(ctx, n)
+		if err != nil {
+			continue
+		}
+		if _, err := dlmv1.NewPeerClient(c).Victims(ctx, &dlmv1.VictimsRequest{Victims: victims}); err != nil {
+			s.log.WithError(err).WithFields(logrus.Fields{"node": n}).Warn("deadlock: victims not delivered")
+		}
+	}
+	return nil
+}

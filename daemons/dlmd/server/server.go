@@ -1,0 +1,537 @@
+// Package server is dlmd's shell around the pure lock table
+// (daemons/dlmd/lockspace) and directory (daemons/dlmd/directory): one
+// goroutine owns every table and copy and runs every step; the local API
+// (client sessions on the Unix socket), the peer channels to the other
+// nodes' dlmd and the membership watcher feed it closures, and it sends
+// what the core's effects ask for.
+//
+// Each node keeps, besides the tables of the resources it masters, a copy
+// of every lock its own clients hold (resource, state, modes, flags,
+// sequence number, the value block it saw), updated only from the master's
+// replies and effects. On every membership change the recovery of package
+// directory runs (see its documentation): the copies rebuild the
+// resources whose master moved, the lost nodes' locks are dropped where
+// the master stays.
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/internal/rpc"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// Config is what the shell needs from main.
+type Config struct {
+	// Node is this node's number.
+	Node uint32
+	// Incarnation distinguishes this run of dlmd from earlier ones on the
+	// node (main uses the start time in nanoseconds).
+	Incarnation uint64
+	// DeadlockInterval is how often the coordinator (the lowest member)
+	// looks for deadlocks across the cluster. Default 1s.
+	DeadlockInterval time.Duration
+	// Source holds the inter-node TLS certificates.
+	Source rpc.Source
+	// Lookup returns the "ip:port" of node's dlmd (rpc.Lookup).
+	Lookup func(node uint32) (string, error)
+	// Lockspaces keeps the lockspaces' owners (Consul KV).
+	Lockspaces LockspaceStore
+	// Log is the daemon's logger.
+	Log logrus.FieldLogger
+}
+
+// tick is the granularity of request timeouts and of the watchdog beat.
+const tick = 20 * time.Millisecond
+
+// Server is the dlmd shell.
+type Server struct {
+	cfg   Config
+	self  uint32
+	log   logrus.FieldLogger
+	ops   chan func()
+	stop  chan struct{}
+	beat  func()
+	ready func()
+
+	// Owned by the loop.
+	tables    map[string]*lockspace.Lockspace
+	lsCfg     map[string]lockspace.Config
+	sessions  map[uint64]*session
+	locks     map[lockspace.LockID]*copyLock
+	pend      map[uint64]*pending
+	outbox    []*pending
+	deferred  []func()
+	peersOut  map[uint32]*peerOut
+	peersIn   map[uint32]*inStream
+	pids      map[lockspace.Owner]int32
+	members   directory.Members
+	dir       []uint32
+	last      directory.Completed
+	haveLast  bool
+	rec       *recovery
+	early     []earlyMarker
+	nextLock  uint64
+	nextTag   uint64
+	nextSess  uint64
+	readyDone bool
+
+	connMu sync.Mutex
+	conns  map[uint32]*grpc.ClientConn
+}
+
+// copyLock is this node's copy of one of its clients' locks.
+type copyLock struct {
+	ls, res    string
+	key        lockspace.Key
+	sess       *session // nil for an orphan
+	pid        int32
+	state      lockspace.LockState // 0: not accepted by a master yet
+	gr, rq     lockspace.Mode
+	flags      lockspace.Flags
+	persistent bool
+	orphan     bool
+	seq        uint64
+	deadline   time.Time
+	hasLVB     bool
+	lvb        lockspace.LVB
+	lvbValid   bool
+}
+
+// pending is a request sent to a master and not answered yet.
+type pending struct {
+	tag    uint64
+	master uint32
+	req    *dlmv1.PeerRequest
+	sess   *session
+	ctag   uint64 // the client's tag
+	lock   *copyLock
+}
+
+type earlyMarker struct {
+	from uint32
+	m    *dlmv1.Marker
+	in   *inStream
+}
+
+// New returns a shell; Run starts it.
+func New(cfg Config) *Server {
+	if cfg.DeadlockInterval <= 0 {
+		cfg.DeadlockInterval = time.Second
+	}
+	return &Server{
+		cfg: cfg, self: cfg.Node, log: cfg.Log,
+		ops: make(chan func(), 4096), stop: make(chan struct{}),
+		tables: map[string]*lockspace.Lockspace{}, lsCfg: map[string]lockspace.Config{},
+		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{},
+		pend: map[uint64]*pending{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
+		pids: map[lockspace.Owner]int32{}, conns: map[uint32]*grpc.ClientConn{},
+	}
+}
+
+// do runs f on the loop; it reports false when the loop has stopped.
+func (s *Server) do(f func()) bool {
+	select {
+	case s.ops <- f:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+// call runs f on the loop and waits for it.
+func (s *Server) call(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	if !s.do(func() { f(); close(done) }) {
+		return fmt.Errorf("dlm: dlmd is stopping")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return fmt.Errorf("dlm: dlmd is stopping")
+	}
+}
+
+// Run is the loop. beat feeds the watchdog; ready is called once the first
+// recovery has installed a directory (the node can grant). It returns when
+// ctx ends.
+func (s *Server) Run(ctx context.Context, beat, ready func()) error {
+	s.beat, s.ready = beat, ready
+	go s.deadlockLoop(ctx)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	defer close(s.stop)
+	defer s.closePeers()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-s.ops:
+			f()
+			// Run what queued up without re-arming the select.
+			for n := 0; n < 256; n++ {
+				select {
+				case f := <-s.ops:
+					f()
+					continue
+				default:
+				}
+				break
+			}
+		case now := <-t.C:
+			if s.beat != nil {
+				s.beat()
+			}
+			if s.rec == nil {
+				s.tick(now)
+			}
+		}
+	}
+}
+
+// tick expires the requests whose timeout passed.
+func (s *Server) tick(now time.Time) {
+	for _, name := range sortedKeys(s.tables) {
+		t := s.tables[name]
+		if d, ok := t.NextDeadline(); ok && !now.Before(d) {
+			s.route(name, t.Tick(now))
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// table returns the master table of a lockspace, creating it.
+func (s *Server) table(name string, cfg lockspace.Config) (*lockspace.Lockspace, error) {
+	if t := s.tables[name]; t != nil {
+		return t, nil
+	}
+	t, err := lockspace.New(name, cfg, lockspace.Cred{UID: 0})
+	if err != nil {
+		return nil, err
+	}
+	s.tables[name] = t
+	s.lsCfg[name] = cfg
+	return t, nil
+}
+
+// master returns the master of a resource in the installed directory.
+func (s *Server) master(ls, res string) uint32 { return directory.Master(s.dir, ls, res) }
+
+// installedID is the ID requests are sent under.
+func (s *Server) installedID() directory.ID { return s.last.ID }
+
+// ---- requests from local clients ----
+
+// submit sends a new request of a local client to its master. The loop
+// defers it while recovering.
+func (s *Server) submit(p *pending) {
+	if s.rec != nil || !s.haveLast {
+		s.deferred = append(s.deferred, func() { s.submit(p) })
+		return
+	}
+	if p.sess != nil && p.sess.closed && p.req.Op == dlmv1.Op_OP_LOCK {
+		delete(s.locks, p.lock.key.ID)
+		return
+	}
+	id := s.installedID()
+	p.req.Epoch, p.req.Round = id.Epoch, id.Round
+	p.master = s.master(p.req.Lockspace, p.req.Resource)
+	s.nextTag++
+	p.tag = s.nextTag
+	p.req.Tag = p.tag
+	if p.master == s.self {
+		rep, effs := s.serve(s.self, p.req)
+		s.onReply(p, rep)
+		s.route(p.req.Lockspace, effs)
+		return
+	}
+	s.pend[p.tag] = p
+	s.out(p.master).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
+}
+
+// onReply applies a master's answer to a request of this node.
+func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply) {
+	err := ErrorOf(rep.GetStatus(), rep.GetMessage())
+	if err == ErrRetry {
+		s.retry(p)
+		return
+	}
+	cl := p.lock
+	req := p.req
+	closed := p.sess == nil || p.sess.closed
+	switch req.Op {
+	case dlmv1.Op_OP_LOCK:
+		if err != nil || closed && !cl.persistent {
+			delete(s.locks, cl.key.ID)
+		} else {
+			cl.state, cl.rq, cl.seq = lockspace.StateWaiting, mode(req.Mode), rep.GetSeq()
+			cl.deadline = deadline(req.TimeoutNanos)
+		}
+	case dlmv1.Op_OP_CONVERT:
+		if err == nil && cl.state == lockspace.StateGranted {
+			m := mode(req.Mode)
+			fl := lockspace.Flags(req.Flags)
+			if cl.gr.Covers(m) {
+				if cl.gr == lockspace.PW || cl.gr == lockspace.EX {
+					switch {
+					case fl&lockspace.InvalidateLVB != 0:
+						cl.hasLVB, cl.lvbValid = true, false
+					case fl&lockspace.ValBlk != 0:
+						cl.hasLVB, cl.lvbValid, cl.lvb = true, true, lvbOf(req.Lvb)
+					}
+				}
+			} else {
+				cl.state, cl.rq, cl.seq = lockspace.StateConverting, m, rep.GetSeq()
+				cl.deadline = deadline(req.TimeoutNanos)
+			}
+			cl.flags = fl
+		}
+	case dlmv1.Op_OP_UNLOCK:
+		if err == nil {
+			delete(s.locks, cl.key.ID)
+		}
+	}
+	if !closed {
+		r := &dlmv1.Reply{Tag: p.ctag, Status: rep.GetStatus(), Message: rep.GetMessage()}
+		if req.Op == dlmv1.Op_OP_LOCK && err == nil {
+			r.LockId = req.LockId
+		}
+		p.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: r}})
+	}
+}
+
+func deadline(nanos int64) time.Time {
+	if nanos <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(nanos))
+}
+
+// retry sends a request again once the master can take it: after the
+// recovery in progress, or shortly when the master is ahead of us.
+func (s *Server) retry(p *pending) {
+	if s.rec != nil {
+		s.outbox = append(s.outbox, p)
+		return
+	}
+	time.AfterFunc(5*time.Millisecond, func() { s.do(func() { s.submit(p) }) })
+}
+
+// onEffect applies an effect of a master for one of this node's owners.
+func (s *Server) onEffect(lsName string, e lockspace.Effect) {
+	cl := s.locks[e.Key.ID]
+	if cl == nil || cl.key != e.Key || cl.ls != lsName {
+		return
+	}
+	switch e.Kind {
+	case lockspace.Granted:
+		cl.state, cl.gr, cl.rq, cl.deadline, cl.seq = lockspace.StateGranted, e.Mode, 0, time.Time{}, e.Seq
+		if e.HasLVB {
+			cl.hasLVB, cl.lvb, cl.lvbValid = true, e.LVB, e.LVBValid
+		} else if e.Mode == lockspace.PR || e.Mode == lockspace.PW || e.Mode == lockspace.EX {
+			cl.hasLVB = false // it did not read the value: its copy must not vouch for it
+		}
+		if cl.sess == nil || cl.sess.closed {
+			if !cl.persistent {
+				delete(s.locks, cl.key.ID)
+			} else {
+				cl.orphan, cl.sess = true, nil
+			}
+			return
+		}
+		cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
+			LockId: uint64(e.Key.ID), Granted: true, Mode: pmode(e.Mode),
+			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid}}})
+	case lockspace.Refused:
+		if e.Held {
+			cl.state, cl.gr, cl.rq, cl.deadline = lockspace.StateGranted, e.Mode, 0, time.Time{}
+		} else {
+			delete(s.locks, cl.key.ID)
+		}
+		if cl.sess == nil || cl.sess.closed {
+			return
+		}
+		cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
+			LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Status: StatusOf(e.Err), Held: e.Held}}})
+	case lockspace.Blocking:
+		if cl.sess != nil && !cl.sess.closed {
+			cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Blocking{Blocking: &dlmv1.Blocking{
+				LockId: uint64(e.Key.ID), Mode: pmode(e.Mode)}}})
+		}
+	}
+}
+
+func lvbBytes(e lockspace.Effect) []byte {
+	if !e.HasLVB {
+		return nil
+	}
+	return e.LVB[:]
+}
+
+// ---- the master side ----
+
+// serve runs a request on a master table of this node.
+func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, []lockspace.Effect) {
+	rep := &dlmv1.PeerReply{Tag: req.Tag}
+	fail := func(err error) (*dlmv1.PeerReply, []lockspace.Effect) {
+		rep.Status, rep.Message = StatusOf(err), err.Error()
+		return rep, nil
+	}
+	if m := s.master(req.Lockspace, req.Resource); m != s.self {
+		return fail(fmt.Errorf("dlm: %s/%s is mastered on node %d, not %d: %w", req.Lockspace, req.Resource, m, s.self, ErrRetry))
+	}
+	t, err := s.table(req.Lockspace, cfgFromProto(req.Config))
+	if err != nil {
+		return fail(err)
+	}
+	owner := lockspace.Owner{Node: lockspace.NodeID(from), Client: req.Client}
+	r := lockspace.Request{Owner: owner, ID: lockspace.LockID(req.LockId), Resource: req.Resource,
+		Mode: mode(req.Mode), Flags: lockspace.Flags(req.Flags), Timeout: durationOf(req.TimeoutNanos), LVB: lvbOf(req.Lvb)}
+	before := t.Seq()
+	var effs []lockspace.Effect
+	switch req.Op {
+	case dlmv1.Op_OP_LOCK:
+		effs, err = t.Lock(time.Now(), credFromProto(req.Cred), r)
+		s.pids[owner] = req.Pid
+	case dlmv1.Op_OP_CONVERT:
+		effs, err = t.Convert(time.Now(), r)
+	case dlmv1.Op_OP_UNLOCK:
+		effs, err = t.Unlock(owner, r.ID, r.Flags, r.LVB)
+	case dlmv1.Op_OP_CANCEL:
+		effs, err = t.Cancel(owner, r.ID)
+	default:
+		err = fmt.Errorf("dlm: operation %v: %w", req.Op, lockspace.ErrInvalid)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if t.Seq() > before {
+		rep.Seq = before + 1
+	}
+	return rep, effs
+}
+
+// route delivers effects to their owners: here, or on the channel their
+// node opened to us.
+func (s *Server) route(lsName string, effs []lockspace.Effect) {
+	for _, e := range effs {
+		n := uint32(e.Key.Owner.Node)
+		if n == s.self {
+			s.onEffect(lsName, e)
+			continue
+		}
+		in := s.peersIn[n]
+		if in == nil {
+			s.log.WithFields(logrus.Fields{"node": n, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
+			continue
+		}
+		in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
+	}
+}
+
+func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
+	pe := &dlmv1.PeerEffect{Lockspace: lsName, Kind: dlmv1.EffectKind(e.Kind), Resource: e.Resource,
+		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
+		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
+	if e.HasLVB {
+		pe.Lvb = e.LVB[:]
+	}
+	return pe
+}
+
+func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
+	e := lockspace.Effect{Kind: lockspace.EffectKind(pe.GetKind()), Resource: pe.GetResource(),
+		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
+		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
+	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
+		e.Err = ErrorOf(pe.GetStatus(), "")
+	}
+	return e
+}
+
+// onPeerRequest handles a request from another node's owner.
+func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmv1.PeerRequest) {
+	id := directory.ID{Epoch: req.Epoch, Round: req.Round}
+	switch {
+	case s.rec != nil && id == s.rec.id:
+		s.deferred = append(s.deferred, func() { s.onPeerRequest(from, in, req) })
+		return
+	case s.rec != nil || !s.haveLast || id != s.last.ID:
+		in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
+			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
+		return
+	}
+	rep, effs := s.serve(from, req)
+	in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
+	s.route(req.Lockspace, effs)
+}
+
+// onOwnerExit handles the exit of an owner on node (here or a peer) on the
+// tables this node masters.
+func (s *Server) onOwnerExit(node uint32, client uint64) {
+	o := lockspace.Owner{Node: lockspace.NodeID(node), Client: client}
+	for _, name := range sortedKeys(s.tables) {
+		s.route(name, s.tables[name].OwnerExit(o))
+	}
+	delete(s.pids, o)
+}
+
+// ---- what the requesting node receives from a master ----
+
+func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
+	switch m := msg.Msg.(type) {
+	case *dlmv1.PeerMessage_Reply:
+		p := s.pend[m.Reply.GetTag()]
+		if p == nil || p.master != node {
+			return
+		}
+		delete(s.pend, p.tag)
+		s.onReply(p, m.Reply)
+	case *dlmv1.PeerMessage_Effect:
+		s.onEffect(m.Effect.GetLockspace(), effectFromProto(s.self, m.Effect))
+	case *dlmv1.PeerMessage_MarkerAck:
+		s.onMarkerAck(node, m.MarkerAck)
+	}
+}
+
+// onFromRequester handles what a peer sends on the channel it opened.
+func (s *Server) onFromRequester(in *inStream, msg *dlmv1.PeerMessage) {
+	switch m := msg.Msg.(type) {
+	case *dlmv1.PeerMessage_Request:
+		s.onPeerRequest(in.node, in, m.Request)
+	case *dlmv1.PeerMessage_OwnerExit:
+		if s.rec != nil {
+			s.deferred = append(s.deferred, func() { s.onOwnerExit(in.node, m.OwnerExit.GetClient()) })
+			return
+		}
+		s.onOwnerExit(in.node, m.OwnerExit.GetClient())
+	case *dlmv1.PeerMessage_Marker:
+		s.onMarker(in.node, in, m.Marker)
+	case *dlmv1.PeerMessage_Copies:
+		s.onCopies(in.node, m.Copies)
+	case *dlmv1.PeerMessage_CopiesDone:
+		s.onCopiesDone(in.node, directory.ID{Epoch: m.CopiesDone.GetEpoch(), Round: m.CopiesDone.GetRound()})
+	}
+}
+
+var timeZero time.Time

@@ -1,0 +1,390 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/cmd/ssi/cli"
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/nodetest"
+)
+
+func startDlm(t *testing.T, servers, clients int) *nodetest.Cluster {
+	t.Helper()
+	return nodetest.Start(t, nodetest.Options{
+		Consul: consultest.Options{Servers: servers, Clients: clients},
+		Clmsd:  clmsdBin,
+		Dlmd:   dlmdBin,
+	})
+}
+
+func dlmClient(t *testing.T, ctx context.Context, n *nodetest.Node) *dlm.Client {
+	t.Helper()
+	c, err := dlm.New(ctx, dlm.WithSocket(n.DlmdSocket()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestDlmMutualExclusionThroughNodeLoss: clients on every node of a
+// 3-node cluster hammer a few resources with EX locks, keeping a counter in
+// each value block; the master of the hottest resource is killed (a power
+// loss) mid-run. The survivors must go on, no two holders may ever overlap,
+// the counters must never lose a committed increment while valid, and
+// nothing may hang.
+func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
+	c := startDlm(t, 3, 0)
+	ctx := ctxFor(t, 90*time.Second)
+	nums := make([]uint32, len(c.Nodes))
+	for i, n := range c.Nodes {
+		nums[i] = uint32(numberOf(t, ctx, n))
+	}
+	const ls = "hammer"
+	resources := []string{"hot", "r1", "r2", "r3"}
+	victimNum := directory.Master(nums, ls, "hot")
+	var victim *nodetest.Node
+	for i, n := range c.Nodes {
+		if nums[i] == victimNum {
+			victim = n
+		}
+	}
+	t.Logf("nodes %v; %q is mastered on node %d", nums, "hot", victimNum)
+
+	type resState struct {
+		holder    atomic.Int64
+		committed atomic.Int64 // the log: the count written by the last holder
+	}
+	st := map[string]*resState{}
+	for _, r := range resources {
+		st[r] = &resState{}
+	}
+	var killed atomic.Bool
+	var violations atomic.Int64
+	var afterKill [4]atomic.Int64 // grants per node index after the kill
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	const perNode = 3
+	for ni, n := range c.Nodes {
+		isVictim := n == victim
+		for w := range perNode {
+			cl := dlmClient(t, ctx, n)
+			id := int64(ni*100 + w + 1)
+			// NL locks keep the resources, and so their value blocks,
+			// alive between holders (the VMS idiom).
+			for _, r := range resources {
+				if _, err := cl.Lock(ctx, ls, r, dlm.NL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					r := resources[0]
+					if i%3 == 2 {
+						r = resources[1+(int(id)+i)%3]
+					}
+					s := st[r]
+					lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+					l, err := cl.Lock(lctx, ls, r, dlm.EX, dlm.ValueBlock())
+					cancel()
+					if err != nil {
+						if isVictim && killed.Load() {
+							return
+						}
+						t.Errorf("worker %d: lock %s: %v", id, r, err)
+						return
+					}
+					if !s.holder.CompareAndSwap(0, id) {
+						h := s.holder.Load()
+						dead := killed.Load() && h/100 == int64(indexOf(c.Nodes, victim))
+						if isVictim && killed.Load() {
+							return // a dead node's process does nothing
+						}
+						if !dead {
+							violations.Add(1)
+							t.Errorf("mutual exclusion violated on %s: worker %d entered while %d holds", r, id, h)
+						}
+						s.holder.Store(id)
+					}
+					if isVictim && killed.Load() {
+						return // a dead node's process does nothing
+					}
+					v, valid, _ := l.Value()
+					cnt := int64(v[0]) | int64(v[1])<<8 | int64(v[2])<<16
+					if valid {
+						if want := s.committed.Load(); cnt != want {
+							violations.Add(1)
+							t.Errorf("%s: value block says %d, the log %d", r, cnt, want)
+						}
+					} else {
+						cnt = s.committed.Load() // rebuilt from the log
+					}
+					if killed.Load() && !isVictim {
+						afterKill[ni].Add(1)
+					}
+					cnt++
+					v[0], v[1], v[2] = byte(cnt), byte(cnt>>8), byte(cnt>>16)
+					s.committed.Store(cnt) // the log, written while holding the lock
+					s.holder.CompareAndSwap(id, 0)
+					uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+					err = l.Unlock(uctx, dlm.WriteValue(v))
+					cancel()
+					if err != nil {
+						if isVictim {
+							return // lost with its node: the value block is then not valid
+						}
+						t.Errorf("worker %d: unlock %s: %v", id, r, err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	before := st["hot"].committed.Load()
+	killed.Store(true)
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed node %d after %d grants of %q", victimNum, before, "hot")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for ni, n := range c.Nodes {
+			if n != victim && afterKill[ni].Load() < 20 {
+				ok = false
+			}
+		}
+		if ok || time.Now().After(deadline) || t.Failed() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("workers hang")
+	}
+	for ni, n := range c.Nodes {
+		if n != victim && afterKill[ni].Load() < 20 {
+			t.Errorf("node index %d made %d grants after the kill", ni, afterKill[ni].Load())
+		}
+	}
+	t.Logf("hot: %d grants committed; violations %d", st["hot"].committed.Load(), violations.Load())
+}
+
+func indexOf(ns []*nodetest.Node, n *nodetest.Node) int {
+	for i, m := range ns {
+		if m == n {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestDlmRemoteAndDeadlock: a lock mastered on another node blocks and is
+// granted across nodes with its blocking AST, and a deadlock between two
+// nodes fails exactly one of the two requests.
+func TestDlmRemoteAndDeadlock(t *testing.T) {
+	c := startDlm(t, 2, 0)
+	ctx := ctxFor(t, 60*time.Second)
+	a := dlmClient(t, ctx, c.Nodes[0])
+	b := dlmClient(t, ctx, c.Nodes[1])
+	la, err := a.Lock(ctx, "dl", "x", dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Lock(ctx, "dl", "y", dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() {
+		_, err := a.Lock(ctx, "dl", "y", dlm.EX)
+		errs <- err
+	}()
+	select {
+	case bl := <-b.Blocking():
+		if bl.Lock.Resource() != "y" || bl.Mode != dlm.EX {
+			t.Fatalf("bast %v %v", bl.Lock.Resource(), bl.Mode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no blocking AST across nodes")
+	}
+	go func() {
+		_, err := b.Lock(ctx, "dl", "x", dlm.EX)
+		errs <- err
+	}()
+	e1 := <-errs
+	if !errors.Is(e1, dlm.ErrDeadlock) {
+		t.Fatalf("first result %v, want a deadlock victim", e1)
+	}
+	// The victim's owner releases its lock; the other request completes.
+	if strings.Contains(e1.Error(), "dl/y") {
+		_ = la.Unlock(ctx)
+	} else {
+		_ = lb.Unlock(ctx)
+	}
+	if e2 := <-errs; e2 != nil {
+		t.Fatalf("second request: %v", e2)
+	}
+}
+
+const dlmChildEnv = "OPENSSI_TEST_DLM_CHILD"
+
+// dlmChild is the helper process of TestDlmAccessAndCrash.
+func dlmChild() int {
+	mode, socket, _ := strings.Cut(os.Getenv(dlmChildEnv), ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := dlm.New(ctx, dlm.WithSocket(socket))
+	if err != nil {
+		fmt.Println("new:", err)
+		return 1
+	}
+	switch mode {
+	case "access":
+		_, err := c.Lock(ctx, "openssi.system", "r", dlm.PR)
+		fmt.Printf("uid=%d system:%v\n", os.Getuid(), errors.Is(err, dlm.ErrPermission))
+		_, err = c.Lock(ctx, "rootspace", "r", dlm.PR)
+		fmt.Printf("root-owned:%v\n", errors.Is(err, dlm.ErrPermission))
+		l, err := c.Lock(ctx, "nobodyspace", "r", dlm.EX)
+		fmt.Printf("own:%v\n", err == nil && l.Mode() == dlm.EX)
+	case "hold":
+		if _, err := c.Lock(ctx, "crash", "held", dlm.EX); err != nil {
+			fmt.Println("lock:", err)
+			return 1
+		}
+		fmt.Println("locked")
+		time.Sleep(time.Minute)
+	}
+	return 0
+}
+
+// TestDlmAccessAndCrash: an unprivileged user cannot touch a root-only
+// lockspace, and the locks of a client killed with SIGKILL are released.
+func TestDlmAccessAndCrash(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root: it runs a child as uid 65534")
+	}
+	c := startDlm(t, 1, 0)
+	ctx := ctxFor(t, 60*time.Second)
+	n := c.Nodes[0]
+	root := dlmClient(t, ctx, n)
+	if l, err := root.Lock(ctx, "rootspace", "r", dlm.NL); err != nil {
+		t.Fatal(err)
+	} else {
+		_ = l.Unlock(ctx)
+	}
+
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "dlm-child-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	_ = os.Chmod(dir, 0o755)
+	self, _ := os.Executable()
+	bin := filepath.Join(dir, "child.test")
+	in, _ := os.Open(self)
+	out, _ := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	_, _ = io.Copy(out, in)
+	in.Close()
+	out.Close()
+	// Let nobody reach the socket (as a member of its group would).
+	for d := filepath.Dir(n.DlmdSocket()); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755)
+	}
+	if err := os.Chown(n.DlmdSocket(), 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), dlmChildEnv+"=access:"+n.DlmdSocket())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, b)
+	}
+	if want := fmt.Sprintf("uid=%d system:true\nroot-owned:true\nown:true\n", nobody); string(b) != want {
+		t.Fatalf("child said %q, want %q", b, want)
+	}
+
+	// A client that holds a lock and is killed.
+	cmd = exec.Command(bin)
+	cmd.Env = append(os.Environ(), dlmChildEnv+"=hold:"+n.DlmdSocket())
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	k, _ := io.ReadAtLeast(stdout, buf, len("locked"))
+	if !strings.Contains(string(buf[:k]), "locked") {
+		t.Fatalf("child: %q", buf[:k])
+	}
+	if _, err := root.Lock(ctx, "crash", "held", dlm.EX, dlm.NoQueue()); !errors.Is(err, dlm.ErrWouldBlock) {
+		t.Fatalf("while the child holds it: %v", err)
+	}
+	start := time.Now()
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := root.Lock(lctx, "crash", "held", dlm.EX); err != nil {
+		t.Fatalf("after SIGKILL of the holder: %v", err)
+	}
+	t.Logf("granted %v after the holder was killed", time.Since(start))
+}
+
+// TestDlmSsiLock: `ssi lock` runs a command under the lock and exits with
+// its status; `ssi locks` shows the holders across the cluster.
+func TestDlmSsiLock(t *testing.T) {
+	c := startDlm(t, 2, 0)
+	ctx := ctxFor(t, 30*time.Second)
+	a := dlmClient(t, ctx, c.Nodes[1])
+	if _, err := a.Lock(ctx, "cli", "held", dlm.PR); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (int, string) {
+		var out, errb strings.Builder
+		code := cli.Main(append([]string{"--run-dir", c.Nodes[0].RunDir}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := run("lock", "cli", "free", "--", "sh", "-c", "echo inside; exit 3"); code != 3 || !strings.Contains(out, "inside") {
+		t.Fatalf("ssi lock: exit %d, %q", code, out)
+	}
+	if code, out := run("lock", "--nowait", "cli", "held", "--", "true"); code != 1 || !strings.Contains(out, "would block") {
+		t.Fatalf("ssi lock --nowait on a held lock: exit %d, %q", code, out)
+	}
+	if code, out := run("lock", "-m", "PR", "cli", "held", "--", "true"); code != 0 {
+		t.Fatalf("ssi lock -m PR: exit %d, %q", code, out)
+	}
+	code, out := run("locks", "cli")
+	if code != 0 || !strings.Contains(out, "held") || !strings.Contains(out, "granted") || !strings.Contains(out, fmt.Sprintf("%d:%d", a.Node(), os.Getpid())) {
+		t.Fatalf("ssi locks: exit %d\n%s", code, out)
+	}
+	t.Logf("ssi locks:\n%s", out)
+}
