@@ -79,6 +79,7 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 	fs.SetOutput(io.Discard)
 	bindings := config.AddFlags(fs, name)
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	checkConfig := fs.Bool("check-config", false, "load and validate the configuration, then exit: 0 when valid, 2 otherwise")
 	help := fs.BoolP("help", "h", false, "show this help")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "%s: %v (see `%s --help`)\n", name, err, name)
@@ -108,6 +109,10 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 		fmt.Fprintln(stderr, oneLine(err.Error()))
 		return ExitConfig
 	}
+	if *checkConfig {
+		fmt.Fprintf(stdout, "%s: configuration is valid\n", name)
+		return ExitOK
+	}
 	log.SetOutput(stderr)
 	notify := lifecycle.NewNotifier()
 	wd, err := lifecycle.NewWatchdog(notify)
@@ -127,6 +132,12 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 	log.WithField("version", version.Get()).Infof("%s starting", name)
 	err = run(ctx, env)
 	_ = notify.Stopping()
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped while still starting (waiting for Consul, say): a stop,
+		// not a failure, or systemd would mark the unit failed.
+		log.WithError(err).Info("stopped before it was ready")
+		err = nil
+	}
 	if err != nil {
 		var ce ConfigError
 		if errors.As(err, &ce) {
@@ -168,6 +179,8 @@ func summary(name string) string {
 	switch name {
 	case "clmsd":
 		return "clmsd is OpenSSI's cluster membership daemon: it gives this node its number,\nholds its membership in Consul, streams NODEUP/NODEDOWN/NODELEAVE events to\nlocal subscribers and measures clock skew to the other nodes."
+	case "dlmd":
+		return "dlmd is OpenSSI's distributed lock manager: VMS-style locks (NL CR CW PR PW EX)\nwith value blocks and blocking callbacks, mastered across the nodes and\nrecovered when a node goes down."
 	}
 	return name + " is an OpenSSI daemon."
 }
