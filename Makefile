@@ -12,10 +12,11 @@ STATICCHECK_VERSION := v0.8.2
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 FUZZTIME  ?= 5s
-# Programs built into bin/: every daemon and the CLI.
-PROGRAMS  := $(patsubst daemons/%/main.go,%,$(wildcard daemons/*/main.go)) ssi
+# Programs built into bin/: every daemon, the CLI and the lab command.
+PROGRAMS  := $(patsubst daemons/%/main.go,%,$(wildcard daemons/*/main.go)) ssi lab
+LAB_NODES ?= 3
 
-.PHONY: help build test unit lint fmt vet staticcheck consul proto check-protos fuzz bench clean tools
+.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab clean tools packages repo check-packages
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,7 +24,7 @@ help: ## list the targets
 build: ## build static binaries of every daemon and ssi into bin/
 	@mkdir -p $(BIN)
 	@for p in $(PROGRAMS); do \
-		src=./daemons/$$p; [ "$$p" = ssi ] && src=./cmd/ssi; \
+		src=./daemons/$$p; [ "$$p" = ssi ] && src=./cmd/ssi; [ "$$p" = lab ] && src=./lab/cmd/lab; \
 		echo "build $(BIN)/$$p"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$p $$src || exit 1; \
 	done
@@ -31,12 +32,20 @@ build: ## build static binaries of every daemon and ssi into bin/
 consul: ## provide the pinned Consul binary (built once from the Go module proxy)
 	@build/consul/build.sh
 
-test: lint check-protos ## the full test suite: lint, generated code, unit + integration tests against real Consul, fuzz smoke
+test: lint check-protos integration check-packages e2e fuzz ## everything CI runs (root): lint, generated code, unit + integration against real Consul, package checks, lab e2e, fuzz smoke
+
+integration: ## unit tests and integration tests against real Consul clusters on loopback (root for the nspawn/rootfs tests)
 	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -count=1 -timeout 30m ./...
-	$(MAKE) fuzz
+
+e2e: ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
+	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+
+lab: build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root): nspawn nodes with Consul and openssi from the local repository
+	@build/consul/build.sh >/dev/null
+	$(BIN)/lab up -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
 
 unit: ## only the tests that need no Consul (the pure cores and the CLI)
-	$(GO) test -count=1 ./daemons/clmsd/membership/... ./internal/config/... ./internal/logging/... ./internal/lifecycle/... ./cmd/...
+	$(GO) test -count=1 ./daemons/clmsd/membership/... ./daemons/dlmd/lockspace/... ./daemons/dlmd/directory/... ./internal/config/... ./internal/logging/... ./internal/lifecycle/... ./cmd/...
 
 lint: fmt vet staticcheck ## gofmt, go vet and staticcheck
 
@@ -71,6 +80,22 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s)
 
 bench: build ## failure-detection benchmark (tuned vs default gossip), writes bench/failure-detection/RESULTS.md
 	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/failure-detection -trials 20 -clmsd $(BIN)/clmsd -out bench/failure-detection/RESULTS.md
+
+bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
+	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
+
+bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
+	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
+
+packages: ## dist/openssi_<version>_amd64.deb and dist/openssi-<version>-1.x86_64.rpm (nfpm, reproducible)
+	$(GO) run ./packaging/cmd/openssi-pkg build --out dist
+
+repo: packages ## signed apt and yum repositories of dist/ in dist/repo (key kept in ~/.cache/openssi/repo-key)
+	$(GO) run ./packaging/cmd/openssi-pkg repo --dist dist --out dist/repo
+
+check-packages: ## lintian, rpmlint, unit checks, debian/ vs nfpm, install/upgrade/purge and boot tests (root; ~1.5 min warm)
+	$(GO) vet -tags packages ./test/packages/
+	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags packages -count=1 -timeout 20m -v ./test/packages/ ./internal/rootfs/ ./internal/nspawn/
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -79,6 +80,15 @@ type View struct {
 	// QuorumLostSince is when quorum was lost (zero while Quorum).
 	QuorumLostSince time.Time     `json:"quorum_lost_since,omitempty"`
 	SkewThreshold   time.Duration `json:"skew_threshold_ns"`
+}
+
+// Summary renders the view on one line: "epoch 4 quorum=true [1=UP(node1) 2=DOWN(node2)]".
+func (v View) Summary() string {
+	var parts []string
+	for _, m := range v.Nodes {
+		parts = append(parts, fmt.Sprintf("%d=%s(%s)", m.Number, m.State, m.Name))
+	}
+	return fmt.Sprintf("epoch %d quorum=%v [%s]", v.Epoch, v.Quorum, strings.Join(parts, " "))
 }
 
 // Event is one membership change.

@@ -58,11 +58,7 @@ type Node struct {
 	StateDir   string
 	LogFile    string
 
-	clmsd string
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	done  chan struct{}
-	exit  error
+	clmsd proc
 
 	// DlmdLogFile is dlmd's log.
 	DlmdLogFile string
@@ -127,7 +123,7 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{Consul: cc, opts: opts}
 	for _, a := range cc.Agents {
-		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name), clmsd: opts.Clmsd}
+		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name), clmsd: proc{name: "clmsd", bin: opts.Clmsd}}
 		n.RunDir = filepath.Join(n.Dir, "run")
 		n.StateDir = filepath.Join(n.Dir, "state")
 		n.ConfigFile = filepath.Join(n.Dir, "openssi.yaml")
@@ -229,91 +225,16 @@ func (n *Node) Client(ctx context.Context) (*cluster.Client, error) {
 }
 
 // StartClmsd starts the node's clmsd (its agent must run).
-func (n *Node) StartClmsd() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd != nil {
-		return fmt.Errorf("nodetest: clmsd of %s already runs", n.Agent.Name)
-	}
-	log, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(n.clmsd, "--config", n.ConfigFile)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("nodetest: start clmsd of %s: %w", n.Agent.Name, err)
-	}
-	n.cmd = cmd
-	n.done = make(chan struct{})
-	go func(done chan struct{}) {
-		err := cmd.Wait()
-		log.Close()
-		n.mu.Lock()
-		n.exit = err
-		n.mu.Unlock()
-		close(done)
-	}(n.done)
-	return nil
-}
+func (n *Node) StartClmsd() error { return n.clmsd.start(n.ConfigFile, n.LogFile) }
 
 // ClmsdRunning tells whether the node's clmsd process runs.
-func (n *Node) ClmsdRunning() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return false
-	}
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
-}
+func (n *Node) ClmsdRunning() bool { return n.clmsd.running() }
 
 // WaitClmsdExit waits for the clmsd process to exit and returns its exit
 // error (an *exec.ExitError for a non-zero status).
-func (n *Node) WaitClmsdExit(ctx context.Context) error {
-	n.mu.Lock()
-	done := n.done
-	n.mu.Unlock()
-	if done == nil {
-		return errors.New("nodetest: clmsd never started")
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	err := n.exit
-	n.cmd = nil
-	return err
-}
+func (n *Node) WaitClmsdExit(ctx context.Context) error { return n.clmsd.wait(ctx) }
 
-func (n *Node) signalClmsd(sig syscall.Signal) error {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, sig)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-	n.mu.Lock()
-	n.cmd = nil
-	n.mu.Unlock()
-	return nil
-}
+func (n *Node) signalClmsd(sig syscall.Signal) error { return n.clmsd.signal(sig) }
 
 // KillClmsd SIGKILLs the node's clmsd.
 func (n *Node) KillClmsd() error { return n.signalClmsd(syscall.SIGKILL) }
@@ -396,6 +317,7 @@ type proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	exit error // of the last run, once done is closed
 }
 
 func (p *proc) start(config, logFile string) error {
@@ -422,11 +344,33 @@ func (p *proc) start(config, logFile string) error {
 	done := make(chan struct{})
 	p.cmd, p.done = cmd, done
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		log.Close()
+		p.mu.Lock()
+		p.exit = err
+		p.mu.Unlock()
 		close(done)
 	}()
 	return nil
+}
+
+// wait waits for the process to exit and returns its exit error.
+func (p *proc) wait(ctx context.Context) error {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return fmt.Errorf("nodetest: %s never started", p.name)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cmd = nil
+	return p.exit
 }
 
 func (p *proc) running() bool {
@@ -490,7 +434,7 @@ func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View)
 				if cond(v) {
 					return nil
 				}
-				last = Describe(v)
+				last = v.Summary()
 			} else {
 				last = err.Error()
 			}
@@ -503,15 +447,6 @@ func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// Describe renders a view on one line.
-func Describe(v cluster.View) string {
-	var parts []string
-	for _, m := range v.Nodes {
-		parts = append(parts, fmt.Sprintf("%d=%s(%s)", m.Number, m.State, m.Name))
-	}
-	return fmt.Sprintf("epoch %d quorum=%v [%s]", v.Epoch, v.Quorum, strings.Join(parts, " "))
 }
 
 // LogTail returns the last lines of the node's clmsd log.

@@ -96,6 +96,13 @@ type Member struct {
 	Address string    `json:"address"`
 	State   State     `json:"state"`
 	Since   time.Time `json:"since"`
+	// DownSession is, for a DOWN node, the Consul session that held its
+	// alive key when it was declared down ("" when none did). That session
+	// cannot bring the node UP again: only a new one can. It keeps the
+	// verdict of a node whose gossip saw the failure first from being
+	// undone by a node whose gossip had not, while Consul has not yet
+	// invalidated the dead node's session.
+	DownSession string `json:"down_session,omitempty"`
 }
 
 // Event is one membership change. Epochs are consecutive: the event that
@@ -121,12 +128,18 @@ type View struct {
 type Presence struct {
 	Name    string
 	Address string
+	// Session is the Consul session holding the node's alive key.
+	Session string
 }
 
 // Observed is what the shell read from Consul in one consistent snapshot.
 type Observed struct {
 	// Alive maps the node numbers whose alive key is held by a session.
 	Alive map[int]Presence
+	// Holders maps every node number whose alive key is held to the
+	// holding session, including nodes the shell left out of Alive because
+	// gossip reports them failed.
+	Holders map[int]string
 	// Leaving holds the node numbers that announced a graceful leave.
 	Leaving map[int]bool
 	// Now stamps the events this reconciliation produces.
@@ -188,6 +201,11 @@ func Reconcile(v View, o Observed, maxEvents int) (View, []Event) {
 				emit(NodeLeave, Member{Number: n, Name: p.Name, Address: p.Address, State: Leaving})
 			}
 		case alive:
+			if known && m.State == Down && m.DownSession != "" && p.Session == m.DownSession {
+				// The session declared dead still holds the key until
+				// Consul invalidates it: not a return.
+				continue
+			}
 			if !known || m.State != Up {
 				emit(NodeUp, Member{Number: n, Name: p.Name, Address: p.Address, State: Up})
 			} else if m.Name != p.Name || m.Address != p.Address {
@@ -201,6 +219,7 @@ func Reconcile(v View, o Observed, maxEvents int) (View, []Event) {
 				emit(NodeLeave, m)
 			} else {
 				m.State = Down
+				m.DownSession = o.Holders[n]
 				emit(NodeDown, m)
 			}
 		}

@@ -342,3 +342,33 @@ func FuzzDecodeView(f *testing.F) {
 		}
 	})
 }
+
+func TestDownSessionIsSticky(t *testing.T) {
+	withSession := func(sess string) map[int]Presence {
+		return map[int]Presence{1: {Name: "node1"}, 2: {Name: "node2", Session: sess}}
+	}
+	v, _ := Reconcile(View{}, Observed{Alive: withSession("s2"), Holders: map[int]string{1: "s1", 2: "s2"}, Now: at(0)}, 16)
+	// Gossip at this node says node2 failed: the shell leaves it out of
+	// Alive, but its session still holds the key.
+	v, ev := Reconcile(v, Observed{Alive: alive(1), Holders: map[int]string{1: "s1", 2: "s2"}, Now: at(1)}, 16)
+	if summary(ev) != "NODEDOWN 2@3" {
+		t.Fatalf("down: %s", summary(ev))
+	}
+	if m, _ := v.Member(2); m.DownSession != "s2" {
+		t.Fatalf("down session %q", m.DownSession)
+	}
+	// Another node whose gossip has not caught up sees s2 still holding
+	// the key: no NODEUP.
+	v2, ev := Reconcile(v, Observed{Alive: withSession("s2"), Holders: map[int]string{1: "s1", 2: "s2"}, Now: at(2)}, 16)
+	if len(ev) != 0 || v2.Epoch != v.Epoch {
+		t.Fatalf("dead session brought the node back: %s", summary(ev))
+	}
+	// A new session does.
+	v3, ev := Reconcile(v, Observed{Alive: withSession("s3"), Holders: map[int]string{1: "s1", 2: "s3"}, Now: at(3)}, 16)
+	if summary(ev) != "NODEUP 2@4" {
+		t.Fatalf("return: %s", summary(ev))
+	}
+	if m, _ := v3.Member(2); m.DownSession != "" {
+		t.Fatalf("down session kept after return: %q", m.DownSession)
+	}
+}

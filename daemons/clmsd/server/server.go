@@ -321,10 +321,10 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 }
 
 // failedSessions returns the names to treat as failed: gossip says the
-// node failed and its alive key is still held by the session it held when
-// gossip first said so. A node that came back holds a new session, so
-// gossip that has not yet heard of its return (it lags by a few gossip
-// rounds) does not make it flap DOWN again.
+// node failed and its alive key is still held by the session that held it
+// when gossip first said so (or by none). A node that came back holds a new
+// session, so gossip that has not yet heard of its return (it lags by a few
+// gossip rounds) does not make it flap DOWN again.
 func (s *Server) failedSessions(snap snapshot, failed map[string]bool) map[string]bool {
 	if s.failedHolder == nil {
 		s.failedHolder = map[string]string{}
@@ -334,18 +334,19 @@ func (s *Server) failedSessions(snap snapshot, failed map[string]bool) map[strin
 			delete(s.failedHolder, name)
 		}
 	}
-	out := map[string]bool{}
+	holder := map[string]string{} // by node name
 	for n, p := range snap.observed.Alive {
-		if !failed[p.Name] {
-			continue
-		}
-		held, seen := s.failedHolder[p.Name]
+		holder[p.Name] = snap.holders[n]
+	}
+	out := map[string]bool{}
+	for name := range failed {
+		held, seen := s.failedHolder[name]
 		if !seen {
-			s.failedHolder[p.Name] = snap.holders[n]
-			held = snap.holders[n]
+			held = holder[name] // "" when its key is already gone
+			s.failedHolder[name] = held
 		}
-		if held == snap.holders[n] {
-			out[p.Name] = true
+		if held != "" && held == holder[name] {
+			out[name] = true
 		}
 	}
 	return out
@@ -381,12 +382,33 @@ func (s *Server) keepAlive(ctx context.Context, snap snapshot) error {
 	s.mu.Lock()
 	leaving := s.leaving
 	s.mu.Unlock()
-	if leaving || snap.holders[s.number] == s.session {
+	if leaving {
 		return nil
 	}
-	s.log.WithField("node", s.number).Warn("this node's membership session is gone (it was declared failed): rejoining")
-	if err := s.openSession(ctx); err != nil {
-		return err
+	held := snap.holders[s.number] == s.session
+	m, known := snap.view.Member(s.number)
+	declaredDown := known && m.State == membership.Down && m.DownSession != "" && m.DownSession == s.session
+	if held && !declaredDown {
+		return nil
+	}
+	if declaredDown {
+		// The cluster declared this node down while its session lived on
+		// (a brief cut, or a restart fast enough to adopt the session):
+		// only a new session brings it back.
+		s.log.WithField("node", s.number).Warn("this node was declared down with its current session: rejoining with a new one")
+		if _, err := s.consul.Session().Destroy(s.session, nil); err != nil {
+			return fmt.Errorf("clmsd: end the session declared down: %w", err)
+		}
+		id, err := consul.CreateSession(ctx, s.consul, SessionName, consul.SessionOptions{Node: s.self.Name, Behavior: api.SessionBehaviorDelete})
+		if err != nil {
+			return fmt.Errorf("clmsd: membership session: %w", err)
+		}
+		s.session = id
+	} else {
+		s.log.WithField("node", s.number).Warn("this node's membership session is gone (it was declared failed): rejoining")
+		if err := s.openSession(ctx); err != nil {
+			return err
+		}
 	}
 	ok, _, err := s.consul.KV().Acquire(&api.KVPair{
 		Key:     s.kvKey(keyAlive + itoa(s.number)),

@@ -41,7 +41,7 @@ type snapshot struct {
 func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, error) {
 	s := snapshot{
 		index:    index,
-		observed: membership.Observed{Alive: map[int]membership.Presence{}, Leaving: map[int]bool{}},
+		observed: membership.Observed{Alive: map[int]membership.Presence{}, Holders: map[int]string{}, Leaving: map[int]bool{}},
 		claims:   map[int]membership.Claim{},
 		claimIdx: map[int]uint64{},
 		live:     map[int]bool{},
@@ -74,7 +74,8 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 			if err := json.Unmarshal(p.Value, &c); err != nil {
 				s.problems = append(s.problems, fmt.Sprintf("decode %s: %v", p.Key, err))
 			}
-			s.observed.Alive[n] = membership.Presence(c)
+			s.observed.Alive[n] = membership.Presence{Name: c.Name, Address: c.Address, Session: p.Session}
+			s.observed.Holders[n] = p.Session
 			s.live[n] = true
 			s.holders[n] = p.Session
 		case strings.HasPrefix(key, keyLeaving):

@@ -124,3 +124,20 @@ func TestFailedSessions(t *testing.T) {
 		t.Fatalf("second failure: %v", got)
 	}
 }
+
+func TestFailedSessionsKeyGoneFirst(t *testing.T) {
+	s := &Server{}
+	failed := map[string]bool{"b": true}
+	gone := snapshot{observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}}}, holders: map[int]string{1: "s1"}}
+	if got := s.failedSessions(gone, failed); len(got) != 0 {
+		t.Fatalf("key gone: %v", got)
+	}
+	back := snapshot{
+		observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "b"}}},
+		holders:  map[int]string{1: "s1", 2: "s9"},
+	}
+	// b returned with a new session while gossip here still says failed.
+	if got := s.failedSessions(back, failed); got["b"] {
+		t.Fatalf("returned node filtered: %v", got)
+	}
+}

@@ -1,0 +1,177 @@
+// Command lab measures the lab: how long `lab up -n 3` takes to bring three
+// nodes to all-UP with a warm cache, the memory an idle node uses, and the
+// failure-detection latency (SIGKILL of a whole node to NODEDOWN at every
+// survivor) on booted nodes with systemd, alternating a follower server and
+// the Raft leader as the victim.
+//
+//	go run ./bench/lab -dist dist -out bench/lab/RESULTS.md
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/lab"
+)
+
+func main() {
+	dist := flag.String("dist", "dist", "dist/ with repo/ from `make repo`")
+	trials := flag.Int("trials", 10, "kills")
+	out := flag.String("out", "", "write the results as Markdown here")
+	flag.Parse()
+	if err := run(*dist, *trials, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/lab:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dist string, trials int, out string) error {
+	consul, err := consultest.Binary()
+	if err != nil {
+		return err
+	}
+	dist, _ = filepath.Abs(dist)
+	dir, err := os.MkdirTemp("", "openssi-bench-lab-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	l, err := lab.Open(lab.Options{Dir: dir, Prefix: "bnch", Subnet: "10.77.9", Dist: dist, Consul: consul, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	defer l.Down(ctx)
+	// Warm the rootfs cache outside the timed run.
+	if err := l.Up(ctx, 1); err != nil {
+		return err
+	}
+	if err := l.Down(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := l.Up(ctx, 3); err != nil {
+		return err
+	}
+	upTime := time.Since(start)
+
+	time.Sleep(20 * time.Second) // idle
+	mem := map[string]int64{}
+	for _, n := range l.State().Nodes {
+		kb, err := l.Memory(n.Name)
+		if err != nil {
+			return err
+		}
+		mem[n.Name] = kb
+	}
+
+	var follower, leader []time.Duration
+	for i := 0; i < trials; i++ {
+		wantLeader := i%2 == 1
+		victim, err := pick(ctx, l, wantLeader)
+		if err != nil {
+			return err
+		}
+		d, err := l.KillAndMeasure(ctx, victim, time.Minute)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "trial %d: killed %s (leader %v): NODEDOWN everywhere after %s\n", i+1, victim, wantLeader, d.Round(time.Millisecond))
+		if wantLeader {
+			leader = append(leader, d)
+		} else {
+			follower = append(follower, d)
+		}
+		if err := l.Start(ctx, victim); err != nil {
+			return err
+		}
+		if err := l.WaitAllUp(ctx, 2*time.Minute); err != nil {
+			return err
+		}
+	}
+	report := render(upTime, mem, follower, leader)
+	fmt.Print(report)
+	if out != "" {
+		return os.WriteFile(out, []byte(report), 0o644)
+	}
+	return nil
+}
+
+// pick returns the Raft leader's node, or a follower server.
+func pick(ctx context.Context, l *lab.Lab, leader bool) (string, error) {
+	var out string
+	var err error
+	for _, n := range l.State().Nodes {
+		if out, err = l.Exec(ctx, n.Name, "consul", "operator", "raft", "list-peers"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("raft peers: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[0] == "Node" {
+			continue
+		}
+		if (f[3] == "leader") == leader {
+			return f[0], nil
+		}
+	}
+	return "", fmt.Errorf("no node with leader=%v in\n%s", leader, out)
+}
+
+// pct is the nearest-rank percentile.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	r := int(p/100*float64(len(s)) + 0.999999)
+	if r < 1 {
+		r = 1
+	}
+	return s[r-1]
+}
+
+func render(up time.Duration, mem map[string]int64, follower, leader []time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# The lab\n\nMeasured %s on the project's 2-core build machine (other jobs may have been running).\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "- `lab up -n 3` to all nodes UP, warm cache (rootfs cached, packages built): **%s** (target <= 60 s)\n", up.Round(100*time.Millisecond))
+	var names []string
+	var sum int64
+	for n, kb := range mem {
+		names = append(names, n)
+		sum += kb
+	}
+	sort.Strings(names)
+	fmt.Fprintf(&b, "- memory of an idle node (PSS of every process in the node: systemd, journald, networkd, the Consul server and the openssi daemons), 20 s after all-UP: **%d MiB** on average (", sum/int64(len(mem))/1024)
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d MiB", n, mem[n]/1024)
+	}
+	b.WriteString(")\n\n")
+	fmt.Fprintf(&b, "Failure detection in the lab, SIGKILL of a whole node to NODEDOWN delivered by `ssi events` at every survivor:\n\n")
+	fmt.Fprintf(&b, "| victim | kills | p50 | p99 | max |\n|---|---|---|---|---|\n")
+	for _, c := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"follower server", follower}, {"Raft leader", leader}, {"all", append(append([]time.Duration(nil), follower...), leader...)}} {
+		if len(c.ds) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d ms | %d ms | %d ms |\n", c.name, len(c.ds), pct(c.ds, 50).Milliseconds(), pct(c.ds, 99).Milliseconds(), pct(c.ds, 100).Milliseconds())
+	}
+	b.WriteString("\nWith this few kills the p99 is the largest sample (nearest rank). A NODEDOWN is committed through Consul's Raft log, so a dead leader costs an election first (see the README).\n")
+	return b.String()
+}

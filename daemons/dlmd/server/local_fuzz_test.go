@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/internal/localapi"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// memLockspaces is an in-memory LockspaceStore: the first creator owns a
+// lockspace, as with KVStore.
+type memLockspaces map[string]lockspace.Config
+
+func (m memLockspaces) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
+	if cfg, ok := m[name]; ok {
+		return cfg, nil
+	}
+	cfg := lockspace.Config{UID: creator.UID, GID: creator.GID, System: len(name) > len(SystemPrefix) && name[:len(SystemPrefix)] == SystemPrefix}
+	m[name] = cfg
+	return cfg, nil
+}
+
+// localFixture is a node-1 dlmd of a two-node directory, with no loop:
+// the test runs what the handlers queue (drain). Session 1 (uid 1000)
+// holds EX on a resource node 1 masters ("mine") and has a request out
+// for one node 2 masters ("theirs"); session 2 (uid 1000) waits for
+// "mine" in PR, so that what session 1 does can grant it.
+type localFixture struct {
+	s        *Server
+	a        *API
+	ss, ss2  *session
+	local    string // a resource mastered on node 1
+	remote   string // a resource mastered on node 2
+	lockMine uint64 // session 1's lock on local
+}
+
+// resourceOn returns a resource name that members hash to node.
+func resourceOn(members []uint32, ls string, node uint32) string {
+	for i := 0; ; i++ {
+		r := fmt.Sprintf("r%d", i)
+		if directory.Master(members, ls, r) == node {
+			return r
+		}
+	}
+}
+
+func newLocalFixture(t testing.TB) *localFixture {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := New(Config{Node: 1, Incarnation: 1, Log: log, Lockspaces: memLockspaces{},
+		Lookup: func(n uint32) (string, error) { return "", errors.New("no peers in this test") }})
+	s.members = directory.Members{Epoch: 1, Up: map[uint32]bool{1: true, 2: true}}
+	s.dir = []uint32{1, 2}
+	s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
+	s.haveLast = true
+	s.peersIn[2] = &inStream{node: 2, inc: 1, q: newQueue[*dlmv1.PeerMessage]()}
+	s.peersOut[2] = &peerOut{node: 2, q: newQueue[*dlmv1.PeerMessage](), done: make(chan struct{})}
+	fx := &localFixture{s: s, a: NewAPI(s), local: resourceOn(s.dir, "ls", 1), remote: resourceOn(s.dir, "ls", 2)}
+	cred := lockspace.Cred{UID: 1000, GID: 1000}
+	for _, ss := range []**session{&fx.ss, &fx.ss2} {
+		s.nextSess++
+		*ss = &session{id: s.nextSess, pid: int32(100 + s.nextSess), cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
+		s.sessions[(*ss).id] = *ss
+	}
+	ctx := context.Background()
+	fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
+		Lockspace: "ls", Resource: fx.local, Mode: dlmv1.Mode_MODE_EX, Flags: uint32(lockspace.ValBlk)}}})
+	fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 2, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
+		Lockspace: "ls", Resource: fx.remote, Mode: dlmv1.Mode_MODE_PR}}})
+	fx.feed(t, ctx, fx.ss2, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
+		Lockspace: "ls", Resource: fx.local, Mode: dlmv1.Mode_MODE_PR}}})
+	for id, cl := range s.locks {
+		if cl.sess == fx.ss && cl.res == fx.local {
+			fx.lockMine = uint64(id)
+		}
+	}
+	if fx.lockMine == 0 || s.locks[lockspace.LockID(fx.lockMine)].state != lockspace.StateGranted {
+		t.Fatalf("fixture: session 1's lock on %s is not granted", fx.local)
+	}
+	fx.check(t)
+	return fx
+}
+
+// drain runs what the handlers queued for the loop.
+func (fx *localFixture) drain() {
+	for {
+		select {
+		case f := <-fx.s.ops:
+			f()
+		default:
+			return
+		}
+	}
+}
+
+// feed hands one client message to the local API as Session does and runs
+// its effects; a decode error is answered to the session, as Session does.
+func (fx *localFixture) feed(t testing.TB, ctx context.Context, ss *session, m *dlmv1.ClientMessage) {
+	t.Helper()
+	if err := fx.a.handle(ctx, ss, m); err != nil {
+		ss.send(replyErr(m.GetTag(), err))
+	}
+	fx.drain()
+}
+
+func (fx *localFixture) check(t testing.TB) {
+	t.Helper()
+	for name, tb := range fx.s.tables {
+		if err := tb.Check(); err != nil {
+			t.Fatalf("lockspace %s: %v", name, err)
+		}
+	}
+	for id, cl := range fx.s.locks {
+		if cl.key.ID != id || cl.key.Owner.Node != 1 {
+			t.Fatalf("copy of lock %d has key %v", id, cl.key)
+		}
+		if cl.sess == nil && !cl.orphan {
+			t.Fatalf("copy of lock %d has no session and is not an orphan", id)
+		}
+	}
+}
+
+// FuzzLocalRequest decodes arbitrary bytes as each request of the local
+// API (a whole ClientMessage, and each of LockRequest, ConvertRequest,
+// UnlockRequest, CancelRequest in a message of its own, with the fuzzed
+// lock id also pointed at session 1's granted lock) and hands them to the
+// real handlers of a node-1 dlmd, then ends the session: nothing may panic
+// and the lock tables must stay sound. LocksRequest goes through Locks.
+func FuzzLocalRequest(f *testing.F) {
+	seeds := []proto.Message{
+		&dlmv1.ClientMessage{Tag: 7, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{Lockspace: "ls", Resource: "x", Mode: dlmv1.Mode_MODE_PW, Flags: 1, TimeoutNanos: 1}}},
+		&dlmv1.ClientMessage{Tag: 8, Op: &dlmv1.ClientMessage_Convert{Convert: &dlmv1.ConvertRequest{LockId: 1, Mode: dlmv1.Mode_MODE_NL, Flags: 2, Lvb: []byte("value")}}},
+		&dlmv1.ClientMessage{Tag: 9, Op: &dlmv1.ClientMessage_Unlock{Unlock: &dlmv1.UnlockRequest{LockId: 1, Flags: 2, Lvb: make([]byte, 40)}}},
+		&dlmv1.ClientMessage{Tag: 10, Op: &dlmv1.ClientMessage_Cancel{Cancel: &dlmv1.CancelRequest{LockId: 2}}},
+		&dlmv1.ClientMessage{Tag: 11},
+		&dlmv1.LockRequest{Lockspace: "openssi.sys", Resource: "y", Mode: dlmv1.Mode_MODE_EX},
+		&dlmv1.LockRequest{Lockspace: "ls", Resource: "r1", Mode: dlmv1.Mode_MODE_CR, Flags: 0xffffffff, TimeoutNanos: -1},
+		&dlmv1.ConvertRequest{LockId: 1, Mode: dlmv1.Mode_MODE_EX, Flags: 4},
+		&dlmv1.UnlockRequest{LockId: 3},
+		&dlmv1.CancelRequest{LockId: 3},
+		&dlmv1.LocksRequest{Lockspace: "ls"},
+	}
+	for _, m := range seeds {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fx := newLocalFixture(t)
+		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: localapi.AuthInfo{Cred: localapi.Cred{PID: 101, UID: 1000, GID: 1000}}})
+		var msgs []*dlmv1.ClientMessage
+		var cm dlmv1.ClientMessage
+		if proto.Unmarshal(data, &cm) == nil {
+			msgs = append(msgs, &cm)
+		}
+		var lr dlmv1.LockRequest
+		if proto.Unmarshal(data, &lr) == nil {
+			msgs = append(msgs, &dlmv1.ClientMessage{Tag: 100, Op: &dlmv1.ClientMessage_Lock{Lock: &lr}})
+		}
+		for _, id := range []uint64{0, fx.lockMine} {
+			var cr dlmv1.ConvertRequest
+			if proto.Unmarshal(data, &cr) == nil {
+				if id != 0 {
+					cr.LockId = id
+				}
+				msgs = append(msgs, &dlmv1.ClientMessage{Tag: 101, Op: &dlmv1.ClientMessage_Convert{Convert: &cr}})
+			}
+		}
+		var ur dlmv1.UnlockRequest
+		if proto.Unmarshal(data, &ur) == nil {
+			msgs = append(msgs, &dlmv1.ClientMessage{Tag: 102, Op: &dlmv1.ClientMessage_Unlock{Unlock: &ur}})
+		}
+		var xr dlmv1.CancelRequest
+		if proto.Unmarshal(data, &xr) == nil {
+			msgs = append(msgs, &dlmv1.ClientMessage{Tag: 103, Op: &dlmv1.ClientMessage_Cancel{Cancel: &xr}})
+		}
+		for _, m := range msgs {
+			fx.feed(t, ctx, fx.ss, m)
+			fx.check(t)
+		}
+		// The unlock of the fuzzed value block and flags, on the held lock.
+		if proto.Unmarshal(data, &ur) == nil {
+			ur.LockId = fx.lockMine
+			fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 104, Op: &dlmv1.ClientMessage_Unlock{Unlock: &ur}})
+			fx.check(t)
+		}
+		var lq dlmv1.LocksRequest
+		if proto.Unmarshal(data, &lq) == nil {
+			done := make(chan struct{})
+			go func() { // the loop, while Locks waits for it
+				for {
+					select {
+					case f := <-fx.s.ops:
+						f()
+					case <-done:
+						return
+					}
+				}
+			}()
+			_, _ = fx.a.Locks(ctx, &lq)
+			close(done)
+			fx.check(t)
+		}
+		// The client goes away: its locks go, the others' must be sound.
+		fx.s.sessionExit(fx.ss)
+		fx.drain()
+		fx.check(t)
+		fx.s.sessionExit(fx.ss2)
+		fx.drain()
+		fx.check(t)
+	})
+}

@@ -1,0 +1,231 @@
+// Command lab runs a multi-node OpenSSI cluster on this machine (see
+// package lab). `make lab` builds everything and runs `lab up -n 3`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openssi/openssi/lab"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode()) // `lab exec` passes the command's status on
+		}
+		fmt.Fprintln(os.Stderr, "lab:", trimPrefix(err.Error()))
+		os.Exit(1)
+	}
+}
+
+func trimPrefix(s string) string {
+	if len(s) > 5 && s[:5] == "lab: " {
+		return s[5:]
+	}
+	return s
+}
+
+type flags struct {
+	dir, prefix, subnet, dist, consul string
+}
+
+func (f *flags) open(cmd *cobra.Command) (*lab.Lab, error) {
+	return lab.Open(lab.Options{
+		Dir: f.dir, Prefix: f.prefix, Subnet: f.subnet, Dist: f.dist, Consul: f.consul,
+		Log: cmd.ErrOrStderr(),
+	})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newRoot() *cobra.Command {
+	f := &flags{}
+	wd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	root := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a multi-node OpenSSI cluster on this machine",
+		Long: `lab boots N Debian nodes on this machine as systemd-nspawn containers with
+real systemd, each with its own network namespace on a private bridge, runs
+Consul (the first three nodes are servers) and installs openssi from the local
+signed repository built from the working tree. Root is required.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.dir, "dir", envOr("OPENSSI_LAB_DIR", "/var/lib/openssi-lab"), "state and node disks (env OPENSSI_LAB_DIR)")
+	pf.StringVar(&f.prefix, "prefix", envOr("OPENSSI_LAB_PREFIX", "lab"), "name prefix of machines and the bridge")
+	pf.StringVar(&f.subnet, "subnet", envOr("OPENSSI_LAB_SUBNET", "10.77.0"), "private /24 of the lab, as its first three octets")
+	pf.StringVar(&f.dist, "dist", envOr("OPENSSI_LAB_DIST", filepath.Join(wd, "dist")), "dist/ directory holding repo/ (from `make repo`)")
+	pf.StringVar(&f.consul, "consul", envOr("CONSUL_BIN", filepath.Join(home, ".cache/openssi/consul-1.20.6/consul")), "pinned consul binary (from `make consul`)")
+
+	var n int
+	up := &cobra.Command{
+		Use:   "up [-n N]",
+		Short: "Bring up N nodes (default 3) and wait until all are UP",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			if err := l.Up(cmd.Context(), n); err != nil {
+				if !errors.Is(err, lab.ErrUp) {
+					fmt.Fprintln(cmd.ErrOrStderr(), "lab: up failed; `lab down` removes what was made")
+				}
+				return err
+			}
+			if err := l.Status(cmd.Context(), cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), `
+Try:
+  bin/lab exec 1 -- ssi nodes          # the membership from node 1
+  bin/lab exec 1 -- ssi events &       # follow events, then in another shell:
+  bin/lab kill 3                       # power-cut node 3: NODEDOWN within seconds
+  bin/lab start 3                      # boot it again: NODEUP, same node number
+  bin/lab shell 2                      # a root shell on node 2
+  bin/lab down                         # remove everything
+`)
+			return nil
+		},
+	}
+	up.Flags().IntVarP(&n, "nodes", "n", 3, "number of nodes")
+
+	one := func(use, short string, run func(ctx context.Context, l *lab.Lab, node string) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " NODE", Short: short, Args: exactNode,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				l, err := f.open(cmd)
+				if err != nil {
+					return err
+				}
+				return run(cmd.Context(), l, args[0])
+			},
+		}
+	}
+	down := &cobra.Command{
+		Use: "down", Short: "Remove every container, link, bridge, mount and disk of the lab (idempotent)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			if err := l.Down(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "lab is down")
+			return nil
+		},
+	}
+	status := &cobra.Command{
+		Use: "status", Short: "Show the nodes and the membership", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			if err := l.Status(cmd.Context(), cmd.OutOrStdout()); errors.Is(err, lab.ErrNoLab) {
+				return errors.New("no lab is up: start one with `make lab` or `bin/lab up -n 3`")
+			} else if err != nil {
+				return err
+			}
+			return nil
+		},
+	}
+	exe := &cobra.Command{
+		Use: "exec NODE -- CMD [ARGS...]", Short: "Run a command on a node (exit status passed on)",
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := l.Command(cmd.Context(), args[0], args[1:]...)
+			if err != nil {
+				return err
+			}
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+			return c.Run()
+		},
+	}
+	var lines int
+	logs := &cobra.Command{
+		Use: "logs NODE [UNIT]", Short: "Show a node's journal (of one unit)", Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			unit := ""
+			if len(args) == 2 {
+				unit = args[1]
+			}
+			out, err := l.Logs(cmd.Context(), args[0], unit, lines)
+			fmt.Fprint(cmd.OutOrStdout(), out)
+			return err
+		},
+	}
+	logs.Flags().IntVarP(&lines, "lines", "n", 100, "number of journal lines")
+	upgrade := &cobra.Command{
+		Use: "upgrade", Short: "Rebuild the packages and roll them out node by node", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "lab: rebuilding packages and repository (make packages repo)")
+			mk := exec.CommandContext(cmd.Context(), "make", "packages", "repo")
+			mk.Stdout, mk.Stderr = cmd.ErrOrStderr(), cmd.ErrOrStderr()
+			if err := mk.Run(); err != nil {
+				return fmt.Errorf("make packages repo: %w", err)
+			}
+			return l.Upgrade(cmd.Context())
+		},
+	}
+	root.AddCommand(up, down, status, exe, logs, upgrade,
+		one("shell", "Open a root shell on a node", func(ctx context.Context, l *lab.Lab, node string) error { return l.Shell(ctx, node) }),
+		one("kill", "SIGKILL a whole node (a power loss)", func(ctx context.Context, l *lab.Lab, node string) error { return l.Kill(ctx, node) }),
+		one("start", "Boot a killed node again (same disk)", func(ctx context.Context, l *lab.Lab, node string) error {
+			t := time.Now()
+			if err := l.Start(ctx, node); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "lab: node %s booted in %s\n", node, time.Since(t).Round(100*time.Millisecond))
+			return nil
+		}),
+		one("partition", "Cut a node's network link", func(_ context.Context, l *lab.Lab, node string) error { return l.Partition(node) }),
+		one("heal", "Restore a node's network link", func(_ context.Context, l *lab.Lab, node string) error { return l.Heal(node) }),
+	)
+	return root
+}
+
+func exactNode(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%s takes one NODE (a number like 2 or a name like node2)", cmd.Name())
+	}
+	if _, err := strconv.Atoi(args[0]); err != nil && len(args[0]) < 5 {
+		return fmt.Errorf("%s: %q is not a node: give a number like 2 or a name like node2", cmd.Name(), args[0])
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/openssi/openssi/internal/nspawn"
+)
+
+func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
+	s := l.State()
+	return nspawn.Options{
+		Dir:    n.Root(),
+		Name:   n.Machine,
+		Bridge: s.Bridge,
+		Binds:  []nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}},
+		Args:   []string{"--console=passive"},
+	}
+}
+
+// boot starts node i's container and waits until its systemd is up.
+func (l *Lab) boot(ctx context.Context, i int) error {
+	n := l.State().Nodes[i]
+	console, err := os.OpenFile(filepath.Join(n.Dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer console.Close()
+	o := l.nspawnOptions(n)
+	o.Log = console
+	c, err := nspawn.Boot(ctx, o)
+	if err != nil {
+		return fmt.Errorf("lab: boot %s: %w", n.Name, err)
+	}
+	if err := l.setPID(n.Name, c.NspawnPID()); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	// "degraded" is booted too: the node's own tests say what failed.
+	if state, err := c.WaitSystemRunning(bctx); state != "running" && state != "degraded" {
+		return fmt.Errorf("lab: %s did not finish booting: %w; see %s", n.Name, err, filepath.Join(n.Dir, "console.log"))
+	}
+	return nil
+}
+
+// container finds a running node's container.
+func (l *Lab) container(node string) (*NodeState, *nspawn.Container, error) {
+	s := l.State()
+	if s == nil {
+		return nil, nil, ErrNoLab
+	}
+	n, err := s.Node(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := nspawn.Attach(l.nspawnOptions(*n), n.PID)
+	if err != nil {
+		return n, nil, fmt.Errorf("lab: %s is not running (killed? `lab start %s`)", n.Name, strings.TrimPrefix(n.Name, "node"))
+	}
+	return n, c, nil
+}
+
+// Exec runs a command inside a node (all its namespaces, a clean
+// environment) and returns its combined output.
+func (l *Lab) Exec(ctx context.Context, node string, args ...string) (string, error) {
+	_, c, err := l.container(node)
+	if err != nil {
+		return "", err
+	}
+	return c.Exec(ctx, args...)
+}
+
+// Command prepares a command inside a node, for callers that want to wire
+// its standard streams themselves (`lab shell`, `lab exec`).
+func (l *Lab) Command(ctx context.Context, node string, args ...string) (*exec.Cmd, error) {
+	_, c, err := l.container(node)
+	if err != nil {
+		return nil, err
+	}
+	cmd := c.Command(ctx, args...)
+	if t := os.Getenv("TERM"); t != "" {
+		for i, a := range cmd.Args {
+			if a == "TERM=dumb" {
+				cmd.Args[i] = "TERM=" + t
+			}
+		}
+	}
+	return cmd, nil
+}
+
+// Kill is a power loss: SIGKILL of the node's systemd takes every process
+// of its PID namespace with it.
+func (l *Lab) Kill(ctx context.Context, node string) error {
+	n, c, err := l.container(node)
+	if err != nil {
+		return err
+	}
+	c.Kill()
+	if nspawn.Alive(n.PID) {
+		return fmt.Errorf("lab: kill %s: systemd-nspawn %d is still running", n.Name, n.PID)
+	}
+	return l.setPID(n.Name, 0)
+}
+
+func alive(pid int) bool { return nspawn.Alive(pid) }
+
+// killContainer kills a container of ours found by its nspawn pid.
+func killContainer(nspawnPID int) error {
+	c, err := nspawn.Attach(nspawn.Options{Name: fmt.Sprintf("pid-%d", nspawnPID)}, nspawnPID)
+	if err != nil {
+		return nil // already gone
+	}
+	c.Kill()
+	if nspawn.Alive(nspawnPID) {
+		return fmt.Errorf("lab: systemd-nspawn %d is still running", nspawnPID)
+	}
+	return nil
+}
+
+func (l *Lab) setPID(name string, pid int) error {
+	l.mu.Lock()
+	for i := range l.state.Nodes {
+		if l.state.Nodes[i].Name == name {
+			l.state.Nodes[i].PID = pid
+		}
+	}
+	l.mu.Unlock()
+	return l.save()
+}
+
+// Start boots a killed node again, with the same disk.
+func (l *Lab) Start(ctx context.Context, node string) error {
+	s := l.State()
+	if s == nil {
+		return ErrNoLab
+	}
+	n, err := s.Node(node)
+	if err != nil {
+		return err
+	}
+	if alive(n.PID) {
+		return fmt.Errorf("lab: %s is already running", n.Name)
+	}
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == n.Name {
+			return l.boot(ctx, i)
+		}
+	}
+	return nil
+}
+
+// Memory returns the proportional set size of every process of a running
+// node, in KiB.
+func (l *Lab) Memory(node string) (int64, error) {
+	_, c, err := l.container(node)
+	if err != nil {
+		return 0, err
+	}
+	return c.MemoryPSS()
+}

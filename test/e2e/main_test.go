@@ -1,0 +1,118 @@
+//go:build e2e
+
+// Package e2e runs multi-node tests on the lab (package lab): real Debian
+// nodes under systemd-nspawn with systemd, Consul and the openssi package
+// installed with apt-get from a repository built from this working tree.
+// They need root, debootstrap and systemd-container (.ci/run installs them).
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/lab"
+)
+
+// The shared 5-node lab of the package.
+var (
+	five   *lab.Lab
+	dist   string // the packages and repository the lab installs from
+	root   string // the repository root
+	consul string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	_, file, _, _ := runtime.Caller(0)
+	root = filepath.Join(filepath.Dir(file), "..", "..")
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+		return 1
+	}
+	if os.Geteuid() != 0 {
+		return fail("the e2e tests need root (network namespaces, a bridge, containers)")
+	}
+	var err error
+	if consul, err = consultest.Binary(); err != nil {
+		return fail("%v", err)
+	}
+	tmp, err := os.MkdirTemp("", "openssi-e2e-")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.RemoveAll(tmp)
+	dist = filepath.Join(tmp, "dist")
+	if err := buildRepo(dist, ""); err != nil {
+		return fail("%v", err)
+	}
+	five, err = openLab(filepath.Join(tmp, "five"), "e2e5", "10.77.5")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer five.Down(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := five.Up(ctx, 5); err != nil {
+		return fail("bring up 5 nodes: %v", err)
+	}
+	return m.Run()
+}
+
+func openLab(dir, prefix, subnet string) (*lab.Lab, error) {
+	l, err := lab.Open(lab.Options{Dir: dir, Prefix: prefix, Subnet: subnet, Dist: dist, Consul: consul, Log: os.Stderr})
+	if err != nil {
+		return nil, err
+	}
+	// A previous run that crashed may have left a lab of this name behind.
+	if err := l.Down(context.Background()); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// buildRepo builds the packages (at version when not empty) and the signed
+// repository into out.
+func buildRepo(out, version string) error {
+	args := []string{"run", "./packaging/cmd/openssi-pkg", "build", "--out", out}
+	if version != "" {
+		args = append(args, "--version", version)
+	}
+	for _, a := range [][]string{args, {"run", "./packaging/cmd/openssi-pkg", "repo", "--dist", out, "--out", filepath.Join(out, "repo")}} {
+		cmd := exec.Command("go", a...)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go %s: %v\n%s", strings.Join(a, " "), err, b)
+		}
+	}
+	return nil
+}
+
+// attachLogs prints the nodes' journals when the test failed.
+func attachLogs(t *testing.T, l *lab.Lab) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		s := l.State()
+		if s == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, n := range s.Nodes {
+			out, _ := l.Logs(ctx, n.Name, "", 40)
+			t.Logf("--- journal of %s ---\n%s", n.Name, out)
+		}
+	})
+}
