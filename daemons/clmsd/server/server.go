@@ -91,11 +91,19 @@ type Server struct {
 	// failedHolder is, per node gossip reports failed, the session that
 	// held its alive key when it did (used by Run's goroutine only).
 	failedHolder map[string]string
-	quorum       bool
-	lostSince    time.Time
-	leaving      bool
-	skew         *membership.SkewTracker
-	warned       map[int]bool
+	// failedAt is when gossip first reported each failed node (guarded by
+	// mu); readsSince is when the current run of successful reads of
+	// Consul began (Run's goroutine only). A failure gossip reported
+	// before that, while this node could not reach the quorum (cut off, it
+	// sees everyone as failed), is not trusted.
+	failedAt   map[string]time.Time
+	members    int // gossip members, guarded by mu
+	readsSince time.Time
+	quorum     bool
+	lostSince  time.Time
+	leaving    bool
+	skew       *membership.SkewTracker
+	warned     map[int]bool
 }
 
 // New returns a server; Join must be called before Run.
@@ -273,12 +281,24 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 				break
 			}
 			s.log.WithError(err).Debug("read membership")
+			s.mu.Lock()
+			cutOff := 2*len(s.failed) >= s.members && s.members > 0
+			s.mu.Unlock()
+			if cutOff {
+				// Gossip reports most nodes failed and Consul cannot be read:
+				// this node is probably the one cut off, and what its gossip
+				// says of the others must not be trusted once it is back.
+				s.readsSince = time.Time{}
+			}
 			backoff = nextBackoff(backoff)
 			sleep(ctx, backoff)
 			index = 0
 			continue
 		}
 		backoff = 0
+		if s.readsSince.IsZero() {
+			s.readsSince = time.Now()
+		}
 		s.setQuorum(true, nil)
 		for _, p := range snap.problems {
 			s.log.WithField("problem", p).Warn("ignored a malformed membership key")
@@ -293,7 +313,12 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		}
 		view := snap.view
 		s.mu.Lock()
-		failed := s.failed
+		failed := map[string]bool{}
+		for name := range s.failed {
+			if !s.failedAt[name].Before(s.readsSince) {
+				failed[name] = true
+			}
+		}
 		s.mu.Unlock()
 		snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, s.failedSessions(snap, failed))
 		snap.observed.Now = time.Now()
@@ -439,9 +464,24 @@ func (s *Server) watchGossip(ctx context.Context) {
 					failed[m.Name] = true
 				}
 			}
+			now := time.Now()
 			s.mu.Lock()
 			changed := !sameSet(failed, s.failed)
 			s.failed = failed
+			s.members = len(members)
+			if s.failedAt == nil {
+				s.failedAt = map[string]time.Time{}
+			}
+			for name := range s.failedAt {
+				if !failed[name] {
+					delete(s.failedAt, name)
+				}
+			}
+			for name := range failed {
+				if _, ok := s.failedAt[name]; !ok {
+					s.failedAt[name] = now
+				}
+			}
 			s.mu.Unlock()
 			if changed {
 				select {
