@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -43,21 +44,26 @@ func numbers(t *testing.T, v cluster.View) map[string]int {
 	return out
 }
 
+// checkAllUp waits until every node sees want nodes UP with distinct
+// numbers and quorum. It waits at each node, not only at one: after a heal
+// Consul's gossip can briefly fail a node the cut-off node had declared
+// dead, which the membership then reports (NODEDOWN, NODEUP).
 func checkAllUp(t *testing.T, l *lab.Lab, want int) {
 	t.Helper()
-	if err := l.WaitAllUp(ctxFor(t, 2*time.Minute), 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range l.State().Nodes {
-		v := view(t, l, n.Name)
-		up := 0
-		for _, m := range v.Nodes {
-			if m.State == cluster.Up {
-				up++
+		err := l.WaitFor(ctxFor(t, 2*time.Minute), n.Name, time.Minute, fmt.Sprintf("%d nodes UP with distinct numbers and quorum", want), func(v cluster.View) bool {
+			up := 0
+			seen := map[int]bool{}
+			for _, m := range v.Nodes {
+				if m.State == cluster.Up {
+					up++
+				}
+				seen[m.Number] = true
 			}
-		}
-		if up != want || len(numbers(t, v)) != want || !v.Quorum {
-			t.Fatalf("%s sees %s, want %d nodes UP with distinct numbers", n.Name, v.Summary(), want)
+			return up == want && len(seen) == len(v.Nodes) && v.Quorum
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }
