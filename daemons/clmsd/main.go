@@ -5,22 +5,13 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/daemons/clmsd/server"
 	"github.com/openssi/openssi/internal/daemon"
 	"github.com/openssi/openssi/internal/lifecycle"
-	"github.com/openssi/openssi/internal/localapi"
-	"github.com/openssi/openssi/internal/rpc"
 )
 
 func main() { os.Exit(daemon.Main("clmsd", os.Args[1:], run)) }
@@ -51,37 +42,22 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 
-	// Inter-node API (mutual TLS).
-	peerLn, err := net.Listen("tcp", net.JoinHostPort(srv.Self().Address, strconv.Itoa(cfg.Clmsd.RPCPort)))
-	if err != nil {
-		return fmt.Errorf("listen for peers: %w", err)
-	}
-	peerSrv := rpc.NewServer(src)
-	server.NewPeer(srv).Register(peerSrv)
-	go func() { _ = peerSrv.Serve(peerLn) }()
-	defer peerSrv.Stop()
-	deregister, err := rpc.Register(client, "clmsd", srv.Number(), srv.Self().Address, cfg.Clmsd.RPCPort)
+	peers, err := env.ServePeers(client, src, srv.Number(), srv.Self().Address, cfg.Clmsd.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
+	defer peers.Stop()
 
-	// Local API.
-	ln, err := env.ListenLocal()
-	if err != nil {
-		return err
-	}
-	localSrv := grpc.NewServer(grpc.Creds(localapi.Credentials()))
-	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(localSrv, healthSrv)
 	var left atomic.Bool
 	leaveReq := make(chan struct{})
-	server.NewAPI(srv, func() {
+	local, err := env.ServeLocal(server.NewAPI(srv, func() {
 		if !left.Swap(true) {
 			close(leaveReq)
 		}
-	}).Register(localSrv)
-	go func() { _ = localSrv.Serve(ln) }()
+	}).Register)
+	if err != nil {
+		return err
+	}
 
 	// The reconcile loop runs until the drain below is done with it: a
 	// leave needs it to see its own NODELEAVE.
@@ -93,7 +69,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
-			healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			local.Ready()
 			_ = env.Notify.Ready()
 			_ = env.Notify.Status("node %d UP; serving %s", srv.Number(), env.SocketPath())
 			log.WithField("socket", env.SocketPath()).Info("ready")
@@ -104,7 +80,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	case <-leaveReq: // `ssi node leave` (already recorded)
 	}
 
-	healthSrv.Shutdown()
+	local.Health.Shutdown()
 	stopProber()
 	_ = env.Notify.Status("leaving the cluster")
 	derr := lifecycle.Drain(10*time.Second, func(ctx context.Context) error {
@@ -115,11 +91,11 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 		}
 		stopRun()
-		if err := deregister(); err != nil {
+		if err := peers.Deregister(); err != nil {
 			errs = append(errs, err)
 		}
-		stopGRPC(ctx, localSrv)
-		stopGRPC(ctx, peerSrv)
+		daemon.StopGRPC(ctx, local.Server)
+		daemon.StopGRPC(ctx, peers.Server)
 		return errors.Join(errs...)
 	})
 	if derr != nil {
@@ -133,38 +109,15 @@ func run(ctx context.Context, env *daemon.Env) error {
 // reachable yet (it may start after us); a node number held by another live
 // node is fatal at once.
 func joinWithRetry(ctx context.Context, env *daemon.Env, srv *server.Server) error {
-	delay := 200 * time.Millisecond
-	for {
+	return env.Retry(ctx, 200*time.Millisecond, 5*time.Second, func() error {
 		err := srv.Join(ctx)
 		if errors.Is(err, server.ErrNumberInUse) {
-			return daemon.ConfigError{Err: err}
+			return daemon.Permanent{Err: daemon.ConfigError{Err: err}}
 		}
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err != nil && ctx.Err() == nil {
+			env.Log.WithError(err).Warn("cannot join yet; retrying")
+			_ = env.Notify.Status("waiting for Consul: %v", err)
 		}
-		env.Log.WithError(err).Warn("cannot join yet; retrying")
-		_ = env.Notify.Status("waiting for Consul: %v", err)
-		env.Watchdog.Beat()
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		if delay < 5*time.Second {
-			delay *= 2
-		}
-	}
-}
-
-// stopGRPC stops s gracefully, forcibly when ctx ends first.
-func stopGRPC(ctx context.Context, s *grpc.Server) {
-	done := make(chan struct{})
-	go func() { s.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.Stop()
-	}
+		return err
+	})
 }

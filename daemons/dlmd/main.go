@@ -6,21 +6,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/dlmd/server"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
 	"github.com/openssi/openssi/internal/lifecycle"
-	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -61,38 +54,22 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Log:              log,
 	})
 
-	// Inter-node API (mutual TLS).
-	peerLn, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.Dlmd.RPCPort)))
-	if err != nil {
-		return fmt.Errorf("listen for peers: %w", err)
-	}
-	peerSrv := rpc.NewServer(src)
-	server.NewPeer(srv).Register(peerSrv)
-	go func() { _ = peerSrv.Serve(peerLn) }()
-	defer peerSrv.Stop()
-	deregister, err := rpc.Register(client, "dlmd", me.Number, addr, cfg.Dlmd.RPCPort)
+	peers, err := env.ServePeers(client, src, me.Number, addr, cfg.Dlmd.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
-
-	// Local API.
-	ln, err := env.ListenLocal()
+	defer peers.Stop()
+	local, err := env.ServeLocal(server.NewAPI(srv).Register)
 	if err != nil {
 		return err
 	}
-	localSrv := grpc.NewServer(grpc.Creds(localapi.Credentials()))
-	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(localSrv, healthSrv)
-	server.NewAPI(srv).Register(localSrv)
-	go func() { _ = localSrv.Serve(ln) }()
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
-			healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			local.Ready()
 			_ = env.Notify.Ready()
 			_ = env.Notify.Status("node %d: granting locks; serving %s", me.Number, env.SocketPath())
 			log.WithField("socket", env.SocketPath()).Info("ready")
@@ -125,15 +102,15 @@ func run(ctx context.Context, env *daemon.Env) error {
 			failure = fmt.Errorf("membership watch: %w", err)
 		}
 	}
-	healthSrv.Shutdown()
+	local.Health.Shutdown()
 	stopWatch()
 	_ = env.Notify.Status("stopping: this node's locks are released")
 	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.
-		derr := deregister()
-		localSrv.Stop()
-		peerSrv.Stop()
+		derr := peers.Deregister()
+		local.Stop()
+		peers.Stop()
 		return derr
 	})
 	if derr != nil {
@@ -148,38 +125,25 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 // waitUp connects to the local clmsd and waits until it reports this node
 // UP; it returns the client, this node and the view it saw.
-func waitUp(ctx context.Context, env *daemon.Env) (*cluster.Client, cluster.Node, cluster.View, error) {
+func waitUp(ctx context.Context, env *daemon.Env) (c *cluster.Client, me cluster.Node, v cluster.View, err error) {
 	socket := cluster.SocketIn(env.Config.Cluster.RunDir)
-	delay := 100 * time.Millisecond
-	for {
-		c, err := cluster.New(ctx, cluster.WithSocket(socket))
-		if err == nil {
-			me, err1 := c.ThisNode(ctx)
-			v, err2 := c.Nodes(ctx)
-			if err1 == nil && err2 == nil && me.State == cluster.Up {
-				return c, me, v, nil
+	err = env.Retry(ctx, 100*time.Millisecond, 2*time.Second, func() error {
+		var err error
+		if c, err = cluster.New(ctx, cluster.WithSocket(socket)); err == nil {
+			if me, err = c.ThisNode(ctx); err == nil {
+				if v, err = c.Nodes(ctx); err == nil && me.State != cluster.Up {
+					err = fmt.Errorf("node %d is %s", me.Number, me.State)
+				}
 			}
-			if err1 == nil {
-				err = err2
-			} else {
-				err = err1
+			if err != nil {
+				c.Close()
+				c = nil
 			}
-			if err == nil {
-				err = fmt.Errorf("node %d is %s", me.Number, me.State)
-			}
-			c.Close()
 		}
-		env.Log.WithError(err).Info("waiting for clmsd")
-		env.Watchdog.Beat()
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, cluster.Node{}, cluster.View{}, ctx.Err()
-		case <-t.C:
+		if err != nil && ctx.Err() == nil {
+			env.Log.WithError(err).Info("waiting for clmsd")
 		}
-		if delay < 2*time.Second {
-			delay *= 2
-		}
-	}
+		return err
+	})
+	return c, me, v, err
 }

@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/openssi/openssi/internal/localapi"
+	"github.com/openssi/openssi/internal/rpc"
+)
+
+// Peers is a daemon's inter-node gRPC server, registered in Consul's
+// catalog as openssi-<daemon> for its node number.
+type Peers struct {
+	*grpc.Server
+	// Deregister removes the catalog entry.
+	Deregister func() error
+}
+
+// ServePeers listens on addr:port, serves the services register adds with
+// mutual TLS from src, and registers the endpoint in the catalog so peers
+// find it by node number (rpc.Lookup).
+func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr string, port int, register func(*grpc.Server)) (*Peers, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("listen for peers: %w", err)
+	}
+	s := rpc.NewServer(src)
+	register(s)
+	go func() { _ = s.Serve(ln) }()
+	deregister, err := rpc.Register(client, e.Name, node, addr, port)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return &Peers{Server: s, Deregister: deregister}, nil
+}
+
+// Local is a daemon's local API server on its socket, with the gRPC health
+// service (`ssi status` asks it) reporting NOT_SERVING until Ready.
+type Local struct {
+	*grpc.Server
+	Health *health.Server
+}
+
+// ServeLocal opens the daemon's socket and serves the services register
+// adds, each call carrying the caller's SO_PEERCRED identity.
+func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
+	ln, err := e.ListenLocal()
+	if err != nil {
+		return nil, err
+	}
+	s := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	register(s)
+	go func() { _ = s.Serve(ln) }()
+	return &Local{Server: s, Health: h}, nil
+}
+
+// Ready reports the daemon serving to `ssi status` and to systemd.
+func (l *Local) Ready() { l.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) }
+
+// Permanent marks an error Retry must not retry.
+type Permanent struct{ Err error }
+
+func (p Permanent) Error() string { return p.Err.Error() }
+func (p Permanent) Unwrap() error { return p.Err }
+
+// Retry calls try until it returns nil, a Permanent error (returned
+// unwrapped) or ctx ends, waiting first, doubling up to max, between
+// attempts. The watchdog is fed while waiting: waiting for a dependency
+// (Consul, clmsd) is the daemon's work during start-up.
+func (e *Env) Retry(ctx context.Context, first, max time.Duration, try func() error) error {
+	delay := first
+	for {
+		err := try()
+		var p Permanent
+		if errors.As(err, &p) {
+			return p.Err
+		}
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		e.Watchdog.Beat()
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if delay < max {
+			delay *= 2
+		}
+	}
+}
+
+// StopGRPC stops s gracefully, forcibly when ctx ends first.
+func StopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+	}
+}
