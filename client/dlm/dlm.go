@@ -111,6 +111,11 @@ var (
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
 	ErrClosed = errors.New("dlm: session closed")
+	// ErrLost: the node lost contact with a majority of the cluster for
+	// longer than the lease (dlmd.lease) and dropped its locks: the other
+	// nodes may have granted them since. Stop using what they protected;
+	// open a new session to lock again.
+	ErrLost = errors.New("dlm: locks lost: this node was cut off from the cluster")
 )
 
 var statusErr = map[dlmv1.Status]error{
@@ -284,6 +289,19 @@ func (c *Client) Node() int { return int(c.node) }
 // Owner returns the session's owner id on its node.
 func (c *Client) Owner() uint64 { return c.id }
 
+// Done is closed when the session has ended: Close, dlmd stopped, or the
+// node was fenced. Every lock of the session is gone then; Err says why.
+// A program holding locks across long work should watch it.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the session ended (ErrLost when the node was fenced,
+// ErrClosed otherwise), or nil while it lasts.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
 // Blocking returns the channel of blocking ASTs of the session's locks.
 // It is buffered; ASTs that find it full are dropped (they are hints: a
 // holder that ignores them only delays the waiter).
@@ -304,12 +322,15 @@ func (c *Client) recv() {
 		if err != nil {
 			c.mu.Lock()
 			c.err = ErrClosed
+			if status.Code(err) == codes.Aborted {
+				c.err = fmt.Errorf("%w (%s)", ErrLost, status.Convert(err).Message())
+			}
 			for _, w := range c.wait {
 				close(w.ch)
 			}
 			c.wait = map[uint64]waiter{}
 			for _, l := range c.locks {
-				l.fail()
+				l.fail(c.err)
 			}
 			c.mu.Unlock()
 			return
@@ -324,7 +345,15 @@ func (c *Client) recv() {
 				w.lock.id = x.Reply.GetLockId()
 				c.locks[w.lock.id] = w.lock
 			}
+			var l *Lock
+			if cm := x.Reply.GetCompletion(); cm != nil {
+				l = c.locks[cm.GetLockId()]
+			}
 			c.mu.Unlock()
+			if l != nil {
+				// Decided at once: the completion came with the reply.
+				l.complete(x.Reply.GetCompletion())
+			}
 			if ok {
 				w.ch <- x.Reply
 			}
@@ -374,18 +403,48 @@ func (c *Client) roundTrip(ctx context.Context, m *dlmv1.ClientMessage, l ...*Lo
 	err := c.stream.Send(m)
 	c.sendMu.Unlock()
 	if err != nil {
-		return nil, ErrClosed
+		return nil, c.closedErr()
 	}
 	select {
 	case r, ok := <-w.ch:
 		if !ok {
-			return nil, ErrClosed
+			return nil, c.closedErr()
 		}
 		return r, nil
 	case <-ctx.Done():
 		// The reply will still come; nobody waits for it.
 		return nil, ctx.Err()
 	}
+}
+
+// post sends a request nobody waits for (dlmd answers it only with a
+// failure, which recv drops: no waiter has its tag).
+func (c *Client) post(m *dlmv1.ClientMessage) error {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return c.err
+	}
+	c.tag++
+	m.Tag = c.tag
+	c.mu.Unlock()
+	c.sendMu.Lock()
+	err := c.stream.Send(m)
+	c.sendMu.Unlock()
+	if err != nil {
+		return c.closedErr()
+	}
+	return nil
+}
+
+// closedErr is why requests fail once the session is over.
+func (c *Client) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return ErrClosed
 }
 
 // Lock is a lock held (or requested) by a session.
@@ -395,13 +454,14 @@ type Lock struct {
 	lockspace string
 	resource  string
 
-	mu      sync.Mutex
-	mode    Mode
-	value   Value
-	valid   bool
-	hasVal  bool
-	done    chan result // the completion of the pending request
-	dropped bool
+	mu       sync.Mutex
+	mode     Mode
+	value    Value
+	valid    bool
+	hasVal   bool
+	done     chan result // the completion of the pending request
+	dropped  bool
+	unlocked bool
 }
 
 type result struct {
@@ -424,7 +484,8 @@ func (c *Client) Lock(ctx context.Context, lockspace, resource string, mode Mode
 	}
 	l := &Lock{c: c, lockspace: lockspace, resource: resource, done: make(chan result, 1)}
 	rep, err := c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: lockspace, Resource: resource, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout)}}}, l)
+		Lockspace: lockspace, Resource: resource, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+		CompletionInReply: true}}}, l)
 	if err != nil {
 		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
 	}
@@ -497,12 +558,12 @@ func (l *Lock) complete(m *dlmv1.Completion) {
 	}
 }
 
-func (l *Lock) fail() {
+func (l *Lock) fail(err error) {
 	l.mu.Lock()
 	l.dropped = true
 	l.mu.Unlock()
 	select {
-	case l.done <- result{err: ErrClosed}:
+	case l.done <- result{err: err}:
 	default:
 	}
 }
@@ -542,7 +603,8 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	for _, o := range opts {
 		o(&r)
 	}
-	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout)}
+	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+		CompletionInReply: true}
 	if r.value != nil {
 		msg.Lvb = r.value[:]
 	}
@@ -576,22 +638,32 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 
 // Unlock releases the lock (a pending conversion is cancelled first).
 // Options: WriteValue, InvalidateValue (from PW or EX).
+//
+// Unlock does not wait for dlmd's answer, as a DLM unlock is asynchronous:
+// dlmd handles a session's requests in order, so whatever the session asks
+// next comes after the release, and the lock is free for other sessions as
+// soon as its master has the request. It fails when the lock was already
+// unlocked or the session is closed (its locks are then released anyway);
+// ctx is not waited on.
 func (l *Lock) Unlock(ctx context.Context, opts ...Option) error {
 	var r request
 	for _, o := range opts {
 		o(&r)
 	}
-	msg := &dlmv1.UnlockRequest{LockId: l.id, Flags: r.flags &^ (flagNoQueue | flagQueCvt | flagPersistent)}
+	msg := &dlmv1.UnlockRequest{LockId: l.id, Flags: r.flags &^ (flagNoQueue | flagQueCvt | flagPersistent), NoReply: true}
 	if r.value != nil {
 		msg.Lvb = r.value[:]
 	}
-	rep, err := l.c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Unlock{Unlock: msg}})
-	if err != nil {
-		return fmt.Errorf("dlm: unlock %s/%s: %w", l.lockspace, l.resource, err)
-	}
-	if err := errOf(rep.GetStatus(), rep.GetMessage()); err != nil {
-		return fmt.Errorf("dlm: unlock %s/%s: %w", l.lockspace, l.resource, err)
+	l.mu.Lock()
+	unlocked := l.unlocked
+	l.unlocked = true
+	l.mu.Unlock()
+	if unlocked {
+		return fmt.Errorf("dlm: unlock %s/%s: already unlocked: %w", l.lockspace, l.resource, ErrUnknownLock)
 	}
 	l.c.forget(l)
+	if err := l.c.post(&dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Unlock{Unlock: msg}}); err != nil {
+		return fmt.Errorf("dlm: unlock %s/%s: %w", l.lockspace, l.resource, err)
+	}
 	return nil
 }

@@ -48,6 +48,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Node:             uint32(me.Number),
 		Incarnation:      uint64(time.Now().UnixNano()),
 		DeadlockInterval: cfg.Dlmd.DeadlockInterval,
+		Lease:            cfg.Dlmd.Lease,
 		Source:           src,
 		Lookup:           func(n uint32) (string, error) { return rpc.Lookup(client, "dlmd", int(n)) },
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},

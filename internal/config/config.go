@@ -115,6 +115,12 @@ type Dlmd struct {
 	// DeadlockInterval is how often the coordinator looks for deadlocks
 	// across the cluster (the VMS deadlock wait); at least 10ms. Default 1s.
 	DeadlockInterval time.Duration `mapstructure:"deadlock_interval"`
+	// Lease is how long a node's locks stay valid without contact with a
+	// majority of the UP nodes' dlmd: past it the node drops its locks
+	// (clients are told), and the others wait that long after their last
+	// contact with a lost node before granting what it held. At least
+	// 200ms. Default 1s.
+	Lease time.Duration `mapstructure:"lease"`
 }
 
 // Default returns the configuration used when nothing overrides it. It is
@@ -144,6 +150,7 @@ func Default() Config {
 		Dlmd: Dlmd{
 			RPCPort:          7102,
 			DeadlockInterval: time.Second,
+			Lease:            time.Second,
 		},
 	}
 }

@@ -68,6 +68,7 @@ var allowed = map[string]string{
 	"dlmd":                           "want a mapping of dlmd settings",
 	"dlmd.rpc_port":                  "want an integer 1..65535",
 	"dlmd.deadlock_interval":         "want a duration of at least 10ms such as 1s",
+	"dlmd.lease":                     "want a duration of at least 200ms such as 1s",
 }
 
 // invalid builds the *Error for key.
@@ -123,6 +124,7 @@ func (c *Config) Validate() error {
 		{"clmsd.skew_interval", c.Clmsd.SkewInterval.String(), c.Clmsd.SkewInterval >= 100*time.Millisecond},
 		{"dlmd.rpc_port", strconv.Itoa(c.Dlmd.RPCPort), c.Dlmd.RPCPort >= 1 && c.Dlmd.RPCPort <= 65535},
 		{"dlmd.deadlock_interval", c.Dlmd.DeadlockInterval.String(), c.Dlmd.DeadlockInterval >= 10*time.Millisecond},
+		{"dlmd.lease", c.Dlmd.Lease.String(), c.Dlmd.Lease >= 200*time.Millisecond},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,13 @@ import (
 // exitNotAcquired is the status of `ssi lock` when the lock was not
 // granted (as flock(1) -n).
 const exitNotAcquired = 1
+
+// exitLockLost is the status of `ssi lock` when the lock was lost while
+// CMD ran (the node was fenced); CMD was sent SIGTERM.
+const exitLockLost = 3
+
+// killAfter is how long CMD has to exit after SIGTERM once the lock is lost.
+const killAfter = 10 * time.Second
 
 // cmdExit carries the exit status of the command ssi lock ran.
 type cmdExit struct{ code int }
@@ -31,8 +39,11 @@ func newLock(g *globals) *cobra.Command {
 		Long: `Take a lock on RESOURCE in LOCKSPACE from the cluster's lock manager (dlmd),
 run CMD as the invoking user while holding it, release it and exit with CMD's
 status — like flock(1), but across every node of the cluster. The lock is
-also released if ssi is killed. Exits 1 when the lock is not granted
-(--nowait or --timeout), 2 on a usage error.`,
+also released if ssi is killed. If the lock is lost while CMD runs (this node
+was cut off from the cluster for longer than dlmd's lease, so another node may
+now hold it), CMD is sent SIGTERM (SIGKILL 10s later) and ssi exits 3.
+Exits 1 when the lock is not granted (--nowait or --timeout), 2 on a usage
+error.`,
 		Args: cobra.MinimumNArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 2 {
@@ -65,7 +76,10 @@ also released if ssi is killed. Exits 1 when the lock is not granted
 			}
 			run := exec.CommandContext(ctx, args[2], args[3:]...)
 			run.Stdin, run.Stdout, run.Stderr = os.Stdin, g.out, g.errOut
-			rerr := run.Run()
+			rerr := runHolding(c, run, g)
+			if errors.Is(rerr, dlm.ErrLost) || errors.Is(rerr, dlm.ErrClosed) {
+				return cmdExit{exitLockLost} // runHolding said why
+			}
 			_ = l.Unlock(ctx)
 			var ee *exec.ExitError
 			switch {
@@ -85,4 +99,30 @@ also released if ssi is killed. Exits 1 when the lock is not granted
 	cmd.Flags().BoolVarP(&nowait, "nowait", "n", false, "fail at once (exit 1) if the lock is held")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (exit 1) after waiting this long")
 	return cmd
+}
+
+// runHolding runs cmd while the session holds its lock. When the session
+// ends first (its locks are gone), cmd is sent SIGTERM, then SIGKILL after
+// killAfter, and the session's error is returned.
+func runHolding(c *dlm.Client, cmd *exec.Cmd, g *globals) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err := <-waited:
+		return err
+	case <-c.Done():
+	}
+	err := c.Err()
+	fmt.Fprintf(g.errOut, "ssi: %v: sending SIGTERM to %s\n", err, cmd.Path)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-waited:
+	case <-time.After(killAfter):
+		_ = cmd.Process.Kill()
+		<-waited
+	}
+	return err
 }

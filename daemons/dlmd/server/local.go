@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -50,6 +51,8 @@ type session struct {
 	cred   lockspace.Cred
 	q      *queue[*dlmv1.ServerMessage]
 	closed bool // loop-owned
+	// lost: the node fenced; the session's locks are gone.
+	lost atomic.Bool
 }
 
 func (ss *session) send(m *dlmv1.ServerMessage) { ss.q.push(m) }
@@ -149,29 +152,30 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	go func() {
 		defer cancel()
 		for {
-			items, ok := ss.q.take(sctx.Done())
-			if !ok {
+			m, err := st.Recv()
+			if err != nil || sctx.Err() != nil {
 				return
 			}
-			for _, m := range items {
-				if err := st.Send(m); err != nil {
-					return
-				}
+			if err := a.handle(sctx, ss, m); err != nil {
+				ss.send(replyErr(m.GetTag(), err))
 			}
 		}
 	}()
 	for {
-		m, err := st.Recv()
-		if err != nil {
-			return nil
+		items, ok := ss.q.take(sctx.Done())
+		if !ok {
+			break
 		}
-		if sctx.Err() != nil {
-			return nil
-		}
-		if err := a.handle(sctx, ss, m); err != nil {
-			ss.send(replyErr(m.GetTag(), err))
+		for _, m := range items {
+			if err := st.Send(m); err != nil {
+				return nil
+			}
 		}
 	}
+	if ss.lost.Load() {
+		return status.Errorf(codes.Aborted, "dlm: node %d was fenced (no contact with a majority of the cluster within the lease): this session's locks are lost", s.self)
+	}
+	return nil
 }
 
 func replyErr(tag uint64, err error) *dlmv1.ServerMessage {
@@ -205,16 +209,17 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
 			TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
 		tag := m.GetTag()
-		s.do(func() { s.localOp(ss, tag, req) })
+		inReply := r.GetCompletionInReply()
+		s.do(func() { s.localOp(ss, tag, req, pending{inReply: inReply}) })
 	case *dlmv1.ClientMessage_Unlock:
 		r := op.Unlock
 		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
-		tag := m.GetTag()
-		s.do(func() { s.localOp(ss, tag, req) })
+		tag, quiet := m.GetTag(), r.GetNoReply()
+		s.do(func() { s.localOp(ss, tag, req, pending{quiet: quiet}) })
 	case *dlmv1.ClientMessage_Cancel:
 		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
 		tag := m.GetTag()
-		s.do(func() { s.localOp(ss, tag, req) })
+		s.do(func() { s.localOp(ss, tag, req, pending{}) })
 	default:
 		return fmt.Errorf("dlm: empty request: %w", lockspace.ErrInvalid)
 	}
@@ -236,11 +241,12 @@ func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlm
 	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
-	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl})
+	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
 }
 
-// localOp starts a convert, unlock or cancel of one of the session's locks.
-func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest) {
+// localOp starts a convert, unlock or cancel of one of the session's locks;
+// how carries the client's reply options.
+func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest, how pending) {
 	if ss.closed {
 		return
 	}
@@ -251,7 +257,7 @@ func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest) {
 	}
 	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
 	req.Config = cfgToProto(s.lsCfg[cl.ls])
-	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl})
+	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet})
 }
 
 // sessionExit handles a client whose session ended (it exited or
@@ -296,7 +302,7 @@ func (s *Server) sessionExit(ss *session) {
 			s.onOwnerExit(s.self, ss.id)
 			continue
 		}
-		s.out(n).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
+		s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
 	}
 }
 

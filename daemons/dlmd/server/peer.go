@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,13 +25,22 @@ const ServiceName = "openssi-dlmd"
 // without one its default call timeout).
 const longLived = 100 * 365 * 24 * time.Hour
 
-// peerOut is this node's channel to another node's dlmd: requests, owner
-// exits, recovery markers and copies go out; replies, effects and marker
-// acknowledgements come back.
+// peerOut is the requesting side of this node's link to another node's
+// dlmd: requests, owner exits, recovery markers, copies and pings go out;
+// replies, effects, marker acknowledgements and pongs come back. The link
+// outlives the gRPC streams that carry it (see PeerMessage).
 type peerOut struct {
 	node uint32
-	q    *queue[*dlmv1.PeerMessage]
-	done chan struct{}
+	inc  uint64 // this dlmd's incarnation when the link was made
+	link uint64 // names the link; a new peerOut is a new link
+	log  *sendLog
+	recv recvState
+	// masterInc is the master's incarnation from its last hello (owned by
+	// the connecting goroutine).
+	masterInc uint64
+	// contact is s.mono() when the master's latest pong was pinged.
+	contact atomic.Int64
+	done    chan struct{}
 }
 
 func (p *peerOut) close() {
@@ -39,22 +49,28 @@ func (p *peerOut) close() {
 	default:
 		close(p.done)
 	}
-	p.q.close()
+	p.log.close()
 }
 
-// inStream is a channel another node opened to us.
+// inStream is the master side of the link another node's dlmd opened to
+// us; it outlives the streams that carry it.
 type inStream struct {
 	node uint32
 	inc  uint64
-	q    *queue[*dlmv1.PeerMessage]
+	link uint64
+	// features: the PeerHello feature bits of the requesting node.
+	features uint32
+	log      *sendLog
+	recv     recvState
 }
 
-// out returns the channel to node, opening it.
+// out returns the link to node, opening it.
 func (s *Server) out(node uint32) *peerOut {
 	if p := s.peersOut[node]; p != nil {
 		return p
 	}
-	p := &peerOut{node: node, q: newQueue[*dlmv1.PeerMessage](), done: make(chan struct{})}
+	s.nextLink++
+	p := &peerOut{node: node, inc: s.cfg.Incarnation, link: s.nextLink, log: newSendLog(), done: make(chan struct{})}
 	s.peersOut[node] = p
 	go s.connect(p)
 	return p
@@ -64,6 +80,10 @@ func (s *Server) closePeers() {
 	for n, p := range s.peersOut {
 		p.close()
 		delete(s.peersOut, n)
+	}
+	for n, in := range s.peersIn {
+		in.log.close()
+		delete(s.peersIn, n)
 	}
 	s.connMu.Lock()
 	for n, c := range s.conns {
@@ -94,7 +114,7 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	if err != nil {
 		return nil, err
 	}
-	c, err = rpc.Dial(ctx, s.cfg.Source, addr, ServiceName)
+	c, err = rpc.Dial(ctx, s.cfg.Source, addr, ServiceName, s.cfg.Dial...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +128,7 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	return c, nil
 }
 
-// connect keeps the channel to p.node up until p is closed.
+// connect keeps the link to p.node carried by a stream until p is closed.
 func (s *Server) connect(p *peerOut) {
 	delay := 20 * time.Millisecond
 	log := s.log.WithField("peer", p.node)
@@ -143,6 +163,30 @@ func (s *Server) connect(p *peerOut) {
 	}
 }
 
+// pump sends what log hands out for generation gen until the stream ends,
+// acknowledging along what recv has delivered.
+func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send func(*dlmv1.PeerMessage) error) {
+	var acked uint64
+	for {
+		items, ok := log.take(gen, ctx.Done())
+		if !ok {
+			return
+		}
+		if n := recv.received(); n > acked {
+			acked = n
+			if err := send(&dlmv1.PeerMessage{Ack: n}); err != nil {
+				return
+			}
+		}
+		for _, m := range items {
+			if err := send(m); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// runChannel carries p's link on one stream until the stream breaks.
 func (s *Server) runChannel(p *peerOut) error {
 	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	c, err := s.conn(dctx, p.node)
@@ -164,48 +208,92 @@ func (s *Server) runChannel(p *peerOut) error {
 	if err != nil {
 		return err
 	}
-	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation}}}); err != nil {
+	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
+		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
 		return err
 	}
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHello()
+	if h == nil {
+		return errors.New("the master did not answer with a hello")
+	}
+	var gen uint64
+	if p.masterInc != 0 && h.GetIncarnation() != p.masterInc {
+		// A new dlmd on that node: what the old one was sent is gone
+		// with it (the recovery its arrival starts sends the requests
+		// again).
+		gen = p.log.reset()
+		p.recv.reset()
+	} else {
+		gen = p.log.rewind(h.GetAck())
+	}
+	p.masterInc = h.GetIncarnation()
 	s.do(func() { s.onConnected(p) })
-	errc := make(chan error, 1)
+	sent := make(chan struct{})
 	go func() {
-		for {
-			items, ok := p.q.take(ctx.Done())
-			if !ok {
-				errc <- errors.New("closed")
-				cancel()
-				return
-			}
-			for _, m := range items {
-				if err := st.Send(m); err != nil {
-					errc <- err
-					cancel()
-					return
-				}
-			}
-		}
+		defer close(sent)
+		defer cancel()
+		pump(ctx, p.log, gen, &p.recv, st.Send)
 	}()
+	go s.ping(ctx, p)
+	defer func() { <-sent }()
 	for {
 		m, err := st.Recv()
 		if err != nil {
 			cancel()
 			return err
 		}
+		if a := m.GetAck(); a != 0 {
+			p.log.ack(a)
+		}
+		if pong := m.GetPong(); pong != nil {
+			if t := pong.GetSentNanos(); t > p.contact.Load() {
+				p.contact.Store(t)
+			}
+			continue
+		}
+		if m.Msg == nil {
+			continue
+		}
 		node := p.node
-		if !s.do(func() { s.onFromMaster(node, m) }) {
+		if p.recv.accept(m, func() { s.do(func() { s.onFromMaster(node, m) }) }) == gap {
+			cancel()
+			return fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
+		}
+		select {
+		case <-s.stop:
+			cancel()
 			return errors.New("stopping")
+		default:
+		}
+	}
+}
+
+// ping sends p's master a ping every lease/10 while the stream lasts: the
+// pongs keep this node's lease (and the link's acknowledgements) going.
+func (s *Server) ping(ctx context.Context, p *peerOut) {
+	t := time.NewTicker(s.pingEvery())
+	defer t.Stop()
+	for {
+		p.log.pushOnce(&dlmv1.PeerMessage{Ack: p.recv.received(), Msg: &dlmv1.PeerMessage_Ping{Ping: &dlmv1.Ping{SentNanos: s.mono()}}})
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
 
 // onConnected re-sends the marker of a recovery waiting at its barrier:
-// one sent on a channel that broke may be lost.
+// the one sent to an earlier dlmd of that node is gone with it.
 func (s *Server) onConnected(p *peerOut) {
 	if s.peersOut[p.node] != p || s.rec == nil || s.rec.plan != nil {
 		return
 	}
-	p.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(s.rec.id)}})
+	p.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(s.rec.id)}})
 }
 
 // Peer is the peer gRPC service, a thin adapter over Server.
@@ -243,46 +331,66 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.Peer
 	return p.s.serveChannel(st, h)
 }
 
-func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
-	in := &inStream{node: h.GetNode(), inc: h.GetIncarnation(), q: newQueue[*dlmv1.PeerMessage]()}
-	if !s.do(func() {
-		if old := s.peersIn[in.node]; old != nil {
-			old.q.close()
+// attach returns the link a hello names, making a new one for a new link
+// or a new dlmd, and the generation its new stream sends under.
+func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
+	in = s.peersIn[h.GetNode()]
+	if in == nil || in.inc != h.GetIncarnation() || in.link != h.GetLink() {
+		if in != nil {
+			in.log.close()
 		}
+		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog()}
 		s.peersIn[in.node] = in
-	}) {
-		return status.Error(codes.Unavailable, "dlm: stopping")
+	}
+	in.features = h.GetFeatures()
+	ack := h.GetAck()
+	if h.GetPeerIncarnation() != s.cfg.Incarnation {
+		ack = 0 // what it received came from an earlier dlmd of ours
+	}
+	return in, in.log.rewind(ack)
+}
+
+func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
+	var in *inStream
+	var gen uint64
+	var hello *dlmv1.PeerHello
+	if err := s.call(st.Context(), func() {
+		in, gen = s.attach(h)
+		hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+	}); err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: hello}}); err != nil {
+		return nil
 	}
 	ctx, cancel := context.WithCancel(st.Context())
 	defer cancel()
-	defer s.do(func() {
-		if s.peersIn[in.node] == in {
-			delete(s.peersIn, in.node)
-		}
-		in.q.close()
-	})
+	sent := make(chan struct{})
 	go func() {
-		for {
-			items, ok := in.q.take(ctx.Done())
-			if !ok {
-				cancel()
-				return
-			}
-			for _, m := range items {
-				if err := st.Send(m); err != nil {
-					cancel()
-					return
-				}
-			}
-		}
+		defer close(sent)
+		defer cancel()
+		pump(ctx, in.log, gen, &in.recv, st.Send)
 	}()
+	defer func() { cancel(); <-sent }()
 	for {
 		m, err := st.Recv()
 		if err != nil {
 			return nil
 		}
-		if !s.do(func() { s.onFromRequester(in, m) }) {
-			return nil
+		if a := m.GetAck(); a != 0 {
+			in.log.ack(a)
+		}
+		if p := m.GetPing(); p != nil {
+			if s.pong(in.node) {
+				in.log.pushOnce(&dlmv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmv1.PeerMessage_Pong{Pong: &dlmv1.Ping{SentNanos: p.GetSentNanos()}}})
+			}
+			continue
+		}
+		if m.Msg == nil {
+			continue
+		}
+		if in.recv.accept(m, func() { s.do(func() { s.onFromRequester(in, m) }) }) == gap {
+			return status.Errorf(codes.DataLoss, "dlm: message %d from node %d after %d: the stream lost messages", m.GetSeq(), in.node, in.recv.received())
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -20,6 +20,16 @@ type recovery struct {
 	plan    *directory.Plan
 	started time.Time
 	copies  map[string]*gained // by lockspace
+	// lastPong is, per lost node, the latest time a member can have
+	// answered its ping (from their markers).
+	lastPong map[uint32]time.Time
+	// waiting: the rebuild waits for the lost nodes' leases to end.
+	waiting bool
+}
+
+func newRecovery(id directory.ID, members []uint32) *recovery {
+	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: time.Now(),
+		copies: map[string]*gained{}, lastPong: map[uint32]time.Time{}}
 }
 
 // gained collects the copies of a lockspace's resources this node will
@@ -63,15 +73,20 @@ func (s *Server) selfReport() directory.Report {
 
 func (s *Server) marker(id directory.ID) *dlmv1.Marker {
 	return &dlmv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: s.self, Incarnation: s.cfg.Incarnation,
-		LastEpoch: s.last.ID.Epoch, LastRound: s.last.ID.Round, HasLast: s.haveLast}
+		LastEpoch: s.last.ID.Epoch, LastRound: s.last.ID.Round, HasLast: s.haveLast, PongAges: s.pongAges()}
 }
 
 // startRecovery stops granting and starts the barrier of recovery id.
 func (s *Server) startRecovery(id directory.ID) {
 	members := s.members.List()
+	s.setPongable(members)
 	if !slices.Contains(members, s.self) {
+		if s.haveLast {
+			s.fence("this node is not UP in the membership")
+			return
+		}
 		s.log.WithField("members", members).Warn("this node is not UP in the membership: not granting")
-		s.rec = &recovery{id: id, barrier: directory.NewBarrier(id, members), started: time.Now(), copies: map[string]*gained{}}
+		s.rec = newRecovery(id, members)
 		return
 	}
 	if s.rec != nil {
@@ -79,7 +94,7 @@ func (s *Server) startRecovery(id directory.ID) {
 		// put aside stay in the outbox.
 		s.log.WithFields(logrus.Fields{"old": s.rec.id.String(), "new": id.String()}).Info("recovery restarted")
 	}
-	s.rec = &recovery{id: id, barrier: directory.NewBarrier(id, members), started: time.Now(), copies: map[string]*gained{}}
+	s.rec = newRecovery(id, members)
 	s.log.WithFields(logrus.Fields{"recovery": id.String(), "members": members}).Info("recovery: stopped granting")
 	for n, po := range s.peersOut {
 		if !slices.Contains(members, n) {
@@ -88,9 +103,15 @@ func (s *Server) startRecovery(id directory.ID) {
 			s.dropConn(n)
 		}
 	}
+	for n, in := range s.peersIn {
+		if !slices.Contains(members, n) {
+			in.log.close()
+			delete(s.peersIn, n)
+		}
+	}
 	for _, n := range members {
 		if n != s.self {
-			s.out(n).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(id)}})
+			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(id)}})
 		}
 	}
 	// Markers that arrived before we got here.
@@ -114,12 +135,13 @@ func (s *Server) onMarker(from uint32, in *inStream, m *dlmv1.Marker) {
 	}
 	switch {
 	case s.rec != nil && id == s.rec.id:
-		in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+		s.notePongAges(m.GetPongAges())
+		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 	case cur.Less(id) || !s.haveLast && s.rec == nil:
 		if id.Epoch == s.members.Epoch && s.members.Epoch != 0 {
 			s.startRecovery(id) // a higher round at our epoch: join it
 			if s.rec != nil && s.rec.id == id {
-				in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+				in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 			}
 			return
 		}
@@ -140,6 +162,7 @@ func (s *Server) onMarkerAck(from uint32, m *dlmv1.Marker) {
 	if s.rec == nil || id != s.rec.id || s.rec.plan != nil {
 		return
 	}
+	s.notePongAges(m.GetPongAges())
 	r := directory.Report{Node: from, Incarnation: m.GetIncarnation(),
 		Last: directory.ID{Epoch: m.GetLastEpoch(), Round: m.GetLastRound()}, HasLast: m.GetHasLast()}
 	if s.rec.barrier.Ack(r) {
@@ -222,13 +245,13 @@ func (s *Server) copyPhase() {
 		if d.node == s.self {
 			s.onCopies(s.self, c)
 		} else {
-			s.out(d.node).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
+			s.out(d.node).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
 		}
 	}
 	done := &dlmv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
 	for _, n := range plan.New {
 		if n != s.self {
-			s.out(n).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
+			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
 		}
 	}
 	s.onCopiesDone(s.self, rec.id)
@@ -299,6 +322,23 @@ func (s *Server) onCopiesDone(from uint32, id directory.ID) {
 func (s *Server) rebuild() {
 	rec := s.rec
 	plan := *rec.plan
+	// Grant nothing a lost node held before its lease has surely ended,
+	// nor anything at all before this node holds its own lease.
+	if wait := s.leaseWait(plan); wait > 0 || !s.leaseHeld() {
+		if !rec.waiting {
+			s.log.WithFields(logrus.Fields{"recovery": rec.id.String(), "wait": wait.Round(time.Millisecond).String(), "lost": plan.Lost}).
+				Info("recovery: waiting for the lost nodes' leases to end and for this node's lease")
+		}
+		rec.waiting = true
+		time.AfterFunc(max(wait, tick), func() {
+			s.do(func() {
+				if s.rec == rec {
+					s.rebuild()
+				}
+			})
+		})
+		return
+	}
 	type lsEffects struct {
 		ls   string
 		effs []lockspace.Effect

@@ -44,6 +44,12 @@ type Config struct {
 	Source rpc.Source
 	// Lookup returns the "ip:port" of node's dlmd (rpc.Lookup).
 	Lookup func(node uint32) (string, error)
+	// Dial adds options to the peer connections (tests use it to cut
+	// the network).
+	Dial []rpc.DialOption
+	// Lease is how long this node's locks stay valid without contact with
+	// a majority of the members' dlmd (see fence). Default 1s.
+	Lease time.Duration
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
 	// Log is the daemon's logger.
@@ -83,7 +89,17 @@ type Server struct {
 	nextLock  uint64
 	nextTag   uint64
 	nextSess  uint64
+	nextLink  uint64
 	readyDone bool
+	fences    int
+
+	// base is the origin of s.mono().
+	base time.Time
+	// ponged is when this node last answered each node's ping; pongable
+	// the nodes it answers (the members).
+	pongMu   sync.Mutex
+	ponged   map[uint32]time.Time
+	pongable map[uint32]bool
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
@@ -109,13 +125,19 @@ type copyLock struct {
 
 // pending is a request sent to a master and not answered yet.
 type pending struct {
-	tag    uint64
-	master uint32
-	req    *dlmv1.PeerRequest
-	sess   *session
-	ctag   uint64 // the client's tag
-	lock   *copyLock
+	tag     uint64
+	master  uint32
+	req     *dlmv1.PeerRequest
+	sess    *session
+	ctag    uint64 // the client's tag
+	lock    *copyLock
+	inReply bool // the client reads a completion in the reply
+	quiet   bool // the client wants a reply only on failure
 }
+
+// featEffectInReply is the PeerHello feature bit of a requesting node that
+// reads the effect deciding its own request from the PeerReply.
+const featEffectInReply = 1
 
 type earlyMarker struct {
 	from uint32
@@ -128,6 +150,9 @@ func New(cfg Config) *Server {
 	if cfg.DeadlockInterval <= 0 {
 		cfg.DeadlockInterval = time.Second
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = time.Second
+	}
 	return &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
@@ -135,6 +160,7 @@ func New(cfg Config) *Server {
 		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{},
 		pend: map[uint64]*pending{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
 		pids: map[lockspace.Owner]int32{}, conns: map[uint32]*grpc.ClientConn{},
+		base: time.Now(), ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{},
 	}
 }
 
@@ -194,6 +220,7 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			if s.beat != nil {
 				s.beat()
 			}
+			s.checkLease()
 			if s.rec == nil {
 				s.tick(now)
 			}
@@ -261,16 +288,36 @@ func (s *Server) submit(p *pending) {
 	p.req.Tag = p.tag
 	if p.master == s.self {
 		rep, effs := s.serve(s.self, p.req)
-		s.onReply(p, rep)
+		own, effs := ownEffect(s.self, p.req, effs)
+		s.onReply(p, rep, own)
 		s.route(p.req.Lockspace, effs)
 		return
 	}
 	s.pend[p.tag] = p
-	s.out(p.master).q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
+	s.out(p.master).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
 }
 
-// onReply applies a master's answer to a request of this node.
-func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply) {
+// ownEffect takes out of effs the effect deciding req's own lock (granted
+// or refused at once), when it is the first effect for the requesting
+// node, so that it travels with the reply: what that node receives keeps
+// its order.
+func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
+	for i, e := range effs {
+		if uint32(e.Key.Owner.Node) != from {
+			continue
+		}
+		if e.Key.Owner.Client != req.Client || uint64(e.Key.ID) != req.LockId || e.Kind == lockspace.Blocking {
+			return nil, effs
+		}
+		return &e, slices.Delete(slices.Clone(effs), i, i+1)
+	}
+	return nil, effs
+}
+
+// onReply applies a master's answer to a request of this node, and own,
+// the effect that decided the request at once (nil: none, or it comes on
+// its own).
+func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) {
 	err := ErrorOf(rep.GetStatus(), rep.GetMessage())
 	if err == ErrRetry {
 		s.retry(p)
@@ -311,12 +358,25 @@ func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply) {
 			delete(s.locks, cl.key.ID)
 		}
 	}
+	var extra *dlmv1.ServerMessage
+	var to *session
+	if own != nil {
+		to, extra = s.applyEffect(req.Lockspace, *own)
+	}
 	if !closed {
 		r := &dlmv1.Reply{Tag: p.ctag, Status: rep.GetStatus(), Message: rep.GetMessage()}
 		if req.Op == dlmv1.Op_OP_LOCK && err == nil {
 			r.LockId = req.LockId
 		}
-		p.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: r}})
+		if c := extra.GetCompletion(); c != nil && p.inReply && to == p.sess {
+			r.Completion, extra = c, nil
+		}
+		if !p.quiet || err != nil {
+			p.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: r}})
+		}
+	}
+	if extra != nil {
+		to.send(extra)
 	}
 }
 
@@ -339,9 +399,17 @@ func (s *Server) retry(p *pending) {
 
 // onEffect applies an effect of a master for one of this node's owners.
 func (s *Server) onEffect(lsName string, e lockspace.Effect) {
+	if to, m := s.applyEffect(lsName, e); m != nil {
+		to.send(m)
+	}
+}
+
+// applyEffect applies an effect to this node's copy of the lock and
+// returns what its session must be told (nil: nothing).
+func (s *Server) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.ServerMessage) {
 	cl := s.locks[e.Key.ID]
 	if cl == nil || cl.key != e.Key || cl.ls != lsName {
-		return
+		return nil, nil
 	}
 	switch e.Kind {
 	case lockspace.Granted:
@@ -357,11 +425,11 @@ func (s *Server) onEffect(lsName string, e lockspace.Effect) {
 			} else {
 				cl.orphan, cl.sess = true, nil
 			}
-			return
+			return nil, nil
 		}
-		cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
+		return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
 			LockId: uint64(e.Key.ID), Granted: true, Mode: pmode(e.Mode),
-			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid}}})
+			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid}}}
 	case lockspace.Refused:
 		if e.Held {
 			cl.state, cl.gr, cl.rq, cl.deadline = lockspace.StateGranted, e.Mode, 0, time.Time{}
@@ -369,16 +437,17 @@ func (s *Server) onEffect(lsName string, e lockspace.Effect) {
 			delete(s.locks, cl.key.ID)
 		}
 		if cl.sess == nil || cl.sess.closed {
-			return
+			return nil, nil
 		}
-		cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
-			LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Status: StatusOf(e.Err), Held: e.Held}}})
+		return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
+			LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Status: StatusOf(e.Err), Held: e.Held}}}
 	case lockspace.Blocking:
 		if cl.sess != nil && !cl.sess.closed {
-			cl.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Blocking{Blocking: &dlmv1.Blocking{
-				LockId: uint64(e.Key.ID), Mode: pmode(e.Mode)}}})
+			return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Blocking{Blocking: &dlmv1.Blocking{
+				LockId: uint64(e.Key.ID), Mode: pmode(e.Mode)}}}
 		}
 	}
+	return nil, nil
 }
 
 func lvbBytes(e lockspace.Effect) []byte {
@@ -445,7 +514,7 @@ func (s *Server) route(lsName string, effs []lockspace.Effect) {
 			s.log.WithFields(logrus.Fields{"node": n, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
 			continue
 		}
-		in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
+		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
 	}
 }
 
@@ -477,12 +546,18 @@ func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmv1.PeerRequest
 		s.deferred = append(s.deferred, func() { s.onPeerRequest(from, in, req) })
 		return
 	case s.rec != nil || !s.haveLast || id != s.last.ID:
-		in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
+		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
 			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
 		return
 	}
 	rep, effs := s.serve(from, req)
-	in.q.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
+	if in.features&featEffectInReply != 0 {
+		var own *lockspace.Effect
+		if own, effs = ownEffect(from, req, effs); own != nil {
+			rep.Effect = effectToProto(req.Lockspace, *own)
+		}
+	}
+	in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
 	s.route(req.Lockspace, effs)
 }
 
@@ -506,7 +581,12 @@ func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
 			return
 		}
 		delete(s.pend, p.tag)
-		s.onReply(p, m.Reply)
+		var own *lockspace.Effect
+		if pe := m.Reply.GetEffect(); pe != nil {
+			e := effectFromProto(s.self, pe)
+			own = &e
+		}
+		s.onReply(p, m.Reply, own)
 	case *dlmv1.PeerMessage_Effect:
 		s.onEffect(m.Effect.GetLockspace(), effectFromProto(s.self, m.Effect))
 	case *dlmv1.PeerMessage_MarkerAck:

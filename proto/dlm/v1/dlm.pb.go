@@ -466,10 +466,13 @@ type LockRequest struct {
 	Mode      Mode                   `protobuf:"varint,3,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
 	// flags: the lockspace core's bits (NOQUEUE 1, VALBLK 2, QUECVT 4,
 	// PERSISTENT 8, EXPEDITE 16, INVVALBLK 32).
-	Flags         uint32 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"`
-	TimeoutNanos  int64  `protobuf:"varint,5,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Flags        uint32 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"`
+	TimeoutNanos int64  `protobuf:"varint,5,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	// completion_in_reply: the client reads a Completion carried in the
+	// Reply (a request decided at once costs one message, not two).
+	CompletionInReply bool `protobuf:"varint,6,opt,name=completion_in_reply,json=completionInReply,proto3" json:"completion_in_reply,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LockRequest) Reset() {
@@ -537,6 +540,13 @@ func (x *LockRequest) GetTimeoutNanos() int64 {
 	return 0
 }
 
+func (x *LockRequest) GetCompletionInReply() bool {
+	if x != nil {
+		return x.CompletionInReply
+	}
+	return false
+}
+
 type ConvertRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	LockId       uint64                 `protobuf:"varint,1,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
@@ -544,9 +554,11 @@ type ConvertRequest struct {
 	Flags        uint32                 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`
 	TimeoutNanos int64                  `protobuf:"varint,4,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
 	// lvb is written by a down-conversion from PW or EX with VALBLK.
-	Lvb           []byte `protobuf:"bytes,5,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lvb []byte `protobuf:"bytes,5,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	// completion_in_reply: as in LockRequest.
+	CompletionInReply bool `protobuf:"varint,6,opt,name=completion_in_reply,json=completionInReply,proto3" json:"completion_in_reply,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ConvertRequest) Reset() {
@@ -614,11 +626,21 @@ func (x *ConvertRequest) GetLvb() []byte {
 	return nil
 }
 
+func (x *ConvertRequest) GetCompletionInReply() bool {
+	if x != nil {
+		return x.CompletionInReply
+	}
+	return false
+}
+
 type UnlockRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LockId        uint64                 `protobuf:"varint,1,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
-	Flags         uint32                 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,3,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	LockId uint64                 `protobuf:"varint,1,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	Flags  uint32                 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"`
+	Lvb    []byte                 `protobuf:"bytes,3,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	// no_reply: answer only a failure; the client does not wait. A session's
+	// requests are handled in order, so its next request comes after this.
+	NoReply       bool `protobuf:"varint,4,opt,name=no_reply,json=noReply,proto3" json:"no_reply,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -672,6 +694,13 @@ func (x *UnlockRequest) GetLvb() []byte {
 		return x.Lvb
 	}
 	return nil
+}
+
+func (x *UnlockRequest) GetNoReply() bool {
+	if x != nil {
+		return x.NoReply
+	}
+	return false
 }
 
 type CancelRequest struct {
@@ -890,11 +919,14 @@ func (x *SessionHello) GetClient() uint64 {
 // Reply answers the request with the same tag. For a lock request that was
 // accepted, lock_id names the new lock; its Completion follows.
 type Reply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
-	Status        Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	LockId        uint64                 `protobuf:"varint,4,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tag     uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Status  Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
+	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	LockId  uint64                 `protobuf:"varint,4,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	// completion: the request was decided at once (sent only to a client
+	// that asked with completion_in_reply); no separate Completion follows.
+	Completion    *Completion `protobuf:"bytes,5,opt,name=completion,proto3" json:"completion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -955,6 +987,13 @@ func (x *Reply) GetLockId() uint64 {
 		return x.LockId
 	}
 	return 0
+}
+
+func (x *Reply) GetCompletion() *Completion {
+	if x != nil {
+		return x.Completion
+	}
+	return nil
 }
 
 // Completion ends a lock or convert request: granted in mode, or refused
@@ -1405,8 +1444,16 @@ func (x *Lock) GetOrphan() bool {
 }
 
 // PeerMessage travels on a Channel: the requesting node (the client of the
-// stream) sends hello, requests, owner exits and recovery markers and
-// copies; the master (the server) sends replies, effects and marker acks.
+// stream) sends hello, requests, owner exits, recovery markers and copies,
+// and pings; the master (the server) answers with its hello, then sends
+// replies, effects, marker acks and pongs.
+//
+// Each direction of a channel is a reliable link that outlives the stream:
+// messages other than hello, ping and pong are numbered (seq, from 1) and
+// kept by their sender until the other side acknowledges them (ack: every
+// message up to that seq was received); after a reconnection each side's
+// hello says what it has received and the other resends the rest, so
+// nothing is lost or delivered twice while both dlmd stay up.
 type PeerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1420,7 +1467,11 @@ type PeerMessage struct {
 	//	*PeerMessage_Copies
 	//	*PeerMessage_CopiesDone
 	//	*PeerMessage_OwnerExit
+	//	*PeerMessage_Ping
+	//	*PeerMessage_Pong
 	Msg           isPeerMessage_Msg `protobuf_oneof:"msg"`
+	Seq           uint64            `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
+	Ack           uint64            `protobuf:"varint,21,opt,name=ack,proto3" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1543,6 +1594,38 @@ func (x *PeerMessage) GetOwnerExit() *OwnerExit {
 	return nil
 }
 
+func (x *PeerMessage) GetPing() *Ping {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_Ping); ok {
+			return x.Ping
+		}
+	}
+	return nil
+}
+
+func (x *PeerMessage) GetPong() *Ping {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_Pong); ok {
+			return x.Pong
+		}
+	}
+	return nil
+}
+
+func (x *PeerMessage) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PeerMessage) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
 type isPeerMessage_Msg interface {
 	isPeerMessage_Msg()
 }
@@ -1583,6 +1666,14 @@ type PeerMessage_OwnerExit struct {
 	OwnerExit *OwnerExit `protobuf:"bytes,9,opt,name=owner_exit,json=ownerExit,proto3,oneof"`
 }
 
+type PeerMessage_Ping struct {
+	Ping *Ping `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
+}
+
+type PeerMessage_Pong struct {
+	Pong *Ping `protobuf:"bytes,11,opt,name=pong,proto3,oneof"`
+}
+
 func (*PeerMessage_Hello) isPeerMessage_Msg() {}
 
 func (*PeerMessage_Request) isPeerMessage_Msg() {}
@@ -1601,17 +1692,78 @@ func (*PeerMessage_CopiesDone) isPeerMessage_Msg() {}
 
 func (*PeerMessage_OwnerExit) isPeerMessage_Msg() {}
 
-type PeerHello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+func (*PeerMessage_Ping) isPeerMessage_Msg() {}
+
+func (*PeerMessage_Pong) isPeerMessage_Msg() {}
+
+// Ping is the heartbeat of a channel and of the lease: the master echoes
+// it in a pong (only while the requester is UP in its membership).
+type Ping struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sent_nanos: the requester's monotonic clock when it sent the ping.
+	SentNanos     int64 `protobuf:"varint,1,opt,name=sent_nanos,json=sentNanos,proto3" json:"sent_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *Ping) Reset() {
+	*x = Ping{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ping) ProtoMessage() {}
+
+func (x *Ping) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ping.ProtoReflect.Descriptor instead.
+func (*Ping) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Ping) GetSentNanos() int64 {
+	if x != nil {
+		return x.SentNanos
+	}
+	return 0
+}
+
+type PeerHello struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Node        uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// features: what the sender understands (bit 0: a PeerReply carrying
+	// the effect of its own request).
+	Features uint32 `protobuf:"varint,3,opt,name=features,proto3" json:"features,omitempty"`
+	// ack: the last seq the sender received on this link.
+	Ack uint64 `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
+	// link names the requester's link (with its incarnation): a new link
+	// starts from seq 1 both ways.
+	Link uint64 `protobuf:"varint,5,opt,name=link,proto3" json:"link,omitempty"`
+	// peer_incarnation: the master incarnation the requester's ack refers to.
+	PeerIncarnation uint64 `protobuf:"varint,6,opt,name=peer_incarnation,json=peerIncarnation,proto3" json:"peer_incarnation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
 func (x *PeerHello) Reset() {
 	*x = PeerHello{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1775,7 @@ func (x *PeerHello) String() string {
 func (*PeerHello) ProtoMessage() {}
 
 func (x *PeerHello) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1788,7 @@ func (x *PeerHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerHello.ProtoReflect.Descriptor instead.
 func (*PeerHello) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeerHello) GetNode() uint32 {
@@ -1653,6 +1805,34 @@ func (x *PeerHello) GetIncarnation() uint64 {
 	return 0
 }
 
+func (x *PeerHello) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
+func (x *PeerHello) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *PeerHello) GetLink() uint64 {
+	if x != nil {
+		return x.Link
+	}
+	return 0
+}
+
+func (x *PeerHello) GetPeerIncarnation() uint64 {
+	if x != nil {
+		return x.PeerIncarnation
+	}
+	return 0
+}
+
 type LockspaceConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
@@ -1664,7 +1844,7 @@ type LockspaceConfig struct {
 
 func (x *LockspaceConfig) Reset() {
 	*x = LockspaceConfig{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1856,7 @@ func (x *LockspaceConfig) String() string {
 func (*LockspaceConfig) ProtoMessage() {}
 
 func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1869,7 @@ func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockspaceConfig.ProtoReflect.Descriptor instead.
 func (*LockspaceConfig) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LockspaceConfig) GetUid() uint32 {
@@ -1724,7 +1904,7 @@ type Cred struct {
 
 func (x *Cred) Reset() {
 	*x = Cred{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1916,7 @@ func (x *Cred) String() string {
 func (*Cred) ProtoMessage() {}
 
 func (x *Cred) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1929,7 @@ func (x *Cred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cred.ProtoReflect.Descriptor instead.
 func (*Cred) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Cred) GetUid() uint32 {
@@ -1797,7 +1977,7 @@ type PeerRequest struct {
 
 func (x *PeerRequest) Reset() {
 	*x = PeerRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1989,7 @@ func (x *PeerRequest) String() string {
 func (*PeerRequest) ProtoMessage() {}
 
 func (x *PeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2002,7 @@ func (x *PeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerRequest.ProtoReflect.Descriptor instead.
 func (*PeerRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerRequest) GetTag() uint64 {
@@ -1936,14 +2116,17 @@ type PeerReply struct {
 	Status  Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
 	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// seq: the sequence number the master gave an accepted request.
-	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// effect: the request's own lock was decided at once (granted or
+	// refused); sent only to a node whose hello has feature bit 0.
+	Effect        *PeerEffect `protobuf:"bytes,5,opt,name=effect,proto3" json:"effect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerReply) Reset() {
 	*x = PeerReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2138,7 @@ func (x *PeerReply) String() string {
 func (*PeerReply) ProtoMessage() {}
 
 func (x *PeerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2151,7 @@ func (x *PeerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReply.ProtoReflect.Descriptor instead.
 func (*PeerReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PeerReply) GetTag() uint64 {
@@ -1999,6 +2182,13 @@ func (x *PeerReply) GetSeq() uint64 {
 	return 0
 }
 
+func (x *PeerReply) GetEffect() *PeerEffect {
+	if x != nil {
+		return x.Effect
+	}
+	return nil
+}
+
 // PeerEffect is an effect of the master's core for an owner on the
 // receiving node.
 type PeerEffect struct {
@@ -2021,7 +2211,7 @@ type PeerEffect struct {
 
 func (x *PeerEffect) Reset() {
 	*x = PeerEffect{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2223,7 @@ func (x *PeerEffect) String() string {
 func (*PeerEffect) ProtoMessage() {}
 
 func (x *PeerEffect) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2236,7 @@ func (x *PeerEffect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEffect.ProtoReflect.Descriptor instead.
 func (*PeerEffect) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerEffect) GetLockspace() string {
@@ -2137,21 +2327,25 @@ func (x *PeerEffect) GetLvbValid() bool {
 // recovery (epoch, round). A master acknowledges it with marker_ack once it
 // has stopped too, after every reply and effect it sent before.
 type Marker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Node          uint32                 `protobuf:"varint,3,opt,name=node,proto3" json:"node,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	LastEpoch     uint64                 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
-	LastRound     uint32                 `protobuf:"varint,6,opt,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
-	HasLast       bool                   `protobuf:"varint,7,opt,name=has_last,json=hasLast,proto3" json:"has_last,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Epoch       uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Round       uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Node        uint32                 `protobuf:"varint,3,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	LastEpoch   uint64                 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	LastRound   uint32                 `protobuf:"varint,6,opt,name=last_round,json=lastRound,proto3" json:"last_round,omitempty"`
+	HasLast     bool                   `protobuf:"varint,7,opt,name=has_last,json=hasLast,proto3" json:"has_last,omitempty"`
+	// pong_ages: for each node that is not a member of this recovery, how
+	// long ago the sender last answered its ping (none: never). A lost
+	// node's lease ends at most the lease after that.
+	PongAges      []*PongAge `protobuf:"bytes,8,rep,name=pong_ages,json=pongAges,proto3" json:"pong_ages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Marker) Reset() {
 	*x = Marker{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2357,7 @@ func (x *Marker) String() string {
 func (*Marker) ProtoMessage() {}
 
 func (x *Marker) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2370,7 @@ func (x *Marker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Marker.ProtoReflect.Descriptor instead.
 func (*Marker) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Marker) GetEpoch() uint64 {
@@ -2228,6 +2422,65 @@ func (x *Marker) GetHasLast() bool {
 	return false
 }
 
+func (x *Marker) GetPongAges() []*PongAge {
+	if x != nil {
+		return x.PongAges
+	}
+	return nil
+}
+
+type PongAge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	AgeNanos      int64                  `protobuf:"varint,2,opt,name=age_nanos,json=ageNanos,proto3" json:"age_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PongAge) Reset() {
+	*x = PongAge{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PongAge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PongAge) ProtoMessage() {}
+
+func (x *PongAge) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PongAge.ProtoReflect.Descriptor instead.
+func (*PongAge) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PongAge) GetNode() uint32 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *PongAge) GetAgeNanos() int64 {
+	if x != nil {
+		return x.AgeNanos
+	}
+	return 0
+}
+
 // CopyLock is the sender's copy of one of its own locks.
 type CopyLock struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -2252,7 +2505,7 @@ type CopyLock struct {
 
 func (x *CopyLock) Reset() {
 	*x = CopyLock{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2517,7 @@ func (x *CopyLock) String() string {
 func (*CopyLock) ProtoMessage() {}
 
 func (x *CopyLock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2530,7 @@ func (x *CopyLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyLock.ProtoReflect.Descriptor instead.
 func (*CopyLock) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CopyLock) GetResource() string {
@@ -2398,7 +2651,7 @@ type ResourceLVB struct {
 
 func (x *ResourceLVB) Reset() {
 	*x = ResourceLVB{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2663,7 @@ func (x *ResourceLVB) String() string {
 func (*ResourceLVB) ProtoMessage() {}
 
 func (x *ResourceLVB) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2676,7 @@ func (x *ResourceLVB) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceLVB.ProtoReflect.Descriptor instead.
 func (*ResourceLVB) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResourceLVB) GetResource() string {
@@ -2462,7 +2715,7 @@ type Copies struct {
 
 func (x *Copies) Reset() {
 	*x = Copies{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2727,7 @@ func (x *Copies) String() string {
 func (*Copies) ProtoMessage() {}
 
 func (x *Copies) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2740,7 @@ func (x *Copies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copies.ProtoReflect.Descriptor instead.
 func (*Copies) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Copies) GetEpoch() uint64 {
@@ -2543,7 +2796,7 @@ type CopiesDone struct {
 
 func (x *CopiesDone) Reset() {
 	*x = CopiesDone{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2808,7 @@ func (x *CopiesDone) String() string {
 func (*CopiesDone) ProtoMessage() {}
 
 func (x *CopiesDone) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2821,7 @@ func (x *CopiesDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopiesDone.ProtoReflect.Descriptor instead.
 func (*CopiesDone) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CopiesDone) GetEpoch() uint64 {
@@ -2595,7 +2848,7 @@ type OwnerExit struct {
 
 func (x *OwnerExit) Reset() {
 	*x = OwnerExit{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2860,7 @@ func (x *OwnerExit) String() string {
 func (*OwnerExit) ProtoMessage() {}
 
 func (x *OwnerExit) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2873,7 @@ func (x *OwnerExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerExit.ProtoReflect.Descriptor instead.
 func (*OwnerExit) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OwnerExit) GetClient() uint64 {
@@ -2639,7 +2892,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2904,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2917,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DumpRequest) GetLockspace() string {
@@ -2683,7 +2936,7 @@ type DumpReply struct {
 
 func (x *DumpReply) Reset() {
 	*x = DumpReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2948,7 @@ func (x *DumpReply) String() string {
 func (*DumpReply) ProtoMessage() {}
 
 func (x *DumpReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2961,7 @@ func (x *DumpReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpReply.ProtoReflect.Descriptor instead.
 func (*DumpReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DumpReply) GetResources() []*Resource {
@@ -2732,7 +2985,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2997,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3010,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Waiter) GetResource() string {
@@ -2814,7 +3067,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +3079,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +3092,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Edge) GetLockspace() string {
@@ -2878,7 +3131,7 @@ type EdgesRequest struct {
 
 func (x *EdgesRequest) Reset() {
 	*x = EdgesRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3143,7 @@ func (x *EdgesRequest) String() string {
 func (*EdgesRequest) ProtoMessage() {}
 
 func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3156,7 @@ func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesRequest.ProtoReflect.Descriptor instead.
 func (*EdgesRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
 }
 
 type EdgesReply struct {
@@ -2915,7 +3168,7 @@ type EdgesReply struct {
 
 func (x *EdgesReply) Reset() {
 	*x = EdgesReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3180,7 @@ func (x *EdgesReply) String() string {
 func (*EdgesReply) ProtoMessage() {}
 
 func (x *EdgesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3193,7 @@ func (x *EdgesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesReply.ProtoReflect.Descriptor instead.
 func (*EdgesReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EdgesReply) GetEdges() []*Edge {
@@ -2959,7 +3212,7 @@ type VictimsRequest struct {
 
 func (x *VictimsRequest) Reset() {
 	*x = VictimsRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3224,7 @@ func (x *VictimsRequest) String() string {
 func (*VictimsRequest) ProtoMessage() {}
 
 func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3237,7 @@ func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsRequest.ProtoReflect.Descriptor instead.
 func (*VictimsRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *VictimsRequest) GetVictims() []*Edge {
@@ -3002,7 +3255,7 @@ type VictimsReply struct {
 
 func (x *VictimsReply) Reset() {
 	*x = VictimsReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3267,7 @@ func (x *VictimsReply) String() string {
 func (*VictimsReply) ProtoMessage() {}
 
 func (x *VictimsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3280,7 @@ func (x *VictimsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsReply.ProtoReflect.Descriptor instead.
 func (*VictimsReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
 }
 
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
@@ -3041,23 +3294,26 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\aconvert\x18\x03 \x01(\v2\x1e.openssi.dlm.v1.ConvertRequestH\x00R\aconvert\x127\n" +
 	"\x06unlock\x18\x04 \x01(\v2\x1d.openssi.dlm.v1.UnlockRequestH\x00R\x06unlock\x127\n" +
 	"\x06cancel\x18\x05 \x01(\v2\x1d.openssi.dlm.v1.CancelRequestH\x00R\x06cancelB\x04\n" +
-	"\x02op\"\xac\x01\n" +
+	"\x02op\"\xdc\x01\n" +
 	"\vLockRequest\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12(\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\x12\x14\n" +
 	"\x05flags\x18\x04 \x01(\rR\x05flags\x12#\n" +
-	"\rtimeout_nanos\x18\x05 \x01(\x03R\ftimeoutNanos\"\xa0\x01\n" +
+	"\rtimeout_nanos\x18\x05 \x01(\x03R\ftimeoutNanos\x12.\n" +
+	"\x13completion_in_reply\x18\x06 \x01(\bR\x11completionInReply\"\xd0\x01\n" +
 	"\x0eConvertRequest\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12(\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12#\n" +
 	"\rtimeout_nanos\x18\x04 \x01(\x03R\ftimeoutNanos\x12\x10\n" +
-	"\x03lvb\x18\x05 \x01(\fR\x03lvb\"P\n" +
+	"\x03lvb\x18\x05 \x01(\fR\x03lvb\x12.\n" +
+	"\x13completion_in_reply\x18\x06 \x01(\bR\x11completionInReply\"k\n" +
 	"\rUnlockRequest\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12\x14\n" +
 	"\x05flags\x18\x02 \x01(\rR\x05flags\x12\x10\n" +
-	"\x03lvb\x18\x03 \x01(\fR\x03lvb\"(\n" +
+	"\x03lvb\x18\x03 \x01(\fR\x03lvb\x12\x19\n" +
+	"\bno_reply\x18\x04 \x01(\bR\anoReply\"(\n" +
 	"\rCancelRequest\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\"\xf1\x01\n" +
 	"\rServerMessage\x124\n" +
@@ -3070,12 +3326,15 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x03msg\":\n" +
 	"\fSessionHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x16\n" +
-	"\x06client\x18\x02 \x01(\x04R\x06client\"|\n" +
+	"\x06client\x18\x02 \x01(\x04R\x06client\"\xb8\x01\n" +
 	"\x05Reply\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x17\n" +
-	"\alock_id\x18\x04 \x01(\x04R\x06lockId\"\xf5\x01\n" +
+	"\alock_id\x18\x04 \x01(\x04R\x06lockId\x12:\n" +
+	"\n" +
+	"completion\x18\x05 \x01(\v2\x1a.openssi.dlm.v1.CompletionR\n" +
+	"completion\"\xf5\x01\n" +
 	"\n" +
 	"Completion\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12\x18\n" +
@@ -3111,7 +3370,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\agranted\x18\x06 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\agranted\x122\n" +
 	"\trequested\x18\a \x01(\x0e2\x14.openssi.dlm.v1.ModeR\trequested\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x16\n" +
-	"\x06orphan\x18\t \x01(\bR\x06orphan\"\x81\x04\n" +
+	"\x06orphan\x18\t \x01(\bR\x06orphan\"\xfd\x04\n" +
 	"\vPeerMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.openssi.dlm.v1.PeerHelloH\x00R\x05hello\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1b.openssi.dlm.v1.PeerRequestH\x00R\arequest\x121\n" +
@@ -3124,11 +3383,23 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vcopies_done\x18\b \x01(\v2\x1a.openssi.dlm.v1.CopiesDoneH\x00R\n" +
 	"copiesDone\x12:\n" +
 	"\n" +
-	"owner_exit\x18\t \x01(\v2\x19.openssi.dlm.v1.OwnerExitH\x00R\townerExitB\x05\n" +
-	"\x03msg\"A\n" +
+	"owner_exit\x18\t \x01(\v2\x19.openssi.dlm.v1.OwnerExitH\x00R\townerExit\x12*\n" +
+	"\x04ping\x18\n" +
+	" \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04ping\x12*\n" +
+	"\x04pong\x18\v \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04pong\x12\x10\n" +
+	"\x03seq\x18\x14 \x01(\x04R\x03seq\x12\x10\n" +
+	"\x03ack\x18\x15 \x01(\x04R\x03ackB\x05\n" +
+	"\x03msg\"%\n" +
+	"\x04Ping\x12\x1d\n" +
+	"\n" +
+	"sent_nanos\x18\x01 \x01(\x03R\tsentNanos\"\xae\x01\n" +
 	"\tPeerHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"M\n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x1a\n" +
+	"\bfeatures\x18\x03 \x01(\rR\bfeatures\x12\x10\n" +
+	"\x03ack\x18\x04 \x01(\x04R\x03ack\x12\x12\n" +
+	"\x04link\x18\x05 \x01(\x04R\x04link\x12)\n" +
+	"\x10peer_incarnation\x18\x06 \x01(\x04R\x0fpeerIncarnation\"M\n" +
 	"\x0fLockspaceConfig\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
@@ -3153,12 +3424,13 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x05flags\x18\f \x01(\rR\x05flags\x12#\n" +
 	"\rtimeout_nanos\x18\r \x01(\x03R\ftimeoutNanos\x12\x10\n" +
 	"\x03lvb\x18\x0e \x01(\fR\x03lvb\x12(\n" +
-	"\x04cred\x18\x0f \x01(\v2\x14.openssi.dlm.v1.CredR\x04cred\"y\n" +
+	"\x04cred\x18\x0f \x01(\v2\x14.openssi.dlm.v1.CredR\x04cred\"\xad\x01\n" +
 	"\tPeerReply\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xef\x02\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x122\n" +
+	"\x06effect\x18\x05 \x01(\v2\x1a.openssi.dlm.v1.PeerEffectR\x06effect\"\xef\x02\n" +
 	"\n" +
 	"PeerEffect\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12.\n" +
@@ -3173,7 +3445,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\ahas_lvb\x18\n" +
 	" \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\v \x01(\fR\x03lvb\x12\x1b\n" +
-	"\tlvb_valid\x18\f \x01(\bR\blvbValid\"\xc3\x01\n" +
+	"\tlvb_valid\x18\f \x01(\bR\blvbValid\"\xf9\x01\n" +
 	"\x06Marker\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x12\n" +
@@ -3183,7 +3455,11 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x12\x1d\n" +
 	"\n" +
 	"last_round\x18\x06 \x01(\rR\tlastRound\x12\x19\n" +
-	"\bhas_last\x18\a \x01(\bR\ahasLast\"\xd4\x03\n" +
+	"\bhas_last\x18\a \x01(\bR\ahasLast\x124\n" +
+	"\tpong_ages\x18\b \x03(\v2\x17.openssi.dlm.v1.PongAgeR\bpongAges\":\n" +
+	"\aPongAge\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1b\n" +
+	"\tage_nanos\x18\x02 \x01(\x03R\bageNanos\"\xd4\x03\n" +
 	"\bCopyLock\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\x04R\x06client\x12\x10\n" +
@@ -3308,7 +3584,7 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_dlm_v1_dlm_proto_goTypes = []any{
 	(Mode)(0),               // 0: openssi.dlm.v1.Mode
 	(Status)(0),             // 1: openssi.dlm.v1.Status
@@ -3330,26 +3606,28 @@ var file_dlm_v1_dlm_proto_goTypes = []any{
 	(*Resource)(nil),        // 17: openssi.dlm.v1.Resource
 	(*Lock)(nil),            // 18: openssi.dlm.v1.Lock
 	(*PeerMessage)(nil),     // 19: openssi.dlm.v1.PeerMessage
-	(*PeerHello)(nil),       // 20: openssi.dlm.v1.PeerHello
-	(*LockspaceConfig)(nil), // 21: openssi.dlm.v1.LockspaceConfig
-	(*Cred)(nil),            // 22: openssi.dlm.v1.Cred
-	(*PeerRequest)(nil),     // 23: openssi.dlm.v1.PeerRequest
-	(*PeerReply)(nil),       // 24: openssi.dlm.v1.PeerReply
-	(*PeerEffect)(nil),      // 25: openssi.dlm.v1.PeerEffect
-	(*Marker)(nil),          // 26: openssi.dlm.v1.Marker
-	(*CopyLock)(nil),        // 27: openssi.dlm.v1.CopyLock
-	(*ResourceLVB)(nil),     // 28: openssi.dlm.v1.ResourceLVB
-	(*Copies)(nil),          // 29: openssi.dlm.v1.Copies
-	(*CopiesDone)(nil),      // 30: openssi.dlm.v1.CopiesDone
-	(*OwnerExit)(nil),       // 31: openssi.dlm.v1.OwnerExit
-	(*DumpRequest)(nil),     // 32: openssi.dlm.v1.DumpRequest
-	(*DumpReply)(nil),       // 33: openssi.dlm.v1.DumpReply
-	(*Waiter)(nil),          // 34: openssi.dlm.v1.Waiter
-	(*Edge)(nil),            // 35: openssi.dlm.v1.Edge
-	(*EdgesRequest)(nil),    // 36: openssi.dlm.v1.EdgesRequest
-	(*EdgesReply)(nil),      // 37: openssi.dlm.v1.EdgesReply
-	(*VictimsRequest)(nil),  // 38: openssi.dlm.v1.VictimsRequest
-	(*VictimsReply)(nil),    // 39: openssi.dlm.v1.VictimsReply
+	(*Ping)(nil),            // 20: openssi.dlm.v1.Ping
+	(*PeerHello)(nil),       // 21: openssi.dlm.v1.PeerHello
+	(*LockspaceConfig)(nil), // 22: openssi.dlm.v1.LockspaceConfig
+	(*Cred)(nil),            // 23: openssi.dlm.v1.Cred
+	(*PeerRequest)(nil),     // 24: openssi.dlm.v1.PeerRequest
+	(*PeerReply)(nil),       // 25: openssi.dlm.v1.PeerReply
+	(*PeerEffect)(nil),      // 26: openssi.dlm.v1.PeerEffect
+	(*Marker)(nil),          // 27: openssi.dlm.v1.Marker
+	(*PongAge)(nil),         // 28: openssi.dlm.v1.PongAge
+	(*CopyLock)(nil),        // 29: openssi.dlm.v1.CopyLock
+	(*ResourceLVB)(nil),     // 30: openssi.dlm.v1.ResourceLVB
+	(*Copies)(nil),          // 31: openssi.dlm.v1.Copies
+	(*CopiesDone)(nil),      // 32: openssi.dlm.v1.CopiesDone
+	(*OwnerExit)(nil),       // 33: openssi.dlm.v1.OwnerExit
+	(*DumpRequest)(nil),     // 34: openssi.dlm.v1.DumpRequest
+	(*DumpReply)(nil),       // 35: openssi.dlm.v1.DumpReply
+	(*Waiter)(nil),          // 36: openssi.dlm.v1.Waiter
+	(*Edge)(nil),            // 37: openssi.dlm.v1.Edge
+	(*EdgesRequest)(nil),    // 38: openssi.dlm.v1.EdgesRequest
+	(*EdgesReply)(nil),      // 39: openssi.dlm.v1.EdgesReply
+	(*VictimsRequest)(nil),  // 40: openssi.dlm.v1.VictimsRequest
+	(*VictimsReply)(nil),    // 41: openssi.dlm.v1.VictimsReply
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	6,  // 0: openssi.dlm.v1.ClientMessage.lock:type_name -> openssi.dlm.v1.LockRequest
@@ -3363,59 +3641,64 @@ var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	13, // 8: openssi.dlm.v1.ServerMessage.completion:type_name -> openssi.dlm.v1.Completion
 	14, // 9: openssi.dlm.v1.ServerMessage.blocking:type_name -> openssi.dlm.v1.Blocking
 	1,  // 10: openssi.dlm.v1.Reply.status:type_name -> openssi.dlm.v1.Status
-	0,  // 11: openssi.dlm.v1.Completion.mode:type_name -> openssi.dlm.v1.Mode
-	1,  // 12: openssi.dlm.v1.Completion.status:type_name -> openssi.dlm.v1.Status
-	0,  // 13: openssi.dlm.v1.Blocking.mode:type_name -> openssi.dlm.v1.Mode
-	17, // 14: openssi.dlm.v1.LocksReply.resources:type_name -> openssi.dlm.v1.Resource
-	18, // 15: openssi.dlm.v1.Resource.locks:type_name -> openssi.dlm.v1.Lock
-	2,  // 16: openssi.dlm.v1.Lock.state:type_name -> openssi.dlm.v1.LockState
-	0,  // 17: openssi.dlm.v1.Lock.granted:type_name -> openssi.dlm.v1.Mode
-	0,  // 18: openssi.dlm.v1.Lock.requested:type_name -> openssi.dlm.v1.Mode
-	20, // 19: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
-	23, // 20: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
-	24, // 21: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
-	25, // 22: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
-	26, // 23: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
-	26, // 24: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
-	29, // 25: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
-	30, // 26: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
-	31, // 27: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
-	3,  // 28: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
-	21, // 29: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	0,  // 30: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
-	22, // 31: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
-	1,  // 32: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
-	4,  // 33: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
-	0,  // 34: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
-	1,  // 35: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
-	2,  // 36: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
-	0,  // 37: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
-	0,  // 38: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
-	21, // 39: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	27, // 40: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
-	28, // 41: openssi.dlm.v1.Copies.lvbs:type_name -> openssi.dlm.v1.ResourceLVB
-	17, // 42: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
-	0,  // 43: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
-	34, // 44: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
-	35, // 45: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
-	35, // 46: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
-	5,  // 47: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
-	15, // 48: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
-	19, // 49: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
-	32, // 50: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
-	36, // 51: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
-	38, // 52: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
-	10, // 53: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
-	16, // 54: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
-	19, // 55: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
-	33, // 56: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
-	37, // 57: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
-	39, // 58: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
-	53, // [53:59] is the sub-list for method output_type
-	47, // [47:53] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	13, // 11: openssi.dlm.v1.Reply.completion:type_name -> openssi.dlm.v1.Completion
+	0,  // 12: openssi.dlm.v1.Completion.mode:type_name -> openssi.dlm.v1.Mode
+	1,  // 13: openssi.dlm.v1.Completion.status:type_name -> openssi.dlm.v1.Status
+	0,  // 14: openssi.dlm.v1.Blocking.mode:type_name -> openssi.dlm.v1.Mode
+	17, // 15: openssi.dlm.v1.LocksReply.resources:type_name -> openssi.dlm.v1.Resource
+	18, // 16: openssi.dlm.v1.Resource.locks:type_name -> openssi.dlm.v1.Lock
+	2,  // 17: openssi.dlm.v1.Lock.state:type_name -> openssi.dlm.v1.LockState
+	0,  // 18: openssi.dlm.v1.Lock.granted:type_name -> openssi.dlm.v1.Mode
+	0,  // 19: openssi.dlm.v1.Lock.requested:type_name -> openssi.dlm.v1.Mode
+	21, // 20: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
+	24, // 21: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
+	25, // 22: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
+	26, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
+	27, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
+	27, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
+	31, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
+	32, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
+	33, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
+	20, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
+	20, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
+	3,  // 31: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
+	22, // 32: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	0,  // 33: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
+	23, // 34: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
+	1,  // 35: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
+	26, // 36: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
+	4,  // 37: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
+	0,  // 38: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
+	1,  // 39: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
+	28, // 40: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
+	2,  // 41: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
+	0,  // 42: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
+	0,  // 43: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
+	22, // 44: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	29, // 45: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
+	30, // 46: openssi.dlm.v1.Copies.lvbs:type_name -> openssi.dlm.v1.ResourceLVB
+	17, // 47: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
+	0,  // 48: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
+	36, // 49: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
+	37, // 50: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
+	37, // 51: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
+	5,  // 52: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
+	15, // 53: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
+	19, // 54: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
+	34, // 55: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
+	38, // 56: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
+	40, // 57: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
+	10, // 58: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
+	16, // 59: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
+	19, // 60: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
+	35, // 61: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
+	39, // 62: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
+	41, // 63: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
+	58, // [58:64] is the sub-list for method output_type
+	52, // [52:58] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -3445,6 +3728,8 @@ func file_dlm_v1_dlm_proto_init() {
 		(*PeerMessage_Copies)(nil),
 		(*PeerMessage_CopiesDone)(nil),
 		(*PeerMessage_OwnerExit)(nil),
+		(*PeerMessage_Ping)(nil),
+		(*PeerMessage_Pong)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3452,7 +3737,7 @@ func file_dlm_v1_dlm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
