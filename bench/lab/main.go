@@ -9,11 +9,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,15 +27,16 @@ import (
 func main() {
 	dist := flag.String("dist", "dist", "dist/ with repo/ from `make repo`")
 	trials := flag.Int("trials", 10, "kills")
+	latIters := flag.Int("lat-iters", 1000, "lock+unlock pairs of the dlm latency probe (0: skip it)")
 	out := flag.String("out", "", "write the results as Markdown here")
 	flag.Parse()
-	if err := run(*dist, *trials, *out); err != nil {
+	if err := run(*dist, *trials, *latIters, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/lab:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dist string, trials int, out string) error {
+func run(dist string, trials, latIters int, out string) error {
 	consul, err := consultest.Binary()
 	if err != nil {
 		return err
@@ -72,6 +76,13 @@ func run(dist string, trials int, out string) error {
 		mem[n.Name] = kb
 	}
 
+	var lat *latency
+	if latIters > 0 {
+		if lat, err = measureLatency(ctx, l, dir, latIters); err != nil {
+			return fmt.Errorf("dlm latency: %w", err)
+		}
+	}
+
 	var follower, leader []time.Duration
 	for i := 0; i < trials; i++ {
 		wantLeader := i%2 == 1
@@ -96,7 +107,7 @@ func run(dist string, trials int, out string) error {
 			return err
 		}
 	}
-	report := render(upTime, mem, follower, leader)
+	report := render(upTime, mem, lat, follower, leader)
 	fmt.Print(report)
 	if out != "" {
 		return os.WriteFile(out, []byte(report), 0o644)
@@ -142,7 +153,59 @@ func pct(ds []time.Duration, p float64) time.Duration {
 	return s[r-1]
 }
 
-func render(up time.Duration, mem map[string]int64, follower, leader []time.Duration) string {
+// latency is dlmlat's result, read from inside node1.
+type latency struct {
+	Node   int     `json:"node"`
+	Local  []int64 `json:"local"`
+	Remote []int64 `json:"remote"`
+	Consul []int64 `json:"consul"`
+}
+
+// measureLatency builds dlmlat, copies it into node1 and runs it there.
+func measureLatency(ctx context.Context, l *lab.Lab, dir string, iters int) (*latency, error) {
+	bin := filepath.Join(dir, "dlmlat")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/lab/dlmlat")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build dlmlat: %v: %s", err, out)
+	}
+	node := l.State().Nodes[0].Name
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cp, err := l.Command(ctx, node, "sh", "-c", "cat > /usr/local/bin/dlmlat && chmod 755 /usr/local/bin/dlmlat")
+	if err != nil {
+		return nil, err
+	}
+	cp.Stdin = f
+	if out, err := cp.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("copy dlmlat into %s: %v: %s", node, err, out)
+	}
+	fmt.Fprintf(os.Stderr, "dlm latency: %d lock+unlock pairs per variant in %s\n", iters, node)
+	out, err := l.Exec(ctx, node, "/usr/local/bin/dlmlat", "-iters", strconv.Itoa(iters))
+	if err != nil {
+		return nil, fmt.Errorf("dlmlat: %v: %s", err, out)
+	}
+	var r latency
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil {
+		return nil, fmt.Errorf("dlmlat output %q: %w", out, err)
+	}
+	return &r, nil
+}
+
+func nanos(ns []int64) []time.Duration {
+	out := make([]time.Duration, len(ns))
+	for i, n := range ns {
+		out[i] = time.Duration(n)
+	}
+	return out
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) }
+
+func render(up time.Duration, mem map[string]int64, lat *latency, follower, leader []time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The lab\n\nMeasured %s on the project's 2-core build machine (other jobs may have been running).\n\n", time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "- `lab up -n 3` to all nodes UP, warm cache (rootfs cached, packages built): **%s** (target <= 60 s)\n", up.Round(100*time.Millisecond))
@@ -161,6 +224,23 @@ func render(up time.Duration, mem map[string]int64, follower, leader []time.Dura
 		fmt.Fprintf(&b, "%s %d MiB", n, mem[n]/1024)
 	}
 	b.WriteString(")\n\n")
+	if lat != nil {
+		fmt.Fprintf(&b, "Uncontended EX lock + unlock from a client inside node %d (client/dlm to its dlmd; Consul's lock on the node's own agent, one session reused, in the same run):\n\n", lat.Node)
+		fmt.Fprintf(&b, "| variant | pairs | p50 | p99 |\n|---|---|---|---|\n")
+		for _, v := range []struct {
+			name string
+			ds   []time.Duration
+		}{{"dlm, mastered on this node", nanos(lat.Local)}, {"dlm, mastered on another node", nanos(lat.Remote)}, {"Consul lock", nanos(lat.Consul)}} {
+			fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", v.name, len(v.ds), ms(pct(v.ds, 50)), ms(pct(v.ds, 99)))
+		}
+		remote := pct(nanos(lat.Remote), 50)
+		verdict := "met"
+		if remote > 500*time.Microsecond {
+			verdict = "not met"
+		}
+		fmt.Fprintf(&b, "\nTarget: remote uncontended lock+unlock p50 <= 0.5 ms in the lab: **%s** (%s). Consul p50 / dlm remote p50: **%.1fx**.\n\n",
+			verdict, ms(remote), float64(pct(nanos(lat.Consul), 50))/float64(remote))
+	}
 	fmt.Fprintf(&b, "Failure detection in the lab, SIGKILL of a whole node to NODEDOWN delivered by `ssi events` at every survivor:\n\n")
 	fmt.Fprintf(&b, "| victim | kills | p50 | p99 | max |\n|---|---|---|---|---|\n")
 	for _, c := range []struct {

@@ -227,11 +227,11 @@ func (s *Server) runChannel(p *peerOut) error {
 		// again).
 		gen = p.log.reset()
 		p.recv.reset()
+		s.do(func() { s.onConnected(p) })
 	} else {
 		gen = p.log.rewind(h.GetAck())
 	}
 	p.masterInc = h.GetIncarnation()
-	s.do(func() { s.onConnected(p) })
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -287,8 +287,8 @@ func (s *Server) ping(ctx context.Context, p *peerOut) {
 	}
 }
 
-// onConnected re-sends the marker of a recovery waiting at its barrier:
-// the one sent to an earlier dlmd of that node is gone with it.
+// onConnected re-sends the marker of a recovery waiting at its barrier to
+// a new dlmd of the node: the one sent to the earlier dlmd is gone with it.
 func (s *Server) onConnected(p *peerOut) {
 	if s.peersOut[p.node] != p || s.rec == nil || s.rec.plan != nil {
 		return
