@@ -140,7 +140,7 @@ func (s *Server) connect(p *peerOut) {
 			return
 		default:
 		}
-		err := s.runChannel(p)
+		up, err := s.runChannel(p)
 		select {
 		case <-p.done:
 			return
@@ -150,6 +150,10 @@ func (s *Server) connect(p *peerOut) {
 		}
 		log.WithError(err).Debug("channel to peer down; reconnecting")
 		s.dropConn(p.node)
+		if up {
+			// The link was carried: redial promptly, as the lease wants.
+			delay = 20 * time.Millisecond
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
@@ -186,13 +190,14 @@ func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send f
 	}
 }
 
-// runChannel carries p's link on one stream until the stream breaks.
-func (s *Server) runChannel(p *peerOut) error {
+// runChannel carries p's link on one stream until the stream breaks. up
+// reports whether the stream got as far as the master's hello.
+func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	c, err := s.conn(dctx, p.node)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), longLived)
 	defer cancel()
@@ -206,19 +211,19 @@ func (s *Server) runChannel(p *peerOut) error {
 	}()
 	st, err := dlmv1.NewPeerClient(c).Channel(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
 		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
-		return err
+		return false, err
 	}
 	first, err := st.Recv()
 	if err != nil {
-		return err
+		return false, err
 	}
 	h := first.GetHello()
 	if h == nil {
-		return errors.New("the master did not answer with a hello")
+		return false, errors.New("the master did not answer with a hello")
 	}
 	var gen uint64
 	if p.masterInc != 0 && h.GetIncarnation() != p.masterInc {
@@ -244,7 +249,7 @@ func (s *Server) runChannel(p *peerOut) error {
 		m, err := st.Recv()
 		if err != nil {
 			cancel()
-			return err
+			return true, err
 		}
 		if a := m.GetAck(); a != 0 {
 			p.log.ack(a)
@@ -261,12 +266,12 @@ func (s *Server) runChannel(p *peerOut) error {
 		node := p.node
 		if p.recv.accept(m, func() { s.do(func() { s.onFromMaster(node, m) }) }) == gap {
 			cancel()
-			return fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
+			return true, fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
 		}
 		select {
 		case <-s.stop:
 			cancel()
-			return errors.New("stopping")
+			return true, errors.New("stopping")
 		default:
 		}
 	}
