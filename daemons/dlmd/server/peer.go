@@ -508,22 +508,40 @@ func (s *Server) victims(vs []*dlmv1.Edge) {
 // deadlockLoop runs on every node; the lowest member of the directory
 // does the work: it merges every master's wait-for edges, finds the
 // victims (the same on any node) and has their masters refuse them.
+//
+// The masters' edges are read one after the other, and an unlock and the
+// owner's next request may reach different masters in either order: the
+// merged graph can show a cycle that never existed (an owner seen holding
+// what it has already released). Only the edges seen in two consecutive
+// rounds count: the requests on them kept waiting for the same owners
+// for a whole interval, as in a real deadlock.
 func (s *Server) deadlockLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.DeadlockInterval)
 	defer t.Stop()
+	var prev map[lsEdge]bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := s.detectOnce(ctx); err != nil {
+		var err error
+		if prev, err = s.detectOnce(ctx, prev); err != nil {
 			s.log.WithError(err).Debug("deadlock detection round skipped")
 		}
 	}
 }
 
-func (s *Server) detectOnce(ctx context.Context) error {
+// lsEdge is a wait-for edge of a lockspace.
+type lsEdge struct {
+	ls string
+	e  lockspace.Edge
+}
+
+// detectOnce runs a round of detection on the edges also seen in the
+// round before (prev); it returns the edges it saw (nil when this node
+// is not the coordinator or the round failed).
+func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEdge]bool, error) {
 	var members []uint32
 	var local []*dlmv1.Edge
 	if err := s.call(ctx, func() {
@@ -532,7 +550,7 @@ func (s *Server) detectOnce(ctx context.Context) error {
 			local = s.edges()
 		}
 	}); err != nil || len(members) == 0 {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DeadlockInterval)
 	defer cancel()
@@ -540,18 +558,22 @@ func (s *Server) detectOnce(ctx context.Context) error {
 	for _, n := range members[1:] {
 		c, err := s.conn(ctx, n)
 		if err != nil {
-			return fmt.Errorf("edges of node %d: %w", n, err)
+			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
 		r, err := dlmv1.NewPeerClient(c).Edges(ctx, &dlmv1.EdgesRequest{})
 		if err != nil {
-			return fmt.Errorf("edges of node %d: %w", n, err)
+			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
 		all = append(all, r.GetEdges()...)
 	}
+	seen := make(map[lsEdge]bool, len(all))
 	by := map[string][]lockspace.Edge{}
 	for _, e := range all {
 		ls, le := edgeFromProto(e)
-		by[ls] = append(by[ls], le)
+		seen[lsEdge{ls, le}] = true
+		if prev[lsEdge{ls, le}] {
+			by[ls] = append(by[ls], le)
+		}
 	}
 	var victims []*dlmv1.Edge
 	for _, ls := range sortedKeys(by) {
@@ -560,7 +582,7 @@ func (s *Server) detectOnce(ctx context.Context) error {
 		}
 	}
 	if len(victims) == 0 {
-		return nil
+		return seen, nil
 	}
 	s.log.WithField("victims", len(victims)).Info("deadlock: refusing the youngest request of each cycle")
 	_ = s.call(ctx, func() { s.victims(victims) })
@@ -573,5 +595,5 @@ func (s *Server) detectOnce(ctx context.Context) error {
 			s.log.WithError(err).WithFields(logrus.Fields{"node": n}).Warn("deadlock: victims not delivered")
 		}
 	}
-	return nil
+	return seen, nil
 }
