@@ -1,0 +1,546 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/lab"
+	"github.com/openssi/openssi/test/e2e/hammer/history"
+)
+
+// TestDlm runs dlmd on a lab of its own, three nodes: access control from
+// inside the nodes, then mutual exclusion through the loss of the master of
+// the hottest resource.
+func TestDlm(t *testing.T) {
+	three, err := openLab(t.TempDir(), "e2ed", "10.77.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = three.Down(context.Background()) })
+	attachLogs(t, three)
+	attachUnitLogs(t, three, "openssi-dlmd", 150)
+	start := time.Now()
+	if err := three.Up(ctxFor(t, 5*time.Minute), 3); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("3 nodes UP in %s", time.Since(start).Round(100*time.Millisecond))
+	checkAllUp(t, three, 3)
+	t.Run("AccessControl", func(t *testing.T) { testDlmAccess(t, three) })
+	t.Run("MutualExclusionThroughNodeLoss", func(t *testing.T) { testDlmNodeLoss(t, three) })
+}
+
+// attachUnitLogs prints more of one unit's journal at every node when the
+// test failed (a killed node's is read from its disk).
+func attachUnitLogs(t *testing.T, l *lab.Lab, unit string, lines int) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		s := l.State()
+		if s == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, n := range s.Nodes {
+			out, _ := l.Logs(ctx, n.Name, unit, lines)
+			t.Logf("--- %s on %s ---\n%s", unit, n.Name, out)
+		}
+	})
+}
+
+// testDlmAccess: `ssi lock` as an unprivileged user is refused on a
+// root-only lockspace ("openssi." names) and on one root created on another
+// node, works on its own lockspace on every node, and a user outside the
+// openssi group cannot reach dlmd's socket at all.
+func testDlmAccess(t *testing.T, l *lab.Lab) {
+	run := func(node string, args ...string) (string, error) {
+		return l.Exec(ctxFor(t, time.Minute), node, args...)
+	}
+	asUser := []string{"runuser", "-u", "nobody", "-g", "openssi", "--"}
+	if out, err := run("node1", "ssi", "lock", "e2e-rootonly", "r", "--", "true"); err != nil {
+		t.Fatalf("root creates a lockspace: %v\n%s", err, out)
+	}
+	refused := func(node, lockspace, why string, args []string) {
+		t.Helper()
+		out, err := run(node, append(args, "ssi", "lock", lockspace, "r", "--", "echo", "inside")...)
+		if err == nil || strings.Contains(out, "inside") || !strings.Contains(out, "permission denied") {
+			t.Errorf("%s on %s: %s: want a refusal (permission denied), got err %v:\n%s", lockspace, node, why, err, out)
+		}
+	}
+	refused("node2", "openssi.e2e", "the system's lockspaces are root's", asUser)
+	refused("node3", "e2e-rootonly", "a lockspace root created on node1", asUser)
+	refused("node1", "e2e-nobody", "outside the openssi group the socket is closed", []string{"runuser", "-u", "nobody", "--"})
+	for _, node := range []string{"node2", "node3", "node1"} {
+		if out, err := run(node, append(asUser, "ssi", "lock", "e2e-nobody", "r", "--", "echo", "inside")...); err != nil || !strings.Contains(out, "inside") {
+			t.Errorf("the user's own lockspace on %s: %v\n%s", node, err, out)
+		}
+	}
+	if out, err := run("node2", "ssi", "lock", "openssi.e2e", "r", "--", "echo", "inside"); err != nil || !strings.Contains(out, "inside") {
+		t.Errorf("root on a system lockspace: %v\n%s", err, out)
+	}
+}
+
+// hammerRun is one node's hammer.
+type hammerRun struct {
+	node    string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stderr  lockedBuffer
+	started int64 // CLOCK_MONOTONIC before the start
+
+	mu       sync.Mutex
+	recs     []history.Record
+	startAt  int64 // CLOCK_MONOTONIC when its start record arrived
+	garbage  []string
+	done     chan struct{} // closed when the hammer exited
+	err      error
+	finished time.Time
+}
+
+// lockedBuffer is a bytes.Buffer the command writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (h *hammerRun) snapshot() []history.Record {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]history.Record(nil), h.recs...)
+}
+
+// countCS counts h's critical sections that began after from, on res when
+// res is not empty.
+func (h *hammerRun) countCS(from int64, res string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.recs {
+		if r.Kind == history.KindCS && r.T0 > from && (res == "" || r.Res == res) {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *hammerRun) read(out io.Reader) {
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var r history.Record
+		err := json.Unmarshal(sc.Bytes(), &r)
+		h.mu.Lock()
+		if err != nil {
+			h.garbage = append(h.garbage, sc.Text())
+		} else {
+			if r.Kind == history.KindStart {
+				h.startAt = history.Mono()
+			}
+			h.recs = append(h.recs, r)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// buildHammer builds test/e2e/hammer, static, and returns its path.
+func buildHammer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "hammer")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/e2e/hammer")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the hammer: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// installFile copies a host file into a running node (through the
+// container, not behind its back into the overlay).
+func installFile(t *testing.T, l *lab.Lab, node, src, dst string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd, err := l.Command(ctxFor(t, time.Minute), node, "sh", "-c", `cat > "$1.tmp" && chmod 755 "$1.tmp" && mv "$1.tmp" "$1"`, "sh", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = f
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install %s into %s: %v\n%s", dst, node, err, out)
+	}
+}
+
+// waitUntil polls cond every 50ms until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// testDlmNodeLoss is the lab version of the integration test
+// TestDlmMutualExclusionThroughNodeLoss: a hammer (test/e2e/hammer) on
+// every node hammers a few resources with EX locks, keeping a counter and
+// its writer in each value block and logging every critical section; the
+// master of the hottest resource is power-cut mid-run, and later powered
+// back on while the survivors keep going (its NODEUP moves the resource
+// back under load). The survivors must go on, no two holders may ever
+// overlap, no increment may be lost or seen twice while the value block is
+// valid (it may turn not valid only once a node was lost), and every hammer
+// must stop when told (nothing hangs). The checker is history.Check, run on
+// the merged logs; the lab's containers share CLOCK_MONOTONIC with the
+// host.
+func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
+	const (
+		ls       = "hammer"
+		hot      = "hot"
+		clients  = 3
+		progress = 300 // critical sections each survivor, and on hot, must make after the kill and after the rejoin
+		minPhase = 5 * time.Second
+	)
+	resources := []string{hot, "r1", "r2", "r3"}
+	bin := buildHammer(t)
+	nodes := l.State().Nodes
+	for _, n := range nodes {
+		installFile(t, l, n.Name, bin, "/usr/local/bin/hammer")
+	}
+
+	v := view(t, l, "node1")
+	nums := numbers(t, v)
+	var members []uint32
+	for _, m := range v.Nodes {
+		if m.State == cluster.Up {
+			members = append(members, uint32(m.Number))
+		}
+	}
+	victimNum := directory.Master(members, ls, hot)
+	var victim string
+	for name, num := range nums {
+		if uint32(num) == victimNum {
+			victim = name
+		}
+	}
+	if victim == "" {
+		t.Fatalf("the master of %q, node %d, is not in %s", hot, victimNum, v.Summary())
+	}
+	t.Logf("members %v; %q is mastered on node %d (%s)", members, hot, victimNum, victim)
+
+	ctx := ctxFor(t, 10*time.Minute)
+	var runs []*hammerRun
+	for _, n := range nodes {
+		idx, err := strconv.Atoi(strings.TrimPrefix(n.Name, "node"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &hammerRun{node: n.Name, done: make(chan struct{})}
+		h.cmd, err = l.Command(ctx, n.Name, "hammer", "-node", fmt.Sprint(idx), "-clients", fmt.Sprint(clients),
+			"-lockspace", ls, "-resources", strings.Join(resources, ","), "-hold", "200us", "-lock-timeout", "75s", "-duration", "5m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.cmd.Stderr = &h.stderr
+		stdout, err := h.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		h.started = history.Mono()
+		if err := h.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			h.read(stdout)
+			err := h.cmd.Wait()
+			h.mu.Lock()
+			h.err, h.finished = err, time.Now()
+			h.mu.Unlock()
+			close(h.done)
+		}()
+		runs = append(runs, h)
+	}
+	t.Cleanup(func() { // the test failed half-way: do not leave them running
+		for _, h := range runs {
+			_ = h.stdin.Close()
+		}
+	})
+
+	// Mid-run: a few seconds in, every node well into the hot resource.
+	begun := time.Now()
+	if !waitUntil(time.Minute, func() bool {
+		for _, h := range runs {
+			if h.countCS(0, hot) < 100 {
+				return false
+			}
+		}
+		return time.Since(begun) >= minPhase
+	}) {
+		for _, h := range runs {
+			t.Logf("%s: %d critical sections on %s; stderr: %s", h.node, h.countCS(0, hot), hot, h.stderr.String())
+		}
+		t.Fatal("the hammers did not get going within a minute")
+	}
+	killedAt := history.Mono()
+	if err := l.Kill(ctxFor(t, time.Minute), victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := history.Mono()
+	t.Logf("killed %s (node %d, master of %q) mid-run", victim, victimNum, hot)
+
+	var survivors []*hammerRun
+	var dead *hammerRun
+	for _, h := range runs {
+		if h.node == victim {
+			dead = h
+		} else {
+			survivors = append(survivors, h)
+		}
+	}
+	// goOn waits until the survivors, each and together on hot, made
+	// progress critical sections that began after from, and at least
+	// minPhase passed.
+	goOn := func(from int64, after string) {
+		t.Helper()
+		since := time.Now()
+		hotAfter := func() int {
+			n := 0
+			for _, h := range survivors {
+				n += h.countCS(from, hot)
+			}
+			return n
+		}
+		if !waitUntil(90*time.Second, func() bool {
+			for _, h := range survivors {
+				if h.countCS(from, "") < progress {
+					return false
+				}
+			}
+			return hotAfter() >= progress && time.Since(since) >= minPhase
+		}) {
+			for _, h := range survivors {
+				t.Errorf("%s made %d critical sections after %s (want %d); stderr: %s", h.node, h.countCS(from, ""), after, progress, h.stderr.String())
+			}
+			t.Errorf("%d critical sections on %q after %s (want %d)", hotAfter(), hot, after, progress)
+		}
+	}
+	goOn(killed, "the kill")
+
+	// Power the victim back on while the survivors hammer on: it rejoins
+	// with its number, and takes the hot resource back (a recovery under
+	// load too).
+	restartAt := history.Mono()
+	if err := l.Start(ctxFor(t, 2*time.Minute), victim); err != nil {
+		t.Fatal(err)
+	}
+	checkAllUp(t, l, 3)
+	rejoined := history.Mono()
+	if got := numbers(t, view(t, l, victim))[victim]; uint32(got) != victimNum {
+		t.Errorf("%s came back as node %d, was %d", victim, got, victimNum)
+	}
+	t.Logf("%s is back (node %d) after %s", victim, victimNum, time.Duration(rejoined-killed).Round(time.Millisecond))
+	goOn(rejoined, "the rejoin")
+
+	// Stop: every hammer must finish on its own.
+	stopped, stopAt := time.Now(), history.Mono()
+	for _, h := range survivors {
+		_ = h.stdin.Close()
+	}
+	for _, h := range runs {
+		select {
+		case <-h.done:
+		case <-time.After(time.Until(stopped.Add(60 * time.Second))):
+			t.Errorf("%s: the hammer hangs: still running 60s after it was told to stop; stderr: %s", h.node, h.stderr.String())
+			_ = h.cmd.Process.Kill()
+		}
+	}
+
+	var all []history.Record
+	for _, h := range runs {
+		recs := h.snapshot()
+		all = append(all, recs...)
+		h.mu.Lock()
+		startAt, garbage, herr, finished := h.startAt, h.garbage, h.err, h.finished
+		h.mu.Unlock()
+		if len(garbage) > 0 {
+			t.Errorf("%s: %d lines of the hammer are not records, first %q", h.node, len(garbage), garbage[0])
+		}
+		var start *history.Record
+		dones, cs := 0, 0
+		for i, r := range recs {
+			switch r.Kind {
+			case history.KindStart:
+				start = &recs[i]
+			case history.KindDone:
+				dones++
+			case history.KindCS:
+				cs++
+			case history.KindError:
+				if h != dead {
+					t.Errorf("%s: client %d: %s: %s", h.node, r.ID.Client, r.Res, r.Msg)
+				}
+			}
+		}
+		// The checker compares times across nodes: the clock must be one.
+		if start == nil || start.Mono < h.started || start.Mono > startAt {
+			t.Fatalf("%s: the hammer's CLOCK_MONOTONIC is not the host's (start %+v, host between %d and %d): the interval check is void", h.node, start, h.started, startAt)
+		}
+		if h == dead {
+			t.Logf("%s (killed): %d critical sections, the last %s the kill", h.node, cs, lastBefore(recs, killedAt))
+			continue
+		}
+		if herr != nil || dones != clients {
+			t.Errorf("%s: hammer exited with %v, %d of %d clients done; stderr: %s", h.node, herr, dones, clients, h.stderr.String())
+		}
+		t.Logf("%s: %d critical sections, %d after the kill, %d after the rejoin; stopped %s after being told",
+			h.node, cs, h.countCS(killed, ""), h.countCS(rejoined, ""), finished.Sub(stopped).Round(time.Millisecond))
+	}
+
+	bad, stats := history.Check(all, killedAt)
+	names := make([]string, 0, len(stats))
+	for name := range stats {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		st := stats[name]
+		t.Logf("%s: %d critical sections, %d read a value block not valid (rebuilt from the log), counter at %d", name, st.Sections, st.Invalid, st.Last)
+	}
+	logInvalid(t, all, []phase{{"the kill", killedAt}, {"the rejoin", rejoined}, {"the hammers were told to stop", stopAt}})
+	if first := firstAfter(all, hot, killed); first > 0 {
+		t.Logf("first grant of %q after the kill: %s after the power cut", hot, time.Duration(first-killedAt).Round(time.Millisecond))
+	}
+	if gap, at := longestPause(all, hot, restartAt); gap > 0 {
+		t.Logf("longest pause between grants of %q after the restart began: %s, %s after it", hot,
+			time.Duration(gap).Round(time.Millisecond), time.Duration(at-restartAt).Round(time.Millisecond))
+	}
+	for _, b := range bad {
+		t.Error(b)
+	}
+
+	// The lab is whole again and every node can lock the hot resource.
+	if err := l.WaitUnitsActive(ctxFor(t, time.Minute), victim, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if out, err := l.Exec(ctxFor(t, time.Minute), n.Name, "ssi", "lock", "--timeout", "30s", ls, hot, "--", "true"); err != nil {
+			t.Errorf("%s: lock %q after %s came back: %v\n%s", n.Name, hot, victim, err, out)
+		}
+	}
+}
+
+// lastBefore describes the last critical section in recs that began
+// before t.
+func lastBefore(recs []history.Record, t int64) string {
+	var last *history.Record
+	for i, r := range recs {
+		if r.Kind == history.KindCS && r.T0 < t && (last == nil || r.T0 > last.T0) {
+			last = &recs[i]
+		}
+	}
+	if last == nil {
+		return "(none)"
+	}
+	return fmt.Sprintf("%s on %s, %s before", last.ID, last.Res, time.Duration(t-last.T0).Round(time.Microsecond))
+}
+
+// longestPause returns the longest time between the end of a critical
+// section on res and the start of the next one, among those that began
+// after from, and when that pause began.
+func longestPause(recs []history.Record, res string, from int64) (gap, at int64) {
+	var cs []history.Record
+	for _, r := range recs {
+		if r.Kind == history.KindCS && r.Res == res && r.T0 > from {
+			cs = append(cs, r)
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].T0 < cs[j].T0 })
+	for i := 1; i < len(cs); i++ {
+		if g := cs[i].T0 - cs[i-1].T1; g > gap {
+			gap, at = g, cs[i-1].T1
+		}
+	}
+	return gap, at
+}
+
+// phase is a moment of the run (CLOCK_MONOTONIC).
+type phase struct {
+	name string
+	at   int64
+}
+
+// logInvalid lists the grants that read a value block marked not valid,
+// with when they came (relative to the latest of phases, in order, before
+// them).
+func logInvalid(t *testing.T, recs []history.Record, phases []phase) {
+	t.Helper()
+	var inv []history.Record
+	for _, r := range recs {
+		if r.Kind == history.KindCS && !r.Valid {
+			inv = append(inv, r)
+		}
+	}
+	sort.Slice(inv, func(i, j int) bool { return inv[i].T0 < inv[j].T0 })
+	for i, r := range inv {
+		if i == 10 {
+			t.Logf("... %d more", len(inv)-i)
+			break
+		}
+		when := "before the kill"
+		for _, p := range phases {
+			if r.T0 > p.at {
+				when = fmt.Sprintf("%s after %s", time.Duration(r.T0-p.at).Round(time.Millisecond), p.name)
+			}
+		}
+		t.Logf("%s: %s read a value block not valid %s (it rebuilt %d)", r.Res, r.ID, when, r.Wrote)
+	}
+}
+
+// firstAfter is the start of the first critical section on res after t,
+// or 0.
+func firstAfter(recs []history.Record, res string, t int64) int64 {
+	var first int64
+	for _, r := range recs {
+		if r.Kind == history.KindCS && r.Res == res && r.T0 > t && (first == 0 || r.T0 < first) {
+			first = r.T0
+		}
+	}
+	return first
+}
