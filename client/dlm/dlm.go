@@ -307,9 +307,23 @@ func (c *Client) Err() error {
 // holder that ignores them only delays the waiter).
 func (c *Client) Blocking() <-chan Blocking { return c.bast }
 
-// Close ends the session: every lock of it is released at once
-// (Persistent ones stay as orphans).
+// closeWait bounds how long Close waits for dlmd to take the requests
+// already sent.
+const closeWait = 2 * time.Second
+
+// Close ends the session: dlmd first takes every request already sent (an
+// Unlock with WriteValue just before Close is not lost), then every lock of
+// the session is released at once (Persistent ones stay as orphans).
 func (c *Client) Close() error {
+	c.sendMu.Lock()
+	_ = c.stream.CloseSend()
+	c.sendMu.Unlock()
+	t := time.NewTimer(closeWait)
+	select {
+	case <-c.done:
+	case <-t.C:
+	}
+	t.Stop()
 	c.cancel()
 	<-c.done
 	return c.conn.Close()

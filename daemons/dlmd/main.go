@@ -50,7 +50,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		DeadlockInterval: cfg.Dlmd.DeadlockInterval,
 		Lease:            cfg.Dlmd.Lease,
 		Source:           src,
-		Lookup:           func(n uint32) (string, error) { return rpc.Lookup(client, "dlmd", int(n)) },
+		Lookup:           func(n uint32) (string, error) { return rpc.LookupRegistered(client, "dlmd", int(n)) },
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
 		Log:              log,
 	})

@@ -103,6 +103,38 @@ func Lookup(client *api.Client, daemon string, node int) (string, error) {
 	return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, ErrNoPeer)
 }
 
+// LookupRegistered returns the "ip:port" of daemon on node: the healthy
+// instance when there is one, else the instance registered there whatever
+// its checks say. After a node restarts, the Consul servers can report its
+// services' checks as critical for tens of seconds after they pass on the
+// node itself; a caller that retries its dials and authenticates the peer
+// (mutual TLS) loses nothing by trying the registered address. The error
+// wraps [ErrNoPeer] when nothing is registered.
+func LookupRegistered(client *api.Client, daemon string, node int) (string, error) {
+	name := ServiceName(daemon)
+	q := &api.QueryOptions{Filter: fmt.Sprintf("Service.Meta.%s == %q", MetaNode, strconv.Itoa(node))}
+	entries, _, err := client.Health().Service(name, "", false, q)
+	if err != nil {
+		return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, err)
+	}
+	sortByNode(entries)
+	registered := ""
+	for _, e := range entries {
+		if n, ok := entryNode(e); ok && n == node {
+			if e.Checks.AggregatedStatus() == api.HealthPassing {
+				return entryAddr(e), nil
+			}
+			if registered == "" {
+				registered = entryAddr(e)
+			}
+		}
+	}
+	if registered != "" {
+		return registered, nil
+	}
+	return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, ErrNoPeer)
+}
+
 // Peers returns the healthy instances of daemon by node number ("ip:port").
 // Instances without a valid node number are left out; when two claim the
 // same number (a misconfiguration), the one on the alphabetically first

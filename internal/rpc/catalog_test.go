@@ -80,6 +80,16 @@ func TestRegisterLookupPeers(t *testing.T) {
 	if _, err := Lookup(client, "vprocd", 5); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("Lookup of a daemon failing its check: %v, want ErrNoPeer", err)
 	}
+	// LookupRegistered still finds it (its checks may only lag).
+	if addr, err := LookupRegistered(client, "vprocd", 5); err != nil || addr != net.JoinHostPort("127.0.0.1", strconv.Itoa(deadPort)) {
+		t.Errorf("LookupRegistered of a daemon failing its check = %q, %v", addr, err)
+	}
+	if addr, err := LookupRegistered(client, "clmsd", 3); err != nil || addr != want {
+		t.Errorf("LookupRegistered of a healthy daemon = %q, %v, want %s", addr, err, want)
+	}
+	if _, err := LookupRegistered(client, "vprocd", 6); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("LookupRegistered of nothing: %v, want ErrNoPeer", err)
+	}
 
 	if err := dereg(); err != nil {
 		t.Fatal(err)

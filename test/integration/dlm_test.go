@@ -388,3 +388,50 @@ func TestDlmSsiLock(t *testing.T) {
 	}
 	t.Logf("ssi locks:\n%s", out)
 }
+
+// TestDlmUnlockThenClose: Unlock does not wait for dlmd, so a session that
+// writes the value block on unlock and closes at once must still have
+// its write taken before its session ends (else the next holder reads the
+// value block as not valid). The reader keeps an NL lock on every resource,
+// as VMS wants to keep a value block when no one else holds the resource.
+// The resources are mastered on both nodes.
+func TestDlmUnlockThenClose(t *testing.T) {
+	c := startDlm(t, 2, 0)
+	ctx := ctxFor(t, 60*time.Second)
+	reader := dlmClient(t, ctx, c.Nodes[1])
+	for i := range 4 {
+		if _, err := reader.Lock(ctx, "close", fmt.Sprintf("r%d", i), dlm.NL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 40 {
+		res := fmt.Sprintf("r%d", i%4)
+		w, err := dlm.New(ctx, dlm.WithSocket(c.Nodes[0].DlmdSocket()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := w.Lock(ctx, "close", res, dlm.EX, dlm.ValueBlock())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v dlm.Value
+		copy(v[:], fmt.Sprintf("round %d", i))
+		if err := l.Unlock(ctx, dlm.WriteValue(v)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := reader.Lock(ctx, "close", res, dlm.PR, dlm.ValueBlock())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, valid, ok := r.Value()
+		if !ok || !valid || got != v {
+			t.Fatalf("round %d: the next holder read %q (valid %v, read %v), want %q", i, got[:8], valid, ok, v[:8])
+		}
+		if err := r.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
