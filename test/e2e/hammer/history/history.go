@@ -158,6 +158,10 @@ func Check(recs []Record, killedAt int64) ([]string, map[string]Stats) {
 				st.Invalid++
 				if r.T0 < killedAt {
 					report("%s: %s read a value block marked not valid before any node was lost", name, r.ID)
+				} else if st.Invalid > 1 {
+					// The lost node's holder invalidates it once; the
+					// reader rebuilds it, and no one else dies.
+					report("%s: %s read a value block marked not valid again after the loss (a write was lost)", name, r.ID)
 				}
 			} else {
 				wantCount, wantBy := uint64(0), ID{}

@@ -66,6 +66,12 @@ func TestCheck(t *testing.T) {
 			// node 2 held it (unlogged) and died: invalid next.
 			cs(3, 1, "a", 50, 60, false, 9, id(2, 1), 2),
 		}, 45, ""},
+		{"invalid twice after the kill", []Record{
+			good[0], good[1],
+			cs(3, 1, "a", 50, 60, false, 0, ID{}, 2),
+			cs(1, 2, "a", 70, 80, true, 2, id(3, 1), 3),
+			cs(2, 2, "a", 90, 95, false, 0, ID{}, 4),
+		}, 45, "not valid again"},
 		{"logged twice", []Record{good[0], good[0]}, 1000, "logged twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
