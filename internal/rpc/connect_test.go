@@ -62,7 +62,7 @@ func TestConnectSourceMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreign := newTestCA(t, "foreign")
-	fCert, fKey := foreign.issue(t, svcID(roots.TrustDomain, "openssi-dlmd"))
+	fCert, fKey := foreign.Issue(t, svcID(roots.TrustDomain, "openssi-dlmd"))
 	tests := []struct {
 		name  string
 		certs []tls.Certificate

@@ -13,11 +13,11 @@ const fileTD = "openssi.test"
 func TestFileSourceMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "cluster ca")
-	sCert, sKey := ca.issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca.issue(t, svcID(fileTD, "openssi-dlmd"))
-	scfg := writeFiles(t, dir, "server", sCert, sKey, ca.pem)
+	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	scfg := writeFiles(t, dir, "server", sCert, sKey, ca.PEM)
 	scfg.TrustDomain = fileTD
-	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca.pem)
+	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca.PEM)
 	ccfg.TrustDomain = fileTD
 	server, err := NewFileSource(scfg)
 	if err != nil {
@@ -46,8 +46,8 @@ func TestFileSourceMutualTLS(t *testing.T) {
 	}
 
 	// A client the server rejects learns it from Dial.
-	tdCert0, tdKey0 := ca.issue(t, svcID("other.test", "openssi-dlmd"))
-	outsider, err := NewFileSource(writeFiles(t, dir, "outsider", tdCert0, tdKey0, ca.pem))
+	tdCert0, tdKey0 := ca.Issue(t, svcID("other.test", "openssi-dlmd"))
+	outsider, err := NewFileSource(writeFiles(t, dir, "outsider", tdCert0, tdKey0, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +57,9 @@ func TestFileSourceMutualTLS(t *testing.T) {
 
 	// The server refuses clients that are not cluster members.
 	other := newTestCA(t, "other ca")
-	oCert, oKey := other.issue(t, svcID(fileTD, "openssi-dlmd"))
-	webCert, webKey := ca.issue(t, svcID(fileTD, "web"))
-	tdCert, tdKey := ca.issue(t, svcID("other.test", "openssi-dlmd"))
+	oCert, oKey := other.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	webCert, webKey := ca.Issue(t, svcID(fileTD, "web"))
+	tdCert, tdKey := ca.Issue(t, svcID("other.test", "openssi-dlmd"))
 	refusals := []struct {
 		name  string
 		certs []tls.Certificate
@@ -82,11 +82,11 @@ func TestFileSourceReload(t *testing.T) {
 	ca1 := newTestCA(t, "ca1")
 	ca2 := newTestCA(t, "ca2")
 
-	sCert, sKey := ca1.issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca1.issue(t, svcID(fileTD, "openssi-dlmd"))
-	scfg := writeFiles(t, dir, "server", sCert, sKey, ca1.pem)
+	sCert, sKey := ca1.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	cCert, cKey := ca1.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	scfg := writeFiles(t, dir, "server", sCert, sKey, ca1.PEM)
 	scfg.CheckInterval = -1 // check the files at every handshake
-	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca1.pem)
+	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca1.PEM)
 	server, err := NewFileSource(scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +102,8 @@ func TestFileSourceReload(t *testing.T) {
 
 	// The cluster moves to ca2. The server picks the new files up by
 	// itself; the client still has ca1 material and is now refused.
-	sCert2, sKey2 := ca2.issue(t, svcID(fileTD, "openssi-clmsd"))
-	writeFiles(t, dir, "server", sCert2, sKey2, ca2.pem)
+	sCert2, sKey2 := ca2.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	writeFiles(t, dir, "server", sCert2, sKey2, ca2.PEM)
 	future := time.Now().Add(time.Minute) // a sure mtime change
 	for _, f := range []string{scfg.CertFile, scfg.KeyFile, scfg.CAFile} {
 		if err := os.Chtimes(f, future, future); err != nil {
@@ -129,8 +129,8 @@ func TestFileSourceReload(t *testing.T) {
 	}
 
 	// The explicit Reload of the client brings it to ca2 as well.
-	cCert2, cKey2 := ca2.issue(t, svcID(fileTD, "openssi-dlmd"))
-	writeFiles(t, dir, "client", cCert2, cKey2, ca2.pem)
+	cCert2, cKey2 := ca2.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	writeFiles(t, dir, "client", cCert2, cKey2, ca2.PEM)
 	if err := client.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -142,9 +142,9 @@ func TestFileSourceReload(t *testing.T) {
 func TestNewFileSourceErrors(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	good, goodKey := ca.issue(t, svcID(fileTD, "openssi-clmsd"))
-	web, webKey := ca.issue(t, svcID(fileTD, "web"))
-	_, otherKey := ca.issue(t, svcID(fileTD, "openssi-clmsd"))
+	good, goodKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	web, webKey := ca.Issue(t, svcID(fileTD, "web"))
+	_, otherKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
 	tests := []struct {
 		name string
 		cfg  func() FileConfig
@@ -153,9 +153,9 @@ func TestNewFileSourceErrors(t *testing.T) {
 		{"missing files", func() FileConfig {
 			return FileConfig{CertFile: dir + "/none.crt", KeyFile: dir + "/none.key", CAFile: dir + "/none-ca.crt"}
 		}},
-		{"key does not match", func() FileConfig { return writeFiles(t, dir, "mismatch", good, otherKey, ca.pem) }},
+		{"key does not match", func() FileConfig { return writeFiles(t, dir, "mismatch", good, otherKey, ca.PEM) }},
 		{"no CA in ca_file", func() FileConfig { return writeFiles(t, dir, "noca", good, goodKey, []byte("nothing")) }},
-		{"certificate names no openssi service", func() FileConfig { return writeFiles(t, dir, "web", web, webKey, ca.pem) }},
+		{"certificate names no openssi service", func() FileConfig { return writeFiles(t, dir, "web", web, webKey, ca.PEM) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,13 +13,13 @@ import (
 func TestCallDeadlines(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	sCert, sKey := ca.issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca.issue(t, svcID(fileTD, "openssi-dlmd"))
-	server, err := NewFileSource(writeFiles(t, dir, "s", sCert, sKey, ca.pem))
+	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	server, err := NewFileSource(writeFiles(t, dir, "s", sCert, sKey, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := NewFileSource(writeFiles(t, dir, "c", cCert, cKey, ca.pem))
+	client, err := NewFileSource(writeFiles(t, dir, "c", cCert, cKey, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +71,8 @@ func TestCallDeadlines(t *testing.T) {
 func TestDialUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	c, k := ca.issue(t, svcID(fileTD, "openssi-dlmd"))
-	src, err := NewFileSource(writeFiles(t, dir, "c", c, k, ca.pem))
+	c, k := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	src, err := NewFileSource(writeFiles(t, dir, "c", c, k, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}

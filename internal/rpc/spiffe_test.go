@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/openssi/openssi/internal/rpc/rpctest"
 )
 
 func TestParseSPIFFEID(t *testing.T) {
@@ -105,9 +107,9 @@ func TestVerifyPeer(t *testing.T) {
 	ca := newTestCA(t, "ca")
 	other := newTestCA(t, "other ca")
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	leaf := func(ca *testCA, uris ...string) []*x509.Certificate {
-		certPEM, keyPEM := ca.issue(t, uris...)
+	roots.AddCert(ca.Cert)
+	leaf := func(ca *rpctest.CA, uris ...string) []*x509.Certificate {
+		certPEM, keyPEM := ca.Issue(t, uris...)
 		c := tlsCert(t, certPEM, keyPEM)
 		x, err := x509.ParseCertificate(c.Certificate[0])
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
@@ -62,7 +63,15 @@ type inStream struct {
 	features uint32
 	log      *sendLog
 	recv     recvState
+	// since is when the link was made here.
+	since time.Time
 }
+
+// staleLinkWindow is how long after a node's new dlmd made a link here a
+// stream of an earlier dlmd of the node (a lower incarnation) is taken
+// for one that was still connecting when that dlmd fenced, and refused.
+// Later, a lower incarnation is a restart whose clock went back.
+const staleLinkWindow = 5 * time.Second
 
 // out returns the link to node, opening it.
 func (s *Server) out(node uint32) *peerOut {
@@ -213,6 +222,13 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	select {
+	case <-p.done:
+		// The link was closed while connecting (this dlmd fenced): no
+		// hello in its name may reach the master after the new dlmd's.
+		return false, errors.New("link closed")
+	default:
+	}
 	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
 		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
 		return false, err
@@ -264,7 +280,13 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 			continue
 		}
 		node := p.node
-		if p.recv.accept(m, func() { s.do(func() { s.onFromMaster(node, m) }) }) == gap {
+		if p.recv.accept(m, func() {
+			s.do(func() {
+				if s.peersOut[node] == p { // not for an earlier dlmd of ours
+					s.onFromMaster(node, m)
+				}
+			})
+		}) == gap {
 			cancel()
 			return true, fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
 		}
@@ -292,13 +314,27 @@ func (s *Server) ping(ctx context.Context, p *peerOut) {
 	}
 }
 
-// onConnected re-sends the marker of a recovery waiting at its barrier to
-// a new dlmd of the node: the one sent to the earlier dlmd is gone with it.
+// onConnected handles a new dlmd on p's node (the old one fenced or
+// restarted) met during a recovery.
 func (s *Server) onConnected(p *peerOut) {
-	if s.peersOut[p.node] != p || s.rec == nil || s.rec.plan != nil {
+	if s.peersOut[p.node] != p {
 		return
 	}
-	p.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(s.rec.id)}})
+	s.newIncarnation(p.node)
+}
+
+// newIncarnation runs the recovery in progress again, in the next round,
+// when node has a new dlmd: the marker sent to the earlier one is gone
+// with it, and what the recovery took from it (its acknowledgement,
+// copies, end of copies) is stale. The new dlmd joins the new round; a
+// recovery finished on the earlier dlmd's word would leave it waiting
+// forever, or rebuild locks nobody holds.
+func (s *Server) newIncarnation(node uint32) {
+	if s.rec == nil || !slices.Contains(s.rec.barrier.Members, node) {
+		return
+	}
+	s.log.WithFields(logrus.Fields{"node": node, "recovery": s.rec.id.String()}).Info("a new dlmd joins during the recovery: recovering again")
+	s.startRecovery(directory.ID{Epoch: s.rec.id.Epoch, Round: s.rec.id.Round + 1})
 }
 
 // Peer is the peer gRPC service, a thin adapter over Server.
@@ -340,12 +376,21 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.Peer
 // or a new dlmd, and the generation its new stream sends under.
 func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
 	in = s.peersIn[h.GetNode()]
+	if in != nil && h.GetIncarnation() < in.inc && time.Since(in.since) < staleLinkWindow {
+		// A stream of an earlier dlmd of the node, overtaken by its
+		// new dlmd's: it must not take the new dlmd's place.
+		return nil, 0
+	}
 	if in == nil || in.inc != h.GetIncarnation() || in.link != h.GetLink() {
+		renewed := in != nil && in.inc != h.GetIncarnation()
 		if in != nil {
 			in.log.close()
 		}
-		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog()}
+		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog(), since: time.Now()}
 		s.peersIn[in.node] = in
+		if renewed {
+			s.newIncarnation(in.node)
+		}
 	}
 	in.features = h.GetFeatures()
 	ack := h.GetAck()
@@ -355,15 +400,28 @@ func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
 	return in, in.log.rewind(ack)
 }
 
+// fromRequester hands on what a link brought, unless the link was closed
+// or replaced since (its messages were for an earlier dlmd of ours, or
+// came from an earlier one of the peer's).
+func (s *Server) fromRequester(in *inStream, m *dlmv1.PeerMessage) {
+	if s.peersIn[in.node] == in {
+		s.onFromRequester(in, m)
+	}
+}
+
 func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
 	var in *inStream
 	var gen uint64
 	var hello *dlmv1.PeerHello
 	if err := s.call(st.Context(), func() {
-		in, gen = s.attach(h)
-		hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+		if in, gen = s.attach(h); in != nil {
+			hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+		}
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
+	}
+	if in == nil {
+		return status.Errorf(codes.FailedPrecondition, "dlm: node %d has a newer dlmd than incarnation %d", h.GetNode(), h.GetIncarnation())
 	}
 	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: hello}}); err != nil {
 		return nil
@@ -382,6 +440,13 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 		if err != nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			// The link was closed (this dlmd fenced, or the link was
+			// replaced) or a newer stream carries it: end this one,
+			// pings included, so that the other side redials and meets
+			// what is there now.
+			return nil
+		}
 		if a := m.GetAck(); a != 0 {
 			in.log.ack(a)
 		}
@@ -394,11 +459,8 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 		if m.Msg == nil {
 			continue
 		}
-		if in.recv.accept(m, func() { s.do(func() { s.onFromRequester(in, m) }) }) == gap {
+		if in.recv.accept(m, func() { s.do(func() { s.fromRequester(in, m) }) }) == gap {
 			return status.Errorf(codes.DataLoss, "dlm: message %d from node %d after %d: the stream lost messages", m.GetSeq(), in.node, in.recv.received())
-		}
-		if ctx.Err() != nil {
-			return nil
 		}
 	}
 }

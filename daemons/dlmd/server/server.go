@@ -42,7 +42,7 @@ type Config struct {
 	DeadlockInterval time.Duration
 	// Source holds the inter-node TLS certificates.
 	Source rpc.Source
-	// Lookup returns the "ip:port" of node's dlmd (rpc.Lookup).
+	// Lookup returns the "ip:port" of node's dlmd (rpc.LookupRegistered).
 	Lookup func(node uint32) (string, error)
 	// Dial adds options to the peer connections (tests use it to cut
 	// the network).

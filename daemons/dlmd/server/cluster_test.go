@@ -1,0 +1,991 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+
+	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/internal/localapi"
+	"github.com/openssi/openssi/internal/rpc"
+	"github.com/openssi/openssi/internal/rpc/rpctest"
+)
+
+// This file runs several dlmd Servers in the test process, each with its
+// peer gRPC server (mutual TLS) on loopback and its local API on a Unix
+// socket, connected through a testNet that can break TCP streams and
+// partition nodes.
+
+// ---- the network ----
+
+// testNet dials the peer connections of every node. It knows which node
+// dials which, so it can break the streams between two nodes (both stay
+// UP: a redial works at once) or partition a node (its streams break and
+// no connection to or from it can be made until it heals).
+type testNet struct {
+	mu     sync.Mutex
+	addrs  map[string]uint32 // listener address -> node
+	conns  map[*netConn]bool
+	parted map[uint32]bool
+	cuts   int // connections closed by cut or partition
+}
+
+func newTestNet() *testNet {
+	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}}
+}
+
+// netConn is a peer connection from one node to another.
+type netConn struct {
+	net.Conn
+	from, to uint32
+	n        *testNet
+}
+
+func (c *netConn) Close() error {
+	c.n.mu.Lock()
+	delete(c.n.conns, c)
+	c.n.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// dialer returns the gRPC context dialer of node from.
+func (n *testNet) dialer(from uint32) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		n.mu.Lock()
+		to, ok := n.addrs[addr]
+		blocked := n.parted[from] || n.parted[to]
+		n.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("testnet: no node at %s", addr)
+		}
+		if blocked {
+			return nil, fmt.Errorf("testnet: node %d -> %d: partitioned", from, to)
+		}
+		var d net.Dialer
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		c := &netConn{Conn: raw, from: from, to: to, n: n}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.parted[from] || n.parted[to] { // partitioned while dialling
+			_ = raw.Close()
+			return nil, fmt.Errorf("testnet: node %d -> %d: partitioned", from, to)
+		}
+		n.conns[c] = true
+		return c, nil
+	}
+}
+
+// closeWhere closes the live connections match selects; n.mu is held.
+func (n *testNet) closeWhere(match func(c *netConn) bool) int {
+	var out []*netConn
+	for c := range n.conns {
+		if match(c) {
+			out = append(out, c)
+			delete(n.conns, c)
+		}
+	}
+	for _, c := range out {
+		_ = c.Conn.Close()
+	}
+	n.cuts += len(out)
+	return len(out)
+}
+
+// cut closes every live connection between a and b (either way).
+func (n *testNet) cut(a, b uint32) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closeWhere(func(c *netConn) bool { return c.from == a && c.to == b || c.from == b && c.to == a })
+}
+
+// partition cuts node off until heal.
+func (n *testNet) partition(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.parted[node] = true
+	n.closeWhere(func(c *netConn) bool { return c.from == node || c.to == node })
+}
+
+func (n *testNet) heal(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.parted, node)
+}
+
+func (n *testNet) closed() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cuts
+}
+
+// ---- certificates ----
+
+// source issues a dlmd leaf for node from ca and returns a FileSource over
+// it.
+func source(t *testing.T, ca *rpctest.CA, dir string, node uint32) rpc.Source {
+	t.Helper()
+	certPEM, keyPEM := ca.Issue(t, "spiffe://openssi.test/ns/default/dc/dc1/svc/"+ServiceName)
+	cfg := rpc.FileConfig{
+		CertFile: filepath.Join(dir, fmt.Sprintf("n%d.crt", node)),
+		KeyFile:  filepath.Join(dir, fmt.Sprintf("n%d.key", node)),
+		CAFile:   filepath.Join(dir, "ca.crt"),
+	}
+	for f, b := range map[string][]byte{cfg.CertFile: certPEM, cfg.KeyFile: keyPEM, cfg.CAFile: ca.PEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := rpc.NewFileSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// ---- the lockspace store ----
+
+// memStore is an in-memory LockspaceStore shared by the nodes.
+type memStore struct {
+	mu  sync.Mutex
+	cfg map[string]lockspace.Config
+}
+
+func (m *memStore) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
+	if err := ValidLockspace(name); err != nil {
+		return lockspace.Config{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.cfg[name]; ok {
+		return c, nil
+	}
+	c := lockspace.Config{UID: creator.UID, GID: creator.GID, System: strings.HasPrefix(name, SystemPrefix)}
+	if c.System && creator.UID != 0 {
+		return lockspace.Config{}, fmt.Errorf("dlm: create lockspace %q: root only: %w", name, lockspace.ErrAccess)
+	}
+	m.cfg[name] = c
+	return c, nil
+}
+
+// ---- logs ----
+
+// logBuf keeps the nodes' logs, shown when the test fails.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// fenceHook records when a node logs that it fenced.
+type fenceHook struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (h *fenceHook) Levels() []logrus.Level { return []logrus.Level{logrus.ErrorLevel} }
+
+func (h *fenceHook) Fire(e *logrus.Entry) error {
+	if strings.HasPrefix(e.Message, "fenced") {
+		h.mu.Lock()
+		h.times = append(h.times, e.Time)
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+func (h *fenceHook) list() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.times...)
+}
+
+// ---- the cluster ----
+
+type testNode struct {
+	num    uint32
+	srv    *Server
+	addr   string
+	socket string
+	ready  chan struct{}
+	fences *fenceHook
+}
+
+type testCluster struct {
+	t     *testing.T
+	net   *testNet
+	nodes map[uint32]*testNode
+	nums  []uint32
+}
+
+type clusterOpts struct {
+	lease time.Duration
+}
+
+// startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
+// and waits until each can grant.
+func startCluster(t *testing.T, n int, o clusterOpts) *testCluster {
+	t.Helper()
+	if o.lease == 0 {
+		o.lease = 300 * time.Millisecond
+	}
+	dir := t.TempDir()
+	ca := rpctest.NewCA(t, "dlmd test CA")
+	tn := newTestNet()
+	store := &memStore{cfg: map[string]lockspace.Config{}}
+	logs := &logBuf{}
+	c := &testCluster{t: t, net: tn, nodes: map[uint32]*testNode{}}
+	for i := 1; i <= n; i++ {
+		c.nums = append(c.nums, uint32(i))
+	}
+	lookup := func(node uint32) (string, error) {
+		if nd := c.nodes[node]; nd != nil {
+			return nd.addr, nil
+		}
+		return "", fmt.Errorf("no node %d", node)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runs sync.WaitGroup
+	var grpcs []*grpc.Server
+	t.Cleanup(func() {
+		for _, g := range grpcs {
+			g.Stop()
+		}
+		cancel()
+		runs.Wait()
+		if t.Failed() {
+			out := logs.String()
+			if len(out) > 200000 {
+				out = "...\n" + out[len(out)-200000:]
+			}
+			t.Logf("dlmd logs:\n%s", out)
+		}
+	})
+	// Listeners first: Lookup must know every address before any dial.
+	lns := map[uint32]net.Listener{}
+	for _, num := range c.nums {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[num] = ln
+		c.nodes[num] = &testNode{num: num, addr: ln.Addr().String(), ready: make(chan struct{}),
+			socket: filepath.Join(dir, fmt.Sprintf("%d.sock", num)), fences: &fenceHook{}}
+		tn.addrs[ln.Addr().String()] = num
+	}
+	for _, num := range c.nums {
+		nd := c.nodes[num]
+		logger := logrus.New()
+		logger.SetOutput(logs)
+		logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
+		logger.SetLevel(logrus.InfoLevel)
+		if os.Getenv("DLMD_TEST_DEBUG") != "" {
+			logger.SetLevel(logrus.DebugLevel)
+		}
+		logger.AddHook(nd.fences)
+		nd.srv = New(Config{
+			Node:             num,
+			Incarnation:      uint64(time.Now().UnixNano()),
+			DeadlockInterval: 100 * time.Millisecond,
+			Source:           source(t, ca, dir, num),
+			Lookup:           lookup,
+			Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(tn.dialer(num)))},
+			Lease:            o.lease,
+			Lockspaces:       store,
+			Log:              logger.WithField("node", num),
+		})
+		peer := rpc.NewServer(nd.srv.cfg.Source)
+		NewPeer(nd.srv).Register(peer)
+		grpcs = append(grpcs, peer)
+		go func(ln net.Listener) { _ = peer.Serve(ln) }(lns[num])
+
+		lln, _, err := localapi.Listen(nd.socket, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+		NewAPI(nd.srv).Register(local)
+		grpcs = append(grpcs, local)
+		go func() { _ = local.Serve(lln) }()
+
+		runs.Add(1)
+		go func() {
+			defer runs.Done()
+			var once sync.Once
+			_ = nd.srv.Run(ctx, nil, func() { once.Do(func() { close(nd.ready) }) })
+		}()
+	}
+	for _, num := range c.nums {
+		c.nodes[num].srv.Start(1, c.nums)
+	}
+	for _, num := range c.nums {
+		select {
+		case <-c.nodes[num].ready:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("node %d not ready after 10s", num)
+		}
+	}
+	return c
+}
+
+// client opens a lock session on node; it is closed at the end of the test.
+func (c *testCluster) client(ctx context.Context, node uint32) *dlm.Client {
+	c.t.Helper()
+	cl, err := dlm.New(ctx, dlm.WithSocket(c.nodes[node].socket))
+	if err != nil {
+		c.t.Fatalf("session on node %d: %v", node, err)
+	}
+	c.t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// fences returns how many times node fenced (from its loop).
+func (c *testCluster) fences(node uint32) int {
+	var n int
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s := c.nodes[node].srv
+	if err := s.call(ctx, func() { n = s.fences }); err != nil {
+		c.t.Fatalf("node %d: %v", node, err)
+	}
+	return n
+}
+
+// dump returns the locks of a lockspace on every node's master tables.
+func (c *testCluster) dump(ls string) []*lockInfoAt {
+	var out []*lockInfoAt
+	for _, num := range c.nums {
+		s := c.nodes[num].srv
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.call(ctx, func() {
+			for _, r := range s.dump(ls) {
+				for _, l := range r.GetLocks() {
+					out = append(out, &lockInfoAt{master: num, res: r.GetName(), node: l.GetNode(), client: l.GetClient(),
+						state: lockspace.LockState(l.GetState())})
+				}
+			}
+		})
+		cancel()
+		if err != nil {
+			c.t.Fatalf("dump node %d: %v", num, err)
+		}
+	}
+	return out
+}
+
+type lockInfoAt struct {
+	master uint32
+	res    string
+	node   uint32
+	client uint64
+	state  lockspace.LockState
+}
+
+// waitFor polls cond every few milliseconds until it holds.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resourceMasteredOn returns a resource name of ls that node masters
+// among members.
+func resourceMasteredOn(members []uint32, ls string, node uint32, prefix string) string {
+	for i := 0; ; i++ {
+		r := fmt.Sprintf("%s%d", prefix, i)
+		if directory.Master(members, ls, r) == node {
+			return r
+		}
+	}
+}
+
+func counterOf(v dlm.Value) int64 {
+	return int64(v[0]) | int64(v[1])<<8 | int64(v[2])<<16 | int64(v[3])<<24
+}
+
+func putCounter(v *dlm.Value, n int64) {
+	v[0], v[1], v[2], v[3] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
+}
+
+// ---- the tests ----
+
+// TestLinksSurviveBrokenStreams: clients on every node hammer a few
+// resources with EX locks, counting their critical sections in the value
+// blocks, while the TCP streams between random pairs of nodes keep being
+// broken (the nodes stay UP and redial at once). The links must carry
+// every message once and in order across the reconnections: nothing
+// hangs, no two holders overlap, no increment is lost, and no node loses
+// its lease.
+func TestLinksSurviveBrokenStreams(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "links"
+	resources := []string{"hot", "r1", "r2", "r3"}
+	type resState struct {
+		holders atomic.Int64 // EX holders inside the critical section now
+		done    atomic.Int64 // completed critical sections
+	}
+	st := map[string]*resState{}
+	for _, r := range resources {
+		st[r] = &resState{}
+	}
+	const perNode = 3
+	var clients []*dlm.Client
+	for _, num := range c.nums {
+		for range perNode {
+			cl := c.client(ctx, num)
+			// NL locks keep the resources, and so their value blocks,
+			// alive between holders.
+			for _, r := range resources {
+				if _, err := cl.Lock(ctx, ls, r, dlm.NL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clients = append(clients, cl)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var loops atomic.Int64
+	for w, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer loops.Add(1)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := resources[0]
+				if i%2 == 1 {
+					r = resources[1+(w+i)%3]
+				}
+				s := st[r]
+				lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+				l, err := cl.Lock(lctx, ls, r, dlm.EX, dlm.ValueBlock())
+				lcancel()
+				if err != nil {
+					t.Errorf("worker %d (node %d): lock %s: %v", w, cl.Node(), r, err)
+					return
+				}
+				if h := s.holders.Add(1); h != 1 {
+					t.Errorf("mutual exclusion violated on %s: %d EX holders", r, h)
+				}
+				v, valid, ok := l.Value()
+				if !ok || !valid {
+					t.Errorf("worker %d: %s: value block read %v, valid %v", w, r, ok, valid)
+				}
+				n := s.done.Load()
+				if got := counterOf(v); got != n {
+					t.Errorf("worker %d: %s: value block counts %d critical sections, %d completed", w, r, got, n)
+				}
+				putCounter(&v, n+1)
+				s.done.Store(n + 1)
+				s.holders.Add(-1)
+				if err := l.Unlock(ctx, dlm.WriteValue(v)); err != nil {
+					t.Errorf("worker %d: unlock %s: %v", w, r, err)
+					return
+				}
+			}
+		}()
+	}
+	// Break streams between random pairs for ~2s.
+	rnd := mrand.New(mrand.NewPCG(1, uint64(time.Now().UnixNano())))
+	pairs := [][2]uint32{{1, 2}, {1, 3}, {2, 3}}
+	cuts := 0
+	end := time.Now().Add(2 * time.Second)
+	for time.Now().Before(end) && !t.Failed() {
+		time.Sleep(time.Duration(50+rnd.IntN(51)) * time.Millisecond)
+		p := pairs[rnd.IntN(len(pairs))]
+		c.net.cut(p[0], p[1])
+		cuts++
+	}
+	close(stop)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("workers hang: %d of %d finished", loops.Load(), len(clients))
+	}
+	// The value blocks as the masters keep them.
+	check := c.client(ctx, 1)
+	total := int64(0)
+	for _, r := range resources {
+		l, err := check.Lock(ctx, ls, r, dlm.EX, dlm.ValueBlock())
+		if err != nil {
+			t.Fatalf("final lock %s: %v", r, err)
+		}
+		v, valid, _ := l.Value()
+		if n := st[r].done.Load(); !valid || counterOf(v) != n {
+			t.Errorf("%s: value block %d (valid %v), %d critical sections completed", r, counterOf(v), valid, n)
+		}
+		total += st[r].done.Load()
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, cl := range clients {
+		select {
+		case <-cl.Done():
+			t.Errorf("client %d (node %d): session ended: %v", i, cl.Node(), cl.Err())
+		default:
+		}
+	}
+	for _, num := range c.nums {
+		if f := c.fences(num); f != 0 {
+			t.Errorf("node %d fenced %d times", num, f)
+		}
+	}
+	if total < 100 {
+		t.Errorf("only %d critical sections in all", total)
+	}
+	t.Logf("%d cuts closed %d connections; %d critical sections", cuts, c.net.closed(), total)
+}
+
+// TestPartitionedNodeIsFencedBeforeItsLocksAreGranted: node 3's client
+// holds EX on a resource, node 1's client waits for it; node 3 is
+// partitioned and, at once, declared DOWN to nodes 1 and 2 (node 3 hears
+// nothing). Node 3 must fence (its client's session ends with ErrLost)
+// before node 1's client is granted the lock. After the heal and NODEUP
+// node 3 serves again and its old session holds nothing.
+func TestPartitionedNodeIsFencedBeforeItsLocksAreGranted(t *testing.T) {
+	for _, master := range []uint32{3, 1} {
+		t.Run(fmt.Sprintf("master%d", master), func(t *testing.T) {
+			testPartitionFence(t, master)
+		})
+	}
+}
+
+func testPartitionFence(t *testing.T, master uint32) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ls = "fence"
+	r := resourceMasteredOn(c.nums, ls, master, "res")
+	c3 := c.client(ctx, 3)
+	if _, err := c3.Lock(ctx, ls, r, dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c1 := c.client(ctx, 1)
+	type grant struct {
+		l   *dlm.Lock
+		err error
+		at  time.Time
+	}
+	granted := make(chan grant, 1)
+	go func() {
+		l, err := c1.Lock(ctx, ls, r, dlm.EX)
+		granted <- grant{l, err, time.Now()}
+	}()
+	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
+		for _, li := range c.dump(ls) {
+			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
+				return true
+			}
+		}
+		return false
+	})
+	fenced := make(chan time.Time, 1)
+	go func() {
+		<-c3.Done()
+		fenced <- time.Now()
+	}()
+
+	c.net.partition(3)
+	// clmsd declares node 3 DOWN to the others; node 3 is cut off.
+	c.nodes[1].srv.Membership(2, 3, false)
+	c.nodes[2].srv.Membership(2, 3, false)
+
+	var fenceObserved time.Time
+	select {
+	case fenceObserved = <-fenced:
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 3 did not fence within 5s")
+	}
+	if err := c3.Err(); !errors.Is(err, dlm.ErrLost) {
+		t.Fatalf("node 3's session ended with %v, want ErrLost", err)
+	}
+	var g grant
+	select {
+	case g = <-granted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 1's client was not granted within 5s of the partition")
+	}
+	if g.err != nil {
+		t.Fatalf("node 1's lock: %v", g.err)
+	}
+	if !fenceObserved.Before(g.at) {
+		t.Errorf("node 1 was granted at %v, before node 3's client saw the fence at %v", g.at.Format("15:04:05.000000"), fenceObserved.Format("15:04:05.000000"))
+	}
+	if fs := c.nodes[3].fences.list(); len(fs) == 0 || !fs[0].Before(g.at) {
+		t.Errorf("node 3 fenced at %v; node 1 was granted at %v", fs, g.at.Format("15:04:05.000000"))
+	}
+	t.Logf("fence seen %v before the grant", g.at.Sub(fenceObserved))
+
+	// Heal; clmsd then brings node 3 back at epoch 3, and tells node 3
+	// the events it missed.
+	c.net.heal(3)
+	c.nodes[1].srv.Membership(3, 3, true)
+	c.nodes[2].srv.Membership(3, 3, true)
+	c.nodes[3].srv.Membership(2, 3, false)
+	c.nodes[3].srv.Membership(3, 3, true)
+
+	n3 := c.client(ctx, 3)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	l, err := n3.Lock(lctx, ls, "after-heal", dlm.EX)
+	lcancel()
+	if err != nil {
+		t.Fatalf("node 3 after the heal: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Node 1 steps down to NL (and waits for the master to agree): the
+	// resource must then be free for EX: node 3's old lock did not come
+	// back with node 3.
+	if err := g.l.Convert(ctx, dlm.NL); err != nil {
+		t.Fatalf("node 1 convert to NL: %v", err)
+	}
+	c2 := c.client(ctx, 2)
+	if _, err := c2.Lock(ctx, ls, r, dlm.EX, dlm.NoQueue()); err != nil {
+		t.Fatalf("node 2 EX NoQueue on %s after the heal: %v", r, err)
+	}
+	for _, li := range c.dump(ls) {
+		if li.node == 3 && li.client == c3.Owner() {
+			t.Errorf("node 3's fenced session still has a lock on %s (master %d)", li.res, li.master)
+		}
+	}
+}
+
+// TestNodeDownSelfFences: a node that is told it is DOWN fences at once:
+// its clients' sessions end with ErrLost; what they held goes to the
+// others; it serves again once UP.
+func TestNodeDownSelfFences(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ls = "selffence"
+	r := resourceMasteredOn(c.nums, ls, 3, "res")
+	c2 := c.client(ctx, 2)
+	if _, err := c2.Lock(ctx, ls, r, dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c1 := c.client(ctx, 1)
+	granted := make(chan error, 1)
+	go func() {
+		_, err := c1.Lock(ctx, ls, r, dlm.EX)
+		granted <- err
+	}()
+	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
+		for _, li := range c.dump(ls) {
+			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	c.nodes[2].srv.Membership(2, 2, false)
+	select {
+	case <-c2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 2's session did not end within 5s of its NODEDOWN")
+	}
+	took := time.Since(start)
+	if err := c2.Err(); !errors.Is(err, dlm.ErrLost) {
+		t.Fatalf("node 2's session ended with %v, want ErrLost", err)
+	}
+	if took >= c.nodes[2].srv.cfg.Lease {
+		t.Errorf("node 2's session ended %v after its NODEDOWN: not at once", took)
+	}
+	c.nodes[1].srv.Membership(2, 2, false)
+	c.nodes[3].srv.Membership(2, 2, false)
+	select {
+	case err := <-granted:
+		if err != nil {
+			t.Fatalf("node 1's lock: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 1's client was not granted within 5s")
+	}
+	for _, num := range c.nums {
+		c.nodes[num].srv.Membership(3, 2, true)
+	}
+	n2 := c.client(ctx, 2)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	l, err := n2.Lock(lctx, ls, "after", dlm.EX)
+	lcancel()
+	if err != nil {
+		t.Fatalf("node 2 after NODEUP: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node 2's session ended %v after its NODEDOWN", took)
+}
+
+// TestShortPartitionFencesAndRejoins: node 3 is cut off for longer than
+// the lease but too briefly for the membership to change. It fences; once
+// healed it rejoins as a new dlmd, and what its old session held goes to
+// the waiter on node 1.
+func TestShortPartitionFencesAndRejoins(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ls = "short"
+	r := resourceMasteredOn(c.nums, ls, 2, "res")
+	c3 := c.client(ctx, 3)
+	if _, err := c3.Lock(ctx, ls, r, dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c1 := c.client(ctx, 1)
+	granted := make(chan error, 1)
+	go func() {
+		_, err := c1.Lock(ctx, ls, r, dlm.EX)
+		granted <- err
+	}()
+	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
+		for _, li := range c.dump(ls) {
+			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
+				return true
+			}
+		}
+		return false
+	})
+	c.net.partition(3)
+	select {
+	case <-c3.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 3 did not fence within 5s")
+	}
+	if err := c3.Err(); !errors.Is(err, dlm.ErrLost) {
+		t.Fatalf("node 3's session ended with %v, want ErrLost", err)
+	}
+	c.net.heal(3)
+	select {
+	case err := <-granted:
+		if err != nil {
+			t.Fatalf("node 1's lock: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("node 1's client was not granted within 10s of the heal")
+	}
+	n3 := c.client(ctx, 3)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	l, err := n3.Lock(lctx, ls, "after-heal", dlm.EX)
+	lcancel()
+	if err != nil {
+		t.Fatalf("node 3 after the heal: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeadlockAcrossNodesIsBroken: two owners on two nodes each hold what
+// the other waits for, on resources mastered on different nodes: one of
+// the requests is refused with ErrDeadlock, the other is granted once the
+// victim's owner gives way.
+func TestDeadlockAcrossNodesIsBroken(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ls = "deadlock"
+	x := resourceMasteredOn(c.nums, ls, 2, "x")
+	y := resourceMasteredOn(c.nums, ls, 3, "y")
+	a := c.client(ctx, 1)
+	b := c.client(ctx, 2)
+	la, err := a.Lock(ctx, ls, x, dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Lock(ctx, ls, y, dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		who string
+		err error
+	}
+	res := make(chan result, 2)
+	go func() {
+		_, err := a.Lock(ctx, ls, y, dlm.EX)
+		res <- result{"a", err}
+	}()
+	go func() {
+		_, err := b.Lock(ctx, ls, x, dlm.EX)
+		res <- result{"b", err}
+	}()
+	start := time.Now()
+	var first result
+	select {
+	case first = <-res:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deadlock was not broken within 10s")
+	}
+	if !errors.Is(first.err, dlm.ErrDeadlock) {
+		t.Fatalf("first result (%s): %v, want ErrDeadlock", first.who, first.err)
+	}
+	t.Logf("deadlock broken after %v", time.Since(start))
+	if first.who == "a" {
+		_ = la.Unlock(ctx)
+	} else {
+		_ = lb.Unlock(ctx)
+	}
+	select {
+	case second := <-res:
+		if second.err != nil {
+			t.Fatalf("second request (%s): %v", second.who, second.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the survivor was not granted within 10s")
+	}
+}
+
+// TestRepeatedPartitionsConverge: nodes are cut off, one or two at a
+// time, for random spans around the lease, with no membership change
+// (too short for clmsd to notice), while a client on every node keeps
+// locking. Nodes fence and come back as new dlmd, sometimes in the middle
+// of each other's recoveries or while their links reconnect. Once the
+// network heals, every node must serve again and nothing may be left
+// held by a session that is gone.
+func TestRepeatedPartitionsConverge(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "churn"
+	resources := []string{"a", "b", "c"}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := mrand.New(mrand.NewPCG(seed, 7))
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var grants atomic.Int64
+	for _, num := range c.nums {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var cl *dlm.Client
+			defer func() {
+				if cl != nil {
+					_ = cl.Close()
+				}
+			}()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if cl == nil || cl.Err() != nil {
+					if cl != nil {
+						_ = cl.Close()
+					}
+					var err error
+					if cl, err = dlm.New(ctx, dlm.WithSocket(c.nodes[num].socket)); err != nil {
+						t.Errorf("node %d: new session: %v", num, err)
+						return
+					}
+				}
+				lctx, lcancel := context.WithTimeout(ctx, time.Second)
+				l, err := cl.Lock(lctx, ls, resources[i%len(resources)], dlm.EX)
+				lcancel()
+				switch {
+				case err == nil:
+					grants.Add(1)
+					_ = l.Unlock(ctx)
+				case errors.Is(err, dlm.ErrLost), errors.Is(err, context.DeadlineExceeded):
+				default:
+					t.Errorf("node %d: lock: %v", num, err)
+					return
+				}
+			}
+		}()
+	}
+
+	for range 6 {
+		a := c.nums[rnd.IntN(len(c.nums))]
+		c.net.partition(a)
+		if rnd.IntN(3) == 0 {
+			b := c.nums[rnd.IntN(len(c.nums))]
+			time.Sleep(time.Duration(rnd.IntN(150)) * time.Millisecond)
+			c.net.partition(b)
+			time.Sleep(time.Duration(rnd.IntN(400)) * time.Millisecond)
+			c.net.heal(b)
+		}
+		time.Sleep(time.Duration(100+rnd.IntN(500)) * time.Millisecond)
+		c.net.heal(a)
+		time.Sleep(time.Duration(rnd.IntN(300)) * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	fences := 0
+	for _, num := range c.nums {
+		fences += c.fences(num)
+	}
+	t.Logf("%d grants during the partitions; %d fences", grants.Load(), fences)
+
+	// Every node serves, and every resource is free (the sessions above
+	// are closed): no lock of a gone session was left behind.
+	for _, num := range c.nums {
+		cl := c.client(ctx, num)
+		for _, r := range append([]string{fmt.Sprintf("after%d", num)}, resources...) {
+			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+			l, err := cl.Lock(lctx, ls, r, dlm.EX)
+			lcancel()
+			if err != nil {
+				t.Fatalf("node %d, %s after the heal: %v\nlocks: %s", num, r, err, c.describe(ls))
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// describe lists the locks of ls on every master, for failure messages.
+func (c *testCluster) describe(ls string) string {
+	var b strings.Builder
+	for _, li := range c.dump(ls) {
+		fmt.Fprintf(&b, "\n  %s on master %d: node %d client %d state %v", li.res, li.master, li.node, li.client, li.state)
+	}
+	return b.String()
+}
