@@ -51,6 +51,10 @@ type session struct {
 	cred   lockspace.Cred
 	q      *queue[*dlmv1.ServerMessage]
 	closed bool // loop-owned
+	// unlocking counts the session's unlocks in flight by master, and
+	// parked holds its requests waiting for them (loop-owned; see park).
+	unlocking map[uint32]int
+	parked    []*pending
 	// lost: the node fenced; the session's locks are gone.
 	lost atomic.Bool
 }
@@ -271,6 +275,7 @@ func (s *Server) sessionExit(ss *session) {
 	ss.closed = true
 	ss.q.close()
 	delete(s.sessions, ss.id)
+	ss.parked = nil // their copies go with the session's below
 	masters := map[uint32]bool{}
 	for id, cl := range s.locks {
 		if cl.sess != ss {

@@ -176,6 +176,11 @@ func (s *Server) connect(p *peerOut) {
 	}
 }
 
+// ackEvery is how many messages a link delivers before pump acknowledges
+// them in a message of its own; pings and pongs (every Lease/10) carry an
+// acknowledgement anyway, so the other side keeps at most that much.
+const ackEvery = 256
+
 // pump sends what log hands out for generation gen until the stream ends,
 // acknowledging along what recv has delivered.
 func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send func(*dlmv1.PeerMessage) error) {
@@ -185,7 +190,7 @@ func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send f
 		if !ok {
 			return
 		}
-		if n := recv.received(); n > acked {
+		if n := recv.received(); n >= acked+ackEvery {
 			acked = n
 			if err := send(&dlmv1.PeerMessage{Ack: n}); err != nil {
 				return

@@ -179,10 +179,10 @@ func (s *Server) copyPhase() {
 	// Requests to masters that are gone will not be answered: send them
 	// again after the recovery.
 	var lost []*pending
-	for tag, p := range s.pend {
+	for _, p := range s.pend {
 		if !slices.Contains(plan.New, p.master) || slices.Contains(plan.Lost, p.master) {
 			lost = append(lost, p)
-			delete(s.pend, tag)
+			s.dropPending(p)
 		}
 	}
 	slices.SortFunc(lost, func(a, b *pending) int { return int(a.tag) - int(b.tag) })

@@ -283,6 +283,9 @@ func (s *Server) submit(p *pending) {
 	id := s.installedID()
 	p.req.Epoch, p.req.Round = id.Epoch, id.Round
 	p.master = s.master(p.req.Lockspace, p.req.Resource)
+	if s.park(p) {
+		return
+	}
 	s.nextTag++
 	p.tag = s.nextTag
 	p.req.Tag = p.tag
@@ -293,8 +296,65 @@ func (s *Server) submit(p *pending) {
 		s.route(p.req.Lockspace, effs)
 		return
 	}
-	s.pend[p.tag] = p
+	s.addPending(p)
 	s.out(p.master).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
+}
+
+// park holds back a session's request while an unlock of the session is
+// in flight to another master, and everything after a held request.
+// Unlock does not wait for dlmd, so without this the session's next
+// request could wait at one master while another still shows the session
+// holding what it released: the wait-for graph would show a cycle that
+// does not exist, and a request would fail as a deadlock victim. An
+// unlock and the next request to the same master keep their order on the
+// link and need not wait.
+func (s *Server) park(p *pending) bool {
+	ss := p.sess
+	if ss == nil {
+		return false
+	}
+	hold := len(ss.parked) > 0
+	if !hold && (p.req.Op == dlmv1.Op_OP_LOCK || p.req.Op == dlmv1.Op_OP_CONVERT) {
+		for m, n := range ss.unlocking {
+			if n > 0 && m != p.master {
+				hold = true
+				break
+			}
+		}
+	}
+	if hold {
+		ss.parked = append(ss.parked, p)
+	}
+	return hold
+}
+
+// addPending files a request sent to a remote master.
+func (s *Server) addPending(p *pending) {
+	s.pend[p.tag] = p
+	if ss := p.sess; ss != nil && p.req.Op == dlmv1.Op_OP_UNLOCK {
+		if ss.unlocking == nil {
+			ss.unlocking = map[uint32]int{}
+		}
+		ss.unlocking[p.master]++
+	}
+}
+
+// dropPending unfiles a request (answered, or to be sent again after a
+// recovery) and sends what its session held back for it.
+func (s *Server) dropPending(p *pending) {
+	delete(s.pend, p.tag)
+	ss := p.sess
+	if ss == nil || p.req.Op != dlmv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
+		return
+	}
+	if ss.unlocking[p.master]--; ss.unlocking[p.master] == 0 {
+		delete(ss.unlocking, p.master)
+	}
+	parked := ss.parked
+	ss.parked = nil
+	for _, q := range parked {
+		s.submit(q)
+	}
 }
 
 // ownEffect takes out of effs the effect deciding req's own lock (granted
@@ -580,7 +640,7 @@ func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
 		if p == nil || p.master != node {
 			return
 		}
-		delete(s.pend, p.tag)
+		s.dropPending(p)
 		var own *lockspace.Effect
 		if pe := m.Reply.GetEffect(); pe != nil {
 			e := effectFromProto(s.self, pe)
