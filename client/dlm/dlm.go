@@ -368,6 +368,9 @@ func (c *Client) recv() {
 				// Decided at once: the completion came with the reply.
 				l.complete(x.Reply.GetCompletion())
 			}
+			if ok && w.abandoned && w.lock != nil && x.Reply.GetStatus() == dlmv1.Status_STATUS_OK {
+				go w.lock.drop()
+			}
 			if ok {
 				w.ch <- x.Reply
 			}
@@ -395,6 +398,9 @@ func (c *Client) recv() {
 type waiter struct {
 	ch   chan *dlmv1.Reply
 	lock *Lock // a new lock, filed when the reply names it
+	// abandoned: the caller gave up before the reply; a new lock it
+	// names is cancelled (or released, if granted) when it comes.
+	abandoned bool
 }
 
 // roundTrip sends a request and waits for its reply. A new lock l is filed
@@ -427,8 +433,26 @@ func (c *Client) roundTrip(ctx context.Context, m *dlmv1.ClientMessage, l ...*Lo
 		return r, nil
 	case <-ctx.Done():
 		// The reply will still come; nobody waits for it.
+		c.mu.Lock()
+		if w, ok := c.wait[m.Tag]; ok {
+			w.abandoned = true
+			c.wait[m.Tag] = w
+		}
+		c.mu.Unlock()
 		return nil, ctx.Err()
 	}
+}
+
+// drop gets rid of a lock whose Lock call gave up before dlmd named it:
+// the request is cancelled, or the lock released if it was granted.
+func (l *Lock) drop() {
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r, _ := l.await(gone); r.granted {
+		_ = l.Unlock(context.Background())
+		return
+	}
+	l.c.forget(l)
 }
 
 // post sends a request nobody waits for (dlmd answers it only with a

@@ -435,3 +435,37 @@ func TestDlmUnlockThenClose(t *testing.T) {
 		}
 	}
 }
+
+// TestDlmAbandonedLock: a Lock whose ctx ends before dlmd's reply must
+// not leave the request behind to be granted to the session later: the
+// library cancels it (or releases the grant) once the reply names it.
+func TestDlmAbandonedLock(t *testing.T) {
+	c := startDlm(t, 2, 0)
+	ctx := ctxFor(t, 60*time.Second)
+	a := dlmClient(t, ctx, c.Nodes[0])
+	b := dlmClient(t, ctx, c.Nodes[1])
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	for i := range 20 {
+		if l, err := a.Lock(gone, "abandon", fmt.Sprintf("r%d", i%4), dlm.EX); err == nil {
+			_ = l.Unlock(ctx) // a grant that won the race is a grant
+		} else if !errors.Is(err, context.Canceled) {
+			t.Fatalf("lock %d with a cancelled ctx: %v", i, err)
+		}
+	}
+	for i := range 4 {
+		res := fmt.Sprintf("r%d", i)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l, err := b.Lock(ctx, "abandon", res, dlm.EX, dlm.NoQueue())
+			if err == nil {
+				_ = l.Unlock(ctx)
+				break
+			}
+			if !errors.Is(err, dlm.ErrWouldBlock) || time.Now().After(deadline) {
+				t.Fatalf("%s is still held by the session that gave up on it: %v", res, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
