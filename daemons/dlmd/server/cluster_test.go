@@ -440,6 +440,54 @@ func putCounter(v *dlm.Value, n int64) {
 	v[0], v[1], v[2], v[3] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
 }
 
+// grant is how a queued Lock call ended, and when.
+type grant struct {
+	l   *dlm.Lock
+	err error
+	at  time.Time
+}
+
+// contend has a client on holder take r in EX and a client on node 1 ask
+// for it too; it returns once node 1's request waits on the master, with
+// the holder's client and where node 1's grant will come.
+func (c *testCluster) contend(t *testing.T, ctx context.Context, ls, r string, holder uint32) (*dlm.Client, <-chan grant) {
+	t.Helper()
+	h := c.client(ctx, holder)
+	if _, err := h.Lock(ctx, ls, r, dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c1 := c.client(ctx, 1)
+	granted := make(chan grant, 1)
+	go func() {
+		l, err := c1.Lock(ctx, ls, r, dlm.EX)
+		granted <- grant{l, err, time.Now()}
+	}()
+	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
+		for _, li := range c.dump(ls) {
+			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
+				return true
+			}
+		}
+		return false
+	})
+	return h, granted
+}
+
+// lockFresh checks that a new client on node can lock and unlock res
+// (within 10s); what names the step in the failure.
+func (c *testCluster) lockFresh(t *testing.T, ctx context.Context, node uint32, ls, res, what string) {
+	t.Helper()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	l, err := c.client(ctx, node).Lock(lctx, ls, res, dlm.EX)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // ---- the tests ----
 
 // TestLinksSurviveBrokenStreams: clients on every node hammer a few
@@ -599,29 +647,7 @@ func testPartitionFence(t *testing.T, master uint32) {
 	defer cancel()
 	const ls = "fence"
 	r := resourceMasteredOn(c.nums, ls, master, "res")
-	c3 := c.client(ctx, 3)
-	if _, err := c3.Lock(ctx, ls, r, dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	c1 := c.client(ctx, 1)
-	type grant struct {
-		l   *dlm.Lock
-		err error
-		at  time.Time
-	}
-	granted := make(chan grant, 1)
-	go func() {
-		l, err := c1.Lock(ctx, ls, r, dlm.EX)
-		granted <- grant{l, err, time.Now()}
-	}()
-	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
-		for _, li := range c.dump(ls) {
-			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
-				return true
-			}
-		}
-		return false
-	})
+	c3, granted := c.contend(t, ctx, ls, r, 3)
 	fenced := make(chan time.Time, 1)
 	go func() {
 		<-c3.Done()
@@ -667,16 +693,7 @@ func testPartitionFence(t *testing.T, master uint32) {
 	c.nodes[3].srv.Membership(2, 3, false)
 	c.nodes[3].srv.Membership(3, 3, true)
 
-	n3 := c.client(ctx, 3)
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	l, err := n3.Lock(lctx, ls, "after-heal", dlm.EX)
-	lcancel()
-	if err != nil {
-		t.Fatalf("node 3 after the heal: %v", err)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c.lockFresh(t, ctx, 3, ls, "after-heal", "node 3 after the heal")
 	// Node 1 steps down to NL (and waits for the master to agree): the
 	// resource must then be free for EX: node 3's old lock did not come
 	// back with node 3.
@@ -703,24 +720,7 @@ func TestNodeDownSelfFences(t *testing.T) {
 	defer cancel()
 	const ls = "selffence"
 	r := resourceMasteredOn(c.nums, ls, 3, "res")
-	c2 := c.client(ctx, 2)
-	if _, err := c2.Lock(ctx, ls, r, dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	c1 := c.client(ctx, 1)
-	granted := make(chan error, 1)
-	go func() {
-		_, err := c1.Lock(ctx, ls, r, dlm.EX)
-		granted <- err
-	}()
-	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
-		for _, li := range c.dump(ls) {
-			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
-				return true
-			}
-		}
-		return false
-	})
+	c2, granted := c.contend(t, ctx, ls, r, 2)
 	start := time.Now()
 	c.nodes[2].srv.Membership(2, 2, false)
 	select {
@@ -738,9 +738,9 @@ func TestNodeDownSelfFences(t *testing.T) {
 	c.nodes[1].srv.Membership(2, 2, false)
 	c.nodes[3].srv.Membership(2, 2, false)
 	select {
-	case err := <-granted:
-		if err != nil {
-			t.Fatalf("node 1's lock: %v", err)
+	case g := <-granted:
+		if g.err != nil {
+			t.Fatalf("node 1's lock: %v", g.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("node 1's client was not granted within 5s")
@@ -748,16 +748,7 @@ func TestNodeDownSelfFences(t *testing.T) {
 	for _, num := range c.nums {
 		c.nodes[num].srv.Membership(3, 2, true)
 	}
-	n2 := c.client(ctx, 2)
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	l, err := n2.Lock(lctx, ls, "after", dlm.EX)
-	lcancel()
-	if err != nil {
-		t.Fatalf("node 2 after NODEUP: %v", err)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c.lockFresh(t, ctx, 2, ls, "after", "node 2 after NODEUP")
 	t.Logf("node 2's session ended %v after its NODEDOWN", took)
 }
 
@@ -771,24 +762,7 @@ func TestShortPartitionFencesAndRejoins(t *testing.T) {
 	defer cancel()
 	const ls = "short"
 	r := resourceMasteredOn(c.nums, ls, 2, "res")
-	c3 := c.client(ctx, 3)
-	if _, err := c3.Lock(ctx, ls, r, dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	c1 := c.client(ctx, 1)
-	granted := make(chan error, 1)
-	go func() {
-		_, err := c1.Lock(ctx, ls, r, dlm.EX)
-		granted <- err
-	}()
-	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
-		for _, li := range c.dump(ls) {
-			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
-				return true
-			}
-		}
-		return false
-	})
+	c3, granted := c.contend(t, ctx, ls, r, 3)
 	c.net.partition(3)
 	select {
 	case <-c3.Done():
@@ -800,23 +774,14 @@ func TestShortPartitionFencesAndRejoins(t *testing.T) {
 	}
 	c.net.heal(3)
 	select {
-	case err := <-granted:
-		if err != nil {
-			t.Fatalf("node 1's lock: %v", err)
+	case g := <-granted:
+		if g.err != nil {
+			t.Fatalf("node 1's lock: %v", g.err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("node 1's client was not granted within 10s of the heal")
 	}
-	n3 := c.client(ctx, 3)
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	l, err := n3.Lock(lctx, ls, "after-heal", dlm.EX)
-	lcancel()
-	if err != nil {
-		t.Fatalf("node 3 after the heal: %v", err)
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c.lockFresh(t, ctx, 3, ls, "after-heal", "node 3 after the heal")
 }
 
 // TestDeadlockAcrossNodesIsBroken: two owners on two nodes each hold what
