@@ -367,17 +367,8 @@ func (c *testCluster) client(ctx context.Context, node uint32) *dlm.Client {
 	return cl
 }
 
-// fences returns how many times node fenced (from its loop).
-func (c *testCluster) fences(node uint32) int {
-	var n int
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s := c.nodes[node].srv
-	if err := s.call(ctx, func() { n = s.fences }); err != nil {
-		c.t.Fatalf("node %d: %v", node, err)
-	}
-	return n
-}
+// fences returns how many times node fenced (its "fenced" log entries).
+func (c *testCluster) fences(node uint32) int { return len(c.nodes[node].fences.list()) }
 
 // dump returns the locks of a lockspace on every node's master tables.
 func (c *testCluster) dump(ls string) []*lockInfoAt {

@@ -146,7 +146,6 @@ func (s *Server) checkLease() {
 // fence drops everything this node holds, tells its clients, and starts
 // over as a new dlmd incarnation.
 func (s *Server) fence(why string) {
-	s.fences++
 	s.log.WithFields(logrus.Fields{"reason": why, "sessions": len(s.sessions), "locks": len(s.locks)}).
 		Error("fenced: this node's locks are dropped and its clients told; rejoining as a new dlmd")
 	for id, ss := range s.sessions {

@@ -91,7 +91,6 @@ type Server struct {
 	nextSess  uint64
 	nextLink  uint64
 	readyDone bool
-	fences    int
 
 	// base is the origin of s.mono().
 	base time.Time
