@@ -1,16 +1,25 @@
 // Package directory is dlmd's pure resource directory and recovery rules:
-// which node masters a resource (rendezvous hashing over the members of a
-// membership epoch), and the decisions of the recovery that runs on every
-// membership change (which resources move, whose locks are lost, when the
-// barrier is complete). Nothing here has goroutines, sockets or clocks;
-// daemons/dlmd/server carries the decisions out.
+// which node is a resource's directory node (rendezvous hashing over the
+// members of a membership epoch), the directory table a directory node
+// keeps (Table: first-requester mastering, as in fs/dlm), and the
+// decisions of the recovery that runs on every membership change (which
+// resources move, whose locks are lost, when the barrier is complete).
+// Nothing here has goroutines, sockets or clocks; daemons/dlmd/server
+// carries the decisions out.
+//
+// # Masters
+//
+// The master of a resource is the first node that asked for it: a node
+// that does not know a resource's master asks its directory node (Master
+// over the members), whose Table makes the asking node the master when
+// the resource has none. The master keeps the resource while it has locks
+// and for a while after, then gives it up (Table.Remove), and the next
+// requester masters it. A resource used from one node is therefore
+// mastered there and its locks need no network.
 //
 // # The rule for NODEUP, NODEDOWN and NODELEAVE
 //
-// The directory of a recovery is the set of nodes UP at its membership
-// epoch. Every change of that set — a node down, a node leaving, a node
-// coming up — runs the same recovery, so a joining node takes over, at
-// once, the resources that hash to it:
+// Every change of the set of UP nodes runs the same recovery:
 //
 //  1. Every dlmd stops granting and tells every member "stopped at
 //     (epoch, round)" on the channel it uses for requests, after the
@@ -20,15 +29,18 @@
 //     owners has arrived: its copies of its own locks are exact.
 //  2. Every node learns from the acknowledgements every member's last
 //     completed recovery and incarnation, and all compute the same Plan.
-//     A resource moves when its master under the old directory differs
-//     from its master under the new one, or the old master is lost (down,
-//     left, or its dlmd restarted). Each node sends the copies of its locks
-//     on moving resources to their new masters (and a live old master the
-//     value block it gives up), then "copies done".
-//  3. A master that has "copies done" from every member drops the
-//     resources it no longer masters, drops the locks of lost nodes on the
-//     resources it keeps (lockspace.DropNode), rebuilds the resources it
-//     gained (lockspace.Rebuild) and resumes granting.
+//     A resource moves only when its master is lost (down, left, or its
+//     dlmd restarted); its new master is the hash winner among the new
+//     members (Plan.NewMaster), so nobody has to ask. A node that joins
+//     takes over nothing. Each node sends the copies of its locks on
+//     moving resources to their new masters and, since the directory
+//     nodes change with the members, registers with each resource's new
+//     directory node the master of every resource it masters and of every
+//     moving resource it holds a lock on; then "copies done".
+//  3. A master that has "copies done" from every member drops the locks
+//     of lost nodes on the resources it keeps (lockspace.DropNode),
+//     rebuilds the resources it gained (lockspace.Rebuild), installs the
+//     new directory table and resumes granting.
 //
 // If the members do not agree on the last completed recovery (a recovery
 // was cut short by another membership change on some nodes only), the

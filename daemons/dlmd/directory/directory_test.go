@@ -89,23 +89,37 @@ func TestMakePlan(t *testing.T) {
 func TestMoves(t *testing.T) {
 	down := MakePlan(ID{4, 0}, []Report{{Node: 1, Incarnation: 1, Last: ID{3, 0}, HasLast: true}, {Node: 2, Incarnation: 2, Last: ID{3, 0}, HasLast: true}}).
 		WithOld(Completed{ID: ID{3, 0}, Members: map[NodeID]uint64{1: 1, 2: 2, 3: 3}}, true)
-	moved := 0
-	for i := range 300 {
+	restarted := MakePlan(ID{4, 1}, []Report{{Node: 1, Incarnation: 1, Last: ID{3, 0}, HasLast: true}, {Node: 2, Incarnation: 9}, {Node: 3, Incarnation: 3, Last: ID{3, 0}, HasLast: true}}).
+		WithOld(Completed{ID: ID{3, 0}, Members: map[NodeID]uint64{1: 1, 2: 2, 3: 3}}, true)
+	joined := MakePlan(ID{5, 0}, []Report{{Node: 1, Incarnation: 1, Last: ID{3, 0}, HasLast: true}, {Node: 2, Incarnation: 2, Last: ID{3, 0}, HasLast: true}, {Node: 4, Incarnation: 4}}).
+		WithOld(Completed{ID: ID{3, 0}, Members: map[NodeID]uint64{1: 1, 2: 2}}, true)
+	noOld := MakePlan(ID{4, 0}, []Report{{Node: 1, Incarnation: 1, Last: ID{3, 0}, HasLast: true}, {Node: 2, Incarnation: 2, Last: ID{3, 0}, HasLast: true}})
+	for _, tc := range []struct {
+		name   string
+		plan   Plan
+		master NodeID
+		moves  bool
+	}{
+		{"master down", down, 3, true},
+		{"master survives", down, 1, false},
+		{"other master survives", down, 2, false},
+		{"master restarted", restarted, 2, true},
+		{"master kept across a restart elsewhere", restarted, 3, false},
+		{"a node joins: nothing moves", joined, 1, false},
+		{"a node joins: nothing moves (2)", joined, 2, false},
+		{"unknown master", down, 0, true},
+		{"no old directory", noOld, 1, true},
+		{"full", Plan{Full: true, Old: []NodeID{1}, New: []NodeID{1}}, 1, true},
+	} {
+		if got := tc.plan.Moves(tc.master); got != tc.moves {
+			t.Errorf("%s: Moves(%d) = %v, want %v", tc.name, tc.master, got, tc.moves)
+		}
+	}
+	for i := range 100 {
 		r := fmt.Sprintf("r%d", i)
-		old := Master([]NodeID{1, 2, 3}, "ls", r)
-		if got := down.Moves("ls", r); got != (old == 3) {
-			t.Fatalf("%s (old master %d): moves %v", r, old, got)
+		if m := down.NewMaster("ls", r); m != 1 && m != 2 {
+			t.Fatalf("%s: new master %d is not a survivor", r, m)
 		}
-		if old == 3 {
-			moved++
-		}
-	}
-	if moved == 0 {
-		t.Fatal("nothing was mastered on the dead node")
-	}
-	full := Plan{Full: true}
-	if !full.Moves("a", "b") {
-		t.Fatal("full plan keeps a resource")
 	}
 }
 

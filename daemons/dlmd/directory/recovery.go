@@ -122,14 +122,22 @@ func (p Plan) WithOld(last Completed, ok bool) Plan {
 	return p
 }
 
-// Moves reports whether the resource changes master in this recovery (its
-// copies go to the new master, which rebuilds it).
-func (p Plan) Moves(lockspace, resource string) bool {
-	if p.Full || len(p.Old) == 0 {
+// Moves reports whether a resource mastered on master before the recovery
+// changes master: when the plan is Full, or its master is lost (master 0:
+// not known). Its copies then go to NewMaster, which rebuilds it. A
+// resource whose master stays keeps it, whoever joins.
+func (p Plan) Moves(master NodeID) bool {
+	if p.Full || len(p.Old) == 0 || master == 0 {
 		return true
 	}
-	old := Master(p.Old, lockspace, resource)
-	return slices.Contains(p.Lost, old) || old != Master(p.New, lockspace, resource)
+	return slices.Contains(p.Lost, master) || !slices.Contains(p.New, master)
+}
+
+// NewMaster is the master of a moving resource after the recovery: the
+// rendezvous-hash winner among the new members, on which every member
+// agrees without asking.
+func (p Plan) NewMaster(lockspace, resource string) NodeID {
+	return Master(p.New, lockspace, resource)
 }
 
 // Barrier follows one recovery's two waits: the marker acknowledgements

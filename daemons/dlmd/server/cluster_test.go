@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/dlm"
-	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
@@ -248,6 +247,7 @@ type testCluster struct {
 
 type clusterOpts struct {
 	lease time.Duration
+	toss  time.Duration // 0: Config's default
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -319,6 +319,7 @@ func startCluster(t *testing.T, n int, o clusterOpts) *testCluster {
 			Lookup:           lookup,
 			Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(tn.dialer(num)))},
 			Lease:            o.lease,
+			Toss:             o.toss,
 			Lockspaces:       store,
 			Log:              logger.WithField("node", num),
 		})
@@ -412,15 +413,22 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// resourceMasteredOn returns a resource name of ls that node masters
-// among members.
-func resourceMasteredOn(members []uint32, ls string, node uint32, prefix string) string {
-	for i := 0; ; i++ {
-		r := fmt.Sprintf("%s%d", prefix, i)
-		if directory.Master(members, ls, r) == node {
-			return r
+// resourceMasteredOn makes node the master of a fresh resource of ls and
+// returns its name: mastering goes to the first requester, so a client of
+// node locks it first, and keeps an NL lock on it (compatible with every
+// mode) so that node stays its master.
+func (c *testCluster) resourceMasteredOn(t *testing.T, ctx context.Context, ls string, node uint32, prefix string) string {
+	t.Helper()
+	r := fmt.Sprintf("%s-on%d", prefix, node)
+	if _, err := c.client(ctx, node).Lock(ctx, ls, r, dlm.NL); err != nil {
+		t.Fatalf("NL lock on %s from node %d: %v", r, node, err)
+	}
+	for _, li := range c.dump(ls) {
+		if li.res == r && li.master != node {
+			t.Fatalf("%s is mastered on node %d, not on node %d, its first requester", r, li.master, node)
 		}
 	}
+	return r
 }
 
 func counterOf(v dlm.Value) int64 {
@@ -637,7 +645,7 @@ func testPartitionFence(t *testing.T, master uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ls = "fence"
-	r := resourceMasteredOn(c.nums, ls, master, "res")
+	r := c.resourceMasteredOn(t, ctx, ls, master, "res")
 	c3, granted := c.contend(t, ctx, ls, r, 3)
 	fenced := make(chan time.Time, 1)
 	go func() {
@@ -710,7 +718,7 @@ func TestNodeDownSelfFences(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ls = "selffence"
-	r := resourceMasteredOn(c.nums, ls, 3, "res")
+	r := c.resourceMasteredOn(t, ctx, ls, 3, "res")
 	c2, granted := c.contend(t, ctx, ls, r, 2)
 	start := time.Now()
 	c.nodes[2].srv.Membership(2, 2, false)
@@ -752,7 +760,7 @@ func TestShortPartitionFencesAndRejoins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ls = "short"
-	r := resourceMasteredOn(c.nums, ls, 2, "res")
+	r := c.resourceMasteredOn(t, ctx, ls, 2, "res")
 	c3, granted := c.contend(t, ctx, ls, r, 3)
 	c.net.partition(3)
 	select {
@@ -784,8 +792,8 @@ func TestDeadlockAcrossNodesIsBroken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ls = "deadlock"
-	x := resourceMasteredOn(c.nums, ls, 2, "x")
-	y := resourceMasteredOn(c.nums, ls, 3, "y")
+	x := c.resourceMasteredOn(t, ctx, ls, 2, "x")
+	y := c.resourceMasteredOn(t, ctx, ls, 3, "y")
 	a := c.client(ctx, 1)
 	b := c.client(ctx, 2)
 	la, err := a.Lock(ctx, ls, x, dlm.EX)

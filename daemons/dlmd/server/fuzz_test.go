@@ -3,17 +3,21 @@ package server
 import (
 	"io"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
 // FuzzPeerMessage feeds decoded peer messages (requests, effects, markers,
-// copies, exits) from node 2 through the handlers of a node-1 master, as a
-// peer's channel would: nothing may panic and the tables must stay sound.
+// copies, exits, lookups and their replies, removes) from node 2 through
+// the handlers of a node-1 master, as a peer's channel would: nothing may
+// panic and the tables must stay sound. Node 1 masters "a" and "b" of
+// lockspace "ls" and has lookup 1 out to node 2 for "c".
 func FuzzPeerMessage(f *testing.F) {
 	seeds := []*dlmv1.PeerMessage{
 		{Msg: &dlmv1.PeerMessage_Request{Request: &dlmv1.PeerRequest{Tag: 1, Epoch: 1, Op: dlmv1.Op_OP_LOCK, Lockspace: "ls", Resource: "a", Client: 1, LockId: 1, Mode: dlmv1.Mode_MODE_EX}}},
@@ -24,6 +28,12 @@ func FuzzPeerMessage(f *testing.F) {
 		{Msg: &dlmv1.PeerMessage_Effect{Effect: &dlmv1.PeerEffect{Lockspace: "ls", Kind: 1, LockId: 1}}, Seq: 1, Ack: 3},
 		{Msg: &dlmv1.PeerMessage_Marker{Marker: &dlmv1.Marker{Epoch: 1, Round: 2, Node: 2, PongAges: []*dlmv1.PongAge{{Node: 3, AgeNanos: 5}}}}},
 		{Msg: &dlmv1.PeerMessage_Ping{Ping: &dlmv1.Ping{SentNanos: 7}}},
+		{Msg: &dlmv1.PeerMessage_Lookup{Lookup: &dlmv1.Lookup{Tag: 3, Epoch: 1, Lockspace: "ls", Resource: "x"}}},
+		{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: &dlmv1.LookupReply{Tag: 1, Master: 2}}},
+		{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: &dlmv1.LookupReply{Tag: 1, Master: 1}}},
+		{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: &dlmv1.LookupReply{Tag: 1, Status: dlmv1.Status_STATUS_INVALID}}},
+		{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{Epoch: 1, Lockspace: "ls", Resource: "x"}}},
+		{Msg: &dlmv1.PeerMessage_Copies{Copies: &dlmv1.Copies{Epoch: 1, Lockspace: "ls", Dir: []*dlmv1.DirEntry{{Resource: "d", Master: 2}}}}},
 	}
 	for _, m := range seeds {
 		b, err := proto.Marshal(m)
@@ -45,6 +55,14 @@ func FuzzPeerMessage(f *testing.F) {
 		s.dir = []uint32{1, 2}
 		s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
 		s.haveLast = true
+		for _, r := range []string{"a", "b"} {
+			s.mastered[directory.Key{Lockspace: "ls", Resource: r}] = time.Now()
+		}
+		cl := &copyLock{ls: "ls", res: "c", key: lockspace.Key{Owner: lockspace.Owner{Node: 1, Client: 9}, ID: 9}}
+		s.locks[cl.key.ID] = cl
+		l := &lookup{key: directory.Key{Lockspace: "ls", Resource: "c"}, tag: 1, dir: 2, sent: true, waiting: []*pending{{tag: 5, lock: cl,
+			req: &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: "ls", Resource: "c", Client: 9, LockId: 9, Mode: dlmv1.Mode_MODE_PR}}}}
+		s.lookups[l.key], s.lookupTags[l.tag] = l, l
 		in := &inStream{node: 2, inc: 1, log: newSendLog()}
 		s.peersIn[2] = in
 		out := &peerOut{node: 2, log: newSendLog(), done: make(chan struct{})}

@@ -281,8 +281,8 @@ func (s *Server) sessionExit(ss *session) {
 		if cl.sess != ss {
 			continue
 		}
-		if cl.state != 0 {
-			masters[s.master(cl.ls, cl.res)] = true
+		if cl.state != 0 && cl.master != 0 {
+			masters[cl.master] = true
 		}
 		if cl.persistent && (cl.state == lockspace.StateGranted || cl.state == lockspace.StateConverting) {
 			cl.state, cl.rq, cl.deadline, cl.orphan, cl.sess = lockspace.StateGranted, 0, timeZero, true, nil

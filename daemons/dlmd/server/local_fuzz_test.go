@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/peer"
@@ -44,7 +45,8 @@ type localFixture struct {
 	lockMine uint64 // session 1's lock on local
 }
 
-// resourceOn returns a resource name that members hash to node.
+// resourceOn returns a resource name whose directory node (the hash
+// winner among members) is node.
 func resourceOn(members []uint32, ls string, node uint32) string {
 	for i := 0; ; i++ {
 		r := fmt.Sprintf("r%d", i)
@@ -66,6 +68,9 @@ func newLocalFixture(t testing.TB) *localFixture {
 	s.peersIn[2] = &inStream{node: 2, inc: 1, log: newSendLog()}
 	s.peersOut[2] = &peerOut{node: 2, log: newSendLog(), done: make(chan struct{})}
 	fx := &localFixture{s: s, a: NewAPI(s), local: resourceOn(s.dir, "ls", 1), remote: resourceOn(s.dir, "ls", 2)}
+	// Node 1 is the directory node of local, so its first lock makes it
+	// the master; remote is known to be mastered on node 2.
+	s.routes[directory.Key{Lockspace: "ls", Resource: fx.remote}] = &route{node: 2, used: time.Now()}
 	cred := lockspace.Cred{UID: 1000, GID: 1000}
 	for _, ss := range []**session{&fx.ss, &fx.ss2} {
 		s.nextSess++

@@ -1,8 +1,8 @@
 package server
 
 import (
-	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,6 +20,8 @@ type recovery struct {
 	plan    *directory.Plan
 	started time.Time
 	copies  map[string]*gained // by lockspace
+	// dir is this node's part of the new directory.
+	dir *directory.Table
 	// lastPong is, per lost node, the latest time a member can have
 	// answered its ping (from their markers).
 	lastPong map[uint32]time.Time
@@ -29,7 +31,7 @@ type recovery struct {
 
 func newRecovery(id directory.ID, members []uint32) *recovery {
 	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: time.Now(),
-		copies: map[string]*gained{}, lastPong: map[uint32]time.Time{}}
+		copies: map[string]*gained{}, dir: directory.NewTable(), lastPong: map[uint32]time.Time{}}
 }
 
 // gained collects the copies of a lockspace's resources this node will
@@ -38,12 +40,7 @@ type gained struct {
 	cfg   lockspace.Config
 	locks map[string][]lockspace.LockInfo
 	pids  map[lockspace.Owner]int32
-	lvbs  map[string]*dlmv1.ResourceLVB
 }
-
-// synthOwner holds the value block handed over by a live master for the
-// instant of a rebuild.
-var synthOwner = lockspace.Owner{Node: 0, Client: math.MaxUint64}
 
 // Membership applies a membership event (from clmsd) or, with up unset
 // and node 0, the view the daemon starts from.
@@ -187,6 +184,11 @@ func (s *Server) copyPhase() {
 	}
 	slices.SortFunc(lost, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
 	s.outbox = append(lost, s.outbox...)
+	// The directory nodes change: lookups are asked again after the
+	// recovery, and so is what waited for the next tick.
+	s.dropLookups()
+	s.outbox = append(s.outbox, s.retries...)
+	s.retries = nil
 	slices.SortStableFunc(s.outbox, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
 
 	type dest struct {
@@ -207,23 +209,35 @@ func (s *Server) copyPhase() {
 		}
 		return c
 	}
+	// The new directory: every resource that keeps its master is
+	// registered by that master, every moving one (with locks) by the
+	// holders of its locks, under the new master.
+	type entry struct {
+		k      directory.Key
+		master uint32
+	}
+	registered := map[entry]bool{}
+	register := func(k directory.Key, master uint32) {
+		e := entry{k, master}
+		if registered[e] {
+			return
+		}
+		registered[e] = true
+		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
+		c.Dir = append(c.Dir, &dlmv1.DirEntry{Resource: k.Resource, Master: master})
+	}
 	for _, cl := range s.locks {
-		if cl.state == 0 || !plan.Moves(cl.ls, cl.res) {
+		if cl.state == 0 || !plan.Moves(cl.master) {
 			continue
 		}
-		c := get(directory.Master(plan.New, cl.ls, cl.res), cl.ls)
+		to := plan.NewMaster(cl.ls, cl.res)
+		c := get(to, cl.ls)
 		c.Locks = append(c.Locks, cl.toProto())
+		register(directory.Key{Lockspace: cl.ls, Resource: cl.res}, to)
 	}
-	if !plan.Full {
-		for name, t := range s.tables {
-			for _, r := range t.Resources() {
-				if !plan.Moves(name, r) {
-					continue
-				}
-				lvb, valid, _ := t.LVB(r)
-				c := get(directory.Master(plan.New, name, r), name)
-				c.Lvbs = append(c.Lvbs, &dlmv1.ResourceLVB{Resource: r, Lvb: lvb[:], Valid: valid})
-			}
+	if !plan.Moves(s.self) {
+		for k := range s.mastered {
+			register(k, s.self)
 		}
 	}
 	keys := make([]dest, 0, len(out))
@@ -242,6 +256,7 @@ func (s *Server) copyPhase() {
 	for _, d := range keys {
 		c := out[d]
 		slices.SortFunc(c.Locks, func(a, b *dlmv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
+		slices.SortFunc(c.Dir, func(a, b *dlmv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
 		if d.node == s.self {
 			s.onCopies(s.self, c)
 		} else {
@@ -282,10 +297,20 @@ func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
 	if s.rec == nil || s.rec.id != id {
 		return
 	}
+	for _, d := range c.GetDir() {
+		k := directory.Key{Lockspace: c.GetLockspace(), Resource: d.GetResource()}
+		if !s.rec.dir.Set(k, d.GetMaster()) {
+			s.log.WithFields(logrus.Fields{"lockspace": k.Lockspace, "resource": k.Resource, "from": from, "master": d.GetMaster()}).
+				Error("recovery: two masters registered for a resource; keeping the first")
+		}
+	}
+	if len(c.GetLocks()) == 0 {
+		return
+	}
 	g := s.rec.copies[c.GetLockspace()]
 	if g == nil {
 		g = &gained{cfg: cfgFromProto(c.GetConfig()), locks: map[string][]lockspace.LockInfo{},
-			pids: map[lockspace.Owner]int32{}, lvbs: map[string]*dlmv1.ResourceLVB{}}
+			pids: map[lockspace.Owner]int32{}}
 		s.rec.copies[c.GetLockspace()] = g
 	}
 	for _, l := range c.GetLocks() {
@@ -302,9 +327,6 @@ func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
 		}
 		g.locks[li.Resource] = append(g.locks[li.Resource], li)
 		g.pids[o] = l.GetPid()
-	}
-	for _, v := range c.GetLvbs() {
-		g.lvbs[v.GetResource()] = v
 	}
 }
 
@@ -344,19 +366,14 @@ func (s *Server) rebuild() {
 		effs []lockspace.Effect
 	}
 	var all []lsEffects
-	if plan.Full {
+	now := time.Now()
+	if plan.Moves(s.self) {
+		// Full, or this node kept nothing: what it mastered moves.
 		s.tables = map[string]*lockspace.Lockspace{}
+		s.mastered = map[directory.Key]time.Time{}
 	} else {
 		for _, name := range sortedKeys(s.tables) {
 			t := s.tables[name]
-			for _, r := range t.Resources() {
-				if !plan.Moves(name, r) {
-					continue
-				}
-				for _, li := range t.Dump(r) {
-					_, _ = t.Unlock(li.Key.Owner, li.Key.ID, 0, lockspace.LVB{}) // the new master takes over
-				}
-			}
 			for _, n := range plan.Lost {
 				all = append(all, lsEffects{name, t.DropNode(lockspace.NodeID(n))})
 			}
@@ -386,12 +403,23 @@ func (s *Server) rebuild() {
 		}
 		slices.Sort(res)
 		for _, r := range res {
-			effs, err := s.rebuildOne(t, r, g.locks[r], g.lvbs[r])
+			s.mastered[directory.Key{Lockspace: name, Resource: r}] = now
+			effs, err := t.Rebuild(r, g.locks[r])
 			if err != nil {
 				s.log.WithError(err).WithFields(logrus.Fields{"lockspace": name, "resource": r}).Error("recovery: rebuild failed")
 				continue
 			}
 			all = append(all, lsEffects{name, effs})
+		}
+	}
+	s.dirTable = rec.dir
+	s.routes = map[directory.Key]*route{}
+	for _, cl := range s.locks {
+		switch {
+		case cl.state == 0:
+			cl.master = 0 // looked up again when sent
+		case plan.Moves(cl.master):
+			cl.master = plan.NewMaster(cl.ls, cl.res)
 		}
 	}
 	s.dir = plan.New
@@ -418,41 +446,4 @@ func (s *Server) rebuild() {
 	for _, f := range deferred {
 		f()
 	}
-}
-
-// rebuildOne rebuilds one resource from the copies, with the value block a
-// live old master handed over when no copy can vouch for it.
-func (s *Server) rebuildOne(t *lockspace.Lockspace, r string, copies []lockspace.LockInfo, lvb *dlmv1.ResourceLVB) ([]lockspace.Effect, error) {
-	if lvb == nil || !needsHandover(copies) {
-		return t.Rebuild(r, copies)
-	}
-	synth := lockspace.LockInfo{Resource: r, Key: lockspace.Key{Owner: synthOwner, ID: 1}, State: lockspace.StateGranted,
-		Granted: lockspace.PR, HasLVB: true, LVB: lvbOf(lvb.GetLvb()), LVBValid: lvb.GetValid(), LVBSeq: math.MaxUint32}
-	effs, err := t.Rebuild(r, append(slices.Clone(copies), synth))
-	if err != nil {
-		return nil, err
-	}
-	more, err := t.Unlock(synthOwner, 1, 0, lockspace.LVB{})
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(append(effs, more...), func(e lockspace.Effect) bool { return e.Key.Owner == synthOwner }), nil
-}
-
-// needsHandover reports whether a rebuild from copies would lose the value
-// block (no copy granted in PR or stronger saw it) and a transient PR lock
-// carrying it can join (no copy holds a mode PR conflicts with).
-func needsHandover(copies []lockspace.LockInfo) bool {
-	for _, c := range copies {
-		if c.State == lockspace.StateWaiting {
-			continue
-		}
-		if c.HasLVB && (c.Granted == lockspace.PR || c.Granted == lockspace.PW || c.Granted == lockspace.EX) {
-			return false
-		}
-		if !lockspace.Compatible(c.Granted, lockspace.PR) {
-			return false
-		}
-	}
-	return true
 }

@@ -8,10 +8,11 @@
 // Each node keeps, besides the tables of the resources it masters, a copy
 // of every lock its own clients hold (resource, state, modes, flags,
 // sequence number, the value block it saw), updated only from the master's
-// replies and effects. On every membership change the recovery of package
-// directory runs (see its documentation): the copies rebuild the
-// resources whose master moved, the lost nodes' locks are dropped where
-// the master stays.
+// replies and effects. Masters are found through the directory
+// (route.go: first-requester mastering). On every membership change the
+// recovery of package directory runs (see its documentation): the copies
+// rebuild the resources whose master was lost, the lost nodes' locks are
+// dropped where the master stays, and the directory is registered anew.
 package server
 
 import (
@@ -50,6 +51,9 @@ type Config struct {
 	// Lease is how long this node's locks stay valid without contact with
 	// a majority of the members' dlmd (see fence). Default 1s.
 	Lease time.Duration
+	// Toss is how long a master keeps a resource after its last lock
+	// went, and a node remembers a master it does not use. Default 10s.
+	Toss time.Duration
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
 	// Log is the daemon's logger.
@@ -70,22 +74,35 @@ type Server struct {
 	ready func()
 
 	// Owned by the loop.
-	tables    map[string]*lockspace.Lockspace
-	lsCfg     map[string]lockspace.Config
-	sessions  map[uint64]*session
-	locks     map[lockspace.LockID]*copyLock
-	pend      map[uint64]*pending
-	outbox    []*pending
-	deferred  []func()
-	peersOut  map[uint32]*peerOut
-	peersIn   map[uint32]*inStream
-	pids      map[lockspace.Owner]int32
-	members   directory.Members
-	dir       []uint32
-	last      directory.Completed
-	haveLast  bool
-	rec       *recovery
-	early     []earlyMarker
+	tables   map[string]*lockspace.Lockspace
+	lsCfg    map[string]lockspace.Config
+	sessions map[uint64]*session
+	locks    map[lockspace.LockID]*copyLock
+	pend     map[uint64]*pending
+	outbox   []*pending
+	deferred []func()
+	peersOut map[uint32]*peerOut
+	peersIn  map[uint32]*inStream
+	pids     map[lockspace.Owner]int32
+	members  directory.Members
+	dir      []uint32
+	last     directory.Completed
+	haveLast bool
+	rec      *recovery
+	early    []earlyMarker
+	retries  []*pending // sent again at the next tick, in order
+
+	// First-requester mastering (see route.go): the masters this node
+	// knows, its lookups in progress (by resource and by tag), the
+	// resources it masters (with their last use) and its part of the
+	// directory.
+	routes     map[directory.Key]*route
+	lookups    map[directory.Key]*lookup
+	lookupTags map[uint64]*lookup
+	mastered   map[directory.Key]time.Time
+	dirTable   *directory.Table
+	tossed     time.Time
+
 	nextLock  uint64
 	nextTag   uint64
 	nextSess  uint64
@@ -111,6 +128,7 @@ type copyLock struct {
 	sess       *session // nil for an orphan
 	pid        int32
 	state      lockspace.LockState // 0: not accepted by a master yet
+	master     uint32              // where the lock request went (0: not sent yet)
 	gr, rq     lockspace.Mode
 	flags      lockspace.Flags
 	persistent bool
@@ -152,6 +170,9 @@ func New(cfg Config) *Server {
 	if cfg.Lease <= 0 {
 		cfg.Lease = time.Second
 	}
+	if cfg.Toss <= 0 {
+		cfg.Toss = 10 * time.Second
+	}
 	return &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
@@ -160,6 +181,8 @@ func New(cfg Config) *Server {
 		pend: map[uint64]*pending{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
 		pids: map[lockspace.Owner]int32{}, conns: map[uint32]*grpc.ClientConn{},
 		base: time.Now(), ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{},
+		routes: map[directory.Key]*route{}, lookups: map[directory.Key]*lookup{}, lookupTags: map[uint64]*lookup{},
+		mastered: map[directory.Key]time.Time{}, dirTable: directory.NewTable(),
 	}
 }
 
@@ -222,6 +245,8 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			s.checkLease()
 			if s.rec == nil {
 				s.tick(now)
+				s.flushRetries()
+				s.toss(now)
 			}
 		}
 	}
@@ -260,9 +285,6 @@ func (s *Server) table(name string, cfg lockspace.Config) (*lockspace.Lockspace,
 	return t, nil
 }
 
-// master returns the master of a resource in the installed directory.
-func (s *Server) master(ls, res string) uint32 { return directory.Master(s.dir, ls, res) }
-
 // installedID is the ID requests are sent under.
 func (s *Server) installedID() directory.ID { return s.last.ID }
 
@@ -281,7 +303,14 @@ func (s *Server) submit(p *pending) {
 	}
 	id := s.installedID()
 	p.req.Epoch, p.req.Round = id.Epoch, id.Round
-	p.master = s.master(p.req.Lockspace, p.req.Resource)
+	p.master = s.masterFor(p, time.Now())
+	if p.master == 0 {
+		s.awaitLookup(p, false)
+		return
+	}
+	if p.req.Op == dlmv1.Op_OP_LOCK {
+		p.lock.master = p.master
+	}
 	if s.park(p) {
 		return
 	}
@@ -447,13 +476,21 @@ func deadline(nanos int64) time.Time {
 }
 
 // retry sends a request again once the master can take it: after the
-// recovery in progress, or shortly when the master is ahead of us.
+// recovery in progress, or at the next tick. A lock request looks its
+// master up again (the one it asked may have given the resource up).
 func (s *Server) retry(p *pending) {
 	if s.rec != nil {
 		s.outbox = append(s.outbox, p)
 		return
 	}
-	time.AfterFunc(5*time.Millisecond, func() { s.do(func() { s.submit(p) }) })
+	if p.req.Op == dlmv1.Op_OP_LOCK {
+		k := keyOf(p.req)
+		p.lock.master = 0
+		delete(s.routes, k)
+		s.awaitLookup(p, true)
+		return
+	}
+	s.retries = append(s.retries, p)
 }
 
 // onEffect applies an effect of a master for one of this node's owners.
@@ -525,9 +562,11 @@ func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, [
 		rep.Status, rep.Message = StatusOf(err), err.Error()
 		return rep, nil
 	}
-	if m := s.master(req.Lockspace, req.Resource); m != s.self {
-		return fail(fmt.Errorf("dlm: %s/%s is mastered on node %d, not %d: %w", req.Lockspace, req.Resource, m, s.self, ErrRetry))
+	k := keyOf(req)
+	if _, ok := s.mastered[k]; !ok {
+		return fail(fmt.Errorf("dlm: %s/%s is not mastered on node %d: %w", req.Lockspace, req.Resource, s.self, ErrRetry))
 	}
+	s.mastered[k] = time.Now()
 	t, err := s.table(req.Lockspace, cfgFromProto(req.Config))
 	if err != nil {
 		return fail(err)
@@ -650,6 +689,8 @@ func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
 		s.onEffect(m.Effect.GetLockspace(), effectFromProto(s.self, m.Effect))
 	case *dlmv1.PeerMessage_MarkerAck:
 		s.onMarkerAck(node, m.MarkerAck)
+	case *dlmv1.PeerMessage_LookupReply:
+		s.onLookupReply(node, m.LookupReply)
 	}
 }
 
@@ -670,6 +711,10 @@ func (s *Server) onFromRequester(in *inStream, msg *dlmv1.PeerMessage) {
 		s.onCopies(in.node, m.Copies)
 	case *dlmv1.PeerMessage_CopiesDone:
 		s.onCopiesDone(in.node, directory.ID{Epoch: m.CopiesDone.GetEpoch(), Round: m.CopiesDone.GetRound()})
+	case *dlmv1.PeerMessage_Lookup:
+		s.onLookup(in, m.Lookup)
+	case *dlmv1.PeerMessage_Remove:
+		s.onRemove(in.node, m.Remove)
 	}
 }
 

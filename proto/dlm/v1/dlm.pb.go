@@ -1469,6 +1469,9 @@ type PeerMessage struct {
 	//	*PeerMessage_OwnerExit
 	//	*PeerMessage_Ping
 	//	*PeerMessage_Pong
+	//	*PeerMessage_Lookup
+	//	*PeerMessage_LookupReply
+	//	*PeerMessage_Remove
 	Msg           isPeerMessage_Msg `protobuf_oneof:"msg"`
 	Seq           uint64            `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
 	Ack           uint64            `protobuf:"varint,21,opt,name=ack,proto3" json:"ack,omitempty"`
@@ -1612,6 +1615,33 @@ func (x *PeerMessage) GetPong() *Ping {
 	return nil
 }
 
+func (x *PeerMessage) GetLookup() *Lookup {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_Lookup); ok {
+			return x.Lookup
+		}
+	}
+	return nil
+}
+
+func (x *PeerMessage) GetLookupReply() *LookupReply {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_LookupReply); ok {
+			return x.LookupReply
+		}
+	}
+	return nil
+}
+
+func (x *PeerMessage) GetRemove() *Remove {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_Remove); ok {
+			return x.Remove
+		}
+	}
+	return nil
+}
+
 func (x *PeerMessage) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
@@ -1674,6 +1704,18 @@ type PeerMessage_Pong struct {
 	Pong *Ping `protobuf:"bytes,11,opt,name=pong,proto3,oneof"`
 }
 
+type PeerMessage_Lookup struct {
+	Lookup *Lookup `protobuf:"bytes,12,opt,name=lookup,proto3,oneof"`
+}
+
+type PeerMessage_LookupReply struct {
+	LookupReply *LookupReply `protobuf:"bytes,13,opt,name=lookup_reply,json=lookupReply,proto3,oneof"`
+}
+
+type PeerMessage_Remove struct {
+	Remove *Remove `protobuf:"bytes,14,opt,name=remove,proto3,oneof"`
+}
+
 func (*PeerMessage_Hello) isPeerMessage_Msg() {}
 
 func (*PeerMessage_Request) isPeerMessage_Msg() {}
@@ -1695,6 +1737,12 @@ func (*PeerMessage_OwnerExit) isPeerMessage_Msg() {}
 func (*PeerMessage_Ping) isPeerMessage_Msg() {}
 
 func (*PeerMessage_Pong) isPeerMessage_Msg() {}
+
+func (*PeerMessage_Lookup) isPeerMessage_Msg() {}
+
+func (*PeerMessage_LookupReply) isPeerMessage_Msg() {}
+
+func (*PeerMessage_Remove) isPeerMessage_Msg() {}
 
 // Ping is the heartbeat of a channel and of the lease: the master echoes
 // it in a pong (only while the requester is UP in its membership).
@@ -2638,31 +2686,34 @@ func (x *CopyLock) GetLvbValid() bool {
 	return false
 }
 
-// ResourceLVB is a value block handed over by a live master giving up a
-// resource.
-type ResourceLVB struct {
+// Lookup asks a resource's directory node (the rendezvous-hash winner
+// among the members) which node masters it; when none does, the asking
+// node becomes the master (first-requester mastering, as in fs/dlm).
+type Lookup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,2,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	Valid         bool                   `protobuf:"varint,3,opt,name=valid,proto3" json:"valid,omitempty"`
+	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Round         uint32                 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	Lockspace     string                 `protobuf:"bytes,4,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	Resource      string                 `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ResourceLVB) Reset() {
-	*x = ResourceLVB{}
+func (x *Lookup) Reset() {
+	*x = Lookup{}
 	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ResourceLVB) String() string {
+func (x *Lookup) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ResourceLVB) ProtoMessage() {}
+func (*Lookup) ProtoMessage() {}
 
-func (x *ResourceLVB) ProtoReflect() protoreflect.Message {
+func (x *Lookup) ProtoReflect() protoreflect.Message {
 	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2674,48 +2725,259 @@ func (x *ResourceLVB) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ResourceLVB.ProtoReflect.Descriptor instead.
-func (*ResourceLVB) Descriptor() ([]byte, []int) {
+// Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
+func (*Lookup) Descriptor() ([]byte, []int) {
 	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
 }
 
-func (x *ResourceLVB) GetResource() string {
+func (x *Lookup) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *Lookup) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Lookup) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Lookup) GetLockspace() string {
+	if x != nil {
+		return x.Lockspace
+	}
+	return ""
+}
+
+func (x *Lookup) GetResource() string {
 	if x != nil {
 		return x.Resource
 	}
 	return ""
 }
 
-func (x *ResourceLVB) GetLvb() []byte {
-	if x != nil {
-		return x.Lvb
-	}
-	return nil
+// LookupReply answers a Lookup on the same link: master is the master
+// (when status is OK; STATUS_RETRY: ask again, after the recovery).
+type LookupReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Status        Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Master        uint32                 `protobuf:"varint,4,opt,name=master,proto3" json:"master,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ResourceLVB) GetValid() bool {
-	if x != nil {
-		return x.Valid
-	}
-	return false
+func (x *LookupReply) Reset() {
+	*x = LookupReply{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
 }
 
-// Copies hands the new master of some resources the sender's copies.
-type Copies struct {
+func (x *LookupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupReply) ProtoMessage() {}
+
+func (x *LookupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupReply.ProtoReflect.Descriptor instead.
+func (*LookupReply) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LookupReply) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *LookupReply) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_OK
+}
+
+func (x *LookupReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *LookupReply) GetMaster() uint32 {
+	if x != nil {
+		return x.Master
+	}
+	return 0
+}
+
+// Remove tells a resource's directory node that the sender, its master,
+// gave it up (no lock left on it for a while).
+type Remove struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Lockspace     string                 `protobuf:"bytes,3,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Config        *LockspaceConfig       `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	Locks         []*CopyLock            `protobuf:"bytes,5,rep,name=locks,proto3" json:"locks,omitempty"`
-	Lvbs          []*ResourceLVB         `protobuf:"bytes,6,rep,name=lvbs,proto3" json:"lvbs,omitempty"`
+	Resource      string                 `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Remove) Reset() {
+	*x = Remove{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Remove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Remove) ProtoMessage() {}
+
+func (x *Remove) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Remove.ProtoReflect.Descriptor instead.
+func (*Remove) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Remove) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Remove) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Remove) GetLockspace() string {
+	if x != nil {
+		return x.Lockspace
+	}
+	return ""
+}
+
+func (x *Remove) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+// DirEntry registers, during a recovery, the master of a resource with the
+// resource's new directory node.
+type DirEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Master        uint32                 `protobuf:"varint,2,opt,name=master,proto3" json:"master,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirEntry) Reset() {
+	*x = DirEntry{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirEntry) ProtoMessage() {}
+
+func (x *DirEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
+func (*DirEntry) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DirEntry) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *DirEntry) GetMaster() uint32 {
+	if x != nil {
+		return x.Master
+	}
+	return 0
+}
+
+// Copies hands the new master of some resources the sender's copies, and
+// the new directory node of some resources their masters.
+type Copies struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Round     uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Lockspace string                 `protobuf:"bytes,3,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	Config    *LockspaceConfig       `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	Locks     []*CopyLock            `protobuf:"bytes,5,rep,name=locks,proto3" json:"locks,omitempty"`
+	// dir: directory entries for resources whose new directory node is the
+	// receiver.
+	Dir           []*DirEntry `protobuf:"bytes,7,rep,name=dir,proto3" json:"dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Copies) Reset() {
 	*x = Copies{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2989,7 @@ func (x *Copies) String() string {
 func (*Copies) ProtoMessage() {}
 
 func (x *Copies) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +3002,7 @@ func (x *Copies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copies.ProtoReflect.Descriptor instead.
 func (*Copies) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Copies) GetEpoch() uint64 {
@@ -2778,9 +3040,9 @@ func (x *Copies) GetLocks() []*CopyLock {
 	return nil
 }
 
-func (x *Copies) GetLvbs() []*ResourceLVB {
+func (x *Copies) GetDir() []*DirEntry {
 	if x != nil {
-		return x.Lvbs
+		return x.Dir
 	}
 	return nil
 }
@@ -2796,7 +3058,7 @@ type CopiesDone struct {
 
 func (x *CopiesDone) Reset() {
 	*x = CopiesDone{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3070,7 @@ func (x *CopiesDone) String() string {
 func (*CopiesDone) ProtoMessage() {}
 
 func (x *CopiesDone) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3083,7 @@ func (x *CopiesDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopiesDone.ProtoReflect.Descriptor instead.
 func (*CopiesDone) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CopiesDone) GetEpoch() uint64 {
@@ -2848,7 +3110,7 @@ type OwnerExit struct {
 
 func (x *OwnerExit) Reset() {
 	*x = OwnerExit{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3122,7 @@ func (x *OwnerExit) String() string {
 func (*OwnerExit) ProtoMessage() {}
 
 func (x *OwnerExit) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3135,7 @@ func (x *OwnerExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerExit.ProtoReflect.Descriptor instead.
 func (*OwnerExit) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OwnerExit) GetClient() uint64 {
@@ -2892,7 +3154,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3166,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3179,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DumpRequest) GetLockspace() string {
@@ -2936,7 +3198,7 @@ type DumpReply struct {
 
 func (x *DumpReply) Reset() {
 	*x = DumpReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3210,7 @@ func (x *DumpReply) String() string {
 func (*DumpReply) ProtoMessage() {}
 
 func (x *DumpReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3223,7 @@ func (x *DumpReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpReply.ProtoReflect.Descriptor instead.
 func (*DumpReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DumpReply) GetResources() []*Resource {
@@ -2985,7 +3247,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3259,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3272,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Waiter) GetResource() string {
@@ -3067,7 +3329,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3079,7 +3341,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3092,7 +3354,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Edge) GetLockspace() string {
@@ -3131,7 +3393,7 @@ type EdgesRequest struct {
 
 func (x *EdgesRequest) Reset() {
 	*x = EdgesRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3405,7 @@ func (x *EdgesRequest) String() string {
 func (*EdgesRequest) ProtoMessage() {}
 
 func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3418,7 @@ func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesRequest.ProtoReflect.Descriptor instead.
 func (*EdgesRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
 }
 
 type EdgesReply struct {
@@ -3168,7 +3430,7 @@ type EdgesReply struct {
 
 func (x *EdgesReply) Reset() {
 	*x = EdgesReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3442,7 @@ func (x *EdgesReply) String() string {
 func (*EdgesReply) ProtoMessage() {}
 
 func (x *EdgesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3455,7 @@ func (x *EdgesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesReply.ProtoReflect.Descriptor instead.
 func (*EdgesReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EdgesReply) GetEdges() []*Edge {
@@ -3212,7 +3474,7 @@ type VictimsRequest struct {
 
 func (x *VictimsRequest) Reset() {
 	*x = VictimsRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3486,7 @@ func (x *VictimsRequest) String() string {
 func (*VictimsRequest) ProtoMessage() {}
 
 func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3499,7 @@ func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsRequest.ProtoReflect.Descriptor instead.
 func (*VictimsRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VictimsRequest) GetVictims() []*Edge {
@@ -3255,7 +3517,7 @@ type VictimsReply struct {
 
 func (x *VictimsReply) Reset() {
 	*x = VictimsReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3529,7 @@ func (x *VictimsReply) String() string {
 func (*VictimsReply) ProtoMessage() {}
 
 func (x *VictimsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3542,7 @@ func (x *VictimsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsReply.ProtoReflect.Descriptor instead.
 func (*VictimsReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{39}
 }
 
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
@@ -3370,7 +3632,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\agranted\x18\x06 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\agranted\x122\n" +
 	"\trequested\x18\a \x01(\x0e2\x14.openssi.dlm.v1.ModeR\trequested\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x16\n" +
-	"\x06orphan\x18\t \x01(\bR\x06orphan\"\xfd\x04\n" +
+	"\x06orphan\x18\t \x01(\bR\x06orphan\"\xa3\x06\n" +
 	"\vPeerMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.openssi.dlm.v1.PeerHelloH\x00R\x05hello\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1b.openssi.dlm.v1.PeerRequestH\x00R\arequest\x121\n" +
@@ -3386,7 +3648,10 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"owner_exit\x18\t \x01(\v2\x19.openssi.dlm.v1.OwnerExitH\x00R\townerExit\x12*\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04ping\x12*\n" +
-	"\x04pong\x18\v \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04pong\x12\x10\n" +
+	"\x04pong\x18\v \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04pong\x120\n" +
+	"\x06lookup\x18\f \x01(\v2\x16.openssi.dlm.v1.LookupH\x00R\x06lookup\x12@\n" +
+	"\flookup_reply\x18\r \x01(\v2\x1b.openssi.dlm.v1.LookupReplyH\x00R\vlookupReply\x120\n" +
+	"\x06remove\x18\x0e \x01(\v2\x16.openssi.dlm.v1.RemoveH\x00R\x06remove\x12\x10\n" +
 	"\x03seq\x18\x14 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x15 \x01(\x04R\x03ackB\x05\n" +
 	"\x03msg\"%\n" +
@@ -3478,18 +3743,33 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x12deadline_unix_nano\x18\f \x01(\x03R\x10deadlineUnixNano\x12\x17\n" +
 	"\ahas_lvb\x18\r \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\x0e \x01(\fR\x03lvb\x12\x1b\n" +
-	"\tlvb_valid\x18\x0f \x01(\bR\blvbValid\"Q\n" +
-	"\vResourceLVB\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\tR\bresource\x12\x10\n" +
-	"\x03lvb\x18\x02 \x01(\fR\x03lvb\x12\x14\n" +
-	"\x05valid\x18\x03 \x01(\bR\x05valid\"\xec\x01\n" +
+	"\tlvb_valid\x18\x0f \x01(\bR\blvbValid\"\x80\x01\n" +
+	"\x06Lookup\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05round\x18\x03 \x01(\rR\x05round\x12\x1c\n" +
+	"\tlockspace\x18\x04 \x01(\tR\tlockspace\x12\x1a\n" +
+	"\bresource\x18\x05 \x01(\tR\bresource\"\x81\x01\n" +
+	"\vLookupReply\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
+	"\x06master\x18\x04 \x01(\rR\x06master\"n\n" +
+	"\x06Remove\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
+	"\tlockspace\x18\x03 \x01(\tR\tlockspace\x12\x1a\n" +
+	"\bresource\x18\x04 \x01(\tR\bresource\">\n" +
+	"\bDirEntry\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
+	"\x06master\x18\x02 \x01(\rR\x06master\"\xed\x01\n" +
 	"\x06Copies\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
 	"\tlockspace\x18\x03 \x01(\tR\tlockspace\x127\n" +
 	"\x06config\x18\x04 \x01(\v2\x1f.openssi.dlm.v1.LockspaceConfigR\x06config\x12.\n" +
-	"\x05locks\x18\x05 \x03(\v2\x18.openssi.dlm.v1.CopyLockR\x05locks\x12/\n" +
-	"\x04lvbs\x18\x06 \x03(\v2\x1b.openssi.dlm.v1.ResourceLVBR\x04lvbs\"8\n" +
+	"\x05locks\x18\x05 \x03(\v2\x18.openssi.dlm.v1.CopyLockR\x05locks\x12*\n" +
+	"\x03dir\x18\a \x03(\v2\x18.openssi.dlm.v1.DirEntryR\x03dirJ\x04\b\x06\x10\a\"8\n" +
 	"\n" +
 	"CopiesDone\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -3584,7 +3864,7 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_dlm_v1_dlm_proto_goTypes = []any{
 	(Mode)(0),               // 0: openssi.dlm.v1.Mode
 	(Status)(0),             // 1: openssi.dlm.v1.Status
@@ -3616,18 +3896,21 @@ var file_dlm_v1_dlm_proto_goTypes = []any{
 	(*Marker)(nil),          // 27: openssi.dlm.v1.Marker
 	(*PongAge)(nil),         // 28: openssi.dlm.v1.PongAge
 	(*CopyLock)(nil),        // 29: openssi.dlm.v1.CopyLock
-	(*ResourceLVB)(nil),     // 30: openssi.dlm.v1.ResourceLVB
-	(*Copies)(nil),          // 31: openssi.dlm.v1.Copies
-	(*CopiesDone)(nil),      // 32: openssi.dlm.v1.CopiesDone
-	(*OwnerExit)(nil),       // 33: openssi.dlm.v1.OwnerExit
-	(*DumpRequest)(nil),     // 34: openssi.dlm.v1.DumpRequest
-	(*DumpReply)(nil),       // 35: openssi.dlm.v1.DumpReply
-	(*Waiter)(nil),          // 36: openssi.dlm.v1.Waiter
-	(*Edge)(nil),            // 37: openssi.dlm.v1.Edge
-	(*EdgesRequest)(nil),    // 38: openssi.dlm.v1.EdgesRequest
-	(*EdgesReply)(nil),      // 39: openssi.dlm.v1.EdgesReply
-	(*VictimsRequest)(nil),  // 40: openssi.dlm.v1.VictimsRequest
-	(*VictimsReply)(nil),    // 41: openssi.dlm.v1.VictimsReply
+	(*Lookup)(nil),          // 30: openssi.dlm.v1.Lookup
+	(*LookupReply)(nil),     // 31: openssi.dlm.v1.LookupReply
+	(*Remove)(nil),          // 32: openssi.dlm.v1.Remove
+	(*DirEntry)(nil),        // 33: openssi.dlm.v1.DirEntry
+	(*Copies)(nil),          // 34: openssi.dlm.v1.Copies
+	(*CopiesDone)(nil),      // 35: openssi.dlm.v1.CopiesDone
+	(*OwnerExit)(nil),       // 36: openssi.dlm.v1.OwnerExit
+	(*DumpRequest)(nil),     // 37: openssi.dlm.v1.DumpRequest
+	(*DumpReply)(nil),       // 38: openssi.dlm.v1.DumpReply
+	(*Waiter)(nil),          // 39: openssi.dlm.v1.Waiter
+	(*Edge)(nil),            // 40: openssi.dlm.v1.Edge
+	(*EdgesRequest)(nil),    // 41: openssi.dlm.v1.EdgesRequest
+	(*EdgesReply)(nil),      // 42: openssi.dlm.v1.EdgesReply
+	(*VictimsRequest)(nil),  // 43: openssi.dlm.v1.VictimsRequest
+	(*VictimsReply)(nil),    // 44: openssi.dlm.v1.VictimsReply
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	6,  // 0: openssi.dlm.v1.ClientMessage.lock:type_name -> openssi.dlm.v1.LockRequest
@@ -3656,49 +3939,53 @@ var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	26, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
 	27, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
 	27, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
-	31, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
-	32, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
-	33, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
+	34, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
+	35, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
+	36, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
 	20, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
 	20, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
-	3,  // 31: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
-	22, // 32: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	0,  // 33: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
-	23, // 34: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
-	1,  // 35: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
-	26, // 36: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
-	4,  // 37: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
-	0,  // 38: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
-	1,  // 39: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
-	28, // 40: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
-	2,  // 41: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
-	0,  // 42: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
-	0,  // 43: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
-	22, // 44: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	29, // 45: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
-	30, // 46: openssi.dlm.v1.Copies.lvbs:type_name -> openssi.dlm.v1.ResourceLVB
-	17, // 47: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
-	0,  // 48: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
-	36, // 49: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
-	37, // 50: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
-	37, // 51: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
-	5,  // 52: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
-	15, // 53: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
-	19, // 54: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
-	34, // 55: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
-	38, // 56: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
-	40, // 57: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
-	10, // 58: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
-	16, // 59: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
-	19, // 60: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
-	35, // 61: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
-	39, // 62: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
-	41, // 63: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
-	58, // [58:64] is the sub-list for method output_type
-	52, // [52:58] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	30, // 31: openssi.dlm.v1.PeerMessage.lookup:type_name -> openssi.dlm.v1.Lookup
+	31, // 32: openssi.dlm.v1.PeerMessage.lookup_reply:type_name -> openssi.dlm.v1.LookupReply
+	32, // 33: openssi.dlm.v1.PeerMessage.remove:type_name -> openssi.dlm.v1.Remove
+	3,  // 34: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
+	22, // 35: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	0,  // 36: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
+	23, // 37: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
+	1,  // 38: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
+	26, // 39: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
+	4,  // 40: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
+	0,  // 41: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
+	1,  // 42: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
+	28, // 43: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
+	2,  // 44: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
+	0,  // 45: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
+	0,  // 46: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
+	1,  // 47: openssi.dlm.v1.LookupReply.status:type_name -> openssi.dlm.v1.Status
+	22, // 48: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	29, // 49: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
+	33, // 50: openssi.dlm.v1.Copies.dir:type_name -> openssi.dlm.v1.DirEntry
+	17, // 51: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
+	0,  // 52: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
+	39, // 53: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
+	40, // 54: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
+	40, // 55: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
+	5,  // 56: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
+	15, // 57: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
+	19, // 58: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
+	37, // 59: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
+	41, // 60: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
+	43, // 61: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
+	10, // 62: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
+	16, // 63: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
+	19, // 64: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
+	38, // 65: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
+	42, // 66: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
+	44, // 67: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
+	62, // [62:68] is the sub-list for method output_type
+	56, // [56:62] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -3730,6 +4017,9 @@ func file_dlm_v1_dlm_proto_init() {
 		(*PeerMessage_OwnerExit)(nil),
 		(*PeerMessage_Ping)(nil),
 		(*PeerMessage_Pong)(nil),
+		(*PeerMessage_Lookup)(nil),
+		(*PeerMessage_LookupReply)(nil),
+		(*PeerMessage_Remove)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3737,7 +4027,7 @@ func file_dlm_v1_dlm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,253 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// Mastering is first-requester, as in fs/dlm. The directory node of a
+// resource (the rendezvous-hash winner among the members) records its
+// master; a node that needs a resource's master and does not know it asks
+// the directory node (a lookup), which makes the asking node the master
+// when the resource has none. A resource a node's own clients use is
+// therefore mastered on that node, and its locks need no network. A
+// master keeps a resource for Config.Toss after its last lock went, then
+// gives it up (Remove); requesters forget a master they have not used for
+// as long. A request reaching a node that no longer masters its resource
+// is answered STATUS_RETRY and looked up again.
+
+// tossSweeps is how many times per Config.Toss the sweep runs.
+const tossSweeps = 10
+
+// route is a requester's knowledge of a resource's master.
+type route struct {
+	node uint32
+	used time.Time
+}
+
+// lookup is a lookup of a resource's master, in flight or due at the next
+// tick, with the requests waiting for it in order.
+type lookup struct {
+	key     directory.Key
+	tag     uint64
+	dir     uint32
+	sent    bool
+	waiting []*pending
+}
+
+func keyOf(req *dlmv1.PeerRequest) directory.Key {
+	return directory.Key{Lockspace: req.Lockspace, Resource: req.Resource}
+}
+
+// masterFor returns the master to send p to (0: look it up). A request on
+// an accepted lock goes to that lock's master; everything else on a
+// resource queues behind a lookup of it in progress.
+func (s *Server) masterFor(p *pending, now time.Time) uint32 {
+	if p.req.Op != dlmv1.Op_OP_LOCK && p.lock != nil && p.lock.master != 0 {
+		return p.lock.master
+	}
+	k := keyOf(p.req)
+	if s.lookups[k] != nil {
+		return 0
+	}
+	if _, ok := s.mastered[k]; ok {
+		return s.self
+	}
+	if r := s.routes[k]; r != nil {
+		r.used = now
+		return r.node
+	}
+	return 0
+}
+
+// awaitLookup queues p behind the lookup of its resource's master,
+// starting one (sent now, or at the next tick when later is set: the
+// answer just proved stale).
+func (s *Server) awaitLookup(p *pending, later bool) {
+	k := keyOf(p.req)
+	if p.tag == 0 {
+		s.nextTag++
+		p.tag = s.nextTag // keeps its place if it ends up in the outbox
+	}
+	l := s.lookups[k]
+	if l != nil {
+		l.waiting = append(l.waiting, p)
+		return
+	}
+	l = &lookup{key: k, waiting: []*pending{p}}
+	s.lookups[k] = l
+	if !later {
+		s.sendLookup(l)
+	}
+}
+
+// sendLookup asks the directory node; this node's own part of the
+// directory answers at once.
+func (s *Server) sendLookup(l *lookup) {
+	l.dir = directory.Master(s.dir, l.key.Lockspace, l.key.Resource)
+	if l.dir == s.self {
+		s.resolved(l, s.dirTable.Lookup(l.key, s.self))
+		return
+	}
+	s.nextTag++
+	l.tag, l.sent = s.nextTag, true
+	s.lookupTags[l.tag] = l
+	id := s.installedID()
+	s.out(l.dir).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Lookup{Lookup: &dlmv1.Lookup{
+		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
+}
+
+// resolved records a lookup's answer and sends what waited for it.
+func (s *Server) resolved(l *lookup, master uint32) {
+	delete(s.lookups, l.key)
+	delete(s.lookupTags, l.tag)
+	now := time.Now()
+	if master == s.self {
+		s.mastered[l.key] = now
+	} else {
+		s.routes[l.key] = &route{node: master, used: now}
+	}
+	for _, p := range l.waiting {
+		s.submit(p)
+	}
+}
+
+// onLookupReply handles a directory node's answer.
+func (s *Server) onLookupReply(from uint32, rep *dlmv1.LookupReply) {
+	l := s.lookupTags[rep.GetTag()]
+	if l == nil || l.dir != from || !l.sent {
+		return
+	}
+	switch st := rep.GetStatus(); {
+	case st == dlmv1.Status_STATUS_OK && slices.Contains(s.dir, rep.GetMaster()):
+		s.resolved(l, rep.GetMaster())
+	case st == dlmv1.Status_STATUS_OK || st == dlmv1.Status_STATUS_RETRY:
+		delete(s.lookupTags, l.tag)
+		l.sent = false
+		if s.rec != nil {
+			s.dropLookup(l)
+		}
+	default:
+		// The directory node refused the name: so would any master.
+		delete(s.lookups, l.key)
+		delete(s.lookupTags, l.tag)
+		fail := &dlmv1.PeerReply{Status: st, Message: rep.GetMessage()}
+		for _, p := range l.waiting {
+			s.onReply(p, fail, nil)
+		}
+	}
+}
+
+// dropLookup ends a lookup during a recovery: what waited for it is sent
+// again, in order, after the recovery.
+func (s *Server) dropLookup(l *lookup) {
+	delete(s.lookups, l.key)
+	delete(s.lookupTags, l.tag)
+	s.outbox = append(s.outbox, l.waiting...)
+}
+
+// dropLookups ends every lookup (a recovery is about to change the
+// directory nodes); the survivors' answers have all arrived.
+func (s *Server) dropLookups() {
+	ls := make([]*lookup, 0, len(s.lookups))
+	for _, l := range s.lookups {
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
+	for _, l := range ls {
+		s.dropLookup(l)
+	}
+}
+
+// onLookup answers a lookup from node in.node as a directory node.
+func (s *Server) onLookup(in *inStream, lk *dlmv1.Lookup) {
+	id := directory.ID{Epoch: lk.GetEpoch(), Round: lk.GetRound()}
+	rep := &dlmv1.LookupReply{Tag: lk.GetTag()}
+	k := directory.Key{Lockspace: lk.GetLockspace(), Resource: lk.GetResource()}
+	switch {
+	case s.rec != nil && id == s.rec.id:
+		s.deferred = append(s.deferred, func() { s.onLookup(in, lk) })
+		return
+	case s.rec != nil || !s.haveLast || id != s.last.ID:
+		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "recovering"
+	case ValidLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
+		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("dlm: bad resource %q in lockspace %q", k.Resource, k.Lockspace)
+	case directory.Master(s.dir, k.Lockspace, k.Resource) != s.self:
+		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"
+	default:
+		rep.Master = s.dirTable.Lookup(k, in.node)
+	}
+	in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: rep}})
+}
+
+// onRemove handles a master giving a resource up. One sent under an older
+// recovery is already out of the directory that recovery rebuilt.
+func (s *Server) onRemove(from uint32, rm *dlmv1.Remove) {
+	id := directory.ID{Epoch: rm.GetEpoch(), Round: rm.GetRound()}
+	switch {
+	case s.rec != nil && id == s.rec.id:
+		s.deferred = append(s.deferred, func() { s.onRemove(from, rm) })
+	case s.rec == nil && s.haveLast && id == s.last.ID:
+		s.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from)
+	}
+}
+
+// toss gives up the resources this node masters that have had no lock for
+// Config.Toss, and forgets the masters it has not used for as long.
+func (s *Server) toss(now time.Time) {
+	tossAfter := s.cfg.Toss
+	if now.Sub(s.tossed) < tossAfter/tossSweeps {
+		return
+	}
+	s.tossed = now
+	id := s.installedID()
+	for k, used := range s.mastered {
+		if now.Sub(used) < tossAfter {
+			continue
+		}
+		if t := s.tables[k.Lockspace]; t != nil {
+			if _, _, held := t.LVB(k.Resource); held {
+				continue
+			}
+		}
+		delete(s.mastered, k)
+		if d := directory.Master(s.dir, k.Lockspace, k.Resource); d == s.self {
+			s.dirTable.Remove(k, s.self)
+		} else {
+			s.out(d).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
+				Epoch: id.Epoch, Round: id.Round, Lockspace: k.Lockspace, Resource: k.Resource}}})
+		}
+	}
+	for k, r := range s.routes {
+		if now.Sub(r.used) >= tossAfter {
+			delete(s.routes, k)
+		}
+	}
+}
+
+// flushRetries sends, in order, the requests and lookups that wait for the
+// next tick.
+func (s *Server) flushRetries() {
+	retries := s.retries
+	s.retries = nil
+	for _, p := range retries {
+		s.submit(p)
+	}
+	var due []*lookup
+	for _, l := range s.lookups {
+		if !l.sent {
+			due = append(due, l)
+		}
+	}
+	slices.SortFunc(due, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
+	for _, l := range due {
+		if s.lookups[l.key] == l && !l.sent {
+			s.sendLookup(l)
+		}
+	}
+}
