@@ -151,15 +151,33 @@ func run(p params, clmsd, dlmd, out string) error {
 	return nil
 }
 
-// resourceFor returns a resource name, starting with prefix, whose master
-// among all nodes is (local) or is not (!local) the node numbered node.
-func (b *bench) resourceFor(prefix string, node uint32, local bool) string {
+// freshName returns a resource name, starting with prefix (each caller
+// its own), whose directory node is the node numbered node: the
+// rendezvous-hash winner among all nodes (daemons/dlmd/directory.Master).
+// Who masters the resource is up to the caller: the first node to lock it
+// (first-requester mastering). That the directory node is that same node
+// changes nothing once the master is known, and it makes the choice right
+// under the older rule too, where the hash winner was the master.
+func (b *bench) freshName(prefix string, node uint32) string {
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("%s-%d", prefix, i)
-		if (directory.Master(b.nums, lockspace, name) == node) == local {
+		if directory.Master(b.nums, lockspace, name) == node {
 			return name
 		}
 	}
+}
+
+// checkMaster asks node i's dlmd (the Locks API, as `ssi locks`) which
+// node masters res, which must have locks, and fails unless it is want.
+func (b *bench) checkMaster(ctx context.Context, i int, res string, want uint32, what string) error {
+	got, err := b.c.Nodes[i].DlmMaster(ctx, lockspace, res)
+	if err != nil {
+		return fmt.Errorf("%s: which node masters %s: %w", what, res, err)
+	}
+	if got != want {
+		return fmt.Errorf("%s: dlmd reports %s/%s mastered on node %d, want node %d", what, lockspace, res, got, want)
+	}
+	return nil
 }
 
 func (b *bench) dlmClient(ctx context.Context, i int) (*dlm.Client, error) {
@@ -229,7 +247,6 @@ func (b *bench) latency(r *report) error {
 	defer cancel()
 	const warmup = 50
 	n := b.p.iters
-	me := b.nums[0]
 	measure := func(name string, pair func(i int) error) error {
 		logf("latency: %s, %d lock+unlock pairs", name, n)
 		for i := 0; i < warmup; i++ {
@@ -253,18 +270,39 @@ func (b *bench) latency(r *report) error {
 		return err
 	}
 	defer dc.Close()
+	// The first node to lock a resource masters it, and stays its master
+	// while the resource has locks: a second client on the node meant to
+	// master the resource takes an NL lock on it first and keeps it for the
+	// whole variant.
 	for _, v := range []struct {
-		name  string
-		local bool
-	}{{"dlm, mastered locally", true}, {"dlm, mastered on another node", false}} {
-		res := b.resourceFor("lat", me, v.local)
-		if err := measure(v.name, func(int) error {
-			l, err := dc.Lock(ctx, lockspace, res, dlm.EX)
-			if err != nil {
-				return err
-			}
-			return l.Unlock(ctx)
-		}); err != nil {
+		name   string
+		prefix string
+		master int // index in b.c.Nodes
+	}{{"dlm, mastered locally", "lat-local", 0}, {"dlm, mastered on another node", "lat-remote", 1}} {
+		res := b.freshName(v.prefix, b.nums[v.master])
+		hc, err := b.dlmClient(ctx, v.master)
+		if err != nil {
+			return err
+		}
+		if _, err := hc.Lock(ctx, lockspace, res, dlm.NL); err != nil {
+			hc.Close()
+			return fmt.Errorf("%s: NL lock at node %d: %w", v.name, b.nums[v.master], err)
+		}
+		err = b.checkMaster(ctx, 0, res, b.nums[v.master], v.name)
+		if err == nil {
+			err = measure(v.name, func(int) error {
+				l, err := dc.Lock(ctx, lockspace, res, dlm.EX)
+				if err != nil {
+					return err
+				}
+				return l.Unlock(ctx)
+			})
+		}
+		if err == nil { // it stayed the master throughout
+			err = b.checkMaster(ctx, 0, res, b.nums[v.master], v.name+", after the pairs")
+		}
+		hc.Close()
+		if err != nil {
 			return err
 		}
 	}
@@ -583,20 +621,24 @@ func (b *bench) recoveryTrial(t, v, w int) (recoveryTrial, error) {
 	defer cancel()
 	victim, waiter := b.c.Nodes[v], b.c.Nodes[w]
 	tr := recoveryTrial{victim: b.nums[v], waiter: b.nums[w]}
-	res := b.resourceFor(fmt.Sprintf("rec%d", t), b.nums[v], true)
+	res := b.freshName(fmt.Sprintf("rec%d", t), b.nums[v])
 	leader, err := waiter.Agent.Client().Status().Leader()
 	if err != nil {
 		return tr, err
 	}
 	tr.leader = strings.HasPrefix(leader, victim.Agent.IP+":")
 
-	// The holders, on the victim.
+	// The holders, on the victim: the first to lock the resource, it
+	// masters it.
 	hc, err := b.dlmClient(ctx, v)
 	if err != nil {
 		return tr, err
 	}
 	defer hc.Close()
 	if _, err := hc.Lock(ctx, lockspace, res, dlm.EX); err != nil {
+		return tr, err
+	}
+	if err := b.checkMaster(ctx, w, res, b.nums[v], "the victim's resource"); err != nil {
 		return tr, err
 	}
 	vcc, err := b.consulClient(v)
@@ -831,7 +873,7 @@ func (r *report) render() string {
 	}
 
 	fmt.Fprintf(&b, "\n## Method\n\n")
-	fmt.Fprintf(&b, "- dlm: one client/dlm session per client, `Lock(ctx, %q, resource, dlm.EX)` then `Unlock`. `Unlock` does not wait for dlmd's answer (as a DLM unlock, it is asynchronous; the session's next request is handled after it), so a pair is one lock round trip plus the send of the unlock, and the next pair's lock queues behind the unlock at the master. The master of a resource is the rendezvous-hash winner among the nodes (daemons/dlmd/directory.Master); \"mastered on another node\" costs each request (the lock, the unlock) a hop from the client's dlmd to the master's over mutual-TLS gRPC. Recovery includes dlmd's lease wait: the survivors grant nothing the dead node held before its lease (1 s after their last answer to its ping, plus a margin) has run out.\n", lockspace)
+	fmt.Fprintf(&b, "- dlm: one client/dlm session per client, `Lock(ctx, %q, resource, dlm.EX)` then `Unlock`. `Unlock` does not wait for dlmd's answer (as a DLM unlock, it is asynchronous; the session's next request is handled after it), so a pair is one lock round trip plus the send of the unlock, and the next pair's lock queues behind the unlock at the master. A resource is mastered by the first node that locks it while no node masters it (first-requester mastering, as in Linux fs/dlm): that node asks the resource's directory node, the rendezvous-hash winner among the nodes (daemons/dlmd/directory.Master), which records it as the master; it stays the master while the resource has locks and for about 10 s after the last one goes, then gives it up and the next requester becomes the master. When a master dies, its resources that still have locks are re-mastered on the hash winner among the survivors. So the throughput run's own resources end up mastered on their client's node after one directory lookup, and the hot resources (and the ping-pong one) on whichever node asked first. For the latency variants a second client on the node meant to master the resource (the measuring client's own node, or another node) takes an NL lock on a fresh resource first and keeps it for the whole variant; for recovery the victim's client locks a fresh resource first; dlmd's Locks API (as `ssi locks` shows it) must then report the intended master, or the run fails. These resources' names are picked so that their directory node is that same node (a recovery trial loses the resource's master and its directory node together). \"mastered on another node\" costs each request (the lock, the unlock) a hop from the client's dlmd to the master's over mutual-TLS gRPC. Recovery includes dlmd's lease wait: the survivors grant nothing the dead node held before its lease (1 s after their last answer to its ping, plus a margin) has run out.\n", lockspace)
 	fmt.Fprintf(&b, "- Consul: `api.Client.LockOpts` on keys under `%s`; \"session reused\" creates one session per client and passes it in `LockOptions.Session` (a lock = a read and an acquire, an unlock = a release: two Raft writes per pair); \"LockKey\" is `LockKey(key)` as documented, which also creates and destroys a session for each lock. Throughput, ping-pong and recovery use the reused session, the faster Consul variant. Each Consul client has its own HTTP connection pool.\n", keyPrefix)
 	fmt.Fprintf(&b, "- Every figure comes from `go run ./bench/dlm -out bench/dlm/RESULTS.md` (flags: -iters, -duration, -clients, -hot, -trials). Percentiles are nearest-rank.\n")
 	return b.String()

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -18,8 +19,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/lab"
 )
@@ -183,8 +187,16 @@ func measureLatency(ctx context.Context, l *lab.Lab, dir string, iters int) (*la
 	if out, err := cp.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy dlmlat into %s: %v: %s", node, err, out)
 	}
-	fmt.Fprintf(os.Stderr, "dlm latency: %d lock+unlock pairs per variant in %s\n", iters, node)
-	out, err := l.Exec(ctx, node, "/usr/local/bin/dlmlat", "-iters", strconv.Itoa(iters))
+	// The remote resource: the first node to lock a resource masters it
+	// while it has locks, so another node takes it first and holds it.
+	other := l.State().Nodes[1].Name
+	remote, release, err := holdNL(ctx, l, other)
+	if err != nil {
+		return nil, fmt.Errorf("hold a resource at %s: %w", other, err)
+	}
+	defer release()
+	fmt.Fprintf(os.Stderr, "dlm latency: %d lock+unlock pairs per variant in %s (%s held and mastered at %s)\n", iters, node, remote, other)
+	out, err := l.Exec(ctx, node, "/usr/local/bin/dlmlat", "-iters", strconv.Itoa(iters), "-remote", remote)
 	if err != nil {
 		return nil, fmt.Errorf("dlmlat: %v: %s", err, out)
 	}
@@ -193,6 +205,96 @@ func measureLatency(ctx context.Context, l *lab.Lab, dir string, iters int) (*la
 		return nil, fmt.Errorf("dlmlat output %q: %w", out, err)
 	}
 	return &r, nil
+}
+
+// latLockspace is dlmlat's lockspace.
+const latLockspace = "bench-lab"
+
+// holdNL runs `ssi lock -m NL` at node on a fresh resource of dlmlat's
+// lockspace, so that node masters it (it locks it first), and returns its
+// name once the lock is granted; release ends the holder (its command
+// reads stdin until EOF). The name is picked so that the resource's
+// directory node, the rendezvous-hash winner (daemons/dlmd/directory),
+// is that node too: that changes nothing once the master is known, and
+// keeps the choice right where the hash winner masters.
+func holdNL(ctx context.Context, l *lab.Lab, node string) (string, func(), error) {
+	v, err := l.View(ctx, node)
+	if err != nil {
+		return "", nil, err
+	}
+	var up []uint32
+	for _, n := range v.Nodes {
+		if n.State == cluster.Up {
+			up = append(up, uint32(n.Number))
+		}
+	}
+	res := ""
+	for i := 0; res == ""; i++ {
+		if name := fmt.Sprintf("lat-remote-%d", i); directory.Master(up, latLockspace, name) == uint32(v.ThisNode) {
+			res = name
+		}
+	}
+	cmd, err := l.Command(ctx, node, "ssi", "lock", "-m", "NL", latLockspace, res, "--", "sh", "-c", "echo held && exec cat >/dev/null")
+	if err != nil {
+		return "", nil, err
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	out := &heldWriter{held: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		_ = stdin.Close()
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	select {
+	case <-out.held:
+		return res, stop, nil
+	case err := <-exited:
+		return "", nil, fmt.Errorf("ssi lock -m NL %s %s exited: %v: %s", latLockspace, res, err, out.String())
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		<-exited
+		return "", nil, fmt.Errorf("ssi lock -m NL %s %s: not granted within a minute: %s", latLockspace, res, out.String())
+	}
+}
+
+// heldWriter collects a command's output and closes held once a line
+// "held" came.
+type heldWriter struct {
+	mu   sync.Mutex
+	b    bytes.Buffer
+	held chan struct{}
+	seen bool
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	if !w.seen && strings.Contains("\n"+w.b.String(), "\nheld\n") {
+		w.seen = true
+		close(w.held)
+	}
+	return len(p), nil
+}
+
+func (w *heldWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func nanos(ns []int64) []time.Duration {
@@ -225,7 +327,10 @@ func render(up time.Duration, mem map[string]int64, lat *latency, follower, lead
 	}
 	b.WriteString(")\n\n")
 	if lat != nil {
-		fmt.Fprintf(&b, "Uncontended EX lock + unlock from a client inside node %d (client/dlm to its dlmd; Consul's lock on the node's own agent, one session reused, in the same run):\n\n", lat.Node)
+		fmt.Fprintf(&b, "Uncontended EX lock + unlock from a client inside node %d (client/dlm to its dlmd; Consul's lock on the node's own agent, one session reused, in the same run). "+
+			"The first node to lock a resource that no node masters becomes its master (first-requester mastering) and stays it while the resource has locks: "+
+			"the probe masters its local resource by locking it first, and another node's `ssi lock -m NL` takes the remote one first and holds it for the run; "+
+			"dlmd's Locks API (as `ssi locks` shows it) confirms both masters before and after the pairs:\n\n", lat.Node)
 		fmt.Fprintf(&b, "| variant | pairs | p50 | p99 |\n|---|---|---|---|\n")
 		for _, v := range []struct {
 			name string

@@ -23,6 +23,7 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/localapi"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
 // Options describe the nodes to start.
@@ -308,6 +309,46 @@ func (n *Node) WaitDlmd(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// DlmMasters asks the node's dlmd which node masters each resource of
+// lockspace, through the local API's Locks (as `ssi locks` does: dlmd
+// gathers the resources from every master). Only resources with locks are
+// listed. A node that did not answer is an error.
+func (n *Node) DlmMasters(ctx context.Context, lockspace string) (map[string]uint32, error) {
+	conn, err := localapi.Dial(ctx, n.DlmdSocket())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	r, err := dlmv1.NewDlmClient(conn).Locks(ctx, &dlmv1.LocksRequest{Lockspace: lockspace})
+	if err != nil {
+		return nil, fmt.Errorf("nodetest: %s: dlmd Locks: %w", n.Agent.Name, err)
+	}
+	if errs := r.GetErrors(); len(errs) > 0 {
+		return nil, fmt.Errorf("nodetest: %s: dlmd Locks: %s", n.Agent.Name, strings.Join(errs, "; "))
+	}
+	masters := map[string]uint32{}
+	for _, res := range r.GetResources() {
+		if res.GetLockspace() == lockspace {
+			masters[res.GetName()] = res.GetMaster()
+		}
+	}
+	return masters, nil
+}
+
+// DlmMaster is the node that masters resource in lockspace, as the node's
+// dlmd reports it (see DlmMasters); the resource must have locks.
+func (n *Node) DlmMaster(ctx context.Context, lockspace, resource string) (uint32, error) {
+	masters, err := n.DlmMasters(ctx, lockspace)
+	if err != nil {
+		return 0, err
+	}
+	m, ok := masters[resource]
+	if !ok {
+		return 0, fmt.Errorf("nodetest: %s: dlmd lists no lock on %s/%s", n.Agent.Name, lockspace, resource)
+	}
+	return m, nil
 }
 
 // proc is a daemon process of a node.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/cmd/ssi/cli"
-	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/nodetest"
 )
@@ -43,10 +43,10 @@ func dlmClient(t *testing.T, ctx context.Context, n *nodetest.Node) *dlm.Client 
 
 // TestDlmMutualExclusionThroughNodeLoss: clients on every node of a
 // 3-node cluster hammer a few resources with EX locks, keeping a counter in
-// each value block; the master of the hottest resource is killed (a power
-// loss) mid-run. The survivors must go on, no two holders may ever overlap,
-// the counters must never lose a committed increment while valid, and
-// nothing may hang.
+// each value block; the master of the hottest resource, as dlmd reports it
+// (its Locks API), is killed (a power loss) mid-run. The survivors must go
+// on, no two holders may ever overlap, the counters must never lose a
+// committed increment while valid, and nothing may hang.
 func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 	c := startDlm(t, 3, 0)
 	ctx := ctxFor(t, 90*time.Second)
@@ -56,14 +56,7 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 	}
 	const ls = "hammer"
 	resources := []string{"hot", "r1", "r2", "r3"}
-	victimNum := directory.Master(nums, ls, "hot")
-	var victim *nodetest.Node
-	for i, n := range c.Nodes {
-		if nums[i] == victimNum {
-			victim = n
-		}
-	}
-	t.Logf("nodes %v; %q is mastered on node %d", nums, "hot", victimNum)
+	t.Logf("nodes %v", nums)
 
 	type resState struct {
 		holder    atomic.Int64
@@ -74,23 +67,37 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 		st[r] = &resState{}
 	}
 	var killed atomic.Bool
+	victimIdx := atomic.Int64{} // the index in c.Nodes of the victim, set before killed
+	victimIdx.Store(-1)
 	var violations atomic.Int64
 	var afterKill [4]atomic.Int64 // grants per node index after the kill
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	const perNode = 3
+	clients := make([][]*dlm.Client, len(c.Nodes))
 	for ni, n := range c.Nodes {
-		isVictim := n == victim
-		for w := range perNode {
-			cl := dlmClient(t, ctx, n)
-			id := int64(ni*100 + w + 1)
-			// NL locks keep the resources, and so their value blocks,
-			// alive between holders (the VMS idiom).
-			for _, r := range resources {
+		for range perNode {
+			clients[ni] = append(clients[ni], dlmClient(t, ctx, n))
+		}
+	}
+	// NL locks keep the resources, and so their value blocks, alive
+	// between holders (the VMS idiom). The first node to lock a resource
+	// may become its master (first-requester mastering): resource j is
+	// first locked from node j%3, so the masters are spread and a node's
+	// loss also drops its locks at masters that survive.
+	for j, r := range resources {
+		for k := range c.Nodes {
+			for _, cl := range clients[(j+k)%len(c.Nodes)] {
 				if _, err := cl.Lock(ctx, ls, r, dlm.NL); err != nil {
 					t.Fatal(err)
 				}
 			}
+		}
+	}
+	for ni := range c.Nodes {
+		isVictim := func() bool { return victimIdx.Load() == int64(ni) }
+		for w, cl := range clients[ni] {
+			id := int64(ni*100 + w + 1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -109,7 +116,7 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 					l, err := cl.Lock(lctx, ls, r, dlm.EX, dlm.ValueBlock())
 					cancel()
 					if err != nil {
-						if isVictim && killed.Load() {
+						if killed.Load() && isVictim() {
 							return
 						}
 						t.Errorf("worker %d: lock %s: %v", id, r, err)
@@ -117,8 +124,8 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 					}
 					if !s.holder.CompareAndSwap(0, id) {
 						h := s.holder.Load()
-						dead := killed.Load() && h/100 == int64(indexOf(c.Nodes, victim))
-						if isVictim && killed.Load() {
+						dead := killed.Load() && h/100 == victimIdx.Load()
+						if killed.Load() && isVictim() {
 							return // a dead node's process does nothing
 						}
 						if !dead {
@@ -127,7 +134,7 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 						}
 						s.holder.Store(id)
 					}
-					if isVictim && killed.Load() {
+					if killed.Load() && isVictim() {
 						return // a dead node's process does nothing
 					}
 					v, valid, _ := l.Value()
@@ -140,7 +147,7 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 					} else {
 						cnt = s.committed.Load() // rebuilt from the log
 					}
-					if killed.Load() && !isVictim {
+					if killed.Load() && !isVictim() {
 						afterKill[ni].Add(1)
 					}
 					cnt++
@@ -151,7 +158,7 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 					err = l.Unlock(uctx, dlm.WriteValue(v))
 					cancel()
 					if err != nil {
-						if isVictim {
+						if isVictim() {
 							return // lost with its node: the value block is then not valid
 						}
 						t.Errorf("worker %d: unlock %s: %v", id, r, err)
@@ -161,11 +168,31 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 			}()
 		}
 	}
+	// abort stops the workers before failing the test.
+	abort := func(format string, args ...any) {
+		t.Helper()
+		close(stop)
+		wg.Wait()
+		t.Fatalf(format, args...)
+	}
 	time.Sleep(1500 * time.Millisecond)
+	// Mid-run, ask a node's dlmd which node masters each resource.
+	masters, err := c.Nodes[0].DlmMasters(ctx, ls)
+	if err != nil {
+		abort("%v", err)
+	}
+	victimNum, listed := masters["hot"]
+	vi := slices.Index(nums, victimNum)
+	if !listed || vi < 0 {
+		abort("dlmd does not report %q mastered on one of the nodes %v: masters %v", "hot", nums, masters)
+	}
+	victim := c.Nodes[vi]
+	t.Logf("masters %v: killing node %d, the master of %q", masters, victimNum, "hot")
 	before := st["hot"].committed.Load()
+	victimIdx.Store(int64(vi))
 	killed.Store(true)
 	if err := victim.Kill(); err != nil {
-		t.Fatal(err)
+		abort("%v", err)
 	}
 	t.Logf("killed node %d after %d grants of %q", victimNum, before, "hot")
 	deadline := time.Now().Add(30 * time.Second)
@@ -195,15 +222,6 @@ func TestDlmMutualExclusionThroughNodeLoss(t *testing.T) {
 		}
 	}
 	t.Logf("hot: %d grants committed; violations %d", st["hot"].committed.Load(), violations.Load())
-}
-
-func indexOf(ns []*nodetest.Node, n *nodetest.Node) int {
-	for i, m := range ns {
-		if m == n {
-			return i
-		}
-	}
-	return -1
 }
 
 // TestDlmRemoteAndDeadlock: a lock mastered on another node blocks and is
@@ -394,12 +412,20 @@ func TestDlmSsiLock(t *testing.T) {
 // its write taken before its session ends (else the next holder reads the
 // value block as not valid). The reader keeps an NL lock on every resource,
 // as VMS wants to keep a value block when no one else holds the resource.
-// The resources are mastered on both nodes.
+// The resources are mastered on both nodes: the first node to lock a
+// resource becomes its master, so a keeper on the writer's node takes an
+// NL lock on every other one first.
 func TestDlmUnlockThenClose(t *testing.T) {
 	c := startDlm(t, 2, 0)
 	ctx := ctxFor(t, 60*time.Second)
+	keeper := dlmClient(t, ctx, c.Nodes[0])
 	reader := dlmClient(t, ctx, c.Nodes[1])
 	for i := range 4 {
+		if i%2 == 0 {
+			if _, err := keeper.Lock(ctx, "close", fmt.Sprintf("r%d", i), dlm.NL); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := reader.Lock(ctx, "close", fmt.Sprintf("r%d", i), dlm.NL); err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,16 @@
 // Command dlmlat measures uncontended lock+unlock latency from inside a
-// lab node: through dlmd (client/dlm) on resources mastered on this node
-// and on another node, and through Consul's lock on the node's own agent,
-// in the same run. bench/lab copies it into a node and reads its JSON.
+// lab node: through dlmd (client/dlm) on a resource mastered on this node
+// and on one mastered on another node, and through Consul's lock on the
+// node's own agent, in the same run. bench/lab copies it into a node and
+// reads its JSON.
+//
+// The first node to lock a resource that no node masters becomes its
+// master (first-requester mastering), and stays it while the resource has
+// locks. dlmlat masters its local resource by locking it first (a second
+// session takes an NL lock on a fresh name and keeps it for the run); the
+// remote one, named by -remote, is held NL by a client on another node,
+// which bench/lab starts first. dlmd's Locks API (as `ssi locks` shows it)
+// must confirm both before and after the pairs.
 package main
 
 import (
@@ -10,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -18,6 +26,8 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/internal/localapi"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
 // Result is what dlmlat prints: nanoseconds per lock+unlock pair.
@@ -28,12 +38,19 @@ type Result struct {
 	Consul []int64 `json:"consul"`
 }
 
+// lockspace is dlmlat's lockspace (bench/lab holds the remote resource in
+// it).
 const lockspace = "bench-lab"
 
 func main() {
 	iters := flag.Int("iters", 1000, "lock+unlock pairs per variant")
+	remote := flag.String("remote", "", "a resource of lockspace "+lockspace+" that another node masters and holds (NL) for the whole run")
 	flag.Parse()
-	r, err := run(*iters)
+	if *remote == "" {
+		fmt.Fprintln(os.Stderr, "dlmlat: -remote is required")
+		os.Exit(2)
+	}
+	r, err := run(*iters, *remote)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dlmlat:", err)
 		os.Exit(1)
@@ -41,7 +58,35 @@ func main() {
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 }
 
-func run(iters int) (Result, error) {
+// socket is dlmd's local API socket, as client/dlm finds it.
+func socket() string {
+	if s := os.Getenv(dlm.SocketEnv); s != "" {
+		return s
+	}
+	return dlm.DefaultSocket
+}
+
+// master asks dlmd (its Locks API, which gathers every master's
+// resources) which node masters res; res must have locks.
+func master(ctx context.Context, res string) (uint32, error) {
+	conn, err := localapi.Dial(ctx, socket())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	r, err := dlmv1.NewDlmClient(conn).Locks(ctx, &dlmv1.LocksRequest{Lockspace: lockspace})
+	if err != nil {
+		return 0, fmt.Errorf("dlmd Locks: %w", err)
+	}
+	for _, x := range r.GetResources() {
+		if x.GetLockspace() == lockspace && x.GetName() == res {
+			return x.GetMaster(), nil
+		}
+	}
+	return 0, fmt.Errorf("dlmd lists no lock on %s/%s (nodes that did not answer: %v)", lockspace, res, r.GetErrors())
+}
+
+func run(iters int, remote string) (Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cl, err := cluster.New(ctx)
@@ -63,15 +108,37 @@ func run(iters int) (Result, error) {
 			up = append(up, uint32(n.Number))
 		}
 	}
-	slices.Sort(up)
-	// A resource mastered here, and one mastered elsewhere.
-	pick := func(local bool) string {
-		for i := 0; ; i++ {
-			name := fmt.Sprintf("lat-%d", i)
-			if (directory.Master(up, lockspace, name) == uint32(me.Number)) == local {
-				return name
-			}
+	// A fresh local resource whose directory node (the rendezvous-hash
+	// winner) is this node too: that changes nothing once the master is
+	// known, and keeps the choice right where the hash winner masters.
+	local := ""
+	for i := 0; local == ""; i++ {
+		if name := fmt.Sprintf("lat-local-%d", i); name != remote && directory.Master(up, lockspace, name) == uint32(me.Number) {
+			local = name
 		}
+	}
+	keeper, err := dlm.New(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer keeper.Close()
+	if _, err := keeper.Lock(ctx, lockspace, local, dlm.NL); err != nil {
+		return Result{}, err
+	}
+	// check fails unless res is mastered here (local) or elsewhere.
+	check := func(res string, local bool, when string) error {
+		m, err := master(ctx, res)
+		if err != nil {
+			return fmt.Errorf("%s: %w", when, err)
+		}
+		if (m == uint32(me.Number)) != local {
+			where := "another node"
+			if local {
+				where = "this node"
+			}
+			return fmt.Errorf("%s: dlmd reports %s/%s mastered on node %d; this is node %d, want %s", when, lockspace, res, m, me.Number, where)
+		}
+		return nil
 	}
 	c, err := dlm.New(ctx)
 	if err != nil {
@@ -80,9 +147,13 @@ func run(iters int) (Result, error) {
 	defer c.Close()
 	res := Result{Node: me.Number}
 	for _, v := range []struct {
-		out *[]int64
-		res string
-	}{{&res.Local, pick(true)}, {&res.Remote, pick(false)}} {
+		out   *[]int64
+		res   string
+		local bool
+	}{{&res.Local, local, true}, {&res.Remote, remote, false}} {
+		if err := check(v.res, v.local, "before the pairs"); err != nil {
+			return res, err
+		}
 		for i := 0; i < iters+iters/10; i++ { // the first tenth warms up
 			t0 := time.Now()
 			l, err := c.Lock(ctx, lockspace, v.res, dlm.EX)
@@ -95,6 +166,9 @@ func run(iters int) (Result, error) {
 			if i >= iters/10 {
 				*v.out = append(*v.out, int64(time.Since(t0)))
 			}
+		}
+		if err := check(v.res, v.local, "after the pairs"); err != nil {
+			return res, err
 		}
 	}
 	cc, err := api.NewClient(api.DefaultConfig())

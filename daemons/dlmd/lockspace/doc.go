@@ -27,8 +27,8 @@
 // # The shell's loop
 //
 // The shell owns one Lockspace per lockspace for the resources this node
-// masters (master = hash of the resource name over clmsd's members), and
-// serializes all calls to it:
+// masters (the first node to ask for a resource masters it; see package
+// directory), and serializes all calls to it:
 //
 //	ls, err := lockspace.New(name, lockspace.Config{UID: uid, GID: gid}, creatorCred)
 //	for {
