@@ -7,7 +7,8 @@
 // It measures uncontended lock+unlock latency (dlm with the resource
 // mastered on the client's node and on another node, Consul's lock with a
 // session reused and with LockKey's session per lock), throughput with
-// many clients (each on its own resource, and on a few hot ones),
+// many clients (each on its own resource, mastered on its node or on
+// another node, and on a few hot ones),
 // ping-pong of one resource between the 3 nodes, and recovery: the node
 // that masters a resource and holds it is killed (agent, clmsd and dlmd)
 // while a client on another node waits, and the clock runs from NODEDOWN
@@ -393,20 +394,53 @@ func (b *bench) loop(workers int, body func(w int, stop <-chan struct{}) (bool, 
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-func (b *bench) dlmRate(workers int, resource func(w int) string) (float64, error) {
+// throughputRun is one throughput run: the resource of each client, and
+// whether another node's client becomes each resource's master first.
+type throughputRun struct {
+	name   string
+	res    func(w int) string
+	remote bool
+}
+
+func (b *bench) dlmRate(workers int, run throughputRun) (float64, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	nodes := len(b.c.Nodes)
 	clients := make([]*dlm.Client, workers)
 	for w := range clients {
-		c, err := b.dlmClient(ctx, w%len(b.c.Nodes))
+		c, err := b.dlmClient(ctx, w%nodes)
 		if err != nil {
 			return 0, err
 		}
 		defer c.Close()
 		clients[w] = c
 	}
+	if run.remote {
+		// A keeper on the next node locks each resource first (so that
+		// node masters it) and holds NL on it for the whole run.
+		keepers := make([]*dlm.Client, nodes)
+		for i := range keepers {
+			c, err := b.dlmClient(ctx, i)
+			if err != nil {
+				return 0, err
+			}
+			defer c.Close()
+			keepers[i] = c
+		}
+		for w := range clients {
+			k := (w + 1) % nodes
+			if _, err := keepers[k].Lock(ctx, lockspace, run.res(w), dlm.NL); err != nil {
+				return 0, err
+			}
+			if w < nodes {
+				if err := b.checkMaster(ctx, w%nodes, run.res(w), b.nums[k], run.name); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
 	return b.loop(workers, func(w int, stop <-chan struct{}) (bool, error) {
-		l, err := clients[w].Lock(ctx, lockspace, resource(w), dlm.EX)
+		l, err := clients[w].Lock(ctx, lockspace, run.res(w), dlm.EX)
 		if err != nil {
 			return false, err
 		}
@@ -439,19 +473,16 @@ func (b *bench) consulRate(workers int, key func(w int) string) (float64, error)
 }
 
 func (b *bench) throughput(r *report) error {
-	runs := []struct {
-		name string
-		res  func(w int) string
-	}{{fmt.Sprintf("%d clients, one resource each", b.p.clients), func(w int) string { return fmt.Sprintf("own-%d", w) }}}
+	runs := []throughputRun{
+		{name: fmt.Sprintf("%d clients, one resource each", b.p.clients), res: func(w int) string { return fmt.Sprintf("own-%d", w) }},
+		{name: fmt.Sprintf("%d clients, one resource each, mastered on another node", b.p.clients), res: func(w int) string { return fmt.Sprintf("far-%d", w) }, remote: true},
+	}
 	if b.p.hot > 0 {
-		runs = append(runs, struct {
-			name string
-			res  func(w int) string
-		}{fmt.Sprintf("%d clients on %d hot resources", b.p.clients, b.p.hot), func(w int) string { return fmt.Sprintf("hot-%d", w%b.p.hot) }})
+		runs = append(runs, throughputRun{name: fmt.Sprintf("%d clients on %d hot resources", b.p.clients, b.p.hot), res: func(w int) string { return fmt.Sprintf("hot-%d", w%b.p.hot) }})
 	}
 	for _, run := range runs {
 		logf("throughput: %s, dlm, %v", run.name, b.p.duration)
-		d, err := b.dlmRate(b.p.clients, run.res)
+		d, err := b.dlmRate(b.p.clients, run)
 		if err != nil {
 			return fmt.Errorf("dlm: %w", err)
 		}
@@ -873,7 +904,7 @@ func (r *report) render() string {
 	}
 
 	fmt.Fprintf(&b, "\n## Method\n\n")
-	fmt.Fprintf(&b, "- dlm: one client/dlm session per client, `Lock(ctx, %q, resource, dlm.EX)` then `Unlock`. `Unlock` does not wait for dlmd's answer (as a DLM unlock, it is asynchronous; the session's next request is handled after it), so a pair is one lock round trip plus the send of the unlock, and the next pair's lock queues behind the unlock at the master. A resource is mastered by the first node that locks it while no node masters it (first-requester mastering, as in Linux fs/dlm): that node asks the resource's directory node, the rendezvous-hash winner among the nodes (daemons/dlmd/directory.Master), which records it as the master; it stays the master while the resource has locks and for about 10 s after the last one goes, then gives it up and the next requester becomes the master. When a master dies, its resources that still have locks are re-mastered on the hash winner among the survivors. So the throughput run's own resources end up mastered on their client's node after one directory lookup, and the hot resources (and the ping-pong one) on whichever node asked first. For the latency variants a second client on the node meant to master the resource (the measuring client's own node, or another node) takes an NL lock on a fresh resource first and keeps it for the whole variant; for recovery the victim's client locks a fresh resource first; dlmd's Locks API (as `ssi locks` shows it) must then report the intended master, or the run fails. These resources' names are picked so that their directory node is that same node (a recovery trial loses the resource's master and its directory node together). \"mastered on another node\" costs each request (the lock, the unlock) a hop from the client's dlmd to the master's over mutual-TLS gRPC. Recovery includes dlmd's lease wait: the survivors grant nothing the dead node held before its lease (1 s after their last answer to its ping, plus a margin) has run out.\n", lockspace)
+	fmt.Fprintf(&b, "- dlm: one client/dlm session per client, `Lock(ctx, %q, resource, dlm.EX)` then `Unlock`. `Unlock` does not wait for dlmd's answer (as a DLM unlock, it is asynchronous; the session's next request is handled after it), so a pair is one lock round trip plus the send of the unlock, and the next pair's lock queues behind the unlock at the master. A resource is mastered by the first node that locks it while no node masters it (first-requester mastering, as in Linux fs/dlm): that node asks the resource's directory node, the rendezvous-hash winner among the nodes (daemons/dlmd/directory.Master), which records it as the master; it stays the master while the resource has locks and for about 10 s after the last one goes, then gives it up and the next requester becomes the master. When a master dies, its resources that still have locks are re-mastered on the hash winner among the survivors. So the throughput run's own resources end up mastered on their client's node after one directory lookup, and the hot resources (and the ping-pong one) on whichever node asked first; in the run \"mastered on another node\" a keeper client on the next node locks each client's resource first, in NL, and holds it for the run, so every lock and unlock crosses to another node's dlmd (Consul has no such distinction: its run is the same as the first one's). For the latency variants a second client on the node meant to master the resource (the measuring client's own node, or another node) takes an NL lock on a fresh resource first and keeps it for the whole variant; for recovery the victim's client locks a fresh resource first; dlmd's Locks API (as `ssi locks` shows it) must then report the intended master, or the run fails. These resources' names are picked so that their directory node is that same node (a recovery trial loses the resource's master and its directory node together). \"mastered on another node\" costs each request (the lock, the unlock) a hop from the client's dlmd to the master's over mutual-TLS gRPC. Recovery includes dlmd's lease wait: the survivors grant nothing the dead node held before its lease (1 s after their last answer to its ping, plus a margin) has run out.\n", lockspace)
 	fmt.Fprintf(&b, "- Consul: `api.Client.LockOpts` on keys under `%s`; \"session reused\" creates one session per client and passes it in `LockOptions.Session` (a lock = a read and an acquire, an unlock = a release: two Raft writes per pair); \"LockKey\" is `LockKey(key)` as documented, which also creates and destroys a session for each lock. Throughput, ping-pong and recovery use the reused session, the faster Consul variant. Each Consul client has its own HTTP connection pool.\n", keyPrefix)
 	fmt.Fprintf(&b, "- Every figure comes from `go run ./bench/dlm -out bench/dlm/RESULTS.md` (flags: -iters, -duration, -clients, -hot, -trials). Percentiles are nearest-rank.\n")
 	return b.String()
