@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -129,18 +128,15 @@ func WithSocket(path string) Option { return func(o *options) { o.socket = path 
 // New connects to the local clmsd. When it is not running the error wraps
 // ErrNotRunning and says how to start it.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	o := options{socket: os.Getenv(SocketEnv)}
-	if o.socket == "" {
-		o.socket = DefaultSocket
-	}
+	var o options
 	for _, f := range opts {
 		f(&o)
 	}
-	conn, err := localapi.Dial(ctx, o.socket)
+	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
-		return nil, notRunning(o.socket, err)
+		return nil, notRunning(socket, err)
 	}
-	return &Client{socket: o.socket, conn: conn, api: clmsv1.NewMembershipClient(conn)}, nil
+	return &Client{socket: socket, conn: conn, api: clmsv1.NewMembershipClient(conn)}, nil
 }
 
 func notRunning(socket string, err error) error {

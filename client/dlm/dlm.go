@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -228,17 +227,14 @@ func WithSocket(path string) ClientOption { return func(o *options) { o.socket =
 // New opens a lock session with the local dlmd. When dlmd is not running
 // the error wraps ErrNotRunning.
 func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
-	o := options{socket: os.Getenv(SocketEnv)}
-	if o.socket == "" {
-		o.socket = DefaultSocket
-	}
+	var o options
 	for _, f := range opts {
 		f(&o)
 	}
-	conn, err := localapi.Dial(ctx, o.socket)
+	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
 		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("%w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, o.socket)
+			return nil, fmt.Errorf("%w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, socket)
 		}
 		return nil, fmt.Errorf("dlm: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -38,6 +39,21 @@ func Dial(ctx context.Context, path string, opts ...grpc.DialOption) (*grpc.Clie
 		return nil, fmt.Errorf("localapi: dial %s: %w", path, err)
 	}
 	return conn, nil
+}
+
+// DialSocket is Dial for a client library: it dials the socket an option
+// set (set), else the one the environment variable env names, else def,
+// and returns the socket it dialled for the caller's error messages.
+func DialSocket(ctx context.Context, set, env, def string) (*grpc.ClientConn, string, error) {
+	socket := set
+	if socket == "" {
+		socket = os.Getenv(env)
+	}
+	if socket == "" {
+		socket = def
+	}
+	conn, err := Dial(ctx, socket)
+	return conn, socket, err
 }
 
 func notRunning(err error) bool {

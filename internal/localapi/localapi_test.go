@@ -413,3 +413,29 @@ func copyFile(t *testing.T, src, dst string, mode fs.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+func TestDialSocketPicksTheSocket(t *testing.T) {
+	const env = "OPENSSI_TEST_DIALSOCKET"
+	dir := t.TempDir()
+	set, fromEnv, def := filepath.Join(dir, "set.sock"), filepath.Join(dir, "env.sock"), filepath.Join(dir, "def.sock")
+	tests := []struct {
+		name, set, env, want string
+	}{
+		{"option wins", set, fromEnv, set},
+		{"environment over the default", "", fromEnv, fromEnv},
+		{"default", "", "", def},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(env, tt.env)
+			conn, got, err := DialSocket(context.Background(), tt.set, env, def)
+			if err == nil {
+				conn.Close()
+				t.Fatal("DialSocket succeeded with no daemon")
+			}
+			if got != tt.want || !errors.Is(err, ErrNotRunning) {
+				t.Fatalf("dialled %s (%v), want %s and ErrNotRunning", got, err, tt.want)
+			}
+		})
+	}
+}
