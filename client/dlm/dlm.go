@@ -173,7 +173,7 @@ func ValueBlock() Option { return func(r *request) { r.flags |= flagValBlk } }
 func QueueConversion() Option { return func(r *request) { r.flags |= flagQueCvt } }
 
 // Persistent keeps the lock granted (as an orphan) when the session ends.
-// Lock only.
+// Lock only. Client.Purge releases orphans.
 func Persistent() Option { return func(r *request) { r.flags |= flagPersistent } }
 
 // Timeout makes dlmd refuse the request with ErrTimeout if it waits
@@ -323,6 +323,26 @@ func (c *Client) Close() error {
 	c.cancel()
 	<-c.done
 	return c.conn.Close()
+}
+
+// Purge releases the orphans this node holds in lockspace: the Persistent
+// locks left granted when their session ended, of the process pid (as the
+// ended session's process reported it), or of every process with pid 0.
+// It returns how many it released; each is unlocked at its master as an
+// Unlock would (the value block is not written). The caller must be
+// allowed to use the lockspace (ErrPermission otherwise).
+func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
+	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
+	if err != nil {
+		switch status.Code(err) {
+		case codes.PermissionDenied:
+			return 0, fmt.Errorf("%w (%s)", ErrPermission, status.Convert(err).Message())
+		case codes.InvalidArgument:
+			return 0, fmt.Errorf("%w (%s)", ErrInvalid, status.Convert(err).Message())
+		}
+		return 0, fmt.Errorf("dlm: purge: %w", err)
+	}
+	return int(r.GetReleased()), nil
 }
 
 func (c *Client) recv() {

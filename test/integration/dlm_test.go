@@ -378,7 +378,8 @@ func TestDlmAccessAndCrash(t *testing.T) {
 }
 
 // TestDlmSsiLock: `ssi lock` runs a command under the lock and exits with
-// its status; `ssi locks` shows the holders across the cluster.
+// its status; `ssi locks` shows the holders across the cluster, and
+// `ssi locks --purge` releases orphans.
 func TestDlmSsiLock(t *testing.T) {
 	c := startDlm(t, 2, 0)
 	ctx := ctxFor(t, 30*time.Second)
@@ -405,6 +406,33 @@ func TestDlmSsiLock(t *testing.T) {
 		t.Fatalf("ssi locks: exit %d\n%s", code, out)
 	}
 	t.Logf("ssi locks:\n%s", out)
+
+	// A persistent lock outlives its session as an orphan, which `ssi
+	// locks` shows and `ssi locks --purge` releases on its node.
+	p := dlmClient(t, ctx, c.Nodes[0])
+	if _, err := p.Lock(ctx, "cli", "kept", dlm.EX, dlm.Persistent()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run("locks", "cli"); code != 0 || !strings.Contains(out, "kept") || !strings.Contains(out, "(orphan)") {
+		t.Fatalf("ssi locks with an orphan: exit %d\n%s", code, out)
+	}
+	if _, err := a.Lock(ctx, "cli", "kept", dlm.EX, dlm.NoQueue()); !errors.Is(err, dlm.ErrWouldBlock) {
+		t.Fatalf("EX NoQueue on the orphan's resource: %v, want ErrWouldBlock", err)
+	}
+	if code, out := run("locks", "--purge", "--pid", fmt.Sprint(os.Getpid()+1), "cli"); code != 0 || !strings.Contains(out, "released 0 orphaned locks in cli") {
+		t.Fatalf("ssi locks --purge --pid of another process: exit %d, %q", code, out)
+	}
+	if code, out := run("locks", "--purge", "cli"); code != 0 || !strings.Contains(out, "released 1 orphaned lock in cli") {
+		t.Fatalf("ssi locks --purge: exit %d, %q", code, out)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := a.Lock(lctx, "cli", "kept", dlm.EX); err != nil {
+		t.Fatalf("EX after the purge: %v", err)
+	}
 }
 
 // TestDlmUnlockThenClose: Unlock does not wait for dlmd, so a session that

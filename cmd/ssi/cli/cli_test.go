@@ -105,3 +105,19 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatalf("version %q", out.String())
 	}
 }
+
+func TestLocksPurgeUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"locks", "--pid", "3"}, "--pid goes with --purge"},
+		{[]string{"locks", "--purge"}, "--purge needs the LOCKSPACE"},
+		{[]string{"locks", "--purge", "--pid", "-1", "ls"}, "--pid -1: want a process id"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Main(append([]string{"--run-dir", t.TempDir()}, tc.args...), &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), exitUsage, tc.want)
+		}
+	}
+}

@@ -16,15 +16,33 @@ import (
 )
 
 func newLocks(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var purge bool
+	var pid int
+	cmd := &cobra.Command{
 		Use:   "locks [LOCKSPACE]",
 		Short: "Show the cluster's locks: resources, masters, queues and holders",
 		Long: `List every resource that has locks, across the cluster (in the lockspaces
 you may use; root sees all): its master node, whether its value block is
 valid, and its locks in queue order with their owner (node:pid), state and
-modes.`,
+modes. A persistent lock whose process ended is shown "(orphan)".
+
+With --purge LOCKSPACE, release this node's orphans in LOCKSPACE instead
+(those of --pid only, when given): run it on the node the orphan's owner
+ran on.`,
+		Example: `  ssi locks
+  ssi locks --purge myapp
+  ssi locks --purge --pid 4242 myapp`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !purge && cmd.Flags().Changed("pid") {
+				return usageError{fmt.Errorf("--pid goes with --purge (see `ssi locks --help`)")}
+			}
+			if purge && len(args) != 1 {
+				return usageError{fmt.Errorf("--purge needs the LOCKSPACE whose orphans to release (see `ssi locks --help`)")}
+			}
+			if pid < 0 {
+				return usageError{fmt.Errorf("--pid %d: want a process id (see `ssi locks --help`)", pid)}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			conn, err := localapi.Dial(ctx, g.socket("dlmd"))
@@ -35,6 +53,15 @@ modes.`,
 				return err
 			}
 			defer conn.Close()
+			if purge {
+				r, err := dlmv1.NewDlmClient(conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: args[0], Pid: int32(pid)})
+				if err != nil {
+					return fmt.Errorf("purge: %s", status.Convert(err).Message())
+				}
+				n := r.GetReleased()
+				fmt.Fprintf(g.out, "released %d orphaned lock%s in %s\n", n, plural(n), args[0])
+				return nil
+			}
 			req := &dlmv1.LocksRequest{}
 			if len(args) == 1 {
 				req.Lockspace = args[0]
@@ -50,6 +77,16 @@ modes.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "release this node's orphaned persistent locks in LOCKSPACE")
+	cmd.Flags().IntVar(&pid, "pid", 0, "with --purge: only the orphans of this process")
+	return cmd
+}
+
+func plural(n uint32) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 var stateNames = map[dlmv1.LockState]string{

@@ -381,6 +381,62 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	return reply, nil
 }
 
+// Purge releases this node's orphans in a lockspace (all, or one
+// process's): each is unlocked at its master as its session would have.
+// The caller must be allowed to use the lockspace.
+func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeReply, error) {
+	_, cred, err := credOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := r.GetLockspace()
+	if err := ValidLockspace(name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if r.GetPid() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "dlm: pid %d: want a process id, or 0 for every process", r.GetPid())
+	}
+	s := a.s
+	denied := cred.UID != 0 && strings.HasPrefix(name, SystemPrefix)
+	released := 0
+	if err := s.call(ctx, func() {
+		cfg, known := s.lsCfg[name]
+		switch {
+		case denied, !known: // a lockspace this node never used has no orphans here
+		case cred.UID != 0 && !cfg.Allows(cred):
+			denied = true
+		default:
+			released = s.purge(name, r.GetPid())
+		}
+	}); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if denied {
+		return nil, status.Errorf(codes.PermissionDenied, "dlm: lockspace %q: uid %d: %v", name, cred.UID, lockspace.ErrAccess)
+	}
+	return &dlmv1.PurgeReply{Released: uint32(released)}, nil
+}
+
+// purge unlocks this node's orphans in lockspace ls (of process pid, or
+// all with pid 0) and returns how many it released.
+func (s *Server) purge(ls string, pid int32) int {
+	var ids []lockspace.LockID
+	for id, cl := range s.locks {
+		if cl.orphan && !cl.purging && cl.ls == ls && (pid == 0 || cl.pid == pid) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cl := s.locks[id]
+		cl.purging = true
+		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
+			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
+		s.submit(&pending{req: req, lock: cl, quiet: true})
+	}
+	return len(ids)
+}
+
 // lockspaceConfig returns a lockspace's config as the loop knows it.
 func (s *Server) lockspaceConfig(ctx context.Context, name string) (lockspace.Config, bool) {
 	var cfg lockspace.Config

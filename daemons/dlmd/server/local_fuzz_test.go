@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,6 +97,27 @@ func newLocalFixture(t testing.TB) *localFixture {
 	return fx
 }
 
+// serve runs the loop while call waits for it (a unary handler).
+func (fx *localFixture) serve(call func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case f := <-fx.s.ops:
+				f()
+			case <-done:
+				return
+			}
+		}
+	}()
+	call()
+	close(done)
+	wg.Wait()
+}
+
 // drain runs what the handlers queued for the loop.
 func (fx *localFixture) drain() {
 	for {
@@ -140,7 +162,8 @@ func (fx *localFixture) check(t testing.TB) {
 // UnlockRequest, CancelRequest in a message of its own, with the fuzzed
 // lock id also pointed at session 1's granted lock) and hands them to the
 // real handlers of a node-1 dlmd, then ends the session: nothing may panic
-// and the lock tables must stay sound. LocksRequest goes through Locks.
+// and the lock tables must stay sound. LocksRequest goes through Locks,
+// PurgeRequest through Purge once the session ended.
 func FuzzLocalRequest(f *testing.F) {
 	seeds := []proto.Message{
 		&dlmv1.ClientMessage{Tag: 7, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{Lockspace: "ls", Resource: "x", Mode: dlmv1.Mode_MODE_PW, Flags: 1, TimeoutNanos: 1}}},
@@ -154,6 +177,8 @@ func FuzzLocalRequest(f *testing.F) {
 		&dlmv1.UnlockRequest{LockId: 3},
 		&dlmv1.CancelRequest{LockId: 3},
 		&dlmv1.LocksRequest{Lockspace: "ls"},
+		&dlmv1.PurgeRequest{Lockspace: "ls", Pid: 101},
+		&dlmv1.LockRequest{Lockspace: "ls", Resource: "p", Mode: dlmv1.Mode_MODE_EX, Flags: 8},
 	}
 	for _, m := range seeds {
 		b, err := proto.Marshal(m)
@@ -203,25 +228,20 @@ func FuzzLocalRequest(f *testing.F) {
 		}
 		var lq dlmv1.LocksRequest
 		if proto.Unmarshal(data, &lq) == nil {
-			done := make(chan struct{})
-			go func() { // the loop, while Locks waits for it
-				for {
-					select {
-					case f := <-fx.s.ops:
-						f()
-					case <-done:
-						return
-					}
-				}
-			}()
-			_, _ = fx.a.Locks(ctx, &lq)
-			close(done)
+			fx.serve(func() { _, _ = fx.a.Locks(ctx, &lq) })
 			fx.check(t)
 		}
-		// The client goes away: its locks go, the others' must be sound.
+		// The client goes away: its locks go (persistent ones stay as
+		// orphans, which a purge may release), the others' must be sound.
 		fx.s.sessionExit(fx.ss)
 		fx.drain()
 		fx.check(t)
+		var pq dlmv1.PurgeRequest
+		if proto.Unmarshal(data, &pq) == nil {
+			fx.serve(func() { _, _ = fx.a.Purge(ctx, &pq) })
+			fx.drain()
+			fx.check(t)
+		}
 		fx.s.sessionExit(fx.ss2)
 		fx.drain()
 		fx.check(t)

@@ -133,6 +133,7 @@ type copyLock struct {
 	flags      lockspace.Flags
 	persistent bool
 	orphan     bool
+	purging    bool // an orphan whose unlock was sent
 	seq        uint64
 	deadline   time.Time
 	hasLVB     bool
@@ -444,6 +445,8 @@ func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect
 	case dlmv1.Op_OP_UNLOCK:
 		if err == nil {
 			delete(s.locks, cl.key.ID)
+		} else {
+			cl.purging = false
 		}
 	}
 	var extra *dlmv1.ServerMessage

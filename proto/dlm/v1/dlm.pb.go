@@ -1443,6 +1443,105 @@ func (x *Lock) GetOrphan() bool {
 	return false
 }
 
+type PurgeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	// pid: only the orphans of this process (as the session reported it);
+	// 0 for all.
+	Pid           int32 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeRequest) Reset() {
+	*x = PurgeRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeRequest) ProtoMessage() {}
+
+func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
+func (*PurgeRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PurgeRequest) GetLockspace() string {
+	if x != nil {
+		return x.Lockspace
+	}
+	return ""
+}
+
+func (x *PurgeRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type PurgeReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// released: how many orphans were released.
+	Released      uint32 `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeReply) Reset() {
+	*x = PurgeReply{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeReply) ProtoMessage() {}
+
+func (x *PurgeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeReply.ProtoReflect.Descriptor instead.
+func (*PurgeReply) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PurgeReply) GetReleased() uint32 {
+	if x != nil {
+		return x.Released
+	}
+	return 0
+}
+
 // PeerMessage travels on a Channel: the requesting node (the client of the
 // stream) sends hello, requests, owner exits, recovery markers and copies,
 // and pings; the master (the server) answers with its hello, then sends
@@ -1481,7 +1580,7 @@ type PeerMessage struct {
 
 func (x *PeerMessage) Reset() {
 	*x = PeerMessage{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1592,7 @@ func (x *PeerMessage) String() string {
 func (*PeerMessage) ProtoMessage() {}
 
 func (x *PeerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1605,7 @@ func (x *PeerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMessage.ProtoReflect.Descriptor instead.
 func (*PeerMessage) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeerMessage) GetMsg() isPeerMessage_Msg {
@@ -1756,7 +1855,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1867,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1880,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ping) GetSentNanos() int64 {
@@ -1811,7 +1910,7 @@ type PeerHello struct {
 
 func (x *PeerHello) Reset() {
 	*x = PeerHello{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1922,7 @@ func (x *PeerHello) String() string {
 func (*PeerHello) ProtoMessage() {}
 
 func (x *PeerHello) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1935,7 @@ func (x *PeerHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerHello.ProtoReflect.Descriptor instead.
 func (*PeerHello) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeerHello) GetNode() uint32 {
@@ -1892,7 +1991,7 @@ type LockspaceConfig struct {
 
 func (x *LockspaceConfig) Reset() {
 	*x = LockspaceConfig{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2003,7 @@ func (x *LockspaceConfig) String() string {
 func (*LockspaceConfig) ProtoMessage() {}
 
 func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2016,7 @@ func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockspaceConfig.ProtoReflect.Descriptor instead.
 func (*LockspaceConfig) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LockspaceConfig) GetUid() uint32 {
@@ -1952,7 +2051,7 @@ type Cred struct {
 
 func (x *Cred) Reset() {
 	*x = Cred{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2063,7 @@ func (x *Cred) String() string {
 func (*Cred) ProtoMessage() {}
 
 func (x *Cred) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2076,7 @@ func (x *Cred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cred.ProtoReflect.Descriptor instead.
 func (*Cred) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Cred) GetUid() uint32 {
@@ -2025,7 +2124,7 @@ type PeerRequest struct {
 
 func (x *PeerRequest) Reset() {
 	*x = PeerRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2136,7 @@ func (x *PeerRequest) String() string {
 func (*PeerRequest) ProtoMessage() {}
 
 func (x *PeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2149,7 @@ func (x *PeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerRequest.ProtoReflect.Descriptor instead.
 func (*PeerRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerRequest) GetTag() uint64 {
@@ -2174,7 +2273,7 @@ type PeerReply struct {
 
 func (x *PeerReply) Reset() {
 	*x = PeerReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2285,7 @@ func (x *PeerReply) String() string {
 func (*PeerReply) ProtoMessage() {}
 
 func (x *PeerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2298,7 @@ func (x *PeerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReply.ProtoReflect.Descriptor instead.
 func (*PeerReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PeerReply) GetTag() uint64 {
@@ -2259,7 +2358,7 @@ type PeerEffect struct {
 
 func (x *PeerEffect) Reset() {
 	*x = PeerEffect{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2370,7 @@ func (x *PeerEffect) String() string {
 func (*PeerEffect) ProtoMessage() {}
 
 func (x *PeerEffect) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2383,7 @@ func (x *PeerEffect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEffect.ProtoReflect.Descriptor instead.
 func (*PeerEffect) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PeerEffect) GetLockspace() string {
@@ -2393,7 +2492,7 @@ type Marker struct {
 
 func (x *Marker) Reset() {
 	*x = Marker{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2504,7 @@ func (x *Marker) String() string {
 func (*Marker) ProtoMessage() {}
 
 func (x *Marker) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2517,7 @@ func (x *Marker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Marker.ProtoReflect.Descriptor instead.
 func (*Marker) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Marker) GetEpoch() uint64 {
@@ -2487,7 +2586,7 @@ type PongAge struct {
 
 func (x *PongAge) Reset() {
 	*x = PongAge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2598,7 @@ func (x *PongAge) String() string {
 func (*PongAge) ProtoMessage() {}
 
 func (x *PongAge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2611,7 @@ func (x *PongAge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PongAge.ProtoReflect.Descriptor instead.
 func (*PongAge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PongAge) GetNode() uint32 {
@@ -2553,7 +2652,7 @@ type CopyLock struct {
 
 func (x *CopyLock) Reset() {
 	*x = CopyLock{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2664,7 @@ func (x *CopyLock) String() string {
 func (*CopyLock) ProtoMessage() {}
 
 func (x *CopyLock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2677,7 @@ func (x *CopyLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyLock.ProtoReflect.Descriptor instead.
 func (*CopyLock) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CopyLock) GetResource() string {
@@ -2702,7 +2801,7 @@ type Lookup struct {
 
 func (x *Lookup) Reset() {
 	*x = Lookup{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +2813,7 @@ func (x *Lookup) String() string {
 func (*Lookup) ProtoMessage() {}
 
 func (x *Lookup) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +2826,7 @@ func (x *Lookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
 func (*Lookup) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Lookup) GetTag() uint64 {
@@ -2779,7 +2878,7 @@ type LookupReply struct {
 
 func (x *LookupReply) Reset() {
 	*x = LookupReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +2890,7 @@ func (x *LookupReply) String() string {
 func (*LookupReply) ProtoMessage() {}
 
 func (x *LookupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +2903,7 @@ func (x *LookupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReply.ProtoReflect.Descriptor instead.
 func (*LookupReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LookupReply) GetTag() uint64 {
@@ -2849,7 +2948,7 @@ type Remove struct {
 
 func (x *Remove) Reset() {
 	*x = Remove{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2960,7 @@ func (x *Remove) String() string {
 func (*Remove) ProtoMessage() {}
 
 func (x *Remove) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2973,7 @@ func (x *Remove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remove.ProtoReflect.Descriptor instead.
 func (*Remove) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Remove) GetEpoch() uint64 {
@@ -2917,7 +3016,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3028,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3041,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DirEntry) GetResource() string {
@@ -2977,7 +3076,7 @@ type Copies struct {
 
 func (x *Copies) Reset() {
 	*x = Copies{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3088,7 @@ func (x *Copies) String() string {
 func (*Copies) ProtoMessage() {}
 
 func (x *Copies) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3101,7 @@ func (x *Copies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copies.ProtoReflect.Descriptor instead.
 func (*Copies) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Copies) GetEpoch() uint64 {
@@ -3058,7 +3157,7 @@ type CopiesDone struct {
 
 func (x *CopiesDone) Reset() {
 	*x = CopiesDone{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3169,7 @@ func (x *CopiesDone) String() string {
 func (*CopiesDone) ProtoMessage() {}
 
 func (x *CopiesDone) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3182,7 @@ func (x *CopiesDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopiesDone.ProtoReflect.Descriptor instead.
 func (*CopiesDone) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CopiesDone) GetEpoch() uint64 {
@@ -3110,7 +3209,7 @@ type OwnerExit struct {
 
 func (x *OwnerExit) Reset() {
 	*x = OwnerExit{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3221,7 @@ func (x *OwnerExit) String() string {
 func (*OwnerExit) ProtoMessage() {}
 
 func (x *OwnerExit) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3234,7 @@ func (x *OwnerExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerExit.ProtoReflect.Descriptor instead.
 func (*OwnerExit) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OwnerExit) GetClient() uint64 {
@@ -3154,7 +3253,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3166,7 +3265,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3179,7 +3278,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DumpRequest) GetLockspace() string {
@@ -3198,7 +3297,7 @@ type DumpReply struct {
 
 func (x *DumpReply) Reset() {
 	*x = DumpReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3210,7 +3309,7 @@ func (x *DumpReply) String() string {
 func (*DumpReply) ProtoMessage() {}
 
 func (x *DumpReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3223,7 +3322,7 @@ func (x *DumpReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpReply.ProtoReflect.Descriptor instead.
 func (*DumpReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DumpReply) GetResources() []*Resource {
@@ -3247,7 +3346,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3358,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3371,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Waiter) GetResource() string {
@@ -3329,7 +3428,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3341,7 +3440,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3354,7 +3453,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Edge) GetLockspace() string {
@@ -3393,7 +3492,7 @@ type EdgesRequest struct {
 
 func (x *EdgesRequest) Reset() {
 	*x = EdgesRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3504,7 @@ func (x *EdgesRequest) String() string {
 func (*EdgesRequest) ProtoMessage() {}
 
 func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3517,7 @@ func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesRequest.ProtoReflect.Descriptor instead.
 func (*EdgesRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{38}
 }
 
 type EdgesReply struct {
@@ -3430,7 +3529,7 @@ type EdgesReply struct {
 
 func (x *EdgesReply) Reset() {
 	*x = EdgesReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3541,7 @@ func (x *EdgesReply) String() string {
 func (*EdgesReply) ProtoMessage() {}
 
 func (x *EdgesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3554,7 @@ func (x *EdgesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesReply.ProtoReflect.Descriptor instead.
 func (*EdgesReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{37}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EdgesReply) GetEdges() []*Edge {
@@ -3474,7 +3573,7 @@ type VictimsRequest struct {
 
 func (x *VictimsRequest) Reset() {
 	*x = VictimsRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3585,7 @@ func (x *VictimsRequest) String() string {
 func (*VictimsRequest) ProtoMessage() {}
 
 func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3598,7 @@ func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsRequest.ProtoReflect.Descriptor instead.
 func (*VictimsRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{38}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *VictimsRequest) GetVictims() []*Edge {
@@ -3517,7 +3616,7 @@ type VictimsReply struct {
 
 func (x *VictimsReply) Reset() {
 	*x = VictimsReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +3628,7 @@ func (x *VictimsReply) String() string {
 func (*VictimsReply) ProtoMessage() {}
 
 func (x *VictimsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +3641,7 @@ func (x *VictimsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsReply.ProtoReflect.Descriptor instead.
 func (*VictimsReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{39}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{41}
 }
 
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
@@ -3632,7 +3731,13 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\agranted\x18\x06 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\agranted\x122\n" +
 	"\trequested\x18\a \x01(\x0e2\x14.openssi.dlm.v1.ModeR\trequested\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x16\n" +
-	"\x06orphan\x18\t \x01(\bR\x06orphan\"\xa3\x06\n" +
+	"\x06orphan\x18\t \x01(\bR\x06orphan\">\n" +
+	"\fPurgeRequest\x12\x1c\n" +
+	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\"(\n" +
+	"\n" +
+	"PurgeReply\x12\x1a\n" +
+	"\breleased\x18\x01 \x01(\rR\breleased\"\xa3\x06\n" +
 	"\vPeerMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.openssi.dlm.v1.PeerHelloH\x00R\x05hello\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1b.openssi.dlm.v1.PeerRequestH\x00R\arequest\x121\n" +
@@ -3841,10 +3946,11 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x17EFFECT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EFFECT_KIND_GRANTED\x10\x01\x12\x17\n" +
 	"\x13EFFECT_KIND_REFUSED\x10\x02\x12\x18\n" +
-	"\x14EFFECT_KIND_BLOCKING\x10\x032\x95\x01\n" +
+	"\x14EFFECT_KIND_BLOCKING\x10\x032\xd8\x01\n" +
 	"\x03Dlm\x12K\n" +
 	"\aSession\x12\x1d.openssi.dlm.v1.ClientMessage\x1a\x1d.openssi.dlm.v1.ServerMessage(\x010\x01\x12A\n" +
-	"\x05Locks\x12\x1c.openssi.dlm.v1.LocksRequest\x1a\x1a.openssi.dlm.v1.LocksReply2\x9b\x02\n" +
+	"\x05Locks\x12\x1c.openssi.dlm.v1.LocksRequest\x1a\x1a.openssi.dlm.v1.LocksReply\x12A\n" +
+	"\x05Purge\x12\x1c.openssi.dlm.v1.PurgeRequest\x1a\x1a.openssi.dlm.v1.PurgeReply2\x9b\x02\n" +
 	"\x04Peer\x12G\n" +
 	"\aChannel\x12\x1b.openssi.dlm.v1.PeerMessage\x1a\x1b.openssi.dlm.v1.PeerMessage(\x010\x01\x12>\n" +
 	"\x04Dump\x12\x1b.openssi.dlm.v1.DumpRequest\x1a\x19.openssi.dlm.v1.DumpReply\x12A\n" +
@@ -3864,7 +3970,7 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_dlm_v1_dlm_proto_goTypes = []any{
 	(Mode)(0),               // 0: openssi.dlm.v1.Mode
 	(Status)(0),             // 1: openssi.dlm.v1.Status
@@ -3885,32 +3991,34 @@ var file_dlm_v1_dlm_proto_goTypes = []any{
 	(*LocksReply)(nil),      // 16: openssi.dlm.v1.LocksReply
 	(*Resource)(nil),        // 17: openssi.dlm.v1.Resource
 	(*Lock)(nil),            // 18: openssi.dlm.v1.Lock
-	(*PeerMessage)(nil),     // 19: openssi.dlm.v1.PeerMessage
-	(*Ping)(nil),            // 20: openssi.dlm.v1.Ping
-	(*PeerHello)(nil),       // 21: openssi.dlm.v1.PeerHello
-	(*LockspaceConfig)(nil), // 22: openssi.dlm.v1.LockspaceConfig
-	(*Cred)(nil),            // 23: openssi.dlm.v1.Cred
-	(*PeerRequest)(nil),     // 24: openssi.dlm.v1.PeerRequest
-	(*PeerReply)(nil),       // 25: openssi.dlm.v1.PeerReply
-	(*PeerEffect)(nil),      // 26: openssi.dlm.v1.PeerEffect
-	(*Marker)(nil),          // 27: openssi.dlm.v1.Marker
-	(*PongAge)(nil),         // 28: openssi.dlm.v1.PongAge
-	(*CopyLock)(nil),        // 29: openssi.dlm.v1.CopyLock
-	(*Lookup)(nil),          // 30: openssi.dlm.v1.Lookup
-	(*LookupReply)(nil),     // 31: openssi.dlm.v1.LookupReply
-	(*Remove)(nil),          // 32: openssi.dlm.v1.Remove
-	(*DirEntry)(nil),        // 33: openssi.dlm.v1.DirEntry
-	(*Copies)(nil),          // 34: openssi.dlm.v1.Copies
-	(*CopiesDone)(nil),      // 35: openssi.dlm.v1.CopiesDone
-	(*OwnerExit)(nil),       // 36: openssi.dlm.v1.OwnerExit
-	(*DumpRequest)(nil),     // 37: openssi.dlm.v1.DumpRequest
-	(*DumpReply)(nil),       // 38: openssi.dlm.v1.DumpReply
-	(*Waiter)(nil),          // 39: openssi.dlm.v1.Waiter
-	(*Edge)(nil),            // 40: openssi.dlm.v1.Edge
-	(*EdgesRequest)(nil),    // 41: openssi.dlm.v1.EdgesRequest
-	(*EdgesReply)(nil),      // 42: openssi.dlm.v1.EdgesReply
-	(*VictimsRequest)(nil),  // 43: openssi.dlm.v1.VictimsRequest
-	(*VictimsReply)(nil),    // 44: openssi.dlm.v1.VictimsReply
+	(*PurgeRequest)(nil),    // 19: openssi.dlm.v1.PurgeRequest
+	(*PurgeReply)(nil),      // 20: openssi.dlm.v1.PurgeReply
+	(*PeerMessage)(nil),     // 21: openssi.dlm.v1.PeerMessage
+	(*Ping)(nil),            // 22: openssi.dlm.v1.Ping
+	(*PeerHello)(nil),       // 23: openssi.dlm.v1.PeerHello
+	(*LockspaceConfig)(nil), // 24: openssi.dlm.v1.LockspaceConfig
+	(*Cred)(nil),            // 25: openssi.dlm.v1.Cred
+	(*PeerRequest)(nil),     // 26: openssi.dlm.v1.PeerRequest
+	(*PeerReply)(nil),       // 27: openssi.dlm.v1.PeerReply
+	(*PeerEffect)(nil),      // 28: openssi.dlm.v1.PeerEffect
+	(*Marker)(nil),          // 29: openssi.dlm.v1.Marker
+	(*PongAge)(nil),         // 30: openssi.dlm.v1.PongAge
+	(*CopyLock)(nil),        // 31: openssi.dlm.v1.CopyLock
+	(*Lookup)(nil),          // 32: openssi.dlm.v1.Lookup
+	(*LookupReply)(nil),     // 33: openssi.dlm.v1.LookupReply
+	(*Remove)(nil),          // 34: openssi.dlm.v1.Remove
+	(*DirEntry)(nil),        // 35: openssi.dlm.v1.DirEntry
+	(*Copies)(nil),          // 36: openssi.dlm.v1.Copies
+	(*CopiesDone)(nil),      // 37: openssi.dlm.v1.CopiesDone
+	(*OwnerExit)(nil),       // 38: openssi.dlm.v1.OwnerExit
+	(*DumpRequest)(nil),     // 39: openssi.dlm.v1.DumpRequest
+	(*DumpReply)(nil),       // 40: openssi.dlm.v1.DumpReply
+	(*Waiter)(nil),          // 41: openssi.dlm.v1.Waiter
+	(*Edge)(nil),            // 42: openssi.dlm.v1.Edge
+	(*EdgesRequest)(nil),    // 43: openssi.dlm.v1.EdgesRequest
+	(*EdgesReply)(nil),      // 44: openssi.dlm.v1.EdgesReply
+	(*VictimsRequest)(nil),  // 45: openssi.dlm.v1.VictimsRequest
+	(*VictimsReply)(nil),    // 46: openssi.dlm.v1.VictimsReply
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	6,  // 0: openssi.dlm.v1.ClientMessage.lock:type_name -> openssi.dlm.v1.LockRequest
@@ -3933,56 +4041,58 @@ var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	2,  // 17: openssi.dlm.v1.Lock.state:type_name -> openssi.dlm.v1.LockState
 	0,  // 18: openssi.dlm.v1.Lock.granted:type_name -> openssi.dlm.v1.Mode
 	0,  // 19: openssi.dlm.v1.Lock.requested:type_name -> openssi.dlm.v1.Mode
-	21, // 20: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
-	24, // 21: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
-	25, // 22: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
-	26, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
-	27, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
-	27, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
-	34, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
-	35, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
-	36, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
-	20, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
-	20, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
-	30, // 31: openssi.dlm.v1.PeerMessage.lookup:type_name -> openssi.dlm.v1.Lookup
-	31, // 32: openssi.dlm.v1.PeerMessage.lookup_reply:type_name -> openssi.dlm.v1.LookupReply
-	32, // 33: openssi.dlm.v1.PeerMessage.remove:type_name -> openssi.dlm.v1.Remove
+	23, // 20: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
+	26, // 21: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
+	27, // 22: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
+	28, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
+	29, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
+	29, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
+	36, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
+	37, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
+	38, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
+	22, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
+	22, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
+	32, // 31: openssi.dlm.v1.PeerMessage.lookup:type_name -> openssi.dlm.v1.Lookup
+	33, // 32: openssi.dlm.v1.PeerMessage.lookup_reply:type_name -> openssi.dlm.v1.LookupReply
+	34, // 33: openssi.dlm.v1.PeerMessage.remove:type_name -> openssi.dlm.v1.Remove
 	3,  // 34: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
-	22, // 35: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	24, // 35: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
 	0,  // 36: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
-	23, // 37: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
+	25, // 37: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
 	1,  // 38: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
-	26, // 39: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
+	28, // 39: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
 	4,  // 40: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
 	0,  // 41: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
 	1,  // 42: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
-	28, // 43: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
+	30, // 43: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
 	2,  // 44: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
 	0,  // 45: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
 	0,  // 46: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
 	1,  // 47: openssi.dlm.v1.LookupReply.status:type_name -> openssi.dlm.v1.Status
-	22, // 48: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	29, // 49: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
-	33, // 50: openssi.dlm.v1.Copies.dir:type_name -> openssi.dlm.v1.DirEntry
+	24, // 48: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	31, // 49: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
+	35, // 50: openssi.dlm.v1.Copies.dir:type_name -> openssi.dlm.v1.DirEntry
 	17, // 51: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
 	0,  // 52: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
-	39, // 53: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
-	40, // 54: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
-	40, // 55: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
+	41, // 53: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
+	42, // 54: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
+	42, // 55: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
 	5,  // 56: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
 	15, // 57: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
-	19, // 58: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
-	37, // 59: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
-	41, // 60: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
-	43, // 61: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
-	10, // 62: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
-	16, // 63: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
-	19, // 64: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
-	38, // 65: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
-	42, // 66: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
-	44, // 67: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
-	62, // [62:68] is the sub-list for method output_type
-	56, // [56:62] is the sub-list for method input_type
+	19, // 58: openssi.dlm.v1.Dlm.Purge:input_type -> openssi.dlm.v1.PurgeRequest
+	21, // 59: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
+	39, // 60: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
+	43, // 61: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
+	45, // 62: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
+	10, // 63: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
+	16, // 64: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
+	20, // 65: openssi.dlm.v1.Dlm.Purge:output_type -> openssi.dlm.v1.PurgeReply
+	21, // 66: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
+	40, // 67: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
+	44, // 68: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
+	46, // 69: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
+	63, // [63:70] is the sub-list for method output_type
+	56, // [56:63] is the sub-list for method input_type
 	56, // [56:56] is the sub-list for extension type_name
 	56, // [56:56] is the sub-list for extension extendee
 	0,  // [0:56] is the sub-list for field type_name
@@ -4005,7 +4115,7 @@ func file_dlm_v1_dlm_proto_init() {
 		(*ServerMessage_Completion)(nil),
 		(*ServerMessage_Blocking)(nil),
 	}
-	file_dlm_v1_dlm_proto_msgTypes[14].OneofWrappers = []any{
+	file_dlm_v1_dlm_proto_msgTypes[16].OneofWrappers = []any{
 		(*PeerMessage_Hello)(nil),
 		(*PeerMessage_Request)(nil),
 		(*PeerMessage_Reply)(nil),
@@ -4027,7 +4137,7 @@ func file_dlm_v1_dlm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Dlm_Session_FullMethodName = "/openssi.dlm.v1.Dlm/Session"
 	Dlm_Locks_FullMethodName   = "/openssi.dlm.v1.Dlm/Locks"
+	Dlm_Purge_FullMethodName   = "/openssi.dlm.v1.Dlm/Purge"
 )
 
 // DlmClient is the client API for Dlm service.
@@ -38,6 +39,10 @@ type DlmClient interface {
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ClientMessage, ServerMessage], error)
 	// Locks lists the resources with locks, across the cluster.
 	Locks(ctx context.Context, in *LocksRequest, opts ...grpc.CallOption) (*LocksReply, error)
+	// Purge releases this node's orphans in a lockspace: the persistent
+	// locks left granted when their session ended (all of them, or those of
+	// one process), as fs/dlm's dlm_ls_purge.
+	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeReply, error)
 }
 
 type dlmClient struct {
@@ -71,6 +76,16 @@ func (c *dlmClient) Locks(ctx context.Context, in *LocksRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *dlmClient) Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeReply)
+	err := c.cc.Invoke(ctx, Dlm_Purge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DlmServer is the server API for Dlm service.
 // All implementations must embed UnimplementedDlmServer
 // for forward compatibility.
@@ -82,6 +97,10 @@ type DlmServer interface {
 	Session(grpc.BidiStreamingServer[ClientMessage, ServerMessage]) error
 	// Locks lists the resources with locks, across the cluster.
 	Locks(context.Context, *LocksRequest) (*LocksReply, error)
+	// Purge releases this node's orphans in a lockspace: the persistent
+	// locks left granted when their session ended (all of them, or those of
+	// one process), as fs/dlm's dlm_ls_purge.
+	Purge(context.Context, *PurgeRequest) (*PurgeReply, error)
 	mustEmbedUnimplementedDlmServer()
 }
 
@@ -97,6 +116,9 @@ func (UnimplementedDlmServer) Session(grpc.BidiStreamingServer[ClientMessage, Se
 }
 func (UnimplementedDlmServer) Locks(context.Context, *LocksRequest) (*LocksReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Locks not implemented")
+}
+func (UnimplementedDlmServer) Purge(context.Context, *PurgeRequest) (*PurgeReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Purge not implemented")
 }
 func (UnimplementedDlmServer) mustEmbedUnimplementedDlmServer() {}
 func (UnimplementedDlmServer) testEmbeddedByValue()             {}
@@ -144,6 +166,24 @@ func _Dlm_Locks_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Dlm_Purge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).Purge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_Purge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).Purge(ctx, req.(*PurgeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Dlm_ServiceDesc is the grpc.ServiceDesc for Dlm service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -154,6 +194,10 @@ var Dlm_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Locks",
 			Handler:    _Dlm_Locks_Handler,
+		},
+		{
+			MethodName: "Purge",
+			Handler:    _Dlm_Purge_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
