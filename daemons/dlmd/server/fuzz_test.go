@@ -56,7 +56,7 @@ func FuzzPeerMessage(f *testing.F) {
 		s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
 		s.haveLast = true
 		for _, r := range []string{"a", "b"} {
-			s.mastered[directory.Key{Lockspace: "ls", Resource: r}] = time.Now()
+			s.mastered[directory.Key{Lockspace: "ls", Resource: r}] = &mastery{used: time.Now()}
 		}
 		cl := &copyLock{ls: "ls", res: "c", key: lockspace.Key{Owner: lockspace.Owner{Node: 1, Client: 9}, ID: 9}}
 		s.locks[cl.key.ID] = cl

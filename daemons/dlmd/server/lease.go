@@ -161,7 +161,8 @@ func (s *Server) fence(why string) {
 	s.pids = map[lockspace.Owner]int32{}
 	s.outbox, s.deferred, s.early, s.retries = nil, nil, nil, nil
 	s.routes, s.lookups, s.lookupTags = map[directory.Key]*route{}, map[directory.Key]*lookup{}, map[uint64]*lookup{}
-	s.mastered, s.dirTable = map[directory.Key]time.Time{}, directory.NewTable()
+	s.mastered, s.dirTable = map[directory.Key]*mastery{}, directory.NewTable()
+	s.tossQ, s.tossHead = nil, 0
 	s.dir, s.last, s.haveLast = nil, directory.Completed{}, false
 	s.rec = nil
 	inc := uint64(time.Now().UnixNano())

@@ -370,7 +370,7 @@ func (s *Server) rebuild() {
 	if plan.Moves(s.self) {
 		// Full, or this node kept nothing: what it mastered moves.
 		s.tables = map[string]*lockspace.Lockspace{}
-		s.mastered = map[directory.Key]time.Time{}
+		s.mastered = map[directory.Key]*mastery{}
 	} else {
 		for _, name := range sortedKeys(s.tables) {
 			t := s.tables[name]
@@ -403,7 +403,7 @@ func (s *Server) rebuild() {
 		}
 		slices.Sort(res)
 		for _, r := range res {
-			s.mastered[directory.Key{Lockspace: name, Resource: r}] = now
+			s.becomeMaster(directory.Key{Lockspace: name, Resource: r}, now)
 			effs, err := t.Rebuild(r, g.locks[r])
 			if err != nil {
 				s.log.WithError(err).WithFields(logrus.Fields{"lockspace": name, "resource": r}).Error("recovery: rebuild failed")

@@ -21,13 +21,43 @@ import (
 // as long. A request reaching a node that no longer masters its resource
 // is answered STATUS_RETRY and looked up again.
 
-// tossSweeps is how many times per Config.Toss the sweep runs.
-const tossSweeps = 10
+// tossBatch bounds the entries one tick's sweep looks at, so that a
+// large directory never stalls the loop.
+const tossBatch = 4096
 
 // route is a requester's knowledge of a resource's master.
 type route struct {
 	node uint32
 	used time.Time
+}
+
+// mastery is this node's mastership of a resource.
+type mastery struct {
+	used time.Time
+}
+
+// tossItem is a route or mastery to look at once due: gone by then when
+// unused for Config.Toss (and, for a mastery, without locks). Each route
+// and mastery has one item; an item whose entry was replaced is dropped.
+type tossItem struct {
+	k   directory.Key
+	due time.Time
+	r   *route
+	m   *mastery
+}
+
+// becomeMaster records that this node masters k.
+func (s *Server) becomeMaster(k directory.Key, now time.Time) {
+	m := &mastery{used: now}
+	s.mastered[k] = m
+	s.tossQ = append(s.tossQ, tossItem{k: k, due: now.Add(s.cfg.Toss), m: m})
+}
+
+// learnRoute records that node masters k.
+func (s *Server) learnRoute(k directory.Key, node uint32, now time.Time) {
+	r := &route{node: node, used: now}
+	s.routes[k] = r
+	s.tossQ = append(s.tossQ, tossItem{k: k, due: now.Add(s.cfg.Toss), r: r})
 }
 
 // lookup is a lookup of a resource's master, in flight or due at the next
@@ -108,9 +138,9 @@ func (s *Server) resolved(l *lookup, master uint32) {
 	delete(s.lookupTags, l.tag)
 	now := time.Now()
 	if master == s.self {
-		s.mastered[l.key] = now
+		s.becomeMaster(l.key, now)
 	} else {
-		s.routes[l.key] = &route{node: master, used: now}
+		s.learnRoute(l.key, master, now)
 	}
 	for _, p := range l.waiting {
 		s.submit(p)
@@ -197,36 +227,61 @@ func (s *Server) onRemove(from uint32, rm *dlmv1.Remove) {
 	}
 }
 
-// toss gives up the resources this node masters that have had no lock for
-// Config.Toss, and forgets the masters it has not used for as long.
+// toss gives up the resources this node masters that have had no lock
+// for Config.Toss, and forgets the masters it has not used for as long:
+// it looks at the items due (at most tossBatch) and puts back those still
+// in use.
 func (s *Server) toss(now time.Time) {
-	tossAfter := s.cfg.Toss
-	if now.Sub(s.tossed) < tossAfter/tossSweeps {
+	for n := 0; n < tossBatch && s.tossHead < len(s.tossQ); n++ {
+		it := s.tossQ[s.tossHead]
+		if now.Before(it.due) {
+			break
+		}
+		s.tossQ[s.tossHead] = tossItem{}
+		s.tossHead++
+		s.tossOne(it, now)
+	}
+	if s.tossHead > 1024 && 2*s.tossHead > len(s.tossQ) {
+		s.tossQ = append([]tossItem(nil), s.tossQ[s.tossHead:]...)
+		s.tossHead = 0
+	}
+}
+
+func (s *Server) tossOne(it tossItem, now time.Time) {
+	again := func(due time.Time) {
+		it.due = due
+		s.tossQ = append(s.tossQ, it)
+	}
+	if it.r != nil {
+		switch {
+		case s.routes[it.k] != it.r:
+		case now.Before(it.r.used.Add(s.cfg.Toss)):
+			again(it.r.used.Add(s.cfg.Toss))
+		default:
+			delete(s.routes, it.k)
+		}
 		return
 	}
-	s.tossed = now
-	id := s.installedID()
-	for k, used := range s.mastered {
-		if now.Sub(used) < tossAfter {
-			continue
-		}
-		if t := s.tables[k.Lockspace]; t != nil {
-			if _, _, held := t.LVB(k.Resource); held {
-				continue
-			}
-		}
-		delete(s.mastered, k)
-		if d := directory.Master(s.dir, k.Lockspace, k.Resource); d == s.self {
-			s.dirTable.Remove(k, s.self)
-		} else {
-			s.out(d).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
-				Epoch: id.Epoch, Round: id.Round, Lockspace: k.Lockspace, Resource: k.Resource}}})
+	if s.mastered[it.k] != it.m {
+		return
+	}
+	if t := s.tables[it.k.Lockspace]; t != nil {
+		if _, _, held := t.LVB(it.k.Resource); held {
+			again(now.Add(s.cfg.Toss))
+			return
 		}
 	}
-	for k, r := range s.routes {
-		if now.Sub(r.used) >= tossAfter {
-			delete(s.routes, k)
-		}
+	if now.Before(it.m.used.Add(s.cfg.Toss)) {
+		again(it.m.used.Add(s.cfg.Toss))
+		return
+	}
+	delete(s.mastered, it.k)
+	if d := directory.Master(s.dir, it.k.Lockspace, it.k.Resource); d == s.self {
+		s.dirTable.Remove(it.k, s.self)
+	} else {
+		id := s.installedID()
+		s.out(d).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
+			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource}}})
 	}
 }
 

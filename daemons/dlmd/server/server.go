@@ -99,9 +99,10 @@ type Server struct {
 	routes     map[directory.Key]*route
 	lookups    map[directory.Key]*lookup
 	lookupTags map[uint64]*lookup
-	mastered   map[directory.Key]time.Time
+	mastered   map[directory.Key]*mastery
 	dirTable   *directory.Table
-	tossed     time.Time
+	tossQ      []tossItem // what toss looks at, from tossHead on
+	tossHead   int
 
 	nextLock  uint64
 	nextTag   uint64
@@ -183,7 +184,7 @@ func New(cfg Config) *Server {
 		pids: map[lockspace.Owner]int32{}, conns: map[uint32]*grpc.ClientConn{},
 		base: time.Now(), ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{},
 		routes: map[directory.Key]*route{}, lookups: map[directory.Key]*lookup{}, lookupTags: map[uint64]*lookup{},
-		mastered: map[directory.Key]time.Time{}, dirTable: directory.NewTable(),
+		mastered: map[directory.Key]*mastery{}, dirTable: directory.NewTable(),
 	}
 }
 
@@ -565,11 +566,11 @@ func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, [
 		rep.Status, rep.Message = StatusOf(err), err.Error()
 		return rep, nil
 	}
-	k := keyOf(req)
-	if _, ok := s.mastered[k]; !ok {
+	m := s.mastered[keyOf(req)]
+	if m == nil {
 		return fail(fmt.Errorf("dlm: %s/%s is not mastered on node %d: %w", req.Lockspace, req.Resource, s.self, ErrRetry))
 	}
-	s.mastered[k] = time.Now()
+	m.used = time.Now()
 	t, err := s.table(req.Lockspace, cfgFromProto(req.Config))
 	if err != nil {
 		return fail(err)
