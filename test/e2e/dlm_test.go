@@ -44,8 +44,9 @@ func TestDlm(t *testing.T) {
 	t.Run("MutualExclusionThroughNodeLoss", func(t *testing.T) { testDlmNodeLoss(t, three) })
 }
 
-// attachUnitLogs prints more of one unit's journal at every node when the
-// test failed (a killed node's is read from its disk).
+// attachUnitLogs prints the last lines of one unit's journal ("": the
+// whole journal) at every node when the test failed (a killed node's is
+// read from its disk).
 func attachUnitLogs(t *testing.T, l *lab.Lab, unit string, lines int) {
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -59,7 +60,11 @@ func attachUnitLogs(t *testing.T, l *lab.Lab, unit string, lines int) {
 		defer cancel()
 		for _, n := range s.Nodes {
 			out, _ := l.Logs(ctx, n.Name, unit, lines)
-			t.Logf("--- %s on %s ---\n%s", unit, n.Name, out)
+			what := unit
+			if what == "" {
+				what = "journal"
+			}
+			t.Logf("--- %s of %s ---\n%s", what, n.Name, out)
 		}
 	})
 }

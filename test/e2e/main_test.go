@@ -99,20 +99,4 @@ func buildRepo(out, version string) error {
 }
 
 // attachLogs prints the nodes' journals when the test failed.
-func attachLogs(t *testing.T, l *lab.Lab) {
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		s := l.State()
-		if s == nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, n := range s.Nodes {
-			out, _ := l.Logs(ctx, n.Name, "", 40)
-			t.Logf("--- journal of %s ---\n%s", n.Name, out)
-		}
-	})
-}
+func attachLogs(t *testing.T, l *lab.Lab) { attachUnitLogs(t, l, "", 40) }

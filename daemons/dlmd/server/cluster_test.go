@@ -461,15 +461,21 @@ func (c *testCluster) contend(t *testing.T, ctx context.Context, ls, r string, h
 		l, err := c1.Lock(ctx, ls, r, dlm.EX)
 		granted <- grant{l, err, time.Now()}
 	}()
-	waitFor(t, 5*time.Second, "node 1's request to queue on the master", func() bool {
+	c.waitQueued(t, ls, r, 1)
+	return h, granted
+}
+
+// waitQueued waits until a request of node on r waits at its master.
+func (c *testCluster) waitQueued(t *testing.T, ls, r string, node uint32) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("node %d's request on %s to queue on the master", node, r), func() bool {
 		for _, li := range c.dump(ls) {
-			if li.res == r && li.node == 1 && li.state == lockspace.StateWaiting {
+			if li.res == r && li.node == node && li.state == lockspace.StateWaiting {
 				return true
 			}
 		}
 		return false
 	})
-	return h, granted
 }
 
 // lockFresh checks that a new client on node can lock and unlock res

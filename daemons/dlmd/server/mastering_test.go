@@ -179,14 +179,7 @@ func TestLostMasterIsReplacedAndNodeUpMovesNothing(t *testing.T) {
 		l, err := c2.Lock(ctx, ls, r, dlm.EX)
 		granted <- grant{l, err, time.Now()}
 	}()
-	waitFor(t, 5*time.Second, "node 2's EX to queue on node 3", func() bool {
-		for _, li := range c.dump(ls) {
-			if li.res == r && li.node == 2 && li.state == lockspace.StateWaiting {
-				return true
-			}
-		}
-		return false
-	})
+	c.waitQueued(t, ls, r, 2)
 
 	c.net.partition(3)
 	c.nodes[1].srv.Membership(2, 3, false)

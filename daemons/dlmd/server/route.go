@@ -77,7 +77,7 @@ func keyOf(req *dlmv1.PeerRequest) directory.Key {
 // masterFor returns the master to send p to (0: look it up). A request on
 // an accepted lock goes to that lock's master; everything else on a
 // resource queues behind a lookup of it in progress.
-func (s *Server) masterFor(p *pending, now time.Time) uint32 {
+func (s *Server) masterFor(p *pending) uint32 {
 	if p.req.Op != dlmv1.Op_OP_LOCK && p.lock != nil && p.lock.master != 0 {
 		return p.lock.master
 	}
@@ -89,7 +89,7 @@ func (s *Server) masterFor(p *pending, now time.Time) uint32 {
 		return s.self
 	}
 	if r := s.routes[k]; r != nil {
-		r.used = now
+		r.used = time.Now()
 		return r.node
 	}
 	return 0
@@ -188,10 +188,15 @@ func (s *Server) dropLookups() {
 	for _, l := range s.lookups {
 		ls = append(ls, l)
 	}
-	slices.SortFunc(ls, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
+	sortLookups(ls)
 	for _, l := range ls {
 		s.dropLookup(l)
 	}
+}
+
+// sortLookups orders lookups as their first requests were made.
+func sortLookups(ls []*lookup) {
+	slices.SortFunc(ls, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
 }
 
 // onLookup answers a lookup from node in.node as a directory node.
@@ -299,7 +304,7 @@ func (s *Server) flushRetries() {
 			due = append(due, l)
 		}
 	}
-	slices.SortFunc(due, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
+	sortLookups(due)
 	for _, l := range due {
 		if s.lookups[l.key] == l && !l.sent {
 			s.sendLookup(l)

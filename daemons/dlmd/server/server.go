@@ -305,7 +305,7 @@ func (s *Server) submit(p *pending) {
 	}
 	id := s.installedID()
 	p.req.Epoch, p.req.Round = id.Epoch, id.Round
-	p.master = s.masterFor(p, time.Now())
+	p.master = s.masterFor(p)
 	if p.master == 0 {
 		s.awaitLookup(p, false)
 		return
@@ -570,7 +570,8 @@ func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, [
 	if m == nil {
 		return fail(fmt.Errorf("dlm: %s/%s is not mastered on node %d: %w", req.Lockspace, req.Resource, s.self, ErrRetry))
 	}
-	m.used = time.Now()
+	now := time.Now()
+	m.used = now
 	t, err := s.table(req.Lockspace, cfgFromProto(req.Config))
 	if err != nil {
 		return fail(err)
@@ -582,10 +583,10 @@ func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, [
 	var effs []lockspace.Effect
 	switch req.Op {
 	case dlmv1.Op_OP_LOCK:
-		effs, err = t.Lock(time.Now(), credFromProto(req.Cred), r)
+		effs, err = t.Lock(now, credFromProto(req.Cred), r)
 		s.pids[owner] = req.Pid
 	case dlmv1.Op_OP_CONVERT:
-		effs, err = t.Convert(time.Now(), r)
+		effs, err = t.Convert(now, r)
 	case dlmv1.Op_OP_UNLOCK:
 		effs, err = t.Unlock(owner, r.ID, r.Flags, r.LVB)
 	case dlmv1.Op_OP_CANCEL:
