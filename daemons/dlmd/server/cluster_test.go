@@ -378,7 +378,7 @@ func (c *testCluster) dump(ls string) []*lockInfoAt {
 		s := c.nodes[num].srv
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := s.call(ctx, func() {
-			for _, r := range s.dump(ls) {
+			for _, r := range s.core.Dump(ls) {
 				for _, l := range r.GetLocks() {
 					out = append(out, &lockInfoAt{master: num, res: r.GetName(), node: l.GetNode(), client: l.GetClient(),
 						state: lockspace.LockState(l.GetState())})

@@ -6,35 +6,29 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
 // SystemPrefix starts the names of the system's own lockspaces (those of
 // the cluster daemons): root only.
-const SystemPrefix = "openssi."
-
-var lockspaceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+const SystemPrefix = node.SystemPrefix
 
 // ValidLockspace checks a lockspace name: 1 to 64 of A-Z a-z 0-9 _ . -.
-func ValidLockspace(name string) error {
-	if !lockspaceRE.MatchString(name) {
-		return fmt.Errorf("dlm: lockspace name %q: want 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-': %w", name, lockspace.ErrInvalid)
-	}
-	return nil
-}
+func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
 // LockspaceStore keeps each lockspace's owner, the same on every node.
 type LockspaceStore interface {
@@ -44,17 +38,13 @@ type LockspaceStore interface {
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
 }
 
-// session is one client's lock session (an owner).
+// session is the stream of one client's lock session (an owner; the core
+// keeps its locks).
 type session struct {
-	id     uint64
-	pid    int32
-	cred   lockspace.Cred
-	q      *queue[*dlmv1.ServerMessage]
-	closed bool // loop-owned
-	// unlocking counts the session's unlocks in flight by master, and
-	// parked holds its requests waiting for them (loop-owned; see park).
-	unlocking map[uint32]int
-	parked    []*pending
+	id   uint64
+	pid  int32
+	cred lockspace.Cred
+	q    *queue[*dlmv1.ServerMessage]
 	// lost: the node fenced; the session's locks are gone.
 	lost atomic.Bool
 }
@@ -143,13 +133,18 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	s := a.s
 	ss := &session{pid: lc.PID, cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
 	if err := s.call(ctx, func() {
-		s.nextSess++
-		ss.id = s.nextSess
+		ss.id = s.core.OpenSession(time.Now(), ss.pid, ss.cred)
 		s.sessions[ss.id] = ss
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
-	defer s.do(func() { s.sessionExit(ss) })
+	defer s.do(func() {
+		s.core.CloseSession(time.Now(), ss.id)
+		if s.sessions[ss.id] == ss {
+			ss.q.close()
+			delete(s.sessions, ss.id)
+		}
+	})
 	ss.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Hello{Hello: &dlmv1.SessionHello{Node: s.self, Client: ss.id}}})
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -182,9 +177,7 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	return nil
 }
 
-func replyErr(tag uint64, err error) *dlmv1.ServerMessage {
-	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: err.Error()}}}
-}
+func replyErr(tag uint64, err error) *dlmv1.ServerMessage { return node.ReplyErr(tag, err) }
 
 // handle decodes one client message and hands it to the loop. An error is
 // answered at once.
@@ -196,7 +189,7 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if len(r.GetResource()) == 0 || len(r.GetResource()) > lockspace.MaxResourceName {
 			return fmt.Errorf("dlm: resource name of %d bytes: want 1 to %d: %w", len(r.GetResource()), lockspace.MaxResourceName, lockspace.ErrInvalid)
 		}
-		if !mode(r.GetMode()).Valid() {
+		if !lockspace.Mode(r.GetMode()).Valid() {
 			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
 		}
 		cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
@@ -204,111 +197,24 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 			return err
 		}
 		tag := m.GetTag()
-		s.do(func() { s.localLock(ss, tag, cfg, r) })
+		s.do(func() { s.core.Lock(time.Now(), ss.id, tag, cfg, r) })
 	case *dlmv1.ClientMessage_Convert:
 		r := op.Convert
-		if !mode(r.GetMode()).Valid() {
+		if !lockspace.Mode(r.GetMode()).Valid() {
 			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
 		}
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
-			TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
 		tag := m.GetTag()
-		inReply := r.GetCompletionInReply()
-		s.do(func() { s.localOp(ss, tag, req, pending{inReply: inReply}) })
+		s.do(func() { s.core.Convert(time.Now(), ss.id, tag, r) })
 	case *dlmv1.ClientMessage_Unlock:
-		r := op.Unlock
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
-		tag, quiet := m.GetTag(), r.GetNoReply()
-		s.do(func() { s.localOp(ss, tag, req, pending{quiet: quiet}) })
-	case *dlmv1.ClientMessage_Cancel:
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
 		tag := m.GetTag()
-		s.do(func() { s.localOp(ss, tag, req, pending{}) })
+		s.do(func() { s.core.Unlock(time.Now(), ss.id, tag, op.Unlock) })
+	case *dlmv1.ClientMessage_Cancel:
+		tag := m.GetTag()
+		s.do(func() { s.core.Cancel(time.Now(), ss.id, tag, op.Cancel) })
 	default:
 		return fmt.Errorf("dlm: empty request: %w", lockspace.ErrInvalid)
 	}
 	return nil
-}
-
-// localLock starts a new lock of a session.
-func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlmv1.LockRequest) {
-	if ss.closed {
-		return
-	}
-	s.lsCfg[r.GetLockspace()] = cfg
-	s.nextLock++
-	id := lockspace.LockID(s.nextLock)
-	fl := lockspace.Flags(r.GetFlags())
-	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(s.self), Client: ss.id}, ID: id},
-		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
-	s.locks[id] = cl
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
-		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
-		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
-	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
-}
-
-// localOp starts a convert, unlock or cancel of one of the session's locks;
-// how carries the client's reply options.
-func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest, how pending) {
-	if ss.closed {
-		return
-	}
-	cl := s.locks[lockspace.LockID(req.LockId)]
-	if cl == nil || cl.sess != ss {
-		ss.send(replyErr(tag, fmt.Errorf("dlm: lock %d: %w", req.LockId, lockspace.ErrUnknownLock)))
-		return
-	}
-	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
-	req.Config = cfgToProto(s.lsCfg[cl.ls])
-	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet})
-}
-
-// sessionExit handles a client whose session ended (it exited or
-// crashed): its locks go at once, persistent ones stay as orphans.
-func (s *Server) sessionExit(ss *session) {
-	if s.rec != nil || !s.haveLast {
-		s.deferred = append(s.deferred, func() { s.sessionExit(ss) })
-		ss.closed = true
-		return
-	}
-	ss.closed = true
-	ss.q.close()
-	delete(s.sessions, ss.id)
-	ss.parked = nil // their copies go with the session's below
-	masters := map[uint32]bool{}
-	for id, cl := range s.locks {
-		if cl.sess != ss {
-			continue
-		}
-		if cl.state != 0 && cl.master != 0 {
-			masters[cl.master] = true
-		}
-		if cl.persistent && (cl.state == lockspace.StateGranted || cl.state == lockspace.StateConverting) {
-			cl.state, cl.rq, cl.deadline, cl.orphan, cl.sess = lockspace.StateGranted, 0, timeZero, true, nil
-			continue
-		}
-		delete(s.locks, id)
-	}
-	// Requests in flight reach their masters before the exit does (same
-	// channel), so every master that may hold one hears of it.
-	for _, p := range s.pend {
-		if p.sess == ss {
-			masters[p.master] = true
-		}
-	}
-	ms := make([]uint32, 0, len(masters))
-	for n := range masters {
-		ms = append(ms, n)
-	}
-	slices.Sort(ms)
-	for _, n := range ms {
-		if n == s.self {
-			s.onOwnerExit(s.self, ss.id)
-			continue
-		}
-		s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
-	}
 }
 
 // Locks lists the resources with locks across the cluster, in the
@@ -327,8 +233,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	var members []uint32
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
-		members = slices.Clone(s.dir)
-		out = s.dump(r.GetLockspace())
+		members = s.core.Members()
+		out = s.core.Dump(r.GetLockspace())
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -400,13 +306,13 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	denied := cred.UID != 0 && strings.HasPrefix(name, SystemPrefix)
 	released := 0
 	if err := s.call(ctx, func() {
-		cfg, known := s.lsCfg[name]
+		cfg, known := s.core.LockspaceConfig(name)
 		switch {
 		case denied, !known: // a lockspace this node never used has no orphans here
 		case cred.UID != 0 && !cfg.Allows(cred):
 			denied = true
 		default:
-			released = s.purge(name, r.GetPid())
+			released = s.core.Purge(time.Now(), name, r.GetPid())
 		}
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -417,30 +323,10 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	return &dlmv1.PurgeReply{Released: uint32(released)}, nil
 }
 
-// purge unlocks this node's orphans in lockspace ls (of process pid, or
-// all with pid 0) and returns how many it released.
-func (s *Server) purge(ls string, pid int32) int {
-	var ids []lockspace.LockID
-	for id, cl := range s.locks {
-		if cl.orphan && !cl.purging && cl.ls == ls && (pid == 0 || cl.pid == pid) {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		cl := s.locks[id]
-		cl.purging = true
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
-			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
-		s.submit(&pending{req: req, lock: cl, quiet: true})
-	}
-	return len(ids)
-}
-
 // lockspaceConfig returns a lockspace's config as the loop knows it.
 func (s *Server) lockspaceConfig(ctx context.Context, name string) (lockspace.Config, bool) {
 	var cfg lockspace.Config
 	var ok bool
-	_ = s.call(ctx, func() { cfg, ok = s.lsCfg[name] })
+	_ = s.call(ctx, func() { cfg, ok = s.core.LockspaceConfig(name) })
 	return cfg, ok
 }

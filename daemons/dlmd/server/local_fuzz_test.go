@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
@@ -32,29 +30,16 @@ func (m memLockspaces) Get(_ context.Context, name string, creator lockspace.Cre
 	return cfg, nil
 }
 
-// localFixture is a node-1 dlmd of a two-node directory, with no loop:
-// the test runs what the handlers queue (drain). Session 1 (uid 1000)
-// holds EX on a resource node 1 masters ("mine") and has a request out
-// for one node 2 masters ("theirs"); session 2 (uid 1000) waits for
-// "mine" in PR, so that what session 1 does can grant it.
+// localFixture is the dlmd of a one-node cluster, with no loop: the test
+// runs what the handlers queue (drain). Session 1 (uid 1000) holds EX on
+// "mine" and session 2 (uid 1000) waits for it in PR, so that what
+// session 1 does can grant it. (The protocol with peers is fuzzed in
+// package node.)
 type localFixture struct {
 	s        *Server
 	a        *API
 	ss, ss2  *session
-	local    string // a resource mastered on node 1
-	remote   string // a resource mastered on node 2
-	lockMine uint64 // session 1's lock on local
-}
-
-// resourceOn returns a resource name whose directory node (the hash
-// winner among members) is node.
-func resourceOn(members []uint32, ls string, node uint32) string {
-	for i := 0; ; i++ {
-		r := fmt.Sprintf("r%d", i)
-		if directory.Master(members, ls, r) == node {
-			return r
-		}
-	}
+	lockMine uint64 // session 1's lock on "mine"
 }
 
 func newLocalFixture(t testing.TB) *localFixture {
@@ -62,36 +47,28 @@ func newLocalFixture(t testing.TB) *localFixture {
 	log.SetOutput(io.Discard)
 	s := New(Config{Node: 1, Incarnation: 1, Log: log, Lockspaces: memLockspaces{},
 		Lookup: func(n uint32) (string, error) { return "", errors.New("no peers in this test") }})
-	s.members = directory.Members{Epoch: 1, Up: map[uint32]bool{1: true, 2: true}}
-	s.dir = []uint32{1, 2}
-	s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
-	s.haveLast = true
-	s.peersIn[2] = &inStream{node: 2, inc: 1, log: newSendLog()}
-	s.peersOut[2] = &peerOut{node: 2, log: newSendLog(), done: make(chan struct{})}
-	fx := &localFixture{s: s, a: NewAPI(s), local: resourceOn(s.dir, "ls", 1), remote: resourceOn(s.dir, "ls", 2)}
-	// Node 1 is the directory node of local, so its first lock makes it
-	// the master; remote is known to be mastered on node 2.
-	s.routes[directory.Key{Lockspace: "ls", Resource: fx.remote}] = &route{node: 2, used: time.Now()}
+	fx := &localFixture{s: s, a: NewAPI(s)}
+	s.core.Start(time.Now(), 1, []uint32{1})
+	s.flush()
 	cred := lockspace.Cred{UID: 1000, GID: 1000}
-	for _, ss := range []**session{&fx.ss, &fx.ss2} {
-		s.nextSess++
-		*ss = &session{id: s.nextSess, pid: int32(100 + s.nextSess), cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
+	for i, ss := range []**session{&fx.ss, &fx.ss2} {
+		*ss = &session{pid: int32(101 + i), cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
+		(*ss).id = s.core.OpenSession(time.Now(), (*ss).pid, cred)
 		s.sessions[(*ss).id] = *ss
 	}
 	ctx := context.Background()
 	fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: "ls", Resource: fx.local, Mode: dlmv1.Mode_MODE_EX, Flags: uint32(lockspace.ValBlk)}}})
-	fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 2, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: "ls", Resource: fx.remote, Mode: dlmv1.Mode_MODE_PR}}})
+		Lockspace: "ls", Resource: "mine", Mode: dlmv1.Mode_MODE_EX, Flags: uint32(lockspace.ValBlk)}}})
 	fx.feed(t, ctx, fx.ss2, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: "ls", Resource: fx.local, Mode: dlmv1.Mode_MODE_PR}}})
-	for id, cl := range s.locks {
-		if cl.sess == fx.ss && cl.res == fx.local {
-			fx.lockMine = uint64(id)
+		Lockspace: "ls", Resource: "mine", Mode: dlmv1.Mode_MODE_PR}}})
+	items, _ := fx.ss.q.take(nil)
+	for _, m := range items {
+		if c := m.GetCompletion(); c != nil && c.GetGranted() {
+			fx.lockMine = c.GetLockId()
 		}
 	}
-	if fx.lockMine == 0 || s.locks[lockspace.LockID(fx.lockMine)].state != lockspace.StateGranted {
-		t.Fatalf("fixture: session 1's lock on %s is not granted", fx.local)
+	if fx.lockMine == 0 {
+		t.Fatalf("fixture: session 1's lock on mine is not granted: %v", items)
 	}
 	fx.check(t)
 	return fx
@@ -107,7 +84,7 @@ func (fx *localFixture) serve(call func()) {
 		for {
 			select {
 			case f := <-fx.s.ops:
-				f()
+				fx.s.run(f)
 			case <-done:
 				return
 			}
@@ -123,7 +100,7 @@ func (fx *localFixture) drain() {
 	for {
 		select {
 		case f := <-fx.s.ops:
-			f()
+			fx.s.run(f)
 		default:
 			return
 		}
@@ -140,20 +117,15 @@ func (fx *localFixture) feed(t testing.TB, ctx context.Context, ss *session, m *
 	fx.drain()
 }
 
+// exit ends a session as Session does when its stream ends.
+func (fx *localFixture) exit(ss *session) {
+	fx.s.run(func() { fx.s.core.CloseSession(time.Now(), ss.id) })
+}
+
 func (fx *localFixture) check(t testing.TB) {
 	t.Helper()
-	for name, tb := range fx.s.tables {
-		if err := tb.Check(); err != nil {
-			t.Fatalf("lockspace %s: %v", name, err)
-		}
-	}
-	for id, cl := range fx.s.locks {
-		if cl.key.ID != id || cl.key.Owner.Node != 1 {
-			t.Fatalf("copy of lock %d has key %v", id, cl.key)
-		}
-		if cl.sess == nil && !cl.orphan {
-			t.Fatalf("copy of lock %d has no session and is not an orphan", id)
-		}
+	if err := fx.s.core.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -233,7 +205,7 @@ func FuzzLocalRequest(f *testing.F) {
 		}
 		// The client goes away: its locks go (persistent ones stay as
 		// orphans, which a purge may release), the others' must be sound.
-		fx.s.sessionExit(fx.ss)
+		fx.exit(fx.ss)
 		fx.drain()
 		fx.check(t)
 		var pq dlmv1.PurgeRequest
@@ -242,7 +214,7 @@ func FuzzLocalRequest(f *testing.F) {
 			fx.drain()
 			fx.check(t)
 		}
-		fx.s.sessionExit(fx.ss2)
+		fx.exit(fx.ss2)
 		fx.drain()
 		fx.check(t)
 	})

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
@@ -39,10 +39,11 @@ type peerOut struct {
 	// masterInc is the master's incarnation from its last hello (owned by
 	// the connecting goroutine).
 	masterInc uint64
-	// contact is s.mono() when the master's latest pong was pinged.
-	contact atomic.Int64
-	done    chan struct{}
+	done      chan struct{}
 }
+
+// id names the link for the core.
+func (p *peerOut) id() node.Link { return node.Link{Node: p.node, Out: true, Inc: p.inc, ID: p.link} }
 
 func (p *peerOut) close() {
 	select {
@@ -59,28 +60,25 @@ type inStream struct {
 	node uint32
 	inc  uint64
 	link uint64
-	// features: the PeerHello feature bits of the requesting node.
-	features uint32
-	log      *sendLog
-	recv     recvState
-	// since is when the link was made here.
-	since time.Time
+	log  *sendLog
+	recv recvState
 }
 
-// staleLinkWindow is how long after a node's new dlmd made a link here a
-// stream of an earlier dlmd of the node (a lower incarnation) is taken
-// for one that was still connecting when that dlmd fenced, and refused.
-// Later, a lower incarnation is a restart whose clock went back.
-const staleLinkWindow = 5 * time.Second
+// id names the link for the core.
+func (in *inStream) id() node.Link { return node.Link{Node: in.node, Inc: in.inc, ID: in.link} }
 
-// out returns the link to node, opening it.
-func (s *Server) out(node uint32) *peerOut {
-	if p := s.peersOut[node]; p != nil {
-		return p
+// out returns the link l names, opening it (and closing the one it
+// replaces).
+func (s *Server) out(l node.Link) *peerOut {
+	if p := s.peersOut[l.Node]; p != nil {
+		if p.inc == l.Inc && p.link == l.ID {
+			return p
+		}
+		p.close()
+		s.dropConn(l.Node)
 	}
-	s.nextLink++
-	p := &peerOut{node: node, inc: s.cfg.Incarnation, link: s.nextLink, log: newSendLog(), done: make(chan struct{})}
-	s.peersOut[node] = p
+	p := &peerOut{node: l.Node, inc: l.Inc, link: l.ID, log: newSendLog(), done: make(chan struct{})}
+	s.peersOut[l.Node] = p
 	go s.connect(p)
 	return p
 }
@@ -235,7 +233,7 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 	default:
 	}
 	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
-		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
+		Features: node.FeatEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
 		return false, err
 	}
 	first, err := st.Recv()
@@ -253,7 +251,7 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 		// again).
 		gen = p.log.reset()
 		p.recv.reset()
-		s.do(func() { s.onConnected(p) })
+		s.do(func() { s.core.PeerRestarted(time.Now(), p.id()) })
 	} else {
 		gen = p.log.rewind(h.GetAck())
 	}
@@ -276,24 +274,16 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 			p.log.ack(a)
 		}
 		if pong := m.GetPong(); pong != nil {
-			if t := pong.GetSentNanos(); t > p.contact.Load() {
-				p.contact.Store(t)
-			}
+			sent := s.base.Add(time.Duration(pong.GetSentNanos()))
+			s.do(func() { s.core.Ponged(p.id(), sent) })
 			continue
 		}
 		if m.Msg == nil {
 			continue
 		}
-		node := p.node
-		if p.recv.accept(m, func() {
-			s.do(func() {
-				if s.peersOut[node] == p { // not for an earlier dlmd of ours
-					s.onFromMaster(node, m)
-				}
-			})
-		}) == gap {
+		if p.recv.accept(m, func() { s.do(func() { s.core.Step(time.Now(), p.id(), m) }) }) == gap {
 			cancel()
-			return true, fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
+			return true, fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), p.node, p.recv.received())
 		}
 		select {
 		case <-s.stop:
@@ -307,7 +297,7 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 // ping sends p's master a ping every lease/10 while the stream lasts: the
 // pongs keep this node's lease (and the link's acknowledgements) going.
 func (s *Server) ping(ctx context.Context, p *peerOut) {
-	t := time.NewTicker(s.pingEvery())
+	t := time.NewTicker(s.core.PingEvery())
 	defer t.Stop()
 	for {
 		p.log.pushOnce(&dlmv1.PeerMessage{Ack: p.recv.received(), Msg: &dlmv1.PeerMessage_Ping{Ping: &dlmv1.Ping{SentNanos: s.mono()}}})
@@ -317,29 +307,6 @@ func (s *Server) ping(ctx context.Context, p *peerOut) {
 		case <-t.C:
 		}
 	}
-}
-
-// onConnected handles a new dlmd on p's node (the old one fenced or
-// restarted) met during a recovery.
-func (s *Server) onConnected(p *peerOut) {
-	if s.peersOut[p.node] != p {
-		return
-	}
-	s.newIncarnation(p.node)
-}
-
-// newIncarnation runs the recovery in progress again, in the next round,
-// when node has a new dlmd: the marker sent to the earlier one is gone
-// with it, and what the recovery took from it (its acknowledgement,
-// copies, end of copies) is stale. The new dlmd joins the new round; a
-// recovery finished on the earlier dlmd's word would leave it waiting
-// forever, or rebuild locks nobody holds.
-func (s *Server) newIncarnation(node uint32) {
-	if s.rec == nil || !slices.Contains(s.rec.barrier.Members, node) {
-		return
-	}
-	s.log.WithFields(logrus.Fields{"node": node, "recovery": s.rec.id.String()}).Info("a new dlmd joins during the recovery: recovering again")
-	s.startRecovery(directory.ID{Epoch: s.rec.id.Epoch, Round: s.rec.id.Round + 1})
 }
 
 // Peer is the peer gRPC service, a thin adapter over Server.
@@ -377,41 +344,31 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.Peer
 	return p.s.serveChannel(st, h)
 }
 
+// mono is this process's monotonic clock, in nanoseconds (what pings
+// carry).
+func (s *Server) mono() int64 { return int64(time.Since(s.base)) }
+
 // attach returns the link a hello names, making a new one for a new link
-// or a new dlmd, and the generation its new stream sends under.
+// or a new dlmd, and the generation its new stream sends under (nil: the
+// core refuses the stream).
 func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
-	in = s.peersIn[h.GetNode()]
-	if in != nil && h.GetIncarnation() < in.inc && time.Since(in.since) < staleLinkWindow {
-		// A stream of an earlier dlmd of the node, overtaken by its
-		// new dlmd's: it must not take the new dlmd's place.
+	ok, renewed := s.core.Attach(time.Now(), h.GetNode(), h.GetIncarnation(), h.GetLink(), h.GetFeatures())
+	if !ok {
 		return nil, 0
 	}
-	if in == nil || in.inc != h.GetIncarnation() || in.link != h.GetLink() {
-		renewed := in != nil && in.inc != h.GetIncarnation()
+	in = s.peersIn[h.GetNode()]
+	if renewed || in == nil {
 		if in != nil {
 			in.log.close()
 		}
-		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog(), since: time.Now()}
+		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog()}
 		s.peersIn[in.node] = in
-		if renewed {
-			s.newIncarnation(in.node)
-		}
 	}
-	in.features = h.GetFeatures()
 	ack := h.GetAck()
-	if h.GetPeerIncarnation() != s.cfg.Incarnation {
+	if h.GetPeerIncarnation() != s.core.Incarnation() {
 		ack = 0 // what it received came from an earlier dlmd of ours
 	}
 	return in, in.log.rewind(ack)
-}
-
-// fromRequester hands on what a link brought, unless the link was closed
-// or replaced since (its messages were for an earlier dlmd of ours, or
-// came from an earlier one of the peer's).
-func (s *Server) fromRequester(in *inStream, m *dlmv1.PeerMessage) {
-	if s.peersIn[in.node] == in {
-		s.onFromRequester(in, m)
-	}
 }
 
 func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
@@ -420,8 +377,9 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 	var hello *dlmv1.PeerHello
 	if err := s.call(st.Context(), func() {
 		if in, gen = s.attach(h); in != nil {
-			hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+			hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.core.Incarnation(), Ack: in.recv.received()}
 		}
+		s.flush()
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -456,15 +414,17 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 			in.log.ack(a)
 		}
 		if p := m.GetPing(); p != nil {
-			if s.pong(in.node) {
-				in.log.pushOnce(&dlmv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmv1.PeerMessage_Pong{Pong: &dlmv1.Ping{SentNanos: p.GetSentNanos()}}})
-			}
+			s.do(func() {
+				if s.core.Pinged(time.Now(), in.node) {
+					in.log.pushOnce(&dlmv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmv1.PeerMessage_Pong{Pong: &dlmv1.Ping{SentNanos: p.GetSentNanos()}}})
+				}
+			})
 			continue
 		}
 		if m.Msg == nil {
 			continue
 		}
-		if in.recv.accept(m, func() { s.do(func() { s.fromRequester(in, m) }) }) == gap {
+		if in.recv.accept(m, func() { s.do(func() { s.core.Step(time.Now(), in.id(), m) }) }) == gap {
 			return status.Errorf(codes.DataLoss, "dlm: message %d from node %d after %d: the stream lost messages", m.GetSeq(), in.node, in.recv.received())
 		}
 	}
@@ -476,32 +436,10 @@ func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply
 		return nil, err
 	}
 	var out []*dlmv1.Resource
-	if err := p.s.call(ctx, func() { out = p.s.dump(r.GetLockspace()) }); err != nil {
+	if err := p.s.call(ctx, func() { out = p.s.core.Dump(r.GetLockspace()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &dlmv1.DumpReply{Resources: out}, nil
-}
-
-// dump renders the master tables (of one lockspace, or all).
-func (s *Server) dump(only string) []*dlmv1.Resource {
-	var out []*dlmv1.Resource
-	for _, name := range sortedKeys(s.tables) {
-		if only != "" && name != only {
-			continue
-		}
-		t := s.tables[name]
-		for _, r := range t.Resources() {
-			lvb, valid, _ := t.LVB(r)
-			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: s.self, LvbValid: valid, Lvb: lvb[:]}
-			for _, li := range t.Dump(r) {
-				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
-					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
-					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
-			}
-			out = append(out, res)
-		}
-	}
-	return out
 }
 
 // Edges returns the wait-for edges of this node's masters.
@@ -510,39 +448,10 @@ func (p *Peer) Edges(ctx context.Context, _ *dlmv1.EdgesRequest) (*dlmv1.EdgesRe
 		return nil, err
 	}
 	var out []*dlmv1.Edge
-	if err := p.s.call(ctx, func() { out = p.s.edges() }); err != nil {
+	if err := p.s.call(ctx, func() { out = p.s.core.Edges() }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &dlmv1.EdgesReply{Edges: out}, nil
-}
-
-func (s *Server) edges() []*dlmv1.Edge {
-	if s.rec != nil {
-		return nil
-	}
-	var out []*dlmv1.Edge
-	for _, name := range sortedKeys(s.tables) {
-		for _, e := range s.tables[name].WaitEdges() {
-			out = append(out, edgeToProto(name, e))
-		}
-	}
-	return out
-}
-
-func edgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
-	w := e.Waiter
-	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
-		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
-			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
-}
-
-func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
-	w := e.GetWaiter()
-	return e.GetLockspace(), lockspace.Edge{
-		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
-		Waiter: lockspace.Waiter{Resource: w.GetResource(), Seq: w.GetSeq(), Mode: mode(w.GetMode()),
-			Key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(w.GetNode()), Client: w.GetClient()}, ID: lockspace.LockID(w.GetLockId())}},
-	}
 }
 
 // Victims fails deadlock victims pending on this node's masters.
@@ -550,26 +459,10 @@ func (p *Peer) Victims(ctx context.Context, r *dlmv1.VictimsRequest) (*dlmv1.Vic
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.s.call(ctx, func() { p.s.victims(r.GetVictims()) }); err != nil {
+	if err := p.s.call(ctx, func() { p.s.core.Victims(time.Now(), r.GetVictims()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &dlmv1.VictimsReply{}, nil
-}
-
-func (s *Server) victims(vs []*dlmv1.Edge) {
-	if s.rec != nil {
-		return
-	}
-	by := map[string][]lockspace.Waiter{}
-	for _, v := range vs {
-		ls, e := edgeFromProto(v)
-		by[ls] = append(by[ls], e.Waiter)
-	}
-	for _, name := range sortedKeys(by) {
-		if t := s.tables[name]; t != nil {
-			s.route(name, t.ApplyVictims(by[name]))
-		}
-	}
 }
 
 // deadlockLoop runs on every node; the lowest member of the directory
@@ -612,9 +505,8 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 	var members []uint32
 	var local []*dlmv1.Edge
 	if err := s.call(ctx, func() {
-		if s.rec == nil && len(s.dir) > 0 && s.dir[0] == s.self {
-			members = slices.Clone(s.dir)
-			local = s.edges()
+		if members = s.core.Coordinator(); members != nil {
+			local = s.core.Edges()
 		}
 	}); err != nil || len(members) == 0 {
 		return nil, err
@@ -636,23 +528,23 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 	seen := make(map[lsEdge]bool, len(all))
 	by := map[string][]lockspace.Edge{}
 	for _, e := range all {
-		ls, le := edgeFromProto(e)
+		ls, le := node.EdgeFromProto(e)
 		seen[lsEdge{ls, le}] = true
 		if prev[lsEdge{ls, le}] {
 			by[ls] = append(by[ls], le)
 		}
 	}
 	var victims []*dlmv1.Edge
-	for _, ls := range sortedKeys(by) {
+	for _, ls := range slices.Sorted(maps.Keys(by)) {
 		for _, w := range lockspace.FindVictims(by[ls]) {
-			victims = append(victims, edgeToProto(ls, lockspace.Edge{Waiter: w}))
+			victims = append(victims, node.EdgeToProto(ls, lockspace.Edge{Waiter: w}))
 		}
 	}
 	if len(victims) == 0 {
 		return seen, nil
 	}
 	s.log.WithField("victims", len(victims)).Info("deadlock: refusing the youngest request of each cycle")
-	_ = s.call(ctx, func() { s.victims(victims) })
+	_ = s.call(ctx, func() { s.core.Victims(time.Now(), victims) })
 	for _, n := range members[1:] {
 		c, err := s.conn(ctx, n)
 		if err != nil {

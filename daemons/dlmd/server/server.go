@@ -1,34 +1,24 @@
-// Package server is dlmd's shell around the pure lock table
-// (daemons/dlmd/lockspace) and directory (daemons/dlmd/directory): one
-// goroutine owns every table and copy and runs every step; the local API
-// (client sessions on the Unix socket), the peer channels to the other
-// nodes' dlmd and the membership watcher feed it closures, and it sends
-// what the core's effects ask for.
-//
-// Each node keeps, besides the tables of the resources it masters, a copy
-// of every lock its own clients hold (resource, state, modes, flags,
-// sequence number, the value block it saw), updated only from the master's
-// replies and effects. Masters are found through the directory
-// (route.go: first-requester mastering). On every membership change the
-// recovery of package directory runs (see its documentation): the copies
-// rebuild the resources whose master was lost, the lost nodes' locks are
-// dropped where the master stays, and the directory is registered anew.
+// Package server is dlmd's shell around the pure protocol core
+// (daemons/dlmd/node, which holds the lock tables, the directory, the
+// copies, the recovery and the lease): one goroutine owns the core and
+// feeds it the client sessions' requests (local.go), what the peer links
+// bring (peer.go), membership events and ticks, each with the time; after
+// each step it carries out what the core's Ready asks for: messages on
+// the links, messages to sessions, links and sessions to close. The shell
+// owns the links, the gRPC streams and the clock, nothing of the protocol.
 package server
 
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
-	"github.com/openssi/openssi/daemons/dlmd/directory"
-	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/rpc"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
 // Config is what the shell needs from main.
@@ -49,7 +39,7 @@ type Config struct {
 	// the network).
 	Dial []rpc.DialOption
 	// Lease is how long this node's locks stay valid without contact with
-	// a majority of the members' dlmd (see fence). Default 1s.
+	// a majority of the members' dlmd (see package node). Default 1s.
 	Lease time.Duration
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.
@@ -74,94 +64,18 @@ type Server struct {
 	ready func()
 
 	// Owned by the loop.
-	tables   map[string]*lockspace.Lockspace
-	lsCfg    map[string]lockspace.Config
+	core     *node.Node
 	sessions map[uint64]*session
-	locks    map[lockspace.LockID]*copyLock
-	pend     map[uint64]*pending
-	outbox   []*pending
-	deferred []func()
 	peersOut map[uint32]*peerOut
 	peersIn  map[uint32]*inStream
-	pids     map[lockspace.Owner]int32
-	members  directory.Members
-	dir      []uint32
-	last     directory.Completed
-	haveLast bool
-	rec      *recovery
-	early    []earlyMarker
-	retries  []*pending // sent again at the next tick, in order
-
-	// First-requester mastering (see route.go): the masters this node
-	// knows, its lookups in progress (by resource and by tag), the
-	// resources it masters (with their last use) and its part of the
-	// directory.
-	routes     map[directory.Key]*route
-	lookups    map[directory.Key]*lookup
-	lookupTags map[uint64]*lookup
-	mastered   map[directory.Key]*mastery
-	dirTable   *directory.Table
-	tossQ      []tossItem // what toss looks at, from tossHead on
-	tossHead   int
-
-	nextLock  uint64
-	nextTag   uint64
-	nextSess  uint64
-	nextLink  uint64
-	readyDone bool
 
 	// base is the origin of s.mono().
 	base time.Time
-	// ponged is when this node last answered each node's ping; pongable
-	// the nodes it answers (the members).
-	pongMu   sync.Mutex
-	ponged   map[uint32]time.Time
-	pongable map[uint32]bool
+	// wakeAt is the extra tick armed (see wake).
+	wakeAt time.Time
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
-}
-
-// copyLock is this node's copy of one of its clients' locks.
-type copyLock struct {
-	ls, res    string
-	key        lockspace.Key
-	sess       *session // nil for an orphan
-	pid        int32
-	state      lockspace.LockState // 0: not accepted by a master yet
-	master     uint32              // where the lock request went (0: not sent yet)
-	gr, rq     lockspace.Mode
-	flags      lockspace.Flags
-	persistent bool
-	orphan     bool
-	purging    bool // an orphan whose unlock was sent
-	seq        uint64
-	deadline   time.Time
-	hasLVB     bool
-	lvb        lockspace.LVB
-	lvbValid   bool
-}
-
-// pending is a request sent to a master and not answered yet.
-type pending struct {
-	tag     uint64
-	master  uint32
-	req     *dlmv1.PeerRequest
-	sess    *session
-	ctag    uint64 // the client's tag
-	lock    *copyLock
-	inReply bool // the client reads a completion in the reply
-	quiet   bool // the client wants a reply only on failure
-}
-
-// featEffectInReply is the PeerHello feature bit of a requesting node that
-// reads the effect deciding its own request from the PeerReply.
-const featEffectInReply = 1
-
-type earlyMarker struct {
-	from uint32
-	m    *dlmv1.Marker
-	in   *inStream
 }
 
 // New returns a shell; Run starts it.
@@ -178,13 +92,10 @@ func New(cfg Config) *Server {
 	return &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
-		tables: map[string]*lockspace.Lockspace{}, lsCfg: map[string]lockspace.Config{},
-		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{},
-		pend: map[uint64]*pending{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
-		pids: map[lockspace.Owner]int32{}, conns: map[uint32]*grpc.ClientConn{},
-		base: time.Now(), ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{},
-		routes: map[directory.Key]*route{}, lookups: map[directory.Key]*lookup{}, lookupTags: map[uint64]*lookup{},
-		mastered: map[directory.Key]*mastery{}, dirTable: directory.NewTable(),
+		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss,
+			Tick: tick, Log: cfg.Log}),
+		sessions: map[uint64]*session{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
+		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(),
 	}
 }
 
@@ -229,12 +140,12 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 		case <-ctx.Done():
 			return nil
 		case f := <-s.ops:
-			f()
+			s.run(f)
 			// Run what queued up without re-arming the select.
 			for n := 0; n < 256; n++ {
 				select {
 				case f := <-s.ops:
-					f()
+					s.run(f)
 					continue
 				default:
 				}
@@ -244,483 +155,117 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			if s.beat != nil {
 				s.beat()
 			}
-			s.checkLease()
-			if s.rec == nil {
-				s.tick(now)
-				s.flushRetries()
-				s.toss(now)
+			s.core.Tick(now)
+			s.flush()
+		}
+	}
+}
+
+// run runs an operation of the loop and carries out what it asked of the
+// core.
+func (s *Server) run(f func()) {
+	f()
+	s.flush()
+}
+
+// Leave says goodbye to the peers (see node.Node.Leave) and waits, at most
+// until ctx ends, for the links to the members to have sent it: the
+// members then recover without this node at once instead of fencing or
+// waiting for its lease. Call it before the servers stop.
+func (s *Server) Leave(ctx context.Context) error {
+	var logs []*sendLog
+	if err := s.call(ctx, func() {
+		s.core.Leave(time.Now())
+		s.flush()
+		for _, p := range s.peersOut {
+			logs = append(logs, p.log)
+		}
+	}); err != nil {
+		return err
+	}
+	for _, l := range logs {
+		for l.pending() > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
 			}
 		}
 	}
+	return nil
 }
 
-// tick expires the requests whose timeout passed.
-func (s *Server) tick(now time.Time) {
-	for _, name := range sortedKeys(s.tables) {
-		t := s.tables[name]
-		if d, ok := t.NextDeadline(); ok && !now.Before(d) {
-			s.route(name, t.Tick(now))
-		}
-	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// table returns the master table of a lockspace, creating it.
-func (s *Server) table(name string, cfg lockspace.Config) (*lockspace.Lockspace, error) {
-	if t := s.tables[name]; t != nil {
-		return t, nil
-	}
-	t, err := lockspace.New(name, cfg, lockspace.Cred{UID: 0})
-	if err != nil {
-		return nil, err
-	}
-	s.tables[name] = t
-	s.lsCfg[name] = cfg
-	return t, nil
-}
-
-// installedID is the ID requests are sent under.
-func (s *Server) installedID() directory.ID { return s.last.ID }
-
-// ---- requests from local clients ----
-
-// submit sends a new request of a local client to its master. The loop
-// defers it while recovering.
-func (s *Server) submit(p *pending) {
-	if s.rec != nil || !s.haveLast {
-		s.deferred = append(s.deferred, func() { s.submit(p) })
+// flush carries out what the core asks for.
+func (s *Server) flush() {
+	s.wake()
+	if !s.core.HasReady() {
 		return
 	}
-	if p.sess != nil && p.sess.closed && p.req.Op == dlmv1.Op_OP_LOCK {
-		delete(s.locks, p.lock.key.ID)
-		return
-	}
-	id := s.installedID()
-	p.req.Epoch, p.req.Round = id.Epoch, id.Round
-	p.master = s.masterFor(p)
-	if p.master == 0 {
-		s.awaitLookup(p, false)
-		return
-	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
-		p.lock.master = p.master
-	}
-	if s.park(p) {
-		return
-	}
-	s.nextTag++
-	p.tag = s.nextTag
-	p.req.Tag = p.tag
-	if p.master == s.self {
-		rep, effs := s.serve(s.self, p.req)
-		own, effs := ownEffect(s.self, p.req, effs)
-		s.onReply(p, rep, own)
-		s.route(p.req.Lockspace, effs)
-		return
-	}
-	s.addPending(p)
-	s.out(p.master).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
-}
-
-// park holds back a session's request while an unlock of the session is
-// in flight to another master, and everything after a held request.
-// Unlock does not wait for dlmd, so without this the session's next
-// request could wait at one master while another still shows the session
-// holding what it released: the wait-for graph would show a cycle that
-// does not exist, and a request would fail as a deadlock victim. An
-// unlock and the next request to the same master keep their order on the
-// link and need not wait.
-func (s *Server) park(p *pending) bool {
-	ss := p.sess
-	if ss == nil {
-		return false
-	}
-	hold := len(ss.parked) > 0
-	if !hold && (p.req.Op == dlmv1.Op_OP_LOCK || p.req.Op == dlmv1.Op_OP_CONVERT) {
-		for m, n := range ss.unlocking {
-			if n > 0 && m != p.master {
-				hold = true
-				break
-			}
-		}
-	}
-	if hold {
-		ss.parked = append(ss.parked, p)
-	}
-	return hold
-}
-
-// addPending files a request sent to a remote master.
-func (s *Server) addPending(p *pending) {
-	s.pend[p.tag] = p
-	if ss := p.sess; ss != nil && p.req.Op == dlmv1.Op_OP_UNLOCK {
-		if ss.unlocking == nil {
-			ss.unlocking = map[uint32]int{}
-		}
-		ss.unlocking[p.master]++
-	}
-}
-
-// dropPending unfiles a request (answered, or to be sent again after a
-// recovery) and sends what its session held back for it.
-func (s *Server) dropPending(p *pending) {
-	delete(s.pend, p.tag)
-	ss := p.sess
-	if ss == nil || p.req.Op != dlmv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
-		return
-	}
-	if ss.unlocking[p.master]--; ss.unlocking[p.master] == 0 {
-		delete(ss.unlocking, p.master)
-	}
-	parked := ss.parked
-	ss.parked = nil
-	for _, q := range parked {
-		s.submit(q)
-	}
-}
-
-// ownEffect takes out of effs the effect deciding req's own lock (granted
-// or refused at once), when it is the first effect for the requesting
-// node, so that it travels with the reply: what that node receives keeps
-// its order.
-func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
-	for i, e := range effs {
-		if uint32(e.Key.Owner.Node) != from {
+	rd := s.core.Ready()
+	for _, m := range rd.Messages {
+		if m.Link.Out {
+			s.out(m.Link).log.push(m.Msg)
 			continue
 		}
-		if e.Key.Owner.Client != req.Client || uint64(e.Key.ID) != req.LockId || e.Kind == lockspace.Blocking {
-			return nil, effs
+		if in := s.peersIn[m.Link.Node]; in != nil && in.inc == m.Link.Inc && in.link == m.Link.ID {
+			in.log.push(m.Msg)
 		}
-		return &e, slices.Delete(slices.Clone(effs), i, i+1)
 	}
-	return nil, effs
-}
-
-// onReply applies a master's answer to a request of this node, and own,
-// the effect that decided the request at once (nil: none, or it comes on
-// its own).
-func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) {
-	err := ErrorOf(rep.GetStatus(), rep.GetMessage())
-	if err == ErrRetry {
-		s.retry(p)
-		return
-	}
-	cl := p.lock
-	req := p.req
-	closed := p.sess == nil || p.sess.closed
-	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
-		if err != nil || closed && !cl.persistent {
-			delete(s.locks, cl.key.ID)
-		} else {
-			cl.state, cl.rq, cl.seq = lockspace.StateWaiting, mode(req.Mode), rep.GetSeq()
-			cl.deadline = deadline(req.TimeoutNanos)
+	for _, sm := range rd.Sessions {
+		if ss := s.sessions[sm.Session]; ss != nil {
+			ss.send(sm.Msg)
 		}
-	case dlmv1.Op_OP_CONVERT:
-		if err == nil && cl.state == lockspace.StateGranted {
-			m := mode(req.Mode)
-			fl := lockspace.Flags(req.Flags)
-			if cl.gr.Covers(m) {
-				if cl.gr == lockspace.PW || cl.gr == lockspace.EX {
-					switch {
-					case fl&lockspace.InvalidateLVB != 0:
-						cl.hasLVB, cl.lvbValid = true, false
-					case fl&lockspace.ValBlk != 0:
-						cl.hasLVB, cl.lvbValid, cl.lvb = true, true, lvbOf(req.Lvb)
-					}
-				}
-			} else {
-				cl.state, cl.rq, cl.seq = lockspace.StateConverting, m, rep.GetSeq()
-				cl.deadline = deadline(req.TimeoutNanos)
+	}
+	for _, e := range rd.Ended {
+		if ss := s.sessions[e.Session]; ss != nil {
+			ss.lost.Store(e.Lost)
+			ss.q.close()
+			delete(s.sessions, e.Session)
+		}
+	}
+	for _, l := range rd.Closed {
+		if l.Out {
+			if p := s.peersOut[l.Node]; p != nil && p.inc == l.Inc && p.link == l.ID {
+				p.close()
+				delete(s.peersOut, l.Node)
+				s.dropConn(l.Node)
 			}
-			cl.flags = fl
-		}
-	case dlmv1.Op_OP_UNLOCK:
-		if err == nil {
-			delete(s.locks, cl.key.ID)
-		} else {
-			cl.purging = false
-		}
-	}
-	var extra *dlmv1.ServerMessage
-	var to *session
-	if own != nil {
-		to, extra = s.applyEffect(req.Lockspace, *own)
-	}
-	if !closed {
-		r := &dlmv1.Reply{Tag: p.ctag, Status: rep.GetStatus(), Message: rep.GetMessage()}
-		if req.Op == dlmv1.Op_OP_LOCK && err == nil {
-			r.LockId = req.LockId
-		}
-		if c := extra.GetCompletion(); c != nil && p.inReply && to == p.sess {
-			r.Completion, extra = c, nil
-		}
-		if !p.quiet || err != nil {
-			p.sess.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: r}})
-		}
-	}
-	if extra != nil {
-		to.send(extra)
-	}
-}
-
-func deadline(nanos int64) time.Time {
-	if nanos <= 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(time.Duration(nanos))
-}
-
-// retry sends a request again once the master can take it: after the
-// recovery in progress, or at the next tick. A lock request looks its
-// master up again (the one it asked may have given the resource up).
-func (s *Server) retry(p *pending) {
-	if s.rec != nil {
-		s.outbox = append(s.outbox, p)
-		return
-	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
-		k := keyOf(p.req)
-		p.lock.master = 0
-		delete(s.routes, k)
-		s.awaitLookup(p, true)
-		return
-	}
-	s.retries = append(s.retries, p)
-}
-
-// onEffect applies an effect of a master for one of this node's owners.
-func (s *Server) onEffect(lsName string, e lockspace.Effect) {
-	if to, m := s.applyEffect(lsName, e); m != nil {
-		to.send(m)
-	}
-}
-
-// applyEffect applies an effect to this node's copy of the lock and
-// returns what its session must be told (nil: nothing).
-func (s *Server) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.ServerMessage) {
-	cl := s.locks[e.Key.ID]
-	if cl == nil || cl.key != e.Key || cl.ls != lsName {
-		return nil, nil
-	}
-	switch e.Kind {
-	case lockspace.Granted:
-		cl.state, cl.gr, cl.rq, cl.deadline, cl.seq = lockspace.StateGranted, e.Mode, 0, time.Time{}, e.Seq
-		if e.HasLVB {
-			cl.hasLVB, cl.lvb, cl.lvbValid = true, e.LVB, e.LVBValid
-		} else if e.Mode == lockspace.PR || e.Mode == lockspace.PW || e.Mode == lockspace.EX {
-			cl.hasLVB = false // it did not read the value: its copy must not vouch for it
-		}
-		if cl.sess == nil || cl.sess.closed {
-			if !cl.persistent {
-				delete(s.locks, cl.key.ID)
-			} else {
-				cl.orphan, cl.sess = true, nil
-			}
-			return nil, nil
-		}
-		return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
-			LockId: uint64(e.Key.ID), Granted: true, Mode: pmode(e.Mode),
-			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid}}}
-	case lockspace.Refused:
-		if e.Held {
-			cl.state, cl.gr, cl.rq, cl.deadline = lockspace.StateGranted, e.Mode, 0, time.Time{}
-		} else {
-			delete(s.locks, cl.key.ID)
-		}
-		if cl.sess == nil || cl.sess.closed {
-			return nil, nil
-		}
-		return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
-			LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Status: StatusOf(e.Err), Held: e.Held}}}
-	case lockspace.Blocking:
-		if cl.sess != nil && !cl.sess.closed {
-			return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Blocking{Blocking: &dlmv1.Blocking{
-				LockId: uint64(e.Key.ID), Mode: pmode(e.Mode)}}}
-		}
-	}
-	return nil, nil
-}
-
-func lvbBytes(e lockspace.Effect) []byte {
-	if !e.HasLVB {
-		return nil
-	}
-	return e.LVB[:]
-}
-
-// ---- the master side ----
-
-// serve runs a request on a master table of this node.
-func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, []lockspace.Effect) {
-	rep := &dlmv1.PeerReply{Tag: req.Tag}
-	fail := func(err error) (*dlmv1.PeerReply, []lockspace.Effect) {
-		rep.Status, rep.Message = StatusOf(err), err.Error()
-		return rep, nil
-	}
-	m := s.mastered[keyOf(req)]
-	if m == nil {
-		return fail(fmt.Errorf("dlm: %s/%s is not mastered on node %d: %w", req.Lockspace, req.Resource, s.self, ErrRetry))
-	}
-	now := time.Now()
-	m.used = now
-	t, err := s.table(req.Lockspace, cfgFromProto(req.Config))
-	if err != nil {
-		return fail(err)
-	}
-	owner := lockspace.Owner{Node: lockspace.NodeID(from), Client: req.Client}
-	r := lockspace.Request{Owner: owner, ID: lockspace.LockID(req.LockId), Resource: req.Resource,
-		Mode: mode(req.Mode), Flags: lockspace.Flags(req.Flags), Timeout: durationOf(req.TimeoutNanos), LVB: lvbOf(req.Lvb)}
-	before := t.Seq()
-	var effs []lockspace.Effect
-	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
-		effs, err = t.Lock(now, credFromProto(req.Cred), r)
-		s.pids[owner] = req.Pid
-	case dlmv1.Op_OP_CONVERT:
-		effs, err = t.Convert(now, r)
-	case dlmv1.Op_OP_UNLOCK:
-		effs, err = t.Unlock(owner, r.ID, r.Flags, r.LVB)
-	case dlmv1.Op_OP_CANCEL:
-		effs, err = t.Cancel(owner, r.ID)
-	default:
-		err = fmt.Errorf("dlm: operation %v: %w", req.Op, lockspace.ErrInvalid)
-	}
-	if err != nil {
-		return fail(err)
-	}
-	if t.Seq() > before {
-		rep.Seq = before + 1
-	}
-	return rep, effs
-}
-
-// route delivers effects to their owners: here, or on the channel their
-// node opened to us.
-func (s *Server) route(lsName string, effs []lockspace.Effect) {
-	for _, e := range effs {
-		n := uint32(e.Key.Owner.Node)
-		if n == s.self {
-			s.onEffect(lsName, e)
 			continue
 		}
-		in := s.peersIn[n]
-		if in == nil {
-			s.log.WithFields(logrus.Fields{"node": n, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
-			continue
+		if in := s.peersIn[l.Node]; in != nil && in.inc == l.Inc && in.link == l.ID {
+			in.log.close()
+			delete(s.peersIn, l.Node)
 		}
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
+	}
+	if rd.Installed && s.ready != nil {
+		s.ready()
 	}
 }
 
-func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
-	pe := &dlmv1.PeerEffect{Lockspace: lsName, Kind: dlmv1.EffectKind(e.Kind), Resource: e.Resource,
-		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
-		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
-	if e.HasLVB {
-		pe.Lvb = e.LVB[:]
-	}
-	return pe
-}
-
-func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
-	e := lockspace.Effect{Kind: lockspace.EffectKind(pe.GetKind()), Resource: pe.GetResource(),
-		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
-		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
-	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
-		e.Err = ErrorOf(pe.GetStatus(), "")
-	}
-	return e
-}
-
-// onPeerRequest handles a request from another node's owner.
-func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmv1.PeerRequest) {
-	id := directory.ID{Epoch: req.Epoch, Round: req.Round}
-	switch {
-	case s.rec != nil && id == s.rec.id:
-		s.deferred = append(s.deferred, func() { s.onPeerRequest(from, in, req) })
-		return
-	case s.rec != nil || !s.haveLast || id != s.last.ID:
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
-			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
+// wake calls Tick at the time the core asks for (see node.Node.NextWake),
+// between the regular ticks.
+func (s *Server) wake() {
+	at := s.core.NextWake()
+	if at.IsZero() || at.Equal(s.wakeAt) {
 		return
 	}
-	rep, effs := s.serve(from, req)
-	if in.features&featEffectInReply != 0 {
-		var own *lockspace.Effect
-		if own, effs = ownEffect(from, req, effs); own != nil {
-			rep.Effect = effectToProto(req.Lockspace, *own)
-		}
-	}
-	in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
-	s.route(req.Lockspace, effs)
+	s.wakeAt = at
+	time.AfterFunc(time.Until(at), func() {
+		s.do(func() {
+			if !s.core.NextWake().IsZero() {
+				s.core.Tick(time.Now())
+			}
+		})
+	})
 }
 
-// onOwnerExit handles the exit of an owner on node (here or a peer) on the
-// tables this node masters.
-func (s *Server) onOwnerExit(node uint32, client uint64) {
-	o := lockspace.Owner{Node: lockspace.NodeID(node), Client: client}
-	for _, name := range sortedKeys(s.tables) {
-		s.route(name, s.tables[name].OwnerExit(o))
-	}
-	delete(s.pids, o)
+// Membership applies a membership event (from clmsd).
+func (s *Server) Membership(epoch uint64, node uint32, up bool) {
+	s.do(func() { s.core.Membership(time.Now(), epoch, node, up) })
 }
 
-// ---- what the requesting node receives from a master ----
-
-func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
-	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Reply:
-		p := s.pend[m.Reply.GetTag()]
-		if p == nil || p.master != node {
-			return
-		}
-		s.dropPending(p)
-		var own *lockspace.Effect
-		if pe := m.Reply.GetEffect(); pe != nil {
-			e := effectFromProto(s.self, pe)
-			own = &e
-		}
-		s.onReply(p, m.Reply, own)
-	case *dlmv1.PeerMessage_Effect:
-		s.onEffect(m.Effect.GetLockspace(), effectFromProto(s.self, m.Effect))
-	case *dlmv1.PeerMessage_MarkerAck:
-		s.onMarkerAck(node, m.MarkerAck)
-	case *dlmv1.PeerMessage_LookupReply:
-		s.onLookupReply(node, m.LookupReply)
-	}
+// Start installs the view the daemon starts from and runs the first
+// recovery.
+func (s *Server) Start(epoch uint64, up []uint32) {
+	s.do(func() { s.core.Start(time.Now(), epoch, up) })
 }
-
-// onFromRequester handles what a peer sends on the channel it opened.
-func (s *Server) onFromRequester(in *inStream, msg *dlmv1.PeerMessage) {
-	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Request:
-		s.onPeerRequest(in.node, in, m.Request)
-	case *dlmv1.PeerMessage_OwnerExit:
-		if s.rec != nil {
-			s.deferred = append(s.deferred, func() { s.onOwnerExit(in.node, m.OwnerExit.GetClient()) })
-			return
-		}
-		s.onOwnerExit(in.node, m.OwnerExit.GetClient())
-	case *dlmv1.PeerMessage_Marker:
-		s.onMarker(in.node, in, m.Marker)
-	case *dlmv1.PeerMessage_Copies:
-		s.onCopies(in.node, m.Copies)
-	case *dlmv1.PeerMessage_CopiesDone:
-		s.onCopiesDone(in.node, directory.ID{Epoch: m.CopiesDone.GetEpoch(), Round: m.CopiesDone.GetRound()})
-	case *dlmv1.PeerMessage_Lookup:
-		s.onLookup(in, m.Lookup)
-	case *dlmv1.PeerMessage_Remove:
-		s.onRemove(in.node, m.Remove)
-	}
-}
-
-var timeZero time.Time

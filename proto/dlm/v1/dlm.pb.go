@@ -1571,6 +1571,7 @@ type PeerMessage struct {
 	//	*PeerMessage_Lookup
 	//	*PeerMessage_LookupReply
 	//	*PeerMessage_Remove
+	//	*PeerMessage_Leave
 	Msg           isPeerMessage_Msg `protobuf_oneof:"msg"`
 	Seq           uint64            `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
 	Ack           uint64            `protobuf:"varint,21,opt,name=ack,proto3" json:"ack,omitempty"`
@@ -1741,6 +1742,15 @@ func (x *PeerMessage) GetRemove() *Remove {
 	return nil
 }
 
+func (x *PeerMessage) GetLeave() *Leave {
+	if x != nil {
+		if x, ok := x.Msg.(*PeerMessage_Leave); ok {
+			return x.Leave
+		}
+	}
+	return nil
+}
+
 func (x *PeerMessage) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
@@ -1815,6 +1825,10 @@ type PeerMessage_Remove struct {
 	Remove *Remove `protobuf:"bytes,14,opt,name=remove,proto3,oneof"`
 }
 
+type PeerMessage_Leave struct {
+	Leave *Leave `protobuf:"bytes,15,opt,name=leave,proto3,oneof"`
+}
+
 func (*PeerMessage_Hello) isPeerMessage_Msg() {}
 
 func (*PeerMessage_Request) isPeerMessage_Msg() {}
@@ -1843,6 +1857,56 @@ func (*PeerMessage_LookupReply) isPeerMessage_Msg() {}
 
 func (*PeerMessage_Remove) isPeerMessage_Msg() {}
 
+func (*PeerMessage_Leave) isPeerMessage_Msg() {}
+
+// Leave is a stopping dlmd's goodbye, sent on its links to the members:
+// its clients' locks are gone with it, so the others recover without it at
+// once, without waiting for its lease, and no longer count it for theirs
+// until a new dlmd of the node (another incarnation) shows up.
+type Leave struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Incarnation   uint64                 `protobuf:"varint,1,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leave) Reset() {
+	*x = Leave{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leave) ProtoMessage() {}
+
+func (x *Leave) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leave.ProtoReflect.Descriptor instead.
+func (*Leave) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Leave) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // Ping is the heartbeat of a channel and of the lease: the master echoes
 // it in a pong (only while the requester is UP in its membership).
 type Ping struct {
@@ -1855,7 +1919,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1931,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1944,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ping) GetSentNanos() int64 {
@@ -1910,7 +1974,7 @@ type PeerHello struct {
 
 func (x *PeerHello) Reset() {
 	*x = PeerHello{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +1986,7 @@ func (x *PeerHello) String() string {
 func (*PeerHello) ProtoMessage() {}
 
 func (x *PeerHello) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +1999,7 @@ func (x *PeerHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerHello.ProtoReflect.Descriptor instead.
 func (*PeerHello) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerHello) GetNode() uint32 {
@@ -1991,7 +2055,7 @@ type LockspaceConfig struct {
 
 func (x *LockspaceConfig) Reset() {
 	*x = LockspaceConfig{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2067,7 @@ func (x *LockspaceConfig) String() string {
 func (*LockspaceConfig) ProtoMessage() {}
 
 func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2080,7 @@ func (x *LockspaceConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockspaceConfig.ProtoReflect.Descriptor instead.
 func (*LockspaceConfig) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LockspaceConfig) GetUid() uint32 {
@@ -2051,7 +2115,7 @@ type Cred struct {
 
 func (x *Cred) Reset() {
 	*x = Cred{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2127,7 @@ func (x *Cred) String() string {
 func (*Cred) ProtoMessage() {}
 
 func (x *Cred) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2140,7 @@ func (x *Cred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cred.ProtoReflect.Descriptor instead.
 func (*Cred) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Cred) GetUid() uint32 {
@@ -2124,7 +2188,7 @@ type PeerRequest struct {
 
 func (x *PeerRequest) Reset() {
 	*x = PeerRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2200,7 @@ func (x *PeerRequest) String() string {
 func (*PeerRequest) ProtoMessage() {}
 
 func (x *PeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2213,7 @@ func (x *PeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerRequest.ProtoReflect.Descriptor instead.
 func (*PeerRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PeerRequest) GetTag() uint64 {
@@ -2273,7 +2337,7 @@ type PeerReply struct {
 
 func (x *PeerReply) Reset() {
 	*x = PeerReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2349,7 @@ func (x *PeerReply) String() string {
 func (*PeerReply) ProtoMessage() {}
 
 func (x *PeerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2362,7 @@ func (x *PeerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReply.ProtoReflect.Descriptor instead.
 func (*PeerReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PeerReply) GetTag() uint64 {
@@ -2358,7 +2422,7 @@ type PeerEffect struct {
 
 func (x *PeerEffect) Reset() {
 	*x = PeerEffect{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2434,7 @@ func (x *PeerEffect) String() string {
 func (*PeerEffect) ProtoMessage() {}
 
 func (x *PeerEffect) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2447,7 @@ func (x *PeerEffect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEffect.ProtoReflect.Descriptor instead.
 func (*PeerEffect) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PeerEffect) GetLockspace() string {
@@ -2492,7 +2556,7 @@ type Marker struct {
 
 func (x *Marker) Reset() {
 	*x = Marker{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2568,7 @@ func (x *Marker) String() string {
 func (*Marker) ProtoMessage() {}
 
 func (x *Marker) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2581,7 @@ func (x *Marker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Marker.ProtoReflect.Descriptor instead.
 func (*Marker) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Marker) GetEpoch() uint64 {
@@ -2586,7 +2650,7 @@ type PongAge struct {
 
 func (x *PongAge) Reset() {
 	*x = PongAge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2662,7 @@ func (x *PongAge) String() string {
 func (*PongAge) ProtoMessage() {}
 
 func (x *PongAge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2675,7 @@ func (x *PongAge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PongAge.ProtoReflect.Descriptor instead.
 func (*PongAge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PongAge) GetNode() uint32 {
@@ -2652,7 +2716,7 @@ type CopyLock struct {
 
 func (x *CopyLock) Reset() {
 	*x = CopyLock{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2728,7 @@ func (x *CopyLock) String() string {
 func (*CopyLock) ProtoMessage() {}
 
 func (x *CopyLock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2741,7 @@ func (x *CopyLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyLock.ProtoReflect.Descriptor instead.
 func (*CopyLock) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CopyLock) GetResource() string {
@@ -2801,7 +2865,7 @@ type Lookup struct {
 
 func (x *Lookup) Reset() {
 	*x = Lookup{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2877,7 @@ func (x *Lookup) String() string {
 func (*Lookup) ProtoMessage() {}
 
 func (x *Lookup) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2890,7 @@ func (x *Lookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
 func (*Lookup) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Lookup) GetTag() uint64 {
@@ -2878,7 +2942,7 @@ type LookupReply struct {
 
 func (x *LookupReply) Reset() {
 	*x = LookupReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +2954,7 @@ func (x *LookupReply) String() string {
 func (*LookupReply) ProtoMessage() {}
 
 func (x *LookupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +2967,7 @@ func (x *LookupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReply.ProtoReflect.Descriptor instead.
 func (*LookupReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LookupReply) GetTag() uint64 {
@@ -2948,7 +3012,7 @@ type Remove struct {
 
 func (x *Remove) Reset() {
 	*x = Remove{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3024,7 @@ func (x *Remove) String() string {
 func (*Remove) ProtoMessage() {}
 
 func (x *Remove) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3037,7 @@ func (x *Remove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remove.ProtoReflect.Descriptor instead.
 func (*Remove) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Remove) GetEpoch() uint64 {
@@ -3016,7 +3080,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3092,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3105,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DirEntry) GetResource() string {
@@ -3076,7 +3140,7 @@ type Copies struct {
 
 func (x *Copies) Reset() {
 	*x = Copies{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3152,7 @@ func (x *Copies) String() string {
 func (*Copies) ProtoMessage() {}
 
 func (x *Copies) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3165,7 @@ func (x *Copies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copies.ProtoReflect.Descriptor instead.
 func (*Copies) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Copies) GetEpoch() uint64 {
@@ -3157,7 +3221,7 @@ type CopiesDone struct {
 
 func (x *CopiesDone) Reset() {
 	*x = CopiesDone{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3233,7 @@ func (x *CopiesDone) String() string {
 func (*CopiesDone) ProtoMessage() {}
 
 func (x *CopiesDone) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3246,7 @@ func (x *CopiesDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopiesDone.ProtoReflect.Descriptor instead.
 func (*CopiesDone) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CopiesDone) GetEpoch() uint64 {
@@ -3209,7 +3273,7 @@ type OwnerExit struct {
 
 func (x *OwnerExit) Reset() {
 	*x = OwnerExit{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3285,7 @@ func (x *OwnerExit) String() string {
 func (*OwnerExit) ProtoMessage() {}
 
 func (x *OwnerExit) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3298,7 @@ func (x *OwnerExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerExit.ProtoReflect.Descriptor instead.
 func (*OwnerExit) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OwnerExit) GetClient() uint64 {
@@ -3253,7 +3317,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3329,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3342,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DumpRequest) GetLockspace() string {
@@ -3297,7 +3361,7 @@ type DumpReply struct {
 
 func (x *DumpReply) Reset() {
 	*x = DumpReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3373,7 @@ func (x *DumpReply) String() string {
 func (*DumpReply) ProtoMessage() {}
 
 func (x *DumpReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3386,7 @@ func (x *DumpReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpReply.ProtoReflect.Descriptor instead.
 func (*DumpReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DumpReply) GetResources() []*Resource {
@@ -3346,7 +3410,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3422,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3435,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Waiter) GetResource() string {
@@ -3428,7 +3492,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3440,7 +3504,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[37]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3453,7 +3517,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{37}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Edge) GetLockspace() string {
@@ -3492,7 +3556,7 @@ type EdgesRequest struct {
 
 func (x *EdgesRequest) Reset() {
 	*x = EdgesRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3568,7 @@ func (x *EdgesRequest) String() string {
 func (*EdgesRequest) ProtoMessage() {}
 
 func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[38]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3581,7 @@ func (x *EdgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesRequest.ProtoReflect.Descriptor instead.
 func (*EdgesRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{38}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{39}
 }
 
 type EdgesReply struct {
@@ -3529,7 +3593,7 @@ type EdgesReply struct {
 
 func (x *EdgesReply) Reset() {
 	*x = EdgesReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3605,7 @@ func (x *EdgesReply) String() string {
 func (*EdgesReply) ProtoMessage() {}
 
 func (x *EdgesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[39]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3618,7 @@ func (x *EdgesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgesReply.ProtoReflect.Descriptor instead.
 func (*EdgesReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{39}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *EdgesReply) GetEdges() []*Edge {
@@ -3573,7 +3637,7 @@ type VictimsRequest struct {
 
 func (x *VictimsRequest) Reset() {
 	*x = VictimsRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +3649,7 @@ func (x *VictimsRequest) String() string {
 func (*VictimsRequest) ProtoMessage() {}
 
 func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[40]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +3662,7 @@ func (x *VictimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsRequest.ProtoReflect.Descriptor instead.
 func (*VictimsRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{40}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VictimsRequest) GetVictims() []*Edge {
@@ -3616,7 +3680,7 @@ type VictimsReply struct {
 
 func (x *VictimsReply) Reset() {
 	*x = VictimsReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3628,7 +3692,7 @@ func (x *VictimsReply) String() string {
 func (*VictimsReply) ProtoMessage() {}
 
 func (x *VictimsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[41]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3641,7 +3705,7 @@ func (x *VictimsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VictimsReply.ProtoReflect.Descriptor instead.
 func (*VictimsReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{41}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{42}
 }
 
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
@@ -3737,7 +3801,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\"(\n" +
 	"\n" +
 	"PurgeReply\x12\x1a\n" +
-	"\breleased\x18\x01 \x01(\rR\breleased\"\xa3\x06\n" +
+	"\breleased\x18\x01 \x01(\rR\breleased\"\xd2\x06\n" +
 	"\vPeerMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.openssi.dlm.v1.PeerHelloH\x00R\x05hello\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1b.openssi.dlm.v1.PeerRequestH\x00R\arequest\x121\n" +
@@ -3756,10 +3820,13 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x04pong\x18\v \x01(\v2\x14.openssi.dlm.v1.PingH\x00R\x04pong\x120\n" +
 	"\x06lookup\x18\f \x01(\v2\x16.openssi.dlm.v1.LookupH\x00R\x06lookup\x12@\n" +
 	"\flookup_reply\x18\r \x01(\v2\x1b.openssi.dlm.v1.LookupReplyH\x00R\vlookupReply\x120\n" +
-	"\x06remove\x18\x0e \x01(\v2\x16.openssi.dlm.v1.RemoveH\x00R\x06remove\x12\x10\n" +
+	"\x06remove\x18\x0e \x01(\v2\x16.openssi.dlm.v1.RemoveH\x00R\x06remove\x12-\n" +
+	"\x05leave\x18\x0f \x01(\v2\x15.openssi.dlm.v1.LeaveH\x00R\x05leave\x12\x10\n" +
 	"\x03seq\x18\x14 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x15 \x01(\x04R\x03ackB\x05\n" +
-	"\x03msg\"%\n" +
+	"\x03msg\")\n" +
+	"\x05Leave\x12 \n" +
+	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\"%\n" +
 	"\x04Ping\x12\x1d\n" +
 	"\n" +
 	"sent_nanos\x18\x01 \x01(\x03R\tsentNanos\"\xae\x01\n" +
@@ -3970,7 +4037,7 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_dlm_v1_dlm_proto_goTypes = []any{
 	(Mode)(0),               // 0: openssi.dlm.v1.Mode
 	(Status)(0),             // 1: openssi.dlm.v1.Status
@@ -3994,31 +4061,32 @@ var file_dlm_v1_dlm_proto_goTypes = []any{
 	(*PurgeRequest)(nil),    // 19: openssi.dlm.v1.PurgeRequest
 	(*PurgeReply)(nil),      // 20: openssi.dlm.v1.PurgeReply
 	(*PeerMessage)(nil),     // 21: openssi.dlm.v1.PeerMessage
-	(*Ping)(nil),            // 22: openssi.dlm.v1.Ping
-	(*PeerHello)(nil),       // 23: openssi.dlm.v1.PeerHello
-	(*LockspaceConfig)(nil), // 24: openssi.dlm.v1.LockspaceConfig
-	(*Cred)(nil),            // 25: openssi.dlm.v1.Cred
-	(*PeerRequest)(nil),     // 26: openssi.dlm.v1.PeerRequest
-	(*PeerReply)(nil),       // 27: openssi.dlm.v1.PeerReply
-	(*PeerEffect)(nil),      // 28: openssi.dlm.v1.PeerEffect
-	(*Marker)(nil),          // 29: openssi.dlm.v1.Marker
-	(*PongAge)(nil),         // 30: openssi.dlm.v1.PongAge
-	(*CopyLock)(nil),        // 31: openssi.dlm.v1.CopyLock
-	(*Lookup)(nil),          // 32: openssi.dlm.v1.Lookup
-	(*LookupReply)(nil),     // 33: openssi.dlm.v1.LookupReply
-	(*Remove)(nil),          // 34: openssi.dlm.v1.Remove
-	(*DirEntry)(nil),        // 35: openssi.dlm.v1.DirEntry
-	(*Copies)(nil),          // 36: openssi.dlm.v1.Copies
-	(*CopiesDone)(nil),      // 37: openssi.dlm.v1.CopiesDone
-	(*OwnerExit)(nil),       // 38: openssi.dlm.v1.OwnerExit
-	(*DumpRequest)(nil),     // 39: openssi.dlm.v1.DumpRequest
-	(*DumpReply)(nil),       // 40: openssi.dlm.v1.DumpReply
-	(*Waiter)(nil),          // 41: openssi.dlm.v1.Waiter
-	(*Edge)(nil),            // 42: openssi.dlm.v1.Edge
-	(*EdgesRequest)(nil),    // 43: openssi.dlm.v1.EdgesRequest
-	(*EdgesReply)(nil),      // 44: openssi.dlm.v1.EdgesReply
-	(*VictimsRequest)(nil),  // 45: openssi.dlm.v1.VictimsRequest
-	(*VictimsReply)(nil),    // 46: openssi.dlm.v1.VictimsReply
+	(*Leave)(nil),           // 22: openssi.dlm.v1.Leave
+	(*Ping)(nil),            // 23: openssi.dlm.v1.Ping
+	(*PeerHello)(nil),       // 24: openssi.dlm.v1.PeerHello
+	(*LockspaceConfig)(nil), // 25: openssi.dlm.v1.LockspaceConfig
+	(*Cred)(nil),            // 26: openssi.dlm.v1.Cred
+	(*PeerRequest)(nil),     // 27: openssi.dlm.v1.PeerRequest
+	(*PeerReply)(nil),       // 28: openssi.dlm.v1.PeerReply
+	(*PeerEffect)(nil),      // 29: openssi.dlm.v1.PeerEffect
+	(*Marker)(nil),          // 30: openssi.dlm.v1.Marker
+	(*PongAge)(nil),         // 31: openssi.dlm.v1.PongAge
+	(*CopyLock)(nil),        // 32: openssi.dlm.v1.CopyLock
+	(*Lookup)(nil),          // 33: openssi.dlm.v1.Lookup
+	(*LookupReply)(nil),     // 34: openssi.dlm.v1.LookupReply
+	(*Remove)(nil),          // 35: openssi.dlm.v1.Remove
+	(*DirEntry)(nil),        // 36: openssi.dlm.v1.DirEntry
+	(*Copies)(nil),          // 37: openssi.dlm.v1.Copies
+	(*CopiesDone)(nil),      // 38: openssi.dlm.v1.CopiesDone
+	(*OwnerExit)(nil),       // 39: openssi.dlm.v1.OwnerExit
+	(*DumpRequest)(nil),     // 40: openssi.dlm.v1.DumpRequest
+	(*DumpReply)(nil),       // 41: openssi.dlm.v1.DumpReply
+	(*Waiter)(nil),          // 42: openssi.dlm.v1.Waiter
+	(*Edge)(nil),            // 43: openssi.dlm.v1.Edge
+	(*EdgesRequest)(nil),    // 44: openssi.dlm.v1.EdgesRequest
+	(*EdgesReply)(nil),      // 45: openssi.dlm.v1.EdgesReply
+	(*VictimsRequest)(nil),  // 46: openssi.dlm.v1.VictimsRequest
+	(*VictimsReply)(nil),    // 47: openssi.dlm.v1.VictimsReply
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	6,  // 0: openssi.dlm.v1.ClientMessage.lock:type_name -> openssi.dlm.v1.LockRequest
@@ -4041,61 +4109,62 @@ var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	2,  // 17: openssi.dlm.v1.Lock.state:type_name -> openssi.dlm.v1.LockState
 	0,  // 18: openssi.dlm.v1.Lock.granted:type_name -> openssi.dlm.v1.Mode
 	0,  // 19: openssi.dlm.v1.Lock.requested:type_name -> openssi.dlm.v1.Mode
-	23, // 20: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
-	26, // 21: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
-	27, // 22: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
-	28, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
-	29, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
-	29, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
-	36, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
-	37, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
-	38, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
-	22, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
-	22, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
-	32, // 31: openssi.dlm.v1.PeerMessage.lookup:type_name -> openssi.dlm.v1.Lookup
-	33, // 32: openssi.dlm.v1.PeerMessage.lookup_reply:type_name -> openssi.dlm.v1.LookupReply
-	34, // 33: openssi.dlm.v1.PeerMessage.remove:type_name -> openssi.dlm.v1.Remove
-	3,  // 34: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
-	24, // 35: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	0,  // 36: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
-	25, // 37: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
-	1,  // 38: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
-	28, // 39: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
-	4,  // 40: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
-	0,  // 41: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
-	1,  // 42: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
-	30, // 43: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
-	2,  // 44: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
-	0,  // 45: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
-	0,  // 46: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
-	1,  // 47: openssi.dlm.v1.LookupReply.status:type_name -> openssi.dlm.v1.Status
-	24, // 48: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
-	31, // 49: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
-	35, // 50: openssi.dlm.v1.Copies.dir:type_name -> openssi.dlm.v1.DirEntry
-	17, // 51: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
-	0,  // 52: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
-	41, // 53: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
-	42, // 54: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
-	42, // 55: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
-	5,  // 56: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
-	15, // 57: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
-	19, // 58: openssi.dlm.v1.Dlm.Purge:input_type -> openssi.dlm.v1.PurgeRequest
-	21, // 59: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
-	39, // 60: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
-	43, // 61: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
-	45, // 62: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
-	10, // 63: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
-	16, // 64: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
-	20, // 65: openssi.dlm.v1.Dlm.Purge:output_type -> openssi.dlm.v1.PurgeReply
-	21, // 66: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
-	40, // 67: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
-	44, // 68: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
-	46, // 69: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
-	63, // [63:70] is the sub-list for method output_type
-	56, // [56:63] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	24, // 20: openssi.dlm.v1.PeerMessage.hello:type_name -> openssi.dlm.v1.PeerHello
+	27, // 21: openssi.dlm.v1.PeerMessage.request:type_name -> openssi.dlm.v1.PeerRequest
+	28, // 22: openssi.dlm.v1.PeerMessage.reply:type_name -> openssi.dlm.v1.PeerReply
+	29, // 23: openssi.dlm.v1.PeerMessage.effect:type_name -> openssi.dlm.v1.PeerEffect
+	30, // 24: openssi.dlm.v1.PeerMessage.marker:type_name -> openssi.dlm.v1.Marker
+	30, // 25: openssi.dlm.v1.PeerMessage.marker_ack:type_name -> openssi.dlm.v1.Marker
+	37, // 26: openssi.dlm.v1.PeerMessage.copies:type_name -> openssi.dlm.v1.Copies
+	38, // 27: openssi.dlm.v1.PeerMessage.copies_done:type_name -> openssi.dlm.v1.CopiesDone
+	39, // 28: openssi.dlm.v1.PeerMessage.owner_exit:type_name -> openssi.dlm.v1.OwnerExit
+	23, // 29: openssi.dlm.v1.PeerMessage.ping:type_name -> openssi.dlm.v1.Ping
+	23, // 30: openssi.dlm.v1.PeerMessage.pong:type_name -> openssi.dlm.v1.Ping
+	33, // 31: openssi.dlm.v1.PeerMessage.lookup:type_name -> openssi.dlm.v1.Lookup
+	34, // 32: openssi.dlm.v1.PeerMessage.lookup_reply:type_name -> openssi.dlm.v1.LookupReply
+	35, // 33: openssi.dlm.v1.PeerMessage.remove:type_name -> openssi.dlm.v1.Remove
+	22, // 34: openssi.dlm.v1.PeerMessage.leave:type_name -> openssi.dlm.v1.Leave
+	3,  // 35: openssi.dlm.v1.PeerRequest.op:type_name -> openssi.dlm.v1.Op
+	25, // 36: openssi.dlm.v1.PeerRequest.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	0,  // 37: openssi.dlm.v1.PeerRequest.mode:type_name -> openssi.dlm.v1.Mode
+	26, // 38: openssi.dlm.v1.PeerRequest.cred:type_name -> openssi.dlm.v1.Cred
+	1,  // 39: openssi.dlm.v1.PeerReply.status:type_name -> openssi.dlm.v1.Status
+	29, // 40: openssi.dlm.v1.PeerReply.effect:type_name -> openssi.dlm.v1.PeerEffect
+	4,  // 41: openssi.dlm.v1.PeerEffect.kind:type_name -> openssi.dlm.v1.EffectKind
+	0,  // 42: openssi.dlm.v1.PeerEffect.mode:type_name -> openssi.dlm.v1.Mode
+	1,  // 43: openssi.dlm.v1.PeerEffect.status:type_name -> openssi.dlm.v1.Status
+	31, // 44: openssi.dlm.v1.Marker.pong_ages:type_name -> openssi.dlm.v1.PongAge
+	2,  // 45: openssi.dlm.v1.CopyLock.state:type_name -> openssi.dlm.v1.LockState
+	0,  // 46: openssi.dlm.v1.CopyLock.granted:type_name -> openssi.dlm.v1.Mode
+	0,  // 47: openssi.dlm.v1.CopyLock.requested:type_name -> openssi.dlm.v1.Mode
+	1,  // 48: openssi.dlm.v1.LookupReply.status:type_name -> openssi.dlm.v1.Status
+	25, // 49: openssi.dlm.v1.Copies.config:type_name -> openssi.dlm.v1.LockspaceConfig
+	32, // 50: openssi.dlm.v1.Copies.locks:type_name -> openssi.dlm.v1.CopyLock
+	36, // 51: openssi.dlm.v1.Copies.dir:type_name -> openssi.dlm.v1.DirEntry
+	17, // 52: openssi.dlm.v1.DumpReply.resources:type_name -> openssi.dlm.v1.Resource
+	0,  // 53: openssi.dlm.v1.Waiter.mode:type_name -> openssi.dlm.v1.Mode
+	42, // 54: openssi.dlm.v1.Edge.waiter:type_name -> openssi.dlm.v1.Waiter
+	43, // 55: openssi.dlm.v1.EdgesReply.edges:type_name -> openssi.dlm.v1.Edge
+	43, // 56: openssi.dlm.v1.VictimsRequest.victims:type_name -> openssi.dlm.v1.Edge
+	5,  // 57: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
+	15, // 58: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
+	19, // 59: openssi.dlm.v1.Dlm.Purge:input_type -> openssi.dlm.v1.PurgeRequest
+	21, // 60: openssi.dlm.v1.Peer.Channel:input_type -> openssi.dlm.v1.PeerMessage
+	40, // 61: openssi.dlm.v1.Peer.Dump:input_type -> openssi.dlm.v1.DumpRequest
+	44, // 62: openssi.dlm.v1.Peer.Edges:input_type -> openssi.dlm.v1.EdgesRequest
+	46, // 63: openssi.dlm.v1.Peer.Victims:input_type -> openssi.dlm.v1.VictimsRequest
+	10, // 64: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
+	16, // 65: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
+	20, // 66: openssi.dlm.v1.Dlm.Purge:output_type -> openssi.dlm.v1.PurgeReply
+	21, // 67: openssi.dlm.v1.Peer.Channel:output_type -> openssi.dlm.v1.PeerMessage
+	41, // 68: openssi.dlm.v1.Peer.Dump:output_type -> openssi.dlm.v1.DumpReply
+	45, // 69: openssi.dlm.v1.Peer.Edges:output_type -> openssi.dlm.v1.EdgesReply
+	47, // 70: openssi.dlm.v1.Peer.Victims:output_type -> openssi.dlm.v1.VictimsReply
+	64, // [64:71] is the sub-list for method output_type
+	57, // [57:64] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -4130,6 +4199,7 @@ func file_dlm_v1_dlm_proto_init() {
 		(*PeerMessage_Lookup)(nil),
 		(*PeerMessage_LookupReply)(nil),
 		(*PeerMessage_Remove)(nil),
+		(*PeerMessage_Leave)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4137,7 +4207,7 @@ func file_dlm_v1_dlm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,11 +1,9 @@
-package server
+package node
 
 import (
-	"io"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
@@ -47,34 +45,30 @@ func FuzzPeerMessage(f *testing.F) {
 		if proto.Unmarshal(data, &m) != nil {
 			return
 		}
-		log := logrus.New()
-		log.SetOutput(io.Discard)
-		s := New(Config{Node: 1, Incarnation: 1, Log: log})
-		close(s.stop) // no loop: handlers run here, and nothing may block on it
-		s.members = directory.Members{Epoch: 1, Up: map[uint32]bool{1: true, 2: true}}
-		s.dir = []uint32{1, 2}
-		s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
-		s.haveLast = true
+		now := time.Unix(1000, 0)
+		n := New(Config{Node: 1, Incarnation: 1})
+		n.members = directory.Members{Epoch: 1, Up: map[uint32]bool{1: true, 2: true}}
+		n.dir = []uint32{1, 2}
+		n.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
+		n.haveLast = true
 		for _, r := range []string{"a", "b"} {
-			s.mastered[directory.Key{Lockspace: "ls", Resource: r}] = &mastery{used: time.Now()}
+			n.mastered[directory.Key{Lockspace: "ls", Resource: r}] = &mastery{used: now}
 		}
-		cl := &copyLock{ls: "ls", res: "c", key: lockspace.Key{Owner: lockspace.Owner{Node: 1, Client: 9}, ID: 9}}
-		s.locks[cl.key.ID] = cl
+		cl := &copyLock{ls: "ls", res: "c", key: lockspace.Key{Owner: lockspace.Owner{Node: 1, Client: 9}, ID: 9}, orphan: true}
+		n.locks[cl.key.ID] = cl
 		l := &lookup{key: directory.Key{Lockspace: "ls", Resource: "c"}, tag: 1, dir: 2, sent: true, waiting: []*pending{{tag: 5, lock: cl,
 			req: &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: "ls", Resource: "c", Client: 9, LockId: 9, Mode: dlmv1.Mode_MODE_PR}}}}
-		s.lookups[l.key], s.lookupTags[l.tag] = l, l
-		in := &inStream{node: 2, inc: 1, log: newSendLog()}
-		s.peersIn[2] = in
-		out := &peerOut{node: 2, log: newSendLog(), done: make(chan struct{})}
-		s.peersOut[2] = out
-		in.log.push(&dlmv1.PeerMessage{})
-		in.log.ack(m.GetAck()) // any acknowledgement is taken without harm
-		in.recv.accept(&m, func() { s.onFromRequester(in, &m) })
-		out.recv.accept(&m, func() { s.onFromMaster(2, &m) })
-		for name, tb := range s.tables {
-			if err := tb.Check(); err != nil {
-				t.Fatalf("lockspace %s: %v", name, err)
-			}
+		n.lookups[l.key], n.lookupTags[l.tag] = l, l
+		if ok, _ := n.Attach(now, 2, 1, 1, FeatEffectInReply); !ok {
+			t.Fatal("link from node 2 refused")
+		}
+		n.toMaster(2, &dlmv1.PeerMessage{})
+		n.Ready()
+		out := Link{Node: 2, Out: true, Inc: 1, ID: n.outs[2].id}
+		n.Step(now, Link{Node: 2, Inc: 1, ID: 1}, &m)
+		n.Step(now, out, &m)
+		if err := n.Check(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package server
+package node
 
 import (
 	"fmt"
@@ -47,17 +47,17 @@ type tossItem struct {
 }
 
 // becomeMaster records that this node masters k.
-func (s *Server) becomeMaster(k directory.Key, now time.Time) {
+func (n *Node) becomeMaster(k directory.Key, now time.Time) {
 	m := &mastery{used: now}
-	s.mastered[k] = m
-	s.tossQ = append(s.tossQ, tossItem{k: k, due: now.Add(s.cfg.Toss), m: m})
+	n.mastered[k] = m
+	n.tossQ = append(n.tossQ, tossItem{k: k, due: now.Add(n.cfg.Toss), m: m})
 }
 
 // learnRoute records that node masters k.
-func (s *Server) learnRoute(k directory.Key, node uint32, now time.Time) {
+func (n *Node) learnRoute(k directory.Key, node uint32, now time.Time) {
 	r := &route{node: node, used: now}
-	s.routes[k] = r
-	s.tossQ = append(s.tossQ, tossItem{k: k, due: now.Add(s.cfg.Toss), r: r})
+	n.routes[k] = r
+	n.tossQ = append(n.tossQ, tossItem{k: k, due: now.Add(n.cfg.Toss), r: r})
 }
 
 // lookup is a lookup of a resource's master, in flight or due at the next
@@ -77,19 +77,19 @@ func keyOf(req *dlmv1.PeerRequest) directory.Key {
 // masterFor returns the master to send p to (0: look it up). A request on
 // an accepted lock goes to that lock's master; everything else on a
 // resource queues behind a lookup of it in progress.
-func (s *Server) masterFor(p *pending) uint32 {
+func (n *Node) masterFor(p *pending) uint32 {
 	if p.req.Op != dlmv1.Op_OP_LOCK && p.lock != nil && p.lock.master != 0 {
 		return p.lock.master
 	}
 	k := keyOf(p.req)
-	if s.lookups[k] != nil {
+	if n.lookups[k] != nil {
 		return 0
 	}
-	if _, ok := s.mastered[k]; ok {
-		return s.self
+	if _, ok := n.mastered[k]; ok {
+		return n.self
 	}
-	if r := s.routes[k]; r != nil {
-		r.used = time.Now()
+	if r := n.routes[k]; r != nil {
+		r.used = n.now
 		return r.node
 	}
 	return 0
@@ -98,99 +98,99 @@ func (s *Server) masterFor(p *pending) uint32 {
 // awaitLookup queues p behind the lookup of its resource's master,
 // starting one (sent now, or at the next tick when later is set: the
 // answer just proved stale).
-func (s *Server) awaitLookup(p *pending, later bool) {
+func (n *Node) awaitLookup(p *pending, later bool) {
 	k := keyOf(p.req)
 	if p.tag == 0 {
-		s.nextTag++
-		p.tag = s.nextTag // keeps its place if it ends up in the outbox
+		n.nextTag++
+		p.tag = n.nextTag // keeps its place if it ends up in the outbox
 	}
-	l := s.lookups[k]
+	l := n.lookups[k]
 	if l != nil {
 		l.waiting = append(l.waiting, p)
 		return
 	}
 	l = &lookup{key: k, waiting: []*pending{p}}
-	s.lookups[k] = l
+	n.lookups[k] = l
 	if !later {
-		s.sendLookup(l)
+		n.sendLookup(l)
 	}
 }
 
 // sendLookup asks the directory node; this node's own part of the
 // directory answers at once.
-func (s *Server) sendLookup(l *lookup) {
-	l.dir = directory.Master(s.dir, l.key.Lockspace, l.key.Resource)
-	if l.dir == s.self {
-		s.resolved(l, s.dirTable.Lookup(l.key, s.self))
+func (n *Node) sendLookup(l *lookup) {
+	l.dir = directory.Master(n.dir, l.key.Lockspace, l.key.Resource)
+	if l.dir == n.self {
+		n.resolved(l, n.dirTable.Lookup(l.key, n.self))
 		return
 	}
-	s.nextTag++
-	l.tag, l.sent = s.nextTag, true
-	s.lookupTags[l.tag] = l
-	id := s.installedID()
-	s.out(l.dir).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Lookup{Lookup: &dlmv1.Lookup{
+	n.nextTag++
+	l.tag, l.sent = n.nextTag, true
+	n.lookupTags[l.tag] = l
+	id := n.installedID()
+	n.toMaster(l.dir, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Lookup{Lookup: &dlmv1.Lookup{
 		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
 }
 
 // resolved records a lookup's answer and sends what waited for it.
-func (s *Server) resolved(l *lookup, master uint32) {
-	delete(s.lookups, l.key)
-	delete(s.lookupTags, l.tag)
-	now := time.Now()
-	if master == s.self {
-		s.becomeMaster(l.key, now)
+func (n *Node) resolved(l *lookup, master uint32) {
+	delete(n.lookups, l.key)
+	delete(n.lookupTags, l.tag)
+	now := n.now
+	if master == n.self {
+		n.becomeMaster(l.key, now)
 	} else {
-		s.learnRoute(l.key, master, now)
+		n.learnRoute(l.key, master, now)
 	}
 	for _, p := range l.waiting {
-		s.submit(p)
+		n.submit(p)
 	}
 }
 
 // onLookupReply handles a directory node's answer.
-func (s *Server) onLookupReply(from uint32, rep *dlmv1.LookupReply) {
-	l := s.lookupTags[rep.GetTag()]
+func (n *Node) onLookupReply(from uint32, rep *dlmv1.LookupReply) {
+	l := n.lookupTags[rep.GetTag()]
 	if l == nil || l.dir != from || !l.sent {
 		return
 	}
 	switch st := rep.GetStatus(); {
-	case st == dlmv1.Status_STATUS_OK && slices.Contains(s.dir, rep.GetMaster()):
-		s.resolved(l, rep.GetMaster())
+	case st == dlmv1.Status_STATUS_OK && slices.Contains(n.dir, rep.GetMaster()):
+		n.resolved(l, rep.GetMaster())
 	case st == dlmv1.Status_STATUS_OK || st == dlmv1.Status_STATUS_RETRY:
-		delete(s.lookupTags, l.tag)
+		delete(n.lookupTags, l.tag)
 		l.sent = false
-		if s.rec != nil {
-			s.dropLookup(l)
+		if n.rec != nil {
+			n.dropLookup(l)
 		}
 	default:
 		// The directory node refused the name: so would any master.
-		delete(s.lookups, l.key)
-		delete(s.lookupTags, l.tag)
+		delete(n.lookups, l.key)
+		delete(n.lookupTags, l.tag)
 		fail := &dlmv1.PeerReply{Status: st, Message: rep.GetMessage()}
 		for _, p := range l.waiting {
-			s.onReply(p, fail, nil)
+			n.onReply(p, fail, nil)
 		}
 	}
 }
 
 // dropLookup ends a lookup during a recovery: what waited for it is sent
 // again, in order, after the recovery.
-func (s *Server) dropLookup(l *lookup) {
-	delete(s.lookups, l.key)
-	delete(s.lookupTags, l.tag)
-	s.outbox = append(s.outbox, l.waiting...)
+func (n *Node) dropLookup(l *lookup) {
+	delete(n.lookups, l.key)
+	delete(n.lookupTags, l.tag)
+	n.outbox = append(n.outbox, l.waiting...)
 }
 
 // dropLookups ends every lookup (a recovery is about to change the
 // directory nodes); the survivors' answers have all arrived.
-func (s *Server) dropLookups() {
-	ls := make([]*lookup, 0, len(s.lookups))
-	for _, l := range s.lookups {
+func (n *Node) dropLookups() {
+	ls := make([]*lookup, 0, len(n.lookups))
+	for _, l := range n.lookups {
 		ls = append(ls, l)
 	}
 	sortLookups(ls)
 	for _, l := range ls {
-		s.dropLookup(l)
+		n.dropLookup(l)
 	}
 }
 
@@ -199,36 +199,36 @@ func sortLookups(ls []*lookup) {
 	slices.SortFunc(ls, func(a, b *lookup) int { return int(a.waiting[0].tag) - int(b.waiting[0].tag) })
 }
 
-// onLookup answers a lookup from node in.node as a directory node.
-func (s *Server) onLookup(in *inStream, lk *dlmv1.Lookup) {
+// onLookup answers a lookup from node from as a directory node.
+func (n *Node) onLookup(from uint32, lk *dlmv1.Lookup) {
 	id := directory.ID{Epoch: lk.GetEpoch(), Round: lk.GetRound()}
 	rep := &dlmv1.LookupReply{Tag: lk.GetTag()}
 	k := directory.Key{Lockspace: lk.GetLockspace(), Resource: lk.GetResource()}
 	switch {
-	case s.rec != nil && id == s.rec.id:
-		s.deferred = append(s.deferred, func() { s.onLookup(in, lk) })
+	case n.rec != nil && id == n.rec.id:
+		n.deferred = append(n.deferred, func() { n.onLookup(from, lk) })
 		return
-	case s.rec != nil || !s.haveLast || id != s.last.ID:
+	case n.rec != nil || !n.haveLast || id != n.last.ID:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "recovering"
 	case ValidLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("dlm: bad resource %q in lockspace %q", k.Resource, k.Lockspace)
-	case directory.Master(s.dir, k.Lockspace, k.Resource) != s.self:
+	case directory.Master(n.dir, k.Lockspace, k.Resource) != n.self:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"
 	default:
-		rep.Master = s.dirTable.Lookup(k, in.node)
+		rep.Master = n.dirTable.Lookup(k, from)
 	}
-	in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: rep}})
+	n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: rep}})
 }
 
 // onRemove handles a master giving a resource up. One sent under an older
 // recovery is already out of the directory that recovery rebuilt.
-func (s *Server) onRemove(from uint32, rm *dlmv1.Remove) {
+func (n *Node) onRemove(from uint32, rm *dlmv1.Remove) {
 	id := directory.ID{Epoch: rm.GetEpoch(), Round: rm.GetRound()}
 	switch {
-	case s.rec != nil && id == s.rec.id:
-		s.deferred = append(s.deferred, func() { s.onRemove(from, rm) })
-	case s.rec == nil && s.haveLast && id == s.last.ID:
-		s.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from)
+	case n.rec != nil && id == n.rec.id:
+		n.deferred = append(n.deferred, func() { n.onRemove(from, rm) })
+	case n.rec == nil && n.haveLast && id == n.last.ID:
+		n.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from)
 	}
 }
 
@@ -236,78 +236,78 @@ func (s *Server) onRemove(from uint32, rm *dlmv1.Remove) {
 // for Config.Toss, and forgets the masters it has not used for as long:
 // it looks at the items due (at most tossBatch) and puts back those still
 // in use.
-func (s *Server) toss(now time.Time) {
-	for n := 0; n < tossBatch && s.tossHead < len(s.tossQ); n++ {
-		it := s.tossQ[s.tossHead]
+func (n *Node) toss(now time.Time) {
+	for i := 0; i < tossBatch && n.tossHead < len(n.tossQ); i++ {
+		it := n.tossQ[n.tossHead]
 		if now.Before(it.due) {
 			break
 		}
-		s.tossQ[s.tossHead] = tossItem{}
-		s.tossHead++
-		s.tossOne(it, now)
+		n.tossQ[n.tossHead] = tossItem{}
+		n.tossHead++
+		n.tossOne(it, now)
 	}
-	if s.tossHead > 1024 && 2*s.tossHead > len(s.tossQ) {
-		s.tossQ = append([]tossItem(nil), s.tossQ[s.tossHead:]...)
-		s.tossHead = 0
+	if n.tossHead > 1024 && 2*n.tossHead > len(n.tossQ) {
+		n.tossQ = append([]tossItem(nil), n.tossQ[n.tossHead:]...)
+		n.tossHead = 0
 	}
 }
 
-func (s *Server) tossOne(it tossItem, now time.Time) {
+func (n *Node) tossOne(it tossItem, now time.Time) {
 	again := func(due time.Time) {
 		it.due = due
-		s.tossQ = append(s.tossQ, it)
+		n.tossQ = append(n.tossQ, it)
 	}
 	if it.r != nil {
 		switch {
-		case s.routes[it.k] != it.r:
-		case now.Before(it.r.used.Add(s.cfg.Toss)):
-			again(it.r.used.Add(s.cfg.Toss))
+		case n.routes[it.k] != it.r:
+		case now.Before(it.r.used.Add(n.cfg.Toss)):
+			again(it.r.used.Add(n.cfg.Toss))
 		default:
-			delete(s.routes, it.k)
+			delete(n.routes, it.k)
 		}
 		return
 	}
-	if s.mastered[it.k] != it.m {
+	if n.mastered[it.k] != it.m {
 		return
 	}
-	if t := s.tables[it.k.Lockspace]; t != nil {
+	if t := n.tables[it.k.Lockspace]; t != nil {
 		if _, _, held := t.LVB(it.k.Resource); held {
-			again(now.Add(s.cfg.Toss))
+			again(now.Add(n.cfg.Toss))
 			return
 		}
 	}
-	if now.Before(it.m.used.Add(s.cfg.Toss)) {
-		again(it.m.used.Add(s.cfg.Toss))
+	if now.Before(it.m.used.Add(n.cfg.Toss)) {
+		again(it.m.used.Add(n.cfg.Toss))
 		return
 	}
-	delete(s.mastered, it.k)
-	if d := directory.Master(s.dir, it.k.Lockspace, it.k.Resource); d == s.self {
-		s.dirTable.Remove(it.k, s.self)
+	delete(n.mastered, it.k)
+	if d := directory.Master(n.dir, it.k.Lockspace, it.k.Resource); d == n.self {
+		n.dirTable.Remove(it.k, n.self)
 	} else {
-		id := s.installedID()
-		s.out(d).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
+		id := n.installedID()
+		n.toMaster(d, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
 			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource}}})
 	}
 }
 
 // flushRetries sends, in order, the requests and lookups that wait for the
 // next tick.
-func (s *Server) flushRetries() {
-	retries := s.retries
-	s.retries = nil
+func (n *Node) flushRetries() {
+	retries := n.retries
+	n.retries = nil
 	for _, p := range retries {
-		s.submit(p)
+		n.submit(p)
 	}
 	var due []*lookup
-	for _, l := range s.lookups {
+	for _, l := range n.lookups {
 		if !l.sent {
 			due = append(due, l)
 		}
 	}
 	sortLookups(due)
 	for _, l := range due {
-		if s.lookups[l.key] == l && !l.sent {
-			s.sendLookup(l)
+		if n.lookups[l.key] == l && !l.sent {
+			n.sendLookup(l)
 		}
 	}
 }

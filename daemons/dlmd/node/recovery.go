@@ -1,4 +1,4 @@
-package server
+package node
 
 import (
 	"slices"
@@ -25,12 +25,14 @@ type recovery struct {
 	// lastPong is, per lost node, the latest time a member can have
 	// answered its ping (from their markers).
 	lastPong map[uint32]time.Time
-	// waiting: the rebuild waits for the lost nodes' leases to end.
+	// waiting: the rebuild waits for the lost nodes' leases to end, until
+	// wake.
 	waiting bool
+	wake    time.Time
 }
 
-func newRecovery(id directory.ID, members []uint32) *recovery {
-	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: time.Now(),
+func newRecovery(id directory.ID, members []uint32, now time.Time) *recovery {
+	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: now,
 		copies: map[string]*gained{}, dir: directory.NewTable(), lastPong: map[uint32]time.Time{}}
 }
 
@@ -42,154 +44,159 @@ type gained struct {
 	pids  map[lockspace.Owner]int32
 }
 
-// Membership applies a membership event (from clmsd) or, with up unset
-// and node 0, the view the daemon starts from.
-func (s *Server) Membership(epoch uint64, node uint32, up bool) {
-	s.do(func() {
-		if s.members.Apply(epoch, node, up) {
-			s.startRecovery(directory.ID{Epoch: epoch})
-		}
-	})
+// Membership applies a membership event (from clmsd): node is UP or not
+// from epoch on.
+func (n *Node) Membership(now time.Time, epoch uint64, node uint32, up bool) {
+	n.now = now
+	if n.members.Apply(epoch, node, up) {
+		n.startRecovery(directory.ID{Epoch: epoch})
+	}
 }
 
-// Start installs the view the daemon starts from and runs the first
-// recovery.
-func (s *Server) Start(epoch uint64, up []uint32) {
-	s.do(func() {
-		s.members = directory.Members{Epoch: epoch, Up: map[uint32]bool{}}
-		for _, n := range up {
-			s.members.Up[n] = true
-		}
-		s.startRecovery(directory.ID{Epoch: epoch})
-	})
+// Start installs the view the daemon starts from (the nodes UP at epoch)
+// and runs the first recovery.
+func (n *Node) Start(now time.Time, epoch uint64, up []uint32) {
+	n.now = now
+	n.members = directory.Members{Epoch: epoch, Up: map[uint32]bool{}}
+	for _, m := range up {
+		n.members.Up[m] = true
+	}
+	n.startRecovery(directory.ID{Epoch: epoch})
 }
 
-func (s *Server) selfReport() directory.Report {
-	return directory.Report{Node: s.self, Incarnation: s.cfg.Incarnation, Last: s.last.ID, HasLast: s.haveLast}
+// memberList is the members a recovery waits for: the nodes UP but those
+// whose dlmd said goodbye.
+func (n *Node) memberList() []uint32 {
+	members := n.members.List()
+	if len(n.gone) == 0 {
+		return members
+	}
+	return slices.DeleteFunc(members, func(m uint32) bool { _, gone := n.gone[m]; return gone })
 }
 
-func (s *Server) marker(id directory.ID) *dlmv1.Marker {
-	return &dlmv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: s.self, Incarnation: s.cfg.Incarnation,
-		LastEpoch: s.last.ID.Epoch, LastRound: s.last.ID.Round, HasLast: s.haveLast, PongAges: s.pongAges()}
+func (n *Node) selfReport() directory.Report {
+	return directory.Report{Node: n.self, Incarnation: n.cfg.Incarnation, Last: n.last.ID, HasLast: n.haveLast}
+}
+
+func (n *Node) marker(id directory.ID) *dlmv1.Marker {
+	return &dlmv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: n.self, Incarnation: n.cfg.Incarnation,
+		LastEpoch: n.last.ID.Epoch, LastRound: n.last.ID.Round, HasLast: n.haveLast, PongAges: n.pongAges()}
 }
 
 // startRecovery stops granting and starts the barrier of recovery id.
-func (s *Server) startRecovery(id directory.ID) {
-	members := s.members.List()
-	s.setPongable(members)
-	if !slices.Contains(members, s.self) {
-		if s.haveLast {
-			s.fence("this node is not UP in the membership")
+func (n *Node) startRecovery(id directory.ID) {
+	n.setPongable(n.members.List())
+	members := n.memberList()
+	if !slices.Contains(members, n.self) {
+		if n.haveLast {
+			n.fence("this node is not UP in the membership")
 			return
 		}
-		s.log.WithField("members", members).Warn("this node is not UP in the membership: not granting")
-		s.rec = newRecovery(id, members)
+		n.log.WithField("members", members).Warn("this node is not UP in the membership: not granting")
+		n.rec = newRecovery(id, members, n.now)
 		return
 	}
-	if s.rec != nil {
+	if n.rec != nil {
 		// A newer recovery replaces the one in progress: requests it
 		// put aside stay in the outbox.
-		s.log.WithFields(logrus.Fields{"old": s.rec.id.String(), "new": id.String()}).Info("recovery restarted")
+		n.log.WithFields(logrus.Fields{"old": n.rec.id.String(), "new": id.String()}).Info("recovery restarted")
 	}
-	s.rec = newRecovery(id, members)
-	s.log.WithFields(logrus.Fields{"recovery": id.String(), "members": members}).Info("recovery: stopped granting")
-	for n, po := range s.peersOut {
-		if !slices.Contains(members, n) {
-			po.close()
-			delete(s.peersOut, n)
-			s.dropConn(n)
+	n.rec = newRecovery(id, members, n.now)
+	n.log.WithFields(logrus.Fields{"recovery": id.String(), "members": members}).Info("recovery: stopped granting")
+	for _, m := range sortedNodes(n.outs) {
+		if !slices.Contains(members, m) {
+			n.closeOut(m)
 		}
 	}
-	for n, in := range s.peersIn {
-		if !slices.Contains(members, n) {
-			in.log.close()
-			delete(s.peersIn, n)
+	for _, m := range sortedNodes(n.ins) {
+		if !slices.Contains(members, m) {
+			n.closeIn(m)
 		}
 	}
-	for _, n := range members {
-		if n != s.self {
-			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(id)}})
+	for _, m := range members {
+		if m != n.self {
+			n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: n.marker(id)}})
 		}
 	}
 	// Markers that arrived before we got here.
-	early := s.early
-	s.early = nil
+	early := n.early
+	n.early = nil
 	for _, e := range early {
-		s.onMarker(e.from, e.in, e.m)
+		n.onMarker(e.from, e.m)
 	}
-	if s.rec.barrier.Ack(s.selfReport()) {
-		s.copyPhase()
+	if n.rec.barrier.Ack(n.selfReport()) {
+		n.copyPhase()
 	}
 }
 
 // onMarker handles a peer's "stopped at id": acknowledge once we are in
 // the same recovery.
-func (s *Server) onMarker(from uint32, in *inStream, m *dlmv1.Marker) {
+func (n *Node) onMarker(from uint32, m *dlmv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
-	cur := s.last.ID
-	if s.rec != nil {
-		cur = s.rec.id
+	cur := n.last.ID
+	if n.rec != nil {
+		cur = n.rec.id
 	}
 	switch {
-	case s.rec != nil && id == s.rec.id:
-		s.notePongAges(m.GetPongAges())
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
-	case cur.Less(id) || !s.haveLast && s.rec == nil:
-		if id.Epoch == s.members.Epoch && s.members.Epoch != 0 {
-			s.startRecovery(id) // a higher round at our epoch: join it
-			if s.rec != nil && s.rec.id == id {
-				in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+	case n.rec != nil && id == n.rec.id:
+		n.notePongAges(m.GetPongAges())
+		n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
+	case cur.Less(id) || !n.haveLast && n.rec == nil:
+		if id.Epoch == n.members.Epoch && n.members.Epoch != 0 {
+			n.startRecovery(id) // a higher round at our epoch: join it
+			if n.rec != nil && n.rec.id == id {
+				n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
 			}
 			return
 		}
-		s.early = append(s.early, earlyMarker{from: from, m: m, in: in})
+		n.early = append(n.early, earlyMarker{from: from, m: m})
 	default:
 		// An older recovery. From a dlmd we do not know in our directory
 		// (it restarted, or came up after): run the recovery again at
 		// our epoch so that it joins.
-		if s.rec == nil && s.haveLast && id.Epoch == s.members.Epoch && s.last.Members[from] != m.GetIncarnation() {
-			s.log.WithFields(logrus.Fields{"node": from, "recovery": id.String()}).Info("a new dlmd joins: recovering again")
-			s.startRecovery(directory.ID{Epoch: s.last.ID.Epoch, Round: s.last.ID.Round + 1})
+		if n.rec == nil && n.haveLast && id.Epoch == n.members.Epoch && n.last.Members[from] != m.GetIncarnation() {
+			n.log.WithFields(logrus.Fields{"node": from, "recovery": id.String()}).Info("a new dlmd joins: recovering again")
+			n.startRecovery(directory.ID{Epoch: n.last.ID.Epoch, Round: n.last.ID.Round + 1})
 		}
 	}
 }
 
-func (s *Server) onMarkerAck(from uint32, m *dlmv1.Marker) {
+func (n *Node) onMarkerAck(from uint32, m *dlmv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
-	if s.rec == nil || id != s.rec.id || s.rec.plan != nil {
+	if n.rec == nil || id != n.rec.id || n.rec.plan != nil {
 		return
 	}
-	s.notePongAges(m.GetPongAges())
+	n.notePongAges(m.GetPongAges())
 	r := directory.Report{Node: from, Incarnation: m.GetIncarnation(),
 		Last: directory.ID{Epoch: m.GetLastEpoch(), Round: m.GetLastRound()}, HasLast: m.GetHasLast()}
-	if s.rec.barrier.Ack(r) {
-		s.copyPhase()
+	if n.rec.barrier.Ack(r) {
+		n.copyPhase()
 	}
 }
 
 // copyPhase runs once every member has stopped: our copies are exact; send
 // those of moving resources to their new masters.
-func (s *Server) copyPhase() {
-	rec := s.rec
-	plan := directory.MakePlan(rec.id, rec.barrier.Reports()).WithOld(s.last, s.haveLast)
+func (n *Node) copyPhase() {
+	rec := n.rec
+	plan := directory.MakePlan(rec.id, rec.barrier.Reports()).WithOld(n.last, n.haveLast)
 	rec.plan = &plan
 	// Requests to masters that are gone will not be answered: send them
 	// again after the recovery.
 	var lost []*pending
-	for _, p := range s.pend {
+	for _, p := range n.pend {
 		if !slices.Contains(plan.New, p.master) || slices.Contains(plan.Lost, p.master) {
 			lost = append(lost, p)
-			s.dropPending(p)
+			n.dropPending(p)
 		}
 	}
 	slices.SortFunc(lost, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
-	s.outbox = append(lost, s.outbox...)
+	n.outbox = append(lost, n.outbox...)
 	// The directory nodes change: lookups are asked again after the
 	// recovery, and so is what waited for the next tick.
-	s.dropLookups()
-	s.outbox = append(s.outbox, s.retries...)
-	s.retries = nil
-	slices.SortStableFunc(s.outbox, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
+	n.dropLookups()
+	n.outbox = append(n.outbox, n.retries...)
+	n.retries = nil
+	slices.SortStableFunc(n.outbox, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
 
 	type dest struct {
 		node uint32
@@ -200,9 +207,9 @@ func (s *Server) copyPhase() {
 		d := dest{node, ls}
 		c := out[d]
 		if c == nil {
-			cfg, ok := s.lsCfg[ls]
+			cfg, ok := n.lsCfg[ls]
 			if !ok {
-				s.log.WithField("lockspace", ls).Error("recovery: no configuration for lockspace")
+				n.log.WithField("lockspace", ls).Error("recovery: no configuration for lockspace")
 			}
 			c = &dlmv1.Copies{Epoch: rec.id.Epoch, Round: rec.id.Round, Lockspace: ls, Config: cfgToProto(cfg)}
 			out[d] = c
@@ -226,7 +233,7 @@ func (s *Server) copyPhase() {
 		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
 		c.Dir = append(c.Dir, &dlmv1.DirEntry{Resource: k.Resource, Master: master})
 	}
-	for _, cl := range s.locks {
+	for _, cl := range n.locks {
 		if cl.state == 0 || !plan.Moves(cl.master) {
 			continue
 		}
@@ -235,9 +242,9 @@ func (s *Server) copyPhase() {
 		c.Locks = append(c.Locks, cl.toProto())
 		register(directory.Key{Lockspace: cl.ls, Resource: cl.res}, to)
 	}
-	if !plan.Moves(s.self) {
-		for k := range s.mastered {
-			register(k, s.self)
+	if !plan.Moves(n.self) {
+		for k := range n.mastered {
+			register(k, n.self)
 		}
 	}
 	keys := make([]dest, 0, len(out))
@@ -257,19 +264,19 @@ func (s *Server) copyPhase() {
 		c := out[d]
 		slices.SortFunc(c.Locks, func(a, b *dlmv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
 		slices.SortFunc(c.Dir, func(a, b *dlmv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
-		if d.node == s.self {
-			s.onCopies(s.self, c)
+		if d.node == n.self {
+			n.onCopies(n.self, c)
 		} else {
-			s.out(d.node).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
+			n.toMaster(d.node, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
 		}
 	}
 	done := &dlmv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
-	for _, n := range plan.New {
-		if n != s.self {
-			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
+	for _, m := range plan.New {
+		if m != n.self {
+			n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
 		}
 	}
-	s.onCopiesDone(s.self, rec.id)
+	n.onCopiesDone(n.self, rec.id)
 }
 
 func (cl *copyLock) toProto() *dlmv1.CopyLock {
@@ -292,26 +299,26 @@ func (cl *copyLock) toProto() *dlmv1.CopyLock {
 }
 
 // onCopies collects copies for resources this node will master.
-func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
+func (n *Node) onCopies(from uint32, c *dlmv1.Copies) {
 	id := directory.ID{Epoch: c.GetEpoch(), Round: c.GetRound()}
-	if s.rec == nil || s.rec.id != id {
+	if n.rec == nil || n.rec.id != id {
 		return
 	}
 	for _, d := range c.GetDir() {
 		k := directory.Key{Lockspace: c.GetLockspace(), Resource: d.GetResource()}
-		if !s.rec.dir.Set(k, d.GetMaster()) {
-			s.log.WithFields(logrus.Fields{"lockspace": k.Lockspace, "resource": k.Resource, "from": from, "master": d.GetMaster()}).
+		if !n.rec.dir.Set(k, d.GetMaster()) {
+			n.log.WithFields(logrus.Fields{"lockspace": k.Lockspace, "resource": k.Resource, "from": from, "master": d.GetMaster()}).
 				Error("recovery: two masters registered for a resource; keeping the first")
 		}
 	}
 	if len(c.GetLocks()) == 0 {
 		return
 	}
-	g := s.rec.copies[c.GetLockspace()]
+	g := n.rec.copies[c.GetLockspace()]
 	if g == nil {
 		g = &gained{cfg: cfgFromProto(c.GetConfig()), locks: map[string][]lockspace.LockInfo{},
 			pids: map[lockspace.Owner]int32{}}
-		s.rec.copies[c.GetLockspace()] = g
+		n.rec.copies[c.GetLockspace()] = g
 	}
 	for _, l := range c.GetLocks() {
 		if len(l.GetResource()) == 0 || len(l.GetResource()) > lockspace.MaxResourceName {
@@ -330,35 +337,29 @@ func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
 	}
 }
 
-func (s *Server) onCopiesDone(from uint32, id directory.ID) {
-	if s.rec == nil || s.rec.id != id {
+func (n *Node) onCopiesDone(from uint32, id directory.ID) {
+	if n.rec == nil || n.rec.id != id {
 		return
 	}
-	if s.rec.barrier.CopiesDone(from) && s.rec.plan != nil {
-		s.rebuild()
+	if n.rec.barrier.CopiesDone(from) && n.rec.plan != nil {
+		n.rebuild()
 	}
 }
 
 // rebuild installs the new directory: drop what moved away and the lost
 // nodes' locks, rebuild what moved here, resume.
-func (s *Server) rebuild() {
-	rec := s.rec
+func (n *Node) rebuild() {
+	rec := n.rec
 	plan := *rec.plan
 	// Grant nothing a lost node held before its lease has surely ended,
 	// nor anything at all before this node holds its own lease.
-	if wait := s.leaseWait(plan); wait > 0 || !s.leaseHeld() {
+	if wait := n.leaseWait(plan); wait > 0 || !n.leaseHeld() {
 		if !rec.waiting {
-			s.log.WithFields(logrus.Fields{"recovery": rec.id.String(), "wait": wait.Round(time.Millisecond).String(), "lost": plan.Lost}).
+			n.log.WithFields(logrus.Fields{"recovery": rec.id.String(), "wait": wait.Round(time.Millisecond).String(), "lost": plan.Lost}).
 				Info("recovery: waiting for the lost nodes' leases to end and for this node's lease")
 		}
 		rec.waiting = true
-		time.AfterFunc(max(wait, tick), func() {
-			s.do(func() {
-				if s.rec == rec {
-					s.rebuild()
-				}
-			})
-		})
+		rec.wake = n.now.Add(max(wait, n.cfg.Tick)) // Tick tries again
 		return
 	}
 	type lsEffects struct {
@@ -366,36 +367,36 @@ func (s *Server) rebuild() {
 		effs []lockspace.Effect
 	}
 	var all []lsEffects
-	now := time.Now()
-	if plan.Moves(s.self) {
+	now := n.now
+	if plan.Moves(n.self) {
 		// Full, or this node kept nothing: what it mastered moves.
-		s.tables = map[string]*lockspace.Lockspace{}
-		s.mastered = map[directory.Key]*mastery{}
+		n.tables = map[string]*lockspace.Lockspace{}
+		n.mastered = map[directory.Key]*mastery{}
 	} else {
-		for _, name := range sortedKeys(s.tables) {
-			t := s.tables[name]
-			for _, n := range plan.Lost {
-				all = append(all, lsEffects{name, t.DropNode(lockspace.NodeID(n))})
+		for _, name := range sortedKeys(n.tables) {
+			t := n.tables[name]
+			for _, lost := range plan.Lost {
+				all = append(all, lsEffects{name, t.DropNode(lockspace.NodeID(lost))})
 			}
 			if t.Len() == 0 {
-				delete(s.tables, name)
+				delete(n.tables, name)
 			}
 		}
-		for o := range s.pids {
+		for o := range n.pids {
 			if slices.Contains(plan.Lost, uint32(o.Node)) || !slices.Contains(plan.New, uint32(o.Node)) {
-				delete(s.pids, o)
+				delete(n.pids, o)
 			}
 		}
 	}
 	for _, name := range sortedKeys(rec.copies) {
 		g := rec.copies[name]
-		t, err := s.table(name, g.cfg)
+		t, err := n.table(name, g.cfg)
 		if err != nil {
-			s.log.WithError(err).WithField("lockspace", name).Error("recovery: cannot create lockspace")
+			n.log.WithError(err).WithField("lockspace", name).Error("recovery: cannot create lockspace")
 			continue
 		}
 		for o, pid := range g.pids {
-			s.pids[o] = pid
+			n.pids[o] = pid
 		}
 		res := make([]string, 0, len(g.locks))
 		for r := range g.locks {
@@ -403,18 +404,18 @@ func (s *Server) rebuild() {
 		}
 		slices.Sort(res)
 		for _, r := range res {
-			s.becomeMaster(directory.Key{Lockspace: name, Resource: r}, now)
+			n.becomeMaster(directory.Key{Lockspace: name, Resource: r}, now)
 			effs, err := t.Rebuild(r, g.locks[r])
 			if err != nil {
-				s.log.WithError(err).WithFields(logrus.Fields{"lockspace": name, "resource": r}).Error("recovery: rebuild failed")
+				n.log.WithError(err).WithFields(logrus.Fields{"lockspace": name, "resource": r}).Error("recovery: rebuild failed")
 				continue
 			}
 			all = append(all, lsEffects{name, effs})
 		}
 	}
-	s.dirTable = rec.dir
-	s.routes = map[directory.Key]*route{}
-	for _, cl := range s.locks {
+	n.dirTable = rec.dir
+	n.routes = map[directory.Key]*route{}
+	for _, cl := range n.locks {
 		switch {
 		case cl.state == 0:
 			cl.master = 0 // looked up again when sent
@@ -422,26 +423,27 @@ func (s *Server) rebuild() {
 			cl.master = plan.NewMaster(cl.ls, cl.res)
 		}
 	}
-	s.dir = plan.New
-	s.last = plan.Installed
-	s.haveLast = true
-	s.rec = nil
-	s.log.WithFields(logrus.Fields{"recovery": rec.id.String(), "members": plan.New, "full": plan.Full,
-		"lost": plan.Lost, "took": time.Since(rec.started).String()}).Info("recovery done: granting")
-	for _, e := range all {
-		s.route(e.ls, e.effs)
+	for _, m := range plan.New {
+		delete(n.rejoining, m)
 	}
-	if !s.readyDone {
-		s.readyDone = true
-		if s.ready != nil {
-			s.ready()
-		}
+	n.dir = plan.New
+	n.last = plan.Installed
+	n.haveLast = true
+	n.rec = nil
+	n.log.WithFields(logrus.Fields{"recovery": rec.id.String(), "members": plan.New, "full": plan.Full,
+		"lost": plan.Lost, "took": n.now.Sub(rec.started).String()}).Info("recovery done: granting")
+	for _, e := range all {
+		n.route(e.ls, e.effs)
+	}
+	if !n.readyDone {
+		n.readyDone = true
+		n.rd.Installed = true
 	}
 	// Resume: what waited for the recovery, in order.
-	deferred, outbox := s.deferred, s.outbox
-	s.deferred, s.outbox = nil, nil
+	deferred, outbox := n.deferred, n.outbox
+	n.deferred, n.outbox = nil, nil
 	for _, p := range outbox {
-		s.submit(p)
+		n.submit(p)
 	}
 	for _, f := range deferred {
 		f()

@@ -1,11 +1,8 @@
-package server
+package node
 
 import (
-	"io"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
@@ -16,24 +13,22 @@ import (
 // with a lock is never given up, and a given-up resource leaves the
 // directory.
 func TestToss(t *testing.T) {
-	log := logrus.New()
-	log.SetOutput(io.Discard)
 	const toss = 10 * time.Second
-	s := New(Config{Node: 1, Incarnation: 1, Log: log, Toss: toss})
-	s.dir = []uint32{1}
+	n := New(Config{Node: 1, Incarnation: 1, Toss: toss})
+	n.dir = []uint32{1}
 	t0 := time.Unix(1000, 0)
 	idle := directory.Key{Lockspace: "ls", Resource: "idle"}
 	used := directory.Key{Lockspace: "ls", Resource: "used"}
 	held := directory.Key{Lockspace: "ls", Resource: "held"}
 	other := directory.Key{Lockspace: "ls", Resource: "other"}
 	for _, k := range []directory.Key{idle, used, held} {
-		if m := s.dirTable.Lookup(k, 1); m != 1 {
+		if m := n.dirTable.Lookup(k, 1); m != 1 {
 			t.Fatalf("directory gave %v to node %d", k, m)
 		}
-		s.becomeMaster(k, t0)
+		n.becomeMaster(k, t0)
 	}
-	s.learnRoute(other, 2, t0)
-	tb, err := s.table("ls", lockspace.Config{})
+	n.learnRoute(other, 2, t0)
+	tb, err := n.table("ls", lockspace.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,21 +55,21 @@ func TestToss(t *testing.T) {
 	for i, st := range steps {
 		now := t0.Add(st.at)
 		if st.use != nil {
-			s.mastered[*st.use].used = now
+			n.mastered[*st.use].used = now
 		}
-		s.toss(now)
+		n.toss(now)
 		for _, k := range []directory.Key{idle, used, held} {
-			_, got := s.mastered[k]
-			_, inDir := s.dirTable.Master(k)
+			_, got := n.mastered[k]
+			_, inDir := n.dirTable.Master(k)
 			if got != st.want.mastered[k] || inDir != got {
 				t.Fatalf("step %d (%v): %s mastered %v, in the directory %v; want %v", i, st.at, k.Resource, got, inDir, st.want.mastered[k])
 			}
 		}
-		if _, got := s.routes[other]; got != st.want.route {
+		if _, got := n.routes[other]; got != st.want.route {
 			t.Fatalf("step %d (%v): route to %s known %v, want %v", i, st.at, other.Resource, got, st.want.route)
 		}
 	}
-	if n := len(s.tossQ) - s.tossHead; n != 1 {
+	if n := len(n.tossQ) - n.tossHead; n != 1 {
 		t.Fatalf("%d items left to sweep, want 1 (the held resource)", n)
 	}
 }

@@ -1,0 +1,266 @@
+package node
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+)
+
+// The client side: sessions of the local API and their operations. The
+// shell checks a request's names, modes and the caller's right to the
+// lockspace before it gets here.
+
+// OpenSession starts a session of a client process (pid, cred) and
+// returns its id, the owner's client number on this node.
+func (n *Node) OpenSession(now time.Time, pid int32, cred lockspace.Cred) uint64 {
+	n.now = now
+	n.nextSess++
+	ss := &session{id: n.nextSess, pid: pid, cred: cred}
+	n.sessions[ss.id] = ss
+	return ss.id
+}
+
+// live returns an open session.
+func (n *Node) live(id uint64) *session {
+	if ss := n.sessions[id]; ss != nil && !ss.closed {
+		return ss
+	}
+	return nil
+}
+
+// Lock starts a new lock of session sess (tag: the client's) in a
+// lockspace of configuration cfg.
+func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dlmv1.LockRequest) {
+	n.now = now
+	ss := n.live(sess)
+	if ss == nil {
+		return
+	}
+	n.lsCfg[r.GetLockspace()] = cfg
+	n.nextLock++
+	id := lockspace.LockID(n.nextLock)
+	fl := lockspace.Flags(r.GetFlags())
+	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
+		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
+	n.locks[id] = cl
+	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
+		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
+		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
+	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
+}
+
+// Convert converts one of the session's locks.
+func (n *Node) Convert(now time.Time, sess, tag uint64, r *dlmv1.ConvertRequest) {
+	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
+		TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
+	n.op(now, sess, tag, req, pending{inReply: r.GetCompletionInReply()})
+}
+
+// Unlock releases one of the session's locks (or cancels its request).
+func (n *Node) Unlock(now time.Time, sess, tag uint64, r *dlmv1.UnlockRequest) {
+	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
+	n.op(now, sess, tag, req, pending{quiet: r.GetNoReply()})
+}
+
+// Cancel cancels the pending request of one of the session's locks.
+func (n *Node) Cancel(now time.Time, sess, tag uint64, r *dlmv1.CancelRequest) {
+	n.op(now, sess, tag, &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: r.GetLockId()}, pending{})
+}
+
+// op starts a convert, unlock or cancel of one of the session's locks;
+// how carries the client's reply options.
+func (n *Node) op(now time.Time, sess, tag uint64, req *dlmv1.PeerRequest, how pending) {
+	n.now = now
+	ss := n.live(sess)
+	if ss == nil {
+		return
+	}
+	cl := n.locks[lockspace.LockID(req.LockId)]
+	if cl == nil || cl.sess != ss {
+		n.tell(ss, ReplyErr(tag, fmt.Errorf("dlm: lock %d: %w", req.LockId, lockspace.ErrUnknownLock)))
+		return
+	}
+	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
+	req.Config = cfgToProto(n.lsCfg[cl.ls])
+	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet})
+}
+
+// ReplyErr is the reply to a client request that failed.
+func ReplyErr(tag uint64, err error) *dlmv1.ServerMessage {
+	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: err.Error()}}}
+}
+
+// CloseSession handles a client whose session ended (it exited or
+// crashed): its locks go at once, persistent ones stay as orphans.
+func (n *Node) CloseSession(now time.Time, sess uint64) {
+	n.now = now
+	ss := n.sessions[sess]
+	if ss == nil {
+		return
+	}
+	n.sessionExit(ss)
+}
+
+func (n *Node) sessionExit(ss *session) {
+	if n.rec != nil || !n.haveLast {
+		n.deferred = append(n.deferred, func() { n.sessionExit(ss) })
+		ss.closed = true
+		return
+	}
+	ss.closed = true
+	delete(n.sessions, ss.id)
+	ss.parked = nil // their copies go with the session's below
+	masters := map[uint32]bool{}
+	for id, cl := range n.locks {
+		if cl.sess != ss {
+			continue
+		}
+		if cl.state != 0 && cl.master != 0 {
+			masters[cl.master] = true
+		}
+		if cl.persistent && (cl.state == lockspace.StateGranted || cl.state == lockspace.StateConverting) {
+			cl.state, cl.rq, cl.deadline, cl.orphan, cl.sess = lockspace.StateGranted, 0, time.Time{}, true, nil
+			continue
+		}
+		delete(n.locks, id)
+	}
+	// Requests in flight reach their masters before the exit does (same
+	// link), so every master that may hold one hears of it.
+	for _, p := range n.pend {
+		if p.sess == ss {
+			masters[p.master] = true
+		}
+	}
+	for _, m := range sortedNodes(masters) {
+		if m == n.self {
+			n.onOwnerExit(n.self, ss.id)
+			continue
+		}
+		n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
+	}
+}
+
+// Purge unlocks this node's orphans in lockspace ls (of process pid, or
+// all with pid 0) and returns how many it released.
+func (n *Node) Purge(now time.Time, ls string, pid int32) int {
+	n.now = now
+	var ids []lockspace.LockID
+	for id, cl := range n.locks {
+		if cl.orphan && !cl.purging && cl.ls == ls && (pid == 0 || cl.pid == pid) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cl := n.locks[id]
+		cl.purging = true
+		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(n.lsCfg[cl.ls]), Resource: cl.res,
+			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
+		n.submit(&pending{req: req, lock: cl, quiet: true})
+	}
+	return len(ids)
+}
+
+// LockspaceConfig returns a lockspace's config as this node knows it.
+func (n *Node) LockspaceConfig(name string) (lockspace.Config, bool) {
+	cfg, ok := n.lsCfg[name]
+	return cfg, ok
+}
+
+// Members is the installed directory's members (nil before the first).
+func (n *Node) Members() []uint32 { return slices.Clone(n.dir) }
+
+// Dump renders the master tables (of one lockspace, or all).
+func (n *Node) Dump(only string) []*dlmv1.Resource {
+	var out []*dlmv1.Resource
+	for _, name := range sortedKeys(n.tables) {
+		if only != "" && name != only {
+			continue
+		}
+		t := n.tables[name]
+		for _, r := range t.Resources() {
+			lvb, valid, _ := t.LVB(r)
+			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: n.self, LvbValid: valid, Lvb: lvb[:]}
+			for _, li := range t.Dump(r) {
+				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
+					Pid: n.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
+					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
+			}
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+// Masters reports whether this node masters a resource, and whether its
+// part of the directory records a master for it.
+func (n *Node) Masters(ls, res string) (mastered, inDirectory bool) {
+	k := keyOf(&dlmv1.PeerRequest{Lockspace: ls, Resource: res})
+	_, mastered = n.mastered[k]
+	_, inDirectory = n.dirTable.Master(k)
+	return mastered, inDirectory
+}
+
+// ---- deadlocks ----
+
+// Coordinator returns the members when this node is the one that looks
+// for deadlocks across the cluster (the lowest member), else nil.
+func (n *Node) Coordinator() []uint32 {
+	if n.rec == nil && len(n.dir) > 0 && n.dir[0] == n.self {
+		return slices.Clone(n.dir)
+	}
+	return nil
+}
+
+// Edges returns the wait-for edges of this node's masters.
+func (n *Node) Edges() []*dlmv1.Edge {
+	if n.rec != nil {
+		return nil
+	}
+	var out []*dlmv1.Edge
+	for _, name := range sortedKeys(n.tables) {
+		for _, e := range n.tables[name].WaitEdges() {
+			out = append(out, EdgeToProto(name, e))
+		}
+	}
+	return out
+}
+
+// Victims fails deadlock victims pending on this node's masters.
+func (n *Node) Victims(now time.Time, vs []*dlmv1.Edge) {
+	n.now = now
+	if n.rec != nil {
+		return
+	}
+	by := map[string][]lockspace.Waiter{}
+	for _, v := range vs {
+		ls, e := EdgeFromProto(v)
+		by[ls] = append(by[ls], e.Waiter)
+	}
+	for _, name := range sortedKeys(by) {
+		if t := n.tables[name]; t != nil {
+			n.route(name, t.ApplyVictims(by[name]))
+		}
+	}
+}
+
+// EdgeToProto renders a wait-for edge of lockspace ls.
+func EdgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
+	w := e.Waiter
+	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
+		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
+}
+
+// EdgeFromProto reads a wait-for edge and its lockspace.
+func EdgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
+	w := e.GetWaiter()
+	return e.GetLockspace(), lockspace.Edge{
+		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
+		Waiter: lockspace.Waiter{Resource: w.GetResource(), Seq: w.GetSeq(), Mode: mode(w.GetMode()),
+			Key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(w.GetNode()), Client: w.GetClient()}, ID: lockspace.LockID(w.GetLockId())}},
+	}
+}
