@@ -305,7 +305,7 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 		if m.running {
 			d.Fatalf(t, "node %d is running", m.id)
 		}
-		nw.boot(m.id, m.inc+1000)
+		nw.boot(m.id, m.n.Incarnation()+1000)
 	case "leave":
 		m := nw.running(t, d)
 		m.n.Leave(nw.now)

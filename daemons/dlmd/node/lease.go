@@ -58,6 +58,7 @@ func (n *Node) Pinged(now time.Time, node uint32) bool {
 func (n *Node) Ponged(link Link, sent time.Time) {
 	if o := n.outs[link.Node]; o != nil && link.Out && o.id == link.ID && link.Inc == n.cfg.Incarnation && sent.After(o.contact) {
 		o.contact = sent
+		delete(n.rejoining, link.Node) // counted again from now on
 	}
 }
 

@@ -41,7 +41,6 @@ type member struct {
 	id      uint32
 	n       *Node
 	running bool
-	inc     uint64
 	// attached is, per peer, the link of it this node's shell accepted.
 	attached map[uint32]Link
 	// outs are this node's current links to masters; masterInc the
@@ -104,7 +103,7 @@ func (nw *network) boot(id uint32, inc uint64) {
 	log.SetOutput(devNull{})
 	log.SetLevel(logrus.InfoLevel)
 	log.AddHook(logHook{nw: nw, node: id})
-	m := &member{id: id, inc: inc, running: true, attached: map[uint32]Link{}, outs: map[uint32]Link{}, masterInc: map[uint64]uint64{},
+	m := &member{id: id, running: true, attached: map[uint32]Link{}, outs: map[uint32]Link{}, masterInc: map[uint64]uint64{},
 		n: New(Config{Node: id, Incarnation: inc, Lease: nw.lease, Toss: nw.toss, Tick: netTick, Log: log})}
 	nw.nodes[id] = m
 	m.n.Start(nw.now, nw.epoch, nw.upList())
@@ -195,15 +194,16 @@ func (nw *network) connect(m *member, l Link) bool {
 	if !m.running || r == nil || !r.running || nw.blocked(m.id, r.id) {
 		return false
 	}
-	if seen := m.masterInc[l.ID]; seen != 0 && seen != r.inc {
+	inc := r.n.Incarnation()
+	if seen := m.masterInc[l.ID]; seen != 0 && seen != inc {
 		// A new dlmd there: what the old one was sent is gone with it.
-		m.masterInc[l.ID] = r.inc
+		m.masterInc[l.ID] = inc
 		nw.dropLink(m.id, l)
 		m.n.PeerRestarted(nw.now, l)
 		nw.collect(m)
 		return false
 	}
-	m.masterInc[l.ID] = r.inc
+	m.masterInc[l.ID] = inc
 	in := Link{Node: m.id, Inc: l.Inc, ID: l.ID}
 	if r.attached[m.id] != in {
 		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply)
@@ -227,7 +227,7 @@ func (nw *network) deliverable(e envelope) (ok, drop bool) {
 	if !to.running || nw.blocked(e.from, e.to) {
 		return false, false
 	}
-	if !e.link.Out && e.link.Inc != to.inc {
+	if !e.link.Out && e.link.Inc != to.n.Incarnation() {
 		return false, true // for an earlier dlmd of the requester
 	}
 	return true, false

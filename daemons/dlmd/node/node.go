@@ -135,8 +135,8 @@ type Node struct {
 	retries  []*pending // sent again at the next tick, in order
 	// gone are the nodes whose dlmd said goodbye (its incarnation), until
 	// a new dlmd of theirs shows up; rejoining those whose new dlmd showed
-	// up and is not yet in an installed directory. Neither counts for the
-	// lease; a recovery does not wait for the gone.
+	// up and has not answered a ping yet. Neither counts for the lease; a
+	// recovery does not wait for the gone.
 	gone      map[uint32]uint64
 	rejoining map[uint32]bool
 	// leaving: this dlmd said goodbye and is stopping.
@@ -893,6 +893,11 @@ func (n *Node) Leave(now time.Time) {
 		n.rd.Ended = append(n.rd.Ended, Ended{Session: id})
 		delete(n.sessions, id)
 	}
+	// Its locks and tables are gone as far as the others are concerned.
+	n.tables = map[string]*lockspace.Lockspace{}
+	n.locks = map[lockspace.LockID]*copyLock{}
+	n.pend = map[uint64]*pending{}
+	n.outbox, n.deferred, n.early, n.retries = nil, nil, nil, nil
 	n.leaving = true
 }
 

@@ -423,9 +423,6 @@ func (n *Node) rebuild() {
 			cl.master = plan.NewMaster(cl.ls, cl.res)
 		}
 	}
-	for _, m := range plan.New {
-		delete(n.rejoining, m)
-	}
 	n.dir = plan.New
 	n.last = plan.Installed
 	n.haveLast = true
