@@ -106,6 +106,13 @@ func run(ctx context.Context, env *daemon.Env) error {
 	local.Health.Shutdown()
 	stopWatch()
 	_ = env.Notify.Status("stopping: this node's locks are released")
+	// Say goodbye while the links are up, so that the other nodes recover
+	// without this dlmd at once rather than fence or wait for its lease.
+	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), time.Second)
+	if err := srv.Leave(leaveCtx); err != nil {
+		log.WithError(err).Warn("goodbye not acknowledged by every member")
+	}
+	cancelLeave()
 	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.

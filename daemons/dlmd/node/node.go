@@ -910,9 +910,9 @@ func (n *Node) onLeave(from uint32, inc uint64) {
 	n.log.WithField("node", from).Info("a dlmd said goodbye: recovering without it")
 	n.gone[from] = inc
 	delete(n.rejoining, from)
-	n.closeIn(from)
-	n.closeOut(from)
 	n.dropEarly(from)
+	// The links stay: the goodbye is acknowledged on them, and a new dlmd
+	// of the node replaces them.
 	switch {
 	case n.rec != nil:
 		n.startRecovery(directory.ID{Epoch: n.rec.id.Epoch, Round: n.rec.id.Round + 1})

@@ -85,7 +85,8 @@ func (n *Node) marker(id directory.ID) *dlmv1.Marker {
 
 // startRecovery stops granting and starts the barrier of recovery id.
 func (n *Node) startRecovery(id directory.ID) {
-	n.setPongable(n.members.List())
+	up := n.members.List()
+	n.setPongable(up)
 	members := n.memberList()
 	if !slices.Contains(members, n.self) {
 		if n.haveLast {
@@ -103,13 +104,15 @@ func (n *Node) startRecovery(id directory.ID) {
 	}
 	n.rec = newRecovery(id, members, n.now)
 	n.log.WithFields(logrus.Fields{"recovery": id.String(), "members": members}).Info("recovery: stopped granting")
+	// The links of the nodes that are no longer UP close (those of a node
+	// that said goodbye stay until its new dlmd replaces them).
 	for _, m := range sortedNodes(n.outs) {
-		if !slices.Contains(members, m) {
+		if !slices.Contains(up, m) {
 			n.closeOut(m)
 		}
 	}
 	for _, m := range sortedNodes(n.ins) {
-		if !slices.Contains(members, m) {
+		if !slices.Contains(up, m) {
 			n.closeIn(m)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,7 +148,11 @@ func source(t *testing.T, ca *rpctest.CA, dir string, node uint32) rpc.Source {
 		KeyFile:  filepath.Join(dir, fmt.Sprintf("n%d.key", node)),
 		CAFile:   filepath.Join(dir, "ca.crt"),
 	}
-	for f, b := range map[string][]byte{cfg.CertFile: certPEM, cfg.KeyFile: keyPEM, cfg.CAFile: ca.PEM} {
+	files := map[string][]byte{cfg.CertFile: certPEM, cfg.KeyFile: keyPEM}
+	if _, err := os.Stat(cfg.CAFile); err != nil {
+		files[cfg.CAFile] = ca.PEM // once: the other nodes read it
+	}
+	for f, b := range files {
 		if err := os.WriteFile(f, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -236,13 +241,23 @@ type testNode struct {
 	socket string
 	ready  chan struct{}
 	fences *fenceHook
+	// stop stops this dlmd: its servers and its loop.
+	stop func()
 }
 
 type testCluster struct {
-	t     *testing.T
-	net   *testNet
+	t   *testing.T
+	net *testNet
+	// nodes is written by the test's goroutine only; mu guards it
+	// against Lookup, which the dlmd call.
+	mu    sync.Mutex
 	nodes map[uint32]*testNode
 	nums  []uint32
+	o     clusterOpts
+	ca    *rpctest.CA
+	dir   string
+	store *memStore
+	logs  *logBuf
 }
 
 type clusterOpts struct {
@@ -257,32 +272,19 @@ func startCluster(t *testing.T, n int, o clusterOpts) *testCluster {
 	if o.lease == 0 {
 		o.lease = 300 * time.Millisecond
 	}
-	dir := t.TempDir()
-	ca := rpctest.NewCA(t, "dlmd test CA")
-	tn := newTestNet()
-	store := &memStore{cfg: map[string]lockspace.Config{}}
-	logs := &logBuf{}
-	c := &testCluster{t: t, net: tn, nodes: map[uint32]*testNode{}}
+	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint32]*testNode{}, o: o,
+		ca: rpctest.NewCA(t, "dlmd test CA"), dir: t.TempDir(), store: &memStore{cfg: map[string]lockspace.Config{}}, logs: &logBuf{}}
 	for i := 1; i <= n; i++ {
 		c.nums = append(c.nums, uint32(i))
 	}
-	lookup := func(node uint32) (string, error) {
-		if nd := c.nodes[node]; nd != nil {
-			return nd.addr, nil
-		}
-		return "", fmt.Errorf("no node %d", node)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var runs sync.WaitGroup
-	var grpcs []*grpc.Server
 	t.Cleanup(func() {
-		for _, g := range grpcs {
-			g.Stop()
+		for _, num := range c.nums {
+			if nd := c.nodes[num]; nd != nil && nd.stop != nil {
+				nd.stop()
+			}
 		}
-		cancel()
-		runs.Wait()
 		if t.Failed() {
-			out := logs.String()
+			out := c.logs.String()
 			if len(out) > 200000 {
 				out = "...\n" + out[len(out)-200000:]
 			}
@@ -292,69 +294,127 @@ func startCluster(t *testing.T, n int, o clusterOpts) *testCluster {
 	// Listeners first: Lookup must know every address before any dial.
 	lns := map[uint32]net.Listener{}
 	for _, num := range c.nums {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[num] = ln
-		c.nodes[num] = &testNode{num: num, addr: ln.Addr().String(), ready: make(chan struct{}),
-			socket: filepath.Join(dir, fmt.Sprintf("%d.sock", num)), fences: &fenceHook{}}
-		tn.addrs[ln.Addr().String()] = num
+		lns[num] = c.listen(num)
 	}
 	for _, num := range c.nums {
-		nd := c.nodes[num]
-		logger := logrus.New()
-		logger.SetOutput(logs)
-		logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
-		logger.SetLevel(logrus.InfoLevel)
-		if os.Getenv("DLMD_TEST_DEBUG") != "" {
-			logger.SetLevel(logrus.DebugLevel)
-		}
-		logger.AddHook(nd.fences)
-		nd.srv = New(Config{
-			Node:             num,
-			Incarnation:      uint64(time.Now().UnixNano()),
-			DeadlockInterval: 100 * time.Millisecond,
-			Source:           source(t, ca, dir, num),
-			Lookup:           lookup,
-			Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(tn.dialer(num)))},
-			Lease:            o.lease,
-			Toss:             o.toss,
-			Lockspaces:       store,
-			Log:              logger.WithField("node", num),
-		})
-		peer := rpc.NewServer(nd.srv.cfg.Source)
-		NewPeer(nd.srv).Register(peer)
-		grpcs = append(grpcs, peer)
-		go func(ln net.Listener) { _ = peer.Serve(ln) }(lns[num])
-
-		lln, _, err := localapi.Listen(nd.socket, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
-		NewAPI(nd.srv).Register(local)
-		grpcs = append(grpcs, local)
-		go func() { _ = local.Serve(lln) }()
-
-		runs.Add(1)
-		go func() {
-			defer runs.Done()
-			var once sync.Once
-			_ = nd.srv.Run(ctx, nil, func() { once.Do(func() { close(nd.ready) }) })
-		}()
+		c.run(num, lns[num])
 	}
 	for _, num := range c.nums {
 		c.nodes[num].srv.Start(1, c.nums)
 	}
 	for _, num := range c.nums {
-		select {
-		case <-c.nodes[num].ready:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("node %d not ready after 10s", num)
-		}
+		c.waitReady(num)
 	}
 	return c
+}
+
+// listen makes the peer listener of node's next dlmd.
+func (c *testCluster) listen(num uint32) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nd := &testNode{num: num, addr: ln.Addr().String(), ready: make(chan struct{}),
+		socket: filepath.Join(c.dir, fmt.Sprintf("%d-%d.sock", num, time.Now().UnixNano())), fences: &fenceHook{}}
+	c.mu.Lock()
+	c.nodes[num] = nd
+	c.mu.Unlock()
+	c.net.mu.Lock()
+	c.net.addrs[ln.Addr().String()] = num
+	c.net.mu.Unlock()
+	return ln
+}
+
+func (c *testCluster) lookup(node uint32) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nd := c.nodes[node]; nd != nil {
+		return nd.addr, nil
+	}
+	return "", fmt.Errorf("no node %d", node)
+}
+
+// run starts node's dlmd on ln (not yet Started).
+func (c *testCluster) run(num uint32, ln net.Listener) {
+	t := c.t
+	nd := c.nodes[num]
+	logger := logrus.New()
+	logger.SetOutput(c.logs)
+	logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
+	logger.SetLevel(logrus.InfoLevel)
+	if os.Getenv("DLMD_TEST_DEBUG") != "" {
+		logger.SetLevel(logrus.DebugLevel)
+	}
+	logger.AddHook(nd.fences)
+	nd.srv = New(Config{
+		Node:             num,
+		Incarnation:      uint64(time.Now().UnixNano()),
+		DeadlockInterval: 100 * time.Millisecond,
+		Source:           source(t, c.ca, c.dir, num),
+		Lookup:           c.lookup,
+		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
+		Lease:            c.o.lease,
+		Toss:             c.o.toss,
+		Lockspaces:       c.store,
+		Log:              logger.WithField("node", num),
+	})
+	peer := rpc.NewServer(nd.srv.cfg.Source)
+	NewPeer(nd.srv).Register(peer)
+	go func() { _ = peer.Serve(ln) }()
+
+	lln, _, err := localapi.Listen(nd.socket, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	NewAPI(nd.srv).Register(local)
+	go func() { _ = local.Serve(lln) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var once sync.Once
+		_ = nd.srv.Run(ctx, nil, func() { once.Do(func() { close(nd.ready) }) })
+	}()
+	nd.stop = func() {
+		local.Stop()
+		peer.Stop()
+		cancel()
+		<-done
+	}
+}
+
+func (c *testCluster) waitReady(num uint32) {
+	select {
+	case <-c.nodes[num].ready:
+	case <-time.After(10 * time.Second):
+		c.t.Fatalf("node %d not ready after 10s", num)
+	}
+}
+
+// stop stops node's dlmd, saying goodbye first when leave is set (as on
+// SIGTERM).
+func (c *testCluster) stop(num uint32, leave bool) {
+	c.t.Helper()
+	old := c.nodes[num]
+	if leave {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := old.srv.Leave(ctx); err != nil {
+			c.t.Errorf("node %d: leave: %v", num, err)
+		}
+		cancel()
+	}
+	old.stop()
+	old.stop = nil
+}
+
+// start starts a new dlmd on node (stopped) and waits until it grants.
+func (c *testCluster) start(num uint32) {
+	c.t.Helper()
+	c.run(num, c.listen(num))
+	c.nodes[num].srv.Start(1, c.nums)
+	c.waitReady(num)
 }
 
 // client opens a lock session on node; it is closed at the end of the test.
@@ -960,4 +1020,61 @@ func (c *testCluster) describe(ls string) string {
 		fmt.Fprintf(&b, "\n  %s on master %d: node %d client %d state %v", li.res, li.master, li.node, li.client, li.state)
 	}
 	return b.String()
+}
+
+// TestGoodbyeKeepsTwoNodesFromFencing: in a two-node cluster, node 2's
+// dlmd restarts (for an upgrade: SIGTERM, then a new dlmd) while the node
+// stays UP. It says goodbye first, so node 1 recovers without it at once
+// instead of losing the majority of its lease (2 of 2) and fencing: node
+// 1's client keeps its lock and session, and the new dlmd joins.
+func TestGoodbyeKeepsTwoNodesFromFencing(t *testing.T) {
+	c := startCluster(t, 2, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ls = "goodbye"
+	c1 := c.client(ctx, 1)
+	if _, err := c1.Lock(ctx, ls, "kept", dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c2 := c.client(ctx, 2)
+	if _, err := c2.Lock(ctx, ls, "gone", dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(2, true)
+	select {
+	case <-c2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("node 2's old session did not end with its dlmd")
+	}
+	s1 := c.nodes[1].srv
+	waitFor(t, 5*time.Second, "node 1 to recover without node 2", func() bool {
+		var members []uint32
+		_ = s1.call(ctx, func() { members = s1.core.Members() })
+		return slices.Equal(members, []uint32{1})
+	})
+	// The new dlmd takes longer than the lease to come: without the
+	// goodbye, node 1 would fence meanwhile.
+	end := time.Now().Add(3 * c.o.lease)
+	waitFor(t, 5*time.Second, "three times the lease to pass", func() bool { return time.Now().After(end) })
+	c.start(2)
+	fresh := c.client(ctx, 2)
+	waitFor(t, 5*time.Second, "gone to be free for the new dlmd of node 2", func() bool {
+		l, err := fresh.Lock(ctx, ls, "gone", dlm.EX, dlm.NoQueue())
+		if err != nil {
+			return false
+		}
+		_ = l.Unlock(ctx)
+		return true
+	})
+	if _, err := fresh.Lock(ctx, ls, "kept", dlm.EX, dlm.NoQueue()); !errors.Is(err, dlm.ErrWouldBlock) {
+		t.Fatalf("EX NoQueue on node 1's kept from the new dlmd of node 2: %v, want ErrWouldBlock", err)
+	}
+	select {
+	case <-c1.Done():
+		t.Fatalf("node 1's session ended: %v", c1.Err())
+	default:
+	}
+	if f := c.fences(1); f != 0 {
+		t.Fatalf("node 1 fenced %d times while node 2's dlmd restarted", f)
+	}
 }
