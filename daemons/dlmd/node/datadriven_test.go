@@ -353,7 +353,14 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 		slices.Sort(ids)
 		for _, id := range ids {
 			cl := m.n.locks[id]
-			fmt.Fprintf(&nw.out, "#%d %s/%s %v gr=%v rq=%v master=%d", id, cl.ls, cl.res, cl.state, cl.gr, cl.rq, cl.master)
+			fmt.Fprintf(&nw.out, "#%d %s/%s %v", id, cl.ls, cl.res, cl.state)
+			if cl.state != lockspace.StateWaiting {
+				fmt.Fprintf(&nw.out, " %v", cl.gr)
+			}
+			if cl.state != lockspace.StateGranted {
+				fmt.Fprintf(&nw.out, " ->%v", cl.rq)
+			}
+			fmt.Fprintf(&nw.out, " master=%d", cl.master)
 			if cl.persistent {
 				nw.out.WriteString(" persistent")
 			}

@@ -216,6 +216,10 @@ type copyLock struct {
 	hasLVB     bool
 	lvb        lockspace.LVB
 	lvbValid   bool
+	// wrote: the lock wrote the value block in a conversion not yet
+	// granted here; the grant, which carries no value, must not make the
+	// copy forget it (a re-master rebuilds the value from the copies).
+	wrote bool
 }
 
 // pending is a request sent to a master and not answered yet.
@@ -555,9 +559,9 @@ func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) 
 				if cl.gr == lockspace.PW || cl.gr == lockspace.EX {
 					switch {
 					case fl&lockspace.InvalidateLVB != 0:
-						cl.hasLVB, cl.lvbValid = true, false
+						cl.hasLVB, cl.lvbValid, cl.wrote = true, false, true
 					case fl&lockspace.ValBlk != 0:
-						cl.hasLVB, cl.lvbValid, cl.lvb = true, true, lvbOf(req.Lvb)
+						cl.hasLVB, cl.lvbValid, cl.lvb, cl.wrote = true, true, lvbOf(req.Lvb), true
 					}
 				}
 			} else {
@@ -637,11 +641,16 @@ func (n *Node) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.
 	switch e.Kind {
 	case lockspace.Granted:
 		cl.state, cl.gr, cl.rq, cl.deadline, cl.seq = lockspace.StateGranted, e.Mode, 0, time.Time{}, e.Seq
-		if e.HasLVB {
+		switch {
+		case e.HasLVB:
 			cl.hasLVB, cl.lvb, cl.lvbValid = true, e.LVB, e.LVBValid
-		} else if e.Mode == lockspace.PR || e.Mode == lockspace.PW || e.Mode == lockspace.EX {
+		case cl.wrote:
+			// The value it wrote as it converted down stands: no one can
+			// have written since.
+		case e.Mode == lockspace.PR || e.Mode == lockspace.PW || e.Mode == lockspace.EX:
 			cl.hasLVB = false // it did not read the value: its copy must not vouch for it
 		}
+		cl.wrote = false
 		if cl.sess == nil || cl.sess.closed {
 			if !cl.persistent {
 				delete(n.locks, cl.key.ID)
