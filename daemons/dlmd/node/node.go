@@ -430,6 +430,15 @@ func (n *Node) submit(p *pending) {
 		delete(n.locks, p.lock.key.ID)
 		return
 	}
+	if p.req.Op != dlmv1.Op_OP_LOCK && n.locks[p.lock.key.ID] != p.lock {
+		// The lock went while the request waited (its session ended, or
+		// it was refused or released): its master may be gone too, and
+		// no one would answer.
+		if p.sess != nil && !p.sess.closed {
+			n.tell(p.sess, ReplyErr(p.ctag, fmt.Errorf("dlm: lock %d: %w", p.req.LockId, lockspace.ErrUnknownLock)))
+		}
+		return
+	}
 	id := n.installedID()
 	p.req.Epoch, p.req.Round = id.Epoch, id.Round
 	p.master = n.masterFor(p)
@@ -564,7 +573,9 @@ func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) 
 						cl.hasLVB, cl.lvbValid, cl.lvb, cl.wrote = true, true, lvbOf(req.Lvb), true
 					}
 				}
-			} else {
+			} else if !closed {
+				// (Once the session ended, the master's owner exit, which
+				// follows on the link, ends the conversion of an orphan.)
 				cl.state, cl.rq, cl.seq = lockspace.StateConverting, m, rep.GetSeq()
 				cl.deadline = n.deadline(req.TimeoutNanos)
 			}
@@ -957,12 +968,18 @@ func (n *Node) Attach(now time.Time, node uint32, inc, id uint64, features uint3
 		in = &inLink{inc: inc, id: id, since: now}
 		n.ins[node] = in
 		renewed = true
+		n.dropEarly(node)
 		if old, ok := n.gone[node]; ok && old != inc {
+			// The new dlmd of a node that said goodbye: it joins the
+			// recovery in progress, which restarts to wait for it (or
+			// the next, which its marker starts).
 			delete(n.gone, node)
 			n.rejoining[node] = true
-		}
-		n.dropEarly(node)
-		if newDlmd {
+			if n.rec != nil {
+				n.log.WithFields(logrus.Fields{"node": node, "recovery": n.rec.id.String()}).Info("a dlmd that said goodbye is back: recovering again")
+				n.startRecovery(directory.ID{Epoch: n.rec.id.Epoch, Round: n.rec.id.Round + 1})
+			}
+		} else if newDlmd {
 			n.newIncarnation(node)
 		}
 	}

@@ -184,7 +184,8 @@ func (n *Node) copyPhase() {
 	plan := directory.MakePlan(rec.id, rec.barrier.Reports()).WithOld(n.last, n.haveLast)
 	rec.plan = &plan
 	// Requests to masters that are gone will not be answered: send them
-	// again after the recovery.
+	// again after the recovery, but for those that gave a mode up (see
+	// settle).
 	var lost []*pending
 	for _, p := range n.pend {
 		if !slices.Contains(plan.New, p.master) || slices.Contains(plan.Lost, p.master) {
@@ -193,6 +194,7 @@ func (n *Node) copyPhase() {
 		}
 	}
 	slices.SortFunc(lost, func(a, b *pending) int { return int(a.tag) - int(b.tag) })
+	lost = slices.DeleteFunc(lost, n.settle)
 	n.outbox = append(lost, n.outbox...)
 	// The directory nodes change: lookups are asked again after the
 	// recovery, and so is what waited for the next tick.
@@ -280,6 +282,35 @@ func (n *Node) copyPhase() {
 		}
 	}
 	n.onCopiesDone(n.self, rec.id)
+}
+
+// settle completes here an unlock or a conversion down whose master was
+// lost before it answered, as if it had: the master may have taken it and
+// granted others what the lock gave up, so the copy must not go to the
+// new master at its former mode (two incompatible granted copies would
+// make the resource fail to rebuild). The client gave the mode up when it
+// asked. A value block written on the way is kept by the copy (a down
+// conversion) or lost, and marked invalid if no other copy has it. It
+// reports whether p was settled.
+func (n *Node) settle(p *pending) bool {
+	cl := p.lock
+	if cl == nil || n.locks[cl.key.ID] != cl || cl.state != lockspace.StateGranted {
+		return false
+	}
+	switch p.req.Op {
+	case dlmv1.Op_OP_UNLOCK:
+		n.onReply(p, &dlmv1.PeerReply{Tag: p.tag}, nil)
+		return true
+	case dlmv1.Op_OP_CONVERT:
+		m := mode(p.req.Mode)
+		if !m.Valid() || !cl.gr.Covers(m) {
+			return false // a conversion up holds nothing new yet: asked again
+		}
+		n.onReply(p, &dlmv1.PeerReply{Tag: p.tag}, &lockspace.Effect{Kind: lockspace.Granted, Key: cl.key,
+			Resource: cl.res, Mode: m, Seq: cl.seq})
+		return true
+	}
+	return false
 }
 
 func (cl *copyLock) toProto() *dlmv1.CopyLock {
