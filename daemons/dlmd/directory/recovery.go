@@ -62,10 +62,14 @@ type Plan struct {
 	// (when not Full).
 	Agreed ID
 	// Lost are the old members whose locks are gone: down, left, or whose
-	// dlmd restarted (a new incarnation).
+	// dlmd restarted (a new incarnation); and those that never completed
+	// the agreed recovery (they hold no lock and master nothing).
 	Lost []NodeID
 	// Installed is what the recovery records as completed.
 	Installed Completed
+	// completed are the members whose report has the agreed recovery as
+	// their last.
+	completed map[NodeID]bool
 }
 
 // MakePlan computes the plan of recovery id from every member's report
@@ -98,6 +102,12 @@ func MakePlan(id ID, reports []Report) Plan {
 	}
 	if agreed != nil && !p.Full {
 		p.Agreed = *agreed
+		p.completed = map[NodeID]bool{}
+		for _, r := range reports {
+			if r.HasLast && r.Last == p.Agreed {
+				p.completed[r.Node] = true
+			}
+		}
 	}
 	return p
 }
@@ -114,8 +124,12 @@ func (p Plan) WithOld(last Completed, ok bool) Plan {
 	}
 	p.Old = last.Nodes()
 	for _, n := range p.Old {
+		// A member of the agreed recovery that never completed it (a
+		// recovery that started before it could rebuild what moved to
+		// it) masters nothing of what the others think it does: its
+		// resources move too.
 		inc, still := p.Installed.Members[n]
-		if !still || inc != last.Members[n] {
+		if !still || inc != last.Members[n] || !p.completed[n] {
 			p.Lost = append(p.Lost, n)
 		}
 	}
