@@ -1,6 +1,7 @@
 // Command dlmd is OpenSSI's distributed lock manager. main only wires the
 // packages: the lock table is lockspace (pure core), the directory and
-// recovery rules are directory (pure), the rest is server (shell).
+// recovery rules are directory (pure), the distributed protocol is node
+// (pure core), the links, streams and clock are server (shell).
 package main
 
 import (

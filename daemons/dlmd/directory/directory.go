@@ -4,8 +4,8 @@
 // keeps (Table: first-requester mastering, as in fs/dlm), and the
 // decisions of the recovery that runs on every membership change (which
 // resources move, whose locks are lost, when the barrier is complete).
-// Nothing here has goroutines, sockets or clocks; daemons/dlmd/server
-// carries the decisions out.
+// Nothing here has goroutines, sockets or clocks; the protocol core
+// (daemons/dlmd/node) follows the decisions.
 //
 // # Masters
 //

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
@@ -466,19 +463,12 @@ func (p *Peer) Victims(ctx context.Context, r *dlmv1.VictimsRequest) (*dlmv1.Vic
 }
 
 // deadlockLoop runs on every node; the lowest member of the directory
-// does the work: it merges every master's wait-for edges, finds the
-// victims (the same on any node) and has their masters refuse them.
-//
-// The masters' edges are read one after the other, and an unlock and the
-// owner's next request may reach different masters in either order: the
-// merged graph can show a cycle that never existed (an owner seen holding
-// what it has already released). Only the edges seen in two consecutive
-// rounds count: the requests on them kept waiting for the same owners
-// for a whole interval, as in a real deadlock.
+// does the work (see node.DeadlockRound): it fetches every master's
+// wait-for edges and hands the victims to their masters.
 func (s *Server) deadlockLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.DeadlockInterval)
 	defer t.Stop()
-	var prev map[lsEdge]bool
+	var prev node.EdgeSet
 	for {
 		select {
 		case <-ctx.Done():
@@ -492,16 +482,10 @@ func (s *Server) deadlockLoop(ctx context.Context) {
 	}
 }
 
-// lsEdge is a wait-for edge of a lockspace.
-type lsEdge struct {
-	ls string
-	e  lockspace.Edge
-}
-
 // detectOnce runs a round of detection on the edges also seen in the
 // round before (prev); it returns the edges it saw (nil when this node
 // is not the coordinator or the round failed).
-func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEdge]bool, error) {
+func (s *Server) detectOnce(ctx context.Context, prev node.EdgeSet) (node.EdgeSet, error) {
 	var members []uint32
 	var local []*dlmv1.Edge
 	if err := s.call(ctx, func() {
@@ -525,21 +509,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 		}
 		all = append(all, r.GetEdges()...)
 	}
-	seen := make(map[lsEdge]bool, len(all))
-	by := map[string][]lockspace.Edge{}
-	for _, e := range all {
-		ls, le := node.EdgeFromProto(e)
-		seen[lsEdge{ls, le}] = true
-		if prev[lsEdge{ls, le}] {
-			by[ls] = append(by[ls], le)
-		}
-	}
-	var victims []*dlmv1.Edge
-	for _, ls := range slices.Sorted(maps.Keys(by)) {
-		for _, w := range lockspace.FindVictims(by[ls]) {
-			victims = append(victims, node.EdgeToProto(ls, lockspace.Edge{Waiter: w}))
-		}
-	}
+	seen, victims := node.DeadlockRound(prev, all)
 	if len(victims) == 0 {
 		return seen, nil
 	}
