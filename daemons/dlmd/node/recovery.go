@@ -393,7 +393,12 @@ func (n *Node) rebuild() {
 				Info("recovery: waiting for the lost nodes' leases to end and for this node's lease")
 		}
 		rec.waiting = true
-		rec.wake = n.now.Add(max(wait, n.cfg.Tick)) // Tick tries again
+		// Tick tries again: when the leases end, or at the next tick for
+		// this node's own.
+		rec.wake = n.now.Add(n.cfg.Tick)
+		if wait > 0 {
+			rec.wake = n.now.Add(wait)
+		}
 		return
 	}
 	type lsEffects struct {

@@ -71,7 +71,7 @@ type Server struct {
 
 	// base is the origin of s.mono().
 	base time.Time
-	// wakeAt is the extra tick armed (see wake).
+	// wakeAt is when the extra tick is armed for (see Run).
 	wakeAt time.Time
 
 	connMu sync.Mutex
@@ -133,12 +133,24 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	go s.deadlockLoop(ctx)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// wake is the extra tick the core asks for between the regular ones
+	// (see node.Node.NextWake).
+	wake := time.NewTimer(time.Hour)
+	wake.Stop()
+	defer wake.Stop()
 	defer close(s.stop)
 	defer s.closePeers()
 	for {
+		if at := s.core.NextWake(); !at.IsZero() && !at.Equal(s.wakeAt) {
+			s.wakeAt = at
+			wake.Reset(time.Until(at))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case now := <-wake.C:
+			s.core.Tick(now)
+			s.flush()
 		case f := <-s.ops:
 			s.run(f)
 			// Run what queued up without re-arming the select.
@@ -197,7 +209,6 @@ func (s *Server) Leave(ctx context.Context) error {
 
 // flush carries out what the core asks for.
 func (s *Server) flush() {
-	s.wake()
 	if !s.core.HasReady() {
 		return
 	}
@@ -240,23 +251,6 @@ func (s *Server) flush() {
 	if rd.Installed && s.ready != nil {
 		s.ready()
 	}
-}
-
-// wake calls Tick at the time the core asks for (see node.Node.NextWake),
-// between the regular ticks.
-func (s *Server) wake() {
-	at := s.core.NextWake()
-	if at.IsZero() || at.Equal(s.wakeAt) {
-		return
-	}
-	s.wakeAt = at
-	time.AfterFunc(time.Until(at), func() {
-		s.do(func() {
-			if !s.core.NextWake().IsZero() {
-				s.core.Tick(time.Now())
-			}
-		})
-	})
 }
 
 // Membership applies a membership event (from clmsd).
