@@ -152,17 +152,19 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			s.core.Tick(now)
 			s.flush()
 		case f := <-s.ops:
-			s.run(f)
-			// Run what queued up without re-arming the select.
+			f()
+			// Run what queued up without re-arming the select, then
+			// carry out what it all asked of the core.
 			for n := 0; n < 256; n++ {
 				select {
 				case f := <-s.ops:
-					s.run(f)
+					f()
 					continue
 				default:
 				}
 				break
 			}
+			s.flush()
 		case now := <-t.C:
 			if s.beat != nil {
 				s.beat()
