@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
 // TestMain runs the examples against a real one-node cluster (a Consul
-// server and clmsd), so they are runnable documentation, not prose.
+// server and clmsd), so they are runnable documentation, not prose. Without
+// a consul binary they are skipped (see consultest.NeedInMain).
 func TestMain(m *testing.M) {
+	consultest.NeedInMain()
 	dir, err := os.MkdirTemp("", "openssi-libcluster-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -27,7 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	c, err := nodetest.StartCluster(dir, nodetest.Options{Consul: consultest.Options{Servers: 1}, Clmsd: bin})
+	c, err := nodetest.StartCluster(dir, nodetest.Options{Consul: consulagent.Options{Servers: 1}, Clmsd: bin})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,5 +1,5 @@
 // Package nodetest runs OpenSSI nodes for integration tests and benchmarks:
-// each node is a real Consul agent (from internal/consultest) with a real
+// each node is a real Consul agent (from internal/consulagent) with a real
 // clmsd process (and, with Options.Dlmd, a real dlmd) next to it, on its own
 // loopback address. Nothing is mocked.
 package nodetest
@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
@@ -29,7 +30,7 @@ import (
 // Options describe the nodes to start.
 type Options struct {
 	// Consul is the Consul cluster (one node per agent).
-	Consul consultest.Options
+	Consul consulagent.Options
 	// Clmsd is the clmsd binary; BuildClmsd makes one.
 	Clmsd string
 	// ExtraYAML is appended to every node's openssi.yaml.
@@ -45,14 +46,14 @@ type Options struct {
 
 // Cluster is a set of nodes.
 type Cluster struct {
-	Consul *consultest.Cluster
+	Consul *consulagent.Cluster
 	Nodes  []*Node
 	opts   Options
 }
 
 // Node is one node: a Consul agent and its clmsd.
 type Node struct {
-	Agent      *consultest.Agent
+	Agent      *consulagent.Agent
 	Dir        string
 	ConfigFile string
 	RunDir     string
@@ -88,9 +89,11 @@ func build(dir, daemon string) (string, error) {
 // Start starts the nodes for a test: Consul agents first, then a clmsd on
 // each, and waits until every node sees every other UP. Teardown is
 // registered with t.Cleanup; when the test failed the tail of every log is
-// printed.
+// printed. Without a consul binary the test is skipped, or under CI failed
+// (see consultest.Need).
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	consultest.Need(t)
 	c, err := StartCluster(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +121,7 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 	if opts.DlmdRPCPort == 0 {
 		opts.DlmdRPCPort = 7102
 	}
-	cc, err := consultest.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
+	cc, err := consulagent.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
 	if err != nil {
 		return nil, err
 	}
