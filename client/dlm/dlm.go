@@ -334,13 +334,7 @@ func (c *Client) Close() error {
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {
-		switch status.Code(err) {
-		case codes.PermissionDenied:
-			return 0, fmt.Errorf("%w (%s)", ErrPermission, status.Convert(err).Message())
-		case codes.InvalidArgument:
-			return 0, fmt.Errorf("%w (%s)", ErrInvalid, status.Convert(err).Message())
-		}
-		return 0, fmt.Errorf("dlm: purge: %w", err)
+		return 0, apiErr("purge", err)
 	}
 	return int(r.GetReleased()), nil
 }

@@ -2,6 +2,7 @@ package consultest
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -32,11 +33,12 @@ func Need(t testing.TB) string {
 	return ""
 }
 
-// NeedInMain is [Need] for the TestMain of a package whose every test needs
-// Consul (runnable examples against a real cluster): without a binary it
-// prints why and exits, with status 0 (the package is skipped) or, under CI,
-// 1. Otherwise it returns the binary.
-func NeedInMain() string {
+// MainNeed is [Need] for a TestMain that starts a cluster for the tests
+// matching pattern, a go test -skip regexp ("^Example" for runnable
+// examples, "." for every test): it returns the consul binary. Without one
+// it prints why and returns "" after adding pattern to -skip, so that m.Run
+// runs only the other tests; under CI it exits with status 1 instead.
+func MainNeed(pattern string) string {
 	bin, err := consulagent.Binary()
 	if err == nil {
 		return bin
@@ -46,7 +48,17 @@ func NeedInMain() string {
 	if fail {
 		os.Exit(1)
 	}
-	os.Exit(0)
+	if !flag.Parsed() {
+		flag.Parse() // m.Run would parse later and overwrite the -skip set here
+	}
+	skip := pattern
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" {
+		skip = f.Value.String() + "|" + skip
+	}
+	if err := flag.Set("test.skip", skip); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
 	return ""
 }
 
