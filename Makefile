@@ -53,10 +53,10 @@ deps-proto:
 	@build/deps.sh proto
 
 integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -count=1 -timeout 30m ./...
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
 
 e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
 
 lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
 	@build/consul/build.sh >/dev/null
@@ -99,13 +99,13 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s)
 	done
 
 bench: build ## failure-detection benchmark (tuned vs default gossip), writes bench/failure-detection/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/failure-detection -trials 20 -clmsd $(BIN)/clmsd -out bench/failure-detection/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/failure-detection -trials 20 -clmsd $(BIN)/clmsd -out bench/failure-detection/RESULTS.md
 
 bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
 
 bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
 
 packages: ## dist/openssi_<version>_amd64.deb and dist/openssi-<version>-1.x86_64.rpm (nfpm, reproducible)
 	$(GO) run ./packaging/cmd/openssi-pkg build --out dist
@@ -116,7 +116,7 @@ repo: packages ## signed apt and yum repositories of dist/ in dist/repo (key kep
 check-packages: ## lintian, rpmlint, unit checks, debian/ vs nfpm, install/upgrade/purge and boot tests (root; ~1.5 min warm)
 	@build/deps.sh --update-lists test
 	$(GO) vet -tags packages ./test/packages/
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags packages -count=1 -timeout 20m -v ./test/packages/ ./internal/rootfs/ ./internal/nspawn/
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags packages -count=1 -timeout 20m -v ./test/packages/ ./internal/rootfs/ ./internal/nspawn/
 
 clean: ## remove build output
 	rm -rf $(BIN) dist
