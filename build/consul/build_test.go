@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/openssi/openssi/internal/consulagent"
 )
 
 const pinned = "Consul v1.20.6"
@@ -49,6 +51,21 @@ func check(t *testing.T, pathDir, cache string) (string, int) {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(out)), 0
+}
+
+// TestPinnedVersion: the script builds the version the Go code looks for.
+func TestPinnedVersion(t *testing.T) {
+	b, err := os.ReadFile("build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `CONSUL_VERSION="${CONSUL_VERSION:-` + consulagent.PinnedVersion + `}"`
+	if !strings.Contains(string(b), want) {
+		t.Fatalf("build.sh lacks %s", want)
+	}
+	if pinned != "Consul v"+consulagent.PinnedVersion {
+		t.Fatalf("the fakes print %q, want Consul v%s", pinned, consulagent.PinnedVersion)
+	}
 }
 
 func TestCheck(t *testing.T) {

@@ -34,16 +34,24 @@ func Binary() (string, error) {
 		}
 		return "", fmt.Errorf("consulagent: %w: CONSUL_BIN=%s is not an executable file", ErrNoBinary, p)
 	}
-	if home, err := os.UserHomeDir(); err == nil {
-		p := filepath.Join(home, ".cache", "openssi", "consul-"+PinnedVersion, "consul")
-		if isExecutable(p) {
-			return p, nil
-		}
+	if p := CachedBinary(); p != "" && isExecutable(p) {
+		return p, nil
 	}
 	if p, err := exec.LookPath("consul"); err == nil {
 		return p, nil
 	}
 	return "", fmt.Errorf("consulagent: %w", ErrNoBinary)
+}
+
+// CachedBinary returns where `make consul` (build/consul/build.sh) puts the
+// pinned build: ~/.cache/openssi/consul-<PinnedVersion>/consul, or "" when
+// there is no home directory. The file may not exist.
+func CachedBinary() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".cache", "openssi", "consul-"+PinnedVersion, "consul")
 }
 
 func isExecutable(p string) bool {
