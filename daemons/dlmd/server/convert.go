@@ -6,6 +6,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // ErrRetry is the error of a request a master could not take because it
@@ -66,19 +67,19 @@ func lvbOf(b []byte) (v lockspace.LVB) {
 	return v
 }
 
-func cfgToProto(c lockspace.Config) *dlmv1.LockspaceConfig {
-	return &dlmv1.LockspaceConfig{Uid: c.UID, Gid: c.GID, System: c.System}
+func cfgToProto(c lockspace.Config) *dlmpeerv1.LockspaceConfig {
+	return &dlmpeerv1.LockspaceConfig{Uid: c.UID, Gid: c.GID, System: c.System}
 }
 
-func cfgFromProto(c *dlmv1.LockspaceConfig) lockspace.Config {
+func cfgFromProto(c *dlmpeerv1.LockspaceConfig) lockspace.Config {
 	return lockspace.Config{UID: c.GetUid(), GID: c.GetGid(), System: c.GetSystem()}
 }
 
-func credToProto(c lockspace.Cred) *dlmv1.Cred {
-	return &dlmv1.Cred{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
+func credToProto(c lockspace.Cred) *dlmpeerv1.Cred {
+	return &dlmpeerv1.Cred{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
 }
 
-func credFromProto(c *dlmv1.Cred) lockspace.Cred {
+func credFromProto(c *dlmpeerv1.Cred) lockspace.Cred {
 	return lockspace.Cred{UID: c.GetUid(), GID: c.GetGid(), Groups: c.GetGroups()}
 }
 

@@ -3,7 +3,7 @@ package server
 import (
 	"sync"
 
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // sendLog is the sending half of a reliable link (see PeerMessage): the
@@ -14,10 +14,10 @@ import (
 // stream that broke stops (its generation is over).
 type sendLog struct {
 	mu     sync.Mutex
-	msgs   []*dlmv1.PeerMessage // not acknowledged, seq ascending
-	next   uint64               // the seq of the next push
-	cursor uint64               // the seq of the next message to hand out
-	once   []*dlmv1.PeerMessage
+	msgs   []*dlmpeerv1.PeerMessage // not acknowledged, seq ascending
+	next   uint64                   // the seq of the next push
+	cursor uint64                   // the seq of the next message to hand out
+	once   []*dlmpeerv1.PeerMessage
 	gen    uint64
 	wake   chan struct{}
 	closed bool
@@ -35,7 +35,7 @@ func (l *sendLog) signal() {
 }
 
 // push numbers m and queues it; false once the log is closed.
-func (l *sendLog) push(m *dlmv1.PeerMessage) bool {
+func (l *sendLog) push(m *dlmpeerv1.PeerMessage) bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -50,7 +50,7 @@ func (l *sendLog) push(m *dlmv1.PeerMessage) bool {
 }
 
 // pushOnce queues an unnumbered message: sent once, on the current stream.
-func (l *sendLog) pushOnce(m *dlmv1.PeerMessage) bool {
+func (l *sendLog) pushOnce(m *dlmpeerv1.PeerMessage) bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -115,7 +115,7 @@ func (l *sendLog) reset() uint64 {
 // take waits for messages to send on the stream of generation gen: the
 // unnumbered first, then the numbered not handed out yet. ok is false
 // once the log is closed, done is closed or gen is over.
-func (l *sendLog) take(gen uint64, done <-chan struct{}) (items []*dlmv1.PeerMessage, ok bool) {
+func (l *sendLog) take(gen uint64, done <-chan struct{}) (items []*dlmpeerv1.PeerMessage, ok bool) {
 	for {
 		l.mu.Lock()
 		if l.closed || l.gen != gen {
@@ -181,7 +181,7 @@ const (
 
 // accept runs f on m when m is the next message of the link (or is not
 // numbered), under the link's lock so that deliveries keep their order.
-func (r *recvState) accept(m *dlmv1.PeerMessage, f func()) verdict {
+func (r *recvState) accept(m *dlmpeerv1.PeerMessage, f func()) verdict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch seq := m.GetSeq(); {

@@ -3,10 +3,10 @@ package server
 import (
 	"testing"
 
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
-func seqs(ms []*dlmv1.PeerMessage) []uint64 {
+func seqs(ms []*dlmpeerv1.PeerMessage) []uint64 {
 	out := make([]uint64, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, m.GetSeq())
@@ -62,9 +62,9 @@ func TestSendLog(t *testing.T) {
 			for i, st := range tt.steps {
 				switch st.op {
 				case "push":
-					l.push(&dlmv1.PeerMessage{})
+					l.push(&dlmpeerv1.PeerMessage{})
 				case "once":
-					l.pushOnce(&dlmv1.PeerMessage{})
+					l.pushOnce(&dlmpeerv1.PeerMessage{})
 				case "ack":
 					l.ack(st.n)
 				case "rewind":
@@ -88,13 +88,13 @@ func TestSendLog(t *testing.T) {
 func TestSendLogOldGenerationStops(t *testing.T) {
 	l := newSendLog()
 	old := l.gen
-	l.push(&dlmv1.PeerMessage{})
+	l.push(&dlmpeerv1.PeerMessage{})
 	l.rewind(0)
 	if _, ok := l.take(old, closedChan()); ok {
 		t.Fatal("the sender of a replaced stream must stop")
 	}
 	l.close()
-	if l.push(&dlmv1.PeerMessage{}) || l.pushOnce(&dlmv1.PeerMessage{}) {
+	if l.push(&dlmpeerv1.PeerMessage{}) || l.pushOnce(&dlmpeerv1.PeerMessage{}) {
 		t.Fatal("push after close must fail")
 	}
 	if _, ok := l.take(l.gen, make(chan struct{})); ok {
@@ -117,7 +117,7 @@ func TestRecvState(t *testing.T) {
 		var r recvState
 		n := 0
 		for i, s := range tt.seqs {
-			got := r.accept(&dlmv1.PeerMessage{Seq: s}, func() { n++ })
+			got := r.accept(&dlmpeerv1.PeerMessage{Seq: s}, func() { n++ })
 			if got != tt.want[i] {
 				t.Fatalf("%v: message %d: %v, want %v", tt.seqs, i, got, tt.want[i])
 			}

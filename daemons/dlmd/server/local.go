@@ -20,6 +20,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // SystemPrefix starts the names of the system's own lockspaces (those of
@@ -210,18 +211,18 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if !mode(r.GetMode()).Valid() {
 			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
 		}
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
 			TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
 		tag := m.GetTag()
 		inReply := r.GetCompletionInReply()
 		s.do(func() { s.localOp(ss, tag, req, pending{inReply: inReply}) })
 	case *dlmv1.ClientMessage_Unlock:
 		r := op.Unlock
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
 		tag, quiet := m.GetTag(), r.GetNoReply()
 		s.do(func() { s.localOp(ss, tag, req, pending{quiet: quiet}) })
 	case *dlmv1.ClientMessage_Cancel:
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
 		tag := m.GetTag()
 		s.do(func() { s.localOp(ss, tag, req, pending{}) })
 	default:
@@ -242,7 +243,7 @@ func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlm
 	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(s.self), Client: ss.id}, ID: id},
 		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
 	s.locks[id] = cl
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
 	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
@@ -250,7 +251,7 @@ func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlm
 
 // localOp starts a convert, unlock or cancel of one of the session's locks;
 // how carries the client's reply options.
-func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest, how pending) {
+func (s *Server) localOp(ss *session, tag uint64, req *dlmpeerv1.PeerRequest, how pending) {
 	if ss.closed {
 		return
 	}
@@ -307,7 +308,7 @@ func (s *Server) sessionExit(ss *session) {
 			s.onOwnerExit(s.self, ss.id)
 			continue
 		}
-		s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
+		s.out(n).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: ss.id}}})
 	}
 }
 
@@ -339,8 +340,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		}
 		c, err := s.conn(ctx, n)
 		if err == nil {
-			var d *dlmv1.DumpReply
-			if d, err = dlmv1.NewPeerClient(c).Dump(ctx, &dlmv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
+			var d *dlmpeerv1.DumpReply
+			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
 				out = append(out, d.GetResources()...)
 				continue
 			}
@@ -430,7 +431,7 @@ func (s *Server) purge(ls string, pid int32) int {
 	for _, id := range ids {
 		cl := s.locks[id]
 		cl.purging = true
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
 			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
 		s.submit(&pending{req: req, lock: cl, quiet: true})
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // ServiceName is the identity peers must present.
@@ -183,7 +184,7 @@ const ackEvery = 256
 
 // pump sends what log hands out for generation gen until the stream ends,
 // acknowledging along what recv has delivered.
-func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send func(*dlmv1.PeerMessage) error) {
+func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send func(*dlmpeerv1.PeerMessage) error) {
 	var acked uint64
 	for {
 		items, ok := log.take(gen, ctx.Done())
@@ -192,7 +193,7 @@ func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send f
 		}
 		if n := recv.received(); n >= acked+ackEvery {
 			acked = n
-			if err := send(&dlmv1.PeerMessage{Ack: n}); err != nil {
+			if err := send(&dlmpeerv1.PeerMessage{Ack: n}); err != nil {
 				return
 			}
 		}
@@ -223,7 +224,7 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 		}
 		cancel()
 	}()
-	st, err := dlmv1.NewPeerClient(c).Channel(ctx)
+	st, err := dlmpeerv1.NewPeerClient(c).Channel(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -234,7 +235,7 @@ func (s *Server) runChannel(p *peerOut) (up bool, err error) {
 		return false, errors.New("link closed")
 	default:
 	}
-	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
+	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: &dlmpeerv1.PeerHello{Node: s.self, Incarnation: p.inc,
 		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
 		return false, err
 	}
@@ -310,7 +311,7 @@ func (s *Server) ping(ctx context.Context, p *peerOut) {
 	t := time.NewTicker(s.pingEvery())
 	defer t.Stop()
 	for {
-		p.log.pushOnce(&dlmv1.PeerMessage{Ack: p.recv.received(), Msg: &dlmv1.PeerMessage_Ping{Ping: &dlmv1.Ping{SentNanos: s.mono()}}})
+		p.log.pushOnce(&dlmpeerv1.PeerMessage{Ack: p.recv.received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: &dlmpeerv1.Ping{SentNanos: s.mono()}}})
 		select {
 		case <-ctx.Done():
 			return
@@ -344,7 +345,7 @@ func (s *Server) newIncarnation(node uint32) {
 
 // Peer is the peer gRPC service, a thin adapter over Server.
 type Peer struct {
-	dlmv1.UnimplementedPeerServer
+	dlmpeerv1.UnimplementedPeerServer
 	s *Server
 }
 
@@ -352,7 +353,7 @@ type Peer struct {
 func NewPeer(s *Server) *Peer { return &Peer{s: s} }
 
 // Register adds the service to a gRPC server.
-func (p *Peer) Register(g *grpc.Server) { dlmv1.RegisterPeerServer(g, p) }
+func (p *Peer) Register(g *grpc.Server) { dlmpeerv1.RegisterPeerServer(g, p) }
 
 func checkPeer(ctx context.Context) error {
 	if svc, ok := rpc.PeerService(ctx); !ok || svc != ServiceName {
@@ -362,7 +363,7 @@ func checkPeer(ctx context.Context) error {
 }
 
 // Channel serves a channel another node's dlmd opened.
-func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage]) error {
+func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpeerv1.PeerMessage]) error {
 	if err := checkPeer(st.Context()); err != nil {
 		return err
 	}
@@ -379,7 +380,7 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.Peer
 
 // attach returns the link a hello names, making a new one for a new link
 // or a new dlmd, and the generation its new stream sends under.
-func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
+func (s *Server) attach(h *dlmpeerv1.PeerHello) (in *inStream, gen uint64) {
 	in = s.peersIn[h.GetNode()]
 	if in != nil && h.GetIncarnation() < in.inc && time.Since(in.since) < staleLinkWindow {
 		// A stream of an earlier dlmd of the node, overtaken by its
@@ -408,19 +409,19 @@ func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
 // fromRequester hands on what a link brought, unless the link was closed
 // or replaced since (its messages were for an earlier dlmd of ours, or
 // came from an earlier one of the peer's).
-func (s *Server) fromRequester(in *inStream, m *dlmv1.PeerMessage) {
+func (s *Server) fromRequester(in *inStream, m *dlmpeerv1.PeerMessage) {
 	if s.peersIn[in.node] == in {
 		s.onFromRequester(in, m)
 	}
 }
 
-func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
+func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpeerv1.PeerMessage], h *dlmpeerv1.PeerHello) error {
 	var in *inStream
 	var gen uint64
-	var hello *dlmv1.PeerHello
+	var hello *dlmpeerv1.PeerHello
 	if err := s.call(st.Context(), func() {
 		if in, gen = s.attach(h); in != nil {
-			hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+			hello = &dlmpeerv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
 		}
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
@@ -428,7 +429,7 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 	if in == nil {
 		return status.Errorf(codes.FailedPrecondition, "dlm: node %d has a newer dlmd than incarnation %d", h.GetNode(), h.GetIncarnation())
 	}
-	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: hello}}); err != nil {
+	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: hello}}); err != nil {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(st.Context())
@@ -457,7 +458,7 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 		}
 		if p := m.GetPing(); p != nil {
 			if s.pong(in.node) {
-				in.log.pushOnce(&dlmv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmv1.PeerMessage_Pong{Pong: &dlmv1.Ping{SentNanos: p.GetSentNanos()}}})
+				in.log.pushOnce(&dlmpeerv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmpeerv1.PeerMessage_Pong{Pong: &dlmpeerv1.Ping{SentNanos: p.GetSentNanos()}}})
 			}
 			continue
 		}
@@ -471,7 +472,7 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 }
 
 // Dump returns the resources this node masters.
-func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply, error) {
+func (p *Peer) Dump(ctx context.Context, r *dlmpeerv1.DumpRequest) (*dlmpeerv1.DumpReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
@@ -479,7 +480,7 @@ func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply
 	if err := p.s.call(ctx, func() { out = p.s.dump(r.GetLockspace()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.DumpReply{Resources: out}, nil
+	return &dlmpeerv1.DumpReply{Resources: out}, nil
 }
 
 // dump renders the master tables (of one lockspace, or all).
@@ -505,22 +506,22 @@ func (s *Server) dump(only string) []*dlmv1.Resource {
 }
 
 // Edges returns the wait-for edges of this node's masters.
-func (p *Peer) Edges(ctx context.Context, _ *dlmv1.EdgesRequest) (*dlmv1.EdgesReply, error) {
+func (p *Peer) Edges(ctx context.Context, _ *dlmpeerv1.EdgesRequest) (*dlmpeerv1.EdgesReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
-	var out []*dlmv1.Edge
+	var out []*dlmpeerv1.Edge
 	if err := p.s.call(ctx, func() { out = p.s.edges() }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.EdgesReply{Edges: out}, nil
+	return &dlmpeerv1.EdgesReply{Edges: out}, nil
 }
 
-func (s *Server) edges() []*dlmv1.Edge {
+func (s *Server) edges() []*dlmpeerv1.Edge {
 	if s.rec != nil {
 		return nil
 	}
-	var out []*dlmv1.Edge
+	var out []*dlmpeerv1.Edge
 	for _, name := range sortedKeys(s.tables) {
 		for _, e := range s.tables[name].WaitEdges() {
 			out = append(out, edgeToProto(name, e))
@@ -529,14 +530,14 @@ func (s *Server) edges() []*dlmv1.Edge {
 	return out
 }
 
-func edgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
+func edgeToProto(ls string, e lockspace.Edge) *dlmpeerv1.Edge {
 	w := e.Waiter
-	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
-		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+	return &dlmpeerv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
+		Waiter: &dlmpeerv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
 			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
 }
 
-func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
+func edgeFromProto(e *dlmpeerv1.Edge) (string, lockspace.Edge) {
 	w := e.GetWaiter()
 	return e.GetLockspace(), lockspace.Edge{
 		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
@@ -546,17 +547,17 @@ func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
 }
 
 // Victims fails deadlock victims pending on this node's masters.
-func (p *Peer) Victims(ctx context.Context, r *dlmv1.VictimsRequest) (*dlmv1.VictimsReply, error) {
+func (p *Peer) Victims(ctx context.Context, r *dlmpeerv1.VictimsRequest) (*dlmpeerv1.VictimsReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
 	if err := p.s.call(ctx, func() { p.s.victims(r.GetVictims()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.VictimsReply{}, nil
+	return &dlmpeerv1.VictimsReply{}, nil
 }
 
-func (s *Server) victims(vs []*dlmv1.Edge) {
+func (s *Server) victims(vs []*dlmpeerv1.Edge) {
 	if s.rec != nil {
 		return
 	}
@@ -610,7 +611,7 @@ type lsEdge struct {
 // is not the coordinator or the round failed).
 func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEdge]bool, error) {
 	var members []uint32
-	var local []*dlmv1.Edge
+	var local []*dlmpeerv1.Edge
 	if err := s.call(ctx, func() {
 		if s.rec == nil && len(s.dir) > 0 && s.dir[0] == s.self {
 			members = slices.Clone(s.dir)
@@ -627,7 +628,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 		if err != nil {
 			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
-		r, err := dlmv1.NewPeerClient(c).Edges(ctx, &dlmv1.EdgesRequest{})
+		r, err := dlmpeerv1.NewPeerClient(c).Edges(ctx, &dlmpeerv1.EdgesRequest{})
 		if err != nil {
 			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
@@ -642,7 +643,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 			by[ls] = append(by[ls], le)
 		}
 	}
-	var victims []*dlmv1.Edge
+	var victims []*dlmpeerv1.Edge
 	for _, ls := range sortedKeys(by) {
 		for _, w := range lockspace.FindVictims(by[ls]) {
 			victims = append(victims, edgeToProto(ls, lockspace.Edge{Waiter: w}))
@@ -658,7 +659,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 		if err != nil {
 			continue
 		}
-		if _, err := dlmv1.NewPeerClient(c).Victims(ctx, &dlmv1.VictimsRequest{Victims: victims}); err != nil {
+		if _, err := dlmpeerv1.NewPeerClient(c).Victims(ctx, &dlmpeerv1.VictimsRequest{Victims: victims}); err != nil {
 			s.log.WithError(err).WithFields(logrus.Fields{"node": n}).Warn("deadlock: victims not delivered")
 		}
 	}
