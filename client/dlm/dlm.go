@@ -63,6 +63,12 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
+// proto and modeOf convert between Mode and the wire's mode, which has the
+// same numbers (TestWireEnums checks it value by value).
+func (m Mode) proto() dlmv1.Mode { return dlmv1.Mode(m) }
+
+func modeOf(m dlmv1.Mode) Mode { return Mode(m) }
+
 // ParseMode decodes a mode name (NL, CR, CW, PR, PW, EX; any case).
 func ParseMode(s string) (Mode, error) {
 	for m := NL; m <= EX; m++ {
@@ -403,7 +409,7 @@ func (c *Client) recv() {
 			c.mu.Unlock()
 			if l != nil {
 				select {
-				case c.bast <- Blocking{Lock: l, Mode: Mode(x.Blocking.GetMode())}:
+				case c.bast <- Blocking{Lock: l, Mode: modeOf(x.Blocking.GetMode())}:
 				default:
 				}
 			}
@@ -538,7 +544,7 @@ func (c *Client) Lock(ctx context.Context, lockspace, resource string, mode Mode
 	}
 	l := &Lock{c: c, lockspace: lockspace, resource: resource, done: make(chan result, 1)}
 	rep, err := c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: lockspace, Resource: resource, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+		Lockspace: lockspace, Resource: resource, Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
 		CompletionInReply: true}}}, l)
 	if err != nil {
 		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
@@ -596,7 +602,7 @@ func (l *Lock) settle(r result) result {
 }
 
 func (l *Lock) complete(m *dlmv1.Completion) {
-	r := result{granted: m.GetGranted(), mode: Mode(m.GetMode()), held: m.GetHeld()}
+	r := result{granted: m.GetGranted(), mode: modeOf(m.GetMode()), held: m.GetHeld()}
 	if !r.granted {
 		r.err = errOf(m.GetStatus(), "")
 	}
@@ -657,7 +663,7 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	for _, o := range opts {
 		o(&r)
 	}
-	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
 		CompletionInReply: true}
 	if r.value != nil {
 		msg.Lvb = r.value[:]

@@ -85,6 +85,18 @@ func credFromProto(c *dlmpeerv1.Cred) lockspace.Cred {
 
 func durationOf(nanos int64) time.Duration { return time.Duration(max(nanos, 0)) }
 
+// The wire enums carry the core's numbers, so these are casts; the test
+// TestWireEnums checks, value by value from the proto descriptors, that
+// both sides have the same values under the same names.
+
 func mode(m dlmv1.Mode) lockspace.Mode { return lockspace.Mode(m) }
 
 func pmode(m lockspace.Mode) dlmv1.Mode { return dlmv1.Mode(m) }
+
+func lockState(s dlmv1.LockState) lockspace.LockState { return lockspace.LockState(s) }
+
+func plockState(s lockspace.LockState) dlmv1.LockState { return dlmv1.LockState(s) }
+
+func effectKind(k dlmpeerv1.EffectKind) lockspace.EffectKind { return lockspace.EffectKind(k) }
+
+func peffectKind(k lockspace.EffectKind) dlmpeerv1.EffectKind { return dlmpeerv1.EffectKind(k) }

@@ -496,7 +496,7 @@ func (s *Server) dump(only string) []*dlmv1.Resource {
 			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: s.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
 				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
-					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
+					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: plockState(li.State),
 					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
 			}
 			out = append(out, res)

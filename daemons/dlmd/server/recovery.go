@@ -9,7 +9,6 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
@@ -275,7 +274,7 @@ func (s *Server) copyPhase() {
 
 func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
 	c := &dlmpeerv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
-		State: dlmv1.LockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
+		State: plockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
 		Persistent: cl.persistent, Orphan: cl.orphan, Seq: cl.seq, HasLvb: cl.hasLVB, LvbValid: cl.lvbValid}
 	if cl.state == lockspace.StateWaiting {
 		c.Granted = 0
@@ -320,7 +319,7 @@ func (s *Server) onCopies(from uint32, c *dlmpeerv1.Copies) {
 		}
 		o := lockspace.Owner{Node: lockspace.NodeID(from), Client: l.GetClient()}
 		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
-			State: lockspace.LockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
+			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
 			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid()}
 		if d := l.GetDeadlineUnixNano(); d != 0 {

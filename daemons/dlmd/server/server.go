@@ -623,7 +623,7 @@ func (s *Server) route(lsName string, effs []lockspace.Effect) {
 }
 
 func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
-	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: dlmpeerv1.EffectKind(e.Kind), Resource: e.Resource,
+	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: e.Resource,
 		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
 		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
 	if e.HasLVB {
@@ -633,7 +633,7 @@ func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
 }
 
 func effectFromProto(node uint32, pe *dlmpeerv1.PeerEffect) lockspace.Effect {
-	e := lockspace.Effect{Kind: lockspace.EffectKind(pe.GetKind()), Resource: pe.GetResource(),
+	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: pe.GetResource(),
 		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
 		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
 	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
