@@ -101,26 +101,29 @@ const ValueLen = 32
 // Value is a lock value block.
 type Value [ValueLen]byte
 
-// Errors callers test for (errors.Is).
+// Errors callers test for (errors.Is). The library's errors wrap them
+// with the package prefix, the operation and dlmd's detail, as in
+// "dlm: lock x/r: permission denied: lockspace "x" belongs to uid 0 gid 0,
+// caller is uid 1000".
 var (
-	ErrNotRunning  = errors.New("dlm: dlmd is not running on this node")
-	ErrWouldBlock  = errors.New("dlm: request would block")
-	ErrTimeout     = errors.New("dlm: request timed out")
-	ErrDeadlock    = errors.New("dlm: deadlock")
-	ErrCancelled   = errors.New("dlm: request cancelled")
-	ErrPermission  = errors.New("dlm: permission denied")
-	ErrInvalid     = errors.New("dlm: invalid argument")
-	ErrUnknownLock = errors.New("dlm: no such lock")
-	ErrBusy        = errors.New("dlm: lock busy")
-	ErrNotPending  = errors.New("dlm: no request pending")
+	ErrNotRunning  = errors.New("dlmd is not running on this node")
+	ErrWouldBlock  = errors.New("request would block")
+	ErrTimeout     = errors.New("request timed out")
+	ErrDeadlock    = errors.New("deadlock")
+	ErrCancelled   = errors.New("request cancelled")
+	ErrPermission  = errors.New("permission denied")
+	ErrInvalid     = errors.New("invalid argument")
+	ErrUnknownLock = errors.New("no such lock")
+	ErrBusy        = errors.New("lock busy")
+	ErrNotPending  = errors.New("no request pending")
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
-	ErrClosed = errors.New("dlm: session closed")
+	ErrClosed = errors.New("session closed")
 	// ErrLost: the node lost contact with a majority of the cluster for
 	// longer than the lease (dlmd.lease) and dropped its locks: the other
 	// nodes may have granted them since. Stop using what they protected;
 	// open a new session to lock again.
-	ErrLost = errors.New("dlm: locks lost: this node was cut off from the cluster")
+	ErrLost = errors.New("locks lost: this node was cut off from the cluster")
 )
 
 var statusErr = map[dlmv1.Status]error{
@@ -129,7 +132,7 @@ var statusErr = map[dlmv1.Status]error{
 	dlmv1.Status_STATUS_DEADLOCK:      ErrDeadlock,
 	dlmv1.Status_STATUS_CANCELLED:     ErrCancelled,
 	dlmv1.Status_STATUS_ACCESS:        ErrPermission,
-	dlmv1.Status_STATUS_NAME_TOO_LONG: ErrInvalid,
+	dlmv1.Status_STATUS_NAME_TOO_LONG: fmt.Errorf("%w: name too long", ErrInvalid),
 	dlmv1.Status_STATUS_INVALID:       ErrInvalid,
 	dlmv1.Status_STATUS_UNKNOWN_LOCK:  ErrUnknownLock,
 	dlmv1.Status_STATUS_BUSY:          ErrBusy,
@@ -141,12 +144,15 @@ func errOf(st dlmv1.Status, msg string) error {
 		return nil
 	}
 	if e := statusErr[st]; e != nil {
-		if msg == "" || msg == e.Error() {
+		if msg == "" {
 			return e
 		}
-		return fmt.Errorf("%w (%s)", e, msg)
+		return fmt.Errorf("%w: %s", e, msg)
 	}
-	return fmt.Errorf("dlm: %s %s", st, msg)
+	if msg == "" {
+		return errors.New(st.String())
+	}
+	return fmt.Errorf("%s: %s", st, msg)
 }
 
 // Flag bits, as dlmd's core numbers them.
@@ -240,7 +246,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
 		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("%w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, socket)
+			return nil, fmt.Errorf("dlm: %w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, socket)
 		}
 		return nil, fmt.Errorf("dlm: %w", err)
 	}
@@ -251,7 +257,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		if first, err = recvCtx(ctx, st); err == nil {
 			h := first.GetHello()
 			if h == nil {
-				err = errors.New("dlm: session did not start with a hello")
+				err = errors.New("session did not start with a hello")
 			} else {
 				c := &Client{conn: conn, stream: st, cancel: cancel, node: h.GetNode(), id: h.GetClient(),
 					bast: make(chan Blocking, 256), wait: map[uint64]waiter{}, locks: map[uint64]*Lock{},
@@ -264,7 +270,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	cancel()
 	conn.Close()
 	if localapi.IsUnavailable(err) || status.Code(err) == codes.Unavailable {
-		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+		return nil, fmt.Errorf("dlm: %w: %v", ErrNotRunning, err)
 	}
 	return nil, fmt.Errorf("dlm: open session: %w", err)
 }
@@ -301,7 +307,10 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	if c.err == nil {
+		return nil
+	}
+	return fmt.Errorf("dlm: %w", c.err)
 }
 
 // Blocking returns the channel of blocking ASTs of the session's locks.
@@ -342,11 +351,11 @@ func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, err
 	if err != nil {
 		switch status.Code(err) {
 		case codes.PermissionDenied:
-			return 0, fmt.Errorf("%w (%s)", ErrPermission, status.Convert(err).Message())
+			return 0, fmt.Errorf("dlm: purge %s: %w", lockspace, errOf(dlmv1.Status_STATUS_ACCESS, status.Convert(err).Message()))
 		case codes.InvalidArgument:
-			return 0, fmt.Errorf("%w (%s)", ErrInvalid, status.Convert(err).Message())
+			return 0, fmt.Errorf("dlm: purge %s: %w", lockspace, errOf(dlmv1.Status_STATUS_INVALID, status.Convert(err).Message()))
 		}
-		return 0, fmt.Errorf("dlm: purge: %w", err)
+		return 0, fmt.Errorf("dlm: purge %s: %w", lockspace, err)
 	}
 	return int(r.GetReleased()), nil
 }
@@ -359,7 +368,7 @@ func (c *Client) recv() {
 			c.mu.Lock()
 			c.err = ErrClosed
 			if status.Code(err) == codes.Aborted {
-				c.err = fmt.Errorf("%w (%s)", ErrLost, status.Convert(err).Message())
+				c.err = fmt.Errorf("%w: %s", ErrLost, status.Convert(err).Message())
 			}
 			for _, w := range c.wait {
 				close(w.ch)

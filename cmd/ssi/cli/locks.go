@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/internal/localapi"
@@ -56,7 +57,7 @@ ran on.`,
 			if purge {
 				r, err := dlmv1.NewDlmClient(conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: args[0], Pid: int32(pid)})
 				if err != nil {
-					return fmt.Errorf("purge: %s", status.Convert(err).Message())
+					return fmt.Errorf("purge %s: %s", args[0], statusText(err))
 				}
 				n := r.GetReleased()
 				fmt.Fprintf(g.out, "released %d orphaned lock%s in %s\n", n, plural(n), args[0])
@@ -68,7 +69,7 @@ ran on.`,
 			}
 			r, err := dlmv1.NewDlmClient(conn).Locks(ctx, req)
 			if err != nil {
-				return fmt.Errorf("locks: %s", status.Convert(err).Message())
+				return fmt.Errorf("locks: %s", statusText(err))
 			}
 			renderLocks(g.out, r)
 			for _, e := range r.GetErrors() {
@@ -92,6 +93,19 @@ func plural(n uint32) string {
 var stateNames = map[dlmv1.LockState]string{
 	dlmv1.LockState_LOCK_STATE_GRANTED: "granted", dlmv1.LockState_LOCK_STATE_CONVERTING: "converting",
 	dlmv1.LockState_LOCK_STATE_WAITING: "waiting",
+}
+
+// statusText is a dlmd status error as the user reads it: dlmd's message
+// carries the detail only, the reason is the code.
+func statusText(err error) string {
+	s := status.Convert(err)
+	switch s.Code() {
+	case codes.PermissionDenied:
+		return "permission denied: " + s.Message()
+	case codes.InvalidArgument:
+		return "invalid argument: " + s.Message()
+	}
+	return s.Message()
 }
 
 func modeName(m dlmv1.Mode) string {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
@@ -12,7 +13,7 @@ import (
 // ErrRetry is the error of a request a master could not take because it
 // was recovering or no longer masters the resource; the requester sends it
 // again after recovery.
-var ErrRetry = errors.New("dlm: master recovering, retry")
+var ErrRetry = errors.New("master recovering, retry")
 
 var statusErrors = []struct {
 	st  dlmv1.Status
@@ -60,6 +61,23 @@ func ErrorOf(st dlmv1.Status, msg string) error {
 		msg = st.String()
 	}
 	return errors.New("dlm: " + msg)
+}
+
+// wireMessage is the detail of err that a Reply, PeerReply or gRPC status
+// carries next to its status: err's text without the package prefix and
+// without the sentinel the status already names. The client library adds
+// both back once ("dlm: lock x/r: permission denied: <detail>").
+func wireMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "dlm: ")
+	for _, s := range statusErrors {
+		if errors.Is(err, s.err) {
+			if msg == s.err.Error() {
+				return ""
+			}
+			return strings.TrimSuffix(msg, ": "+s.err.Error())
+		}
+	}
+	return msg
 }
 
 func lvbOf(b []byte) (v lockspace.LVB) {

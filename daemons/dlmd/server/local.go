@@ -118,7 +118,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 	a.mu.Unlock()
 	if !ok {
 		if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-			return cfg, fmt.Errorf("dlm: lockspace %q is the system's (root only): uid %d: %w", name, cred.UID, lockspace.ErrAccess)
+			return cfg, lockspace.Config{System: true}.CheckAccess(name, cred)
 		}
 		var err error
 		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, name, cred); err != nil {
@@ -128,10 +128,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		a.cache[name] = cfg
 		a.mu.Unlock()
 	}
-	if !cfg.Allows(cred) {
-		return cfg, fmt.Errorf("dlm: lockspace %q: uid %d: %w", name, cred.UID, lockspace.ErrAccess)
-	}
-	return cfg, nil
+	return cfg, cfg.CheckAccess(name, cred)
 }
 
 // Session serves one client session.
@@ -178,13 +175,13 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		}
 	}
 	if ss.lost.Load() {
-		return status.Errorf(codes.Aborted, "dlm: node %d was fenced (no contact with a majority of the cluster within the lease): this session's locks are lost", s.self)
+		return status.Errorf(codes.Aborted, "node %d was fenced: no contact with a majority of the cluster within the lease", s.self)
 	}
 	return nil
 }
 
 func replyErr(tag uint64, err error) *dlmv1.ServerMessage {
-	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: err.Error()}}}
+	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: wireMessage(err)}}}
 }
 
 // handle decodes one client message and hands it to the loop. An error is
@@ -376,7 +373,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	})
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
 		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+			return nil, status.Error(codes.PermissionDenied, wireMessage(err))
 		}
 	}
 	return reply, nil
@@ -392,28 +389,31 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	}
 	name := r.GetLockspace()
 	if err := ValidLockspace(name); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, wireMessage(err))
 	}
 	if r.GetPid() < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "dlm: pid %d: want a process id, or 0 for every process", r.GetPid())
+		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())
 	}
 	s := a.s
-	denied := cred.UID != 0 && strings.HasPrefix(name, SystemPrefix)
+	var denied error
+	if strings.HasPrefix(name, SystemPrefix) {
+		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
+	}
 	released := 0
 	if err := s.call(ctx, func() {
 		cfg, known := s.lsCfg[name]
 		switch {
-		case denied, !known: // a lockspace this node never used has no orphans here
-		case cred.UID != 0 && !cfg.Allows(cred):
-			denied = true
+		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
-			released = s.purge(name, r.GetPid())
+			if denied = cfg.CheckAccess(name, cred); denied == nil {
+				released = s.purge(name, r.GetPid())
+			}
 		}
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	if denied {
-		return nil, status.Errorf(codes.PermissionDenied, "dlm: lockspace %q: uid %d: %v", name, cred.UID, lockspace.ErrAccess)
+	if denied != nil {
+		return nil, status.Error(codes.PermissionDenied, wireMessage(denied))
 	}
 	return &dlmv1.PurgeReply{Released: uint32(released)}, nil
 }

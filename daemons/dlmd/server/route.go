@@ -212,7 +212,7 @@ func (s *Server) onLookup(in *inStream, lk *dlmpeerv1.Lookup) {
 	case s.rec != nil || !s.haveLast || id != s.last.ID:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "recovering"
 	case ValidLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
-		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("dlm: bad resource %q in lockspace %q", k.Resource, k.Lockspace)
+		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("bad resource %q in lockspace %q", k.Resource, k.Lockspace)
 	case directory.Master(s.dir, k.Lockspace, k.Resource) != s.self:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"
 	default:

@@ -564,7 +564,7 @@ func lvbBytes(e lockspace.Effect) []byte {
 func (s *Server) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
 	rep := &dlmpeerv1.PeerReply{Tag: req.Tag}
 	fail := func(err error) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
-		rep.Status, rep.Message = StatusOf(err), err.Error()
+		rep.Status, rep.Message = StatusOf(err), wireMessage(err)
 		return rep, nil
 	}
 	m := s.mastered[keyOf(req)]
