@@ -305,7 +305,7 @@ func (s *Server) sessionExit(ss *session) {
 			s.onOwnerExit(s.self, ss.id)
 			continue
 		}
-		s.out(n).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: ss.id}}})
+		s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: ss.id}}})
 	}
 }
 

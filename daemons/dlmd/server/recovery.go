@@ -102,13 +102,13 @@ func (s *Server) startRecovery(id directory.ID) {
 	}
 	for n, in := range s.peersIn {
 		if !slices.Contains(members, n) {
-			in.log.close()
+			in.log.Close()
 			delete(s.peersIn, n)
 		}
 	}
 	for _, n := range members {
 		if n != s.self {
-			s.out(n).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: s.marker(id)}})
+			s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: s.marker(id)}})
 		}
 	}
 	// Markers that arrived before we got here.
@@ -133,12 +133,12 @@ func (s *Server) onMarker(from uint32, in *inStream, m *dlmpeerv1.Marker) {
 	switch {
 	case s.rec != nil && id == s.rec.id:
 		s.notePongAges(m.GetPongAges())
-		in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 	case cur.Less(id) || !s.haveLast && s.rec == nil:
 		if id.Epoch == s.members.Epoch && s.members.Epoch != 0 {
 			s.startRecovery(id) // a higher round at our epoch: join it
 			if s.rec != nil && s.rec.id == id {
-				in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+				in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 			}
 			return
 		}
@@ -260,13 +260,13 @@ func (s *Server) copyPhase() {
 		if d.node == s.self {
 			s.onCopies(s.self, c)
 		} else {
-			s.out(d.node).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Copies{Copies: c}})
+			s.out(d.node).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Copies{Copies: c}})
 		}
 	}
 	done := &dlmpeerv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
 	for _, n := range plan.New {
 		if n != s.self {
-			s.out(n).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_CopiesDone{CopiesDone: done}})
+			s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_CopiesDone{CopiesDone: done}})
 		}
 	}
 	s.onCopiesDone(s.self, rec.id)

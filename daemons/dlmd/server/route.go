@@ -129,7 +129,7 @@ func (s *Server) sendLookup(l *lookup) {
 	l.tag, l.sent = s.nextTag, true
 	s.lookupTags[l.tag] = l
 	id := s.installedID()
-	s.out(l.dir).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Lookup{Lookup: &dlmpeerv1.Lookup{
+	s.out(l.dir).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Lookup{Lookup: &dlmpeerv1.Lookup{
 		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
 }
 
@@ -218,7 +218,7 @@ func (s *Server) onLookup(in *inStream, lk *dlmpeerv1.Lookup) {
 	default:
 		rep.Master = s.dirTable.Lookup(k, in.node)
 	}
-	in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_LookupReply{LookupReply: rep}})
+	in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_LookupReply{LookupReply: rep}})
 }
 
 // onRemove handles a master giving a resource up. One sent under an older
@@ -286,7 +286,7 @@ func (s *Server) tossOne(it tossItem, now time.Time) {
 		s.dirTable.Remove(it.k, s.self)
 	} else {
 		id := s.installedID()
-		s.out(d).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Remove{Remove: &dlmpeerv1.Remove{
+		s.out(d).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Remove{Remove: &dlmpeerv1.Remove{
 			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource}}})
 	}
 }

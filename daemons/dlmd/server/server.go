@@ -121,6 +121,9 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
+	// links counts the goroutines of the links to other nodes: Run
+	// joins them when it stops.
+	links sync.WaitGroup
 }
 
 // copyLock is this node's copy of one of its clients' locks.
@@ -220,9 +223,18 @@ func (s *Server) call(ctx context.Context, f func()) error {
 // ctx ends.
 func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	s.beat, s.ready = beat, ready
-	go s.deadlockLoop(ctx)
+	var detector sync.WaitGroup
+	detector.Add(1)
+	go func() {
+		defer detector.Done()
+		s.deadlockLoop(ctx)
+	}()
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// Stop the links, let their goroutines and the deadlock detector past
+	// s.do and s.call, and join them.
+	defer detector.Wait()
+	defer s.links.Wait()
 	defer close(s.stop)
 	defer s.closePeers()
 	for {
@@ -328,7 +340,7 @@ func (s *Server) submit(p *pending) {
 		return
 	}
 	s.addPending(p)
-	s.out(p.master).log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Request{Request: p.req}})
+	s.out(p.master).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Request{Request: p.req}})
 }
 
 // park holds back a session's request while an unlock of the session is
@@ -618,7 +630,7 @@ func (s *Server) route(lsName string, effs []lockspace.Effect) {
 			s.log.WithFields(logrus.Fields{"node": n, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
 			continue
 		}
-		in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
 	}
 }
 
@@ -650,7 +662,7 @@ func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmpeerv1.PeerReq
 		s.deferred = append(s.deferred, func() { s.onPeerRequest(from, in, req) })
 		return
 	case s.rec != nil || !s.haveLast || id != s.last.ID:
-		in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: &dlmpeerv1.PeerReply{
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: &dlmpeerv1.PeerReply{
 			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
 		return
 	}
@@ -661,7 +673,7 @@ func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmpeerv1.PeerReq
 			rep.Effect = effectToProto(req.Lockspace, *own)
 		}
 	}
-	in.log.push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: rep}})
+	in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: rep}})
 	s.route(req.Lockspace, effs)
 }
 
