@@ -126,6 +126,11 @@ func (s *Server) closePeers() {
 		in.log.Close()
 		delete(s.peersIn, n)
 	}
+	s.closeConns()
+}
+
+// closeConns closes the connections to the other nodes.
+func (s *Server) closeConns() {
 	s.connMu.Lock()
 	for n, c := range s.conns {
 		_ = c.Close()

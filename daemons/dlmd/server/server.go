@@ -232,7 +232,9 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	// Stop the links, let their goroutines and the deadlock detector past
-	// s.do and s.call, and join them.
+	// s.do and s.call, join them, and close the connections a link may
+	// have dialled meanwhile.
+	defer s.closeConns()
 	defer detector.Wait()
 	defer s.links.Wait()
 	defer close(s.stop)
