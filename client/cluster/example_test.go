@@ -97,10 +97,14 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Node(ctx, 0); !errors.Is(err, cluster.ErrNoSuchNode) {
+	// Each error says "cluster:" once, then the node, the reason, the
+	// detail.
+	if _, err := c.Node(ctx, 0); !errors.Is(err, cluster.ErrNoSuchNode) ||
+		err.Error() != "cluster: node 0: no such node: node numbers start at 1" {
 		t.Fatalf("node 0: %v", err)
 	}
-	if _, err := c.Node(ctx, 42); !errors.Is(err, cluster.ErrNoSuchNode) {
+	if _, err := c.Node(ctx, 42); !errors.Is(err, cluster.ErrNoSuchNode) ||
+		!strings.HasPrefix(err.Error(), "cluster: node 42: no such node: not in the membership at epoch ") {
 		t.Fatalf("node 42: %v", err)
 	}
 	n, err := c.Node(ctx, 1)

@@ -95,7 +95,7 @@ func (c *Client) Locks(ctx context.Context, opts ...ListOption) (*Listing, error
 		for _, l := range res.GetLocks() {
 			lr.Locks = append(lr.Locks, LockInfo{
 				Node: int(l.GetNode()), Owner: l.GetClient(), PID: int(l.GetPid()), ID: l.GetId(),
-				State: State(l.GetState()), Granted: Mode(l.GetGranted()), Requested: Mode(l.GetRequested()),
+				State: State(l.GetState()), Granted: modeOf(l.GetGranted()), Requested: modeOf(l.GetRequested()),
 				Orphan: l.GetOrphan(),
 			})
 		}
@@ -109,9 +109,9 @@ func (c *Client) Locks(ctx context.Context, opts ...ListOption) (*Listing, error
 func apiErr(op string, err error) error {
 	switch status.Code(err) {
 	case codes.PermissionDenied:
-		return fmt.Errorf("%w (%s)", ErrPermission, status.Convert(err).Message())
+		return fmt.Errorf("dlm: %s: %w", op, errOf(dlmv1.Status_STATUS_ACCESS, status.Convert(err).Message()))
 	case codes.InvalidArgument:
-		return fmt.Errorf("%w (%s)", ErrInvalid, status.Convert(err).Message())
+		return fmt.Errorf("dlm: %s: %w", op, errOf(dlmv1.Status_STATUS_INVALID, status.Convert(err).Message()))
 	}
 	return fmt.Errorf("dlm: %s: %w", op, err)
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // The lease: a node whose locks the others may have given away must know
@@ -65,22 +65,22 @@ func (s *Server) setPongable(members []uint32) {
 
 // pongAges reports, for the nodes this node no longer answers, how long
 // ago it last did.
-func (s *Server) pongAges() []*dlmv1.PongAge {
+func (s *Server) pongAges() []*dlmpeerv1.PongAge {
 	s.pongMu.Lock()
 	defer s.pongMu.Unlock()
-	var out []*dlmv1.PongAge
+	var out []*dlmpeerv1.PongAge
 	for n, t := range s.ponged {
 		if !s.pongable[n] {
-			out = append(out, &dlmv1.PongAge{Node: n, AgeNanos: int64(time.Since(t))})
+			out = append(out, &dlmpeerv1.PongAge{Node: n, AgeNanos: int64(time.Since(t))})
 		}
 	}
-	slices.SortFunc(out, func(a, b *dlmv1.PongAge) int { return int(a.Node) - int(b.Node) })
+	slices.SortFunc(out, func(a, b *dlmpeerv1.PongAge) int { return int(a.Node) - int(b.Node) })
 	return out
 }
 
 // notePongAges records, from a member's marker or acknowledgement, the
 // latest time it can have answered each lost node.
-func (s *Server) notePongAges(ages []*dlmv1.PongAge) {
+func (s *Server) notePongAges(ages []*dlmpeerv1.PongAge) {
 	if s.rec == nil {
 		return
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // SystemPrefix starts the names of the system's own lockspaces (those of
@@ -117,7 +118,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 	a.mu.Unlock()
 	if !ok {
 		if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-			return cfg, fmt.Errorf("dlm: lockspace %q is the system's (root only): uid %d: %w", name, cred.UID, lockspace.ErrAccess)
+			return cfg, lockspace.Config{System: true}.CheckAccess(name, cred)
 		}
 		var err error
 		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, name, cred); err != nil {
@@ -127,10 +128,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		a.cache[name] = cfg
 		a.mu.Unlock()
 	}
-	if !cfg.Allows(cred) {
-		return cfg, fmt.Errorf("dlm: lockspace %q: uid %d: %w", name, cred.UID, lockspace.ErrAccess)
-	}
-	return cfg, nil
+	return cfg, cfg.CheckAccess(name, cred)
 }
 
 // Session serves one client session.
@@ -177,13 +175,13 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		}
 	}
 	if ss.lost.Load() {
-		return status.Errorf(codes.Aborted, "dlm: node %d was fenced (no contact with a majority of the cluster within the lease): this session's locks are lost", s.self)
+		return status.Errorf(codes.Aborted, "node %d was fenced: no contact with a majority of the cluster within the lease", s.self)
 	}
 	return nil
 }
 
 func replyErr(tag uint64, err error) *dlmv1.ServerMessage {
-	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: err.Error()}}}
+	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: wireMessage(err)}}}
 }
 
 // handle decodes one client message and hands it to the loop. An error is
@@ -210,18 +208,18 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if !mode(r.GetMode()).Valid() {
 			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
 		}
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
 			TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
 		tag := m.GetTag()
 		inReply := r.GetCompletionInReply()
 		s.do(func() { s.localOp(ss, tag, req, pending{inReply: inReply}) })
 	case *dlmv1.ClientMessage_Unlock:
 		r := op.Unlock
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
 		tag, quiet := m.GetTag(), r.GetNoReply()
 		s.do(func() { s.localOp(ss, tag, req, pending{quiet: quiet}) })
 	case *dlmv1.ClientMessage_Cancel:
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CANCEL, LockId: op.Cancel.GetLockId()}
 		tag := m.GetTag()
 		s.do(func() { s.localOp(ss, tag, req, pending{}) })
 	default:
@@ -242,7 +240,7 @@ func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlm
 	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(s.self), Client: ss.id}, ID: id},
 		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
 	s.locks[id] = cl
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
 	s.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
@@ -250,7 +248,7 @@ func (s *Server) localLock(ss *session, tag uint64, cfg lockspace.Config, r *dlm
 
 // localOp starts a convert, unlock or cancel of one of the session's locks;
 // how carries the client's reply options.
-func (s *Server) localOp(ss *session, tag uint64, req *dlmv1.PeerRequest, how pending) {
+func (s *Server) localOp(ss *session, tag uint64, req *dlmpeerv1.PeerRequest, how pending) {
 	if ss.closed {
 		return
 	}
@@ -307,7 +305,7 @@ func (s *Server) sessionExit(ss *session) {
 			s.onOwnerExit(s.self, ss.id)
 			continue
 		}
-		s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
+		s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: ss.id}}})
 	}
 }
 
@@ -339,8 +337,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		}
 		c, err := s.conn(ctx, n)
 		if err == nil {
-			var d *dlmv1.DumpReply
-			if d, err = dlmv1.NewPeerClient(c).Dump(ctx, &dlmv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
+			var d *dlmpeerv1.DumpReply
+			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
 				out = append(out, d.GetResources()...)
 				continue
 			}
@@ -375,7 +373,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	})
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
 		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+			return nil, status.Error(codes.PermissionDenied, wireMessage(err))
 		}
 	}
 	return reply, nil
@@ -391,28 +389,31 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	}
 	name := r.GetLockspace()
 	if err := ValidLockspace(name); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, wireMessage(err))
 	}
 	if r.GetPid() < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "dlm: pid %d: want a process id, or 0 for every process", r.GetPid())
+		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())
 	}
 	s := a.s
-	denied := cred.UID != 0 && strings.HasPrefix(name, SystemPrefix)
+	var denied error
+	if strings.HasPrefix(name, SystemPrefix) {
+		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
+	}
 	released := 0
 	if err := s.call(ctx, func() {
 		cfg, known := s.lsCfg[name]
 		switch {
-		case denied, !known: // a lockspace this node never used has no orphans here
-		case cred.UID != 0 && !cfg.Allows(cred):
-			denied = true
+		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
-			released = s.purge(name, r.GetPid())
+			if denied = cfg.CheckAccess(name, cred); denied == nil {
+				released = s.purge(name, r.GetPid())
+			}
 		}
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	if denied {
-		return nil, status.Errorf(codes.PermissionDenied, "dlm: lockspace %q: uid %d: %v", name, cred.UID, lockspace.ErrAccess)
+	if denied != nil {
+		return nil, status.Error(codes.PermissionDenied, wireMessage(denied))
 	}
 	return &dlmv1.PurgeReply{Released: uint32(released)}, nil
 }
@@ -430,7 +431,7 @@ func (s *Server) purge(ls string, pid int32) int {
 	for _, id := range ids {
 		cl := s.locks[id]
 		cl.purging = true
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(s.lsCfg[cl.ls]), Resource: cl.res,
 			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
 		s.submit(&pending{req: req, lock: cl, quiet: true})
 	}

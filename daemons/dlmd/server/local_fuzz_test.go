@@ -66,8 +66,8 @@ func newLocalFixture(t testing.TB) *localFixture {
 	s.dir = []uint32{1, 2}
 	s.last = directory.Completed{ID: directory.ID{Epoch: 1}, Members: map[uint32]uint64{1: 1, 2: 1}}
 	s.haveLast = true
-	s.peersIn[2] = &inStream{node: 2, inc: 1, log: newSendLog()}
-	s.peersOut[2] = &peerOut{node: 2, log: newSendLog(), done: make(chan struct{})}
+	s.peersIn[2] = &inStream{node: 2, inc: 1, log: newLink()}
+	s.peersOut[2] = &peerOut{node: 2, log: newLink()}
 	fx := &localFixture{s: s, a: NewAPI(s), local: resourceOn(s.dir, "ls", 1), remote: resourceOn(s.dir, "ls", 2)}
 	// Node 1 is the directory node of local, so its first lock makes it
 	// the master; remote is known to be mastered on node 2.

@@ -15,16 +15,14 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/internal/peerlink"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // ServiceName is the identity peers must present.
 const ServiceName = "openssi-dlmd"
-
-// longLived is the deadline of a channel (the rpc layer gives streams
-// without one its default call timeout).
-const longLived = 100 * 365 * 24 * time.Hour
 
 // peerOut is the requesting side of this node's link to another node's
 // dlmd: requests, owner exits, recovery markers, copies and pings go out;
@@ -34,23 +32,23 @@ type peerOut struct {
 	node uint32
 	inc  uint64 // this dlmd's incarnation when the link was made
 	link uint64 // names the link; a new peerOut is a new link
-	log  *sendLog
-	recv recvState
+	log  *link
+	// out keeps log carried (nil for a link no goroutine carries, in
+	// tests).
+	out *peerlink.Out[*dlmpeerv1.PeerMessage]
 	// masterInc is the master's incarnation from its last hello (owned by
-	// the connecting goroutine).
+	// out's goroutine).
 	masterInc uint64
 	// contact is s.mono() when the master's latest pong was pinged.
 	contact atomic.Int64
-	done    chan struct{}
 }
 
+// close ends the link; its goroutines end soon after (Run joins them).
 func (p *peerOut) close() {
-	select {
-	case <-p.done:
-	default:
-		close(p.done)
+	if p.out != nil {
+		p.out.Stop()
 	}
-	p.log.close()
+	p.log.Close()
 }
 
 // inStream is the master side of the link another node's dlmd opened to
@@ -61,8 +59,7 @@ type inStream struct {
 	link uint64
 	// features: the PeerHello feature bits of the requesting node.
 	features uint32
-	log      *sendLog
-	recv     recvState
+	log      *link
 	// since is when the link was made here.
 	since time.Time
 }
@@ -79,9 +76,44 @@ func (s *Server) out(node uint32) *peerOut {
 		return p
 	}
 	s.nextLink++
-	p := &peerOut{node: node, inc: s.cfg.Incarnation, link: s.nextLink, log: newSendLog(), done: make(chan struct{})}
+	p := &peerOut{node: node, inc: s.cfg.Incarnation, link: s.nextLink, log: newLink()}
 	s.peersOut[node] = p
-	go s.connect(p)
+	log := s.log.WithField("peer", node)
+	deliver := func(m *dlmpeerv1.PeerMessage) {
+		s.do(func() {
+			if s.peersOut[node] == p { // not for an earlier dlmd of ours
+				s.onFromMaster(node, m)
+			}
+		})
+	}
+	p.out = peerlink.Dial(p.log, peerlink.OutConfig[*dlmpeerv1.PeerMessage]{
+		Open: func(ctx context.Context, _ *link) (peerlink.Stream[*dlmpeerv1.PeerMessage], uint64, error) {
+			return s.openChannel(ctx, p)
+		},
+		Handler: peerlink.Handler[*dlmpeerv1.PeerMessage]{
+			Deliver: deliver,
+			Control: func(m *dlmpeerv1.PeerMessage) {
+				if pong := m.GetPong(); pong != nil {
+					if t := pong.GetSentNanos(); t > p.contact.Load() {
+						p.contact.Store(t)
+					}
+				} else if m.Msg != nil {
+					deliver(m)
+				}
+			},
+		},
+		// The pongs keep this node's lease (and the link's
+		// acknowledgements) going.
+		Ping: func() *dlmpeerv1.PeerMessage {
+			return &dlmpeerv1.PeerMessage{Ack: p.log.Received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: &dlmpeerv1.Ping{SentNanos: s.mono()}}}
+		},
+		PingEvery: s.pingEvery(),
+		Down: func(_ bool, err error) {
+			log.WithError(err).Debug("channel to peer down; reconnecting")
+			s.dropConn(node)
+		},
+		Group: &s.links,
+	})
 	return p
 }
 
@@ -91,9 +123,14 @@ func (s *Server) closePeers() {
 		delete(s.peersOut, n)
 	}
 	for n, in := range s.peersIn {
-		in.log.close()
+		in.log.Close()
 		delete(s.peersIn, n)
 	}
+	s.closeConns()
+}
+
+// closeConns closes the connections to the other nodes.
+func (s *Server) closeConns() {
 	s.connMu.Lock()
 	for n, c := range s.conns {
 		_ = c.Close()
@@ -137,186 +174,50 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	return c, nil
 }
 
-// connect keeps the link to p.node carried by a stream until p is closed.
-func (s *Server) connect(p *peerOut) {
-	delay := 20 * time.Millisecond
-	log := s.log.WithField("peer", p.node)
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-s.stop:
-			return
-		default:
-		}
-		up, err := s.runChannel(p)
-		select {
-		case <-p.done:
-			return
-		case <-s.stop:
-			return
-		default:
-		}
-		log.WithError(err).Debug("channel to peer down; reconnecting")
-		s.dropConn(p.node)
-		if up {
-			// The link was carried: redial promptly, as the lease wants.
-			delay = 20 * time.Millisecond
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-p.done:
-			t.Stop()
-			return
-		}
-		if delay < time.Second {
-			delay *= 2
-		}
-	}
-}
-
-// ackEvery is how many messages a link delivers before pump acknowledges
-// them in a message of its own; pings and pongs (every Lease/10) carry an
-// acknowledgement anyway, so the other side keeps at most that much.
-const ackEvery = 256
-
-// pump sends what log hands out for generation gen until the stream ends,
-// acknowledging along what recv has delivered.
-func pump(ctx context.Context, log *sendLog, gen uint64, recv *recvState, send func(*dlmv1.PeerMessage) error) {
-	var acked uint64
-	for {
-		items, ok := log.take(gen, ctx.Done())
-		if !ok {
-			return
-		}
-		if n := recv.received(); n >= acked+ackEvery {
-			acked = n
-			if err := send(&dlmv1.PeerMessage{Ack: n}); err != nil {
-				return
-			}
-		}
-		for _, m := range items {
-			if err := send(m); err != nil {
-				return
-			}
-		}
-	}
-}
-
-// runChannel carries p's link on one stream until the stream breaks. up
-// reports whether the stream got as far as the master's hello.
-func (s *Server) runChannel(p *peerOut) (up bool, err error) {
-	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+// openChannel opens a stream to p's master on ctx and makes the
+// handshake: our hello says what we received; the master's, what it
+// received, or that it is a new dlmd. It returns the generation to send
+// under.
+func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*dlmpeerv1.PeerMessage], uint64, error) {
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	c, err := s.conn(dctx, p.node)
 	cancel()
 	if err != nil {
-		return false, err
+		return nil, 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), longLived)
-	defer cancel()
-	go func() {
-		select {
-		case <-p.done:
-		case <-s.stop:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	st, err := dlmv1.NewPeerClient(c).Channel(ctx)
+	st, err := dlmpeerv1.NewPeerClient(c).Channel(ctx)
 	if err != nil {
-		return false, err
+		return nil, 0, err
 	}
-	select {
-	case <-p.done:
+	if ctx.Err() != nil {
 		// The link was closed while connecting (this dlmd fenced): no
 		// hello in its name may reach the master after the new dlmd's.
-		return false, errors.New("link closed")
-	default:
+		return nil, 0, errors.New("link closed")
 	}
-	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: &dlmv1.PeerHello{Node: s.self, Incarnation: p.inc,
-		Features: featEffectInReply, Ack: p.recv.received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
-		return false, err
+	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: &dlmpeerv1.PeerHello{Node: s.self, Incarnation: p.inc,
+		Features: featEffectInReply, Ack: p.log.Received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
+		return nil, 0, err
 	}
 	first, err := st.Recv()
 	if err != nil {
-		return false, err
+		return nil, 0, err
 	}
 	h := first.GetHello()
 	if h == nil {
-		return false, errors.New("the master did not answer with a hello")
+		return nil, 0, errors.New("the master did not answer with a hello")
 	}
 	var gen uint64
 	if p.masterInc != 0 && h.GetIncarnation() != p.masterInc {
 		// A new dlmd on that node: what the old one was sent is gone
 		// with it (the recovery its arrival starts sends the requests
 		// again).
-		gen = p.log.reset()
-		p.recv.reset()
+		gen = p.log.Reset()
 		s.do(func() { s.onConnected(p) })
 	} else {
-		gen = p.log.rewind(h.GetAck())
+		gen = p.log.Rewind(h.GetAck())
 	}
 	p.masterInc = h.GetIncarnation()
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		defer cancel()
-		pump(ctx, p.log, gen, &p.recv, st.Send)
-	}()
-	go s.ping(ctx, p)
-	defer func() { <-sent }()
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			cancel()
-			return true, err
-		}
-		if a := m.GetAck(); a != 0 {
-			p.log.ack(a)
-		}
-		if pong := m.GetPong(); pong != nil {
-			if t := pong.GetSentNanos(); t > p.contact.Load() {
-				p.contact.Store(t)
-			}
-			continue
-		}
-		if m.Msg == nil {
-			continue
-		}
-		node := p.node
-		if p.recv.accept(m, func() {
-			s.do(func() {
-				if s.peersOut[node] == p { // not for an earlier dlmd of ours
-					s.onFromMaster(node, m)
-				}
-			})
-		}) == gap {
-			cancel()
-			return true, fmt.Errorf("message %d from node %d after %d: the stream lost messages", m.GetSeq(), node, p.recv.received())
-		}
-		select {
-		case <-s.stop:
-			cancel()
-			return true, errors.New("stopping")
-		default:
-		}
-	}
-}
-
-// ping sends p's master a ping every lease/10 while the stream lasts: the
-// pongs keep this node's lease (and the link's acknowledgements) going.
-func (s *Server) ping(ctx context.Context, p *peerOut) {
-	t := time.NewTicker(s.pingEvery())
-	defer t.Stop()
-	for {
-		p.log.pushOnce(&dlmv1.PeerMessage{Ack: p.recv.received(), Msg: &dlmv1.PeerMessage_Ping{Ping: &dlmv1.Ping{SentNanos: s.mono()}}})
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	return st, gen, nil
 }
 
 // onConnected handles a new dlmd on p's node (the old one fenced or
@@ -344,7 +245,7 @@ func (s *Server) newIncarnation(node uint32) {
 
 // Peer is the peer gRPC service, a thin adapter over Server.
 type Peer struct {
-	dlmv1.UnimplementedPeerServer
+	dlmpeerv1.UnimplementedPeerServer
 	s *Server
 }
 
@@ -352,7 +253,7 @@ type Peer struct {
 func NewPeer(s *Server) *Peer { return &Peer{s: s} }
 
 // Register adds the service to a gRPC server.
-func (p *Peer) Register(g *grpc.Server) { dlmv1.RegisterPeerServer(g, p) }
+func (p *Peer) Register(g *grpc.Server) { dlmpeerv1.RegisterPeerServer(g, p) }
 
 func checkPeer(ctx context.Context) error {
 	if svc, ok := rpc.PeerService(ctx); !ok || svc != ServiceName {
@@ -362,7 +263,7 @@ func checkPeer(ctx context.Context) error {
 }
 
 // Channel serves a channel another node's dlmd opened.
-func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage]) error {
+func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpeerv1.PeerMessage]) error {
 	if err := checkPeer(st.Context()); err != nil {
 		return err
 	}
@@ -379,7 +280,7 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.Peer
 
 // attach returns the link a hello names, making a new one for a new link
 // or a new dlmd, and the generation its new stream sends under.
-func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
+func (s *Server) attach(h *dlmpeerv1.PeerHello) (in *inStream, gen uint64) {
 	in = s.peersIn[h.GetNode()]
 	if in != nil && h.GetIncarnation() < in.inc && time.Since(in.since) < staleLinkWindow {
 		// A stream of an earlier dlmd of the node, overtaken by its
@@ -389,9 +290,9 @@ func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
 	if in == nil || in.inc != h.GetIncarnation() || in.link != h.GetLink() {
 		renewed := in != nil && in.inc != h.GetIncarnation()
 		if in != nil {
-			in.log.close()
+			in.log.Close()
 		}
-		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newSendLog(), since: time.Now()}
+		in = &inStream{node: h.GetNode(), inc: h.GetIncarnation(), link: h.GetLink(), log: newLink(), since: time.Now()}
 		s.peersIn[in.node] = in
 		if renewed {
 			s.newIncarnation(in.node)
@@ -402,25 +303,25 @@ func (s *Server) attach(h *dlmv1.PeerHello) (in *inStream, gen uint64) {
 	if h.GetPeerIncarnation() != s.cfg.Incarnation {
 		ack = 0 // what it received came from an earlier dlmd of ours
 	}
-	return in, in.log.rewind(ack)
+	return in, in.log.Rewind(ack)
 }
 
 // fromRequester hands on what a link brought, unless the link was closed
 // or replaced since (its messages were for an earlier dlmd of ours, or
 // came from an earlier one of the peer's).
-func (s *Server) fromRequester(in *inStream, m *dlmv1.PeerMessage) {
+func (s *Server) fromRequester(in *inStream, m *dlmpeerv1.PeerMessage) {
 	if s.peersIn[in.node] == in {
 		s.onFromRequester(in, m)
 	}
 }
 
-func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlmv1.PeerMessage], h *dlmv1.PeerHello) error {
+func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpeerv1.PeerMessage], h *dlmpeerv1.PeerHello) error {
 	var in *inStream
 	var gen uint64
-	var hello *dlmv1.PeerHello
+	var hello *dlmpeerv1.PeerHello
 	if err := s.call(st.Context(), func() {
 		if in, gen = s.attach(h); in != nil {
-			hello = &dlmv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.recv.received()}
+			hello = &dlmpeerv1.PeerHello{Node: s.self, Incarnation: s.cfg.Incarnation, Ack: in.log.Received()}
 		}
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
@@ -428,50 +329,33 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmv1.PeerMessage, dlm
 	if in == nil {
 		return status.Errorf(codes.FailedPrecondition, "dlm: node %d has a newer dlmd than incarnation %d", h.GetNode(), h.GetIncarnation())
 	}
-	if err := st.Send(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Hello{Hello: hello}}); err != nil {
+	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: hello}}); err != nil {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(st.Context())
-	defer cancel()
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		defer cancel()
-		pump(ctx, in.log, gen, &in.recv, st.Send)
-	}()
-	defer func() { cancel(); <-sent }()
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			// The link was closed (this dlmd fenced, or the link was
-			// replaced) or a newer stream carries it: end this one,
-			// pings included, so that the other side redials and meets
-			// what is there now.
-			return nil
-		}
-		if a := m.GetAck(); a != 0 {
-			in.log.ack(a)
-		}
-		if p := m.GetPing(); p != nil {
-			if s.pong(in.node) {
-				in.log.pushOnce(&dlmv1.PeerMessage{Ack: in.recv.received(), Msg: &dlmv1.PeerMessage_Pong{Pong: &dlmv1.Ping{SentNanos: p.GetSentNanos()}}})
+	deliver := func(m *dlmpeerv1.PeerMessage) { s.do(func() { s.fromRequester(in, m) }) }
+	err := peerlink.Carry(st.Context(), in.log, st, gen, peerlink.Handler[*dlmpeerv1.PeerMessage]{
+		Deliver: deliver,
+		Control: func(m *dlmpeerv1.PeerMessage) {
+			if p := m.GetPing(); p != nil {
+				if s.pong(in.node) {
+					in.log.PushOnce(&dlmpeerv1.PeerMessage{Ack: in.log.Received(), Msg: &dlmpeerv1.PeerMessage_Pong{Pong: &dlmpeerv1.Ping{SentNanos: p.GetSentNanos()}}})
+				}
+			} else if m.Msg != nil {
+				deliver(m)
 			}
-			continue
-		}
-		if m.Msg == nil {
-			continue
-		}
-		if in.recv.accept(m, func() { s.do(func() { s.fromRequester(in, m) }) }) == gap {
-			return status.Errorf(codes.DataLoss, "dlm: message %d from node %d after %d: the stream lost messages", m.GetSeq(), in.node, in.recv.received())
-		}
+		},
+	})
+	if errors.Is(err, peerlink.ErrLostMessages) {
+		return status.Errorf(codes.DataLoss, "from node %d: %v", in.node, err)
 	}
+	// The stream broke, or the link was closed (this dlmd fenced, or the
+	// link was replaced) or a newer stream carries it: the other side
+	// redials and meets what is there now.
+	return nil
 }
 
 // Dump returns the resources this node masters.
-func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply, error) {
+func (p *Peer) Dump(ctx context.Context, r *dlmpeerv1.DumpRequest) (*dlmpeerv1.DumpReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
@@ -479,7 +363,7 @@ func (p *Peer) Dump(ctx context.Context, r *dlmv1.DumpRequest) (*dlmv1.DumpReply
 	if err := p.s.call(ctx, func() { out = p.s.dump(r.GetLockspace()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.DumpReply{Resources: out}, nil
+	return &dlmpeerv1.DumpReply{Resources: out}, nil
 }
 
 // dump renders the master tables (of one lockspace, or all).
@@ -495,7 +379,7 @@ func (s *Server) dump(only string) []*dlmv1.Resource {
 			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: s.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
 				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
-					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
+					Pid: s.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: plockState(li.State),
 					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
 			}
 			out = append(out, res)
@@ -505,22 +389,22 @@ func (s *Server) dump(only string) []*dlmv1.Resource {
 }
 
 // Edges returns the wait-for edges of this node's masters.
-func (p *Peer) Edges(ctx context.Context, _ *dlmv1.EdgesRequest) (*dlmv1.EdgesReply, error) {
+func (p *Peer) Edges(ctx context.Context, _ *dlmpeerv1.EdgesRequest) (*dlmpeerv1.EdgesReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
-	var out []*dlmv1.Edge
+	var out []*dlmpeerv1.Edge
 	if err := p.s.call(ctx, func() { out = p.s.edges() }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.EdgesReply{Edges: out}, nil
+	return &dlmpeerv1.EdgesReply{Edges: out}, nil
 }
 
-func (s *Server) edges() []*dlmv1.Edge {
+func (s *Server) edges() []*dlmpeerv1.Edge {
 	if s.rec != nil {
 		return nil
 	}
-	var out []*dlmv1.Edge
+	var out []*dlmpeerv1.Edge
 	for _, name := range sortedKeys(s.tables) {
 		for _, e := range s.tables[name].WaitEdges() {
 			out = append(out, edgeToProto(name, e))
@@ -529,14 +413,14 @@ func (s *Server) edges() []*dlmv1.Edge {
 	return out
 }
 
-func edgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
+func edgeToProto(ls string, e lockspace.Edge) *dlmpeerv1.Edge {
 	w := e.Waiter
-	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
-		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+	return &dlmpeerv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
+		Waiter: &dlmpeerv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
 			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
 }
 
-func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
+func edgeFromProto(e *dlmpeerv1.Edge) (string, lockspace.Edge) {
 	w := e.GetWaiter()
 	return e.GetLockspace(), lockspace.Edge{
 		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
@@ -546,17 +430,17 @@ func edgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
 }
 
 // Victims fails deadlock victims pending on this node's masters.
-func (p *Peer) Victims(ctx context.Context, r *dlmv1.VictimsRequest) (*dlmv1.VictimsReply, error) {
+func (p *Peer) Victims(ctx context.Context, r *dlmpeerv1.VictimsRequest) (*dlmpeerv1.VictimsReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
 	if err := p.s.call(ctx, func() { p.s.victims(r.GetVictims()) }); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &dlmv1.VictimsReply{}, nil
+	return &dlmpeerv1.VictimsReply{}, nil
 }
 
-func (s *Server) victims(vs []*dlmv1.Edge) {
+func (s *Server) victims(vs []*dlmpeerv1.Edge) {
 	if s.rec != nil {
 		return
 	}
@@ -610,7 +494,7 @@ type lsEdge struct {
 // is not the coordinator or the round failed).
 func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEdge]bool, error) {
 	var members []uint32
-	var local []*dlmv1.Edge
+	var local []*dlmpeerv1.Edge
 	if err := s.call(ctx, func() {
 		if s.rec == nil && len(s.dir) > 0 && s.dir[0] == s.self {
 			members = slices.Clone(s.dir)
@@ -627,7 +511,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 		if err != nil {
 			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
-		r, err := dlmv1.NewPeerClient(c).Edges(ctx, &dlmv1.EdgesRequest{})
+		r, err := dlmpeerv1.NewPeerClient(c).Edges(ctx, &dlmpeerv1.EdgesRequest{})
 		if err != nil {
 			return nil, fmt.Errorf("edges of node %d: %w", n, err)
 		}
@@ -642,7 +526,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 			by[ls] = append(by[ls], le)
 		}
 	}
-	var victims []*dlmv1.Edge
+	var victims []*dlmpeerv1.Edge
 	for _, ls := range sortedKeys(by) {
 		for _, w := range lockspace.FindVictims(by[ls]) {
 			victims = append(victims, edgeToProto(ls, lockspace.Edge{Waiter: w}))
@@ -658,7 +542,7 @@ func (s *Server) detectOnce(ctx context.Context, prev map[lsEdge]bool) (map[lsEd
 		if err != nil {
 			continue
 		}
-		if _, err := dlmv1.NewPeerClient(c).Victims(ctx, &dlmv1.VictimsRequest{Victims: victims}); err != nil {
+		if _, err := dlmpeerv1.NewPeerClient(c).Victims(ctx, &dlmpeerv1.VictimsRequest{Victims: victims}); err != nil {
 			s.log.WithError(err).WithFields(logrus.Fields{"node": n}).Warn("deadlock: victims not delivered")
 		}
 	}

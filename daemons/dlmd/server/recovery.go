@@ -9,7 +9,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // recovery is the state of the recovery in progress (see package
@@ -68,8 +68,8 @@ func (s *Server) selfReport() directory.Report {
 	return directory.Report{Node: s.self, Incarnation: s.cfg.Incarnation, Last: s.last.ID, HasLast: s.haveLast}
 }
 
-func (s *Server) marker(id directory.ID) *dlmv1.Marker {
-	return &dlmv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: s.self, Incarnation: s.cfg.Incarnation,
+func (s *Server) marker(id directory.ID) *dlmpeerv1.Marker {
+	return &dlmpeerv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: s.self, Incarnation: s.cfg.Incarnation,
 		LastEpoch: s.last.ID.Epoch, LastRound: s.last.ID.Round, HasLast: s.haveLast, PongAges: s.pongAges()}
 }
 
@@ -102,13 +102,13 @@ func (s *Server) startRecovery(id directory.ID) {
 	}
 	for n, in := range s.peersIn {
 		if !slices.Contains(members, n) {
-			in.log.close()
+			in.log.Close()
 			delete(s.peersIn, n)
 		}
 	}
 	for _, n := range members {
 		if n != s.self {
-			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: s.marker(id)}})
+			s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: s.marker(id)}})
 		}
 	}
 	// Markers that arrived before we got here.
@@ -124,7 +124,7 @@ func (s *Server) startRecovery(id directory.ID) {
 
 // onMarker handles a peer's "stopped at id": acknowledge once we are in
 // the same recovery.
-func (s *Server) onMarker(from uint32, in *inStream, m *dlmv1.Marker) {
+func (s *Server) onMarker(from uint32, in *inStream, m *dlmpeerv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
 	cur := s.last.ID
 	if s.rec != nil {
@@ -133,12 +133,12 @@ func (s *Server) onMarker(from uint32, in *inStream, m *dlmv1.Marker) {
 	switch {
 	case s.rec != nil && id == s.rec.id:
 		s.notePongAges(m.GetPongAges())
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 	case cur.Less(id) || !s.haveLast && s.rec == nil:
 		if id.Epoch == s.members.Epoch && s.members.Epoch != 0 {
 			s.startRecovery(id) // a higher round at our epoch: join it
 			if s.rec != nil && s.rec.id == id {
-				in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
+				in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: s.marker(id)}})
 			}
 			return
 		}
@@ -154,7 +154,7 @@ func (s *Server) onMarker(from uint32, in *inStream, m *dlmv1.Marker) {
 	}
 }
 
-func (s *Server) onMarkerAck(from uint32, m *dlmv1.Marker) {
+func (s *Server) onMarkerAck(from uint32, m *dlmpeerv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
 	if s.rec == nil || id != s.rec.id || s.rec.plan != nil {
 		return
@@ -195,8 +195,8 @@ func (s *Server) copyPhase() {
 		node uint32
 		ls   string
 	}
-	out := map[dest]*dlmv1.Copies{}
-	get := func(node uint32, ls string) *dlmv1.Copies {
+	out := map[dest]*dlmpeerv1.Copies{}
+	get := func(node uint32, ls string) *dlmpeerv1.Copies {
 		d := dest{node, ls}
 		c := out[d]
 		if c == nil {
@@ -204,7 +204,7 @@ func (s *Server) copyPhase() {
 			if !ok {
 				s.log.WithField("lockspace", ls).Error("recovery: no configuration for lockspace")
 			}
-			c = &dlmv1.Copies{Epoch: rec.id.Epoch, Round: rec.id.Round, Lockspace: ls, Config: cfgToProto(cfg)}
+			c = &dlmpeerv1.Copies{Epoch: rec.id.Epoch, Round: rec.id.Round, Lockspace: ls, Config: cfgToProto(cfg)}
 			out[d] = c
 		}
 		return c
@@ -224,7 +224,7 @@ func (s *Server) copyPhase() {
 		}
 		registered[e] = true
 		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
-		c.Dir = append(c.Dir, &dlmv1.DirEntry{Resource: k.Resource, Master: master})
+		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: k.Resource, Master: master})
 	}
 	for _, cl := range s.locks {
 		if cl.state == 0 || !plan.Moves(cl.master) {
@@ -255,26 +255,26 @@ func (s *Server) copyPhase() {
 	})
 	for _, d := range keys {
 		c := out[d]
-		slices.SortFunc(c.Locks, func(a, b *dlmv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
-		slices.SortFunc(c.Dir, func(a, b *dlmv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
+		slices.SortFunc(c.Locks, func(a, b *dlmpeerv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
+		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
 		if d.node == s.self {
 			s.onCopies(s.self, c)
 		} else {
-			s.out(d.node).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
+			s.out(d.node).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Copies{Copies: c}})
 		}
 	}
-	done := &dlmv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
+	done := &dlmpeerv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
 	for _, n := range plan.New {
 		if n != s.self {
-			s.out(n).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
+			s.out(n).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_CopiesDone{CopiesDone: done}})
 		}
 	}
 	s.onCopiesDone(s.self, rec.id)
 }
 
-func (cl *copyLock) toProto() *dlmv1.CopyLock {
-	c := &dlmv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
-		State: dlmv1.LockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
+func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
+	c := &dlmpeerv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
+		State: plockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
 		Persistent: cl.persistent, Orphan: cl.orphan, Seq: cl.seq, HasLvb: cl.hasLVB, LvbValid: cl.lvbValid}
 	if cl.state == lockspace.StateWaiting {
 		c.Granted = 0
@@ -292,7 +292,7 @@ func (cl *copyLock) toProto() *dlmv1.CopyLock {
 }
 
 // onCopies collects copies for resources this node will master.
-func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
+func (s *Server) onCopies(from uint32, c *dlmpeerv1.Copies) {
 	id := directory.ID{Epoch: c.GetEpoch(), Round: c.GetRound()}
 	if s.rec == nil || s.rec.id != id {
 		return
@@ -319,7 +319,7 @@ func (s *Server) onCopies(from uint32, c *dlmv1.Copies) {
 		}
 		o := lockspace.Owner{Node: lockspace.NodeID(from), Client: l.GetClient()}
 		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
-			State: lockspace.LockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
+			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
 			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid()}
 		if d := l.GetDeadlineUnixNano(); d != 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/rpc"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // Config is what the shell needs from main.
@@ -120,6 +121,9 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
+	// links counts the goroutines of the links to other nodes: Run
+	// joins them when it stops.
+	links sync.WaitGroup
 }
 
 // copyLock is this node's copy of one of its clients' locks.
@@ -146,7 +150,7 @@ type copyLock struct {
 type pending struct {
 	tag     uint64
 	master  uint32
-	req     *dlmv1.PeerRequest
+	req     *dlmpeerv1.PeerRequest
 	sess    *session
 	ctag    uint64 // the client's tag
 	lock    *copyLock
@@ -160,7 +164,7 @@ const featEffectInReply = 1
 
 type earlyMarker struct {
 	from uint32
-	m    *dlmv1.Marker
+	m    *dlmpeerv1.Marker
 	in   *inStream
 }
 
@@ -219,9 +223,20 @@ func (s *Server) call(ctx context.Context, f func()) error {
 // ctx ends.
 func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	s.beat, s.ready = beat, ready
-	go s.deadlockLoop(ctx)
+	var detector sync.WaitGroup
+	detector.Add(1)
+	go func() {
+		defer detector.Done()
+		s.deadlockLoop(ctx)
+	}()
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// Stop the links, let their goroutines and the deadlock detector past
+	// s.do and s.call, join them, and close the connections a link may
+	// have dialled meanwhile.
+	defer s.closeConns()
+	defer detector.Wait()
+	defer s.links.Wait()
 	defer close(s.stop)
 	defer s.closePeers()
 	for {
@@ -299,7 +314,7 @@ func (s *Server) submit(p *pending) {
 		s.deferred = append(s.deferred, func() { s.submit(p) })
 		return
 	}
-	if p.sess != nil && p.sess.closed && p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.sess != nil && p.sess.closed && p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		delete(s.locks, p.lock.key.ID)
 		return
 	}
@@ -310,7 +325,7 @@ func (s *Server) submit(p *pending) {
 		s.awaitLookup(p, false)
 		return
 	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		p.lock.master = p.master
 	}
 	if s.park(p) {
@@ -327,7 +342,7 @@ func (s *Server) submit(p *pending) {
 		return
 	}
 	s.addPending(p)
-	s.out(p.master).log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
+	s.out(p.master).log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Request{Request: p.req}})
 }
 
 // park holds back a session's request while an unlock of the session is
@@ -344,7 +359,7 @@ func (s *Server) park(p *pending) bool {
 		return false
 	}
 	hold := len(ss.parked) > 0
-	if !hold && (p.req.Op == dlmv1.Op_OP_LOCK || p.req.Op == dlmv1.Op_OP_CONVERT) {
+	if !hold && (p.req.Op == dlmpeerv1.Op_OP_LOCK || p.req.Op == dlmpeerv1.Op_OP_CONVERT) {
 		for m, n := range ss.unlocking {
 			if n > 0 && m != p.master {
 				hold = true
@@ -361,7 +376,7 @@ func (s *Server) park(p *pending) bool {
 // addPending files a request sent to a remote master.
 func (s *Server) addPending(p *pending) {
 	s.pend[p.tag] = p
-	if ss := p.sess; ss != nil && p.req.Op == dlmv1.Op_OP_UNLOCK {
+	if ss := p.sess; ss != nil && p.req.Op == dlmpeerv1.Op_OP_UNLOCK {
 		if ss.unlocking == nil {
 			ss.unlocking = map[uint32]int{}
 		}
@@ -374,7 +389,7 @@ func (s *Server) addPending(p *pending) {
 func (s *Server) dropPending(p *pending) {
 	delete(s.pend, p.tag)
 	ss := p.sess
-	if ss == nil || p.req.Op != dlmv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
+	if ss == nil || p.req.Op != dlmpeerv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
 		return
 	}
 	if ss.unlocking[p.master]--; ss.unlocking[p.master] == 0 {
@@ -391,7 +406,7 @@ func (s *Server) dropPending(p *pending) {
 // or refused at once), when it is the first effect for the requesting
 // node, so that it travels with the reply: what that node receives keeps
 // its order.
-func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
+func ownEffect(from uint32, req *dlmpeerv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
 	for i, e := range effs {
 		if uint32(e.Key.Owner.Node) != from {
 			continue
@@ -407,7 +422,7 @@ func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*l
 // onReply applies a master's answer to a request of this node, and own,
 // the effect that decided the request at once (nil: none, or it comes on
 // its own).
-func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) {
+func (s *Server) onReply(p *pending, rep *dlmpeerv1.PeerReply, own *lockspace.Effect) {
 	err := ErrorOf(rep.GetStatus(), rep.GetMessage())
 	if err == ErrRetry {
 		s.retry(p)
@@ -417,14 +432,14 @@ func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect
 	req := p.req
 	closed := p.sess == nil || p.sess.closed
 	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
+	case dlmpeerv1.Op_OP_LOCK:
 		if err != nil || closed && !cl.persistent {
 			delete(s.locks, cl.key.ID)
 		} else {
 			cl.state, cl.rq, cl.seq = lockspace.StateWaiting, mode(req.Mode), rep.GetSeq()
 			cl.deadline = deadline(req.TimeoutNanos)
 		}
-	case dlmv1.Op_OP_CONVERT:
+	case dlmpeerv1.Op_OP_CONVERT:
 		if err == nil && cl.state == lockspace.StateGranted {
 			m := mode(req.Mode)
 			fl := lockspace.Flags(req.Flags)
@@ -443,7 +458,7 @@ func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect
 			}
 			cl.flags = fl
 		}
-	case dlmv1.Op_OP_UNLOCK:
+	case dlmpeerv1.Op_OP_UNLOCK:
 		if err == nil {
 			delete(s.locks, cl.key.ID)
 		} else {
@@ -457,7 +472,7 @@ func (s *Server) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect
 	}
 	if !closed {
 		r := &dlmv1.Reply{Tag: p.ctag, Status: rep.GetStatus(), Message: rep.GetMessage()}
-		if req.Op == dlmv1.Op_OP_LOCK && err == nil {
+		if req.Op == dlmpeerv1.Op_OP_LOCK && err == nil {
 			r.LockId = req.LockId
 		}
 		if c := extra.GetCompletion(); c != nil && p.inReply && to == p.sess {
@@ -487,7 +502,7 @@ func (s *Server) retry(p *pending) {
 		s.outbox = append(s.outbox, p)
 		return
 	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		k := keyOf(p.req)
 		p.lock.master = 0
 		delete(s.routes, k)
@@ -560,10 +575,10 @@ func lvbBytes(e lockspace.Effect) []byte {
 // ---- the master side ----
 
 // serve runs a request on a master table of this node.
-func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, []lockspace.Effect) {
-	rep := &dlmv1.PeerReply{Tag: req.Tag}
-	fail := func(err error) (*dlmv1.PeerReply, []lockspace.Effect) {
-		rep.Status, rep.Message = StatusOf(err), err.Error()
+func (s *Server) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
+	rep := &dlmpeerv1.PeerReply{Tag: req.Tag}
+	fail := func(err error) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
+		rep.Status, rep.Message = StatusOf(err), wireMessage(err)
 		return rep, nil
 	}
 	m := s.mastered[keyOf(req)]
@@ -582,14 +597,14 @@ func (s *Server) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, [
 	before := t.Seq()
 	var effs []lockspace.Effect
 	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
+	case dlmpeerv1.Op_OP_LOCK:
 		effs, err = t.Lock(now, credFromProto(req.Cred), r)
 		s.pids[owner] = req.Pid
-	case dlmv1.Op_OP_CONVERT:
+	case dlmpeerv1.Op_OP_CONVERT:
 		effs, err = t.Convert(now, r)
-	case dlmv1.Op_OP_UNLOCK:
+	case dlmpeerv1.Op_OP_UNLOCK:
 		effs, err = t.Unlock(owner, r.ID, r.Flags, r.LVB)
-	case dlmv1.Op_OP_CANCEL:
+	case dlmpeerv1.Op_OP_CANCEL:
 		effs, err = t.Cancel(owner, r.ID)
 	default:
 		err = fmt.Errorf("dlm: operation %v: %w", req.Op, lockspace.ErrInvalid)
@@ -617,12 +632,12 @@ func (s *Server) route(lsName string, effs []lockspace.Effect) {
 			s.log.WithFields(logrus.Fields{"node": n, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
 			continue
 		}
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}})
 	}
 }
 
-func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
-	pe := &dlmv1.PeerEffect{Lockspace: lsName, Kind: dlmv1.EffectKind(e.Kind), Resource: e.Resource,
+func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
+	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: e.Resource,
 		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
 		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
 	if e.HasLVB {
@@ -631,8 +646,8 @@ func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
 	return pe
 }
 
-func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
-	e := lockspace.Effect{Kind: lockspace.EffectKind(pe.GetKind()), Resource: pe.GetResource(),
+func effectFromProto(node uint32, pe *dlmpeerv1.PeerEffect) lockspace.Effect {
+	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: pe.GetResource(),
 		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
 		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
 	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
@@ -642,14 +657,14 @@ func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
 }
 
 // onPeerRequest handles a request from another node's owner.
-func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmv1.PeerRequest) {
+func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmpeerv1.PeerRequest) {
 	id := directory.ID{Epoch: req.Epoch, Round: req.Round}
 	switch {
 	case s.rec != nil && id == s.rec.id:
 		s.deferred = append(s.deferred, func() { s.onPeerRequest(from, in, req) })
 		return
 	case s.rec != nil || !s.haveLast || id != s.last.ID:
-		in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
+		in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: &dlmpeerv1.PeerReply{
 			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
 		return
 	}
@@ -660,7 +675,7 @@ func (s *Server) onPeerRequest(from uint32, in *inStream, req *dlmv1.PeerRequest
 			rep.Effect = effectToProto(req.Lockspace, *own)
 		}
 	}
-	in.log.push(&dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
+	in.log.Push(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: rep}})
 	s.route(req.Lockspace, effs)
 }
 
@@ -676,9 +691,9 @@ func (s *Server) onOwnerExit(node uint32, client uint64) {
 
 // ---- what the requesting node receives from a master ----
 
-func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
+func (s *Server) onFromMaster(node uint32, msg *dlmpeerv1.PeerMessage) {
 	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Reply:
+	case *dlmpeerv1.PeerMessage_Reply:
 		p := s.pend[m.Reply.GetTag()]
 		if p == nil || p.master != node {
 			return
@@ -690,35 +705,35 @@ func (s *Server) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
 			own = &e
 		}
 		s.onReply(p, m.Reply, own)
-	case *dlmv1.PeerMessage_Effect:
+	case *dlmpeerv1.PeerMessage_Effect:
 		s.onEffect(m.Effect.GetLockspace(), effectFromProto(s.self, m.Effect))
-	case *dlmv1.PeerMessage_MarkerAck:
+	case *dlmpeerv1.PeerMessage_MarkerAck:
 		s.onMarkerAck(node, m.MarkerAck)
-	case *dlmv1.PeerMessage_LookupReply:
+	case *dlmpeerv1.PeerMessage_LookupReply:
 		s.onLookupReply(node, m.LookupReply)
 	}
 }
 
 // onFromRequester handles what a peer sends on the channel it opened.
-func (s *Server) onFromRequester(in *inStream, msg *dlmv1.PeerMessage) {
+func (s *Server) onFromRequester(in *inStream, msg *dlmpeerv1.PeerMessage) {
 	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Request:
+	case *dlmpeerv1.PeerMessage_Request:
 		s.onPeerRequest(in.node, in, m.Request)
-	case *dlmv1.PeerMessage_OwnerExit:
+	case *dlmpeerv1.PeerMessage_OwnerExit:
 		if s.rec != nil {
 			s.deferred = append(s.deferred, func() { s.onOwnerExit(in.node, m.OwnerExit.GetClient()) })
 			return
 		}
 		s.onOwnerExit(in.node, m.OwnerExit.GetClient())
-	case *dlmv1.PeerMessage_Marker:
+	case *dlmpeerv1.PeerMessage_Marker:
 		s.onMarker(in.node, in, m.Marker)
-	case *dlmv1.PeerMessage_Copies:
+	case *dlmpeerv1.PeerMessage_Copies:
 		s.onCopies(in.node, m.Copies)
-	case *dlmv1.PeerMessage_CopiesDone:
+	case *dlmpeerv1.PeerMessage_CopiesDone:
 		s.onCopiesDone(in.node, directory.ID{Epoch: m.CopiesDone.GetEpoch(), Round: m.CopiesDone.GetRound()})
-	case *dlmv1.PeerMessage_Lookup:
+	case *dlmpeerv1.PeerMessage_Lookup:
 		s.onLookup(in, m.Lookup)
-	case *dlmv1.PeerMessage_Remove:
+	case *dlmpeerv1.PeerMessage_Remove:
 		s.onRemove(in.node, m.Remove)
 	}
 }
