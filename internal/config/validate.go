@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // ErrInvalid is matched (errors.Is) by every [*Error]: a setting has a value
@@ -36,52 +35,13 @@ func (e *Error) Error() string {
 // Is reports whether target is [ErrInvalid].
 func (e *Error) Is(target error) bool { return target == ErrInvalid }
 
-// allowed says, for every setting, what values it accepts. It is the text of
-// [Error.Allowed]; a test checks it covers every field of [Config].
-var allowed = map[string]string{
-	"cluster":                        "want a mapping of cluster settings",
-	"cluster.name":                   "want 1 to 63 characters from a-z, 0-9 and '-'",
-	"cluster.log_level":              "want one of trace, debug, info, warn, error",
-	"cluster.run_dir":                "want an absolute path",
-	"cluster.state_dir":              "want an absolute path",
-	"cluster.socket_group":           "want a group name or number, or empty",
-	"cluster.advertise_address":      "want an IP address, or empty for the Consul agent's address",
-	"cluster.consul":                 "want a mapping of Consul settings",
-	"cluster.consul.address":         "want host:port with a port 1..65535",
-	"cluster.consul.scheme":          "want http or https",
-	"cluster.consul.token":           "want a string",
-	"cluster.consul.token_file":      "want a file path",
-	"cluster.consul.ca_file":         "want a file path",
-	"cluster.consul.cert_file":       "want a file path (set together with cluster.consul.key_file)",
-	"cluster.consul.key_file":        "want a file path (set together with cluster.consul.cert_file)",
-	"cluster.consul.tls_server_name": "want a host name",
-	"cluster.tls":                    "want a mapping of TLS settings",
-	"cluster.tls.source":             "want connect or files",
-	"cluster.tls.cert_file":          "want a file path (required when cluster.tls.source is files)",
-	"cluster.tls.key_file":           "want a file path (required when cluster.tls.source is files)",
-	"cluster.tls.ca_file":            "want a file path (required when cluster.tls.source is files)",
-	"clmsd":                          "want a mapping of clmsd settings",
-	"clmsd.node_number":              "want an integer 0..1024 (0 = claim automatically)",
-	"clmsd.rpc_port":                 "want an integer 1..65535",
-	"clmsd.skew_threshold":           "want a duration > 0 such as 100ms",
-	"clmsd.skew_interval":            "want a duration of at least 100ms such as 5s",
-	"dlmd":                           "want a mapping of dlmd settings",
-	"dlmd.rpc_port":                  "want an integer 1..65535",
-	"dlmd.deadlock_interval":         "want a duration of at least 10ms such as 1s",
-	"dlmd.lease":                     "want a duration of at least 200ms such as 1s",
-}
-
-// invalid builds the *Error for key.
-func invalid(key, value string) *Error {
+// newError builds the *Error for key, shortening a long value.
+func newError(key, value, allowed string) *Error {
 	const max = 80
 	if len(value) > max {
 		value = value[:max] + "..."
 	}
-	a, ok := allowed[key]
-	if !ok {
-		a = "want a valid value"
-	}
-	return &Error{Key: key, Value: value, Allowed: a}
+	return &Error{Key: key, Value: value, Allowed: allowed}
 }
 
 var (
@@ -94,41 +54,38 @@ var (
 // first.
 var LogLevels = []string{"trace", "debug", "info", "warn", "error"}
 
-// Validate checks every setting and returns the first bad one as an [*Error],
-// or nil. [Load] calls it; call it yourself on a Config built in code.
+// Validate checks the shared settings and returns the first bad one as an
+// [*Error], or nil.
+func (cl *Cluster) Validate() error {
+	return Checks(ClusterKey, cl,
+		Check{"name", cl.Name, nameRE.MatchString(cl.Name)},
+		Check{"log_level", cl.LogLevel, isLogLevel(cl.LogLevel)},
+		Check{"run_dir", cl.RunDir, filepath.IsAbs(cl.RunDir)},
+		Check{"state_dir", cl.StateDir, filepath.IsAbs(cl.StateDir)},
+		Check{"socket_group", cl.SocketGroup, cl.SocketGroup == "" || groupRE.MatchString(cl.SocketGroup)},
+		Check{"advertise_address", cl.AdvertiseAddress, cl.AdvertiseAddress == "" || net.ParseIP(cl.AdvertiseAddress) != nil},
+		Check{"consul.address", cl.Consul.Address, isHostPort(cl.Consul.Address)},
+		Check{"consul.scheme", cl.Consul.Scheme, cl.Consul.Scheme == "http" || cl.Consul.Scheme == "https"},
+		Check{"consul.cert_file", cl.Consul.CertFile, cl.Consul.CertFile != "" || cl.Consul.KeyFile == ""},
+		Check{"consul.key_file", cl.Consul.KeyFile, cl.Consul.KeyFile != "" || cl.Consul.CertFile == ""},
+		Check{"consul.tls_server_name", cl.Consul.TLSServerName, cl.Consul.TLSServerName == "" || hostRE.MatchString(cl.Consul.TLSServerName)},
+		Check{"tls.source", cl.TLS.Source, cl.TLS.Source == "connect" || cl.TLS.Source == "files"},
+		Check{"tls.cert_file", cl.TLS.CertFile, cl.TLS.Source != "files" || cl.TLS.CertFile != ""},
+		Check{"tls.key_file", cl.TLS.KeyFile, cl.TLS.Source != "files" || cl.TLS.KeyFile != ""},
+		Check{"tls.ca_file", cl.TLS.CAFile, cl.TLS.Source != "files" || cl.TLS.CAFile != ""},
+	)
+}
+
+// Validate checks the shared section, then every daemon section in the
+// order they were given to [Load] or [Defaults], and returns the first bad
+// setting as an [*Error], or nil.
 func (c *Config) Validate() error {
-	cl := &c.Cluster
-	checks := []struct {
-		key   string
-		value string
-		ok    bool
-	}{
-		{"cluster.name", cl.Name, nameRE.MatchString(cl.Name)},
-		{"cluster.log_level", cl.LogLevel, isLogLevel(cl.LogLevel)},
-		{"cluster.run_dir", cl.RunDir, filepath.IsAbs(cl.RunDir)},
-		{"cluster.state_dir", cl.StateDir, filepath.IsAbs(cl.StateDir)},
-		{"cluster.socket_group", cl.SocketGroup, cl.SocketGroup == "" || groupRE.MatchString(cl.SocketGroup)},
-		{"cluster.advertise_address", cl.AdvertiseAddress, cl.AdvertiseAddress == "" || net.ParseIP(cl.AdvertiseAddress) != nil},
-		{"cluster.consul.address", cl.Consul.Address, isHostPort(cl.Consul.Address)},
-		{"cluster.consul.scheme", cl.Consul.Scheme, cl.Consul.Scheme == "http" || cl.Consul.Scheme == "https"},
-		{"cluster.consul.cert_file", cl.Consul.CertFile, cl.Consul.CertFile != "" || cl.Consul.KeyFile == ""},
-		{"cluster.consul.key_file", cl.Consul.KeyFile, cl.Consul.KeyFile != "" || cl.Consul.CertFile == ""},
-		{"cluster.consul.tls_server_name", cl.Consul.TLSServerName, cl.Consul.TLSServerName == "" || hostRE.MatchString(cl.Consul.TLSServerName)},
-		{"cluster.tls.source", cl.TLS.Source, cl.TLS.Source == "connect" || cl.TLS.Source == "files"},
-		{"cluster.tls.cert_file", cl.TLS.CertFile, cl.TLS.Source != "files" || cl.TLS.CertFile != ""},
-		{"cluster.tls.key_file", cl.TLS.KeyFile, cl.TLS.Source != "files" || cl.TLS.KeyFile != ""},
-		{"cluster.tls.ca_file", cl.TLS.CAFile, cl.TLS.Source != "files" || cl.TLS.CAFile != ""},
-		{"clmsd.node_number", strconv.Itoa(c.Clmsd.NodeNumber), c.Clmsd.NodeNumber >= 0 && c.Clmsd.NodeNumber <= 1024},
-		{"clmsd.rpc_port", strconv.Itoa(c.Clmsd.RPCPort), c.Clmsd.RPCPort >= 1 && c.Clmsd.RPCPort <= 65535},
-		{"clmsd.skew_threshold", c.Clmsd.SkewThreshold.String(), c.Clmsd.SkewThreshold > 0},
-		{"clmsd.skew_interval", c.Clmsd.SkewInterval.String(), c.Clmsd.SkewInterval >= 100*time.Millisecond},
-		{"dlmd.rpc_port", strconv.Itoa(c.Dlmd.RPCPort), c.Dlmd.RPCPort >= 1 && c.Dlmd.RPCPort <= 65535},
-		{"dlmd.deadlock_interval", c.Dlmd.DeadlockInterval.String(), c.Dlmd.DeadlockInterval >= 10*time.Millisecond},
-		{"dlmd.lease", c.Dlmd.Lease.String(), c.Dlmd.Lease >= 200*time.Millisecond},
+	if err := c.Cluster.Validate(); err != nil {
+		return err
 	}
-	for _, ch := range checks {
-		if !ch.ok {
-			return invalid(ch.key, ch.value)
+	for _, s := range c.sections {
+		if err := s.validate(c.values[s.Name]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -143,6 +100,9 @@ func isLogLevel(s string) bool {
 	return false
 }
 
+// IsPort reports whether p is a TCP or UDP port, 1..65535.
+func IsPort(p int) bool { return p >= 1 && p <= 65535 }
+
 // isHostPort reports whether s is host:port with a non-empty host and a
 // port 1..65535.
 func isHostPort(s string) bool {
@@ -151,5 +111,5 @@ func isHostPort(s string) bool {
 		return false
 	}
 	p, err := strconv.Atoi(port)
-	return err == nil && p >= 1 && p <= 65535
+	return err == nil && IsPort(p)
 }
