@@ -29,7 +29,9 @@ func AddFlags(fs *pflag.FlagSet, own *Section) map[string]string {
 		return bind
 	}
 	kinds := map[string]reflect.Kind{}
-	walkType(own.typ, "", func(key string, f reflect.StructField, _ bool) { kinds[key] = f.Type.Kind() })
+	for _, s := range own.Settings() {
+		kinds[s.Key] = s.Kind
+	}
 	for _, f := range own.Flags {
 		key := own.Name + "." + f.Key
 		usage := f.Usage + " (overrides " + key + ")"

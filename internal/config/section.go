@@ -71,6 +71,28 @@ func (s Section) Default() any { return s.def() }
 // Validate validates v, a pointer to the section's Config type.
 func (s Section) Validate(v any) error { return s.validate(v) }
 
+// Setting is one key of a section, as [Section.Settings] lists it.
+type Setting struct {
+	// Key is the dotted key within the section, e.g. "rpc_port".
+	Key string
+	// Want is the field's want tag ("" when it has none).
+	Want string
+	// Kind is the field's kind (a time.Duration is an reflect.Int64).
+	Kind reflect.Kind
+	// Leaf is false for a nested mapping.
+	Leaf bool
+}
+
+// Settings lists the keys of the section in declaration order, nested
+// mappings before their keys.
+func (s Section) Settings() []Setting {
+	var out []Setting
+	walkType(s.typ, "", func(key string, f reflect.StructField, leaf bool) {
+		out = append(out, Setting{Key: key, Want: f.Tag.Get("want"), Kind: f.Type.Kind(), Leaf: leaf})
+	})
+	return out
+}
+
 // Check is one rule of a Validate method: the setting's key within its
 // section, its value as written in an error, and whether it is allowed.
 type Check struct {

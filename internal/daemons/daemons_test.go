@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -39,15 +38,15 @@ func TestDescriptions(t *testing.T) {
 		}
 		keys := map[string]bool{}
 		var leaves []string
-		walk(s.Type(), "", func(key string, f reflect.StructField, leaf bool) {
-			keys[key] = true
-			if leaf {
-				leaves = append(leaves, key)
+		for _, set := range s.Settings() {
+			keys[set.Key] = true
+			if set.Leaf {
+				leaves = append(leaves, set.Key)
 			}
-			if f.Tag.Get("mapstructure") == "" || f.Tag.Get("want") == "" {
-				t.Errorf("%s: field %s needs a mapstructure and a want tag", d.Name, f.Name)
+			if set.Key == "" || strings.HasSuffix(set.Key, ".") || set.Want == "" {
+				t.Errorf("%s: setting %q needs a mapstructure and a want tag", d.Name, set.Key)
 			}
-		})
+		}
 		for _, f := range s.Flags {
 			if !keys[f.Key] || f.Name == "" || f.Usage == "" {
 				t.Errorf("%s: flag %+v is not bound to a setting of its section", d.Name, f)
@@ -77,22 +76,6 @@ func TestDescriptions(t *testing.T) {
 			if _, ok := doc[d.Name][strings.Split(k, ".")[0]]; !ok {
 				t.Errorf("%s: its example does not show %s", d.Name, k)
 			}
-		}
-	}
-}
-
-// walk calls fn for every field of the struct type t, with its dotted key.
-func walk(t reflect.Type, prefix string, fn func(key string, f reflect.StructField, leaf bool)) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		key := f.Tag.Get("mapstructure")
-		if prefix != "" {
-			key = prefix + "." + key
-		}
-		nested := f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]()
-		fn(key, f, !nested)
-		if nested {
-			walk(f.Type, key, fn)
 		}
 	}
 }
