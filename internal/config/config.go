@@ -1,6 +1,6 @@
 package config
 
-import "reflect"
+import "github.com/openssi/openssi/internal/settings"
 
 // DefaultPath is where the daemons read their configuration file from when no
 // other path is given. A missing file at this path is not an error: the
@@ -27,20 +27,14 @@ func (c *Config) Section(name string) any { return c.values[name] }
 // SectionOf returns the section named name as a T, the daemon's Config
 // type; it panics when the section is missing or of another type, which is
 // a wiring mistake caught by the first test that starts the daemon.
-func SectionOf[T any](c *Config, name string) T {
-	p, ok := c.values[name].(*T)
-	if !ok {
-		panic("config: no section " + name + " of type " + reflect.TypeFor[T]().String())
-	}
-	return *p
-}
+func SectionOf[T any](c *Config, name string) T { return settings.Of[T](c, name) }
 
 // Defaults returns the configuration used when nothing overrides it, for
 // the given daemon sections. It is valid as returned.
 func Defaults(sections []Section) *Config {
 	c := &Config{Cluster: DefaultCluster(), sections: sections, values: map[string]any{}}
 	for _, s := range sections {
-		c.values[s.Name] = s.def()
+		c.values[s.Name] = s.Default()
 	}
 	return c
 }

@@ -4,6 +4,8 @@ import (
 	"reflect"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/openssi/openssi/internal/settings"
 )
 
 // SetDefaultPath points DefaultPath's stand-in elsewhere until the
@@ -18,7 +20,7 @@ func SetDefaultPath(p string) (restore func()) {
 // accepts.
 func Keys(sections []Section) (leaves, all []string, allowed map[string]string) {
 	w := newWhole(sections)
-	walkType(w.typ, "", func(key string, _ reflect.StructField, leaf bool) {
+	settings.Walk(w.typ, "", func(key string, _ reflect.StructField, leaf bool) {
 		all = append(all, key)
 		if leaf {
 			leaves = append(leaves, key)

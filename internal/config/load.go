@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/openssi/openssi/internal/settings"
 )
 
 var (
@@ -149,12 +151,12 @@ func newWhole(sections []Section) *whole {
 	}}
 	for i, s := range sections {
 		fields = append(fields, reflect.StructField{
-			Name: fmt.Sprintf("Section%d", i), Type: s.typ,
-			Tag: reflect.StructTag(fmt.Sprintf(`mapstructure:%q want:%q`, s.Name, strings.TrimPrefix(sectionWant(s.Name), "want "))),
+			Name: fmt.Sprintf("Section%d", i), Type: s.Type(),
+			Tag: reflect.StructTag(fmt.Sprintf(`mapstructure:%q want:%q`, s.Name, s.Want())),
 		})
 	}
 	w := &whole{sections: sections, typ: reflect.StructOf(fields), allowed: map[string]string{}, order: map[string]int{}}
-	walkType(w.typ, "", func(key string, f reflect.StructField, _ bool) {
+	settings.Walk(w.typ, "", func(key string, f reflect.StructField, _ bool) {
 		w.allowed[key] = "want a valid value"
 		if want := f.Tag.Get("want"); want != "" {
 			w.allowed[key] = "want " + want
@@ -169,7 +171,7 @@ func (w *whole) defaults() reflect.Value {
 	v := reflect.New(w.typ).Elem()
 	v.Field(0).Set(reflect.ValueOf(DefaultCluster()))
 	for i, s := range w.sections {
-		v.Field(i + 1).Set(reflect.ValueOf(s.def()).Elem())
+		v.Field(i + 1).Set(reflect.ValueOf(s.Default()).Elem())
 	}
 	return v
 }
@@ -178,7 +180,7 @@ func (w *whole) defaults() reflect.Value {
 func (w *whole) config(v reflect.Value) *Config {
 	c := &Config{Cluster: v.Field(0).Interface().(Cluster), sections: w.sections, values: map[string]any{}}
 	for i, s := range w.sections {
-		p := reflect.New(s.typ)
+		p := reflect.New(s.Type())
 		p.Elem().Set(v.Field(i + 1))
 		c.values[s.Name] = p.Interface()
 	}
@@ -191,7 +193,7 @@ func (w *whole) invalid(key, value string) *Error {
 	if !ok {
 		a = "want a valid value"
 	}
-	return newError(key, value, a)
+	return settings.NewError(key, value, a)
 }
 
 // maxFileSize bounds the configuration file; a real one is a few KiB.

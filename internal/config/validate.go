@@ -1,48 +1,14 @@
 package config
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/openssi/openssi/internal/settings"
 )
-
-// ErrInvalid is matched (errors.Is) by every [*Error]: a setting has a value
-// that is not allowed.
-var ErrInvalid = errors.New("config: invalid value")
-
-// Error reports one setting whose value is not allowed. Its message is one
-// line, for example:
-//
-//	config: clmsd.node_number: "abc" is not valid: want an integer 0..1024 (0 = claim automatically)
-type Error struct {
-	// Key is the dotted setting name, e.g. "clmsd.node_number".
-	Key string
-	// Value is the offending value as given (shortened when very long).
-	Value string
-	// Allowed says what would be accepted, starting with "want".
-	Allowed string
-}
-
-// Error implements error.
-func (e *Error) Error() string {
-	return fmt.Sprintf("config: %s: %q is not valid: %s", e.Key, e.Value, e.Allowed)
-}
-
-// Is reports whether target is [ErrInvalid].
-func (e *Error) Is(target error) bool { return target == ErrInvalid }
-
-// newError builds the *Error for key, shortening a long value.
-func newError(key, value, allowed string) *Error {
-	const max = 80
-	if len(value) > max {
-		value = value[:max] + "..."
-	}
-	return &Error{Key: key, Value: value, Allowed: allowed}
-}
 
 var (
 	nameRE  = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
@@ -57,22 +23,22 @@ var LogLevels = []string{"trace", "debug", "info", "warn", "error"}
 // Validate checks the shared settings and returns the first bad one as an
 // [*Error], or nil.
 func (cl *Cluster) Validate() error {
-	return Checks(ClusterKey, cl,
-		Check{"name", cl.Name, nameRE.MatchString(cl.Name)},
-		Check{"log_level", cl.LogLevel, isLogLevel(cl.LogLevel)},
-		Check{"run_dir", cl.RunDir, filepath.IsAbs(cl.RunDir)},
-		Check{"state_dir", cl.StateDir, filepath.IsAbs(cl.StateDir)},
-		Check{"socket_group", cl.SocketGroup, cl.SocketGroup == "" || groupRE.MatchString(cl.SocketGroup)},
-		Check{"advertise_address", cl.AdvertiseAddress, cl.AdvertiseAddress == "" || net.ParseIP(cl.AdvertiseAddress) != nil},
-		Check{"consul.address", cl.Consul.Address, isHostPort(cl.Consul.Address)},
-		Check{"consul.scheme", cl.Consul.Scheme, cl.Consul.Scheme == "http" || cl.Consul.Scheme == "https"},
-		Check{"consul.cert_file", cl.Consul.CertFile, cl.Consul.CertFile != "" || cl.Consul.KeyFile == ""},
-		Check{"consul.key_file", cl.Consul.KeyFile, cl.Consul.KeyFile != "" || cl.Consul.CertFile == ""},
-		Check{"consul.tls_server_name", cl.Consul.TLSServerName, cl.Consul.TLSServerName == "" || hostRE.MatchString(cl.Consul.TLSServerName)},
-		Check{"tls.source", cl.TLS.Source, cl.TLS.Source == "connect" || cl.TLS.Source == "files"},
-		Check{"tls.cert_file", cl.TLS.CertFile, cl.TLS.Source != "files" || cl.TLS.CertFile != ""},
-		Check{"tls.key_file", cl.TLS.KeyFile, cl.TLS.Source != "files" || cl.TLS.KeyFile != ""},
-		Check{"tls.ca_file", cl.TLS.CAFile, cl.TLS.Source != "files" || cl.TLS.CAFile != ""},
+	return settings.Checks(ClusterKey, cl,
+		settings.Check{Key: "name", Value: cl.Name, OK: nameRE.MatchString(cl.Name)},
+		settings.Check{Key: "log_level", Value: cl.LogLevel, OK: isLogLevel(cl.LogLevel)},
+		settings.Check{Key: "run_dir", Value: cl.RunDir, OK: filepath.IsAbs(cl.RunDir)},
+		settings.Check{Key: "state_dir", Value: cl.StateDir, OK: filepath.IsAbs(cl.StateDir)},
+		settings.Check{Key: "socket_group", Value: cl.SocketGroup, OK: cl.SocketGroup == "" || groupRE.MatchString(cl.SocketGroup)},
+		settings.Check{Key: "advertise_address", Value: cl.AdvertiseAddress, OK: cl.AdvertiseAddress == "" || net.ParseIP(cl.AdvertiseAddress) != nil},
+		settings.Check{Key: "consul.address", Value: cl.Consul.Address, OK: isHostPort(cl.Consul.Address)},
+		settings.Check{Key: "consul.scheme", Value: cl.Consul.Scheme, OK: cl.Consul.Scheme == "http" || cl.Consul.Scheme == "https"},
+		settings.Check{Key: "consul.cert_file", Value: cl.Consul.CertFile, OK: cl.Consul.CertFile != "" || cl.Consul.KeyFile == ""},
+		settings.Check{Key: "consul.key_file", Value: cl.Consul.KeyFile, OK: cl.Consul.KeyFile != "" || cl.Consul.CertFile == ""},
+		settings.Check{Key: "consul.tls_server_name", Value: cl.Consul.TLSServerName, OK: cl.Consul.TLSServerName == "" || hostRE.MatchString(cl.Consul.TLSServerName)},
+		settings.Check{Key: "tls.source", Value: cl.TLS.Source, OK: cl.TLS.Source == "connect" || cl.TLS.Source == "files"},
+		settings.Check{Key: "tls.cert_file", Value: cl.TLS.CertFile, OK: cl.TLS.Source != "files" || cl.TLS.CertFile != ""},
+		settings.Check{Key: "tls.key_file", Value: cl.TLS.KeyFile, OK: cl.TLS.Source != "files" || cl.TLS.KeyFile != ""},
+		settings.Check{Key: "tls.ca_file", Value: cl.TLS.CAFile, OK: cl.TLS.Source != "files" || cl.TLS.CAFile != ""},
 	)
 }
 
@@ -84,7 +50,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for _, s := range c.sections {
-		if err := s.validate(c.values[s.Name]); err != nil {
+		if err := s.Validate(c.values[s.Name]); err != nil {
 			return err
 		}
 	}
@@ -100,9 +66,6 @@ func isLogLevel(s string) bool {
 	return false
 }
 
-// IsPort reports whether p is a TCP or UDP port, 1..65535.
-func IsPort(p int) bool { return p >= 1 && p <= 65535 }
-
 // isHostPort reports whether s is host:port with a non-empty host and a
 // port 1..65535.
 func isHostPort(s string) bool {
@@ -111,5 +74,5 @@ func isHostPort(s string) bool {
 		return false
 	}
 	p, err := strconv.Atoi(port)
-	return err == nil && IsPort(p)
+	return err == nil && settings.IsPort(p)
 }

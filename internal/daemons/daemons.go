@@ -11,8 +11,8 @@ import (
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
-	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/describe"
+	"github.com/openssi/openssi/internal/settings"
 )
 
 // Daemon describes one daemon.
@@ -36,9 +36,9 @@ func Find(name string) (Daemon, bool) {
 }
 
 // Sections returns every daemon's section of openssi.yaml, in the order
-// of All: what config.Load needs to read a node's file.
-func Sections() []config.Section {
-	s := make([]config.Section, len(All))
+// of All: what internal/config's Load needs to read a node's file.
+func Sections() []settings.Section {
+	s := make([]settings.Section, len(All))
 	for i, d := range All {
 		s[i] = d.Config
 	}

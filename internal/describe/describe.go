@@ -6,7 +6,7 @@
 // file and the test harnesses all read that list.
 package describe
 
-import "github.com/openssi/openssi/internal/config"
+import "github.com/openssi/openssi/internal/settings"
 
 // Daemon describes one daemon.
 type Daemon struct {
@@ -29,7 +29,7 @@ type Daemon struct {
 	Needs []string
 	// Config is its section of openssi.yaml: its own Config struct with
 	// its defaults, validation and flags.
-	Config config.Section
+	Config settings.Section
 	// Hardening is the sandbox of its unit.
 	Hardening Hardening
 }

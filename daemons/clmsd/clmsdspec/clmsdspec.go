@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/openssi/openssi/internal/config"
+	"github.com/openssi/openssi/internal/settings"
 	"github.com/openssi/openssi/internal/describe"
 )
 
@@ -29,9 +29,9 @@ var Daemon = describe.Daemon{
 	About: "clmsd is OpenSSI's cluster membership daemon: it gives this node its number,\n" +
 		"holds its membership in Consul, streams NODEUP/NODEDOWN/NODELEAVE events to\n" +
 		"local subscribers and measures clock skew to the other nodes.",
-	Config: config.NewSection(Name, Default, example,
-		config.Flag{Name: "node-number", Key: "node_number", Usage: "node number 1..1024, 0 = claim automatically"},
-		config.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
+	Config: settings.NewSection(Name, Default, example,
+		settings.Flag{Name: "node-number", Key: "node_number", Usage: "node number 1..1024, 0 = claim automatically"},
+		settings.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
 	),
 	Hardening: describe.Hardening{
 		AddressFamilies: describe.Inet,
@@ -69,15 +69,18 @@ func Default() Config {
 }
 
 // Validate returns the first setting that is not allowed as a
-// *config.Error, or nil.
+// *settings.Error, or nil.
 func (c *Config) Validate() error {
-	return config.Checks(Name, c,
-		config.Check{Key: "node_number", Value: strconv.Itoa(c.NodeNumber), OK: c.NodeNumber >= 0 && c.NodeNumber <= 1024},
-		config.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: config.IsPort(c.RPCPort)},
-		config.Check{Key: "skew_threshold", Value: c.SkewThreshold.String(), OK: c.SkewThreshold > 0},
-		config.Check{Key: "skew_interval", Value: c.SkewInterval.String(), OK: c.SkewInterval >= 100*time.Millisecond},
+	return settings.Checks(Name, c,
+		settings.Check{Key: "node_number", Value: strconv.Itoa(c.NodeNumber), OK: c.NodeNumber >= 0 && c.NodeNumber <= 1024},
+		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
+		settings.Check{Key: "skew_threshold", Value: c.SkewThreshold.String(), OK: c.SkewThreshold > 0},
+		settings.Check{Key: "skew_interval", Value: c.SkewInterval.String(), OK: c.SkewInterval >= 100*time.Millisecond},
 	)
 }
 
-// From returns clmsd's section of a loaded configuration.
-func From(c *config.Config) Config { return config.SectionOf[Config](c, Name) }
+// From returns clmsd's section of a loaded configuration (an
+// internal/config *Config).
+func From(c interface{ Section(name string) any }) Config {
+	return settings.Of[Config](c, Name)
+}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
-	"github.com/openssi/openssi/internal/config"
+	"github.com/openssi/openssi/internal/settings"
 	"github.com/openssi/openssi/internal/describe"
 )
 
@@ -32,8 +32,8 @@ var Daemon = describe.Daemon{
 		"recovered when a node goes down.",
 	// Masters and recovery follow clmsd's membership view.
 	Needs: []string{clmsdspec.Name},
-	Config: config.NewSection(Name, Default, example,
-		config.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
+	Config: settings.NewSection(Name, Default, example,
+		settings.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
 	),
 	Hardening: describe.Hardening{
 		AddressFamilies: describe.Inet,
@@ -70,14 +70,17 @@ func Default() Config {
 }
 
 // Validate returns the first setting that is not allowed as a
-// *config.Error, or nil.
+// *settings.Error, or nil.
 func (c *Config) Validate() error {
-	return config.Checks(Name, c,
-		config.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: config.IsPort(c.RPCPort)},
-		config.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
-		config.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= 200*time.Millisecond},
+	return settings.Checks(Name, c,
+		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
+		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
+		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= 200*time.Millisecond},
 	)
 }
 
-// From returns dlmd's section of a loaded configuration.
-func From(c *config.Config) Config { return config.SectionOf[Config](c, Name) }
+// From returns dlmd's section of a loaded configuration (an
+// internal/config *Config).
+func From(c interface{ Section(name string) any }) Config {
+	return settings.Of[Config](c, Name)
+}
