@@ -13,14 +13,12 @@ import (
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/clmsd/server"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/lifecycle"
 )
 
 func main() { os.Exit(daemon.Main(clmsdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
 	cluster, own := env.Config.Cluster, clmsdspec.From(env.Config)
-	log := env.Log
 	// Certificates first: once the node is UP its peers may call it.
 	client, src, err := env.Connect(ctx)
 	if err != nil {
@@ -32,7 +30,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		StateDir:         cluster.StateDir,
 		AdvertiseAddress: cluster.AdvertiseAddress,
 		SkewThreshold:    own.SkewThreshold,
-	}, client, log)
+	}, client, env.Log)
 	_ = env.Notify.Status("joining the cluster through Consul at %s", cluster.Consul.Address)
 	if err := joinWithRetry(ctx, env, srv); err != nil {
 		return err
@@ -69,8 +67,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	local.Health.Shutdown()
 	stopProber()
-	_ = env.Notify.Status("leaving the cluster")
-	derr := lifecycle.Drain(10*time.Second, func(ctx context.Context) error {
+	env.Drain("leaving the cluster", 10*time.Second, func(ctx context.Context) error {
 		var errs []error
 		if !left.Swap(true) {
 			if _, err := srv.Leave(ctx); err != nil {
@@ -85,9 +82,6 @@ func run(ctx context.Context, env *daemon.Env) error {
 		daemon.StopGRPC(ctx, peers.Server)
 		return errors.Join(errs...)
 	})
-	if derr != nil {
-		log.WithError(derr).Warn("drain")
-	}
 	return waitRun()
 }
 

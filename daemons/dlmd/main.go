@@ -14,7 +14,6 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/server"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/lifecycle"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -22,7 +21,6 @@ func main() { os.Exit(daemon.Main(dlmdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
 	own := dlmdspec.From(env.Config)
-	log := env.Log
 	client, src, err := env.Connect(ctx)
 	if err != nil {
 		return err
@@ -48,7 +46,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Source:           src,
 		Lookup:           func(n uint32) (string, error) { return rpc.LookupRegistered(client, "dlmd", int(n)) },
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
-		Log:              log,
+		Log:              env.Log,
 	})
 
 	peers, err := env.ServePeers(client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
@@ -92,8 +90,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	local.Health.Shutdown()
 	stopWatch()
-	_ = env.Notify.Status("stopping: this node's locks are released")
-	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
+	env.Drain("stopping: this node's locks are released", 5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.
 		derr := peers.Deregister()
@@ -101,9 +98,6 @@ func run(ctx context.Context, env *daemon.Env) error {
 		peers.Stop()
 		return derr
 	})
-	if derr != nil {
-		log.WithError(derr).Warn("drain")
-	}
 	if err := waitRun(); err != nil {
 		return err
 	}

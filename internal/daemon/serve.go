@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/openssi/openssi/internal/lifecycle"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 )
@@ -155,5 +156,15 @@ func (e *Env) StartLoop(local *Local, status string, loop Loop) (stop func(), wa
 	return cancel, func() error {
 		cancel()
 		return <-done
+	}
+}
+
+// Drain reports the daemon stopping to systemd with status, then runs
+// shutdown with at most timeout (lifecycle.Drain); a failure or a timeout
+// is logged, not returned: the daemon exits either way.
+func (e *Env) Drain(status string, timeout time.Duration, shutdown func(ctx context.Context) error) {
+	_ = e.Notify.Status("%s", status)
+	if err := lifecycle.Drain(timeout, shutdown); err != nil {
+		e.Log.WithError(err).Warn("drain")
 	}
 }

@@ -583,14 +583,4 @@ func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View)
 }
 
 // LogTail returns the last lines of the node's clmsd log.
-func (n *Node) LogTail(lines int) string {
-	b, err := os.ReadFile(n.LogFile)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
-}
+func (n *Node) LogTail(lines int) string { return tail(n.LogFile, lines) }

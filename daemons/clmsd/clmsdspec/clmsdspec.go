@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/openssi/openssi/internal/settings"
 	"github.com/openssi/openssi/internal/describe"
+	"github.com/openssi/openssi/internal/settings"
 )
 
 // Name is the daemon's name and the key of its section.

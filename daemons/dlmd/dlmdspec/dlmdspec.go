@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
-	"github.com/openssi/openssi/internal/settings"
 	"github.com/openssi/openssi/internal/describe"
+	"github.com/openssi/openssi/internal/settings"
 )
 
 // Name is the daemon's name and the key of its section.
