@@ -19,6 +19,7 @@ type pkg struct {
 	Name       string
 	Dir        string
 	Deps       []string
+	Imports    []string
 }
 
 // list runs `go list -json` from the module root and decodes its stream.
@@ -125,5 +126,23 @@ func TestBuildOutputsIgnored(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Errorf("a root-level %s (go build %s) is not ignored: add /%s to .gitignore", name, p.ImportPath, name)
 		}
+	}
+}
+
+// TestSsiUsesClientLibraries: the ssi commands talk to the daemons through
+// the client libraries (client/...), as any program would, never through a
+// generated gRPC client of their own, so every wire detail has one owner.
+func TestSsiUsesClientLibraries(t *testing.T) {
+	checked := 0
+	for _, p := range list(t, "./cmd/...") {
+		checked++
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, "github.com/openssi/openssi/proto/") || strings.HasPrefix(imp, "google.golang.org/grpc") {
+				t.Errorf("%s imports %s directly: add what it needs to a package under client/ and use that", p.ImportPath, imp)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no package under ./cmd/...; the pattern no longer matches the tree")
 	}
 }
