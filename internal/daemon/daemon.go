@@ -23,11 +23,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/consul"
@@ -65,6 +67,41 @@ type Env struct {
 	Watchdog *lifecycle.Watchdog
 
 	loadOpts config.LoadOptions
+	// goroutines counts every goroutine Env starts (the reload loop, the
+	// watchdog, the gRPC servers); Main waits for all of them.
+	goroutines sync.WaitGroup
+	serversMu  sync.Mutex
+	servers    []*grpc.Server
+}
+
+// goJoined runs f in a goroutine that Main waits for before it returns.
+func (e *Env) goJoined(f func()) {
+	e.goroutines.Add(1)
+	go func() {
+		defer e.goroutines.Done()
+		f()
+	}()
+}
+
+// serve serves s on ln in a goroutine Main joins; a server the daemon did
+// not stop itself is stopped when run returns.
+func (e *Env) serve(s *grpc.Server, ln net.Listener) {
+	e.serversMu.Lock()
+	e.servers = append(e.servers, s)
+	e.serversMu.Unlock()
+	e.goJoined(func() { _ = s.Serve(ln) })
+}
+
+// join stops what run left serving, ends the background goroutines and
+// waits for every goroutine Env started.
+func (e *Env) join(cancel context.CancelFunc) {
+	e.serversMu.Lock()
+	for _, s := range e.servers {
+		s.Stop()
+	}
+	e.serversMu.Unlock()
+	cancel()
+	e.goroutines.Wait()
 }
 
 // ConfigError marks an error that should end the daemon with ExitConfig.
@@ -136,10 +173,12 @@ func main(d describe.Daemon, sections []config.Section, args []string, stdout, s
 
 	ctx, stop, reload := lifecycle.Signals(context.Background())
 	defer stop()
-	go env.reloadLoop(ctx, reload)
-	go wd.Run(ctx)
+	bg, stopBg := context.WithCancel(ctx)
+	env.goJoined(func() { env.reloadLoop(bg, reload) })
+	env.goJoined(func() { wd.Run(bg) })
 	log.WithField("version", version.Get()).Infof("%s starting", name)
 	err = run(ctx, env)
+	env.join(stopBg)
 	_ = notify.Stopping()
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// Stopped while still starting (waiting for Consul, say): a stop,

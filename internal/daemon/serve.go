@@ -36,7 +36,7 @@ func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr stri
 	}
 	s := rpc.NewServer(src)
 	register(s)
-	go func() { _ = s.Serve(ln) }()
+	e.serve(s, ln)
 	deregister, err := rpc.Register(client, e.Name, node, addr, port)
 	if err != nil {
 		s.Stop()
@@ -64,7 +64,7 @@ func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)
 	register(s)
-	go func() { _ = s.Serve(ln) }()
+	e.serve(s, ln)
 	return &Local{Server: s, Health: h}, nil
 }
 
