@@ -16,7 +16,16 @@ FUZZTIME  ?= 5s
 PROGRAMS  := $(patsubst daemons/%/main.go,%,$(wildcard daemons/*/main.go)) ssi lab
 LAB_NODES ?= 3
 
-.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab clean tools packages repo check-packages
+# These targets boot containers and install packages: without root, stop at
+# once with one line rather than after minutes of building.
+ROOT_GOALS := $(filter lab test e2e check-packages bench-lab,$(MAKECMDGOALS))
+ifneq ($(ROOT_GOALS),)
+ifneq ($(shell id -u),0)
+$(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
+endif
+endif
+
+.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab clean tools packages repo check-packages deps deps-lab deps-proto
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,20 +41,29 @@ build: ## build static binaries of every daemon and ssi into bin/
 consul: ## provide the pinned Consul binary (built once from the Go module proxy)
 	@build/consul/build.sh
 
-test: lint check-protos integration check-packages e2e fuzz ## everything CI runs (root): lint, generated code, unit + integration against real Consul, package checks, lab e2e, fuzz smoke
+test: deps lint check-protos integration check-packages e2e fuzz ## everything CI runs (root; installs what is missing): lint, generated code, unit + integration against real Consul, package checks, lab e2e, fuzz smoke
 
-integration: ## unit tests and integration tests against real Consul clusters on loopback (root for the nspawn/rootfs tests)
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -count=1 -timeout 30m ./...
+deps: ## install the missing Debian packages of make test (root; build/deps.sh)
+	@build/deps.sh test
 
-e2e: ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+deps-lab:
+	@build/deps.sh lab
 
-lab: build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root): nspawn nodes with Consul and openssi from the local repository
+deps-proto:
+	@build/deps.sh proto
+
+integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
+
+e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+
+lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
 	@build/consul/build.sh >/dev/null
 	$(BIN)/lab up -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
 
-unit: ## only the tests that need no Consul (the pure cores and the CLI)
-	$(GO) test -count=1 ./daemons/clmsd/membership/... ./daemons/dlmd/lockspace/... ./daemons/dlmd/directory/... ./internal/config/... ./internal/logging/... ./internal/lifecycle/... ./cmd/...
+unit: ## every test that needs neither Consul nor root; the others skip (runs as any user, installs nothing)
+	OPENSSI_NO_CONSUL=1 OPENSSI_NO_ROOT=1 $(GO) test -count=1 ./...
 
 lint: fmt vet staticcheck ## gofmt, go vet and staticcheck
 
@@ -64,7 +82,7 @@ tools: ## install the pinned code generators and linters into GOPATH/bin
 	@[ -x $(GOBIN_DIR)/protoc-gen-go ] || GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	@[ -x $(GOBIN_DIR)/protoc-gen-go-grpc ] || GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-proto: tools ## regenerate the Go code of proto/
+proto: deps-proto tools ## regenerate the Go code of proto/
 	cd proto && PATH="$(GOBIN_DIR):$$PATH" $(GO) generate ./...
 
 check-protos: proto ## fail when the committed generated code is not what `make proto` makes
@@ -81,13 +99,13 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s)
 	done
 
 bench: build ## failure-detection benchmark (tuned vs default gossip), writes bench/failure-detection/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/failure-detection -trials 20 -clmsd $(BIN)/clmsd -out bench/failure-detection/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/failure-detection -trials 20 -clmsd $(BIN)/clmsd -out bench/failure-detection/RESULTS.md
 
 bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
 
 bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
 
 packages: ## dist/openssi_<version>_amd64.deb and dist/openssi-<version>-1.x86_64.rpm (nfpm, reproducible)
 	$(GO) run ./packaging/cmd/openssi-pkg build --out dist
@@ -96,8 +114,9 @@ repo: packages ## signed apt and yum repositories of dist/ in dist/repo (key kep
 	$(GO) run ./packaging/cmd/openssi-pkg repo --dist dist --out dist/repo
 
 check-packages: ## lintian, rpmlint, unit checks, debian/ vs nfpm, install/upgrade/purge and boot tests (root; ~1.5 min warm)
+	@build/deps.sh --update-lists test
 	$(GO) vet -tags packages ./test/packages/
-	CONSUL_BIN="$$(build/consul/build.sh)" $(GO) test -tags packages -count=1 -timeout 20m -v ./test/packages/ ./internal/rootfs/ ./internal/nspawn/
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags packages -count=1 -timeout 20m -v ./test/packages/ ./internal/rootfs/ ./internal/nspawn/
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 )
 
 // The files laid down in every node, the way the Ansible role will.
@@ -28,7 +28,7 @@ func consulHCL(n NodeState, servers []string, datacenter string) string {
 		// keep it a Raft voter instead of letting autopilot remove it.
 		b.WriteString("autopilot {\n  cleanup_dead_servers = false\n}\n")
 	}
-	b.WriteString(consultest.TunedSettings().HCL())
+	b.WriteString(consulagent.TunedSettings().HCL())
 	return b.String()
 }
 

@@ -1,82 +1,80 @@
 package packaging
 
+import (
+	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/describe"
+)
+
 // Directive is one line of a unit's [Service] section.
-type Directive struct{ Key, Value string }
+type Directive = describe.Directive
 
 // Profile is the sandbox of one daemon's unit: the directives that differ
-// from the shared baseline (see Baseline) and why. The table covers every
-// daemon planned in DESIGN.md, not only those in internal/daemons.All, so
-// adding a daemon to that list packages it with a sandbox already decided;
-// packaging/README.md shows the same table for people.
-type Profile struct {
-	// Capabilities is the capability bounding set; empty means none.
-	Capabilities []string
-	// AddressFamilies is RestrictAddressFamilies=.
-	AddressFamilies []string
-	// Set replaces (or with an empty Value removes) baseline directives
-	// and appends those that are not in the baseline.
-	Set []Directive
-	// Why says what the daemon needs and why, for the README.
-	Why string
-	// Exposure is the recorded `systemd-analyze security --offline=true`
-	// overall exposure of the generated unit; a check fails when the unit
-	// scores worse (higher).
-	Exposure float64
-}
+// from the shared baseline (see Baseline) and why. A daemon's profile is
+// part of its description (its Hardening); packaging/README.md shows the
+// table for people.
+type Profile = describe.Hardening
 
 // Baseline is the sandbox every unit starts from, in the order written.
 // CapabilityBoundingSet, AmbientCapabilities and RestrictAddressFamilies
 // come from the profile.
 var Baseline = []Directive{
-	{"NoNewPrivileges", "yes"},
-	{"ProtectSystem", "strict"},
-	{"ReadWritePaths", "/run/openssi /var/lib/openssi"},
-	{"ProtectHome", "yes"},
-	{"PrivateTmp", "yes"},
-	{"PrivateDevices", "yes"},
-	{"DevicePolicy", "closed"},
-	{"ProtectKernelTunables", "yes"},
-	{"ProtectKernelModules", "yes"},
-	{"ProtectKernelLogs", "yes"},
-	{"ProtectControlGroups", "yes"},
-	{"ProtectClock", "yes"},
-	{"ProtectHostname", "yes"},
-	{"ProtectProc", "invisible"},
-	{"ProcSubset", "pid"},
-	{"RestrictNamespaces", "yes"},
-	{"RestrictRealtime", "yes"},
-	{"RestrictSUIDSGID", "yes"},
-	{"LockPersonality", "yes"},
-	{"MemoryDenyWriteExecute", "yes"},
-	{"RemoveIPC", "yes"},
-	{"KeyringMode", "private"},
-	{"UMask", "0022"},
-	{"SystemCallArchitectures", "native"},
+	{Key: "NoNewPrivileges", Value: "yes"},
+	{Key: "ProtectSystem", Value: "strict"},
+	{Key: "ReadWritePaths", Value: "/run/openssi /var/lib/openssi"},
+	{Key: "ProtectHome", Value: "yes"},
+	{Key: "PrivateTmp", Value: "yes"},
+	{Key: "PrivateDevices", Value: "yes"},
+	{Key: "DevicePolicy", Value: "closed"},
+	{Key: "ProtectKernelTunables", Value: "yes"},
+	{Key: "ProtectKernelModules", Value: "yes"},
+	{Key: "ProtectKernelLogs", Value: "yes"},
+	{Key: "ProtectControlGroups", Value: "yes"},
+	{Key: "ProtectClock", Value: "yes"},
+	{Key: "ProtectHostname", Value: "yes"},
+	{Key: "ProtectProc", Value: "invisible"},
+	{Key: "ProcSubset", Value: "pid"},
+	{Key: "RestrictNamespaces", Value: "yes"},
+	{Key: "RestrictRealtime", Value: "yes"},
+	{Key: "RestrictSUIDSGID", Value: "yes"},
+	{Key: "LockPersonality", Value: "yes"},
+	{Key: "MemoryDenyWriteExecute", Value: "yes"},
+	{Key: "RemoveIPC", Value: "yes"},
+	{Key: "KeyringMode", Value: "private"},
+	{Key: "UMask", Value: "0022"},
+	{Key: "SystemCallArchitectures", Value: "native"},
 	// @system-service less @privileged and @resources; @chown is added
 	// back because the local API socket is chgrp'ed to the socket group.
-	{"SystemCallFilter", "@system-service"},
-	{"SystemCallFilter", "~@privileged @resources"},
-	{"SystemCallFilter", "@chown"},
-	{"SystemCallErrorNumber", "EPERM"},
+	{Key: "SystemCallFilter", Value: "@system-service"},
+	{Key: "SystemCallFilter", Value: "~@privileged @resources"},
+	{Key: "SystemCallFilter", Value: "@chown"},
+	{Key: "SystemCallErrorNumber", Value: "EPERM"},
 	// Membership of the socket group lets a daemon without CAP_CHOWN hand
 	// its socket to that group.
-	{"SupplementaryGroups", "openssi"},
+	{Key: "SupplementaryGroups", Value: "openssi"},
 }
 
-var inet = []string{"AF_UNIX", "AF_INET", "AF_INET6"}
+var inet = describe.Inet
 
-// Profiles maps a daemon's Name (internal/daemons) to its sandbox.
-var Profiles = map[string]Profile{
-	"clmsd": {
-		AddressFamilies: inet,
-		Why:             "Consul's HTTP API, peers over TCP, its Unix socket; no capability (writes only its own state and socket).",
-		Exposure:        1.9,
-	},
-	"dlmd": {
-		AddressFamilies: inet,
-		Why:             "Like clmsd: locks live in memory, clients on its socket, peers over TCP; no capability.",
-		Exposure:        1.9,
-	},
+// Profiles maps a daemon's Name to its sandbox: every registered daemon's
+// (internal/daemons.All) and every planned one's (Planned).
+var Profiles = profiles()
+
+func profiles() map[string]Profile {
+	m := map[string]Profile{}
+	for n, p := range Planned {
+		m[n] = p
+	}
+	for _, d := range daemons.All {
+		m[d.Name] = d.Hardening
+	}
+	return m
+}
+
+// Planned holds the sandboxes decided for the daemons planned in the design
+// that have no folder under daemons/ yet, so that their units can be
+// checked (openssi-pkg units --all) before they exist. A daemon's profile
+// moves into its description when its folder is created.
+var Planned = map[string]Profile{
 	"keepalived": {
 		AddressFamilies: inet,
 		Why:             "Starts and stops monitored applications through systemd's D-Bus API (root's bus access needs no capability); health checks over TCP.",
@@ -92,8 +90,8 @@ var Profiles = map[string]Profile{
 		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},
 		Set: []Directive{
 			// IPVS and forwarding are sysctls under /proc/sys/net.
-			{"ProtectKernelTunables", "no"},
-			{"ReadWritePaths", "/run/openssi /var/lib/openssi /proc/sys/net"},
+			{Key: "ProtectKernelTunables", Value: "no"},
+			{Key: "ReadWritePaths", Value: "/run/openssi /var/lib/openssi /proc/sys/net"},
 		},
 		Why:      "Adds/moves the cluster IP and programs IPVS over netlink (CAP_NET_ADMIN), gratuitous ARP on failover (CAP_NET_RAW, AF_PACKET), binds the virtual service ports (CAP_NET_BIND_SERVICE); writes net.ipv4.vs.* and ip_forward.",
 		Exposure: 2.6,
@@ -105,12 +103,12 @@ var Profiles = map[string]Profile{
 			// FIFOs and bridged Unix sockets live wherever the
 			// application puts them, /tmp and /home included, and SysV
 			// objects are created for their callers.
-			{"ProtectSystem", "full"},
-			{"ReadWritePaths", ""},
-			{"ProtectHome", "no"},
-			{"PrivateTmp", "no"},
-			{"RemoveIPC", "no"},
-			{"SystemCallFilter", "@ipc"},
+			{Key: "ProtectSystem", Value: "full"},
+			{Key: "ReadWritePaths", Value: ""},
+			{Key: "ProtectHome", Value: "no"},
+			{Key: "PrivateTmp", Value: "no"},
+			{Key: "RemoveIPC", Value: "no"},
+			{Key: "SystemCallFilter", Value: "@ipc"},
 		},
 		Why:      "Creates message queues, semaphores and shared memory on behalf of local callers and hands them to them (CAP_IPC_OWNER, CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE); shares the host's IPC namespace, /tmp and /home.",
 		Exposure: 2.7,
@@ -121,21 +119,21 @@ var Profiles = map[string]Profile{
 		Set: []Directive{
 			// The FUSE mount must be visible to the host: every option
 			// that gives the service its own mount namespace is off.
-			{"ProtectSystem", "no"},
-			{"ReadWritePaths", ""},
-			{"ProtectHome", "no"},
-			{"PrivateTmp", "no"},
-			{"PrivateDevices", "no"},
-			{"DevicePolicy", "closed"},
-			{"DeviceAllow", "/dev/fuse rw"},
-			{"ProtectKernelTunables", "no"},
-			{"ProtectKernelLogs", "no"},
-			{"ProtectControlGroups", "no"},
-			{"ProtectClock", "no"},
-			{"ProtectHostname", "no"},
-			{"ProtectProc", ""},
-			{"ProcSubset", ""},
-			{"SystemCallFilter", "@mount"},
+			{Key: "ProtectSystem", Value: "no"},
+			{Key: "ReadWritePaths", Value: ""},
+			{Key: "ProtectHome", Value: "no"},
+			{Key: "PrivateTmp", Value: "no"},
+			{Key: "PrivateDevices", Value: "no"},
+			{Key: "DevicePolicy", Value: "closed"},
+			{Key: "DeviceAllow", Value: "/dev/fuse rw"},
+			{Key: "ProtectKernelTunables", Value: "no"},
+			{Key: "ProtectKernelLogs", Value: "no"},
+			{Key: "ProtectControlGroups", Value: "no"},
+			{Key: "ProtectClock", Value: "no"},
+			{Key: "ProtectHostname", Value: "no"},
+			{Key: "ProtectProc", Value: ""},
+			{Key: "ProcSubset", Value: ""},
+			{Key: "SystemCallFilter", Value: "@mount"},
 		},
 		Why:      "Mounts the cluster filesystem with FUSE (/dev/fuse, CAP_SYS_ADMIN for mount(2) since NoNewPrivileges rules out setuid fusermount3) and serves files with their owners and modes (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID); no private mount namespace, or the mount would not be seen outside the service.",
 		Exposure: 4.3,
@@ -145,13 +143,13 @@ var Profiles = map[string]Profile{
 		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"},
 		Set: []Directive{
 			// It must see and signal every process.
-			{"ProtectProc", "default"},
-			{"ProcSubset", "all"},
-			{"ProtectHome", "read-only"},
-			{"PrivateTmp", "no"},
+			{Key: "ProtectProc", Value: "default"},
+			{Key: "ProcSubset", Value: "all"},
+			{Key: "ProtectHome", Value: "read-only"},
+			{Key: "PrivateTmp", Value: "no"},
 			// CRIU checkpoints land in the state directory.
-			{"SystemCallFilter", "@process @debug @setuid"},
-			{"RestrictNamespaces", "no"},
+			{Key: "SystemCallFilter", Value: "@process @debug @setuid"},
+			{Key: "RestrictNamespaces", Value: "no"},
 		},
 		Why:      "Signals any process (CAP_KILL), reads and checkpoints them with CRIU (CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH), changes priority and limits (CAP_SYS_NICE, CAP_SYS_RESOURCE), starts remote execs as their caller (CAP_SETUID/SETGID). The programs it starts must not inherit this sandbox: it starts them as transient units through systemd's D-Bus API, never as its own children.",
 		Exposure: 4.4,

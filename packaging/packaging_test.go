@@ -1,8 +1,10 @@
 package packaging
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,9 +78,12 @@ func FuzzVersionFromDescribe(f *testing.F) {
 }
 
 func TestEveryDaemonHasAProfile(t *testing.T) {
+	if err := daemons.Check(daemons.All); err != nil {
+		t.Error(err)
+	}
 	for _, d := range daemons.All {
-		if _, ok := Profiles[d.Name]; !ok {
-			t.Errorf("daemon %s has no hardening profile", d.Name)
+		if _, planned := Planned[d.Name]; planned {
+			t.Errorf("daemon %s has a folder: move its profile from Planned into its description", d.Name)
 		}
 	}
 	for _, planned := range []string{"clmsd", "dlmd", "vprocd", "ipcd", "cfsd", "lvsd", "keepalived", "initfailover"} {
@@ -89,33 +94,47 @@ func TestEveryDaemonHasAProfile(t *testing.T) {
 }
 
 func TestServiceUnit(t *testing.T) {
-	var prior []daemons.Daemon
 	for _, d := range daemons.All {
-		u := ServiceUnit(d, Profiles[d.Name], prior)
+		u := ServiceUnit(d)
 		for _, want := range []string{
 			"Type=notify\n", "WatchdogSec=30s\n", "Restart=on-failure\n", "RestartPreventExitStatus=2\n",
 			"PartOf=openssi.target\n", "WantedBy=openssi.target\n", "Wants=network-online.target consul.service\n",
 			"StartLimitBurst=", "ExecStart=/usr/sbin/" + d.Binary + "\n", "NoNewPrivileges=yes\n",
 			"Environment=GOTRACEBACK=crash\n", "CapabilityBoundingSet=", "RestrictAddressFamilies=",
+			"Description=OpenSSI " + d.Name + " (" + d.Summary + ")\n", "# Sandbox (see packaging/README.md): " + d.Hardening.Why + "\n",
 		} {
 			if !strings.Contains(u, want) {
 				t.Errorf("%s lacks %q", d.Unit, want)
 			}
 		}
-		for _, p := range prior {
-			if !strings.Contains(u, " "+p.Unit) {
-				t.Errorf("%s is not ordered after %s", d.Unit, p.Unit)
+		// Ordered after, and wanting, exactly the daemons it needs.
+		after := "After=network-online.target consul.service"
+		for _, n := range d.Needs {
+			after += " " + UnitOf(n)
+			if !strings.Contains(u, "Wants="+UnitOf(n)) {
+				t.Errorf("%s does not want %s, which it needs", d.Unit, UnitOf(n))
 			}
 		}
-		prior = append(prior, d)
+		if !strings.Contains(u, after+"\n") {
+			t.Errorf("%s is not ordered by %q:\n%s", d.Unit, after, u)
+		}
+		for _, o := range daemons.All {
+			if o.Name != d.Name && !slices.Contains(d.Needs, o.Name) && strings.Contains(u, o.Unit) {
+				t.Errorf("%s names %s, which it does not need", d.Unit, o.Unit)
+			}
+		}
 	}
-	clmsd := ServiceUnit(daemons.Daemon{Name: "clmsd", Binary: "clmsd", Unit: "openssi-clmsd.service"}, Profiles["clmsd"], nil)
+	dlmd, _ := daemons.Find("dlmd")
+	if u := ServiceUnit(dlmd); !strings.Contains(u, "After=network-online.target consul.service openssi-clmsd.service\n") {
+		t.Errorf("dlmd is not ordered after clmsd:\n%s", u)
+	}
+	clmsd := ServiceUnit(daemons.Daemon{Name: "clmsd", Binary: "clmsd", Unit: "openssi-clmsd.service", Hardening: Profiles["clmsd"]})
 	for _, want := range []string{"CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "ProtectSystem=strict\n", "ReadWritePaths=/run/openssi /var/lib/openssi\n"} {
 		if !strings.Contains(clmsd, want) {
 			t.Errorf("clmsd unit lacks %q", want)
 		}
 	}
-	cfsd := ServiceUnit(daemons.Daemon{Name: "cfsd", Binary: "cfsd", Unit: "openssi-cfsd.service"}, Profiles["cfsd"], nil)
+	cfsd := ServiceUnit(daemons.Daemon{Name: "cfsd", Binary: "cfsd", Unit: "openssi-cfsd.service", Hardening: Profiles["cfsd"]})
 	for _, want := range []string{"DeviceAllow=/dev/fuse rw\n", "SystemCallFilter=@mount\n", "ProtectSystem=no\n"} {
 		if !strings.Contains(cfsd, want) {
 			t.Errorf("cfsd unit lacks %q", want)
@@ -123,6 +142,46 @@ func TestServiceUnit(t *testing.T) {
 	}
 	if strings.Contains(cfsd, "ReadWritePaths=") || strings.Contains(cfsd, "ProtectProc=") {
 		t.Error("cfsd unit keeps a directive its profile removes")
+	}
+}
+
+// TestHandKeptFiles checks the files that cannot be generated from the
+// daemons' descriptions: rpm/openssi.spec's %global units line names
+// openssi.target and every daemon's unit, in registry order; debian/
+// names no daemon (its globs and packaging/ cover them all).
+func TestHandKeptFiles(t *testing.T) {
+	units := []string{Target}
+	for _, d := range daemons.All {
+		units = append(units, d.Unit)
+	}
+	spec, err := os.ReadFile("../rpm/openssi.spec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "%global units " + strings.Join(units, " ") + "\n"; !strings.Contains(string(spec), want) {
+		t.Errorf("rpm/openssi.spec: the units line must be %q (internal/daemons.All)", strings.TrimSpace(want))
+	}
+	for _, f := range []string{"rules", "control", "openssi.lintian-overrides"} {
+		data, err := os.ReadFile(filepath.Join("../debian", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range daemons.All {
+			if strings.Contains(string(data), d.Name) {
+				t.Errorf("debian/%s names %s: cover every daemon with a glob or generate it in packaging/", f, d.Name)
+			}
+		}
+	}
+}
+
+// TestShippedConfig: the shipped file names each daemon's unit in the
+// comment above its section.
+func TestShippedConfig(t *testing.T) {
+	cfg := string(ShippedConfig())
+	for _, d := range daemons.All {
+		if !strings.Contains(cfg, "("+d.Unit+").\n"+d.Name+":\n") {
+			t.Errorf("the section of %s does not start with a comment naming %s", d.Name, d.Unit)
+		}
 	}
 }
 

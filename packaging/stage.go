@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra/doc"
 
 	"github.com/openssi/openssi/cmd/ssi/cli"
+	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/daemons"
 )
 
@@ -28,9 +29,10 @@ const (
 	lintianOver = "/usr/share/lintian/overrides/openssi"
 )
 
-// ConfigSource is the shipped configuration, relative to the repository:
-// the file internal/config's tests load, so it is valid as shipped.
-const ConfigSource = "internal/config/testdata/openssi.yaml"
+// ShippedConfig is the configuration file shipped as ConfigPath: the
+// shared section and every registered daemon's, each setting at its default
+// under a comment (config.Example; internal/config's tests load it).
+func ShippedConfig() []byte { return config.Example(daemons.Sections()) }
 
 // UnitDir is where a format's systemd units go: bookworm's debhelper and
 // lintian still want /lib/systemd/system, Fedora /usr/lib/systemd/system.
@@ -80,10 +82,10 @@ func BuildBinaries(repoDir, dir, version string) error {
 	}
 	type prog struct{ pkg, out string }
 	progs := []prog{{"./cmd/ssi", "ssi"}}
+	if err := daemons.Check(Daemons()); err != nil {
+		return fmt.Errorf("packaging: %w", err)
+	}
 	for _, d := range Daemons() {
-		if _, ok := Profiles[d.Name]; !ok {
-			return fmt.Errorf("packaging: daemon %s has no hardening profile in packaging/hardening.go", d.Name)
-		}
 		progs = append(progs, prog{"./daemons/" + d.Name, d.Binary})
 	}
 	ldflags := "-s -w -buildid= -X github.com/openssi/openssi/internal/version.Version=" + version
@@ -116,19 +118,13 @@ func Stage(root string, o Options) ([]File, error) {
 	s := &stager{root: root, o: o}
 	// Programs.
 	s.copy(SsiPath, filepath.Join(o.BinDir, "ssi"), 0o755)
-	var prior []daemons.Daemon
 	for _, d := range Daemons() {
 		s.copy(SbinDir+"/"+d.Binary, filepath.Join(o.BinDir, d.Binary), 0o755)
-		s.write(UnitDir(o.Format)+"/"+d.Unit, []byte(ServiceUnit(d, Profiles[d.Name], prior)), 0o644)
-		prior = append(prior, d)
+		s.write(UnitDir(o.Format)+"/"+d.Unit, []byte(ServiceUnit(d)), 0o644)
 	}
 	s.write(UnitDir(o.Format)+"/"+Target, []byte(TargetUnit()), 0o644)
 	// Configuration.
-	cfg, err := os.ReadFile(filepath.Join(o.RepoDir, ConfigSource))
-	if err != nil {
-		return nil, fmt.Errorf("packaging: %w", err)
-	}
-	cfg = append(cfg, o.ConfigAppend...)
+	cfg := append(ShippedConfig(), o.ConfigAppend...)
 	s.write(ConfigPath, cfg, 0o644)
 	s.files[len(s.files)-1].Conffile = true
 	s.write(sysusers, []byte("# The group owning OpenSSI's local sockets: its members may use ssi.\ng openssi -\n"), 0o644)

@@ -35,7 +35,7 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/dlmd/directory"
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
@@ -108,7 +108,7 @@ func run(p params, clmsd, dlmd, out string) error {
 	}
 	b := &bench{p: p, start: time.Now()}
 	logf("starting 3 nodes (Consul tuned profile, clmsd, dlmd)")
-	b.c, err = nodetest.StartCluster(dir, nodetest.Options{Consul: consultest.Options{Servers: 3, Profile: consultest.Tuned}, Clmsd: clmsd, Dlmd: dlmd})
+	b.c, err = nodetest.StartCluster(dir, nodetest.Options{Consul: consulagent.Options{Servers: 3, Profile: consulagent.Tuned}, Clmsd: clmsd, Dlmd: dlmd})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
@@ -50,12 +50,12 @@ func run(trials int, clmsd, out string, profiles []string) error {
 	}
 	var results []result
 	for _, p := range profiles {
-		var prof consultest.Profile
+		var prof consulagent.Profile
 		switch p {
 		case "tuned":
-			prof = consultest.Tuned
+			prof = consulagent.Tuned
 		case "default":
-			prof = consultest.Default
+			prof = consulagent.Default
 		default:
 			return fmt.Errorf("unknown profile %q: want tuned or default", p)
 		}
@@ -73,7 +73,7 @@ func run(trials int, clmsd, out string, profiles []string) error {
 	return nil
 }
 
-func measure(prof consultest.Profile, trials int, clmsd string) (result, error) {
+func measure(prof consulagent.Profile, trials int, clmsd string) (result, error) {
 	res := result{profile: prof.String()}
 	electionTimes = nil
 	dir, err := os.MkdirTemp("", "openssi-bench-fd-")
@@ -82,7 +82,7 @@ func measure(prof consultest.Profile, trials int, clmsd string) (result, error) 
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(os.Stderr, "%s: starting 3 nodes\n", prof)
-	c, err := nodetest.StartCluster(dir, nodetest.Options{Consul: consultest.Options{Servers: 3, Profile: prof}, Clmsd: clmsd})
+	c, err := nodetest.StartCluster(dir, nodetest.Options{Consul: consulagent.Options{Servers: 3, Profile: prof}, Clmsd: clmsd})
 	if err != nil {
 		return res, err
 	}

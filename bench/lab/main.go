@@ -24,7 +24,7 @@ import (
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/dlmd/directory"
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/lab"
 )
 
@@ -41,7 +41,7 @@ func main() {
 }
 
 func run(dist string, trials, latIters int, out string) error {
-	consul, err := consultest.Binary()
+	consul, err := consulagent.Binary()
 	if err != nil {
 		return err
 	}

@@ -100,12 +100,12 @@ type Event struct {
 
 var (
 	// ErrNotRunning is returned when clmsd does not answer on its socket.
-	ErrNotRunning = errors.New("cluster: clmsd is not running on this node")
+	ErrNotRunning = errors.New("clmsd is not running on this node")
 	// ErrNoSuchNode is returned by Node for an unknown node number.
-	ErrNoSuchNode = errors.New("cluster: no such node")
+	ErrNoSuchNode = errors.New("no such node")
 	// ErrEventsLost is returned by a watch asked to resume after an epoch
 	// whose successors are no longer retained: resynchronise with Nodes.
-	ErrEventsLost = errors.New("cluster: events after that epoch are no longer retained")
+	ErrEventsLost = errors.New("events after that epoch are no longer retained")
 )
 
 // Client is a connection to the local clmsd. It is safe for concurrent use.
@@ -141,7 +141,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 
 func notRunning(socket string, err error) error {
 	if localapi.IsUnavailable(err) {
-		return fmt.Errorf("%w (no answer on %s): start it with `systemctl start openssi-clmsd`", ErrNotRunning, socket)
+		return fmt.Errorf("cluster: %w (no answer on %s): start it with `systemctl start openssi-clmsd`", ErrNotRunning, socket)
 	}
 	if s, ok := status.FromError(err); ok {
 		return fmt.Errorf("cluster: %s", s.Message())
@@ -167,11 +167,11 @@ func (c *Client) ThisNode(ctx context.Context) (Node, error) {
 // Node returns node n.
 func (c *Client) Node(ctx context.Context, n int) (Node, error) {
 	if n < 1 {
-		return Node{}, fmt.Errorf("%w: node numbers start at 1, got %d", ErrNoSuchNode, n)
+		return Node{}, fmt.Errorf("cluster: node %d: %w: node numbers start at 1", n, ErrNoSuchNode)
 	}
 	r, err := c.api.Node(ctx, &clmsv1.NodeRequest{Number: uint32(n)})
 	if status.Code(err) == codes.NotFound {
-		return Node{}, fmt.Errorf("%w: %d", ErrNoSuchNode, n)
+		return Node{}, fmt.Errorf("cluster: node %d: %w: %s", n, ErrNoSuchNode, status.Convert(err).Message())
 	}
 	if err != nil {
 		return Node{}, c.wrap(err)
@@ -217,7 +217,7 @@ func (c *Client) wrap(err error) error {
 	case codes.PermissionDenied:
 		return fmt.Errorf("cluster: permission denied: %s", status.Convert(err).Message())
 	case codes.OutOfRange:
-		return fmt.Errorf("%w: %s", ErrEventsLost, status.Convert(err).Message())
+		return fmt.Errorf("cluster: %w: %s", ErrEventsLost, status.Convert(err).Message())
 	}
 	if s, ok := status.FromError(err); ok {
 		return fmt.Errorf("cluster: %s", s.Message())

@@ -63,6 +63,12 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
+// proto and modeOf convert between Mode and the wire's mode, which has the
+// same numbers (TestWireEnums checks it value by value).
+func (m Mode) proto() dlmv1.Mode { return dlmv1.Mode(m) }
+
+func modeOf(m dlmv1.Mode) Mode { return Mode(m) }
+
 // ParseMode decodes a mode name (NL, CR, CW, PR, PW, EX; any case).
 func ParseMode(s string) (Mode, error) {
 	for m := NL; m <= EX; m++ {
@@ -95,26 +101,29 @@ const ValueLen = 32
 // Value is a lock value block.
 type Value [ValueLen]byte
 
-// Errors callers test for (errors.Is).
+// Errors callers test for (errors.Is). The library's errors wrap them
+// with the package prefix, the operation and dlmd's detail, as in
+// "dlm: lock x/r: permission denied: lockspace "x" belongs to uid 0 gid 0,
+// caller is uid 1000".
 var (
-	ErrNotRunning  = errors.New("dlm: dlmd is not running on this node")
-	ErrWouldBlock  = errors.New("dlm: request would block")
-	ErrTimeout     = errors.New("dlm: request timed out")
-	ErrDeadlock    = errors.New("dlm: deadlock")
-	ErrCancelled   = errors.New("dlm: request cancelled")
-	ErrPermission  = errors.New("dlm: permission denied")
-	ErrInvalid     = errors.New("dlm: invalid argument")
-	ErrUnknownLock = errors.New("dlm: no such lock")
-	ErrBusy        = errors.New("dlm: lock busy")
-	ErrNotPending  = errors.New("dlm: no request pending")
+	ErrNotRunning  = errors.New("dlmd is not running on this node")
+	ErrWouldBlock  = errors.New("request would block")
+	ErrTimeout     = errors.New("request timed out")
+	ErrDeadlock    = errors.New("deadlock")
+	ErrCancelled   = errors.New("request cancelled")
+	ErrPermission  = errors.New("permission denied")
+	ErrInvalid     = errors.New("invalid argument")
+	ErrUnknownLock = errors.New("no such lock")
+	ErrBusy        = errors.New("lock busy")
+	ErrNotPending  = errors.New("no request pending")
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
-	ErrClosed = errors.New("dlm: session closed")
+	ErrClosed = errors.New("session closed")
 	// ErrLost: the node lost contact with a majority of the cluster for
 	// longer than the lease (dlmd.lease) and dropped its locks: the other
 	// nodes may have granted them since. Stop using what they protected;
 	// open a new session to lock again.
-	ErrLost = errors.New("dlm: locks lost: this node was cut off from the cluster")
+	ErrLost = errors.New("locks lost: this node was cut off from the cluster")
 )
 
 var statusErr = map[dlmv1.Status]error{
@@ -123,7 +132,7 @@ var statusErr = map[dlmv1.Status]error{
 	dlmv1.Status_STATUS_DEADLOCK:      ErrDeadlock,
 	dlmv1.Status_STATUS_CANCELLED:     ErrCancelled,
 	dlmv1.Status_STATUS_ACCESS:        ErrPermission,
-	dlmv1.Status_STATUS_NAME_TOO_LONG: ErrInvalid,
+	dlmv1.Status_STATUS_NAME_TOO_LONG: fmt.Errorf("%w: name too long", ErrInvalid),
 	dlmv1.Status_STATUS_INVALID:       ErrInvalid,
 	dlmv1.Status_STATUS_UNKNOWN_LOCK:  ErrUnknownLock,
 	dlmv1.Status_STATUS_BUSY:          ErrBusy,
@@ -135,12 +144,15 @@ func errOf(st dlmv1.Status, msg string) error {
 		return nil
 	}
 	if e := statusErr[st]; e != nil {
-		if msg == "" || msg == e.Error() {
+		if msg == "" {
 			return e
 		}
-		return fmt.Errorf("%w (%s)", e, msg)
+		return fmt.Errorf("%w: %s", e, msg)
 	}
-	return fmt.Errorf("dlm: %s %s", st, msg)
+	if msg == "" {
+		return errors.New(st.String())
+	}
+	return fmt.Errorf("%s: %s", st, msg)
 }
 
 // Flag bits, as dlmd's core numbers them.
@@ -234,7 +246,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
 		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("%w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, socket)
+			return nil, fmt.Errorf("dlm: %w (no answer on %s): start it with `systemctl start openssi-dlmd`", ErrNotRunning, socket)
 		}
 		return nil, fmt.Errorf("dlm: %w", err)
 	}
@@ -245,7 +257,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		if first, err = recvCtx(ctx, st); err == nil {
 			h := first.GetHello()
 			if h == nil {
-				err = errors.New("dlm: session did not start with a hello")
+				err = errors.New("session did not start with a hello")
 			} else {
 				c := &Client{conn: conn, stream: st, cancel: cancel, node: h.GetNode(), id: h.GetClient(),
 					bast: make(chan Blocking, 256), wait: map[uint64]waiter{}, locks: map[uint64]*Lock{},
@@ -258,7 +270,7 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	cancel()
 	conn.Close()
 	if localapi.IsUnavailable(err) || status.Code(err) == codes.Unavailable {
-		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+		return nil, fmt.Errorf("dlm: %w: %v", ErrNotRunning, err)
 	}
 	return nil, fmt.Errorf("dlm: open session: %w", err)
 }
@@ -295,7 +307,10 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	if c.err == nil {
+		return nil
+	}
+	return fmt.Errorf("dlm: %w", c.err)
 }
 
 // Blocking returns the channel of blocking ASTs of the session's locks.
@@ -334,13 +349,7 @@ func (c *Client) Close() error {
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {
-		switch status.Code(err) {
-		case codes.PermissionDenied:
-			return 0, fmt.Errorf("%w (%s)", ErrPermission, status.Convert(err).Message())
-		case codes.InvalidArgument:
-			return 0, fmt.Errorf("%w (%s)", ErrInvalid, status.Convert(err).Message())
-		}
-		return 0, fmt.Errorf("dlm: purge: %w", err)
+		return 0, apiErr("purge "+lockspace, err)
 	}
 	return int(r.GetReleased()), nil
 }
@@ -353,7 +362,7 @@ func (c *Client) recv() {
 			c.mu.Lock()
 			c.err = ErrClosed
 			if status.Code(err) == codes.Aborted {
-				c.err = fmt.Errorf("%w (%s)", ErrLost, status.Convert(err).Message())
+				c.err = fmt.Errorf("%w: %s", ErrLost, status.Convert(err).Message())
 			}
 			for _, w := range c.wait {
 				close(w.ch)
@@ -403,7 +412,7 @@ func (c *Client) recv() {
 			c.mu.Unlock()
 			if l != nil {
 				select {
-				case c.bast <- Blocking{Lock: l, Mode: Mode(x.Blocking.GetMode())}:
+				case c.bast <- Blocking{Lock: l, Mode: modeOf(x.Blocking.GetMode())}:
 				default:
 				}
 			}
@@ -538,7 +547,7 @@ func (c *Client) Lock(ctx context.Context, lockspace, resource string, mode Mode
 	}
 	l := &Lock{c: c, lockspace: lockspace, resource: resource, done: make(chan result, 1)}
 	rep, err := c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: lockspace, Resource: resource, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+		Lockspace: lockspace, Resource: resource, Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
 		CompletionInReply: true}}}, l)
 	if err != nil {
 		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
@@ -596,7 +605,7 @@ func (l *Lock) settle(r result) result {
 }
 
 func (l *Lock) complete(m *dlmv1.Completion) {
-	r := result{granted: m.GetGranted(), mode: Mode(m.GetMode()), held: m.GetHeld()}
+	r := result{granted: m.GetGranted(), mode: modeOf(m.GetMode()), held: m.GetHeld()}
 	if !r.granted {
 		r.err = errOf(m.GetStatus(), "")
 	}
@@ -657,7 +666,7 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	for _, o := range opts {
 		o(&r)
 	}
-	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: dlmv1.Mode(mode), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+	msg := &dlmv1.ConvertRequest{LockId: l.id, Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
 		CompletionInReply: true}
 	if r.value != nil {
 		msg.Lvb = r.value[:]

@@ -9,13 +9,19 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
 // TestMain runs the examples against a real one-node cluster (a Consul
-// server, clmsd and dlmd), so they are runnable documentation.
+// server, clmsd and dlmd), so they are runnable documentation. Without a
+// consul binary the examples are skipped and the other tests run (see
+// consultest.MainNeed).
 func TestMain(m *testing.M) {
+	if consultest.MainNeed("^Example") == "" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "openssi-libdlm-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -26,7 +32,7 @@ func TestMain(m *testing.M) {
 		var dlmd string
 		if dlmd, err = nodetest.BuildDlmd(dir); err == nil {
 			var c *nodetest.Cluster
-			c, err = nodetest.StartCluster(dir, nodetest.Options{Consul: consultest.Options{Servers: 1}, Clmsd: clmsd, Dlmd: dlmd})
+			c, err = nodetest.StartCluster(dir, nodetest.Options{Consul: consulagent.Options{Servers: 1}, Clmsd: clmsd, Dlmd: dlmd})
 			if err == nil {
 				os.Setenv(dlm.SocketEnv, c.Nodes[0].DlmdSocket())
 				code := m.Run()

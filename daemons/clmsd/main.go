@@ -5,44 +5,38 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"time"
 
+	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/clmsd/server"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/lifecycle"
 )
 
-func main() { os.Exit(daemon.Main("clmsd", os.Args[1:], run)) }
+func main() { os.Exit(daemon.Main(clmsdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
-	cfg := env.Config
-	log := env.Log
-	client, err := env.Consul()
-	if err != nil {
-		return err
-	}
-	srv := server.New(server.Config{
-		NodeNumber:       cfg.Clmsd.NodeNumber,
-		StateDir:         cfg.Cluster.StateDir,
-		AdvertiseAddress: cfg.Cluster.AdvertiseAddress,
-		SkewThreshold:    cfg.Clmsd.SkewThreshold,
-	}, client, log)
-
+	cluster, own := env.Config.Cluster, clmsdspec.From(env.Config)
 	// Certificates first: once the node is UP its peers may call it.
-	_ = env.Notify.Status("getting inter-node certificates (%s)", cfg.Cluster.TLS.Source)
-	src, err := env.TLS(ctx, client)
+	client, src, err := env.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	_ = env.Notify.Status("joining the cluster through Consul at %s", cfg.Cluster.Consul.Address)
+	srv := server.New(server.Config{
+		NodeNumber:       own.NodeNumber,
+		StateDir:         cluster.StateDir,
+		AdvertiseAddress: cluster.AdvertiseAddress,
+		SkewThreshold:    own.SkewThreshold,
+	}, client, env.Log)
+	_ = env.Notify.Status("joining the cluster through Consul at %s", cluster.Consul.Address)
 	if err := joinWithRetry(ctx, env, srv); err != nil {
 		return err
 	}
 
-	peers, err := env.ServePeers(client, src, srv.Number(), srv.Self().Address, cfg.Clmsd.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(client, src, srv.Number(), srv.Self().Address, own.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -61,20 +55,11 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	// The reconcile loop runs until the drain below is done with it: a
 	// leave needs it to see its own NODELEAVE.
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
 	proberCtx, stopProber := context.WithCancel(ctx)
 	defer stopProber()
-	go server.NewSkewProber(srv, src, cfg.Clmsd.SkewInterval).Run(proberCtx)
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
-			local.Ready()
-			_ = env.Notify.Ready()
-			_ = env.Notify.Status("node %d UP; serving %s", srv.Number(), env.SocketPath())
-			log.WithField("socket", env.SocketPath()).Info("ready")
-		})
-	}()
+	go server.NewSkewProber(srv, src, own.SkewInterval).Run(proberCtx)
+	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d UP; serving %s", srv.Number(), env.SocketPath()), srv.Run)
+	defer stopRun()
 	select {
 	case <-ctx.Done(): // SIGTERM: a stop of the unit is a graceful leave
 	case <-leaveReq: // `ssi node leave` (already recorded)
@@ -82,8 +67,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	local.Health.Shutdown()
 	stopProber()
-	_ = env.Notify.Status("leaving the cluster")
-	derr := lifecycle.Drain(10*time.Second, func(ctx context.Context) error {
+	env.Drain("leaving the cluster", 10*time.Second, func(ctx context.Context) error {
 		var errs []error
 		if !left.Swap(true) {
 			if _, err := srv.Leave(ctx); err != nil {
@@ -98,11 +82,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		daemon.StopGRPC(ctx, peers.Server)
 		return errors.Join(errs...)
 	})
-	if derr != nil {
-		log.WithError(derr).Warn("drain")
-	}
-	stopRun()
-	return <-runErr
+	return waitRun()
 }
 
 // joinWithRetry joins the cluster, retrying while the Consul agent is not

@@ -11,24 +11,18 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/dlmd/server"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/lifecycle"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
-func main() { os.Exit(daemon.Main("dlmd", os.Args[1:], run)) }
+func main() { os.Exit(daemon.Main(dlmdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
-	cfg := env.Config
-	log := env.Log
-	client, err := env.Consul()
-	if err != nil {
-		return err
-	}
-	_ = env.Notify.Status("getting inter-node certificates (%s)", cfg.Cluster.TLS.Source)
-	src, err := env.TLS(ctx, client)
+	own := dlmdspec.From(env.Config)
+	client, src, err := env.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -41,22 +35,22 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	defer members.Close()
 
-	addr := cfg.Cluster.AdvertiseAddress
+	addr := env.Config.Cluster.AdvertiseAddress
 	if addr == "" {
 		addr = me.Address
 	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),
 		Incarnation:      uint64(time.Now().UnixNano()),
-		DeadlockInterval: cfg.Dlmd.DeadlockInterval,
-		Lease:            cfg.Dlmd.Lease,
+		DeadlockInterval: own.DeadlockInterval,
+		Lease:            own.Lease,
 		Source:           src,
 		Lookup:           func(n uint32) (string, error) { return rpc.LookupRegistered(client, "dlmd", int(n)) },
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
-		Log:              log,
+		Log:              env.Log,
 	})
 
-	peers, err := env.ServePeers(client, src, me.Number, addr, cfg.Dlmd.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -66,17 +60,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 
-	runCtx, stopRun := context.WithCancel(context.Background())
+	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d: granting locks; serving %s", me.Number, env.SocketPath()), srv.Run)
 	defer stopRun()
-	runErr := make(chan error, 1)
-	go func() {
-		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
-			local.Ready()
-			_ = env.Notify.Ready()
-			_ = env.Notify.Status("node %d: granting locks; serving %s", me.Number, env.SocketPath())
-			log.WithField("socket", env.SocketPath()).Info("ready")
-		})
-	}()
 	up := make([]uint32, 0, len(view.Nodes))
 	for _, n := range view.Nodes {
 		if n.State == cluster.Up {
@@ -106,15 +91,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	local.Health.Shutdown()
 	stopWatch()
-	_ = env.Notify.Status("stopping: this node's locks are released")
 	// Say goodbye while the links are up, so that the other nodes recover
 	// without this dlmd at once rather than fence or wait for its lease.
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), time.Second)
 	if err := srv.Leave(leaveCtx); err != nil {
-		log.WithError(err).Warn("goodbye not acknowledged by every member")
+		env.Log.WithError(err).Warn("goodbye not acknowledged by every member")
 	}
 	cancelLeave()
-	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
+	env.Drain("stopping: this node's locks are released", 5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.
 		derr := peers.Deregister()
@@ -122,11 +106,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		peers.Stop()
 		return derr
 	})
-	if derr != nil {
-		log.WithError(derr).Warn("drain")
-	}
-	stopRun()
-	if err := <-runErr; err != nil {
+	if err := waitRun(); err != nil {
 		return err
 	}
 	return failure

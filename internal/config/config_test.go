@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"errors"
@@ -13,7 +13,40 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
+	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	. "github.com/openssi/openssi/internal/config"
+	"github.com/openssi/openssi/internal/daemons"
 )
+
+// whole is a loaded configuration of the registered daemons, comparable.
+type whole struct {
+	Cluster Cluster
+	Clmsd   clmsdspec.Config
+	Dlmd    dlmdspec.Config
+}
+
+func flatten(c *Config) whole {
+	return whole{Cluster: c.Cluster, Clmsd: clmsdspec.From(c), Dlmd: dlmdspec.From(c)}
+}
+
+// Default is the whole default configuration.
+func Default() whole { return flatten(Defaults(daemons.Sections())) }
+
+// load is Load of a file of the registered daemons.
+func load(o LoadOptions) (*Config, error) {
+	o.Sections = daemons.Sections()
+	return Load(o)
+}
+
+// addFlags is AddFlags for a registered daemon (or only the shared flags).
+func addFlags(fs *pflag.FlagSet, daemon string) map[string]string {
+	if d, ok := daemons.Find(daemon); ok {
+		return AddFlags(fs, &d.Config)
+	}
+	return AddFlags(fs, nil)
+}
 
 // clearEnv hides any OPENSSI_* variable of the environment running the
 // tests (an empty variable counts as unset).
@@ -36,26 +69,20 @@ func writeFile(t *testing.T, content string) string {
 	return p
 }
 
-func keys(t *testing.T) (leaves, all []string) {
+func keys(t *testing.T) (leaves, all []string, allowed map[string]string) {
 	t.Helper()
-	walk(reflect.ValueOf(Config{}), "", func(key string, _ reflect.Value, leaf bool) {
-		all = append(all, key)
-		if leaf {
-			leaves = append(leaves, key)
-		}
-	})
-	return leaves, all
+	return Keys(daemons.Sections())
 }
 
 func TestDefaultIsValid(t *testing.T) {
-	c := Default()
+	c := Defaults(daemons.Sections())
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v", err)
 	}
 }
 
 func TestAllowedCoversEveryKey(t *testing.T) {
-	_, all := keys(t)
+	_, all, allowed := keys(t)
 	seen := map[string]bool{}
 	for _, k := range all {
 		seen[k] = true
@@ -74,13 +101,13 @@ func TestAllowedCoversEveryKey(t *testing.T) {
 // defaults (it documents them) and it mentions every setting.
 func TestExampleFile(t *testing.T) {
 	clearEnv(t)
-	const path = "testdata/openssi.yaml"
-	c, err := Load(LoadOptions{Path: path})
+	path := writeFile(t, string(Example(daemons.Sections())))
+	c, err := load(LoadOptions{Path: path})
 	if err != nil {
 		t.Fatalf("Load(%s) = %v", path, err)
 	}
-	if want := Default(); *c != want {
-		t.Errorf("example file differs from Default():\n got %+v\nwant %+v", *c, want)
+	if want := Default(); flatten(c) != want {
+		t.Errorf("example file differs from Default():\n got %+v\nwant %+v", flatten(c), want)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -90,9 +117,9 @@ func TestExampleFile(t *testing.T) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	leaves, _ := keys(t)
+	leaves, _, _ := keys(t)
 	for _, k := range leaves {
-		if lineOf(doc.Content[0], k) == math.MaxInt32 {
+		if LineOf(doc.Content[0], k) == math.MaxInt32 {
 			t.Errorf("example file does not show %s", k)
 		}
 	}
@@ -105,13 +132,13 @@ func TestLoad(t *testing.T) {
 		file string // "" = no file (Path pointing at the default, absent)
 		env  map[string]string
 		args []string
-		want func(c *Config) // edits Default() into the expected config
-		err  string          // exact error; $FILE stands for the file path
+		want func(c *whole) // edits Default() into the expected config
+		err  string         // exact error; $FILE stands for the file path
 	}{
-		{name: "no file", want: func(*Config) {}},
-		{name: "empty file", file: "\n", want: func(*Config) {}},
-		{name: "comment only", file: "# nothing\n", want: func(*Config) {}},
-		{name: "null document", file: "~\n", want: func(*Config) {}},
+		{name: "no file", want: func(*whole) {}},
+		{name: "empty file", file: "\n", want: func(*whole) {}},
+		{name: "comment only", file: "# nothing\n", want: func(*whole) {}},
+		{name: "null document", file: "~\n", want: func(*whole) {}},
 		{
 			name: "every kind of field",
 			file: `
@@ -142,7 +169,7 @@ clmsd:
   skew_threshold: 1ms
   skew_interval: 100ms
 `,
-			want: func(c *Config) {
+			want: func(c *whole) {
 				c.Cluster = Cluster{
 					Name: "lab-1", LogLevel: "debug", RunDir: "/tmp/run", StateDir: "/tmp/state",
 					AdvertiseAddress: "10.1.2.3",
@@ -154,40 +181,40 @@ clmsd:
 					TLS: TLS{Source: "files", CertFile: "/etc/openssi/node.pem",
 						KeyFile: "/etc/openssi/node.key", CAFile: "/etc/openssi/ca.pem"},
 				}
-				c.Clmsd = Clmsd{NodeNumber: 1024, RPCPort: 65535, SkewThreshold: time.Millisecond,
+				c.Clmsd = clmsdspec.Config{NodeNumber: 1024, RPCPort: 65535, SkewThreshold: time.Millisecond,
 					SkewInterval: 100 * time.Millisecond}
 			},
 		},
-		{name: "keys are case-insensitive", file: "Clmsd:\n  Node_Number: 7\n", want: func(c *Config) { c.Clmsd.NodeNumber = 7 }},
-		{name: "integer as string", file: "clmsd:\n  node_number: \"12\"\n", want: func(c *Config) { c.Clmsd.NodeNumber = 12 }},
-		{name: "integer as whole float", file: "clmsd:\n  rpc_port: 8e3\n", want: func(c *Config) { c.Clmsd.RPCPort = 8000 }},
-		{name: "number as name", file: "cluster:\n  name: 42\n", want: func(c *Config) { c.Cluster.Name = "42" }},
-		{name: "empty value keeps default", file: "cluster:\n  name:\n", want: func(*Config) {}},
+		{name: "keys are case-insensitive", file: "Clmsd:\n  Node_Number: 7\n", want: func(c *whole) { c.Clmsd.NodeNumber = 7 }},
+		{name: "integer as string", file: "clmsd:\n  node_number: \"12\"\n", want: func(c *whole) { c.Clmsd.NodeNumber = 12 }},
+		{name: "integer as whole float", file: "clmsd:\n  rpc_port: 8e3\n", want: func(c *whole) { c.Clmsd.RPCPort = 8000 }},
+		{name: "number as name", file: "cluster:\n  name: 42\n", want: func(c *whole) { c.Cluster.Name = "42" }},
+		{name: "empty value keeps default", file: "cluster:\n  name:\n", want: func(*whole) {}},
 
 		// Environment and flags.
 		{name: "env for a default-only key", env: map[string]string{"OPENSSI_CLMSD_NODE_NUMBER": "5"},
-			want: func(c *Config) { c.Clmsd.NodeNumber = 5 }},
+			want: func(c *whole) { c.Clmsd.NodeNumber = 5 }},
 		{name: "env nested key", env: map[string]string{"OPENSSI_CLUSTER_CONSUL_ADDRESS": "10.0.0.1:8500"},
-			want: func(c *Config) { c.Cluster.Consul.Address = "10.0.0.1:8500" }},
+			want: func(c *whole) { c.Cluster.Consul.Address = "10.0.0.1:8500" }},
 		{name: "env duration", env: map[string]string{"OPENSSI_CLMSD_SKEW_INTERVAL": "1m"},
-			want: func(c *Config) { c.Clmsd.SkewInterval = time.Minute }},
+			want: func(c *whole) { c.Clmsd.SkewInterval = time.Minute }},
 		{name: "empty env is unset", file: "clmsd:\n  rpc_port: 9000\n", env: map[string]string{"OPENSSI_CLMSD_RPC_PORT": ""},
-			want: func(c *Config) { c.Clmsd.RPCPort = 9000 }},
+			want: func(c *whole) { c.Clmsd.RPCPort = 9000 }},
 		{name: "file < env", file: "cluster:\n  log_level: debug\n", env: map[string]string{"OPENSSI_CLUSTER_LOG_LEVEL": "warn"},
-			want: func(c *Config) { c.Cluster.LogLevel = "warn" }},
+			want: func(c *whole) { c.Cluster.LogLevel = "warn" }},
 		{name: "env < flags", file: "cluster:\n  log_level: debug\n", env: map[string]string{"OPENSSI_CLUSTER_LOG_LEVEL": "warn"},
-			args: []string{"--log-level=error"}, want: func(c *Config) { c.Cluster.LogLevel = "error" }},
+			args: []string{"--log-level=error"}, want: func(c *whole) { c.Cluster.LogLevel = "error" }},
 		{name: "file < flags", file: "clmsd:\n  node_number: 3\n  rpc_port: 9000\n", args: []string{"--node-number", "4"},
-			want: func(c *Config) { c.Clmsd.NodeNumber = 4; c.Clmsd.RPCPort = 9000 }},
+			want: func(c *whole) { c.Clmsd.NodeNumber = 4; c.Clmsd.RPCPort = 9000 }},
 		{name: "unset flags do not override", file: "cluster:\n  consul:\n    address: a:1\n", env: map[string]string{"OPENSSI_CLMSD_RPC_PORT": "9001"},
 			args: []string{"--log-level", "trace"},
-			want: func(c *Config) {
+			want: func(c *whole) {
 				c.Cluster.Consul.Address = "a:1"
 				c.Clmsd.RPCPort = 9001
 				c.Cluster.LogLevel = "trace"
 			}},
 		{name: "flags over everything", args: []string{"--consul-address=h:2", "--rpc-port=1"},
-			want: func(c *Config) { c.Cluster.Consul.Address = "h:2"; c.Clmsd.RPCPort = 1 }},
+			want: func(c *whole) { c.Cluster.Consul.Address = "h:2"; c.Clmsd.RPCPort = 1 }},
 
 		// Bad values, wherever they come from.
 		{name: "int not a number", file: "clmsd:\n  node_number: abc\n",
@@ -301,23 +328,22 @@ clmsd:
 			}
 			dir := t.TempDir()
 			path := filepath.Join(dir, "openssi.yaml")
-			defaultPath = path
-			t.Cleanup(func() { defaultPath = DefaultPath })
+			t.Cleanup(SetDefaultPath(path))
 			if tt.file != "" {
 				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
 			fs := pflag.NewFlagSet("clmsd", pflag.ContinueOnError)
-			bind := AddFlags(fs, "clmsd")
+			bind := addFlags(fs, "clmsd")
 			if err := fs.Parse(tt.args); err != nil {
 				t.Fatal(err)
 			}
-			got, err := Load(LoadOptions{Flags: fs, Bindings: bind})
+			got, err := load(LoadOptions{Flags: fs, Bindings: bind})
 			if tt.err != "" {
 				want := strings.ReplaceAll(tt.err, "/$FILE", path)
 				if err == nil {
-					t.Fatalf("Load() = %+v, want error %s", *got, want)
+					t.Fatalf("Load() = %+v, want error %s", flatten(got), want)
 				}
 				if err.Error() != want {
 					t.Fatalf("Load() error\n got %s\nwant %s", err, want)
@@ -329,8 +355,8 @@ clmsd:
 			}
 			want := def
 			tt.want(&want)
-			if *got != want {
-				t.Fatalf("Load():\n got %+v\nwant %+v", *got, want)
+			if flatten(got) != want {
+				t.Fatalf("Load():\n got %+v\nwant %+v", flatten(got), want)
 			}
 		})
 	}
@@ -348,12 +374,12 @@ func TestErrorKinds(t *testing.T) {
 		{"[1]\n", ErrSyntax},
 	}
 	for _, tt := range tests {
-		_, err := Load(LoadOptions{Path: writeFile(t, tt.file)})
+		_, err := load(LoadOptions{Path: writeFile(t, tt.file)})
 		if !errors.Is(err, tt.is) {
 			t.Errorf("Load(%q) = %v, want errors.Is %v", tt.file, err, tt.is)
 		}
 	}
-	_, err := Load(LoadOptions{Path: writeFile(t, "clmsd:\n  node_number: x\n")})
+	_, err := load(LoadOptions{Path: writeFile(t, "clmsd:\n  node_number: x\n")})
 	var ce *Error
 	if !errors.As(err, &ce) || ce.Key != "clmsd.node_number" || ce.Value != "x" {
 		t.Errorf("errors.As(*Error) on %v: %+v", err, ce)
@@ -366,18 +392,17 @@ func TestPathRules(t *testing.T) {
 	missing := filepath.Join(dir, "missing.yaml")
 
 	// The default path may be absent.
-	defaultPath = missing
-	t.Cleanup(func() { defaultPath = DefaultPath })
-	if _, err := Load(LoadOptions{}); err != nil {
+	t.Cleanup(SetDefaultPath(missing))
+	if _, err := load(LoadOptions{}); err != nil {
 		t.Errorf("absent default file: %v", err)
 	}
-	if _, err := Load(LoadOptions{Path: missing}); err != nil {
+	if _, err := load(LoadOptions{Path: missing}); err != nil {
 		t.Errorf("absent default file given as Path: %v", err)
 	}
 
 	// Any other path must exist.
 	other := filepath.Join(dir, "other.yaml")
-	_, err := Load(LoadOptions{Path: other})
+	_, err := load(LoadOptions{Path: other})
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("absent explicit file: %v, want fs.ErrNotExist", err)
 	}
@@ -388,58 +413,59 @@ func TestPathRules(t *testing.T) {
 	// --config names the file; an explicit Path wins over it.
 	good := writeFile(t, "clmsd:\n  node_number: 9\n")
 	flags := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	bind := AddFlags(flags, "dlmd")
+	bind := addFlags(flags, "dlmd")
 	if err := flags.Parse([]string{"--config", good}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Load(LoadOptions{Flags: flags, Bindings: bind})
-	if err != nil || c.Clmsd.NodeNumber != 9 {
+	c, err := load(LoadOptions{Flags: flags, Bindings: bind})
+	if err != nil || clmsdspec.From(c).NodeNumber != 9 {
 		t.Errorf("--config: %+v, %v", c, err)
 	}
-	if _, err := Load(LoadOptions{Path: other, Flags: flags, Bindings: bind}); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := load(LoadOptions{Path: other, Flags: flags, Bindings: bind}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Path over --config: %v", err)
 	}
 	flags = pflag.NewFlagSet("x", pflag.ContinueOnError)
-	AddFlags(flags, "dlmd")
+	addFlags(flags, "dlmd")
 	if err := flags.Parse([]string{"--config", other}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(LoadOptions{Flags: flags}); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := load(LoadOptions{Flags: flags}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("--config absent file: %v", err)
 	}
 
 	// A huge file is refused.
-	huge := writeFile(t, "# "+strings.Repeat("x", maxFileSize)+"\n")
-	if _, err := Load(LoadOptions{Path: huge}); !errors.Is(err, ErrSyntax) {
+	huge := writeFile(t, "# "+strings.Repeat("x", MaxFileSize)+"\n")
+	if _, err := load(LoadOptions{Path: huge}); !errors.Is(err, ErrSyntax) {
 		t.Errorf("huge file: %v", err)
 	}
 
 	// A directory is not a file.
-	if _, err := Load(LoadOptions{Path: dir}); err == nil || strings.Contains(err.Error(), "\n") {
+	if _, err := load(LoadOptions{Path: dir}); err == nil || strings.Contains(err.Error(), "\n") {
 		t.Errorf("directory as file: %v", err)
 	}
 }
 
 func TestAddFlags(t *testing.T) {
 	fs := pflag.NewFlagSet("vprocd", pflag.ContinueOnError)
-	bind := AddFlags(fs, "vprocd")
+	bind := addFlags(fs, "vprocd")
 	want := map[string]string{"log-level": "cluster.log_level", "consul-address": "cluster.consul.address"}
 	if !reflect.DeepEqual(bind, want) {
-		t.Errorf("AddFlags(vprocd) = %v, want %v", bind, want)
+		t.Errorf("addFlags(vprocd) = %v, want %v", bind, want)
 	}
 	if fs.Lookup("node-number") != nil || fs.Lookup("config") == nil {
 		t.Errorf("vprocd flags wrong")
 	}
 	fs = pflag.NewFlagSet("dlmd", pflag.ContinueOnError)
-	bind = AddFlags(fs, "dlmd")
+	bind = addFlags(fs, "dlmd")
 	if bind["rpc-port"] != "dlmd.rpc_port" || fs.Lookup("node-number") != nil {
-		t.Errorf("AddFlags(dlmd) = %v", bind)
+		t.Errorf("addFlags(dlmd) = %v", bind)
 	}
 	fs = pflag.NewFlagSet("clmsd", pflag.ContinueOnError)
-	bind = AddFlags(fs, "clmsd")
+	bind = addFlags(fs, "clmsd")
 	if bind["node-number"] != "clmsd.node_number" || bind["rpc-port"] != "clmsd.rpc_port" {
-		t.Errorf("AddFlags(clmsd) = %v", bind)
+		t.Errorf("addFlags(clmsd) = %v", bind)
 	}
+	_, _, allowed := keys(t)
 	for _, key := range bind {
 		if _, ok := allowed[key]; !ok {
 			t.Errorf("binding to unknown key %q", key)
@@ -449,17 +475,16 @@ func TestAddFlags(t *testing.T) {
 
 func TestBadBinding(t *testing.T) {
 	clearEnv(t)
-	defaultPath = filepath.Join(t.TempDir(), "none.yaml")
-	t.Cleanup(func() { defaultPath = DefaultPath })
+	t.Cleanup(SetDefaultPath(filepath.Join(t.TempDir(), "none.yaml")))
 	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	fs.String("level", "", "")
-	_, err := Load(LoadOptions{Flags: fs, Bindings: map[string]string{"level": "cluster.loglevel"}})
+	_, err := load(LoadOptions{Flags: fs, Bindings: map[string]string{"level": "cluster.loglevel"}})
 	want := `config: flag --level is bound to "cluster.loglevel", which is not a setting`
 	if err == nil || err.Error() != want {
 		t.Errorf("Load() = %v, want %s", err, want)
 	}
 	// A binding to a flag that is not defined is ignored.
-	if _, err := Load(LoadOptions{Flags: fs, Bindings: map[string]string{"nope": "cluster.name"}}); err != nil {
+	if _, err := load(LoadOptions{Flags: fs, Bindings: map[string]string{"nope": "cluster.name"}}); err != nil {
 		t.Errorf("Load() = %v", err)
 	}
 }
@@ -475,12 +500,12 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Cluster.SocketGroup = "" }, ""},
 		{func(c *Config) { c.Cluster.Consul.Address = "consul.service:8500" }, ""},
 		{func(c *Config) { c.Cluster.Consul.Address = "a b:1" }, `config: cluster.consul.address: "a b:1" is not valid: want host:port with a port 1..65535`},
-		{func(c *Config) { c.Clmsd.SkewInterval = -time.Second }, `config: clmsd.skew_interval: "-1s" is not valid: want a duration of at least 100ms such as 5s`},
+		{func(c *Config) { c.Section("clmsd").(*clmsdspec.Config).SkewInterval = -time.Second }, `config: clmsd.skew_interval: "-1s" is not valid: want a duration of at least 100ms such as 5s`},
 		{func(c *Config) { c.Cluster.LogLevel = "INFO" }, `config: cluster.log_level: "INFO" is not valid: want one of trace, debug, info, warn, error`},
 	}
 	for _, tt := range tests {
-		c := Default()
-		tt.edit(&c)
+		c := Defaults(daemons.Sections())
+		tt.edit(c)
 		err := c.Validate()
 		if got := ""; err != nil {
 			got = err.Error()
@@ -493,54 +518,10 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestErrorForUnlistedKey(t *testing.T) {
-	e := invalid("no.such", "v")
-	if got, want := e.Error(), `config: no.such: "v" is not valid: want a valid value`; got != want {
-		t.Errorf("got %s, want %s", got, want)
-	}
-}
-
-func TestHelpers(t *testing.T) {
-	if got := oneLine("a\n\n  b  \n"); got != "a; b" {
-		t.Errorf("oneLine = %q", got)
-	}
-	for _, tt := range []struct {
-		in   any
-		want int
-		ok   bool
-	}{
-		{int64(5), 5, true}, {uint64(6), 6, true}, {float64(7), 7, true}, {" 8 ", 8, true},
-		{uint64(math.MaxUint64), 0, false}, {1.5, 0, false}, {true, 0, false}, {"0x10", 0, false},
-	} {
-		got, ok := toInt(tt.in)
-		if ok != tt.ok || (ok && got != tt.want) {
-			t.Errorf("toInt(%v) = %d, %v", tt.in, got, ok)
-		}
-	}
-	if _, err := decodeHook(nil, reflect.TypeOf(""), map[string]any{}); err == nil {
-		t.Error("decodeHook(map -> string) succeeded")
-	}
-	if got, err := decodeHook(nil, reflect.TypeOf(time.Duration(0)), time.Second); err != nil || got != time.Second {
-		t.Errorf("decodeHook(Duration) = %v, %v", got, err)
-	}
-	if format(nil) != "" || format(3) != "3" {
-		t.Error("format")
-	}
-	if lineOf(nil, "a") != math.MaxInt32 {
-		t.Error("lineOf(nil)")
-	}
-	if findErrorLine([]byte(strings.Repeat("a: 1\n", 1001)), "x") != 0 {
-		t.Error("findErrorLine on a long file")
-	}
-}
-
 // FuzzLoad feeds arbitrary bytes as the configuration file: Load must not
 // panic, and any error must be one line starting with "config: ".
 func FuzzLoad(f *testing.F) {
-	seed, err := os.ReadFile("testdata/openssi.yaml")
-	if err != nil {
-		f.Fatal(err)
-	}
+	seed := Example(daemons.Sections())
 	for _, s := range []string{
 		string(seed), "", "~", "cluster: 5", "clmsd:\n  node_number: abc\n", "a: b: c",
 		"x: &a [*a]", "cluster:\n  1: 2", "{cluster: {consul: {address: \"\n\"}}}",
@@ -560,7 +541,7 @@ func FuzzLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		file.Close()
-		c, err := Load(LoadOptions{Path: file.Name()})
+		c, err := load(LoadOptions{Path: file.Name()})
 		if err != nil {
 			msg := err.Error()
 			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "config: ") {

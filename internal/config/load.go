@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/openssi/openssi/internal/settings"
 )
 
 var (
@@ -49,6 +51,11 @@ type LoadOptions struct {
 	// Bindings maps a flag name in Flags to the dotted setting it overrides,
 	// e.g. {"log-level": "cluster.log_level"}. [AddFlags] returns it.
 	Bindings map[string]string
+	// Sections are the daemon sections the file may hold besides
+	// `cluster:`: every daemon's, so that each daemon accepts (and
+	// validates) the whole file of its node. A top-level key that is not
+	// one of them is an unknown key.
+	Sections []Section
 }
 
 // fileError is an error about the file as a whole, located by path and,
@@ -85,10 +92,10 @@ func Load(opts LoadOptions) (*Config, error) {
 		path = defaultPath
 	}
 
+	w := newWhole(opts.Sections)
 	v := viper.New()
 	v.SetConfigType("yaml")
-	def := Default()
-	walk(reflect.ValueOf(def), "", func(key string, val reflect.Value, leaf bool) {
+	walk(w.defaults(), "", func(key string, val reflect.Value, leaf bool) {
 		if leaf {
 			v.SetDefault(key, val.Interface())
 		}
@@ -110,18 +117,83 @@ func Load(opts LoadOptions) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 
-	if err := bindFlags(v, opts.Flags, opts.Bindings); err != nil {
+	if err := bindFlags(v, opts.Flags, opts.Bindings, w.allowed); err != nil {
 		return nil, err
 	}
 
-	var c Config
-	if err := v.UnmarshalExact(&c, viper.DecodeHook(decodeHook)); err != nil {
-		return nil, decodeError(err, v, path, root)
+	decoded := reflect.New(w.typ)
+	if err := v.UnmarshalExact(decoded.Interface(), viper.DecodeHook(decodeHook)); err != nil {
+		return nil, w.decodeError(err, v, path, root)
 	}
+	c := w.config(decoded.Elem())
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return c, nil
+}
+
+// whole is the struct type of a whole file: `cluster:` and the daemon
+// sections, built at run time so that each daemon package owns its section.
+type whole struct {
+	sections []Section
+	typ      reflect.Type
+	// allowed says, for every key, what values it accepts (the text of
+	// [Error.Allowed]), from the want tags.
+	allowed map[string]string
+	// order ranks every key in declaration order.
+	order map[string]int
+}
+
+func newWhole(sections []Section) *whole {
+	fields := []reflect.StructField{{
+		Name: "Cluster", Type: reflect.TypeFor[Cluster](),
+		Tag: reflect.StructTag(fmt.Sprintf(`mapstructure:%q want:%q`, ClusterKey, "a mapping of cluster settings")),
+	}}
+	for i, s := range sections {
+		fields = append(fields, reflect.StructField{
+			Name: fmt.Sprintf("Section%d", i), Type: s.Type(),
+			Tag: reflect.StructTag(fmt.Sprintf(`mapstructure:%q want:%q`, s.Name, s.Want())),
+		})
+	}
+	w := &whole{sections: sections, typ: reflect.StructOf(fields), allowed: map[string]string{}, order: map[string]int{}}
+	settings.Walk(w.typ, "", func(key string, f reflect.StructField, _ bool) {
+		w.allowed[key] = "want a valid value"
+		if want := f.Tag.Get("want"); want != "" {
+			w.allowed[key] = "want " + want
+		}
+		w.order[key] = len(w.order)
+	})
+	return w
+}
+
+// defaults returns a value of the whole type holding every default.
+func (w *whole) defaults() reflect.Value {
+	v := reflect.New(w.typ).Elem()
+	v.Field(0).Set(reflect.ValueOf(DefaultCluster()))
+	for i, s := range w.sections {
+		v.Field(i + 1).Set(reflect.ValueOf(s.Default()).Elem())
+	}
+	return v
+}
+
+// config splits a decoded value of the whole type into a Config.
+func (w *whole) config(v reflect.Value) *Config {
+	c := &Config{Cluster: v.Field(0).Interface().(Cluster), sections: w.sections, values: map[string]any{}}
+	for i, s := range w.sections {
+		p := reflect.New(s.Type())
+		p.Elem().Set(v.Field(i + 1))
+		c.values[s.Name] = p.Interface()
+	}
+	return c
+}
+
+// invalid builds the *Error for key.
+func (w *whole) invalid(key, value string) *Error {
+	a, ok := w.allowed[key]
+	if !ok {
+		a = "want a valid value"
+	}
+	return settings.NewError(key, value, a)
 }
 
 // maxFileSize bounds the configuration file; a real one is a few KiB.
@@ -212,7 +284,7 @@ func oneLine(s string) string {
 }
 
 // bindFlags makes every flag of fs that was set override its bound setting.
-func bindFlags(v *viper.Viper, fs *pflag.FlagSet, bindings map[string]string) error {
+func bindFlags(v *viper.Viper, fs *pflag.FlagSet, bindings, allowed map[string]string) error {
 	if fs == nil {
 		return nil
 	}
@@ -247,7 +319,7 @@ func walk(v reflect.Value, prefix string, fn func(key string, val reflect.Value,
 			key = prefix + "." + key
 		}
 		fv := v.Field(i)
-		if fv.Kind() == reflect.Struct {
+		if fv.Kind() == reflect.Struct && fv.Type() != durationType {
 			fn(key, fv, false)
 			walk(fv, key, fn)
 			continue
@@ -328,7 +400,7 @@ func format(v any) string {
 
 // decodeError turns the error of UnmarshalExact into one line: unknown keys
 // first, then the first bad value in declaration order.
-func decodeError(err error, v *viper.Viper, path string, root *yaml.Node) error {
+func (w *whole) decodeError(err error, v *viper.Viper, path string, root *yaml.Node) error {
 	var decs []*mapstructure.DecodeError
 	collect(err, &decs)
 
@@ -365,10 +437,7 @@ func decodeError(err error, v *viper.Viper, path string, root *yaml.Node) error 
 	if len(decs) == 0 {
 		return fmt.Errorf("config: %s", oneLine(err.Error()))
 	}
-	order := map[string]int{}
-	walk(reflect.ValueOf(Config{}), "", func(key string, _ reflect.Value, _ bool) {
-		order[key] = len(order)
-	})
+	order := w.order
 	rank := func(name string) int {
 		if r, ok := order[name]; ok {
 			return r
@@ -396,7 +465,7 @@ func decodeError(err error, v *viper.Viper, path string, root *yaml.Node) error 
 	default:
 		raw = v.Get(d.Name())
 	}
-	return invalid(d.Name(), format(raw))
+	return w.invalid(d.Name(), format(raw))
 }
 
 // collect appends every *mapstructure.DecodeError in err's tree to out.

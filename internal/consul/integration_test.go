@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
 )
 
@@ -26,7 +27,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 
 func TestKV(t *testing.T) {
 	t.Parallel()
-	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	c := consultest.Start(t, consulagent.Options{Servers: 1, Clients: 1, NoConnect: true})
 	ctx := ctxT(t, 30*time.Second)
 	kv := consul.NewKV(c.Agents[1].Client())
 	raw := c.Agents[0].Client().KV()
@@ -114,7 +115,7 @@ func TestKV(t *testing.T) {
 
 func TestAcquireRelease(t *testing.T) {
 	t.Parallel()
-	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 2, NoConnect: true})
+	c := consultest.Start(t, consulagent.Options{Servers: 1, Clients: 2, NoConnect: true})
 	ctx := ctxT(t, 30*time.Second)
 	c2, c3 := c.Agents[1].Client(), c.Agents[2].Client()
 	kv := consul.NewKV(c2)
@@ -168,7 +169,7 @@ func TestAcquireRelease(t *testing.T) {
 // taken by a survivor at once.
 func TestSessionInvalidatedOnKill(t *testing.T) {
 	t.Parallel()
-	c := consultest.Start(t, consultest.Options{Servers: 3, Clients: 2})
+	c := consultest.Start(t, consulagent.Options{Servers: 3, Clients: 2})
 	ctx := ctxT(t, 60*time.Second)
 	victim, survivor := c.Agents[3], c.Agents[4]
 	vc, sc := victim.Client(), survivor.Client()
@@ -252,7 +253,7 @@ func TestSessionInvalidatedOnKill(t *testing.T) {
 // TestFindSession checks that a restarted daemon adopts its node's session.
 func TestFindSession(t *testing.T) {
 	t.Parallel()
-	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	c := consultest.Start(t, consulagent.Options{Servers: 1, Clients: 1, NoConnect: true})
 	ctx := ctxT(t, 30*time.Second)
 	cl := c.Agents[1].Client()
 
@@ -298,7 +299,7 @@ func TestFindSession(t *testing.T) {
 
 func TestWatchWakesOnChange(t *testing.T) {
 	t.Parallel()
-	c := consultest.Start(t, consultest.Options{Servers: 1, Clients: 1, NoConnect: true})
+	c := consultest.Start(t, consulagent.Options{Servers: 1, Clients: 1, NoConnect: true})
 	ctx := ctxT(t, 30*time.Second)
 	kv := consul.NewKV(c.Agents[1].Client())
 	writer := consul.NewKV(c.Agents[0].Client())

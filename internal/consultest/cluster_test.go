@@ -9,37 +9,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/openssi/openssi/internal/consulagent"
 )
 
-func TestTunedHCL(t *testing.T) {
-	got := TunedSettings().HCL()
-	for _, want := range []string{
-		`probe_interval  = "100ms"`,
-		`probe_timeout   = "50ms"`,
-		`gossip_interval = "20ms"`,
-		`suspicion_mult  = 2`,
-		`retransmit_mult = 2`,
-		`raft_multiplier  = 1`,
-		`rpc_hold_timeout = "1s"`,
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("TunedSettings().HCL() lacks %q:\n%s", want, got)
-		}
-	}
-}
-
-func TestBinaryEnv(t *testing.T) {
-	t.Setenv("CONSUL_BIN", "/nonexistent/consul")
-	if _, err := Binary(); err != ErrNoBinary {
-		t.Fatalf("Binary() with a bad CONSUL_BIN: err = %v, want ErrNoBinary", err)
-	}
-	if !strings.Contains(ErrNoBinary.Error(), "run `make consul` or set CONSUL_BIN") {
-		t.Fatalf("ErrNoBinary text: %q", ErrNoBinary)
-	}
-}
-
 func TestClusterKillRestart(t *testing.T) {
-	c := Start(t, Options{Servers: 3, Clients: 1})
+	c := Start(t, consulagent.Options{Servers: 3, Clients: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -62,7 +37,7 @@ func TestClusterKillRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitMembers(ctx, MemberAlive); err != nil {
+	if err := c.WaitMembers(ctx, consulagent.MemberAlive); err != nil {
 		t.Fatal(err)
 	}
 	// Connect is on by default: the built-in CA has a root.
@@ -72,7 +47,7 @@ func TestClusterKillRestart(t *testing.T) {
 	}
 
 	// Kill a server that is not the leader; the others must see it fail.
-	var victim *Agent
+	var victim *consulagent.Agent
 	for _, a := range c.Servers() {
 		if a != leader {
 			victim = a
@@ -87,7 +62,7 @@ func TestClusterKillRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("profile %v: serfHealth of SIGKILLed %s critical after %v", c.Options.Profile, victim.Name, time.Since(start))
-	if err := c.WaitMembers(ctx, MemberFailed, victim.Name); err != nil {
+	if err := c.WaitMembers(ctx, consulagent.MemberFailed, victim.Name); err != nil {
 		t.Fatal(err)
 	}
 
@@ -98,7 +73,7 @@ func TestClusterKillRestart(t *testing.T) {
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitMembers(ctx, MemberAlive); err != nil {
+	if err := c.WaitMembers(ctx, consulagent.MemberAlive); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -109,18 +84,18 @@ func TestClusterKillRestart(t *testing.T) {
 // runs without -short.
 func TestFailureDetection(t *testing.T) {
 	for _, tc := range []struct {
-		profile Profile
+		profile consulagent.Profile
 		limit   time.Duration // generous bound; the goal for Tuned is ~1.5s
 	}{
-		{Tuned, 3 * time.Second},
-		{Default, 60 * time.Second},
+		{consulagent.Tuned, 3 * time.Second},
+		{consulagent.Default, 60 * time.Second},
 	} {
 		t.Run(tc.profile.String(), func(t *testing.T) {
-			if tc.profile == Default && testing.Short() {
+			if tc.profile == consulagent.Default && testing.Short() {
 				t.Skip("Default profile detection takes seconds; run without -short")
 			}
 			t.Parallel()
-			c := Start(t, Options{Servers: 3, Clients: 2, Profile: tc.profile})
+			c := Start(t, consulagent.Options{Servers: 3, Clients: 2, Profile: tc.profile})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 
@@ -159,7 +134,7 @@ func TestFailureDetection(t *testing.T) {
 }
 
 func TestStopAndLeave(t *testing.T) {
-	c := Start(t, Options{Servers: 1, Clients: 2, NoConnect: true})
+	c := Start(t, consulagent.Options{Servers: 1, Clients: 2, NoConnect: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	left, stopped := c.Agents[1], c.Agents[2]
@@ -168,7 +143,7 @@ func TestStopAndLeave(t *testing.T) {
 	if err := left.Leave(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitMembers(ctx, MemberLeft, left.Name); err != nil {
+	if err := c.WaitMembers(ctx, consulagent.MemberLeft, left.Name); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("left after %v", time.Since(start))
@@ -180,7 +155,7 @@ func TestStopAndLeave(t *testing.T) {
 		t.Fatal("agent still running after Stop")
 	}
 	// leave_on_terminate=false: a SIGTERMed agent fails, it does not leave.
-	if err := c.WaitMembers(ctx, MemberFailed, stopped.Name); err != nil {
+	if err := c.WaitMembers(ctx, consulagent.MemberFailed, stopped.Name); err != nil {
 		t.Fatal(err)
 	}
 	if err := stopped.Stop(); err == nil {
@@ -194,28 +169,51 @@ func TestStopAndLeave(t *testing.T) {
 	}
 }
 
-// fatalTB records Fatal instead of failing the real test.
-type fatalTB struct {
+// recordTB records Fatal and Skip instead of ending the real test.
+type recordTB struct {
 	testing.TB
-	fatal   string
-	skipped bool
+	fatal, skip string
 }
 
-func (f *fatalTB) Helper()           {}
-func (f *fatalTB) Fatal(args ...any) { f.fatal = fmt.Sprint(args...); runtime.Goexit() }
-func (f *fatalTB) Skip(...any)       { f.skipped = true; runtime.Goexit() }
-func (f *fatalTB) SkipNow()          { f.skipped = true; runtime.Goexit() }
+func (r *recordTB) Helper()               {}
+func (r *recordTB) Fatal(args ...any)     { r.fatal = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recordTB) Skip(args ...any)      { r.skip = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recordTB) Fatalf(string, ...any) { panic("unexpected Fatalf") }
 
-func TestStartWithoutBinaryFails(t *testing.T) {
-	t.Setenv("CONSUL_BIN", "/nonexistent/consul")
-	f := &fatalTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Start(f, Options{})
-	}()
-	<-done
-	if f.skipped || !strings.Contains(f.fatal, "consul binary not found: run `make consul` or set CONSUL_BIN") {
-		t.Fatalf("Start without a binary: fatal %q skipped %v", f.fatal, f.skipped)
+func TestStartWithoutBinary(t *testing.T) {
+	tests := []struct {
+		name         string
+		ci, noConsul string
+		wantFatal    bool
+		wantIn       string
+	}{
+		{name: "skip says how to get consul", wantIn: "run `make consul`, or set CONSUL_BIN="},
+		{name: "skip says CI fails", wantIn: "under CI=true this fails"},
+		{name: "CI=false skips", ci: "false", wantIn: "CONSUL_BIN=/nonexistent/consul is not an executable file"},
+		{name: "CI=true fails", ci: "true", wantFatal: true, wantIn: "CI=true makes this a failure, not a skip"},
+		{name: "CI=1 fails", ci: "1", wantFatal: true, wantIn: "run `make consul`"},
+		{name: "hidden on purpose skips under CI", ci: "true", noConsul: "1", wantIn: "hidden by OPENSSI_NO_CONSUL (make unit)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CONSUL_BIN", "/nonexistent/consul")
+			t.Setenv("CI", tt.ci)
+			t.Setenv("OPENSSI_NO_CONSUL", tt.noConsul)
+			r := &recordTB{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				Start(r, consulagent.Options{})
+				t.Error("Start returned without a consul binary")
+			}()
+			<-done
+			got := r.skip
+			if tt.wantFatal {
+				got = r.fatal
+			}
+			if got == "" || !strings.Contains(got, tt.wantIn) {
+				t.Fatalf("fatal %q, skip %q; want %s containing %q", r.fatal, r.skip, map[bool]string{true: "fatal", false: "skip"}[tt.wantFatal], tt.wantIn)
+			}
+		})
 	}
 }

@@ -6,9 +6,12 @@
 //
 // A daemon's main is a few lines:
 //
-//	func main() { os.Exit(daemon.Main("clmsd", os.Args[1:], run)) }
+//	func main() { os.Exit(daemon.Main(clmsdspec.Daemon, os.Args[1:], run)) }
 //
-// and run wires the daemon's own packages using the Env it is given.
+// and run wires the daemon's own packages using the Env it is given. The
+// description (internal/describe) gives the flags, the --help text and the
+// daemon's section of the configuration; the file may hold every
+// registered daemon's section (internal/daemons), and all are validated.
 package daemon
 
 import (
@@ -20,14 +23,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/lifecycle"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/logging"
@@ -46,7 +53,10 @@ const (
 type Env struct {
 	// Name is the daemon's name ("clmsd").
 	Name string
-	// Config is the validated configuration.
+	// Daemon is the daemon's description.
+	Daemon describe.Daemon
+	// Config is the validated configuration: the shared cluster section
+	// and every daemon's (the daemon's own package reads its own).
 	Config *config.Config
 	// Log is the daemon's logger (level follows cluster.log_level, also on
 	// SIGHUP).
@@ -57,6 +67,41 @@ type Env struct {
 	Watchdog *lifecycle.Watchdog
 
 	loadOpts config.LoadOptions
+	// goroutines counts every goroutine Env starts (the reload loop, the
+	// watchdog, the gRPC servers); Main waits for all of them.
+	goroutines sync.WaitGroup
+	serversMu  sync.Mutex
+	servers    []*grpc.Server
+}
+
+// goJoined runs f in a goroutine that Main waits for before it returns.
+func (e *Env) goJoined(f func()) {
+	e.goroutines.Add(1)
+	go func() {
+		defer e.goroutines.Done()
+		f()
+	}()
+}
+
+// serve serves s on ln in a goroutine Main joins; a server the daemon did
+// not stop itself is stopped when run returns.
+func (e *Env) serve(s *grpc.Server, ln net.Listener) {
+	e.serversMu.Lock()
+	e.servers = append(e.servers, s)
+	e.serversMu.Unlock()
+	e.goJoined(func() { _ = s.Serve(ln) })
+}
+
+// join stops what run left serving, ends the background goroutines and
+// waits for every goroutine Env started.
+func (e *Env) join(cancel context.CancelFunc) {
+	e.serversMu.Lock()
+	for _, s := range e.servers {
+		s.Stop()
+	}
+	e.serversMu.Unlock()
+	cancel()
+	e.goroutines.Wait()
 }
 
 // ConfigError marks an error that should end the daemon with ExitConfig.
@@ -70,14 +115,15 @@ func (e ConfigError) Unwrap() error { return e.Err }
 // process exit code: 0, ExitConfig for bad flags or configuration (one
 // line on stderr naming the key, the value and what is allowed), ExitError
 // when run fails (one line: "<name>: <error>").
-func Main(name string, args []string, run func(ctx context.Context, env *Env) error) int {
-	return main(name, args, os.Stdout, os.Stderr, run)
+func Main(d describe.Daemon, args []string, run func(ctx context.Context, env *Env) error) int {
+	return main(d, daemons.Sections(), args, os.Stdout, os.Stderr, run)
 }
 
-func main(name string, args []string, stdout, stderr io.Writer, run func(ctx context.Context, env *Env) error) int {
+func main(d describe.Daemon, sections []config.Section, args []string, stdout, stderr io.Writer, run func(ctx context.Context, env *Env) error) int {
+	name := d.Name
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	bindings := config.AddFlags(fs, name)
+	bindings := config.AddFlags(fs, &d.Config)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	checkConfig := fs.Bool("check-config", false, "load and validate the configuration, then exit: 0 when valid, 2 otherwise")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -87,7 +133,7 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 	}
 	if *help {
 		fmt.Fprintf(stdout, "Usage: %s [flags]\n\n%s\n\nFlags:\n%s\nSettings come from %s (see openssi.yaml(5)), then OPENSSI_* environment\nvariables (OPENSSI_CLMSD_NODE_NUMBER for clmsd.node_number), then flags.\nExit codes: 0 ok, 1 runtime failure, 2 bad configuration.\n",
-			name, summary(name), fs.FlagUsages(), config.DefaultPath)
+			name, d.About, fs.FlagUsages(), config.DefaultPath)
 		return ExitOK
 	}
 	if *showVersion {
@@ -98,7 +144,7 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 		fmt.Fprintf(stderr, "%s: unexpected argument %q (see `%s --help`)\n", name, fs.Arg(0), name)
 		return ExitConfig
 	}
-	opts := config.LoadOptions{Flags: fs, Bindings: bindings}
+	opts := config.LoadOptions{Flags: fs, Bindings: bindings, Sections: sections}
 	cfg, err := config.Load(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, oneLine(err.Error()))
@@ -123,14 +169,16 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 	wd.Stalled = func(age time.Duration) {
 		log.WithField("last_beat", age.String()+" ago").Warn("work loop stalled: withholding the systemd watchdog ping")
 	}
-	env := &Env{Name: name, Config: cfg, Log: log, Notify: notify, Watchdog: wd, loadOpts: opts}
+	env := &Env{Name: name, Daemon: d, Config: cfg, Log: log, Notify: notify, Watchdog: wd, loadOpts: opts}
 
 	ctx, stop, reload := lifecycle.Signals(context.Background())
 	defer stop()
-	go env.reloadLoop(ctx, reload)
-	go wd.Run(ctx)
+	bg, stopBg := context.WithCancel(ctx)
+	env.goJoined(func() { env.reloadLoop(bg, reload) })
+	env.goJoined(func() { wd.Run(bg) })
 	log.WithField("version", version.Get()).Infof("%s starting", name)
 	err = run(ctx, env)
+	env.join(stopBg)
 	_ = notify.Stopping()
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// Stopped while still starting (waiting for Consul, say): a stop,
@@ -173,16 +221,6 @@ func (e *Env) reloadLoop(ctx context.Context, reload <-chan struct{}) {
 		}
 		_ = e.Notify.Ready()
 	}
-}
-
-func summary(name string) string {
-	switch name {
-	case "clmsd":
-		return "clmsd is OpenSSI's cluster membership daemon: it gives this node its number,\nholds its membership in Consul, streams NODEUP/NODEDOWN/NODELEAVE events to\nlocal subscribers and measures clock skew to the other nodes."
-	case "dlmd":
-		return "dlmd is OpenSSI's distributed lock manager: VMS-style locks (NL CR CW PR PW EX)\nwith value blocks and blocking callbacks, mastered across the nodes and\nrecovered when a node goes down."
-	}
-	return name + " is an OpenSSI daemon."
 }
 
 func oneLine(s string) string {

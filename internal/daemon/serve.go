@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/openssi/openssi/internal/lifecycle"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 )
@@ -35,7 +36,7 @@ func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr stri
 	}
 	s := rpc.NewServer(src)
 	register(s)
-	go func() { _ = s.Serve(ln) }()
+	e.serve(s, ln)
 	deregister, err := rpc.Register(client, e.Name, node, addr, port)
 	if err != nil {
 		s.Stop()
@@ -63,7 +64,7 @@ func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)
 	register(s)
-	go func() { _ = s.Serve(ln) }()
+	e.serve(s, ln)
 	return &Local{Server: s, Health: h}, nil
 }
 
@@ -113,5 +114,57 @@ func StopGRPC(ctx context.Context, s *grpc.Server) {
 	case <-done:
 	case <-ctx.Done():
 		s.Stop()
+	}
+}
+
+// Connect returns a client of the local Consul agent (cluster.consul) and
+// the inter-node certificate source (cluster.tls), telling systemd what it
+// waits for. The caller closes the source.
+func (e *Env) Connect(ctx context.Context) (*api.Client, rpc.Source, error) {
+	client, err := e.Consul()
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = e.Notify.Status("getting inter-node certificates (%s)", e.Config.Cluster.TLS.Source)
+	src, err := e.TLS(ctx, client)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, src, nil
+}
+
+// Loop is a daemon's work loop: it runs until ctx ends, feeds the watchdog
+// through beat and calls ready once the daemon serves.
+type Loop func(ctx context.Context, beat func(), ready func()) error
+
+// StartLoop runs loop in a goroutine of its own. Its context ends when
+// stop is called, not on SIGTERM: the daemon's drain decides when the
+// loop is no longer needed. When loop calls ready, the daemon is reported
+// ready: local health SERVING, READY=1 and status to systemd, a log line.
+// wait stops the loop and returns its error.
+func (e *Env) StartLoop(local *Local, status string, loop Loop) (stop func(), wait func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- loop(ctx, e.Watchdog.Beat, func() {
+			local.Ready()
+			_ = e.Notify.Ready()
+			_ = e.Notify.Status("%s", status)
+			e.Log.WithField("socket", e.SocketPath()).Info("ready")
+		})
+	}()
+	return cancel, func() error {
+		cancel()
+		return <-done
+	}
+}
+
+// Drain reports the daemon stopping to systemd with status, then runs
+// shutdown with at most timeout (lifecycle.Drain); a failure or a timeout
+// is logged, not returned: the daemon exits either way.
+func (e *Env) Drain(status string, timeout time.Duration, shutdown func(ctx context.Context) error) {
+	_ = e.Notify.Status("%s", status)
+	if err := lifecycle.Drain(timeout, shutdown); err != nil {
+		e.Log.WithError(err).Warn("drain")
 	}
 }

@@ -17,7 +17,8 @@ import (
 // After the first SIGTERM or SIGINT the process no longer catches them, so
 // a second one ends it at once (the default action) — a stuck drain can be
 // cut short by hand. Call stop when done, typically deferred in main: it
-// cancels the context and stops delivering SIGHUP.
+// cancels the context, waits for the goroutine that watches the signals
+// and stops delivering SIGHUP.
 func Signals(ctx context.Context) (ctx2 context.Context, stop context.CancelFunc, reload <-chan struct{}) {
 	ctx2, cancel := context.WithCancel(ctx)
 	term := make(chan os.Signal, 1)
@@ -25,7 +26,9 @@ func Signals(ctx context.Context) (ctx2 context.Context, stop context.CancelFunc
 	rl := make(chan struct{}, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer signal.Stop(term)
 		for {
 			select {
@@ -47,6 +50,7 @@ func Signals(ctx context.Context) (ctx2 context.Context, stop context.CancelFunc
 	// drain does not kill the daemon.
 	stop = func() {
 		cancel()
+		<-done
 		signal.Stop(hup)
 	}
 	return ctx2, stop, rl

@@ -132,14 +132,16 @@ func CallerFrom(ctx context.Context) (Cred, bool) {
 }
 
 // RequireRoot returns nil when the caller is root (uid 0) and otherwise a
-// gRPC PermissionDenied status saying that only root may do this.
+// gRPC PermissionDenied status saying that only root may do this. Like
+// RequireUID's, its message is the detail only: the code already says
+// "permission denied", and the client library adds its own prefix.
 func RequireRoot(ctx context.Context) error {
 	c, ok := CallerFrom(ctx)
 	if !ok {
-		return status.Error(codes.PermissionDenied, "localapi: permission denied: caller identity unknown; only root may do this")
+		return status.Error(codes.PermissionDenied, "caller identity unknown; only root may do this")
 	}
 	if c.UID != 0 {
-		return status.Errorf(codes.PermissionDenied, "localapi: permission denied: only root may do this (caller is uid %d, pid %d)", c.UID, c.PID)
+		return status.Errorf(codes.PermissionDenied, "only root may do this (caller is uid %d, pid %d)", c.UID, c.PID)
 	}
 	return nil
 }
@@ -150,10 +152,10 @@ func RequireRoot(ctx context.Context) error {
 func RequireUID(ctx context.Context, uid uint32) error {
 	c, ok := CallerFrom(ctx)
 	if !ok {
-		return status.Errorf(codes.PermissionDenied, "localapi: permission denied: caller identity unknown; only root or uid %d may do this", uid)
+		return status.Errorf(codes.PermissionDenied, "caller identity unknown; only root or uid %d may do this", uid)
 	}
 	if c.UID != 0 && c.UID != uid {
-		return status.Errorf(codes.PermissionDenied, "localapi: permission denied: only root or uid %d may do this (caller is uid %d, pid %d)", uid, c.UID, c.PID)
+		return status.Errorf(codes.PermissionDenied, "only root or uid %d may do this (caller is uid %d, pid %d)", uid, c.UID, c.PID)
 	}
 	return nil
 }

@@ -1,12 +1,12 @@
 // Package nodetest runs OpenSSI nodes for integration tests and benchmarks:
-// each node is a real Consul agent (from internal/consultest) with a real
-// clmsd process (and, with Options.Dlmd, a real dlmd) next to it, on its own
-// loopback address. Nothing is mocked.
+// each node is a real Consul agent (from internal/consulagent) with a real
+// clmsd process and the other daemons it is given (Options.Dlmd,
+// Options.Binaries) next to it, on its own loopback address, started in the
+// order of internal/daemons.All. Nothing is mocked.
 package nodetest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,7 +21,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
+	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/daemons"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
@@ -29,50 +33,72 @@ import (
 // Options describe the nodes to start.
 type Options struct {
 	// Consul is the Consul cluster (one node per agent).
-	Consul consultest.Options
+	Consul consulagent.Options
 	// Clmsd is the clmsd binary; BuildClmsd makes one.
 	Clmsd string
 	// ExtraYAML is appended to every node's openssi.yaml.
 	ExtraYAML string
-	// RPCPort is clmsd's inter-node port on each node's own IP. Default 7101.
+	// RPCPort is clmsd's inter-node port on each node's own IP. Default
+	// clmsd's.
 	RPCPort int
 	// Dlmd is the dlmd binary (BuildDlmd makes one); when set, every node
 	// also runs dlmd and StartCluster waits until each serves.
 	Dlmd string
-	// DlmdRPCPort is dlmd's inter-node port. Default 7102.
+	// DlmdRPCPort is dlmd's inter-node port. Default dlmd's.
 	DlmdRPCPort int
+	// Binaries maps the name of any other registered daemon to its binary
+	// (Build makes one): every node runs it too, after clmsd, in the order
+	// of internal/daemons.All, and StartCluster waits until each serves.
+	Binaries map[string]string
+}
+
+// binaries returns every daemon binary of o by daemon name.
+func (o Options) binaries() map[string]string {
+	b := map[string]string{}
+	for n, bin := range o.Binaries {
+		b[n] = bin
+	}
+	if o.Clmsd != "" {
+		b[clmsdspec.Name] = o.Clmsd
+	}
+	if o.Dlmd != "" {
+		b[dlmdspec.Name] = o.Dlmd
+	}
+	return b
 }
 
 // Cluster is a set of nodes.
 type Cluster struct {
-	Consul *consultest.Cluster
+	Consul *consulagent.Cluster
 	Nodes  []*Node
 	opts   Options
 }
 
-// Node is one node: a Consul agent and its clmsd.
+// Node is one node: a Consul agent and its daemons.
 type Node struct {
-	Agent      *consultest.Agent
+	Agent      *consulagent.Agent
 	Dir        string
 	ConfigFile string
 	RunDir     string
 	StateDir   string
-	LogFile    string
-
-	clmsd proc
-
+	// LogFile is clmsd's log.
+	LogFile string
 	// DlmdLogFile is dlmd's log.
 	DlmdLogFile string
-	dlmd        proc
+
+	// procs are the node's daemons that run, in start order.
+	procs []*proc
 }
 
 // BuildClmsd builds clmsd from this module into dir and returns its path.
-func BuildClmsd(dir string) (string, error) { return build(dir, "clmsd") }
+func BuildClmsd(dir string) (string, error) { return Build(dir, clmsdspec.Name) }
 
 // BuildDlmd builds dlmd from this module into dir and returns its path.
-func BuildDlmd(dir string) (string, error) { return build(dir, "dlmd") }
+func BuildDlmd(dir string) (string, error) { return Build(dir, dlmdspec.Name) }
 
-func build(dir, daemon string) (string, error) {
+// Build builds the registered daemon from daemons/<daemon> of this module
+// into dir and returns its path.
+func Build(dir, daemon string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(dir, daemon)
@@ -86,11 +112,14 @@ func build(dir, daemon string) (string, error) {
 }
 
 // Start starts the nodes for a test: Consul agents first, then a clmsd on
-// each, and waits until every node sees every other UP. Teardown is
+// each, and waits until every node sees every other UP, then the other
+// daemons given, each waited for until it serves. Teardown is
 // registered with t.Cleanup; when the test failed the tail of every log is
-// printed.
+// printed. Without a consul binary the test is skipped, or under CI failed
+// (see consultest.Need).
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	consultest.Need(t)
 	c, err := StartCluster(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -98,9 +127,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range c.Nodes {
-				t.Logf("--- clmsd log of %s ---\n%s", n.Agent.Name, n.LogTail(30))
-				if c.opts.Dlmd != "" {
-					t.Logf("--- dlmd log of %s ---\n%s", n.Agent.Name, tail(n.DlmdLogFile, 40))
+				for _, p := range n.procs {
+					t.Logf("--- %s log of %s ---\n%s", p.name, n.Agent.Name, tail(p.log, 40))
 				}
 				t.Logf("--- consul log of %s ---\n%s", n.Agent.Name, n.Agent.LogTail(15))
 			}
@@ -113,24 +141,34 @@ func Start(t testing.TB, opts Options) *Cluster {
 // StartCluster is Start outside package testing; the caller must Stop.
 func StartCluster(dir string, opts Options) (*Cluster, error) {
 	if opts.RPCPort == 0 {
-		opts.RPCPort = 7101
+		opts.RPCPort = clmsdspec.Default().RPCPort
 	}
 	if opts.DlmdRPCPort == 0 {
-		opts.DlmdRPCPort = 7102
+		opts.DlmdRPCPort = dlmdspec.Default().RPCPort
 	}
-	cc, err := consultest.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
+	bins := opts.binaries()
+	for name := range bins {
+		if _, ok := daemons.Find(name); !ok {
+			return nil, fmt.Errorf("nodetest: no daemon %q in internal/daemons.All", name)
+		}
+	}
+	cc, err := consulagent.StartCluster(filepath.Join(dir, "consul"), opts.Consul)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cluster{Consul: cc, opts: opts}
 	for _, a := range cc.Agents {
-		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name), clmsd: proc{name: "clmsd", bin: opts.Clmsd}}
+		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name)}
 		n.RunDir = filepath.Join(n.Dir, "run")
 		n.StateDir = filepath.Join(n.Dir, "state")
 		n.ConfigFile = filepath.Join(n.Dir, "openssi.yaml")
-		n.LogFile = filepath.Join(n.Dir, "clmsd.log")
-		n.DlmdLogFile = filepath.Join(n.Dir, "dlmd.log")
-		n.dlmd = proc{name: "dlmd", bin: opts.Dlmd}
+		n.LogFile = filepath.Join(n.Dir, clmsdspec.Name+".log")
+		n.DlmdLogFile = filepath.Join(n.Dir, dlmdspec.Name+".log")
+		for _, d := range daemons.All {
+			if bin, ok := bins[d.Name]; ok {
+				n.procs = append(n.procs, &proc{name: d.Name, bin: bin, log: filepath.Join(n.Dir, d.Name+".log")})
+			}
+		}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			c.Stop()
 			return nil, err
@@ -167,15 +205,18 @@ dlmd:
 		c.Stop()
 		return nil, err
 	}
-	if opts.Dlmd != "" {
+	for _, d := range daemons.All {
+		if _, ok := bins[d.Name]; !ok || d.Name == clmsdspec.Name {
+			continue
+		}
 		for _, n := range c.Nodes {
-			if err := n.StartDlmd(); err != nil {
+			if err := n.StartDaemon(d.Name); err != nil {
 				c.Stop()
 				return nil, err
 			}
 		}
 		for _, n := range c.Nodes {
-			if err := n.WaitDlmd(ctx); err != nil {
+			if err := n.WaitServing(ctx, d.Name); err != nil {
 				c.Stop()
 				return nil, err
 			}
@@ -187,8 +228,7 @@ dlmd:
 // Stop kills every process of the cluster.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
-		_ = n.KillDlmd()
-		_ = n.KillClmsd()
+		n.killDaemons()
 	}
 	c.Consul.Stop()
 }
@@ -225,69 +265,110 @@ func (n *Node) Client(ctx context.Context) (*cluster.Client, error) {
 	return cluster.New(ctx, cluster.WithSocket(n.Socket()))
 }
 
+// proc returns the node's process of the daemon named name, or nil.
+func (n *Node) proc(name string) *proc {
+	for _, p := range n.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// StartDaemon starts the node's daemon named name (what it needs should
+// run).
+func (n *Node) StartDaemon(name string) error {
+	p := n.proc(name)
+	if p == nil {
+		return fmt.Errorf("nodetest: %s: no %s binary in the Options", n.Agent.Name, name)
+	}
+	return p.start(n.ConfigFile)
+}
+
+// StopDaemon stops the node's daemon named name with SIGTERM.
+func (n *Node) StopDaemon(name string) error { return n.proc(name).signal(syscall.SIGTERM) }
+
+// KillDaemon SIGKILLs the node's daemon named name.
+func (n *Node) KillDaemon(name string) error { return n.proc(name).signal(syscall.SIGKILL) }
+
+// DaemonRunning tells whether the node's daemon named name runs.
+func (n *Node) DaemonRunning(name string) bool { return n.proc(name).running() }
+
+// DaemonSocket returns the local API socket of the node's daemon named
+// name.
+func (n *Node) DaemonSocket(name string) string { return filepath.Join(n.RunDir, name+".sock") }
+
+// killDaemons SIGKILLs the node's daemons, the last started first.
+func (n *Node) killDaemons() {
+	for i := len(n.procs) - 1; i >= 0; i-- {
+		_ = n.procs[i].signal(syscall.SIGKILL)
+	}
+}
+
 // StartClmsd starts the node's clmsd (its agent must run).
-func (n *Node) StartClmsd() error { return n.clmsd.start(n.ConfigFile, n.LogFile) }
+func (n *Node) StartClmsd() error { return n.StartDaemon(clmsdspec.Name) }
 
 // ClmsdRunning tells whether the node's clmsd process runs.
-func (n *Node) ClmsdRunning() bool { return n.clmsd.running() }
+func (n *Node) ClmsdRunning() bool { return n.DaemonRunning(clmsdspec.Name) }
 
 // WaitClmsdExit waits for the clmsd process to exit and returns its exit
 // error (an *exec.ExitError for a non-zero status).
-func (n *Node) WaitClmsdExit(ctx context.Context) error { return n.clmsd.wait(ctx) }
-
-func (n *Node) signalClmsd(sig syscall.Signal) error { return n.clmsd.signal(sig) }
+func (n *Node) WaitClmsdExit(ctx context.Context) error { return n.proc(clmsdspec.Name).wait(ctx) }
 
 // KillClmsd SIGKILLs the node's clmsd.
-func (n *Node) KillClmsd() error { return n.signalClmsd(syscall.SIGKILL) }
+func (n *Node) KillClmsd() error { return n.KillDaemon(clmsdspec.Name) }
 
 // StopClmsd stops the node's clmsd with SIGTERM (a graceful leave).
-func (n *Node) StopClmsd() error { return n.signalClmsd(syscall.SIGTERM) }
+func (n *Node) StopClmsd() error { return n.StopDaemon(clmsdspec.Name) }
 
-// Kill is a power loss: SIGKILL of the agent, clmsd and dlmd together.
+// Kill is a power loss: SIGKILL of the agent and every daemon together.
 func (n *Node) Kill() error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 1)
 	go func() { errc <- n.Agent.Kill() }()
-	go func() { errc <- n.KillDlmd() }()
-	err := n.KillClmsd()
-	return errors.Join(err, <-errc, <-errc)
+	n.killDaemons()
+	return <-errc
 }
 
-// Start boots a killed node again: its agent, then its clmsd, then its
-// dlmd when the cluster runs one.
+// Start boots a killed node again: its agent, then its daemons in start
+// order.
 func (n *Node) Start() error {
 	if err := n.Agent.Start(); err != nil {
 		return err
 	}
-	if err := n.StartClmsd(); err != nil {
-		return err
-	}
-	if n.dlmd.bin != "" {
-		return n.StartDlmd()
+	for _, p := range n.procs {
+		if err := p.start(n.ConfigFile); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // DlmdSocket returns the node's dlmd socket.
-func (n *Node) DlmdSocket() string { return filepath.Join(n.RunDir, "dlmd.sock") }
+func (n *Node) DlmdSocket() string { return n.DaemonSocket(dlmdspec.Name) }
 
 // StartDlmd starts the node's dlmd (its clmsd should run).
-func (n *Node) StartDlmd() error { return n.dlmd.start(n.ConfigFile, n.DlmdLogFile) }
+func (n *Node) StartDlmd() error { return n.StartDaemon(dlmdspec.Name) }
 
 // KillDlmd SIGKILLs the node's dlmd.
-func (n *Node) KillDlmd() error { return n.dlmd.signal(syscall.SIGKILL) }
+func (n *Node) KillDlmd() error { return n.KillDaemon(dlmdspec.Name) }
 
 // StopDlmd stops the node's dlmd with SIGTERM.
-func (n *Node) StopDlmd() error { return n.dlmd.signal(syscall.SIGTERM) }
+func (n *Node) StopDlmd() error { return n.StopDaemon(dlmdspec.Name) }
 
 // DlmdRunning tells whether the node's dlmd process runs.
-func (n *Node) DlmdRunning() bool { return n.dlmd.running() }
+func (n *Node) DlmdRunning() bool { return n.DaemonRunning(dlmdspec.Name) }
 
-// WaitDlmd waits until the node's dlmd serves (grpc health SERVING on its
-// socket: it has finished its first recovery).
-func (n *Node) WaitDlmd(ctx context.Context) error {
+// WaitDlmd waits until the node's dlmd serves (it has finished its first
+// recovery).
+func (n *Node) WaitDlmd(ctx context.Context) error { return n.WaitServing(ctx, dlmdspec.Name) }
+
+// WaitServing waits until the node's daemon named name serves: grpc
+// health SERVING on its socket, which a daemon reports once ready.
+func (n *Node) WaitServing(ctx context.Context, name string) error {
+	p := n.proc(name)
 	var last error
 	for {
-		conn, err := localapi.Dial(ctx, n.DlmdSocket())
+		conn, err := localapi.Dial(ctx, n.DaemonSocket(name))
 		if err == nil {
 			var r *healthpb.HealthCheckResponse
 			r, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -296,16 +377,16 @@ func (n *Node) WaitDlmd(ctx context.Context) error {
 				return nil
 			}
 			if err == nil {
-				err = fmt.Errorf("dlmd %s", r.GetStatus())
+				err = fmt.Errorf("%s %s", name, r.GetStatus())
 			}
 		}
 		last = err
-		if !n.dlmd.running() {
-			return fmt.Errorf("nodetest: %s: dlmd exited: %v\n%s", n.Agent.Name, last, tail(n.DlmdLogFile, 20))
+		if !p.running() {
+			return fmt.Errorf("nodetest: %s: %s exited: %v\n%s", n.Agent.Name, name, last, tail(p.log, 20))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("nodetest: %s: waiting for dlmd: %v", n.Agent.Name, last)
+			return fmt.Errorf("nodetest: %s: waiting for %s: %v", n.Agent.Name, name, last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -351,17 +432,19 @@ func (n *Node) DlmMaster(ctx context.Context, lockspace, resource string) (uint3
 	return m, nil
 }
 
-// proc is a daemon process of a node.
+// proc is a daemon process of a node. A nil *proc is a daemon the node
+// does not run: it never runs and signals are no-ops.
 type proc struct {
 	name string
 	bin  string
+	log  string // its log file
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 	exit error // of the last run, once done is closed
 }
 
-func (p *proc) start(config, logFile string) error {
+func (p *proc) start(config string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
@@ -371,7 +454,7 @@ func (p *proc) start(config, logFile string) error {
 			return fmt.Errorf("nodetest: %s already runs", p.name)
 		}
 	}
-	log, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -397,6 +480,9 @@ func (p *proc) start(config, logFile string) error {
 
 // wait waits for the process to exit and returns its exit error.
 func (p *proc) wait(ctx context.Context) error {
+	if p == nil {
+		return fmt.Errorf("nodetest: the daemon never started")
+	}
 	p.mu.Lock()
 	done := p.done
 	p.mu.Unlock()
@@ -415,6 +501,9 @@ func (p *proc) wait(ctx context.Context) error {
 }
 
 func (p *proc) running() bool {
+	if p == nil {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
@@ -429,6 +518,9 @@ func (p *proc) running() bool {
 }
 
 func (p *proc) signal(sig syscall.Signal) error {
+	if p == nil {
+		return nil
+	}
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
@@ -491,14 +583,4 @@ func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View)
 }
 
 // LogTail returns the last lines of the node's clmsd log.
-func (n *Node) LogTail(lines int) string {
-	b, err := os.ReadFile(n.LogFile)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
-}
+func (n *Node) LogTail(lines int) string { return tail(n.LogFile, lines) }

@@ -10,14 +10,13 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/internal/rootfs"
+	"github.com/openssi/openssi/internal/roottest"
 )
 
 // image returns a throwaway copy of the cached rootfs.
 func image(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("nspawn tests need root (systemd-nspawn)")
-	}
+	roottest.Need(t, "systemd-nspawn", "debootstrap")
 	cache := os.Getenv("OPENSSI_ROOTFS_CACHE")
 	if cache == "" {
 		home, _ := os.UserHomeDir()

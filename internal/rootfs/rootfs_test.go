@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/openssi/openssi/internal/roottest"
 )
 
 // cacheDir is the shared cache the package tests and the lab use, so this
@@ -21,6 +23,7 @@ func cacheDir(t *testing.T) string {
 }
 
 func TestEnsureAndClone(t *testing.T) {
+	roottest.Need(t, "debootstrap")
 	dir, err := Ensure(cacheDir(t), testWriter{t})
 	if err != nil {
 		t.Fatalf("Ensure: %v", err)

@@ -61,7 +61,8 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 // ours, [ErrUnreachable] when the peer could not be reached) or when ctx ends
 // first (without a deadline on ctx, the default call timeout bounds the
 // wait). Afterwards the connection reconnects by itself. Every call on it carries a deadline: calls and
-// streams whose context has none get the default call timeout.
+// streams whose context has none get the default call timeout, unless the
+// context is marked by [WithoutTimeout].
 func Dial(ctx context.Context, src Source, addr, wantService string, opts ...DialOption) (*grpc.ClientConn, error) {
 	o := dialOptions{timeout: DefaultCallTimeout}
 	for _, opt := range opts {
@@ -141,9 +142,27 @@ func (c *recordingCreds) last() (err error, shook bool) {
 	return c.err, c.shook
 }
 
+type noTimeoutKey struct{}
+
+// WithoutTimeout marks ctx so that a call or stream made with it gets no
+// default deadline: it lasts until ctx ends. It is for a stream that lives
+// as long as something else (a link, a watch): derive ctx from that
+// thing's lifetime, so that ending it ends the stream.
+func WithoutTimeout(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noTimeoutKey{}, true)
+}
+
+// needsTimeout reports whether a call on ctx gets the default deadline.
+func needsTimeout(ctx context.Context) bool {
+	if _, ok := ctx.Deadline(); ok {
+		return false
+	}
+	return ctx.Value(noTimeoutKey{}) == nil
+}
+
 func unaryTimeout(d time.Duration) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if _, ok := ctx.Deadline(); !ok {
+		if needsTimeout(ctx) {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
@@ -153,11 +172,11 @@ func unaryTimeout(d time.Duration) grpc.UnaryClientInterceptor {
 }
 
 // streamTimeout gives a stream without a deadline the default timeout for
-// its whole life. A stream meant to outlive it (a watch) must carry its own
-// deadline.
+// its whole life. A stream meant to outlive it (a link, a watch) is opened
+// with a context marked by WithoutTimeout.
 func streamTimeout(d time.Duration) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if _, ok := ctx.Deadline(); ok {
+		if !needsTimeout(ctx) {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
 		ctx, cancel := context.WithTimeout(ctx, d)

@@ -38,12 +38,15 @@ func TestCallDeadlines(t *testing.T) {
 		name     string
 		ctx      context.Context
 		stream   bool
-		min, max time.Duration
+		min, max time.Duration // 0, 0: no deadline
 	}{
 		{"unary without deadline gets the default", context.Background(), false, time.Second, def},
 		{"unary keeps its own deadline", long, false, 59 * time.Minute, time.Hour},
 		{"stream without deadline gets the default", context.Background(), true, time.Second, def},
 		{"stream keeps its own deadline", long, true, 59 * time.Minute, time.Hour},
+		{"unary marked WithoutTimeout has none", WithoutTimeout(context.Background()), false, 0, 0},
+		{"stream marked WithoutTimeout has none", WithoutTimeout(context.Background()), true, 0, 0},
+		{"WithoutTimeout keeps a deadline of its own", WithoutTimeout(long), true, 59 * time.Minute, time.Hour},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

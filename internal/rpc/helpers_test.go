@@ -22,29 +22,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 
+	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
 )
 
 // ---- a real Consul agent ----
-
-// consulBin finds the pinned Consul binary the way the contract says.
-func consulBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CONSUL_BIN"); p != "" {
-		return p
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		p := filepath.Join(home, ".cache", "openssi", "consul-1.20.6", "consul")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p
-	}
-	t.Fatal("consul binary not found: run `make consul` or set CONSUL_BIN")
-	return ""
-}
 
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
@@ -69,7 +51,7 @@ func freePorts(t *testing.T, n int) []int {
 // leader and CA roots.
 func startConsul(t *testing.T) *api.Client {
 	t.Helper()
-	bin := consulBin(t)
+	bin := consultest.Need(t)
 	p := freePorts(t, 4)
 	logPath := filepath.Join(t.TempDir(), "consul.log")
 	logf, err := os.Create(logPath)

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/lab"
 )
 
@@ -44,7 +44,7 @@ func run(m *testing.M) int {
 		return fail("the e2e tests need root (network namespaces, a bridge, containers)")
 	}
 	var err error
-	if consul, err = consultest.Binary(); err != nil {
+	if consul, err = consulagent.Binary(); err != nil {
 		return fail("%v", err)
 	}
 	tmp, err := os.MkdirTemp("", "openssi-e2e-")

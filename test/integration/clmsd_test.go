@@ -15,14 +15,14 @@ import (
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/cmd/ssi/cli"
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
 func start(t *testing.T, servers, clients int) *nodetest.Cluster {
 	t.Helper()
 	return nodetest.Start(t, nodetest.Options{
-		Consul: consultest.Options{Servers: servers, Clients: clients},
+		Consul: consulagent.Options{Servers: servers, Clients: clients},
 		Clmsd:  clmsdBin,
 	})
 }

@@ -18,14 +18,15 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/cmd/ssi/cli"
-	"github.com/openssi/openssi/internal/consultest"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
+	"github.com/openssi/openssi/internal/roottest"
 )
 
 func startDlm(t *testing.T, servers, clients int) *nodetest.Cluster {
 	t.Helper()
 	return nodetest.Start(t, nodetest.Options{
-		Consul: consultest.Options{Servers: servers, Clients: clients},
+		Consul: consulagent.Options{Servers: servers, Clients: clients},
 		Clmsd:  clmsdBin,
 		Dlmd:   dlmdBin,
 	})
@@ -306,9 +307,7 @@ func dlmChild() int {
 // TestDlmAccessAndCrash: an unprivileged user cannot touch a root-only
 // lockspace, and the locks of a client killed with SIGKILL are released.
 func TestDlmAccessAndCrash(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("this test needs root: it runs a child as uid 65534")
-	}
+	roottest.Need(t) // it runs a child as uid 65534
 	c := startDlm(t, 1, 0)
 	ctx := ctxFor(t, 60*time.Second)
 	n := c.Nodes[0]

@@ -1,5 +1,6 @@
 // Package integration tests the daemons against real Consul clusters on
-// loopback addresses (see internal/consultest and internal/nodetest).
+// loopback addresses (see internal/consulagent, internal/consultest and
+// internal/nodetest). Without a consul binary those tests skip.
 package integration
 
 import (

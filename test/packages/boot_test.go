@@ -5,36 +5,17 @@ package packages
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/daemons"
 	"github.com/openssi/openssi/internal/nspawn"
 	"github.com/openssi/openssi/packaging"
 )
-
-// consulBinary finds the pinned Consul: $CONSUL_BIN, the build cache, PATH.
-func consulBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CONSUL_BIN"); p != "" {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	if p := filepath.Join(home, ".cache", "openssi", "consul-1.20.6", "consul"); fileExists(p) {
-		return p
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p
-	}
-	t.Fatal("consul binary not found: run `make consul` or set CONSUL_BIN")
-	return ""
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 const consulHCL = `# Single-server Consul for the boot test.
 server = true
@@ -67,7 +48,7 @@ WantedBy=multi-user.target
 // installConsul puts the pinned Consul into the rootfs as consul.service.
 func installConsul(t *testing.T, root string) {
 	t.Helper()
-	bin, err := os.ReadFile(consulBinary(t))
+	bin, err := os.ReadFile(consultest.Need(t))
 	if err != nil {
 		t.Fatal(err)
 	}

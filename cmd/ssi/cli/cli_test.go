@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/internal/daemons"
 )
 
@@ -119,5 +120,33 @@ func TestLocksPurgeUsage(t *testing.T) {
 		if code := Main(append([]string{"--run-dir", t.TempDir()}, tc.args...), &out, &errOut); code != exitUsage || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), exitUsage, tc.want)
 		}
+	}
+}
+
+// TestRenderLocks: the table `ssi locks` prints (the same bytes as when it
+// rendered the wire reply itself).
+func TestRenderLocks(t *testing.T) {
+	r := &dlm.Listing{Resources: []dlm.Resource{
+		{Lockspace: "app", Name: "config", Master: 2, ValueValid: true, Locks: []dlm.LockInfo{
+			{Node: 1, PID: 4242, State: dlm.Granted, Granted: dlm.PR},
+			{Node: 3, PID: 77, State: dlm.Converting, Granted: dlm.NL, Requested: dlm.EX},
+			{Node: 2, PID: 9, State: dlm.Waiting, Requested: dlm.CW},
+		}},
+		{Lockspace: "cli", Name: "kept", Master: 1, Locks: []dlm.LockInfo{
+			{Node: 1, PID: 12345, State: dlm.Granted, Granted: dlm.EX, Orphan: true},
+		}},
+	}}
+	var b bytes.Buffer
+	renderLocks(&b, r)
+	renderLocks(&b, &dlm.Listing{})
+	want := `LOCKSPACE  RESOURCE  MASTER  LVB      OWNER    STATE             GRANTED  REQUESTED
+app        config    2       valid    1:4242   granted           PR       -
+                                      3:77     converting        NL       EX
+                                      2:9      waiting           -        CW
+cli        kept      1       invalid  1:12345  granted (orphan)  EX       -
+no locks
+`
+	if b.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/status"
 
-	"github.com/openssi/openssi/internal/localapi"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	"github.com/openssi/openssi/client/dlm"
 )
 
 func newLocks(g *globals) *cobra.Command {
@@ -45,33 +42,29 @@ ran on.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			conn, err := localapi.Dial(ctx, g.socket("dlmd"))
+			c, err := dlm.New(ctx, dlm.WithSocket(g.socket("dlmd")))
 			if err != nil {
-				if localapi.IsUnavailable(err) {
-					return fmt.Errorf("dlmd is not running on this node: start it with `systemctl start openssi-dlmd`")
-				}
 				return err
 			}
-			defer conn.Close()
+			defer c.Close()
 			if purge {
-				r, err := dlmv1.NewDlmClient(conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: args[0], Pid: int32(pid)})
+				n, err := c.Purge(ctx, args[0], pid)
 				if err != nil {
-					return fmt.Errorf("purge: %s", status.Convert(err).Message())
+					return err
 				}
-				n := r.GetReleased()
 				fmt.Fprintf(g.out, "released %d orphaned lock%s in %s\n", n, plural(n), args[0])
 				return nil
 			}
-			req := &dlmv1.LocksRequest{}
+			var opts []dlm.ListOption
 			if len(args) == 1 {
-				req.Lockspace = args[0]
+				opts = append(opts, dlm.InLockspace(args[0]))
 			}
-			r, err := dlmv1.NewDlmClient(conn).Locks(ctx, req)
+			r, err := c.Locks(ctx, opts...)
 			if err != nil {
-				return fmt.Errorf("locks: %s", status.Convert(err).Message())
+				return err
 			}
 			renderLocks(g.out, r)
-			for _, e := range r.GetErrors() {
+			for _, e := range r.Errors {
 				fmt.Fprintln(g.errOut, "ssi: warning: "+e)
 			}
 			return nil
@@ -82,49 +75,44 @@ ran on.`,
 	return cmd
 }
 
-func plural(n uint32) string {
+func plural(n int) string {
 	if n == 1 {
 		return ""
 	}
 	return "s"
 }
 
-var stateNames = map[dlmv1.LockState]string{
-	dlmv1.LockState_LOCK_STATE_GRANTED: "granted", dlmv1.LockState_LOCK_STATE_CONVERTING: "converting",
-	dlmv1.LockState_LOCK_STATE_WAITING: "waiting",
-}
-
-func modeName(m dlmv1.Mode) string {
-	if m == dlmv1.Mode_MODE_UNSPECIFIED {
+func modeName(m dlm.Mode) string {
+	if m == 0 {
 		return "-"
 	}
-	return strings.TrimPrefix(m.String(), "MODE_")
+	return m.String()
 }
 
 // renderLocks prints one block per resource.
-func renderLocks(w io.Writer, r *dlmv1.LocksReply) {
-	if len(r.GetResources()) == 0 {
+func renderLocks(w io.Writer, r *dlm.Listing) {
+	if len(r.Resources) == 0 {
 		fmt.Fprintln(w, "no locks")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LOCKSPACE\tRESOURCE\tMASTER\tLVB\tOWNER\tSTATE\tGRANTED\tREQUESTED")
-	for _, res := range r.GetResources() {
+	for _, res := range r.Resources {
 		lvb := "valid"
-		if !res.GetLvbValid() {
+		if !res.ValueValid {
 			lvb = "invalid"
 		}
-		for i, l := range res.GetLocks() {
-			ls, name, master, v := res.GetLockspace(), res.GetName(), fmt.Sprint(res.GetMaster()), lvb
+		for i, l := range res.Locks {
+			ls, name, master, v := res.Lockspace, res.Name, fmt.Sprint(res.Master), lvb
 			if i > 0 {
 				ls, name, master, v = "", "", "", ""
 			}
-			owner := fmt.Sprintf("%d:%d", l.GetNode(), l.GetPid())
-			state := stateNames[l.GetState()]
-			if l.GetOrphan() {
+			owner := fmt.Sprintf("%d:%d", l.Node, l.PID)
+			state := l.State.String()
+			if l.Orphan {
 				state += " (orphan)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ls, name, master, v, owner, state, modeName(l.GetGranted()), modeName(l.GetRequested()))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ls, name, master, v, owner, state, modeName(l.Granted), modeName(l.Requested))
 		}
 	}
 	tw.Flush()

@@ -2,15 +2,15 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/openssi/openssi/client/health"
 	"github.com/openssi/openssi/internal/daemons"
-	"github.com/openssi/openssi/internal/localapi"
 )
 
 func contextTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
@@ -73,17 +73,12 @@ Exits 1 when any daemon is not serving.`,
 func checkHealth(ctx context.Context, socket string) daemonHealth {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	conn, err := localapi.Dial(ctx, socket)
-	if err != nil {
+	st, err := health.Check(ctx, socket)
+	switch {
+	case errors.Is(err, health.ErrNotRunning):
 		return daemonHealth{State: "NOT RUNNING", Detail: "no answer on " + socket}
+	case err != nil:
+		return daemonHealth{State: string(health.Unknown), Detail: err.Error()}
 	}
-	defer conn.Close()
-	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		if localapi.IsUnavailable(err) {
-			return daemonHealth{State: "NOT RUNNING", Detail: "no answer on " + socket}
-		}
-		return daemonHealth{State: "UNKNOWN", Detail: err.Error()}
-	}
-	return daemonHealth{State: r.GetStatus().String(), Detail: socket}
+	return daemonHealth{State: string(st), Detail: socket}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -40,7 +41,7 @@ func (a *API) Node(_ context.Context, r *clmsv1.NodeRequest) (*clmsv1.NodeReply,
 	v, _ := a.s.snapshotView()
 	m, ok := v.Member(int(r.GetNumber()))
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "clmsd: no node %d in the membership (epoch %d)", r.GetNumber(), v.Epoch)
+		return nil, status.Errorf(codes.NotFound, "not in the membership at epoch %d", v.Epoch)
 	}
 	return &clmsv1.NodeReply{Node: a.s.toProto(m), Epoch: v.Epoch}, nil
 }
@@ -75,7 +76,7 @@ func (a *API) Watch(r *clmsv1.WatchRequest, stream grpc.ServerStreamingServer[cl
 		v, changed := a.s.snapshotView()
 		events, err := membership.EventsAfter(v, last)
 		if errors.Is(err, membership.ErrTrimmed) {
-			return status.Error(codes.OutOfRange, err.Error()+"; resynchronise from Nodes")
+			return status.Error(codes.OutOfRange, strings.TrimPrefix(err.Error(), membership.ErrTrimmed.Error()+": ")+"; resynchronise from Nodes")
 		}
 		for _, e := range events {
 			if err := stream.Send(eventToProto(e)); err != nil {
@@ -88,7 +89,7 @@ func (a *API) Watch(r *clmsv1.WatchRequest, stream grpc.ServerStreamingServer[cl
 		case <-ctx.Done():
 			return nil
 		case <-a.s.done:
-			return status.Error(codes.Unavailable, "clmsd: stopping")
+			return status.Error(codes.Unavailable, "clmsd is stopping")
 		}
 	}
 }

@@ -10,12 +10,12 @@ import (
 
 	"github.com/openssi/openssi/daemons/clmsd/membership"
 	"github.com/openssi/openssi/internal/rpc"
-	clmsv1 "github.com/openssi/openssi/proto/clms/v1"
+	clmspeerv1 "github.com/openssi/openssi/proto/clmspeer/v1"
 )
 
 // Peer is the inter-node service clmsd daemons call on each other.
 type Peer struct {
-	clmsv1.UnimplementedPeerServer
+	clmspeerv1.UnimplementedPeerServer
 	s   *Server
 	now func() time.Time
 }
@@ -24,13 +24,13 @@ type Peer struct {
 func NewPeer(s *Server) *Peer { return &Peer{s: s, now: time.Now} }
 
 // Register adds the service to a gRPC server.
-func (p *Peer) Register(g *grpc.Server) { clmsv1.RegisterPeerServer(g, p) }
+func (p *Peer) Register(g *grpc.Server) { clmspeerv1.RegisterPeerServer(g, p) }
 
 // Clock answers a clock probe with the arrival and departure times on this
 // node's clock.
-func (p *Peer) Clock(_ context.Context, r *clmsv1.ClockRequest) (*clmsv1.ClockReply, error) {
+func (p *Peer) Clock(_ context.Context, r *clmspeerv1.ClockRequest) (*clmspeerv1.ClockReply, error) {
 	t1 := p.now()
-	return &clmsv1.ClockReply{T0: r.GetT0(), T1: t1.UnixNano(), T2: p.now().UnixNano(), Node: uint32(p.s.number)}, nil
+	return &clmspeerv1.ClockReply{T0: r.GetT0(), T1: t1.UnixNano(), T2: p.now().UnixNano(), Node: uint32(p.s.number)}, nil
 }
 
 // SkewProber measures the clock offset to every other UP node, every
@@ -95,7 +95,7 @@ func (p *SkewProber) probe(ctx context.Context, n int, addr string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	t0 := time.Now()
-	r, err := clmsv1.NewPeerClient(conn).Clock(ctx, &clmsv1.ClockRequest{T0: t0.UnixNano()})
+	r, err := clmspeerv1.NewPeerClient(conn).Clock(ctx, &clmspeerv1.ClockRequest{T0: t0.UnixNano()})
 	t3 := time.Now()
 	if err != nil {
 		p.s.log.WithError(err).WithField("node", n).Debug("skew: probe")

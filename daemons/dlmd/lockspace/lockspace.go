@@ -146,10 +146,7 @@ func (ls *Lockspace) Config() Config { return ls.cfg }
 
 // Open checks that cred may use the lockspace.
 func (ls *Lockspace) Open(cred Cred) error {
-	if !ls.cfg.Allows(cred) {
-		return fmt.Errorf("dlm: lockspace %q: uid %d: %w", ls.name, cred.UID, ErrAccess)
-	}
-	return nil
+	return ls.cfg.CheckAccess(ls.name, cred)
 }
 
 // Len returns the number of locks (granted or not).

@@ -18,39 +18,40 @@ const (
 	LVBLen = 32
 )
 
-// Sentinel errors. Synchronous errors of the API are wrapped with the
-// package prefix and context; the Err of a Refused effect is one of
-// ErrWouldBlock, ErrTimeout, ErrDeadlock or ErrCancelled, unwrapped.
+// Sentinel errors. They carry no package prefix: synchronous errors of the
+// API wrap them with the prefix and context ("dlm: lockspace ...: permission
+// denied"); the Err of a Refused effect is one of ErrWouldBlock, ErrTimeout,
+// ErrDeadlock or ErrCancelled, unwrapped, for the shell to report.
 var (
 	// ErrWouldBlock: a NOQUEUE request could not be granted at once
 	// (VMS SS$_NOTQUEUED, fs/dlm -EAGAIN).
-	ErrWouldBlock = errors.New("dlm: request would block")
+	ErrWouldBlock = errors.New("request would block")
 	// ErrTimeout: the request waited past its timeout.
-	ErrTimeout = errors.New("dlm: request timed out")
+	ErrTimeout = errors.New("request timed out")
 	// ErrDeadlock: the request was chosen as a deadlock victim.
-	ErrDeadlock = errors.New("dlm: deadlock")
+	ErrDeadlock = errors.New("deadlock")
 	// ErrCancelled: the request was cancelled (Cancel, Unlock of a
 	// lock with a pending request).
-	ErrCancelled = errors.New("dlm: request cancelled")
+	ErrCancelled = errors.New("request cancelled")
 	// ErrAccess: the caller may not use the lockspace.
-	ErrAccess = errors.New("dlm: permission denied")
+	ErrAccess = errors.New("permission denied")
 	// ErrNameTooLong: a resource or lockspace name is too long.
-	ErrNameTooLong = errors.New("dlm: name too long")
+	ErrNameTooLong = errors.New("name too long")
 	// ErrInvalid: a malformed request (bad mode, flag combination, name).
-	ErrInvalid = errors.New("dlm: invalid argument")
+	ErrInvalid = errors.New("invalid argument")
 	// ErrUnknownLock: no lock with that owner and id.
-	ErrUnknownLock = errors.New("dlm: no such lock")
+	ErrUnknownLock = errors.New("no such lock")
 	// ErrExists: the owner already has a lock with that id, or the
 	// resource to rebuild already has locks here.
-	ErrExists = errors.New("dlm: already exists")
+	ErrExists = errors.New("already exists")
 	// ErrBusy: the lock already has a request pending (convert), or is an
 	// orphan and cannot be converted.
-	ErrBusy = errors.New("dlm: lock busy")
+	ErrBusy = errors.New("lock busy")
 	// ErrNotPending: cancel of a lock that has no request pending.
-	ErrNotPending = errors.New("dlm: no request pending")
+	ErrNotPending = errors.New("no request pending")
 	// ErrIncompatibleCopies: copies given to Rebuild hold incompatible
 	// granted modes, which no correct master ever granted.
-	ErrIncompatibleCopies = errors.New("dlm: incompatible granted locks in copies")
+	ErrIncompatibleCopies = errors.New("incompatible granted locks in copies")
 )
 
 // NodeID is a cluster node number (as clmsd assigns them).
@@ -167,6 +168,19 @@ func (c Config) Allows(cred Cred) bool {
 		return false
 	}
 	return cred.UID == c.UID || cred.inGroup(c.GID)
+}
+
+// CheckAccess returns nil when Allows(cred), and otherwise an error that
+// says why, wrapping ErrAccess.
+func (c Config) CheckAccess(lockspace string, cred Cred) error {
+	switch {
+	case c.Allows(cred):
+		return nil
+	case c.System:
+		return fmt.Errorf("dlm: lockspace %q is the system's, root only: caller is uid %d: %w", lockspace, cred.UID, ErrAccess)
+	default:
+		return fmt.Errorf("dlm: lockspace %q belongs to uid %d gid %d, caller is uid %d: %w", lockspace, c.UID, c.GID, cred.UID, ErrAccess)
+	}
 }
 
 // inGroup reports whether gid is the caller's gid or a supplementary group.

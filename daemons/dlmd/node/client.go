@@ -7,6 +7,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // The client side: sessions of the local API and their operations. The
@@ -46,7 +47,7 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
 		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
 	n.locks[id] = cl
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
 	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
@@ -54,25 +55,25 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 
 // Convert converts one of the session's locks.
 func (n *Node) Convert(now time.Time, sess, tag uint64, r *dlmv1.ConvertRequest) {
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CONVERT, LockId: r.GetLockId(), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Lvb: r.GetLvb()}
 	n.op(now, sess, tag, req, pending{inReply: r.GetCompletionInReply()})
 }
 
 // Unlock releases one of the session's locks (or cancels its request).
 func (n *Node) Unlock(now time.Time, sess, tag uint64, r *dlmv1.UnlockRequest) {
-	req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, LockId: r.GetLockId(), Flags: r.GetFlags(), Lvb: r.GetLvb()}
 	n.op(now, sess, tag, req, pending{quiet: r.GetNoReply()})
 }
 
 // Cancel cancels the pending request of one of the session's locks.
 func (n *Node) Cancel(now time.Time, sess, tag uint64, r *dlmv1.CancelRequest) {
-	n.op(now, sess, tag, &dlmv1.PeerRequest{Op: dlmv1.Op_OP_CANCEL, LockId: r.GetLockId()}, pending{})
+	n.op(now, sess, tag, &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_CANCEL, LockId: r.GetLockId()}, pending{})
 }
 
 // op starts a convert, unlock or cancel of one of the session's locks;
 // how carries the client's reply options.
-func (n *Node) op(now time.Time, sess, tag uint64, req *dlmv1.PeerRequest, how pending) {
+func (n *Node) op(now time.Time, sess, tag uint64, req *dlmpeerv1.PeerRequest, how pending) {
 	n.now = now
 	ss := n.live(sess)
 	if ss == nil {
@@ -90,7 +91,7 @@ func (n *Node) op(now time.Time, sess, tag uint64, req *dlmv1.PeerRequest, how p
 
 // ReplyErr is the reply to a client request that failed.
 func ReplyErr(tag uint64, err error) *dlmv1.ServerMessage {
-	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: err.Error()}}}
+	return &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: tag, Status: StatusOf(err), Message: WireMessage(err)}}}
 }
 
 // CloseSession handles a client whose session ended (it exited or
@@ -139,7 +140,7 @@ func (n *Node) sessionExit(ss *session) {
 			n.onOwnerExit(n.self, ss.id)
 			continue
 		}
-		n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_OwnerExit{OwnerExit: &dlmv1.OwnerExit{Client: ss.id}}})
+		n.toMaster(m, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: ss.id}}})
 	}
 }
 
@@ -157,7 +158,7 @@ func (n *Node) Purge(now time.Time, ls string, pid int32) int {
 	for _, id := range ids {
 		cl := n.locks[id]
 		cl.purging = true
-		req := &dlmv1.PeerRequest{Op: dlmv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(n.lsCfg[cl.ls]), Resource: cl.res,
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(n.lsCfg[cl.ls]), Resource: cl.res,
 			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
 		n.submit(&pending{req: req, lock: cl, quiet: true})
 	}
@@ -186,7 +187,7 @@ func (n *Node) Dump(only string) []*dlmv1.Resource {
 			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: n.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
 				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
-					Pid: n.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: dlmv1.LockState(li.State),
+					Pid: n.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: plockState(li.State),
 					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
 			}
 			out = append(out, res)
@@ -198,7 +199,7 @@ func (n *Node) Dump(only string) []*dlmv1.Resource {
 // Masters reports whether this node masters a resource, and whether its
 // part of the directory records a master for it.
 func (n *Node) Masters(ls, res string) (mastered, inDirectory bool) {
-	k := keyOf(&dlmv1.PeerRequest{Lockspace: ls, Resource: res})
+	k := keyOf(&dlmpeerv1.PeerRequest{Lockspace: ls, Resource: res})
 	_, mastered = n.mastered[k]
 	_, inDirectory = n.dirTable.Master(k)
 	return mastered, inDirectory
@@ -216,11 +217,11 @@ func (n *Node) Coordinator() []uint32 {
 }
 
 // Edges returns the wait-for edges of this node's masters.
-func (n *Node) Edges() []*dlmv1.Edge {
+func (n *Node) Edges() []*dlmpeerv1.Edge {
 	if n.rec != nil {
 		return nil
 	}
-	var out []*dlmv1.Edge
+	var out []*dlmpeerv1.Edge
 	for _, name := range sortedKeys(n.tables) {
 		for _, e := range n.tables[name].WaitEdges() {
 			out = append(out, EdgeToProto(name, e))
@@ -230,7 +231,7 @@ func (n *Node) Edges() []*dlmv1.Edge {
 }
 
 // Victims fails deadlock victims pending on this node's masters.
-func (n *Node) Victims(now time.Time, vs []*dlmv1.Edge) {
+func (n *Node) Victims(now time.Time, vs []*dlmpeerv1.Edge) {
 	n.now = now
 	if n.rec != nil {
 		return
@@ -248,15 +249,15 @@ func (n *Node) Victims(now time.Time, vs []*dlmv1.Edge) {
 }
 
 // EdgeToProto renders a wait-for edge of lockspace ls.
-func EdgeToProto(ls string, e lockspace.Edge) *dlmv1.Edge {
+func EdgeToProto(ls string, e lockspace.Edge) *dlmpeerv1.Edge {
 	w := e.Waiter
-	return &dlmv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
-		Waiter: &dlmv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+	return &dlmpeerv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
+		Waiter: &dlmpeerv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
 			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
 }
 
 // EdgeFromProto reads a wait-for edge and its lockspace.
-func EdgeFromProto(e *dlmv1.Edge) (string, lockspace.Edge) {
+func EdgeFromProto(e *dlmpeerv1.Edge) (string, lockspace.Edge) {
 	w := e.GetWaiter()
 	return e.GetLockspace(), lockspace.Edge{
 		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},

@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // Cross-node deadlocks: the coordinator (the lowest member, see
@@ -32,7 +32,7 @@ type lsEdge struct {
 // DeadlockRound runs a round of detection on every master's edges (all),
 // counting only those also seen in the round before (prev): it returns
 // the edges it saw, for the next round, and the victims to refuse.
-func DeadlockRound(prev EdgeSet, all []*dlmv1.Edge) (seen EdgeSet, victims []*dlmv1.Edge) {
+func DeadlockRound(prev EdgeSet, all []*dlmpeerv1.Edge) (seen EdgeSet, victims []*dlmpeerv1.Edge) {
 	seen = make(EdgeSet, len(all))
 	by := map[string][]lockspace.Edge{}
 	for _, e := range all {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // TestDeadlockRound: a cycle across two masters is broken only once it
@@ -13,11 +13,11 @@ import (
 func TestDeadlockRound(t *testing.T) {
 	o1 := lockspace.Owner{Node: 1, Client: 1}
 	o2 := lockspace.Owner{Node: 2, Client: 1}
-	edge := func(holder, waiter lockspace.Owner, res string, id lockspace.LockID, seq uint64) *dlmv1.Edge {
+	edge := func(holder, waiter lockspace.Owner, res string, id lockspace.LockID, seq uint64) *dlmpeerv1.Edge {
 		return EdgeToProto("ls", lockspace.Edge{Holder: holder, Waiter: lockspace.Waiter{Resource: res, Seq: seq, Mode: lockspace.EX,
 			Key: lockspace.Key{Owner: waiter, ID: id}}})
 	}
-	cycle := []*dlmv1.Edge{edge(o1, o2, "a", 7, 3), edge(o2, o1, "b", 8, 5)}
+	cycle := []*dlmpeerv1.Edge{edge(o1, o2, "a", 7, 3), edge(o2, o1, "b", 8, 5)}
 	seen, victims := DeadlockRound(nil, cycle)
 	if len(victims) != 0 {
 		t.Fatalf("first round: victims %v, want none", victims)

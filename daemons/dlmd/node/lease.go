@@ -8,7 +8,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // The lease: a node whose locks the others may have given away must know
@@ -72,11 +72,11 @@ func (n *Node) setPongable(members []uint32) {
 
 // pongAges reports, for the nodes this node no longer answers, how long
 // ago it last did.
-func (n *Node) pongAges() []*dlmv1.PongAge {
-	var out []*dlmv1.PongAge
+func (n *Node) pongAges() []*dlmpeerv1.PongAge {
+	var out []*dlmpeerv1.PongAge
 	for _, m := range sortedNodes(n.ponged) {
 		if !n.pongable[m] {
-			out = append(out, &dlmv1.PongAge{Node: m, AgeNanos: int64(n.now.Sub(n.ponged[m]))})
+			out = append(out, &dlmpeerv1.PongAge{Node: m, AgeNanos: int64(n.now.Sub(n.ponged[m]))})
 		}
 	}
 	return out
@@ -84,7 +84,7 @@ func (n *Node) pongAges() []*dlmv1.PongAge {
 
 // notePongAges records, from a member's marker or acknowledgement, the
 // latest time it can have answered each lost node.
-func (n *Node) notePongAges(ages []*dlmv1.PongAge) {
+func (n *Node) notePongAges(ages []*dlmpeerv1.PongAge) {
 	if n.rec == nil {
 		return
 	}

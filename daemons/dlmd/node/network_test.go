@@ -12,6 +12,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // network is an in-memory cluster of Nodes for tests, in the manner of
@@ -54,7 +55,7 @@ type member struct {
 type envelope struct {
 	from, to uint32
 	link     Link // as the sender named it
-	msg      *dlmv1.PeerMessage
+	msg      *dlmpeerv1.PeerMessage
 }
 
 const netTick = 20 * time.Millisecond
@@ -336,7 +337,7 @@ func (nw *network) checkSafety() error {
 		}
 		giving := map[*copyLock]bool{}
 		for _, p := range m.n.pend {
-			if p.req.Op == dlmv1.Op_OP_CONVERT || p.req.Op == dlmv1.Op_OP_UNLOCK {
+			if p.req.Op == dlmpeerv1.Op_OP_CONVERT || p.req.Op == dlmpeerv1.Op_OP_UNLOCK {
 				giving[p.lock] = true
 			}
 		}
@@ -364,47 +365,47 @@ func (nw *network) checkSafety() error {
 }
 
 // describe renders a peer message in one line.
-func describe(m *dlmv1.PeerMessage) string {
+func describe(m *dlmpeerv1.PeerMessage) string {
 	switch x := m.Msg.(type) {
-	case *dlmv1.PeerMessage_Request:
+	case *dlmpeerv1.PeerMessage_Request:
 		r := x.Request
 		s := fmt.Sprintf("request %s %s/%s #%d tag=%d at=%d.%d", strings.ToLower(strings.TrimPrefix(r.Op.String(), "OP_")),
 			r.Lockspace, r.Resource, r.LockId, r.Tag, r.Epoch, r.Round)
-		if r.Op == dlmv1.Op_OP_LOCK || r.Op == dlmv1.Op_OP_CONVERT {
+		if r.Op == dlmpeerv1.Op_OP_LOCK || r.Op == dlmpeerv1.Op_OP_CONVERT {
 			s += " " + mode(r.Mode).String()
 		}
 		return s
-	case *dlmv1.PeerMessage_Reply:
+	case *dlmpeerv1.PeerMessage_Reply:
 		r := x.Reply
 		s := fmt.Sprintf("reply tag=%d %s", r.Tag, statusName(r.Status))
 		if r.Effect != nil {
 			s += " with " + effectFromProto(0, r.Effect).String()
 		}
 		return s
-	case *dlmv1.PeerMessage_Effect:
+	case *dlmpeerv1.PeerMessage_Effect:
 		return "effect " + effectFromProto(0, x.Effect).String()
-	case *dlmv1.PeerMessage_Marker:
+	case *dlmpeerv1.PeerMessage_Marker:
 		return fmt.Sprintf("marker %d.%d inc=%d", x.Marker.Epoch, x.Marker.Round, x.Marker.Incarnation)
-	case *dlmv1.PeerMessage_MarkerAck:
+	case *dlmpeerv1.PeerMessage_MarkerAck:
 		return fmt.Sprintf("marker-ack %d.%d inc=%d", x.MarkerAck.Epoch, x.MarkerAck.Round, x.MarkerAck.Incarnation)
-	case *dlmv1.PeerMessage_Copies:
+	case *dlmpeerv1.PeerMessage_Copies:
 		c := x.Copies
 		return fmt.Sprintf("copies %d.%d %s locks=%d dir=%d", c.Epoch, c.Round, c.Lockspace, len(c.Locks), len(c.Dir))
-	case *dlmv1.PeerMessage_CopiesDone:
+	case *dlmpeerv1.PeerMessage_CopiesDone:
 		return fmt.Sprintf("copies-done %d.%d", x.CopiesDone.Epoch, x.CopiesDone.Round)
-	case *dlmv1.PeerMessage_OwnerExit:
+	case *dlmpeerv1.PeerMessage_OwnerExit:
 		return fmt.Sprintf("owner-exit client=%d", x.OwnerExit.Client)
-	case *dlmv1.PeerMessage_Lookup:
+	case *dlmpeerv1.PeerMessage_Lookup:
 		return fmt.Sprintf("lookup %s/%s tag=%d", x.Lookup.Lockspace, x.Lookup.Resource, x.Lookup.Tag)
-	case *dlmv1.PeerMessage_LookupReply:
+	case *dlmpeerv1.PeerMessage_LookupReply:
 		r := x.LookupReply
 		if r.Status != dlmv1.Status_STATUS_OK {
 			return fmt.Sprintf("lookup-reply tag=%d %s", r.Tag, statusName(r.Status))
 		}
 		return fmt.Sprintf("lookup-reply tag=%d master=%d", r.Tag, r.Master)
-	case *dlmv1.PeerMessage_Remove:
+	case *dlmpeerv1.PeerMessage_Remove:
 		return fmt.Sprintf("remove %s/%s", x.Remove.Lockspace, x.Remove.Resource)
-	case *dlmv1.PeerMessage_Leave:
+	case *dlmpeerv1.PeerMessage_Leave:
 		return fmt.Sprintf("leave inc=%d", x.Leave.Incarnation)
 	}
 	return fmt.Sprintf("%v", m)

@@ -38,6 +38,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // Config is what a Node needs.
@@ -74,7 +75,7 @@ type Link struct {
 // Message is a peer message to send on a link.
 type Message struct {
 	Link Link
-	Msg  *dlmv1.PeerMessage
+	Msg  *dlmpeerv1.PeerMessage
 }
 
 // SessionMessage is a message for a local client session.
@@ -225,7 +226,7 @@ type copyLock struct {
 type pending struct {
 	tag     uint64
 	master  uint32
-	req     *dlmv1.PeerRequest
+	req     *dlmpeerv1.PeerRequest
 	sess    *session
 	ctag    uint64 // the client's tag
 	lock    *copyLock
@@ -239,7 +240,7 @@ const FeatEffectInReply = 1
 
 type earlyMarker struct {
 	from uint32
-	m    *dlmv1.Marker
+	m    *dlmpeerv1.Marker
 }
 
 // New returns a Node that knows no membership yet (see Start).
@@ -290,7 +291,7 @@ func (n *Node) Incarnation() uint64 { return n.cfg.Incarnation }
 // ---- output ----
 
 // toMaster sends m on this node's link to node, opening one.
-func (n *Node) toMaster(node uint32, m *dlmv1.PeerMessage) {
+func (n *Node) toMaster(node uint32, m *dlmpeerv1.PeerMessage) {
 	o := n.outs[node]
 	if o == nil {
 		n.nextLink++
@@ -302,7 +303,7 @@ func (n *Node) toMaster(node uint32, m *dlmv1.PeerMessage) {
 
 // toRequester sends m on the link node opened here; it reports false when
 // there is none.
-func (n *Node) toRequester(node uint32, m *dlmv1.PeerMessage) bool {
+func (n *Node) toRequester(node uint32, m *dlmpeerv1.PeerMessage) bool {
 	in := n.ins[node]
 	if in == nil {
 		return false

@@ -8,7 +8,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // ---- peer messages ----
@@ -17,7 +17,7 @@ import (
 // that is not the current one (closed, or replaced since) is dropped: it
 // was meant for an earlier dlmd of ours or came from an earlier one of the
 // peer's.
-func (n *Node) Step(now time.Time, link Link, msg *dlmv1.PeerMessage) {
+func (n *Node) Step(now time.Time, link Link, msg *dlmpeerv1.PeerMessage) {
 	n.now = now
 	if n.leaving {
 		return
@@ -36,9 +36,9 @@ func (n *Node) Step(now time.Time, link Link, msg *dlmv1.PeerMessage) {
 }
 
 // onFromMaster handles what a master sends on this node's link to it.
-func (n *Node) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
+func (n *Node) onFromMaster(node uint32, msg *dlmpeerv1.PeerMessage) {
 	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Reply:
+	case *dlmpeerv1.PeerMessage_Reply:
 		p := n.pend[m.Reply.GetTag()]
 		if p == nil || p.master != node {
 			return
@@ -50,37 +50,37 @@ func (n *Node) onFromMaster(node uint32, msg *dlmv1.PeerMessage) {
 			own = &e
 		}
 		n.onReply(p, m.Reply, own)
-	case *dlmv1.PeerMessage_Effect:
+	case *dlmpeerv1.PeerMessage_Effect:
 		n.onEffect(m.Effect.GetLockspace(), effectFromProto(n.self, m.Effect))
-	case *dlmv1.PeerMessage_MarkerAck:
+	case *dlmpeerv1.PeerMessage_MarkerAck:
 		n.onMarkerAck(node, m.MarkerAck)
-	case *dlmv1.PeerMessage_LookupReply:
+	case *dlmpeerv1.PeerMessage_LookupReply:
 		n.onLookupReply(node, m.LookupReply)
 	}
 }
 
 // onFromRequester handles what a peer sends on the link it opened.
-func (n *Node) onFromRequester(from uint32, msg *dlmv1.PeerMessage) {
+func (n *Node) onFromRequester(from uint32, msg *dlmpeerv1.PeerMessage) {
 	switch m := msg.Msg.(type) {
-	case *dlmv1.PeerMessage_Request:
+	case *dlmpeerv1.PeerMessage_Request:
 		n.onPeerRequest(from, m.Request)
-	case *dlmv1.PeerMessage_OwnerExit:
+	case *dlmpeerv1.PeerMessage_OwnerExit:
 		if n.rec != nil {
 			n.deferred = append(n.deferred, func() { n.onOwnerExit(from, m.OwnerExit.GetClient()) })
 			return
 		}
 		n.onOwnerExit(from, m.OwnerExit.GetClient())
-	case *dlmv1.PeerMessage_Marker:
+	case *dlmpeerv1.PeerMessage_Marker:
 		n.onMarker(from, m.Marker)
-	case *dlmv1.PeerMessage_Copies:
+	case *dlmpeerv1.PeerMessage_Copies:
 		n.onCopies(from, m.Copies)
-	case *dlmv1.PeerMessage_CopiesDone:
+	case *dlmpeerv1.PeerMessage_CopiesDone:
 		n.onCopiesDone(from, directory.ID{Epoch: m.CopiesDone.GetEpoch(), Round: m.CopiesDone.GetRound()})
-	case *dlmv1.PeerMessage_Lookup:
+	case *dlmpeerv1.PeerMessage_Lookup:
 		n.onLookup(from, m.Lookup)
-	case *dlmv1.PeerMessage_Remove:
+	case *dlmpeerv1.PeerMessage_Remove:
 		n.onRemove(from, m.Remove)
-	case *dlmv1.PeerMessage_Leave:
+	case *dlmpeerv1.PeerMessage_Leave:
 		n.onLeave(from, m.Leave.GetIncarnation())
 	}
 }
@@ -102,7 +102,7 @@ func (n *Node) Leave(now time.Time) {
 	n.log.Info("leaving: saying goodbye to the members")
 	for _, m := range n.memberList() {
 		if m != n.self {
-			n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Leave{Leave: &dlmv1.Leave{Incarnation: n.cfg.Incarnation}}})
+			n.toMaster(m, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Leave{Leave: &dlmpeerv1.Leave{Incarnation: n.cfg.Incarnation}}})
 		}
 	}
 	for _, id := range sortedNodes64(n.sessions) {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // recovery is the state of the recovery in progress (see package
@@ -78,8 +78,8 @@ func (n *Node) selfReport() directory.Report {
 	return directory.Report{Node: n.self, Incarnation: n.cfg.Incarnation, Last: n.last.ID, HasLast: n.haveLast}
 }
 
-func (n *Node) marker(id directory.ID) *dlmv1.Marker {
-	return &dlmv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: n.self, Incarnation: n.cfg.Incarnation,
+func (n *Node) marker(id directory.ID) *dlmpeerv1.Marker {
+	return &dlmpeerv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: n.self, Incarnation: n.cfg.Incarnation,
 		LastEpoch: n.last.ID.Epoch, LastRound: n.last.ID.Round, HasLast: n.haveLast, PongAges: n.pongAges()}
 }
 
@@ -118,7 +118,7 @@ func (n *Node) startRecovery(id directory.ID) {
 	}
 	for _, m := range members {
 		if m != n.self {
-			n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Marker{Marker: n.marker(id)}})
+			n.toMaster(m, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: n.marker(id)}})
 		}
 	}
 	// Markers that arrived before we got here.
@@ -134,7 +134,7 @@ func (n *Node) startRecovery(id directory.ID) {
 
 // onMarker handles a peer's "stopped at id": acknowledge once we are in
 // the same recovery.
-func (n *Node) onMarker(from uint32, m *dlmv1.Marker) {
+func (n *Node) onMarker(from uint32, m *dlmpeerv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
 	cur := n.last.ID
 	if n.rec != nil {
@@ -143,12 +143,12 @@ func (n *Node) onMarker(from uint32, m *dlmv1.Marker) {
 	switch {
 	case n.rec != nil && id == n.rec.id:
 		n.notePongAges(m.GetPongAges())
-		n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
+		n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
 	case cur.Less(id) || !n.haveLast && n.rec == nil:
 		if id.Epoch == n.members.Epoch && n.members.Epoch != 0 {
 			n.startRecovery(id) // a higher round at our epoch: join it
 			if n.rec != nil && n.rec.id == id {
-				n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
+				n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: n.marker(id)}})
 			}
 			return
 		}
@@ -164,7 +164,7 @@ func (n *Node) onMarker(from uint32, m *dlmv1.Marker) {
 	}
 }
 
-func (n *Node) onMarkerAck(from uint32, m *dlmv1.Marker) {
+func (n *Node) onMarkerAck(from uint32, m *dlmpeerv1.Marker) {
 	id := directory.ID{Epoch: m.GetEpoch(), Round: m.GetRound()}
 	if n.rec == nil || id != n.rec.id || n.rec.plan != nil {
 		return
@@ -207,8 +207,8 @@ func (n *Node) copyPhase() {
 		node uint32
 		ls   string
 	}
-	out := map[dest]*dlmv1.Copies{}
-	get := func(node uint32, ls string) *dlmv1.Copies {
+	out := map[dest]*dlmpeerv1.Copies{}
+	get := func(node uint32, ls string) *dlmpeerv1.Copies {
 		d := dest{node, ls}
 		c := out[d]
 		if c == nil {
@@ -216,7 +216,7 @@ func (n *Node) copyPhase() {
 			if !ok {
 				n.log.WithField("lockspace", ls).Error("recovery: no configuration for lockspace")
 			}
-			c = &dlmv1.Copies{Epoch: rec.id.Epoch, Round: rec.id.Round, Lockspace: ls, Config: cfgToProto(cfg)}
+			c = &dlmpeerv1.Copies{Epoch: rec.id.Epoch, Round: rec.id.Round, Lockspace: ls, Config: cfgToProto(cfg)}
 			out[d] = c
 		}
 		return c
@@ -236,7 +236,7 @@ func (n *Node) copyPhase() {
 		}
 		registered[e] = true
 		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
-		c.Dir = append(c.Dir, &dlmv1.DirEntry{Resource: k.Resource, Master: master})
+		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: k.Resource, Master: master})
 	}
 	for _, cl := range n.locks {
 		if cl.state == 0 || !plan.Moves(cl.master) {
@@ -267,18 +267,18 @@ func (n *Node) copyPhase() {
 	})
 	for _, d := range keys {
 		c := out[d]
-		slices.SortFunc(c.Locks, func(a, b *dlmv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
-		slices.SortFunc(c.Dir, func(a, b *dlmv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
+		slices.SortFunc(c.Locks, func(a, b *dlmpeerv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
+		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
 		if d.node == n.self {
 			n.onCopies(n.self, c)
 		} else {
-			n.toMaster(d.node, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Copies{Copies: c}})
+			n.toMaster(d.node, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Copies{Copies: c}})
 		}
 	}
-	done := &dlmv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
+	done := &dlmpeerv1.CopiesDone{Epoch: rec.id.Epoch, Round: rec.id.Round}
 	for _, m := range plan.New {
 		if m != n.self {
-			n.toMaster(m, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_CopiesDone{CopiesDone: done}})
+			n.toMaster(m, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_CopiesDone{CopiesDone: done}})
 		}
 	}
 	n.onCopiesDone(n.self, rec.id)
@@ -298,24 +298,24 @@ func (n *Node) settle(p *pending) bool {
 		return false
 	}
 	switch p.req.Op {
-	case dlmv1.Op_OP_UNLOCK:
-		n.onReply(p, &dlmv1.PeerReply{Tag: p.tag}, nil)
+	case dlmpeerv1.Op_OP_UNLOCK:
+		n.onReply(p, &dlmpeerv1.PeerReply{Tag: p.tag}, nil)
 		return true
-	case dlmv1.Op_OP_CONVERT:
+	case dlmpeerv1.Op_OP_CONVERT:
 		m := mode(p.req.Mode)
 		if !m.Valid() || !cl.gr.Covers(m) {
 			return false // a conversion up holds nothing new yet: asked again
 		}
-		n.onReply(p, &dlmv1.PeerReply{Tag: p.tag}, &lockspace.Effect{Kind: lockspace.Granted, Key: cl.key,
+		n.onReply(p, &dlmpeerv1.PeerReply{Tag: p.tag}, &lockspace.Effect{Kind: lockspace.Granted, Key: cl.key,
 			Resource: cl.res, Mode: m, Seq: cl.seq})
 		return true
 	}
 	return false
 }
 
-func (cl *copyLock) toProto() *dlmv1.CopyLock {
-	c := &dlmv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
-		State: dlmv1.LockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
+func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
+	c := &dlmpeerv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
+		State: plockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
 		Persistent: cl.persistent, Orphan: cl.orphan, Seq: cl.seq, HasLvb: cl.hasLVB, LvbValid: cl.lvbValid}
 	if cl.state == lockspace.StateWaiting {
 		c.Granted = 0
@@ -333,7 +333,7 @@ func (cl *copyLock) toProto() *dlmv1.CopyLock {
 }
 
 // onCopies collects copies for resources this node will master.
-func (n *Node) onCopies(from uint32, c *dlmv1.Copies) {
+func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 	id := directory.ID{Epoch: c.GetEpoch(), Round: c.GetRound()}
 	if n.rec == nil || n.rec.id != id {
 		return
@@ -360,7 +360,7 @@ func (n *Node) onCopies(from uint32, c *dlmv1.Copies) {
 		}
 		o := lockspace.Owner{Node: lockspace.NodeID(from), Client: l.GetClient()}
 		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
-			State: lockspace.LockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
+			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
 			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid()}
 		if d := l.GetDeadlineUnixNano(); d != 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // The request path: a local client's request to its master (here or on
@@ -23,11 +24,11 @@ func (n *Node) submit(p *pending) {
 		n.deferred = append(n.deferred, func() { n.submit(p) })
 		return
 	}
-	if p.sess != nil && p.sess.closed && p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.sess != nil && p.sess.closed && p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		delete(n.locks, p.lock.key.ID)
 		return
 	}
-	if p.req.Op != dlmv1.Op_OP_LOCK && n.locks[p.lock.key.ID] != p.lock {
+	if p.req.Op != dlmpeerv1.Op_OP_LOCK && n.locks[p.lock.key.ID] != p.lock {
 		// The lock went while the request waited (its session ended, or
 		// it was refused or released): its master may be gone too, and
 		// no one would answer.
@@ -43,7 +44,7 @@ func (n *Node) submit(p *pending) {
 		n.awaitLookup(p, false)
 		return
 	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		p.lock.master = p.master
 	}
 	if n.park(p) {
@@ -60,7 +61,7 @@ func (n *Node) submit(p *pending) {
 		return
 	}
 	n.addPending(p)
-	n.toMaster(p.master, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Request{Request: p.req}})
+	n.toMaster(p.master, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Request{Request: p.req}})
 }
 
 // park holds back a session's request while an unlock of the session is
@@ -77,7 +78,7 @@ func (n *Node) park(p *pending) bool {
 		return false
 	}
 	hold := len(ss.parked) > 0
-	if !hold && (p.req.Op == dlmv1.Op_OP_LOCK || p.req.Op == dlmv1.Op_OP_CONVERT) {
+	if !hold && (p.req.Op == dlmpeerv1.Op_OP_LOCK || p.req.Op == dlmpeerv1.Op_OP_CONVERT) {
 		for m, c := range ss.unlocking {
 			if c > 0 && m != p.master {
 				hold = true
@@ -94,7 +95,7 @@ func (n *Node) park(p *pending) bool {
 // addPending files a request sent to a remote master.
 func (n *Node) addPending(p *pending) {
 	n.pend[p.tag] = p
-	if ss := p.sess; ss != nil && p.req.Op == dlmv1.Op_OP_UNLOCK {
+	if ss := p.sess; ss != nil && p.req.Op == dlmpeerv1.Op_OP_UNLOCK {
 		if ss.unlocking == nil {
 			ss.unlocking = map[uint32]int{}
 		}
@@ -107,7 +108,7 @@ func (n *Node) addPending(p *pending) {
 func (n *Node) dropPending(p *pending) {
 	delete(n.pend, p.tag)
 	ss := p.sess
-	if ss == nil || p.req.Op != dlmv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
+	if ss == nil || p.req.Op != dlmpeerv1.Op_OP_UNLOCK || ss.unlocking[p.master] == 0 {
 		return
 	}
 	if ss.unlocking[p.master]--; ss.unlocking[p.master] == 0 {
@@ -124,7 +125,7 @@ func (n *Node) dropPending(p *pending) {
 // or refused at once), when it is the first effect for the requesting
 // node, so that it travels with the reply: what that node receives keeps
 // its order.
-func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
+func ownEffect(from uint32, req *dlmpeerv1.PeerRequest, effs []lockspace.Effect) (*lockspace.Effect, []lockspace.Effect) {
 	for i, e := range effs {
 		if uint32(e.Key.Owner.Node) != from {
 			continue
@@ -140,7 +141,7 @@ func ownEffect(from uint32, req *dlmv1.PeerRequest, effs []lockspace.Effect) (*l
 // onReply applies a master's answer to a request of this node, and own,
 // the effect that decided the request at once (nil: none, or it comes on
 // its own).
-func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) {
+func (n *Node) onReply(p *pending, rep *dlmpeerv1.PeerReply, own *lockspace.Effect) {
 	err := ErrorOf(rep.GetStatus(), rep.GetMessage())
 	if err == ErrRetry {
 		n.retry(p)
@@ -150,14 +151,14 @@ func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) 
 	req := p.req
 	closed := p.sess == nil || p.sess.closed
 	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
+	case dlmpeerv1.Op_OP_LOCK:
 		if err != nil || closed && !cl.persistent {
 			delete(n.locks, cl.key.ID)
 		} else {
 			cl.state, cl.rq, cl.seq = lockspace.StateWaiting, mode(req.Mode), rep.GetSeq()
 			cl.deadline = n.deadline(req.TimeoutNanos)
 		}
-	case dlmv1.Op_OP_CONVERT:
+	case dlmpeerv1.Op_OP_CONVERT:
 		if err == nil && cl.state == lockspace.StateGranted {
 			m := mode(req.Mode)
 			fl := lockspace.Flags(req.Flags)
@@ -178,7 +179,7 @@ func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) 
 			}
 			cl.flags = fl
 		}
-	case dlmv1.Op_OP_UNLOCK:
+	case dlmpeerv1.Op_OP_UNLOCK:
 		if err == nil {
 			delete(n.locks, cl.key.ID)
 		} else {
@@ -192,7 +193,7 @@ func (n *Node) onReply(p *pending, rep *dlmv1.PeerReply, own *lockspace.Effect) 
 	}
 	if !closed {
 		r := &dlmv1.Reply{Tag: p.ctag, Status: rep.GetStatus(), Message: rep.GetMessage()}
-		if req.Op == dlmv1.Op_OP_LOCK && err == nil {
+		if req.Op == dlmpeerv1.Op_OP_LOCK && err == nil {
 			r.LockId = req.LockId
 		}
 		if c := extra.GetCompletion(); c != nil && p.inReply && to == p.sess {
@@ -222,7 +223,7 @@ func (n *Node) retry(p *pending) {
 		n.outbox = append(n.outbox, p)
 		return
 	}
-	if p.req.Op == dlmv1.Op_OP_LOCK {
+	if p.req.Op == dlmpeerv1.Op_OP_LOCK {
 		k := keyOf(p.req)
 		p.lock.master = 0
 		delete(n.routes, k)
@@ -300,10 +301,10 @@ func lvbBytes(e lockspace.Effect) []byte {
 // ---- the master side ----
 
 // serve runs a request on a master table of this node.
-func (n *Node) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, []lockspace.Effect) {
-	rep := &dlmv1.PeerReply{Tag: req.Tag}
-	fail := func(err error) (*dlmv1.PeerReply, []lockspace.Effect) {
-		rep.Status, rep.Message = StatusOf(err), err.Error()
+func (n *Node) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
+	rep := &dlmpeerv1.PeerReply{Tag: req.Tag}
+	fail := func(err error) (*dlmpeerv1.PeerReply, []lockspace.Effect) {
+		rep.Status, rep.Message = StatusOf(err), WireMessage(err)
 		return rep, nil
 	}
 	m := n.mastered[keyOf(req)]
@@ -322,14 +323,14 @@ func (n *Node) serve(from uint32, req *dlmv1.PeerRequest) (*dlmv1.PeerReply, []l
 	before := t.Seq()
 	var effs []lockspace.Effect
 	switch req.Op {
-	case dlmv1.Op_OP_LOCK:
+	case dlmpeerv1.Op_OP_LOCK:
 		effs, err = t.Lock(now, credFromProto(req.Cred), r)
 		n.pids[owner] = req.Pid
-	case dlmv1.Op_OP_CONVERT:
+	case dlmpeerv1.Op_OP_CONVERT:
 		effs, err = t.Convert(now, r)
-	case dlmv1.Op_OP_UNLOCK:
+	case dlmpeerv1.Op_OP_UNLOCK:
 		effs, err = t.Unlock(owner, r.ID, r.Flags, r.LVB)
-	case dlmv1.Op_OP_CANCEL:
+	case dlmpeerv1.Op_OP_CANCEL:
 		effs, err = t.Cancel(owner, r.ID)
 	default:
 		err = fmt.Errorf("dlm: operation %v: %w", req.Op, lockspace.ErrInvalid)
@@ -352,14 +353,14 @@ func (n *Node) route(lsName string, effs []lockspace.Effect) {
 			n.onEffect(lsName, e)
 			continue
 		}
-		if !n.toRequester(node, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}}) {
+		if !n.toRequester(node, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Effect{Effect: effectToProto(lsName, e)}}) {
 			n.log.WithFields(logrus.Fields{"node": node, "effect": e.String()}).Debug("no channel from the owner's node; effect dropped")
 		}
 	}
 }
 
-func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
-	pe := &dlmv1.PeerEffect{Lockspace: lsName, Kind: dlmv1.EffectKind(e.Kind), Resource: e.Resource,
+func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
+	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: e.Resource,
 		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
 		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
 	if e.HasLVB {
@@ -368,8 +369,8 @@ func effectToProto(lsName string, e lockspace.Effect) *dlmv1.PeerEffect {
 	return pe
 }
 
-func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
-	e := lockspace.Effect{Kind: lockspace.EffectKind(pe.GetKind()), Resource: pe.GetResource(),
+func effectFromProto(node uint32, pe *dlmpeerv1.PeerEffect) lockspace.Effect {
+	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: pe.GetResource(),
 		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
 		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
 	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
@@ -379,14 +380,14 @@ func effectFromProto(node uint32, pe *dlmv1.PeerEffect) lockspace.Effect {
 }
 
 // onPeerRequest handles a request from another node's owner.
-func (n *Node) onPeerRequest(from uint32, req *dlmv1.PeerRequest) {
+func (n *Node) onPeerRequest(from uint32, req *dlmpeerv1.PeerRequest) {
 	id := directory.ID{Epoch: req.Epoch, Round: req.Round}
 	switch {
 	case n.rec != nil && id == n.rec.id:
 		n.deferred = append(n.deferred, func() { n.onPeerRequest(from, req) })
 		return
 	case n.rec != nil || !n.haveLast || id != n.last.ID:
-		n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: &dlmv1.PeerReply{
+		n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: &dlmpeerv1.PeerReply{
 			Tag: req.Tag, Status: dlmv1.Status_STATUS_RETRY, Message: "recovering"}}})
 		return
 	}
@@ -397,7 +398,7 @@ func (n *Node) onPeerRequest(from uint32, req *dlmv1.PeerRequest) {
 			rep.Effect = effectToProto(req.Lockspace, *own)
 		}
 	}
-	n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Reply{Reply: rep}})
+	n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: rep}})
 	n.route(req.Lockspace, effs)
 }
 

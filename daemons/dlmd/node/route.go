@@ -8,6 +8,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // Mastering is first-requester, as in fs/dlm. The directory node of a
@@ -70,7 +71,7 @@ type lookup struct {
 	waiting []*pending
 }
 
-func keyOf(req *dlmv1.PeerRequest) directory.Key {
+func keyOf(req *dlmpeerv1.PeerRequest) directory.Key {
 	return directory.Key{Lockspace: req.Lockspace, Resource: req.Resource}
 }
 
@@ -78,7 +79,7 @@ func keyOf(req *dlmv1.PeerRequest) directory.Key {
 // an accepted lock goes to that lock's master; everything else on a
 // resource queues behind a lookup of it in progress.
 func (n *Node) masterFor(p *pending) uint32 {
-	if p.req.Op != dlmv1.Op_OP_LOCK && p.lock != nil && p.lock.master != 0 {
+	if p.req.Op != dlmpeerv1.Op_OP_LOCK && p.lock != nil && p.lock.master != 0 {
 		return p.lock.master
 	}
 	k := keyOf(p.req)
@@ -128,7 +129,7 @@ func (n *Node) sendLookup(l *lookup) {
 	l.tag, l.sent = n.nextTag, true
 	n.lookupTags[l.tag] = l
 	id := n.installedID()
-	n.toMaster(l.dir, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Lookup{Lookup: &dlmv1.Lookup{
+	n.toMaster(l.dir, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Lookup{Lookup: &dlmpeerv1.Lookup{
 		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
 }
 
@@ -148,7 +149,7 @@ func (n *Node) resolved(l *lookup, master uint32) {
 }
 
 // onLookupReply handles a directory node's answer.
-func (n *Node) onLookupReply(from uint32, rep *dlmv1.LookupReply) {
+func (n *Node) onLookupReply(from uint32, rep *dlmpeerv1.LookupReply) {
 	l := n.lookupTags[rep.GetTag()]
 	if l == nil || l.dir != from || !l.sent {
 		return
@@ -166,7 +167,7 @@ func (n *Node) onLookupReply(from uint32, rep *dlmv1.LookupReply) {
 		// The directory node refused the name: so would any master.
 		delete(n.lookups, l.key)
 		delete(n.lookupTags, l.tag)
-		fail := &dlmv1.PeerReply{Status: st, Message: rep.GetMessage()}
+		fail := &dlmpeerv1.PeerReply{Status: st, Message: rep.GetMessage()}
 		for _, p := range l.waiting {
 			n.onReply(p, fail, nil)
 		}
@@ -200,9 +201,9 @@ func sortLookups(ls []*lookup) {
 }
 
 // onLookup answers a lookup from node from as a directory node.
-func (n *Node) onLookup(from uint32, lk *dlmv1.Lookup) {
+func (n *Node) onLookup(from uint32, lk *dlmpeerv1.Lookup) {
 	id := directory.ID{Epoch: lk.GetEpoch(), Round: lk.GetRound()}
-	rep := &dlmv1.LookupReply{Tag: lk.GetTag()}
+	rep := &dlmpeerv1.LookupReply{Tag: lk.GetTag()}
 	k := directory.Key{Lockspace: lk.GetLockspace(), Resource: lk.GetResource()}
 	switch {
 	case n.rec != nil && id == n.rec.id:
@@ -211,18 +212,18 @@ func (n *Node) onLookup(from uint32, lk *dlmv1.Lookup) {
 	case n.rec != nil || !n.haveLast || id != n.last.ID:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "recovering"
 	case ValidLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
-		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("dlm: bad resource %q in lockspace %q", k.Resource, k.Lockspace)
+		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("bad resource %q in lockspace %q", k.Resource, k.Lockspace)
 	case directory.Master(n.dir, k.Lockspace, k.Resource) != n.self:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"
 	default:
 		rep.Master = n.dirTable.Lookup(k, from)
 	}
-	n.toRequester(from, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_LookupReply{LookupReply: rep}})
+	n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_LookupReply{LookupReply: rep}})
 }
 
 // onRemove handles a master giving a resource up. One sent under an older
 // recovery is already out of the directory that recovery rebuilt.
-func (n *Node) onRemove(from uint32, rm *dlmv1.Remove) {
+func (n *Node) onRemove(from uint32, rm *dlmpeerv1.Remove) {
 	id := directory.ID{Epoch: rm.GetEpoch(), Round: rm.GetRound()}
 	switch {
 	case n.rec != nil && id == n.rec.id:
@@ -285,7 +286,7 @@ func (n *Node) tossOne(it tossItem, now time.Time) {
 		n.dirTable.Remove(it.k, n.self)
 	} else {
 		id := n.installedID()
-		n.toMaster(d, &dlmv1.PeerMessage{Msg: &dlmv1.PeerMessage_Remove{Remove: &dlmv1.Remove{
+		n.toMaster(d, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Remove{Remove: &dlmpeerv1.Remove{
 			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource}}})
 	}
 }

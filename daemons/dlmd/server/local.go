@@ -21,6 +21,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
+	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
 // SystemPrefix starts the names of the system's own lockspaces (those of
@@ -107,7 +108,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 	a.mu.Unlock()
 	if !ok {
 		if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-			return cfg, fmt.Errorf("dlm: lockspace %q is the system's (root only): uid %d: %w", name, cred.UID, lockspace.ErrAccess)
+			return cfg, lockspace.Config{System: true}.CheckAccess(name, cred)
 		}
 		var err error
 		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, name, cred); err != nil {
@@ -117,10 +118,7 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		a.cache[name] = cfg
 		a.mu.Unlock()
 	}
-	if !cfg.Allows(cred) {
-		return cfg, fmt.Errorf("dlm: lockspace %q: uid %d: %w", name, cred.UID, lockspace.ErrAccess)
-	}
-	return cfg, nil
+	return cfg, cfg.CheckAccess(name, cred)
 }
 
 // Session serves one client session.
@@ -172,7 +170,7 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		}
 	}
 	if ss.lost.Load() {
-		return status.Errorf(codes.Aborted, "dlm: node %d was fenced (no contact with a majority of the cluster within the lease): this session's locks are lost", s.self)
+		return status.Errorf(codes.Aborted, "node %d was fenced: no contact with a majority of the cluster within the lease", s.self)
 	}
 	return nil
 }
@@ -226,7 +224,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	}
 	if r.GetLockspace() != "" {
 		if err := ValidLockspace(r.GetLockspace()); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 		}
 	}
 	s := a.s
@@ -245,8 +243,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		}
 		c, err := s.conn(ctx, n)
 		if err == nil {
-			var d *dlmv1.DumpReply
-			if d, err = dlmv1.NewPeerClient(c).Dump(ctx, &dlmv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
+			var d *dlmpeerv1.DumpReply
+			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
 				out = append(out, d.GetResources()...)
 				continue
 			}
@@ -281,7 +279,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	})
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
 		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+			return nil, status.Error(codes.PermissionDenied, node.WireMessage(err))
 		}
 	}
 	return reply, nil
@@ -297,28 +295,31 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	}
 	name := r.GetLockspace()
 	if err := ValidLockspace(name); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 	}
 	if r.GetPid() < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "dlm: pid %d: want a process id, or 0 for every process", r.GetPid())
+		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())
 	}
 	s := a.s
-	denied := cred.UID != 0 && strings.HasPrefix(name, SystemPrefix)
+	var denied error
+	if strings.HasPrefix(name, SystemPrefix) {
+		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
+	}
 	released := 0
 	if err := s.call(ctx, func() {
 		cfg, known := s.core.LockspaceConfig(name)
 		switch {
-		case denied, !known: // a lockspace this node never used has no orphans here
-		case cred.UID != 0 && !cfg.Allows(cred):
-			denied = true
+		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
-			released = s.core.Purge(time.Now(), name, r.GetPid())
+			if denied = cfg.CheckAccess(name, cred); denied == nil {
+				released = s.core.Purge(time.Now(), name, r.GetPid())
+			}
 		}
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	if denied {
-		return nil, status.Errorf(codes.PermissionDenied, "dlm: lockspace %q: uid %d: %v", name, cred.UID, lockspace.ErrAccess)
+	if denied != nil {
+		return nil, status.Error(codes.PermissionDenied, node.WireMessage(denied))
 	}
 	return &dlmv1.PurgeReply{Released: uint32(released)}, nil
 }

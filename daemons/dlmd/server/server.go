@@ -76,6 +76,9 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
+	// links counts the goroutines of the links to other nodes: Run
+	// joins them when it stops.
+	links sync.WaitGroup
 }
 
 // New returns a shell; Run starts it.
@@ -130,7 +133,12 @@ func (s *Server) call(ctx context.Context, f func()) error {
 // ctx ends.
 func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	s.beat, s.ready = beat, ready
-	go s.deadlockLoop(ctx)
+	var detector sync.WaitGroup
+	detector.Add(1)
+	go func() {
+		defer detector.Done()
+		s.deadlockLoop(ctx)
+	}()
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	// wake is the extra tick the core asks for between the regular ones
@@ -138,6 +146,12 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	wake := time.NewTimer(time.Hour)
 	wake.Stop()
 	defer wake.Stop()
+	// Stop the links, let their goroutines and the deadlock detector past
+	// s.do and s.call, join them, and close the connections a link may
+	// have dialled meanwhile.
+	defer s.closeConns()
+	defer detector.Wait()
+	defer s.links.Wait()
 	defer close(s.stop)
 	defer s.closePeers()
 	for {
@@ -187,7 +201,7 @@ func (s *Server) run(f func()) {
 // members then recover without this node at once instead of fencing or
 // waiting for its lease. Call it before the servers stop.
 func (s *Server) Leave(ctx context.Context) error {
-	var logs []*sendLog
+	var logs []*link
 	if err := s.call(ctx, func() {
 		s.core.Leave(time.Now())
 		s.flush()
@@ -198,7 +212,7 @@ func (s *Server) Leave(ctx context.Context) error {
 		return err
 	}
 	for _, l := range logs {
-		for l.pending() > 0 {
+		for l.Pending() > 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -217,11 +231,11 @@ func (s *Server) flush() {
 	rd := s.core.Ready()
 	for _, m := range rd.Messages {
 		if m.Link.Out {
-			s.out(m.Link).log.push(m.Msg)
+			s.out(m.Link).log.Push(m.Msg)
 			continue
 		}
 		if in := s.peersIn[m.Link.Node]; in != nil && in.inc == m.Link.Inc && in.link == m.Link.ID {
-			in.log.push(m.Msg)
+			in.log.Push(m.Msg)
 		}
 	}
 	for _, sm := range rd.Sessions {
@@ -246,7 +260,7 @@ func (s *Server) flush() {
 			continue
 		}
 		if in := s.peersIn[l.Node]; in != nil && in.inc == l.Inc && in.link == l.ID {
-			in.log.close()
+			in.log.Close()
 			delete(s.peersIn, l.Node)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/lab"
 )
 
@@ -61,7 +62,6 @@ func envOr(k, def string) string {
 func newRoot() *cobra.Command {
 	f := &flags{}
 	wd, _ := os.Getwd()
-	home, _ := os.UserHomeDir()
 	root := &cobra.Command{
 		Use:   "lab",
 		Short: "Run a multi-node OpenSSI cluster on this machine",
@@ -77,7 +77,7 @@ signed repository built from the working tree. Root is required.`,
 	pf.StringVar(&f.prefix, "prefix", envOr("OPENSSI_LAB_PREFIX", "lab"), "name prefix of machines and the bridge")
 	pf.StringVar(&f.subnet, "subnet", envOr("OPENSSI_LAB_SUBNET", "10.77.0"), "private /24 of the lab, as its first three octets")
 	pf.StringVar(&f.dist, "dist", envOr("OPENSSI_LAB_DIST", filepath.Join(wd, "dist")), "dist/ directory holding repo/ (from `make repo`)")
-	pf.StringVar(&f.consul, "consul", envOr("CONSUL_BIN", filepath.Join(home, ".cache/openssi/consul-1.20.6/consul")), "pinned consul binary (from `make consul`)")
+	pf.StringVar(&f.consul, "consul", envOr("CONSUL_BIN", consulagent.CachedBinary()), "pinned consul binary (from `make consul`)")
 
 	var n int
 	up := &cobra.Command{

@@ -102,7 +102,7 @@ func run(args []string) error {
 			for _, n := range names {
 				d, ok := daemons.Find(n)
 				if !ok {
-					d = daemons.Daemon{Name: n, Binary: n, Unit: "openssi-" + n + ".service", Summary: "planned daemon " + n}
+					d = daemons.Daemon{Name: n, Binary: n, Unit: packaging.UnitOf(n), Summary: "planned daemon " + n, Hardening: packaging.Planned[n]}
 				}
 				list = append(list, d)
 			}
@@ -111,7 +111,7 @@ func run(args []string) error {
 			return err
 		}
 		for _, d := range list {
-			if err := os.WriteFile(filepath.Join(*out, d.Unit), []byte(packaging.ServiceUnit(d, packaging.Profiles[d.Name], nil)), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(*out, d.Unit), []byte(packaging.ServiceUnit(d)), 0o644); err != nil {
 				return err
 			}
 		}

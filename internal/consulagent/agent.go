@@ -1,4 +1,4 @@
-package consultest
+package consulagent
 
 import (
 	"context"
@@ -30,7 +30,7 @@ const (
 )
 
 // ErrNotRunning is returned when an operation needs a running agent.
-var ErrNotRunning = errors.New("consultest: agent not running")
+var ErrNotRunning = errors.New("consulagent: agent not running")
 
 // Agent is one Consul agent process of a [Cluster]. Its methods are safe for
 // concurrent use.
@@ -72,7 +72,7 @@ func (a *Agent) Client() *api.Client {
 		c, err := api.NewClient(cfg)
 		if err != nil {
 			// Only a malformed address or TLS file can fail here; ours are fixed.
-			panic(fmt.Sprintf("consultest: api client for %s: %v", a.HTTPAddr, err))
+			panic(fmt.Sprintf("consulagent: api client for %s: %v", a.HTTPAddr, err))
 		}
 		a.client = c
 	}
@@ -105,14 +105,14 @@ func (a *Agent) Start() error {
 	a.mu.Lock()
 	if a.runningLocked() {
 		a.mu.Unlock()
-		return fmt.Errorf("consultest: start %s: already running", a.Name)
+		return fmt.Errorf("consulagent: start %s: already running", a.Name)
 	}
 	logf, err := os.OpenFile(a.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		a.mu.Unlock()
-		return fmt.Errorf("consultest: start %s: %w", a.Name, err)
+		return fmt.Errorf("consulagent: start %s: %w", a.Name, err)
 	}
-	fmt.Fprintf(logf, "==== consultest: starting %s at %s ====\n", a.Name, time.Now().Format(time.RFC3339Nano))
+	fmt.Fprintf(logf, "==== consulagent: starting %s at %s ====\n", a.Name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(a.bin, "agent", "-config-file="+a.ConfigFile)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -120,7 +120,7 @@ func (a *Agent) Start() error {
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		a.mu.Unlock()
-		return fmt.Errorf("consultest: start %s: %w", a.Name, err)
+		return fmt.Errorf("consulagent: start %s: %w", a.Name, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -144,7 +144,7 @@ func (a *Agent) Start() error {
 	})
 	if err != nil {
 		_ = a.Kill()
-		return fmt.Errorf("consultest: start %s: %w\n%s", a.Name, err, a.LogTail(30))
+		return fmt.Errorf("consulagent: start %s: %w\n%s", a.Name, err, a.LogTail(30))
 	}
 	return nil
 }
@@ -171,7 +171,7 @@ func (a *Agent) Kill() error {
 	case <-done:
 		return nil
 	case <-time.After(stopTimeout):
-		return fmt.Errorf("consultest: kill %s: process %d did not exit", a.Name, cmd.Process.Pid)
+		return fmt.Errorf("consulagent: kill %s: process %d did not exit", a.Name, cmd.Process.Pid)
 	}
 }
 
@@ -195,18 +195,18 @@ func (a *Agent) signalAndWait(signal func(*exec.Cmd) error, what string) error {
 	running := a.runningLocked()
 	a.mu.Unlock()
 	if !running {
-		return fmt.Errorf("consultest: %s %s: %w", what, a.Name, ErrNotRunning)
+		return fmt.Errorf("consulagent: %s %s: %w", what, a.Name, ErrNotRunning)
 	}
 	if err := signal(cmd); err != nil {
 		_ = a.Kill()
-		return fmt.Errorf("consultest: %s %s: %w", what, a.Name, err)
+		return fmt.Errorf("consulagent: %s %s: %w", what, a.Name, err)
 	}
 	select {
 	case <-done:
 		return nil
 	case <-time.After(stopTimeout):
 		_ = a.Kill()
-		return fmt.Errorf("consultest: %s %s: no exit after %v, killed", what, a.Name, stopTimeout)
+		return fmt.Errorf("consulagent: %s %s: no exit after %v, killed", what, a.Name, stopTimeout)
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package consultest
+package consulagent
 
 import (
 	"syscall"

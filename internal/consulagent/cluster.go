@@ -1,4 +1,4 @@
-package consultest
+package consulagent
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -101,38 +100,10 @@ type Cluster struct {
 // setupTimeout bounds StartCluster's wait for a leader and a healthy catalog.
 const setupTimeout = 60 * time.Second
 
-// Start starts a cluster for a test in a fresh t.TempDir(), waits until it is
-// ready (leader elected, all members alive, every node's serfHealth passing)
-// and registers its teardown with t.Cleanup; when the test failed, the tail
-// of every agent's log is logged first. A missing consul binary is a test
-// failure, never a skip.
-func Start(t testing.TB, opts Options) *Cluster {
-	t.Helper()
-	if _, err := Binary(); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	begin := time.Now()
-	c, err := StartCluster(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("consultest: %d servers + %d clients (%v) up on %s.0/24 in %v",
-		c.Options.Servers, c.Options.Clients, c.Options.Profile, c.Subnet, time.Since(begin).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, a := range c.Agents {
-				t.Logf("---- consul agent %s (%s) log tail ----\n%s", a.Name, a.IP, a.LogTail(40))
-			}
-		}
-		c.Stop()
-	})
-	return c
-}
-
-// StartCluster starts a cluster with its files under dir, outside package
-// testing (benchmarks, tools), and waits until it is ready as [Start] does.
-// The caller must call [Cluster.Stop]. On error no agent is left running.
+// StartCluster starts a cluster with its files under dir and waits until it
+// is ready: a leader elected, all members alive, every node's serfHealth
+// passing. The caller must call [Cluster.Stop]; tests use consultest.Start,
+// which does. On error no agent is left running.
 func StartCluster(dir string, opts Options) (*Cluster, error) {
 	bin, err := Binary()
 	if err != nil {
@@ -142,10 +113,10 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 		opts.Servers = 3
 	}
 	if opts.Servers < 0 || opts.Clients < 0 || opts.Servers+opts.Clients > 250 {
-		return nil, fmt.Errorf("consultest: bad cluster size: %d servers, %d clients", opts.Servers, opts.Clients)
+		return nil, fmt.Errorf("consulagent: bad cluster size: %d servers, %d clients", opts.Servers, opts.Clients)
 	}
 	if opts.Profile != Tuned && opts.Profile != Default {
-		return nil, fmt.Errorf("consultest: unknown profile %v", opts.Profile)
+		return nil, fmt.Errorf("consulagent: unknown profile %v", opts.Profile)
 	}
 	c := &Cluster{Dir: dir, Options: opts}
 	if err := c.pickSubnet(bin); err != nil {
@@ -153,10 +124,10 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 	}
 	for _, a := range c.Agents {
 		if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("consultest: %w", err)
+			return nil, fmt.Errorf("consulagent: %w", err)
 		}
 		if err := os.WriteFile(a.ConfigFile, []byte(c.agentHCL(a)), 0o600); err != nil {
-			return nil, fmt.Errorf("consultest: %w", err)
+			return nil, fmt.Errorf("consulagent: %w", err)
 		}
 	}
 	errs := make([]error, len(c.Agents))
@@ -218,7 +189,7 @@ func (c *Cluster) pickSubnet(bin string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("consultest: no free loopback subnet: %w", last)
+	return fmt.Errorf("consulagent: no free loopback subnet: %w", last)
 }
 
 // agentHCL renders an agent's configuration.
@@ -279,7 +250,7 @@ limits {
 }
 
 // Stop kills every agent (and its process group) and waits for them to exit.
-// It is idempotent; [Start] registers it with t.Cleanup.
+// It is idempotent.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
 		var wg sync.WaitGroup
@@ -389,7 +360,7 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*Agent, error) {
 		return errStop{fmt.Errorf("leader %s is not an agent of this cluster", addr)}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consultest: wait leader: %w", err)
+		return nil, fmt.Errorf("consulagent: wait leader: %w", err)
 	}
 	return leader, nil
 }
@@ -426,7 +397,7 @@ func (c *Cluster) WaitMembers(ctx context.Context, status MemberStatus, names ..
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("consultest: wait members %v: %w", status, err)
+		return fmt.Errorf("consulagent: wait members %v: %w", status, err)
 	}
 	return nil
 }
@@ -460,7 +431,7 @@ func (c *Cluster) WaitSerfHealth(ctx context.Context, node, status string) error
 		return fmt.Errorf("no serfHealth check for %s", node)
 	})
 	if err != nil {
-		return fmt.Errorf("consultest: wait serfHealth %s %s: %w", node, status, err)
+		return fmt.Errorf("consulagent: wait serfHealth %s %s: %w", node, status, err)
 	}
 	return nil
 }

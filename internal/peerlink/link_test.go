@@ -1,32 +1,34 @@
-package server
+package peerlink
 
 import (
+	"slices"
 	"testing"
-
-	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
-func seqs(ms []*dlmv1.PeerMessage) []uint64 {
+// msg is the test message: the link fields and a body.
+type msg struct {
+	seq, ack uint64
+	body     string
+}
+
+type codec struct{}
+
+func (codec) Seq(m *msg) uint64         { return m.seq }
+func (codec) SetSeq(m *msg, seq uint64) { m.seq = seq }
+func (codec) Ack(m *msg) uint64         { return m.ack }
+func (codec) AckOnly(n uint64) *msg     { return &msg{ack: n} }
+
+func newTestLink() *Link[*msg] { return New[*msg](codec{}) }
+
+func seqs(ms []*msg) []uint64 {
 	out := make([]uint64, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, m.GetSeq())
+		out = append(out, m.seq)
 	}
 	return out
 }
 
-func equal(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// closed is a done channel that is closed: take never blocks on it.
+// closedChan is a done channel that is closed: take never blocks on it.
 func closedChan() chan struct{} {
 	c := make(chan struct{})
 	close(c)
@@ -47,38 +49,38 @@ func TestSendLog(t *testing.T) {
 	}{
 		{"in order", []step{{op: "push"}, {op: "push"}, {op: "take", want: []uint64{1, 2}}, {op: "push"}, {op: "take", want: []uint64{3}}}, 3},
 		{"ack forgets", []step{{op: "push"}, {op: "push"}, {op: "push"}, {op: "take", want: []uint64{1, 2, 3}}, {op: "ack", n: 2}}, 1},
-		{"unnumbered first, once", []step{{op: "push"}, {op: "once"}, {op: "take", want: []uint64{0, 1}}, {op: "take", want: nil}}, 1},
+		{"unnumbered first, once", []step{{op: "push"}, {op: "once"}, {op: "take", want: []uint64{0, 1}}, {op: "take", want: []uint64{}}}, 1},
 		{"rewind resends what the other side lacks", []step{{op: "push"}, {op: "push"}, {op: "push"}, {op: "take", want: []uint64{1, 2, 3}},
 			{op: "rewind", n: 1}, {op: "take", want: []uint64{2, 3}}}, 2},
 		{"rewind drops the old stream's unnumbered", []step{{op: "once"}, {op: "push"}, {op: "rewind", n: 0}, {op: "take", want: []uint64{1}}}, 1},
-		{"rewind to everything", []step{{op: "push"}, {op: "take", want: []uint64{1}}, {op: "rewind", n: 1}, {op: "take", want: nil}, {op: "push"}, {op: "take", want: []uint64{2}}}, 1},
-		{"reset numbers from 1", []step{{op: "push"}, {op: "push"}, {op: "reset"}, {op: "take", want: nil}, {op: "push"}, {op: "take", want: []uint64{1}}}, 1},
+		{"rewind to everything", []step{{op: "push"}, {op: "take", want: []uint64{1}}, {op: "rewind", n: 1}, {op: "take", want: []uint64{}}, {op: "push"}, {op: "take", want: []uint64{2}}}, 1},
+		{"reset numbers from 1", []step{{op: "push"}, {op: "push"}, {op: "reset"}, {op: "take", want: []uint64{}}, {op: "push"}, {op: "take", want: []uint64{1}}}, 1},
 		{"an old ack after a rewind", []step{{op: "push"}, {op: "push"}, {op: "take", want: []uint64{1, 2}}, {op: "ack", n: 2}, {op: "rewind", n: 0}, {op: "push"}, {op: "take", want: []uint64{3}}}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newSendLog()
-			gen := l.gen
+			l := newTestLink()
+			gen := l.log.gen
 			for i, st := range tt.steps {
 				switch st.op {
 				case "push":
-					l.push(&dlmv1.PeerMessage{})
+					l.Push(&msg{})
 				case "once":
-					l.pushOnce(&dlmv1.PeerMessage{})
+					l.PushOnce(&msg{})
 				case "ack":
-					l.ack(st.n)
+					l.log.ack(st.n)
 				case "rewind":
-					gen = l.rewind(st.n)
+					gen = l.Rewind(st.n)
 				case "reset":
-					gen = l.reset()
+					gen = l.Reset()
 				case "take":
-					got, _ := l.take(gen, done)
-					if !equal(seqs(got), st.want) {
+					got, _ := l.log.take(gen, done)
+					if !slices.Equal(seqs(got), st.want) {
 						t.Fatalf("step %d: take = %v, want %v", i, seqs(got), st.want)
 					}
 				}
 			}
-			if got := l.pending(); got != tt.left {
+			if got := l.Pending(); got != tt.left {
 				t.Fatalf("pending = %d, want %d", got, tt.left)
 			}
 		})
@@ -86,18 +88,18 @@ func TestSendLog(t *testing.T) {
 }
 
 func TestSendLogOldGenerationStops(t *testing.T) {
-	l := newSendLog()
-	old := l.gen
-	l.push(&dlmv1.PeerMessage{})
-	l.rewind(0)
-	if _, ok := l.take(old, closedChan()); ok {
+	l := newTestLink()
+	old := l.log.gen
+	l.Push(&msg{})
+	l.Rewind(0)
+	if _, ok := l.log.take(old, closedChan()); ok {
 		t.Fatal("the sender of a replaced stream must stop")
 	}
-	l.close()
-	if l.push(&dlmv1.PeerMessage{}) || l.pushOnce(&dlmv1.PeerMessage{}) {
+	l.Close()
+	if l.Push(&msg{}) || l.PushOnce(&msg{}) {
 		t.Fatal("push after close must fail")
 	}
-	if _, ok := l.take(l.gen, make(chan struct{})); ok {
+	if _, ok := l.log.take(l.log.gen, make(chan struct{})); ok {
 		t.Fatal("take after close must fail")
 	}
 }
@@ -117,7 +119,7 @@ func TestRecvState(t *testing.T) {
 		var r recvState
 		n := 0
 		for i, s := range tt.seqs {
-			got := r.accept(&dlmv1.PeerMessage{Seq: s}, func() { n++ })
+			got := r.accept(s, func() { n++ })
 			if got != tt.want[i] {
 				t.Fatalf("%v: message %d: %v, want %v", tt.seqs, i, got, tt.want[i])
 			}
@@ -135,5 +137,19 @@ func TestRecvState(t *testing.T) {
 		if r.received() != 0 {
 			t.Fatal("reset")
 		}
+	}
+}
+
+func TestResetForgetsBothWays(t *testing.T) {
+	l := newTestLink()
+	l.Push(&msg{})
+	l.recv.accept(1, func() {})
+	gen := l.Reset()
+	if l.Received() != 0 || l.Pending() != 0 {
+		t.Fatalf("after Reset: received %d, pending %d; want 0, 0", l.Received(), l.Pending())
+	}
+	l.Push(&msg{})
+	if got, _ := l.log.take(gen, closedChan()); !slices.Equal(seqs(got), []uint64{1}) {
+		t.Fatalf("after Reset the first push is %v, want [1]", seqs(got))
 	}
 }

@@ -1,4 +1,4 @@
-package consultest
+package consulagent
 
 import (
 	"fmt"

@@ -1,0 +1,86 @@
+// Package dlmdspec describes dlmd, OpenSSI's distributed lock manager: its
+// name, what it needs, its section of openssi.yaml (Config, Default,
+// Validate), its flags and the sandbox of its unit. The daemon's main, the
+// registry (internal/daemons) and through it packaging, `ssi status` and
+// the test harnesses read it.
+package dlmdspec
+
+import (
+	_ "embed" // the dlmd section of the shipped openssi.yaml
+	"strconv"
+	"time"
+
+	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
+	"github.com/openssi/openssi/internal/describe"
+	"github.com/openssi/openssi/internal/settings"
+)
+
+// Name is the daemon's name and the key of its section.
+const Name = "dlmd"
+
+//go:embed openssi.yaml
+var example string
+
+// Daemon is dlmd's description.
+var Daemon = describe.Daemon{
+	Name:    Name,
+	Binary:  "dlmd",
+	Unit:    "openssi-dlmd.service",
+	Summary: "distributed lock manager: lockspaces, six lock modes, value blocks, blocking callbacks, deadlock detection, recovery on node loss",
+	About: "dlmd is OpenSSI's distributed lock manager: VMS-style locks (NL CR CW PR PW EX)\n" +
+		"with value blocks and blocking callbacks, mastered across the nodes and\n" +
+		"recovered when a node goes down.",
+	// Masters and recovery follow clmsd's membership view.
+	Needs: []string{clmsdspec.Name},
+	Config: settings.NewSection(Name, Default, example,
+		settings.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
+	),
+	Hardening: describe.Hardening{
+		AddressFamilies: describe.Inet,
+		Why:             "Like clmsd: locks live in memory, clients on its socket, peers over TCP; no capability.",
+		Exposure:        1.9,
+	},
+}
+
+// Config holds the settings of the distributed lock manager (YAML
+// `dlmd:`).
+type Config struct {
+	// RPCPort is the TCP port of dlmd's inter-node gRPC server (lock
+	// traffic between nodes), 1..65535. Default 7102.
+	RPCPort int `mapstructure:"rpc_port" want:"an integer 1..65535"`
+	// DeadlockInterval is how often the coordinator looks for deadlocks
+	// across the cluster (the VMS deadlock wait); at least 10ms. Default 1s.
+	DeadlockInterval time.Duration `mapstructure:"deadlock_interval" want:"a duration of at least 10ms such as 1s"`
+	// Lease is how long a node's locks stay valid without contact with a
+	// majority of the UP nodes' dlmd: past it the node drops its locks
+	// (clients are told), and the others wait that long after their last
+	// contact with a lost node before granting what it held. At least
+	// 200ms. Default 1s.
+	Lease time.Duration `mapstructure:"lease" want:"a duration of at least 200ms such as 1s"`
+}
+
+// Default returns dlmd's settings when nothing overrides them. They are
+// valid as returned.
+func Default() Config {
+	return Config{
+		RPCPort:          7102,
+		DeadlockInterval: time.Second,
+		Lease:            time.Second,
+	}
+}
+
+// Validate returns the first setting that is not allowed as a
+// *settings.Error, or nil.
+func (c *Config) Validate() error {
+	return settings.Checks(Name, c,
+		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
+		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
+		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= 200*time.Millisecond},
+	)
+}
+
+// From returns dlmd's section of a loaded configuration (an
+// internal/config *Config).
+func From(c interface{ Section(name string) any }) Config {
+	return settings.Of[Config](c, Name)
+}
