@@ -13,20 +13,22 @@ import (
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
-// TestRandomNetwork drives three Nodes through random client operations,
+// TestRandomNetwork drives three Nodes (and five, on fewer seeds) through random client operations,
 // message orders, partitions, dlmd crashes, restarts and goodbyes, and
 // membership changes (fixed seeds: deterministic). After every step no
 // two clients may hold incompatible locks; at the end, healed and given
 // time, every node must be quiet (same directory, no recovery, no request
 // unanswered) and every copy must match its master's table.
 func TestRandomNetwork(t *testing.T) {
-	for seed := uint64(1); seed <= 300; seed++ {
-		if s := os.Getenv("DLMD_RANDOM_SEED"); s != "" && s != fmt.Sprint(seed) {
-			continue
-		}
-		rnd := rand.New(rand.NewPCG(seed, seed*7919))
-		if !runRandom(t, fmt.Sprintf("seed %d", seed), func(n int) int { return rnd.IntN(n) }, 400) {
-			return
+	for _, size := range []struct{ nodes, seeds int }{{3, 300}, {5, 60}} {
+		for seed := uint64(1); seed <= uint64(size.seeds); seed++ {
+			if s := os.Getenv("DLMD_RANDOM_SEED"); s != "" && s != fmt.Sprint(seed) {
+				continue
+			}
+			rnd := rand.New(rand.NewPCG(seed, seed*7919))
+			if !runRandom(t, fmt.Sprintf("%d nodes, seed %d", size.nodes, seed), size.nodes, func(n int) int { return rnd.IntN(n) }, 400) {
+				return
+			}
 		}
 	}
 }
@@ -44,14 +46,15 @@ func FuzzNetwork(f *testing.F) {
 			i++
 			return int(data[i-1]) % n
 		}
-		runRandom(t, "fuzz", choose, len(data))
+		runRandom(t, "fuzz", 3, choose, len(data))
 	})
 }
 
-// runRandom runs steps random steps; it reports false when the test failed.
-func runRandom(t *testing.T, name string, choose func(int) int, steps int) bool {
+// runRandom runs steps random steps on a cluster of size nodes, at most
+// two of them down at a time; it reports false when the test failed.
+func runRandom(t *testing.T, name string, size int, choose func(int) int, steps int) bool {
 	t.Helper()
-	nw := newNetwork(t, 3, time.Second, 2*time.Second)
+	nw := newNetwork(t, size, time.Second, 2*time.Second)
 	var trace []string
 	fail := func(format string, args ...any) bool {
 		t.Errorf("%s: "+format+"\nlast steps:\n%s", append([]any{name}, append(args, tail(trace, 40))...)...)
@@ -83,7 +86,7 @@ func runRandom(t *testing.T, name string, choose func(int) int, steps int) bool 
 	}
 	nw.run(200 * time.Millisecond)
 	for step := 0; step < steps; step++ {
-		m := nw.nodes[pick(3)]
+		m := nw.nodes[pick(size)]
 		what := ""
 		switch op := choose(20); {
 		case op < 2:
@@ -166,13 +169,13 @@ func runRandom(t *testing.T, name string, choose func(int) int, steps int) bool 
 				nw.cut = map[[2]uint32]bool{}
 				what = "heal"
 			case 2:
-				if m.running && nw.runningCount() == 3 {
+				if m.running && nw.runningCount() >= max(size-2, 3) {
 					m.running = false
 					nw.queue = slices.DeleteFunc(nw.queue, func(e envelope) bool { return e.from == m.id })
 					what = fmt.Sprintf("crash %d", m.id)
 				}
 			case 3:
-				if m.running && nw.runningCount() == 3 {
+				if m.running && nw.runningCount() >= max(size-2, 3) {
 					m.n.Leave(nw.now)
 					nw.collect(m)
 					nw.stabilize(false)
