@@ -25,7 +25,7 @@ $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers an
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab clean tools packages repo check-packages deps deps-lab deps-proto
+.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab clean tools packages repo check-packages deps deps-lab deps-proto generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ tools: ## install the pinned code generators and linters into GOPATH/bin
 
 proto: deps-proto tools ## regenerate the Go code of proto/
 	cd proto && PATH="$(GOBIN_DIR):$$PATH" $(GO) generate ./...
+
+generate: proto ## regenerate every committed derived file: proto/ and rpm/openssi.spec's units line (from internal/daemons)
+	$(GO) run ./packaging/cmd/openssi-pkg spec
 
 check-protos: proto ## fail when the committed generated code is not what `make proto` makes
 	@git diff --exit-code -- proto/ || { echo "generated code in proto/ is stale: run make proto and commit"; exit 1; }

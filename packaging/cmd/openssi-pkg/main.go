@@ -30,7 +30,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: openssi-pkg build|repo|stage|scripts|units|version [flags]")
+		return fmt.Errorf("usage: openssi-pkg build|repo|stage|scripts|spec|units|version [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	repoDir := fs.String("C", ".", "repository directory")
@@ -87,6 +87,12 @@ func run(args []string) error {
 		return err
 	case "scripts":
 		return packaging.WriteDebianScripts(*debian)
+	case "spec":
+		changed, err := packaging.UpdateSpecUnits(filepath.Join(*repoDir, "rpm", "openssi.spec"))
+		if changed {
+			fmt.Println("rpm/openssi.spec: units line updated")
+		}
+		return err
 	case "units":
 		if *out == "" {
 			return fmt.Errorf("units needs --out")
