@@ -358,17 +358,27 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		Lockspaces:       c.store,
 		Log:              logger.WithField("node", num),
 	})
-	peer := rpc.NewServer(nd.srv.cfg.Source)
+	// Stop waits for the handlers, and stop below for Serve: a stopped
+	// dlmd leaves no goroutine (TestStopJoinsEveryGoroutine).
+	var serving sync.WaitGroup
+	peer := rpc.NewServer(nd.srv.cfg.Source, grpc.WaitForHandlers(true))
 	NewPeer(nd.srv).Register(peer)
-	go func() { _ = peer.Serve(ln) }()
+	serving.Add(2)
+	go func() {
+		defer serving.Done()
+		_ = peer.Serve(ln)
+	}()
 
 	lln, _, err := localapi.Listen(nd.socket, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	local := grpc.NewServer(grpc.Creds(localapi.Credentials()), grpc.WaitForHandlers(true))
 	NewAPI(nd.srv).Register(local)
-	go func() { _ = local.Serve(lln) }()
+	go func() {
+		defer serving.Done()
+		_ = local.Serve(lln)
+	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -382,6 +392,7 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		peer.Stop()
 		cancel()
 		<-done
+		serving.Wait()
 	}
 }
 
