@@ -243,6 +243,8 @@ type testNode struct {
 	fences *fenceHook
 	// stop stops this dlmd: its servers and its loop.
 	stop func()
+	// stopLoop stops its loop only.
+	stopLoop func()
 }
 
 type testCluster struct {
@@ -387,11 +389,14 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		var once sync.Once
 		_ = nd.srv.Run(ctx, nil, func() { once.Do(func() { close(nd.ready) }) })
 	}()
+	nd.stopLoop = func() {
+		cancel()
+		<-done
+	}
 	nd.stop = func() {
 		local.Stop()
 		peer.Stop()
-		cancel()
-		<-done
+		nd.stopLoop()
 		serving.Wait()
 	}
 }

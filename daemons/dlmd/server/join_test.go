@@ -13,6 +13,12 @@ import (
 // ownGoroutines returns the stacks of the goroutines, other than the
 // caller's, running code of dlmd or of the peer links.
 func ownGoroutines() []string {
+	return goroutinesIn("openssi/daemons/dlmd/", "openssi/internal/peerlink")
+}
+
+// goroutinesIn returns the stacks of the goroutines, other than the
+// caller's, with a frame whose name contains one of marks.
+func goroutinesIn(marks ...string) []string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -25,8 +31,11 @@ func ownGoroutines() []string {
 	var out []string
 	// The first stack is the caller's.
 	for _, g := range strings.Split(string(buf), "\n\n")[1:] {
-		if strings.Contains(g, "openssi/daemons/dlmd/") || strings.Contains(g, "openssi/internal/peerlink") {
-			out = append(out, g)
+		for _, m := range marks {
+			if strings.Contains(g, m) {
+				out = append(out, g)
+				break
+			}
 		}
 	}
 	return out
@@ -68,5 +77,22 @@ func TestStopJoinsEveryGoroutine(t *testing.T) {
 	}
 	if left := ownGoroutines(); len(left) > 0 {
 		t.Fatalf("%d goroutines of dlmd left after stopping every node:\n\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// TestStoppedLoopEndsItsSessions: when the loop stops before the servers,
+// Run ends the sessions and returns only once their goroutines are gone.
+func TestStoppedLoopEndsItsSessions(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := c.client(ctx, 1)
+	if _, err := cl.Lock(ctx, "joins", "r", dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	c.client(ctx, 1) // idle
+	c.nodes[1].stopLoop()
+	if left := goroutinesIn("server.(*API).Session"); len(left) > 0 {
+		t.Fatalf("%d goroutines of sessions left after Run returned:\n\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
