@@ -72,7 +72,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchErr := make(chan error, 1)
+	watching := make(chan struct{})
 	go func() {
+		defer close(watching)
 		w := members.Watch(watchCtx, view.Epoch)
 		for w.Next() {
 			e := w.Event()
@@ -91,6 +93,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	local.Health.Shutdown()
 	stopWatch()
+	// Join the watch before the servers and the loop stop: it feeds the
+	// loop.
+	<-watching
 	// Say goodbye while the links are up, so that the other nodes recover
 	// without this dlmd at once rather than fence or wait for its lease.
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), time.Second)

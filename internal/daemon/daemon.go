@@ -68,7 +68,8 @@ type Env struct {
 
 	loadOpts config.LoadOptions
 	// goroutines counts every goroutine Env starts (the reload loop, the
-	// watchdog, the gRPC servers); Main waits for all of them.
+	// watchdog, the gRPC servers); Main waits for all of them. The
+	// servers' Stop waits for their handlers (grpc.WaitForHandlers).
 	goroutines sync.WaitGroup
 	serversMu  sync.Mutex
 	servers    []*grpc.Server

@@ -34,7 +34,7 @@ func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr stri
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers: %w", err)
 	}
-	s := rpc.NewServer(src)
+	s := rpc.NewServer(src, grpc.WaitForHandlers(true))
 	register(s)
 	e.serve(s, ln)
 	deregister, err := rpc.Register(client, e.Name, node, addr, port)
@@ -59,7 +59,7 @@ func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	s := grpc.NewServer(grpc.Creds(localapi.Credentials()), grpc.WaitForHandlers(true))
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)

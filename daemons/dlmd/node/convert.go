@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -108,6 +109,15 @@ func durationOf(nanos int64) time.Duration { return time.Duration(max(nanos, 0))
 // both sides have the same values under the same names.
 
 func mode(m dlmv1.Mode) lockspace.Mode { return lockspace.Mode(m) }
+
+// ModeOf converts a client's mode, refusing one the lock table does not
+// know (ErrInvalid).
+func ModeOf(m dlmv1.Mode) (lockspace.Mode, error) {
+	if md := mode(m); md.Valid() {
+		return md, nil
+	}
+	return 0, fmt.Errorf("dlm: mode %d: want NL, CR, CW, PR, PW or EX: %w", int32(m), lockspace.ErrInvalid)
+}
 
 func pmode(m lockspace.Mode) dlmv1.Mode { return dlmv1.Mode(m) }
 

@@ -243,6 +243,8 @@ type testNode struct {
 	fences *fenceHook
 	// stop stops this dlmd: its servers and its loop.
 	stop func()
+	// stopLoop stops its loop only.
+	stopLoop func()
 }
 
 type testCluster struct {
@@ -358,17 +360,27 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		Lockspaces:       c.store,
 		Log:              logger.WithField("node", num),
 	})
-	peer := rpc.NewServer(nd.srv.cfg.Source)
+	// Stop waits for the handlers, and stop below for Serve: a stopped
+	// dlmd leaves no goroutine (TestStopJoinsEveryGoroutine).
+	var serving sync.WaitGroup
+	peer := rpc.NewServer(nd.srv.cfg.Source, grpc.WaitForHandlers(true))
 	NewPeer(nd.srv).Register(peer)
-	go func() { _ = peer.Serve(ln) }()
+	serving.Add(2)
+	go func() {
+		defer serving.Done()
+		_ = peer.Serve(ln)
+	}()
 
 	lln, _, err := localapi.Listen(nd.socket, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	local := grpc.NewServer(grpc.Creds(localapi.Credentials()), grpc.WaitForHandlers(true))
 	NewAPI(nd.srv).Register(local)
-	go func() { _ = local.Serve(lln) }()
+	go func() {
+		defer serving.Done()
+		_ = local.Serve(lln)
+	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -377,11 +389,15 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		var once sync.Once
 		_ = nd.srv.Run(ctx, nil, func() { once.Do(func() { close(nd.ready) }) })
 	}()
+	nd.stopLoop = func() {
+		cancel()
+		<-done
+	}
 	nd.stop = func() {
 		local.Stop()
 		peer.Stop()
-		cancel()
-		<-done
+		nd.stopLoop()
+		serving.Wait()
 	}
 }
 

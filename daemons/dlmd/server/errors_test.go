@@ -80,6 +80,7 @@ func TestRefusalsReadOnce(t *testing.T) {
 	defer func() { _ = lf.Unlock(ctx) }()
 	_, farErr := c.client(ctx, 1).Lock(ctx, "x", far, dlm.EX, dlm.NoQueue())
 	_, longErr := root.Lock(ctx, "x", strings.Repeat("r", 65), dlm.EX)
+	_, modeErr := root.Lock(ctx, "x", "r", dlm.Mode(99))
 	tests := []struct {
 		name string
 		err  error
@@ -98,6 +99,8 @@ func TestRefusalsReadOnce(t *testing.T) {
 			`dlm: lock x/` + far + `: request would block`},
 		{"lock of a resource name too long", longErr, dlm.ErrInvalid,
 			`dlm: lock x/` + strings.Repeat("r", 65) + `: invalid argument: resource name of 65 bytes: want 1 to 64`},
+		{"lock in a mode out of range", modeErr, dlm.ErrInvalid,
+			`dlm: lock x/r: invalid argument: mode 99: want NL, CR, CW, PR, PW or EX`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -133,6 +133,9 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	if err := s.call(ctx, func() {
 		ss.id = s.core.OpenSession(time.Now(), ss.pid, ss.cred)
 		s.sessions[ss.id] = ss
+		// Counted on the loop, so that Run's join after the loop never
+		// races with a session starting.
+		s.receivers.Add(1)
 	}); err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -146,7 +149,10 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	ss.send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Hello{Hello: &dlmv1.SessionHello{Node: s.self, Client: ss.id}}})
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	received := make(chan struct{})
 	go func() {
+		defer s.receivers.Done()
+		defer close(received)
 		defer cancel()
 		for {
 			m, err := st.Recv()
@@ -158,21 +164,37 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 			}
 		}
 	}()
-	for {
-		items, ok := ss.q.take(sctx.Done())
-		if !ok {
-			break
-		}
-		for _, m := range items {
-			if err := st.Send(m); err != nil {
-				return nil
-			}
-		}
+	ended := a.sendAll(st, ss, sctx)
+	if !ended {
+		// The client went or the stream broke: the receiver has
+		// returned, or does as soon as the stream's end reaches it.
+		cancel()
+		<-received
+		return nil
 	}
+	// The loop ended the session while the client is still there: the
+	// receiver's Recv returns only once this handler has (gRPC cannot
+	// interrupt it before); Run joins it.
 	if ss.lost.Load() {
 		return status.Errorf(codes.Aborted, "node %d was fenced: no contact with a majority of the cluster within the lease", s.self)
 	}
 	return nil
+}
+
+// sendAll sends what the loop has for the session until the stream ends
+// or breaks (false) or the loop closes the session (true).
+func (a *API) sendAll(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.ServerMessage], ss *session, sctx context.Context) (ended bool) {
+	for {
+		items, ok := ss.q.take(sctx.Done())
+		if !ok {
+			return sctx.Err() == nil
+		}
+		for _, m := range items {
+			if err := st.Send(m); err != nil {
+				return false
+			}
+		}
+	}
 }
 
 func replyErr(tag uint64, err error) *dlmv1.ServerMessage { return node.ReplyErr(tag, err) }
@@ -187,8 +209,8 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if len(r.GetResource()) == 0 || len(r.GetResource()) > lockspace.MaxResourceName {
 			return fmt.Errorf("dlm: resource name of %d bytes: want 1 to %d: %w", len(r.GetResource()), lockspace.MaxResourceName, lockspace.ErrInvalid)
 		}
-		if !lockspace.Mode(r.GetMode()).Valid() {
-			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
+		if _, err := node.ModeOf(r.GetMode()); err != nil {
+			return err
 		}
 		cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
 		if err != nil {
@@ -198,8 +220,8 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		s.do(func() { s.core.Lock(time.Now(), ss.id, tag, cfg, r) })
 	case *dlmv1.ClientMessage_Convert:
 		r := op.Convert
-		if !lockspace.Mode(r.GetMode()).Valid() {
-			return fmt.Errorf("dlm: mode %v: %w", r.GetMode(), lockspace.ErrInvalid)
+		if _, err := node.ModeOf(r.GetMode()); err != nil {
+			return err
 		}
 		tag := m.GetTag()
 		s.do(func() { s.core.Convert(time.Now(), ss.id, tag, r) })

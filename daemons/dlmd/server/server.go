@@ -79,6 +79,9 @@ type Server struct {
 	// links counts the goroutines of the links to other nodes: Run
 	// joins them when it stops.
 	links sync.WaitGroup
+	// receivers counts the sessions' receiving goroutines (see
+	// API.Session): Run ends the sessions and joins them when it stops.
+	receivers sync.WaitGroup
 }
 
 // New returns a shell; Run starts it.
@@ -146,13 +149,15 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	wake := time.NewTimer(time.Hour)
 	wake.Stop()
 	defer wake.Stop()
-	// Stop the links, let their goroutines and the deadlock detector past
-	// s.do and s.call, join them, and close the connections a link may
-	// have dialled meanwhile.
+	// Stop the links and end the sessions, let their goroutines and the
+	// deadlock detector past s.do and s.call, join them, and close the
+	// connections a link may have dialled meanwhile.
 	defer s.closeConns()
 	defer detector.Wait()
+	defer s.receivers.Wait()
 	defer s.links.Wait()
 	defer close(s.stop)
+	defer s.closeSessions()
 	defer s.closePeers()
 	for {
 		if at := s.core.NextWake(); !at.IsZero() && !at.Equal(s.wakeAt) {
@@ -266,6 +271,15 @@ func (s *Server) flush() {
 	}
 	if rd.Installed && s.ready != nil {
 		s.ready()
+	}
+}
+
+// closeSessions ends the sessions' streams when the loop stops: their
+// handlers return, and with them gRPC ends their receiving goroutines.
+func (s *Server) closeSessions() {
+	for id, ss := range s.sessions {
+		ss.q.close()
+		delete(s.sessions, id)
 	}
 }
 
