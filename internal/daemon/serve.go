@@ -114,6 +114,7 @@ func StopGRPC(ctx context.Context, s *grpc.Server) {
 	case <-done:
 	case <-ctx.Done():
 		s.Stop()
+		<-done // GracefulStop returns once Stop has ended every call
 	}
 }
 
