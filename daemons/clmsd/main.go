@@ -42,7 +42,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 
-	peers, err := env.ServePeers(client, src, srv.Number(), srv.Self().Address, cfg.Clmsd.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(ctx, client, src, srv.Number(), srv.Self().Address, cfg.Clmsd.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -64,8 +64,12 @@ func run(ctx context.Context, env *daemon.Env) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	proberCtx, stopProber := context.WithCancel(ctx)
-	defer stopProber()
-	go server.NewSkewProber(srv, src, cfg.Clmsd.SkewInterval).Run(proberCtx)
+	proberDone := make(chan struct{})
+	go func() {
+		defer close(proberDone)
+		server.NewSkewProber(srv, src, cfg.Clmsd.SkewInterval).Run(proberCtx)
+	}()
+	defer func() { stopProber(); <-proberDone }()
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- srv.Run(runCtx, env.Watchdog.Beat, func() {
@@ -91,11 +95,11 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 		}
 		stopRun()
-		if err := peers.Deregister(); err != nil {
+		if err := peers.Deregister(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		daemon.StopGRPC(ctx, local.Server)
-		daemon.StopGRPC(ctx, peers.Server)
+		local.Shutdown(ctx)
+		peers.Shutdown(ctx)
 		return errors.Join(errs...)
 	})
 	if derr != nil {

@@ -17,6 +17,9 @@ import (
 	"github.com/openssi/openssi/internal/rpc"
 )
 
+// lookupTimeout bounds one catalog lookup of a peer's address.
+const lookupTimeout = 5 * time.Second
+
 func main() { os.Exit(daemon.Main("dlmd", os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
@@ -44,18 +47,23 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if addr == "" {
 		addr = me.Address
 	}
+	lookup := func(n uint32) (string, error) {
+		lctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		defer cancel()
+		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
+	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),
 		Incarnation:      uint64(time.Now().UnixNano()),
 		DeadlockInterval: cfg.Dlmd.DeadlockInterval,
 		Lease:            cfg.Dlmd.Lease,
 		Source:           src,
-		Lookup:           func(n uint32) (string, error) { return rpc.LookupRegistered(client, "dlmd", int(n)) },
+		Lookup:           lookup,
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
 		Log:              log,
 	})
 
-	peers, err := env.ServePeers(client, src, me.Number, addr, cfg.Dlmd.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, cfg.Dlmd.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -109,7 +117,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	derr := lifecycle.Drain(5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.
-		derr := peers.Deregister()
+		derr := peers.Deregister(ctx)
 		local.Stop()
 		peers.Stop()
 		return derr

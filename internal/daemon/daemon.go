@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -127,12 +128,17 @@ func main(name string, args []string, stdout, stderr io.Writer, run func(ctx con
 
 	ctx, stop, reload := lifecycle.Signals(context.Background())
 	defer stop()
-	go env.reloadLoop(ctx, reload)
-	go wd.Run(ctx)
+	var background sync.WaitGroup
+	background.Add(2)
+	go func() { defer background.Done(); env.reloadLoop(ctx, reload) }()
+	go func() { defer background.Done(); wd.Run(ctx) }()
 	log.WithField("version", version.Get()).Infof("%s starting", name)
 	err = run(ctx, env)
+	signalled := ctx.Err() != nil
+	stop() // run is done: end the reload loop and the watchdog, and join them
+	background.Wait()
 	_ = notify.Stopping()
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if err != nil && signalled && errors.Is(err, context.Canceled) {
 		// Stopped while still starting (waiting for Consul, say): a stop,
 		// not a failure, or systemd would mark the unit failed.
 		log.WithError(err).Info("stopped before it was ready")

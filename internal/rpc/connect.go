@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
+
+	"github.com/openssi/openssi/internal/consul"
 )
 
 // ConnectSource is a [Source] backed by Consul's built-in CA through the
@@ -115,12 +117,11 @@ func (s *ConnectSource) index(roots bool) uint64 {
 }
 
 func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
-	list, meta, err := s.client.Agent().ConnectCARoots(q)
+	list, index, err := consul.CARoots(ctx, s.client, consul.Wait{Index: waitIndex, Time: connectWaitTime})
 	if err != nil {
 		return err
 	}
-	if waitIndex != 0 && meta.LastIndex == waitIndex {
+	if waitIndex != 0 && index == waitIndex {
 		return nil // the wait timed out, nothing changed
 	}
 	pems := make([][]byte, 0, len(list.Roots))
@@ -136,7 +137,7 @@ func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error 
 	}
 	s.mu.Lock()
 	changed := s.activeRootID != list.ActiveRootID
-	s.roots, s.rootsIndex = pool, max(meta.LastIndex, 1)
+	s.roots, s.rootsIndex = pool, max(index, 1)
 	s.trustDomain = strings.ToLower(list.TrustDomain)
 	s.activeRootID = list.ActiveRootID
 	s.mu.Unlock()
@@ -147,12 +148,11 @@ func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error 
 }
 
 func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) error {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
-	leaf, meta, err := s.client.Agent().ConnectCALeaf(s.service, q)
+	leaf, index, err := consul.CALeaf(ctx, s.client, s.service, consul.Wait{Index: waitIndex, Time: connectWaitTime})
 	if err != nil {
 		return err
 	}
-	if waitIndex != 0 && meta.LastIndex == waitIndex {
+	if waitIndex != 0 && index == waitIndex {
 		return nil // the wait timed out, nothing changed
 	}
 	cert, err := keyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
@@ -160,7 +160,7 @@ func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) error {
 		return fmt.Errorf("parse leaf certificate: %w", err)
 	}
 	s.mu.Lock()
-	s.cert, s.leafIndex = cert, max(meta.LastIndex, 1)
+	s.cert, s.leafIndex = cert, max(index, 1)
 	s.mu.Unlock()
 	s.log.WithFields(logrus.Fields{"serial": leaf.SerialNumber, "valid_before": leaf.ValidBefore}).Info("leaf certificate updated")
 	return nil
