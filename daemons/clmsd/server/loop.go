@@ -127,7 +127,9 @@ func (s *Server) keepAlive(ctx context.Context, snap snapshot) error {
 		if err != nil {
 			return fmt.Errorf("clmsd: membership session: %w", err)
 		}
+		s.mu.Lock()
 		s.session = id
+		s.mu.Unlock()
 	case membership.Reopen:
 		s.log.WithField("node", s.number).Warn("this node's membership session is gone (it was declared failed): rejoining")
 		if err := s.openSession(ctx); err != nil {

@@ -76,10 +76,11 @@ type Server struct {
 	kv     *consul.KV
 	log    logrus.FieldLogger
 
-	// Set by Join, read-only afterwards (keepAlive renews session, from
-	// Run's goroutine only).
-	self    membership.Presence
-	number  int
+	// Set by Join, read-only afterwards.
+	self   membership.Presence
+	number int
+	// session is written by Join and then by Run's goroutine only (a
+	// rejoin), under mu; Run's goroutine reads it without.
 	session string
 
 	kick chan struct{} // a local event: the reconcile loop re-reads at once
@@ -230,7 +231,9 @@ func (s *Server) openSession(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("clmsd: membership session: %w", err)
 	}
+	s.mu.Lock()
 	s.session = id
+	s.mu.Unlock()
 	if adopted {
 		s.log.WithField("session", id).Info("adopted the membership session of a previous clmsd")
 	}
@@ -288,13 +291,14 @@ func (s *Server) Leave(ctx context.Context) (uint64, error) {
 	s.mu.Lock()
 	already := s.leaving
 	s.leaving = true
+	session := s.session
 	s.mu.Unlock()
 	if !already {
 		s.wake()
 		if err := s.kv.Put(ctx, keyLeaving+itoa(s.number), s.self); err != nil {
 			return 0, fmt.Errorf("clmsd: write leave marker: %w", err)
 		}
-		if err := consul.DestroySession(ctx, s.consul, s.session); err != nil {
+		if err := consul.DestroySession(ctx, s.consul, session); err != nil {
 			return 0, fmt.Errorf("clmsd: end membership session: %w", err)
 		}
 	}
