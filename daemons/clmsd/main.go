@@ -36,7 +36,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 
-	peers, err := env.ServePeers(client, src, srv.Number(), srv.Self().Address, own.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(ctx, client, src, srv.Number(), srv.Self().Address, own.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -53,11 +53,15 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 
+	proberCtx, stopProber := context.WithCancel(ctx)
+	proberDone := make(chan struct{})
+	go func() {
+		defer close(proberDone)
+		server.NewSkewProber(srv, src, own.SkewInterval).Run(proberCtx)
+	}()
+	defer func() { stopProber(); <-proberDone }()
 	// The reconcile loop runs until the drain below is done with it: a
 	// leave needs it to see its own NODELEAVE.
-	proberCtx, stopProber := context.WithCancel(ctx)
-	defer stopProber()
-	go server.NewSkewProber(srv, src, own.SkewInterval).Run(proberCtx)
 	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d UP; serving %s", srv.Number(), env.SocketPath()), srv.Run)
 	defer stopRun()
 	select {
@@ -75,11 +79,11 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 		}
 		stopRun()
-		if err := peers.Deregister(); err != nil {
+		if err := peers.Deregister(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		daemon.StopGRPC(ctx, local.Server)
-		daemon.StopGRPC(ctx, peers.Server)
+		local.Shutdown(ctx)
+		peers.Shutdown(ctx)
 		return errors.Join(errs...)
 	})
 	return waitRun()

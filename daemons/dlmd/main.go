@@ -18,6 +18,9 @@ import (
 	"github.com/openssi/openssi/internal/rpc"
 )
 
+// lookupTimeout bounds one catalog lookup of a peer's address.
+const lookupTimeout = 5 * time.Second
+
 func main() { os.Exit(daemon.Main(dlmdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
@@ -39,18 +42,23 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if addr == "" {
 		addr = me.Address
 	}
+	lookup := func(n uint32) (string, error) {
+		lctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		defer cancel()
+		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
+	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),
 		Incarnation:      uint64(time.Now().UnixNano()),
 		DeadlockInterval: own.DeadlockInterval,
 		Lease:            own.Lease,
 		Source:           src,
-		Lookup:           func(n uint32) (string, error) { return rpc.LookupRegistered(client, "dlmd", int(n)) },
+		Lookup:           lookup,
 		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
 		Log:              env.Log,
 	})
 
-	peers, err := env.ServePeers(client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
 		return err
 	}
@@ -106,7 +114,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	env.Drain("stopping: this node's locks are released", 5*time.Second, func(ctx context.Context) error {
 		// Sessions and channels are long-lived streams: a graceful stop
 		// would wait for every client to go. Their locks end with dlmd.
-		derr := peers.Deregister()
+		derr := peers.Deregister(ctx)
 		local.Stop()
 		peers.Stop()
 		return derr

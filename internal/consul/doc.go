@@ -1,9 +1,14 @@
 // Package consul is the Consul plumbing every OpenSSI daemon uses: an API
 // client built from the daemon's configuration ([NewClient]), sessions tied
 // to the node's serfHealth check ([CreateSession], [FindSession],
-// [EnsureSession]), blocking-query loops with backoff ([Watch],
-// [WatchPrefix]) and typed JSON values under the "openssi/" key prefix
-// ([KV]).
+// [EnsureSession]), the local agent and its catalog ([Self], [Members],
+// [RegisterService], [ServiceInstances], [CALeaf]), blocking-query loops
+// with backoff and an interrupt for local events ([Watch]) and typed JSON
+// values under the "openssi/" key prefix ([KV]).
+//
+// Every call takes a context and passes it to the HTTP request, so a
+// daemon can bound each one (a drain on SIGTERM, say); daemons call Consul
+// only through this package.
 //
 // A daemon's claims (its node number, the locks it masters, the services it
 // runs) are KV keys acquired by a session that is tied to nothing but the

@@ -74,7 +74,7 @@ func TestKV(t *testing.T) {
 	if err := kv.Put(ctx, "other/c", 7); err != nil {
 		t.Fatal(err)
 	}
-	entries, lidx, err := kv.List(ctx, "test/")
+	entries, lidx, err := kv.List(ctx, "test/", consul.Wait{})
 	if err != nil || len(entries) != 2 || entries[0].Key != "test/a" || entries[1].Key != "test/b" || lidx == 0 {
 		t.Fatalf("List = %+v idx %d err %v", entries, lidx, err)
 	}
@@ -94,13 +94,21 @@ func TestKV(t *testing.T) {
 		t.Fatalf("Get of a bad key: %v", err)
 	}
 
-	// Delete and DeleteCAS.
-	idx, _, _ = kv.Get(ctx, "test/b", &got)
-	if ok, err := kv.DeleteCAS(ctx, "test/b", idx-1); err != nil || ok {
-		t.Fatalf("stale DeleteCAS: %v %v", ok, err)
+	// A blocking List returns when the prefix's index moves.
+	wrote := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		wrote <- consul.NewKV(c.Agents[0].Client()).Put(ctx, "test/b", owner{"node2", 2})
+	}()
+	entries, lidx2, err := kv.List(ctx, "test/", consul.Wait{Index: lidx, Time: 10 * time.Second})
+	if werr := <-wrote; werr != nil {
+		t.Fatal(werr)
 	}
-	if ok, err := kv.DeleteCAS(ctx, "test/b", idx); err != nil || !ok {
-		t.Fatalf("DeleteCAS: %v %v", ok, err)
+	if err != nil || lidx2 <= lidx || len(entries) != 3 {
+		t.Fatalf("blocking List = %+v idx %d (was %d) err %v", entries, lidx2, lidx, err)
+	}
+	if err := kv.Delete(ctx, "test/b"); err != nil {
+		t.Fatal(err)
 	}
 	if err := kv.Delete(ctx, "test/a"); err != nil {
 		t.Fatal(err)
@@ -143,20 +151,18 @@ func TestAcquireRelease(t *testing.T) {
 	if ok, err := kv.Acquire(ctx, "test/lock", s3, owner{"node3", 1}); err != nil || ok {
 		t.Fatalf("Acquire of a held lock: ok=%v err=%v", ok, err)
 	}
-	if ok, err := kv.Release(ctx, "test/lock", s3); err != nil || ok {
-		t.Fatalf("Release by a non-holder: ok=%v err=%v", ok, err)
-	}
-	if ok, err := kv.Release(ctx, "test/lock", s2); err != nil || !ok {
-		t.Fatalf("Release: ok=%v err=%v", ok, err)
+	// The holder's session ends: a release-behavior session unlocks the
+	// key and keeps its value.
+	if err := consul.DestroySession(ctx, c2, s2); err != nil {
+		t.Fatal(err)
 	}
 	var got owner
 	if _, _, err := kv.Get(ctx, "test/lock", &got); err != nil || got != (owner{"node2", 1}) {
-		t.Fatalf("value after Release: %+v %v (Release must keep it)", got, err)
+		t.Fatalf("value after the session ended: %+v %v (release must keep it)", got, err)
 	}
-	// Released by hand: the other session may take it (lock-delay only
-	// applies to invalidation, and is 1ms anyway).
+	// The other session may take it at once (the lock-delay is 1ms).
 	if ok, err := consul.NewKV(c3).Acquire(ctx, "test/lock", s3, owner{"node3", 1}); err != nil || !ok {
-		t.Fatalf("Acquire after Release: %v %v", ok, err)
+		t.Fatalf("Acquire after the release: %v %v", ok, err)
 	}
 	if _, err := consul.CreateSession(ctx, c2, "x", consul.SessionOptions{Behavior: "explode"}); !errors.Is(err, consul.ErrBehavior) {
 		t.Fatalf("bad behavior: %v", err)
@@ -241,13 +247,18 @@ func TestSessionInvalidatedOnKill(t *testing.T) {
 		t.Errorf("session invalidation took %v, want about 1s with the Tuned profile", deleted)
 	}
 	for _, id := range []string{sDel, sRel} {
-		if alive, err := consul.SessionExists(ctx, sc, id); err != nil || alive {
+		if alive, err := sessionExists(ctx, sc, id); err != nil || alive {
 			t.Errorf("session %s of the killed node: exists=%v err=%v", id, alive, err)
 		}
 	}
-	if alive, err := consul.SessionExists(ctx, sc, sSurv); err != nil || !alive {
+	if alive, err := sessionExists(ctx, sc, sSurv); err != nil || !alive {
 		t.Errorf("survivor session: exists=%v err=%v", alive, err)
 	}
+}
+
+func sessionExists(ctx context.Context, client *api.Client, id string) (bool, error) {
+	se, _, err := client.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	return se != nil, err
 }
 
 // TestFindSession checks that a restarted daemon adopts its node's session.
@@ -311,10 +322,15 @@ func TestWatchWakesOnChange(t *testing.T) {
 	updates := make(chan update, 16)
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	interrupt := make(chan struct{})
 	go func() {
-		done <- kv.Watch(wctx, "watched/", func(e []consul.Entry, _ uint64) {
-			updates <- update{e, time.Now()}
-		}, consul.WatchOptions{})
+		done <- consul.Watch(wctx, func(ctx context.Context, wait uint64) (uint64, error) {
+			e, index, err := kv.List(ctx, "watched/", consul.Wait{Index: wait, Time: 20 * time.Second})
+			if err == nil && (index != wait || wait == 0) {
+				updates <- update{e, time.Now()}
+			}
+			return index, err
+		}, consul.WatchOptions{Interrupt: interrupt})
 	}()
 
 	next := func() update {
@@ -344,6 +360,13 @@ func TestWatchWakesOnChange(t *testing.T) {
 			}
 		}
 		t.Logf("watch saw write %d after %v", i, u.at.Sub(start))
+	}
+	// An interrupt cuts the blocking query short: a fresh read follows at
+	// once, well before the 20s wait would end.
+	start := time.Now()
+	interrupt <- struct{}{}
+	if u := next(); len(u.entries) != 1 || u.at.Sub(start) > 5*time.Second {
+		t.Fatalf("after an interrupt: %+v after %v", u.entries, u.at.Sub(start))
 	}
 	stop()
 	if err := <-done; !errors.Is(err, context.Canceled) {

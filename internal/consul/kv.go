@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -77,7 +78,7 @@ func validatePath(p string) error {
 	return nil
 }
 
-// Entry is one key read by [KV.List] or [KV.Watch].
+// Entry is one key read by [KV.List].
 type Entry struct {
 	// Key is the key without Prefix.
 	Key string
@@ -148,11 +149,22 @@ func wopts(ctx context.Context) *api.WriteOptions { return (&api.WriteOptions{})
 // Get reads key into v. index is the key's ModifyIndex, the value to pass to
 // CAS (0 when the key is absent, which CAS treats as "create").
 func (kv *KV) Get(ctx context.Context, key string, v any) (index uint64, found bool, err error) {
+	return kv.get(ctx, key, v, &api.QueryOptions{})
+}
+
+// GetConsistent is Get with a consistent read: the Raft leader confirms
+// with a quorum of servers that it still leads before answering, so it
+// fails when this node cannot reach a quorum.
+func (kv *KV) GetConsistent(ctx context.Context, key string, v any) (index uint64, found bool, err error) {
+	return kv.get(ctx, key, v, &api.QueryOptions{RequireConsistent: true})
+}
+
+func (kv *KV) get(ctx context.Context, key string, v any, q *api.QueryOptions) (uint64, bool, error) {
 	full, err := kv.Key(key)
 	if err != nil {
 		return 0, false, err
 	}
-	p, _, err := kv.client.KV().Get(full, (&api.QueryOptions{}).WithContext(ctx))
+	p, _, err := kv.client.KV().Get(full, q.WithContext(ctx))
 	if err != nil {
 		return 0, false, fmt.Errorf("consul: get %q: %w", key, err)
 	}
@@ -205,29 +217,22 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// DeleteCAS removes key only if its ModifyIndex is still index.
-func (kv *KV) DeleteCAS(ctx context.Context, key string, index uint64) (bool, error) {
-	full, err := kv.Key(key)
-	if err != nil {
-		return false, err
-	}
-	ok, _, err := kv.client.KV().DeleteCAS(&api.KVPair{Key: full, ModifyIndex: index}, wopts(ctx))
-	if err != nil {
-		return false, fmt.Errorf("consul: delete-cas %q: %w", key, err)
-	}
-	return ok, nil
+// Wait makes a read a blocking query: it returns once the index of what it
+// reads passes Index, or after Time (0: Consul's default, 5 minutes). The
+// zero Wait reads at once.
+type Wait struct {
+	Index uint64
+	Time  time.Duration
 }
 
 // List returns the entries under prefix (without Prefix; "" for all of
-// openssi/) in key order, and the query index for a blocking follow-up.
-func (kv *KV) List(ctx context.Context, prefix string) ([]Entry, uint64, error) {
-	return kv.list(ctx, prefix, &api.QueryOptions{})
-}
-
-func (kv *KV) list(ctx context.Context, prefix string, q *api.QueryOptions) ([]Entry, uint64, error) {
+// openssi/) in key order, and the query index to wait on next (see [Wait]
+// and [Watch]).
+func (kv *KV) List(ctx context.Context, prefix string, w Wait) ([]Entry, uint64, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return nil, 0, err
 	}
+	q := &api.QueryOptions{WaitIndex: w.Index, WaitTime: w.Time}
 	pairs, meta, err := kv.client.KV().List(Prefix+prefix, q.WithContext(ctx))
 	if err != nil {
 		return nil, 0, fmt.Errorf("consul: list %q: %w", prefix, err)
@@ -250,18 +255,6 @@ func entries(pairs api.KVPairs) []Entry {
 	return out
 }
 
-// Watch calls onChange with the entries under prefix (as List) at once and
-// then whenever the prefix's index moves, until ctx ends; it returns
-// ctx.Err(). Errors are retried with backoff per opts ([Watch]).
-func (kv *KV) Watch(ctx context.Context, prefix string, onChange func(entries []Entry, index uint64), opts WatchOptions) error {
-	if err := ValidatePrefix(prefix); err != nil {
-		return err
-	}
-	return WatchPrefix(ctx, kv.client, Prefix+prefix, func(pairs api.KVPairs, index uint64) {
-		onChange(entries(pairs), index)
-	}, opts)
-}
-
 // Acquire writes v to key and locks it for session, if no other session
 // holds it (and no lock-delay is pending). It returns whether the lock is
 // now held by session; re-acquiring one's own lock succeeds and updates v.
@@ -274,30 +267,6 @@ func (kv *KV) Acquire(ctx context.Context, key, session string, v any) (bool, er
 	ok, _, err := kv.client.KV().Acquire(p, wopts(ctx))
 	if err != nil {
 		return false, fmt.Errorf("consul: acquire %q: %w", key, err)
-	}
-	return ok, nil
-}
-
-// Release unlocks key if session holds it, keeping the stored value. It
-// returns false if session did not hold the lock.
-func (kv *KV) Release(ctx context.Context, key, session string) (bool, error) {
-	full, err := kv.Key(key)
-	if err != nil {
-		return false, err
-	}
-	// Consul's release writes the request body as the new value: send the
-	// current one back. Only the holder can release, so this cannot clobber
-	// a concurrent holder's write.
-	cur, _, err := kv.client.KV().Get(full, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
-	if err != nil {
-		return false, fmt.Errorf("consul: release %q: %w", key, err)
-	}
-	if cur == nil || cur.Session != session {
-		return false, nil
-	}
-	ok, _, err := kv.client.KV().Release(&api.KVPair{Key: full, Value: cur.Value, Session: session}, wopts(ctx))
-	if err != nil {
-		return false, fmt.Errorf("consul: release %q: %w", key, err)
 	}
 	return ok, nil
 }

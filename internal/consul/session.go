@@ -75,9 +75,11 @@ func CreateSession(ctx context.Context, client *api.Client, name string, opts Se
 // Sessions with a TTL are ignored: they are not the kind CreateSession makes.
 func FindSession(ctx context.Context, client *api.Client, node, name string) (id string, found bool, err error) {
 	if node == "" {
-		if node, err = client.Agent().NodeName(); err != nil {
-			return "", false, fmt.Errorf("consul: find session %q: agent node name: %w", name, err)
+		self, err := self(ctx, client)
+		if err != nil {
+			return "", false, fmt.Errorf("consul: find session %q: %w", name, err)
 		}
+		node = self.NodeName
 	}
 	list, _, err := client.Session().Node(node, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
@@ -111,16 +113,6 @@ func EnsureSession(ctx context.Context, client *api.Client, name string, opts Se
 	}
 	id, err = CreateSession(ctx, client, name, opts)
 	return id, false, err
-}
-
-// SessionExists reports whether the session is still valid (not invalidated
-// by a failed node check or destroyed). The read is consistent.
-func SessionExists(ctx context.Context, client *api.Client, id string) (bool, error) {
-	se, _, err := client.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
-	if err != nil {
-		return false, fmt.Errorf("consul: session %s: %w", id, err)
-	}
-	return se != nil, nil
 }
 
 // DestroySession invalidates the session, releasing or deleting the keys it

@@ -4,8 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // Defaults of [WatchOptions].
@@ -26,16 +24,19 @@ type WatchOptions struct {
 	// index did not move (default 50ms), so that a query which stops blocking
 	// cannot make the loop spin.
 	MinInterval time.Duration
-	// WaitTime is the blocking queries' wait time (0: Consul's default, 5m).
-	// Used by WatchPrefix and KV.Watch.
-	WaitTime time.Duration
+	// Interrupt, if set, wakes the loop for a local event the watched data
+	// does not show (a gossip change, a leave): a value received on it
+	// cancels the call in flight (its result is dropped) or cuts short the
+	// pause between calls, and the next call is an immediate read (wait
+	// index 0).
+	Interrupt <-chan struct{}
 	// OnError, if set, is called with every failed call's error and the
 	// delay before the next attempt (for logging).
 	OnError func(err error, retryIn time.Duration)
 
 	// Seams for tests: nil means the real clock, timer and randomness.
 	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+	sleep func(ctx context.Context, d time.Duration, interrupt <-chan struct{}) (interrupted bool, err error)
 	rand  func() float64
 }
 
@@ -64,14 +65,18 @@ func (o WatchOptions) withDefaults() WatchOptions {
 	return o
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// sleepCtx waits d, or less when ctx ends (its error) or interrupt fires
+// (interrupted).
+func sleepCtx(ctx context.Context, d time.Duration, interrupt <-chan struct{}) (bool, error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
+	case <-interrupt:
+		return true, nil
 	case <-t.C:
-		return nil
+		return false, nil
 	}
 }
 
@@ -81,34 +86,46 @@ type watchState struct {
 	failures int    // consecutive failed calls
 }
 
+// callResult is what one call of the watch loop came to.
+type callResult struct {
+	got         uint64        // the index the call returned
+	err         error         // its error
+	elapsed     time.Duration // how long it took
+	interrupted bool          // an interrupt cut it short (got and err are void)
+}
+
 // nextStep is the watch loop's whole policy, a pure function: given the state
-// before a call, the call's result (got, err) and how long it took, it returns
-// the state for the next call and how long to wait before making it. jitter
-// is a random number in [0,1).
+// before a call and the call's result, it returns the state for the next call
+// and how long to wait before making it. jitter is a random number in [0,1).
 //
 // It follows Consul's blocking-query rules: an index that goes backwards is
 // reset to 0 (a fresh, non-blocking read); an index of 0 after a successful
 // call is replaced by 1 so the next call blocks; errors back off
 // exponentially with jitter and keep the old index; a call that returned
-// without the index moving is rate-limited to one per MinInterval.
-func nextStep(s watchState, got uint64, err error, elapsed time.Duration, o WatchOptions, jitter float64) (watchState, time.Duration) {
-	if err != nil {
+// without the index moving is rate-limited to one per MinInterval. An
+// interrupted call is followed at once by a fresh read.
+func nextStep(s watchState, r callResult, o WatchOptions, jitter float64) (watchState, time.Duration) {
+	if r.interrupted {
+		s.index = 0
+		return s, 0
+	}
+	if r.err != nil {
 		s.failures++
 		return s, backoff(s.failures, o.MinBackoff, o.MaxBackoff, jitter)
 	}
 	s.failures = 0
 	prev := s.index
 	switch {
-	case got < prev:
+	case r.got < prev:
 		s.index = 0
-		return s, max(o.MinInterval-elapsed, 0)
-	case got == 0:
+		return s, max(o.MinInterval-r.elapsed, 0)
+	case r.got == 0:
 		s.index = 1
-		return s, max(o.MinInterval-elapsed, 0)
-	case got == prev:
-		return s, max(o.MinInterval-elapsed, 0)
+		return s, max(o.MinInterval-r.elapsed, 0)
+	case r.got == prev:
+		return s, max(o.MinInterval-r.elapsed, 0)
 	default:
-		s.index = got
+		s.index = r.got
 		return s, 0
 	}
 }
@@ -129,10 +146,11 @@ func backoff(n int, lo, hi time.Duration, jitter float64) time.Duration {
 
 // Watch runs fn in a loop until ctx ends, and then returns ctx.Err(). fn makes
 // one blocking query waiting on waitIndex (0 for the first call: an
-// immediate read), handles its result when the index moved, and returns the
-// query's new index (X-Consul-Index) or an error. See [nextStep] for how the
-// index and the delays are derived; fn never needs to sleep.
-func Watch(ctx context.Context, fn func(waitIndex uint64) (newIndex uint64, err error), opts WatchOptions) error {
+// immediate read) under the context it is given, handles its result, and
+// returns the query's new index (X-Consul-Index) or an error. See [nextStep]
+// for how the index and the delays are derived; fn never needs to sleep.
+// Watch starts no goroutine that outlives a call.
+func Watch(ctx context.Context, fn func(ctx context.Context, waitIndex uint64) (newIndex uint64, err error), opts WatchOptions) error {
 	o := opts.withDefaults()
 	var s watchState
 	for {
@@ -140,38 +158,48 @@ func Watch(ctx context.Context, fn func(waitIndex uint64) (newIndex uint64, err 
 			return err
 		}
 		start := o.now()
-		got, err := fn(s.index)
+		r := call(ctx, fn, s.index, o.Interrupt)
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
+		r.elapsed = o.now().Sub(start)
 		var delay time.Duration
-		s, delay = nextStep(s, got, err, o.now().Sub(start), o, o.rand())
-		if err != nil && o.OnError != nil {
-			o.OnError(err, delay)
+		s, delay = nextStep(s, r, o, o.rand())
+		if r.err != nil && !r.interrupted && o.OnError != nil {
+			o.OnError(r.err, delay)
 		}
 		if delay > 0 {
-			if err := o.sleep(ctx, delay); err != nil {
+			interrupted, err := o.sleep(ctx, delay, o.Interrupt)
+			if err != nil {
 				return err
+			}
+			if interrupted {
+				s, _ = nextStep(s, callResult{interrupted: true}, o, 0)
 			}
 		}
 	}
 }
 
-// WatchPrefix watches the raw Consul key prefix (no "openssi/" added; see
-// [KV.Watch] for that) and calls onChange with all pairs under it and the
-// index, first at once and then each time the index moves. onChange runs on
-// the watching goroutine and may see the same data twice (after an index
-// reset). It returns ctx.Err() when ctx ends.
-func WatchPrefix(ctx context.Context, client *api.Client, prefix string, onChange func(pairs api.KVPairs, index uint64), opts WatchOptions) error {
-	return Watch(ctx, func(wait uint64) (uint64, error) {
-		q := (&api.QueryOptions{WaitIndex: wait, WaitTime: opts.WaitTime}).WithContext(ctx)
-		pairs, meta, err := client.KV().List(prefix, q)
-		if err != nil {
-			return wait, err
+// call makes one call of fn, cancelling it when interrupt fires first.
+func call(ctx context.Context, fn func(context.Context, uint64) (uint64, error), index uint64, interrupt <-chan struct{}) callResult {
+	if interrupt == nil {
+		got, err := fn(ctx, index)
+		return callResult{got: got, err: err}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	returned := make(chan struct{})
+	interrupted := make(chan bool, 1)
+	go func() {
+		select {
+		case <-interrupt:
+			cancel()
+			interrupted <- true
+		case <-returned:
+			interrupted <- false
 		}
-		if meta.LastIndex != wait || wait == 0 {
-			onChange(pairs, meta.LastIndex)
-		}
-		return meta.LastIndex, nil
-	}, opts)
+	}()
+	got, err := fn(cctx, index)
+	close(returned)
+	return callResult{got: got, err: err, interrupted: <-interrupted}
 }

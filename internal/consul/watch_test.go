@@ -62,12 +62,28 @@ func TestNextStep(t *testing.T) {
 		{"success clears failures", watchState{10, 5}, 11, nil, ms, watchState{11, 0}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, delay := nextStep(tc.in, tc.got, tc.err, tc.elapsed, o, 0)
+			got, delay := nextStep(tc.in, callResult{got: tc.got, err: tc.err, elapsed: tc.elapsed}, o, 0)
 			if got != tc.want || delay != tc.wantDelay {
 				t.Errorf("nextStep(%+v, got %d, err %v, elapsed %v) = %+v, %v; want %+v, %v",
 					tc.in, tc.got, tc.err, tc.elapsed, got, delay, tc.want, tc.wantDelay)
 			}
 		})
+	}
+}
+
+func TestNextStepInterrupted(t *testing.T) {
+	o := WatchOptions{}.withDefaults()
+	for _, in := range []watchState{{10, 0}, {10, 3}, {0, 0}} {
+		for _, r := range []callResult{
+			{interrupted: true},
+			{interrupted: true, got: 12},
+			{interrupted: true, err: errBoom},
+		} {
+			got, delay := nextStep(in, r, o, 0.5)
+			if got != (watchState{0, in.failures}) || delay != 0 {
+				t.Errorf("nextStep(%+v, %+v) = %+v, %v; want a fresh read at once, failures kept", in, r, got, delay)
+			}
+		}
 	}
 }
 
@@ -100,16 +116,16 @@ func TestWatchLoop(t *testing.T) {
 	defer cancel()
 	o := WatchOptions{
 		now: func() time.Time { return now },
-		sleep: func(_ context.Context, d time.Duration) error {
+		sleep: func(_ context.Context, d time.Duration, _ <-chan struct{}) (bool, error) {
 			events = append(events, fmt.Sprint("sleep ", d))
 			now = now.Add(d)
-			return nil
+			return false, nil
 		},
 		rand:    func() float64 { return 0 },
 		OnError: func(err error, _ time.Duration) { errs = append(errs, err) },
 	}
 	i := 0
-	err := Watch(ctx, func(wait uint64) (uint64, error) {
+	err := Watch(ctx, func(_ context.Context, wait uint64) (uint64, error) {
 		events = append(events, fmt.Sprint("call ", wait))
 		if i == len(script) {
 			cancel()
@@ -134,12 +150,69 @@ func TestWatchLoop(t *testing.T) {
 func TestWatchStopsOnCancelledSleep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	o := WatchOptions{
-		sleep: func(context.Context, time.Duration) error { cancel(); return context.Canceled },
-		rand:  func() float64 { return 0 },
+		sleep: func(context.Context, time.Duration, <-chan struct{}) (bool, error) {
+			cancel()
+			return false, context.Canceled
+		},
+		rand: func() float64 { return 0 },
 	}
 	calls := 0
-	err := Watch(ctx, func(uint64) (uint64, error) { calls++; return 0, errBoom }, o)
+	err := Watch(ctx, func(context.Context, uint64) (uint64, error) { calls++; return 0, errBoom }, o)
 	if !errors.Is(err, context.Canceled) || calls != 1 {
 		t.Fatalf("Watch = %v after %d calls, want Canceled after 1", err, calls)
+	}
+}
+
+// TestWatchInterrupt interrupts a blocked call and a backoff pause: each
+// is cut short and followed by a fresh read (index 0). The calls block on
+// their context, as a blocking query does, so no real time passes.
+func TestWatchInterrupt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	interrupt := make(chan struct{})
+	var events []string
+	step := 0
+	o := WatchOptions{
+		Interrupt: interrupt,
+		sleep: func(ctx context.Context, d time.Duration, intr <-chan struct{}) (bool, error) {
+			events = append(events, fmt.Sprint("sleep ", d))
+			go func() { interrupt <- struct{}{} }()
+			select {
+			case <-intr:
+				events = append(events, "sleep interrupted")
+				return true, nil
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		},
+		rand:    func() float64 { return 0 },
+		OnError: func(err error, _ time.Duration) { events = append(events, "error "+err.Error()) },
+	}
+	err := Watch(ctx, func(callCtx context.Context, wait uint64) (uint64, error) {
+		events = append(events, fmt.Sprint("call ", wait))
+		step++
+		switch step {
+		case 1:
+			return 7, nil
+		case 2: // blocks until interrupted
+			go func() { interrupt <- struct{}{} }()
+			<-callCtx.Done()
+			events = append(events, "call interrupted")
+			return wait, callCtx.Err()
+		case 3:
+			return 0, errBoom // backoff, then the sleep is interrupted
+		default:
+			cancel()
+			return wait, nil
+		}
+	}, o)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v, want context.Canceled", err)
+	}
+	want := []string{
+		"call 0", "call 7", "call interrupted", "call 0", "error boom", "sleep 25ms", "sleep interrupted", "call 0",
+	}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events\n got %q\nwant %q", events, want)
 	}
 }

@@ -84,13 +84,19 @@ func (e *Env) goJoined(f func()) {
 	}()
 }
 
-// serve serves s on ln in a goroutine Main joins; a server the daemon did
+// serve serves s on ln in a goroutine Main joins, and returns a channel
+// closed when Serve returns (after s is stopped); a server the daemon did
 // not stop itself is stopped when run returns.
-func (e *Env) serve(s *grpc.Server, ln net.Listener) {
+func (e *Env) serve(s *grpc.Server, ln net.Listener) <-chan struct{} {
 	e.serversMu.Lock()
 	e.servers = append(e.servers, s)
 	e.serversMu.Unlock()
-	e.goJoined(func() { _ = s.Serve(ln) })
+	served := make(chan struct{})
+	e.goJoined(func() {
+		defer close(served)
+		_ = s.Serve(ln)
+	})
+	return served
 }
 
 // join stops what run left serving, ends the background goroutines and

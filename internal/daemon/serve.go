@@ -23,26 +23,40 @@ import (
 type Peers struct {
 	*grpc.Server
 	// Deregister removes the catalog entry.
-	Deregister func() error
+	Deregister func(context.Context) error
+	served     <-chan struct{} // closed when Serve has returned
 }
 
 // ServePeers listens on addr:port, serves the services register adds with
 // mutual TLS from src, and registers the endpoint in the catalog so peers
-// find it by node number (rpc.Lookup).
-func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr string, port int, register func(*grpc.Server)) (*Peers, error) {
+// find it by node number (rpc.Lookup). ctx bounds the registration.
+func (e *Env) ServePeers(ctx context.Context, client *api.Client, src rpc.Source, node int, addr string, port int, register func(*grpc.Server)) (*Peers, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers: %w", err)
 	}
 	s := rpc.NewServer(src, grpc.WaitForHandlers(true))
 	register(s)
-	e.serve(s, ln)
-	deregister, err := rpc.Register(client, e.Name, node, addr, port)
+	p := &Peers{Server: s, served: e.serve(s, ln)}
+	p.Deregister, err = rpc.Register(ctx, client, e.Name, node, addr, port)
 	if err != nil {
-		s.Stop()
+		p.Stop()
 		return nil, err
 	}
-	return &Peers{Server: s, Deregister: deregister}, nil
+	return p, nil
+}
+
+// Stop stops serving at once and waits until the serving goroutine is done.
+func (p *Peers) Stop() {
+	p.Server.Stop()
+	<-p.served
+}
+
+// Shutdown stops serving gracefully, forcibly when ctx ends first, and
+// waits until the serving goroutine is done.
+func (p *Peers) Shutdown(ctx context.Context) {
+	StopGRPC(ctx, p.Server)
+	<-p.served
 }
 
 // Local is a daemon's local API server on its socket, with the gRPC health
@@ -50,6 +64,7 @@ func (e *Env) ServePeers(client *api.Client, src rpc.Source, node int, addr stri
 type Local struct {
 	*grpc.Server
 	Health *health.Server
+	served <-chan struct{} // closed when Serve has returned
 }
 
 // ServeLocal opens the daemon's socket and serves the services register
@@ -64,8 +79,20 @@ func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)
 	register(s)
-	e.serve(s, ln)
-	return &Local{Server: s, Health: h}, nil
+	return &Local{Server: s, Health: h, served: e.serve(s, ln)}, nil
+}
+
+// Stop stops serving at once and waits until the serving goroutine is done.
+func (l *Local) Stop() {
+	l.Server.Stop()
+	<-l.served
+}
+
+// Shutdown stops serving gracefully, forcibly when ctx ends first, and
+// waits until the serving goroutine is done.
+func (l *Local) Shutdown(ctx context.Context) {
+	StopGRPC(ctx, l.Server)
+	<-l.served
 }
 
 // Ready reports the daemon serving to `ssi status` and to systemd.
@@ -106,7 +133,8 @@ func (e *Env) Retry(ctx context.Context, first, max time.Duration, try func() er
 	}
 }
 
-// StopGRPC stops s gracefully, forcibly when ctx ends first.
+// StopGRPC stops s gracefully, forcibly when ctx ends first; either way it
+// returns once s has stopped.
 func StopGRPC(ctx context.Context, s *grpc.Server) {
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()

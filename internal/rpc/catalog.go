@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/openssi/openssi/internal/consul"
 )
 
 // ErrNoPeer is wrapped by [Lookup] when no healthy instance of the daemon
@@ -28,8 +31,9 @@ const (
 // service and ID openssi-<daemon>, address addr and port, Meta["node"] =
 // node, and a TCP health check on addr:port every second (the agent
 // removes the service after a minute of failing). addr "" uses the agent's
-// advertise address. The returned deregister removes it again.
-func Register(client *api.Client, daemon string, node int, addr string, port int) (deregister func() error, err error) {
+// advertise address. The returned deregister removes it again. ctx bounds
+// each call to the agent.
+func Register(ctx context.Context, client *api.Client, daemon string, node int, addr string, port int) (deregister func(context.Context) error, err error) {
 	name := ServiceName(daemon)
 	if daemon == "" {
 		return nil, errors.New("rpc: register: empty daemon name")
@@ -41,7 +45,7 @@ func Register(client *api.Client, daemon string, node int, addr string, port int
 		return nil, fmt.Errorf("rpc: register %s: port %d out of range", name, port)
 	}
 	if addr == "" {
-		if addr, err = agentAddress(client); err != nil {
+		if addr, err = agentAddress(ctx, client); err != nil {
 			return nil, fmt.Errorf("rpc: register %s: %w", name, err)
 		}
 	}
@@ -59,38 +63,37 @@ func Register(client *api.Client, daemon string, node int, addr string, port int
 			DeregisterCriticalServiceAfter: deregisterAfterFailed,
 		},
 	}
-	if err := client.Agent().ServiceRegister(reg); err != nil {
-		return nil, fmt.Errorf("rpc: register %s: %w", name, err)
+	if err := consul.RegisterService(ctx, client, reg); err != nil {
+		return nil, fmt.Errorf("rpc: %w", err)
 	}
-	return func() error {
-		if err := client.Agent().ServiceDeregister(name); err != nil {
-			return fmt.Errorf("rpc: deregister %s: %w", name, err)
+	return func(ctx context.Context) error {
+		if err := consul.DeregisterService(ctx, client, name); err != nil {
+			return fmt.Errorf("rpc: %w", err)
 		}
 		return nil
 	}, nil
 }
 
 // agentAddress returns the advertise address of the agent.
-func agentAddress(client *api.Client) (string, error) {
-	self, err := client.Agent().Self()
+func agentAddress(ctx context.Context, client *api.Client) (string, error) {
+	self, err := consul.Self(ctx, client)
 	if err != nil {
 		return "", fmt.Errorf("agent address: %w", err)
 	}
-	if a, ok := self["Config"]["AdvertiseAddr"].(string); ok && a != "" {
-		return a, nil
+	if self.AdvertiseAddress != "" {
+		return self.AdvertiseAddress, nil
 	}
-	if a, ok := self["Member"]["Addr"].(string); ok && a != "" {
-		return a, nil
+	if self.Address != "" {
+		return self.Address, nil
 	}
 	return "", errors.New("agent address: agent reports none")
 }
 
 // Lookup returns the "ip:port" of the healthy instance of daemon on node.
 // The error wraps [ErrNoPeer] when there is none.
-func Lookup(client *api.Client, daemon string, node int) (string, error) {
+func Lookup(ctx context.Context, client *api.Client, daemon string, node int) (string, error) {
 	name := ServiceName(daemon)
-	q := &api.QueryOptions{Filter: fmt.Sprintf("Service.Meta.%s == %q", MetaNode, strconv.Itoa(node))}
-	entries, _, err := client.Health().Service(name, "", true, q)
+	entries, err := consul.ServiceInstances(ctx, client, name, true, nodeFilter(node))
 	if err != nil {
 		return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, err)
 	}
@@ -110,10 +113,9 @@ func Lookup(client *api.Client, daemon string, node int) (string, error) {
 // node itself; a caller that retries its dials and authenticates the peer
 // (mutual TLS) loses nothing by trying the registered address. The error
 // wraps [ErrNoPeer] when nothing is registered.
-func LookupRegistered(client *api.Client, daemon string, node int) (string, error) {
+func LookupRegistered(ctx context.Context, client *api.Client, daemon string, node int) (string, error) {
 	name := ServiceName(daemon)
-	q := &api.QueryOptions{Filter: fmt.Sprintf("Service.Meta.%s == %q", MetaNode, strconv.Itoa(node))}
-	entries, _, err := client.Health().Service(name, "", false, q)
+	entries, err := consul.ServiceInstances(ctx, client, name, false, nodeFilter(node))
 	if err != nil {
 		return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, err)
 	}
@@ -139,9 +141,9 @@ func LookupRegistered(client *api.Client, daemon string, node int) (string, erro
 // Instances without a valid node number are left out; when two claim the
 // same number (a misconfiguration), the one on the alphabetically first
 // Consul node wins.
-func Peers(client *api.Client, daemon string) (map[int]string, error) {
+func Peers(ctx context.Context, client *api.Client, daemon string) (map[int]string, error) {
 	name := ServiceName(daemon)
-	entries, _, err := client.Health().Service(name, "", true, nil)
+	entries, err := consul.ServiceInstances(ctx, client, name, true, "")
 	if err != nil {
 		return nil, fmt.Errorf("rpc: peers %s: %w", name, err)
 	}
@@ -157,6 +159,11 @@ func Peers(client *api.Client, daemon string) (map[int]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// nodeFilter selects the instances of node number node.
+func nodeFilter(node int) string {
+	return fmt.Sprintf("Service.Meta.%s == %q", MetaNode, strconv.Itoa(node))
 }
 
 func entryNode(e *api.ServiceEntry) (int, bool) {

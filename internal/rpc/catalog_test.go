@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"net"
@@ -23,9 +24,10 @@ func listener(t *testing.T) (ip string, port int) {
 
 func TestRegisterLookupPeers(t *testing.T) {
 	client := startConsul(t)
+	ctx := context.Background()
 
 	ip, port := listener(t)
-	dereg, err := Register(client, "clmsd", 3, ip, port)
+	dereg, err := Register(ctx, client, "clmsd", 3, ip, port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,64 +42,64 @@ func TestRegisterLookupPeers(t *testing.T) {
 	}
 
 	waitFor(t, 15*time.Second, "the TCP check to pass", func() bool {
-		addr, err := Lookup(client, "clmsd", 3)
+		addr, err := Lookup(ctx, client, "clmsd", 3)
 		return err == nil && addr == want
 	})
-	peers, err := Peers(client, "clmsd")
+	peers, err := Peers(ctx, client, "clmsd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !maps.Equal(peers, map[int]string{3: want}) {
 		t.Errorf("Peers = %v, want {3: %s}", peers, want)
 	}
-	if _, err := Lookup(client, "clmsd", 4); !errors.Is(err, ErrNoPeer) {
+	if _, err := Lookup(ctx, client, "clmsd", 4); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("Lookup of node 4: %v, want ErrNoPeer", err)
 	}
-	if _, err := Lookup(client, "dlmd", 3); !errors.Is(err, ErrNoPeer) {
+	if _, err := Lookup(ctx, client, "dlmd", 3); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("Lookup of an unregistered daemon: %v, want ErrNoPeer", err)
 	}
 
 	// An empty address means the agent's own address.
 	_, port2 := listener(t)
-	dereg2, err := Register(client, "dlmd", 3, "", port2)
+	dereg2, err := Register(ctx, client, "dlmd", 3, "", port2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 15*time.Second, "dlmd on the agent address", func() bool {
-		addr, err := Lookup(client, "dlmd", 3)
+		addr, err := Lookup(ctx, client, "dlmd", 3)
 		return err == nil && addr == net.JoinHostPort("127.0.0.1", strconv.Itoa(port2))
 	})
-	if err := dereg2(); err != nil {
+	if err := dereg2(ctx); err != nil {
 		t.Fatal(err)
 	}
 
 	// A daemon whose port does not answer is not in the healthy set.
 	deadPort := freePorts(t, 1)[0] // nothing listens
-	if _, err := Register(client, "vprocd", 5, "127.0.0.1", deadPort); err != nil {
+	if _, err := Register(ctx, client, "vprocd", 5, "127.0.0.1", deadPort); err != nil {
 		t.Fatal(err)
 	}
 	// The check starts critical and can only stay so.
-	if _, err := Lookup(client, "vprocd", 5); !errors.Is(err, ErrNoPeer) {
+	if _, err := Lookup(ctx, client, "vprocd", 5); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("Lookup of a daemon failing its check: %v, want ErrNoPeer", err)
 	}
 	// LookupRegistered still finds it (its checks may only lag).
-	if addr, err := LookupRegistered(client, "vprocd", 5); err != nil || addr != net.JoinHostPort("127.0.0.1", strconv.Itoa(deadPort)) {
+	if addr, err := LookupRegistered(ctx, client, "vprocd", 5); err != nil || addr != net.JoinHostPort("127.0.0.1", strconv.Itoa(deadPort)) {
 		t.Errorf("LookupRegistered of a daemon failing its check = %q, %v", addr, err)
 	}
-	if addr, err := LookupRegistered(client, "clmsd", 3); err != nil || addr != want {
+	if addr, err := LookupRegistered(ctx, client, "clmsd", 3); err != nil || addr != want {
 		t.Errorf("LookupRegistered of a healthy daemon = %q, %v, want %s", addr, err, want)
 	}
-	if _, err := LookupRegistered(client, "vprocd", 6); !errors.Is(err, ErrNoPeer) {
+	if _, err := LookupRegistered(ctx, client, "vprocd", 6); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("LookupRegistered of nothing: %v, want ErrNoPeer", err)
 	}
 
-	if err := dereg(); err != nil {
+	if err := dereg(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Lookup(client, "clmsd", 3); !errors.Is(err, ErrNoPeer) {
+	if _, err := Lookup(ctx, client, "clmsd", 3); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("Lookup after deregister: %v, want ErrNoPeer", err)
 	}
-	if peers, err := Peers(client, "clmsd"); err != nil || len(peers) != 0 {
+	if peers, err := Peers(ctx, client, "clmsd"); err != nil || len(peers) != 0 {
 		t.Errorf("Peers after deregister = %v, %v", peers, err)
 	}
 }
@@ -116,7 +118,7 @@ func TestRegisterErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Register(nil, tt.daemon, tt.node, "127.0.0.1", tt.port); err == nil {
+			if _, err := Register(context.Background(), nil, tt.daemon, tt.node, "127.0.0.1", tt.port); err == nil {
 				t.Fatal("Register accepted bad arguments")
 			}
 		})

@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
+
+	"github.com/openssi/openssi/internal/consul"
 )
 
 // ConnectSource is a [Source] backed by Consul's built-in CA through the
@@ -28,9 +30,8 @@ type ConnectSource struct {
 
 	mu           sync.RWMutex
 	cert         *tls.Certificate
-	leafIndex    uint64
+	leafSerial   string
 	roots        *x509.CertPool
-	rootsIndex   uint64
 	trustDomain  string
 	activeRootID string
 
@@ -62,17 +63,17 @@ func NewConnectSource(ctx context.Context, client *api.Client, service string, l
 		service: service,
 		log:     log.WithFields(logrus.Fields{"component": "rpc-connect", "service": service}),
 	}
-	if err := retry(ctx, s.log, "CA roots", func() error { return s.fetchRoots(ctx, 0) }); err != nil {
+	if err := retry(ctx, s.log, "CA roots", func() error { _, err := s.fetchRoots(ctx, 0); return err }); err != nil {
 		return nil, fmt.Errorf("rpc: connect source %s: CA roots: %w", service, err)
 	}
-	if err := retry(ctx, s.log, "leaf certificate", func() error { return s.fetchLeaf(ctx, 0) }); err != nil {
+	if err := retry(ctx, s.log, "leaf certificate", func() error { _, err := s.fetchLeaf(ctx, 0); return err }); err != nil {
 		return nil, fmt.Errorf("rpc: connect source %s: leaf certificate: %w", service, err)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
-	go s.watch(bg, "CA roots", func(ctx context.Context) error { return s.fetchRoots(ctx, s.index(true)) })
-	go s.watch(bg, "leaf certificate", func(ctx context.Context) error { return s.fetchLeaf(ctx, s.index(false)) })
+	go s.watch(bg, "CA roots", s.fetchRoots)
+	go s.watch(bg, "leaf certificate", s.fetchLeaf)
 	return s, nil
 }
 
@@ -105,23 +106,15 @@ func (s *ConnectSource) material() (material, error) {
 	return material{cert: s.cert, roots: s.roots, trustDomain: s.trustDomain}, nil
 }
 
-func (s *ConnectSource) index(roots bool) uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if roots {
-		return s.rootsIndex
-	}
-	return s.leafIndex
-}
-
-func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
-	list, meta, err := s.client.Agent().ConnectCARoots(q)
+// fetchRoots reads the CA roots, as a blocking query on waitIndex, and
+// returns the index to wait on next.
+func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) (uint64, error) {
+	list, index, err := consul.CARoots(ctx, s.client, consul.Wait{Index: waitIndex, Time: connectWaitTime})
 	if err != nil {
-		return err
+		return waitIndex, err
 	}
-	if waitIndex != 0 && meta.LastIndex == waitIndex {
-		return nil // the wait timed out, nothing changed
+	if waitIndex != 0 && index == waitIndex {
+		return index, nil // the wait timed out, nothing changed
 	}
 	pems := make([][]byte, 0, len(list.Roots))
 	for _, r := range list.Roots {
@@ -129,63 +122,58 @@ func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) error 
 	}
 	pool, err := rootPool(pems...)
 	if err != nil {
-		return fmt.Errorf("agent returned %d roots: %w", len(list.Roots), err)
+		return waitIndex, fmt.Errorf("agent returned %d roots: %w", len(list.Roots), err)
 	}
 	if list.TrustDomain == "" {
-		return errors.New("agent returned no trust domain")
+		return waitIndex, errors.New("agent returned no trust domain")
 	}
 	s.mu.Lock()
 	changed := s.activeRootID != list.ActiveRootID
-	s.roots, s.rootsIndex = pool, max(meta.LastIndex, 1)
+	s.roots = pool
 	s.trustDomain = strings.ToLower(list.TrustDomain)
 	s.activeRootID = list.ActiveRootID
 	s.mu.Unlock()
 	if changed {
 		s.log.WithFields(logrus.Fields{"active_root": list.ActiveRootID, "roots": len(list.Roots), "trust_domain": list.TrustDomain}).Info("CA roots updated")
 	}
-	return nil
+	return index, nil
 }
 
-func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) error {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: connectWaitTime}).WithContext(ctx)
-	leaf, meta, err := s.client.Agent().ConnectCALeaf(s.service, q)
+// fetchLeaf reads the leaf certificate, as a blocking query on waitIndex,
+// and returns the index to wait on next.
+func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) (uint64, error) {
+	leaf, index, err := consul.CALeaf(ctx, s.client, s.service, consul.Wait{Index: waitIndex, Time: connectWaitTime})
 	if err != nil {
-		return err
+		return waitIndex, err
 	}
-	if waitIndex != 0 && meta.LastIndex == waitIndex {
-		return nil // the wait timed out, nothing changed
+	if waitIndex != 0 && index == waitIndex {
+		return index, nil // the wait timed out, nothing changed
 	}
 	cert, err := keyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
 	if err != nil {
-		return fmt.Errorf("parse leaf certificate: %w", err)
+		return waitIndex, fmt.Errorf("parse leaf certificate: %w", err)
 	}
 	s.mu.Lock()
-	s.cert, s.leafIndex = cert, max(meta.LastIndex, 1)
+	changed := s.leafSerial != leaf.SerialNumber
+	s.cert, s.leafSerial = cert, leaf.SerialNumber
 	s.mu.Unlock()
-	s.log.WithFields(logrus.Fields{"serial": leaf.SerialNumber, "valid_before": leaf.ValidBefore}).Info("leaf certificate updated")
-	return nil
+	if changed {
+		s.log.WithFields(logrus.Fields{"serial": leaf.SerialNumber, "valid_before": leaf.ValidBefore}).Info("leaf certificate updated")
+	}
+	return index, nil
 }
 
-// watch runs fetch (a blocking query) until ctx ends, backing off after
+// watch follows fetch's blocking query until ctx ends, backing off after
 // errors.
-func (s *ConnectSource) watch(ctx context.Context, what string, fetch func(context.Context) error) {
+func (s *ConnectSource) watch(ctx context.Context, what string, fetch func(context.Context, uint64) (uint64, error)) {
 	defer s.wg.Done()
-	backoff := connectMinBackoff
-	for ctx.Err() == nil {
-		err := fetch(ctx)
-		if err == nil {
-			backoff = connectMinBackoff
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.WithError(err).WithField("retry_in", backoff).Warnf("refresh %s", what)
-		if !sleep(ctx, backoff) {
-			return
-		}
-		backoff = min(2*backoff, connectMaxBackoff)
-	}
+	_ = consul.Watch(ctx, fetch, consul.WatchOptions{
+		MinBackoff: connectMinBackoff,
+		MaxBackoff: connectMaxBackoff,
+		OnError: func(err error, retryIn time.Duration) {
+			s.log.WithError(err).WithField("retry_in", retryIn).Warnf("refresh %s", what)
+		},
+	})
 }
 
 // retry calls f until it succeeds or ctx ends, backing off in between.

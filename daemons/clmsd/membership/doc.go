@@ -1,6 +1,7 @@
 // Package membership is clmsd's pure core: the cluster membership view, the
-// rule that turns what Consul shows into membership events, node-number
-// choice and clock-offset estimation. Nothing here has goroutines, sockets,
+// rule that turns what Consul shows into membership events, which gossip
+// failures to trust and when to rejoin ([Gossip], [NextRejoin]),
+// node-number choice and clock-offset estimation. Nothing here has goroutines, sockets,
 // clocks or Consul calls; the shell (package clmsd/server) reads one
 // consistent snapshot of Consul, feeds it to Reconcile, and writes the result
 // back with a check-and-set, so every clmsd computes the same next view and

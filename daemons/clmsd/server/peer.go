@@ -66,7 +66,7 @@ func (p *SkewProber) Run(ctx context.Context) {
 
 func (p *SkewProber) round(ctx context.Context) {
 	v, _ := p.s.snapshotView()
-	peers, err := rpc.Peers(p.s.consul, "clmsd")
+	peers, err := rpc.Peers(ctx, p.s.consul, "clmsd")
 	if err != nil {
 		p.s.log.WithError(err).Debug("skew: list peers")
 		return

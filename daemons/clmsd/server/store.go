@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/openssi/openssi/daemons/clmsd/membership"
+	"github.com/openssi/openssi/internal/consul"
 )
 
 // Consul KV keys, relative to the openssi/ prefix.
@@ -38,7 +37,7 @@ type snapshot struct {
 // key that does not decode is reported in problems and skipped, never
 // fatal, except a view that does not validate, which is an error because
 // writing a successor to it would lose history.
-func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, error) {
+func parseSnapshot(entries []consul.Entry, index uint64) (snapshot, error) {
 	s := snapshot{
 		index:    index,
 		observed: membership.Observed{Alive: map[int]membership.Presence{}, Holders: map[int]string{}, Leaving: map[int]bool{}},
@@ -47,18 +46,15 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 		live:     map[int]bool{},
 		holders:  map[int]string{},
 	}
-	for _, p := range pairs {
-		if p == nil {
-			continue
-		}
-		key := strings.TrimPrefix(p.Key, prefix)
+	for _, p := range entries {
+		key := p.Key
 		switch {
 		case key == keyView:
 			if err := json.Unmarshal(p.Value, &s.view); err != nil {
-				return s, fmt.Errorf("clmsd: decode %s%s: %w", prefix, key, err)
+				return s, fmt.Errorf("clmsd: decode %s: %w", key, err)
 			}
 			if err := s.view.Validate(); err != nil {
-				return s, fmt.Errorf("clmsd: %s%s: %w", prefix, key, err)
+				return s, fmt.Errorf("clmsd: %s: %w", key, err)
 			}
 			s.viewIndex = p.ModifyIndex
 		case strings.HasPrefix(key, keyAlive):
@@ -103,23 +99,11 @@ func parseSnapshot(pairs api.KVPairs, prefix string, index uint64) (snapshot, er
 	return s, nil
 }
 
-// list reads the clms/ subtree, blocking until its index passes waitIndex
-// (0: at once).
-func (s *Server) list(ctx context.Context, waitIndex uint64) (snapshot, error) {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: s.cfg.WatchWait}).WithContext(ctx)
-	pairs, meta, err := s.consul.KV().List(s.prefix+keyPrefix, q)
+// list reads the clms/ subtree, as a blocking query on w.
+func (s *Server) list(ctx context.Context, w consul.Wait) (snapshot, error) {
+	entries, index, err := s.kv.List(ctx, keyPrefix, w)
 	if err != nil {
 		return snapshot{}, err
 	}
-	return parseSnapshot(pairs, s.prefix, meta.LastIndex)
-}
-
-func (s *Server) kvKey(k string) string { return s.prefix + k }
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("clmsd: encode %T: %v", v, err))
-	}
-	return b
+	return parseSnapshot(entries, index)
 }

@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/openssi/openssi/daemons/clmsd/membership"
+	"github.com/openssi/openssi/internal/consul"
 )
 
-func pair(key string, v any, session string, idx uint64) *api.KVPair {
+func pair(key string, v any, session string, idx uint64) consul.Entry {
 	var b []byte
 	switch x := v.(type) {
 	case []byte:
@@ -20,14 +19,14 @@ func pair(key string, v any, session string, idx uint64) *api.KVPair {
 	default:
 		b, _ = json.Marshal(x)
 	}
-	return &api.KVPair{Key: "openssi/" + key, Value: b, Session: session, ModifyIndex: idx}
+	return consul.Entry{Key: key, Value: b, Session: session, ModifyIndex: idx}
 }
 
 func TestParseSnapshot(t *testing.T) {
 	view, _ := membership.Reconcile(membership.View{}, membership.Observed{
 		Alive: map[int]membership.Presence{1: {Name: "a"}}, Now: time.Unix(1, 0),
 	}, 10)
-	pairs := api.KVPairs{
+	pairs := []consul.Entry{
 		pair(keyView, view, "", 40),
 		pair(keyAlive+"1", membership.Claim{Name: "a", Address: "10.0.0.1"}, "s1", 41),
 		pair(keyAlive+"2", membership.Claim{Name: "b"}, "", 42),   // released: not alive
@@ -39,9 +38,8 @@ func TestParseSnapshot(t *testing.T) {
 		pair(keyNodes+"2", []byte("nope"), "", 48),
 		pair(keyNodes+"9999", membership.Claim{Name: "z"}, "", 49),
 		pair("clms/other", nil, "", 50),
-		nil,
 	}
-	s, err := parseSnapshot(pairs, "openssi/", 99)
+	s, err := parseSnapshot(pairs, 99)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +61,7 @@ func TestParseSnapshot(t *testing.T) {
 
 	// A view that does not decode or validate stops the loop from writing.
 	for _, bad := range [][]byte{[]byte("{"), []byte(`{"epoch":2,"members":[{"number":0,"state":"UP"}]}`)} {
-		if _, err := parseSnapshot(api.KVPairs{pair(keyView, bad, "", 1)}, "openssi/", 1); err == nil || !strings.Contains(err.Error(), "openssi/clms/view") {
+		if _, err := parseSnapshot([]consul.Entry{pair(keyView, bad, "", 1)}, 1); err == nil || !strings.Contains(err.Error(), "clms/view") {
 			t.Fatalf("bad view %q: %v", bad, err)
 		}
 	}
@@ -80,7 +78,7 @@ func FuzzParseSnapshot(f *testing.F) {
 		if held {
 			sess = "s"
 		}
-		s, err := parseSnapshot(api.KVPairs{pair(k1, v1, sess, 1), pair(k2, v2, sess, 2)}, "openssi/", 3)
+		s, err := parseSnapshot([]consul.Entry{pair(k1, v1, sess, 1), pair(k2, v2, sess, 2)}, 3)
 		if err != nil {
 			return
 		}
@@ -93,51 +91,4 @@ func FuzzParseSnapshot(f *testing.F) {
 			t.Fatalf("reconciled view invalid: %v", err)
 		}
 	})
-}
-
-func TestFailedSessions(t *testing.T) {
-	s := &Server{}
-	snap := func(holder string) snapshot {
-		return snapshot{
-			observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "b"}}},
-			holders:  map[int]string{1: "s1", 2: holder},
-		}
-	}
-	failed := map[string]bool{"b": true}
-	// Gossip says b failed while it holds s2: b is treated as failed.
-	if got := s.failedSessions(snap("s2"), failed); !got["b"] || got["a"] {
-		t.Fatalf("first: %v", got)
-	}
-	// Still the same session: still failed.
-	if got := s.failedSessions(snap("s2"), failed); !got["b"] {
-		t.Fatalf("same session: %v", got)
-	}
-	// b came back with a new session while gossip lags: not failed.
-	if got := s.failedSessions(snap("s3"), failed); got["b"] {
-		t.Fatalf("new session: %v", got)
-	}
-	// Gossip clears: forgotten, and a later failure records the new holder.
-	if got := s.failedSessions(snap("s3"), nil); len(got) != 0 || len(s.failedHolder) != 0 {
-		t.Fatalf("cleared: %v %v", got, s.failedHolder)
-	}
-	if got := s.failedSessions(snap("s3"), failed); !got["b"] {
-		t.Fatalf("second failure: %v", got)
-	}
-}
-
-func TestFailedSessionsKeyGoneFirst(t *testing.T) {
-	s := &Server{}
-	failed := map[string]bool{"b": true}
-	gone := snapshot{observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}}}, holders: map[int]string{1: "s1"}}
-	if got := s.failedSessions(gone, failed); len(got) != 0 {
-		t.Fatalf("key gone: %v", got)
-	}
-	back := snapshot{
-		observed: membership.Observed{Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "b"}}},
-		holders:  map[int]string{1: "s1", 2: "s9"},
-	}
-	// b returned with a new session while gossip here still says failed.
-	if got := s.failedSessions(back, failed); got["b"] {
-		t.Fatalf("returned node filtered: %v", got)
-	}
 }
