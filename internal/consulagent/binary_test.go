@@ -15,7 +15,7 @@ func TestTunedHCL(t *testing.T) {
 		`probe_timeout   = "50ms"`,
 		`gossip_interval = "20ms"`,
 		`suspicion_mult  = 2`,
-		`retransmit_mult = 2`,
+		`retransmit_mult = 4`,
 		`raft_multiplier  = 1`,
 		`rpc_hold_timeout = "1s"`,
 	} {

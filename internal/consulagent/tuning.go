@@ -23,8 +23,16 @@ type Tuning struct {
 	// dead after SuspicionMult*max(1,log10(N))*ProbeInterval (default 4). At 2
 	// memberlist needs no independent confirmations, so that minimum applies.
 	SuspicionMult int
-	// RetransmitMult is gossip_lan.retransmit_mult: each broadcast is resent
-	// RetransmitMult*log10(N+1) times (default 4).
+	// RetransmitMult is gossip_lan.retransmit_mult: each broadcast goes to
+	// RetransmitMult*ceil(log10(N+1)) peers in all (default 4). It must stay
+	// at 4: with no confirmations needed (SuspicionMult 2), a live node
+	// accused by a stale view (a node rejoining after a partition pushes
+	// "everyone else is dead", which its peer turns into suspicions) has
+	// 200ms to refute, and a refutation sent to only 2 of 4 peers misses
+	// the accuser often enough that it declares the node failed. Its later
+	// "dead" is older than the refutation, so nothing contradicts it: the
+	// node stays failed in the accuser's view (and, if the accuser is the
+	// Raft leader, its serfHealth critical) until a push/pull, up to 30s.
 	RetransmitMult int
 	// RaftMultiplier is performance.raft_multiplier: scales Raft's heartbeat
 	// and election timeouts (default 5; 1 is the production recommendation).
@@ -49,7 +57,7 @@ func TunedSettings() Tuning {
 		ProbeTimeout:   50 * time.Millisecond,
 		GossipInterval: 20 * time.Millisecond,
 		SuspicionMult:  2,
-		RetransmitMult: 2,
+		RetransmitMult: 4,
 		RaftMultiplier: 1,
 		RPCHoldTimeout: time.Second,
 	}
