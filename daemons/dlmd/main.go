@@ -104,6 +104,11 @@ func run(ctx context.Context, env *daemon.Env) error {
 	// Join the watch before the servers and the loop stop: it feeds the
 	// loop.
 	<-watching
+	// End the clients' sessions first (their locks are released, or left
+	// as orphans, as when a client exits), so that no client of this node
+	// still believes it holds a lock when the others hear the goodbye and
+	// grant what this node held.
+	local.Stop()
 	// Say goodbye while the links are up, so that the other nodes recover
 	// without this dlmd at once rather than fence or wait for its lease.
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), time.Second)

@@ -15,11 +15,19 @@ import (
 // lockspace before it gets here.
 
 // OpenSession starts a session of a client process (pid, cred) and
-// returns its id, the owner's client number on this node.
+// returns its id, the owner's client number on this node. After Leave the
+// session is ended at once (Ready's Ended).
 func (n *Node) OpenSession(now time.Time, pid int32, cred lockspace.Cred) uint64 {
 	n.now = now
 	n.nextSess++
 	ss := &session{id: n.nextSess, pid: pid, cred: cred}
+	if n.leaving {
+		// A dlmd that said goodbye takes no new client: the others may
+		// already grant what this node mastered.
+		ss.closed = true
+		n.rd.Ended = append(n.rd.Ended, Ended{Session: ss.id})
+		return ss.id
+	}
 	n.sessions[ss.id] = ss
 	return ss.id
 }

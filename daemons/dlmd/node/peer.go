@@ -59,8 +59,13 @@ func (n *Node) onFromMaster(node uint32, msg *dlmpeerv1.PeerMessage) {
 	}
 }
 
-// onFromRequester handles what a peer sends on the link it opened.
+// onFromRequester handles what a peer sends on the link it opened. A dlmd
+// that said goodbye sends nothing after it; whatever still comes on its
+// link is dropped, so that nothing is granted to a dlmd that is gone.
 func (n *Node) onFromRequester(from uint32, msg *dlmpeerv1.PeerMessage) {
+	if inc, gone := n.gone[from]; gone && n.ins[from].inc == inc {
+		return
+	}
 	switch m := msg.Msg.(type) {
 	case *dlmpeerv1.PeerMessage_Request:
 		n.onPeerRequest(from, m.Request)
@@ -110,10 +115,17 @@ func (n *Node) Leave(now time.Time) {
 		n.rd.Ended = append(n.rd.Ended, Ended{Session: id})
 		delete(n.sessions, id)
 	}
-	// Its locks and tables are gone as far as the others are concerned.
+	// Its locks, tables, masteries and routes are gone as far as the
+	// others are concerned: nothing here may grant or route again.
 	n.tables = map[string]*lockspace.Lockspace{}
 	n.locks = map[lockspace.LockID]*copyLock{}
 	n.pend = map[uint64]*pending{}
+	n.mastered = map[directory.Key]*mastery{}
+	n.routes = map[directory.Key]*route{}
+	n.lookups = map[directory.Key]*lookup{}
+	n.lookupTags = map[uint64]*lookup{}
+	n.dirTable = directory.NewTable()
+	n.tossQ, n.tossHead = nil, 0
 	n.outbox, n.deferred, n.early, n.retries = nil, nil, nil, nil
 	n.leaving = true
 }

@@ -178,6 +178,9 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	if ss.lost.Load() {
 		return status.Errorf(codes.Aborted, "node %d was fenced: no contact with a majority of the cluster within the lease", s.self)
 	}
+	if s.leaving.Load() {
+		return status.Errorf(codes.Unavailable, "dlmd on node %d is stopping", s.self)
+	}
 	return nil
 }
 

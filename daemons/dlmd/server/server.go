@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -62,6 +63,9 @@ type Server struct {
 	stop  chan struct{}
 	beat  func()
 	ready func()
+	// leaving: Leave was called; sessions ended since end with
+	// Unavailable ("stopping") rather than a plain end of stream.
+	leaving atomic.Bool
 
 	// Owned by the loop.
 	core     *node.Node
@@ -207,6 +211,7 @@ func (s *Server) run(f func()) {
 // waiting for its lease. Call it before the servers stop.
 func (s *Server) Leave(ctx context.Context) error {
 	var logs []*link
+	s.leaving.Store(true)
 	if err := s.call(ctx, func() {
 		s.core.Leave(time.Now())
 		s.flush()
