@@ -54,12 +54,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 
 	proberCtx, stopProber := context.WithCancel(ctx)
-	proberDone := make(chan struct{})
-	go func() {
-		defer close(proberDone)
-		server.NewSkewProber(srv, src, own.SkewInterval).Run(proberCtx)
-	}()
-	defer func() { stopProber(); <-proberDone }()
+	waitProber := env.Go(proberCtx, server.NewSkewProber(srv, src, own.SkewInterval).Run)
+	defer func() { stopProber(); waitProber() }()
 	// The reconcile loop runs until the drain below is done with it: a
 	// leave needs it to see its own NODELEAVE.
 	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d UP; serving %s", srv.Number(), env.SocketPath()), srv.Run)

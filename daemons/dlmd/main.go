@@ -80,16 +80,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchErr := make(chan error, 1)
-	watching := make(chan struct{})
-	go func() {
-		defer close(watching)
-		w := members.Watch(watchCtx, view.Epoch)
+	waitWatch := env.Go(watchCtx, func(ctx context.Context) {
+		w := members.Watch(ctx, view.Epoch)
 		for w.Next() {
 			e := w.Event()
 			srv.Membership(e.Epoch, uint32(e.Node.Number), e.Type == cluster.NodeUp)
 		}
 		watchErr <- w.Err()
-	}()
+	})
 
 	var failure error
 	select {
@@ -103,7 +101,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	stopWatch()
 	// Join the watch before the servers and the loop stop: it feeds the
 	// loop.
-	<-watching
+	waitWatch()
 	// End the clients' sessions first (their locks are released, or left
 	// as orphans, as when a client exits), so that no client of this node
 	// still believes it holds a lock when the others hear the goodbye and

@@ -71,8 +71,30 @@ type Env struct {
 	// watchdog, the gRPC servers); Main waits for all of them. The
 	// servers' Stop waits for their handlers (grpc.WaitForHandlers).
 	goroutines sync.WaitGroup
-	serversMu  sync.Mutex
-	servers    []*grpc.Server
+	// bg ends when run has returned (Go's goroutines end with it).
+	bg        context.Context
+	serversMu sync.Mutex
+	servers   []*grpc.Server
+}
+
+// Go runs f in a goroutine of the daemon's own (a prober, a watch) and
+// returns a function that waits for it to return. f must return once its
+// ctx ends; that ctx also ends when run returns, and Main waits for f, so
+// unlike a bare go statement it cannot outlive the daemon.
+func (e *Env) Go(ctx context.Context, f func(ctx context.Context)) (wait func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := func() bool { return false }
+	if e.bg != nil {
+		stop = context.AfterFunc(e.bg, cancel)
+	}
+	done := make(chan struct{})
+	e.goJoined(func() {
+		defer close(done)
+		defer stop()
+		defer cancel()
+		f(ctx)
+	})
+	return func() { <-done }
 }
 
 // goJoined runs f in a goroutine that Main waits for before it returns.
@@ -181,6 +203,7 @@ func main(d describe.Daemon, sections []config.Section, args []string, stdout, s
 	ctx, stop, reload := lifecycle.Signals(context.Background())
 	defer stop()
 	bg, stopBg := context.WithCancel(ctx)
+	env.bg = bg
 	env.goJoined(func() { env.reloadLoop(bg, reload) })
 	env.goJoined(func() { wd.Run(bg) })
 	log.WithField("version", version.Get()).Infof("%s starting", name)

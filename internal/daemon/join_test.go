@@ -52,3 +52,25 @@ func TestMainJoinsItsGoroutines(t *testing.T) {
 		t.Errorf("%d goroutines before Main, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestGoEndsWithRun: a goroutine started with Env.Go on a context that
+// never ends is cancelled and joined when run returns.
+func TestGoEndsWithRun(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "openssi.yaml")
+	if err := os.WriteFile(conf, []byte("cluster:\n  run_dir: "+dir+"\n  socket_group: \"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ended := false
+	var stdout, stderr bytes.Buffer
+	code := main(daemons.All[0], daemons.Sections(), []string{"--config", conf}, &stdout, &stderr, func(ctx context.Context, env *Env) error {
+		env.Go(context.Background(), func(ctx context.Context) {
+			<-ctx.Done()
+			ended = true
+		})
+		return nil
+	})
+	if code != ExitOK || !ended {
+		t.Fatalf("exit %d, goroutine ended: %v (%s)", code, ended, stderr.String())
+	}
+}

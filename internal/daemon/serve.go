@@ -21,10 +21,29 @@ import (
 // Peers is a daemon's inter-node gRPC server, registered in Consul's
 // catalog as openssi-<daemon> for its node number.
 type Peers struct {
-	*grpc.Server
+	Served
 	// Deregister removes the catalog entry.
 	Deregister func(context.Context) error
-	served     <-chan struct{} // closed when Serve has returned
+}
+
+// Served is a gRPC server Env serves; Stop and Shutdown wait until its
+// Serve goroutine has returned.
+type Served struct {
+	*grpc.Server
+	served <-chan struct{} // closed when Serve has returned
+}
+
+// Stop stops serving at once and waits until the serving goroutine is done.
+func (s Served) Stop() {
+	s.Server.Stop()
+	<-s.served
+}
+
+// Shutdown stops serving gracefully, forcibly when ctx ends first, and
+// waits until the serving goroutine is done.
+func (s Served) Shutdown(ctx context.Context) {
+	StopGRPC(ctx, s.Server)
+	<-s.served
 }
 
 // ServePeers listens on addr:port, serves the services register adds with
@@ -37,7 +56,7 @@ func (e *Env) ServePeers(ctx context.Context, client *api.Client, src rpc.Source
 	}
 	s := rpc.NewServer(src, grpc.WaitForHandlers(true))
 	register(s)
-	p := &Peers{Server: s, served: e.serve(s, ln)}
+	p := &Peers{Served: Served{Server: s, served: e.serve(s, ln)}}
 	p.Deregister, err = rpc.Register(ctx, client, e.Name, node, addr, port)
 	if err != nil {
 		p.Stop()
@@ -46,25 +65,11 @@ func (e *Env) ServePeers(ctx context.Context, client *api.Client, src rpc.Source
 	return p, nil
 }
 
-// Stop stops serving at once and waits until the serving goroutine is done.
-func (p *Peers) Stop() {
-	p.Server.Stop()
-	<-p.served
-}
-
-// Shutdown stops serving gracefully, forcibly when ctx ends first, and
-// waits until the serving goroutine is done.
-func (p *Peers) Shutdown(ctx context.Context) {
-	StopGRPC(ctx, p.Server)
-	<-p.served
-}
-
 // Local is a daemon's local API server on its socket, with the gRPC health
 // service (`ssi status` asks it) reporting NOT_SERVING until Ready.
 type Local struct {
-	*grpc.Server
+	Served
 	Health *health.Server
-	served <-chan struct{} // closed when Serve has returned
 }
 
 // ServeLocal opens the daemon's socket and serves the services register
@@ -79,20 +84,7 @@ func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)
 	register(s)
-	return &Local{Server: s, Health: h, served: e.serve(s, ln)}, nil
-}
-
-// Stop stops serving at once and waits until the serving goroutine is done.
-func (l *Local) Stop() {
-	l.Server.Stop()
-	<-l.served
-}
-
-// Shutdown stops serving gracefully, forcibly when ctx ends first, and
-// waits until the serving goroutine is done.
-func (l *Local) Shutdown(ctx context.Context) {
-	StopGRPC(ctx, l.Server)
-	<-l.served
+	return &Local{Served: Served{Server: s, served: e.serve(s, ln)}, Health: h}, nil
 }
 
 // Ready reports the daemon serving to `ssi status` and to systemd.
@@ -170,18 +162,19 @@ type Loop func(ctx context.Context, beat func(), ready func()) error
 // stop is called, not on SIGTERM: the daemon's drain decides when the
 // loop is no longer needed. When loop calls ready, the daemon is reported
 // ready: local health SERVING, READY=1 and status to systemd, a log line.
-// wait stops the loop and returns its error.
+// wait stops the loop and returns its error. Main joins the loop too, so
+// run must have called stop (or wait) by the time it returns.
 func (e *Env) StartLoop(local *Local, status string, loop Loop) (stop func(), wait func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
+	e.goJoined(func() {
 		done <- loop(ctx, e.Watchdog.Beat, func() {
 			local.Ready()
 			_ = e.Notify.Ready()
 			_ = e.Notify.Status("%s", status)
 			e.Log.WithField("socket", e.SocketPath()).Info("ready")
 		})
-	}()
+	})
 	return cancel, func() error {
 		cancel()
 		return <-done

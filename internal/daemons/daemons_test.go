@@ -129,3 +129,50 @@ func TestFind(t *testing.T) {
 		t.Errorf("Sections() = %d sections", len(got))
 	}
 }
+
+// TestDefaultPortsDiffer: every daemon of a node listens on its own ports,
+// so no two registered daemons may default to the same *_port setting.
+func TestDefaultPortsDiffer(t *testing.T) {
+	owner := map[int64]string{}
+	ports := 0
+	for _, d := range All {
+		def := reflect.ValueOf(d.Config.Default())
+		for def.Kind() == reflect.Pointer {
+			def = def.Elem()
+		}
+		for _, s := range d.Config.Settings() {
+			if !s.Leaf || !strings.HasSuffix(s.Key, "_port") || s.Kind != reflect.Int {
+				continue
+			}
+			v, ok := fieldByKey(def, s.Key)
+			if !ok {
+				t.Fatalf("%s.%s: no field with that key in its Default()", d.Name, s.Key)
+			}
+			ports++
+			key := d.Name + "." + s.Key
+			if other, dup := owner[v.Int()]; dup {
+				t.Errorf("%s and %s both default to port %d", other, key, v.Int())
+			}
+			owner[v.Int()] = key
+		}
+	}
+	if ports < len(All) {
+		t.Fatalf("found %d *_port settings for %d daemons; the walk no longer matches the descriptions", ports, len(All))
+	}
+}
+
+// fieldByKey finds the field of struct v whose mapstructure key is the
+// dotted key.
+func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
+	name, rest, nested := strings.Cut(key, ".")
+	for i := 0; i < v.NumField(); i++ {
+		if strings.Split(v.Type().Field(i).Tag.Get("mapstructure"), ",")[0] != name {
+			continue
+		}
+		if nested {
+			return fieldByKey(v.Field(i), rest)
+		}
+		return v.Field(i), true
+	}
+	return reflect.Value{}, false
+}
