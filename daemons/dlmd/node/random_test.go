@@ -54,7 +54,7 @@ func FuzzNetwork(f *testing.F) {
 // two of them down at a time; it reports false when the test failed.
 func runRandom(t *testing.T, name string, size int, choose func(int) int, steps int) bool {
 	t.Helper()
-	nw := newNetwork(t, size, time.Second, 2*time.Second)
+	nw := newNetwork(t, size, time.Second, 2*time.Second, nil)
 	var trace []string
 	fail := func(format string, args ...any) bool {
 		t.Errorf("%s: "+format+"\nlast steps:\n%s", append([]any{name}, append(args, tail(trace, 40))...)...)
