@@ -36,7 +36,7 @@ type network struct {
 	// leases are the nodes whose dlmd.lease is not lease.
 	leases map[uint32]time.Duration
 	toss   time.Duration
-	out   strings.Builder
+	out    strings.Builder
 }
 
 // member is one node's dlmd and its shell's state.

@@ -77,6 +77,8 @@ type Server struct {
 	base time.Time
 	// wakeAt is when the extra tick is armed for (see Run).
 	wakeAt time.Time
+	// lease is the core's lease, for the links (see lease.go).
+	lease leaseShare
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
@@ -99,7 +101,7 @@ func New(cfg Config) *Server {
 	if cfg.Toss <= 0 {
 		cfg.Toss = 10 * time.Second
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
 		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss,
@@ -107,6 +109,8 @@ func New(cfg Config) *Server {
 		sessions: map[uint64]*session{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
 		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(),
 	}
+	s.publishLease()
+	return s
 }
 
 // do runs f on the loop; it reports false when the loop has stopped.
@@ -235,6 +239,7 @@ func (s *Server) Leave(ctx context.Context) error {
 
 // flush carries out what the core asks for.
 func (s *Server) flush() {
+	s.publishLease()
 	if !s.core.HasReady() {
 		return
 	}
