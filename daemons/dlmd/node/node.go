@@ -48,8 +48,9 @@ type Config struct {
 	// Incarnation distinguishes this run of dlmd from earlier ones on the
 	// node; a fence moves to a higher one.
 	Incarnation uint64
-	// Lease is how long this node's locks stay valid without contact with
-	// a majority of the members' dlmd. Default 1s.
+	// Lease is this node's setting of how long its locks stay valid
+	// without contact with a majority of the members' dlmd; the lease in
+	// use is the largest setting of the members (see lease.go). Default 1s.
 	Lease time.Duration
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.

@@ -39,8 +39,10 @@ type Config struct {
 	// Dial adds options to the peer connections (tests use it to cut
 	// the network).
 	Dial []rpc.DialOption
-	// Lease is how long this node's locks stay valid without contact with
-	// a majority of the members' dlmd (see package node). Default 1s.
+	// Lease is this node's setting of how long its locks stay valid
+	// without contact with a majority of the members' dlmd; the lease in
+	// use is the cluster's, the largest of the members' settings (see
+	// package node). Default 1s.
 	Lease time.Duration
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.
