@@ -502,6 +502,10 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Cluster.Consul.Address = "a b:1" }, `config: cluster.consul.address: "a b:1" is not valid: want host:port with a port 1..65535`},
 		{func(c *Config) { c.Section("clmsd").(*clmsdspec.Config).SkewInterval = -time.Second }, `config: clmsd.skew_interval: "-1s" is not valid: want a duration of at least 100ms such as 5s`},
 		{func(c *Config) { c.Cluster.LogLevel = "INFO" }, `config: cluster.log_level: "INFO" is not valid: want one of trace, debug, info, warn, error`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = 200 * time.Millisecond }, ""},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = time.Minute }, ""},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = 199 * time.Millisecond }, `config: dlmd.lease: "199ms" is not valid: want a duration 200ms..60s such as 1s`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = 1000000 * time.Hour }, `config: dlmd.lease: "1000000h0m0s" is not valid: want a duration 200ms..60s such as 1s`},
 	}
 	for _, tt := range tests {
 		c := Defaults(daemons.Sections())

@@ -15,6 +15,10 @@ func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
 	bad := filepath.Join(dir, "bad.yaml")
+	longLease := filepath.Join(dir, "lease.yaml")
+	if err := os.WriteFile(longLease, []byte("dlmd:\n  lease: 1000000h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(good, []byte("cluster:\n  name: test\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +33,9 @@ func TestCheckConfig(t *testing.T) {
 		{good, ExitOK, "clmsd: configuration is valid"},
 		{bad, ExitConfig, "nmae"},
 		{filepath.Join(dir, "missing.yaml"), ExitConfig, "missing.yaml"},
+		// A lease past dlmdspec.MaxLease (60s) would keep a lost node's
+		// locks out of reach for ever.
+		{longLease, ExitConfig, `dlmd.lease: "1000000h0m0s" is not valid: want a duration 200ms..60s`},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := main(daemons.All[0], daemons.Sections(), []string{"--check-config", "--config", tc.path}, &stdout, &stderr, func(context.Context, *Env) error {

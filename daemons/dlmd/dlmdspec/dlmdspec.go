@@ -54,10 +54,26 @@ type Config struct {
 	// Lease is how long a node's locks stay valid without contact with a
 	// majority of the UP nodes' dlmd: past it the node drops its locks
 	// (clients are told), and the others wait that long after their last
-	// contact with a lost node before granting what it held. At least
-	// 200ms. Default 1s.
-	Lease time.Duration `mapstructure:"lease" want:"a duration of at least 200ms such as 1s"`
+	// contact with a lost node before granting what it held. The lease is
+	// the cluster's: each dlmd sends its setting in its hellos, pings and
+	// pongs and uses the largest setting among itself and the members it
+	// has heard from (and the survivors of a lost node wait for the
+	// largest of theirs and what the lost node set or used), so a node set
+	// longer than the others is never granted over. A node whose setting
+	// differs from the cluster's logs a warning naming both, once per
+	// change, and follows the cluster's. Set the same value on every node.
+	// MinLease..MaxLease (200ms..60s). Default 1s.
+	Lease time.Duration `mapstructure:"lease" want:"a duration 200ms..60s such as 1s"`
 }
+
+// The bounds of Lease. Below MinLease pings (every tenth of the lease)
+// and scheduling hiccups would fence nodes for nothing; above MaxLease a
+// lost node's locks would stay out of reach for too long (a dlmd also
+// caps the settings its peers send at MaxLease).
+const (
+	MinLease = 200 * time.Millisecond
+	MaxLease = 60 * time.Second
+)
 
 // Default returns dlmd's settings when nothing overrides them. They are
 // valid as returned.
@@ -75,7 +91,7 @@ func (c *Config) Validate() error {
 	return settings.Checks(Name, c,
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
-		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= 200*time.Millisecond},
+		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= MinLease && c.Lease <= MaxLease},
 	)
 }
 

@@ -23,6 +23,7 @@ import (
 // granted locks. Commands (n= a node, s= a session of it, lists as 1,2):
 //
 //	start nodes=3 [lease=1s] [toss=10s]  boot a cluster, all UP at epoch 1
+//	      [lease3=3s]                  (node 3's dlmd.lease differs)
 //	open n=1                           open a session (prints its id)
 //	lock n=1 s=1 [tag=1] r=res m=EX [ls=ls] [f=PERSISTENT|VALBLK|NOQUEUE|...] [t=5s] [inreply]
 //	convert n=1 s=1 [tag=] id=1 m=NL [f=VALBLK] [lvb=text]
@@ -194,7 +195,17 @@ func (nw *network) running(t *testing.T, d *datadriven.TestData) *member {
 func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 	switch d.Cmd {
 	case "start":
-		return newNetwork(t, int(dmust(t, d, "nodes")), ddur(t, d, "lease", time.Second), ddur(t, d, "toss", 10*time.Second))
+		leases := map[uint32]time.Duration{}
+		for _, a := range d.CmdArgs {
+			if id, ok := strings.CutPrefix(a.Key, "lease"); ok && id != "" {
+				n, err := strconv.ParseUint(id, 10, 32)
+				if err != nil {
+					d.Fatalf(t, "%s: not lease<node>", a.Key)
+				}
+				leases[uint32(n)] = ddur(t, d, a.Key, 0)
+			}
+		}
+		return newNetwork(t, int(dmust(t, d, "nodes")), ddur(t, d, "lease", time.Second), ddur(t, d, "toss", 10*time.Second), leases)
 	case "open":
 		m := nw.running(t, d)
 		id := m.n.OpenSession(nw.now, int32(100+len(m.n.sessions)), lockspace.Cred{UID: 1000, GID: 1000})

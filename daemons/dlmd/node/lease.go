@@ -30,18 +30,94 @@ import (
 // A node that crashed or was cut off is declared DOWN by clmsd some time
 // after the partition (0.4 s at best); pings stopped then, so the wait is
 // usually over, or short, by the time recovery needs it.
+//
+// The lease is the cluster's, not each node's: every hello, ping and pong
+// carries the sender's own setting (dlmd.lease) and the lease it fences
+// by, and each node fences by the largest setting among itself and the
+// members it has heard from ("the lease in use"). The survivors of a
+// recovery wait for the largest of their lease in use and what they heard
+// the lost node set or use (also passed on in the markers' pong ages), so
+// a node with a longer setting than the others is never granted over. A
+// node whose setting differs from the cluster's warns once per change and
+// follows the cluster's. Values from peers are capped at MaxLease.
+
+// MaxLease is the longest lease a node takes from a peer (dlmdspec
+// refuses a longer dlmd.lease).
+const MaxLease = 60 * time.Second
+
+// peerLease is what a node said of its lease.
+type peerLease struct {
+	setting, inUse time.Duration
+}
 
 // pingEvery is how often a node pings each member's dlmd.
 func pingEvery(lease time.Duration) time.Duration {
 	return max(lease/10, 10*time.Millisecond)
 }
 
-// PingEvery is how often the shell pings each member's dlmd.
+// PingEvery is how often the shell pings each member's dlmd: by this
+// node's own setting, which is never longer than the lease in use.
 func (n *Node) PingEvery() time.Duration { return pingEvery(n.cfg.Lease) }
+
+// Lease reports this node's own lease setting and the lease it fences by,
+// for the shell to send in its hellos, pings and pongs.
+func (n *Node) Lease() (setting, inUse time.Duration) { return n.cfg.Lease, n.lease() }
+
+// HeardLease notes what node said of its lease (in a hello, ping or
+// pong); zero values are unknown and ignored.
+func (n *Node) HeardLease(node uint32, setting, inUse time.Duration) {
+	if node == n.self {
+		return
+	}
+	setting, inUse = min(max(setting, 0), MaxLease), min(max(inUse, 0), MaxLease)
+	if setting == 0 && inUse == 0 {
+		return
+	}
+	n.heard[node] = peerLease{setting: setting, inUse: inUse}
+	n.noteLease()
+}
+
+// lease is the lease in use: the largest setting of this node and of
+// the members it has heard from.
+func (n *Node) lease() time.Duration {
+	l := n.cfg.Lease
+	for _, m := range n.memberList() {
+		l = max(l, n.heard[m].setting)
+	}
+	return l
+}
+
+// lostLease is how long a lost node's lease can last: the longest of this
+// node's lease in use, and what it heard (or was told) the lost node set
+// or used.
+func (n *Node) lostLease(lost uint32) time.Duration {
+	h := n.heard[lost]
+	l := max(n.lease(), h.setting, h.inUse)
+	if n.rec != nil {
+		l = max(l, n.rec.lostLease[lost])
+	}
+	return l
+}
+
+// noteLease warns, once per change, when the cluster's lease is not this
+// node's setting.
+func (n *Node) noteLease() {
+	l := n.lease()
+	if l == n.inUse {
+		return
+	}
+	n.inUse = l
+	f := logrus.Fields{"setting": n.cfg.Lease.String(), "cluster": l.String()}
+	if l != n.cfg.Lease {
+		n.log.WithFields(f).Warn("dlmd.lease differs from the cluster's (the largest of the members'): this node follows the cluster's")
+	} else {
+		n.log.WithFields(f).Info("dlmd.lease is the cluster's again")
+	}
+}
 
 // leaseMargin covers the lost node's tick (it fences at its first tick
 // past the lease) and clock rate differences.
-func (n *Node) leaseMargin() time.Duration { return n.cfg.Lease/10 + 2*n.cfg.Tick }
+func leaseMargin(lease, tick time.Duration) time.Duration { return lease/10 + 2*tick }
 
 // Pinged handles node's ping at now: it reports whether to answer it
 // (only the members are answered), noting when.
@@ -76,7 +152,8 @@ func (n *Node) pongAges() []*dlmpeerv1.PongAge {
 	var out []*dlmpeerv1.PongAge
 	for _, m := range sortedNodes(n.ponged) {
 		if !n.pongable[m] {
-			out = append(out, &dlmpeerv1.PongAge{Node: m, AgeNanos: int64(n.now.Sub(n.ponged[m]))})
+			h := n.heard[m]
+			out = append(out, &dlmpeerv1.PongAge{Node: m, AgeNanos: int64(n.now.Sub(n.ponged[m])), LeaseNanos: int64(max(h.setting, h.inUse))})
 		}
 	}
 	return out
@@ -93,6 +170,9 @@ func (n *Node) notePongAges(ages []*dlmpeerv1.PongAge) {
 		if t.After(n.rec.lastPong[a.GetNode()]) {
 			n.rec.lastPong[a.GetNode()] = t
 		}
+		if l := min(time.Duration(a.GetLeaseNanos()), MaxLease); l > n.rec.lostLease[a.GetNode()] {
+			n.rec.lostLease[a.GetNode()] = l
+		}
 	}
 }
 
@@ -108,9 +188,10 @@ func (n *Node) leaseWait(plan directory.Plan) time.Duration {
 		if _, gone := n.gone[lost]; gone {
 			continue
 		}
+		l := n.lostLease(lost)
 		for _, t := range []time.Time{n.rec.lastPong[lost], n.ponged[lost]} {
 			if !t.IsZero() {
-				if end := t.Add(n.cfg.Lease + n.leaseMargin()); end.After(until) {
+				if end := t.Add(l + leaseMargin(l, n.cfg.Tick)); end.After(until) {
 					until = end
 				}
 			}
@@ -129,13 +210,13 @@ func (n *Node) leaseHeld() bool {
 	if len(members) == 0 {
 		return false
 	}
-	have := 0
+	have, lease := 0, n.lease()
 	for _, m := range members {
 		if m == n.self {
 			have++
 			continue
 		}
-		if o := n.outs[m]; o != nil && !o.contact.IsZero() && n.now.Sub(o.contact) < n.cfg.Lease {
+		if o := n.outs[m]; o != nil && !o.contact.IsZero() && n.now.Sub(o.contact) < lease {
 			have++
 		}
 	}

@@ -33,8 +33,10 @@ type network struct {
 	epoch uint64
 	up    map[uint32]bool
 	lease time.Duration
-	toss  time.Duration
-	out   strings.Builder
+	// leases are the nodes whose dlmd.lease is not lease.
+	leases map[uint32]time.Duration
+	toss   time.Duration
+	out    strings.Builder
 }
 
 // member is one node's dlmd and its shell's state.
@@ -62,9 +64,9 @@ const netTick = 20 * time.Millisecond
 
 var netT0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newNetwork(t testing.TB, n int, lease, toss time.Duration) *network {
+func newNetwork(t testing.TB, n int, lease, toss time.Duration, leases map[uint32]time.Duration) *network {
 	nw := &network{t: t, now: netT0, nodes: map[uint32]*member{}, cut: map[[2]uint32]bool{},
-		epoch: 1, up: map[uint32]bool{}, lease: lease, toss: toss}
+		epoch: 1, up: map[uint32]bool{}, lease: lease, leases: leases, toss: toss}
 	for i := 1; i <= n; i++ {
 		nw.up[uint32(i)] = true
 	}
@@ -105,10 +107,25 @@ func (nw *network) boot(id uint32, inc uint64) {
 	log.SetLevel(logrus.InfoLevel)
 	log.AddHook(logHook{nw: nw, node: id})
 	m := &member{id: id, running: true, attached: map[uint32]Link{}, outs: map[uint32]Link{}, masterInc: map[uint64]uint64{},
-		n: New(Config{Node: id, Incarnation: inc, Lease: nw.lease, Toss: nw.toss, Tick: netTick, Log: log})}
+		n: New(Config{Node: id, Incarnation: inc, Lease: nw.leaseOf(id), Toss: nw.toss, Tick: netTick, Log: log})}
 	nw.nodes[id] = m
 	m.n.Start(nw.now, nw.epoch, nw.upList())
 	nw.collect(m)
+}
+
+// leaseOf is node id's dlmd.lease.
+func (nw *network) leaseOf(id uint32) time.Duration {
+	if l, ok := nw.leases[id]; ok {
+		return l
+	}
+	return nw.lease
+}
+
+// hear tells to what from says of its lease (as a hello, ping or pong
+// carries it).
+func hear(to, from *member) {
+	setting, inUse := from.n.Lease()
+	to.n.HeardLease(from.id, setting, inUse)
 }
 
 type devNull struct{}
@@ -208,11 +225,13 @@ func (nw *network) connect(m *member, l Link) bool {
 	in := Link{Node: m.id, Inc: l.Inc, ID: l.ID}
 	if r.attached[m.id] != in {
 		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply)
+		hear(r, m)
 		nw.collect(r)
 		if !ok {
 			nw.dropLink(m.id, l)
 			return false
 		}
+		hear(m, r)
 		r.attached[m.id] = in
 	}
 	return true
@@ -303,7 +322,9 @@ func (nw *network) step() {
 			if !nw.connect(m, l) {
 				continue
 			}
+			hear(nw.nodes[peer], m)
 			if nw.nodes[peer].n.Pinged(nw.now, m.id) {
+				hear(m, nw.nodes[peer])
 				m.n.Ponged(l, nw.now)
 			}
 		}

@@ -48,8 +48,9 @@ type Config struct {
 	// Incarnation distinguishes this run of dlmd from earlier ones on the
 	// node; a fence moves to a higher one.
 	Incarnation uint64
-	// Lease is how long this node's locks stay valid without contact with
-	// a majority of the members' dlmd. Default 1s.
+	// Lease is this node's setting of how long its locks stay valid
+	// without contact with a majority of the members' dlmd; the lease in
+	// use is the largest setting of the members (see lease.go). Default 1s.
 	Lease time.Duration
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.
@@ -162,6 +163,10 @@ type Node struct {
 	// the nodes it answers (the members).
 	ponged   map[uint32]time.Time
 	pongable map[uint32]bool
+	// heard is what each node last said of its lease; inUse the lease
+	// in use when last noted (see lease.go).
+	heard map[uint32]peerLease
+	inUse time.Duration
 
 	nextLock  uint64
 	nextTag   uint64
@@ -265,7 +270,7 @@ func New(cfg Config) *Node {
 		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{},
 		pend: map[uint64]*pending{}, pids: map[lockspace.Owner]int32{}, gone: map[uint32]uint64{}, rejoining: map[uint32]bool{},
 		outs: map[uint32]*outLink{}, ins: map[uint32]*inLink{},
-		ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{},
+		ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{}, heard: map[uint32]peerLease{}, inUse: cfg.Lease,
 		routes: map[directory.Key]*route{}, lookups: map[directory.Key]*lookup{}, lookupTags: map[uint64]*lookup{},
 		mastered: map[directory.Key]*mastery{}, dirTable: directory.NewTable(),
 	}
@@ -373,6 +378,7 @@ func (n *Node) Tick(now time.Time) {
 	if n.leaving {
 		return
 	}
+	n.noteLease()
 	n.checkLease()
 	if n.rec != nil {
 		if n.rec.waiting {

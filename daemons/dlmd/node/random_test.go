@@ -13,12 +13,13 @@ import (
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
-// TestRandomNetwork drives three Nodes (and five, on fewer seeds) through random client operations,
-// message orders, partitions, dlmd crashes, restarts and goodbyes, and
-// membership changes (fixed seeds: deterministic). After every step no
-// two clients may hold incompatible locks; at the end, healed and given
-// time, every node must be quiet (same directory, no recovery, no request
-// unanswered) and every copy must match its master's table.
+// TestRandomNetwork drives three Nodes (and five, on fewer seeds) through
+// random client operations, message orders, partitions, dlmd crashes,
+// restarts and goodbyes, and membership changes, with dlmd.lease set
+// differently on some nodes (fixed seeds: deterministic). After every
+// step no two clients may hold incompatible locks; at the end, healed and
+// given time, every node must be quiet (same directory, no recovery, no
+// request unanswered) and every copy must match its master's table.
 func TestRandomNetwork(t *testing.T) {
 	for _, size := range []struct{ nodes, seeds int }{{3, 300}, {5, 60}} {
 		for seed := uint64(1); seed <= uint64(size.seeds); seed++ {
@@ -54,7 +55,13 @@ func FuzzNetwork(f *testing.F) {
 // two of them down at a time; it reports false when the test failed.
 func runRandom(t *testing.T, name string, size int, choose func(int) int, steps int) bool {
 	t.Helper()
-	nw := newNetwork(t, size, time.Second, 2*time.Second)
+	// Some nodes' dlmd.lease differs from the others' (the cluster's
+	// lease is the largest).
+	leases := map[uint32]time.Duration{}
+	for id := uint32(1); id <= uint32(size); id++ {
+		leases[id] = []time.Duration{time.Second, time.Second, 300 * time.Millisecond, 3 * time.Second}[choose(4)]
+	}
+	nw := newNetwork(t, size, time.Second, 2*time.Second, leases)
 	var trace []string
 	fail := func(format string, args ...any) bool {
 		t.Errorf("%s: "+format+"\nlast steps:\n%s", append([]any{name}, append(args, tail(trace, 40))...)...)

@@ -25,6 +25,9 @@ type recovery struct {
 	// lastPong is, per lost node, the latest time a member can have
 	// answered its ping (from their markers).
 	lastPong map[uint32]time.Time
+	// lostLease is, per lost node, the longest lease the members heard
+	// it set or use.
+	lostLease map[uint32]time.Duration
 	// waiting: the rebuild waits for the lost nodes' leases to end, until
 	// wake.
 	waiting bool
@@ -33,7 +36,8 @@ type recovery struct {
 
 func newRecovery(id directory.ID, members []uint32, now time.Time) *recovery {
 	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: now,
-		copies: map[string]*gained{}, dir: directory.NewTable(), lastPong: map[uint32]time.Time{}}
+		copies: map[string]*gained{}, dir: directory.NewTable(), lastPong: map[uint32]time.Time{},
+		lostLease: map[uint32]time.Duration{}}
 }
 
 // gained collects the copies of a lockspace's resources this node will

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -264,7 +265,9 @@ type testCluster struct {
 
 type clusterOpts struct {
 	lease time.Duration
-	toss  time.Duration // 0: Config's default
+	// leases: the nodes whose dlmd.lease is not lease.
+	leases map[uint32]time.Duration
+	toss   time.Duration // 0: Config's default
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -355,7 +358,7 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		Source:           source(t, c.ca, c.dir, num),
 		Lookup:           c.lookup,
 		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
-		Lease:            c.o.lease,
+		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
 		Toss:             c.o.toss,
 		Lockspaces:       c.store,
 		Log:              logger.WithField("node", num),
@@ -717,13 +720,13 @@ func TestLinksSurviveBrokenStreams(t *testing.T) {
 func TestPartitionedNodeIsFencedBeforeItsLocksAreGranted(t *testing.T) {
 	for _, master := range []uint32{3, 1} {
 		t.Run(fmt.Sprintf("master%d", master), func(t *testing.T) {
-			testPartitionFence(t, master)
+			testPartitionFence(t, master, clusterOpts{})
 		})
 	}
 }
 
-func testPartitionFence(t *testing.T, master uint32) {
-	c := startCluster(t, 3, clusterOpts{})
+func testPartitionFence(t *testing.T, master uint32, o clusterOpts) {
+	c := startCluster(t, 3, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ls = "fence"

@@ -88,7 +88,10 @@ func (s *Server) out(l node.Link) *peerOut {
 			Control: func(m *dlmpeerv1.PeerMessage) {
 				if pong := m.GetPong(); pong != nil {
 					sent := s.base.Add(time.Duration(pong.GetSentNanos()))
-					s.do(func() { s.core.Ponged(p.id(), sent) })
+					s.do(func() {
+						s.core.HeardLease(nd, time.Duration(pong.GetLeaseNanos()), time.Duration(pong.GetLeaseInUseNanos()))
+						s.core.Ponged(p.id(), sent)
+					})
 				} else if m.Msg != nil {
 					deliver(m)
 				}
@@ -97,7 +100,7 @@ func (s *Server) out(l node.Link) *peerOut {
 		// The pongs keep this node's lease (and the link's
 		// acknowledgements) going.
 		Ping: func() *dlmpeerv1.PeerMessage {
-			return &dlmpeerv1.PeerMessage{Ack: p.log.Received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: &dlmpeerv1.Ping{SentNanos: s.mono()}}}
+			return &dlmpeerv1.PeerMessage{Ack: p.log.Received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: s.ping(s.mono())}}
 		},
 		PingEvery: s.core.PingEvery(),
 		Down: func(_ bool, err error) {
@@ -187,7 +190,8 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		return nil, 0, errors.New("link closed")
 	}
 	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: &dlmpeerv1.PeerHello{Node: s.self, Incarnation: p.inc,
-		Features: node.FeatEffectInReply, Ack: p.log.Received(), Link: p.link, PeerIncarnation: p.masterInc}}}); err != nil {
+		Features: node.FeatEffectInReply, Ack: p.log.Received(), Link: p.link, PeerIncarnation: p.masterInc,
+		LeaseNanos: s.lease.setting.Load(), LeaseInUseNanos: s.lease.inUse.Load()}}}); err != nil {
 		return nil, 0, err
 	}
 	first, err := st.Recv()
@@ -198,6 +202,9 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 	if h == nil {
 		return nil, 0, errors.New("the master did not answer with a hello")
 	}
+	s.do(func() {
+		s.core.HeardLease(p.node, time.Duration(h.GetLeaseNanos()), time.Duration(h.GetLeaseInUseNanos()))
+	})
 	var gen uint64
 	if p.masterInc != 0 && h.GetIncarnation() != p.masterInc {
 		// A new dlmd on that node: what the old one was sent is gone
@@ -280,7 +287,10 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage,
 	var hello *dlmpeerv1.PeerHello
 	if err := s.call(st.Context(), func() {
 		if in, gen = s.attach(h); in != nil {
-			hello = &dlmpeerv1.PeerHello{Node: s.self, Incarnation: s.core.Incarnation(), Ack: in.log.Received()}
+			s.core.HeardLease(h.GetNode(), time.Duration(h.GetLeaseNanos()), time.Duration(h.GetLeaseInUseNanos()))
+			setting, inUse := s.core.Lease()
+			hello = &dlmpeerv1.PeerHello{Node: s.self, Incarnation: s.core.Incarnation(), Ack: in.log.Received(),
+				LeaseNanos: int64(setting), LeaseInUseNanos: int64(inUse)}
 		}
 		s.flush()
 	}); err != nil {
@@ -298,8 +308,9 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage,
 		Control: func(m *dlmpeerv1.PeerMessage) {
 			if p := m.GetPing(); p != nil {
 				s.do(func() {
+					s.core.HeardLease(in.node, time.Duration(p.GetLeaseNanos()), time.Duration(p.GetLeaseInUseNanos()))
 					if s.core.Pinged(time.Now(), in.node) {
-						in.log.PushOnce(&dlmpeerv1.PeerMessage{Ack: in.log.Received(), Msg: &dlmpeerv1.PeerMessage_Pong{Pong: &dlmpeerv1.Ping{SentNanos: p.GetSentNanos()}}})
+						in.log.PushOnce(&dlmpeerv1.PeerMessage{Ack: in.log.Received(), Msg: &dlmpeerv1.PeerMessage_Pong{Pong: s.ping(p.GetSentNanos())}})
 					}
 				})
 			} else if m.Msg != nil {

@@ -39,8 +39,10 @@ type Config struct {
 	// Dial adds options to the peer connections (tests use it to cut
 	// the network).
 	Dial []rpc.DialOption
-	// Lease is how long this node's locks stay valid without contact with
-	// a majority of the members' dlmd (see package node). Default 1s.
+	// Lease is this node's setting of how long its locks stay valid
+	// without contact with a majority of the members' dlmd; the lease in
+	// use is the cluster's, the largest of the members' settings (see
+	// package node). Default 1s.
 	Lease time.Duration
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.
@@ -77,6 +79,8 @@ type Server struct {
 	base time.Time
 	// wakeAt is when the extra tick is armed for (see Run).
 	wakeAt time.Time
+	// lease is the core's lease, for the links (see lease.go).
+	lease leaseShare
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn
@@ -99,7 +103,7 @@ func New(cfg Config) *Server {
 	if cfg.Toss <= 0 {
 		cfg.Toss = 10 * time.Second
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
 		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss,
@@ -107,6 +111,8 @@ func New(cfg Config) *Server {
 		sessions: map[uint64]*session{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
 		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(),
 	}
+	s.publishLease()
+	return s
 }
 
 // do runs f on the loop; it reports false when the loop has stopped.
@@ -235,6 +241,7 @@ func (s *Server) Leave(ctx context.Context) error {
 
 // flush carries out what the core asks for.
 func (s *Server) flush() {
+	s.publishLease()
 	if !s.core.HasReady() {
 		return
 	}

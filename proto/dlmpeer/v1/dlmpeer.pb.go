@@ -504,9 +504,15 @@ func (x *Leave) GetIncarnation() uint64 {
 type Ping struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// sent_nanos: the requester's monotonic clock when it sent the ping.
-	SentNanos     int64 `protobuf:"varint,1,opt,name=sent_nanos,json=sentNanos,proto3" json:"sent_nanos,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SentNanos int64 `protobuf:"varint,1,opt,name=sent_nanos,json=sentNanos,proto3" json:"sent_nanos,omitempty"`
+	// lease_nanos: the sender's own lease setting (dlmd.lease); the
+	// cluster's lease is the largest setting of its members.
+	LeaseNanos int64 `protobuf:"varint,2,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	// lease_in_use_nanos: the lease the sender fences by (the largest
+	// setting it has heard from its members, its own included).
+	LeaseInUseNanos int64 `protobuf:"varint,3,opt,name=lease_in_use_nanos,json=leaseInUseNanos,proto3" json:"lease_in_use_nanos,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Ping) Reset() {
@@ -546,6 +552,20 @@ func (x *Ping) GetSentNanos() int64 {
 	return 0
 }
 
+func (x *Ping) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
+	}
+	return 0
+}
+
+func (x *Ping) GetLeaseInUseNanos() int64 {
+	if x != nil {
+		return x.LeaseInUseNanos
+	}
+	return 0
+}
+
 type PeerHello struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Node        uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -560,6 +580,9 @@ type PeerHello struct {
 	Link uint64 `protobuf:"varint,5,opt,name=link,proto3" json:"link,omitempty"`
 	// peer_incarnation: the master incarnation the requester's ack refers to.
 	PeerIncarnation uint64 `protobuf:"varint,6,opt,name=peer_incarnation,json=peerIncarnation,proto3" json:"peer_incarnation,omitempty"`
+	// lease_nanos and lease_in_use_nanos: as in Ping.
+	LeaseNanos      int64 `protobuf:"varint,7,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	LeaseInUseNanos int64 `protobuf:"varint,8,opt,name=lease_in_use_nanos,json=leaseInUseNanos,proto3" json:"lease_in_use_nanos,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -632,6 +655,20 @@ func (x *PeerHello) GetLink() uint64 {
 func (x *PeerHello) GetPeerIncarnation() uint64 {
 	if x != nil {
 		return x.PeerIncarnation
+	}
+	return 0
+}
+
+func (x *PeerHello) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
+	}
+	return 0
+}
+
+func (x *PeerHello) GetLeaseInUseNanos() int64 {
+	if x != nil {
+		return x.LeaseInUseNanos
 	}
 	return 0
 }
@@ -1233,9 +1270,12 @@ func (x *Marker) GetPongAges() []*PongAge {
 }
 
 type PongAge struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
-	AgeNanos      int64                  `protobuf:"varint,2,opt,name=age_nanos,json=ageNanos,proto3" json:"age_nanos,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	AgeNanos int64                  `protobuf:"varint,2,opt,name=age_nanos,json=ageNanos,proto3" json:"age_nanos,omitempty"`
+	// lease_nanos: the longest lease the reporter heard the lost node use
+	// or set (0: unknown).
+	LeaseNanos    int64 `protobuf:"varint,3,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1280,6 +1320,13 @@ func (x *PongAge) GetNode() uint32 {
 func (x *PongAge) GetAgeNanos() int64 {
 	if x != nil {
 		return x.AgeNanos
+	}
+	return 0
+}
+
+func (x *PongAge) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
 	}
 	return 0
 }
@@ -2329,17 +2376,23 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x03ack\x18\x15 \x01(\x04R\x03ackB\x05\n" +
 	"\x03msg\")\n" +
 	"\x05Leave\x12 \n" +
-	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\"%\n" +
+	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\"s\n" +
 	"\x04Ping\x12\x1d\n" +
 	"\n" +
-	"sent_nanos\x18\x01 \x01(\x03R\tsentNanos\"\xae\x01\n" +
+	"sent_nanos\x18\x01 \x01(\x03R\tsentNanos\x12\x1f\n" +
+	"\vlease_nanos\x18\x02 \x01(\x03R\n" +
+	"leaseNanos\x12+\n" +
+	"\x12lease_in_use_nanos\x18\x03 \x01(\x03R\x0fleaseInUseNanos\"\xfc\x01\n" +
 	"\tPeerHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x1a\n" +
 	"\bfeatures\x18\x03 \x01(\rR\bfeatures\x12\x10\n" +
 	"\x03ack\x18\x04 \x01(\x04R\x03ack\x12\x12\n" +
 	"\x04link\x18\x05 \x01(\x04R\x04link\x12)\n" +
-	"\x10peer_incarnation\x18\x06 \x01(\x04R\x0fpeerIncarnation\"M\n" +
+	"\x10peer_incarnation\x18\x06 \x01(\x04R\x0fpeerIncarnation\x12\x1f\n" +
+	"\vlease_nanos\x18\a \x01(\x03R\n" +
+	"leaseNanos\x12+\n" +
+	"\x12lease_in_use_nanos\x18\b \x01(\x03R\x0fleaseInUseNanos\"M\n" +
 	"\x0fLockspaceConfig\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
@@ -2396,10 +2449,12 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\n" +
 	"last_round\x18\x06 \x01(\rR\tlastRound\x12\x19\n" +
 	"\bhas_last\x18\a \x01(\bR\ahasLast\x128\n" +
-	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\":\n" +
+	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\"[\n" +
 	"\aPongAge\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1b\n" +
-	"\tage_nanos\x18\x02 \x01(\x03R\bageNanos\"\xd4\x03\n" +
+	"\tage_nanos\x18\x02 \x01(\x03R\bageNanos\x12\x1f\n" +
+	"\vlease_nanos\x18\x03 \x01(\x03R\n" +
+	"leaseNanos\"\xd4\x03\n" +
 	"\bCopyLock\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\x04R\x06client\x12\x10\n" +
