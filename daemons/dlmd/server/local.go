@@ -312,7 +312,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 
 // Purge releases this node's orphans in a lockspace (all, or one
 // process's): each is unlocked at its master as its session would have.
-// The caller must be allowed to use the lockspace.
+// The caller must be allowed to use the lockspace, and purges only its own
+// uid's orphans (root: everyone's).
 func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeReply, error) {
 	_, cred, err := credOf(ctx)
 	if err != nil {
@@ -337,7 +338,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
 			if denied = cfg.CheckAccess(name, cred); denied == nil {
-				released = s.core.Purge(time.Now(), name, r.GetPid())
+				released = s.core.Purge(time.Now(), name, r.GetPid(), cred.UID)
 			}
 		}
 	}); err != nil {
