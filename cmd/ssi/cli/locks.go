@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -103,7 +107,7 @@ func renderLocks(w io.Writer, r *dlm.Listing) {
 			lvb = "invalid"
 		}
 		for i, l := range res.Locks {
-			ls, name, master, v := res.Lockspace, res.Name, fmt.Sprint(res.Master), lvb
+			ls, name, master, v := escapeName(res.Lockspace), escapeName(res.Name), fmt.Sprint(res.Master), lvb
 			if i > 0 {
 				ls, name, master, v = "", "", "", ""
 			}
@@ -116,4 +120,18 @@ func renderLocks(w io.Writer, r *dlm.Listing) {
 		}
 	}
 	tw.Flush()
+}
+
+// escapeName returns a lockspace or resource name as the table shows it:
+// as is when every character is printable and none is a space, a quote or
+// a backslash; otherwise quoted in Go syntax, with \t, \n, \x1b and bytes
+// that are not UTF-8 escaped, so that no name (which any user may choose)
+// can forge rows or columns or send the terminal escape sequences.
+func escapeName(s string) string {
+	if s != "" && utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return !unicode.IsPrint(r) || r == ' ' || r == '"' || r == '\\'
+	}) {
+		return s
+	}
+	return strconv.Quote(s)
 }
