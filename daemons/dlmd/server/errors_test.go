@@ -26,7 +26,7 @@ type asUID struct {
 func (a asUID) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := a.TransportCredentials.ServerHandshake(conn)
 	if ai, ok := info.(localapi.AuthInfo); ok {
-		ai.Cred.UID, ai.Cred.GID = a.uid, a.gid
+		ai.Cred.UID, ai.Cred.GID, ai.Cred.Groups = a.uid, a.gid, nil
 		info = ai
 	}
 	return conn, info, err

@@ -1,13 +1,10 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,29 +70,7 @@ func credOf(ctx context.Context) (localapi.Cred, lockspace.Cred, error) {
 	if !ok {
 		return c, lockspace.Cred{}, status.Error(codes.PermissionDenied, "dlm: caller identity unknown")
 	}
-	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: groupsOf(c.PID)}, nil
-}
-
-// groupsOf reads a process's supplementary groups from /proc.
-func groupsOf(pid int32) []uint32 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "Groups:"); ok {
-			var out []uint32
-			for _, g := range strings.Fields(rest) {
-				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-					out = append(out, uint32(n))
-				}
-			}
-			return out
-		}
-	}
-	return nil
+	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups}, nil
 }
 
 // lockspaceFor returns the lockspace config, checking cred may use it.
