@@ -347,7 +347,8 @@ func (c *Client) Close() error {
 // ended session's process reported it), or of every process with pid 0.
 // It returns how many it released; each is unlocked at its master as an
 // Unlock would (the value block is not written). The caller must be
-// allowed to use the lockspace (ErrPermission otherwise).
+// allowed to use the lockspace (ErrPermission otherwise), and releases
+// only the orphans of its own uid (root: everyone's).
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {

@@ -29,7 +29,10 @@ modes. A persistent lock whose process ended is shown "(orphan)".
 
 With --purge LOCKSPACE, release this node's orphans in LOCKSPACE instead
 (those of --pid only, when given): run it on the node the orphan's owner
-ran on.`,
+ran on. Only your own orphans are released (root: everyone's).
+
+Names that are not plain printable text are shown quoted, with control
+characters and bytes that are not UTF-8 escaped.`,
 		Example: `  ssi locks
   ssi locks --purge myapp
   ssi locks --purge --pid 4242 myapp`,
