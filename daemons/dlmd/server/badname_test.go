@@ -86,3 +86,26 @@ func TestBadRequestKeepsTheSession(t *testing.T) {
 		t.Fatalf("lock after the bad request: %v", r)
 	}
 }
+
+// FuzzTagOf: tagOf never panics and, for a message that decodes, finds
+// the tag the decoder does.
+func FuzzTagOf(f *testing.F) {
+	for _, m := range []*dlmv1.ClientMessage{
+		{Tag: 7, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{Lockspace: "ls", Resource: "r"}}},
+		{Tag: 1 << 40, Op: &dlmv1.ClientMessage_Unlock{Unlock: &dlmv1.UnlockRequest{LockId: 3}}},
+		{},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tag := tagOf(b)
+		var m dlmv1.ClientMessage
+		if proto.Unmarshal(b, &m) == nil && m.GetTag() != tag {
+			t.Fatalf("tagOf = %d, the decoder's tag %d", tag, m.GetTag())
+		}
+	})
+}
