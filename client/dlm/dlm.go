@@ -22,8 +22,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -345,7 +347,8 @@ func (c *Client) Close() error {
 // ended session's process reported it), or of every process with pid 0.
 // It returns how many it released; each is unlocked at its master as an
 // Unlock would (the value block is not written). The caller must be
-// allowed to use the lockspace (ErrPermission otherwise).
+// allowed to use the lockspace (ErrPermission otherwise), and releases
+// only the orphans of its own uid (root: everyone's).
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {
@@ -534,13 +537,48 @@ type result struct {
 	err     error
 }
 
-// Lock requests a lock on resource (1 to 64 bytes) in lockspace, in mode,
-// and waits until it is granted. It fails with ErrWouldBlock (NoQueue),
+// MaxResourceName is the longest resource name dlmd takes, in bytes.
+const MaxResourceName = 64
+
+// checkNames refuses, before anything is sent, the names the session
+// could not carry: the wire's strings must be UTF-8 (gRPC would fail the
+// whole stream, ending the session and its locks), and dlmd's length
+// limit. A name that is not UTF-8 is shown quoted.
+func checkNames(lockspace, resource string) error {
+	var why string
+	switch {
+	case !utf8.ValidString(lockspace):
+		why = "lockspace name is not valid UTF-8"
+	case !utf8.ValidString(resource):
+		why = "resource name is not valid UTF-8"
+	case len(resource) == 0 || len(resource) > MaxResourceName:
+		why = fmt.Sprintf("resource name of %d bytes: want 1 to %d", len(resource), MaxResourceName)
+	default:
+		return nil
+	}
+	return fmt.Errorf("dlm: lock %s/%s: %w: %s", quoteInvalid(lockspace), quoteInvalid(resource), ErrInvalid, why)
+}
+
+// quoteInvalid returns s, Go-quoted when it is not UTF-8.
+func quoteInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// Lock requests a lock on resource (1 to MaxResourceName bytes of UTF-8)
+// in lockspace, in mode, and waits until it is granted. A name that is too
+// long, empty or not UTF-8 fails with ErrInvalid before anything is sent
+// (the session and its locks stay). It fails with ErrWouldBlock (NoQueue),
 // ErrTimeout (Timeout), ErrDeadlock (the request was chosen to break a
 // deadlock), ErrPermission (the lockspace is not the caller's), or ctx's
 // error: the request is then cancelled (and the lock released if the
 // grant won the race).
 func (c *Client) Lock(ctx context.Context, lockspace, resource string, mode Mode, opts ...Option) (*Lock, error) {
+	if err := checkNames(lockspace, resource); err != nil {
+		return nil, err
+	}
 	var r request
 	for _, o := range opts {
 		o(&r)

@@ -1,11 +1,16 @@
 package localapi
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -20,6 +25,10 @@ type Cred struct {
 	PID int32  // process id of the caller
 	UID uint32 // effective user id of the caller
 	GID uint32 // effective group id of the caller
+	// Groups are the caller's supplementary groups when it connected
+	// (SO_PEERGROUPS; on kernels without it, read from /proc/<pid> at
+	// accept time).
+	Groups []uint32
 }
 
 // String formats the credential for logs and error messages.
@@ -34,7 +43,7 @@ const AuthType = "peercred"
 // every connection; handlers normally use [CallerFrom] instead.
 type AuthInfo struct {
 	credentials.CommonAuthInfo
-	// Cred is the peer's identity from SO_PEERCRED.
+	// Cred is the peer's identity from SO_PEERCRED and SO_PEERGROUPS.
 	Cred Cred
 }
 
@@ -43,7 +52,8 @@ func (AuthInfo) AuthType() string { return AuthType }
 
 // Credentials returns the gRPC transport credentials for a local API
 // server: no encryption (the kernel carries the bytes), and the peer's
-// pid/uid/gid read with SO_PEERCRED during the handshake. Connections that
+// pid/uid/gid read with SO_PEERCRED and its supplementary groups with
+// SO_PEERGROUPS during the handshake. Connections that
 // are not Unix sockets are refused.
 //
 //	srv := grpc.NewServer(grpc.Creds(localapi.Credentials()))
@@ -83,7 +93,9 @@ func (peerCreds) Clone() credentials.TransportCredentials { return peerCreds{} }
 // no server name on a Unix socket.
 func (peerCreds) OverrideServerName(string) error { return nil }
 
-// peerCred reads SO_PEERCRED from a Unix socket connection.
+// peerCred reads SO_PEERCRED and SO_PEERGROUPS from a Unix socket
+// connection: both are the peer's credentials when it connected, so they
+// name the process that connected even if it is gone and its pid reused.
 func peerCred(conn net.Conn) (Cred, error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -95,15 +107,20 @@ func peerCred(conn net.Conn) (Cred, error) {
 	}
 	var (
 		ucred  *unix.Ucred
+		groups []uint32
 		domain int
 		serr   error
+		gerr   error
 	)
 	if err := raw.Control(func(fd uintptr) {
 		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 		if serr != nil || domain != unix.AF_UNIX {
 			return
 		}
-		ucred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if ucred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); serr != nil {
+			return
+		}
+		groups, gerr = peerGroups(int(fd))
 	}); err != nil {
 		return Cred{}, fmt.Errorf("localapi: peer credentials: %w", err)
 	}
@@ -113,7 +130,67 @@ func peerCred(conn net.Conn) (Cred, error) {
 	if domain != unix.AF_UNIX {
 		return Cred{}, fmt.Errorf("localapi: connection from %v is not a Unix socket", conn.RemoteAddr())
 	}
-	return Cred{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid}, nil
+	if errors.Is(gerr, unix.ENOPROTOOPT) {
+		// Before Linux 4.13: the process's groups now, the best there
+		// is; none (fewer rights, never more) when it cannot be read.
+		groups, gerr = procGroups(ucred.Pid)
+		if gerr != nil {
+			groups, gerr = nil, nil
+		}
+	}
+	if gerr != nil {
+		return Cred{}, fmt.Errorf("localapi: supplementary groups of pid %d: %w", ucred.Pid, gerr)
+	}
+	return Cred{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, Groups: groups}, nil
+}
+
+// peerGroups reads SO_PEERGROUPS (x/sys has no getter for a list of
+// gids: GetsockoptString stops at the first zero byte).
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 32)
+	for {
+		size := uint32(len(buf) * 4)
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch {
+		case e == unix.ERANGE && int(size/4) > len(buf):
+			buf = make([]uint32, size/4) // size is what the kernel needs
+		case e != 0:
+			return nil, e
+		default:
+			if size == 0 {
+				return nil, nil
+			}
+			return buf[: size/4 : size/4], nil
+		}
+	}
+}
+
+// procGroups reads a process's supplementary groups from /proc.
+func procGroups(pid int32) ([]uint32, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Groups:"); ok {
+			var out []uint32
+			for _, g := range strings.Fields(rest) {
+				n, err := strconv.ParseUint(g, 10, 32)
+				if err != nil {
+					return nil, fmt.Errorf("/proc/%d/status: group %q: %w", pid, g, err)
+				}
+				out = append(out, uint32(n))
+			}
+			return out, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("/proc/%d/status has no Groups line", pid)
 }
 
 // CallerFrom returns the identity of the process that made the call

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,7 +109,14 @@ func TestCallerIdentity(t *testing.T) {
 	}
 	got := ts.seen()
 	want := Cred{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
-	if len(got) != 1 || got[0] != want {
+	groups, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		want.Groups = append(want.Groups, uint32(g))
+	}
+	if len(got) != 1 || got[0].String() != want.String() || !slices.Equal(got[0].Groups, want.Groups) {
 		t.Fatalf("callers seen = %v, want [%v]", got, want)
 	}
 }
@@ -344,6 +352,78 @@ func TestChildProcess(t *testing.T) {
 	}
 	err := healthCheck(context.Background(), path)
 	fmt.Printf("uid=%d code=%s\n", os.Getuid(), status.Code(err))
+}
+
+const childDialEnv = "OPENSSI_LOCALAPI_TEST_CHILD_DIAL"
+
+// TestChildDials is the body of the child that TestGroupsFromSocket
+// starts: it connects and exits; it does nothing in a normal run.
+func TestChildDials(t *testing.T) {
+	path := os.Getenv(childDialEnv)
+	if path == "" {
+		return
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		fmt.Printf("dial: %v\n", err)
+		os.Exit(1)
+	}
+	_ = c.Close()
+}
+
+// TestGroupsFromSocket: the caller's supplementary groups are those the
+// connecting process had, read from the socket: still right when that
+// process is gone before the server accepts (its pid free for reuse, so
+// /proc/<pid> can no longer tell).
+func TestGroupsFromSocket(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("starting a process as another uid with other groups needs root")
+	}
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "localapi-groups-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "child.test")
+	copyFile(t, self, bin, 0o755)
+	path := filepath.Join(dir, "sock", "groups.sock")
+	ln, _, err := Listen(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := os.Chown(path, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	groups := []uint32{4242, 4343, 70000}
+	cmd := exec.Command(bin, "-test.run=^TestChildDials$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childDialEnv+"="+path)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: groups}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	// The child has exited and been reaped: only now accept.
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, err := peerCred(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.UID != nobody || got.GID != nobody || got.PID != int32(cmd.Process.Pid) || !slices.Equal(got.Groups, groups) {
+		t.Fatalf("caller = %v groups %v, want uid/gid %d pid %d groups %v", got, got.Groups, nobody, cmd.Process.Pid, groups)
+	}
 }
 
 func TestOtherUserDenied(t *testing.T) {

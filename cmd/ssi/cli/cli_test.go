@@ -123,6 +123,41 @@ func TestLocksPurgeUsage(t *testing.T) {
 	}
 }
 
+// TestRenderLocksEscapesNames: a resource name is any bytes a user chose;
+// the table shows it escaped, so that it cannot forge rows or columns nor
+// send terminal escapes to whoever runs `ssi locks`.
+func TestRenderLocksEscapesNames(t *testing.T) {
+	tests := []struct{ name, want string }{
+		{"plain", "plain"},
+		{"caf\u00e9", "caf\u00e9"},
+		{"a\tb", `"a\tb"`},
+		{"x\ncli  forged  1  valid  1:1  granted  EX  -", `"x\ncli  forged  1  valid  1:1  granted  EX  -"`},
+		{"\x1b[2J\x1b]0;pwned\a", `"\x1b[2J\x1b]0;pwned\a"`},
+		{"bad\xffutf8", `"bad\xffutf8"`},
+		{"two words", `"two words"`},
+		{`"quoted"`, `"\"quoted\""`},
+		{`back\slash`, `"back\\slash"`},
+		{"\u202egnp.exe", `"\u202egnp.exe"`},
+	}
+	for _, tt := range tests {
+		var b bytes.Buffer
+		renderLocks(&b, &dlm.Listing{Resources: []dlm.Resource{{Lockspace: "app", Name: tt.name, Master: 1, Locks: []dlm.LockInfo{
+			{Node: 1, PID: 7, State: dlm.Granted, Granted: dlm.EX},
+		}}}})
+		lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+		if len(lines) != 2 {
+			t.Errorf("name %q: %d lines, want 2:\n%s", tt.name, len(lines), b.String())
+			continue
+		}
+		if !strings.HasPrefix(lines[1], "app  ") || !strings.Contains(lines[1], "  "+tt.want+"  ") {
+			t.Errorf("name %q: row\n%s\nwant the name shown as %s", tt.name, lines[1], tt.want)
+		}
+		if strings.ContainsAny(b.String(), "\x1b\a\t\r") {
+			t.Errorf("name %q: control characters in the output %q", tt.name, b.String())
+		}
+	}
+}
+
 // TestRenderLocks: the table `ssi locks` prints (the same bytes as when it
 // rendered the wire reply itself).
 func TestRenderLocks(t *testing.T) {

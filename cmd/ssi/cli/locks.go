@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +29,10 @@ modes. A persistent lock whose process ended is shown "(orphan)".
 
 With --purge LOCKSPACE, release this node's orphans in LOCKSPACE instead
 (those of --pid only, when given): run it on the node the orphan's owner
-ran on.`,
+ran on. Only your own orphans are released (root: everyone's).
+
+Names that are not plain printable text are shown quoted, with control
+characters and bytes that are not UTF-8 escaped.`,
 		Example: `  ssi locks
   ssi locks --purge myapp
   ssi locks --purge --pid 4242 myapp`,
@@ -103,7 +110,7 @@ func renderLocks(w io.Writer, r *dlm.Listing) {
 			lvb = "invalid"
 		}
 		for i, l := range res.Locks {
-			ls, name, master, v := res.Lockspace, res.Name, fmt.Sprint(res.Master), lvb
+			ls, name, master, v := escapeName(res.Lockspace), escapeName(res.Name), fmt.Sprint(res.Master), lvb
 			if i > 0 {
 				ls, name, master, v = "", "", "", ""
 			}
@@ -116,4 +123,18 @@ func renderLocks(w io.Writer, r *dlm.Listing) {
 		}
 	}
 	tw.Flush()
+}
+
+// escapeName returns a lockspace or resource name as the table shows it:
+// as is when every character is printable and none is a space, a quote or
+// a backslash; otherwise quoted in Go syntax, with \t, \n, \x1b and bytes
+// that are not UTF-8 escaped, so that no name (which any user may choose)
+// can forge rows or columns or send the terminal escape sequences.
+func escapeName(s string) string {
+	if s != "" && utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return !unicode.IsPrint(r) || r == ' ' || r == '"' || r == '\\'
+	}) {
+		return s
+	}
+	return strconv.Quote(s)
 }

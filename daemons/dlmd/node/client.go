@@ -53,7 +53,7 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 	id := lockspace.LockID(n.nextLock)
 	fl := lockspace.Flags(r.GetFlags())
 	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
-		sess: ss, pid: ss.pid, flags: fl, persistent: fl&lockspace.Persistent != 0}
+		sess: ss, pid: ss.pid, uid: ss.cred.UID, flags: fl, persistent: fl&lockspace.Persistent != 0}
 	n.locks[id] = cl
 	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
@@ -153,12 +153,13 @@ func (n *Node) sessionExit(ss *session) {
 }
 
 // Purge unlocks this node's orphans in lockspace ls (of process pid, or
-// all with pid 0) and returns how many it released.
-func (n *Node) Purge(now time.Time, ls string, pid int32) int {
+// all with pid 0) that uid may purge (its own; root: all) and returns how
+// many it released.
+func (n *Node) Purge(now time.Time, ls string, pid int32, uid uint32) int {
 	n.now = now
 	var ids []lockspace.LockID
 	for id, cl := range n.locks {
-		if cl.orphan && !cl.purging && cl.ls == ls && (pid == 0 || cl.pid == pid) {
+		if cl.orphan && !cl.purging && cl.ls == ls && (pid == 0 || cl.pid == pid) && (uid == 0 || cl.uid == uid) {
 			ids = append(ids, id)
 		}
 	}

@@ -239,7 +239,7 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 		nw.collect(m)
 	case "purge":
 		m := nw.running(t, d)
-		n := m.n.Purge(nw.now, dls(d), int32(dnum(t, d, "pid", 0)))
+		n := m.n.Purge(nw.now, dls(d), int32(dnum(t, d, "pid", 0)), uint32(dnum(t, d, "uid", 0)))
 		fmt.Fprintf(&nw.out, "released %d\n", n)
 		nw.collect(m)
 	case "stabilize":

@@ -209,6 +209,7 @@ type copyLock struct {
 	key        lockspace.Key
 	sess       *session // nil for an orphan
 	pid        int32
+	uid        uint32              // the owner's uid: only it and root may purge the orphan
 	state      lockspace.LockState // 0: not accepted by a master yet
 	master     uint32              // where the lock request went (0: not sent yet)
 	gr, rq     lockspace.Mode

@@ -20,28 +20,34 @@ import (
 // gid replaced, so that a test running as root can call as another user.
 type asUID struct {
 	credentials.TransportCredentials
-	uid uint32
+	uid, gid uint32
 }
 
 func (a asUID) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := a.TransportCredentials.ServerHandshake(conn)
 	if ai, ok := info.(localapi.AuthInfo); ok {
-		ai.Cred.UID, ai.Cred.GID = a.uid, a.uid
+		ai.Cred.UID, ai.Cred.GID, ai.Cred.Groups = a.uid, a.gid, nil
 		info = ai
 	}
 	return conn, info, err
 }
 
-// userClient opens a session on node as uid, through a local API socket of
-// its own.
+// userClient opens a session on node as uid (gid the same), through a
+// local API socket of its own.
 func (c *testCluster) userClient(ctx context.Context, node, uid uint32) *dlm.Client {
+	c.t.Helper()
+	return c.userGroupClient(ctx, node, uid, uid)
+}
+
+// userGroupClient opens a session on node as uid and gid.
+func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32) *dlm.Client {
 	c.t.Helper()
 	socket := filepath.Join(c.t.TempDir(), "user.sock")
 	ln, _, err := localapi.Listen(socket, "")
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(asUID{TransportCredentials: localapi.Credentials(), uid: uid}))
+	g := grpc.NewServer(grpc.Creds(asUID{TransportCredentials: localapi.Credentials(), uid: uid, gid: gid}))
 	NewAPI(c.nodes[node].srv).Register(g)
 	go func() { _ = g.Serve(ln) }()
 	c.t.Cleanup(g.Stop)

@@ -1,13 +1,10 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +13,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/daemons/dlmd/node"
@@ -73,29 +73,7 @@ func credOf(ctx context.Context) (localapi.Cred, lockspace.Cred, error) {
 	if !ok {
 		return c, lockspace.Cred{}, status.Error(codes.PermissionDenied, "dlm: caller identity unknown")
 	}
-	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: groupsOf(c.PID)}, nil
-}
-
-// groupsOf reads a process's supplementary groups from /proc.
-func groupsOf(pid int32) []uint32 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "Groups:"); ok {
-			var out []uint32
-			for _, g := range strings.Fields(rest) {
-				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-					out = append(out, uint32(n))
-				}
-			}
-			return out
-		}
-	}
-	return nil
+	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups}, nil
 }
 
 // lockspaceFor returns the lockspace config, checking cred may use it.
@@ -155,11 +133,15 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		defer close(received)
 		defer cancel()
 		for {
-			m, err := st.Recv()
+			m, err := recvClient(st)
 			if err != nil || sctx.Err() != nil {
 				return
 			}
-			if err := a.handle(sctx, ss, m); err != nil {
+			if m.bad != nil {
+				ss.send(replyErr(m.GetTag(), m.bad))
+				continue
+			}
+			if err := a.handle(sctx, ss, m.ClientMessage); err != nil {
 				ss.send(replyErr(m.GetTag(), err))
 			}
 		}
@@ -201,6 +183,62 @@ func (a *API) sendAll(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 }
 
 func replyErr(tag uint64, err error) *dlmv1.ServerMessage { return node.ReplyErr(tag, err) }
+
+// received is a client message as recvClient read it: bad says why one
+// that arrived whole did not decode (its tag, when it could be read, is
+// kept so that the answer goes to the request).
+type received struct {
+	*dlmv1.ClientMessage
+	bad error
+}
+
+// recvClient reads the next client message. It takes the frame raw (an
+// Empty keeps every field as unknown bytes) and decodes it here, so that a
+// message gRPC's codec would refuse, as one with a name that is not UTF-8,
+// is answered with InvalidArgument instead of ending the session and
+// releasing all its locks. A frame that is not protobuf at all still ends
+// it.
+func recvClient(st grpc.ServerStream) (received, error) {
+	var raw emptypb.Empty
+	if err := st.RecvMsg(&raw); err != nil {
+		return received{}, err
+	}
+	b := raw.ProtoReflect().GetUnknown()
+	m := &dlmv1.ClientMessage{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		bad := fmt.Errorf("dlm: request does not decode (a name that is not UTF-8?): %v: %w", err, lockspace.ErrInvalid)
+		return received{ClientMessage: &dlmv1.ClientMessage{Tag: tagOf(b)}, bad: bad}, nil
+	}
+	return received{ClientMessage: m}, nil
+}
+
+// clientTagField is ClientMessage.tag's field number.
+const clientTagField protowire.Number = 1
+
+// tagOf finds the tag field of an encoded ClientMessage (0 if none).
+func tagOf(b []byte) uint64 {
+	var tag uint64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if num == clientTagField && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				break
+			}
+			tag, b = v, b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			break
+		}
+		b = b[n:]
+	}
+	return tag
+}
 
 // handle decodes one client message and hands it to the loop. An error is
 // answered at once.
@@ -312,7 +350,8 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 
 // Purge releases this node's orphans in a lockspace (all, or one
 // process's): each is unlocked at its master as its session would have.
-// The caller must be allowed to use the lockspace.
+// The caller must be allowed to use the lockspace, and purges only its own
+// uid's orphans (root: everyone's).
 func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeReply, error) {
 	_, cred, err := credOf(ctx)
 	if err != nil {
@@ -337,7 +376,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
 			if denied = cfg.CheckAccess(name, cred); denied == nil {
-				released = s.core.Purge(time.Now(), name, r.GetPid())
+				released = s.core.Purge(time.Now(), name, r.GetPid(), cred.UID)
 			}
 		}
 	}); err != nil {

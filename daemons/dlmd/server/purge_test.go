@@ -13,6 +13,7 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/dlmd/directory"
+	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/internal/localapi"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
@@ -92,5 +93,53 @@ func TestOrphansSurviveRemasterAndArePurged(t *testing.T) {
 	}
 	if n, err := purger.Purge(ctx, ls, 0); err != nil || n != 0 {
 		t.Fatalf("second purge: released %d, %v; want 0", n, err)
+	}
+}
+
+// TestPurgeOnlyOwnOrphans: in a lockspace two users share (through its
+// group), one cannot purge the other's orphans; the owner and root can.
+func TestPurgeOnlyOwnOrphans(t *testing.T) {
+	c := startCluster(t, 2, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ls, gid = "shared", 500
+	c.store.mu.Lock()
+	c.store.cfg[ls] = lockspace.Config{UID: 0, GID: gid}
+	c.store.mu.Unlock()
+	owner := c.userGroupClient(ctx, 1, 1000, gid)
+	for _, r := range []string{"a", "b"} {
+		if _, err := owner.Lock(ctx, ls, r, dlm.EX, dlm.Persistent()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := owner.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held := func(r string) bool {
+		l, err := c.client(ctx, 2).Lock(ctx, ls, r, dlm.EX, dlm.NoQueue())
+		if err == nil {
+			_ = l.Unlock(ctx)
+			return false
+		}
+		if !errors.Is(err, dlm.ErrWouldBlock) {
+			t.Fatalf("EX NoQueue on %s: %v", r, err)
+		}
+		return true
+	}
+	other := c.userGroupClient(ctx, 1, 1001, gid)
+	if n, err := other.Purge(ctx, ls, 0); err != nil || n != 0 {
+		t.Fatalf("purge by uid 1001 of uid 1000's orphans: released %d, %v; want 0", n, err)
+	}
+	if n, err := other.Purge(ctx, ls, os.Getpid()); err != nil || n != 0 {
+		t.Fatalf("purge by uid 1001 of uid 1000's process: released %d, %v; want 0", n, err)
+	}
+	if !held("a") || !held("b") {
+		t.Fatal("another user's purge released the orphans")
+	}
+	if n, err := c.userGroupClient(ctx, 1, 1000, gid).Purge(ctx, ls, os.Getpid()); err != nil || n != 2 {
+		t.Fatalf("purge by the owner: released %d, %v; want 2", n, err)
+	}
+	for _, r := range []string{"a", "b"} {
+		waitFor(t, 5*time.Second, r+" to be free after the owner's purge", func() bool { return !held(r) })
 	}
 }
