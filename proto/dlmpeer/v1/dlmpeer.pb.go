@@ -1150,7 +1150,11 @@ type Marker struct {
 	// pong_ages: for each node that is not a member of this recovery, how
 	// long ago the sender last answered its ping (none: never). A lost
 	// node's lease ends at most the lease after that.
-	PongAges      []*PongAge `protobuf:"bytes,8,rep,name=pong_ages,json=pongAges,proto3" json:"pong_ages,omitempty"`
+	PongAges []*PongAge `protobuf:"bytes,8,rep,name=pong_ages,json=pongAges,proto3" json:"pong_ages,omitempty"`
+	// token_era: the highest fencing-token era of a recovery plan the
+	// sender computed before this recovery (0: none). The plan's era goes
+	// above every member's.
+	TokenEra      uint64 `protobuf:"varint,9,opt,name=token_era,json=tokenEra,proto3" json:"token_era,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1239,6 +1243,13 @@ func (x *Marker) GetPongAges() []*PongAge {
 		return x.PongAges
 	}
 	return nil
+}
+
+func (x *Marker) GetTokenEra() uint64 {
+	if x != nil {
+		return x.TokenEra
+	}
+	return 0
 }
 
 type PongAge struct {
@@ -2425,7 +2436,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	" \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\v \x01(\fR\x03lvb\x12\x1b\n" +
 	"\tlvb_valid\x18\f \x01(\bR\blvbValid\x12\x14\n" +
-	"\x05token\x18\r \x01(\x04R\x05token\"\xfd\x01\n" +
+	"\x05token\x18\r \x01(\x04R\x05token\"\x9a\x02\n" +
 	"\x06Marker\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x12\n" +
@@ -2436,7 +2447,8 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\n" +
 	"last_round\x18\x06 \x01(\rR\tlastRound\x12\x19\n" +
 	"\bhas_last\x18\a \x01(\bR\ahasLast\x128\n" +
-	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\":\n" +
+	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\x12\x1b\n" +
+	"\ttoken_era\x18\t \x01(\x04R\btokenEra\":\n" +
 	"\aPongAge\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1b\n" +
 	"\tage_nanos\x18\x02 \x01(\x03R\bageNanos\"\xea\x03\n" +
