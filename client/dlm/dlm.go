@@ -522,6 +522,7 @@ type Lock struct {
 
 	mu       sync.Mutex
 	mode     Mode
+	token    uint64
 	value    Value
 	valid    bool
 	hasVal   bool
@@ -533,6 +534,7 @@ type Lock struct {
 type result struct {
 	granted bool
 	mode    Mode
+	token   uint64
 	held    bool
 	err     error
 }
@@ -639,11 +641,14 @@ func (l *Lock) settle(r result) result {
 	if r.granted || r.held {
 		l.mode = r.mode
 	}
+	if r.granted {
+		l.token = r.token
+	}
 	return r
 }
 
 func (l *Lock) complete(m *dlmv1.Completion) {
-	r := result{granted: m.GetGranted(), mode: modeOf(m.GetMode()), held: m.GetHeld()}
+	r := result{granted: m.GetGranted(), mode: modeOf(m.GetMode()), token: m.GetToken(), held: m.GetHeld()}
 	if !r.granted {
 		r.err = errOf(m.GetStatus(), "")
 	}
@@ -683,6 +688,19 @@ func (l *Lock) Mode() Mode {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.mode
+}
+
+// Token returns the fencing token of the lock's grant in PW or EX, and 0
+// when it holds a weaker mode. Tokens grow with every grant of PW or EX
+// on the resource (a new lock or a conversion up), across the cluster and
+// across a change of master, and a conversion down from EX to PW keeps
+// the token. Pass it with every write to a storage system that remembers
+// the highest token it has seen and refuses lower ones: a holder paused
+// past its lease, whose lock was given to another, is then refused.
+func (l *Lock) Token() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.token
 }
 
 // Value returns the value block as the last grant with ValueBlock read it

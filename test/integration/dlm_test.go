@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,6 +401,32 @@ func TestDlmSsiLock(t *testing.T) {
 	if code, out := run("lock", "-m", "PR", "cli", "held", "--", "true"); code != 0 {
 		t.Fatalf("ssi lock -m PR: exit %d, %q", code, out)
 	}
+	// In PW or EX the command gets the lock's fencing token, growing
+	// with every grant; in weaker modes none.
+	token := func(mode string) uint64 {
+		t.Helper()
+		code, out := run("lock", "-m", mode, "cli", "fenced", "--", "sh", "-c", `echo "token=[$OPENSSI_LOCK_TOKEN]"`)
+		_, v, ok := strings.Cut(out, "token=[")
+		v, _, _ = strings.Cut(v, "]")
+		n, err := strconv.ParseUint(v, 10, 64)
+		if code != 0 || !ok || v != "" && err != nil {
+			t.Fatalf("ssi lock -m %s: exit %d, %q", mode, code, out)
+		}
+		return n
+	}
+	first, second := token("EX"), token("PW")
+	if first == 0 || second <= first {
+		t.Fatalf("ssi lock tokens: EX %d, then PW %d: want growing, not 0", first, second)
+	}
+	if pr := token("PR"); pr != 0 {
+		t.Fatalf("ssi lock -m PR: token %d, want none", pr)
+	}
+	if l, err := a.Lock(ctx, "cli", "fenced", dlm.EX); err != nil || l.Token() <= second {
+		t.Fatalf("EX on node %d after ssi lock's: %v, token %d, want above %d", a.Node(), err, l.Token(), second)
+	} else if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	code, out := run("locks", "cli")
 	if code != 0 || !strings.Contains(out, "held") || !strings.Contains(out, "granted") || !strings.Contains(out, fmt.Sprintf("%d:%d", a.Node(), os.Getpid())) {
 		t.Fatalf("ssi locks: exit %d\n%s", code, out)

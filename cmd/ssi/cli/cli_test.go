@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +184,24 @@ no locks
 `
 	if b.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestLockEnv: the command of `ssi lock` gets its lock's fencing token,
+// and never one inherited from an enclosing `ssi lock`.
+func TestLockEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env   []string
+		token uint64
+		want  []string
+	}{
+		{[]string{"PATH=/bin"}, 1<<40 + 2, []string{"PATH=/bin", "OPENSSI_LOCK_TOKEN=1099511627778"}},
+		{[]string{"PATH=/bin"}, 0, []string{"PATH=/bin"}},
+		{[]string{"OPENSSI_LOCK_TOKEN=5", "PATH=/bin", "OPENSSI_LOCK_TOKENX=1"}, 9, []string{"PATH=/bin", "OPENSSI_LOCK_TOKENX=1", "OPENSSI_LOCK_TOKEN=9"}},
+		{[]string{"OPENSSI_LOCK_TOKEN=5"}, 0, []string{}},
+	} {
+		if got := lockEnv(tc.env, tc.token); !slices.Equal(got, tc.want) {
+			t.Errorf("lockEnv(%q, %d) = %q, want %q", tc.env, tc.token, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +26,10 @@ const exitLockLost = 3
 
 // killAfter is how long CMD has to exit after SIGTERM once the lock is lost.
 const killAfter = 10 * time.Second
+
+// TokenEnv is the environment variable in which `ssi lock` gives CMD the
+// fencing token of its lock in PW or EX.
+const TokenEnv = "OPENSSI_LOCK_TOKEN"
 
 // cmdExit carries the exit status of the command ssi lock ran.
 type cmdExit struct{ code int }
@@ -43,7 +50,14 @@ also released if ssi is killed. If the lock is lost while CMD runs (this node
 was cut off from the cluster for longer than dlmd's lease, so another node may
 now hold it), CMD is sent SIGTERM (SIGKILL 10s later) and ssi exits 3.
 Exits 1 when the lock is not granted (--nowait or --timeout), 2 on a usage
-error.`,
+error.
+
+In mode PW or EX, CMD finds the lock's fencing token in OPENSSI_LOCK_TOKEN
+(a decimal number; unset in weaker modes): it grows with every grant of PW
+or EX on the resource, across the cluster and across a change of the node
+that masters it. Pass it with every write to a storage system that keeps the
+highest token it has seen and refuses lower ones: a CMD paused past dlmd's
+lease, whose lock was given to another, is then refused.`,
 		Args: cobra.MinimumNArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 2 {
@@ -76,6 +90,7 @@ error.`,
 			}
 			run := exec.CommandContext(ctx, args[2], args[3:]...)
 			run.Stdin, run.Stdout, run.Stderr = os.Stdin, g.out, g.errOut
+			run.Env = lockEnv(os.Environ(), l.Token())
 			rerr := runHolding(c, run, g)
 			if errors.Is(rerr, dlm.ErrLost) || errors.Is(rerr, dlm.ErrClosed) {
 				return cmdExit{exitLockLost} // runHolding said why
@@ -99,6 +114,17 @@ error.`,
 	cmd.Flags().BoolVarP(&nowait, "nowait", "n", false, "fail at once (exit 1) if the lock is held")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (exit 1) after waiting this long")
 	return cmd
+}
+
+// lockEnv is the environment of the command ssi lock runs: env with
+// TokenEnv set to token, or without it when token is 0 (a mode below PW:
+// a token inherited from an enclosing ssi lock would name another lock).
+func lockEnv(env []string, token uint64) []string {
+	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, TokenEnv+"=") })
+	if token != 0 {
+		env = append(env, TokenEnv+"="+strconv.FormatUint(token, 10))
+	}
+	return env
 }
 
 // runHolding runs cmd while the session holds its lock. When the session

@@ -174,3 +174,25 @@ func TestMembers(t *testing.T) {
 		t.Fatal("ID order")
 	}
 }
+
+func TestPlanEra(t *testing.T) {
+	rep := func(n NodeID, era uint64) Report { return Report{Node: n, Incarnation: 1, Era: era} }
+	for _, tc := range []struct {
+		name    string
+		id      ID
+		reports []Report
+		want    uint64
+	}{
+		{"first recovery", ID{Epoch: 1}, []Report{rep(1, 0), rep(2, 0)}, 1 << 8},
+		{"a later epoch", ID{Epoch: 3, Round: 2}, []Report{rep(1, 1<<8), rep(2, 2<<8|1)}, 3<<8 | 2},
+		{"rounds past 255 stay", ID{Epoch: 3, Round: 900}, nil, 3<<8 | 255},
+		// Every dlmd fenced and rejoined at round 0: above what they
+		// planned before.
+		{"rounds start again", ID{Epoch: 3}, []Report{rep(1, 3<<8|4), rep(2, 3<<8|2)}, 3<<8 | 5},
+		{"a member ahead", ID{Epoch: 4}, []Report{rep(1, 4<<8), rep(2, 0)}, 4<<8 | 1},
+	} {
+		if got := MakePlan(tc.id, tc.reports).Era; got != tc.want {
+			t.Errorf("%s: Era = %#x, want %#x", tc.name, got, tc.want)
+		}
+	}
+}

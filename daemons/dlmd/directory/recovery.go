@@ -47,6 +47,9 @@ type Report struct {
 	// nothing: requests wait for the first recovery).
 	Last    ID
 	HasLast bool
+	// Era is the highest Plan.Era the member computed before this
+	// recovery (0: none), as its dlmd remembers it.
+	Era uint64
 }
 
 // Plan is what a recovery does, the same on every member.
@@ -67,6 +70,11 @@ type Plan struct {
 	Lost []NodeID
 	// Installed is what the recovery records as completed.
 	Installed Completed
+	// Era is the fencing-token era of the recovery: above the era of
+	// every recovery before it whose plan a member computed, and at least
+	// EraOf(ID). Every master that starts mastering a resource under this
+	// recovery grants tokens above Era<<32 (see daemons/dlmd/node).
+	Era uint64
 	// completed are the members whose report has the agreed recovery as
 	// their last.
 	completed map[NodeID]bool
@@ -77,10 +85,13 @@ type Plan struct {
 // completed recovery of the node computing it, but the result depends only
 // on the reports, so every member computes the same plan.
 func MakePlan(id ID, reports []Report) Plan {
-	p := Plan{Installed: Completed{ID: id, Members: map[NodeID]uint64{}}}
+	p := Plan{Installed: Completed{ID: id, Members: map[NodeID]uint64{}}, Era: EraOf(id)}
 	for _, r := range reports {
 		p.New = append(p.New, r.Node)
 		p.Installed.Members[r.Node] = r.Incarnation
+		if r.Era >= p.Era {
+			p.Era = r.Era + 1
+		}
 	}
 	p.New = Sorted(p.New)
 	// The old directory: the last completed recovery, agreed by every
@@ -110,6 +121,15 @@ func MakePlan(id ID, reports []Report) Plan {
 		}
 	}
 	return p
+}
+
+// EraOf is the least fencing-token era of recovery id: epoch<<8 | round
+// (rounds past 255 count as 255). Membership epochs only grow, so do the
+// rounds of an epoch; MakePlan also goes above the eras the members
+// report, which keeps eras growing when the rounds of an epoch start again
+// (every dlmd fenced and rejoining at round 0).
+func EraOf(id ID) uint64 {
+	return id.Epoch<<8 | uint64(min(id.Round, 255))
 }
 
 // WithOld completes a plan that is not Full with the old directory: the

@@ -35,7 +35,7 @@ func TestTable(t *testing.T) {
 						t.Fatalf("step %d: Lookup(%v, %d) = %d, want %d", i, s.k, s.node, got, s.want)
 					}
 				case "remove":
-					if got := tb.Remove(s.k, s.node); got != s.wantOK {
+					if got := tb.Remove(s.k, s.node, 0); got != s.wantOK {
 						t.Fatalf("step %d: Remove(%v, %d) = %v, want %v", i, s.k, s.node, got, s.wantOK)
 					}
 				case "set":
@@ -51,5 +51,28 @@ func TestTable(t *testing.T) {
 				t.Fatalf("Master of an unknown key = %d, %v", m, ok)
 			}
 		})
+	}
+}
+
+func TestTableTokenFloor(t *testing.T) {
+	a, b := Key{"ls", "a"}, Key{"ls", "b"}
+	tb := NewTable()
+	tb.Lookup(a, 2)
+	tb.Lookup(b, 3)
+	for _, s := range []struct {
+		k     Key
+		from  NodeID
+		token uint64
+		ok    bool
+		floor uint64
+	}{
+		{a, 3, 99, false, 0}, // not the master: ignored
+		{a, 2, 7, true, 7},
+		{a, 2, 50, false, 7}, // already gone
+		{b, 3, 5, true, 7},   // the floor never goes down
+	} {
+		if ok := tb.Remove(s.k, s.from, s.token); ok != s.ok || tb.TokenFloor() != s.floor {
+			t.Fatalf("Remove(%v, %d, %d) = %v, floor %d; want %v, %d", s.k, s.from, s.token, ok, tb.TokenFloor(), s.ok, s.floor)
+		}
 	}
 }

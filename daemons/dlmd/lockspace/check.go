@@ -49,6 +49,9 @@ func (ls *Lockspace) Check() error {
 				if s == converting && l.gr.Covers(l.rq) {
 					return fmt.Errorf("resource %q: %v queued a down-conversion %v->%v", name, l.key, l.gr, l.rq)
 				}
+				if s != waiting && l.gr != PW && l.gr != EX && l.token != 0 || l.token > ls.tokens[name] {
+					return fmt.Errorf("resource %q: %v holds %v with token %d (counter %d)", name, l.key, l.gr, l.token, ls.tokens[name])
+				}
 				if l.orphan && !l.persistent {
 					return fmt.Errorf("resource %q: %v orphan not persistent", name, l.key)
 				}

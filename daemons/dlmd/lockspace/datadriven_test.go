@@ -29,8 +29,10 @@ var root = Cred{}
 //	global-deadlock           FindVictims over the merged WaitEdges of all
 //	                          lockspaces, applied to each (cross-master)
 //	edges | dump | next-deadline
-//	rebuild dead=2            a new master rebuilds every resource from the
-//	                          copies of the locks of every node but 2
+//	rebuild dead=2 [floor=N]  a new master rebuilds every resource from the
+//	                          copies of the locks of every node but 2, its
+//	                          token counters raised to N first
+//	token r=res | raise-token r=res floor=N | forget-token r=res
 //	use name=ls               make a lockspace current
 func TestScripts(t *testing.T) {
 	datadriven.Walk(t, "testdata/scripts", func(t *testing.T, path string) {
@@ -226,6 +228,9 @@ func (s *script) dump(ls *Lockspace) string {
 			if li.Orphan {
 				b.WriteString(" orphan")
 			}
+			if li.Token != 0 {
+				fmt.Fprintf(&b, " token=%d", li.Token)
+			}
 			if !li.Deadline.IsZero() {
 				fmt.Fprintf(&b, " until=+%v", li.Deadline.Sub(t0))
 			}
@@ -326,6 +331,13 @@ func (s *script) run(t *testing.T, d *datadriven.TestData) string {
 		return b.String()
 	case "dump":
 		return s.dump(s.ls(t, d))
+	case "token":
+		return fmt.Sprintf("%d\n", s.ls(t, d).Token(must(t, d, "r")))
+	case "raise-token":
+		s.ls(t, d).RaiseToken(must(t, d, "r"), num(t, d, "floor", 0))
+		return "ok\n"
+	case "forget-token":
+		return fmt.Sprintf("%d\n", s.ls(t, d).ForgetToken(must(t, d, "r")))
 	case "rebuild":
 		old := s.ls(t, d)
 		dead := NodeID(num(t, d, "dead", 0))
@@ -335,6 +347,7 @@ func (s *script) run(t *testing.T, d *datadriven.TestData) string {
 		}
 		var b strings.Builder
 		for _, name := range old.Resources() {
+			fresh.RaiseToken(name, num(t, d, "floor", 0))
 			var copies []LockInfo
 			for _, li := range old.Dump(name) {
 				if li.Key.Owner.Node != dead {

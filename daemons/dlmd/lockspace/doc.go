@@ -110,4 +110,18 @@
 // invariant violation (ErrIncompatibleCopies). Blocking ASTs are re-sent.
 //
 // A resource with no locks is forgotten with its value block, as in VMS.
+//
+// # Fencing tokens
+//
+// Every grant of PW or EX, a new lock or an up-conversion, carries a
+// fencing token (Effect.Token): the next number of the resource's counter.
+// A conversion down from EX to PW keeps the lock's token; weaker modes have
+// none. A storage system that keeps the highest token it has seen and
+// refuses lower ones thereby refuses a holder that was paused while its
+// lock went to another. The counter outlives the resource's locks for as
+// long as the shell keeps it (ForgetToken when the resource is given up);
+// across masters the shell carries it: RaiseToken sets the floor of a
+// resource a table starts mastering, and Rebuild keeps the copies' tokens
+// and counts on above them (daemons/dlmd/node says which floor makes
+// tokens grow across re-mastering).
 package lockspace

@@ -33,6 +33,9 @@ type lock struct {
 	hasLVB   bool
 	lvbValid bool
 	lvbSeq   uint64
+	// token is the fencing token of the lock's grant in PW or EX (0 when
+	// it holds a weaker mode or nothing).
+	token uint64
 }
 
 // holds reports whether the lock holds a granted mode.
@@ -111,6 +114,11 @@ type Lockspace struct {
 	owners map[Owner]map[LockID]*lock
 	res    map[string]*resource
 	timed  map[Key]*lock // pending requests with a deadline
+	// tokens is, per resource, the last fencing token granted or the
+	// floor the shell set (RaiseToken); it outlives the resource's locks
+	// until ForgetToken, so that a resource used again while this table
+	// masters it never grants a token twice.
+	tokens map[string]uint64
 }
 
 // New creates an empty lockspace. creator is who asks: only root may create
@@ -135,6 +143,7 @@ func New(name string, cfg Config, creator Cred) (*Lockspace, error) {
 		owners: map[Owner]map[LockID]*lock{},
 		res:    map[string]*resource{},
 		timed:  map[Key]*lock{},
+		tokens: map[string]uint64{},
 	}, nil
 }
 
@@ -147,6 +156,27 @@ func (ls *Lockspace) Config() Config { return ls.cfg }
 // Open checks that cred may use the lockspace.
 func (ls *Lockspace) Open(cred Cred) error {
 	return ls.cfg.CheckAccess(ls.name, cred)
+}
+
+// Token returns the last fencing token granted on resource (or the floor
+// RaiseToken set), 0 when none.
+func (ls *Lockspace) Token(resource string) uint64 { return ls.tokens[resource] }
+
+// RaiseToken makes every later fencing token of resource greater than
+// floor (the shell's floor for a resource this table starts mastering; see
+// Effect.Token). It never lowers the counter.
+func (ls *Lockspace) RaiseToken(resource string, floor uint64) {
+	if floor > ls.tokens[resource] {
+		ls.tokens[resource] = floor
+	}
+}
+
+// ForgetToken drops resource's token counter (the shell gives the resource
+// up) and returns the last token, for whoever masters it next.
+func (ls *Lockspace) ForgetToken(resource string) uint64 {
+	t := ls.tokens[resource]
+	delete(ls.tokens, resource)
+	return t
 }
 
 // Len returns the number of locks (granted or not).
@@ -534,15 +564,26 @@ func (ls *Lockspace) effect(l *lock, kind EffectKind, m Mode, err error) Effect 
 // grant grants l's pending request (or its down-conversion) in mode m.
 // wrote says the request wrote the value block, so it does not read it.
 func (ls *Lockspace) grant(l *lock, m Mode, wrote bool) Effect {
+	fresh := l.state == waiting
 	if l.state != granted {
 		l.res.move(l, granted)
 	}
 	if l.gr != m {
 		l.basts = 0 // a new mode: blocking starts a new episode
 	}
+	switch {
+	case m != PW && m != EX:
+		l.token = 0
+	case fresh || !l.gr.Covers(m):
+		// A new grant of PW or EX (a new lock, or an up-conversion): a
+		// new token. A down-conversion from EX to PW keeps its own.
+		ls.tokens[l.res.name]++
+		l.token = ls.tokens[l.res.name]
+	}
 	l.gr, l.rq = m, 0
 	ls.clearDeadline(l)
 	e := ls.effect(l, Granted, m, nil)
+	e.Token = l.token
 	if !wrote && l.flags&ValBlk != 0 && (m == PR || m == PW || m == EX) {
 		res := l.res
 		l.lvb, l.hasLVB, l.lvbValid, l.lvbSeq = res.lvb, true, res.lvbValid, res.lvbSeq

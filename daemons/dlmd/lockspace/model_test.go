@@ -30,6 +30,7 @@ type mlock struct {
 	queued     bool  // the pending request was not answered by the call that made it
 	flags      Flags // of the pending request
 	wrote      bool  // the pending request wrote the value block
+	token      uint64
 }
 
 type lvbState struct {
@@ -54,6 +55,7 @@ type harness struct {
 	steps    int
 	order    int
 	lvb      map[string]lvbState // what the value blocks must be
+	tokens   map[string]uint64   // the highest fencing token granted per resource
 }
 
 func newHarness(fail func(string, ...any), nodes, clients, resources int) *harness {
@@ -62,7 +64,7 @@ func newHarness(fail func(string, ...any), nodes, clients, resources int) *harne
 		fail("%v", err)
 	}
 	h := &harness{fail: fail, ls: ls, now: t0, m: map[Key]*mlock{}, nodes: nodes, clients: clients,
-		refusals: map[error]int{}, lvb: map[string]lvbState{}}
+		refusals: map[error]int{}, lvb: map[string]lvbState{}, tokens: map[string]uint64{}}
 	for i := range resources {
 		h.res = append(h.res, fmt.Sprintf("r%d", i))
 	}
@@ -105,6 +107,24 @@ func (h *harness) apply(op string, effs []Effect) {
 					}
 				}
 			}
+			// Fencing tokens: a new grant of PW or EX takes a token
+			// above every one before on the resource; a conversion down
+			// keeps its own; weaker modes have none.
+			switch {
+			case e.Mode != PW && e.Mode != EX:
+				if e.Token != 0 {
+					h.fail("%s: %v: a token in a weak mode", op, e)
+				}
+			case ml.granted && ml.gr.Covers(e.Mode):
+				if e.Token != ml.token {
+					h.fail("%s: %v: a conversion down changed the token from %d", op, e, ml.token)
+				}
+			case e.Token <= h.tokens[ml.res]:
+				h.fail("%s: %v: token not above %d", op, e, h.tokens[ml.res])
+			default:
+				h.tokens[ml.res] = e.Token
+			}
+			ml.token = e.Token
 			ml.pending, ml.granted, ml.gr, ml.rq = false, true, e.Mode, 0
 			h.outcomes++
 			h.grants++
@@ -420,6 +440,11 @@ func (h *harness) step(c chooser) {
 		if err != nil {
 			h.fail("%v", err)
 			return
+		}
+		// The shell raises every counter above what the lost master
+		// granted (see daemons/dlmd/node): here, the highest tokens.
+		for name, tok := range h.tokens {
+			fresh.RaiseToken(name, tok)
 		}
 		var effs []Effect
 		for _, name := range h.ls.Resources() {

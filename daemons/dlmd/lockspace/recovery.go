@@ -47,13 +47,16 @@ type LockInfo struct {
 	LVB        LVB
 	LVBValid   bool
 	LVBSeq     uint64
+	// Token is the fencing token of the lock's grant in PW or EX (0
+	// otherwise).
+	Token uint64
 }
 
 func (l *lock) info() LockInfo {
 	return LockInfo{
 		Resource: l.res.name, Key: l.key, State: LockState(l.state), Granted: l.gr, Requested: l.rq,
 		Flags: l.flags, Persistent: l.persistent, Orphan: l.orphan, Seq: l.seq, Deadline: l.deadline,
-		HasLVB: l.hasLVB, LVB: l.lvb, LVBValid: l.lvbValid, LVBSeq: l.lvbSeq,
+		HasLVB: l.hasLVB, LVB: l.lvb, LVBValid: l.lvbValid, LVBSeq: l.lvbSeq, Token: l.token,
 	}
 }
 
@@ -96,7 +99,10 @@ func (ls *Lockspace) NodeLocks(node NodeID) []LockInfo {
 // newest value among locks granted in PR, PW or EX (no writer can have
 // changed it since they were granted); if no such copy has one, it is
 // marked not valid, since a lost holder may have written it. Blocking ASTs
-// are sent afresh: a holder may see one again.
+// are sent afresh: a holder may see one again. Each copy keeps its
+// fencing token, and the resource's counter continues above the highest
+// of them and above the floor set with RaiseToken before: the shell sets
+// that floor above every token the lost master can have granted.
 func (ls *Lockspace) Rebuild(name string, copies []LockInfo) ([]Effect, error) {
 	if err := checkResourceName(name); err != nil {
 		return nil, err
@@ -184,6 +190,10 @@ func (ls *Lockspace) Rebuild(name string, copies []LockInfo) ([]Effect, error) {
 		}
 		om[l.key.ID] = l
 		ls.seq = max(ls.seq, c.Seq)
+		if l.holds() && (l.gr == PW || l.gr == EX) {
+			l.token = c.Token
+			ls.RaiseToken(name, c.Token)
+		}
 	}
 	return ls.process(res), nil
 }

@@ -250,6 +250,14 @@ type Effect struct {
 	HasLVB   bool
 	LVB      LVB
 	LVBValid bool
+	// Token is the fencing token of a Granted effect in PW or EX (0 in
+	// weaker modes): each grant of PW or EX on a resource, new or by an
+	// up-conversion, takes the next number of the resource's counter; a
+	// down-conversion from EX to PW keeps its token. The shell sets the
+	// counter's floor when a resource starts being mastered here
+	// (RaiseToken, or the copies' tokens in Rebuild) so that tokens keep
+	// growing across masters.
+	Token uint64
 }
 
 // String renders the effect compactly, e.g. "grant 1.2#3 res EX" or
@@ -269,6 +277,9 @@ func (e Effect) String() string {
 			b.WriteString(" held")
 		}
 	case Granted:
+		if e.Token != 0 {
+			fmt.Fprintf(&b, " token=%d", e.Token)
+		}
 		if e.HasLVB {
 			fmt.Fprintf(&b, " lvb=%q", strings.TrimRight(string(e.LVB[:]), "\x00"))
 			if !e.LVBValid {

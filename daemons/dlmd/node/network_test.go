@@ -37,6 +37,12 @@ type network struct {
 	leases map[uint32]time.Duration
 	toss   time.Duration
 	out    strings.Builder
+	// The fencing-token check, as a storage system would make it: the
+	// highest token told to any client for each resource, the token
+	// each lock was last told, and the first violation.
+	maxToken  map[string]uint64
+	lockToken map[[2]uint64]uint64
+	tokenErr  error
 }
 
 // member is one node's dlmd and its shell's state.
@@ -66,7 +72,8 @@ var netT0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func newNetwork(t testing.TB, n int, lease, toss time.Duration, leases map[uint32]time.Duration) *network {
 	nw := &network{t: t, now: netT0, nodes: map[uint32]*member{}, cut: map[[2]uint32]bool{},
-		epoch: 1, up: map[uint32]bool{}, lease: lease, leases: leases, toss: toss}
+		epoch: 1, up: map[uint32]bool{}, lease: lease, leases: leases, toss: toss,
+		maxToken: map[string]uint64{}, lockToken: map[[2]uint64]uint64{}}
 	for i := 1; i <= n; i++ {
 		nw.up[uint32(i)] = true
 	}
@@ -178,6 +185,7 @@ func (nw *network) collect(m *member) {
 	for _, s := range rd.Sessions {
 		fmt.Fprintf(&nw.out, "n%d.s%d: %s\n", m.id, s.Session, describeSession(s.Msg))
 	}
+	nw.checkTokens(m, rd)
 	for _, e := range rd.Ended {
 		how := "ended"
 		if e.Lost {
@@ -198,6 +206,87 @@ func (nw *network) collect(m *member) {
 	if rd.Installed {
 		fmt.Fprintf(&nw.out, "n%d: ready\n", m.id)
 	}
+}
+
+// tokenGrant is a grant a master made, as the network saw it leave.
+type tokenGrant struct {
+	res   string
+	lock  [2]uint64 // owner node, lock id
+	mode  lockspace.Mode
+	token uint64
+}
+
+// grantsOf returns the grants node m made as a master in rd, in no
+// particular order: the effects and replies it sends, and what it tells
+// its own sessions about locks it masters.
+func grantsOf(m *member, rd Ready) []tokenGrant {
+	var out []tokenGrant
+	add := func(node uint32, e *dlmpeerv1.PeerEffect) {
+		if e != nil && e.Kind == dlmpeerv1.EffectKind(lockspace.Granted) {
+			out = append(out, tokenGrant{e.Lockspace + "/" + e.Resource, [2]uint64{uint64(node), e.LockId}, mode(e.Mode), e.Token})
+		}
+	}
+	for _, msg := range rd.Messages {
+		add(msg.Link.Node, msg.Msg.GetEffect())
+		add(msg.Link.Node, msg.Msg.GetReply().GetEffect())
+	}
+	for _, s := range rd.Sessions {
+		c := s.Msg.GetCompletion()
+		if c == nil {
+			c = s.Msg.GetReply().GetCompletion()
+		}
+		if c == nil || !c.Granted {
+			continue
+		}
+		if cl := m.n.locks[lockspace.LockID(c.LockId)]; cl != nil && cl.master == m.id {
+			out = append(out, tokenGrant{cl.ls + "/" + cl.res, [2]uint64{uint64(m.id), c.LockId}, mode(c.Mode), c.Token})
+		}
+	}
+	return out
+}
+
+// checkTokens checks the fencing tokens of the grants node m made, as a
+// storage system would: a PW or EX grant has a token, weaker grants none;
+// a grant keeps the token its lock held (a conversion down from EX to PW)
+// or takes one above every token granted on the resource before, by any
+// master. The network collects each node's Ready right after the call
+// that made it, so the order of collection is the order of the grants;
+// within one Ready (one master's step) the order is not kept, but the
+// tokens must still be new and above those of earlier steps.
+func (nw *network) checkTokens(m *member, rd Ready) {
+	if nw.tokenErr != nil {
+		return
+	}
+	fresh := map[string][]uint64{}
+	for _, g := range grantsOf(m, rd) {
+		switch {
+		case g.mode != lockspace.PW && g.mode != lockspace.EX:
+			if g.token != 0 {
+				nw.tokenErr = fmt.Errorf("%s: lock %v granted %v with token %d", g.res, g.lock, g.mode, g.token)
+			}
+			delete(nw.lockToken, g.lock)
+		case g.token == 0:
+			nw.tokenErr = fmt.Errorf("%s: lock %v granted %v without a token", g.res, g.lock, g.mode)
+		case g.token == nw.lockToken[g.lock]:
+		default:
+			fresh[g.res] = append(fresh[g.res], g.token)
+			nw.lockToken[g.lock] = g.token
+		}
+	}
+	for _, res := range sortedKeys(fresh) {
+		ts := fresh[res]
+		slices.Sort(ts)
+		if ts[0] <= nw.maxToken[res] || len(slices.Compact(slices.Clone(ts))) != len(ts) {
+			nw.tokenErr = fmt.Errorf("%s: node %d granted tokens %v, not all new and above %s", res, m.id, ts, tokenString(nw.maxToken[res]))
+			return
+		}
+		nw.maxToken[res] = ts[len(ts)-1]
+	}
+}
+
+// tokenString renders a fencing token as epoch.round+n.
+func tokenString(t uint64) string {
+	return fmt.Sprintf("%d.%d+%d", t>>40, t>>32&255, t&(1<<32-1)) // era as epoch.round
 }
 
 // dropLink forgets what node from queued on link l.
@@ -348,6 +437,9 @@ func (nw *network) checkSafety() error {
 		id   lockspace.LockID
 		mode lockspace.Mode
 	}
+	if nw.tokenErr != nil {
+		return nw.tokenErr
+	}
 	held := map[string][]holder{}
 	for _, m := range nw.sorted() {
 		if !m.running {
@@ -423,9 +515,12 @@ func describe(m *dlmpeerv1.PeerMessage) string {
 		if r.Status != dlmv1.Status_STATUS_OK {
 			return fmt.Sprintf("lookup-reply tag=%d %s", r.Tag, statusName(r.Status))
 		}
+		if r.TokenFloor != 0 {
+			return fmt.Sprintf("lookup-reply tag=%d master=%d token-floor=%s", r.Tag, r.Master, tokenString(r.TokenFloor))
+		}
 		return fmt.Sprintf("lookup-reply tag=%d master=%d", r.Tag, r.Master)
 	case *dlmpeerv1.PeerMessage_Remove:
-		return fmt.Sprintf("remove %s/%s", x.Remove.Lockspace, x.Remove.Resource)
+		return fmt.Sprintf("remove %s/%s token=%s", x.Remove.Lockspace, x.Remove.Resource, tokenString(x.Remove.Token))
 	case *dlmpeerv1.PeerMessage_Leave:
 		return fmt.Sprintf("leave inc=%d", x.Leave.Incarnation)
 	}
@@ -466,6 +561,9 @@ func describeCompletion(c *dlmv1.Completion) string {
 		return s
 	}
 	s := fmt.Sprintf("granted lock=%d %v", c.LockId, mode(c.Mode))
+	if c.Token != 0 {
+		s += " token=" + tokenString(c.Token)
+	}
 	if c.HasLvb {
 		s += fmt.Sprintf(" lvb=%q", strings.TrimRight(string(c.Lvb), "\x00"))
 		if !c.LvbValid {

@@ -142,6 +142,10 @@ type Node struct {
 	rejoining map[uint32]bool
 	// leaving: this dlmd said goodbye and is stopping.
 	leaving bool
+	// era is the fencing-token era of the installed directory, planned
+	// the highest era of a plan this dlmd computed (it survives a fence;
+	// see tokens.go).
+	era, planned uint64
 
 	// First-requester mastering (see route.go): the masters this node
 	// knows, its lookups in progress (by resource and by tag), the
@@ -222,6 +226,9 @@ type copyLock struct {
 	hasLVB     bool
 	lvb        lockspace.LVB
 	lvbValid   bool
+	// token: the fencing token of the lock's grant in PW or EX (0
+	// otherwise), from the master's effect.
+	token uint64
 	// wrote: the lock wrote the value block in a conversion not yet
 	// granted here; the grant, which carries no value, must not make the
 	// copy forget it (a re-master rebuilds the value from the copies).

@@ -32,12 +32,16 @@ type recovery struct {
 	// wake.
 	waiting bool
 	wake    time.Time
+	// era is the token era this node reports in the recovery's markers:
+	// its highest planned era when the recovery started, the same in
+	// every marker it sends for it, so that all members plan alike.
+	era uint64
 }
 
-func newRecovery(id directory.ID, members []uint32, now time.Time) *recovery {
+func newRecovery(id directory.ID, members []uint32, now time.Time, era uint64) *recovery {
 	return &recovery{id: id, barrier: directory.NewBarrier(id, members), started: now,
 		copies: map[string]*gained{}, dir: directory.NewTable(), lastPong: map[uint32]time.Time{},
-		lostLease: map[uint32]time.Duration{}}
+		lostLease: map[uint32]time.Duration{}, era: era}
 }
 
 // gained collects the copies of a lockspace's resources this node will
@@ -79,12 +83,21 @@ func (n *Node) memberList() []uint32 {
 }
 
 func (n *Node) selfReport() directory.Report {
-	return directory.Report{Node: n.self, Incarnation: n.cfg.Incarnation, Last: n.last.ID, HasLast: n.haveLast}
+	return directory.Report{Node: n.self, Incarnation: n.cfg.Incarnation, Last: n.last.ID, HasLast: n.haveLast, Era: n.reportedEra(n.rec.id)}
 }
 
 func (n *Node) marker(id directory.ID) *dlmpeerv1.Marker {
 	return &dlmpeerv1.Marker{Epoch: id.Epoch, Round: id.Round, Node: n.self, Incarnation: n.cfg.Incarnation,
-		LastEpoch: n.last.ID.Epoch, LastRound: n.last.ID.Round, HasLast: n.haveLast, PongAges: n.pongAges()}
+		LastEpoch: n.last.ID.Epoch, LastRound: n.last.ID.Round, HasLast: n.haveLast, PongAges: n.pongAges(),
+		TokenEra: n.reportedEra(id)}
+}
+
+// reportedEra is the token era this node reports for recovery id.
+func (n *Node) reportedEra(id directory.ID) uint64 {
+	if n.rec != nil && n.rec.id == id {
+		return n.rec.era
+	}
+	return n.planned
 }
 
 // startRecovery stops granting and starts the barrier of recovery id.
@@ -98,7 +111,7 @@ func (n *Node) startRecovery(id directory.ID) {
 			return
 		}
 		n.log.WithField("members", members).Warn("this node is not UP in the membership: not granting")
-		n.rec = newRecovery(id, members, n.now)
+		n.rec = newRecovery(id, members, n.now, n.planned)
 		return
 	}
 	if n.rec != nil {
@@ -106,7 +119,7 @@ func (n *Node) startRecovery(id directory.ID) {
 		// put aside stay in the outbox.
 		n.log.WithFields(logrus.Fields{"old": n.rec.id.String(), "new": id.String()}).Info("recovery restarted")
 	}
-	n.rec = newRecovery(id, members, n.now)
+	n.rec = newRecovery(id, members, n.now, n.planned)
 	n.log.WithFields(logrus.Fields{"recovery": id.String(), "members": members}).Info("recovery: stopped granting")
 	// The links of the nodes that are no longer UP close (those of a node
 	// that said goodbye stay until its new dlmd replaces them).
@@ -175,7 +188,7 @@ func (n *Node) onMarkerAck(from uint32, m *dlmpeerv1.Marker) {
 	}
 	n.notePongAges(m.GetPongAges())
 	r := directory.Report{Node: from, Incarnation: m.GetIncarnation(),
-		Last: directory.ID{Epoch: m.GetLastEpoch(), Round: m.GetLastRound()}, HasLast: m.GetHasLast()}
+		Last: directory.ID{Epoch: m.GetLastEpoch(), Round: m.GetLastRound()}, HasLast: m.GetHasLast(), Era: m.GetTokenEra()}
 	if n.rec.barrier.Ack(r) {
 		n.copyPhase()
 	}
@@ -187,6 +200,7 @@ func (n *Node) copyPhase() {
 	rec := n.rec
 	plan := directory.MakePlan(rec.id, rec.barrier.Reports()).WithOld(n.last, n.haveLast)
 	rec.plan = &plan
+	n.planned = max(n.planned, plan.Era)
 	// Requests to masters that are gone will not be answered: send them
 	// again after the recovery, but for those that gave a mode up (see
 	// settle).
@@ -310,8 +324,11 @@ func (n *Node) settle(p *pending) bool {
 		if !m.Valid() || !cl.gr.Covers(m) {
 			return false // a conversion up holds nothing new yet: asked again
 		}
-		n.onReply(p, &dlmpeerv1.PeerReply{Tag: p.tag}, &lockspace.Effect{Kind: lockspace.Granted, Key: cl.key,
-			Resource: cl.res, Mode: m, Seq: cl.seq})
+		e := &lockspace.Effect{Kind: lockspace.Granted, Key: cl.key, Resource: cl.res, Mode: m, Seq: cl.seq}
+		if m == lockspace.PW || m == lockspace.EX {
+			e.Token = cl.token // a conversion down from EX to PW keeps its token
+		}
+		n.onReply(p, &dlmpeerv1.PeerReply{Tag: p.tag}, e)
 		return true
 	}
 	return false
@@ -332,6 +349,9 @@ func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
 	}
 	if cl.hasLVB {
 		c.Lvb = cl.lvb[:]
+	}
+	if cl.state != lockspace.StateWaiting && (cl.gr == lockspace.PW || cl.gr == lockspace.EX) {
+		c.Token = cl.token
 	}
 	return c
 }
@@ -366,7 +386,7 @@ func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
 			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
-			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid()}
+			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid(), Token: l.GetToken()}
 		if d := l.GetDeadlineUnixNano(); d != 0 {
 			li.Deadline = time.Unix(0, d)
 		}
@@ -422,6 +442,13 @@ func (n *Node) rebuild() {
 				all = append(all, lsEffects{name, t.DropNode(lockspace.NodeID(lost))})
 			}
 			if t.Len() == 0 {
+				// The token counters of its resources live on in their
+				// masteries, for the table made again on the next request.
+				for k, m := range n.mastered {
+					if k.Lockspace == name {
+						m.floor = max(m.floor, t.Token(k.Resource))
+					}
+				}
 				delete(n.tables, name)
 			}
 		}
@@ -446,8 +473,10 @@ func (n *Node) rebuild() {
 			res = append(res, r)
 		}
 		slices.Sort(res)
+		base := tokenBase(plan.Era)
 		for _, r := range res {
-			n.becomeMaster(directory.Key{Lockspace: name, Resource: r}, now)
+			n.becomeMaster(directory.Key{Lockspace: name, Resource: r}, now, base)
+			t.RaiseToken(r, base)
 			effs, err := t.Rebuild(r, g.locks[r])
 			if err != nil {
 				n.log.WithError(err).WithFields(logrus.Fields{"lockspace": name, "resource": r}).Error("recovery: rebuild failed")
@@ -467,6 +496,7 @@ func (n *Node) rebuild() {
 		}
 	}
 	n.dir = plan.New
+	n.era = plan.Era
 	n.last = plan.Installed
 	n.haveLast = true
 	n.rec = nil

@@ -249,7 +249,7 @@ func (n *Node) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.
 	}
 	switch e.Kind {
 	case lockspace.Granted:
-		cl.state, cl.gr, cl.rq, cl.deadline, cl.seq = lockspace.StateGranted, e.Mode, 0, time.Time{}, e.Seq
+		cl.state, cl.gr, cl.rq, cl.deadline, cl.seq, cl.token = lockspace.StateGranted, e.Mode, 0, time.Time{}, e.Seq, e.Token
 		switch {
 		case e.HasLVB:
 			cl.hasLVB, cl.lvb, cl.lvbValid = true, e.LVB, e.LVBValid
@@ -270,7 +270,7 @@ func (n *Node) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.
 		}
 		return cl.sess, &dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Completion{Completion: &dlmv1.Completion{
 			LockId: uint64(e.Key.ID), Granted: true, Mode: pmode(e.Mode),
-			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid}}}
+			HasLvb: e.HasLVB, Lvb: lvbBytes(e), LvbValid: e.LVBValid, Token: e.Token}}}
 	case lockspace.Refused:
 		if e.Held {
 			cl.state, cl.gr, cl.rq, cl.deadline = lockspace.StateGranted, e.Mode, 0, time.Time{}
@@ -317,6 +317,7 @@ func (n *Node) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerRe
 	if err != nil {
 		return fail(err)
 	}
+	t.RaiseToken(req.Resource, m.floor)
 	owner := lockspace.Owner{Node: lockspace.NodeID(from), Client: req.Client}
 	r := lockspace.Request{Owner: owner, ID: lockspace.LockID(req.LockId), Resource: req.Resource,
 		Mode: mode(req.Mode), Flags: lockspace.Flags(req.Flags), Timeout: durationOf(req.TimeoutNanos), LVB: lvbOf(req.Lvb)}
@@ -362,7 +363,7 @@ func (n *Node) route(lsName string, effs []lockspace.Effect) {
 func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
 	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: e.Resource,
 		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
-		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid}
+		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid, Token: e.Token}
 	if e.HasLVB {
 		pe.Lvb = e.LVB[:]
 	}
@@ -372,7 +373,8 @@ func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
 func effectFromProto(node uint32, pe *dlmpeerv1.PeerEffect) lockspace.Effect {
 	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: pe.GetResource(),
 		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
-		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid()}
+		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid(),
+		Token: pe.GetToken()}
 	if pe.GetStatus() != dlmv1.Status_STATUS_OK {
 		e.Err = ErrorOf(pe.GetStatus(), "")
 	}

@@ -35,6 +35,10 @@ type route struct {
 // mastery is this node's mastership of a resource.
 type mastery struct {
 	used time.Time
+	// floor: every fencing token this node grants on the resource is
+	// above it (see tokenFloor); the table's counter is raised to it
+	// before each request.
+	floor uint64
 }
 
 // tossItem is a route or mastery to look at once due: gone by then when
@@ -47,9 +51,10 @@ type tossItem struct {
 	m   *mastery
 }
 
-// becomeMaster records that this node masters k.
-func (n *Node) becomeMaster(k directory.Key, now time.Time) {
-	m := &mastery{used: now}
+// becomeMaster records that this node masters k, granting fencing tokens
+// above floor.
+func (n *Node) becomeMaster(k directory.Key, now time.Time, floor uint64) {
+	m := &mastery{used: now, floor: floor}
 	n.mastered[k] = m
 	n.tossQ = append(n.tossQ, tossItem{k: k, due: now.Add(n.cfg.Toss), m: m})
 }
@@ -122,7 +127,7 @@ func (n *Node) awaitLookup(p *pending, later bool) {
 func (n *Node) sendLookup(l *lookup) {
 	l.dir = directory.Master(n.dir, l.key.Lockspace, l.key.Resource)
 	if l.dir == n.self {
-		n.resolved(l, n.dirTable.Lookup(l.key, n.self))
+		n.resolved(l, n.dirTable.Lookup(l.key, n.self), n.dirTable.TokenFloor())
 		return
 	}
 	n.nextTag++
@@ -133,13 +138,14 @@ func (n *Node) sendLookup(l *lookup) {
 		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
 }
 
-// resolved records a lookup's answer and sends what waited for it.
-func (n *Node) resolved(l *lookup, master uint32) {
+// resolved records a lookup's answer (and the directory node's token
+// floor) and sends what waited for it.
+func (n *Node) resolved(l *lookup, master uint32, floor uint64) {
 	delete(n.lookups, l.key)
 	delete(n.lookupTags, l.tag)
 	now := n.now
 	if master == n.self {
-		n.becomeMaster(l.key, now)
+		n.becomeMaster(l.key, now, max(floor, tokenBase(n.era)))
 	} else {
 		n.learnRoute(l.key, master, now)
 	}
@@ -156,7 +162,7 @@ func (n *Node) onLookupReply(from uint32, rep *dlmpeerv1.LookupReply) {
 	}
 	switch st := rep.GetStatus(); {
 	case st == dlmv1.Status_STATUS_OK && slices.Contains(n.dir, rep.GetMaster()):
-		n.resolved(l, rep.GetMaster())
+		n.resolved(l, rep.GetMaster(), rep.GetTokenFloor())
 	case st == dlmv1.Status_STATUS_OK || st == dlmv1.Status_STATUS_RETRY:
 		delete(n.lookupTags, l.tag)
 		l.sent = false
@@ -216,7 +222,7 @@ func (n *Node) onLookup(from uint32, lk *dlmpeerv1.Lookup) {
 	case directory.Master(n.dir, k.Lockspace, k.Resource) != n.self:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"
 	default:
-		rep.Master = n.dirTable.Lookup(k, from)
+		rep.Master, rep.TokenFloor = n.dirTable.Lookup(k, from), n.dirTable.TokenFloor()
 	}
 	n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_LookupReply{LookupReply: rep}})
 }
@@ -229,7 +235,7 @@ func (n *Node) onRemove(from uint32, rm *dlmpeerv1.Remove) {
 	case n.rec != nil && id == n.rec.id:
 		n.deferred = append(n.deferred, func() { n.onRemove(from, rm) })
 	case n.rec == nil && n.haveLast && id == n.last.ID:
-		n.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from)
+		n.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from, rm.GetToken())
 	}
 }
 
@@ -282,12 +288,16 @@ func (n *Node) tossOne(it tossItem, now time.Time) {
 		return
 	}
 	delete(n.mastered, it.k)
+	last := it.m.floor
+	if t := n.tables[it.k.Lockspace]; t != nil {
+		last = max(last, t.ForgetToken(it.k.Resource))
+	}
 	if d := directory.Master(n.dir, it.k.Lockspace, it.k.Resource); d == n.self {
-		n.dirTable.Remove(it.k, n.self)
+		n.dirTable.Remove(it.k, n.self, last)
 	} else {
 		id := n.installedID()
 		n.toMaster(d, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Remove{Remove: &dlmpeerv1.Remove{
-			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource}}})
+			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource, Token: last}}})
 	}
 }
 

@@ -25,7 +25,7 @@ func TestToss(t *testing.T) {
 		if m := n.dirTable.Lookup(k, 1); m != 1 {
 			t.Fatalf("directory gave %v to node %d", k, m)
 		}
-		n.becomeMaster(k, t0)
+		n.becomeMaster(k, t0, 0)
 	}
 	n.learnRoute(other, 2, t0)
 	tb, err := n.table("ls", lockspace.Config{})

@@ -65,12 +65,18 @@ func TestFirstRequesterMasters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fencing tokens: every EX grant on "shared" must be above the ones
+	// before, through the toss and the new master too.
+	var tokens []uint64
+	tokens = append(tokens, h.Token())
 	got := make(chan error, 2)
+	gotTokens := make(chan uint64, 2)
 	for _, node := range []uint32{1, 3} {
 		cl := c.client(ctx, node)
 		go func() {
 			l, err := cl.Lock(ctx, ls, "shared", dlm.EX)
 			if err == nil {
+				gotTokens <- l.Token()
 				err = l.Unlock(ctx)
 			}
 			got <- err
@@ -95,6 +101,7 @@ func TestFirstRequesterMasters(t *testing.T) {
 		if err := <-got; err != nil {
 			t.Fatal(err)
 		}
+		tokens = append(tokens, <-gotTokens)
 	}
 
 	// Unused for the toss time, node 2 gives "shared" up, at home and in
@@ -115,6 +122,17 @@ func TestFirstRequesterMasters(t *testing.T) {
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if l.Token() != 0 {
+		t.Fatalf("a PR grant has token %d", l.Token())
+	}
+	x, err := c.client(ctx, 3).Lock(ctx, ls, "shared", dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens = append(tokens, x.Token())
+	if tokens[0] == 0 || tokens[1] <= tokens[0] || tokens[2] <= tokens[1] || tokens[3] <= tokens[2] {
+		t.Fatalf("EX tokens on shared, the last from its new master: %v, want growing", tokens)
+	}
 }
 
 // TestLostMasterIsReplacedAndNodeUpMovesNothing: when the master of a
@@ -128,6 +146,15 @@ func TestLostMasterIsReplacedAndNodeUpMovesNothing(t *testing.T) {
 	const ls = "remaster"
 	r := c.resourceMasteredOn(t, ctx, ls, 3, "res")
 	mine := c.resourceMasteredOn(t, ctx, ls, 1, "mine")
+	// A token node 3 grants to its own client: no survivor sees it.
+	own, err := c.client(ctx, 3).Lock(ctx, ls, r, dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostToken := own.Token()
+	if err := own.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
 	pr, err := c.client(ctx, 1).Lock(ctx, ls, r, dlm.PR)
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +204,9 @@ func TestLostMasterIsReplacedAndNodeUpMovesNothing(t *testing.T) {
 	case g := <-granted:
 		if g.err != nil {
 			t.Fatal(g.err)
+		}
+		if g.l.Token() <= lostToken {
+			t.Fatalf("node 2's EX from the new master has token %d, not above %d, which lost node 3 granted", g.l.Token(), lostToken)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("node 2's EX was not granted after node 1's unlock")

@@ -893,15 +893,21 @@ func (x *Reply) GetCompletion() *Completion {
 // Completion ends a lock or convert request: granted in mode, or refused
 // with status (held: the lock still holds mode).
 type Completion struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LockId        uint64                 `protobuf:"varint,1,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
-	Granted       bool                   `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
-	Mode          Mode                   `protobuf:"varint,3,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
-	Status        Status                 `protobuf:"varint,4,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
-	Held          bool                   `protobuf:"varint,5,opt,name=held,proto3" json:"held,omitempty"`
-	HasLvb        bool                   `protobuf:"varint,6,opt,name=has_lvb,json=hasLvb,proto3" json:"has_lvb,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,7,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	LvbValid      bool                   `protobuf:"varint,8,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	LockId   uint64                 `protobuf:"varint,1,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	Granted  bool                   `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
+	Mode     Mode                   `protobuf:"varint,3,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
+	Status   Status                 `protobuf:"varint,4,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
+	Held     bool                   `protobuf:"varint,5,opt,name=held,proto3" json:"held,omitempty"`
+	HasLvb   bool                   `protobuf:"varint,6,opt,name=has_lvb,json=hasLvb,proto3" json:"has_lvb,omitempty"`
+	Lvb      []byte                 `protobuf:"bytes,7,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	LvbValid bool                   `protobuf:"varint,8,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
+	// token: the fencing token of a grant in PW or EX (0 in weaker modes):
+	// a number that grows with every grant of PW or EX on the resource,
+	// across the cluster and across re-mastering. A storage system that
+	// remembers the highest token it has seen can refuse a holder whose
+	// lock was given away while it was paused.
+	Token         uint64 `protobuf:"varint,9,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -990,6 +996,13 @@ func (x *Completion) GetLvbValid() bool {
 		return x.LvbValid
 	}
 	return false
+}
+
+func (x *Completion) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
 }
 
 // Blocking is a blocking AST: the lock blocks a request for mode.
@@ -1487,7 +1500,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\alock_id\x18\x04 \x01(\x04R\x06lockId\x12:\n" +
 	"\n" +
 	"completion\x18\x05 \x01(\v2\x1a.openssi.dlm.v1.CompletionR\n" +
-	"completion\"\xf5\x01\n" +
+	"completion\"\x8b\x02\n" +
 	"\n" +
 	"Completion\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12\x18\n" +
@@ -1497,7 +1510,8 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x04held\x18\x05 \x01(\bR\x04held\x12\x17\n" +
 	"\ahas_lvb\x18\x06 \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\a \x01(\fR\x03lvb\x12\x1b\n" +
-	"\tlvb_valid\x18\b \x01(\bR\blvbValid\"M\n" +
+	"\tlvb_valid\x18\b \x01(\bR\blvbValid\x12\x14\n" +
+	"\x05token\x18\t \x01(\x04R\x05token\"M\n" +
 	"\bBlocking\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12(\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\",\n" +

@@ -1032,19 +1032,21 @@ func (x *PeerReply) GetEffect() *PeerEffect {
 // PeerEffect is an effect of the master's core for an owner on the
 // receiving node.
 type PeerEffect struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lockspace     string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Kind          EffectKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=openssi.dlmpeer.v1.EffectKind" json:"kind,omitempty"`
-	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Client        uint64                 `protobuf:"varint,4,opt,name=client,proto3" json:"client,omitempty"`
-	LockId        uint64                 `protobuf:"varint,5,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
-	Mode          v1.Mode                `protobuf:"varint,6,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
-	Held          bool                   `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`
-	Status        v1.Status              `protobuf:"varint,8,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
-	Seq           uint64                 `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
-	HasLvb        bool                   `protobuf:"varint,10,opt,name=has_lvb,json=hasLvb,proto3" json:"has_lvb,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,11,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	LvbValid      bool                   `protobuf:"varint,12,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	Kind      EffectKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=openssi.dlmpeer.v1.EffectKind" json:"kind,omitempty"`
+	Resource  string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Client    uint64                 `protobuf:"varint,4,opt,name=client,proto3" json:"client,omitempty"`
+	LockId    uint64                 `protobuf:"varint,5,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	Mode      v1.Mode                `protobuf:"varint,6,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
+	Held      bool                   `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`
+	Status    v1.Status              `protobuf:"varint,8,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
+	Seq       uint64                 `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
+	HasLvb    bool                   `protobuf:"varint,10,opt,name=has_lvb,json=hasLvb,proto3" json:"has_lvb,omitempty"`
+	Lvb       []byte                 `protobuf:"bytes,11,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	LvbValid  bool                   `protobuf:"varint,12,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
+	// token: the fencing token of a grant in PW or EX (0 otherwise).
+	Token         uint64 `protobuf:"varint,13,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1163,6 +1165,13 @@ func (x *PeerEffect) GetLvbValid() bool {
 	return false
 }
 
+func (x *PeerEffect) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 // Marker is the recovery barrier: the sender has stopped granting for
 // recovery (epoch, round). A master acknowledges it with marker_ack once it
 // has stopped too, after every reply and effect it sent before.
@@ -1178,7 +1187,11 @@ type Marker struct {
 	// pong_ages: for each node that is not a member of this recovery, how
 	// long ago the sender last answered its ping (none: never). A lost
 	// node's lease ends at most the lease after that.
-	PongAges      []*PongAge `protobuf:"bytes,8,rep,name=pong_ages,json=pongAges,proto3" json:"pong_ages,omitempty"`
+	PongAges []*PongAge `protobuf:"bytes,8,rep,name=pong_ages,json=pongAges,proto3" json:"pong_ages,omitempty"`
+	// token_era: the highest fencing-token era of a recovery plan the
+	// sender computed before this recovery (0: none). The plan's era goes
+	// above every member's.
+	TokenEra      uint64 `protobuf:"varint,9,opt,name=token_era,json=tokenEra,proto3" json:"token_era,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1269,6 +1282,13 @@ func (x *Marker) GetPongAges() []*PongAge {
 	return nil
 }
 
+func (x *Marker) GetTokenEra() uint64 {
+	if x != nil {
+		return x.TokenEra
+	}
+	return 0
+}
+
 type PongAge struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Node     uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -1349,8 +1369,11 @@ type CopyLock struct {
 	HasLvb           bool                   `protobuf:"varint,13,opt,name=has_lvb,json=hasLvb,proto3" json:"has_lvb,omitempty"`
 	Lvb              []byte                 `protobuf:"bytes,14,opt,name=lvb,proto3" json:"lvb,omitempty"`
 	LvbValid         bool                   `protobuf:"varint,15,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// token: the fencing token the lock holds (granted in PW or EX; 0
+	// otherwise). The new master keeps it and grants above it.
+	Token         uint64 `protobuf:"varint,16,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyLock) Reset() {
@@ -1488,6 +1511,13 @@ func (x *CopyLock) GetLvbValid() bool {
 	return false
 }
 
+func (x *CopyLock) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 // Lookup asks a resource's directory node (the rendezvous-hash winner
 // among the members) which node masters it; when none does, the asking
 // node becomes the master (first-requester mastering, as in fs/dlm).
@@ -1570,11 +1600,15 @@ func (x *Lookup) GetResource() string {
 // LookupReply answers a Lookup on the same link: master is the master
 // (when status is OK; STATUS_RETRY: ask again, after the recovery).
 type LookupReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
-	Status        v1.Status              `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Master        uint32                 `protobuf:"varint,4,opt,name=master,proto3" json:"master,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tag     uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Status  v1.Status              `protobuf:"varint,2,opt,name=status,proto3,enum=openssi.dlm.v1.Status" json:"status,omitempty"`
+	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Master  uint32                 `protobuf:"varint,4,opt,name=master,proto3" json:"master,omitempty"`
+	// token_floor: when the asker becomes the master, the fencing tokens it
+	// grants must be above this (the highest token of the resources whose
+	// masters gave them up to this directory node).
+	TokenFloor    uint64 `protobuf:"varint,5,opt,name=token_floor,json=tokenFloor,proto3" json:"token_floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1637,14 +1671,23 @@ func (x *LookupReply) GetMaster() uint32 {
 	return 0
 }
 
+func (x *LookupReply) GetTokenFloor() uint64 {
+	if x != nil {
+		return x.TokenFloor
+	}
+	return 0
+}
+
 // Remove tells a resource's directory node that the sender, its master,
 // gave it up (no lock left on it for a while).
 type Remove struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
-	Lockspace     string                 `protobuf:"bytes,3,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Resource      string                 `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Round     uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Lockspace string                 `protobuf:"bytes,3,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	Resource  string                 `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
+	// token: the last fencing token the master granted on the resource.
+	Token         uint64 `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1705,6 +1748,13 @@ func (x *Remove) GetResource() string {
 		return x.Resource
 	}
 	return ""
+}
+
+func (x *Remove) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
 }
 
 // DirEntry registers, during a recovery, the master of a resource with the
@@ -2423,7 +2473,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x126\n" +
-	"\x06effect\x18\x05 \x01(\v2\x1e.openssi.dlmpeer.v1.PeerEffectR\x06effect\"\xf3\x02\n" +
+	"\x06effect\x18\x05 \x01(\v2\x1e.openssi.dlmpeer.v1.PeerEffectR\x06effect\"\x89\x03\n" +
 	"\n" +
 	"PeerEffect\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x122\n" +
@@ -2438,7 +2488,8 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\ahas_lvb\x18\n" +
 	" \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\v \x01(\fR\x03lvb\x12\x1b\n" +
-	"\tlvb_valid\x18\f \x01(\bR\blvbValid\"\xfd\x01\n" +
+	"\tlvb_valid\x18\f \x01(\bR\blvbValid\x12\x14\n" +
+	"\x05token\x18\r \x01(\x04R\x05token\"\x9a\x02\n" +
 	"\x06Marker\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x12\n" +
@@ -2449,12 +2500,13 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\n" +
 	"last_round\x18\x06 \x01(\rR\tlastRound\x12\x19\n" +
 	"\bhas_last\x18\a \x01(\bR\ahasLast\x128\n" +
-	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\"[\n" +
+	"\tpong_ages\x18\b \x03(\v2\x1b.openssi.dlmpeer.v1.PongAgeR\bpongAges\x12\x1b\n" +
+	"\ttoken_era\x18\t \x01(\x04R\btokenEra\"[\n" +
 	"\aPongAge\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1b\n" +
 	"\tage_nanos\x18\x02 \x01(\x03R\bageNanos\x12\x1f\n" +
 	"\vlease_nanos\x18\x03 \x01(\x03R\n" +
-	"leaseNanos\"\xd4\x03\n" +
+	"leaseNanos\"\xea\x03\n" +
 	"\bCopyLock\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\x04R\x06client\x12\x10\n" +
@@ -2473,23 +2525,27 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x12deadline_unix_nano\x18\f \x01(\x03R\x10deadlineUnixNano\x12\x17\n" +
 	"\ahas_lvb\x18\r \x01(\bR\x06hasLvb\x12\x10\n" +
 	"\x03lvb\x18\x0e \x01(\fR\x03lvb\x12\x1b\n" +
-	"\tlvb_valid\x18\x0f \x01(\bR\blvbValid\"\x80\x01\n" +
+	"\tlvb_valid\x18\x0f \x01(\bR\blvbValid\x12\x14\n" +
+	"\x05token\x18\x10 \x01(\x04R\x05token\"\x80\x01\n" +
 	"\x06Lookup\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\rR\x05round\x12\x1c\n" +
 	"\tlockspace\x18\x04 \x01(\tR\tlockspace\x12\x1a\n" +
-	"\bresource\x18\x05 \x01(\tR\bresource\"\x81\x01\n" +
+	"\bresource\x18\x05 \x01(\tR\bresource\"\xa2\x01\n" +
 	"\vLookupReply\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
-	"\x06master\x18\x04 \x01(\rR\x06master\"n\n" +
+	"\x06master\x18\x04 \x01(\rR\x06master\x12\x1f\n" +
+	"\vtoken_floor\x18\x05 \x01(\x04R\n" +
+	"tokenFloor\"\x84\x01\n" +
 	"\x06Remove\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
 	"\tlockspace\x18\x03 \x01(\tR\tlockspace\x12\x1a\n" +
-	"\bresource\x18\x04 \x01(\tR\bresource\">\n" +
+	"\bresource\x18\x04 \x01(\tR\bresource\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\x04R\x05token\">\n" +
 	"\bDirEntry\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\rR\x06master\"\xf9\x01\n" +
