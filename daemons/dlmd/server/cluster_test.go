@@ -28,25 +28,28 @@ import (
 
 // This file runs several dlmd Servers in the test process, each with its
 // peer gRPC server (mutual TLS) on loopback and its local API on a Unix
-// socket, connected through a testNet that can break TCP streams and
-// partition nodes.
+// socket, connected through a testNet that can break TCP streams,
+// partition nodes and freeze them.
 
 // ---- the network ----
 
 // testNet dials the peer connections of every node. It knows which node
 // dials which, so it can break the streams between two nodes (both stay
 // UP: a redial works at once) or partition a node (its streams break and
-// no connection to or from it can be made until it heals).
+// no connection to or from it can be made until it heals) or freeze a
+// node (its traffic is black-holed: connections stay open and new ones
+// are made, but no byte to or from it arrives, until it thaws).
 type testNet struct {
 	mu     sync.Mutex
 	addrs  map[string]uint32 // listener address -> node
 	conns  map[*netConn]bool
 	parted map[uint32]bool
+	frozen map[uint32]bool
 	cuts   int // connections closed by cut or partition
 }
 
 func newTestNet() *testNet {
-	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}}
+	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}, frozen: map[uint32]bool{}}
 }
 
 // netConn is a peer connection from one node to another.
@@ -54,6 +57,33 @@ type netConn struct {
 	net.Conn
 	from, to uint32
 	n        *testNet
+}
+
+// black reports whether the connection's traffic is black-holed.
+func (c *netConn) black() bool {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	return c.n.frozen[c.from] || c.n.frozen[c.to]
+}
+
+// Write drops what a frozen connection sends (the dialling side's
+// bytes).
+func (c *netConn) Write(p []byte) (int, error) {
+	if c.black() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// Read drops what a frozen connection receives (the accepting side's
+// bytes): the reader waits on.
+func (c *netConn) Read(p []byte) (int, error) {
+	for {
+		k, err := c.Conn.Read(p)
+		if err != nil || !c.black() {
+			return k, err
+		}
+	}
 }
 
 func (c *netConn) Close() error {
@@ -122,6 +152,20 @@ func (n *testNet) partition(node uint32) {
 	defer n.mu.Unlock()
 	n.parted[node] = true
 	n.closeWhere(func(c *netConn) bool { return c.from == node || c.to == node })
+}
+
+// freeze black-holes node's traffic until thaw: its connections stay
+// open, silent both ways (what was dropped breaks their TLS once thawed).
+func (n *testNet) freeze(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frozen[node] = true
+}
+
+func (n *testNet) thaw(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.frozen, node)
 }
 
 func (n *testNet) heal(node uint32) {
@@ -865,6 +909,84 @@ func TestShortPartitionFencesAndRejoins(t *testing.T) {
 	c.lockFresh(t, ctx, 3, ls, "after-heal", "node 3 after the heal")
 }
 
+// TestSilentMasterIsDetectedWithinTheLease: node 2's dlmd traffic is
+// black-holed while it stays UP (no connection breaks, the membership
+// does not change, nodes 1 and 3 keep their lease). A request of node 1
+// already waiting on a resource node 2 masters, and one made after the
+// freeze, must fail within the lease (plus the ping period, a tick and
+// slack) with an error naming the silent master, not wait for the
+// caller's own deadline; nodes 1 and 3 do not fence, and once node 2
+// thaws (it fenced, hearing from no majority, and rejoins) node 1 locks
+// the resource again.
+func TestSilentMasterIsDetectedWithinTheLease(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "silent"
+	lease := c.o.lease
+	r := c.resourceMasteredOn(t, ctx, ls, 2, "res")
+	queued := c.resourceMasteredOn(t, ctx, ls, 2, "queued")
+	_, waiting := c.contend(t, ctx, ls, queued, 3)
+	c1 := c.client(ctx, 1)
+	if _, err := c1.Lock(ctx, ls, r, dlm.NL); err != nil { // node 1 knows r's master
+		t.Fatal(err)
+	}
+
+	c.net.freeze(2)
+	start := time.Now()
+	// Today's code waits for the caller's deadline: far past the bound.
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer lcancel()
+	_, err := c1.Lock(lctx, ls, r, dlm.EX)
+	took := time.Since(start)
+	bound := lease + 2*c.nodes[1].srv.core.PingEvery() + 2*tick + 700*time.Millisecond
+	switch {
+	case err == nil:
+		t.Fatal("node 1 was granted EX on a resource of a black-holed master")
+	case errors.Is(err, context.DeadlineExceeded):
+		t.Fatalf("node 1's lock hung until its deadline (%v): %v", took, err)
+	case !errors.Is(err, dlm.ErrCancelled) || !strings.Contains(err.Error(), "master node 2 unreachable"):
+		t.Fatalf("node 1's lock failed with %q, want it cancelled, naming the unreachable master", err)
+	}
+	if took > bound {
+		t.Errorf("node 1's lock failed %v after the freeze, past the bound %v", took, bound)
+	}
+	select {
+	case g := <-waiting:
+		if !errors.Is(g.err, dlm.ErrCancelled) {
+			t.Fatalf("node 1's queued request on the black-holed master ended with %v, want ErrCancelled", g.err)
+		}
+		if d := g.at.Sub(start); d > bound {
+			t.Errorf("node 1's queued request failed %v after the freeze, past the bound %v", d, bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("node 1's queued request on the silent master still waits 10s after the freeze")
+	}
+	for _, n := range []uint32{1, 3} {
+		if f := c.fences(n); f != 0 {
+			t.Errorf("node %d fenced %d times while only node 2 was silent", n, f)
+		}
+	}
+
+	// Once node 2 thaws, its links are redialled (a dial into the frozen
+	// network times out first) and it rejoins as a new dlmd; until then
+	// a request of node 1 fails after a lease, and is tried again.
+	c.net.thaw(2)
+	waitFor(t, 20*time.Second, "node 1 to lock r again after node 2 thawed", func() bool {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer lcancel()
+		l, err := c1.Lock(lctx, ls, r, dlm.EX)
+		if err != nil {
+			if !errors.Is(err, dlm.ErrCancelled) && !errors.Is(err, dlm.ErrLost) {
+				t.Fatalf("node 1's lock after the thaw: %v", err)
+			}
+			return false
+		}
+		return l.Unlock(ctx) == nil
+	})
+	t.Logf("lease %v: node 1's lock failed %v after the freeze with %q", lease, took, err)
+}
+
 // TestDeadlockAcrossNodesIsBroken: two owners on two nodes each hold what
 // the other waits for, on resources mastered on different nodes: one of
 // the requests is refused with ErrDeadlock, the other is granted once the
@@ -978,9 +1100,11 @@ func TestRepeatedPartitionsConverge(t *testing.T) {
 				case err == nil:
 					grants.Add(1)
 					_ = l.Unlock(ctx)
-				case errors.Is(err, dlm.ErrLost), errors.Is(err, context.DeadlineExceeded):
-					// Lost with a fenced node, or given up (and cancelled)
-					// while its node was cut off or recovering.
+				case errors.Is(err, dlm.ErrLost), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dlm.ErrCancelled):
+					// Lost with a fenced node, given up (and cancelled)
+					// while its node was cut off or recovering, or
+					// cancelled by dlmd because its master (or directory
+					// node) was cut off for longer than the lease.
 				default:
 					t.Errorf("node %d: lock: %v", num, err)
 					return

@@ -100,6 +100,11 @@ func (s *Server) out(l node.Link) *peerOut {
 			return &dlmpeerv1.PeerMessage{Ack: p.log.Received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: &dlmpeerv1.Ping{SentNanos: s.mono()}}}
 		},
 		PingEvery: s.core.PingEvery(),
+		// A stream that brings no pong for a lease is dead, even when
+		// its connection looks open (the master's traffic black-holed):
+		// redial. The core fails what waits on a master silent as long
+		// (node.Node.Tick).
+		Silent: s.cfg.Lease,
 		Down: func(_ bool, err error) {
 			log.WithError(err).Debug("channel to peer down; reconnecting")
 			s.dropConn(nd)
