@@ -133,7 +133,9 @@ type OutConfig[M any] struct {
 	// taken for dead (a peer up but silent, its traffic black-holed, a
 	// half-open connection) and ended with ErrSilent; Out redials. It is
 	// checked every PingEvery (and needs Ping), so a silent stream ends
-	// within Silent + PingEvery.
+	// within Silent + PingEvery. It also caps the backoff between
+	// attempts at Silent/2: once the peer is back, the link is carried
+	// again well before what waits on it would be given up.
 	Silent time.Duration
 	// Down is told why a stream ended (or could not be opened) before the
 	// next attempt; up reports whether Open had succeeded. Optional.
@@ -204,7 +206,10 @@ func (o *Out[M]) Close() {
 }
 
 func (o *Out[M]) run() {
-	delay := minDelay
+	delay, most := minDelay, maxDelay
+	if s := o.cfg.Silent / 2; s > 0 && s < most {
+		most = max(s, minDelay)
+	}
 	for o.ctx.Err() == nil {
 		up, err := o.carry()
 		if o.ctx.Err() != nil {
@@ -224,8 +229,8 @@ func (o *Out[M]) run() {
 			t.Stop()
 			return
 		}
-		if delay < maxDelay {
-			delay *= 2
+		if delay = 2 * delay; delay > most {
+			delay = most
 		}
 	}
 }

@@ -1142,6 +1142,11 @@ func TestRepeatedPartitionsConverge(t *testing.T) {
 		for _, r := range append([]string{fmt.Sprintf("after%d", num)}, resources...) {
 			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
 			l, err := cl.Lock(lctx, ls, r, dlm.EX)
+			// A request made while a link is still being dialled again is
+			// cancelled once it waited a lease: try again.
+			for errors.Is(err, dlm.ErrCancelled) && lctx.Err() == nil {
+				l, err = cl.Lock(lctx, ls, r, dlm.EX)
+			}
 			lcancel()
 			if err != nil {
 				t.Fatalf("node %d, %s after the heal: %v\nlocks: %s", num, r, err, c.describe(ls))

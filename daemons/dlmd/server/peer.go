@@ -171,17 +171,32 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	return c, nil
 }
 
+// handshakeTimeout bounds the dial of a channel and, apart, the wait for
+// the master's hello: a master that is up but silent fails the attempt
+// (and the next is made) instead of holding it.
+const handshakeTimeout = 3 * time.Second
+
 // openChannel opens a stream to p's master on ctx and makes the
 // handshake: our hello says what we received; the master's, what it
 // received, or that it is a new dlmd. It returns the generation to send
 // under.
 func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*dlmpeerv1.PeerMessage], uint64, error) {
-	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	c, err := s.conn(dctx, p.node)
 	cancel()
 	if err != nil {
 		return nil, 0, err
 	}
+	// The stream lives as long as ctx, unless no hello comes back in time.
+	ctx, cancelStream := context.WithCancel(ctx)
+	silent := time.AfterFunc(handshakeTimeout, cancelStream)
+	opened := false
+	defer func() {
+		if !opened {
+			silent.Stop()
+			cancelStream()
+		}
+	}()
 	st, err := dlmpeerv1.NewPeerClient(c).Channel(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -196,6 +211,9 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		return nil, 0, err
 	}
 	first, err := st.Recv()
+	if !silent.Stop() {
+		return nil, 0, fmt.Errorf("no hello from node %d's dlmd within %v", p.node, handshakeTimeout)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -214,6 +232,7 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		gen = p.log.Rewind(h.GetAck())
 	}
 	p.masterInc = h.GetIncarnation()
+	opened = true
 	return st, gen, nil
 }
 
