@@ -45,11 +45,15 @@ type testNet struct {
 	conns  map[*netConn]bool
 	parted map[uint32]bool
 	frozen map[uint32]bool
-	cuts   int // connections closed by cut or partition
+	// frozenPairs black-holes the traffic between two nodes only
+	// (lower node first).
+	frozenPairs map[[2]uint32]bool
+	cuts        int // connections closed by cut or partition
 }
 
 func newTestNet() *testNet {
-	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}, frozen: map[uint32]bool{}}
+	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}, frozen: map[uint32]bool{},
+		frozenPairs: map[[2]uint32]bool{}}
 }
 
 // netConn is a peer connection from one node to another.
@@ -63,8 +67,10 @@ type netConn struct {
 func (c *netConn) black() bool {
 	c.n.mu.Lock()
 	defer c.n.mu.Unlock()
-	return c.n.frozen[c.from] || c.n.frozen[c.to]
+	return c.n.frozen[c.from] || c.n.frozen[c.to] || c.n.frozenPairs[pair(c.from, c.to)]
 }
+
+func pair(a, b uint32) [2]uint32 { return [2]uint32{min(a, b), max(a, b)} }
 
 // Write drops what a frozen connection sends (the dialling side's
 // bytes).
@@ -166,6 +172,20 @@ func (n *testNet) thaw(node uint32) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.frozen, node)
+}
+
+// freezeBetween black-holes the traffic between a and b only, until
+// thawBetween.
+func (n *testNet) freezeBetween(a, b uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frozenPairs[pair(a, b)] = true
+}
+
+func (n *testNet) thawBetween(a, b uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.frozenPairs, pair(a, b))
 }
 
 func (n *testNet) heal(node uint32) {
@@ -985,6 +1005,65 @@ func TestSilentMasterIsDetectedWithinTheLease(t *testing.T) {
 		return l.Unlock(ctx) == nil
 	})
 	t.Logf("lease %v: node 1's lock failed %v after the freeze with %q", lease, took, err)
+}
+
+// TestSilentLinkLeavesNoLockBehind: only the traffic between nodes 1 and
+// 2 is black-holed; every node keeps its lease through node 3. Node 1's
+// lock request on a resource node 2 masters is cancelled within the
+// lease; once the link thaws, node 2 gets the request after all, and the
+// cancel and unlock node 1 queued behind it: nothing of node 1's request
+// is left on the master, and node 3 takes the resource in EX.
+func TestSilentLinkLeavesNoLockBehind(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "silentlink"
+	r := c.resourceMasteredOn(t, ctx, ls, 2, "res")
+	c1 := c.client(ctx, 1)
+	if _, err := c1.Lock(ctx, ls, r, dlm.NL); err != nil {
+		t.Fatal(err)
+	}
+	c.net.freezeBetween(1, 2)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer lcancel()
+	if _, err := c1.Lock(lctx, ls, r, dlm.EX); !errors.Is(err, dlm.ErrCancelled) {
+		t.Fatalf("node 1's lock on the silent master: %v, want ErrCancelled", err)
+	}
+	s1 := c.nodes[1].srv
+	pending := func() int {
+		n := -1
+		if err := s1.call(ctx, func() {
+			if p := s1.peersOut[2]; p != nil {
+				n = p.log.Pending()
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := pending(); n < 3 {
+		t.Fatalf("node 1's link to node 2 holds %d messages, want at least the request, its cancel and its unlock", n)
+	}
+	c.net.thawBetween(1, 2)
+	waitFor(t, 10*time.Second, "node 1's link to node 2 to deliver what it holds", func() bool { return pending() == 0 })
+	held := 0
+	for _, li := range c.dump(ls) {
+		if li.res == r && li.node == 1 {
+			if li.state != lockspace.StateGranted {
+				t.Fatalf("node 1's cancelled request is left on the master:%s", c.describe(ls))
+			}
+			held++
+		}
+	}
+	if held != 1 {
+		t.Fatalf("node 1 holds %d locks on %s at the master, want its NL only:%s", held, r, c.describe(ls))
+	}
+	c.lockFresh(t, ctx, 3, ls, r, "node 3 after the link thawed")
+	for _, n := range c.nums {
+		if f := c.fences(n); f != 0 {
+			t.Errorf("node %d fenced %d times while only the link 1-2 was silent", n, f)
+		}
+	}
 }
 
 // TestDeadlockAcrossNodesIsBroken: two owners on two nodes each hold what
