@@ -189,11 +189,11 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 	}
 	// The stream lives as long as ctx, unless no hello comes back in time.
 	ctx, cancelStream := context.WithCancel(ctx)
-	silent := time.AfterFunc(handshakeTimeout, cancelStream)
+	noHello := time.AfterFunc(handshakeTimeout, cancelStream)
 	opened := false
 	defer func() {
 		if !opened {
-			silent.Stop()
+			noHello.Stop()
 			cancelStream()
 		}
 	}()
@@ -211,7 +211,7 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		return nil, 0, err
 	}
 	first, err := st.Recv()
-	if !silent.Stop() {
+	if !noHello.Stop() {
 		return nil, 0, fmt.Errorf("no hello from node %d's dlmd within %v", p.node, handshakeTimeout)
 	}
 	if err != nil {
