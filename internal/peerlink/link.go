@@ -14,7 +14,8 @@
 //
 // The package is generic over the message type M (a generated proto
 // message); a Codec reads and writes its seq and ack fields. Out keeps
-// the dialling side's link carried, redialling with backoff and pinging;
+// the dialling side's link carried, redialling with backoff and pinging,
+// and ending a stream on which the peer stays silent (OutConfig.Silent);
 // Carry runs one stream of either side. Every goroutine the package starts
 // is joined: Carry returns after its sender; Out.Close (or Stop and Wait)
 // returns after all of Out's.

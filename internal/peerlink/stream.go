@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openssi/openssi/internal/rpc"
@@ -29,6 +30,10 @@ type Handler[M any] struct {
 	// acknowledgements); nil drops them.
 	Control func(m M)
 }
+
+// ErrSilent is wrapped by the error an Out's stream ended with when the
+// peer sent nothing on it for longer than OutConfig.Silent.
+var ErrSilent = errors.New("peerlink: the peer is silent")
 
 // ErrLostMessages is wrapped by Carry's error when a stream skipped
 // numbered messages (the stream is broken; a new one resends them).
@@ -123,6 +128,15 @@ type OutConfig[M any] struct {
 	// and then every PingEvery while it lasts.
 	Ping      func() M
 	PingEvery time.Duration
+	// Silent, when set, bounds how long a stream may bring nothing (the
+	// peer's answers to Ping keep a live one busy): past it the stream is
+	// taken for dead (a peer up but silent, its traffic black-holed, a
+	// half-open connection) and ended with ErrSilent; Out redials. It is
+	// checked every PingEvery (and needs Ping), so a silent stream ends
+	// within Silent + PingEvery. It also caps the backoff between
+	// attempts at Silent/2: once the peer is back, the link is carried
+	// again well before what waits on it would be given up.
+	Silent time.Duration
 	// Down is told why a stream ended (or could not be opened) before the
 	// next attempt; up reports whether Open had succeeded. Optional.
 	Down func(up bool, err error)
@@ -192,7 +206,10 @@ func (o *Out[M]) Close() {
 }
 
 func (o *Out[M]) run() {
-	delay := minDelay
+	delay, most := minDelay, maxDelay
+	if s := o.cfg.Silent / 2; s > 0 && s < most {
+		most = max(s, minDelay)
+	}
 	for o.ctx.Err() == nil {
 		up, err := o.carry()
 		if o.ctx.Err() != nil {
@@ -212,8 +229,8 @@ func (o *Out[M]) run() {
 			t.Stop()
 			return
 		}
-		if delay < maxDelay {
-			delay *= 2
+		if delay = 2 * delay; delay > most {
+			delay = most
 		}
 	}
 }
@@ -226,30 +243,63 @@ func (o *Out[M]) carry() (up bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	w := &watched[M]{Stream: st}
+	w.heard()
+	var silent atomic.Bool
 	var pinger sync.WaitGroup
 	if o.cfg.Ping != nil {
 		pinger.Add(1)
 		go func() {
 			defer pinger.Done()
-			o.ping(ctx)
+			if o.ping(ctx, w) {
+				silent.Store(true)
+				cancel()
+			}
 		}()
 	}
-	err = Carry(ctx, o.link, st, gen, o.cfg.Handler)
+	err = Carry(ctx, o.link, w, gen, o.cfg.Handler)
 	cancel()
 	pinger.Wait()
+	if silent.Load() {
+		err = fmt.Errorf("nothing received for %v: %w", o.cfg.Silent, ErrSilent)
+	}
 	return true, err
 }
 
-// ping queues a ping at once and then every PingEvery until ctx ends.
-func (o *Out[M]) ping(ctx context.Context) {
+// ping queues a ping at once and then every PingEvery until ctx ends; it
+// returns true, at once, when w has brought nothing for longer than
+// Silent.
+func (o *Out[M]) ping(ctx context.Context, w *watched[M]) bool {
 	t := time.NewTicker(o.cfg.PingEvery)
 	defer t.Stop()
 	for {
+		if o.cfg.Silent > 0 && w.quiet() > o.cfg.Silent {
+			return true
+		}
 		o.link.PushOnce(o.cfg.Ping())
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 	}
+}
+
+// watched is a stream that notes when it last brought something.
+type watched[M any] struct {
+	Stream[M]
+	last atomic.Int64 // unix nanoseconds
+}
+
+func (w *watched[M]) heard() { w.last.Store(time.Now().UnixNano()) }
+
+// quiet is how long the stream has brought nothing.
+func (w *watched[M]) quiet() time.Duration { return time.Since(time.Unix(0, w.last.Load())) }
+
+func (w *watched[M]) Recv() (M, error) {
+	m, err := w.Stream.Recv()
+	if err == nil {
+		w.heard()
+	}
+	return m, err
 }

@@ -290,3 +290,36 @@ func TestCarry(t *testing.T) {
 		})
 	}
 }
+
+// TestOutEndsASilentStream: a stream on which the peer sends nothing for
+// longer than Silent (its answers to pings lost, the connection open) is
+// ended with ErrSilent and Out dials again; what was pushed meanwhile
+// goes on the next stream.
+func TestOutEndsASilentStream(t *testing.T) {
+	srv := newPeer(t) // never answers a ping
+	downs := make(chan error, 100)
+	const silent = 50 * time.Millisecond
+	start := time.Now()
+	o := Dial(newTestLink(), OutConfig[*msg]{
+		Open:      srv.open,
+		Ping:      func() *msg { return &msg{body: "ping"} },
+		PingEvery: 10 * time.Millisecond,
+		Silent:    silent,
+		Down:      func(_ bool, err error) { downs <- err },
+	})
+	defer srv.stop()
+	defer o.Close()
+	select {
+	case err := <-downs:
+		if !errors.Is(err, ErrSilent) {
+			t.Fatalf("stream ended with %v, want ErrSilent", err)
+		}
+		if d := time.Since(start); d < silent {
+			t.Fatalf("stream ended after %v, before Silent (%v)", d, silent)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent stream was not ended")
+	}
+	o.Link().Push(&msg{body: "after"})
+	expect(t, srv.got, "after")
+}

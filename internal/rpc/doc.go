@@ -1,7 +1,8 @@
 // Package rpc is the inter-node RPC layer of OpenSSI: gRPC over mutual TLS
 // between the daemons of different nodes, with the peer's identity checked
-// on both sides, a deadline on every call, and peer discovery through the
-// Consul catalog.
+// on both sides, a deadline on every call, keepalive pings on every
+// connection (a silent peer fails the calls and streams on it; see
+// [DefaultKeepalive]), and peer discovery through the Consul catalog.
 //
 // # Trust model
 //

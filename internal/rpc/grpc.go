@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 )
 
@@ -18,20 +19,61 @@ import (
 // [Dial]) whose context has none.
 const DefaultCallTimeout = 5 * time.Second
 
+// DefaultKeepalive is how often both ends of a connection of this package
+// ping an idle transport (HTTP/2 PING), and how long they wait for the
+// answer before closing it: a peer that is up but silent (its traffic
+// black-holed, a half-open TCP connection) is noticed within twice that,
+// and its calls and streams fail with Unavailable instead of hanging.
+// gRPC does not ping more often than every 10s; a daemon that needs a
+// tighter bound (dlmd's lease) watches its own pings on top (package
+// peerlink, OutConfig.Silent).
+const DefaultKeepalive = 10 * time.Second
+
+// keepaliveServer is the servers' side of DefaultKeepalive: they ping
+// their clients too, and let them ping as often as every half of it (a
+// client pinging more often than the server's policy allows is cut off
+// with GOAWAY "too_many_pings").
+func keepaliveServer(every time.Duration) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: every, Timeout: every}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: every / 2, PermitWithoutStream: true}),
+	}
+}
+
+// keepaliveClient is the clients' side of a keepalive every d.
+func keepaliveClient(every time.Duration) grpc.DialOption {
+	return grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: every, Timeout: every, PermitWithoutStream: true})
+}
+
 // NewServer returns a gRPC server that speaks mutual TLS with the
 // certificates of src and accepts only OpenSSI peers (see the package
-// doc). opts are appended (interceptors, limits, ...).
+// doc), pinging its clients every DefaultKeepalive and accepting their
+// pings as often as every half of it. opts are appended (interceptors,
+// limits, ...; a later option overrides an earlier one).
 func NewServer(src Source, opts ...grpc.ServerOption) *grpc.Server {
-	all := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(src.ServerConfig()))}, opts...)
-	return grpc.NewServer(all...)
+	all := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(src.ServerConfig()))}, keepaliveServer(DefaultKeepalive)...)
+	return grpc.NewServer(append(all, opts...)...)
 }
 
 // DialOption changes how [Dial] connects.
 type DialOption func(*dialOptions)
 
 type dialOptions struct {
-	timeout time.Duration
-	grpc    []grpc.DialOption
+	timeout   time.Duration
+	keepalive time.Duration
+	grpc      []grpc.DialOption
+}
+
+// WithKeepalive sets how often the connection pings its idle transport,
+// and how long it waits for the answer (default [DefaultKeepalive]; gRPC
+// raises anything under 10s to 10s). d must be positive, and not under
+// half of the server's (NewServer's) keepalive.
+func WithKeepalive(d time.Duration) DialOption {
+	return func(o *dialOptions) {
+		if d > 0 {
+			o.keepalive = d
+		}
+	}
 }
 
 // WithDefaultTimeout sets the deadline applied to calls whose context has
@@ -62,9 +104,11 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 // first (without a deadline on ctx, the default call timeout bounds the
 // wait). Afterwards the connection reconnects by itself. Every call on it carries a deadline: calls and
 // streams whose context has none get the default call timeout, unless the
-// context is marked by [WithoutTimeout].
+// context is marked by [WithoutTimeout]. The connection pings its
+// transport (see [DefaultKeepalive], [WithKeepalive]): a silent server
+// fails the calls and streams on it, even those without a deadline.
 func Dial(ctx context.Context, src Source, addr, wantService string, opts ...DialOption) (*grpc.ClientConn, error) {
-	o := dialOptions{timeout: DefaultCallTimeout}
+	o := dialOptions{timeout: DefaultCallTimeout, keepalive: DefaultKeepalive}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -73,6 +117,7 @@ func Dial(ctx context.Context, src Source, addr, wantService string, opts ...Dia
 		grpc.WithTransportCredentials(creds),
 		grpc.WithChainUnaryInterceptor(unaryTimeout(o.timeout)),
 		grpc.WithChainStreamInterceptor(streamTimeout(o.timeout)),
+		keepaliveClient(o.keepalive),
 	}, o.grpc...)
 	conn, err := grpc.NewClient("passthrough:///"+addr, all...)
 	if err != nil {

@@ -184,6 +184,8 @@ type outLink struct {
 	id uint64
 	// contact is when the master's latest pong was pinged.
 	contact time.Time
+	// since is when the link was opened (see heard).
+	since time.Time
 }
 
 // inLink is a link a requester opened here.
@@ -308,7 +310,7 @@ func (n *Node) toMaster(node uint32, m *dlmpeerv1.PeerMessage) {
 	o := n.outs[node]
 	if o == nil {
 		n.nextLink++
-		o = &outLink{id: n.nextLink}
+		o = &outLink{id: n.nextLink, since: n.now}
 		n.outs[node] = o
 	}
 	n.rd.Messages = append(n.rd.Messages, Message{Link: Link{Node: node, Out: true, Inc: n.cfg.Incarnation, ID: o.id}, Msg: m})
@@ -379,8 +381,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // ---- ticks ----
 
 // Tick runs what is due at now: the lease check, the recovery waiting for
-// leases to end, the requests whose timeout passed, the retries and the
-// toss sweep.
+// leases to end, the requests whose timeout passed, what waits on a
+// silent master (silent.go), the retries and the toss sweep.
 func (n *Node) Tick(now time.Time) {
 	n.now = now
 	if n.leaving {
@@ -400,6 +402,7 @@ func (n *Node) Tick(now time.Time) {
 			n.route(name, t.Tick(now))
 		}
 	}
+	n.failSilent()
 	n.flushRetries()
 	n.toss(now)
 }

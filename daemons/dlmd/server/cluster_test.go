@@ -29,25 +29,32 @@ import (
 
 // This file runs several dlmd Servers in the test process, each with its
 // peer gRPC server (mutual TLS) on loopback and its local API on a Unix
-// socket, connected through a testNet that can break TCP streams and
-// partition nodes.
+// socket, connected through a testNet that can break TCP streams,
+// partition nodes and freeze them.
 
 // ---- the network ----
 
 // testNet dials the peer connections of every node. It knows which node
 // dials which, so it can break the streams between two nodes (both stay
 // UP: a redial works at once) or partition a node (its streams break and
-// no connection to or from it can be made until it heals).
+// no connection to or from it can be made until it heals) or freeze a
+// node (its traffic is black-holed: connections stay open and new ones
+// are made, but no byte to or from it arrives, until it thaws).
 type testNet struct {
 	mu     sync.Mutex
 	addrs  map[string]uint32 // listener address -> node
 	conns  map[*netConn]bool
 	parted map[uint32]bool
-	cuts   int // connections closed by cut or partition
+	frozen map[uint32]bool
+	// frozenPairs black-holes the traffic between two nodes only
+	// (lower node first).
+	frozenPairs map[[2]uint32]bool
+	cuts        int // connections closed by cut or partition
 }
 
 func newTestNet() *testNet {
-	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}}
+	return &testNet{addrs: map[string]uint32{}, conns: map[*netConn]bool{}, parted: map[uint32]bool{}, frozen: map[uint32]bool{},
+		frozenPairs: map[[2]uint32]bool{}}
 }
 
 // netConn is a peer connection from one node to another.
@@ -55,6 +62,35 @@ type netConn struct {
 	net.Conn
 	from, to uint32
 	n        *testNet
+}
+
+// black reports whether the connection's traffic is black-holed.
+func (c *netConn) black() bool {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	return c.n.frozen[c.from] || c.n.frozen[c.to] || c.n.frozenPairs[pair(c.from, c.to)]
+}
+
+func pair(a, b uint32) [2]uint32 { return [2]uint32{min(a, b), max(a, b)} }
+
+// Write drops what a frozen connection sends (the dialling side's
+// bytes).
+func (c *netConn) Write(p []byte) (int, error) {
+	if c.black() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// Read drops what a frozen connection receives (the accepting side's
+// bytes): the reader waits on.
+func (c *netConn) Read(p []byte) (int, error) {
+	for {
+		k, err := c.Conn.Read(p)
+		if err != nil || !c.black() {
+			return k, err
+		}
+	}
 }
 
 func (c *netConn) Close() error {
@@ -123,6 +159,34 @@ func (n *testNet) partition(node uint32) {
 	defer n.mu.Unlock()
 	n.parted[node] = true
 	n.closeWhere(func(c *netConn) bool { return c.from == node || c.to == node })
+}
+
+// freeze black-holes node's traffic until thaw: its connections stay
+// open, silent both ways (what was dropped breaks their TLS once thawed).
+func (n *testNet) freeze(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frozen[node] = true
+}
+
+func (n *testNet) thaw(node uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.frozen, node)
+}
+
+// freezeBetween black-holes the traffic between a and b only, until
+// thawBetween.
+func (n *testNet) freezeBetween(a, b uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frozenPairs[pair(a, b)] = true
+}
+
+func (n *testNet) thawBetween(a, b uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.frozenPairs, pair(a, b))
 }
 
 func (n *testNet) heal(node uint32) {
@@ -868,6 +932,143 @@ func TestShortPartitionFencesAndRejoins(t *testing.T) {
 	c.lockFresh(t, ctx, 3, ls, "after-heal", "node 3 after the heal")
 }
 
+// TestSilentMasterIsDetectedWithinTheLease: node 2's dlmd traffic is
+// black-holed while it stays UP (no connection breaks, the membership
+// does not change, nodes 1 and 3 keep their lease). A request of node 1
+// already waiting on a resource node 2 masters, and one made after the
+// freeze, must fail within the lease (plus the ping period, a tick and
+// slack) with an error naming the silent master, not wait for the
+// caller's own deadline; nodes 1 and 3 do not fence, and once node 2
+// thaws (it fenced, hearing from no majority, and rejoins) node 1 locks
+// the resource again.
+func TestSilentMasterIsDetectedWithinTheLease(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "silent"
+	lease := c.o.lease
+	r := c.resourceMasteredOn(t, ctx, ls, 2, "res")
+	queued := c.resourceMasteredOn(t, ctx, ls, 2, "queued")
+	_, waiting := c.contend(t, ctx, ls, queued, 3)
+	c1 := c.client(ctx, 1)
+	if _, err := c1.Lock(ctx, ls, r, dlm.NL); err != nil { // node 1 knows r's master
+		t.Fatal(err)
+	}
+
+	c.net.freeze(2)
+	start := time.Now()
+	// Today's code waits for the caller's deadline: far past the bound.
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer lcancel()
+	_, err := c1.Lock(lctx, ls, r, dlm.EX)
+	took := time.Since(start)
+	bound := lease + 2*c.nodes[1].srv.core.PingEvery() + 2*tick + 700*time.Millisecond
+	switch {
+	case err == nil:
+		t.Fatal("node 1 was granted EX on a resource of a black-holed master")
+	case errors.Is(err, context.DeadlineExceeded):
+		t.Fatalf("node 1's lock hung until its deadline (%v): %v", took, err)
+	case !errors.Is(err, dlm.ErrCancelled) || !strings.Contains(err.Error(), "master node 2 unreachable"):
+		t.Fatalf("node 1's lock failed with %q, want it cancelled, naming the unreachable master", err)
+	}
+	if took > bound {
+		t.Errorf("node 1's lock failed %v after the freeze, past the bound %v", took, bound)
+	}
+	select {
+	case g := <-waiting:
+		if !errors.Is(g.err, dlm.ErrCancelled) {
+			t.Fatalf("node 1's queued request on the black-holed master ended with %v, want ErrCancelled", g.err)
+		}
+		if d := g.at.Sub(start); d > bound {
+			t.Errorf("node 1's queued request failed %v after the freeze, past the bound %v", d, bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("node 1's queued request on the silent master still waits 10s after the freeze")
+	}
+	for _, n := range []uint32{1, 3} {
+		if f := c.fences(n); f != 0 {
+			t.Errorf("node %d fenced %d times while only node 2 was silent", n, f)
+		}
+	}
+
+	// Once node 2 thaws, its links are redialled (a dial into the frozen
+	// network times out first) and it rejoins as a new dlmd; until then
+	// a request of node 1 fails after a lease, and is tried again.
+	c.net.thaw(2)
+	waitFor(t, 20*time.Second, "node 1 to lock r again after node 2 thawed", func() bool {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer lcancel()
+		l, err := c1.Lock(lctx, ls, r, dlm.EX)
+		if err != nil {
+			if !errors.Is(err, dlm.ErrCancelled) && !errors.Is(err, dlm.ErrLost) {
+				t.Fatalf("node 1's lock after the thaw: %v", err)
+			}
+			return false
+		}
+		return l.Unlock(ctx) == nil
+	})
+	t.Logf("lease %v: node 1's lock failed %v after the freeze with %q", lease, took, err)
+}
+
+// TestSilentLinkLeavesNoLockBehind: only the traffic between nodes 1 and
+// 2 is black-holed; every node keeps its lease through node 3. Node 1's
+// lock request on a resource node 2 masters is cancelled within the
+// lease; once the link thaws, node 2 gets the request after all, and the
+// cancel and unlock node 1 queued behind it: nothing of node 1's request
+// is left on the master, and node 3 takes the resource in EX.
+func TestSilentLinkLeavesNoLockBehind(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ls = "silentlink"
+	r := c.resourceMasteredOn(t, ctx, ls, 2, "res")
+	c1 := c.client(ctx, 1)
+	if _, err := c1.Lock(ctx, ls, r, dlm.NL); err != nil {
+		t.Fatal(err)
+	}
+	c.net.freezeBetween(1, 2)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer lcancel()
+	if _, err := c1.Lock(lctx, ls, r, dlm.EX); !errors.Is(err, dlm.ErrCancelled) {
+		t.Fatalf("node 1's lock on the silent master: %v, want ErrCancelled", err)
+	}
+	s1 := c.nodes[1].srv
+	pending := func() int {
+		n := -1
+		if err := s1.call(ctx, func() {
+			if p := s1.peersOut[2]; p != nil {
+				n = p.log.Pending()
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := pending(); n < 3 {
+		t.Fatalf("node 1's link to node 2 holds %d messages, want at least the request, its cancel and its unlock", n)
+	}
+	c.net.thawBetween(1, 2)
+	waitFor(t, 10*time.Second, "node 1's link to node 2 to deliver what it holds", func() bool { return pending() == 0 })
+	held := 0
+	for _, li := range c.dump(ls) {
+		if li.res == r && li.node == 1 {
+			if li.state != lockspace.StateGranted {
+				t.Fatalf("node 1's cancelled request is left on the master:%s", c.describe(ls))
+			}
+			held++
+		}
+	}
+	if held != 1 {
+		t.Fatalf("node 1 holds %d locks on %s at the master, want its NL only:%s", held, r, c.describe(ls))
+	}
+	c.lockFresh(t, ctx, 3, ls, r, "node 3 after the link thawed")
+	for _, n := range c.nums {
+		if f := c.fences(n); f != 0 {
+			t.Errorf("node %d fenced %d times while only the link 1-2 was silent", n, f)
+		}
+	}
+}
+
 // TestDeadlockAcrossNodesIsBroken: two owners on two nodes each hold what
 // the other waits for, on resources mastered on different nodes: one of
 // the requests is refused with ErrDeadlock, the other is granted once the
@@ -981,9 +1182,11 @@ func TestRepeatedPartitionsConverge(t *testing.T) {
 				case err == nil:
 					grants.Add(1)
 					_ = l.Unlock(ctx)
-				case errors.Is(err, dlm.ErrLost), errors.Is(err, context.DeadlineExceeded):
-					// Lost with a fenced node, or given up (and cancelled)
-					// while its node was cut off or recovering.
+				case errors.Is(err, dlm.ErrLost), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dlm.ErrCancelled):
+					// Lost with a fenced node, given up (and cancelled)
+					// while its node was cut off or recovering, or
+					// cancelled by dlmd because its master (or directory
+					// node) was cut off for longer than the lease.
 				default:
 					t.Errorf("node %d: lock: %v", num, err)
 					return
@@ -1021,6 +1224,11 @@ func TestRepeatedPartitionsConverge(t *testing.T) {
 		for _, r := range append([]string{fmt.Sprintf("after%d", num)}, resources...) {
 			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
 			l, err := cl.Lock(lctx, ls, r, dlm.EX)
+			// A request made while a link is still being dialled again is
+			// cancelled once it waited a lease: try again.
+			for errors.Is(err, dlm.ErrCancelled) && lctx.Err() == nil {
+				l, err = cl.Lock(lctx, ls, r, dlm.EX)
+			}
 			lcancel()
 			if err != nil {
 				t.Fatalf("node %d, %s after the heal: %v\nlocks: %s", num, r, err, c.describe(ls))

@@ -103,6 +103,11 @@ func (s *Server) out(l node.Link) *peerOut {
 			return &dlmpeerv1.PeerMessage{Ack: p.log.Received(), Msg: &dlmpeerv1.PeerMessage_Ping{Ping: s.ping(s.mono())}}
 		},
 		PingEvery: s.core.PingEvery(),
+		// A stream that brings no pong for a lease is dead, even when
+		// its connection looks open (the master's traffic black-holed):
+		// redial. The core fails what waits on a master silent as long
+		// (node.Node.Tick).
+		Silent: s.cfg.Lease,
 		Down: func(_ bool, err error) {
 			log.WithError(err).Debug("channel to peer down; reconnecting")
 			s.dropConn(nd)
@@ -169,17 +174,32 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	return c, nil
 }
 
+// handshakeTimeout bounds the dial of a channel and, apart, the wait for
+// the master's hello: a master that is up but silent fails the attempt
+// (and the next is made) instead of holding it.
+const handshakeTimeout = 3 * time.Second
+
 // openChannel opens a stream to p's master on ctx and makes the
 // handshake: our hello says what we received; the master's, what it
 // received, or that it is a new dlmd. It returns the generation to send
 // under.
 func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*dlmpeerv1.PeerMessage], uint64, error) {
-	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	c, err := s.conn(dctx, p.node)
 	cancel()
 	if err != nil {
 		return nil, 0, err
 	}
+	// The stream lives as long as ctx, unless no hello comes back in time.
+	ctx, cancelStream := context.WithCancel(ctx)
+	noHello := time.AfterFunc(handshakeTimeout, cancelStream)
+	opened := false
+	defer func() {
+		if !opened {
+			noHello.Stop()
+			cancelStream()
+		}
+	}()
 	st, err := dlmpeerv1.NewPeerClient(c).Channel(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -195,6 +215,9 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		return nil, 0, err
 	}
 	first, err := st.Recv()
+	if !noHello.Stop() {
+		return nil, 0, fmt.Errorf("no hello from node %d's dlmd within %v", p.node, handshakeTimeout)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -216,6 +239,7 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		gen = p.log.Rewind(h.GetAck())
 	}
 	p.masterInc = h.GetIncarnation()
+	opened = true
 	return st, gen, nil
 }
 
