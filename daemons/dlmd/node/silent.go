@@ -58,7 +58,7 @@ func (o *outLink) heard() time.Time {
 func (n *Node) failSilent() {
 	var stale []uint32
 	for _, m := range sortedNodes(n.outs) {
-		if n.now.Sub(n.outs[m].heard()) > n.cfg.Lease {
+		if n.now.Sub(n.outs[m].heard()) > n.lease() {
 			stale = append(stale, m)
 		}
 	}
@@ -112,7 +112,7 @@ func (n *Node) waitedOn() map[uint32]bool {
 // is cancelled (the client may try again), and says why.
 func (n *Node) unreachable(what string, m uint32) *dlmpeerv1.PeerReply {
 	return &dlmpeerv1.PeerReply{Status: dlmv1.Status_STATUS_CANCELLED,
-		Message: fmt.Sprintf("%s node %d unreachable (silent for longer than the lease, %v)", what, m, n.cfg.Lease)}
+		Message: fmt.Sprintf("%s node %d unreachable (silent for longer than the lease, %v)", what, m, n.lease())}
 }
 
 // failOn fails what waits on silent node m, in the order it was asked.

@@ -106,8 +106,9 @@ func (s *Server) out(l node.Link) *peerOut {
 		// A stream that brings no pong for a lease is dead, even when
 		// its connection looks open (the master's traffic black-holed):
 		// redial. The core fails what waits on a master silent as long
-		// (node.Node.Tick).
-		Silent: s.cfg.Lease,
+		// (node.Node.Tick). The bound is the cluster's lease as this
+		// node knows it when the link opens.
+		Silent: s.leaseInUse(),
 		Down: func(_ bool, err error) {
 			log.WithError(err).Debug("channel to peer down; reconnecting")
 			s.dropConn(nd)
@@ -115,6 +116,12 @@ func (s *Server) out(l node.Link) *peerOut {
 		Group: &s.links,
 	})
 	return p
+}
+
+// leaseInUse is the cluster's lease as the core knows it (on the loop).
+func (s *Server) leaseInUse() time.Duration {
+	_, inUse := s.core.Lease()
+	return inUse
 }
 
 func (s *Server) closePeers() {
