@@ -549,3 +549,57 @@ func TestDlmAbandonedLock(t *testing.T) {
 		}
 	}
 }
+
+// TestDlmSsiLockLost: when the node holding `ssi lock`'s lock loses it
+// (its dlmd fences: the other nodes' dlmd are gone, so no majority answers
+// within the lease), ssi lock sends its command SIGTERM and exits 3, as
+// README promises.
+func TestDlmSsiLockLost(t *testing.T) {
+	c := startDlm(t, 3, 0)
+	dir := t.TempDir()
+	ready, termed := filepath.Join(dir, "ready"), filepath.Join(dir, "termed")
+	script := fmt.Sprintf(`trap 'echo term > %s; exit 0' TERM; echo ok > %s; while :; do sleep 0.05; done`, termed, ready)
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errb strings.Builder
+		code := cli.Main([]string{"--run-dir", c.Nodes[0].RunDir, "lock", "-m", "EX", "cli", "lost", "--", "sh", "-c", script}, &out, &errb)
+		done <- result{code, out.String() + errb.String()}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("ssi lock ended before its command started: exit %d, %q", r.code, r.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command under ssi lock did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Node 1's dlmd keeps running; the others' vanish without a goodbye.
+	for _, n := range c.Nodes[1:] {
+		if err := n.KillDlmd(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case r := <-done:
+		if r.code != 3 {
+			t.Fatalf("ssi lock after its lock was lost: exit %d, want 3 (%q)", r.code, r.out)
+		}
+		if _, err := os.Stat(termed); err != nil {
+			t.Fatalf("the command was not sent SIGTERM: %v (ssi lock said %q)", err, r.out)
+		}
+		t.Logf("ssi lock: exit 3: %s", strings.TrimSpace(r.out))
+	case <-time.After(30 * time.Second):
+		t.Fatal("ssi lock did not end within 30 s of its node losing the majority")
+	}
+}
