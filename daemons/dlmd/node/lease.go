@@ -243,7 +243,7 @@ func (n *Node) fence(why string) {
 	}
 	n.closeLinks()
 	n.tables = map[string]*lockspace.Lockspace{}
-	n.locks = map[lockspace.LockID]*copyLock{}
+	n.locks, n.uidLocks = map[lockspace.LockID]*copyLock{}, map[uint32]int{}
 	n.pend = map[uint64]*pending{}
 	n.pids = map[lockspace.Owner]int32{}
 	n.outbox, n.deferred, n.early, n.retries = nil, nil, nil, nil

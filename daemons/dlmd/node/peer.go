@@ -118,7 +118,7 @@ func (n *Node) Leave(now time.Time) {
 	// Its locks, tables, masteries and routes are gone as far as the
 	// others are concerned: nothing here may grant or route again.
 	n.tables = map[string]*lockspace.Lockspace{}
-	n.locks = map[lockspace.LockID]*copyLock{}
+	n.locks, n.uidLocks = map[lockspace.LockID]*copyLock{}, map[uint32]int{}
 	n.pend = map[uint64]*pending{}
 	n.mastered = map[directory.Key]*mastery{}
 	n.routes = map[directory.Key]*route{}
