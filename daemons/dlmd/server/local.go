@@ -39,6 +39,12 @@ type LockspaceStore interface {
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
 }
 
+// sessionQueueBound is how many messages for a client may wait to be sent
+// before dlmd stops reading its requests (a few hundred KiB; replies and
+// completions are small). Together with dlmd.max_pending_per_session it
+// bounds what a slow reader makes dlmd keep.
+const sessionQueueBound = 1024
+
 // session is the stream of one client's lock session (an owner; the core
 // keeps its locks).
 type session struct {
@@ -133,6 +139,11 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		defer close(received)
 		defer cancel()
 		for {
+			// A client that does not read its replies is not read
+			// either: the loop never waits for a session.
+			if !ss.q.waitRoom(sessionQueueBound, sctx.Done()) {
+				return
+			}
 			m, err := recvClient(st)
 			if err != nil || sctx.Err() != nil {
 				return
