@@ -206,18 +206,11 @@ func (n *Node) DumpPage(only, afterLS, afterName string, limit int) []*dlmv1.Res
 			continue
 		}
 		t := n.tables[name]
-		names := t.Resources()
+		after := ""
 		if name == afterLS {
-			i, found := slices.BinarySearch(names, afterName)
-			if found {
-				i++
-			}
-			names = names[i:]
+			after = afterName
 		}
-		for _, r := range names {
-			if limit > 0 && len(out) == limit {
-				return out
-			}
+		for _, r := range t.ResourcesAfter(after, limit-len(out)) {
 			lvb, valid, _ := t.LVB(r)
 			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: n.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
@@ -226,6 +219,9 @@ func (n *Node) DumpPage(only, afterLS, afterName string, limit int) []*dlmv1.Res
 					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
 			}
 			out = append(out, res)
+		}
+		if limit > 0 && len(out) == limit {
+			break
 		}
 	}
 	return out
