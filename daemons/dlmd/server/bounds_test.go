@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -224,5 +225,34 @@ func TestLocksListsManyLocks(t *testing.T) {
 			masters[r.Master]++
 		}
 		t.Logf("node %d lists %d resources in %v, by master %v", num, len(l.Resources), took.Round(time.Millisecond), masters)
+	}
+}
+
+// TestLimitErrorReachesTheClient: a lock past dlmd.max_locks_per_session
+// fails in client/dlm with ErrLimit and a message naming the setting; the
+// session goes on (its locks stay, and it locks again once it released
+// one).
+func TestLimitErrorReachesTheClient(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{limits: node.Limits{LocksPerSession: 2}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := c.client(ctx, 1)
+	a, err := cl.Lock(ctx, "x", "a", dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Lock(ctx, "x", "b", dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Lock(ctx, "x", "r", dlm.EX)
+	const want = "dlm: lock x/r: limit reached: too many locks: session holds 2 (dlmd.max_locks_per_session)"
+	if !errors.Is(err, dlm.ErrLimit) || err.Error() != want {
+		t.Fatalf("third lock: %v\nwant %s (ErrLimit)", err, want)
+	}
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Lock(ctx, "x", "r", dlm.EX); err != nil {
+		t.Fatalf("lock after an unlock made room: %v", err)
 	}
 }
