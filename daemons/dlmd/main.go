@@ -54,7 +54,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		DeadlockInterval: own.DeadlockInterval,
 		Lease:            own.Lease,
 		Limits: node.Limits{LocksPerSession: own.MaxLocksPerSession, LocksPerUID: own.MaxLocksPerUID,
-			PendingPerSession: own.MaxPendingPerSession},
+			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
 		Source:     src,
 		Lookup:     lookup,
 		Lockspaces: server.KVStore{KV: consul.NewKV(client)},

@@ -509,6 +509,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxLocksPerSession = 0 }, `config: dlmd.max_locks_per_session: "0" is not valid: want an integer 1..10000000`},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxLocksPerUID = 10000001 }, `config: dlmd.max_locks_per_uid: "10000001" is not valid: want an integer 1..10000000`},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerSession = -1 }, `config: dlmd.max_pending_per_session: "-1" is not valid: want an integer 1..10000000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerUID = 0 }, `config: dlmd.max_pending_per_uid: "0" is not valid: want an integer 1..10000000`},
 	}
 	for _, tt := range tests {
 		c := Defaults(daemons.Sections())

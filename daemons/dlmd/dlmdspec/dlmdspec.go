@@ -82,6 +82,10 @@ type Config struct {
 	// Default 1000: a client that pipelines keeps the links busy with far
 	// fewer.
 	MaxPendingPerSession int `mapstructure:"max_pending_per_session" want:"an integer 1..10000000"`
+	// MaxPendingPerUID bounds the requests of one uid's sessions on a
+	// node waiting for their answer. 1..MaxLimit. Default 10000: ten
+	// sessions at their limit.
+	MaxPendingPerUID int `mapstructure:"max_pending_per_uid" want:"an integer 1..10000000"`
 }
 
 // MaxLimit is the largest value of the max_* settings.
@@ -107,6 +111,7 @@ func Default() Config {
 		MaxLocksPerSession:   10000,
 		MaxLocksPerUID:       50000,
 		MaxPendingPerSession: 1000,
+		MaxPendingPerUID:     10000,
 	}
 }
 
@@ -120,6 +125,7 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "max_locks_per_session", Value: strconv.Itoa(c.MaxLocksPerSession), OK: isLimit(c.MaxLocksPerSession)},
 		settings.Check{Key: "max_locks_per_uid", Value: strconv.Itoa(c.MaxLocksPerUID), OK: isLimit(c.MaxLocksPerUID)},
 		settings.Check{Key: "max_pending_per_session", Value: strconv.Itoa(c.MaxPendingPerSession), OK: isLimit(c.MaxPendingPerSession)},
+		settings.Check{Key: "max_pending_per_uid", Value: strconv.Itoa(c.MaxPendingPerUID), OK: isLimit(c.MaxPendingPerUID)},
 	)
 }
 

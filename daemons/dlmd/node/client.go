@@ -62,7 +62,7 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
-	ss.pending++
+	n.countPending(ss)
 	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply(), counted: true})
 }
 
@@ -103,7 +103,7 @@ func (n *Node) op(now time.Time, sess, tag uint64, req *dlmpeerv1.PeerRequest, h
 	}
 	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
 	req.Config = cfgToProto(n.lsCfg[cl.ls])
-	ss.pending++
+	n.countPending(ss)
 	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet, counted: true})
 }
 
@@ -120,6 +120,7 @@ func (n *Node) CloseSession(now time.Time, sess uint64) {
 	if ss == nil {
 		return
 	}
+	n.uncountSession(ss)
 	n.sessionExit(ss)
 }
 

@@ -24,7 +24,7 @@ import (
 //
 //	start nodes=3 [lease=1s] [toss=10s]  boot a cluster, all UP at epoch 1
 //	      [lease3=3s]                  (node 3's dlmd.lease differs)
-//	      [locks=2] [uidlocks=3] [pending=1]  the nodes' limits (Limits)
+//	      [locks=2] [uidlocks=3] [pending=1] [uidpending=2]  the limits
 //	open n=1 [uid=1000]                open a session (prints its id)
 //	lock n=1 s=1 [tag=1] r=res m=EX [ls=ls] [f=PERSISTENT|VALBLK|NOQUEUE|...] [t=5s] [inreply]
 //	convert n=1 s=1 [tag=] id=1 m=NL [f=VALBLK] [lvb=text]
@@ -208,7 +208,7 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 		}
 		nw := newNetwork(t, int(dmust(t, d, "nodes")), ddur(t, d, "lease", time.Second), ddur(t, d, "toss", 10*time.Second), leases)
 		nw.limits = Limits{LocksPerSession: int(dnum(t, d, "locks", 0)), LocksPerUID: int(dnum(t, d, "uidlocks", 0)),
-			PendingPerSession: int(dnum(t, d, "pending", 0))}
+			PendingPerSession: int(dnum(t, d, "pending", 0)), PendingPerUID: int(dnum(t, d, "uidpending", 0))}
 		for _, m := range nw.nodes {
 			m.n.cfg.Limits = nw.limits
 		}

@@ -18,6 +18,9 @@ type Limits struct {
 	// PendingPerSession bounds a session's requests that wait for their
 	// answer (a master far away, a recovery, a lookup).
 	PendingPerSession int
+	// PendingPerUID bounds the requests of the sessions of one uid on
+	// this node that wait for their answer.
+	PendingPerUID int
 }
 
 // ErrLimit is the error of a request refused because a limit was
@@ -30,6 +33,9 @@ func (n *Node) limitErr(ss *session, lock bool) error {
 	l := n.cfg.Limits
 	if l.PendingPerSession > 0 && ss.pending >= l.PendingPerSession {
 		return fmt.Errorf("dlm: too many requests waiting: session has %d (dlmd.max_pending_per_session): %w", ss.pending, ErrLimit)
+	}
+	if u := n.uidPending[ss.cred.UID]; l.PendingPerUID > 0 && u >= l.PendingPerUID {
+		return fmt.Errorf("dlm: too many requests waiting: uid %d has %d on this node (dlmd.max_pending_per_uid): %w", ss.cred.UID, u, ErrLimit)
 	}
 	if !lock {
 		return nil
@@ -67,11 +73,39 @@ func (n *Node) dropLock(cl *copyLock) {
 	}
 }
 
+// countPending counts a new request of session ss until it is answered.
+func (n *Node) countPending(ss *session) {
+	ss.pending++
+	if !ss.uncounted {
+		n.uidPending[ss.cred.UID]++
+	}
+}
+
 // answered notes that a session's request got its answer (or was dropped).
 func (n *Node) answered(p *pending) {
-	if p.counted {
-		p.counted = false
-		p.sess.pending--
+	if !p.counted {
+		return
+	}
+	p.counted = false
+	ss := p.sess
+	ss.pending--
+	if !ss.uncounted {
+		n.uncountUID(ss.cred.UID, 1)
+	}
+}
+
+// uncountSession takes a session that ends out of its uid's count of
+// requests pending: what it still waits for may never be answered.
+func (n *Node) uncountSession(ss *session) {
+	if !ss.uncounted {
+		ss.uncounted = true
+		n.uncountUID(ss.cred.UID, ss.pending)
+	}
+}
+
+func (n *Node) uncountUID(uid uint32, k int) {
+	if n.uidPending[uid] -= k; n.uidPending[uid] <= 0 {
+		delete(n.uidPending, uid)
 	}
 }
 
@@ -79,6 +113,17 @@ func (n *Node) answered(p *pending) {
 func (n *Node) checkCounts() error {
 	bySess := map[*session]int{}
 	byUID := map[uint32]int{}
+	pendByUID := map[uint32]int{}
+	for _, ss := range n.sessions {
+		if !ss.uncounted {
+			pendByUID[ss.cred.UID] += ss.pending
+		}
+	}
+	for uid, c := range pendByUID {
+		if c != n.uidPending[uid] {
+			return fmt.Errorf("uid %d counts %d requests pending, its sessions %d", uid, n.uidPending[uid], c)
+		}
+	}
 	for _, cl := range n.locks {
 		if cl.owner != nil {
 			bySess[cl.owner]++

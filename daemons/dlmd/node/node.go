@@ -126,17 +126,19 @@ type Node struct {
 	sessions map[uint64]*session
 	locks    map[lockspace.LockID]*copyLock
 	uidLocks map[uint32]int // copies by owner uid (see addLock)
-	pend     map[uint64]*pending
-	outbox   []*pending
-	deferred []func()
-	pids     map[lockspace.Owner]int32
-	members  directory.Members
-	dir      []uint32
-	last     directory.Completed
-	haveLast bool
-	rec      *recovery
-	early    []earlyMarker
-	retries  []*pending // sent again at the next tick, in order
+	// uidPending counts the pending requests of the sessions by uid.
+	uidPending map[uint32]int
+	pend       map[uint64]*pending
+	outbox     []*pending
+	deferred   []func()
+	pids       map[lockspace.Owner]int32
+	members    directory.Members
+	dir        []uint32
+	last       directory.Completed
+	haveLast   bool
+	rec        *recovery
+	early      []earlyMarker
+	retries    []*pending // sent again at the next tick, in order
 	// gone are the nodes whose dlmd said goodbye (its incarnation), until
 	// a new dlmd of theirs shows up; rejoining those whose new dlmd showed
 	// up and has not answered a ping yet. Neither counts for the lease; a
@@ -211,8 +213,11 @@ type session struct {
 	unlocking map[uint32]int
 	parked    []*pending
 	// nlocks counts the copies charged to the session (see addLock),
-	// pending its requests not answered yet (see answered).
+	// pending its requests not answered yet (see answered); uncounted:
+	// the session ended and its pending requests no longer count for its
+	// uid.
 	nlocks, pending int
+	uncounted       bool
 }
 
 // copyLock is this node's copy of one of its clients' locks.
@@ -285,7 +290,7 @@ func New(cfg Config) *Node {
 	return &Node{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		tables: map[string]*lockspace.Lockspace{}, lsCfg: map[string]lockspace.Config{},
-		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{}, uidLocks: map[uint32]int{},
+		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{}, uidLocks: map[uint32]int{}, uidPending: map[uint32]int{},
 		pend: map[uint64]*pending{}, pids: map[lockspace.Owner]int32{}, gone: map[uint32]uint64{}, rejoining: map[uint32]bool{},
 		outs: map[uint32]*outLink{}, ins: map[uint32]*inLink{},
 		ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{}, heard: map[uint32]peerLease{}, inUse: cfg.Lease,

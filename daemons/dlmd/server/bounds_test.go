@@ -20,7 +20,8 @@ import (
 // defaultLimits are dlmd's limits at their shipped defaults.
 func defaultLimits() node.Limits {
 	d := dlmdspec.Default()
-	return node.Limits{LocksPerSession: d.MaxLocksPerSession, LocksPerUID: d.MaxLocksPerUID, PendingPerSession: d.MaxPendingPerSession}
+	return node.Limits{LocksPerSession: d.MaxLocksPerSession, LocksPerUID: d.MaxLocksPerUID,
+		PendingPerSession: d.MaxPendingPerSession, PendingPerUID: d.MaxPendingPerUID}
 }
 
 // heapAlloc is the live heap after a collection.
