@@ -118,6 +118,11 @@ var (
 	ErrUnknownLock = errors.New("no such lock")
 	ErrBusy        = errors.New("lock busy")
 	ErrNotPending  = errors.New("no request pending")
+	// ErrLimit: dlmd refused the request because a limit of its
+	// configuration was reached (the message names it, as in "too many
+	// locks: session holds 10000 (dlmd.max_locks_per_session)"); the
+	// session goes on. Release locks, or wait for answers, and retry.
+	ErrLimit = errors.New("limit reached")
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
 	ErrClosed = errors.New("session closed")
@@ -139,6 +144,7 @@ var statusErr = map[dlmv1.Status]error{
 	dlmv1.Status_STATUS_UNKNOWN_LOCK:  ErrUnknownLock,
 	dlmv1.Status_STATUS_BUSY:          ErrBusy,
 	dlmv1.Status_STATUS_NOT_PENDING:   ErrNotPending,
+	dlmv1.Status_STATUS_LIMIT:         ErrLimit,
 }
 
 func errOf(st dlmv1.Status, msg string) error {

@@ -76,32 +76,55 @@ func InLockspace(name string) ListOption {
 	return func(r *dlmv1.LocksRequest) { r.Lockspace = name }
 }
 
+// locksPage is how many resources Locks asks dlmd for at a time.
+const locksPage = 1000
+
 // Locks lists the resources that have locks across the cluster, in the
 // lockspaces the caller may use (root: all), with their master and their
 // locks in queue order. Nodes that do not answer are named in
-// Listing.Errors; the others are listed.
+// Listing.Errors; the others are listed. It reads the listing a page at
+// a time (so that any number of locks fits gRPC's message size); locks
+// taken or released meanwhile may or may not show.
 func (c *Client) Locks(ctx context.Context, opts ...ListOption) (*Listing, error) {
 	req := &dlmv1.LocksRequest{}
 	for _, o := range opts {
 		o(req)
 	}
-	r, err := dlmv1.NewDlmClient(c.conn).Locks(ctx, req)
-	if err != nil {
-		return nil, apiErr("locks", err)
-	}
-	out := &Listing{Errors: r.GetErrors()}
-	for _, res := range r.GetResources() {
-		lr := Resource{Lockspace: res.GetLockspace(), Name: res.GetName(), Master: int(res.GetMaster()), ValueValid: res.GetLvbValid()}
-		for _, l := range res.GetLocks() {
-			lr.Locks = append(lr.Locks, LockInfo{
-				Node: int(l.GetNode()), Owner: l.GetClient(), PID: int(l.GetPid()), ID: l.GetId(),
-				State: State(l.GetState()), Granted: modeOf(l.GetGranted()), Requested: modeOf(l.GetRequested()),
-				Orphan: l.GetOrphan(),
-			})
+	req.PageSize = locksPage
+	out := &Listing{}
+	seen := map[string]bool{}
+	for {
+		r, err := dlmv1.NewDlmClient(c.conn).Locks(ctx, req)
+		if err != nil {
+			return nil, apiErr("locks", err)
 		}
-		out.Resources = append(out.Resources, lr)
+		for _, e := range r.GetErrors() {
+			if !seen[e] {
+				seen[e] = true
+				out.Errors = append(out.Errors, e)
+			}
+		}
+		for _, res := range r.GetResources() {
+			out.Resources = append(out.Resources, resourceOf(res))
+		}
+		if !r.GetMore() {
+			return out, nil
+		}
+		req.PageAfterLockspace, req.PageAfterName = r.GetNextAfterLockspace(), r.GetNextAfterName()
 	}
-	return out, nil
+}
+
+// resourceOf converts a listed resource.
+func resourceOf(res *dlmv1.Resource) Resource {
+	lr := Resource{Lockspace: res.GetLockspace(), Name: res.GetName(), Master: int(res.GetMaster()), ValueValid: res.GetLvbValid()}
+	for _, l := range res.GetLocks() {
+		lr.Locks = append(lr.Locks, LockInfo{
+			Node: int(l.GetNode()), Owner: l.GetClient(), PID: int(l.GetPid()), ID: l.GetId(),
+			State: State(l.GetState()), Granted: modeOf(l.GetGranted()), Requested: modeOf(l.GetRequested()),
+			Orphan: l.GetOrphan(),
+		})
+	}
+	return lr
 }
 
 // apiErr turns the error of a unary call of dlmd's local API into the

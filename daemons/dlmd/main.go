@@ -12,6 +12,7 @@ import (
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/daemons/dlmd/server"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
@@ -52,10 +53,12 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Incarnation:      uint64(time.Now().UnixNano()),
 		DeadlockInterval: own.DeadlockInterval,
 		Lease:            own.Lease,
-		Source:           src,
-		Lookup:           lookup,
-		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
-		Log:              env.Log,
+		Limits: node.Limits{LocksPerSession: own.MaxLocksPerSession, LocksPerUID: own.MaxLocksPerUID,
+			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
+		Source:     src,
+		Lookup:     lookup,
+		Lockspaces: server.KVStore{KV: consul.NewKV(client)},
+		Log:        env.Log,
 	})
 
 	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)

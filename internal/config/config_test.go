@@ -506,6 +506,10 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = time.Minute }, ""},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = 199 * time.Millisecond }, `config: dlmd.lease: "199ms" is not valid: want a duration 200ms..60s such as 1s`},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).Lease = 1000000 * time.Hour }, `config: dlmd.lease: "1000000h0m0s" is not valid: want a duration 200ms..60s such as 1s`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxLocksPerSession = 0 }, `config: dlmd.max_locks_per_session: "0" is not valid: want an integer 1..10000000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxLocksPerUID = 10000001 }, `config: dlmd.max_locks_per_uid: "10000001" is not valid: want an integer 1..10000000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerSession = -1 }, `config: dlmd.max_pending_per_session: "-1" is not valid: want an integer 1..10000000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerUID = 0 }, `config: dlmd.max_pending_per_uid: "0" is not valid: want an integer 1..10000000`},
 	}
 	for _, tt := range tests {
 		c := Defaults(daemons.Sections())

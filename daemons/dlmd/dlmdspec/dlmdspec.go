@@ -64,7 +64,32 @@ type Config struct {
 	// change, and follows the cluster's. Set the same value on every node.
 	// MinLease..MaxLease (200ms..60s). Default 1s.
 	Lease time.Duration `mapstructure:"lease" want:"a duration 200ms..60s such as 1s"`
+	// MaxLocksPerSession bounds the locks one client session holds or
+	// asks for on its node (a lock past it is refused with "too many
+	// locks", the session goes on). Root is bounded too: the limits guard
+	// dlmd's memory, not an access right. 1..MaxLimit. Default 10000: far
+	// above what a program locks at once (a cluster daemon holds a few),
+	// a few MiB of dlmd's memory.
+	MaxLocksPerSession int `mapstructure:"max_locks_per_session" want:"an integer 1..10000000"`
+	// MaxLocksPerUID bounds the locks the sessions of one uid hold or ask
+	// for on one node, its orphans (persistent locks whose process ended)
+	// included. Root is bounded too. 1..MaxLimit. Default 50000: five
+	// sessions at their limit, some tens of MiB of dlmd's memory at most.
+	MaxLocksPerUID int `mapstructure:"max_locks_per_uid" want:"an integer 1..10000000"`
+	// MaxPendingPerSession bounds a session's requests waiting for their
+	// answer (from a master on another node, or after a recovery); one
+	// past it is refused with "too many requests waiting". 1..MaxLimit.
+	// Default 1000: a client that pipelines keeps the links busy with far
+	// fewer.
+	MaxPendingPerSession int `mapstructure:"max_pending_per_session" want:"an integer 1..10000000"`
+	// MaxPendingPerUID bounds the requests of one uid's sessions on a
+	// node waiting for their answer. 1..MaxLimit. Default 10000: ten
+	// sessions at their limit.
+	MaxPendingPerUID int `mapstructure:"max_pending_per_uid" want:"an integer 1..10000000"`
 }
+
+// MaxLimit is the largest value of the max_* settings.
+const MaxLimit = 10_000_000
 
 // The bounds of Lease. Below MinLease pings (every tenth of the lease)
 // and scheduling hiccups would fence nodes for nothing; above MaxLease a
@@ -82,6 +107,11 @@ func Default() Config {
 		RPCPort:          7102,
 		DeadlockInterval: time.Second,
 		Lease:            time.Second,
+
+		MaxLocksPerSession:   10000,
+		MaxLocksPerUID:       50000,
+		MaxPendingPerSession: 1000,
+		MaxPendingPerUID:     10000,
 	}
 }
 
@@ -92,8 +122,15 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
 		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= MinLease && c.Lease <= MaxLease},
+		settings.Check{Key: "max_locks_per_session", Value: strconv.Itoa(c.MaxLocksPerSession), OK: isLimit(c.MaxLocksPerSession)},
+		settings.Check{Key: "max_locks_per_uid", Value: strconv.Itoa(c.MaxLocksPerUID), OK: isLimit(c.MaxLocksPerUID)},
+		settings.Check{Key: "max_pending_per_session", Value: strconv.Itoa(c.MaxPendingPerSession), OK: isLimit(c.MaxPendingPerSession)},
+		settings.Check{Key: "max_pending_per_uid", Value: strconv.Itoa(c.MaxPendingPerUID), OK: isLimit(c.MaxPendingPerUID)},
 	)
 }
+
+// isLimit reports whether v is a value of a max_* setting.
+func isLimit(v int) bool { return v >= 1 && v <= MaxLimit }
 
 // From returns dlmd's section of a loaded configuration (an
 // internal/config *Config).

@@ -195,6 +195,32 @@ func (ls *Lockspace) Resources() []string {
 	return names
 }
 
+// ResourcesAfter returns, sorted, the first limit names of resources (all
+// with limit 0) that sort after after, without sorting them all: a page
+// of a listing costs one pass over the resources.
+func (ls *Lockspace) ResourcesAfter(after string, limit int) []string {
+	if limit <= 0 {
+		names := ls.Resources()
+		i, found := slices.BinarySearch(names, after)
+		if found {
+			i++
+		}
+		return names[i:]
+	}
+	names := make([]string, 0, limit+1)
+	for n := range ls.res {
+		if n <= after || len(names) == limit && n >= names[limit-1] {
+			continue
+		}
+		i, _ := slices.BinarySearch(names, n)
+		names = slices.Insert(names, i, n)
+		if len(names) > limit {
+			names = names[:limit]
+		}
+	}
+	return names
+}
+
 // LVB returns a resource's value block and whether it is valid; ok is false
 // when the resource has no locks.
 func (ls *Lockspace) LVB(resource string) (lvb LVB, valid, ok bool) {

@@ -19,5 +19,8 @@ func (n *Node) Check() error {
 			return fmt.Errorf("node %d: copy of lock %d has no session and is not an orphan", n.self, id)
 		}
 	}
+	if err := n.checkCounts(); err != nil {
+		return fmt.Errorf("node %d: %w", n.self, err)
+	}
 	return nil
 }

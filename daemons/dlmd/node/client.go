@@ -48,17 +48,22 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 	if ss == nil {
 		return
 	}
+	if err := n.limitErr(ss, true); err != nil {
+		n.tell(ss, ReplyErr(tag, err))
+		return
+	}
 	n.lsCfg[r.GetLockspace()] = cfg
 	n.nextLock++
 	id := lockspace.LockID(n.nextLock)
 	fl := lockspace.Flags(r.GetFlags())
 	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
-		sess: ss, pid: ss.pid, uid: ss.cred.UID, flags: fl, persistent: fl&lockspace.Persistent != 0}
-	n.locks[id] = cl
+		sess: ss, owner: ss, pid: ss.pid, uid: ss.cred.UID, flags: fl, persistent: fl&lockspace.Persistent != 0}
+	n.addLock(cl)
 	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
-	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply()})
+	n.countPending(ss)
+	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: r.GetCompletionInReply(), counted: true})
 }
 
 // Convert converts one of the session's locks.
@@ -92,9 +97,14 @@ func (n *Node) op(now time.Time, sess, tag uint64, req *dlmpeerv1.PeerRequest, h
 		n.tell(ss, ReplyErr(tag, fmt.Errorf("dlm: lock %d: %w", req.LockId, lockspace.ErrUnknownLock)))
 		return
 	}
+	if err := n.limitErr(ss, false); err != nil {
+		n.tell(ss, ReplyErr(tag, err))
+		return
+	}
 	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
 	req.Config = cfgToProto(n.lsCfg[cl.ls])
-	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet})
+	n.countPending(ss)
+	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet, counted: true})
 }
 
 // ReplyErr is the reply to a client request that failed.
@@ -110,6 +120,7 @@ func (n *Node) CloseSession(now time.Time, sess uint64) {
 	if ss == nil {
 		return
 	}
+	n.uncountSession(ss)
 	n.sessionExit(ss)
 }
 
@@ -123,7 +134,7 @@ func (n *Node) sessionExit(ss *session) {
 	delete(n.sessions, ss.id)
 	ss.parked = nil // their copies go with the session's below
 	masters := map[uint32]bool{}
-	for id, cl := range n.locks {
+	for _, cl := range n.locks {
 		if cl.sess != ss {
 			continue
 		}
@@ -134,7 +145,7 @@ func (n *Node) sessionExit(ss *session) {
 			cl.state, cl.rq, cl.deadline, cl.orphan, cl.sess = lockspace.StateGranted, 0, time.Time{}, true, nil
 			continue
 		}
-		delete(n.locks, id)
+		n.dropLock(cl)
 	}
 	// Requests in flight reach their masters before the exit does (same
 	// link), so every master that may hold one hears of it.
@@ -184,14 +195,23 @@ func (n *Node) LockspaceConfig(name string) (lockspace.Config, bool) {
 func (n *Node) Members() []uint32 { return slices.Clone(n.dir) }
 
 // Dump renders the master tables (of one lockspace, or all).
-func (n *Node) Dump(only string) []*dlmv1.Resource {
+func (n *Node) Dump(only string) []*dlmv1.Resource { return n.DumpPage(only, "", "", 0) }
+
+// DumpPage renders at most limit resources (0: all) of the master tables
+// (of one lockspace, or all), the first after afterLS/afterName in
+// lockspace, then name order ("", "": from the start).
+func (n *Node) DumpPage(only, afterLS, afterName string, limit int) []*dlmv1.Resource {
 	var out []*dlmv1.Resource
 	for _, name := range sortedKeys(n.tables) {
-		if only != "" && name != only {
+		if only != "" && name != only || name < afterLS {
 			continue
 		}
 		t := n.tables[name]
-		for _, r := range t.Resources() {
+		after := ""
+		if name == afterLS {
+			after = afterName
+		}
+		for _, r := range t.ResourcesAfter(after, limit-len(out)) {
 			lvb, valid, _ := t.LVB(r)
 			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: n.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
@@ -200,6 +220,9 @@ func (n *Node) Dump(only string) []*dlmv1.Resource {
 					Granted: pmode(li.Granted), Requested: pmode(li.Requested), Flags: uint32(li.Flags), Orphan: li.Orphan})
 			}
 			out = append(out, res)
+		}
+		if limit > 0 && len(out) == limit {
+			break
 		}
 	}
 	return out

@@ -32,6 +32,7 @@ var statusErrors = []struct {
 	{dlmv1.Status_STATUS_BUSY, lockspace.ErrBusy},
 	{dlmv1.Status_STATUS_NOT_PENDING, lockspace.ErrNotPending},
 	{dlmv1.Status_STATUS_RETRY, ErrRetry},
+	{dlmv1.Status_STATUS_LIMIT, ErrLimit},
 }
 
 // StatusOf maps an error of the core to its wire status.

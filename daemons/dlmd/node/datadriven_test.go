@@ -24,7 +24,8 @@ import (
 //
 //	start nodes=3 [lease=1s] [toss=10s]  boot a cluster, all UP at epoch 1
 //	      [lease3=3s]                  (node 3's dlmd.lease differs)
-//	open n=1                           open a session (prints its id)
+//	      [locks=2] [uidlocks=3] [pending=1] [uidpending=2]  the limits
+//	open n=1 [uid=1000]                open a session (prints its id)
 //	lock n=1 s=1 [tag=1] r=res m=EX [ls=ls] [f=PERSISTENT|VALBLK|NOQUEUE|...] [t=5s] [inreply]
 //	convert n=1 s=1 [tag=] id=1 m=NL [f=VALBLK] [lvb=text]
 //	unlock n=1 s=1 [tag=] id=1 [f=VALBLK] [lvb=text]
@@ -205,10 +206,17 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 				leases[uint32(n)] = ddur(t, d, a.Key, 0)
 			}
 		}
-		return newNetwork(t, int(dmust(t, d, "nodes")), ddur(t, d, "lease", time.Second), ddur(t, d, "toss", 10*time.Second), leases)
+		nw := newNetwork(t, int(dmust(t, d, "nodes")), ddur(t, d, "lease", time.Second), ddur(t, d, "toss", 10*time.Second), leases)
+		nw.limits = Limits{LocksPerSession: int(dnum(t, d, "locks", 0)), LocksPerUID: int(dnum(t, d, "uidlocks", 0)),
+			PendingPerSession: int(dnum(t, d, "pending", 0)), PendingPerUID: int(dnum(t, d, "uidpending", 0))}
+		for _, m := range nw.nodes {
+			m.n.cfg.Limits = nw.limits
+		}
+		return nw
 	case "open":
 		m := nw.running(t, d)
-		id := m.n.OpenSession(nw.now, int32(100+len(m.n.sessions)), lockspace.Cred{UID: 1000, GID: 1000})
+		uid := uint32(dnum(t, d, "uid", 1000))
+		id := m.n.OpenSession(nw.now, int32(100+len(m.n.sessions)), lockspace.Cred{UID: uid, GID: 1000})
 		fmt.Fprintf(&nw.out, "n%d.s%d\n", m.id, id)
 	case "lock":
 		m := nw.running(t, d)

@@ -56,7 +56,7 @@ func FuzzPeerMessage(f *testing.F) {
 			n.mastered[directory.Key{Lockspace: "ls", Resource: r}] = &mastery{used: now}
 		}
 		cl := &copyLock{ls: "ls", res: "c", key: lockspace.Key{Owner: lockspace.Owner{Node: 1, Client: 9}, ID: 9}, orphan: true}
-		n.locks[cl.key.ID] = cl
+		n.addLock(cl)
 		l := &lookup{key: directory.Key{Lockspace: "ls", Resource: "c"}, tag: 1, dir: 2, sent: true, waiting: []*pending{{tag: 5, lock: cl,
 			req: &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: "ls", Resource: "c", Client: 9, LockId: 9, Mode: dlmv1.Mode_MODE_PR}}}}
 		n.lookups[l.key], n.lookupTags[l.tag] = l, l

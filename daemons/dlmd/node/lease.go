@@ -237,13 +237,13 @@ func (n *Node) fence(why string) {
 	n.log.WithFields(logrus.Fields{"reason": why, "sessions": len(n.sessions), "locks": len(n.locks)}).
 		Error("fenced: this node's locks are dropped and its clients told; rejoining as a new dlmd")
 	for _, id := range sortedNodes64(n.sessions) {
-		n.sessions[id].closed = true
+		n.sessions[id].closed, n.sessions[id].uncounted = true, true
 		n.rd.Ended = append(n.rd.Ended, Ended{Session: id, Lost: true})
 		delete(n.sessions, id)
 	}
 	n.closeLinks()
 	n.tables = map[string]*lockspace.Lockspace{}
-	n.locks = map[lockspace.LockID]*copyLock{}
+	n.locks, n.uidLocks, n.uidPending = map[lockspace.LockID]*copyLock{}, map[uint32]int{}, map[uint32]int{}
 	n.pend = map[uint64]*pending{}
 	n.pids = map[lockspace.Owner]int32{}
 	n.outbox, n.deferred, n.early, n.retries = nil, nil, nil, nil

@@ -36,6 +36,8 @@ type network struct {
 	// leases are the nodes whose dlmd.lease is not lease.
 	leases map[uint32]time.Duration
 	toss   time.Duration
+	// limits are every node's dlmd limits.
+	limits Limits
 	out    strings.Builder
 	// The fencing-token check, as a storage system would make it: the
 	// highest token told to any client for each resource, the token
@@ -114,7 +116,7 @@ func (nw *network) boot(id uint32, inc uint64) {
 	log.SetLevel(logrus.InfoLevel)
 	log.AddHook(logHook{nw: nw, node: id})
 	m := &member{id: id, running: true, attached: map[uint32]Link{}, outs: map[uint32]Link{}, masterInc: map[uint64]uint64{},
-		n: New(Config{Node: id, Incarnation: inc, Lease: nw.leaseOf(id), Toss: nw.toss, Tick: netTick, Log: log})}
+		n: New(Config{Node: id, Incarnation: inc, Lease: nw.leaseOf(id), Toss: nw.toss, Tick: netTick, Limits: nw.limits, Log: log})}
 	nw.nodes[id] = m
 	m.n.Start(nw.now, nw.epoch, nw.upList())
 	nw.collect(m)
@@ -542,6 +544,9 @@ func describeSession(m *dlmv1.ServerMessage) string {
 		}
 		if r.Completion != nil {
 			s += " with " + describeCompletion(r.Completion)
+		}
+		if r.Status == dlmv1.Status_STATUS_LIMIT {
+			s += ": " + r.Message
 		}
 		return s
 	case *dlmv1.ServerMessage_Completion:

@@ -58,6 +58,8 @@ type Config struct {
 	// Tick is how often the shell calls Tick (it bounds the lease margin).
 	// Default 20ms.
 	Tick time.Duration
+	// Limits bound what the local clients may make this node hold.
+	Limits Limits
 	// Log is the daemon's logger.
 	Log logrus.FieldLogger
 }
@@ -123,17 +125,20 @@ type Node struct {
 	lsCfg    map[string]lockspace.Config
 	sessions map[uint64]*session
 	locks    map[lockspace.LockID]*copyLock
-	pend     map[uint64]*pending
-	outbox   []*pending
-	deferred []func()
-	pids     map[lockspace.Owner]int32
-	members  directory.Members
-	dir      []uint32
-	last     directory.Completed
-	haveLast bool
-	rec      *recovery
-	early    []earlyMarker
-	retries  []*pending // sent again at the next tick, in order
+	uidLocks map[uint32]int // copies by owner uid (see addLock)
+	// uidPending counts the pending requests of the sessions by uid.
+	uidPending map[uint32]int
+	pend       map[uint64]*pending
+	outbox     []*pending
+	deferred   []func()
+	pids       map[lockspace.Owner]int32
+	members    directory.Members
+	dir        []uint32
+	last       directory.Completed
+	haveLast   bool
+	rec        *recovery
+	early      []earlyMarker
+	retries    []*pending // sent again at the next tick, in order
 	// gone are the nodes whose dlmd said goodbye (its incarnation), until
 	// a new dlmd of theirs shows up; rejoining those whose new dlmd showed
 	// up and has not answered a ping yet. Neither counts for the lease; a
@@ -207,6 +212,12 @@ type session struct {
 	// parked holds its requests waiting for them (see park).
 	unlocking map[uint32]int
 	parked    []*pending
+	// nlocks counts the copies charged to the session (see addLock),
+	// pending its requests not answered yet (see answered); uncounted:
+	// the session ended and its pending requests no longer count for its
+	// uid.
+	nlocks, pending int
+	uncounted       bool
 }
 
 // copyLock is this node's copy of one of its clients' locks.
@@ -214,6 +225,7 @@ type copyLock struct {
 	ls, res    string
 	key        lockspace.Key
 	sess       *session // nil for an orphan
+	owner      *session // the session the lock is counted for (see addLock)
 	pid        int32
 	uid        uint32              // the owner's uid: only it and root may purge the orphan
 	state      lockspace.LockState // 0: not accepted by a master yet
@@ -247,6 +259,7 @@ type pending struct {
 	lock    *copyLock
 	inReply bool // the client reads a completion in the reply
 	quiet   bool // the client wants a reply only on failure
+	counted bool // counted in sess.pending until answered
 }
 
 // FeatEffectInReply is the PeerHello feature bit of a requesting node that
@@ -277,7 +290,7 @@ func New(cfg Config) *Node {
 	return &Node{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		tables: map[string]*lockspace.Lockspace{}, lsCfg: map[string]lockspace.Config{},
-		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{},
+		sessions: map[uint64]*session{}, locks: map[lockspace.LockID]*copyLock{}, uidLocks: map[uint32]int{}, uidPending: map[uint32]int{},
 		pend: map[uint64]*pending{}, pids: map[lockspace.Owner]int32{}, gone: map[uint32]uint64{}, rejoining: map[uint32]bool{},
 		outs: map[uint32]*outLink{}, ins: map[uint32]*inLink{},
 		ponged: map[uint32]time.Time{}, pongable: map[uint32]bool{}, heard: map[uint32]peerLease{}, inUse: cfg.Lease,

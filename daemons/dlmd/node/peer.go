@@ -111,14 +111,14 @@ func (n *Node) Leave(now time.Time) {
 		}
 	}
 	for _, id := range sortedNodes64(n.sessions) {
-		n.sessions[id].closed = true
+		n.sessions[id].closed, n.sessions[id].uncounted = true, true
 		n.rd.Ended = append(n.rd.Ended, Ended{Session: id})
 		delete(n.sessions, id)
 	}
 	// Its locks, tables, masteries and routes are gone as far as the
 	// others are concerned: nothing here may grant or route again.
 	n.tables = map[string]*lockspace.Lockspace{}
-	n.locks = map[lockspace.LockID]*copyLock{}
+	n.locks, n.uidLocks, n.uidPending = map[lockspace.LockID]*copyLock{}, map[uint32]int{}, map[uint32]int{}
 	n.pend = map[uint64]*pending{}
 	n.mastered = map[directory.Key]*mastery{}
 	n.routes = map[directory.Key]*route{}

@@ -320,6 +320,11 @@ func (nw *network) checkSettled() error {
 			if len(ss.parked) > 0 {
 				return fmt.Errorf("node %d: session %d has %d requests parked", m.id, ss.id, len(ss.parked))
 			}
+			if ss.pending != 0 {
+				// Every request was answered: a count left over would
+				// refuse the session's requests for nothing.
+				return fmt.Errorf("node %d: session %d counts %d requests pending", m.id, ss.id, ss.pending)
+			}
 		}
 	}
 	for _, m := range nw.sorted() {

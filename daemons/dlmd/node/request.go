@@ -25,13 +25,14 @@ func (n *Node) submit(p *pending) {
 		return
 	}
 	if p.sess != nil && p.sess.closed && p.req.Op == dlmpeerv1.Op_OP_LOCK {
-		delete(n.locks, p.lock.key.ID)
+		n.dropLock(p.lock)
 		return
 	}
 	if p.req.Op != dlmpeerv1.Op_OP_LOCK && n.locks[p.lock.key.ID] != p.lock {
 		// The lock went while the request waited (its session ended, or
 		// it was refused or released): its master may be gone too, and
 		// no one would answer.
+		n.answered(p)
 		if p.sess != nil && !p.sess.closed {
 			n.tell(p.sess, ReplyErr(p.ctag, fmt.Errorf("dlm: lock %d: %w", p.req.LockId, lockspace.ErrUnknownLock)))
 		}
@@ -147,13 +148,14 @@ func (n *Node) onReply(p *pending, rep *dlmpeerv1.PeerReply, own *lockspace.Effe
 		n.retry(p)
 		return
 	}
+	n.answered(p)
 	cl := p.lock
 	req := p.req
 	closed := p.sess == nil || p.sess.closed
 	switch req.Op {
 	case dlmpeerv1.Op_OP_LOCK:
 		if err != nil || closed && !cl.persistent {
-			delete(n.locks, cl.key.ID)
+			n.dropLock(cl)
 		} else {
 			cl.state, cl.rq, cl.seq = lockspace.StateWaiting, mode(req.Mode), rep.GetSeq()
 			cl.deadline = n.deadline(req.TimeoutNanos)
@@ -181,7 +183,7 @@ func (n *Node) onReply(p *pending, rep *dlmpeerv1.PeerReply, own *lockspace.Effe
 		}
 	case dlmpeerv1.Op_OP_UNLOCK:
 		if err == nil {
-			delete(n.locks, cl.key.ID)
+			n.dropLock(cl)
 		} else {
 			cl.purging = false
 		}
@@ -262,7 +264,7 @@ func (n *Node) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.
 		cl.wrote = false
 		if cl.sess == nil || cl.sess.closed {
 			if !cl.persistent {
-				delete(n.locks, cl.key.ID)
+				n.dropLock(cl)
 			} else {
 				cl.orphan, cl.sess = true, nil
 			}
@@ -275,7 +277,7 @@ func (n *Node) applyEffect(lsName string, e lockspace.Effect) (*session, *dlmv1.
 		if e.Held {
 			cl.state, cl.gr, cl.rq, cl.deadline = lockspace.StateGranted, e.Mode, 0, time.Time{}
 		} else {
-			delete(n.locks, cl.key.ID)
+			n.dropLock(cl)
 		}
 		if cl.sess == nil || cl.sess.closed {
 			return nil, nil

@@ -114,7 +114,7 @@ func TestWireStatuses(t *testing.T) {
 	sentinels := []error{
 		lockspace.ErrWouldBlock, lockspace.ErrTimeout, lockspace.ErrDeadlock, lockspace.ErrCancelled,
 		lockspace.ErrAccess, lockspace.ErrNameTooLong, lockspace.ErrInvalid, lockspace.ErrUnknownLock,
-		lockspace.ErrExists, lockspace.ErrBusy, lockspace.ErrNotPending, ErrRetry,
+		lockspace.ErrExists, lockspace.ErrBusy, lockspace.ErrNotPending, ErrRetry, ErrLimit,
 	}
 	for _, err := range sentinels {
 		if _, ok := seen[err]; !ok {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -332,6 +333,8 @@ type clusterOpts struct {
 	// leases: the nodes whose dlmd.lease is not lease.
 	leases map[uint32]time.Duration
 	toss   time.Duration // 0: Config's default
+	// limits: every dlmd's limits (zero: none).
+	limits node.Limits
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -424,6 +427,7 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
 		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
 		Toss:             c.o.toss,
+		Limits:           c.o.limits,
 		Lockspaces:       c.store,
 		Log:              logger.WithField("node", num),
 	})

@@ -39,6 +39,12 @@ type LockspaceStore interface {
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
 }
 
+// sessionQueueBound is how many messages for a client may wait to be sent
+// before dlmd stops reading its requests (a few hundred KiB; replies and
+// completions are small). Together with dlmd.max_pending_per_session it
+// bounds what a slow reader makes dlmd keep.
+const sessionQueueBound = 1024
+
 // session is the stream of one client's lock session (an owner; the core
 // keeps its locks).
 type session struct {
@@ -133,6 +139,11 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 		defer close(received)
 		defer cancel()
 		for {
+			// A client that does not read its replies is not read
+			// either: the loop never waits for a session.
+			if !ss.q.waitRoom(sessionQueueBound, sctx.Done()) {
+				return
+			}
 			m, err := recvClient(st)
 			if err != nil || sctx.Err() != nil {
 				return
@@ -278,8 +289,25 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 	return nil
 }
 
+// The bounds of a page of the Locks listing: resources, and locks (a
+// page ends before the resource that would pass maxPageLocks, but holds
+// at least one resource), so that a reply stays far below gRPC's 4 MiB.
+const (
+	maxPageResources = 1000
+	maxPageLocks     = 20000
+)
+
+// compareResource orders the listing: by lockspace, then name.
+func compareResource(ls1, n1, ls2, n2 string) int {
+	if c := strings.Compare(ls1, ls2); c != 0 {
+		return c
+	}
+	return strings.Compare(n1, n2)
+}
+
 // Locks lists the resources with locks across the cluster, in the
-// lockspaces the caller may use (root: all).
+// lockspaces the caller may use (root: all), a page at a time when the
+// request has a page size (see LocksRequest).
 func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksReply, error) {
 	_, cred, err := credOf(ctx)
 	if err != nil {
@@ -290,15 +318,19 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 		}
 	}
+	limit := int(min(r.GetPageSize(), maxPageResources)) // 0: everything at once
+	afterLS, afterName := r.GetPageAfterLockspace(), r.GetPageAfterName()
 	s := a.s
 	var members []uint32
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
 		members = s.core.Members()
-		out = s.core.Dump(r.GetLockspace())
+		out = s.core.DumpPage(r.GetLockspace(), afterLS, afterName, limit)
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	// more: a node may have resources past what it returned.
+	more := limit > 0 && len(out) == limit
 	reply := &dlmv1.LocksReply{}
 	for _, n := range members {
 		if n == s.self {
@@ -307,12 +339,40 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		c, err := s.conn(ctx, n)
 		if err == nil {
 			var d *dlmpeerv1.DumpReply
-			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
+			req := &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace(), Limit: uint32(limit), AfterLockspace: afterLS, AfterName: afterName}
+			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, req); err == nil {
+				more = more || limit > 0 && len(d.GetResources()) >= limit
 				out = append(out, d.GetResources()...)
 				continue
 			}
 		}
 		reply.Errors = append(reply.Errors, fmt.Sprintf("node %d: %v", n, err))
+	}
+	// A dlmd older than pages returns everything: keep what is after the
+	// page's start.
+	out = slices.DeleteFunc(out, func(x *dlmv1.Resource) bool {
+		return compareResource(x.GetLockspace(), x.GetName(), afterLS, afterName) <= 0
+	})
+	slices.SortFunc(out, func(x, y *dlmv1.Resource) int {
+		return compareResource(x.GetLockspace(), x.GetName(), y.GetLockspace(), y.GetName())
+	})
+	if limit > 0 {
+		// The first limit resources of all nodes are the first of the
+		// cluster: each node sent its first limit.
+		if len(out) > limit {
+			out, more = out[:limit], true
+		}
+		locks := 0
+		for i, res := range out {
+			if locks += len(res.GetLocks()); locks > maxPageLocks && i > 0 {
+				out, more = out[:i], true
+				break
+			}
+		}
+		if more && len(out) > 0 {
+			last := out[len(out)-1]
+			reply.More, reply.NextAfterLockspace, reply.NextAfterName = true, last.GetLockspace(), last.GetName()
+		}
 	}
 	allowed := map[string]bool{}
 	for _, res := range out {
@@ -334,12 +394,6 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 			reply.Resources = append(reply.Resources, res)
 		}
 	}
-	slices.SortFunc(reply.Resources, func(x, y *dlmv1.Resource) int {
-		if c := strings.Compare(x.GetLockspace(), y.GetLockspace()); c != 0 {
-			return c
-		}
-		return strings.Compare(x.GetName(), y.GetName())
-	})
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
 		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
 			return nil, status.Error(codes.PermissionDenied, node.WireMessage(err))

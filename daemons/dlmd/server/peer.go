@@ -358,13 +358,16 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage,
 	return nil
 }
 
-// Dump returns the resources this node masters.
+// Dump returns the resources this node masters (a page of them when the
+// request has a limit).
 func (p *Peer) Dump(ctx context.Context, r *dlmpeerv1.DumpRequest) (*dlmpeerv1.DumpReply, error) {
 	if err := checkPeer(ctx); err != nil {
 		return nil, err
 	}
 	var out []*dlmv1.Resource
-	if err := p.s.call(ctx, func() { out = p.s.core.Dump(r.GetLockspace()) }); err != nil {
+	if err := p.s.call(ctx, func() {
+		out = p.s.core.DumpPage(r.GetLockspace(), r.GetAfterLockspace(), r.GetAfterName(), int(min(r.GetLimit(), maxPageResources)))
+	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &dlmpeerv1.DumpReply{Resources: out}, nil

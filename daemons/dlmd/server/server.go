@@ -47,6 +47,9 @@ type Config struct {
 	// Toss is how long a master keeps a resource after its last lock
 	// went, and a node remembers a master it does not use. Default 10s.
 	Toss time.Duration
+	// Limits bound what the local clients may make this node hold (see
+	// node.Limits); zero values mean no limit.
+	Limits node.Limits
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
 	// Log is the daemon's logger.
@@ -106,7 +109,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
 		ops: make(chan func(), 4096), stop: make(chan struct{}),
-		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss,
+		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss, Limits: cfg.Limits,
 			Tick: tick, Log: cfg.Log}),
 		sessions: map[uint64]*session{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
 		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(),

@@ -108,6 +108,9 @@ const (
 	// requesting dlmd sends the request again once recovery is done.
 	Status_STATUS_RETRY    Status = 12
 	Status_STATUS_INTERNAL Status = 13
+	// LIMIT: a limit of dlmd's configuration was reached (locks of the
+	// session or of the uid, requests waiting); the message names it.
+	Status_STATUS_LIMIT Status = 14
 )
 
 // Enum value maps for Status.
@@ -127,6 +130,7 @@ var (
 		11: "STATUS_NOT_PENDING",
 		12: "STATUS_RETRY",
 		13: "STATUS_INTERNAL",
+		14: "STATUS_LIMIT",
 	}
 	Status_value = map[string]int32{
 		"STATUS_OK":            0,
@@ -143,6 +147,7 @@ var (
 		"STATUS_NOT_PENDING":   11,
 		"STATUS_RETRY":         12,
 		"STATUS_INTERNAL":      13,
+		"STATUS_LIMIT":         14,
 	}
 )
 
@@ -1061,9 +1066,18 @@ func (x *Blocking) GetMode() Mode {
 type LocksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// lockspace: "" for every lockspace the caller may use.
-	Lockspace     string `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lockspace string `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	// page_size: at most this many resources in the reply (dlmd caps it);
+	// 0 lists everything at once, as before pages (which fails past gRPC's
+	// message size once there are many locks).
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_after_lockspace and page_after_name: list only the resources
+	// after this one (in lockspace, then name order); from the previous
+	// reply's next_after_*.
+	PageAfterLockspace string `protobuf:"bytes,3,opt,name=page_after_lockspace,json=pageAfterLockspace,proto3" json:"page_after_lockspace,omitempty"`
+	PageAfterName      string `protobuf:"bytes,4,opt,name=page_after_name,json=pageAfterName,proto3" json:"page_after_name,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LocksRequest) Reset() {
@@ -1103,13 +1117,40 @@ func (x *LocksRequest) GetLockspace() string {
 	return ""
 }
 
+func (x *LocksRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *LocksRequest) GetPageAfterLockspace() string {
+	if x != nil {
+		return x.PageAfterLockspace
+	}
+	return ""
+}
+
+func (x *LocksRequest) GetPageAfterName() string {
+	if x != nil {
+		return x.PageAfterName
+	}
+	return ""
+}
+
 type LocksReply struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// errors: nodes that did not answer.
-	Errors        []string `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Errors []string `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
+	// more: there may be resources after next_after_*, to ask for in the
+	// next page (a page may hold fewer than page_size, even none, when
+	// some resources are in lockspaces the caller may not use).
+	More               bool   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	NextAfterLockspace string `protobuf:"bytes,4,opt,name=next_after_lockspace,json=nextAfterLockspace,proto3" json:"next_after_lockspace,omitempty"`
+	NextAfterName      string `protobuf:"bytes,5,opt,name=next_after_name,json=nextAfterName,proto3" json:"next_after_name,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LocksReply) Reset() {
@@ -1154,6 +1195,27 @@ func (x *LocksReply) GetErrors() []string {
 		return x.Errors
 	}
 	return nil
+}
+
+func (x *LocksReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *LocksReply) GetNextAfterLockspace() string {
+	if x != nil {
+		return x.NextAfterLockspace
+	}
+	return ""
+}
+
+func (x *LocksReply) GetNextAfterName() string {
+	if x != nil {
+		return x.NextAfterName
+	}
+	return ""
 }
 
 // Resource is one resource as its master holds it.
@@ -1514,13 +1576,19 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x05token\x18\t \x01(\x04R\x05token\"M\n" +
 	"\bBlocking\x12\x17\n" +
 	"\alock_id\x18\x01 \x01(\x04R\x06lockId\x12(\n" +
-	"\x04mode\x18\x02 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\",\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\"\xa3\x01\n" +
 	"\fLocksRequest\x12\x1c\n" +
-	"\tlockspace\x18\x01 \x01(\tR\tlockspace\"\\\n" +
+	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x120\n" +
+	"\x14page_after_lockspace\x18\x03 \x01(\tR\x12pageAfterLockspace\x12&\n" +
+	"\x0fpage_after_name\x18\x04 \x01(\tR\rpageAfterName\"\xca\x01\n" +
 	"\n" +
 	"LocksReply\x126\n" +
 	"\tresources\x18\x01 \x03(\v2\x18.openssi.dlm.v1.ResourceR\tresources\x12\x16\n" +
-	"\x06errors\x18\x02 \x03(\tR\x06errors\"\xaf\x01\n" +
+	"\x06errors\x18\x02 \x03(\tR\x06errors\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x120\n" +
+	"\x14next_after_lockspace\x18\x04 \x01(\tR\x12nextAfterLockspace\x12&\n" +
+	"\x0fnext_after_name\x18\x05 \x01(\tR\rnextAfterName\"\xaf\x01\n" +
 	"\bResource\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1551,7 +1619,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\aMODE_CW\x10\x03\x12\v\n" +
 	"\aMODE_PR\x10\x04\x12\v\n" +
 	"\aMODE_PW\x10\x05\x12\v\n" +
-	"\aMODE_EX\x10\x06*\xab\x02\n" +
+	"\aMODE_EX\x10\x06*\xbd\x02\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x16\n" +
 	"\x12STATUS_WOULD_BLOCK\x10\x01\x12\x12\n" +
@@ -1567,7 +1635,8 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x12\x16\n" +
 	"\x12STATUS_NOT_PENDING\x10\v\x12\x10\n" +
 	"\fSTATUS_RETRY\x10\f\x12\x13\n" +
-	"\x0fSTATUS_INTERNAL\x10\r*r\n" +
+	"\x0fSTATUS_INTERNAL\x10\r\x12\x10\n" +
+	"\fSTATUS_LIMIT\x10\x0e*r\n" +
 	"\tLockState\x12\x1a\n" +
 	"\x16LOCK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LOCK_STATE_GRANTED\x10\x01\x12\x19\n" +

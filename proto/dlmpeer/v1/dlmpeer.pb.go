@@ -1998,10 +1998,15 @@ func (x *OwnerExit) GetClient() uint64 {
 }
 
 type DumpRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lockspace     string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	// limit: at most this many resources (0: all), the first after
+	// after_lockspace/after_name in lockspace, then name order.
+	Limit          uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	AfterLockspace string `protobuf:"bytes,3,opt,name=after_lockspace,json=afterLockspace,proto3" json:"after_lockspace,omitempty"`
+	AfterName      string `protobuf:"bytes,4,opt,name=after_name,json=afterName,proto3" json:"after_name,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DumpRequest) Reset() {
@@ -2037,6 +2042,27 @@ func (*DumpRequest) Descriptor() ([]byte, []int) {
 func (x *DumpRequest) GetLockspace() string {
 	if x != nil {
 		return x.Lockspace
+	}
+	return ""
+}
+
+func (x *DumpRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *DumpRequest) GetAfterLockspace() string {
+	if x != nil {
+		return x.AfterLockspace
+	}
+	return ""
+}
+
+func (x *DumpRequest) GetAfterName() string {
+	if x != nil {
+		return x.AfterName
 	}
 	return ""
 }
@@ -2561,9 +2587,13 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\"#\n" +
 	"\tOwnerExit\x12\x16\n" +
-	"\x06client\x18\x01 \x01(\x04R\x06client\"+\n" +
+	"\x06client\x18\x01 \x01(\x04R\x06client\"\x89\x01\n" +
 	"\vDumpRequest\x12\x1c\n" +
-	"\tlockspace\x18\x01 \x01(\tR\tlockspace\"C\n" +
+	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12'\n" +
+	"\x0fafter_lockspace\x18\x03 \x01(\tR\x0eafterLockspace\x12\x1d\n" +
+	"\n" +
+	"after_name\x18\x04 \x01(\tR\tafterName\"C\n" +
 	"\tDumpReply\x126\n" +
 	"\tresources\x18\x01 \x03(\v2\x18.openssi.dlm.v1.ResourceR\tresources\"\xa5\x01\n" +
 	"\x06Waiter\x12\x1a\n" +
