@@ -17,6 +17,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -125,6 +126,11 @@ func client(stop context.Context, c config, id uint16, out *emitter, lg *counts)
 		ctx, cancel := context.WithTimeout(context.Background(), c.lockTimeout)
 		l, err := cl.Lock(ctx, c.lockspace, r, dlm.EX, dlm.ValueBlock())
 		cancel()
+		if errors.Is(err, dlm.ErrCancelled) {
+			// Its master went silent (powered off): dlmd fails the
+			// request rather than let it hang; ask again.
+			continue
+		}
 		if err != nil {
 			return fail(r, "EX lock: %v", err)
 		}
