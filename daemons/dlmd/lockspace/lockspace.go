@@ -128,7 +128,7 @@ func New(name string, cfg Config, creator Cred) (*Lockspace, error) {
 	if name == "" {
 		return nil, fmt.Errorf("dlm: lockspace name: %w", ErrInvalid)
 	}
-	if len(name) > MaxLockspaceName {
+	if len(name) > MaxUserPrefix+MaxLockspaceName {
 		return nil, fmt.Errorf("dlm: lockspace %.16q...: %w", name, ErrNameTooLong)
 	}
 	if creator.UID != 0 {

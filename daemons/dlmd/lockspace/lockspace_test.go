@@ -139,7 +139,8 @@ func TestNew(t *testing.T) {
 		{"user foreign group", "a", Config{UID: 1000, GID: 2000}, user, ErrAccess},
 		{"empty name", "", Config{}, root, ErrInvalid},
 		{"64 bytes", strings.Repeat("n", 64), Config{}, root, nil},
-		{"65 bytes", strings.Repeat("n", 65), Config{}, root, ErrNameTooLong},
+		{"a user's own, 76 bytes", "~4294967295." + strings.Repeat("n", 64), Config{}, root, nil},
+		{"77 bytes", strings.Repeat("n", 77), Config{}, root, ErrNameTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

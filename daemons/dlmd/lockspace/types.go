@@ -14,6 +14,9 @@ const (
 	MaxResourceName = 64
 	// MaxLockspaceName is the longest lockspace name, in bytes.
 	MaxLockspaceName = 64
+	// MaxUserPrefix is the longest prefix ("~4294967295.") that makes a
+	// user's own lockspace's name.
+	MaxUserPrefix = 12
 	// LVBLen is the size of a lock value block.
 	LVBLen = 32
 )

@@ -22,6 +22,7 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -237,8 +238,15 @@ type memStore struct {
 	cfg map[string]lockspace.Config
 }
 
+func (m *memStore) Lookup(_ context.Context, name string) (lockspace.Config, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cfg[name]
+	return c, ok, nil
+}
+
 func (m *memStore) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
+	if err := node.ValidStoredLockspace(name); err != nil {
 		return lockspace.Config{}, err
 	}
 	m.mu.Lock()

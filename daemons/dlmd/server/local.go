@@ -32,11 +32,15 @@ const SystemPrefix = node.SystemPrefix
 func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
 // LockspaceStore keeps each lockspace's owner, the same on every node.
+// Names are as the nodes know them: a shared name, or a user's own
+// (node.UserLockspace).
 type LockspaceStore interface {
 	// Get returns the lockspace's config, creating it for creator (owned by
 	// its uid and gid; System for names starting with SystemPrefix) when
 	// it does not exist yet.
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
+	// Lookup returns the lockspace's config if it exists, creating nothing.
+	Lookup(ctx context.Context, name string) (cfg lockspace.Config, found bool, err error)
 }
 
 // session is the stream of one client's lock session (an owner; the core
@@ -76,27 +80,70 @@ func credOf(ctx context.Context) (localapi.Cred, lockspace.Cred, error) {
 	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups}, nil
 }
 
-// lockspaceFor returns the lockspace config, checking cred may use it.
-func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred) (lockspace.Config, error) {
+// lockspaceFor returns the name the nodes know the lockspace a caller
+// names by, and its config, checking cred may use it; the lockspace is
+// created when it does not exist yet.
+//
+// Names are not squatted: a name root uses is shared (one lockspace for
+// everyone, owned by root unless created otherwise); a non-root caller's
+// name is its own lockspace (node.UserLockspace) when it has one, else
+// the shared one when an administrator made it, else a new own one. So
+// one user's first use of a name never locks another user out of theirs.
+func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred) (string, lockspace.Config, error) {
 	if err := ValidLockspace(name); err != nil {
-		return lockspace.Config{}, err
+		return name, lockspace.Config{}, err
 	}
+	if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
+		return name, lockspace.Config{}, lockspace.Config{System: true}.CheckAccess(name, cred)
+	}
+	eff, cfg, found, err := a.find(ctx, name, cred)
+	if err != nil {
+		return eff, cfg, err
+	}
+	if !found {
+		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, eff, cred); err != nil {
+			return eff, cfg, err
+		}
+		a.remember(eff, cfg)
+	}
+	return eff, cfg, cfg.CheckAccess(name, cred)
+}
+
+// find resolves a caller's lockspace name as lockspaceFor does, creating
+// nothing: eff is the lockspace found, or the one to create.
+func (a *API) find(ctx context.Context, name string, cred lockspace.Cred) (eff string, cfg lockspace.Config, found bool, err error) {
+	if cred.UID == 0 || strings.HasPrefix(name, SystemPrefix) {
+		return a.findOne(ctx, name)
+	}
+	own := node.UserLockspace(cred.UID, name)
+	if _, cfg, found, err = a.findOne(ctx, own); found || err != nil {
+		return own, cfg, found, err
+	}
+	if _, cfg, found, err = a.findOne(ctx, name); found || err != nil {
+		return name, cfg, found, err
+	}
+	return own, cfg, false, nil
+}
+
+// findOne returns a lockspace's config, from the cache or the store.
+func (a *API) findOne(ctx context.Context, name string) (string, lockspace.Config, bool, error) {
 	a.mu.Lock()
 	cfg, ok := a.cache[name]
 	a.mu.Unlock()
-	if !ok {
-		if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-			return cfg, lockspace.Config{System: true}.CheckAccess(name, cred)
-		}
-		var err error
-		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, name, cred); err != nil {
-			return cfg, err
-		}
-		a.mu.Lock()
-		a.cache[name] = cfg
-		a.mu.Unlock()
+	if ok {
+		return name, cfg, true, nil
 	}
-	return cfg, cfg.CheckAccess(name, cred)
+	cfg, ok, err := a.s.cfg.Lockspaces.Lookup(ctx, name)
+	if ok {
+		a.remember(name, cfg)
+	}
+	return name, cfg, ok, err
+}
+
+func (a *API) remember(name string, cfg lockspace.Config) {
+	a.mu.Lock()
+	a.cache[name] = cfg
+	a.mu.Unlock()
 }
 
 // Session serves one client session.
@@ -253,9 +300,13 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if _, err := node.ModeOf(r.GetMode()); err != nil {
 			return err
 		}
-		cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
+		eff, cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
 		if err != nil {
 			return err
+		}
+		if eff != r.GetLockspace() {
+			r = proto.CloneOf(r)
+			r.Lockspace = eff
 		}
 		tag := m.GetTag()
 		s.do(func() { s.core.Lock(time.Now(), ss.id, tag, cfg, r) })
@@ -285,17 +336,19 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	if err != nil {
 		return nil, err
 	}
-	if r.GetLockspace() != "" {
-		if err := ValidLockspace(r.GetLockspace()); err != nil {
+	name := r.GetLockspace()
+	if name != "" {
+		if err := ValidLockspace(name); err != nil {
 			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 		}
+		name, _, _, _ = a.find(ctx, name, cred)
 	}
 	s := a.s
 	var members []uint32
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
 		members = s.core.Members()
-		out = s.core.Dump(r.GetLockspace())
+		out = s.core.Dump(name)
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -307,7 +360,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		c, err := s.conn(ctx, n)
 		if err == nil {
 			var d *dlmpeerv1.DumpReply
-			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace()}); err == nil {
+			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, &dlmpeerv1.DumpRequest{Lockspace: name}); err == nil {
 				out = append(out, d.GetResources()...)
 				continue
 			}
@@ -341,8 +394,14 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		return strings.Compare(x.GetName(), y.GetName())
 	})
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
-		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
-			return nil, status.Error(codes.PermissionDenied, node.WireMessage(err))
+		var denied error
+		if strings.HasPrefix(r.GetLockspace(), SystemPrefix) {
+			denied = lockspace.Config{System: true}.CheckAccess(r.GetLockspace(), cred)
+		} else if _, cfg, found, _ := a.find(ctx, r.GetLockspace(), cred); found {
+			denied = cfg.CheckAccess(r.GetLockspace(), cred)
+		}
+		if errors.Is(denied, lockspace.ErrAccess) {
+			return nil, status.Error(codes.PermissionDenied, node.WireMessage(denied))
 		}
 	}
 	return reply, nil
@@ -369,14 +428,18 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	if strings.HasPrefix(name, SystemPrefix) {
 		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
 	}
+	eff := name
+	if denied == nil {
+		eff, _, _, _ = a.find(ctx, name, cred)
+	}
 	released := 0
 	if err := s.call(ctx, func() {
-		cfg, known := s.core.LockspaceConfig(name)
+		cfg, known := s.core.LockspaceConfig(eff)
 		switch {
 		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
 			if denied = cfg.CheckAccess(name, cred); denied == nil {
-				released = s.core.Purge(time.Now(), name, r.GetPid(), cred.UID)
+				released = s.core.Purge(time.Now(), eff, r.GetPid(), cred.UID)
 			}
 		}
 	}); err != nil {

@@ -21,6 +21,11 @@ import (
 // lockspace, as with KVStore.
 type memLockspaces map[string]lockspace.Config
 
+func (m memLockspaces) Lookup(_ context.Context, name string) (lockspace.Config, bool, error) {
+	cfg, ok := m[name]
+	return cfg, ok, nil
+}
+
 func (m memLockspaces) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
 	if cfg, ok := m[name]; ok {
 		return cfg, nil

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/internal/consul"
 )
 
@@ -20,9 +21,22 @@ type lockspaceRecord struct {
 	System bool   `json:"system"`
 }
 
+// Lookup implements LockspaceStore.
+func (k KVStore) Lookup(ctx context.Context, name string) (lockspace.Config, bool, error) {
+	if err := node.ValidStoredLockspace(name); err != nil {
+		return lockspace.Config{}, false, err
+	}
+	var rec lockspaceRecord
+	_, found, err := k.KV.Get(ctx, "dlm/lockspaces/"+name, &rec)
+	if err != nil {
+		return lockspace.Config{}, false, fmt.Errorf("dlm: lockspace %q: %w", name, err)
+	}
+	return lockspace.Config{UID: rec.UID, GID: rec.GID, System: rec.System}, found, nil
+}
+
 // Get implements LockspaceStore.
 func (k KVStore) Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
+	if err := node.ValidStoredLockspace(name); err != nil {
 		return lockspace.Config{}, err
 	}
 	key := "dlm/lockspaces/" + name
