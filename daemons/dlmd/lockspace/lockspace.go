@@ -153,6 +153,10 @@ func (ls *Lockspace) Name() string { return ls.name }
 // Config returns the lockspace's owner and flags.
 func (ls *Lockspace) Config() Config { return ls.cfg }
 
+// SetConfig replaces the lockspace's owner, group and mode (after a chmod
+// or chown of its record); locks already granted stay.
+func (ls *Lockspace) SetConfig(cfg Config) { ls.cfg = cfg }
+
 // Open checks that cred may use the lockspace.
 func (ls *Lockspace) Open(cred Cred) error {
 	return ls.cfg.CheckAccess(ls.name, cred)

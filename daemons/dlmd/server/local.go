@@ -41,6 +41,15 @@ type LockspaceStore interface {
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
 	// Lookup returns the lockspace's config if it exists, creating nothing.
 	Lookup(ctx context.Context, name string) (cfg lockspace.Config, found bool, err error)
+	// Create makes a record; lockspace.ErrExists when there is one.
+	Create(ctx context.Context, name string, cfg lockspace.Config, explicit bool) error
+	// Update changes a record with change (its error aborts);
+	// ErrNoLockspace when there is none.
+	Update(ctx context.Context, name string, change func(*lockspace.Config) error) (lockspace.Config, error)
+	// Delete removes a record.
+	Delete(ctx context.Context, name string) error
+	// List returns every record.
+	List(ctx context.Context) ([]LockspaceRecord, error)
 }
 
 // session is the stream of one client's lock session (an owner; the core
@@ -62,11 +71,21 @@ type API struct {
 	s *Server
 
 	mu    sync.Mutex
-	cache map[string]lockspace.Config
+	cache map[string]cached
 }
 
+// cached is a lockspace record as read at a time.
+type cached struct {
+	cfg lockspace.Config
+	at  time.Time
+}
+
+// cacheTTL is how long a node uses a lockspace record it read before
+// reading it again: a chmod, chown or delete reaches every node within it.
+const cacheTTL = 10 * time.Second
+
 // NewAPI returns the local API of s.
-func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]lockspace.Config{}} }
+func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
 
 // Register adds the service to a gRPC server.
 func (a *API) Register(g *grpc.Server) { dlmv1.RegisterDlmServer(g, a) }
@@ -97,10 +116,20 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		return name, lockspace.Config{}, lockspace.Config{System: true}.CheckAccess(name, cred)
 	}
 	eff, cfg, found, err := a.find(ctx, name, cred)
+	if err == nil && found && !cfg.Allows(cred) {
+		// Refused by a record read earlier: read it again, so that a
+		// chmod or chown that lets the caller in counts at once (one
+		// that shuts it out counts within cacheTTL).
+		a.forget(eff)
+		eff, cfg, found, err = a.find(ctx, name, cred)
+	}
 	if err != nil {
 		return eff, cfg, err
 	}
 	if !found {
+		if err := a.checkLimit(ctx, cred); err != nil {
+			return eff, cfg, err
+		}
 		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, eff, cred); err != nil {
 			return eff, cfg, err
 		}
@@ -128,21 +157,33 @@ func (a *API) find(ctx context.Context, name string, cred lockspace.Cred) (eff s
 // findOne returns a lockspace's config, from the cache or the store.
 func (a *API) findOne(ctx context.Context, name string) (string, lockspace.Config, bool, error) {
 	a.mu.Lock()
-	cfg, ok := a.cache[name]
+	c, ok := a.cache[name]
 	a.mu.Unlock()
-	if ok {
-		return name, cfg, true, nil
+	if ok && time.Since(c.at) < cacheTTL {
+		return name, c.cfg, true, nil
 	}
-	cfg, ok, err := a.s.cfg.Lockspaces.Lookup(ctx, name)
-	if ok {
+	cfg, found, err := a.s.cfg.Lockspaces.Lookup(ctx, name)
+	switch {
+	case err != nil && ok:
+		// The store cannot be read: go on with what was read last.
+		return name, c.cfg, true, nil
+	case found:
 		a.remember(name, cfg)
+	case ok:
+		a.forget(name)
 	}
-	return name, cfg, ok, err
+	return name, cfg, found, err
 }
 
 func (a *API) remember(name string, cfg lockspace.Config) {
 	a.mu.Lock()
-	a.cache[name] = cfg
+	a.cache[name] = cached{cfg: cfg, at: time.Now()}
+	a.mu.Unlock()
+}
+
+func (a *API) forget(name string) {
+	a.mu.Lock()
+	delete(a.cache, name)
 	a.mu.Unlock()
 }
 
@@ -374,12 +415,13 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 			ok = cred.UID == 0
 			if !ok {
 				a.mu.Lock()
-				cfg, known := a.cache[res.GetLockspace()]
+				c, known := a.cache[res.GetLockspace()]
 				a.mu.Unlock()
+				cfg := c.cfg
 				if !known {
 					cfg, known = s.lockspaceConfig(ctx, res.GetLockspace())
 				}
-				ok = known && cfg.Allows(cred)
+				ok = known && cfg.Can(cred, lockspace.PermRead) && !otherUsers(res.GetLockspace(), cred.UID)
 			}
 			allowed[res.GetLockspace()] = ok
 		}

@@ -49,6 +49,10 @@ type Config struct {
 	Toss time.Duration
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
+	// MaxLockspacesPerUID bounds the lockspaces a non-root uid owns
+	// (created explicitly or on first use). Default
+	// DefaultMaxLockspacesPerUID.
+	MaxLockspacesPerUID int
 	// Log is the daemon's logger.
 	Log logrus.FieldLogger
 }
@@ -102,6 +106,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Toss <= 0 {
 		cfg.Toss = 10 * time.Second
+	}
+	if cfg.MaxLockspacesPerUID <= 0 {
+		cfg.MaxLockspacesPerUID = DefaultMaxLockspacesPerUID
 	}
 	s := &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,
