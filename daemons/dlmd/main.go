@@ -48,14 +48,15 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
 	}
 	srv := server.New(server.Config{
-		Node:             uint32(me.Number),
-		Incarnation:      uint64(time.Now().UnixNano()),
-		DeadlockInterval: own.DeadlockInterval,
-		Lease:            own.Lease,
-		Source:           src,
-		Lookup:           lookup,
-		Lockspaces:       server.KVStore{KV: consul.NewKV(client)},
-		Log:              env.Log,
+		Node:                uint32(me.Number),
+		Incarnation:         uint64(time.Now().UnixNano()),
+		DeadlockInterval:    own.DeadlockInterval,
+		Lease:               own.Lease,
+		Source:              src,
+		Lookup:              lookup,
+		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
+		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
+		Log:                 env.Log,
 	})
 
 	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)

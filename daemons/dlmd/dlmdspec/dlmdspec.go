@@ -64,6 +64,11 @@ type Config struct {
 	// change, and follows the cluster's. Set the same value on every node.
 	// MinLease..MaxLease (200ms..60s). Default 1s.
 	Lease time.Duration `mapstructure:"lease" want:"a duration 200ms..60s such as 1s"`
+	// MaxLockspacesPerUID is how many lockspaces a non-root uid may own
+	// across the cluster (created with ssi lockspace create or on first
+	// use); past it, creating one fails with a clear error. 1..100000.
+	// Default 64.
+	MaxLockspacesPerUID int `mapstructure:"max_lockspaces_per_uid" want:"an integer 1..100000"`
 }
 
 // The bounds of Lease. Below MinLease pings (every tenth of the lease)
@@ -79,9 +84,10 @@ const (
 // valid as returned.
 func Default() Config {
 	return Config{
-		RPCPort:          7102,
-		DeadlockInterval: time.Second,
-		Lease:            time.Second,
+		RPCPort:             7102,
+		DeadlockInterval:    time.Second,
+		Lease:               time.Second,
+		MaxLockspacesPerUID: 64,
 	}
 }
 
@@ -92,6 +98,7 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
 		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= MinLease && c.Lease <= MaxLease},
+		settings.Check{Key: "max_lockspaces_per_uid", Value: strconv.Itoa(c.MaxLockspacesPerUID), OK: c.MaxLockspacesPerUID >= 1 && c.MaxLockspacesPerUID <= 100000},
 	)
 }
 

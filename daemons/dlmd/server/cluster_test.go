@@ -277,18 +277,18 @@ func (m *memStore) Create(_ context.Context, name string, cfg lockspace.Config, 
 	return nil
 }
 
-func (m *memStore) Update(_ context.Context, name string, change func(*lockspace.Config) error) (lockspace.Config, error) {
+func (m *memStore) Update(_ context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.cfg[name]
 	if !ok {
-		return c, fmt.Errorf("dlm: lockspace %q: %w", name, ErrNoLockspace)
+		return LockspaceRecord{}, fmt.Errorf("dlm: %w", ErrNoLockspace)
 	}
 	if err := change(&c); err != nil {
-		return c, err
+		return LockspaceRecord{}, err
 	}
 	m.cfg[name] = c
-	return c, nil
+	return LockspaceRecord{Name: name, Config: c, Explicit: m.explicit[name]}, nil
 }
 
 func (m *memStore) Delete(_ context.Context, name string) error {

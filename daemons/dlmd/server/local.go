@@ -45,7 +45,7 @@ type LockspaceStore interface {
 	Create(ctx context.Context, name string, cfg lockspace.Config, explicit bool) error
 	// Update changes a record with change (its error aborts);
 	// ErrNoLockspace when there is none.
-	Update(ctx context.Context, name string, change func(*lockspace.Config) error) (lockspace.Config, error)
+	Update(ctx context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error)
 	// Delete removes a record.
 	Delete(ctx context.Context, name string) error
 	// List returns every record.

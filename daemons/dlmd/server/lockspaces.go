@@ -87,7 +87,11 @@ func grpcErr(err error) error {
 	case errors.Is(err, lockspace.ErrBusy):
 		code = codes.FailedPrecondition
 	}
-	return status.Error(code, node.WireMessage(err))
+	msg := node.WireMessage(err)
+	if errors.Is(err, ErrNoLockspace) {
+		msg = strings.TrimSuffix(strings.TrimSuffix(msg, ErrNoLockspace.Error()), ": ")
+	}
+	return status.Error(code, msg)
 }
 
 func infoOf(stored string, cfg lockspace.Config, explicit bool) *dlmv1.LockspaceInfo {
@@ -114,7 +118,7 @@ func (a *API) existing(ctx context.Context, name string, cred lockspace.Cred) (s
 		return eff, cfg, err
 	}
 	if !found {
-		return eff, cfg, fmt.Errorf("dlm: lockspace %q: %w", name, ErrNoLockspace)
+		return eff, cfg, fmt.Errorf("dlm: %w", ErrNoLockspace)
 	}
 	return eff, cfg, nil
 }
@@ -152,7 +156,7 @@ func (a *API) CreateLockspace(ctx context.Context, r *dlmv1.CreateLockspaceReque
 	}
 	if r.GetHasGid() {
 		if cred.UID != 0 && !inGroup(cred, r.GetGid()) {
-			return nil, grpcErr(fmt.Errorf("dlm: create lockspace %q: group %d is not one of the caller's: %w", name, r.GetGid(), lockspace.ErrAccess))
+			return nil, grpcErr(fmt.Errorf("dlm: group %d is not one of the caller's: %w", r.GetGid(), lockspace.ErrAccess))
 		}
 		cfg.GID = r.GetGid()
 	}
@@ -162,15 +166,27 @@ func (a *API) CreateLockspace(ctx context.Context, r *dlmv1.CreateLockspaceReque
 			return nil, grpcErr(lockspace.Config{System: true}.CheckAccess(name, cred))
 		}
 		eff = node.UserLockspace(cred.UID, name)
+		if _, found, err := a.s.cfg.Lockspaces.Lookup(ctx, eff); err != nil || found {
+			return nil, createErr(err)
+		}
 		if err := a.checkLimit(ctx, cred); err != nil {
 			return nil, grpcErr(err)
 		}
 	}
 	if err := a.s.cfg.Lockspaces.Create(ctx, eff, cfg, true); err != nil {
-		return nil, grpcErr(err)
+		return nil, createErr(err)
 	}
 	a.remember(eff, cfg)
 	return infoOf(eff, cfg, true), nil
+}
+
+// createErr is the error of a create that failed (err) or found the
+// record there (nil).
+func createErr(err error) error {
+	if err == nil || errors.Is(err, lockspace.ErrExists) {
+		return grpcErr(fmt.Errorf("dlm: %w", lockspace.ErrExists))
+	}
+	return grpcErr(err)
 }
 
 // ChmodLockspace sets a lockspace's mode: its owner or root.
@@ -200,13 +216,13 @@ func (a *API) ChownLockspace(ctx context.Context, r *dlmv1.ChownLockspaceRequest
 	return a.update(ctx, name, cred, func(cfg *lockspace.Config) error {
 		if r.GetHasUid() && r.GetUid() != cfg.UID {
 			if cred.UID != 0 {
-				return fmt.Errorf("dlm: chown lockspace %q to uid %d: only root may give a lockspace away: %w", name, r.GetUid(), lockspace.ErrAccess)
+				return fmt.Errorf("dlm: to uid %d: only root may give a lockspace away: %w", r.GetUid(), lockspace.ErrAccess)
 			}
 			cfg.UID = r.GetUid()
 		}
 		if r.GetHasGid() && r.GetGid() != cfg.GID {
 			if cred.UID != 0 && !inGroup(cred, r.GetGid()) {
-				return fmt.Errorf("dlm: chown lockspace %q to group %d: not one of the caller's groups: %w", name, r.GetGid(), lockspace.ErrAccess)
+				return fmt.Errorf("dlm: group %d is not one of the caller's: %w", r.GetGid(), lockspace.ErrAccess)
 			}
 			cfg.GID = r.GetGid()
 		}
@@ -224,7 +240,7 @@ func (a *API) update(ctx context.Context, name string, cred lockspace.Cred, chan
 	if err := mayAdminister(name, cfg, cred); err != nil {
 		return nil, grpcErr(err)
 	}
-	cfg, err = a.s.cfg.Lockspaces.Update(ctx, eff, func(c *lockspace.Config) error {
+	rec, err := a.s.cfg.Lockspaces.Update(ctx, eff, func(c *lockspace.Config) error {
 		if err := mayAdminister(name, *c, cred); err != nil {
 			return err
 		}
@@ -233,8 +249,8 @@ func (a *API) update(ctx context.Context, name string, cred lockspace.Cred, chan
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	a.remember(eff, cfg)
-	return infoOf(eff, cfg, false), nil
+	a.remember(eff, rec.Config)
+	return infoOf(eff, rec.Config, rec.Explicit), nil
 }
 
 // DeleteLockspace removes a lockspace's record: its owner or root, and
@@ -254,10 +270,10 @@ func (a *API) DeleteLockspace(ctx context.Context, r *dlmv1.DeleteLockspaceReque
 	}
 	n, err := a.countLocks(ctx, eff)
 	if err != nil {
-		return nil, status.Error(codes.Unavailable, fmt.Sprintf("dlm: delete lockspace %q: cannot tell whether it has locks: %v", name, err))
+		return nil, status.Error(codes.Unavailable, fmt.Sprintf("cannot tell whether it has locks: %v", err))
 	}
 	if n > 0 {
-		return nil, grpcErr(fmt.Errorf("dlm: delete lockspace %q: %d resources have locks; release them (or purge orphans) first: %w", name, n, lockspace.ErrBusy))
+		return nil, grpcErr(fmt.Errorf("dlm: %d resources have locks; release them (or purge orphans) first: %w", n, lockspace.ErrBusy))
 	}
 	if err := a.s.cfg.Lockspaces.Delete(ctx, eff); err != nil {
 		return nil, grpcErr(err)

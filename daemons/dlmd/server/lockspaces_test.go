@@ -154,4 +154,28 @@ func TestLockspaceAdministration(t *testing.T) {
 	if _, err := aliceClient.Lock(ctx, "a1", "r", dlm.NL); err != nil {
 		t.Fatalf("alice's lock in her own a1 at the limit: %v", err)
 	}
+
+	// Through the client library: errors match their sentinels and read
+	// once.
+	if l, err := aliceClient.ListLockspaces(ctx); err != nil || len(l) != 2 || !l[0].Own || l[0].Name != "a1" || l[0].Mode != 0o600 {
+		t.Fatalf("alice's ListLockspaces: %+v, %v", l, err)
+	}
+	errs := []struct {
+		err  error
+		is   error
+		want string
+	}{
+		{aliceClient.DeleteLockspace(ctx, "nope"), dlm.ErrNoLockspace, "dlm: delete lockspace nope: no such lockspace"},
+		{second(aliceClient.CreateLockspace(ctx, "a2")), dlm.ErrLockspaceExists, "dlm: create lockspace a2: lockspace exists"},
+		{second(aliceClient.CreateLockspace(ctx, "a9")), dlm.ErrTooManyLockspaces,
+			"dlm: create lockspace a9: too many lockspaces: uid 1000 owns 2 lockspaces, the limit (dlmd.max_lockspaces_per_uid); delete one with ssi lockspace delete"},
+		{aliceClient.DeleteLockspace(ctx, "a1"), dlm.ErrLockspaceInUse, "dlm: delete lockspace a1: lockspace has locks: 1 resources have locks; release them (or purge orphans) first"},
+	}
+	for _, e := range errs {
+		if !errors.Is(e.err, e.is) || e.err.Error() != e.want {
+			t.Errorf("error %v\nwant %v reading\n\t%s", e.err, e.is, e.want)
+		}
+	}
 }
+
+func second[T any](_ T, err error) error { return err }

@@ -94,29 +94,29 @@ func (k KVStore) Create(ctx context.Context, name string, cfg lockspace.Config, 
 }
 
 // Update implements LockspaceStore.
-func (k KVStore) Update(ctx context.Context, name string, change func(*lockspace.Config) error) (lockspace.Config, error) {
+func (k KVStore) Update(ctx context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error) {
 	for range 5 {
 		var rec lockspaceRecord
 		index, found, err := k.KV.GetConsistent(ctx, kvPrefix+name, &rec)
 		if err != nil {
-			return lockspace.Config{}, fmt.Errorf("dlm: lockspace %q: %w", name, err)
+			return LockspaceRecord{}, fmt.Errorf("dlm: lockspace %q: %w", name, err)
 		}
 		if !found {
-			return lockspace.Config{}, fmt.Errorf("dlm: lockspace %q: %w", name, ErrNoLockspace)
+			return LockspaceRecord{}, fmt.Errorf("dlm: %w", ErrNoLockspace)
 		}
 		cfg := rec.config()
 		if err := change(&cfg); err != nil {
-			return cfg, err
+			return LockspaceRecord{}, err
 		}
 		ok, err := k.KV.CAS(ctx, kvPrefix+name, recordOf(cfg, rec.Explicit), index)
 		if err != nil {
-			return cfg, fmt.Errorf("dlm: lockspace %q: %w", name, err)
+			return LockspaceRecord{}, fmt.Errorf("dlm: lockspace %q: %w", name, err)
 		}
 		if ok {
-			return cfg, nil
+			return LockspaceRecord{Name: name, Config: cfg, Explicit: rec.Explicit}, nil
 		}
 	}
-	return lockspace.Config{}, fmt.Errorf("dlm: lockspace %q: changes keep racing", name)
+	return LockspaceRecord{}, fmt.Errorf("dlm: lockspace %q: changes keep racing", name)
 }
 
 // Delete implements LockspaceStore.
