@@ -287,8 +287,8 @@ func (m *memStore) Update(_ context.Context, name string, change func(*lockspace
 	if err := change(&c); err != nil {
 		return LockspaceRecord{}, err
 	}
-	m.cfg[name] = c
-	return LockspaceRecord{Name: name, Config: c, Explicit: m.explicit[name]}, nil
+	m.cfg[name], m.explicit[name] = c, true
+	return LockspaceRecord{Name: name, Config: c, Explicit: true}, nil
 }
 
 func (m *memStore) Delete(_ context.Context, name string) error {

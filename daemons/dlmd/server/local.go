@@ -43,8 +43,8 @@ type LockspaceStore interface {
 	Lookup(ctx context.Context, name string) (cfg lockspace.Config, found bool, err error)
 	// Create makes a record; lockspace.ErrExists when there is one.
 	Create(ctx context.Context, name string, cfg lockspace.Config, explicit bool) error
-	// Update changes a record with change (its error aborts);
-	// ErrNoLockspace when there is none.
+	// Update changes a record with change (its error aborts), and makes it
+	// explicit (kept until deleted); ErrNoLockspace when there is none.
 	Update(ctx context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error)
 	// Delete removes a record.
 	Delete(ctx context.Context, name string) error
@@ -72,6 +72,7 @@ type API struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+	sweep *sweeper
 }
 
 // cached is a lockspace record as read at a time.

@@ -53,6 +53,10 @@ type Config struct {
 	// (created explicitly or on first use). Default
 	// DefaultMaxLockspacesPerUID.
 	MaxLockspacesPerUID int
+	// LockspaceGrace is how long a lockspace made on first use stays
+	// without locks before Sweep removes its record. Default
+	// DefaultLockspaceGrace.
+	LockspaceGrace time.Duration
 	// Log is the daemon's logger.
 	Log logrus.FieldLogger
 }

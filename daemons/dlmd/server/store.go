@@ -108,12 +108,13 @@ func (k KVStore) Update(ctx context.Context, name string, change func(*lockspace
 		if err := change(&cfg); err != nil {
 			return LockspaceRecord{}, err
 		}
-		ok, err := k.KV.CAS(ctx, kvPrefix+name, recordOf(cfg, rec.Explicit), index)
+		// A lockspace its owner changed is kept until deleted.
+		ok, err := k.KV.CAS(ctx, kvPrefix+name, recordOf(cfg, true), index)
 		if err != nil {
 			return LockspaceRecord{}, fmt.Errorf("dlm: lockspace %q: %w", name, err)
 		}
 		if ok {
-			return LockspaceRecord{Name: name, Config: cfg, Explicit: rec.Explicit}, nil
+			return LockspaceRecord{Name: name, Config: cfg, Explicit: true}, nil
 		}
 	}
 	return LockspaceRecord{}, fmt.Errorf("dlm: lockspace %q: changes keep racing", name)
