@@ -76,4 +76,3 @@ func TestLockspaceRecordsInConsul(t *testing.T) {
 		t.Fatalf("Lookup after Delete: %v, %v", found, err)
 	}
 }
-
