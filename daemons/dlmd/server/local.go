@@ -31,6 +31,16 @@ const SystemPrefix = node.SystemPrefix
 // ValidLockspace checks a lockspace name: 1 to 64 of A-Z a-z 0-9 _ . -.
 func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
+// validFor checks a lockspace name a caller gives: root may also name a
+// user's own lockspace as the nodes know it (~<uid>.<name>), to list,
+// purge, change or delete it.
+func validFor(name string, cred lockspace.Cred) error {
+	if cred.UID == 0 && strings.HasPrefix(name, "~") {
+		return node.ValidStoredLockspace(name)
+	}
+	return ValidLockspace(name)
+}
+
 // LockspaceStore keeps each lockspace's owner, the same on every node.
 // Names are as the nodes know them: a shared name, or a user's own
 // (node.UserLockspace).
@@ -110,7 +120,7 @@ func credOf(ctx context.Context) (localapi.Cred, lockspace.Cred, error) {
 // the shared one when an administrator made it, else a new own one. So
 // one user's first use of a name never locks another user out of theirs.
 func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred) (string, lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
+	if err := validFor(name, cred); err != nil {
 		return name, lockspace.Config{}, err
 	}
 	if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
@@ -128,6 +138,9 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		return eff, cfg, err
 	}
 	if !found {
+		if strings.HasPrefix(eff, "~") && cred.UID == 0 {
+			return eff, cfg, fmt.Errorf("dlm: lockspace %q: no such user's lockspace (root does not make one): %w", name, lockspace.ErrInvalid)
+		}
 		if err := a.checkLimit(ctx, cred); err != nil {
 			return eff, cfg, err
 		}
@@ -380,7 +393,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	}
 	name := r.GetLockspace()
 	if name != "" {
-		if err := ValidLockspace(name); err != nil {
+		if err := validFor(name, cred); err != nil {
 			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 		}
 		name, _, _, _ = a.find(ctx, name, cred)
@@ -460,7 +473,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 		return nil, err
 	}
 	name := r.GetLockspace()
-	if err := ValidLockspace(name); err != nil {
+	if err := validFor(name, cred); err != nil {
 		return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 	}
 	if r.GetPid() < 0 {

@@ -106,7 +106,7 @@ func infoOf(stored string, cfg lockspace.Config, explicit bool) *dlmv1.Lockspace
 // existing finds the lockspace a caller names, reading the store (not
 // the cache): NotFound when there is none.
 func (a *API) existing(ctx context.Context, name string, cred lockspace.Cred) (string, lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
+	if err := validFor(name, cred); err != nil {
 		return "", lockspace.Config{}, err
 	}
 	a.forget(name)

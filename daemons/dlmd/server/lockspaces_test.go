@@ -176,6 +176,18 @@ func TestLockspaceAdministration(t *testing.T) {
 			t.Errorf("error %v\nwant %v reading\n\t%s", e.err, e.is, e.want)
 		}
 	}
+
+	// Root reaches a user's own lockspace by its stored name; no one else
+	// can name it.
+	if _, err := api.DeleteLockspace(bob, &dlmv1.DeleteLockspaceRequest{Name: "~1000.a2"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bob naming alice's own a2: %v, want InvalidArgument", err)
+	}
+	if _, err := api.DeleteLockspace(root, &dlmv1.DeleteLockspaceRequest{Name: "~1000.a2"}); err != nil {
+		t.Fatalf("root deleting alice's own a2: %v", err)
+	}
+	if _, err := c.client(ctx, 1).Lock(ctx, "~1000.nope", "r", dlm.NL); !errors.Is(err, dlm.ErrInvalid) {
+		t.Fatalf("root's first use of a user's own name: %v, want ErrInvalid", err)
+	}
 }
 
 func second[T any](_ T, err error) error { return err }
