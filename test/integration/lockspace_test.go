@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/cmd/ssi/cli"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	"github.com/openssi/openssi/daemons/dlmd/node"
 	"github.com/openssi/openssi/daemons/dlmd/server"
@@ -74,5 +76,55 @@ func TestLockspaceRecordsInConsul(t *testing.T) {
 	}
 	if _, found, err := st.Lookup(ctx, bJobs); err != nil || found {
 		t.Fatalf("Lookup after Delete: %v, %v", found, err)
+	}
+}
+
+// TestDlmSsiLockspace: `ssi lockspace` against real dlmds and Consul: a
+// lockspace created on one node is seen and changed from the other, is
+// not deleted while it has a lock, and is deleted after.
+func TestDlmSsiLockspace(t *testing.T) {
+	c := startDlm(t, 2, 0)
+	ctx := ctxFor(t, 30*time.Second)
+	run := func(node int, args ...string) (int, string) {
+		var out, errb strings.Builder
+		code := cli.Main(append([]string{"--run-dir", c.Nodes[node].RunDir}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := run(0, "lockspace", "create", "--group", "100", "--mode", "0640", "team"); code != 0 || !strings.Contains(out, "0640") {
+		t.Fatalf("ssi lockspace create: exit %d, %q", code, out)
+	}
+	if code, out := run(1, "lockspace", "create", "team"); code != 1 || !strings.Contains(out, "lockspace exists") {
+		t.Fatalf("ssi lockspace create of an existing name: exit %d, %q", code, out)
+	}
+	if code, out := run(1, "lockspace", "chmod", "0660", "team"); code != 0 || !strings.Contains(out, "0660") {
+		t.Fatalf("ssi lockspace chmod: exit %d, %q", code, out)
+	}
+	if code, out := run(1, "lockspace", "chown", "4000001:4000002", "team"); code != 0 || !strings.Contains(out, "4000001  4000002") {
+		t.Fatalf("ssi lockspace chown: exit %d, %q", code, out)
+	}
+	a := dlmClient(t, ctx, c.Nodes[1])
+	l, err := a.Lock(ctx, "team", "r", dlm.PR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(0, "lockspace", "delete", "team"); code != 1 || !strings.Contains(out, "lockspace has locks") {
+		t.Fatalf("ssi lockspace delete with a lock: exit %d, %q", code, out)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, out := run(0, "lockspace", "delete", "team")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssi lockspace delete after the unlock: exit %d, %q", code, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out := run(1, "lockspace", "list"); code != 0 || strings.Contains(out, "team") {
+		t.Fatalf("ssi lockspace list after delete: exit %d, %q", code, out)
 	}
 }
