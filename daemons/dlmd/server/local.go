@@ -95,6 +95,10 @@ type cached struct {
 // reading it again: a chmod, chown or delete reaches every node within it.
 const cacheTTL = 10 * time.Second
 
+// rereadRefused is how soon a record that refused a caller may be read
+// again for another refusal.
+const rereadRefused = time.Second
+
 // NewAPI returns the local API of s.
 func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
 
@@ -127,10 +131,11 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		return name, lockspace.Config{}, lockspace.Config{System: true}.CheckAccess(name, cred)
 	}
 	eff, cfg, found, err := a.find(ctx, name, cred)
-	if err == nil && found && !cfg.Allows(cred) {
+	if err == nil && found && !cfg.Allows(cred) && a.readBefore(eff, time.Now().Add(-rereadRefused)) {
 		// Refused by a record read earlier: read it again, so that a
 		// chmod or chown that lets the caller in counts at once (one
-		// that shuts it out counts within cacheTTL).
+		// that shuts it out counts within cacheTTL). At most once per
+		// rereadRefused, so that refused requests do not hammer Consul.
 		a.forget(eff)
 		eff, cfg, found, err = a.find(ctx, name, cred)
 	}
@@ -193,6 +198,14 @@ func (a *API) remember(name string, cfg lockspace.Config) {
 	a.mu.Lock()
 	a.cache[name] = cached{cfg: cfg, at: time.Now()}
 	a.mu.Unlock()
+}
+
+// readBefore reports whether name's cached record was read before t.
+func (a *API) readBefore(name string, t time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[name]
+	return ok && c.at.Before(t)
 }
 
 func (a *API) forget(name string) {

@@ -94,7 +94,14 @@ func TestLockspaceAdministration(t *testing.T) {
 		{"a mode beyond the permission bits", chmod(alice, 0o1660), codes.InvalidArgument},
 		{"a mode of no bits", chmod(alice, 0), codes.InvalidArgument},
 		{"alice opens it to her group", chmod(alice, 0o660), codes.OK},
-		{"bob locks at 0660", bobLocks, codes.OK},
+		{"bob locks at 0660 (his node re-reads a refusing record within rereadRefused)", func() error {
+			var err error
+			waitFor(t, 3*rereadRefused, "bob's lock", func() bool {
+				err = bobLocks()
+				return status.Code(err) != codes.PermissionDenied
+			})
+			return err
+		}, codes.OK},
 		{"bob may not delete alice's", del(bob), codes.PermissionDenied},
 		{"alice may not delete it while bob holds a lock", del(alice), codes.FailedPrecondition},
 		{"bob unlocks", func() error { return bobLock.Unlock(ctx) }, codes.OK},
