@@ -60,6 +60,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Lookup:              lookup,
 		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
 		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
+		LockspaceGrace:      own.LockspaceGrace,
 		Log:                 env.Log,
 	})
 

@@ -69,6 +69,11 @@ type Config struct {
 	// use); past it, creating one fails with a clear error. 1..100000.
 	// Default 64.
 	MaxLockspacesPerUID int `mapstructure:"max_lockspaces_per_uid" want:"an integer 1..100000"`
+	// LockspaceGrace is how long a lockspace made on first use may have
+	// no lock anywhere before its record is removed (explicitly created
+	// ones, and ones their owner changed, stay until deleted). 1m..168h.
+	// Default 10m.
+	LockspaceGrace time.Duration `mapstructure:"lockspace_grace" want:"a duration 1m..168h such as 10m"`
 }
 
 // The bounds of Lease. Below MinLease pings (every tenth of the lease)
@@ -88,6 +93,7 @@ func Default() Config {
 		DeadlockInterval:    time.Second,
 		Lease:               time.Second,
 		MaxLockspacesPerUID: 64,
+		LockspaceGrace:      10 * time.Minute,
 	}
 }
 
@@ -98,6 +104,7 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "deadlock_interval", Value: c.DeadlockInterval.String(), OK: c.DeadlockInterval >= 10*time.Millisecond},
 		settings.Check{Key: "lease", Value: c.Lease.String(), OK: c.Lease >= MinLease && c.Lease <= MaxLease},
+		settings.Check{Key: "lockspace_grace", Value: c.LockspaceGrace.String(), OK: c.LockspaceGrace >= time.Minute && c.LockspaceGrace <= 168*time.Hour},
 		settings.Check{Key: "max_lockspaces_per_uid", Value: strconv.Itoa(c.MaxLockspacesPerUID), OK: c.MaxLockspacesPerUID >= 1 && c.MaxLockspacesPerUID <= 100000},
 	)
 }
