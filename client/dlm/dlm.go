@@ -13,9 +13,13 @@
 //	v, valid := l.Value()     // the 32-byte lock value block
 //	err = l.Unlock(ctx, dlm.WriteValue(v))
 //
-// Lockspaces are created on first use, owned by the creating user and
-// group; root may use every lockspace, and those whose names start with
-// "openssi." are the cluster daemons' own, for root only.
+// Lockspaces are created on first use (mode 0660, owned by the creating
+// user and group) or with CreateLockspace, and have an owner, a group and
+// a mode as files do (see LockspaceInfo). A name root uses is shared; a
+// name another user uses is its own lockspace, unless a shared one of that
+// name existed first, so no user can take a name from another. Root may
+// use every lockspace, and those whose names start with "openssi." are the
+// cluster daemons' own, for root only.
 package dlm
 
 import (

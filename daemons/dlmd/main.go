@@ -22,6 +22,10 @@ import (
 // lookupTimeout bounds one catalog lookup of a peer's address.
 const lookupTimeout = 5 * time.Second
 
+// sweepEvery is how often the coordinator looks for lockspaces made on
+// first use that have had no lock for the grace time.
+const sweepEvery = time.Minute
+
 func main() { os.Exit(daemon.Main(dlmdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
@@ -55,10 +59,12 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Lease:            own.Lease,
 		Limits: node.Limits{LocksPerSession: own.MaxLocksPerSession, LocksPerUID: own.MaxLocksPerUID,
 			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
-		Source:     src,
-		Lookup:     lookup,
-		Lockspaces: server.KVStore{KV: consul.NewKV(client)},
-		Log:        env.Log,
+		Source:              src,
+		Lookup:              lookup,
+		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
+		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
+		LockspaceGrace:      own.LockspaceGrace,
+		Log:                 env.Log,
 	})
 
 	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
@@ -66,7 +72,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 	defer peers.Stop()
-	local, err := env.ServeLocal(server.NewAPI(srv).Register)
+	api := server.NewAPI(srv)
+	local, err := env.ServeLocal(api.Register)
 	if err != nil {
 		return err
 	}
@@ -92,6 +99,25 @@ func run(ctx context.Context, env *daemon.Env) error {
 		watchErr <- w.Err()
 	})
 
+	waitSweep := env.Go(watchCtx, func(ctx context.Context) {
+		t := time.NewTicker(sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				removed, err := api.Sweep(ctx, now)
+				if err != nil {
+					env.Log.WithError(err).Debug("unused lockspaces not swept this round")
+				}
+				for _, name := range removed {
+					env.Log.WithField("lockspace", name).Info("removed a lockspace made on first use: no locks for the grace time")
+				}
+			}
+		}
+	})
+
 	var failure error
 	select {
 	case <-ctx.Done(): // SIGTERM
@@ -105,6 +131,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	// Join the watch before the servers and the loop stop: it feeds the
 	// loop.
 	waitWatch()
+	waitSweep()
 	// End the clients' sessions first (their locks are released, or left
 	// as orphans, as when a client exits), so that no client of this node
 	// still believes it holds a lock when the others hear the goodbye and

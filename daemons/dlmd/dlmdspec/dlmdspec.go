@@ -86,6 +86,16 @@ type Config struct {
 	// node waiting for their answer. 1..MaxLimit. Default 10000: ten
 	// sessions at their limit.
 	MaxPendingPerUID int `mapstructure:"max_pending_per_uid" want:"an integer 1..10000000"`
+	// MaxLockspacesPerUID is how many lockspaces a non-root uid may own
+	// across the cluster (created with ssi lockspace create or on first
+	// use); past it, creating one fails with a clear error. 1..100000.
+	// Default 64.
+	MaxLockspacesPerUID int `mapstructure:"max_lockspaces_per_uid" want:"an integer 1..100000"`
+	// LockspaceGrace is how long a lockspace made on first use may have
+	// no lock anywhere before its record is removed (explicitly created
+	// ones, and ones their owner changed, stay until deleted). 1m..168h.
+	// Default 10m.
+	LockspaceGrace time.Duration `mapstructure:"lockspace_grace" want:"a duration 1m..168h such as 10m"`
 }
 
 // MaxLimit is the largest value of the max_* settings.
@@ -112,6 +122,8 @@ func Default() Config {
 		MaxLocksPerUID:       50000,
 		MaxPendingPerSession: 1000,
 		MaxPendingPerUID:     10000,
+		MaxLockspacesPerUID:  64,
+		LockspaceGrace:       10 * time.Minute,
 	}
 }
 
@@ -126,6 +138,8 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "max_locks_per_uid", Value: strconv.Itoa(c.MaxLocksPerUID), OK: isLimit(c.MaxLocksPerUID)},
 		settings.Check{Key: "max_pending_per_session", Value: strconv.Itoa(c.MaxPendingPerSession), OK: isLimit(c.MaxPendingPerSession)},
 		settings.Check{Key: "max_pending_per_uid", Value: strconv.Itoa(c.MaxPendingPerUID), OK: isLimit(c.MaxPendingPerUID)},
+		settings.Check{Key: "lockspace_grace", Value: c.LockspaceGrace.String(), OK: c.LockspaceGrace >= time.Minute && c.LockspaceGrace <= 168*time.Hour},
+		settings.Check{Key: "max_lockspaces_per_uid", Value: strconv.Itoa(c.MaxLockspacesPerUID), OK: c.MaxLockspacesPerUID >= 1 && c.MaxLockspacesPerUID <= 100000},
 	)
 }
 

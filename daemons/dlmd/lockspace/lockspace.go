@@ -128,7 +128,7 @@ func New(name string, cfg Config, creator Cred) (*Lockspace, error) {
 	if name == "" {
 		return nil, fmt.Errorf("dlm: lockspace name: %w", ErrInvalid)
 	}
-	if len(name) > MaxLockspaceName {
+	if len(name) > MaxUserPrefix+MaxLockspaceName {
 		return nil, fmt.Errorf("dlm: lockspace %.16q...: %w", name, ErrNameTooLong)
 	}
 	if creator.UID != 0 {
@@ -152,6 +152,10 @@ func (ls *Lockspace) Name() string { return ls.name }
 
 // Config returns the lockspace's owner and flags.
 func (ls *Lockspace) Config() Config { return ls.cfg }
+
+// SetConfig replaces the lockspace's owner, group and mode (after a chmod
+// or chown of its record); locks already granted stay.
+func (ls *Lockspace) SetConfig(cfg Config) { ls.cfg = cfg }
 
 // Open checks that cred may use the lockspace.
 func (ls *Lockspace) Open(cred Cred) error {

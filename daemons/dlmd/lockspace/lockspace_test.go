@@ -87,6 +87,27 @@ func TestNames(t *testing.T) {
 	}
 }
 
+func TestReadPermission(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		cred Cred
+		want bool
+	}{
+		{"default: group reads", Config{UID: 1000, GID: 100}, Cred{UID: 2000, GID: 100}, true},
+		{"0640: group reads", Config{UID: 1000, GID: 100, Mode: 0o640}, Cred{UID: 2000, GID: 100}, true},
+		{"0620: group may lock, not read", Config{UID: 1000, GID: 100, Mode: 0o620}, Cred{UID: 2000, GID: 100}, false},
+		{"0600: other does not read", Config{UID: 1000, GID: 100, Mode: 0o600}, Cred{UID: 2000, GID: 5}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.cfg.Can(tt.cred, PermRead); got != tt.want {
+				t.Fatalf("Can(read) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestAccess(t *testing.T) {
 	tests := []struct {
 		name string
@@ -101,6 +122,14 @@ func TestAccess(t *testing.T) {
 		{"root allowed", Config{UID: 1000, GID: 100}, Cred{UID: 0, GID: 5}, true},
 		{"system: owner denied", Config{UID: 1000, GID: 100, System: true}, Cred{UID: 1000, GID: 100}, false},
 		{"system: root allowed", Config{UID: 1000, GID: 100, System: true}, Cred{UID: 0, GID: 0}, true},
+		{"0600: owner", Config{UID: 1000, GID: 100, Mode: 0o600}, Cred{UID: 1000, GID: 5}, true},
+		{"0600: group denied", Config{UID: 1000, GID: 100, Mode: 0o600}, Cred{UID: 2000, GID: 100}, false},
+		{"0666: other", Config{UID: 1000, GID: 100, Mode: 0o666}, Cred{UID: 2000, GID: 5}, true},
+		{"0460: owner's class wins, as for a file", Config{UID: 1000, GID: 100, Mode: 0o460}, Cred{UID: 1000, GID: 100}, false},
+		{"0460: group", Config{UID: 1000, GID: 100, Mode: 0o460}, Cred{UID: 2000, GID: 100}, true},
+		{"0640: group may read, not lock", Config{UID: 1000, GID: 100, Mode: 0o640}, Cred{UID: 2000, GID: 100}, false},
+		{"0111: x means nothing", Config{UID: 1000, GID: 100, Mode: 0o111}, Cred{UID: 1000, GID: 100}, false},
+		{"0000 on a system lockspace: root", Config{UID: 1000, GID: 100, Mode: 0o400, System: true}, Cred{UID: 0, GID: 0}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +168,8 @@ func TestNew(t *testing.T) {
 		{"user foreign group", "a", Config{UID: 1000, GID: 2000}, user, ErrAccess},
 		{"empty name", "", Config{}, root, ErrInvalid},
 		{"64 bytes", strings.Repeat("n", 64), Config{}, root, nil},
-		{"65 bytes", strings.Repeat("n", 65), Config{}, root, ErrNameTooLong},
+		{"a user's own, 76 bytes", "~4294967295." + strings.Repeat("n", 64), Config{}, root, nil},
+		{"77 bytes", strings.Repeat("n", 77), Config{}, root, ErrNameTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

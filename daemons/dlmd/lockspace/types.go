@@ -14,6 +14,9 @@ const (
 	MaxResourceName = 64
 	// MaxLockspaceName is the longest lockspace name, in bytes.
 	MaxLockspaceName = 64
+	// MaxUserPrefix is the longest prefix ("~4294967295.") that makes a
+	// user's own lockspace's name.
+	MaxUserPrefix = 12
 	// LVBLen is the size of a lock value block.
 	LVBLen = 32
 )
@@ -152,23 +155,60 @@ type Cred struct {
 
 // Config describes a lockspace.
 type Config struct {
-	// UID and GID own the lockspace: a caller whose uid is UID, or whose
-	// gid or supplementary groups include GID, may use it. Root always may.
+	// UID and GID own the lockspace. Root always may use it.
 	UID, GID uint32
+	// Mode holds permission bits as a file's, for owner, group and other
+	// (0o777): the class is chosen as for a file (owner if the caller's
+	// uid is UID, else group if its gid or a supplementary group is GID,
+	// else other); in it, w (2) lets the caller take locks in any mode and
+	// purge its own orphans, r (4) lets it see the lockspace's locks in a
+	// listing; x means nothing. 0 is DefaultMode.
+	Mode uint32
 	// System lockspaces are for root only (cluster daemons' own locks).
 	System bool
 }
 
-// Allows reports whether cred may use a lockspace with this config.
-func (c Config) Allows(cred Cred) bool {
+// DefaultMode is the mode of a lockspace created on first use, and of
+// one whose record has no mode: owner and group may use it.
+const DefaultMode = 0o660
+
+// Permission bits of Config.Mode within a class.
+const (
+	PermRead  = 4
+	PermWrite = 2
+)
+
+// perm returns the bits of cred's class.
+func (c Config) perm(cred Cred) uint32 {
+	m := c.Mode & 0o777
+	if c.Mode == 0 {
+		m = DefaultMode
+	}
+	switch {
+	case cred.UID == c.UID:
+		return m >> 6 & 7
+	case cred.inGroup(c.GID):
+		return m >> 3 & 7
+	default:
+		return m & 7
+	}
+}
+
+// Can reports whether cred has permission want (PermRead, PermWrite) on
+// a lockspace with this config.
+func (c Config) Can(cred Cred, want uint32) bool {
 	if cred.UID == 0 {
 		return true
 	}
 	if c.System {
 		return false
 	}
-	return cred.UID == c.UID || cred.inGroup(c.GID)
+	return c.perm(cred)&want == want
 }
+
+// Allows reports whether cred may use (take locks in) a lockspace with
+// this config.
+func (c Config) Allows(cred Cred) bool { return c.Can(cred, PermWrite) }
 
 // CheckAccess returns nil when Allows(cred), and otherwise an error that
 // says why, wrapping ErrAccess.
@@ -178,6 +218,8 @@ func (c Config) CheckAccess(lockspace string, cred Cred) error {
 		return nil
 	case c.System:
 		return fmt.Errorf("dlm: lockspace %q is the system's, root only: caller is uid %d: %w", lockspace, cred.UID, ErrAccess)
+	case c.Mode != 0 && c.Mode != DefaultMode:
+		return fmt.Errorf("dlm: lockspace %q belongs to uid %d gid %d mode %04o, caller is uid %d: %w", lockspace, c.UID, c.GID, c.Mode, cred.UID, ErrAccess)
 	default:
 		return fmt.Errorf("dlm: lockspace %q belongs to uid %d gid %d, caller is uid %d: %w", lockspace, c.UID, c.GID, cred.UID, ErrAccess)
 	}

@@ -88,11 +88,11 @@ func lvbOf(b []byte) (v lockspace.LVB) {
 }
 
 func cfgToProto(c lockspace.Config) *dlmpeerv1.LockspaceConfig {
-	return &dlmpeerv1.LockspaceConfig{Uid: c.UID, Gid: c.GID, System: c.System}
+	return &dlmpeerv1.LockspaceConfig{Uid: c.UID, Gid: c.GID, System: c.System, Mode: c.Mode}
 }
 
 func cfgFromProto(c *dlmpeerv1.LockspaceConfig) lockspace.Config {
-	return lockspace.Config{UID: c.GetUid(), GID: c.GetGid(), System: c.GetSystem()}
+	return lockspace.Config{UID: c.GetUid(), GID: c.GetGid(), System: c.GetSystem(), Mode: c.GetMode()}
 }
 
 func credToProto(c lockspace.Cred) *dlmpeerv1.Cred {

@@ -315,9 +315,16 @@ func (n *Node) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerRe
 	}
 	now := n.now
 	m.used = now
-	t, err := n.table(req.Lockspace, cfgFromProto(req.Config))
+	cfg := cfgFromProto(req.Config)
+	t, err := n.table(req.Lockspace, cfg)
 	if err != nil {
 		return fail(err)
+	}
+	if req.Op == dlmpeerv1.Op_OP_LOCK && cfg != t.Config() {
+		// The requester read the lockspace's record after a chmod or
+		// chown: new locks are checked against it.
+		t.SetConfig(cfg)
+		n.lsCfg[req.Lockspace] = cfg
 	}
 	t.RaiseToken(req.Resource, m.floor)
 	owner := lockspace.Owner{Node: lockspace.NodeID(from), Client: req.Client}

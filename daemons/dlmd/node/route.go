@@ -217,7 +217,7 @@ func (n *Node) onLookup(from uint32, lk *dlmpeerv1.Lookup) {
 		return
 	case n.rec != nil || !n.haveLast || id != n.last.ID:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "recovering"
-	case ValidLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
+	case ValidStoredLockspace(k.Lockspace) != nil || k.Resource == "" || len(k.Resource) > lockspace.MaxResourceName:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_INVALID, fmt.Sprintf("bad resource %q in lockspace %q", k.Resource, k.Lockspace)
 	case directory.Master(n.dir, k.Lockspace, k.Resource) != n.self:
 		rep.Status, rep.Message = dlmv1.Status_STATUS_RETRY, "not the directory node"

@@ -234,12 +234,24 @@ func source(t *testing.T, ca *rpctest.CA, dir string, node uint32) rpc.Source {
 
 // memStore is an in-memory LockspaceStore shared by the nodes.
 type memStore struct {
-	mu  sync.Mutex
-	cfg map[string]lockspace.Config
+	mu       sync.Mutex
+	cfg      map[string]lockspace.Config
+	explicit map[string]bool
+}
+
+func newMemStore() *memStore {
+	return &memStore{cfg: map[string]lockspace.Config{}, explicit: map[string]bool{}}
+}
+
+func (m *memStore) Lookup(_ context.Context, name string) (lockspace.Config, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cfg[name]
+	return c, ok, nil
 }
 
 func (m *memStore) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
+	if err := node.ValidStoredLockspace(name); err != nil {
 		return lockspace.Config{}, err
 	}
 	m.mu.Lock()
@@ -253,6 +265,48 @@ func (m *memStore) Get(_ context.Context, name string, creator lockspace.Cred) (
 	}
 	m.cfg[name] = c
 	return c, nil
+}
+
+func (m *memStore) Create(_ context.Context, name string, cfg lockspace.Config, explicit bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.cfg[name]; ok {
+		return fmt.Errorf("dlm: create lockspace %q: %w", name, lockspace.ErrExists)
+	}
+	m.cfg[name], m.explicit[name] = cfg, explicit
+	return nil
+}
+
+func (m *memStore) Update(_ context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cfg[name]
+	if !ok {
+		return LockspaceRecord{}, fmt.Errorf("dlm: %w", ErrNoLockspace)
+	}
+	if err := change(&c); err != nil {
+		return LockspaceRecord{}, err
+	}
+	m.cfg[name], m.explicit[name] = c, true
+	return LockspaceRecord{Name: name, Config: c, Explicit: true}, nil
+}
+
+func (m *memStore) Delete(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.cfg, name)
+	delete(m.explicit, name)
+	return nil
+}
+
+func (m *memStore) List(context.Context) ([]LockspaceRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []LockspaceRecord
+	for n, c := range m.cfg {
+		out = append(out, LockspaceRecord{Name: n, Config: c, Explicit: m.explicit[n]})
+	}
+	return out, nil
 }
 
 // ---- logs ----
@@ -345,7 +399,7 @@ func startCluster(t *testing.T, n int, o clusterOpts) *testCluster {
 		o.lease = 300 * time.Millisecond
 	}
 	c := &testCluster{t: t, net: newTestNet(), nodes: map[uint32]*testNode{}, o: o,
-		ca: rpctest.NewCA(t, "dlmd test CA"), dir: t.TempDir(), store: &memStore{cfg: map[string]lockspace.Config{}}, logs: &logBuf{}}
+		ca: rpctest.NewCA(t, "dlmd test CA"), dir: t.TempDir(), store: newMemStore(), logs: &logBuf{}}
 	for i := 1; i <= n; i++ {
 		c.nums = append(c.nums, uint32(i))
 	}

@@ -31,12 +31,35 @@ const SystemPrefix = node.SystemPrefix
 // ValidLockspace checks a lockspace name: 1 to 64 of A-Z a-z 0-9 _ . -.
 func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
+// validFor checks a lockspace name a caller gives: root may also name a
+// user's own lockspace as the nodes know it (~<uid>.<name>), to list,
+// purge, change or delete it.
+func validFor(name string, cred lockspace.Cred) error {
+	if cred.UID == 0 && strings.HasPrefix(name, "~") {
+		return node.ValidStoredLockspace(name)
+	}
+	return ValidLockspace(name)
+}
+
 // LockspaceStore keeps each lockspace's owner, the same on every node.
+// Names are as the nodes know them: a shared name, or a user's own
+// (node.UserLockspace).
 type LockspaceStore interface {
 	// Get returns the lockspace's config, creating it for creator (owned by
 	// its uid and gid; System for names starting with SystemPrefix) when
 	// it does not exist yet.
 	Get(ctx context.Context, name string, creator lockspace.Cred) (lockspace.Config, error)
+	// Lookup returns the lockspace's config if it exists, creating nothing.
+	Lookup(ctx context.Context, name string) (cfg lockspace.Config, found bool, err error)
+	// Create makes a record; lockspace.ErrExists when there is one.
+	Create(ctx context.Context, name string, cfg lockspace.Config, explicit bool) error
+	// Update changes a record with change (its error aborts), and makes it
+	// explicit (kept until deleted); ErrNoLockspace when there is none.
+	Update(ctx context.Context, name string, change func(*lockspace.Config) error) (LockspaceRecord, error)
+	// Delete removes a record.
+	Delete(ctx context.Context, name string) error
+	// List returns every record.
+	List(ctx context.Context) ([]LockspaceRecord, error)
 }
 
 // sessionQueueBound is how many messages for a client may wait to be sent
@@ -64,11 +87,26 @@ type API struct {
 	s *Server
 
 	mu    sync.Mutex
-	cache map[string]lockspace.Config
+	cache map[string]cached
+	sweep *sweeper
 }
 
+// cached is a lockspace record as read at a time.
+type cached struct {
+	cfg lockspace.Config
+	at  time.Time
+}
+
+// cacheTTL is how long a node uses a lockspace record it read before
+// reading it again: a chmod, chown or delete reaches every node within it.
+const cacheTTL = 10 * time.Second
+
+// rereadRefused is how soon a record that refused a caller may be read
+// again for another refusal.
+const rereadRefused = time.Second
+
 // NewAPI returns the local API of s.
-func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]lockspace.Config{}} }
+func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
 
 // Register adds the service to a gRPC server.
 func (a *API) Register(g *grpc.Server) { dlmv1.RegisterDlmServer(g, a) }
@@ -82,27 +120,104 @@ func credOf(ctx context.Context) (localapi.Cred, lockspace.Cred, error) {
 	return c, lockspace.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups}, nil
 }
 
-// lockspaceFor returns the lockspace config, checking cred may use it.
-func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred) (lockspace.Config, error) {
-	if err := ValidLockspace(name); err != nil {
-		return lockspace.Config{}, err
+// lockspaceFor returns the name the nodes know the lockspace a caller
+// names by, and its config, checking cred may use it; the lockspace is
+// created when it does not exist yet.
+//
+// Names are not squatted: a name root uses is shared (one lockspace for
+// everyone, owned by root unless created otherwise); a non-root caller's
+// name is its own lockspace (node.UserLockspace) when it has one, else
+// the shared one when an administrator made it, else a new own one. So
+// one user's first use of a name never locks another user out of theirs.
+func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred) (string, lockspace.Config, error) {
+	if err := validFor(name, cred); err != nil {
+		return name, lockspace.Config{}, err
 	}
+	if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
+		return name, lockspace.Config{}, lockspace.Config{System: true}.CheckAccess(name, cred)
+	}
+	eff, cfg, found, err := a.find(ctx, name, cred)
+	if err == nil && found && !cfg.Allows(cred) && a.readBefore(eff, time.Now().Add(-rereadRefused)) {
+		// Refused by a record read earlier: read it again, so that a
+		// chmod or chown that lets the caller in counts at once (one
+		// that shuts it out counts within cacheTTL). At most once per
+		// rereadRefused, so that refused requests do not hammer Consul.
+		a.forget(eff)
+		eff, cfg, found, err = a.find(ctx, name, cred)
+	}
+	if err != nil {
+		return eff, cfg, err
+	}
+	if !found {
+		if strings.HasPrefix(eff, "~") && cred.UID == 0 {
+			return eff, cfg, fmt.Errorf("dlm: lockspace %q: no such user's lockspace (root does not make one): %w", name, lockspace.ErrInvalid)
+		}
+		if err := a.checkLimit(ctx, cred); err != nil {
+			return eff, cfg, err
+		}
+		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, eff, cred); err != nil {
+			return eff, cfg, err
+		}
+		a.remember(eff, cfg)
+	}
+	return eff, cfg, cfg.CheckAccess(name, cred)
+}
+
+// find resolves a caller's lockspace name as lockspaceFor does, creating
+// nothing: eff is the lockspace found, or the one to create.
+func (a *API) find(ctx context.Context, name string, cred lockspace.Cred) (eff string, cfg lockspace.Config, found bool, err error) {
+	if cred.UID == 0 || strings.HasPrefix(name, SystemPrefix) {
+		return a.findOne(ctx, name)
+	}
+	own := node.UserLockspace(cred.UID, name)
+	if _, cfg, found, err = a.findOne(ctx, own); found || err != nil {
+		return own, cfg, found, err
+	}
+	if _, cfg, found, err = a.findOne(ctx, name); found || err != nil {
+		return name, cfg, found, err
+	}
+	return own, cfg, false, nil
+}
+
+// findOne returns a lockspace's config, from the cache or the store.
+func (a *API) findOne(ctx context.Context, name string) (string, lockspace.Config, bool, error) {
 	a.mu.Lock()
-	cfg, ok := a.cache[name]
+	c, ok := a.cache[name]
 	a.mu.Unlock()
-	if !ok {
-		if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-			return cfg, lockspace.Config{System: true}.CheckAccess(name, cred)
-		}
-		var err error
-		if cfg, err = a.s.cfg.Lockspaces.Get(ctx, name, cred); err != nil {
-			return cfg, err
-		}
-		a.mu.Lock()
-		a.cache[name] = cfg
-		a.mu.Unlock()
+	if ok && time.Since(c.at) < cacheTTL {
+		return name, c.cfg, true, nil
 	}
-	return cfg, cfg.CheckAccess(name, cred)
+	cfg, found, err := a.s.cfg.Lockspaces.Lookup(ctx, name)
+	switch {
+	case err != nil && ok:
+		// The store cannot be read: go on with what was read last.
+		return name, c.cfg, true, nil
+	case found:
+		a.remember(name, cfg)
+	case ok:
+		a.forget(name)
+	}
+	return name, cfg, found, err
+}
+
+func (a *API) remember(name string, cfg lockspace.Config) {
+	a.mu.Lock()
+	a.cache[name] = cached{cfg: cfg, at: time.Now()}
+	a.mu.Unlock()
+}
+
+// readBefore reports whether name's cached record was read before t.
+func (a *API) readBefore(name string, t time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[name]
+	return ok && c.at.Before(t)
+}
+
+func (a *API) forget(name string) {
+	a.mu.Lock()
+	delete(a.cache, name)
+	a.mu.Unlock()
 }
 
 // Session serves one client session.
@@ -264,9 +379,13 @@ func (a *API) handle(ctx context.Context, ss *session, m *dlmv1.ClientMessage) e
 		if _, err := node.ModeOf(r.GetMode()); err != nil {
 			return err
 		}
-		cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
+		eff, cfg, err := a.lockspaceFor(ctx, r.GetLockspace(), ss.cred)
 		if err != nil {
 			return err
+		}
+		if eff != r.GetLockspace() {
+			r = proto.CloneOf(r)
+			r.Lockspace = eff
 		}
 		tag := m.GetTag()
 		s.do(func() { s.core.Lock(time.Now(), ss.id, tag, cfg, r) })
@@ -313,10 +432,12 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	if err != nil {
 		return nil, err
 	}
-	if r.GetLockspace() != "" {
-		if err := ValidLockspace(r.GetLockspace()); err != nil {
+	name := r.GetLockspace()
+	if name != "" {
+		if err := validFor(name, cred); err != nil {
 			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 		}
+		name, _, _, _ = a.find(ctx, name, cred)
 	}
 	limit := int(min(r.GetPageSize(), maxPageResources)) // 0: everything at once
 	afterLS, afterName := r.GetPageAfterLockspace(), r.GetPageAfterName()
@@ -325,7 +446,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
 		members = s.core.Members()
-		out = s.core.DumpPage(r.GetLockspace(), afterLS, afterName, limit)
+		out = s.core.DumpPage(name, afterLS, afterName, limit)
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -339,7 +460,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		c, err := s.conn(ctx, n)
 		if err == nil {
 			var d *dlmpeerv1.DumpReply
-			req := &dlmpeerv1.DumpRequest{Lockspace: r.GetLockspace(), Limit: uint32(limit), AfterLockspace: afterLS, AfterName: afterName}
+			req := &dlmpeerv1.DumpRequest{Lockspace: name, Limit: uint32(limit), AfterLockspace: afterLS, AfterName: afterName}
 			if d, err = dlmpeerv1.NewPeerClient(c).Dump(ctx, req); err == nil {
 				more = more || limit > 0 && len(d.GetResources()) >= limit
 				out = append(out, d.GetResources()...)
@@ -381,12 +502,13 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 			ok = cred.UID == 0
 			if !ok {
 				a.mu.Lock()
-				cfg, known := a.cache[res.GetLockspace()]
+				c, known := a.cache[res.GetLockspace()]
 				a.mu.Unlock()
+				cfg := c.cfg
 				if !known {
 					cfg, known = s.lockspaceConfig(ctx, res.GetLockspace())
 				}
-				ok = known && cfg.Allows(cred)
+				ok = known && cfg.Can(cred, lockspace.PermRead) && !otherUsers(res.GetLockspace(), cred.UID)
 			}
 			allowed[res.GetLockspace()] = ok
 		}
@@ -395,8 +517,14 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		}
 	}
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
-		if _, err := a.lockspaceFor(ctx, r.GetLockspace(), cred); errors.Is(err, lockspace.ErrAccess) {
-			return nil, status.Error(codes.PermissionDenied, node.WireMessage(err))
+		var denied error
+		if strings.HasPrefix(r.GetLockspace(), SystemPrefix) {
+			denied = lockspace.Config{System: true}.CheckAccess(r.GetLockspace(), cred)
+		} else if _, cfg, found, _ := a.find(ctx, r.GetLockspace(), cred); found {
+			denied = cfg.CheckAccess(r.GetLockspace(), cred)
+		}
+		if errors.Is(denied, lockspace.ErrAccess) {
+			return nil, status.Error(codes.PermissionDenied, node.WireMessage(denied))
 		}
 	}
 	return reply, nil
@@ -412,7 +540,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 		return nil, err
 	}
 	name := r.GetLockspace()
-	if err := ValidLockspace(name); err != nil {
+	if err := validFor(name, cred); err != nil {
 		return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
 	}
 	if r.GetPid() < 0 {
@@ -423,14 +551,18 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	if strings.HasPrefix(name, SystemPrefix) {
 		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
 	}
+	eff := name
+	if denied == nil {
+		eff, _, _, _ = a.find(ctx, name, cred)
+	}
 	released := 0
 	if err := s.call(ctx, func() {
-		cfg, known := s.core.LockspaceConfig(name)
+		cfg, known := s.core.LockspaceConfig(eff)
 		switch {
 		case denied != nil, !known: // a lockspace this node never used has no orphans here
 		default:
 			if denied = cfg.CheckAccess(name, cred); denied == nil {
-				released = s.core.Purge(time.Now(), name, r.GetPid(), cred.UID)
+				released = s.core.Purge(time.Now(), eff, r.GetPid(), cred.UID)
 			}
 		}
 	}); err != nil {

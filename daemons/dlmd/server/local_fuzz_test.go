@@ -17,19 +17,6 @@ import (
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 )
 
-// memLockspaces is an in-memory LockspaceStore: the first creator owns a
-// lockspace, as with KVStore.
-type memLockspaces map[string]lockspace.Config
-
-func (m memLockspaces) Get(_ context.Context, name string, creator lockspace.Cred) (lockspace.Config, error) {
-	if cfg, ok := m[name]; ok {
-		return cfg, nil
-	}
-	cfg := lockspace.Config{UID: creator.UID, GID: creator.GID, System: len(name) > len(SystemPrefix) && name[:len(SystemPrefix)] == SystemPrefix}
-	m[name] = cfg
-	return cfg, nil
-}
-
 // localFixture is the dlmd of a one-node cluster, with no loop: the test
 // runs what the handlers queue (drain). Session 1 (uid 1000) holds EX on
 // "mine" and session 2 (uid 1000) waits for it in PR, so that what
@@ -45,7 +32,7 @@ type localFixture struct {
 func newLocalFixture(t testing.TB) *localFixture {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	s := New(Config{Node: 1, Incarnation: 1, Log: log, Lockspaces: memLockspaces{},
+	s := New(Config{Node: 1, Incarnation: 1, Log: log, Lockspaces: newMemStore(),
 		Lookup: func(n uint32) (string, error) { return "", errors.New("no peers in this test") }})
 	fx := &localFixture{s: s, a: NewAPI(s)}
 	s.core.Start(time.Now(), 1, []uint32{1})

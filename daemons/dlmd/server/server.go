@@ -52,6 +52,14 @@ type Config struct {
 	Limits node.Limits
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
+	// MaxLockspacesPerUID bounds the lockspaces a non-root uid owns
+	// (created explicitly or on first use). Default
+	// DefaultMaxLockspacesPerUID.
+	MaxLockspacesPerUID int
+	// LockspaceGrace is how long a lockspace made on first use stays
+	// without locks before Sweep removes its record. Default
+	// DefaultLockspaceGrace.
+	LockspaceGrace time.Duration
 	// Log is the daemon's logger.
 	Log logrus.FieldLogger
 }
@@ -105,6 +113,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Toss <= 0 {
 		cfg.Toss = 10 * time.Second
+	}
+	if cfg.MaxLockspacesPerUID <= 0 {
+		cfg.MaxLockspacesPerUID = DefaultMaxLockspacesPerUID
 	}
 	s := &Server{
 		cfg: cfg, self: cfg.Node, log: cfg.Log,

@@ -1412,6 +1412,464 @@ func (x *Lock) GetOrphan() bool {
 	return false
 }
 
+// LockspaceInfo is a lockspace's record.
+type LockspaceInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the name as the caller gives it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Uid  uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid  uint32 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	// mode: permission bits as a file's (0o777): w lets a class take locks,
+	// r see them listed.
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// system: a root-only lockspace (openssi.*).
+	System bool `protobuf:"varint,5,opt,name=system,proto3" json:"system,omitempty"`
+	// own: a user's own lockspace, not shared (its stored name is
+	// ~<uid>.<name>).
+	Own bool `protobuf:"varint,6,opt,name=own,proto3" json:"own,omitempty"`
+	// explicit: created by CreateLockspace, kept until deleted.
+	Explicit      bool `protobuf:"varint,7,opt,name=explicit,proto3" json:"explicit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockspaceInfo) Reset() {
+	*x = LockspaceInfo{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockspaceInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockspaceInfo) ProtoMessage() {}
+
+func (x *LockspaceInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockspaceInfo.ProtoReflect.Descriptor instead.
+func (*LockspaceInfo) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LockspaceInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LockspaceInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *LockspaceInfo) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *LockspaceInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *LockspaceInfo) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
+}
+
+func (x *LockspaceInfo) GetOwn() bool {
+	if x != nil {
+		return x.Own
+	}
+	return false
+}
+
+func (x *LockspaceInfo) GetExplicit() bool {
+	if x != nil {
+		return x.Explicit
+	}
+	return false
+}
+
+type CreateLockspaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// gid: the group; has_gid false for the caller's gid.
+	Gid    uint32 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	HasGid bool   `protobuf:"varint,3,opt,name=has_gid,json=hasGid,proto3" json:"has_gid,omitempty"`
+	// mode: 0 for 0660.
+	Mode          uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLockspaceRequest) Reset() {
+	*x = CreateLockspaceRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLockspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLockspaceRequest) ProtoMessage() {}
+
+func (x *CreateLockspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLockspaceRequest.ProtoReflect.Descriptor instead.
+func (*CreateLockspaceRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateLockspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateLockspaceRequest) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *CreateLockspaceRequest) GetHasGid() bool {
+	if x != nil {
+		return x.HasGid
+	}
+	return false
+}
+
+func (x *CreateLockspaceRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type ChmodLockspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mode          uint32                 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChmodLockspaceRequest) Reset() {
+	*x = ChmodLockspaceRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChmodLockspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChmodLockspaceRequest) ProtoMessage() {}
+
+func (x *ChmodLockspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChmodLockspaceRequest.ProtoReflect.Descriptor instead.
+func (*ChmodLockspaceRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChmodLockspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChmodLockspaceRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type ChownLockspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	HasUid        bool                   `protobuf:"varint,3,opt,name=has_uid,json=hasUid,proto3" json:"has_uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	HasGid        bool                   `protobuf:"varint,5,opt,name=has_gid,json=hasGid,proto3" json:"has_gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChownLockspaceRequest) Reset() {
+	*x = ChownLockspaceRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChownLockspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChownLockspaceRequest) ProtoMessage() {}
+
+func (x *ChownLockspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChownLockspaceRequest.ProtoReflect.Descriptor instead.
+func (*ChownLockspaceRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ChownLockspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChownLockspaceRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ChownLockspaceRequest) GetHasUid() bool {
+	if x != nil {
+		return x.HasUid
+	}
+	return false
+}
+
+func (x *ChownLockspaceRequest) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *ChownLockspaceRequest) GetHasGid() bool {
+	if x != nil {
+		return x.HasGid
+	}
+	return false
+}
+
+type DeleteLockspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLockspaceRequest) Reset() {
+	*x = DeleteLockspaceRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLockspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLockspaceRequest) ProtoMessage() {}
+
+func (x *DeleteLockspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLockspaceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteLockspaceRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteLockspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteLockspaceReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLockspaceReply) Reset() {
+	*x = DeleteLockspaceReply{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLockspaceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLockspaceReply) ProtoMessage() {}
+
+func (x *DeleteLockspaceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLockspaceReply.ProtoReflect.Descriptor instead.
+func (*DeleteLockspaceReply) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+}
+
+type ListLockspacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLockspacesRequest) Reset() {
+	*x = ListLockspacesRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLockspacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLockspacesRequest) ProtoMessage() {}
+
+func (x *ListLockspacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLockspacesRequest.ProtoReflect.Descriptor instead.
+func (*ListLockspacesRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+}
+
+type ListLockspacesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lockspaces    []*LockspaceInfo       `protobuf:"bytes,1,rep,name=lockspaces,proto3" json:"lockspaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLockspacesReply) Reset() {
+	*x = ListLockspacesReply{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLockspacesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLockspacesReply) ProtoMessage() {}
+
+func (x *ListLockspacesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLockspacesReply.ProtoReflect.Descriptor instead.
+func (*ListLockspacesReply) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListLockspacesReply) GetLockspaces() []*LockspaceInfo {
+	if x != nil {
+		return x.Lockspaces
+	}
+	return nil
+}
+
 type PurgeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
@@ -1424,7 +1882,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1894,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1907,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PurgeRequest) GetLockspace() string {
@@ -1476,7 +1934,7 @@ type PurgeReply struct {
 
 func (x *PurgeReply) Reset() {
 	*x = PurgeReply{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1946,7 @@ func (x *PurgeReply) String() string {
 func (*PurgeReply) ProtoMessage() {}
 
 func (x *PurgeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1959,7 @@ func (x *PurgeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeReply.ProtoReflect.Descriptor instead.
 func (*PurgeReply) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PurgeReply) GetReleased() uint32 {
@@ -1605,7 +2063,37 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\agranted\x18\x06 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\agranted\x122\n" +
 	"\trequested\x18\a \x01(\x0e2\x14.openssi.dlm.v1.ModeR\trequested\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x16\n" +
-	"\x06orphan\x18\t \x01(\bR\x06orphan\">\n" +
+	"\x06orphan\x18\t \x01(\bR\x06orphan\"\xa1\x01\n" +
+	"\rLockspaceInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x16\n" +
+	"\x06system\x18\x05 \x01(\bR\x06system\x12\x10\n" +
+	"\x03own\x18\x06 \x01(\bR\x03own\x12\x1a\n" +
+	"\bexplicit\x18\a \x01(\bR\bexplicit\"k\n" +
+	"\x16CreateLockspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x17\n" +
+	"\ahas_gid\x18\x03 \x01(\bR\x06hasGid\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\"?\n" +
+	"\x15ChmodLockspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\"\x81\x01\n" +
+	"\x15ChownLockspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x17\n" +
+	"\ahas_uid\x18\x03 \x01(\bR\x06hasUid\x12\x10\n" +
+	"\x03gid\x18\x04 \x01(\rR\x03gid\x12\x17\n" +
+	"\ahas_gid\x18\x05 \x01(\bR\x06hasGid\",\n" +
+	"\x16DeleteLockspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteLockspaceReply\"\x17\n" +
+	"\x15ListLockspacesRequest\"T\n" +
+	"\x13ListLockspacesReply\x12=\n" +
+	"\n" +
+	"lockspaces\x18\x01 \x03(\v2\x1d.openssi.dlm.v1.LockspaceInfoR\n" +
+	"lockspaces\">\n" +
 	"\fPurgeRequest\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\"(\n" +
@@ -1641,11 +2129,16 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x16LOCK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LOCK_STATE_GRANTED\x10\x01\x12\x19\n" +
 	"\x15LOCK_STATE_CONVERTING\x10\x02\x12\x16\n" +
-	"\x12LOCK_STATE_WAITING\x10\x032\xd8\x01\n" +
+	"\x12LOCK_STATE_WAITING\x10\x032\xa1\x05\n" +
 	"\x03Dlm\x12K\n" +
 	"\aSession\x12\x1d.openssi.dlm.v1.ClientMessage\x1a\x1d.openssi.dlm.v1.ServerMessage(\x010\x01\x12A\n" +
 	"\x05Locks\x12\x1c.openssi.dlm.v1.LocksRequest\x1a\x1a.openssi.dlm.v1.LocksReply\x12A\n" +
-	"\x05Purge\x12\x1c.openssi.dlm.v1.PurgeRequest\x1a\x1a.openssi.dlm.v1.PurgeReplyB/Z-github.com/openssi/openssi/proto/dlm/v1;dlmv1b\x06proto3"
+	"\x05Purge\x12\x1c.openssi.dlm.v1.PurgeRequest\x1a\x1a.openssi.dlm.v1.PurgeReply\x12X\n" +
+	"\x0fCreateLockspace\x12&.openssi.dlm.v1.CreateLockspaceRequest\x1a\x1d.openssi.dlm.v1.LockspaceInfo\x12V\n" +
+	"\x0eChmodLockspace\x12%.openssi.dlm.v1.ChmodLockspaceRequest\x1a\x1d.openssi.dlm.v1.LockspaceInfo\x12V\n" +
+	"\x0eChownLockspace\x12%.openssi.dlm.v1.ChownLockspaceRequest\x1a\x1d.openssi.dlm.v1.LockspaceInfo\x12_\n" +
+	"\x0fDeleteLockspace\x12&.openssi.dlm.v1.DeleteLockspaceRequest\x1a$.openssi.dlm.v1.DeleteLockspaceReply\x12\\\n" +
+	"\x0eListLockspaces\x12%.openssi.dlm.v1.ListLockspacesRequest\x1a#.openssi.dlm.v1.ListLockspacesReplyB/Z-github.com/openssi/openssi/proto/dlm/v1;dlmv1b\x06proto3"
 
 var (
 	file_dlm_v1_dlm_proto_rawDescOnce sync.Once
@@ -1660,27 +2153,35 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_dlm_v1_dlm_proto_goTypes = []any{
-	(Mode)(0),              // 0: openssi.dlm.v1.Mode
-	(Status)(0),            // 1: openssi.dlm.v1.Status
-	(LockState)(0),         // 2: openssi.dlm.v1.LockState
-	(*ClientMessage)(nil),  // 3: openssi.dlm.v1.ClientMessage
-	(*LockRequest)(nil),    // 4: openssi.dlm.v1.LockRequest
-	(*ConvertRequest)(nil), // 5: openssi.dlm.v1.ConvertRequest
-	(*UnlockRequest)(nil),  // 6: openssi.dlm.v1.UnlockRequest
-	(*CancelRequest)(nil),  // 7: openssi.dlm.v1.CancelRequest
-	(*ServerMessage)(nil),  // 8: openssi.dlm.v1.ServerMessage
-	(*SessionHello)(nil),   // 9: openssi.dlm.v1.SessionHello
-	(*Reply)(nil),          // 10: openssi.dlm.v1.Reply
-	(*Completion)(nil),     // 11: openssi.dlm.v1.Completion
-	(*Blocking)(nil),       // 12: openssi.dlm.v1.Blocking
-	(*LocksRequest)(nil),   // 13: openssi.dlm.v1.LocksRequest
-	(*LocksReply)(nil),     // 14: openssi.dlm.v1.LocksReply
-	(*Resource)(nil),       // 15: openssi.dlm.v1.Resource
-	(*Lock)(nil),           // 16: openssi.dlm.v1.Lock
-	(*PurgeRequest)(nil),   // 17: openssi.dlm.v1.PurgeRequest
-	(*PurgeReply)(nil),     // 18: openssi.dlm.v1.PurgeReply
+	(Mode)(0),                      // 0: openssi.dlm.v1.Mode
+	(Status)(0),                    // 1: openssi.dlm.v1.Status
+	(LockState)(0),                 // 2: openssi.dlm.v1.LockState
+	(*ClientMessage)(nil),          // 3: openssi.dlm.v1.ClientMessage
+	(*LockRequest)(nil),            // 4: openssi.dlm.v1.LockRequest
+	(*ConvertRequest)(nil),         // 5: openssi.dlm.v1.ConvertRequest
+	(*UnlockRequest)(nil),          // 6: openssi.dlm.v1.UnlockRequest
+	(*CancelRequest)(nil),          // 7: openssi.dlm.v1.CancelRequest
+	(*ServerMessage)(nil),          // 8: openssi.dlm.v1.ServerMessage
+	(*SessionHello)(nil),           // 9: openssi.dlm.v1.SessionHello
+	(*Reply)(nil),                  // 10: openssi.dlm.v1.Reply
+	(*Completion)(nil),             // 11: openssi.dlm.v1.Completion
+	(*Blocking)(nil),               // 12: openssi.dlm.v1.Blocking
+	(*LocksRequest)(nil),           // 13: openssi.dlm.v1.LocksRequest
+	(*LocksReply)(nil),             // 14: openssi.dlm.v1.LocksReply
+	(*Resource)(nil),               // 15: openssi.dlm.v1.Resource
+	(*Lock)(nil),                   // 16: openssi.dlm.v1.Lock
+	(*LockspaceInfo)(nil),          // 17: openssi.dlm.v1.LockspaceInfo
+	(*CreateLockspaceRequest)(nil), // 18: openssi.dlm.v1.CreateLockspaceRequest
+	(*ChmodLockspaceRequest)(nil),  // 19: openssi.dlm.v1.ChmodLockspaceRequest
+	(*ChownLockspaceRequest)(nil),  // 20: openssi.dlm.v1.ChownLockspaceRequest
+	(*DeleteLockspaceRequest)(nil), // 21: openssi.dlm.v1.DeleteLockspaceRequest
+	(*DeleteLockspaceReply)(nil),   // 22: openssi.dlm.v1.DeleteLockspaceReply
+	(*ListLockspacesRequest)(nil),  // 23: openssi.dlm.v1.ListLockspacesRequest
+	(*ListLockspacesReply)(nil),    // 24: openssi.dlm.v1.ListLockspacesReply
+	(*PurgeRequest)(nil),           // 25: openssi.dlm.v1.PurgeRequest
+	(*PurgeReply)(nil),             // 26: openssi.dlm.v1.PurgeReply
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	4,  // 0: openssi.dlm.v1.ClientMessage.lock:type_name -> openssi.dlm.v1.LockRequest
@@ -1703,17 +2204,28 @@ var file_dlm_v1_dlm_proto_depIdxs = []int32{
 	2,  // 17: openssi.dlm.v1.Lock.state:type_name -> openssi.dlm.v1.LockState
 	0,  // 18: openssi.dlm.v1.Lock.granted:type_name -> openssi.dlm.v1.Mode
 	0,  // 19: openssi.dlm.v1.Lock.requested:type_name -> openssi.dlm.v1.Mode
-	3,  // 20: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
-	13, // 21: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
-	17, // 22: openssi.dlm.v1.Dlm.Purge:input_type -> openssi.dlm.v1.PurgeRequest
-	8,  // 23: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
-	14, // 24: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
-	18, // 25: openssi.dlm.v1.Dlm.Purge:output_type -> openssi.dlm.v1.PurgeReply
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	17, // 20: openssi.dlm.v1.ListLockspacesReply.lockspaces:type_name -> openssi.dlm.v1.LockspaceInfo
+	3,  // 21: openssi.dlm.v1.Dlm.Session:input_type -> openssi.dlm.v1.ClientMessage
+	13, // 22: openssi.dlm.v1.Dlm.Locks:input_type -> openssi.dlm.v1.LocksRequest
+	25, // 23: openssi.dlm.v1.Dlm.Purge:input_type -> openssi.dlm.v1.PurgeRequest
+	18, // 24: openssi.dlm.v1.Dlm.CreateLockspace:input_type -> openssi.dlm.v1.CreateLockspaceRequest
+	19, // 25: openssi.dlm.v1.Dlm.ChmodLockspace:input_type -> openssi.dlm.v1.ChmodLockspaceRequest
+	20, // 26: openssi.dlm.v1.Dlm.ChownLockspace:input_type -> openssi.dlm.v1.ChownLockspaceRequest
+	21, // 27: openssi.dlm.v1.Dlm.DeleteLockspace:input_type -> openssi.dlm.v1.DeleteLockspaceRequest
+	23, // 28: openssi.dlm.v1.Dlm.ListLockspaces:input_type -> openssi.dlm.v1.ListLockspacesRequest
+	8,  // 29: openssi.dlm.v1.Dlm.Session:output_type -> openssi.dlm.v1.ServerMessage
+	14, // 30: openssi.dlm.v1.Dlm.Locks:output_type -> openssi.dlm.v1.LocksReply
+	26, // 31: openssi.dlm.v1.Dlm.Purge:output_type -> openssi.dlm.v1.PurgeReply
+	17, // 32: openssi.dlm.v1.Dlm.CreateLockspace:output_type -> openssi.dlm.v1.LockspaceInfo
+	17, // 33: openssi.dlm.v1.Dlm.ChmodLockspace:output_type -> openssi.dlm.v1.LockspaceInfo
+	17, // 34: openssi.dlm.v1.Dlm.ChownLockspace:output_type -> openssi.dlm.v1.LockspaceInfo
+	22, // 35: openssi.dlm.v1.Dlm.DeleteLockspace:output_type -> openssi.dlm.v1.DeleteLockspaceReply
+	24, // 36: openssi.dlm.v1.Dlm.ListLockspaces:output_type -> openssi.dlm.v1.ListLockspacesReply
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -1739,7 +2251,7 @@ func file_dlm_v1_dlm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

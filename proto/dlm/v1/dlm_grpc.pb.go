@@ -24,9 +24,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Dlm_Session_FullMethodName = "/openssi.dlm.v1.Dlm/Session"
-	Dlm_Locks_FullMethodName   = "/openssi.dlm.v1.Dlm/Locks"
-	Dlm_Purge_FullMethodName   = "/openssi.dlm.v1.Dlm/Purge"
+	Dlm_Session_FullMethodName         = "/openssi.dlm.v1.Dlm/Session"
+	Dlm_Locks_FullMethodName           = "/openssi.dlm.v1.Dlm/Locks"
+	Dlm_Purge_FullMethodName           = "/openssi.dlm.v1.Dlm/Purge"
+	Dlm_CreateLockspace_FullMethodName = "/openssi.dlm.v1.Dlm/CreateLockspace"
+	Dlm_ChmodLockspace_FullMethodName  = "/openssi.dlm.v1.Dlm/ChmodLockspace"
+	Dlm_ChownLockspace_FullMethodName  = "/openssi.dlm.v1.Dlm/ChownLockspace"
+	Dlm_DeleteLockspace_FullMethodName = "/openssi.dlm.v1.Dlm/DeleteLockspace"
+	Dlm_ListLockspaces_FullMethodName  = "/openssi.dlm.v1.Dlm/ListLockspaces"
 )
 
 // DlmClient is the client API for Dlm service.
@@ -44,6 +49,20 @@ type DlmClient interface {
 	// locks left granted when their session ended (all of them, or those of
 	// one process), as fs/dlm's dlm_ls_purge.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeReply, error)
+	// CreateLockspace creates a lockspace explicitly (it stays until
+	// deleted). Root's lockspaces are shared; a user's are its own.
+	CreateLockspace(ctx context.Context, in *CreateLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error)
+	// ChmodLockspace sets a lockspace's mode (owner or root).
+	ChmodLockspace(ctx context.Context, in *ChmodLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error)
+	// ChownLockspace sets a lockspace's owner (root only) and group (root,
+	// or the owner to one of its own groups), as chown(2).
+	ChownLockspace(ctx context.Context, in *ChownLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error)
+	// DeleteLockspace removes a lockspace's record (owner or root); refused
+	// while the lockspace has locks.
+	DeleteLockspace(ctx context.Context, in *DeleteLockspaceRequest, opts ...grpc.CallOption) (*DeleteLockspaceReply, error)
+	// ListLockspaces lists the lockspaces the caller owns or may use (root:
+	// all).
+	ListLockspaces(ctx context.Context, in *ListLockspacesRequest, opts ...grpc.CallOption) (*ListLockspacesReply, error)
 }
 
 type dlmClient struct {
@@ -87,6 +106,56 @@ func (c *dlmClient) Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *dlmClient) CreateLockspace(ctx context.Context, in *CreateLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LockspaceInfo)
+	err := c.cc.Invoke(ctx, Dlm_CreateLockspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dlmClient) ChmodLockspace(ctx context.Context, in *ChmodLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LockspaceInfo)
+	err := c.cc.Invoke(ctx, Dlm_ChmodLockspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dlmClient) ChownLockspace(ctx context.Context, in *ChownLockspaceRequest, opts ...grpc.CallOption) (*LockspaceInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LockspaceInfo)
+	err := c.cc.Invoke(ctx, Dlm_ChownLockspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dlmClient) DeleteLockspace(ctx context.Context, in *DeleteLockspaceRequest, opts ...grpc.CallOption) (*DeleteLockspaceReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteLockspaceReply)
+	err := c.cc.Invoke(ctx, Dlm_DeleteLockspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dlmClient) ListLockspaces(ctx context.Context, in *ListLockspacesRequest, opts ...grpc.CallOption) (*ListLockspacesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLockspacesReply)
+	err := c.cc.Invoke(ctx, Dlm_ListLockspaces_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DlmServer is the server API for Dlm service.
 // All implementations must embed UnimplementedDlmServer
 // for forward compatibility.
@@ -102,6 +171,20 @@ type DlmServer interface {
 	// locks left granted when their session ended (all of them, or those of
 	// one process), as fs/dlm's dlm_ls_purge.
 	Purge(context.Context, *PurgeRequest) (*PurgeReply, error)
+	// CreateLockspace creates a lockspace explicitly (it stays until
+	// deleted). Root's lockspaces are shared; a user's are its own.
+	CreateLockspace(context.Context, *CreateLockspaceRequest) (*LockspaceInfo, error)
+	// ChmodLockspace sets a lockspace's mode (owner or root).
+	ChmodLockspace(context.Context, *ChmodLockspaceRequest) (*LockspaceInfo, error)
+	// ChownLockspace sets a lockspace's owner (root only) and group (root,
+	// or the owner to one of its own groups), as chown(2).
+	ChownLockspace(context.Context, *ChownLockspaceRequest) (*LockspaceInfo, error)
+	// DeleteLockspace removes a lockspace's record (owner or root); refused
+	// while the lockspace has locks.
+	DeleteLockspace(context.Context, *DeleteLockspaceRequest) (*DeleteLockspaceReply, error)
+	// ListLockspaces lists the lockspaces the caller owns or may use (root:
+	// all).
+	ListLockspaces(context.Context, *ListLockspacesRequest) (*ListLockspacesReply, error)
 	mustEmbedUnimplementedDlmServer()
 }
 
@@ -120,6 +203,21 @@ func (UnimplementedDlmServer) Locks(context.Context, *LocksRequest) (*LocksReply
 }
 func (UnimplementedDlmServer) Purge(context.Context, *PurgeRequest) (*PurgeReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedDlmServer) CreateLockspace(context.Context, *CreateLockspaceRequest) (*LockspaceInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateLockspace not implemented")
+}
+func (UnimplementedDlmServer) ChmodLockspace(context.Context, *ChmodLockspaceRequest) (*LockspaceInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ChmodLockspace not implemented")
+}
+func (UnimplementedDlmServer) ChownLockspace(context.Context, *ChownLockspaceRequest) (*LockspaceInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ChownLockspace not implemented")
+}
+func (UnimplementedDlmServer) DeleteLockspace(context.Context, *DeleteLockspaceRequest) (*DeleteLockspaceReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteLockspace not implemented")
+}
+func (UnimplementedDlmServer) ListLockspaces(context.Context, *ListLockspacesRequest) (*ListLockspacesReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListLockspaces not implemented")
 }
 func (UnimplementedDlmServer) mustEmbedUnimplementedDlmServer() {}
 func (UnimplementedDlmServer) testEmbeddedByValue()             {}
@@ -185,6 +283,96 @@ func _Dlm_Purge_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Dlm_CreateLockspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLockspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).CreateLockspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_CreateLockspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).CreateLockspace(ctx, req.(*CreateLockspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dlm_ChmodLockspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChmodLockspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).ChmodLockspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_ChmodLockspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).ChmodLockspace(ctx, req.(*ChmodLockspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dlm_ChownLockspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChownLockspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).ChownLockspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_ChownLockspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).ChownLockspace(ctx, req.(*ChownLockspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dlm_DeleteLockspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteLockspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).DeleteLockspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_DeleteLockspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).DeleteLockspace(ctx, req.(*DeleteLockspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dlm_ListLockspaces_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLockspacesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DlmServer).ListLockspaces(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dlm_ListLockspaces_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DlmServer).ListLockspaces(ctx, req.(*ListLockspacesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Dlm_ServiceDesc is the grpc.ServiceDesc for Dlm service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -199,6 +387,26 @@ var Dlm_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _Dlm_Purge_Handler,
+		},
+		{
+			MethodName: "CreateLockspace",
+			Handler:    _Dlm_CreateLockspace_Handler,
+		},
+		{
+			MethodName: "ChmodLockspace",
+			Handler:    _Dlm_ChmodLockspace_Handler,
+		},
+		{
+			MethodName: "ChownLockspace",
+			Handler:    _Dlm_ChownLockspace_Handler,
+		},
+		{
+			MethodName: "DeleteLockspace",
+			Handler:    _Dlm_DeleteLockspace_Handler,
+		},
+		{
+			MethodName: "ListLockspaces",
+			Handler:    _Dlm_ListLockspaces_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

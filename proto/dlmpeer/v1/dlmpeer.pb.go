@@ -674,10 +674,12 @@ func (x *PeerHello) GetLeaseInUseNanos() int64 {
 }
 
 type LockspaceConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
-	System        bool                   `protobuf:"varint,3,opt,name=system,proto3" json:"system,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Uid    uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid    uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	System bool                   `protobuf:"varint,3,opt,name=system,proto3" json:"system,omitempty"`
+	// mode: permission bits (0 for the default, 0660).
+	Mode          uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +733,13 @@ func (x *LockspaceConfig) GetSystem() bool {
 		return x.System
 	}
 	return false
+}
+
+func (x *LockspaceConfig) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
 }
 
 type Cred struct {
@@ -2468,11 +2477,12 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x10peer_incarnation\x18\x06 \x01(\x04R\x0fpeerIncarnation\x12\x1f\n" +
 	"\vlease_nanos\x18\a \x01(\x03R\n" +
 	"leaseNanos\x12+\n" +
-	"\x12lease_in_use_nanos\x18\b \x01(\x03R\x0fleaseInUseNanos\"M\n" +
+	"\x12lease_in_use_nanos\x18\b \x01(\x03R\x0fleaseInUseNanos\"a\n" +
 	"\x0fLockspaceConfig\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
-	"\x06system\x18\x03 \x01(\bR\x06system\"B\n" +
+	"\x06system\x18\x03 \x01(\bR\x06system\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\"B\n" +
 	"\x04Cred\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
