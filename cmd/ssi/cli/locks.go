@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -47,34 +46,29 @@ characters and bytes that are not UTF-8 escaped.`,
 			if pid < 0 {
 				return usageError{fmt.Errorf("--pid %d: want a process id (see `ssi locks --help`)", pid)}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			c, err := dlm.New(ctx, dlm.WithSocket(g.socket("dlmd")))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if purge {
-				n, err := c.Purge(ctx, args[0], pid)
+			return withDLM(cmd, g, func(ctx context.Context, c *dlm.Client) error {
+				if purge {
+					n, err := c.Purge(ctx, args[0], pid)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(g.out, "released %d orphaned lock%s in %s\n", n, plural(n), args[0])
+					return nil
+				}
+				var opts []dlm.ListOption
+				if len(args) == 1 {
+					opts = append(opts, dlm.InLockspace(args[0]))
+				}
+				r, err := c.Locks(ctx, opts...)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "released %d orphaned lock%s in %s\n", n, plural(n), args[0])
+				renderLocks(g.out, r)
+				for _, e := range r.Errors {
+					fmt.Fprintln(g.errOut, "ssi: warning: "+e)
+				}
 				return nil
-			}
-			var opts []dlm.ListOption
-			if len(args) == 1 {
-				opts = append(opts, dlm.InLockspace(args[0]))
-			}
-			r, err := c.Locks(ctx, opts...)
-			if err != nil {
-				return err
-			}
-			renderLocks(g.out, r)
-			for _, e := range r.Errors {
-				fmt.Fprintln(g.errOut, "ssi: warning: "+e)
-			}
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "release this node's orphaned persistent locks in LOCKSPACE")
