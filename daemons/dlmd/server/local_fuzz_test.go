@@ -71,7 +71,7 @@ func (fx *localFixture) serve(call func()) {
 		for {
 			select {
 			case f := <-fx.s.ops:
-				fx.s.run(f)
+				runOp(fx.s, f)
 			case <-done:
 				return
 			}
@@ -87,7 +87,7 @@ func (fx *localFixture) drain() {
 	for {
 		select {
 		case f := <-fx.s.ops:
-			fx.s.run(f)
+			runOp(fx.s, f)
 		default:
 			return
 		}
@@ -106,7 +106,7 @@ func (fx *localFixture) feed(t testing.TB, ctx context.Context, ss *session, m *
 
 // exit ends a session as Session does when its stream ends.
 func (fx *localFixture) exit(ss *session) {
-	fx.s.run(func() { fx.s.core.CloseSession(time.Now(), ss.id) })
+	runOp(fx.s, func() { fx.s.core.CloseSession(time.Now(), ss.id) })
 }
 
 func (fx *localFixture) check(t testing.TB) {
@@ -205,4 +205,11 @@ func FuzzLocalRequest(f *testing.F) {
 		fx.drain()
 		fx.check(t)
 	})
+}
+
+// runOp runs an operation as the loop would, then carries out what it
+// asked of the core.
+func runOp(s *Server, f func()) {
+	f()
+	s.flush()
 }

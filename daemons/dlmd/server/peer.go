@@ -107,8 +107,8 @@ func (s *Server) out(l node.Link) *peerOut {
 		// its connection looks open (the master's traffic black-holed):
 		// redial. The core fails what waits on a master silent as long
 		// (node.Node.Tick). The bound is the cluster's lease as this
-		// node knows it when the link opens.
-		Silent: s.leaseInUse(),
+		// node knows it when the link opens (published by the loop).
+		Silent: time.Duration(s.lease.inUse.Load()),
 		Down: func(_ bool, err error) {
 			log.WithError(err).Debug("channel to peer down; reconnecting")
 			s.dropConn(nd)
@@ -116,12 +116,6 @@ func (s *Server) out(l node.Link) *peerOut {
 		Group: &s.links,
 	})
 	return p
-}
-
-// leaseInUse is the cluster's lease as the core knows it (on the loop).
-func (s *Server) leaseInUse() time.Duration {
-	_, inUse := s.core.Lease()
-	return inUse
 }
 
 func (s *Server) closePeers() {

@@ -218,13 +218,6 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 	}
 }
 
-// run runs an operation of the loop and carries out what it asked of the
-// core.
-func (s *Server) run(f func()) {
-	f()
-	s.flush()
-}
-
 // Leave says goodbye to the peers (see node.Node.Leave) and waits, at most
 // until ctx ends, for the links to the members to have sent it: the
 // members then recover without this node at once instead of fencing or
