@@ -133,8 +133,8 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 	if err := validFor(name, cred); err != nil {
 		return name, lockspace.Config{}, err
 	}
-	if strings.HasPrefix(name, SystemPrefix) && cred.UID != 0 {
-		return name, lockspace.Config{}, lockspace.Config{System: true}.CheckAccess(name, cred)
+	if err := systemDenied(name, cred); err != nil {
+		return name, lockspace.Config{}, err
 	}
 	eff, cfg, found, err := a.find(ctx, name, cred)
 	if err == nil && found && !cfg.Allows(cred) && a.readBefore(eff, time.Now().Add(-rereadRefused)) {
@@ -161,6 +161,15 @@ func (a *API) lockspaceFor(ctx context.Context, name string, cred lockspace.Cred
 		a.remember(eff, cfg)
 	}
 	return eff, cfg, cfg.CheckAccess(name, cred)
+}
+
+// systemDenied refuses a non-root caller a system lockspace (a name
+// starting with SystemPrefix); nil for any other name.
+func systemDenied(name string, cred lockspace.Cred) error {
+	if !strings.HasPrefix(name, SystemPrefix) {
+		return nil
+	}
+	return lockspace.Config{System: true}.CheckAccess(name, cred)
 }
 
 // find resolves a caller's lockspace name as lockspaceFor does, creating
@@ -517,11 +526,11 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 		}
 	}
 	if r.GetLockspace() != "" && len(reply.Resources) == 0 && cred.UID != 0 {
-		var denied error
-		if strings.HasPrefix(r.GetLockspace(), SystemPrefix) {
-			denied = lockspace.Config{System: true}.CheckAccess(r.GetLockspace(), cred)
-		} else if _, cfg, found, _ := a.find(ctx, r.GetLockspace(), cred); found {
-			denied = cfg.CheckAccess(r.GetLockspace(), cred)
+		denied := systemDenied(r.GetLockspace(), cred)
+		if denied == nil {
+			if _, cfg, found, _ := a.find(ctx, r.GetLockspace(), cred); found {
+				denied = cfg.CheckAccess(r.GetLockspace(), cred)
+			}
 		}
 		if errors.Is(denied, lockspace.ErrAccess) {
 			return nil, status.Error(codes.PermissionDenied, node.WireMessage(denied))
@@ -547,10 +556,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())
 	}
 	s := a.s
-	var denied error
-	if strings.HasPrefix(name, SystemPrefix) {
-		denied = lockspace.Config{System: true}.CheckAccess(name, cred)
-	}
+	denied := systemDenied(name, cred)
 	eff := name
 	if denied == nil {
 		eff, _, _, _ = a.find(ctx, name, cred)
