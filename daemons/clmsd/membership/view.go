@@ -147,11 +147,9 @@ type Observed struct {
 }
 
 // WithoutFailed returns alive minus the nodes whose name gossip reports
-// failed. A node's session outlives its death until the Consul leader
-// reconciles the failure (after a Raft election when the dead node was the
-// leader); the local gossip view knows sooner, so the shell filters with
-// it. A false suspicion only delays the node's NODEUP until gossip clears
-// it.
+// failed. A dead Raft leader's session outlives its death until a new
+// leader is elected and reconciles the failure; the local gossip view knows
+// sooner, so the shell filters with the failures [Gossip] trusts.
 func WithoutFailed(alive map[int]Presence, failed map[string]bool) map[int]Presence {
 	if len(failed) == 0 {
 		return alive
