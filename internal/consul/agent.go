@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -62,6 +63,32 @@ func Members(ctx context.Context, client *api.Client) ([]*api.AgentMember, error
 		return nil, fmt.Errorf("consul: agent members: %w", err)
 	}
 	return out, nil
+}
+
+// Leader returns the Raft address (host:port) of the Consul leader as the
+// local agent's server (or the server it asks) knows it; "" when there is
+// none.
+func Leader(ctx context.Context, client *api.Client) (string, error) {
+	addr, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("consul: status leader: %w", err)
+	}
+	return addr, nil
+}
+
+// ServerName returns the node name of the Consul server among members (as
+// [Members] returns them) whose Raft address (host:port, as [Leader]
+// returns it) is addr, or "" when none is.
+func ServerName(members []*api.AgentMember, addr string) string {
+	if addr == "" {
+		return ""
+	}
+	for _, m := range members {
+		if m.Tags["role"] == "consul" && net.JoinHostPort(m.Addr, m.Tags["port"]) == addr {
+			return m.Name
+		}
+	}
+	return ""
 }
 
 // RegisterService adds (or replaces) a service of the local agent.

@@ -382,3 +382,35 @@ func TestWatchWakesOnChange(t *testing.T) {
 		t.Fatalf("Watch returned %v, want context.Canceled", err)
 	}
 }
+
+func TestLeaderIsNamedFromTheMembers(t *testing.T) {
+	t.Parallel()
+	c := consultest.Start(t, consulagent.Options{Servers: 3, Clients: 1, NoConnect: true})
+	ctx := ctxT(t, 30*time.Second)
+	cfg, err := c.Agents[0].Client().Operator().RaftGetConfiguration((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ""
+	for _, s := range cfg.Servers {
+		if s.Leader {
+			want = s.Node
+		}
+	}
+	if want == "" {
+		t.Fatalf("no leader in the Raft configuration %+v", cfg.Servers)
+	}
+	for _, a := range []*consulagent.Agent{c.Agents[1], c.Agents[3]} { // a server, the client
+		addr, err := consul.Leader(ctx, a.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		members, err := consul.Members(ctx, a.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := consul.ServerName(members, addr); got != want {
+			t.Errorf("at %s: leader %q is %q, want %q", a.Name, addr, got, want)
+		}
+	}
+}

@@ -86,8 +86,11 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	for n, p := range snap.observed.Alive {
 		holders[p.Name] = snap.holders[n]
 	}
+	// The read just went through the Raft leader: ask who it is (a dead
+	// leader's gossip failure is trusted once another node leads).
+	leader := s.leader(ctx)
 	s.mu.Lock()
-	failed := s.gossip.Failed(holders)
+	failed := s.gossip.Failed(holders, leader)
 	s.mu.Unlock()
 	snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
 	snap.observed.Now = time.Now()
@@ -147,7 +150,8 @@ func (s *Server) keepAlive(ctx context.Context, snap snapshot) error {
 }
 
 // watchGossip polls the local agent's gossip view (no Raft involved) and
-// wakes the reconcile loop when the set of failed nodes changes.
+// wakes the reconcile loop when the set of failed nodes changes. When a
+// failure is new it also asks who leads Raft (see membership.Gossip).
 func (s *Server) watchGossip(ctx context.Context) {
 	t := time.NewTicker(s.cfg.GossipPoll)
 	defer t.Stop()
@@ -161,7 +165,15 @@ func (s *Server) watchGossip(ctx context.Context) {
 				}
 			}
 			s.mu.Lock()
-			changed := s.gossip.Poll(failed, len(members), time.Now())
+			s.members = members
+			unreported := s.gossip.Unreported(failed)
+			s.mu.Unlock()
+			leader := ""
+			if unreported {
+				leader = s.leader(ctx)
+			}
+			s.mu.Lock()
+			changed := s.gossip.Poll(failed, len(members), leader, time.Now())
 			s.mu.Unlock()
 			if changed {
 				s.wake()
@@ -173,6 +185,19 @@ func (s *Server) watchGossip(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// leader returns the node name of the Consul server that leads Raft as
+// the local agent knows it, "" when there is none or it cannot be told.
+func (s *Server) leader(ctx context.Context) string {
+	addr, err := consul.Leader(ctx, s.consul)
+	if err != nil {
+		s.log.WithError(err).Debug("ask who leads Raft")
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return consul.ServerName(s.members, addr)
 }
 
 // wake cuts short the reconcile loop's wait, so it reads the current state

@@ -90,6 +90,7 @@ type Server struct {
 	view      membership.View
 	changed   chan struct{} // closed and replaced whenever view changes
 	gossip    membership.Gossip
+	members   []*api.AgentMember // the last gossip poll's, to name the Raft leader
 	quorum    bool
 	lostSince time.Time
 	leaving   bool
