@@ -30,9 +30,10 @@ import "time"
 //     for that node stays "failed" there until a push/pull, up to 30 s,
 //     while everyone else, the Raft leader included, knows it alive. A
 //     failure is therefore trusted only for the node that led Raft when
-//     gossip first reported it (or when no leader was known), and only once
-//     another node leads: the election is Raft's own, independent verdict
-//     that the old leader is gone. Any other node's failure is left to the
+//     gossip first reported it (as this node last knew the leader; any node
+//     when it never knew one), and only once another node leads: the
+//     election is Raft's own, independent verdict that the old leader is
+//     gone. Any other node's failure is left to the
 //     living leader, whose invalidation of the session is what the shell
 //     acts on; a leader that goes on leading is alive whatever this node's
 //     gossip says.
