@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,6 +143,96 @@ func TestServiceUnit(t *testing.T) {
 	}
 	if strings.Contains(cfsd, "ReadWritePaths=") || strings.Contains(cfsd, "ProtectProc=") {
 		t.Error("cfsd unit keeps a directive its profile removes")
+	}
+}
+
+// TestUnitLimitsUserAndToken: clmsd and dlmd run as the system user with
+// their directories from systemd, every registered daemon's unit carries
+// MemoryMax, TasksMax and LimitNOFILE, and every unit loads the Consul
+// token credential with an empty default. (Before: no limits, root, and
+// no way to hand a root-only token to an unprivileged daemon.)
+func TestUnitLimitsUserAndToken(t *testing.T) {
+	for _, name := range []string{"clmsd", "dlmd"} {
+		d, ok := daemons.Find(name)
+		if !ok {
+			t.Fatalf("%s is not registered", name)
+		}
+		u := ServiceUnit(d)
+		for _, want := range []string{
+			"\nUser=openssi\n", "\nGroup=openssi\n",
+			"\nRuntimeDirectory=openssi\n", "\nRuntimeDirectoryMode=0755\n", "\nRuntimeDirectoryPreserve=yes\n",
+			"\nStateDirectory=openssi\n", "\nStateDirectoryMode=0700\n",
+			"\nLoadCredential=consul.token:/etc/openssi/consul.token\n", "\nSetCredential=consul.token:\\n\n",
+		} {
+			if !strings.Contains(u, want) {
+				t.Errorf("%s lacks %q", d.Unit, strings.TrimSpace(want))
+			}
+		}
+	}
+	for _, d := range daemons.All {
+		l := d.Hardening.Limits
+		if l.MemoryMaxMiB <= 0 || l.TasksMax <= 0 || l.NOFILE <= 0 || l.Why == "" {
+			t.Errorf("%s: limits %+v: set MemoryMaxMiB, TasksMax, NOFILE and say why", d.Name, l)
+			continue
+		}
+		u := ServiceUnit(d)
+		for _, want := range []string{
+			fmt.Sprintf("\nMemoryMax=%dM\n", l.MemoryMaxMiB),
+			fmt.Sprintf("\nEnvironment=GOMEMLIMIT=%dMiB\n", l.MemoryMaxMiB*3/4),
+			fmt.Sprintf("\nTasksMax=%d\n", l.TasksMax),
+			fmt.Sprintf("\nLimitNOFILE=%d\n", l.NOFILE),
+		} {
+			if !strings.Contains(u, want) {
+				t.Errorf("%s lacks %q", d.Unit, strings.TrimSpace(want))
+			}
+		}
+	}
+	dlmd, _ := daemons.Find("dlmd")
+	if l := dlmd.Hardening.Limits; l.MemoryMaxMiB < 256 {
+		t.Errorf("dlmd MemoryMax %d MiB leaves no headroom over the 7-13 MiB the attacker test measured at one session's limit", l.MemoryMaxMiB)
+	}
+	// A daemon that must stay root (vprocd starts programs as other
+	// users) gets no User= nor directories, and still the token.
+	vprocd := ServiceUnit(daemons.Daemon{Name: "vprocd", Binary: "vprocd", Unit: "openssi-vprocd.service", Hardening: Profiles["vprocd"]})
+	for _, bad := range []string{"\nUser=", "\nStateDirectory=", "\nMemoryMax="} {
+		if strings.Contains(vprocd, bad) {
+			t.Errorf("vprocd unit has %q", strings.TrimSpace(bad))
+		}
+	}
+	if !strings.Contains(vprocd, "\nLoadCredential=consul.token:/etc/openssi/consul.token\n") {
+		t.Error("vprocd unit does not load the Consul token")
+	}
+}
+
+// TestSysusersAndTmpfiles: the package makes the user the units name and
+// the directories as the units' RuntimeDirectory=/StateDirectory= make
+// them, so boot-time tmpfiles and a service start never fight.
+func TestSysusersAndTmpfiles(t *testing.T) {
+	su := SysusersConf()
+	for _, want := range []string{"\ng openssi -\n", "\nu openssi - \"OpenSSI cluster daemons\" - -\n"} {
+		if !strings.Contains(su, want) {
+			t.Errorf("sysusers.d lacks %q:\n%s", strings.TrimSpace(want), su)
+		}
+	}
+	dirs := map[string]string{}
+	for _, d := range IdentityDirectives("openssi") {
+		dirs[d.Key] = d.Value
+	}
+	tf := TmpfilesConf()
+	for _, want := range []string{
+		"d /run/openssi " + dirs["RuntimeDirectoryMode"] + " openssi openssi -\n",
+		"d /var/lib/openssi " + dirs["StateDirectoryMode"] + " openssi openssi -\n",
+		"Z /var/lib/openssi - openssi openssi -\n",
+	} {
+		if !strings.Contains(tf, want) {
+			t.Errorf("tmpfiles.d lacks %q:\n%s", strings.TrimSpace(want), tf)
+		}
+	}
+	sc := MaintainerScripts(daemons.All)
+	for _, want := range []string{"systemd-sysusers openssi.conf", "useradd --system --gid openssi", "--shell /usr/sbin/nologin", "userdel openssi"} {
+		if !strings.Contains(sc.PostInst+sc.PostRm, want) {
+			t.Errorf("maintainer scripts lack %q", want)
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ func MaintainerScripts(ds []daemons.Daemon) Scripts {
 		"@TARGET@", Target,
 		"@CHECKS@", strings.Join(binaries, " "),
 		"@CONFIG@", ConfigPath,
+		"@USERDESC@", userDescription,
 	)
 	return Scripts{
 		PostInst: r.Replace(header + postinst),
@@ -59,19 +60,30 @@ abort-upgrade|abort-remove|abort-deconfigure) old="abort" ;;
 *) exit 0 ;;
 esac
 
-# The openssi group, /run/openssi and /var/lib/openssi (sysusers.d and
-# tmpfiles.d entries in the package; plain tools where systemd's are missing).
+# The system user and group openssi (no login, no home), /run/openssi and
+# /var/lib/openssi owned by them (sysusers.d and tmpfiles.d entries in the
+# package; plain tools where systemd's are missing). The group already
+# exists on an upgrade from a version without the user: it becomes the
+# user's, members kept. State a root-run version left is chowned to the
+# user here (tmpfiles' Z line).
 if command -v systemd-sysusers >/dev/null 2>&1; then
 	systemd-sysusers openssi.conf
-elif ! getent group openssi >/dev/null 2>&1; then
-	groupadd --system openssi
+else
+	getent group openssi >/dev/null 2>&1 || groupadd --system openssi
+	getent passwd openssi >/dev/null 2>&1 ||
+		useradd --system --gid openssi --home-dir / --no-create-home \
+			--shell /usr/sbin/nologin --comment "@USERDESC@" openssi
 fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
 	systemd-tmpfiles --create openssi.conf || true
 else
-	mkdir -p /run/openssi /var/lib/openssi
-	chgrp openssi /run/openssi && chmod 0755 /run/openssi
-	chmod 0750 /var/lib/openssi
+	# No systemd: nothing can run the daemons yet; when it can, the
+	# units' StateDirectory= takes over what a root-run version left.
+	for dir in /run/openssi /var/lib/openssi; do
+		[ -d "$dir" ] || install -d -o openssi -g openssi "$dir"
+	done
+	chmod 0755 /run/openssi
+	chmod 0700 /var/lib/openssi
 fi
 
 # Enable the target and every daemon on install; on upgrade only add what
@@ -149,12 +161,19 @@ purge)                                    # deb: everything
 	fi
 	rm -rf /var/lib/openssi /run/openssi
 	rm -f "$CONFIG".dpkg-old "$CONFIG".dpkg-new "$CONFIG".dpkg-dist "$CONFIG".dpkg-bak "$CONFIG".ucf-dist
+	# Only if empty: a token or key an administrator put there stays.
 	rmdir /etc/openssi 2>/dev/null || true
+	# The user owned nothing outside the two directories just removed
+	# (ProtectSystem=strict let it write nowhere else), so its uid can
+	# go without leaving files to a future user.
+	if getent passwd openssi >/dev/null 2>&1; then
+		userdel openssi >/dev/null 2>&1 || true
+	fi
 	if getent group openssi >/dev/null 2>&1; then
 		groupdel openssi >/dev/null 2>&1 || true
 	fi
 	;;
-0)                                        # rpm erase: state and group stay (Fedora policy)
+0)                                        # rpm erase: state, user and group stay (Fedora policy)
 	rm -rf /run/openssi
 	;;
 esac

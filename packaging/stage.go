@@ -16,6 +16,7 @@ import (
 	"github.com/openssi/openssi/cmd/ssi/cli"
 	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/describe"
 )
 
 // Paths of the installed files.
@@ -33,6 +34,34 @@ const (
 // shared section and every registered daemon's, each setting at its default
 // under a comment (config.Example; internal/config's tests load it).
 func ShippedConfig() []byte { return config.Example(daemons.Sections()) }
+
+// userDescription is the GECOS of the system user.
+const userDescription = "OpenSSI cluster daemons"
+
+// SysusersConf is /usr/lib/sysusers.d/openssi.conf, applied by the
+// maintainer scripts with systemd-sysusers (on deb and rpm alike, and at
+// boot by systemd-sysusers.service): the group openssi, which owns the
+// local sockets, and the system user openssi of the daemons that need no
+// privilege, whose primary group it is.
+func SysusersConf() string {
+	return "# The group owning OpenSSI's local sockets: its members may use ssi.\n" +
+		"g " + describe.SystemUser + " -\n" +
+		"# The user clmsd and dlmd run as: no login shell, no home.\n" +
+		"u " + describe.SystemUser + " - \"" + userDescription + "\" - -\n"
+}
+
+// TmpfilesConf is /usr/lib/tmpfiles.d/openssi.conf: the directories of
+// the sockets and of the state, owned and moded as the units'
+// RuntimeDirectory= and StateDirectory= make them (systemd skips its
+// recursive chown when the top directory is already right, so the Z line
+// chowns what a root-run version left in the state directory).
+func TmpfilesConf() string {
+	u := describe.SystemUser
+	return "# OpenSSI's sockets (cluster.run_dir) and state (cluster.state_dir).\n" +
+		"d /run/openssi 0755 " + u + " " + u + " -\n" +
+		"d /var/lib/openssi 0700 " + u + " " + u + " -\n" +
+		"Z /var/lib/openssi - " + u + " " + u + " -\n"
+}
 
 // UnitDir is where a format's systemd units go: bookworm's debhelper and
 // lintian still want /lib/systemd/system, Fedora /usr/lib/systemd/system.
@@ -127,8 +156,8 @@ func Stage(root string, o Options) ([]File, error) {
 	cfg := append(ShippedConfig(), o.ConfigAppend...)
 	s.write(ConfigPath, cfg, 0o644)
 	s.files[len(s.files)-1].Conffile = true
-	s.write(sysusers, []byte("# The group owning OpenSSI's local sockets: its members may use ssi.\ng openssi -\n"), 0o644)
-	s.write(tmpfiles, []byte("# OpenSSI's sockets (cluster.run_dir) and state (cluster.state_dir).\nd /run/openssi 0755 root openssi -\nd /var/lib/openssi 0750 root root -\n"), 0o644)
+	s.write(sysusers, []byte(SysusersConf()), 0o644)
+	s.write(tmpfiles, []byte(TmpfilesConf()), 0o644)
 	// Documentation.
 	s.manPages(cfg)
 	var comp bytes.Buffer

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/describe"
 )
 
 // Target is the unit that groups every daemon.
@@ -78,10 +80,97 @@ func ServiceUnit(d daemons.Daemon) string {
 	for _, dir := range Sandbox(p) {
 		w("%s=%s", dir.Key, dir.Value)
 	}
+	if l := p.Limits; l != (describe.Limits{}) {
+		w("")
+		w("# Limits, a backstop under the daemon's own: %s", l.Why)
+		for _, dir := range LimitDirectives(l) {
+			w("%s=%s", dir.Key, dir.Value)
+		}
+	}
+	w("")
+	if p.User != "" {
+		w("# Runs as the system user %s (sysusers.d/openssi.conf); systemd gives it", p.User)
+		w("# the sockets' and the state's directories, and chowns what a root-run")
+		w("# version left in them.")
+		for _, dir := range IdentityDirectives(p.User) {
+			w("%s=%s", dir.Key, dir.Value)
+		}
+	}
+	w("# The node's Consul ACL token: read by systemd from a root-only file and")
+	w("# handed to the daemon in $CREDENTIALS_DIRECTORY (see cluster.consul in")
+	w("# openssi.yaml). Without the file the credential is blank and the")
+	w("# settings apply.")
+	for _, dir := range CredentialDirectives() {
+		w("%s=%s", dir.Key, dir.Value)
+	}
 	w("")
 	w("[Install]")
 	w("WantedBy=%s", Target)
 	return b.String()
+}
+
+// ConsulTokenPath is where a node's Consul ACL token is kept: root:root
+// 0600, written by whoever provisions the node.
+const ConsulTokenPath = "/etc/openssi/consul.token"
+
+// ConsulTokenCredential is the name of the systemd credential carrying
+// the token (internal/consul.TokenCredential).
+const ConsulTokenCredential = consul.TokenCredential
+
+// LimitDirectives renders l; zero fields are left out.
+func LimitDirectives(l describe.Limits) []Directive {
+	var out []Directive
+	if l.MemoryMaxMiB > 0 {
+		out = append(out,
+			Directive{Key: "MemoryMax", Value: fmt.Sprintf("%dM", l.MemoryMaxMiB)},
+			// Go's collector knows nothing of the cgroup: told 3/4 of
+			// it, it collects harder before the kernel would kill.
+			Directive{Key: "Environment", Value: fmt.Sprintf("GOMEMLIMIT=%dMiB", l.MemoryMaxMiB*3/4)},
+		)
+	}
+	if l.TasksMax > 0 {
+		out = append(out, Directive{Key: "TasksMax", Value: fmt.Sprint(l.TasksMax)})
+	}
+	if l.NOFILE > 0 {
+		out = append(out, Directive{Key: "LimitNOFILE", Value: fmt.Sprint(l.NOFILE)})
+	}
+	return out
+}
+
+// IdentityDirectives run a daemon as user (and its group) with
+// /run/openssi and /var/lib/openssi made and owned for it by systemd.
+func IdentityDirectives(user string) []Directive {
+	return []Directive{
+		{Key: "User", Value: user},
+		{Key: "Group", Value: user},
+		// Every local user must reach the sockets (the socket's own
+		// mode and group decide who may connect): traversable by all.
+		{Key: "RuntimeDirectory", Value: "openssi"},
+		{Key: "RuntimeDirectoryMode", Value: "0755"},
+		// Shared by the daemons: stopping one must not remove the
+		// others' sockets.
+		{Key: "RuntimeDirectoryPreserve", Value: "yes"},
+		// Read by the daemons only. StateDirectory= also chowns, once,
+		// the files a root-run version left there.
+		{Key: "StateDirectory", Value: "openssi"},
+		{Key: "StateDirectoryMode", Value: "0700"},
+	}
+}
+
+// CredentialDirectives hand the Consul token file to the daemon as a
+// credential. SetCredential= of the same name is the default when
+// LoadCredential= cannot read the file (systemd.exec(5)), so a node
+// without ACLs, and so without the file, still starts, with a credential
+// that is blank; without it the unit would fail (243/CREDENTIALS).
+// systemd 252 (bookworm) refuses an empty SetCredential= value ("Invalid
+// syntax, ignoring"), so the default is an escaped newline, which it
+// unescapes and the daemon trims to nothing. test/packages' boot test
+// checks both cases under bookworm's systemd.
+func CredentialDirectives() []Directive {
+	return []Directive{
+		{Key: "LoadCredential", Value: ConsulTokenCredential + ":" + ConsulTokenPath},
+		{Key: "SetCredential", Value: ConsulTokenCredential + `:\n`},
+	}
 }
 
 // UnitOf returns the unit of the daemon named name.

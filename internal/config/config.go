@@ -78,10 +78,12 @@ type Consul struct {
 	// Scheme is http or https. Default "http".
 	Scheme string `mapstructure:"scheme" want:"http or https"`
 	// Token is the ACL token sent with every request. Default "" (the
-	// agent's default token).
+	// agent's default token). A non-empty systemd credential consul.token
+	// (the packaged units load /etc/openssi/consul.token) wins over Token
+	// and TokenFile: see internal/consul.ResolveToken.
 	Token string `mapstructure:"token" want:"a string"`
-	// TokenFile is a file holding the ACL token, read instead of Token.
-	// Default "".
+	// TokenFile is a file holding the ACL token, read instead of Token by
+	// the daemon's own user (openssi under the packaged units). Default "".
 	TokenFile string `mapstructure:"token_file" want:"a file path"`
 	// CAFile is the CA bundle that verifies the agent's certificate when
 	// Scheme is https. Default "" (the system roots).

@@ -3,7 +3,6 @@ package consul
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -24,6 +23,10 @@ type Options struct {
 	Token string
 	// TokenFile names a file holding the ACL token; it wins over Token.
 	TokenFile string
+	// CredentialsDir is the daemon's systemd credentials directory
+	// ($CREDENTIALS_DIRECTORY, "" outside systemd). A non-empty
+	// credential [TokenCredential] there wins over TokenFile and Token.
+	CredentialsDir string
 	// CAFile is the PEM CA bundle that verifies the agent's certificate.
 	CAFile string
 	// CertFile and KeyFile are the client certificate and key presented to
@@ -36,10 +39,10 @@ type Options struct {
 	TLSServerName string
 }
 
-// NewClient returns an API client for the agent described by o. A token from
-// TokenFile (trimmed) replaces Token; an unreadable or empty token file is an
-// error. Fields left empty fall back to the Consul API's defaults, which read
-// the standard CONSUL_HTTP_* environment variables.
+// NewClient returns an API client for the agent described by o, with the
+// token [ResolveToken] chooses. Fields left empty fall back to the Consul
+// API's defaults, which read the standard CONSUL_HTTP_* environment
+// variables (CONSUL_HTTP_TOKEN too when no token is chosen).
 func NewClient(o Options) (*api.Client, error) {
 	cfg := &api.Config{
 		Address: o.Address,
@@ -63,17 +66,11 @@ func NewClient(o Options) (*api.Client, error) {
 	if strings.Contains(o.Address, "/") && !strings.Contains(o.Address, "://") {
 		return nil, fmt.Errorf("consul: address %q: %w: want host:port", o.Address, ErrConfig)
 	}
-	if o.TokenFile != "" {
-		b, err := os.ReadFile(o.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("consul: token file: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return nil, fmt.Errorf("consul: token file %s: %w: empty", o.TokenFile, ErrConfig)
-		}
-		cfg.Token = tok
+	tok, err := ResolveToken(o)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Token = tok.Value
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul: client for %s: %w", o.Address, err)

@@ -64,4 +64,22 @@ func TestNewClient(t *testing.T) {
 	if tok := <-got; tok != "s3cr3t" {
 		t.Fatalf("token sent %q, want %q", tok, "s3cr3t")
 	}
+	// A systemd credential wins over both.
+	creds := filepath.Join(dir, "creds")
+	if err := os.Mkdir(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(creds, TokenCredential), []byte("from-cred\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	c, err = NewClient(Options{Address: strings.TrimPrefix(srv.URL, "http://"), TokenFile: tokFile, Token: "ignored", CredentialsDir: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status().Leader(); err != nil {
+		t.Fatal(err)
+	}
+	if tok := <-got; tok != "from-cred" {
+		t.Fatalf("token sent %q, want the credential's %q", tok, "from-cred")
+	}
 }

@@ -257,17 +257,49 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
-// Consul returns a client of the local Consul agent from cluster.consul.
+// Consul returns a client of the local Consul agent from cluster.consul,
+// with the ACL token of the systemd credential consul.token when the unit
+// hands over a non-empty one (consul.ResolveToken), and logs where the
+// token came from.
 func (e *Env) Consul() (*api.Client, error) {
-	c := e.Config.Cluster.Consul
-	client, err := consul.NewClient(consul.Options{
-		Address: c.Address, Scheme: c.Scheme, Token: c.Token, TokenFile: c.TokenFile,
-		CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile, TLSServerName: c.TLSServerName,
-	})
+	o := e.consulOptions(os.Getenv("CREDENTIALS_DIRECTORY"))
+	tok, err := consul.ResolveToken(o)
+	if err != nil {
+		return nil, ConfigError{fmt.Errorf("config: cluster.consul: %w", err)}
+	}
+	e.Log.Info(tokenMessage(tok))
+	client, err := consul.NewClient(o)
 	if err != nil {
 		return nil, ConfigError{fmt.Errorf("config: cluster.consul: %w", err)}
 	}
 	return client, nil
+}
+
+func (e *Env) consulOptions(credentialsDir string) consul.Options {
+	c := e.Config.Cluster.Consul
+	return consul.Options{
+		Address: c.Address, Scheme: c.Scheme, Token: c.Token, TokenFile: c.TokenFile, CredentialsDir: credentialsDir,
+		CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile, TLSServerName: c.TLSServerName,
+	}
+}
+
+// tokenMessage says where the Consul ACL token comes from, never the token.
+func tokenMessage(t consul.Token) string {
+	var m string
+	switch t.Source {
+	case consul.FromCredential:
+		return "Consul ACL token from the systemd credential " + consul.TokenCredential
+	case consul.FromTokenFile:
+		m = "Consul ACL token from cluster.consul.token_file"
+	case consul.FromToken:
+		m = "Consul ACL token from cluster.consul.token"
+	default:
+		m = "no Consul ACL token set: CONSUL_HTTP_TOKEN or the agent's default token applies"
+	}
+	if t.EmptyCredential {
+		m += " (the credential " + consul.TokenCredential + " is empty: no token file on this node)"
+	}
+	return m
 }
 
 // TLS returns the inter-node certificate source of cluster.tls: Consul's

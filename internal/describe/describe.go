@@ -50,10 +50,42 @@ type Hardening struct {
 	// overall exposure of the generated unit; a check fails when the unit
 	// scores worse (higher).
 	Exposure float64
+	// User is the system user (and group of the same name) the daemon runs
+	// as; systemd then hands it /run/openssi and /var/lib/openssi
+	// (RuntimeDirectory=, StateDirectory=). "" runs it as root: only for a
+	// daemon that must act as other users (vprocd).
+	User string
+	// Limits bound what the daemon may take of the node.
+	Limits Limits
+}
+
+// Limits are a unit's resource bounds: a backstop under the daemon's own
+// limits (a daemon past one is killed and restarted by systemd, or refused
+// a thread or a descriptor), so each is set well above what the daemon
+// needs at its configured limits, and the reason is kept beside it. Zero
+// leaves systemd's default.
+type Limits struct {
+	// MemoryMaxMiB is MemoryMax= in MiB; GOMEMLIMIT is set to 3/4 of it
+	// so that Go's collector works harder before the kernel kills.
+	MemoryMaxMiB int
+	// TasksMax is TasksMax=: the daemon's threads (it starts no process).
+	TasksMax int
+	// NOFILE is LimitNOFILE=: sockets (local clients, peers, Consul) and
+	// files.
+	NOFILE int
+	// Why says how the values were chosen.
+	Why string
 }
 
 // Directive is one line of a unit's [Service] section.
 type Directive struct{ Key, Value string }
+
+// SystemUser is the dedicated system user, and group, of the daemons that
+// need no privilege (clmsd, dlmd). The group is also the local sockets'
+// (cluster.socket_group): it lets its members use ssi and grants nothing
+// else, since the daemons keep their state in a directory only the user
+// reads.
+const SystemUser = "openssi"
 
 // Inet is the address families of a daemon that talks to Consul and its
 // peers over IP and to local clients over its Unix socket.

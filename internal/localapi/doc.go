@@ -4,9 +4,10 @@
 //
 // # Trust model
 //
-// The socket is the boundary. [Listen] creates it mode 0660, owner root and
-// group openssi (cluster.socket_group), so only root and members of that
-// group can connect at all. Once connected, a caller is whoever the kernel
+// The socket is the boundary. [Listen] creates it mode 0660, owned by the
+// daemon's user (root, or the daemons' system user openssi) and group
+// openssi (cluster.socket_group), so only root, that user and members of
+// that group can connect at all. Once connected, a caller is whoever the kernel
 // says it is: [Credentials] reads the peer's pid, uid and gid with
 // SO_PEERCRED during the (otherwise empty) transport handshake and hands
 // them to every handler, where [CallerFrom] returns them. Nothing the client

@@ -36,7 +36,8 @@ const probeTimeout = time.Second
 // that exists but is not a socket is never removed.
 //
 // The socket is made [SocketMode] (0660) and, when group is not empty and
-// exists, owned by root:group. grouped reports whether the group was
+// exists, given to group; its owner is the daemon's user (root, or the
+// daemon's own system user, which must be a member of group). grouped reports whether the group was
 // applied: false with a nil error means the group does not exist (or group
 // is empty), so the socket is usable by root only and the caller should log
 // a warning. Closing the listener removes the socket file.
@@ -72,8 +73,10 @@ func Listen(path, group string) (ln net.Listener, grouped bool, err error) {
 	if !ok {
 		return l, false, nil
 	}
-	if err := os.Chown(path, 0, gid); err != nil {
-		return fail(fmt.Errorf("localapi: chown %s to root:%s: %w", path, group, err))
+	// The owner stays the daemon's user (root, or a daemon's own user
+	// that is a member of the group and so needs no CAP_CHOWN).
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fail(fmt.Errorf("localapi: chgrp %s to %s: %w", path, group, err))
 	}
 	return l, true, nil
 }

@@ -137,9 +137,6 @@ func TestListenGroup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.wantGrouped && os.Getuid() != 0 {
-				t.Skip("chown to root needs root")
-			}
 			path := filepath.Join(t.TempDir(), "g.sock")
 			ln, grouped, err := Listen(path, tt.group)
 			if err != nil {
@@ -158,8 +155,8 @@ func TestListenGroup(t *testing.T) {
 			}
 			if tt.wantGrouped {
 				st := fi.Sys().(*syscall.Stat_t)
-				if strconv.Itoa(int(st.Gid)) != own.Gid || st.Uid != 0 {
-					t.Errorf("owner = %d:%d, want 0:%s", st.Uid, st.Gid, own.Gid)
+				if strconv.Itoa(int(st.Gid)) != own.Gid || int(st.Uid) != os.Getuid() {
+					t.Errorf("owner = %d:%d, want %d:%s", st.Uid, st.Gid, os.Getuid(), own.Gid)
 				}
 			}
 		})
@@ -472,6 +469,78 @@ func TestOtherUserDenied(t *testing.T) {
 	// Root, through the same socket, is allowed.
 	if err := healthCheck(context.Background(), path); err != nil {
 		t.Fatalf("root denied: %v", err)
+	}
+}
+
+const childListenEnv = "OPENSSI_LOCALAPI_TEST_CHILD_LISTEN"
+
+// TestChildListens is the body of the unprivileged child that
+// TestListenUnprivileged starts: it opens a socket for its own group, as
+// a daemon running as its own user does; it does nothing in a normal run.
+func TestChildListens(t *testing.T) {
+	path := os.Getenv(childListenEnv)
+	if path == "" {
+		return
+	}
+	g, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+	if err != nil {
+		fmt.Printf("look up own group: %v\n", err)
+		os.Exit(1)
+	}
+	ln, grouped, err := Listen(path, g.Name)
+	if err != nil {
+		fmt.Printf("listen: %v\n", err)
+		os.Exit(1)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		fmt.Printf("stat: %v\n", err)
+		os.Exit(1)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	fmt.Printf("grouped=%v owner=%d:%d mode=%v\n", grouped, st.Uid, st.Gid, fi.Mode().Perm())
+}
+
+// TestListenUnprivileged: a daemon that runs as its own user, without any
+// capability, can open its socket for the socket group it belongs to (it
+// used to chown the socket to root, which only root may do).
+func TestListenUnprivileged(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("starting a process as another uid needs root")
+	}
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "localapi-listen-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "child.test")
+	copyFile(t, self, bin, 0o755)
+	run := filepath.Join(dir, "run")
+	if err := os.Mkdir(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(run, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestChildListens$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childListenEnv+"="+filepath.Join(run, "d.sock"))
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if want := fmt.Sprintf("grouped=true owner=%d:%d mode=%v", nobody, nobody, SocketMode); !strings.Contains(string(out), want) {
+		t.Fatalf("child output %q, want %q", out, want)
 	}
 }
 

@@ -169,6 +169,8 @@ func TestBoot(t *testing.T) {
 		t.Errorf("ssi nodes does not show the node UP: %v\n%s\n%s", err, out, journal("openssi-clmsd"))
 	}
 
+	checkUnprivileged(ctx, t, c, ex, journal)
+
 	// Watchdog: a stopped clmsd (SIGSTOP) stops pinging; systemd restarts it.
 	unit := "openssi-clmsd.service"
 	dropIn := filepath.Join(root, "etc/systemd/system", unit+".d", "watchdog-test.conf")
@@ -234,6 +236,120 @@ func TestBoot(t *testing.T) {
 	if err := c.Stop(stopCtx); err != nil {
 		t.Errorf("poweroff: %v", err)
 	}
+}
+
+// checkUnprivileged: clmsd and dlmd run as user openssi under their
+// limits, a member of the socket group reaches them, a token file placed
+// at /etc/openssi/consul.token reaches the daemons as their credential
+// while the file stays root's, and state a root-run version left is
+// taken over on the next start.
+func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, ex func(...string) string, journal func(string) string) {
+	t.Helper()
+	sh := func(script string) string { return strings.TrimSpace(ex("sh", "-c", script)) }
+	// The whole journal of a unit since boot.
+	logged := func(unit string) string {
+		out, _ := c.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit)
+		return out
+	}
+	for _, d := range daemons.All {
+		l := d.Hardening.Limits
+		props := showProps(t, c, d.Unit, "User", "Group", "MemoryMax", "TasksMax", "LimitNOFILE", "MainPID")
+		want := map[string]string{
+			"User": d.Hardening.User, "Group": d.Hardening.User,
+			"MemoryMax":   strconv.Itoa(l.MemoryMaxMiB << 20),
+			"TasksMax":    strconv.Itoa(l.TasksMax),
+			"LimitNOFILE": strconv.Itoa(l.NOFILE),
+		}
+		for k, v := range want {
+			if props[k] != v {
+				t.Errorf("%s: %s=%q, want %q", d.Unit, k, props[k], v)
+			}
+		}
+		if got := sh("stat -c %U /proc/" + props["MainPID"]); got != d.Hardening.User {
+			t.Errorf("%s: main process runs as %q, want %q", d.Unit, got, d.Hardening.User)
+		}
+		if got := sh("stat -c '%U:%G %a' /run/openssi/" + d.Name + ".sock"); got != "openssi:openssi 660" {
+			t.Errorf("%s: socket %s, want openssi:openssi 660", d.Unit, got)
+		}
+		t.Logf("%s: user %s, %s", d.Unit, props["User"], sh("grep -E '^(VmRSS|Threads)' /proc/"+props["MainPID"]+"/status | tr -s '\\t\\n' '  '"))
+	}
+	if got := sh("stat -c '%U:%G %a' /run/openssi /var/lib/openssi /var/lib/openssi/node"); got != "openssi:openssi 755\nopenssi:openssi 700\nopenssi:openssi 644" {
+		t.Errorf("run, state dir and node file: %q", got)
+	}
+	// No token file yet: the blank default credential, the settings apply.
+	for _, d := range daemons.All {
+		if j := logged(d.Unit); !strings.Contains(j, "the credential consul.token is empty") {
+			t.Errorf("%s does not say its credential is empty:\n%s", d.Unit, j)
+		}
+	}
+	// A member of the socket group uses ssi; another user is refused at the socket.
+	sh("useradd --create-home --groups openssi alice && useradd --create-home bob")
+	if out, err := c.Exec(ctx, "runuser", "-u", "alice", "--", "ssi", "nodes"); err != nil || !strings.Contains(out, "UP") {
+		t.Errorf("ssi nodes as a member of group openssi: %v\n%s", err, out)
+	}
+	if out, err := c.Exec(ctx, "runuser", "-u", "bob", "--", "ssi", "nodes"); err == nil {
+		t.Errorf("ssi nodes as a user outside group openssi succeeded:\n%s", out)
+	}
+
+	// The token: root's file, the daemons' credential.
+	const token = "00000000-0000-4000-8000-000000000011"
+	sh("umask 077 && printf '%s\\n' " + token + " > /etc/openssi/consul.token")
+	units := []string{}
+	for _, d := range daemons.All {
+		units = append(units, d.Unit)
+	}
+	ex(append([]string{"systemctl", "restart"}, units...)...)
+	for _, d := range daemons.All {
+		if st := show(t, c, d.Unit); st["ActiveState"] != "active" {
+			t.Errorf("%s with a token file: %v\n%s", d.Unit, st, journal(d.Unit))
+		}
+		cred := "/run/credentials/" + d.Unit + "/consul.token"
+		if got := sh("cat " + cred); got != token {
+			t.Errorf("%s: credential %q, want the token file's", d.Unit, got)
+		}
+		if got := sh("stat -c '%U %a' " + cred); got != "openssi 400" {
+			t.Errorf("%s: credential %s, want openssi 400", d.Unit, got)
+		}
+		if got := sh("tr '\\0' '\\n' < /proc/" + showProps(t, c, d.Unit, "MainPID")["MainPID"] + "/environ | grep ^CREDENTIALS_DIRECTORY="); got != "CREDENTIALS_DIRECTORY=/run/credentials/"+d.Unit {
+			t.Errorf("%s: main process has %q", d.Unit, got)
+		}
+		if j := logged(d.Unit); !strings.Contains(j, "Consul ACL token from the systemd credential consul.token") || strings.Contains(j, token) {
+			t.Errorf("%s does not log (only) where its token came from:\n%s", d.Unit, j)
+		}
+	}
+	if got := sh("stat -c '%U:%G %a' /etc/openssi/consul.token"); got != "root:root 600" {
+		t.Errorf("token file is %s, want root:root 600", got)
+	}
+	if out, err := c.Exec(ctx, "runuser", "-u", "alice", "--", "cat", "/etc/openssi/consul.token"); err == nil {
+		t.Errorf("a user read the token file: %s", out)
+	}
+	sh("rm /etc/openssi/consul.token")
+
+	// State a root-run version left: taken over on the next start.
+	ex("systemctl", "stop", packaging.Target)
+	sh("chown -R root:root /var/lib/openssi /run/openssi && chmod 0750 /var/lib/openssi")
+	ex("systemctl", "start", packaging.Target)
+	for _, d := range daemons.All {
+		if st := show(t, c, d.Unit); st["ActiveState"] != "active" {
+			t.Errorf("%s over root's state: %v\n%s", d.Unit, st, journal(d.Unit))
+		}
+	}
+	if got := sh("stat -c '%U:%G %a' /run/openssi /var/lib/openssi /var/lib/openssi/node"); got != "openssi:openssi 755\nopenssi:openssi 700\nopenssi:openssi 644" {
+		t.Errorf("after a start over root's state: %q", got)
+	}
+}
+
+// showProps returns the named properties of a unit.
+func showProps(t *testing.T, c *nspawn.Container, unit string, props ...string) map[string]string {
+	t.Helper()
+	out, _ := c.Exec(context.Background(), "systemctl", "show", "-p", strings.Join(props, ","), unit)
+	st := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			st[k] = v
+		}
+	}
+	return st
 }
 
 // show returns a unit's state properties.

@@ -151,6 +151,14 @@ func TestInstallUpgradePurge(t *testing.T) {
 	if !strings.Contains(sh("getent group openssi || echo none"), "openssi:") {
 		t.Error("group openssi not created")
 	}
+	// The daemons' system user: no login shell, no home of its own, the
+	// socket group its primary group.
+	if u, g := strings.Split(strings.TrimSpace(sh("getent passwd openssi || true")), ":"), strings.Split(sh("getent group openssi"), ":"); len(u) != 7 || len(g) < 3 || u[3] != g[2] || u[5] != "/" || u[6] != "/usr/sbin/nologin" {
+		t.Errorf("user openssi = %q (group %q), want a system user of group openssi, home /, shell /usr/sbin/nologin", u, g)
+	}
+	if got := strings.TrimSpace(sh("stat -c '%U:%G %a' /var/lib/openssi")); got != "openssi:openssi 700" {
+		t.Errorf("/var/lib/openssi is %s, want openssi:openssi 700", got)
+	}
 	if got := sh("dpkg-query -W -f '${Conffiles}' openssi"); !strings.Contains(got, packaging.ConfigPath) {
 		t.Errorf("conffiles = %q, want %s", got, packaging.ConfigPath)
 	}
@@ -222,12 +230,21 @@ func TestInstallUpgradePurge(t *testing.T) {
 		t.Errorf("upgrade left no %s.dpkg-dist with the new configuration (%v)", packaging.ConfigPath, err)
 	}
 
-	// Purge: nothing left behind.
+	// Purge: nothing left behind but what an administrator put in
+	// /etc/openssi (the node's Consul token).
+	sh("umask 077 && echo token > /etc/openssi/consul.token")
 	out = sh("apt-get purge -y -q openssi")
 	t.Logf("purge:\n%s", tail([]byte(out), 8))
 	if g := sh("getent group openssi || true"); g != "" {
 		t.Errorf("group left after purge: %s", g)
 	}
+	if u := sh("getent passwd openssi || true"); u != "" {
+		t.Errorf("user left after purge: %s", u)
+	}
+	if got := sh("cat /etc/openssi/consul.token || true"); strings.TrimSpace(got) != "token" {
+		t.Errorf("purge removed the administrator's token file (%q)", got)
+	}
+	sh("rm /etc/openssi/consul.token && rmdir /etc/openssi")
 	after := snapshot(t, root)
 	var left []string
 	for f := range after {

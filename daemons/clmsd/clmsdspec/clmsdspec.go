@@ -35,8 +35,23 @@ var Daemon = describe.Daemon{
 	),
 	Hardening: describe.Hardening{
 		AddressFamilies: describe.Inet,
-		Why:             "Consul's HTTP API, peers over TCP, its Unix socket; no capability (writes only its own state and socket).",
-		Exposure:        1.9,
+		Why:             "Consul's HTTP API, peers over TCP, its Unix socket; no capability (writes only its own state and socket), runs as user openssi.",
+		Exposure:        1.6,
+		User:            describe.SystemUser,
+		// clmsd holds the membership of at most 1024 nodes and a few
+		// watchers (dlmd, ssi events, libcluster programs): an idle
+		// clmsd has 17 MiB resident and 7 threads (the packages' boot
+		// test), so 512 MiB only catches a leak.
+		// Descriptors: Consul's HTTP connections (one per blocking
+		// watch), a gRPC connection with each peer either way (up to
+		// 2x1023) and the local watchers. Threads as dlmd's, with less
+		// to block on.
+		Limits: describe.Limits{
+			MemoryMaxMiB: 512,
+			TasksMax:     512,
+			NOFILE:       4096,
+			Why:          "512 MiB: membership of <= 1024 nodes over an idle 17 MiB, a leak stops there; 4096 descriptors: Consul, 2x1023 peer links, local watchers; 512 threads: Go's, well above GOMAXPROCS.",
+		},
 	},
 }
 

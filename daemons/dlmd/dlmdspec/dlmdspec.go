@@ -37,8 +37,31 @@ var Daemon = describe.Daemon{
 	),
 	Hardening: describe.Hardening{
 		AddressFamilies: describe.Inet,
-		Why:             "Like clmsd: locks live in memory, clients on its socket, peers over TCP; no capability.",
-		Exposure:        1.9,
+		Why:             "Like clmsd: locks live in memory, clients on its socket, peers over TCP; no capability, runs as user openssi.",
+		Exposure:        1.6,
+		User:            describe.SystemUser,
+		// The lock limits (max_locks_per_session/_per_uid,
+		// max_pending_*) bound each uid, not the number of uids, nor
+		// the locks other nodes' clients hold on resources this node
+		// masters: MemoryMax is the backstop. The 100k-lock slow-reader
+		// attacker test measured 7-13 MiB of heap for a session at its
+		// 10,000-lock limit with 90,000 more refused, about 1.3 KiB a
+		// lock at most, so a uid at max_locks_per_uid (50,000) costs
+		// ~65 MiB: 1 GiB holds an idle dlmd (17 MiB resident and 9
+		// threads in the packages' boot test), a dozen uids at their
+		// limit and the buffers of a few thousand connections.
+		// Each client session is one descriptor and gRPC's 32 KiB read
+		// and 32 KiB write buffers; 8192 descriptors (~512 MiB of
+		// buffers if all were sessions) leave room for 2x1023 peer
+		// links and thousands of client programs. Threads: GOMAXPROCS plus those blocked in
+		// a system call (network waits use the poller); it starts no
+		// process.
+		Limits: describe.Limits{
+			MemoryMaxMiB: 1024,
+			TasksMax:     1024,
+			NOFILE:       8192,
+			Why:          "1 GiB: a dozen uids at max_locks_per_uid (~65 MiB each at the <= 1.3 KiB a lock the attacker test measured) over an idle 17 MiB; 8192 descriptors: client sessions and 2x1023 peer links; 1024 threads: Go's, well above GOMAXPROCS.",
+		},
 	},
 }
 
