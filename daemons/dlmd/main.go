@@ -52,6 +52,16 @@ func run(ctx context.Context, env *daemon.Env) error {
 		defer cancel()
 		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
 	}
+	// The holder of a node number is the node its claim names, which
+	// clmsd reports as the member's name (see daemons/clmsd/server.API):
+	// a peer is believed to be node n only with that node's certificate.
+	holder := func(ctx context.Context, n uint32) (string, error) {
+		nd, err := members.Node(ctx, int(n))
+		if err != nil {
+			return "", err
+		}
+		return nd.Name, nil
+	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),
 		Incarnation:      uint64(time.Now().UnixNano()),
@@ -61,6 +71,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
 		Source:              src,
 		Lookup:              lookup,
+		NodeName:            holder,
 		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
 		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
 		LockspaceGrace:      own.LockspaceGrace,
