@@ -60,6 +60,12 @@ func (s *Server) peerWant(ctx context.Context, n uint32) (string, error) {
 // (see refusals) and refused with PermissionDenied; a number whose holder
 // cannot be learnt now is refused with Unavailable (the peer redials).
 func (s *Server) authenticate(ctx context.Context, claimed uint32) error {
+	return s.requireNode(ctx, claimed, fmt.Sprintf("it claims to be node %d", claimed))
+}
+
+// requireNode is authenticate for a caller that must be node n's dlmd
+// for the reason role says ("it claims to be node 2").
+func (s *Server) requireNode(ctx context.Context, claimed uint32, role string) error {
 	id, ok := rpc.PeerIdentity(ctx)
 	if !ok || id.Service != ServiceName {
 		return status.Errorf(codes.PermissionDenied, "dlm: only %s may call this (caller %q)", ServiceName, id)
@@ -71,8 +77,8 @@ func (s *Server) authenticate(ctx context.Context, claimed uint32) error {
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	if !id.OnNode(name) {
-		msg := fmt.Sprintf("dlm: refused a peer dlmd: it claims to be node %d (held by %q) but its certificate names node %q", claimed, name, id.Node)
-		s.refusals.log(s.log, fmt.Sprintf("hello|%d|%s|%s", claimed, strings.ToLower(id.Node), strings.ToLower(name)),
+		msg := fmt.Sprintf("dlm: refused a peer dlmd: %s (held by %q) but its certificate names node %q", role, name, id.Node)
+		s.refusals.log(s.log, fmt.Sprintf("%s|%d|%s|%s", role, claimed, strings.ToLower(id.Node), strings.ToLower(name)),
 			logrus.Fields{"claimed_node": claimed, "holder": name, "certificate_node": id.Node}, msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}

@@ -214,3 +214,22 @@ func TestDialsOnlyTheHolder(t *testing.T) {
 		t.Fatalf("%d channels reached the impostor", n)
 	}
 }
+
+// TestVictimsOnlyFromTheCoordinator: the deadlock victims, which fail
+// requests of any node, are taken only from the coordinator (the lowest
+// member, here node 1 itself): node 3's dlmd sending them is refused.
+func TestVictimsOnlyFromTheCoordinator(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := rpc.Dial(ctx, source(t, c.ca, c.dir, 3), c.nodes[1].addr, ServiceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = dlmpeerv1.NewPeerClient(conn).Victims(ctx, &dlmpeerv1.VictimsRequest{Victims: []*dlmpeerv1.Edge{{
+		Lockspace: "ls", Waiter: &dlmpeerv1.Waiter{Resource: "r", Node: 1, Client: 1, LockId: 1}}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("victims from node 3: %v, want PermissionDenied", err)
+	}
+}

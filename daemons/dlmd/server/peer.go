@@ -400,9 +400,22 @@ func (p *Peer) Edges(ctx context.Context, _ *dlmpeerv1.EdgesRequest) (*dlmpeerv1
 	return &dlmpeerv1.EdgesReply{Edges: out}, nil
 }
 
-// Victims fails deadlock victims pending on this node's masters.
+// Victims fails deadlock victims pending on this node's masters. Only the
+// coordinator of the detection (the lowest member, see
+// node.Node.Coordinator) may: the victims name requests of any node, and
+// failing them is the coordinator's call alone.
 func (p *Peer) Victims(ctx context.Context, r *dlmpeerv1.VictimsRequest) (*dlmpeerv1.VictimsReply, error) {
 	if err := checkPeer(ctx); err != nil {
+		return nil, err
+	}
+	var members []uint32
+	if err := p.s.call(ctx, func() { members = p.s.core.Members() }); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if len(members) == 0 {
+		return nil, status.Error(codes.Unavailable, "dlm: no members yet")
+	}
+	if err := p.s.requireNode(ctx, members[0], fmt.Sprintf("it sends deadlock victims, which only the coordinator node %d may", members[0])); err != nil {
 		return nil, err
 	}
 	if err := p.s.call(ctx, func() { p.s.core.Victims(time.Now(), r.GetVictims()) }); err != nil {
