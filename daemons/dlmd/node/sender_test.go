@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
@@ -44,4 +46,33 @@ func TestCheckSender(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCheckSender decodes arbitrary bytes as a peer message (what a peer
+// can send) and checks that CheckSender refuses it exactly when it names
+// another sender than the link's node.
+func FuzzCheckSender(f *testing.F) {
+	for _, m := range []*dlmpeerv1.PeerMessage{
+		{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: &dlmpeerv1.PeerHello{Node: 2}}},
+		{Seq: 1, Msg: &dlmpeerv1.PeerMessage_Marker{Marker: &dlmpeerv1.Marker{Node: 3, Epoch: 1}}},
+		{Seq: 2, Msg: &dlmpeerv1.PeerMessage_MarkerAck{MarkerAck: &dlmpeerv1.Marker{Node: 2}}},
+		{Seq: 3, Msg: &dlmpeerv1.PeerMessage_OwnerExit{OwnerExit: &dlmpeerv1.OwnerExit{Client: 1}}},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint32(3), b)
+	}
+	f.Fuzz(func(t *testing.T, link uint32, b []byte) {
+		var m dlmpeerv1.PeerMessage
+		if proto.Unmarshal(b, &m) != nil {
+			return
+		}
+		err := CheckSender(link, &m)
+		claimed, names := ClaimedSender(&m)
+		if want := names && claimed != link; (err != nil) != want {
+			t.Fatalf("CheckSender(%d, %v) = %v; names %v node %d", link, &m, err, names, claimed)
+		}
+	})
 }
