@@ -47,11 +47,6 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if addr == "" {
 		addr = me.Address
 	}
-	lookup := func(n uint32) (string, error) {
-		lctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-		defer cancel()
-		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
-	}
 	// The holder of a node number is the node its claim names, which
 	// clmsd reports as the member's name (see daemons/clmsd/server.API):
 	// a peer is believed to be node n only with that node's certificate.
@@ -61,6 +56,20 @@ func run(ctx context.Context, env *daemon.Env) error {
 			return "", err
 		}
 		return nd.Name, nil
+	}
+	// The address of node n's dlmd is the one registered on its holder's
+	// Consul node: any node may register an instance claiming n.
+	lookup := func(n uint32) (string, error) {
+		lctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		defer cancel()
+		name, err := holder(lctx, n)
+		if err != nil {
+			return "", err
+		}
+		if name == "" {
+			return "", fmt.Errorf("%w %d", server.ErrNoHolder, n)
+		}
+		return rpc.LookupRegisteredOn(lctx, client, "dlmd", int(n), name)
 	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),

@@ -114,6 +114,16 @@ func Lookup(ctx context.Context, client *api.Client, daemon string, node int) (s
 // (mutual TLS) loses nothing by trying the registered address. The error
 // wraps [ErrNoPeer] when nothing is registered.
 func LookupRegistered(ctx context.Context, client *api.Client, daemon string, node int) (string, error) {
+	return LookupRegisteredOn(ctx, client, daemon, node, "")
+}
+
+// LookupRegisteredOn is LookupRegistered among the instances registered
+// on the Consul node named host (compared case-insensitively; "" = any):
+// the node that holds the number. Any node may register an instance
+// claiming any number; restricted to the holder's node, the lookup is
+// never misdirected to it (the dial, which wants the holder's certificate,
+// would be refused).
+func LookupRegisteredOn(ctx context.Context, client *api.Client, daemon string, node int, host string) (string, error) {
 	name := ServiceName(daemon)
 	entries, err := consul.ServiceInstances(ctx, client, name, false, nodeFilter(node))
 	if err != nil {
@@ -122,6 +132,9 @@ func LookupRegistered(ctx context.Context, client *api.Client, daemon string, no
 	sortByNode(entries)
 	registered := ""
 	for _, e := range entries {
+		if host != "" && (e.Node == nil || !SameNode(e.Node.Node, host)) {
+			continue
+		}
 		if n, ok := entryNode(e); ok && n == node {
 			if e.Checks.AggregatedStatus() == api.HealthPassing {
 				return entryAddr(e), nil
@@ -133,6 +146,9 @@ func LookupRegistered(ctx context.Context, client *api.Client, daemon string, no
 	}
 	if registered != "" {
 		return registered, nil
+	}
+	if host != "" {
+		return "", fmt.Errorf("rpc: lookup %s node %d on %s: %w", name, node, host, ErrNoPeer)
 	}
 	return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, ErrNoPeer)
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,6 +92,17 @@ func TestRegisterLookupPeers(t *testing.T) {
 	}
 	if _, err := LookupRegistered(ctx, client, "vprocd", 6); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("LookupRegistered of nothing: %v, want ErrNoPeer", err)
+	}
+	// On the holder's node only: the agent's node name, in any case.
+	self, err := client.Agent().NodeName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr, err := LookupRegisteredOn(ctx, client, "clmsd", 3, strings.ToUpper(self)); err != nil || addr != want {
+		t.Errorf("LookupRegisteredOn(%s) = %q, %v, want %s", self, addr, err, want)
+	}
+	if _, err := LookupRegisteredOn(ctx, client, "clmsd", 3, "another-node"); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("LookupRegisteredOn another node: %v, want ErrNoPeer", err)
 	}
 
 	if err := dereg(ctx); err != nil {
