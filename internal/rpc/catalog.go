@@ -158,6 +158,14 @@ func LookupRegisteredOn(ctx context.Context, client *api.Client, daemon string, 
 // same number (a misconfiguration), the one on the alphabetically first
 // Consul node wins.
 func Peers(ctx context.Context, client *api.Client, daemon string) (map[int]string, error) {
+	return PeersOn(ctx, client, daemon, nil)
+}
+
+// PeersOn is Peers keeping, for each number n, only the instances on the
+// Consul node holder(n) names (compared case-insensitively; a number
+// whose holder is "" is left out): any node may register an instance
+// claiming any number. A nil holder keeps every instance.
+func PeersOn(ctx context.Context, client *api.Client, daemon string, holder func(n int) string) (map[int]string, error) {
 	name := ServiceName(daemon)
 	entries, err := consul.ServiceInstances(ctx, client, name, true, "")
 	if err != nil {
@@ -169,6 +177,11 @@ func Peers(ctx context.Context, client *api.Client, daemon string) (map[int]stri
 		n, ok := entryNode(e)
 		if !ok {
 			continue
+		}
+		if holder != nil {
+			if h := holder(n); h == "" || e.Node == nil || !SameNode(e.Node.Node, h) {
+				continue
+			}
 		}
 		if _, dup := out[n]; !dup {
 			out[n] = entryAddr(e)

@@ -104,6 +104,14 @@ func TestRegisterLookupPeers(t *testing.T) {
 	if _, err := LookupRegisteredOn(ctx, client, "clmsd", 3, "another-node"); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("LookupRegisteredOn another node: %v, want ErrNoPeer", err)
 	}
+	holders := map[int]string{3: strings.ToUpper(self)}
+	if peers, err := PeersOn(ctx, client, "clmsd", func(n int) string { return holders[n] }); err != nil || !maps.Equal(peers, map[int]string{3: want}) {
+		t.Errorf("PeersOn the holder = %v, %v, want node 3 at %s", peers, err, want)
+	}
+	holders[3] = "another-node"
+	if peers, err := PeersOn(ctx, client, "clmsd", func(n int) string { return holders[n] }); err != nil || len(peers) != 0 {
+		t.Errorf("PeersOn another node = %v, %v, want none", peers, err)
+	}
 
 	if err := dereg(ctx); err != nil {
 		t.Fatal(err)

@@ -66,7 +66,9 @@ func (p *SkewProber) Run(ctx context.Context) {
 
 func (p *SkewProber) round(ctx context.Context) {
 	v, _ := p.s.snapshotView()
-	peers, err := rpc.Peers(ctx, p.s.consul, "clmsd")
+	// Only instances on each number's claim holder: any node may register
+	// one claiming another's number.
+	peers, err := rpc.PeersOn(ctx, p.s.consul, "clmsd", p.s.claimName)
 	if err != nil {
 		p.s.log.WithError(err).Debug("skew: list peers")
 		return
