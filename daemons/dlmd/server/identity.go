@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
@@ -29,11 +30,17 @@ import (
 // known holder: a peer claiming n is not believed.
 var ErrNoHolder = errors.New("dlm: no known holder of the node number")
 
+// holderTimeout bounds one lookup of a number's holder (a local call to
+// clmsd), under the peer's wait for our hello (handshakeTimeout).
+const holderTimeout = 2 * time.Second
+
 // holder returns the Consul node name holding node number n.
 func (s *Server) holder(ctx context.Context, n uint32) (string, error) {
 	if s.cfg.NodeName == nil {
 		return "", fmt.Errorf("%w %d (no membership to ask)", ErrNoHolder, n)
 	}
+	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
+	defer cancel()
 	name, err := s.cfg.NodeName(ctx, n)
 	if err != nil {
 		return "", fmt.Errorf("dlm: who holds node %d: %w", n, err)
