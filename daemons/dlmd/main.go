@@ -47,10 +47,29 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if addr == "" {
 		addr = me.Address
 	}
+	// The holder of a node number is the node its claim names, which
+	// clmsd reports as the member's name (see daemons/clmsd/server.API):
+	// a peer is believed to be node n only with that node's certificate.
+	holder := func(ctx context.Context, n uint32) (string, error) {
+		nd, err := members.Node(ctx, int(n))
+		if err != nil {
+			return "", err
+		}
+		return nd.Name, nil
+	}
+	// The address of node n's dlmd is the one registered on its holder's
+	// Consul node: any node may register an instance claiming n.
 	lookup := func(n uint32) (string, error) {
 		lctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 		defer cancel()
-		return rpc.LookupRegistered(lctx, client, "dlmd", int(n))
+		name, err := holder(lctx, n)
+		if err != nil {
+			return "", err
+		}
+		if name == "" {
+			return "", fmt.Errorf("%w %d", server.ErrNoHolder, n)
+		}
+		return rpc.LookupRegisteredOn(lctx, client, "dlmd", int(n), name)
 	}
 	srv := server.New(server.Config{
 		Node:             uint32(me.Number),
@@ -61,6 +80,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
 		Source:              src,
 		Lookup:              lookup,
+		NodeName:            holder,
 		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
 		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
 		LockspaceGrace:      own.LockspaceGrace,

@@ -29,6 +29,13 @@ type Handler[M any] struct {
 	// Control gets the unnumbered messages (pings, pongs, pure
 	// acknowledgements); nil drops them.
 	Control func(m M)
+	// Check, when set, vets every message the stream brings before the
+	// link applies it (its acknowledgement included): an error ends the
+	// stream with that error, the message neither delivered nor
+	// acknowledged. A daemon refuses with it what its peer may not say,
+	// for example a message naming another node than the one the peer's
+	// certificate names.
+	Check func(m M) error
 }
 
 // ErrSilent is wrapped by the error an Out's stream ended with when the
@@ -72,6 +79,11 @@ func Carry[M any](ctx context.Context, l *Link[M], st Stream[M], gen uint64, h H
 			// The link was closed or a newer stream carries it: end
 			// this one, so that the other side meets what is there now.
 			return err
+		}
+		if h.Check != nil {
+			if err := h.Check(m); err != nil {
+				return err
+			}
 		}
 		if a := l.codec.Ack(m); a != 0 {
 			l.log.ack(a)

@@ -235,19 +235,22 @@ func (s *script) Recv() (*msg, error) {
 }
 
 func TestCarry(t *testing.T) {
+	errRefused := errors.New("refused")
 	tests := []struct {
 		name      string
 		in        []*msg
 		delivered []string
 		control   []string
-		pending   int // of the two messages the link pushed first
-		lost      bool
+		pending   int   // of the two messages the link pushed first
+		end       error // what ends Carry (nil: only the test)
 	}{
-		{"in order", []*msg{{seq: 1, body: "a"}, {seq: 2, body: "b"}}, []string{"a", "b"}, nil, 2, false},
-		{"duplicates dropped", []*msg{{seq: 1, body: "a"}, {seq: 1, body: "a"}, {seq: 2, body: "b"}}, []string{"a", "b"}, nil, 2, false},
-		{"a gap ends the stream", []*msg{{seq: 1, body: "a"}, {seq: 3, body: "c"}, {seq: 4, body: "d"}}, []string{"a"}, nil, 2, true},
-		{"unnumbered go to control", []*msg{{body: "ping"}, {seq: 1, body: "a"}, {ack: 1}}, []string{"a"}, []string{"ping", ""}, 1, false},
-		{"acks forget what was sent", []*msg{{ack: 2}}, nil, []string{""}, 0, false},
+		{"in order", []*msg{{seq: 1, body: "a"}, {seq: 2, body: "b"}}, []string{"a", "b"}, nil, 2, nil},
+		{"duplicates dropped", []*msg{{seq: 1, body: "a"}, {seq: 1, body: "a"}, {seq: 2, body: "b"}}, []string{"a", "b"}, nil, 2, nil},
+		{"a gap ends the stream", []*msg{{seq: 1, body: "a"}, {seq: 3, body: "c"}, {seq: 4, body: "d"}}, []string{"a"}, nil, 2, ErrLostMessages},
+		{"unnumbered go to control", []*msg{{body: "ping"}, {seq: 1, body: "a"}, {ack: 1}}, []string{"a"}, []string{"ping", ""}, 1, nil},
+		{"acks forget what was sent", []*msg{{ack: 2}}, nil, []string{""}, 0, nil},
+		{"a refused message ends the stream unapplied", []*msg{{seq: 1, body: "a"}, {seq: 2, body: "refuse", ack: 2}, {seq: 3, body: "c"}}, []string{"a"}, nil, 2, errRefused},
+		{"a refused control message too", []*msg{{body: "ping"}, {body: "refuse", ack: 1}, {seq: 1, body: "a"}}, nil, []string{"ping"}, 2, errRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -261,13 +264,19 @@ func TestCarry(t *testing.T) {
 				Control: func(m *msg) {
 					control = append(control, m.body)
 				},
+				Check: func(m *msg) error {
+					if m.body == "refuse" {
+						return errRefused
+					}
+					return nil
+				},
 			}
 			st := &script{ctx: ctx, msgs: tt.in, read: make(chan struct{})}
 			done := make(chan error, 1)
 			go func() { done <- Carry(ctx, l, st, l.Rewind(0), h) }()
-			if tt.lost {
-				if err := <-done; !errors.Is(err, ErrLostMessages) {
-					t.Fatalf("Carry = %v, want ErrLostMessages", err)
+			if tt.end != nil {
+				if err := <-done; !errors.Is(err, tt.end) {
+					t.Fatalf("Carry = %v, want %v", err, tt.end)
 				}
 				cancel()
 			} else {

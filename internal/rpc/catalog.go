@@ -114,6 +114,16 @@ func Lookup(ctx context.Context, client *api.Client, daemon string, node int) (s
 // (mutual TLS) loses nothing by trying the registered address. The error
 // wraps [ErrNoPeer] when nothing is registered.
 func LookupRegistered(ctx context.Context, client *api.Client, daemon string, node int) (string, error) {
+	return LookupRegisteredOn(ctx, client, daemon, node, "")
+}
+
+// LookupRegisteredOn is LookupRegistered among the instances registered
+// on the Consul node named host (compared case-insensitively; "" = any):
+// the node that holds the number. Any node may register an instance
+// claiming any number; restricted to the holder's node, the lookup is
+// never misdirected to it (the dial, which wants the holder's certificate,
+// would be refused).
+func LookupRegisteredOn(ctx context.Context, client *api.Client, daemon string, node int, host string) (string, error) {
 	name := ServiceName(daemon)
 	entries, err := consul.ServiceInstances(ctx, client, name, false, nodeFilter(node))
 	if err != nil {
@@ -122,6 +132,9 @@ func LookupRegistered(ctx context.Context, client *api.Client, daemon string, no
 	sortByNode(entries)
 	registered := ""
 	for _, e := range entries {
+		if host != "" && (e.Node == nil || !SameNode(e.Node.Node, host)) {
+			continue
+		}
 		if n, ok := entryNode(e); ok && n == node {
 			if e.Checks.AggregatedStatus() == api.HealthPassing {
 				return entryAddr(e), nil
@@ -134,6 +147,9 @@ func LookupRegistered(ctx context.Context, client *api.Client, daemon string, no
 	if registered != "" {
 		return registered, nil
 	}
+	if host != "" {
+		return "", fmt.Errorf("rpc: lookup %s node %d on %s: %w", name, node, host, ErrNoPeer)
+	}
 	return "", fmt.Errorf("rpc: lookup %s node %d: %w", name, node, ErrNoPeer)
 }
 
@@ -142,6 +158,14 @@ func LookupRegistered(ctx context.Context, client *api.Client, daemon string, no
 // same number (a misconfiguration), the one on the alphabetically first
 // Consul node wins.
 func Peers(ctx context.Context, client *api.Client, daemon string) (map[int]string, error) {
+	return PeersOn(ctx, client, daemon, nil)
+}
+
+// PeersOn is Peers keeping, for each number n, only the instances on the
+// Consul node holder(n) names (compared case-insensitively; a number
+// whose holder is "" is left out): any node may register an instance
+// claiming any number. A nil holder keeps every instance.
+func PeersOn(ctx context.Context, client *api.Client, daemon string, holder func(n int) string) (map[int]string, error) {
 	name := ServiceName(daemon)
 	entries, err := consul.ServiceInstances(ctx, client, name, true, "")
 	if err != nil {
@@ -153,6 +177,11 @@ func Peers(ctx context.Context, client *api.Client, daemon string) (map[int]stri
 		n, ok := entryNode(e)
 		if !ok {
 			continue
+		}
+		if holder != nil {
+			if h := holder(n); h == "" || e.Node == nil || !SameNode(e.Node.Node, h) {
+				continue
+			}
 		}
 		if _, dup := out[n]; !dup {
 			out[n] = entryAddr(e)

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,6 +92,25 @@ func TestRegisterLookupPeers(t *testing.T) {
 	}
 	if _, err := LookupRegistered(ctx, client, "vprocd", 6); !errors.Is(err, ErrNoPeer) {
 		t.Errorf("LookupRegistered of nothing: %v, want ErrNoPeer", err)
+	}
+	// On the holder's node only: the agent's node name, in any case.
+	self, err := client.Agent().NodeName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr, err := LookupRegisteredOn(ctx, client, "clmsd", 3, strings.ToUpper(self)); err != nil || addr != want {
+		t.Errorf("LookupRegisteredOn(%s) = %q, %v, want %s", self, addr, err, want)
+	}
+	if _, err := LookupRegisteredOn(ctx, client, "clmsd", 3, "another-node"); !errors.Is(err, ErrNoPeer) {
+		t.Errorf("LookupRegisteredOn another node: %v, want ErrNoPeer", err)
+	}
+	holders := map[int]string{3: strings.ToUpper(self)}
+	if peers, err := PeersOn(ctx, client, "clmsd", func(n int) string { return holders[n] }); err != nil || !maps.Equal(peers, map[int]string{3: want}) {
+		t.Errorf("PeersOn the holder = %v, %v, want node 3 at %s", peers, err, want)
+	}
+	holders[3] = "another-node"
+	if peers, err := PeersOn(ctx, client, "clmsd", func(n int) string { return holders[n] }); err != nil || len(peers) != 0 {
+		t.Errorf("PeersOn another node = %v, %v, want none", peers, err)
 	}
 
 	if err := dereg(ctx); err != nil {

@@ -17,16 +17,18 @@ import (
 )
 
 // ConnectSource is a [Source] backed by Consul's built-in CA through the
-// local agent: the leaf certificate of service openssi-<daemon>
-// (/v1/agent/connect/ca/leaf/<service>) and the CA roots
+// local agent: the leaf certificate of the daemon's identity on this node,
+// openssi-<daemon>.<Consul node name> (/v1/agent/connect/ca/leaf/<identity>,
+// see [Identity]), and the CA roots
 // (/v1/agent/connect/ca/roots). Two goroutines follow both with blocking
 // queries, so a renewed leaf and a rotated root are used by the next
 // handshake; a failed query is retried with backoff while the last good
 // material stays in use.
 type ConnectSource struct {
-	client  *api.Client
-	service string
-	log     logrus.FieldLogger
+	client   *api.Client
+	service  string
+	identity Identity
+	log      logrus.FieldLogger
 
 	mu           sync.RWMutex
 	cert         *tls.Certificate
@@ -46,14 +48,18 @@ const (
 	connectMaxBackoff = 30 * time.Second
 )
 
-// NewConnectSource fetches the leaf certificate of service (which must
-// start with "openssi-", see [ServiceName]) and the CA roots from the
-// agent behind client, retrying until both are there or ctx ends, and then
-// keeps them fresh in the background until Close. ctx bounds only the
-// initial fetch.
+// NewConnectSource asks the agent behind client for its node name, then
+// fetches the leaf certificate of service (which must start with
+// "openssi-", see [ServiceName]) on that node, identity
+// "<service>.<node name>" ([NodeIdentity]), and the CA roots, retrying
+// until all are there or ctx ends, and then keeps the leaf and roots fresh
+// in the background until Close. ctx bounds only the initial fetch.
+//
+// With Consul's ACLs on, the agent hands out the leaf only to a token
+// allowed to write that service: the node's own.
 func NewConnectSource(ctx context.Context, client *api.Client, service string, log logrus.FieldLogger) (*ConnectSource, error) {
-	if !strings.HasPrefix(service, ServicePrefix) || len(service) == len(ServicePrefix) {
-		return nil, fmt.Errorf("rpc: connect source: service %q does not start with %q", service, ServicePrefix)
+	if !strings.HasPrefix(service, ServicePrefix) || len(service) == len(ServicePrefix) || strings.Contains(service, ".") {
+		return nil, fmt.Errorf("rpc: connect source: service %q is not %s<daemon>", service, ServicePrefix)
 	}
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -63,6 +69,20 @@ func NewConnectSource(ctx context.Context, client *api.Client, service string, l
 		service: service,
 		log:     log.WithFields(logrus.Fields{"component": "rpc-connect", "service": service}),
 	}
+	if err := retry(ctx, s.log, "agent node name", func() error {
+		self, err := consul.Self(ctx, client)
+		if err != nil {
+			return err
+		}
+		if !validSegment(self.NodeName) {
+			return fmt.Errorf("agent node name %q cannot be part of a SPIFFE ID (letters, digits, '.', '-', '_')", self.NodeName)
+		}
+		s.identity = Identity{Service: service, Node: self.NodeName}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("rpc: connect source %s: %w", service, err)
+	}
+	s.log = s.log.WithField("identity", s.identity.String())
 	if err := retry(ctx, s.log, "CA roots", func() error { _, err := s.fetchRoots(ctx, 0); return err }); err != nil {
 		return nil, fmt.Errorf("rpc: connect source %s: CA roots: %w", service, err)
 	}
@@ -79,6 +99,10 @@ func NewConnectSource(ctx context.Context, client *api.Client, service string, l
 
 // Service returns the service name whose identity the source holds.
 func (s *ConnectSource) Service() string { return s.service }
+
+// Identity returns the identity the source's certificate carries: the
+// service on this agent's node.
+func (s *ConnectSource) Identity() Identity { return s.identity }
 
 // ServerConfig implements [Source].
 func (s *ConnectSource) ServerConfig() *tls.Config { return tlsConfigs(s.material).server() }
@@ -142,7 +166,7 @@ func (s *ConnectSource) fetchRoots(ctx context.Context, waitIndex uint64) (uint6
 // fetchLeaf reads the leaf certificate, as a blocking query on waitIndex,
 // and returns the index to wait on next.
 func (s *ConnectSource) fetchLeaf(ctx context.Context, waitIndex uint64) (uint64, error) {
-	leaf, index, err := consul.CALeaf(ctx, s.client, s.service, consul.Wait{Index: waitIndex, Time: connectWaitTime})
+	leaf, index, err := consul.CALeaf(ctx, s.client, s.identity.String(), consul.Wait{Index: waitIndex, Time: connectWaitTime})
 	if err != nil {
 		return waitIndex, err
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,10 +51,35 @@ func TestConnectSourceMutualTLS(t *testing.T) {
 		t.Errorf("wanting openssi-vprocd, reached openssi-clmsd: %v, want ErrPeerIdentity", err)
 	}
 
+	// The leaves name this agent's node: "<service>.<node name>".
+	self, err := client.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := self["Config"]["NodeName"].(string)
+	if want := (Identity{Service: "openssi-dlmd", Node: node}); dlmd.Identity() != want {
+		t.Errorf("identity %+v, want %+v", dlmd.Identity(), want)
+	}
+	if uris := dlmd.Leaf().URIs; len(uris) != 1 || !strings.HasSuffix(uris[0].String(), "/svc/openssi-dlmd."+node) {
+		t.Errorf("leaf URIs %v, want one ending in /svc/openssi-dlmd.%s", uris, node)
+	}
+	if _, err := check(dlmd, addr, NodeIdentity("openssi-clmsd", strings.ToUpper(node))); err != nil {
+		t.Errorf("wanting clmsd on node %s: %v", node, err)
+	}
+	if _, err := check(dlmd, addr, NodeIdentity("openssi-clmsd", "other-node")); !errors.Is(err, ErrPeerIdentity) {
+		t.Errorf("wanting clmsd on other-node, reached it on %s: %v, want ErrPeerIdentity", node, err)
+	}
+
 	// Outsiders: a Connect leaf of a non-openssi service of the same CA,
-	// a certificate of another CA naming an openssi service of this trust
-	// domain, and no certificate at all.
+	// the Connect leaf of the bare service openssi-dlmd (what anyone who
+	// may ask the agent for it gets; it names no node), a certificate of
+	// another CA naming an openssi service of this trust domain, and no
+	// certificate at all.
 	web, _, err := client.Agent().ConnectCALeaf("web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, _, err := client.Agent().ConnectCALeaf("openssi-dlmd", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,13 +88,14 @@ func TestConnectSourceMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreign := newTestCA(t, "foreign")
-	fCert, fKey := foreign.Issue(t, svcID(roots.TrustDomain, "openssi-dlmd"))
+	fCert, fKey := foreign.Issue(t, svcID(roots.TrustDomain, "openssi-dlmd.node2"))
 	tests := []struct {
 		name  string
 		certs []tls.Certificate
 	}{
 		{"no client certificate", nil},
 		{"connect leaf of service web", []tls.Certificate{tlsCert(t, []byte(web.CertPEM), []byte(web.PrivateKeyPEM))}},
+		{"connect leaf of the bare service openssi-dlmd", []tls.Certificate{tlsCert(t, []byte(bare.CertPEM), []byte(bare.PrivateKeyPEM))}},
 		{"openssi identity from another CA", []tls.Certificate{tlsCert(t, fCert, fKey)}},
 	}
 	for _, tt := range tests {
@@ -77,12 +104,20 @@ func TestConnectSourceMutualTLS(t *testing.T) {
 		})
 	}
 
-	// A server holding a leaf for web is refused by an openssi client.
+	// A server holding a leaf for web, or for the bare service, is
+	// refused by an openssi client.
 	t.Run("server of service web", func(t *testing.T) {
 		webSrc := &staticSource{cert: tlsCert(t, []byte(web.CertPEM), []byte(web.PrivateKeyPEM))}
 		webAddr, _ := serve(t, webSrc)
 		if _, err := check(dlmd, webAddr, ""); !errors.Is(err, ErrPeerIdentity) {
 			t.Fatalf("dialing a web server: %v, want ErrPeerIdentity", err)
+		}
+	})
+	t.Run("server of the bare service openssi-dlmd", func(t *testing.T) {
+		bareSrc := &staticSource{cert: tlsCert(t, []byte(bare.CertPEM), []byte(bare.PrivateKeyPEM))}
+		bareAddr, _ := serve(t, bareSrc)
+		if _, err := check(clmsd, bareAddr, "openssi-dlmd"); !errors.Is(err, ErrPeerIdentity) {
+			t.Fatalf("dialing a bare openssi-dlmd server: %v, want ErrPeerIdentity", err)
 		}
 	})
 }

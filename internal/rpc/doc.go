@@ -6,11 +6,17 @@
 //
 // # Trust model
 //
-// Every daemon has an identity: the Consul service name openssi-<daemon>
-// (openssi-clmsd, openssi-dlmd, ...). The identity is carried in the leaf
-// certificate as a SPIFFE ID URI SAN, the way Consul Connect issues it:
+// Every daemon has an identity: its Consul service name openssi-<daemon>
+// (openssi-clmsd, openssi-dlmd, ...) on the node it runs on, written
+// "openssi-<daemon>.<Consul node name>" ([Identity], [NodeIdentity]). The
+// identity is carried in the leaf certificate as a SPIFFE ID URI SAN, the
+// way Consul Connect issues it:
 //
-//	spiffe://<trust-domain>/ns/<namespace>/dc/<datacenter>/svc/openssi-<daemon>
+//	spiffe://<trust-domain>/ns/<namespace>/dc/<datacenter>/svc/openssi-<daemon>.<node>
+//
+// Only the node's own Consul ACL token may obtain that leaf (its policy
+// grants `service "openssi-<daemon>.<node>" write`), so the certificate is
+// the node's credential.
 //
 // A connection is accepted only when both ends present a certificate that
 //
@@ -18,26 +24,35 @@
 //     x509 against the roots the [Source] holds right now; Go's default
 //     hostname verification is replaced, never skipped), and
 //   - carries a SPIFFE ID of this trust domain (when the source knows one)
-//     for a service whose name starts with "openssi-".
+//     naming an OpenSSI daemon on a node, all its IDs the same node. A
+//     certificate naming only the service ("openssi-dlmd", as before
+//     identities named the node) names no node and is refused.
 //
 // So: any OpenSSI daemon of the cluster may call any other OpenSSI daemon;
 // nothing else may (not a Connect certificate of another service such as
 // "web", not a certificate from another CA, not a client without a
-// certificate). A client additionally names the service it wants to reach
-// ([Dial]'s wantService): a clmsd call is answered only by a peer holding an
-// openssi-clmsd identity, so a compromised dlmd cannot impersonate clmsd to
-// its clients. Servers that restrict callers further (for example "only
-// clmsd may push a membership epoch") check [PeerService] in the handler.
+// certificate). A client additionally names what it wants to reach
+// ([Dial]'s wantService): a service, so that a clmsd call is answered only
+// by a peer holding an openssi-clmsd identity and a compromised dlmd
+// cannot impersonate clmsd to its clients, or an identity, so that the
+// call to node 3's dlmd is answered only by the dlmd of the node that
+// holds number 3. Servers check in the handler what the caller's
+// certificate names ([PeerIdentity]): a daemon that believes a node number
+// a peer claims first checks that the number is held by the node the
+// certificate names (dlmd and clmsd take the number's holder from its
+// claim in Consul KV, which only that node's token may write).
 //
 // Certificates come from a [Source]:
 //
 //   - [ConnectSource] (cluster.tls.source: connect, the default) asks the
-//     local Consul agent for the daemon's leaf certificate and the CA roots
+//     local Consul agent for its node name, then for the leaf certificate
+//     of the daemon's identity on that node and the CA roots
 //     of Consul's built-in CA, and keeps both fresh with blocking queries,
 //     so leaf renewal and CA root rotation need no restart.
 //   - [FileSource] (cluster.tls.source: files) reads PEM files and reloads
-//     them when they change. Its certificates must carry the same SPIFFE
-//     IDs; a certificate may carry several (one per daemon of the node).
+//     them when they change. Its certificates must carry the same per-node
+//     SPIFFE IDs; a certificate may carry several (one per daemon of the
+//     node, all of that node).
 //
 // # Discovery
 //

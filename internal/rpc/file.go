@@ -17,7 +17,9 @@ import (
 type FileConfig struct {
 	// CertFile is the PEM certificate of this node's daemons, optionally
 	// followed by intermediates. Its URI SANs must include the SPIFFE ID
-	// of every OpenSSI service that uses it (see the package doc).
+	// of the per-node identity ("openssi-<daemon>.<node>", see
+	// [Identity]) of every OpenSSI service that uses it, all of the same
+	// node (see the package doc).
 	CertFile string
 	// KeyFile is the PEM private key of CertFile.
 	KeyFile string
@@ -113,8 +115,8 @@ func (f *FileSource) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("rpc: file source: %s: %w", f.cfg.CAFile, err)
 	}
-	if len(peerServices(cert.Leaf, f.cfg.TrustDomain)) == 0 {
-		return fmt.Errorf("rpc: file source: %s names no %s* SPIFFE ID (URIs %v)", f.cfg.CertFile, ServicePrefix, cert.Leaf.URIs)
+	if len(peerIdentities(cert.Leaf, f.cfg.TrustDomain)) == 0 {
+		return fmt.Errorf("rpc: file source: %s names no %s<daemon>.<node> SPIFFE ID (URIs %v)", f.cfg.CertFile, ServicePrefix, cert.Leaf.URIs)
 	}
 	f.cur = material{cert: cert, roots: roots, trustDomain: strings.ToLower(f.cfg.TrustDomain)}
 	f.stamps = stamps

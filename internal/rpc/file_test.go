@@ -13,8 +13,8 @@ const fileTD = "openssi.test"
 func TestFileSourceMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "cluster ca")
-	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
+	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	scfg := writeFiles(t, dir, "server", sCert, sKey, ca.PEM)
 	scfg.TrustDomain = fileTD
 	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca.PEM)
@@ -46,7 +46,7 @@ func TestFileSourceMutualTLS(t *testing.T) {
 	}
 
 	// A client the server rejects learns it from Dial.
-	tdCert0, tdKey0 := ca.Issue(t, svcID("other.test", "openssi-dlmd"))
+	tdCert0, tdKey0 := ca.Issue(t, svcID("other.test", "openssi-dlmd.node2"))
 	outsider, err := NewFileSource(writeFiles(t, dir, "outsider", tdCert0, tdKey0, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +57,9 @@ func TestFileSourceMutualTLS(t *testing.T) {
 
 	// The server refuses clients that are not cluster members.
 	other := newTestCA(t, "other ca")
-	oCert, oKey := other.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	oCert, oKey := other.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	webCert, webKey := ca.Issue(t, svcID(fileTD, "web"))
-	tdCert, tdKey := ca.Issue(t, svcID("other.test", "openssi-dlmd"))
+	tdCert, tdKey := ca.Issue(t, svcID("other.test", "openssi-dlmd.node2"))
 	refusals := []struct {
 		name  string
 		certs []tls.Certificate
@@ -82,8 +82,8 @@ func TestFileSourceReload(t *testing.T) {
 	ca1 := newTestCA(t, "ca1")
 	ca2 := newTestCA(t, "ca2")
 
-	sCert, sKey := ca1.Issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca1.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	sCert, sKey := ca1.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
+	cCert, cKey := ca1.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	scfg := writeFiles(t, dir, "server", sCert, sKey, ca1.PEM)
 	scfg.CheckInterval = -1 // check the files at every handshake
 	ccfg := writeFiles(t, dir, "client", cCert, cKey, ca1.PEM)
@@ -102,7 +102,7 @@ func TestFileSourceReload(t *testing.T) {
 
 	// The cluster moves to ca2. The server picks the new files up by
 	// itself; the client still has ca1 material and is now refused.
-	sCert2, sKey2 := ca2.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	sCert2, sKey2 := ca2.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
 	writeFiles(t, dir, "server", sCert2, sKey2, ca2.PEM)
 	future := time.Now().Add(time.Minute) // a sure mtime change
 	for _, f := range []string{scfg.CertFile, scfg.KeyFile, scfg.CAFile} {
@@ -129,7 +129,7 @@ func TestFileSourceReload(t *testing.T) {
 	}
 
 	// The explicit Reload of the client brings it to ca2 as well.
-	cCert2, cKey2 := ca2.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	cCert2, cKey2 := ca2.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	writeFiles(t, dir, "client", cCert2, cKey2, ca2.PEM)
 	if err := client.Reload(); err != nil {
 		t.Fatal(err)
@@ -142,9 +142,10 @@ func TestFileSourceReload(t *testing.T) {
 func TestNewFileSourceErrors(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	good, goodKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	good, goodKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
 	web, webKey := ca.Issue(t, svcID(fileTD, "web"))
-	_, otherKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	bare, bareKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
+	_, otherKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
 	tests := []struct {
 		name string
 		cfg  func() FileConfig
@@ -156,6 +157,7 @@ func TestNewFileSourceErrors(t *testing.T) {
 		{"key does not match", func() FileConfig { return writeFiles(t, dir, "mismatch", good, otherKey, ca.PEM) }},
 		{"no CA in ca_file", func() FileConfig { return writeFiles(t, dir, "noca", good, goodKey, []byte("nothing")) }},
 		{"certificate names no openssi service", func() FileConfig { return writeFiles(t, dir, "web", web, webKey, ca.PEM) }},
+		{"certificate names the service but no node", func() FileConfig { return writeFiles(t, dir, "bare", bare, bareKey, ca.PEM) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -93,9 +93,10 @@ func WithGRPCOptions(opts ...grpc.DialOption) DialOption {
 }
 
 // Dial connects to the OpenSSI daemon at addr ("host:port") over mutual
-// TLS with src's certificate, accepting the server only when it holds the
-// identity wantService (e.g. "openssi-clmsd"; "" accepts any OpenSSI
-// service).
+// TLS with src's certificate, accepting the server only when it holds
+// wantService: a service ("openssi-clmsd", on any node), an identity
+// ("openssi-clmsd.node3": that service on that node, see [NodeIdentity]),
+// or "" (any OpenSSI daemon).
 //
 // Dial makes the first connection before it returns: it fails when that
 // attempt fails (the error wraps [ErrPeerIdentity] when the server's
@@ -248,30 +249,38 @@ func (s *cancelStream) RecvMsg(m any) error {
 	return err
 }
 
-// PeerService returns the OpenSSI service identity of the peer of a gRPC
-// call: in a server handler, the calling daemon (e.g. "openssi-clmsd"); on
-// a client, with grpc.Peer, the server. The identity was verified during
-// the handshake; a certificate naming several services reports the first.
+// PeerService returns the OpenSSI service of the peer of a gRPC call: in
+// a server handler, the calling daemon (e.g. "openssi-clmsd"); on a
+// client, with grpc.Peer, the server. The identity was verified during the
+// handshake; a certificate naming several services reports the first.
 // ok is false when the connection is not a TLS connection of this package.
 func PeerService(ctx context.Context) (string, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", false
-	}
-	return peerServiceOf(p)
+	id, ok := PeerIdentity(ctx)
+	return id.Service, ok
 }
 
-func peerServiceOf(p *peer.Peer) (string, bool) {
+// PeerIdentity returns the identity (service and node) of the peer of a
+// gRPC call, as PeerService does its service. Every identity of a
+// certificate this package accepts names the same node.
+func PeerIdentity(ctx context.Context) (Identity, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Identity{}, false
+	}
+	return peerIdentityOf(p)
+}
+
+func peerIdentityOf(p *peer.Peer) (Identity, bool) {
 	if p == nil || p.AuthInfo == nil {
-		return "", false
+		return Identity{}, false
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return "", false
+		return Identity{}, false
 	}
-	ids := peerServices(ti.State.PeerCertificates[0], "")
+	ids := peerIdentities(ti.State.PeerCertificates[0], "")
 	if len(ids) == 0 {
-		return "", false
+		return Identity{}, false
 	}
-	return ids[0].Service, true
+	return ids[0], true
 }

@@ -13,8 +13,8 @@ import (
 func TestCallDeadlines(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd"))
-	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	sCert, sKey := ca.Issue(t, svcID(fileTD, "openssi-clmsd.node1"))
+	cCert, cKey := ca.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	server, err := NewFileSource(writeFiles(t, dir, "s", sCert, sKey, ca.PEM))
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestCallDeadlines(t *testing.T) {
 func TestDialUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "ca")
-	c, k := ca.Issue(t, svcID(fileTD, "openssi-dlmd"))
+	c, k := ca.Issue(t, svcID(fileTD, "openssi-dlmd.node2"))
 	src, err := NewFileSource(writeFiles(t, dir, "c", c, k, ca.PEM))
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,8 @@ type Source interface {
 	// ClientConfig returns the TLS config for dialing a peer: it presents
 	// the daemon's certificate and accepts only servers that pass the
 	// identity check; when wantService is not empty the server must hold
-	// that identity (e.g. "openssi-clmsd").
+	// it: a service ("openssi-clmsd", on any node) or a per-node identity
+	// ("openssi-clmsd.node3", see [Identity.Matches]).
 	ClientConfig(wantService string) *tls.Config
 	// Close stops background refreshing. Configs already handed out keep
 	// working with the last certificate and roots.

@@ -25,7 +25,7 @@ type SPIFFEID struct {
 	Partition   string // admin partition, "" when absent (Consul CE)
 	Namespace   string // e.g. "default"
 	Datacenter  string // e.g. "dc1"
-	Service     string // e.g. "openssi-clmsd"
+	Service     string // e.g. "openssi-clmsd.node3" (see [Identity])
 }
 
 // String formats the ID as a URI.
@@ -41,9 +41,19 @@ func (id SPIFFEID) String() string {
 	return b.String()
 }
 
-// IsOpenSSI reports whether the ID names an OpenSSI daemon service.
+// IsOpenSSI reports whether the ID names an OpenSSI daemon on a node
+// ("openssi-<daemon>.<node>", see [Identity]). A bare service name
+// ("openssi-dlmd") names no node and is not one.
 func (id SPIFFEID) IsOpenSSI() bool {
-	return strings.HasPrefix(id.Service, ServicePrefix) && len(id.Service) > len(ServicePrefix)
+	_, ok := id.Identity()
+	return ok
+}
+
+// Identity returns the daemon identity the ID's service names, when it
+// names one.
+func (id SPIFFEID) Identity() (Identity, bool) {
+	i, err := ParseIdentity(id.Service)
+	return i, err == nil
 }
 
 // maxSPIFFEIDLen bounds what the parser accepts (the SPIFFE spec's limit).
@@ -128,34 +138,37 @@ func validSegment(s string) bool {
 // the wanted service.
 var ErrPeerIdentity = errors.New("peer identity rejected")
 
-// peerServices returns the OpenSSI service identities in a certificate's
+// peerIdentities returns the OpenSSI daemon identities in a certificate's
 // URI SANs, restricted to trustDomain when it is not empty. Unparsable
-// URIs are ignored (they grant nothing).
-func peerServices(leaf *x509.Certificate, trustDomain string) []SPIFFEID {
-	var out []SPIFFEID
+// URIs and IDs that name no node are ignored (they grant nothing).
+func peerIdentities(leaf *x509.Certificate, trustDomain string) []Identity {
+	var out []Identity
 	for _, u := range leaf.URIs {
 		id, err := ParseSPIFFEID(u.String())
-		if err != nil || !id.IsOpenSSI() {
+		if err != nil {
 			continue
 		}
 		if trustDomain != "" && !strings.EqualFold(id.TrustDomain, trustDomain) {
 			continue
 		}
-		out = append(out, id)
+		if ident, ok := id.Identity(); ok {
+			out = append(out, ident)
+		}
 	}
 	return out
 }
 
 // verifyPeer checks a peer's certificate chain against roots (the chain's
 // extra certificates serve as intermediates) for the given key usage, then
-// its identity: it must name an OpenSSI service of trustDomain ("" = any),
-// and want when want is not empty. It returns the identity accepted.
-func verifyPeer(chain []*x509.Certificate, roots *x509.CertPool, trustDomain string, usage x509.ExtKeyUsage, want string) (SPIFFEID, error) {
+// its identity: it must name an OpenSSI daemon on a node, in trustDomain
+// ("" = any), all its identities the same node, and match want when want
+// is not empty (see [Identity.Matches]). It returns the identity accepted.
+func verifyPeer(chain []*x509.Certificate, roots *x509.CertPool, trustDomain string, usage x509.ExtKeyUsage, want string) (Identity, error) {
 	if len(chain) == 0 {
-		return SPIFFEID{}, fmt.Errorf("rpc: %w: no certificate presented", ErrPeerIdentity)
+		return Identity{}, fmt.Errorf("rpc: %w: no certificate presented", ErrPeerIdentity)
 	}
 	if roots == nil {
-		return SPIFFEID{}, fmt.Errorf("rpc: %w: no trust roots loaded", ErrPeerIdentity)
+		return Identity{}, fmt.Errorf("rpc: %w: no trust roots loaded", ErrPeerIdentity)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -167,19 +180,25 @@ func verifyPeer(chain []*x509.Certificate, roots *x509.CertPool, trustDomain str
 		Intermediates: inter,
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	}); err != nil {
-		return SPIFFEID{}, fmt.Errorf("rpc: %w: %w", ErrPeerIdentity, err)
+		return Identity{}, fmt.Errorf("rpc: %w: %w", ErrPeerIdentity, err)
 	}
-	ids := peerServices(leaf, trustDomain)
+	ids := peerIdentities(leaf, trustDomain)
 	if len(ids) == 0 {
-		return SPIFFEID{}, fmt.Errorf("rpc: %w: certificate (URIs %v) names no %s* service of trust domain %q", ErrPeerIdentity, leaf.URIs, ServicePrefix, trustDomain)
+		return Identity{}, fmt.Errorf("rpc: %w: certificate (URIs %v) names no %s<daemon>.<node> identity of trust domain %q (a certificate naming only the service names no node and is refused)",
+			ErrPeerIdentity, leaf.URIs, ServicePrefix, trustDomain)
+	}
+	for _, id := range ids[1:] {
+		if !SameNode(id.Node, ids[0].Node) {
+			return Identity{}, fmt.Errorf("rpc: %w: certificate names two nodes (%s and %s)", ErrPeerIdentity, ids[0], id)
+		}
 	}
 	if want == "" {
 		return ids[0], nil
 	}
 	for _, id := range ids {
-		if id.Service == want {
+		if id.Matches(want) {
 			return id, nil
 		}
 	}
-	return SPIFFEID{}, fmt.Errorf("rpc: %w: peer is %s, want %s", ErrPeerIdentity, ids[0].Service, want)
+	return Identity{}, fmt.Errorf("rpc: %w: peer is %s, want %s", ErrPeerIdentity, ids[0], want)
 }

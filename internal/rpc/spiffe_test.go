@@ -118,29 +118,40 @@ func TestVerifyPeer(t *testing.T) {
 		return []*x509.Certificate{x}
 	}
 	tests := []struct {
-		name    string
-		chain   []*x509.Certificate
-		td      string
-		want    string
-		wantSvc string // "" = rejected
+		name   string
+		chain  []*x509.Certificate
+		td     string
+		want   string
+		wantID string // "" = rejected
 	}{
-		{"openssi peer", leaf(ca, svcID(td, "openssi-dlmd")), td, "", "openssi-dlmd"},
-		{"wanted service", leaf(ca, svcID(td, "openssi-clmsd")), td, "openssi-clmsd", "openssi-clmsd"},
-		{"wrong service", leaf(ca, svcID(td, "openssi-dlmd")), td, "openssi-clmsd", ""},
-		{"several services, one wanted", leaf(ca, svcID(td, "openssi-dlmd"), svcID(td, "openssi-clmsd")), td, "openssi-clmsd", "openssi-clmsd"},
+		{"openssi peer", leaf(ca, svcID(td, "openssi-dlmd.node2")), td, "", "openssi-dlmd.node2"},
+		{"wanted service", leaf(ca, svcID(td, "openssi-clmsd.node1")), td, "openssi-clmsd", "openssi-clmsd.node1"},
+		{"wrong service", leaf(ca, svcID(td, "openssi-dlmd.node2")), td, "openssi-clmsd", ""},
+		{"several services, one wanted", leaf(ca, svcID(td, "openssi-dlmd.node1"), svcID(td, "openssi-clmsd.node1")), td, "openssi-clmsd", "openssi-clmsd.node1"},
+		{"wanted identity", leaf(ca, svcID(td, "openssi-dlmd.node3")), td, "openssi-dlmd.node3", "openssi-dlmd.node3"},
+		{"wanted identity, node name case-insensitive", leaf(ca, svcID(td, "openssi-dlmd.Node3")), td, "openssi-dlmd.node3", "openssi-dlmd.Node3"},
+		{"node name with dots", leaf(ca, svcID(td, "openssi-dlmd.n3.example.org")), td, "openssi-dlmd.n3.example.org", "openssi-dlmd.n3.example.org"},
+		{"another node than wanted", leaf(ca, svcID(td, "openssi-dlmd.node3")), td, "openssi-dlmd.node2", ""},
+		{"a node whose name the wanted one starts with", leaf(ca, svcID(td, "openssi-dlmd.node3")), td, "openssi-dlmd.node", ""},
+		{"bare service: names no node", leaf(ca, svcID(td, "openssi-dlmd")), td, "", ""},
+		{"bare service wanted by service", leaf(ca, svcID(td, "openssi-dlmd")), td, "openssi-dlmd", ""},
+		{"empty node", leaf(ca, svcID(td, "openssi-dlmd.")), td, "", ""},
+		{"two nodes in one certificate", leaf(ca, svcID(td, "openssi-dlmd.node2"), svcID(td, "openssi-clmsd.node3")), td, "", ""},
 		{"not openssi", leaf(ca, svcID(td, "web")), td, "", ""},
+		{"not openssi, with a node", leaf(ca, svcID(td, "web.node1")), td, "", ""},
 		{"bare prefix", leaf(ca, svcID(td, "openssi-")), td, "", ""},
+		{"bare prefix with a node", leaf(ca, svcID(td, "openssi-.node1")), td, "", ""},
 		{"no URI", leaf(ca), td, "", ""},
-		{"other trust domain", leaf(ca, svcID("evil.consul", "openssi-clmsd")), td, "", ""},
-		{"any trust domain allowed", leaf(ca, svcID("evil.consul", "openssi-clmsd")), "", "", "openssi-clmsd"},
-		{"trust domain case-insensitive", leaf(ca, svcID(td, "openssi-a")), "Cluster.Consul", "", "openssi-a"},
-		{"other CA", leaf(other, svcID(td, "openssi-clmsd")), td, "", ""},
+		{"other trust domain", leaf(ca, svcID("evil.consul", "openssi-clmsd.node1")), td, "", ""},
+		{"any trust domain allowed", leaf(ca, svcID("evil.consul", "openssi-clmsd.node1")), "", "", "openssi-clmsd.node1"},
+		{"trust domain case-insensitive", leaf(ca, svcID(td, "openssi-a.n")), "Cluster.Consul", "", "openssi-a.n"},
+		{"other CA", leaf(other, svcID(td, "openssi-clmsd.node1")), td, "", ""},
 		{"no certificate", nil, td, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id, err := verifyPeer(tt.chain, roots, tt.td, x509.ExtKeyUsageClientAuth, tt.want)
-			if tt.wantSvc == "" {
+			if tt.wantID == "" {
 				if err == nil || !errors.Is(err, ErrPeerIdentity) {
 					t.Fatalf("accepted %+v (err %v), want ErrPeerIdentity", id, err)
 				}
@@ -149,8 +160,8 @@ func TestVerifyPeer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if id.Service != tt.wantSvc {
-				t.Fatalf("service = %q, want %q", id.Service, tt.wantSvc)
+			if id.String() != tt.wantID {
+				t.Fatalf("identity = %q, want %q", id, tt.wantID)
 			}
 		})
 	}

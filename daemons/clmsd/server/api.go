@@ -18,6 +18,13 @@ import (
 // API is the local Membership service on /run/openssi/clmsd.sock, a thin
 // adapter over Server. Reading the membership is open to every local user
 // (as /proc is); leaving the cluster is root's.
+//
+// A member's name is the Consul node name holding its number's claim
+// (clms/nodes/<n>, which only that node's token may write), not the name
+// in the shared view that any node may write: the other daemons believe a
+// peer's node number only from a certificate naming that node (dlmd asks
+// Node for it), so the name must come from the record the number's holder
+// alone controls. It is empty when no claim is known.
 type API struct {
 	clmsv1.UnimplementedMembershipServer
 	s *Server
@@ -79,7 +86,7 @@ func (a *API) Watch(r *clmsv1.WatchRequest, stream grpc.ServerStreamingServer[cl
 			return status.Error(codes.OutOfRange, strings.TrimPrefix(err.Error(), membership.ErrTrimmed.Error()+": ")+"; resynchronise from Nodes")
 		}
 		for _, e := range events {
-			if err := stream.Send(eventToProto(e)); err != nil {
+			if err := stream.Send(a.s.eventToProto(e)); err != nil {
 				return err
 			}
 			last = e.Epoch
@@ -112,7 +119,7 @@ func (a *API) Leave(ctx context.Context, _ *clmsv1.LeaveRequest) (*clmsv1.LeaveR
 }
 
 func (s *Server) toProto(m membership.Member) *clmsv1.Node {
-	n := memberToProto(m)
+	n := s.memberToProto(m)
 	s.mu.Lock()
 	sk, ok := s.skew.Get(m.Number)
 	s.mu.Unlock()
@@ -140,21 +147,23 @@ var eventTypeToProto = map[membership.EventType]clmsv1.EventType{
 	membership.NodeLeave: clmsv1.EventType_EVENT_TYPE_NODELEAVE,
 }
 
-func memberToProto(m membership.Member) *clmsv1.Node {
+// memberToProto renders a member with the name of its claim's holder
+// (see API).
+func (s *Server) memberToProto(m membership.Member) *clmsv1.Node {
 	return &clmsv1.Node{
 		Number:        uint32(m.Number),
-		Name:          m.Name,
+		Name:          s.claimName(m.Number),
 		Address:       m.Address,
 		State:         stateToProto[m.State],
 		SinceUnixNano: m.Since.UnixNano(),
 	}
 }
 
-func eventToProto(e membership.Event) *clmsv1.Event {
+func (s *Server) eventToProto(e membership.Event) *clmsv1.Event {
 	return &clmsv1.Event{
 		Epoch:        e.Epoch,
 		Type:         eventTypeToProto[e.Type],
-		Node:         memberToProto(e.Member),
+		Node:         s.memberToProto(e.Member),
 		TimeUnixNano: e.Time.UnixNano(),
 	}
 }

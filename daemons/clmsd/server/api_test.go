@@ -24,6 +24,7 @@ func testServer(t testing.TB) *Server {
 		Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "b"}}, Now: time.Unix(100, 0),
 	}, 16)
 	s.publish(v)
+	s.setHolders(map[int]membership.Claim{1: {Name: "a"}, 2: {Name: "b"}})
 	return s
 }
 
@@ -98,6 +99,44 @@ func TestAPIReads(t *testing.T) {
 	// Leave needs root proven by SO_PEERCRED: a context without a peer is refused.
 	if _, err := a.Leave(ctx, &clmsv1.LeaveRequest{}); status.Code(err) != codes.PermissionDenied && status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("leave without credentials: %v", err)
+	}
+}
+
+// TestAPINamesFromClaims: a member's name is that of its number's claim
+// (clms/nodes/<n>, only the holder's token writes it), not the one in the
+// shared view (clms/view, any node writes it): a view rewritten to bind
+// node 2 to node a's name does not make dlmd believe node a's certificate
+// for number 2.
+func TestAPINamesFromClaims(t *testing.T) {
+	s := testServer(t)
+	v, _ := membership.Reconcile(membership.View{}, membership.Observed{
+		Alive: map[int]membership.Presence{1: {Name: "a"}, 2: {Name: "a"}, 3: {Name: "c"}}, Now: time.Unix(100, 0),
+	}, 16)
+	s.publish(v)
+	a := NewAPI(s, nil)
+	ctx := context.Background()
+	want := map[uint32]string{1: "a", 2: "b", 3: ""} // 3: no claim known
+	r, err := a.Nodes(ctx, &clmsv1.NodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range r.Nodes {
+		if n.Name != want[n.Number] {
+			t.Errorf("Nodes: node %d named %q, want %q", n.Number, n.Name, want[n.Number])
+		}
+		one, err := a.Node(ctx, &clmsv1.NodeRequest{Number: n.Number})
+		if err != nil || one.Node.Name != want[n.Number] {
+			t.Errorf("Node(%d): %v %v, want name %q", n.Number, one, err, want[n.Number])
+		}
+	}
+	st := &fakeStream{ctx: canceled()}
+	if err := a.Watch(&clmsv1.WatchRequest{}, st); err != nil || len(st.sent) != 3 {
+		t.Fatalf("watch: %d events, %v", len(st.sent), err)
+	}
+	for _, e := range st.sent {
+		if e.Node.Name != want[e.Node.Number] {
+			t.Errorf("Watch: node %d named %q, want %q", e.Node.Number, e.Node.Name, want[e.Node.Number])
+		}
 	}
 }
 

@@ -75,6 +75,7 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	s.mu.Lock()
 	s.gossip.ReadOK(time.Now())
 	s.mu.Unlock()
+	s.setHolders(snap.claims)
 	s.setQuorum(true, nil)
 	for _, p := range snap.problems {
 		s.log.WithField("problem", p).Warn("ignored a malformed membership key")

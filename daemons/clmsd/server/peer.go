@@ -41,7 +41,7 @@ type SkewProber struct {
 	interval time.Duration
 
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // by address
+	conns map[string]*grpc.ClientConn // by wanted identity and address
 }
 
 // NewSkewProber returns a prober using src for mutual TLS.
@@ -66,7 +66,9 @@ func (p *SkewProber) Run(ctx context.Context) {
 
 func (p *SkewProber) round(ctx context.Context) {
 	v, _ := p.s.snapshotView()
-	peers, err := rpc.Peers(ctx, p.s.consul, "clmsd")
+	// Only instances on each number's claim holder: any node may register
+	// one claiming another's number.
+	peers, err := rpc.PeersOn(ctx, p.s.consul, "clmsd", p.s.claimName)
 	if err != nil {
 		p.s.log.WithError(err).Debug("skew: list peers")
 		return
@@ -86,8 +88,16 @@ func (p *SkewProber) round(ctx context.Context) {
 	wg.Wait()
 }
 
+// probe measures the clock of node n's clmsd at addr. It talks only to
+// the clmsd whose certificate names the node holding n's claim: what it
+// records for n is n's.
 func (p *SkewProber) probe(ctx context.Context, n int, addr string) {
-	conn, err := p.conn(ctx, addr)
+	name := p.s.claimName(n)
+	if name == "" {
+		p.s.log.WithField("node", n).Debug("skew: no claim of the node number known")
+		return
+	}
+	conn, err := p.conn(ctx, rpc.NodeIdentity(rpc.ServiceName("clmsd"), name), addr)
 	if err != nil {
 		p.s.log.WithError(err).WithField("node", n).Debug("skew: dial")
 		return
@@ -109,17 +119,20 @@ func (p *SkewProber) probe(ctx context.Context, n int, addr string) {
 	p.s.recordSkew(n, sample)
 }
 
-func (p *SkewProber) conn(ctx context.Context, addr string) (*grpc.ClientConn, error) {
+// conn returns the connection to addr, whose server must hold identity
+// want (clmsd on one node).
+func (p *SkewProber) conn(ctx context.Context, want, addr string) (*grpc.ClientConn, error) {
+	key := want + "@" + addr
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
+	if c, ok := p.conns[key]; ok {
 		return c, nil
 	}
-	c, err := rpc.Dial(ctx, p.src, addr, rpc.ServiceName("clmsd"))
+	c, err := rpc.Dial(ctx, p.src, addr, want)
 	if err != nil {
 		return nil, err
 	}
-	p.conns[addr] = c
+	p.conns[key] = c
 	return c, nil
 }
 

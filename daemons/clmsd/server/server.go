@@ -96,6 +96,11 @@ type Server struct {
 	leaving   bool
 	skew      *membership.SkewTracker
 	warned    map[int]bool
+	// holders is the Consul node name holding each number's claim
+	// (clms/nodes/<n>), from the last snapshot read: the name the local
+	// API reports for a member and the node its peers' certificates must
+	// name (see claimName).
+	holders map[int]string
 }
 
 // New returns a server; Join must be called before Run.
@@ -111,6 +116,7 @@ func New(cfg Config, client *api.Client, log logrus.FieldLogger) *Server {
 		kick:    make(chan struct{}, 1),
 		skew:    membership.NewSkewTracker(cfg.SkewWindow, cfg.SkewThreshold),
 		warned:  map[int]bool{},
+		holders: map[int]string{},
 	}
 }
 
@@ -274,6 +280,27 @@ func (s *Server) setQuorum(ok bool, err error) {
 	}
 	s.lostSince = time.Now()
 	s.log.WithError(err).Warn("lost the cluster: Consul has no reachable quorum; the membership view may be stale")
+}
+
+// setHolders keeps the claims' holders of a snapshot (see holders).
+func (s *Server) setHolders(claims map[int]membership.Claim) {
+	h := make(map[int]string, len(claims))
+	for n, c := range claims {
+		h[n] = c.Name
+	}
+	s.mu.Lock()
+	s.holders = h
+	s.mu.Unlock()
+}
+
+// claimName returns the Consul node name holding node number n's claim
+// ("" when none is known). The claim (clms/nodes/<n>) is the record of
+// the number's holder that only that node's Consul token may write; the
+// name in the shared view (clms/view), which every node writes, is not.
+func (s *Server) claimName(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holders[n]
 }
 
 // snapshotView returns the served view and the channel closed on its next

@@ -204,11 +204,12 @@ func (n *testNet) closed() int {
 
 // ---- certificates ----
 
-// source issues a dlmd leaf for node from ca and returns a FileSource over
-// it.
+// source issues the dlmd leaf of node number node (Consul node
+// rpctest.NodeName(node), identity openssi-dlmd.node<n>) from ca and
+// returns a FileSource over it.
 func source(t *testing.T, ca *rpctest.CA, dir string, node uint32) rpc.Source {
 	t.Helper()
-	certPEM, keyPEM := ca.Issue(t, "spiffe://openssi.test/ns/default/dc/dc1/svc/"+ServiceName)
+	certPEM, keyPEM := ca.IssueNode(t, rpctest.NodeName(node), ServiceName)
 	cfg := rpc.FileConfig{
 		CertFile: filepath.Join(dir, fmt.Sprintf("n%d.crt", node)),
 		KeyFile:  filepath.Join(dir, fmt.Sprintf("n%d.key", node)),
@@ -460,6 +461,11 @@ func (c *testCluster) lookup(node uint32) (string, error) {
 	return "", fmt.Errorf("no node %d", node)
 }
 
+// holderOf is the test clusters' membership of names: node number n is
+// held by Consul node rpctest.NodeName(n), whose certificate source
+// issues.
+func holderOf(_ context.Context, n uint32) (string, error) { return rpctest.NodeName(n), nil }
+
 // run starts node's dlmd on ln (not yet Started).
 func (c *testCluster) run(num uint32, ln net.Listener) {
 	t := c.t
@@ -478,6 +484,7 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		DeadlockInterval: 100 * time.Millisecond,
 		Source:           source(t, c.ca, c.dir, num),
 		Lookup:           c.lookup,
+		NodeName:         holderOf,
 		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
 		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
 		Toss:             c.o.toss,

@@ -96,6 +96,7 @@ func (s *Server) out(l node.Link) *peerOut {
 					deliver(m)
 				}
 			},
+			Check: s.checkSender(nd),
 		},
 		// The pongs keep this node's lease (and the link's
 		// acknowledgements) going.
@@ -161,7 +162,12 @@ func (s *Server) conn(ctx context.Context, node uint32) (*grpc.ClientConn, error
 	if err != nil {
 		return nil, err
 	}
-	c, err = rpc.Dial(ctx, s.cfg.Source, addr, ServiceName, s.cfg.Dial...)
+	// Only the dlmd of the node holding the number may answer.
+	want, err := s.peerWant(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	c, err = rpc.Dial(ctx, s.cfg.Source, addr, want, s.cfg.Dial...)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +232,11 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 	if h == nil {
 		return nil, 0, errors.New("the master did not answer with a hello")
 	}
+	// The connection holds the certificate of p.node's holder (see conn);
+	// its hello must be p.node's too.
+	if err := node.CheckSender(p.node, first); err != nil {
+		return nil, 0, err
+	}
 	s.do(func() {
 		s.core.HeardLease(p.node, time.Duration(h.GetLeaseNanos()), time.Duration(h.GetLeaseInUseNanos()))
 	})
@@ -263,7 +274,10 @@ func checkPeer(ctx context.Context) error {
 	return nil
 }
 
-// Channel serves a channel another node's dlmd opened.
+// Channel serves a channel another node's dlmd opened. The node its hello
+// names must be the one its certificate names (see authenticate), and so
+// must every message of the channel that names its sender (see
+// checkSender): a mismatch is refused and the stream closed.
 func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpeerv1.PeerMessage]) error {
 	if err := checkPeer(st.Context()); err != nil {
 		return err
@@ -275,6 +289,9 @@ func (p *Peer) Channel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage, dlmpee
 	h := first.GetHello()
 	if h == nil || h.GetNode() == 0 {
 		return status.Error(codes.InvalidArgument, "dlm: a channel starts with a hello naming the node")
+	}
+	if err := p.s.authenticate(st.Context(), h.GetNode()); err != nil {
+		return err
 	}
 	return p.s.serveChannel(st, h)
 }
@@ -342,7 +359,11 @@ func (s *Server) serveChannel(st grpc.BidiStreamingServer[dlmpeerv1.PeerMessage,
 				deliver(m)
 			}
 		},
+		Check: s.checkSender(in.node),
 	})
+	if status.Code(err) == codes.PermissionDenied {
+		return err
+	}
 	if errors.Is(err, peerlink.ErrLostMessages) {
 		return status.Errorf(codes.DataLoss, "from node %d: %v", in.node, err)
 	}
@@ -379,9 +400,22 @@ func (p *Peer) Edges(ctx context.Context, _ *dlmpeerv1.EdgesRequest) (*dlmpeerv1
 	return &dlmpeerv1.EdgesReply{Edges: out}, nil
 }
 
-// Victims fails deadlock victims pending on this node's masters.
+// Victims fails deadlock victims pending on this node's masters. Only the
+// coordinator of the detection (the lowest member, see
+// node.Node.Coordinator) may: the victims name requests of any node, and
+// failing them is the coordinator's call alone.
 func (p *Peer) Victims(ctx context.Context, r *dlmpeerv1.VictimsRequest) (*dlmpeerv1.VictimsReply, error) {
 	if err := checkPeer(ctx); err != nil {
+		return nil, err
+	}
+	var members []uint32
+	if err := p.s.call(ctx, func() { members = p.s.core.Members() }); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if len(members) == 0 {
+		return nil, status.Error(codes.Unavailable, "dlm: no members yet")
+	}
+	if err := p.s.requireNode(ctx, members[0], fmt.Sprintf("it sends deadlock victims, which only the coordinator node %d may", members[0])); err != nil {
 		return nil, err
 	}
 	if err := p.s.call(ctx, func() { p.s.core.Victims(time.Now(), r.GetVictims()) }); err != nil {

@@ -36,6 +36,13 @@ type Config struct {
 	Source rpc.Source
 	// Lookup returns the "ip:port" of node's dlmd (rpc.LookupRegistered).
 	Lookup func(node uint32) (string, error)
+	// NodeName returns the Consul node name holding node number n: the
+	// holder of its claim, as clmsd's API reports it ("" or an error:
+	// unknown). A peer is believed to be node n only with a certificate
+	// naming that node (identity "openssi-dlmd.<name>"), both when it
+	// calls (its hello) and when this node dials it. nil believes no
+	// peer.
+	NodeName func(ctx context.Context, n uint32) (string, error)
 	// Dial adds options to the peer connections (tests use it to cut
 	// the network).
 	Dial []rpc.DialOption
@@ -92,6 +99,9 @@ type Server struct {
 	wakeAt time.Time
 	// lease is the core's lease, for the links (see lease.go).
 	lease leaseShare
+
+	// refusals: the impersonations refused so far, logged once.
+	refusals refusals
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn

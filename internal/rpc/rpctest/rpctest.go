@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,6 +59,32 @@ func NewCA(t testing.TB, name string) *CA {
 		t.Fatal(err)
 	}
 	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// TrustDomain is the SPIFFE trust domain of the IDs SPIFFE makes.
+const TrustDomain = "openssi.test"
+
+// SPIFFE returns the SPIFFE ID of identity (a per-node identity such as
+// "openssi-dlmd.node3", or anything a test wants refused) in TrustDomain,
+// in the shape Consul Connect gives it.
+func SPIFFE(identity string) string {
+	return "spiffe://" + TrustDomain + "/ns/default/dc/dc1/svc/" + identity
+}
+
+// NodeName is the Consul node name tests give node number n: "node<n>".
+func NodeName(n uint32) string { return "node" + strconv.FormatUint(uint64(n), 10) }
+
+// IssueNode makes the leaf of the daemons of node (a Consul node name)
+// for the given services: one per-node SPIFFE ID
+// "<service>.<node>" each, in TrustDomain, as Consul Connect would issue
+// it to that node's daemons.
+func (ca *CA) IssueNode(t testing.TB, node string, services ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	uris := make([]string, 0, len(services))
+	for _, s := range services {
+		uris = append(uris, SPIFFE(s+"."+node))
+	}
+	return ca.Issue(t, uris...)
 }
 
 // Issue makes a leaf for client and server authentication with the given
