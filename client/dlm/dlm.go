@@ -126,6 +126,7 @@ var (
 	// configuration was reached (the message names it, as in "too many
 	// locks: session holds 10000 (dlmd.max_locks_per_session)"); the
 	// session goes on. Release locks, or wait for answers, and retry.
+	// New fails with it when the uid has too many sessions open.
 	ErrLimit = errors.New("limit reached")
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
@@ -249,7 +250,8 @@ type ClientOption func(*options)
 func WithSocket(path string) ClientOption { return func(o *options) { o.socket = path } }
 
 // New opens a lock session with the local dlmd. When dlmd is not running
-// the error wraps ErrNotRunning.
+// the error wraps ErrNotRunning; when the caller's uid has
+// dlmd.max_sessions_per_uid sessions open on the node already, ErrLimit.
 func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	var o options
 	for _, f := range opts {
@@ -283,6 +285,10 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	conn.Close()
 	if localapi.IsUnavailable(err) || status.Code(err) == codes.Unavailable {
 		return nil, fmt.Errorf("dlm: %w: %v", ErrNotRunning, err)
+	}
+	if status.Code(err) == codes.ResourceExhausted {
+		// dlmd.max_sessions_per_uid: the message names it.
+		return nil, fmt.Errorf("dlm: open session: %w: %s", ErrLimit, status.Convert(err).Message())
 	}
 	return nil, fmt.Errorf("dlm: open session: %w", err)
 }

@@ -61,6 +61,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 			PendingPerSession: own.MaxPendingPerSession, PendingPerUID: own.MaxPendingPerUID},
 		Source:              src,
 		Lookup:              lookup,
+		MaxSessionsPerUID:   own.MaxSessionsPerUID,
 		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
 		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
 		LockspaceGrace:      own.LockspaceGrace,

@@ -257,3 +257,45 @@ func TestLimitErrorReachesTheClient(t *testing.T) {
 		t.Fatalf("lock after an unlock made room: %v", err)
 	}
 }
+
+// TestSessionsPerUIDLimit: a uid may hold only dlmd.max_sessions_per_uid
+// sessions open on a node. One more fails to open with ErrLimit and a
+// message naming the setting; the uid's open sessions go on, other uids
+// (root included) have their own count, and a closed session makes room.
+// Before the limit a uid could open sessions without end, each costing
+// dlmd goroutines and queues.
+func TestSessionsPerUIDLimit(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{maxSessions: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := c.userClient(ctx, 1, 1000)
+	c.userClient(ctx, 1, 1000)
+	socket := c.userSocket(1, 1000, 1000)
+	_, err := dlm.New(ctx, dlm.WithSocket(socket))
+	const want = "dlm: open session: limit reached: too many sessions: uid 1000 has 2 open on this node (dlmd.max_sessions_per_uid); close some"
+	if !errors.Is(err, dlm.ErrLimit) || err.Error() != want {
+		t.Fatalf("uid 1000's third session: %v\nwant %s (ErrLimit)", err, want)
+	}
+	if _, err := a.Lock(ctx, "x", "r", dlm.EX); err != nil {
+		t.Fatalf("a session of uid 1000 after the refusal: %v", err)
+	}
+	c.userClient(ctx, 1, 2000)
+	c.userClient(ctx, 1, 2000)
+	c.client(ctx, 1)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The count drops when dlmd's handler returns, just after Close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := dlm.New(ctx, dlm.WithSocket(socket))
+		if err == nil {
+			_ = b.Close()
+			break
+		}
+		if !errors.Is(err, dlm.ErrLimit) || time.Now().After(deadline) {
+			t.Fatalf("uid 1000's session after one was closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -389,6 +389,8 @@ type clusterOpts struct {
 	toss   time.Duration // 0: Config's default
 	// limits: every dlmd's limits (zero: none).
 	limits node.Limits
+	// maxSessions: every dlmd's MaxSessionsPerUID (0: none).
+	maxSessions int
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -481,8 +483,9 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
 		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
 		Toss:             c.o.toss,
-		Limits:           c.o.limits,
-		Lockspaces:       c.store,
+		Limits:            c.o.limits,
+		MaxSessionsPerUID: c.o.maxSessions,
+		Lockspaces:        c.store,
 		Log:              logger.WithField("node", num),
 	})
 	// Stop waits for the handlers, and stop below for Serve: a stopped

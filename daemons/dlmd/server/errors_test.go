@@ -39,8 +39,9 @@ func (c *testCluster) userClient(ctx context.Context, node, uid uint32) *dlm.Cli
 	return c.userGroupClient(ctx, node, uid, uid)
 }
 
-// userGroupClient opens a session on node as uid and gid.
-func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32) *dlm.Client {
+// userSocket serves node's local API to callers taken for uid and gid, on
+// a socket of its own, and returns its path.
+func (c *testCluster) userSocket(node, uid, gid uint32) string {
 	c.t.Helper()
 	socket := filepath.Join(c.t.TempDir(), "user.sock")
 	ln, _, err := localapi.Listen(socket, "")
@@ -51,7 +52,13 @@ func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32
 	NewAPI(c.nodes[node].srv).Register(g)
 	go func() { _ = g.Serve(ln) }()
 	c.t.Cleanup(g.Stop)
-	cl, err := dlm.New(ctx, dlm.WithSocket(socket))
+	return socket
+}
+
+// userGroupClient opens a session on node as uid and gid.
+func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32) *dlm.Client {
+	c.t.Helper()
+	cl, err := dlm.New(ctx, dlm.WithSocket(c.userSocket(node, uid, gid)))
 	if err != nil {
 		c.t.Fatalf("session on node %d as uid %d: %v", node, uid, err)
 	}

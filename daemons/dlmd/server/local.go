@@ -106,7 +106,30 @@ const cacheTTL = 10 * time.Second
 const rereadRefused = time.Second
 
 // NewAPI returns the local API of s.
-func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
+func NewAPI(s *Server) *API {
+	return &API{s: s, cache: map[string]cached{}}
+}
+
+// openSession counts a new session of uid, or refuses it when uid has
+// Config.MaxSessionsPerUID open already (an error wrapping
+// node.ErrLimit); the caller calls closeSession once it ends.
+func (s *Server) openSession(uid uint32) error {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if limit, n := s.cfg.MaxSessionsPerUID, s.uidSessions[uid]; limit > 0 && n >= limit {
+		return fmt.Errorf("dlm: too many sessions: uid %d has %d open on this node (dlmd.max_sessions_per_uid); close some: %w", uid, n, node.ErrLimit)
+	}
+	s.uidSessions[uid]++
+	return nil
+}
+
+func (s *Server) closeSession(uid uint32) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if s.uidSessions[uid]--; s.uidSessions[uid] <= 0 {
+		delete(s.uidSessions, uid)
+	}
+}
 
 // Register adds the service to a gRPC server.
 func (a *API) Register(g *grpc.Server) { dlmv1.RegisterDlmServer(g, a) }
@@ -236,7 +259,13 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	if err != nil {
 		return err
 	}
+	// A session costs this dlmd goroutines and queues until it ends:
+	// bounded per uid, and refused before anything is made for it.
 	s := a.s
+	if err := s.openSession(cred.UID); err != nil {
+		return status.Error(codes.ResourceExhausted, node.WireMessage(err))
+	}
+	defer s.closeSession(cred.UID)
 	ss := &session{pid: lc.PID, cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
 	if err := s.call(ctx, func() {
 		ss.id = s.core.OpenSession(time.Now(), ss.pid, ss.cred)
