@@ -21,7 +21,9 @@ var (
 	// ErrLockspaceInUse: DeleteLockspace of a lockspace with locks.
 	ErrLockspaceInUse = errors.New("lockspace has locks")
 	// ErrTooManyLockspaces: the caller's uid owns dlmd.max_lockspaces_per_uid
-	// lockspaces already.
+	// lockspaces already (CreateLockspace; the error matches ErrLimit
+	// too, as a Lock that would create one fails with). Delete one
+	// (DeleteLockspace, `ssi lockspace delete`) to make room.
 	ErrTooManyLockspaces = errors.New("too many lockspaces")
 )
 
@@ -147,8 +149,18 @@ func adminErr(op string, err error) error {
 	default:
 		return apiErr(op, err)
 	}
-	if msg := status.Convert(err).Message(); msg != "" {
+	msg := status.Convert(err).Message()
+	if sentinel == ErrTooManyLockspaces {
+		return limitErr{fmt.Errorf("dlm: %s: %w: %s", op, sentinel, msg)}
+	}
+	if msg != "" {
 		return fmt.Errorf("dlm: %s: %w: %s", op, sentinel, msg)
 	}
 	return fmt.Errorf("dlm: %s: %w", op, sentinel)
 }
+
+// limitErr is an error that is also ErrLimit (errors.Is) without saying
+// so in its text.
+type limitErr struct{ error }
+
+func (e limitErr) Unwrap() []error { return []error{e.error, ErrLimit} }

@@ -391,6 +391,8 @@ type clusterOpts struct {
 	limits node.Limits
 	// maxSessions: every dlmd's MaxSessionsPerUID (0: none).
 	maxSessions int
+	// maxLockspaces: every dlmd's MaxLockspacesPerUID (0: the default).
+	maxLockspaces int
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -475,18 +477,19 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 	}
 	logger.AddHook(nd.fences)
 	nd.srv = New(Config{
-		Node:             num,
-		Incarnation:      uint64(time.Now().UnixNano()),
-		DeadlockInterval: 100 * time.Millisecond,
-		Source:           source(t, c.ca, c.dir, num),
-		Lookup:           c.lookup,
-		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
-		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
-		Toss:             c.o.toss,
-		Limits:            c.o.limits,
-		MaxSessionsPerUID: c.o.maxSessions,
-		Lockspaces:        c.store,
-		Log:              logger.WithField("node", num),
+		Node:                num,
+		Incarnation:         uint64(time.Now().UnixNano()),
+		DeadlockInterval:    100 * time.Millisecond,
+		Source:              source(t, c.ca, c.dir, num),
+		Lookup:              c.lookup,
+		Dial:                []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
+		Lease:               cmp.Or(c.o.leases[num], c.o.lease),
+		Toss:                c.o.toss,
+		Limits:              c.o.limits,
+		MaxSessionsPerUID:   c.o.maxSessions,
+		MaxLockspacesPerUID: c.o.maxLockspaces,
+		Lockspaces:          c.store,
+		Log:                 logger.WithField("node", num),
 	})
 	// Stop waits for the handlers, and stop below for Serve: a stopped
 	// dlmd leaves no goroutine (TestStopJoinsEveryGoroutine).

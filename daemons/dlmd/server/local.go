@@ -33,10 +33,14 @@ func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
 // validFor checks a lockspace name a caller gives: root may also name a
 // user's own lockspace as the nodes know it (~<uid>.<name>), to list,
-// purge, change or delete it.
+// purge, change or delete it; another caller who names one so is refused
+// it (ErrAccess: a name it may not use, not a malformed one).
 func validFor(name string, cred lockspace.Cred) error {
-	if cred.UID == 0 && strings.HasPrefix(name, "~") {
-		return node.ValidStoredLockspace(name)
+	if strings.HasPrefix(name, "~") && node.ValidStoredLockspace(name) == nil {
+		if cred.UID == 0 {
+			return nil
+		}
+		return fmt.Errorf("dlm: lockspace %q: ~<uid>.<name> is how dlmd stores a user's own lockspace, which only root names so (a user names its own without the prefix): caller is uid %d: %w", name, cred.UID, lockspace.ErrAccess)
 	}
 	return ValidLockspace(name)
 }
