@@ -109,7 +109,7 @@ func runRandom(t *testing.T, name string, size int, choose func(int) int, steps 
 					to = 500 * time.Millisecond
 				}
 				m.n.Lock(nw.now, s, uint64(step), lockspace.Config{UID: 1000, GID: 1000}, &dlmv1.LockRequest{
-					Lockspace: "ls", Resource: r, Mode: pmode(md), Flags: uint32(fl), TimeoutNanos: int64(to), CompletionInReply: choose(2) == 0})
+					Lockspace: "ls", Resource: []byte(r), Mode: pmode(md), Flags: uint32(fl), TimeoutNanos: int64(to), CompletionInReply: choose(2) == 0})
 				what = fmt.Sprintf("lock %d.%d %s %v %v", m.id, s, r, md, fl)
 			}
 		case op < 8:
@@ -338,7 +338,7 @@ func (nw *network) checkSettled() error {
 			}
 			var found *dlmv1.Lock
 			for _, r := range master.n.Dump("ls") {
-				if r.Name != cl.res {
+				if string(r.Name) != cl.res {
 					continue
 				}
 				for _, l := range r.Locks {

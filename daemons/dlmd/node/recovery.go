@@ -1,8 +1,8 @@
 package node
 
 import (
+	"bytes"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -254,7 +254,7 @@ func (n *Node) copyPhase() {
 		}
 		registered[e] = true
 		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
-		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: k.Resource, Master: master})
+		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: []byte(k.Resource), Master: master})
 	}
 	for _, cl := range n.locks {
 		if cl.state == 0 || !plan.Moves(cl.master) {
@@ -286,7 +286,7 @@ func (n *Node) copyPhase() {
 	for _, d := range keys {
 		c := out[d]
 		slices.SortFunc(c.Locks, func(a, b *dlmpeerv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
-		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
+		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return bytes.Compare(a.Resource, b.Resource) })
 		if d.node == n.self {
 			n.onCopies(n.self, c)
 		} else {
@@ -335,7 +335,7 @@ func (n *Node) settle(p *pending) bool {
 }
 
 func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
-	c := &dlmpeerv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
+	c := &dlmpeerv1.CopyLock{Resource: []byte(cl.res), Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
 		State: plockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
 		Persistent: cl.persistent, Orphan: cl.orphan, Seq: cl.seq, HasLvb: cl.hasLVB, LvbValid: cl.lvbValid}
 	if cl.state == lockspace.StateWaiting {
@@ -363,7 +363,7 @@ func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 		return
 	}
 	for _, d := range c.GetDir() {
-		k := directory.Key{Lockspace: c.GetLockspace(), Resource: d.GetResource()}
+		k := directory.Key{Lockspace: c.GetLockspace(), Resource: string(d.GetResource())}
 		if !n.rec.dir.Set(k, d.GetMaster()) {
 			n.log.WithFields(logrus.Fields{"lockspace": k.Lockspace, "resource": k.Resource, "from": from, "master": d.GetMaster()}).
 				Error("recovery: two masters registered for a resource; keeping the first")
@@ -383,7 +383,7 @@ func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 			continue
 		}
 		o := lockspace.Owner{Node: lockspace.NodeID(from), Client: l.GetClient()}
-		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
+		li := lockspace.LockInfo{Resource: string(l.GetResource()), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
 			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
 			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid(), Token: l.GetToken()}

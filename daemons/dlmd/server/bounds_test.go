@@ -65,7 +65,7 @@ func TestSlowReaderIsBounded(t *testing.T) {
 	go func() {
 		for i := range requests {
 			err := st.Send(&dlmv1.ClientMessage{Tag: uint64(i + 1), Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-				Lockspace: "attack", Resource: fmt.Sprintf("resource-%06d", i), Mode: dlmv1.Mode(dlm.EX)}}})
+				Lockspace: "attack", Resource: []byte(fmt.Sprintf("resource-%06d", i)), Mode: dlmv1.Mode(dlm.EX)}}})
 			if err != nil {
 				sendDone <- err
 				return
@@ -163,7 +163,7 @@ func lockMany(t *testing.T, ctx context.Context, c *testCluster, num uint32, ls,
 	go func() {
 		for i := range n {
 			if err := st.Send(&dlmv1.ClientMessage{Tag: uint64(i + 1), Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-				Lockspace: ls, Resource: fmt.Sprintf("%s-%06d", prefix, i), Mode: dlmv1.Mode(dlm.EX)}}}); err != nil {
+				Lockspace: ls, Resource: []byte(fmt.Sprintf("%s-%06d", prefix, i)), Mode: dlmv1.Mode(dlm.EX)}}}); err != nil {
 				sendErr <- err
 				return
 			}
@@ -216,7 +216,7 @@ func TestLocksListsManyLocks(t *testing.T) {
 		for i, r := range l.Resources {
 			if i > 0 {
 				p := l.Resources[i-1]
-				if compareResource(p.Lockspace, p.Name, r.Lockspace, r.Name) >= 0 {
+				if compareResource(p.Lockspace, []byte(p.Name), r.Lockspace, []byte(r.Name)) >= 0 {
 					t.Fatalf("Locks on node %d: %s/%s listed after %s/%s", num, r.Lockspace, r.Name, p.Lockspace, p.Name)
 				}
 			}

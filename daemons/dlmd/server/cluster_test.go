@@ -587,7 +587,7 @@ func (c *testCluster) dump(ls string) []*lockInfoAt {
 		err := s.call(ctx, func() {
 			for _, r := range s.core.Dump(ls) {
 				for _, l := range r.GetLocks() {
-					out = append(out, &lockInfoAt{master: num, res: r.GetName(), node: l.GetNode(), client: l.GetClient(),
+					out = append(out, &lockInfoAt{master: num, res: string(r.GetName()), node: l.GetNode(), client: l.GetClient(),
 						state: lockspace.LockState(l.GetState())})
 				}
 			}

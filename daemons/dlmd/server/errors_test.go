@@ -111,7 +111,7 @@ func TestRefusalsReadOnce(t *testing.T) {
 		{"lock that would block, at a master on another node", farErr, dlm.ErrWouldBlock,
 			`dlm: lock x/` + far + `: request would block`},
 		{"lock of a resource name too long", longErr, dlm.ErrInvalid,
-			`dlm: lock x/` + strings.Repeat("r", 65) + `: invalid argument: resource name of 65 bytes: want 1 to 64`},
+			`dlm: lock x/` + strings.Repeat("r", 65) + `: invalid argument: resource name is 65 bytes long: want at most 64`},
 		{"lock in a mode out of range", modeErr, dlm.ErrInvalid,
 			`dlm: lock x/r: invalid argument: mode 99: want NL, CR, CW, PR, PW or EX`},
 	}

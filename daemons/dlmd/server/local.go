@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -362,10 +363,10 @@ type received struct {
 
 // recvClient reads the next client message. It takes the frame raw (an
 // Empty keeps every field as unknown bytes) and decodes it here, so that a
-// message gRPC's codec would refuse, as one with a name that is not UTF-8,
-// is answered with InvalidArgument instead of ending the session and
-// releasing all its locks. A frame that is not protobuf at all still ends
-// it.
+// message gRPC's codec would refuse, as one with a lockspace name that is
+// not UTF-8 (resource names are bytes, any value), is answered with
+// STATUS_INVALID instead of ending the session and releasing all its
+// locks. A frame that is not protobuf at all still ends it.
 func recvClient(st grpc.ServerStream) (received, error) {
 	var raw emptypb.Empty
 	if err := st.RecvMsg(&raw); err != nil {
@@ -374,7 +375,7 @@ func recvClient(st grpc.ServerStream) (received, error) {
 	b := raw.ProtoReflect().GetUnknown()
 	m := &dlmv1.ClientMessage{}
 	if err := proto.Unmarshal(b, m); err != nil {
-		bad := fmt.Errorf("dlm: request does not decode (a name that is not UTF-8?): %v: %w", err, lockspace.ErrInvalid)
+		bad := fmt.Errorf("dlm: request does not decode (a lockspace name that is not UTF-8?): %v: %w", err, lockspace.ErrInvalid)
 		return received{ClientMessage: &dlmv1.ClientMessage{Tag: tagOf(b)}, bad: bad}, nil
 	}
 	return received{ClientMessage: m}, nil
@@ -459,11 +460,11 @@ const (
 )
 
 // compareResource orders the listing: by lockspace, then name.
-func compareResource(ls1, n1, ls2, n2 string) int {
+func compareResource(ls1 string, n1 []byte, ls2 string, n2 []byte) int {
 	if c := strings.Compare(ls1, ls2); c != 0 {
 		return c
 	}
-	return strings.Compare(n1, n2)
+	return bytes.Compare(n1, n2)
 }
 
 // Locks lists the resources with locks across the cluster, in the
@@ -488,7 +489,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
 		members = s.core.Members()
-		out = s.core.DumpPage(name, afterLS, afterName, limit)
+		out = s.core.DumpPage(name, afterLS, string(afterName), limit)
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

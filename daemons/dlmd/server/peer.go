@@ -360,7 +360,7 @@ func (p *Peer) Dump(ctx context.Context, r *dlmpeerv1.DumpRequest) (*dlmpeerv1.D
 	}
 	var out []*dlmv1.Resource
 	if err := p.s.call(ctx, func() {
-		out = p.s.core.DumpPage(r.GetLockspace(), r.GetAfterLockspace(), r.GetAfterName(), int(min(r.GetLimit(), maxPageResources)))
+		out = p.s.core.DumpPage(r.GetLockspace(), r.GetAfterLockspace(), string(r.GetAfterName()), int(min(r.GetLimit(), maxPageResources)))
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
