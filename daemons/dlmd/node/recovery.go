@@ -142,6 +142,11 @@ func (n *Node) startRecovery(id directory.ID) {
 	early := n.early
 	n.early = nil
 	for _, e := range early {
+		if !n.members.Up[e.from] {
+			// Still not UP: kept only for a later epoch.
+			n.fromNonMember(e.from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: e.m}})
+			continue
+		}
 		n.onMarker(e.from, e.m)
 	}
 	if n.rec.barrier.Ack(n.selfReport()) {
@@ -169,6 +174,10 @@ func (n *Node) onMarker(from uint32, m *dlmpeerv1.Marker) {
 			}
 			return
 		}
+		// Kept until this node gets there; only the latest of a node
+		// (its recoveries only go up on a link), so that a peer cannot
+		// grow the list without end.
+		n.dropEarly(from)
 		n.early = append(n.early, earlyMarker{from: from, m: m})
 	default:
 		// An older recovery. From a dlmd we do not know in our directory
