@@ -368,7 +368,7 @@ func (c *Client) Close() error {
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {
-		return 0, apiErr("purge "+lockspace, err)
+		return 0, apiErr("purge "+showName(lockspace), err)
 	}
 	return int(r.GetReleased()), nil
 }

@@ -79,7 +79,7 @@ func (c *Client) CreateLockspace(ctx context.Context, name string, opts ...Creat
 	}
 	r, err := dlmv1.NewDlmClient(c.conn).CreateLockspace(ctx, req)
 	if err != nil {
-		return LockspaceInfo{}, adminErr("create lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("create lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -88,7 +88,7 @@ func (c *Client) CreateLockspace(ctx context.Context, name string, opts ...Creat
 func (c *Client) ChmodLockspace(ctx context.Context, name string, mode uint32) (LockspaceInfo, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).ChmodLockspace(ctx, &dlmv1.ChmodLockspaceRequest{Name: name, Mode: mode})
 	if err != nil {
-		return LockspaceInfo{}, adminErr("chmod lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("chmod lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -106,7 +106,7 @@ func (c *Client) ChownLockspace(ctx context.Context, name string, uid, gid int64
 	}
 	r, err := dlmv1.NewDlmClient(c.conn).ChownLockspace(ctx, req)
 	if err != nil {
-		return LockspaceInfo{}, adminErr("chown lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("chown lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -115,7 +115,7 @@ func (c *Client) ChownLockspace(ctx context.Context, name string, uid, gid int64
 // with ErrLockspaceInUse while any node has a lock in it.
 func (c *Client) DeleteLockspace(ctx context.Context, name string) error {
 	if _, err := dlmv1.NewDlmClient(c.conn).DeleteLockspace(ctx, &dlmv1.DeleteLockspaceRequest{Name: name}); err != nil {
-		return adminErr("delete lockspace "+name, err)
+		return adminErr("delete lockspace "+showName(name), err)
 	}
 	return nil
 }

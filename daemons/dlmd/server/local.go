@@ -478,7 +478,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	name := r.GetLockspace()
 	if name != "" {
 		if err := validFor(name, cred); err != nil {
-			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
+			return nil, grpcErr(err)
 		}
 		name, _, _, _ = a.find(ctx, name, cred)
 	}
@@ -584,7 +584,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	}
 	name := r.GetLockspace()
 	if err := validFor(name, cred); err != nil {
-		return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
+		return nil, grpcErr(err)
 	}
 	if r.GetPid() < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())

@@ -131,4 +131,12 @@ func TestFirstUseRefusals(t *testing.T) {
 			t.Errorf("%s: error\n\t%v\nwant\n\t%s", tt.who, err, prefix+tt.want)
 		}
 	}
+	// Listing and purging another user's own lockspace by its stored
+	// name: refused as a name the caller may not use, too.
+	if _, err := fresh.Locks(ctx, dlm.InLockspace("~1000.mine")); !errors.Is(err, dlm.ErrPermission) {
+		t.Errorf("uid 3000 listing ~1000.mine: %v, want ErrPermission", err)
+	}
+	if _, err := fresh.Purge(ctx, "~1000.mine", 0); !errors.Is(err, dlm.ErrPermission) {
+		t.Errorf("uid 3000 purging ~1000.mine: %v, want ErrPermission", err)
+	}
 }
