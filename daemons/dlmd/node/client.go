@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
@@ -33,6 +34,23 @@ func (n *Node) OpenSession(now time.Time, pid int32, cred lockspace.Cred) uint64
 	return ss.id
 }
 
+// byteNamesErr refuses a resource name that is not UTF-8 while a member's
+// dlmd has not said it reads such names (FeatByteNames in the hello of
+// its link here; every member opens one at a recovery): during a rolling
+// upgrade, an older dlmd would fail to decode any message carrying it.
+func (n *Node) byteNamesErr(res []byte) error {
+	if utf8.Valid(res) {
+		return nil
+	}
+	for _, m := range n.memberList() {
+		if in := n.ins[m]; m != n.self && (in == nil || in.features&FeatByteNames == 0) {
+			return fmt.Errorf("dlm: resource name %q is not UTF-8, and node %d's dlmd has not said it reads such names (an older version, or not connected yet): use them once every node runs this version: %w",
+				res, m, lockspace.ErrInvalid)
+		}
+	}
+	return nil
+}
+
 // live returns an open session.
 func (n *Node) live(id uint64) *session {
 	if ss := n.sessions[id]; ss != nil && !ss.closed {
@@ -50,6 +68,10 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 		return
 	}
 	if err := n.limitErr(ss, true); err != nil {
+		n.tell(ss, ReplyErr(tag, err))
+		return
+	}
+	if err := n.byteNamesErr(r.GetResource()); err != nil {
 		n.tell(ss, ReplyErr(tag, err))
 		return
 	}

@@ -315,7 +315,7 @@ func (nw *network) connect(m *member, l Link) bool {
 	m.masterInc[l.ID] = inc
 	in := Link{Node: m.id, Inc: l.Inc, ID: l.ID}
 	if r.attached[m.id] != in {
-		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply)
+		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply|FeatByteNames)
 		hear(r, m)
 		nw.collect(r)
 		if !ok {

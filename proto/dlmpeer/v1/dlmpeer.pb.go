@@ -571,7 +571,9 @@ type PeerHello struct {
 	Node        uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
 	Incarnation uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// features: what the sender understands (bit 0: a PeerReply carrying
-	// the effect of its own request).
+	// the effect of its own request; bit 1: resource names that are not
+	// UTF-8, which a dlmd that decodes them as strings cannot read, so a
+	// node accepts such names only once every member has sent bit 1).
 	Features uint32 `protobuf:"varint,3,opt,name=features,proto3" json:"features,omitempty"`
 	// ack: the last seq the sender received on this link.
 	Ack uint64 `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
