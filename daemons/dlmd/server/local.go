@@ -111,9 +111,7 @@ const cacheTTL = 10 * time.Second
 const rereadRefused = time.Second
 
 // NewAPI returns the local API of s.
-func NewAPI(s *Server) *API {
-	return &API{s: s, cache: map[string]cached{}}
-}
+func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
 
 // openSession counts a new session of uid, or refuses it when uid has
 // Config.MaxSessionsPerUID open already (an error wrapping
