@@ -126,6 +126,7 @@ var (
 	// configuration was reached (the message names it, as in "too many
 	// locks: session holds 10000 (dlmd.max_locks_per_session)"); the
 	// session goes on. Release locks, or wait for answers, and retry.
+	// New fails with it when the uid has too many sessions open.
 	ErrLimit = errors.New("limit reached")
 	// ErrClosed: the session ended (Close, or dlmd went away: its locks
 	// are gone).
@@ -249,7 +250,8 @@ type ClientOption func(*options)
 func WithSocket(path string) ClientOption { return func(o *options) { o.socket = path } }
 
 // New opens a lock session with the local dlmd. When dlmd is not running
-// the error wraps ErrNotRunning.
+// the error wraps ErrNotRunning; when the caller's uid has
+// dlmd.max_sessions_per_uid sessions open on the node already, ErrLimit.
 func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	var o options
 	for _, f := range opts {
@@ -283,6 +285,10 @@ func New(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	conn.Close()
 	if localapi.IsUnavailable(err) || status.Code(err) == codes.Unavailable {
 		return nil, fmt.Errorf("dlm: %w: %v", ErrNotRunning, err)
+	}
+	if status.Code(err) == codes.ResourceExhausted {
+		// dlmd.max_sessions_per_uid: the message names it.
+		return nil, fmt.Errorf("dlm: open session: %w: %s", ErrLimit, status.Convert(err).Message())
 	}
 	return nil, fmt.Errorf("dlm: open session: %w", err)
 }
@@ -362,7 +368,7 @@ func (c *Client) Close() error {
 func (c *Client) Purge(ctx context.Context, lockspace string, pid int) (int, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).Purge(ctx, &dlmv1.PurgeRequest{Lockspace: lockspace, Pid: int32(pid)})
 	if err != nil {
-		return 0, apiErr("purge "+lockspace, err)
+		return 0, apiErr("purge "+showName(lockspace), err)
 	}
 	return int(r.GetReleased()), nil
 }
@@ -552,37 +558,51 @@ type result struct {
 // MaxResourceName is the longest resource name dlmd takes, in bytes.
 const MaxResourceName = 64
 
-// checkNames refuses, before anything is sent, the names the session
-// could not carry: the wire's strings must be UTF-8 (gRPC would fail the
-// whole stream, ending the session and its locks), and dlmd's length
-// limit. A name that is not UTF-8 is shown quoted.
+// checkNames refuses, before anything is sent, the names dlmd would
+// refuse or the session could not carry: a resource name is 1 to
+// MaxResourceName bytes of any value; a lockspace name travels as a
+// protobuf string, which must be UTF-8 (dlmd checks the rest of its
+// form).
 func checkNames(lockspace, resource string) error {
 	var why string
 	switch {
+	case len(resource) == 0:
+		why = fmt.Sprintf("resource name is empty: want 1 to %d bytes", MaxResourceName)
+	case len(resource) > MaxResourceName:
+		why = fmt.Sprintf("resource name is %d bytes long: want at most %d", len(resource), MaxResourceName)
 	case !utf8.ValidString(lockspace):
 		why = "lockspace name is not valid UTF-8"
-	case !utf8.ValidString(resource):
-		why = "resource name is not valid UTF-8"
-	case len(resource) == 0 || len(resource) > MaxResourceName:
-		why = fmt.Sprintf("resource name of %d bytes: want 1 to %d", len(resource), MaxResourceName)
 	default:
 		return nil
 	}
-	return fmt.Errorf("dlm: lock %s/%s: %w: %s", quoteInvalid(lockspace), quoteInvalid(resource), ErrInvalid, why)
+	return fmt.Errorf("dlm: lock %s: %w: %s", lockName(lockspace, resource), ErrInvalid, why)
 }
 
-// quoteInvalid returns s, Go-quoted when it is not UTF-8.
-func quoteInvalid(s string) string {
-	if utf8.ValidString(s) {
-		return s
+// lockName is lockspace/resource as errors show it (see showName).
+func lockName(lockspace, resource string) string {
+	return showName(lockspace) + "/" + showName(resource)
+}
+
+// showName returns a name as errors show it: as it is when it is
+// printable UTF-8 with nothing to escape, else Go-quoted, so that a name
+// (any bytes) keeps an error on one line and sends no terminal escape; a
+// name far past MaxResourceName is cut.
+func showName(s string) string {
+	cut := ""
+	if len(s) > 2*MaxResourceName {
+		s, cut = s[:2*MaxResourceName], "..."
 	}
-	return strconv.Quote(s)
+	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+		return q + cut
+	}
+	return s + cut
 }
 
-// Lock requests a lock on resource (1 to MaxResourceName bytes of UTF-8)
-// in lockspace, in mode, and waits until it is granted. A name that is too
-// long, empty or not UTF-8 fails with ErrInvalid before anything is sent
-// (the session and its locks stay). It fails with ErrWouldBlock (NoQueue),
+// Lock requests a lock on resource (1 to MaxResourceName bytes, any
+// values: a Go string may hold any bytes) in lockspace, in mode, and
+// waits until it is granted. A resource name that is empty or too long,
+// or a lockspace name that is not UTF-8, fails with ErrInvalid before
+// anything is sent (the session and its locks stay). It fails with ErrWouldBlock (NoQueue),
 // ErrTimeout (Timeout), ErrDeadlock (the request was chosen to break a
 // deadlock), ErrPermission (the lockspace is not the caller's), or ctx's
 // error: the request is then cancelled (and the lock released if the
@@ -597,21 +617,21 @@ func (c *Client) Lock(ctx context.Context, lockspace, resource string, mode Mode
 	}
 	l := &Lock{c: c, lockspace: lockspace, resource: resource, done: make(chan result, 1)}
 	rep, err := c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: lockspace, Resource: resource, Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
+		Lockspace: lockspace, Resource: []byte(resource), Mode: mode.proto(), Flags: r.flags, TimeoutNanos: int64(r.timeout),
 		CompletionInReply: true}}}, l)
 	if err != nil {
-		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
+		return nil, fmt.Errorf("dlm: lock %s: %w", lockName(lockspace, resource), err)
 	}
 	if err := errOf(rep.GetStatus(), rep.GetMessage()); err != nil {
-		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
+		return nil, fmt.Errorf("dlm: lock %s: %w", lockName(lockspace, resource), err)
 	}
 	res, err := l.await(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, err)
+		return nil, fmt.Errorf("dlm: lock %s: %w", lockName(lockspace, resource), err)
 	}
 	if !res.granted {
 		c.forget(l)
-		return nil, fmt.Errorf("dlm: lock %s/%s: %w", lockspace, resource, res.err)
+		return nil, fmt.Errorf("dlm: lock %s: %w", lockName(lockspace, resource), res.err)
 	}
 	return l, nil
 }
@@ -743,10 +763,10 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	}
 	rep, err := l.c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Convert{Convert: msg}})
 	if err != nil {
-		return fmt.Errorf("dlm: convert %s/%s: %w", l.lockspace, l.resource, err)
+		return fmt.Errorf("dlm: convert %s: %w", lockName(l.lockspace, l.resource), err)
 	}
 	if err := errOf(rep.GetStatus(), rep.GetMessage()); err != nil {
-		return fmt.Errorf("dlm: convert %s/%s: %w", l.lockspace, l.resource, err)
+		return fmt.Errorf("dlm: convert %s: %w", lockName(l.lockspace, l.resource), err)
 	}
 	if r.value != nil && r.flags&flagInvalidate == 0 {
 		l.mu.Lock()
@@ -757,10 +777,10 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	}
 	res, err := l.await(ctx)
 	if err != nil {
-		return fmt.Errorf("dlm: convert %s/%s: %w", l.lockspace, l.resource, err)
+		return fmt.Errorf("dlm: convert %s: %w", lockName(l.lockspace, l.resource), err)
 	}
 	if !res.granted {
-		return fmt.Errorf("dlm: convert %s/%s to %v: %w", l.lockspace, l.resource, mode, res.err)
+		return fmt.Errorf("dlm: convert %s to %v: %w", lockName(l.lockspace, l.resource), mode, res.err)
 	}
 	return nil
 }
@@ -788,11 +808,11 @@ func (l *Lock) Unlock(ctx context.Context, opts ...Option) error {
 	l.unlocked = true
 	l.mu.Unlock()
 	if unlocked {
-		return fmt.Errorf("dlm: unlock %s/%s: already unlocked: %w", l.lockspace, l.resource, ErrUnknownLock)
+		return fmt.Errorf("dlm: unlock %s: already unlocked: %w", lockName(l.lockspace, l.resource), ErrUnknownLock)
 	}
 	l.c.forget(l)
 	if err := l.c.post(&dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Unlock{Unlock: msg}}); err != nil {
-		return fmt.Errorf("dlm: unlock %s/%s: %w", l.lockspace, l.resource, err)
+		return fmt.Errorf("dlm: unlock %s: %w", lockName(l.lockspace, l.resource), err)
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func (c *Client) Locks(ctx context.Context, opts ...ListOption) (*Listing, error
 
 // resourceOf converts a listed resource.
 func resourceOf(res *dlmv1.Resource) Resource {
-	lr := Resource{Lockspace: res.GetLockspace(), Name: res.GetName(), Master: int(res.GetMaster()), ValueValid: res.GetLvbValid()}
+	lr := Resource{Lockspace: res.GetLockspace(), Name: string(res.GetName()), Master: int(res.GetMaster()), ValueValid: res.GetLvbValid()}
 	for _, l := range res.GetLocks() {
 		lr.Locks = append(lr.Locks, LockInfo{
 			Node: int(l.GetNode()), Owner: l.GetClient(), PID: int(l.GetPid()), ID: l.GetId(),

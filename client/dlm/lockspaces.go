@@ -21,7 +21,9 @@ var (
 	// ErrLockspaceInUse: DeleteLockspace of a lockspace with locks.
 	ErrLockspaceInUse = errors.New("lockspace has locks")
 	// ErrTooManyLockspaces: the caller's uid owns dlmd.max_lockspaces_per_uid
-	// lockspaces already.
+	// lockspaces already (CreateLockspace; the error matches ErrLimit
+	// too, as a Lock that would create one fails with). Delete one
+	// (DeleteLockspace, `ssi lockspace delete`) to make room.
 	ErrTooManyLockspaces = errors.New("too many lockspaces")
 )
 
@@ -77,7 +79,7 @@ func (c *Client) CreateLockspace(ctx context.Context, name string, opts ...Creat
 	}
 	r, err := dlmv1.NewDlmClient(c.conn).CreateLockspace(ctx, req)
 	if err != nil {
-		return LockspaceInfo{}, adminErr("create lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("create lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -86,7 +88,7 @@ func (c *Client) CreateLockspace(ctx context.Context, name string, opts ...Creat
 func (c *Client) ChmodLockspace(ctx context.Context, name string, mode uint32) (LockspaceInfo, error) {
 	r, err := dlmv1.NewDlmClient(c.conn).ChmodLockspace(ctx, &dlmv1.ChmodLockspaceRequest{Name: name, Mode: mode})
 	if err != nil {
-		return LockspaceInfo{}, adminErr("chmod lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("chmod lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -104,7 +106,7 @@ func (c *Client) ChownLockspace(ctx context.Context, name string, uid, gid int64
 	}
 	r, err := dlmv1.NewDlmClient(c.conn).ChownLockspace(ctx, req)
 	if err != nil {
-		return LockspaceInfo{}, adminErr("chown lockspace "+name, err)
+		return LockspaceInfo{}, adminErr("chown lockspace "+showName(name), err)
 	}
 	return infoOf(r), nil
 }
@@ -113,7 +115,7 @@ func (c *Client) ChownLockspace(ctx context.Context, name string, uid, gid int64
 // with ErrLockspaceInUse while any node has a lock in it.
 func (c *Client) DeleteLockspace(ctx context.Context, name string) error {
 	if _, err := dlmv1.NewDlmClient(c.conn).DeleteLockspace(ctx, &dlmv1.DeleteLockspaceRequest{Name: name}); err != nil {
-		return adminErr("delete lockspace "+name, err)
+		return adminErr("delete lockspace "+showName(name), err)
 	}
 	return nil
 }
@@ -147,8 +149,18 @@ func adminErr(op string, err error) error {
 	default:
 		return apiErr(op, err)
 	}
-	if msg := status.Convert(err).Message(); msg != "" {
+	msg := status.Convert(err).Message()
+	if sentinel == ErrTooManyLockspaces {
+		return limitErr{fmt.Errorf("dlm: %s: %w: %s", op, sentinel, msg)}
+	}
+	if msg != "" {
 		return fmt.Errorf("dlm: %s: %w: %s", op, sentinel, msg)
 	}
 	return fmt.Errorf("dlm: %s: %w", op, sentinel)
 }
+
+// limitErr is an error that is also ErrLimit (errors.Is) without saying
+// so in its text.
+type limitErr struct{ error }
+
+func (e limitErr) Unwrap() []error { return []error{e.error, ErrLimit} }

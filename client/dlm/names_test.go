@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +41,7 @@ func (g *grantAll) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv
 		}
 		r := m.GetLock()
 		g.mu.Lock()
-		g.seen = append(g.seen, r.GetResource())
+		g.seen = append(g.seen, string(r.GetResource()))
 		g.mu.Unlock()
 		if err := st.Send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: &dlmv1.Reply{Tag: m.GetTag(), LockId: id,
 			Completion: &dlmv1.Completion{LockId: id, Granted: true, Held: true, Mode: r.GetMode()}}}}); err != nil {
@@ -49,9 +50,13 @@ func (g *grantAll) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv
 	}
 }
 
-// TestBadNamesRefusedBeforeSending: names the session cannot carry (not
-// UTF-8, empty, too long) fail with ErrInvalid and a message that says
-// why, are never sent, and leave the session and its locks as they were.
+// TestBadNamesRefusedBeforeSending: names dlmd would refuse or the
+// session cannot carry (an empty or too long resource name, a lockspace
+// name that is not UTF-8) fail with ErrInvalid and a one-line message
+// that says what is wrong, are never sent, and leave the session and its
+// locks as they were. Resource names are bytes: any value, UTF-8 or not,
+// control characters included, is sent as it is; errors show a name
+// quoted when it is not printable.
 func TestBadNamesRefusedBeforeSending(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "dlmd.sock")
 	ln, _, err := localapi.Listen(socket, "")
@@ -75,28 +80,54 @@ func TestBadNamesRefusedBeforeSending(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ ls, res, want string }{
-		{"app", "bad\xff", `dlm: lock app/"bad\xff": invalid argument: resource name is not valid UTF-8`},
-		{"app", "\xc3", `dlm: lock app/"\xc3": invalid argument: resource name is not valid UTF-8`},
+		{"app", "", `dlm: lock app/: invalid argument: resource name is empty: want 1 to 64 bytes`},
+		{"app", strings.Repeat("é", 33), `dlm: lock app/` + strings.Repeat("é", 33) + `: invalid argument: resource name is 66 bytes long: want at most 64`},
+		{"app", strings.Repeat("x\n", 100), `dlm: lock app/"` + strings.Repeat(`x\n`, 64) + `"...: invalid argument: resource name is 200 bytes long: want at most 64`},
 		{"ap\xffp", "r", `dlm: lock "ap\xffp"/r: invalid argument: lockspace name is not valid UTF-8`},
-		{"app", "", `dlm: lock app/: invalid argument: resource name of 0 bytes: want 1 to 64`},
-		{"app", strings.Repeat("é", 33), `dlm: lock app/` + strings.Repeat("é", 33) + `: invalid argument: resource name of 66 bytes: want 1 to 64`},
+		{"ap\xffp", "", `dlm: lock "ap\xffp"/: invalid argument: resource name is empty: want 1 to 64 bytes`},
 	}
 	for _, tt := range tests {
 		_, err := c.Lock(ctx, tt.ls, tt.res, EX)
 		if !errors.Is(err, ErrInvalid) || err.Error() != tt.want {
 			t.Errorf("Lock(%q, %q): %v\nwant %s (ErrInvalid)", tt.ls, tt.res, err, tt.want)
 		}
+		if err != nil && strings.ContainsAny(err.Error(), "\n\r\x1b") {
+			t.Errorf("Lock(%q, %q): error %q is not one printable line", tt.ls, tt.res, err)
+		}
 	}
 	if err := c.Err(); err != nil {
 		t.Fatalf("the session ended: %v", err)
 	}
-	if _, err := c.Lock(ctx, "app", strings.Repeat("é", 32), EX); err != nil {
-		t.Fatalf("lock of a 64-byte UTF-8 name: %v", err)
+	sent := []string{strings.Repeat("é", 32), "bad\xff", "\x00", "a\nb\x1b[2J", string(make([]byte, 64))}
+	for _, res := range sent {
+		if _, err := c.Lock(ctx, "app", res, EX); err != nil {
+			t.Fatalf("lock of %q (%d bytes): %v", res, len(res), err)
+		}
 	}
 	if held.Mode() != EX {
 		t.Fatalf("the held lock is %v, want EX", held.Mode())
 	}
-	if got, want := fake.names(), []string{"held", strings.Repeat("é", 32)}; strings.Join(got, ",") != strings.Join(want, ",") {
+	if got, want := fake.names(), append([]string{"held"}, sent...); !slices.Equal(got, want) {
 		t.Fatalf("dlmd received %q, want only %q", got, want)
+	}
+}
+
+// TestShowName: errors show a name as it is when it is printable, else
+// quoted; a very long one is cut.
+func TestShowName(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"jobs", "jobs"},
+		{"é-ü.x_y", "é-ü.x_y"},
+		{"a b", "a b"},
+		{"a\nb", `"a\nb"`},
+		{"\x00\xff", `"\x00\xff"`},
+		{"\x1b[31m", `"\x1b[31m"`},
+		{`a"b`, `"a\"b"`},
+		{strings.Repeat("a", 200), strings.Repeat("a", 128) + "..."},
+	}
+	for _, tt := range tests {
+		if got := showName(tt.in); got != tt.want {
+			t.Errorf("showName(%q) = %s, want %s", tt.in, got, tt.want)
+		}
 	}
 }

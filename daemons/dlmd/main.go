@@ -81,6 +81,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Source:              src,
 		Lookup:              lookup,
 		NodeName:            holder,
+		MaxSessionsPerUID:   own.MaxSessionsPerUID,
 		Lockspaces:          server.KVStore{KV: consul.NewKV(client)},
 		MaxLockspacesPerUID: own.MaxLockspacesPerUID,
 		LockspaceGrace:      own.LockspaceGrace,

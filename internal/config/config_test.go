@@ -510,6 +510,9 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxLocksPerUID = 10000001 }, `config: dlmd.max_locks_per_uid: "10000001" is not valid: want an integer 1..10000000`},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerSession = -1 }, `config: dlmd.max_pending_per_session: "-1" is not valid: want an integer 1..10000000`},
 		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxPendingPerUID = 0 }, `config: dlmd.max_pending_per_uid: "0" is not valid: want an integer 1..10000000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxSessionsPerUID = 0 }, `config: dlmd.max_sessions_per_uid: "0" is not valid: want an integer 1..100000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxSessionsPerUID = 100001 }, `config: dlmd.max_sessions_per_uid: "100001" is not valid: want an integer 1..100000`},
+		{func(c *Config) { c.Section("dlmd").(*dlmdspec.Config).MaxSessionsPerUID = 100000 }, ""},
 	}
 	for _, tt := range tests {
 		c := Defaults(daemons.Sections())

@@ -412,7 +412,7 @@ func (n *Node) DlmMasters(ctx context.Context, lockspace string) (map[string]uin
 	masters := map[string]uint32{}
 	for _, res := range r.GetResources() {
 		if res.GetLockspace() == lockspace {
-			masters[res.GetName()] = res.GetMaster()
+			masters[string(res.GetName())] = res.GetMaster()
 		}
 	}
 	return masters, nil

@@ -79,7 +79,7 @@ func master(ctx context.Context, res string) (uint32, error) {
 		return 0, fmt.Errorf("dlmd Locks: %w", err)
 	}
 	for _, x := range r.GetResources() {
-		if x.GetLockspace() == lockspace && x.GetName() == res {
+		if x.GetLockspace() == lockspace && string(x.GetName()) == res {
 			return x.GetMaster(), nil
 		}
 	}

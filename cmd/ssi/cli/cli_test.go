@@ -135,6 +135,7 @@ func TestRenderLocksEscapesNames(t *testing.T) {
 		{"x\ncli  forged  1  valid  1:1  granted  EX  -", `"x\ncli  forged  1  valid  1:1  granted  EX  -"`},
 		{"\x1b[2J\x1b]0;pwned\a", `"\x1b[2J\x1b]0;pwned\a"`},
 		{"bad\xffutf8", `"bad\xffutf8"`},
+		{"nul\x00", `"nul\x00"`},
 		{"two words", `"two words"`},
 		{`"quoted"`, `"\"quoted\""`},
 		{`back\slash`, `"back\\slash"`},

@@ -109,6 +109,15 @@ type Config struct {
 	// node waiting for their answer. 1..MaxLimit. Default 10000: ten
 	// sessions at their limit.
 	MaxPendingPerUID int `mapstructure:"max_pending_per_uid" want:"an integer 1..10000000"`
+	// MaxSessionsPerUID bounds the lock sessions (client connections to
+	// dlmd's socket that hold a session, as each dlm.Client and each
+	// `ssi lock` does) one uid has open on a node at once; one more is
+	// refused with "too many sessions" (dlm.ErrLimit). Root is bounded
+	// too, as by the other limits: each session costs dlmd two
+	// goroutines and its queues, and no uid shares another's count.
+	// 1..100000. Default 1000: far more than the programs of one user run
+	// at once, some tens of MiB of dlmd's memory at most.
+	MaxSessionsPerUID int `mapstructure:"max_sessions_per_uid" want:"an integer 1..100000"`
 	// MaxLockspacesPerUID is how many lockspaces a non-root uid may own
 	// across the cluster (created with ssi lockspace create or on first
 	// use); past it, creating one fails with a clear error. 1..100000.
@@ -145,6 +154,7 @@ func Default() Config {
 		MaxLocksPerUID:       50000,
 		MaxPendingPerSession: 1000,
 		MaxPendingPerUID:     10000,
+		MaxSessionsPerUID:    1000,
 		MaxLockspacesPerUID:  64,
 		LockspaceGrace:       10 * time.Minute,
 	}
@@ -161,6 +171,7 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "max_locks_per_uid", Value: strconv.Itoa(c.MaxLocksPerUID), OK: isLimit(c.MaxLocksPerUID)},
 		settings.Check{Key: "max_pending_per_session", Value: strconv.Itoa(c.MaxPendingPerSession), OK: isLimit(c.MaxPendingPerSession)},
 		settings.Check{Key: "max_pending_per_uid", Value: strconv.Itoa(c.MaxPendingPerUID), OK: isLimit(c.MaxPendingPerUID)},
+		settings.Check{Key: "max_sessions_per_uid", Value: strconv.Itoa(c.MaxSessionsPerUID), OK: c.MaxSessionsPerUID >= 1 && c.MaxSessionsPerUID <= 100000},
 		settings.Check{Key: "lockspace_grace", Value: c.LockspaceGrace.String(), OK: c.LockspaceGrace >= time.Minute && c.LockspaceGrace <= 168*time.Hour},
 		settings.Check{Key: "max_lockspaces_per_uid", Value: strconv.Itoa(c.MaxLockspacesPerUID), OK: c.MaxLockspacesPerUID >= 1 && c.MaxLockspacesPerUID <= 100000},
 	)

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
+	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
 	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
@@ -32,6 +34,23 @@ func (n *Node) OpenSession(now time.Time, pid int32, cred lockspace.Cred) uint64
 	return ss.id
 }
 
+// byteNamesErr refuses a resource name that is not UTF-8 while a member's
+// dlmd has not said it reads such names (FeatByteNames in the hello of
+// its link here; every member opens one at a recovery): during a rolling
+// upgrade, an older dlmd would fail to decode any message carrying it.
+func (n *Node) byteNamesErr(res []byte) error {
+	if utf8.Valid(res) {
+		return nil
+	}
+	for _, m := range n.memberList() {
+		if in := n.ins[m]; m != n.self && (in == nil || in.features&FeatByteNames == 0) {
+			return fmt.Errorf("dlm: resource name %q is not UTF-8, and node %d's dlmd has not said it reads such names (an older version, or not connected yet): use them once every node runs this version: %w",
+				res, m, lockspace.ErrInvalid)
+		}
+	}
+	return nil
+}
+
 // live returns an open session.
 func (n *Node) live(id uint64) *session {
 	if ss := n.sessions[id]; ss != nil && !ss.closed {
@@ -52,14 +71,18 @@ func (n *Node) Lock(now time.Time, sess, tag uint64, cfg lockspace.Config, r *dl
 		n.tell(ss, ReplyErr(tag, err))
 		return
 	}
+	if err := n.byteNamesErr(r.GetResource()); err != nil {
+		n.tell(ss, ReplyErr(tag, err))
+		return
+	}
 	n.lsCfg[r.GetLockspace()] = cfg
 	n.nextLock++
 	id := lockspace.LockID(n.nextLock)
 	fl := lockspace.Flags(r.GetFlags())
-	cl := &copyLock{ls: r.GetLockspace(), res: r.GetResource(), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
+	cl := &copyLock{ls: r.GetLockspace(), res: string(r.GetResource()), key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(n.self), Client: ss.id}, ID: id},
 		sess: ss, owner: ss, pid: ss.pid, uid: ss.cred.UID, flags: fl, persistent: fl&lockspace.Persistent != 0}
 	n.addLock(cl)
-	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: cl.res,
+	req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_LOCK, Lockspace: cl.ls, Config: cfgToProto(cfg), Resource: []byte(cl.res),
 		Client: ss.id, Pid: ss.pid, LockId: uint64(id), Mode: r.GetMode(), Flags: r.GetFlags(),
 		TimeoutNanos: r.GetTimeoutNanos(), Cred: credToProto(ss.cred)}
 	n.countPending(ss)
@@ -101,7 +124,7 @@ func (n *Node) op(now time.Time, sess, tag uint64, req *dlmpeerv1.PeerRequest, h
 		n.tell(ss, ReplyErr(tag, err))
 		return
 	}
-	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, cl.res, ss.id, ss.pid
+	req.Lockspace, req.Resource, req.Client, req.Pid = cl.ls, []byte(cl.res), ss.id, ss.pid
 	req.Config = cfgToProto(n.lsCfg[cl.ls])
 	n.countPending(ss)
 	n.submit(&pending{req: req, sess: ss, ctag: tag, lock: cl, inReply: how.inReply, quiet: how.quiet, counted: true})
@@ -178,7 +201,7 @@ func (n *Node) Purge(now time.Time, ls string, pid int32, uid uint32) int {
 	for _, id := range ids {
 		cl := n.locks[id]
 		cl.purging = true
-		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(n.lsCfg[cl.ls]), Resource: cl.res,
+		req := &dlmpeerv1.PeerRequest{Op: dlmpeerv1.Op_OP_UNLOCK, Lockspace: cl.ls, Config: cfgToProto(n.lsCfg[cl.ls]), Resource: []byte(cl.res),
 			Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(id)}
 		n.submit(&pending{req: req, lock: cl, quiet: true})
 	}
@@ -213,7 +236,7 @@ func (n *Node) DumpPage(only, afterLS, afterName string, limit int) []*dlmv1.Res
 		}
 		for _, r := range t.ResourcesAfter(after, limit-len(out)) {
 			lvb, valid, _ := t.LVB(r)
-			res := &dlmv1.Resource{Lockspace: name, Name: r, Master: n.self, LvbValid: valid, Lvb: lvb[:]}
+			res := &dlmv1.Resource{Lockspace: name, Name: []byte(r), Master: n.self, LvbValid: valid, Lvb: lvb[:]}
 			for _, li := range t.Dump(r) {
 				res.Locks = append(res.Locks, &dlmv1.Lock{Node: uint32(li.Key.Owner.Node), Client: li.Key.Owner.Client,
 					Pid: n.pids[li.Key.Owner], Id: uint64(li.Key.ID), State: plockState(li.State),
@@ -231,7 +254,7 @@ func (n *Node) DumpPage(only, afterLS, afterName string, limit int) []*dlmv1.Res
 // Masters reports whether this node masters a resource, and whether its
 // part of the directory records a master for it.
 func (n *Node) Masters(ls, res string) (mastered, inDirectory bool) {
-	k := keyOf(&dlmpeerv1.PeerRequest{Lockspace: ls, Resource: res})
+	k := directory.Key{Lockspace: ls, Resource: res}
 	_, mastered = n.mastered[k]
 	_, inDirectory = n.dirTable.Master(k)
 	return mastered, inDirectory
@@ -284,7 +307,7 @@ func (n *Node) Victims(now time.Time, vs []*dlmpeerv1.Edge) {
 func EdgeToProto(ls string, e lockspace.Edge) *dlmpeerv1.Edge {
 	w := e.Waiter
 	return &dlmpeerv1.Edge{Lockspace: ls, HolderNode: uint32(e.Holder.Node), HolderClient: e.Holder.Client,
-		Waiter: &dlmpeerv1.Waiter{Resource: w.Resource, Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
+		Waiter: &dlmpeerv1.Waiter{Resource: []byte(w.Resource), Node: uint32(w.Key.Owner.Node), Client: w.Key.Owner.Client,
 			LockId: uint64(w.Key.ID), Seq: w.Seq, Mode: pmode(w.Mode)}}
 }
 
@@ -293,7 +316,7 @@ func EdgeFromProto(e *dlmpeerv1.Edge) (string, lockspace.Edge) {
 	w := e.GetWaiter()
 	return e.GetLockspace(), lockspace.Edge{
 		Holder: lockspace.Owner{Node: lockspace.NodeID(e.GetHolderNode()), Client: e.GetHolderClient()},
-		Waiter: lockspace.Waiter{Resource: w.GetResource(), Seq: w.GetSeq(), Mode: mode(w.GetMode()),
+		Waiter: lockspace.Waiter{Resource: string(w.GetResource()), Seq: w.GetSeq(), Mode: mode(w.GetMode()),
 			Key: lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(w.GetNode()), Client: w.GetClient()}, ID: lockspace.LockID(w.GetLockId())}},
 	}
 }

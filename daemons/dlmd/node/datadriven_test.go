@@ -223,7 +223,7 @@ func runCommand(t *testing.T, d *datadriven.TestData, nw *network) *network {
 		r, _ := darg(d, "r")
 		_, inReply := d.Arg("inreply")
 		m.n.Lock(nw.now, dmust(t, d, "s"), dnum(t, d, "tag", 0), lockspace.Config{UID: 1000, GID: 1000}, &dlmv1.LockRequest{
-			Lockspace: dls(d), Resource: r, Mode: dmode(t, d), Flags: dflags(t, d),
+			Lockspace: dls(d), Resource: []byte(r), Mode: dmode(t, d), Flags: dflags(t, d),
 			TimeoutNanos: int64(ddur(t, d, "t", 0)), CompletionInReply: inReply})
 		nw.collect(m)
 	case "convert":

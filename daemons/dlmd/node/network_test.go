@@ -225,7 +225,7 @@ func grantsOf(m *member, rd Ready) []tokenGrant {
 	var out []tokenGrant
 	add := func(node uint32, e *dlmpeerv1.PeerEffect) {
 		if e != nil && e.Kind == dlmpeerv1.EffectKind(lockspace.Granted) {
-			out = append(out, tokenGrant{e.Lockspace + "/" + e.Resource, [2]uint64{uint64(node), e.LockId}, mode(e.Mode), e.Token})
+			out = append(out, tokenGrant{e.Lockspace + "/" + string(e.Resource), [2]uint64{uint64(node), e.LockId}, mode(e.Mode), e.Token})
 		}
 	}
 	for _, msg := range rd.Messages {
@@ -315,7 +315,7 @@ func (nw *network) connect(m *member, l Link) bool {
 	m.masterInc[l.ID] = inc
 	in := Link{Node: m.id, Inc: l.Inc, ID: l.ID}
 	if r.attached[m.id] != in {
-		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply)
+		ok, _ := r.n.Attach(nw.now, m.id, l.Inc, l.ID, FeatEffectInReply|FeatByteNames)
 		hear(r, m)
 		nw.collect(r)
 		if !ok {

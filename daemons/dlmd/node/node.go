@@ -266,6 +266,13 @@ type pending struct {
 // reads the effect deciding its own request from the PeerReply.
 const FeatEffectInReply = 1
 
+// FeatByteNames is the PeerHello feature bit of a dlmd that reads
+// resource names of any bytes: an older one decodes them as protobuf
+// strings and fails the whole message (breaking the link, or a recovery)
+// on one that is not UTF-8. Until every member has said it, this node
+// refuses such names (see byteNamesErr).
+const FeatByteNames = 2
+
 type earlyMarker struct {
 	from uint32
 	m    *dlmpeerv1.Marker

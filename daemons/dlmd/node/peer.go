@@ -8,6 +8,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/dlmd/directory"
 	"github.com/openssi/openssi/daemons/dlmd/lockspace"
+	dlmv1 "github.com/openssi/openssi/proto/dlm/v1"
 	dlmpeerv1 "github.com/openssi/openssi/proto/dlmpeer/v1"
 )
 
@@ -66,6 +67,10 @@ func (n *Node) onFromRequester(from uint32, msg *dlmpeerv1.PeerMessage) {
 	if inc, gone := n.gone[from]; gone && n.ins[from].inc == inc {
 		return
 	}
+	if !n.members.Up[from] {
+		n.fromNonMember(from, msg)
+		return
+	}
 	switch m := msg.Msg.(type) {
 	case *dlmpeerv1.PeerMessage_Request:
 		n.onPeerRequest(from, m.Request)
@@ -87,6 +92,34 @@ func (n *Node) onFromRequester(from uint32, msg *dlmpeerv1.PeerMessage) {
 		n.onRemove(from, m.Remove)
 	case *dlmpeerv1.PeerMessage_Leave:
 		n.onLeave(from, m.Leave.GetIncarnation())
+	}
+}
+
+// fromNonMember handles what a dlmd that is not UP in this node's view
+// sends on the link it opened: nothing of it is taken. Its requests and
+// lookups are answered RETRY (a node that has just come UP, and whose
+// NODEUP has not reached this node yet, asks again after its recovery;
+// one that is not a member never gets a lock, a mastership or a
+// directory entry here); its marker is kept, one per node, for a
+// recovery at a later epoch than this node's view, which may be the one
+// that brings it UP; the rest is dropped. So a node outside the
+// membership can neither hold or release locks, start recoveries, nor
+// grow this node's state.
+func (n *Node) fromNonMember(from uint32, msg *dlmpeerv1.PeerMessage) {
+	const why = "not a member"
+	switch m := msg.Msg.(type) {
+	case *dlmpeerv1.PeerMessage_Request:
+		n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Reply{Reply: &dlmpeerv1.PeerReply{
+			Tag: m.Request.GetTag(), Status: dlmv1.Status_STATUS_RETRY, Message: why}}})
+	case *dlmpeerv1.PeerMessage_Lookup:
+		n.toRequester(from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_LookupReply{LookupReply: &dlmpeerv1.LookupReply{
+			Tag: m.Lookup.GetTag(), Status: dlmv1.Status_STATUS_RETRY, Message: why}}})
+	case *dlmpeerv1.PeerMessage_Marker:
+		if m.Marker.GetEpoch() <= n.members.Epoch {
+			return // it was not UP at that epoch, nor since
+		}
+		n.dropEarly(from)
+		n.early = append(n.early, earlyMarker{from: from, m: m.Marker})
 	}
 }
 

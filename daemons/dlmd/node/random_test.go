@@ -27,17 +27,34 @@ func TestRandomNetwork(t *testing.T) {
 				continue
 			}
 			rnd := rand.New(rand.NewPCG(seed, seed*7919))
-			if !runRandom(t, fmt.Sprintf("%d nodes, seed %d", size.nodes, seed), size.nodes, func(n int) int { return rnd.IntN(n) }, 400) {
+			if !runRandom(t, fmt.Sprintf("%d nodes, seed %d", size.nodes, seed), size.nodes, func(n int) int { return rnd.IntN(n) }, 400, false) {
 				return
 			}
 		}
 	}
 }
 
-// FuzzNetwork is TestRandomNetwork with the fuzzer's bytes as choices.
+// TestRogueNetwork is TestRandomNetwork with a rogue peer (see rogue):
+// a dlmd that is not a member sends hellos and sequences of peer
+// messages to the nodes among their own traffic (fixed seeds).
+func TestRogueNetwork(t *testing.T) {
+	for seed := uint64(1); seed <= 150; seed++ {
+		if s := os.Getenv("DLMD_RANDOM_SEED"); s != "" && s != fmt.Sprint(seed) {
+			continue
+		}
+		rnd := rand.New(rand.NewPCG(seed, seed*104729))
+		runRandom(t, fmt.Sprintf("rogue, seed %d", seed), 3, func(n int) int { return rnd.IntN(n) }, 400, true)
+	}
+}
+
+// FuzzNetwork is TestRandomNetwork with the fuzzer's bytes as choices,
+// and a rogue peer (see rogue) among the nodes when the first byte is
+// odd: the fuzzer picks its hellos and the sequences of messages it
+// sends, structured or raw, among the cluster's own traffic.
 func FuzzNetwork(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
 	f.Add([]byte("some seed bytes that make choices"))
+	f.Add([]byte{1, 22, 0, 0, 1, 1, 0, 20, 1, 3, 0, 0, 21, 2, 2, 0, 5, 22, 0, 4, 0, 12, 13, 22, 1, 1, 30, 8, 1, 2, 3, 4, 5})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		i := 0
 		choose := func(n int) int {
@@ -47,13 +64,15 @@ func FuzzNetwork(f *testing.F) {
 			i++
 			return int(data[i-1]) % n
 		}
-		runRandom(t, "fuzz", 3, choose, len(data))
+		withRogue := len(data) > 0 && data[0]&1 == 1
+		runRandom(t, "fuzz", 3, choose, len(data), withRogue)
 	})
 }
 
 // runRandom runs steps random steps on a cluster of size nodes, at most
-// two of them down at a time; it reports false when the test failed.
-func runRandom(t *testing.T, name string, size int, choose func(int) int, steps int) bool {
+// two of them down at a time, with a rogue peer (node size+1) among them
+// when withRogue; it reports false when the test failed.
+func runRandom(t *testing.T, name string, size int, choose func(int) int, steps int, withRogue bool) bool {
 	t.Helper()
 	// Some nodes' dlmd.lease differs from the others' (the cluster's
 	// lease is the largest).
@@ -92,10 +111,17 @@ func runRandom(t *testing.T, name string, size int, choose func(int) int, steps 
 		return ids[choose(len(ids))], true
 	}
 	nw.run(200 * time.Millisecond)
+	var rg *rogue
+	ops := 20
+	if withRogue {
+		rg, ops = newRogue(uint32(size+1)), 24
+	}
 	for step := 0; step < steps; step++ {
 		m := nw.nodes[pick(size)]
 		what := ""
-		switch op := choose(20); {
+		switch op := choose(ops); {
+		case op >= 20:
+			what = rg.step(nw, choose)
 		case op < 2:
 			if m.running && len(m.n.sessions) < 3 {
 				m.n.OpenSession(nw.now, int32(100+choose(3)), lockspace.Cred{UID: 1000, GID: 1000})
@@ -109,7 +135,7 @@ func runRandom(t *testing.T, name string, size int, choose func(int) int, steps 
 					to = 500 * time.Millisecond
 				}
 				m.n.Lock(nw.now, s, uint64(step), lockspace.Config{UID: 1000, GID: 1000}, &dlmv1.LockRequest{
-					Lockspace: "ls", Resource: r, Mode: pmode(md), Flags: uint32(fl), TimeoutNanos: int64(to), CompletionInReply: choose(2) == 0})
+					Lockspace: "ls", Resource: []byte(r), Mode: pmode(md), Flags: uint32(fl), TimeoutNanos: int64(to), CompletionInReply: choose(2) == 0})
 				what = fmt.Sprintf("lock %d.%d %s %v %v", m.id, s, r, md, fl)
 			}
 		case op < 8:
@@ -243,6 +269,11 @@ func runRandom(t *testing.T, name string, size int, choose func(int) int, steps 
 	if err := nw.checkSettled(); err != nil {
 		return fail("settled: %v", err)
 	}
+	if rg != nil {
+		if err := rg.checkNoTrace(nw); err != nil {
+			return fail("settled: %v", err)
+		}
+	}
 	return true
 }
 
@@ -338,7 +369,7 @@ func (nw *network) checkSettled() error {
 			}
 			var found *dlmv1.Lock
 			for _, r := range master.n.Dump("ls") {
-				if r.Name != cl.res {
+				if string(r.Name) != cl.res {
 					continue
 				}
 				for _, l := range r.Locks {

@@ -1,8 +1,8 @@
 package node
 
 import (
+	"bytes"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -142,6 +142,11 @@ func (n *Node) startRecovery(id directory.ID) {
 	early := n.early
 	n.early = nil
 	for _, e := range early {
+		if !n.members.Up[e.from] {
+			// Still not UP: kept only for a later epoch.
+			n.fromNonMember(e.from, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Marker{Marker: e.m}})
+			continue
+		}
 		n.onMarker(e.from, e.m)
 	}
 	if n.rec.barrier.Ack(n.selfReport()) {
@@ -169,6 +174,10 @@ func (n *Node) onMarker(from uint32, m *dlmpeerv1.Marker) {
 			}
 			return
 		}
+		// Kept until this node gets there; only the latest of a node
+		// (its recoveries only go up on a link), so that a peer cannot
+		// grow the list without end.
+		n.dropEarly(from)
 		n.early = append(n.early, earlyMarker{from: from, m: m})
 	default:
 		// An older recovery. From a dlmd we do not know in our directory
@@ -254,7 +263,7 @@ func (n *Node) copyPhase() {
 		}
 		registered[e] = true
 		c := get(directory.Master(plan.New, k.Lockspace, k.Resource), k.Lockspace)
-		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: k.Resource, Master: master})
+		c.Dir = append(c.Dir, &dlmpeerv1.DirEntry{Resource: []byte(k.Resource), Master: master})
 	}
 	for _, cl := range n.locks {
 		if cl.state == 0 || !plan.Moves(cl.master) {
@@ -286,7 +295,7 @@ func (n *Node) copyPhase() {
 	for _, d := range keys {
 		c := out[d]
 		slices.SortFunc(c.Locks, func(a, b *dlmpeerv1.CopyLock) int { return int(a.Seq) - int(b.Seq) })
-		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return strings.Compare(a.Resource, b.Resource) })
+		slices.SortFunc(c.Dir, func(a, b *dlmpeerv1.DirEntry) int { return bytes.Compare(a.Resource, b.Resource) })
 		if d.node == n.self {
 			n.onCopies(n.self, c)
 		} else {
@@ -335,7 +344,7 @@ func (n *Node) settle(p *pending) bool {
 }
 
 func (cl *copyLock) toProto() *dlmpeerv1.CopyLock {
-	c := &dlmpeerv1.CopyLock{Resource: cl.res, Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
+	c := &dlmpeerv1.CopyLock{Resource: []byte(cl.res), Client: cl.key.Owner.Client, Pid: cl.pid, LockId: uint64(cl.key.ID),
 		State: plockState(cl.state), Granted: pmode(cl.gr), Requested: pmode(cl.rq), Flags: uint32(cl.flags),
 		Persistent: cl.persistent, Orphan: cl.orphan, Seq: cl.seq, HasLvb: cl.hasLVB, LvbValid: cl.lvbValid}
 	if cl.state == lockspace.StateWaiting {
@@ -363,7 +372,7 @@ func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 		return
 	}
 	for _, d := range c.GetDir() {
-		k := directory.Key{Lockspace: c.GetLockspace(), Resource: d.GetResource()}
+		k := directory.Key{Lockspace: c.GetLockspace(), Resource: string(d.GetResource())}
 		if !n.rec.dir.Set(k, d.GetMaster()) {
 			n.log.WithFields(logrus.Fields{"lockspace": k.Lockspace, "resource": k.Resource, "from": from, "master": d.GetMaster()}).
 				Error("recovery: two masters registered for a resource; keeping the first")
@@ -383,7 +392,7 @@ func (n *Node) onCopies(from uint32, c *dlmpeerv1.Copies) {
 			continue
 		}
 		o := lockspace.Owner{Node: lockspace.NodeID(from), Client: l.GetClient()}
-		li := lockspace.LockInfo{Resource: l.GetResource(), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
+		li := lockspace.LockInfo{Resource: string(l.GetResource()), Key: lockspace.Key{Owner: o, ID: lockspace.LockID(l.GetLockId())},
 			State: lockState(l.GetState()), Granted: mode(l.GetGranted()), Requested: mode(l.GetRequested()),
 			Flags: lockspace.Flags(l.GetFlags()), Persistent: l.GetPersistent(), Orphan: l.GetOrphan(), Seq: l.GetSeq(),
 			HasLVB: l.GetHasLvb(), LVB: lvbOf(l.GetLvb()), LVBValid: l.GetLvbValid(), Token: l.GetToken()}

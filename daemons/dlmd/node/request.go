@@ -326,9 +326,9 @@ func (n *Node) serve(from uint32, req *dlmpeerv1.PeerRequest) (*dlmpeerv1.PeerRe
 		t.SetConfig(cfg)
 		n.lsCfg[req.Lockspace] = cfg
 	}
-	t.RaiseToken(req.Resource, m.floor)
+	t.RaiseToken(string(req.Resource), m.floor)
 	owner := lockspace.Owner{Node: lockspace.NodeID(from), Client: req.Client}
-	r := lockspace.Request{Owner: owner, ID: lockspace.LockID(req.LockId), Resource: req.Resource,
+	r := lockspace.Request{Owner: owner, ID: lockspace.LockID(req.LockId), Resource: string(req.Resource),
 		Mode: mode(req.Mode), Flags: lockspace.Flags(req.Flags), Timeout: durationOf(req.TimeoutNanos), LVB: lvbOf(req.Lvb)}
 	before := t.Seq()
 	var effs []lockspace.Effect
@@ -370,7 +370,7 @@ func (n *Node) route(lsName string, effs []lockspace.Effect) {
 }
 
 func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
-	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: e.Resource,
+	pe := &dlmpeerv1.PeerEffect{Lockspace: lsName, Kind: peffectKind(e.Kind), Resource: []byte(e.Resource),
 		Client: e.Key.Owner.Client, LockId: uint64(e.Key.ID), Mode: pmode(e.Mode), Held: e.Held,
 		Status: StatusOf(e.Err), Seq: e.Seq, HasLvb: e.HasLVB, LvbValid: e.LVBValid, Token: e.Token}
 	if e.HasLVB {
@@ -380,7 +380,7 @@ func effectToProto(lsName string, e lockspace.Effect) *dlmpeerv1.PeerEffect {
 }
 
 func effectFromProto(node uint32, pe *dlmpeerv1.PeerEffect) lockspace.Effect {
-	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: pe.GetResource(),
+	e := lockspace.Effect{Kind: effectKind(pe.GetKind()), Resource: string(pe.GetResource()),
 		Key:  lockspace.Key{Owner: lockspace.Owner{Node: lockspace.NodeID(node), Client: pe.GetClient()}, ID: lockspace.LockID(pe.GetLockId())},
 		Mode: mode(pe.GetMode()), Held: pe.GetHeld(), Seq: pe.GetSeq(), HasLVB: pe.GetHasLvb(), LVB: lvbOf(pe.GetLvb()), LVBValid: pe.GetLvbValid(),
 		Token: pe.GetToken()}

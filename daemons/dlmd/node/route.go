@@ -77,7 +77,7 @@ type lookup struct {
 }
 
 func keyOf(req *dlmpeerv1.PeerRequest) directory.Key {
-	return directory.Key{Lockspace: req.Lockspace, Resource: req.Resource}
+	return directory.Key{Lockspace: req.Lockspace, Resource: string(req.Resource)}
 }
 
 // masterFor returns the master to send p to (0: look it up). A request on
@@ -135,7 +135,7 @@ func (n *Node) sendLookup(l *lookup) {
 	n.lookupTags[l.tag] = l
 	id := n.installedID()
 	n.toMaster(l.dir, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Lookup{Lookup: &dlmpeerv1.Lookup{
-		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: l.key.Resource}}})
+		Tag: l.tag, Epoch: id.Epoch, Round: id.Round, Lockspace: l.key.Lockspace, Resource: []byte(l.key.Resource)}}})
 }
 
 // resolved records a lookup's answer (and the directory node's token
@@ -210,7 +210,7 @@ func sortLookups(ls []*lookup) {
 func (n *Node) onLookup(from uint32, lk *dlmpeerv1.Lookup) {
 	id := directory.ID{Epoch: lk.GetEpoch(), Round: lk.GetRound()}
 	rep := &dlmpeerv1.LookupReply{Tag: lk.GetTag()}
-	k := directory.Key{Lockspace: lk.GetLockspace(), Resource: lk.GetResource()}
+	k := directory.Key{Lockspace: lk.GetLockspace(), Resource: string(lk.GetResource())}
 	switch {
 	case n.rec != nil && id == n.rec.id:
 		n.deferred = append(n.deferred, func() { n.onLookup(from, lk) })
@@ -235,7 +235,7 @@ func (n *Node) onRemove(from uint32, rm *dlmpeerv1.Remove) {
 	case n.rec != nil && id == n.rec.id:
 		n.deferred = append(n.deferred, func() { n.onRemove(from, rm) })
 	case n.rec == nil && n.haveLast && id == n.last.ID:
-		n.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: rm.GetResource()}, from, rm.GetToken())
+		n.dirTable.Remove(directory.Key{Lockspace: rm.GetLockspace(), Resource: string(rm.GetResource())}, from, rm.GetToken())
 	}
 }
 
@@ -297,7 +297,7 @@ func (n *Node) tossOne(it tossItem, now time.Time) {
 	} else {
 		id := n.installedID()
 		n.toMaster(d, &dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Remove{Remove: &dlmpeerv1.Remove{
-			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: it.k.Resource, Token: last}}})
+			Epoch: id.Epoch, Round: id.Round, Lockspace: it.k.Lockspace, Resource: []byte(it.k.Resource), Token: last}}})
 	}
 }
 

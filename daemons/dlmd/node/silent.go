@@ -162,7 +162,7 @@ func (n *Node) failOn(m uint32) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		cl := n.locks[id]
-		n.undo(m, &dlmpeerv1.PeerRequest{Lockspace: cl.ls, Resource: cl.res, Client: cl.key.Owner.Client, LockId: uint64(id)})
+		n.undo(m, &dlmpeerv1.PeerRequest{Lockspace: cl.ls, Resource: []byte(cl.res), Client: cl.key.Owner.Client, LockId: uint64(id)})
 		n.onEffect(cl.ls, lockspace.Effect{Kind: lockspace.Refused, Key: cl.key, Resource: cl.res, Mode: cl.rq,
 			Err: fmt.Errorf("master node %d unreachable: %w", m, lockspace.ErrCancelled)})
 	}

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -127,3 +129,47 @@ func TestWireStatuses(t *testing.T) {
 }
 
 func errWrap(err error) error { return fmt.Errorf("context: %w", err) }
+
+// TestByteNamesWaitForEveryMember: a resource name that is not UTF-8 is
+// refused (ErrInvalid, naming the node) while a member's dlmd has not
+// said in its hello that it reads such names, as an older dlmd would fail
+// to decode any message carrying one; UTF-8 names go on. Once the member
+// says it (a new hello), the name is taken.
+func TestByteNamesWaitForEveryMember(t *testing.T) {
+	nw := newNetwork(t, 2, time.Second, 10*time.Second, nil)
+	nw.run(200 * time.Millisecond)
+	m1 := nw.nodes[1]
+	n := m1.n
+	in := m1.attached[2]
+	if ok, _ := n.Attach(nw.now, 2, in.Inc, in.ID, FeatEffectInReply); !ok {
+		t.Fatal("hello refused")
+	}
+	s := n.OpenSession(nw.now, 100, lockspace.Cred{UID: 1000, GID: 1000})
+	lock := func(tag uint64, res string) string {
+		nw.out.Reset()
+		n.Lock(nw.now, s, tag, lockspace.Config{UID: 1000, GID: 1000}, &dlmv1.LockRequest{Lockspace: "ls", Resource: []byte(res), Mode: dlmv1.Mode_MODE_NL, CompletionInReply: true})
+		nw.collect(m1)
+		nw.stabilize(false)
+		return nw.out.String()
+	}
+	bad := []byte("\xff\x00")
+	const want = `dlm: resource name "\xff\x00" is not UTF-8, and node 2's dlmd has not said it reads such names (an older version, or not connected yet): use them once every node runs this version: invalid argument`
+	if err := n.byteNamesErr(bad); !errors.Is(err, lockspace.ErrInvalid) || err.Error() != want {
+		t.Fatalf("with node 2 older: %v\nwant %s", err, want)
+	}
+	if out := lock(1, string(bad)); !strings.Contains(out, "reply tag=1 invalid") {
+		t.Fatalf("lock of a name that is not UTF-8 with node 2 older:\n%s", out)
+	}
+	if out := lock(2, "fine"); !strings.Contains(out, "reply tag=2 ok") {
+		t.Fatalf("lock of a UTF-8 name with node 2 older:\n%s", out)
+	}
+	if ok, _ := n.Attach(nw.now, 2, in.Inc, in.ID, FeatEffectInReply|FeatByteNames); !ok {
+		t.Fatal("hello refused")
+	}
+	if err := n.byteNamesErr(bad); err != nil {
+		t.Fatalf("once every member reads them: %v", err)
+	}
+	if out := lock(3, string(bad)); !strings.Contains(out, "reply tag=3 ok") {
+		t.Fatalf("lock of a name that is not UTF-8 once every member reads them:\n%s", out)
+	}
+}

@@ -65,7 +65,7 @@ func TestSlowReaderIsBounded(t *testing.T) {
 	go func() {
 		for i := range requests {
 			err := st.Send(&dlmv1.ClientMessage{Tag: uint64(i + 1), Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-				Lockspace: "attack", Resource: fmt.Sprintf("resource-%06d", i), Mode: dlmv1.Mode(dlm.EX)}}})
+				Lockspace: "attack", Resource: []byte(fmt.Sprintf("resource-%06d", i)), Mode: dlmv1.Mode(dlm.EX)}}})
 			if err != nil {
 				sendDone <- err
 				return
@@ -163,7 +163,7 @@ func lockMany(t *testing.T, ctx context.Context, c *testCluster, num uint32, ls,
 	go func() {
 		for i := range n {
 			if err := st.Send(&dlmv1.ClientMessage{Tag: uint64(i + 1), Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-				Lockspace: ls, Resource: fmt.Sprintf("%s-%06d", prefix, i), Mode: dlmv1.Mode(dlm.EX)}}}); err != nil {
+				Lockspace: ls, Resource: []byte(fmt.Sprintf("%s-%06d", prefix, i)), Mode: dlmv1.Mode(dlm.EX)}}}); err != nil {
 				sendErr <- err
 				return
 			}
@@ -216,7 +216,7 @@ func TestLocksListsManyLocks(t *testing.T) {
 		for i, r := range l.Resources {
 			if i > 0 {
 				p := l.Resources[i-1]
-				if compareResource(p.Lockspace, p.Name, r.Lockspace, r.Name) >= 0 {
+				if compareResource(p.Lockspace, []byte(p.Name), r.Lockspace, []byte(r.Name)) >= 0 {
 					t.Fatalf("Locks on node %d: %s/%s listed after %s/%s", num, r.Lockspace, r.Name, p.Lockspace, p.Name)
 				}
 			}
@@ -255,5 +255,47 @@ func TestLimitErrorReachesTheClient(t *testing.T) {
 	}
 	if _, err := cl.Lock(ctx, "x", "r", dlm.EX); err != nil {
 		t.Fatalf("lock after an unlock made room: %v", err)
+	}
+}
+
+// TestSessionsPerUIDLimit: a uid may hold only dlmd.max_sessions_per_uid
+// sessions open on a node. One more fails to open with ErrLimit and a
+// message naming the setting; the uid's open sessions go on, other uids
+// (root included) have their own count, and a closed session makes room.
+// Before the limit a uid could open sessions without end, each costing
+// dlmd goroutines and queues.
+func TestSessionsPerUIDLimit(t *testing.T) {
+	c := startCluster(t, 1, clusterOpts{maxSessions: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := c.userClient(ctx, 1, 1000)
+	c.userClient(ctx, 1, 1000)
+	socket := c.userSocket(1, 1000, 1000)
+	_, err := dlm.New(ctx, dlm.WithSocket(socket))
+	const want = "dlm: open session: limit reached: too many sessions: uid 1000 has 2 open on this node (dlmd.max_sessions_per_uid); close some"
+	if !errors.Is(err, dlm.ErrLimit) || err.Error() != want {
+		t.Fatalf("uid 1000's third session: %v\nwant %s (ErrLimit)", err, want)
+	}
+	if _, err := a.Lock(ctx, "x", "r", dlm.EX); err != nil {
+		t.Fatalf("a session of uid 1000 after the refusal: %v", err)
+	}
+	c.userClient(ctx, 1, 2000)
+	c.userClient(ctx, 1, 2000)
+	c.client(ctx, 1)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The count drops when dlmd's handler returns, just after Close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := dlm.New(ctx, dlm.WithSocket(socket))
+		if err == nil {
+			_ = b.Close()
+			break
+		}
+		if !errors.Is(err, dlm.ErrLimit) || time.Now().After(deadline) {
+			t.Fatalf("uid 1000's session after one was closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

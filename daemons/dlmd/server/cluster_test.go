@@ -390,6 +390,10 @@ type clusterOpts struct {
 	toss   time.Duration // 0: Config's default
 	// limits: every dlmd's limits (zero: none).
 	limits node.Limits
+	// maxSessions: every dlmd's MaxSessionsPerUID (0: none).
+	maxSessions int
+	// maxLockspaces: every dlmd's MaxLockspacesPerUID (0: the default).
+	maxLockspaces int
 }
 
 // startCluster starts n dlmd (nodes 1..n) at epoch 1 with every node UP
@@ -479,18 +483,20 @@ func (c *testCluster) run(num uint32, ln net.Listener) {
 	}
 	logger.AddHook(nd.fences)
 	nd.srv = New(Config{
-		Node:             num,
-		Incarnation:      uint64(time.Now().UnixNano()),
-		DeadlockInterval: 100 * time.Millisecond,
-		Source:           source(t, c.ca, c.dir, num),
-		Lookup:           c.lookup,
-		NodeName:         holderOf,
-		Dial:             []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
-		Lease:            cmp.Or(c.o.leases[num], c.o.lease),
-		Toss:             c.o.toss,
-		Limits:           c.o.limits,
-		Lockspaces:       c.store,
-		Log:              logger.WithField("node", num),
+		Node:                num,
+		Incarnation:         uint64(time.Now().UnixNano()),
+		DeadlockInterval:    100 * time.Millisecond,
+		Source:              source(t, c.ca, c.dir, num),
+		Lookup:              c.lookup,
+		NodeName:            holderOf,
+		Dial:                []rpc.DialOption{rpc.WithGRPCOptions(grpc.WithContextDialer(c.net.dialer(num)))},
+		Lease:               cmp.Or(c.o.leases[num], c.o.lease),
+		Toss:                c.o.toss,
+		Limits:              c.o.limits,
+		MaxSessionsPerUID:   c.o.maxSessions,
+		MaxLockspacesPerUID: c.o.maxLockspaces,
+		Lockspaces:          c.store,
+		Log:                 logger.WithField("node", num),
 	})
 	// Stop waits for the handlers, and stop below for Serve: a stopped
 	// dlmd leaves no goroutine (TestStopJoinsEveryGoroutine).
@@ -588,7 +594,7 @@ func (c *testCluster) dump(ls string) []*lockInfoAt {
 		err := s.call(ctx, func() {
 			for _, r := range s.core.Dump(ls) {
 				for _, l := range r.GetLocks() {
-					out = append(out, &lockInfoAt{master: num, res: r.GetName(), node: l.GetNode(), client: l.GetClient(),
+					out = append(out, &lockInfoAt{master: num, res: string(r.GetName()), node: l.GetNode(), client: l.GetClient(),
 						state: lockspace.LockState(l.GetState())})
 				}
 			}

@@ -39,8 +39,9 @@ func (c *testCluster) userClient(ctx context.Context, node, uid uint32) *dlm.Cli
 	return c.userGroupClient(ctx, node, uid, uid)
 }
 
-// userGroupClient opens a session on node as uid and gid.
-func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32) *dlm.Client {
+// userSocket serves node's local API to callers taken for uid and gid, on
+// a socket of its own, and returns its path.
+func (c *testCluster) userSocket(node, uid, gid uint32) string {
 	c.t.Helper()
 	socket := filepath.Join(c.t.TempDir(), "user.sock")
 	ln, _, err := localapi.Listen(socket, "")
@@ -51,7 +52,13 @@ func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32
 	NewAPI(c.nodes[node].srv).Register(g)
 	go func() { _ = g.Serve(ln) }()
 	c.t.Cleanup(g.Stop)
-	cl, err := dlm.New(ctx, dlm.WithSocket(socket))
+	return socket
+}
+
+// userGroupClient opens a session on node as uid and gid.
+func (c *testCluster) userGroupClient(ctx context.Context, node, uid, gid uint32) *dlm.Client {
+	c.t.Helper()
+	cl, err := dlm.New(ctx, dlm.WithSocket(c.userSocket(node, uid, gid)))
 	if err != nil {
 		c.t.Fatalf("session on node %d as uid %d: %v", node, uid, err)
 	}
@@ -104,7 +111,7 @@ func TestRefusalsReadOnce(t *testing.T) {
 		{"lock that would block, at a master on another node", farErr, dlm.ErrWouldBlock,
 			`dlm: lock x/` + far + `: request would block`},
 		{"lock of a resource name too long", longErr, dlm.ErrInvalid,
-			`dlm: lock x/` + strings.Repeat("r", 65) + `: invalid argument: resource name of 65 bytes: want 1 to 64`},
+			`dlm: lock x/` + strings.Repeat("r", 65) + `: invalid argument: resource name is 65 bytes long: want at most 64`},
 		{"lock in a mode out of range", modeErr, dlm.ErrInvalid,
 			`dlm: lock x/r: invalid argument: mode 99: want NL, CR, CW, PR, PW or EX`},
 	}

@@ -228,7 +228,7 @@ func TestVictimsOnlyFromTheCoordinator(t *testing.T) {
 	}
 	defer conn.Close()
 	_, err = dlmpeerv1.NewPeerClient(conn).Victims(ctx, &dlmpeerv1.VictimsRequest{Victims: []*dlmpeerv1.Edge{{
-		Lockspace: "ls", Waiter: &dlmpeerv1.Waiter{Resource: "r", Node: 1, Client: 1, LockId: 1}}}})
+		Lockspace: "ls", Waiter: &dlmpeerv1.Waiter{Resource: []byte("r"), Node: 1, Client: 1, LockId: 1}}}})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("victims from node 3: %v, want PermissionDenied", err)
 	}

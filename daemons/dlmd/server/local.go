@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,10 +34,14 @@ func ValidLockspace(name string) error { return node.ValidLockspace(name) }
 
 // validFor checks a lockspace name a caller gives: root may also name a
 // user's own lockspace as the nodes know it (~<uid>.<name>), to list,
-// purge, change or delete it.
+// purge, change or delete it; another caller who names one so is refused
+// it (ErrAccess: a name it may not use, not a malformed one).
 func validFor(name string, cred lockspace.Cred) error {
-	if cred.UID == 0 && strings.HasPrefix(name, "~") {
-		return node.ValidStoredLockspace(name)
+	if strings.HasPrefix(name, "~") && node.ValidStoredLockspace(name) == nil {
+		if cred.UID == 0 {
+			return nil
+		}
+		return fmt.Errorf("dlm: lockspace %q: ~<uid>.<name> is how dlmd stores a user's own lockspace, which only root names so (a user names its own without the prefix): caller is uid %d: %w", name, cred.UID, lockspace.ErrAccess)
 	}
 	return ValidLockspace(name)
 }
@@ -107,6 +112,27 @@ const rereadRefused = time.Second
 
 // NewAPI returns the local API of s.
 func NewAPI(s *Server) *API { return &API{s: s, cache: map[string]cached{}} }
+
+// openSession counts a new session of uid, or refuses it when uid has
+// Config.MaxSessionsPerUID open already (an error wrapping
+// node.ErrLimit); the caller calls closeSession once it ends.
+func (s *Server) openSession(uid uint32) error {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if limit, n := s.cfg.MaxSessionsPerUID, s.uidSessions[uid]; limit > 0 && n >= limit {
+		return fmt.Errorf("dlm: too many sessions: uid %d has %d open on this node (dlmd.max_sessions_per_uid); close some: %w", uid, n, node.ErrLimit)
+	}
+	s.uidSessions[uid]++
+	return nil
+}
+
+func (s *Server) closeSession(uid uint32) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	if s.uidSessions[uid]--; s.uidSessions[uid] <= 0 {
+		delete(s.uidSessions, uid)
+	}
+}
 
 // Register adds the service to a gRPC server.
 func (a *API) Register(g *grpc.Server) { dlmv1.RegisterDlmServer(g, a) }
@@ -236,7 +262,13 @@ func (a *API) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlmv1.Ser
 	if err != nil {
 		return err
 	}
+	// A session costs this dlmd goroutines and queues until it ends:
+	// bounded per uid, and refused before anything is made for it.
 	s := a.s
+	if err := s.openSession(cred.UID); err != nil {
+		return status.Error(codes.ResourceExhausted, node.WireMessage(err))
+	}
+	defer s.closeSession(cred.UID)
 	ss := &session{pid: lc.PID, cred: cred, q: newQueue[*dlmv1.ServerMessage]()}
 	if err := s.call(ctx, func() {
 		ss.id = s.core.OpenSession(time.Now(), ss.pid, ss.cred)
@@ -329,10 +361,10 @@ type received struct {
 
 // recvClient reads the next client message. It takes the frame raw (an
 // Empty keeps every field as unknown bytes) and decodes it here, so that a
-// message gRPC's codec would refuse, as one with a name that is not UTF-8,
-// is answered with InvalidArgument instead of ending the session and
-// releasing all its locks. A frame that is not protobuf at all still ends
-// it.
+// message gRPC's codec would refuse, as one with a lockspace name that is
+// not UTF-8 (resource names are bytes, any value), is answered with
+// STATUS_INVALID instead of ending the session and releasing all its
+// locks. A frame that is not protobuf at all still ends it.
 func recvClient(st grpc.ServerStream) (received, error) {
 	var raw emptypb.Empty
 	if err := st.RecvMsg(&raw); err != nil {
@@ -341,7 +373,7 @@ func recvClient(st grpc.ServerStream) (received, error) {
 	b := raw.ProtoReflect().GetUnknown()
 	m := &dlmv1.ClientMessage{}
 	if err := proto.Unmarshal(b, m); err != nil {
-		bad := fmt.Errorf("dlm: request does not decode (a name that is not UTF-8?): %v: %w", err, lockspace.ErrInvalid)
+		bad := fmt.Errorf("dlm: request does not decode (a lockspace name that is not UTF-8?): %v: %w", err, lockspace.ErrInvalid)
 		return received{ClientMessage: &dlmv1.ClientMessage{Tag: tagOf(b)}, bad: bad}, nil
 	}
 	return received{ClientMessage: m}, nil
@@ -426,11 +458,11 @@ const (
 )
 
 // compareResource orders the listing: by lockspace, then name.
-func compareResource(ls1, n1, ls2, n2 string) int {
+func compareResource(ls1 string, n1 []byte, ls2 string, n2 []byte) int {
 	if c := strings.Compare(ls1, ls2); c != 0 {
 		return c
 	}
-	return strings.Compare(n1, n2)
+	return bytes.Compare(n1, n2)
 }
 
 // Locks lists the resources with locks across the cluster, in the
@@ -444,7 +476,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	name := r.GetLockspace()
 	if name != "" {
 		if err := validFor(name, cred); err != nil {
-			return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
+			return nil, grpcErr(err)
 		}
 		name, _, _, _ = a.find(ctx, name, cred)
 	}
@@ -455,7 +487,7 @@ func (a *API) Locks(ctx context.Context, r *dlmv1.LocksRequest) (*dlmv1.LocksRep
 	var out []*dlmv1.Resource
 	if err := s.call(ctx, func() {
 		members = s.core.Members()
-		out = s.core.DumpPage(name, afterLS, afterName, limit)
+		out = s.core.DumpPage(name, afterLS, string(afterName), limit)
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -550,7 +582,7 @@ func (a *API) Purge(ctx context.Context, r *dlmv1.PurgeRequest) (*dlmv1.PurgeRep
 	}
 	name := r.GetLockspace()
 	if err := validFor(name, cred); err != nil {
-		return nil, status.Error(codes.InvalidArgument, node.WireMessage(err))
+		return nil, grpcErr(err)
 	}
 	if r.GetPid() < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "pid %d: want a process id, or 0 for every process", r.GetPid())

@@ -45,9 +45,9 @@ func newLocalFixture(t testing.TB) *localFixture {
 	}
 	ctx := context.Background()
 	fx.feed(t, ctx, fx.ss, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: "ls", Resource: "mine", Mode: dlmv1.Mode_MODE_EX, Flags: uint32(lockspace.ValBlk)}}})
+		Lockspace: "ls", Resource: []byte("mine"), Mode: dlmv1.Mode_MODE_EX, Flags: uint32(lockspace.ValBlk)}}})
 	fx.feed(t, ctx, fx.ss2, &dlmv1.ClientMessage{Tag: 1, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{
-		Lockspace: "ls", Resource: "mine", Mode: dlmv1.Mode_MODE_PR}}})
+		Lockspace: "ls", Resource: []byte("mine"), Mode: dlmv1.Mode_MODE_PR}}})
 	items, _ := fx.ss.q.take(nil)
 	for _, m := range items {
 		if c := m.GetCompletion(); c != nil && c.GetGranted() {
@@ -125,19 +125,19 @@ func (fx *localFixture) check(t testing.TB) {
 // PurgeRequest through Purge once the session ended.
 func FuzzLocalRequest(f *testing.F) {
 	seeds := []proto.Message{
-		&dlmv1.ClientMessage{Tag: 7, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{Lockspace: "ls", Resource: "x", Mode: dlmv1.Mode_MODE_PW, Flags: 1, TimeoutNanos: 1}}},
+		&dlmv1.ClientMessage{Tag: 7, Op: &dlmv1.ClientMessage_Lock{Lock: &dlmv1.LockRequest{Lockspace: "ls", Resource: []byte("x"), Mode: dlmv1.Mode_MODE_PW, Flags: 1, TimeoutNanos: 1}}},
 		&dlmv1.ClientMessage{Tag: 8, Op: &dlmv1.ClientMessage_Convert{Convert: &dlmv1.ConvertRequest{LockId: 1, Mode: dlmv1.Mode_MODE_NL, Flags: 2, Lvb: []byte("value")}}},
 		&dlmv1.ClientMessage{Tag: 9, Op: &dlmv1.ClientMessage_Unlock{Unlock: &dlmv1.UnlockRequest{LockId: 1, Flags: 2, Lvb: make([]byte, 40)}}},
 		&dlmv1.ClientMessage{Tag: 10, Op: &dlmv1.ClientMessage_Cancel{Cancel: &dlmv1.CancelRequest{LockId: 2}}},
 		&dlmv1.ClientMessage{Tag: 11},
-		&dlmv1.LockRequest{Lockspace: "openssi.sys", Resource: "y", Mode: dlmv1.Mode_MODE_EX},
-		&dlmv1.LockRequest{Lockspace: "ls", Resource: "r1", Mode: dlmv1.Mode_MODE_CR, Flags: 0xffffffff, TimeoutNanos: -1},
+		&dlmv1.LockRequest{Lockspace: "openssi.sys", Resource: []byte("y"), Mode: dlmv1.Mode_MODE_EX},
+		&dlmv1.LockRequest{Lockspace: "ls", Resource: []byte("r1"), Mode: dlmv1.Mode_MODE_CR, Flags: 0xffffffff, TimeoutNanos: -1},
 		&dlmv1.ConvertRequest{LockId: 1, Mode: dlmv1.Mode_MODE_EX, Flags: 4},
 		&dlmv1.UnlockRequest{LockId: 3},
 		&dlmv1.CancelRequest{LockId: 3},
 		&dlmv1.LocksRequest{Lockspace: "ls"},
 		&dlmv1.PurgeRequest{Lockspace: "ls", Pid: 101},
-		&dlmv1.LockRequest{Lockspace: "ls", Resource: "p", Mode: dlmv1.Mode_MODE_EX, Flags: 8},
+		&dlmv1.LockRequest{Lockspace: "ls", Resource: []byte("p"), Mode: dlmv1.Mode_MODE_EX, Flags: 8},
 	}
 	for _, m := range seeds {
 		b, err := proto.Marshal(m)

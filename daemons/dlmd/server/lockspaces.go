@@ -40,7 +40,8 @@ func shownName(stored string) (string, bool) {
 }
 
 // checkLimit refuses a new lockspace for a non-root cred that owns
-// MaxLockspacesPerUID already.
+// MaxLockspacesPerUID already (node.ErrLimit: the quota, which deleting a
+// lockspace frees, not a right the caller lacks).
 func (a *API) checkLimit(ctx context.Context, cred lockspace.Cred) error {
 	if cred.UID == 0 {
 		return nil
@@ -56,7 +57,7 @@ func (a *API) checkLimit(ctx context.Context, cred lockspace.Cred) error {
 		}
 	}
 	if limit := a.s.cfg.MaxLockspacesPerUID; n >= limit {
-		return fmt.Errorf("dlm: uid %d owns %d lockspaces, the limit (dlmd.max_lockspaces_per_uid); delete one with ssi lockspace delete: %w", cred.UID, n, lockspace.ErrAccess)
+		return fmt.Errorf("dlm: uid %d owns %d lockspaces, the limit (dlmd.max_lockspaces_per_uid); delete one with ssi lockspace delete: %w", cred.UID, n, node.ErrLimit)
 	}
 	return nil
 }
@@ -75,9 +76,8 @@ func grpcErr(err error) error {
 	switch {
 	case errors.Is(err, lockspace.ErrAccess):
 		code = codes.PermissionDenied
-		if strings.Contains(err.Error(), "max_lockspaces_per_uid") {
-			code = codes.ResourceExhausted
-		}
+	case errors.Is(err, node.ErrLimit):
+		code = codes.ResourceExhausted
 	case errors.Is(err, lockspace.ErrInvalid), errors.Is(err, lockspace.ErrNameTooLong):
 		code = codes.InvalidArgument
 	case errors.Is(err, lockspace.ErrExists):
@@ -144,6 +144,9 @@ func (a *API) CreateLockspace(ctx context.Context, r *dlmv1.CreateLockspaceReque
 		return nil, err
 	}
 	name := r.GetName()
+	if err := validFor(name, cred); err != nil {
+		return nil, grpcErr(err)
+	}
 	if err := ValidLockspace(name); err != nil {
 		return nil, grpcErr(err)
 	}

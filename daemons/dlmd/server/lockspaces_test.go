@@ -186,8 +186,8 @@ func TestLockspaceAdministration(t *testing.T) {
 
 	// Root reaches a user's own lockspace by its stored name; no one else
 	// can name it.
-	if _, err := api.DeleteLockspace(bob, &dlmv1.DeleteLockspaceRequest{Name: "~1000.a2"}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("bob naming alice's own a2: %v, want InvalidArgument", err)
+	if _, err := api.DeleteLockspace(bob, &dlmv1.DeleteLockspaceRequest{Name: "~1000.a2"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("bob naming alice's own a2: %v, want PermissionDenied", err)
 	}
 	if _, err := api.DeleteLockspace(root, &dlmv1.DeleteLockspaceRequest{Name: "~1000.a2"}); err != nil {
 		t.Fatalf("root deleting alice's own a2: %v", err)

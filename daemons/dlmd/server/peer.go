@@ -217,7 +217,7 @@ func (s *Server) openChannel(ctx context.Context, p *peerOut) (peerlink.Stream[*
 		return nil, 0, errors.New("link closed")
 	}
 	if err := st.Send(&dlmpeerv1.PeerMessage{Msg: &dlmpeerv1.PeerMessage_Hello{Hello: &dlmpeerv1.PeerHello{Node: s.self, Incarnation: p.inc,
-		Features: node.FeatEffectInReply, Ack: p.log.Received(), Link: p.link, PeerIncarnation: p.masterInc,
+		Features: node.FeatEffectInReply | node.FeatByteNames, Ack: p.log.Received(), Link: p.link, PeerIncarnation: p.masterInc,
 		LeaseNanos: s.lease.setting.Load(), LeaseInUseNanos: s.lease.inUse.Load()}}}); err != nil {
 		return nil, 0, err
 	}
@@ -381,7 +381,7 @@ func (p *Peer) Dump(ctx context.Context, r *dlmpeerv1.DumpRequest) (*dlmpeerv1.D
 	}
 	var out []*dlmv1.Resource
 	if err := p.s.call(ctx, func() {
-		out = p.s.core.DumpPage(r.GetLockspace(), r.GetAfterLockspace(), r.GetAfterName(), int(min(r.GetLimit(), maxPageResources)))
+		out = p.s.core.DumpPage(r.GetLockspace(), r.GetAfterLockspace(), string(r.GetAfterName()), int(min(r.GetLimit(), maxPageResources)))
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

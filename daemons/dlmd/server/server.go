@@ -57,6 +57,9 @@ type Config struct {
 	// Limits bound what the local clients may make this node hold (see
 	// node.Limits); zero values mean no limit.
 	Limits node.Limits
+	// MaxSessionsPerUID bounds the sessions one uid (root included) has
+	// open on this node at once; 0 means no limit.
+	MaxSessionsPerUID int
 	// Lockspaces keeps the lockspaces' owners (Consul KV).
 	Lockspaces LockspaceStore
 	// MaxLockspacesPerUID bounds the lockspaces a non-root uid owns
@@ -111,6 +114,11 @@ type Server struct {
 	// receivers counts the sessions' receiving goroutines (see
 	// API.Session): Run ends the sessions and joins them when it stops.
 	receivers sync.WaitGroup
+
+	// sessMu guards uidSessions, the sessions each uid has open here
+	// (Config.MaxSessionsPerUID), counted by every API of the Server.
+	sessMu      sync.Mutex
+	uidSessions map[uint32]int
 }
 
 // New returns a shell; Run starts it.
@@ -133,7 +141,7 @@ func New(cfg Config) *Server {
 		core: node.New(node.Config{Node: cfg.Node, Incarnation: cfg.Incarnation, Lease: cfg.Lease, Toss: cfg.Toss, Limits: cfg.Limits,
 			Tick: tick, Log: cfg.Log}),
 		sessions: map[uint64]*session{}, peersOut: map[uint32]*peerOut{}, peersIn: map[uint32]*inStream{},
-		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(),
+		conns: map[uint32]*grpc.ClientConn{}, base: time.Now(), uidSessions: map[uint32]int{},
 	}
 	s.publishLease()
 	return s

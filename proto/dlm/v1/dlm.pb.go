@@ -361,8 +361,11 @@ func (*ClientMessage_Cancel) isClientMessage_Op() {}
 type LockRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Resource  string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Mode      Mode                   `protobuf:"varint,3,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
+	// resource: the resource's name, 1 to 64 bytes of any value (bytes,
+	// not string: a name need not be UTF-8; on the wire a string and bytes
+	// field are the same, so older peers read UTF-8 names as before).
+	Resource []byte `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Mode     Mode   `protobuf:"varint,3,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
 	// flags: the lockspace core's bits (NOQUEUE 1, VALBLK 2, QUECVT 4,
 	// PERSISTENT 8, EXPEDITE 16, INVVALBLK 32).
 	Flags        uint32 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"`
@@ -411,11 +414,11 @@ func (x *LockRequest) GetLockspace() string {
 	return ""
 }
 
-func (x *LockRequest) GetResource() string {
+func (x *LockRequest) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *LockRequest) GetMode() Mode {
@@ -1075,7 +1078,7 @@ type LocksRequest struct {
 	// after this one (in lockspace, then name order); from the previous
 	// reply's next_after_*.
 	PageAfterLockspace string `protobuf:"bytes,3,opt,name=page_after_lockspace,json=pageAfterLockspace,proto3" json:"page_after_lockspace,omitempty"`
-	PageAfterName      string `protobuf:"bytes,4,opt,name=page_after_name,json=pageAfterName,proto3" json:"page_after_name,omitempty"`
+	PageAfterName      []byte `protobuf:"bytes,4,opt,name=page_after_name,json=pageAfterName,proto3" json:"page_after_name,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -1131,11 +1134,11 @@ func (x *LocksRequest) GetPageAfterLockspace() string {
 	return ""
 }
 
-func (x *LocksRequest) GetPageAfterName() string {
+func (x *LocksRequest) GetPageAfterName() []byte {
 	if x != nil {
 		return x.PageAfterName
 	}
-	return ""
+	return nil
 }
 
 type LocksReply struct {
@@ -1148,7 +1151,7 @@ type LocksReply struct {
 	// some resources are in lockspaces the caller may not use).
 	More               bool   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
 	NextAfterLockspace string `protobuf:"bytes,4,opt,name=next_after_lockspace,json=nextAfterLockspace,proto3" json:"next_after_lockspace,omitempty"`
-	NextAfterName      string `protobuf:"bytes,5,opt,name=next_after_name,json=nextAfterName,proto3" json:"next_after_name,omitempty"`
+	NextAfterName      []byte `protobuf:"bytes,5,opt,name=next_after_name,json=nextAfterName,proto3" json:"next_after_name,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -1211,22 +1214,23 @@ func (x *LocksReply) GetNextAfterLockspace() string {
 	return ""
 }
 
-func (x *LocksReply) GetNextAfterName() string {
+func (x *LocksReply) GetNextAfterName() []byte {
 	if x != nil {
 		return x.NextAfterName
 	}
-	return ""
+	return nil
 }
 
 // Resource is one resource as its master holds it.
 type Resource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lockspace     string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Master        uint32                 `protobuf:"varint,3,opt,name=master,proto3" json:"master,omitempty"`
-	LvbValid      bool                   `protobuf:"varint,4,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,5,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	Locks         []*Lock                `protobuf:"bytes,6,rep,name=locks,proto3" json:"locks,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	// name: the resource's name, any bytes (see LockRequest.resource).
+	Name          []byte  `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Master        uint32  `protobuf:"varint,3,opt,name=master,proto3" json:"master,omitempty"`
+	LvbValid      bool    `protobuf:"varint,4,opt,name=lvb_valid,json=lvbValid,proto3" json:"lvb_valid,omitempty"`
+	Lvb           []byte  `protobuf:"bytes,5,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	Locks         []*Lock `protobuf:"bytes,6,rep,name=locks,proto3" json:"locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1268,11 +1272,11 @@ func (x *Resource) GetLockspace() string {
 	return ""
 }
 
-func (x *Resource) GetName() string {
+func (x *Resource) GetName() []byte {
 	if x != nil {
 		return x.Name
 	}
-	return ""
+	return nil
 }
 
 func (x *Resource) GetMaster() uint32 {
@@ -1983,7 +1987,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x02op\"\xdc\x01\n" +
 	"\vLockRequest\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x1a\n" +
-	"\bresource\x18\x02 \x01(\tR\bresource\x12(\n" +
+	"\bresource\x18\x02 \x01(\fR\bresource\x12(\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\x12\x14\n" +
 	"\x05flags\x18\x04 \x01(\rR\x05flags\x12#\n" +
 	"\rtimeout_nanos\x18\x05 \x01(\x03R\ftimeoutNanos\x12.\n" +
@@ -2039,17 +2043,17 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x120\n" +
 	"\x14page_after_lockspace\x18\x03 \x01(\tR\x12pageAfterLockspace\x12&\n" +
-	"\x0fpage_after_name\x18\x04 \x01(\tR\rpageAfterName\"\xca\x01\n" +
+	"\x0fpage_after_name\x18\x04 \x01(\fR\rpageAfterName\"\xca\x01\n" +
 	"\n" +
 	"LocksReply\x126\n" +
 	"\tresources\x18\x01 \x03(\v2\x18.openssi.dlm.v1.ResourceR\tresources\x12\x16\n" +
 	"\x06errors\x18\x02 \x03(\tR\x06errors\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x120\n" +
 	"\x14next_after_lockspace\x18\x04 \x01(\tR\x12nextAfterLockspace\x12&\n" +
-	"\x0fnext_after_name\x18\x05 \x01(\tR\rnextAfterName\"\xaf\x01\n" +
+	"\x0fnext_after_name\x18\x05 \x01(\fR\rnextAfterName\"\xaf\x01\n" +
 	"\bResource\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x04name\x18\x02 \x01(\fR\x04name\x12\x16\n" +
 	"\x06master\x18\x03 \x01(\rR\x06master\x12\x1b\n" +
 	"\tlvb_valid\x18\x04 \x01(\bR\blvbValid\x12\x10\n" +
 	"\x03lvb\x18\x05 \x01(\fR\x03lvb\x12*\n" +

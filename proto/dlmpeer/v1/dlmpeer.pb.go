@@ -571,7 +571,9 @@ type PeerHello struct {
 	Node        uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
 	Incarnation uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// features: what the sender understands (bit 0: a PeerReply carrying
-	// the effect of its own request).
+	// the effect of its own request; bit 1: resource names that are not
+	// UTF-8, which a dlmd that decodes them as strings cannot read, so a
+	// node accepts such names only once every member has sent bit 1).
 	Features uint32 `protobuf:"varint,3,opt,name=features,proto3" json:"features,omitempty"`
 	// ack: the last seq the sender received on this link.
 	Ack uint64 `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
@@ -804,22 +806,24 @@ func (x *Cred) GetGroups() []uint32 {
 
 // PeerRequest is a request of one of the sender's owners, to the master.
 type PeerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Round         uint32                 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
-	Op            Op                     `protobuf:"varint,4,opt,name=op,proto3,enum=openssi.dlmpeer.v1.Op" json:"op,omitempty"`
-	Lockspace     string                 `protobuf:"bytes,5,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Config        *LockspaceConfig       `protobuf:"bytes,6,opt,name=config,proto3" json:"config,omitempty"`
-	Resource      string                 `protobuf:"bytes,7,opt,name=resource,proto3" json:"resource,omitempty"`
-	Client        uint64                 `protobuf:"varint,8,opt,name=client,proto3" json:"client,omitempty"`
-	Pid           int32                  `protobuf:"varint,9,opt,name=pid,proto3" json:"pid,omitempty"`
-	LockId        uint64                 `protobuf:"varint,10,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
-	Mode          v1.Mode                `protobuf:"varint,11,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
-	Flags         uint32                 `protobuf:"varint,12,opt,name=flags,proto3" json:"flags,omitempty"`
-	TimeoutNanos  int64                  `protobuf:"varint,13,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
-	Lvb           []byte                 `protobuf:"bytes,14,opt,name=lvb,proto3" json:"lvb,omitempty"`
-	Cred          *Cred                  `protobuf:"bytes,15,opt,name=cred,proto3" json:"cred,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tag       uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Round     uint32                 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	Op        Op                     `protobuf:"varint,4,opt,name=op,proto3,enum=openssi.dlmpeer.v1.Op" json:"op,omitempty"`
+	Lockspace string                 `protobuf:"bytes,5,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
+	Config    *LockspaceConfig       `protobuf:"bytes,6,opt,name=config,proto3" json:"config,omitempty"`
+	// resource: a resource name, any bytes (dlm/v1 LockRequest.resource);
+	// so in every message below.
+	Resource      []byte  `protobuf:"bytes,7,opt,name=resource,proto3" json:"resource,omitempty"`
+	Client        uint64  `protobuf:"varint,8,opt,name=client,proto3" json:"client,omitempty"`
+	Pid           int32   `protobuf:"varint,9,opt,name=pid,proto3" json:"pid,omitempty"`
+	LockId        uint64  `protobuf:"varint,10,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
+	Mode          v1.Mode `protobuf:"varint,11,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
+	Flags         uint32  `protobuf:"varint,12,opt,name=flags,proto3" json:"flags,omitempty"`
+	TimeoutNanos  int64   `protobuf:"varint,13,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	Lvb           []byte  `protobuf:"bytes,14,opt,name=lvb,proto3" json:"lvb,omitempty"`
+	Cred          *Cred   `protobuf:"bytes,15,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,11 +900,11 @@ func (x *PeerRequest) GetConfig() *LockspaceConfig {
 	return nil
 }
 
-func (x *PeerRequest) GetResource() string {
+func (x *PeerRequest) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *PeerRequest) GetClient() uint64 {
@@ -1044,7 +1048,7 @@ type PeerEffect struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Lockspace string                 `protobuf:"bytes,1,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
 	Kind      EffectKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=openssi.dlmpeer.v1.EffectKind" json:"kind,omitempty"`
-	Resource  string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource  []byte                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	Client    uint64                 `protobuf:"varint,4,opt,name=client,proto3" json:"client,omitempty"`
 	LockId    uint64                 `protobuf:"varint,5,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
 	Mode      v1.Mode                `protobuf:"varint,6,opt,name=mode,proto3,enum=openssi.dlm.v1.Mode" json:"mode,omitempty"`
@@ -1104,11 +1108,11 @@ func (x *PeerEffect) GetKind() EffectKind {
 	return EffectKind_EFFECT_KIND_UNSPECIFIED
 }
 
-func (x *PeerEffect) GetResource() string {
+func (x *PeerEffect) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *PeerEffect) GetClient() uint64 {
@@ -1363,7 +1367,7 @@ func (x *PongAge) GetLeaseNanos() int64 {
 // CopyLock is the sender's copy of one of its own locks.
 type CopyLock struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
-	Resource         string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource         []byte                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	Client           uint64                 `protobuf:"varint,2,opt,name=client,proto3" json:"client,omitempty"`
 	Pid              int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
 	LockId           uint64                 `protobuf:"varint,4,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
@@ -1415,11 +1419,11 @@ func (*CopyLock) Descriptor() ([]byte, []int) {
 	return file_dlmpeer_v1_dlmpeer_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *CopyLock) GetResource() string {
+func (x *CopyLock) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *CopyLock) GetClient() uint64 {
@@ -1536,7 +1540,7 @@ type Lookup struct {
 	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Round         uint32                 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
 	Lockspace     string                 `protobuf:"bytes,4,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Resource      string                 `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource      []byte                 `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1599,11 +1603,11 @@ func (x *Lookup) GetLockspace() string {
 	return ""
 }
 
-func (x *Lookup) GetResource() string {
+func (x *Lookup) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 // LookupReply answers a Lookup on the same link: master is the master
@@ -1694,7 +1698,7 @@ type Remove struct {
 	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Round     uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Lockspace string                 `protobuf:"bytes,3,opt,name=lockspace,proto3" json:"lockspace,omitempty"`
-	Resource  string                 `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource  []byte                 `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
 	// token: the last fencing token the master granted on the resource.
 	Token         uint64 `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1752,11 +1756,11 @@ func (x *Remove) GetLockspace() string {
 	return ""
 }
 
-func (x *Remove) GetResource() string {
+func (x *Remove) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *Remove) GetToken() uint64 {
@@ -1770,7 +1774,7 @@ func (x *Remove) GetToken() uint64 {
 // resource's new directory node.
 type DirEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource      []byte                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	Master        uint32                 `protobuf:"varint,2,opt,name=master,proto3" json:"master,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1806,11 +1810,11 @@ func (*DirEntry) Descriptor() ([]byte, []int) {
 	return file_dlmpeer_v1_dlmpeer_proto_rawDescGZIP(), []int{15}
 }
 
-func (x *DirEntry) GetResource() string {
+func (x *DirEntry) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *DirEntry) GetMaster() uint32 {
@@ -2013,7 +2017,7 @@ type DumpRequest struct {
 	// after_lockspace/after_name in lockspace, then name order.
 	Limit          uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	AfterLockspace string `protobuf:"bytes,3,opt,name=after_lockspace,json=afterLockspace,proto3" json:"after_lockspace,omitempty"`
-	AfterName      string `protobuf:"bytes,4,opt,name=after_name,json=afterName,proto3" json:"after_name,omitempty"`
+	AfterName      []byte `protobuf:"bytes,4,opt,name=after_name,json=afterName,proto3" json:"after_name,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -2069,11 +2073,11 @@ func (x *DumpRequest) GetAfterLockspace() string {
 	return ""
 }
 
-func (x *DumpRequest) GetAfterName() string {
+func (x *DumpRequest) GetAfterName() []byte {
 	if x != nil {
 		return x.AfterName
 	}
-	return ""
+	return nil
 }
 
 type DumpReply struct {
@@ -2122,7 +2126,7 @@ func (x *DumpReply) GetResources() []*v1.Resource {
 
 type Waiter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource      []byte                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	Node          uint32                 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
 	Client        uint64                 `protobuf:"varint,3,opt,name=client,proto3" json:"client,omitempty"`
 	LockId        uint64                 `protobuf:"varint,4,opt,name=lock_id,json=lockId,proto3" json:"lock_id,omitempty"`
@@ -2162,11 +2166,11 @@ func (*Waiter) Descriptor() ([]byte, []int) {
 	return file_dlmpeer_v1_dlmpeer_proto_rawDescGZIP(), []int{21}
 }
 
-func (x *Waiter) GetResource() string {
+func (x *Waiter) GetResource() []byte {
 	if x != nil {
 		return x.Resource
 	}
-	return ""
+	return nil
 }
 
 func (x *Waiter) GetNode() uint32 {
@@ -2494,7 +2498,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x02op\x18\x04 \x01(\x0e2\x16.openssi.dlmpeer.v1.OpR\x02op\x12\x1c\n" +
 	"\tlockspace\x18\x05 \x01(\tR\tlockspace\x12;\n" +
 	"\x06config\x18\x06 \x01(\v2#.openssi.dlmpeer.v1.LockspaceConfigR\x06config\x12\x1a\n" +
-	"\bresource\x18\a \x01(\tR\bresource\x12\x16\n" +
+	"\bresource\x18\a \x01(\fR\bresource\x12\x16\n" +
 	"\x06client\x18\b \x01(\x04R\x06client\x12\x10\n" +
 	"\x03pid\x18\t \x01(\x05R\x03pid\x12\x17\n" +
 	"\alock_id\x18\n" +
@@ -2514,7 +2518,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"PeerEffect\x12\x1c\n" +
 	"\tlockspace\x18\x01 \x01(\tR\tlockspace\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.openssi.dlmpeer.v1.EffectKindR\x04kind\x12\x1a\n" +
-	"\bresource\x18\x03 \x01(\tR\bresource\x12\x16\n" +
+	"\bresource\x18\x03 \x01(\fR\bresource\x12\x16\n" +
 	"\x06client\x18\x04 \x01(\x04R\x06client\x12\x17\n" +
 	"\alock_id\x18\x05 \x01(\x04R\x06lockId\x12(\n" +
 	"\x04mode\x18\x06 \x01(\x0e2\x14.openssi.dlm.v1.ModeR\x04mode\x12\x12\n" +
@@ -2544,7 +2548,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\vlease_nanos\x18\x03 \x01(\x03R\n" +
 	"leaseNanos\"\xea\x03\n" +
 	"\bCopyLock\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\x04R\x06client\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x17\n" +
 	"\alock_id\x18\x04 \x01(\x04R\x06lockId\x12/\n" +
@@ -2568,7 +2572,7 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\rR\x05round\x12\x1c\n" +
 	"\tlockspace\x18\x04 \x01(\tR\tlockspace\x12\x1a\n" +
-	"\bresource\x18\x05 \x01(\tR\bresource\"\xa2\x01\n" +
+	"\bresource\x18\x05 \x01(\fR\bresource\"\xa2\x01\n" +
 	"\vLookupReply\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12.\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x16.openssi.dlm.v1.StatusR\x06status\x12\x18\n" +
@@ -2580,10 +2584,10 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\rR\x05round\x12\x1c\n" +
 	"\tlockspace\x18\x03 \x01(\tR\tlockspace\x12\x1a\n" +
-	"\bresource\x18\x04 \x01(\tR\bresource\x12\x14\n" +
+	"\bresource\x18\x04 \x01(\fR\bresource\x12\x14\n" +
 	"\x05token\x18\x05 \x01(\x04R\x05token\">\n" +
 	"\bDirEntry\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\tR\bresource\x12\x16\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\rR\x06master\"\xf9\x01\n" +
 	"\x06Copies\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -2603,11 +2607,11 @@ const file_dlmpeer_v1_dlmpeer_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12'\n" +
 	"\x0fafter_lockspace\x18\x03 \x01(\tR\x0eafterLockspace\x12\x1d\n" +
 	"\n" +
-	"after_name\x18\x04 \x01(\tR\tafterName\"C\n" +
+	"after_name\x18\x04 \x01(\fR\tafterName\"C\n" +
 	"\tDumpReply\x126\n" +
 	"\tresources\x18\x01 \x03(\v2\x18.openssi.dlm.v1.ResourceR\tresources\"\xa5\x01\n" +
 	"\x06Waiter\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\tR\bresource\x12\x12\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x16\n" +
 	"\x06client\x18\x03 \x01(\x04R\x06client\x12\x17\n" +
 	"\alock_id\x18\x04 \x01(\x04R\x06lockId\x12\x10\n" +
