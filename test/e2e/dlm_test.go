@@ -41,7 +41,43 @@ func TestDlm(t *testing.T) {
 	t.Logf("3 nodes UP in %s", time.Since(start).Round(100*time.Millisecond))
 	checkAllUp(t, three, 3)
 	t.Run("AccessControl", func(t *testing.T) { testDlmAccess(t, three) })
-	t.Run("MutualExclusionThroughNodeLoss", func(t *testing.T) { testDlmNodeLoss(t, three) })
+	t.Run("MutualExclusionThroughNodeLoss", func(t *testing.T) { testDlmNodeLoss(t, three, powerCut) })
+	t.Run("MutualExclusionThroughPartitionWithMismatchedLeases", func(t *testing.T) { testDlmNodeLoss(t, three, partition) })
+}
+
+// disruption is how testDlmNodeLoss loses the master of the hot resource.
+type disruption int
+
+const (
+	// powerCut kills the master's container and starts it again.
+	powerCut disruption = iota
+	// partition cuts the master's link and heals it; the master was set
+	// to a longer dlmd.lease than the others, so the cut node, which
+	// keeps granting its own clients until it fences, has the longest
+	// setting (the case that broke exclusion before the lease was
+	// agreed).
+	partition
+)
+
+// Leases of the partition run: the master's and everyone else's.
+const (
+	longLease  = "3s"
+	shortLease = "300ms"
+)
+
+// setLease gives node's dlmd the lease setting through a unit drop-in
+// (OPENSSI_DLMD_LEASE) and restarts it.
+func setLease(t *testing.T, l *lab.Lab, node, lease string) {
+	t.Helper()
+	script := `set -e
+d=/etc/systemd/system/openssi-dlmd.service.d
+mkdir -p "$d"
+printf '[Service]\nEnvironment=OPENSSI_DLMD_LEASE=%s\n' "$1" > "$d/e2e-lease.conf"
+systemctl daemon-reload
+systemctl restart openssi-dlmd`
+	if out, err := l.Exec(ctxFor(t, time.Minute), node, "sh", "-c", script, "sh", lease); err != nil {
+		t.Fatalf("%s: set dlmd.lease %s: %v\n%s", node, lease, err, out)
+	}
 }
 
 // attachUnitLogs prints the last lines of one unit's journal ("": the
@@ -230,9 +266,17 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 // lost), and every hammer must stop when told (nothing hangs). The checker
 // is history.Check, run on the merged logs; the lab's containers share
 // CLOCK_MONOTONIC with the host.
-func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
+//
+// With how == partition the master's link is cut instead, and healed
+// later: the cut node keeps granting its own clients until it fences, and
+// the survivors must not grant what it held before its lease ran out, with
+// the master's dlmd.lease set ten times the others' (the cluster follows
+// the largest). The master is chosen before the hammers start: its hammer
+// starts alone, so it is the first to ask for the hot resource and masters
+// it.
+func testDlmNodeLoss(t *testing.T, l *lab.Lab, how disruption) {
+	ls := map[disruption]string{powerCut: "hammer", partition: "hammer-cut"}[how]
 	const (
-		ls       = "hammer"
 		hot      = "hot"
 		clients  = 3
 		progress = 300 // critical sections each survivor, and on hot, must make after the kill and after the rejoin
@@ -248,9 +292,47 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 	nums := numbers(t, view(t, l, "node1"))
 	t.Logf("nodes %v", nums)
 
+	// The partition's victim, chosen now: the last node, with the long
+	// lease, whose hammer starts first.
+	first := -1
+	if how == partition {
+		first = len(nodes) - 1
+		for i, n := range nodes {
+			lease := shortLease
+			if i == first {
+				lease = longLease
+			}
+			setLease(t, l, n.Name, lease)
+		}
+		for _, n := range nodes {
+			if err := l.WaitUnitsActive(ctxFor(t, time.Minute), n.Name, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("dlmd.lease %s on %s, %s on the others", longLease, nodes[first].Name, shortLease)
+		// A node whose setting differs says so and follows the cluster's.
+		if !waitUntil(30*time.Second, func() bool {
+			out, _ := l.Logs(ctxFor(t, time.Minute), nodes[0].Name, "openssi-dlmd", 200)
+			return strings.Contains(out, "differs from the cluster") && strings.Contains(out, "cluster="+longLease)
+		}) {
+			out, _ := l.Logs(ctxFor(t, time.Minute), nodes[0].Name, "openssi-dlmd", 50)
+			t.Errorf("%s (dlmd.lease %s) did not log that the cluster's lease is %s:\n%s", nodes[0].Name, shortLease, longLease, out)
+		}
+	}
+
 	ctx := ctxFor(t, 10*time.Minute)
 	var runs []*hammerRun
-	for _, n := range nodes {
+	order := make([]int, 0, len(nodes))
+	if first >= 0 {
+		order = append(order, first)
+	}
+	for i := range nodes {
+		if i != first {
+			order = append(order, i)
+		}
+	}
+	for k, i := range order {
+		n := nodes[i]
 		idx, err := strconv.Atoi(strings.TrimPrefix(n.Name, "node"))
 		if err != nil {
 			t.Fatal(err)
@@ -282,6 +364,9 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 			close(h.done)
 		}()
 		runs = append(runs, h)
+		if k == 0 && first >= 0 && !waitUntil(time.Minute, func() bool { return h.countCS(0, hot) >= 20 }) {
+			t.Fatalf("%s: the first hammer made no progress on %q in a minute; stderr: %s", h.node, hot, h.stderr.String())
+		}
 	}
 	t.Cleanup(func() { // the test failed half-way: do not leave them running
 		for _, h := range runs {
@@ -318,12 +403,20 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 		t.Fatalf("dlmd reports %q mastered on node %d, which is not one of %v", hot, victimNum, nums)
 	}
 	t.Logf("%q is mastered on node %d (%s)", hot, victimNum, victim)
+	if first >= 0 && victim != nodes[first].Name {
+		t.Fatalf("%q is mastered on %s, not on %s whose hammer asked first", hot, victim, nodes[first].Name)
+	}
+	what := map[disruption]string{powerCut: "the kill", partition: "the cut"}[how]
 	killedAt := history.Mono()
-	if err := l.Kill(ctxFor(t, time.Minute), victim); err != nil {
+	if how == partition {
+		if err := l.Partition(victim); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := l.Kill(ctxFor(t, time.Minute), victim); err != nil {
 		t.Fatal(err)
 	}
 	killed := history.Mono()
-	t.Logf("killed %s (node %d, master of %q) mid-run", victim, victimNum, hot)
+	t.Logf("%s: %s (node %d, master of %q) mid-run", what, victim, victimNum, hot)
 
 	var survivors []*hammerRun
 	var dead *hammerRun
@@ -361,12 +454,16 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 			t.Errorf("%d critical sections on %q after %s (want %d)", hotAfter(), hot, after, progress)
 		}
 	}
-	goOn(killed, "the kill")
+	goOn(killed, what)
 
-	// Power the victim back on while the survivors hammer on: it rejoins
-	// with its number (a recovery under load too).
+	// Power the victim back on (or heal its link) while the survivors
+	// hammer on: it rejoins with its number (a recovery under load too).
 	restartAt := history.Mono()
-	if err := l.Start(ctxFor(t, 2*time.Minute), victim); err != nil {
+	if how == partition {
+		if err := l.Heal(victim); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := l.Start(ctxFor(t, 2*time.Minute), victim); err != nil {
 		t.Fatal(err)
 	}
 	checkAllUp(t, l, 3)
@@ -379,8 +476,8 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 
 	// Stop: every hammer must finish on its own.
 	stopped, stopAt := time.Now(), history.Mono()
-	for _, h := range survivors {
-		_ = h.stdin.Close()
+	for _, h := range runs {
+		_ = h.stdin.Close() // the victim's too, when it was only cut off
 	}
 	for _, h := range runs {
 		select {
@@ -422,14 +519,30 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 			t.Fatalf("%s: the hammer's CLOCK_MONOTONIC is not the host's (start %+v, host between %d and %d): the interval check is void", h.node, start, h.started, startAt)
 		}
 		if h == dead {
-			t.Logf("%s (killed): %d critical sections, the last %s the kill", h.node, cs, lastBefore(recs, killedAt))
+			t.Logf("%s (%s): %d critical sections, the last %s %s", h.node, what, cs, lastBefore(recs, killedAt), what)
+			if how == partition {
+				// Cut off past its lease, its dlmd must have fenced and
+				// ended its clients' sessions: each client's last record
+				// is an error, and none made a critical section after the
+				// heal that began before it rejoined.
+				errs := 0
+				for _, r := range recs {
+					if r.Kind == history.KindError {
+						errs++
+						t.Logf("%s: client %d: %s: %s", h.node, r.ID.Client, r.Res, r.Msg)
+					}
+				}
+				if errs == 0 {
+					t.Errorf("%s was cut off for longer than its lease, yet none of its clients lost its session (did its dlmd fence?)", h.node)
+				}
+			}
 			continue
 		}
 		if herr != nil || dones != clients {
 			t.Errorf("%s: hammer exited with %v, %d of %d clients done; stderr: %s", h.node, herr, dones, clients, h.stderr.String())
 		}
-		t.Logf("%s: %d critical sections, %d after the kill, %d after the rejoin; stopped %s after being told",
-			h.node, cs, h.countCS(killed, ""), h.countCS(rejoined, ""), finished.Sub(stopped).Round(time.Millisecond))
+		t.Logf("%s: %d critical sections, %d after %s, %d after the rejoin; stopped %s after being told",
+			h.node, cs, h.countCS(killed, ""), what, h.countCS(rejoined, ""), finished.Sub(stopped).Round(time.Millisecond))
 	}
 
 	bad, stats := history.Check(all, killedAt)
@@ -442,9 +555,17 @@ func testDlmNodeLoss(t *testing.T, l *lab.Lab) {
 		st := stats[name]
 		t.Logf("%s: %d critical sections, %d read a value block not valid (rebuilt from the log), counter at %d", name, st.Sections, st.Invalid, st.Last)
 	}
-	logInvalid(t, all, []phase{{"the kill", killedAt}, {"the rejoin", rejoined}, {"the hammers were told to stop", stopAt}})
-	if first := firstAfter(all, hot, killed); first > 0 {
-		t.Logf("first grant of %q after the kill: %s after the power cut", hot, time.Duration(first-killedAt).Round(time.Millisecond))
+	logInvalid(t, all, []phase{{what, killedAt}, {"the rejoin", rejoined}, {"the hammers were told to stop", stopAt}})
+	var survived []history.Record
+	for _, h := range survivors {
+		survived = append(survived, h.snapshot()...)
+	}
+	if first := firstAfter(survived, hot, killed); first > 0 {
+		t.Logf("first grant of %q to a survivor after %s: %s after it", hot, what, time.Duration(first-killedAt).Round(time.Millisecond))
+		if last := lastEnd(dead.snapshot(), hot, first); last > 0 {
+			t.Logf("%s's last critical section on %q ended %s after %s, %s before that grant", victim, hot,
+				time.Duration(last-killedAt).Round(time.Millisecond), what, time.Duration(first-last).Round(time.Millisecond))
+		}
 	}
 	if gap, at := longestPause(all, hot, restartAt); gap > 0 {
 		t.Logf("longest pause between grants of %q after the restart began: %s, %s after it", hot,
@@ -545,7 +666,7 @@ func logInvalid(t *testing.T, recs []history.Record, phases []phase) {
 			t.Logf("... %d more", len(inv)-i)
 			break
 		}
-		when := "before the kill"
+		when := "before " + phases[0].name
 		for _, p := range phases {
 			if r.T0 > p.at {
 				when = fmt.Sprintf("%s after %s", time.Duration(r.T0-p.at).Round(time.Millisecond), p.name)
@@ -557,6 +678,18 @@ func logInvalid(t *testing.T, recs []history.Record, phases []phase) {
 
 // firstAfter is the start of the first critical section on res after t,
 // or 0.
+// lastEnd returns the latest end of a critical section on res in recs
+// that began before t (0: none).
+func lastEnd(recs []history.Record, res string, t int64) int64 {
+	var last int64
+	for _, r := range recs {
+		if r.Kind == history.KindCS && r.Res == res && r.T0 < t {
+			last = max(last, r.T1)
+		}
+	}
+	return last
+}
+
 func firstAfter(recs []history.Record, res string, t int64) int64 {
 	var first int64
 	for _, r := range recs {
