@@ -267,10 +267,9 @@ var ErrNoNode = errors.New("load: no node to place on (no load vector of an UP n
 // than it by more than Margin; otherwise the best. Each placement raises
 // the chosen node's score by 1/CPUs, so two nodes within the margin take
 // turns (in runs of at most 2*(floor(Margin*CPUs)+1): 2 at the default
-// margin on up to 3 CPUs) instead of all work piling
-// on one, load per CPU is balanced to within Margin plus one task per CPU,
-// and a difference in measurements smaller than the margin does not move
-// the choice.
+// margin on up to 3 CPUs) instead of all work piling on one, load per CPU
+// is balanced to within Margin plus one task per CPU, and a difference in
+// measurements smaller than the margin does not move the choice.
 func (w *Window) Place(now time.Time, allowed func(node uint32) bool) (uint32, error) {
 	cands := w.Vectors(now)
 	cands = slices.DeleteFunc(cands, func(e Entry) bool { return allowed != nil && !allowed(e.Node) })
