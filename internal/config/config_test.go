@@ -164,7 +164,7 @@ cluster:
     key_file: /etc/openssi/node.key
     ca_file: /etc/openssi/ca.pem
 clmsd:
-  node_number: 1024
+  node_number: 511
   rpc_port: 65535
   skew_threshold: 1ms
   skew_interval: 100ms
@@ -181,7 +181,7 @@ clmsd:
 					TLS: TLS{Source: "files", CertFile: "/etc/openssi/node.pem",
 						KeyFile: "/etc/openssi/node.key", CAFile: "/etc/openssi/ca.pem"},
 				}
-				c.Clmsd = clmsdspec.Config{NodeNumber: 1024, RPCPort: 65535, SkewThreshold: time.Millisecond,
+				c.Clmsd = clmsdspec.Config{NodeNumber: 511, RPCPort: 65535, SkewThreshold: time.Millisecond,
 					SkewInterval: 100 * time.Millisecond}
 			},
 		},
@@ -218,13 +218,13 @@ clmsd:
 
 		// Bad values, wherever they come from.
 		{name: "int not a number", file: "clmsd:\n  node_number: abc\n",
-			err: `config: clmsd.node_number: "abc" is not valid: want an integer 0..1024 (0 = claim automatically)`},
+			err: `config: clmsd.node_number: "abc" is not valid: want an integer 0..511 (0 = claim automatically)`},
 		{name: "int from env not a number", env: map[string]string{"OPENSSI_CLMSD_NODE_NUMBER": "abc"},
-			err: `config: clmsd.node_number: "abc" is not valid: want an integer 0..1024 (0 = claim automatically)`},
-		{name: "int out of range", file: "clmsd:\n  node_number: 1025\n",
-			err: `config: clmsd.node_number: "1025" is not valid: want an integer 0..1024 (0 = claim automatically)`},
+			err: `config: clmsd.node_number: "abc" is not valid: want an integer 0..511 (0 = claim automatically)`},
+		{name: "int out of range", file: "clmsd:\n  node_number: 512\n",
+			err: `config: clmsd.node_number: "512" is not valid: want an integer 0..511 (0 = claim automatically)`},
 		{name: "negative node", env: map[string]string{"OPENSSI_CLMSD_NODE_NUMBER": "-1"},
-			err: `config: clmsd.node_number: "-1" is not valid: want an integer 0..1024 (0 = claim automatically)`},
+			err: `config: clmsd.node_number: "-1" is not valid: want an integer 0..511 (0 = claim automatically)`},
 		{name: "int fraction", file: "clmsd:\n  rpc_port: 80.5\n",
 			err: `config: clmsd.rpc_port: "80.5" is not valid: want an integer 1..65535`},
 		{name: "int bool", file: "clmsd:\n  rpc_port: true\n",
@@ -234,7 +234,7 @@ clmsd:
 		{name: "port from flag", args: []string{"--rpc-port=70000"},
 			err: `config: clmsd.rpc_port: "70000" is not valid: want an integer 1..65535`},
 		{name: "int is a mapping", file: "clmsd:\n  node_number:\n    a: 1\n",
-			err: `config: clmsd.node_number: "map[a:1]" is not valid: want an integer 0..1024 (0 = claim automatically)`},
+			err: `config: clmsd.node_number: "map[a:1]" is not valid: want an integer 0..511 (0 = claim automatically)`},
 		{name: "duration word", file: "clmsd:\n  skew_interval: fast\n",
 			err: `config: clmsd.skew_interval: "fast" is not valid: want a duration of at least 100ms such as 5s`},
 		{name: "duration without unit", file: "clmsd:\n  skew_threshold: 100\n",
@@ -290,7 +290,7 @@ clmsd:
 		{name: "tls files need ca", file: "cluster:\n  tls:\n    source: files\n    cert_file: /c\n    key_file: /k\n",
 			err: `config: cluster.tls.ca_file: "" is not valid: want a file path (required when cluster.tls.source is files)`},
 		{name: "first bad value in file order", file: "clmsd:\n  rpc_port: x\n  node_number: y\n",
-			err: `config: clmsd.node_number: "y" is not valid: want an integer 0..1024 (0 = claim automatically)`},
+			err: `config: clmsd.node_number: "y" is not valid: want an integer 0..511 (0 = claim automatically)`},
 		{name: "long value is shortened", env: map[string]string{"OPENSSI_CLUSTER_RUN_DIR": strings.Repeat("r", 100)},
 			err: `config: cluster.run_dir: "` + strings.Repeat("r", 80) + `..." is not valid: want an absolute path`},
 

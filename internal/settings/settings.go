@@ -189,7 +189,7 @@ var ErrInvalid = errors.New("config: invalid value")
 // Error reports one setting whose value is not allowed. Its message is one
 // line, for example:
 //
-//	config: clmsd.node_number: "abc" is not valid: want an integer 0..1024 (0 = claim automatically)
+//	config: clmsd.node_number: "abc" is not valid: want an integer 0..511 (0 = claim automatically)
 type Error struct {
 	// Key is the dotted setting name, e.g. "clmsd.node_number".
 	Key string

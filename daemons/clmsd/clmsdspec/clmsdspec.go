@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/openssi/openssi/daemons/clmsd/membership"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
 )
@@ -30,7 +31,7 @@ var Daemon = describe.Daemon{
 		"holds its membership in Consul, streams NODEUP/NODEDOWN/NODELEAVE events to\n" +
 		"local subscribers and measures clock skew to the other nodes.",
 	Config: settings.NewSection(Name, Default, example,
-		settings.Flag{Name: "node-number", Key: "node_number", Usage: "node number 1..1024, 0 = claim automatically"},
+		settings.Flag{Name: "node-number", Key: "node_number", Usage: "node number 1..511, 0 = claim automatically"},
 		settings.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
 	),
 	Hardening: describe.Hardening{
@@ -38,7 +39,7 @@ var Daemon = describe.Daemon{
 		Why:             "Consul's HTTP API, peers over TCP, its Unix socket; no capability (writes only its own state and socket), runs as user openssi.",
 		Exposure:        1.6,
 		User:            describe.SystemUser,
-		// clmsd holds the membership of at most 1024 nodes and a few
+		// clmsd holds the membership of at most 511 nodes and a few
 		// watchers (dlmd, ssi events, libcluster programs): an idle
 		// clmsd has 17 MiB resident and 7 threads (the packages' boot
 		// test), so 512 MiB only catches a leak.
@@ -50,7 +51,7 @@ var Daemon = describe.Daemon{
 			MemoryMaxMiB: 512,
 			TasksMax:     512,
 			NOFILE:       4096,
-			Why:          "512 MiB: membership of <= 1024 nodes over an idle 17 MiB, a leak stops there; 4096 descriptors: Consul, 2x1023 peer links, local watchers; 512 threads: Go's, well above GOMAXPROCS.",
+			Why:          "512 MiB: membership of <= 511 nodes over an idle 17 MiB, a leak stops there; 4096 descriptors: Consul, 2x510 peer links, local watchers; 512 threads: Go's, well above GOMAXPROCS.",
 		},
 	},
 }
@@ -58,9 +59,9 @@ var Daemon = describe.Daemon{
 // Config holds the settings of the cluster membership daemon (YAML
 // `clmsd:`).
 type Config struct {
-	// NodeNumber is this node's number, 1..1024. 0 means claim a free number
+	// NodeNumber is this node's number, 1..511. 0 means claim a free number
 	// automatically on first start and keep it in <StateDir>/node. Default 0.
-	NodeNumber int `mapstructure:"node_number" want:"an integer 0..1024 (0 = claim automatically)"`
+	NodeNumber int `mapstructure:"node_number" want:"an integer 0..511 (0 = claim automatically)"`
 	// RPCPort is the TCP port of clmsd's inter-node gRPC server, 1..65535.
 	// Default 7101.
 	RPCPort int `mapstructure:"rpc_port" want:"an integer 1..65535"`
@@ -87,7 +88,7 @@ func Default() Config {
 // *settings.Error, or nil.
 func (c *Config) Validate() error {
 	return settings.Checks(Name, c,
-		settings.Check{Key: "node_number", Value: strconv.Itoa(c.NodeNumber), OK: c.NodeNumber >= 0 && c.NodeNumber <= 1024},
+		settings.Check{Key: "node_number", Value: strconv.Itoa(c.NodeNumber), OK: c.NodeNumber >= 0 && c.NodeNumber <= membership.MaxNodeNumber},
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "skew_threshold", Value: c.SkewThreshold.String(), OK: c.SkewThreshold > 0},
 		settings.Check{Key: "skew_interval", Value: c.SkewInterval.String(), OK: c.SkewInterval >= 100*time.Millisecond},

@@ -7,8 +7,10 @@ import (
 	"strings"
 )
 
-// MaxNodeNumber is the largest node number.
-const MaxNodeNumber = 1024
+// MaxNodeNumber is the largest node number: a cluster pid holds the
+// number of the node a process started on in 9 bits (node<<22 | pid, a
+// positive int32; see daemons/vprocd/cpid), so 511.
+const MaxNodeNumber = 511
 
 // Claim records which node holds a node number. Claims are permanent: a
 // node keeps its number across restarts and failures.
