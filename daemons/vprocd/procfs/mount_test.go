@@ -1,0 +1,150 @@
+package procfs
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/internal/roottest"
+)
+
+// mount mounts p's view on a fresh directory every user can reach and
+// unmounts it at the end of the test.
+func mount(t *testing.T, p Provider) string {
+	t.Helper()
+	roottest.Need(t, "ls", "cat")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatalf("needs /dev/fuse: %v (CI=true makes this a failure, not a skip)", err)
+		}
+		t.Skipf("needs /dev/fuse: %v (skipped; under CI=true this fails)", err)
+	}
+	dir, err := os.MkdirTemp("", "procfs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MkdirTemp makes it 0700: uid 65534 must reach the mount point.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Mount(dir, p, Options{OnError: func(err error) { t.Errorf("provider error: %v", err) }})
+	if err != nil {
+		os.Remove(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// asNobody runs a command as uid and gid 65534 and returns its output
+// and exit error.
+func asNobody(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// TestMount mounts the view with a fake provider and uses it with
+// standard tools, as root and as another user.
+func TestMount(t *testing.T) {
+	p := sampleProvider()
+	p.change(func(m map[cpid.CPID]*Proc) { delete(m, cpid.MustMake(2, 5)) }) // its errors are TestOpen's
+	dir := mount(t, p)
+	alice := cpid.MustMake(1, 100).String() // uid 1000
+	nobodys := cpid.MustMake(3, 7).String() // uid 65534
+
+	out, err := exec.Command("ls", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ls: %v\n%s", err, out)
+	}
+	got, want := strings.Fields(string(out)), []string{alice, nobodys}
+	slices.Sort(got) // ls sorts as text
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("ls %s = %q, want %q", dir, got, want)
+	}
+	out, err = exec.Command("ls", filepath.Join(dir, alice)).CombinedOutput()
+	if err != nil || string(out) != "cmdline\nenviron\nnode\nstat\nstatus\n" {
+		t.Fatalf("ls <cpid> = %q, %v", out, err)
+	}
+
+	for _, tt := range []struct{ path, want string }{
+		{alice + "/status", "Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\n"},
+		{alice + "/cmdline", "sleep\x001000\x00"},
+		{alice + "/node", "2\n"},
+		{nobodys + "/node", "4\n"},
+		{alice + "/stat", "100 (sleep) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7\n"},
+		{alice + "/environ", "HOME=/home/alice\x00SECRET=hunter2\x00"}, // root may
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, tt.path))
+		if err != nil || string(b) != tt.want {
+			t.Errorf("ReadFile(%s) = %q, %v; want %q", tt.path, b, err, tt.want)
+		}
+	}
+
+	fi, err := os.Stat(filepath.Join(dir, alice, "environ"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != 0o400 || st.Uid != 1000 || st.Gid != 1000 {
+		t.Errorf("environ: mode %v uid %d gid %d, want 0400 owned by 1000", fi.Mode(), st.Uid, st.Gid)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, alice)); err != nil || fi.Mode() != fs.ModeDir|0o555 {
+		t.Errorf("dir: %v, %v", fi, err)
+	}
+
+	// Another user reads what anyone may, and not another's environment.
+	if out, err := asNobody("cat", filepath.Join(dir, alice, "status")); err != nil || !strings.Contains(out, "Uid:\t1000") {
+		t.Errorf("nobody cat status = %q, %v", out, err)
+	}
+	if out, err := asNobody("cat", filepath.Join(dir, alice, "environ")); err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, "hunter2") {
+		t.Errorf("nobody cat alice's environ = %q, %v; want Permission denied", out, err)
+	}
+	if out, err := asNobody("cat", filepath.Join(dir, nobodys, "environ")); err != nil || out != "HOME=/nonexistent\x00" {
+		t.Errorf("nobody cat own environ = %q, %v", out, err)
+	}
+
+	// Read-only, whoever asks.
+	if err := os.WriteFile(filepath.Join(dir, alice, "status"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write: %v, want EROFS", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "x"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mkdir: %v, want EROFS", err)
+	}
+
+	// Nothing is cached: a change at the provider shows at once.
+	p.change(func(m map[cpid.CPID]*Proc) { m[cpid.MustMake(1, 100)].Files.Status = []byte("changed\n") })
+	if b, err := os.ReadFile(filepath.Join(dir, alice, "status")); err != nil || string(b) != "changed\n" {
+		t.Errorf("after a change: %q, %v", b, err)
+	}
+	p.change(func(m map[cpid.CPID]*Proc) { delete(m, cpid.MustMake(3, 7)) })
+	if _, err := os.Stat(filepath.Join(dir, nobodys, "status")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stat of an exited process: %v, want ENOENT", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 || ents[0].Name() != alice {
+		t.Errorf("ReadDir after an exit = %v, %v", ents, err)
+	}
+	for _, name := range []string{"0", "abc", "-4194404", "04194404", alice + "/nope"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stat %s: %v, want ENOENT", name, err)
+		}
+	}
+}
