@@ -167,3 +167,28 @@ CPID     NODE  USER   PPID      STAT  %CPU   RSS    START  TIME        COMMAND
 		t.Fatal("Top sorted its input")
 	}
 }
+
+// FuzzTable: whatever a process calls itself and whatever its user is
+// named, the table has one line per row and no control character.
+func FuzzTable(f *testing.F) {
+	f.Add("sh", "-c", "x) y", "alice", "S")
+	f.Add("a\nb", "\x1b[2J", "\xff\xfe", "evil\r", "Z\t")
+	f.Fuzz(func(t *testing.T, arg0, arg1, comm, name, stat string) {
+		rs := []proctable.Row{
+			{CPID: cpid.MustMake(1, 2), Stat: stat, Comm: comm, Args: []string{arg0, arg1}},
+			{CPID: cpid.MustMake(1, 3), UID: 7, Stat: stat, Comm: comm, Kernel: true},
+		}
+		var b bytes.Buffer
+		o := Options{Now: now, Loc: time.UTC, User: func(uint32) string { return name }}
+		if err := Table(&b, rs, o); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if strings.Count(out, "\n") != len(rs)+1 {
+			t.Fatalf("%d lines:\n%s", strings.Count(out, "\n"), out)
+		}
+		if strings.ContainsFunc(out, func(r rune) bool { return r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) }) {
+			t.Fatalf("control character in\n%q", out)
+		}
+	})
+}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/internal/roottest"
 )
 
@@ -145,6 +146,43 @@ func TestMount(t *testing.T) {
 	for _, name := range []string{"0", "abc", "-4194404", "04194404", alice + "/nope"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("stat %s: %v, want ENOENT", name, err)
+		}
+	}
+}
+
+// TestMountLocal serves this node's real /proc through Local and reads
+// this test's own process from the mount.
+func TestMountLocal(t *testing.T) {
+	dir := mount(t, Local{R: proctable.Reader{FS: os.DirFS("/proc"), Node: 5}})
+	me := cpid.MustMake(5, int32(os.Getpid())).String()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return e.Name() == me }) {
+		t.Fatalf("ReadDir lacks own cpid %s among %d entries", me, len(ents))
+	}
+	want, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, me, "cmdline")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cmdline = %q, %v; want %q", got, err, want)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, me, "node")); err != nil || string(got) != "5\n" {
+		t.Fatalf("node = %q, %v", got, err)
+	}
+	st, err := os.ReadFile(filepath.Join(dir, me, "stat"))
+	if err != nil || !strings.HasPrefix(string(st), strconv.Itoa(os.Getpid())+" (") {
+		t.Fatalf("stat = %q, %v", st, err)
+	}
+	if env, err := os.ReadFile(filepath.Join(dir, me, "environ")); err != nil || len(env) == 0 {
+		t.Fatalf("environ as root: %d bytes, %v", len(env), err)
+	}
+	// Another node's cpid and a pid that does not exist are not there.
+	for _, c := range []cpid.CPID{cpid.MustMake(4, int32(os.Getpid())), cpid.MustMake(5, cpid.MaxPID)} {
+		if _, err := os.Stat(filepath.Join(dir, c.String())); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stat %d: %v, want ENOENT", c, err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/fstest"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -183,6 +184,34 @@ func TestErrno(t *testing.T) {
 	} {
 		if got := v.errno(tt.err); got != tt.want {
 			t.Errorf("errno(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestLocal(t *testing.T) {
+	fsys := fstest.MapFS{
+		"stat":        {Data: []byte("cpu 1 2\nbtime 1795968787\n")},
+		"uptime":      {Data: []byte("100.00 50.00\n")},
+		"42/stat":     {Data: []byte("42 (sh) S 1 42 42 0 -1 4194304 0 0 0 0 10 5 0 0 20 0 1 0 500\n")},
+		"42/status":   {Data: []byte("Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nVmRSS:\t  12 kB\n")},
+		"42/cmdline":  {Data: []byte("sh\x00")},
+		"42/environ":  {Data: []byte("A=1\x00")},
+		"43/cmdline":  {Data: []byte("gone\x00")}, // exited before its stat was read
+		"self/status": {Data: []byte("")},
+	}
+	l := Local{R: proctable.Reader{FS: fsys, Node: 2}}
+	rows, err := l.List(context.Background())
+	if err != nil || len(rows) != 1 || rows[0].CPID != cpid.MustMake(2, 42) {
+		t.Fatalf("List = %+v, %v", rows, err)
+	}
+	p, err := l.Get(context.Background(), cpid.MustMake(2, 42))
+	if err != nil || p.Row.UID != 1000 || p.Row.Node != 2 || string(p.Files.Environ) != "A=1\x00" || string(p.Files.Cmdline) != "sh\x00" {
+		t.Fatalf("Get = %+v, %v", p, err)
+	}
+	v := &view{p: l}
+	for _, c := range []cpid.CPID{cpid.MustMake(1, 42), cpid.MustMake(2, 43), cpid.MustMake(2, 44), 0} {
+		if _, errno := v.get(context.Background(), c); errno != syscall.ENOENT {
+			t.Errorf("get %d: %v, want ENOENT", c, errno)
 		}
 	}
 }
