@@ -1,0 +1,87 @@
+package runner
+
+import (
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func self() Cred {
+	return Cred{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
+}
+
+func TestStatusOf(t *testing.T) {
+	for _, tc := range []struct {
+		ws   syscall.WaitStatus
+		want Status
+	}{
+		{0, Status{Code: 0}},
+		{3 << 8, Status{Code: 3}},
+		{255 << 8, Status{Code: 255}},
+		{9, Status{Code: 137, Signal: 9}},
+		{15 | 0x80, Status{Code: 143, Signal: 15}}, // core dumped
+		{0x7f | 19<<8, Status{Code: 1}},            // stopped: not an end
+	} {
+		if got := StatusOf(tc.ws); got != tc.want {
+			t.Errorf("StatusOf(%#x) = %+v, want %+v", uint32(tc.ws), got, tc.want)
+		}
+	}
+}
+
+func TestRunPipes(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "read x; echo out $x; echo err >&2; exit 3"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.Stdin.Write([]byte("in\n"))
+		p.CloseStdin()
+	}()
+	errc := make(chan string)
+	go func() { b, _ := io.ReadAll(p.Stderr); errc <- string(b) }()
+	out, _ := io.ReadAll(p.Stdout)
+	st := p.Wait()
+	if string(out) != "out in\n" || <-errc != "err\n" || st.Code != 3 {
+		t.Fatalf("out %q status %+v", out, st)
+	}
+}
+
+func TestLookPath(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int
+		says string
+	}{
+		{"sh", 0, ""},
+		{"/bin/sh", 0, ""},
+		{"no-such-command-x", ExitNotFound, "command not found"},
+		{"/no/such", ExitNotFound, "No such file"},
+		{"/etc/passwd", ExitNotExecutable, "Permission denied"},
+		{"/etc", ExitNotExecutable, "Is a directory"},
+		{"../etc/passwd", ExitNotExecutable, "Permission denied"},
+	} {
+		_, err := lookPath(tc.name, "/bin", []string{"PATH=/usr/bin:/bin"})
+		switch {
+		case tc.code == 0 && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.code != 0 && (err == nil || err.Code != tc.code || !strings.Contains(err.Msg, tc.says)):
+			t.Errorf("%s: %v, want code %d saying %q", tc.name, err, tc.code, tc.says)
+		}
+	}
+}
+
+func TestMissingDirFallsBackToHome(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"pwd"}, Dir: "/no/such/dir", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p.Stderr)
+	out, _ := io.ReadAll(p.Stdout)
+	p.Wait()
+	home, _ := os.UserHomeDir()
+	if !strings.Contains(p.Note, "/no/such/dir does not exist") || strings.TrimSpace(string(out)) != home {
+		t.Fatalf("note %q, ran in %q, want the home %q", p.Note, out, home)
+	}
+}
