@@ -56,7 +56,8 @@ var (
 	ErrNoNode = errors.New("no such node, or the node is DOWN")
 	// ErrUnreachable: the target node's vprocd cannot be reached.
 	ErrUnreachable = errors.New("the target node's vprocd cannot be reached")
-	// ErrRefused: the request was refused (bad request, permission).
+	// ErrRefused: the request was refused (bad request, permission, too
+	// many programs of the user on the target).
 	ErrRefused = errors.New("request refused")
 	// ErrNotStarted: the program could not be started (*StartError).
 	ErrNotStarted = errors.New("program not started")
@@ -388,7 +389,7 @@ func (c *Client) wrap(err error) error {
 			return fmt.Errorf("vproc: %w (%s): %s", ErrNotRunning, c.socket, msg)
 		}
 		return wrapped{msg, ErrUnreachable}
-	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated, codes.ResourceExhausted:
 		return wrapped{msg, ErrRefused}
 	}
 	return fmt.Errorf("vproc: %s", msg)

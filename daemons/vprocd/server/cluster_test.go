@@ -64,6 +64,12 @@ func (c *testCluster) source(node uint32, name string, services ...string) rpc.S
 
 // startCluster starts n vprocd (nodes 1..n), every node UP.
 func startCluster(t *testing.T, n int) *testCluster {
+	return startClusterWith(t, n, Config{})
+}
+
+// startClusterWith is startCluster with every node's Config based on
+// base (Node, Source, Lookup, NodeName and Log are set).
+func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "vprocd-test-")
 	if err != nil {
@@ -87,20 +93,19 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for i := 1; i <= n; i++ {
 		num := uint32(i)
 		src := c.source(num, rpctest.NodeName(num), ServiceName)
-		srv := New(Config{
-			Node:   num,
-			Source: src,
-			Lookup: func(_ context.Context, m uint32) (string, error) {
-				c.mu.Lock()
-				defer c.mu.Unlock()
-				if nd := c.nodes[m]; nd != nil {
-					return nd.addr, nil
-				}
-				return "", fmt.Errorf("no node %d", m)
-			},
-			NodeName: func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil },
-			Log:      log.WithField("node", num),
-		})
+		cfg := base
+		cfg.Node, cfg.Source = num, src
+		cfg.Lookup = func(_ context.Context, m uint32) (string, error) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if nd := c.nodes[m]; nd != nil {
+				return nd.addr, nil
+			}
+			return "", fmt.Errorf("no node %d", m)
+		}
+		cfg.NodeName = func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil }
+		cfg.Log = log.WithField("node", num)
+		srv := New(cfg)
 		for j := 1; j <= n; j++ {
 			srv.Membership(uint32(j), true)
 		}

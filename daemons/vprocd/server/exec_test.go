@@ -272,3 +272,23 @@ func TestNodeDown(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxExecsPerUID: past max_execs_per_uid a uid's next program on a
+// node is refused with one clear error, and admitted again once one ends.
+func TestMaxExecsPerUID(t *testing.T) {
+	c := startClusterWith(t, 2, Config{MaxExecsPerUID: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, pid := startSleep(t, c, ctx, 1, 2)
+	_, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"true"}})
+	if !errors.Is(err, vproc.ErrRefused) || !strings.Contains(err.Error(), "max_execs_per_uid") {
+		t.Fatalf("a second program: %v, want ErrRefused naming max_execs_per_uid", err)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	if st, _ := p.Wait(); st.Code != 137 {
+		t.Fatalf("status %+v", st)
+	}
+	if _, _, st := run(t, c, 1, 2, "", "true"); st.Code != 0 {
+		t.Fatalf("after the first ended: %+v", st)
+	}
+}

@@ -46,6 +46,10 @@ func exitOf(code, signal int, reason string) *vprocv1.ExecOutput {
 // send, until it exits (or, detached, until it started). When ctx ends
 // first (the caller is gone) its process group is killed.
 func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest) error {
+	done, err := s.admit(cred.UID)
+	if err != nil {
+		return err
+	}
 	out := &sender{send: send}
 	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach}
 	spec.Argv = strs(req.Argv)
@@ -54,6 +58,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 	p, err := runner.Start(spec)
 	if err != nil {
+		done()
 		var se *runner.StartError
 		if errors.As(err, &se) {
 			return out.Send(exitOf(se.Code, 0, se.Msg))
@@ -62,16 +67,27 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 	cpid := CPID(s.cfg.Node, p.Pid)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
+	if s.cfg.Scopes != nil {
+		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
+			// It runs all the same, accounted to vprocd.
+			log.WithError(err).Warn("program not moved to a scope of its own")
+		}
+	}
 	started := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: cpid, Node: s.cfg.Node, Pid: int32(p.Pid)}}}
 	if req.Detach {
 		log.Info("started a detached program")
-		go p.Wait() // reaps it; nothing else waits for it
+		go func() { // reaps it; nothing else waits for it
+			p.Wait()
+			done()
+		}()
 		return out.Send(started)
 	}
+	defer done()
 	log.Debug("started a program")
 	if err := out.Send(started); err != nil {
 		p.Kill()
 		p.Wait()
+		p.CloseOutput()
 		return err
 	}
 	if p.Note != "" {

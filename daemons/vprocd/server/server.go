@@ -33,6 +33,12 @@ type Config struct {
 	NodeName func(ctx context.Context, n uint32) (string, error)
 	// DialOptions are added to every dial of a peer (tests).
 	DialOptions []rpc.DialOption
+	// MaxExecsPerUID bounds the programs one uid runs here at once
+	// (0: no bound).
+	MaxExecsPerUID int
+	// Scopes, when set, puts each program in a scope of its own (under
+	// systemd); without it a program is only a process group.
+	Scopes Scoper
 	// OutputGrace is how long, after a program exits, its output is
 	// still read when a process it left holds it open. Default 500ms.
 	OutputGrace time.Duration
@@ -48,10 +54,28 @@ type Server struct {
 	mu    sync.Mutex
 	nodes map[uint32]*nodeState
 	conns map[uint32]*grpc.ClientConn
+	// execs counts the programs running here by uid.
+	execs map[uint32]int
 
 	refusals refusals
-	// detached joins nothing: a detached program outlives its stream,
-	// and its reaper vprocd.
+}
+
+// admit counts one more program of uid, or returns a ResourceExhausted
+// status when uid runs MaxExecsPerUID already; done uncounts it.
+func (s *Server) admit(uid uint32) (done func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.cfg.MaxExecsPerUID; m > 0 && s.execs[uid] >= m {
+		return nil, status.Errorf(codes.ResourceExhausted, "vproc: too many programs: uid %d runs %d on node %d (vprocd.max_execs_per_uid)", uid, m, s.cfg.Node)
+	}
+	s.execs[uid]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.execs[uid]--; s.execs[uid] <= 0 {
+			delete(s.execs, uid)
+		}
+	}, nil
 }
 
 // nodeState is what this vprocd believes of another node.
@@ -71,7 +95,8 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{}}
+	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
+		execs: map[uint32]int{}}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the
