@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -131,14 +130,6 @@ func (s *Server) Membership(n uint32, up bool) {
 	}
 }
 
-// Errors of a target node.
-var (
-	// ErrNoNode: the node number is not a member.
-	ErrNoNode = errors.New("vproc: no such node")
-	// ErrNodeDown: the node is a member but DOWN.
-	ErrNodeDown = errors.New("vproc: node is DOWN")
-)
-
 // upNode returns a channel closed when node n goes DOWN, or a
 // FailedPrecondition status when it is unknown or DOWN now.
 func (s *Server) upNode(n uint32) (<-chan struct{}, error) {
@@ -147,9 +138,9 @@ func (s *Server) upNode(n uint32) (<-chan struct{}, error) {
 	st := s.nodes[n]
 	switch {
 	case st == nil:
-		return nil, status.Errorf(codes.FailedPrecondition, "%v: node %d is not a member of the cluster", ErrNoNode, n)
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d is not a member of the cluster", n)
 	case !st.up:
-		return nil, status.Errorf(codes.FailedPrecondition, "%v: node %d", ErrNodeDown, n)
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d is DOWN", n)
 	}
 	return st.down, nil
 }
