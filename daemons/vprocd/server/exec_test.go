@@ -292,3 +292,18 @@ func TestMaxExecsPerUID(t *testing.T) {
 		t.Fatalf("after the first ended: %+v", st)
 	}
 }
+
+// TestUnreachableVprocd: a node UP whose vprocd does not answer is one
+// clear error, at once.
+func TestUnreachableVprocd(t *testing.T) {
+	c := startCluster(t, 2)
+	c.mu.Lock()
+	c.nodes[2].addr = "127.0.0.1:1"
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"true"}})
+	if !errors.Is(err, vproc.ErrUnreachable) || !strings.Contains(err.Error(), "node 2's vprocd cannot be reached") {
+		t.Fatalf("%v, want ErrUnreachable", err)
+	}
+}

@@ -137,6 +137,15 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		case <-ctx.Done():
 			return ctx.Err()
 		case r := <-replies:
+			if r.err != nil {
+				select {
+				case <-down:
+					// The link broke because the node went down:
+					// say that, not the broken link.
+					return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
+				default:
+				}
+			}
 			switch {
 			case r.err == nil:
 			case errors.Is(r.err, io.EOF):
