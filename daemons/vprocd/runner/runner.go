@@ -338,7 +338,9 @@ func lookPath(name, dir string, env []string) (string, *StartError) {
 		if err == nil {
 			return path, nil
 		}
-		if err.Code == ExitNotExecutable && denied == nil {
+		// Like a shell, a file found but not executable is remembered;
+		// a directory of PATH that cannot be searched is skipped.
+		if _, serr := os.Stat(path); serr == nil && err.Code == ExitNotExecutable && denied == nil {
 			denied = err
 		}
 	}
