@@ -42,6 +42,9 @@ type Spec struct {
 	// Detach gives the program /dev/null as stdio and a session of its
 	// own: it outlives the caller.
 	Detach bool
+	// Gated holds the program back until Proc.Open, so that it can be
+	// moved into a cgroup before it runs (see gateName).
+	Gated bool
 }
 
 // defaultPath is the PATH used when the environment has none.
@@ -65,6 +68,7 @@ type Proc struct {
 	master *os.File   // the terminal's master side, with TTY
 	stdin  *os.File   // the write end of its stdin pipe, without TTY
 	outs   []*os.File // the read ends we hold
+	gate   *os.File   // the write end of the gate pipe, until Open
 
 	mu     sync.Mutex
 	exited bool // the leader has exited (not yet reaped): no more signals
@@ -101,14 +105,31 @@ func Start(s Spec) (*Proc, error) {
 		return nil, serr
 	}
 	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: dir}
+	var gateR *os.File
+	if s.Gated {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("runner: gate pipe: %w", err)
+		}
+		gateR, p.gate = r, w
+		cmd.Path = "/proc/self/exe"
+		cmd.Args = append([]string{gateName, path}, s.Argv...)
+		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gateFD)
+	}
 	attr := &syscall.SysProcAttr{Credential: cred}
 	if err := p.wire(cmd, attr, s); err != nil {
+		if gateR != nil {
+			gateR.Close()
+		}
 		p.closeAll()
 		return nil, err
 	}
 	cmd.SysProcAttr = attr
 	err = cmd.Start()
 	p.closeChildEnds(cmd)
+	if gateR != nil {
+		gateR.Close()
+	}
 	if err != nil {
 		p.closeAll()
 		return nil, &StartError{Code: ExitNotExecutable, Msg: fmt.Sprintf("%s: %s", s.Argv[0], startReason(err))}
@@ -192,6 +213,9 @@ func (p *Proc) closeChildEnds(cmd *exec.Cmd) {
 
 // closeAll closes what Proc holds.
 func (p *Proc) closeAll() {
+	if p.gate != nil {
+		p.gate.Close()
+	}
 	if p.master != nil {
 		p.master.Close()
 	}
@@ -296,6 +320,9 @@ func (p *Proc) Wait() Status {
 	p.mu.Lock()
 	p.exited = true
 	p.mu.Unlock()
+	if p.gate != nil {
+		p.gate.Close()
+	}
 	_ = p.cmd.Wait()
 	if p.stdin != nil {
 		p.stdin.Close()

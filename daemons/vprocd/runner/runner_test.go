@@ -1,8 +1,10 @@
 package runner
 
 import (
+	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
@@ -100,4 +102,72 @@ func passwdHome(t *testing.T) string {
 		return "/" // as the runner does for a home that is not there
 	}
 	return u.HomeDir
+}
+
+// TestGate: a gated program is this binary waiting at the gate, as the
+// caller, until Open; then it is the program, with its stdio, and its
+// status is the program's. A program that cannot be executed at the gate
+// reports it as a shell would.
+func TestGate(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "read x; echo out $x; exit 4"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self(), Gated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+	if err != nil || !strings.HasPrefix(string(cmdline), gateName+"\x00") {
+		t.Fatalf("before Open the process runs %q (%v), want the gate", cmdline, err)
+	}
+	p.Open()
+	go func() {
+		p.Stdin.Write([]byte("in\n"))
+		p.CloseStdin()
+	}()
+	go io.Copy(io.Discard, p.Stderr)
+	out, _ := io.ReadAll(p.Stdout)
+	if st := p.Wait(); string(out) != "out in\n" || st.Code != 4 {
+		t.Fatalf("out %q status %+v", out, st)
+	}
+
+	// Killed at the gate: never runs the program.
+	p, err = Start(Spec{Argv: []string{"true"}, Dir: "/", Cred: self(), Gated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p.Stdout)
+	go io.Copy(io.Discard, p.Stderr)
+	p.Kill()
+	if st := p.Wait(); st.Code != 137 {
+		t.Fatalf("killed at the gate: %+v", st)
+	}
+}
+
+func TestGateExecFailure(t *testing.T) {
+	if got := gateStatus(t, "/no/such/program"); got != ExitNotFound {
+		t.Errorf("a missing program: %d, want %d", got, ExitNotFound)
+	}
+	if got := gateStatus(t, "/etc/passwd"); got != ExitNotExecutable {
+		t.Errorf("a file that is no program: %d, want %d", got, ExitNotExecutable)
+	}
+}
+
+// gateStatus runs the gate of this test binary for path, opened at once,
+// and returns its exit status.
+func gateStatus(t *testing.T, path string) int {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte{1})
+	w.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{gateName, path, "prog"}
+	cmd.ExtraFiles = []*os.File{r}
+	err = cmd.Run()
+	r.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("gate of %s: %v", path, err)
+	}
+	return ee.ExitCode()
 }

@@ -6,9 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -305,5 +308,35 @@ func TestUnreachableVprocd(t *testing.T) {
 	_, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"true"}})
 	if !errors.Is(err, vproc.ErrUnreachable) || !strings.Contains(err.Error(), "node 2's vprocd cannot be reached") {
 		t.Fatalf("%v, want ErrUnreachable", err)
+	}
+}
+
+// gateScopes is a Scoper that records what each program was running when
+// it was put in its scope.
+type gateScopes struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (g *gateScopes) Scope(_ context.Context, pid int, uid uint32, cpid int64) error {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seen = append(g.seen, fmt.Sprintf("%s uid %d cpid ok %v", strings.SplitN(string(b), "\x00", 2)[0], uid, cpid == CPID(2, pid)))
+	return nil
+}
+
+// TestScopeBeforeRun: with scopes (under systemd) a program is put in
+// its scope while it still waits at its gate, then runs as usual.
+func TestScopeBeforeRun(t *testing.T) {
+	g := &gateScopes{}
+	c := startClusterWith(t, 2, Config{Scopes: g})
+	out, _, st := run(t, c, 1, 2, "", "sh", "-c", "echo ran")
+	if out != "ran\n" || st.Code != 0 {
+		t.Fatalf("output %q status %+v", out, st)
+	}
+	want := fmt.Sprintf("openssi-vproc-gate uid %d cpid ok true", os.Geteuid())
+	if len(g.seen) != 1 || g.seen[0] != want {
+		t.Fatalf("scoped %q, want [%q]", g.seen, want)
 	}
 }

@@ -51,7 +51,10 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		return err
 	}
 	out := &sender{send: send}
-	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach}
+	// Under systemd the program waits at its gate until it is in its
+	// scope, so nothing it forks is left in vprocd's cgroup.
+	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach,
+		Gated: s.cfg.Scopes != nil}
 	spec.Argv = strs(req.Argv)
 	if req.Size != nil {
 		spec.Rows, spec.Cols = uint16(req.Size.Rows), uint16(req.Size.Cols)
@@ -73,6 +76,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 			log.WithError(err).Warn("program not moved to a scope of its own")
 		}
 	}
+	p.Open()
 	started := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: cpid, Node: s.cfg.Node, Pid: int32(p.Pid)}}}
 	if req.Detach {
 		log.Info("started a detached program")
