@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,6 +111,11 @@ func helper(v string) int {
 	}
 	p, err := vproc.Exec(context.Background(), call.Node, vproc.Cmd{Args: call.Args, Dir: "/", Env: []string{"PATH=/usr/bin:/bin"},
 		Stdout: os.Stdout, Stderr: os.Stderr}, vproc.WithSocket(call.Socket))
+	var se *vproc.StartError
+	if errors.As(err, &se) {
+		fmt.Println(se.Status.Reason)
+		return se.Status.Code
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 101
@@ -122,6 +130,17 @@ func helper(v string) int {
 // runAs runs the test binary as a vproc client of uid 65534 with groups
 // 65534 and 100, calling node 1's vprocd to run args on node.
 func runAs(t *testing.T, c *testCluster, node int, args ...string) string {
+	t.Helper()
+	out, code := runAsUID(t, c, 65534, node, args...)
+	if code != 0 {
+		t.Fatalf("%q as uid 65534: exit %d\n%s", args, code, out)
+	}
+	return out
+}
+
+// runAsUID is runAs as uid (gid uid, groups uid and 100), returning the
+// output and the exit status.
+func runAsUID(t *testing.T, c *testCluster, uid uint32, node int, args ...string) (string, int) {
 	t.Helper()
 	// The binary must be readable by that user.
 	exe, err := os.Executable()
@@ -142,12 +161,31 @@ func runAs(t *testing.T, c *testCluster, node int, args ...string) string {
 	cmd := exec.Command(bin)
 	cmd.Env = []string{helperEnv + "=" + string(call)}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{uid, 100}}}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%q as uid 65534: %v\n%s", args, err, out)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
 	}
-	return string(out)
+	if err != nil {
+		t.Fatalf("%q as uid %d: %v\n%s", args, uid, err, out)
+	}
+	return string(out), 0
+}
+
+// TestUnknownUser: a caller whose uid is no user on the target is
+// refused there with one line and 125, and nothing runs.
+func TestUnknownUser(t *testing.T) {
+	roottest.Need(t)
+	c := startCluster(t, 2)
+	const uid = 4242424
+	if _, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		t.Skipf("uid %d is a user here", uid)
+	}
+	out, code := runAsUID(t, c, uid, 2, "true")
+	if code != vproc.ExitRefused || out != fmt.Sprintf("uid %d is not a user on this node\n", uid) {
+		t.Fatalf("exit %d, output %q; want %d and one line", code, out, vproc.ExitRefused)
+	}
 }
 
 // TestRunsAsTheCaller: a program runs with exactly its caller's uid, gid
