@@ -138,20 +138,4 @@ var Planned = map[string]Profile{
 		Why:      "Mounts the cluster filesystem with FUSE (/dev/fuse, CAP_SYS_ADMIN for mount(2) since NoNewPrivileges rules out setuid fusermount3) and serves files with their owners and modes (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID); no private mount namespace, or the mount would not be seen outside the service.",
 		Exposure: 4.3,
 	},
-	"vprocd": {
-		Capabilities:    []string{"CAP_KILL", "CAP_SYS_PTRACE", "CAP_SETUID", "CAP_SETGID", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_CHECKPOINT_RESTORE", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH"},
-		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"},
-		Set: []Directive{
-			// It must see and signal every process.
-			{Key: "ProtectProc", Value: "default"},
-			{Key: "ProcSubset", Value: "all"},
-			{Key: "ProtectHome", Value: "read-only"},
-			{Key: "PrivateTmp", Value: "no"},
-			// CRIU checkpoints land in the state directory.
-			{Key: "SystemCallFilter", Value: "@process @debug @setuid"},
-			{Key: "RestrictNamespaces", Value: "no"},
-		},
-		Why:      "Signals any process (CAP_KILL), reads and checkpoints them with CRIU (CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH), changes priority and limits (CAP_SYS_NICE, CAP_SYS_RESOURCE), starts remote execs as their caller (CAP_SETUID/SETGID). The programs it starts must not inherit this sandbox: it starts them as transient units through systemd's D-Bus API, never as its own children.",
-		Exposure: 4.4,
-	},
 }

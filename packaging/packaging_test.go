@@ -100,7 +100,7 @@ func TestServiceUnit(t *testing.T) {
 		for _, want := range []string{
 			"Type=notify\n", "WatchdogSec=30s\n", "Restart=on-failure\n", "RestartPreventExitStatus=2\n",
 			"PartOf=openssi.target\n", "WantedBy=openssi.target\n", "Wants=network-online.target consul.service\n",
-			"StartLimitBurst=", "ExecStart=/usr/sbin/" + d.Binary + "\n", "NoNewPrivileges=yes\n",
+			"StartLimitBurst=", "ExecStart=/usr/sbin/" + d.Binary + "\n", "NoNewPrivileges=" + noNewPrivileges(d.Hardening) + "\n",
 			"Environment=GOTRACEBACK=crash\n", "CapabilityBoundingSet=", "RestrictAddressFamilies=",
 			"Description=OpenSSI " + d.Name + " (" + d.Summary + ")\n", "# Sandbox (see packaging/README.md): " + d.Hardening.Why + "\n",
 		} {
@@ -144,6 +144,27 @@ func TestServiceUnit(t *testing.T) {
 	if strings.Contains(cfsd, "ReadWritePaths=") || strings.Contains(cfsd, "ProtectProc=") {
 		t.Error("cfsd unit keeps a directive its profile removes")
 	}
+	// An empty SystemCallFilter drops the baseline's filters, and only
+	// in the unit whose profile asks it.
+	vprocd, _ := daemons.Find("vprocd")
+	if u := ServiceUnit(vprocd); strings.Contains(u, "SystemCallFilter=") || !strings.Contains(u, "SystemCallArchitectures=native\n") {
+		t.Errorf("vprocd unit keeps a system call filter, or lost the architecture:\n%s", u)
+	}
+	if !strings.Contains(clmsd, "SystemCallFilter=@system-service\n") {
+		t.Error("clmsd unit lost the baseline's system call filter")
+	}
+}
+
+// noNewPrivileges is the NoNewPrivileges= a profile gives its unit: the
+// baseline's yes, unless it says otherwise (vprocd, whose programs must
+// be able to use setuid programs).
+func noNewPrivileges(p Profile) string {
+	for _, d := range p.Set {
+		if d.Key == "NoNewPrivileges" {
+			return d.Value
+		}
+	}
+	return "yes"
 }
 
 // TestUnitLimitsUserAndToken: clmsd and dlmd run as the system user with
@@ -192,9 +213,10 @@ func TestUnitLimitsUserAndToken(t *testing.T) {
 		t.Errorf("dlmd MemoryMax %d MiB leaves no headroom over the 7-13 MiB the attacker test measured at one session's limit", l.MemoryMaxMiB)
 	}
 	// A daemon that must stay root (vprocd starts programs as other
-	// users) gets no User= nor directories, and still the token.
+	// users) gets no User= nor directories, and still the token; its
+	// limits are a registered daemon's (above).
 	vprocd := ServiceUnit(daemons.Daemon{Name: "vprocd", Binary: "vprocd", Unit: "openssi-vprocd.service", Hardening: Profiles["vprocd"]})
-	for _, bad := range []string{"\nUser=", "\nStateDirectory=", "\nMemoryMax="} {
+	for _, bad := range []string{"\nUser=", "\nStateDirectory="} {
 		if strings.Contains(vprocd, bad) {
 			t.Errorf("vprocd unit has %q", strings.TrimSpace(bad))
 		}

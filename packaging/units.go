@@ -197,8 +197,12 @@ func Sandbox(p Profile) []Directive {
 	for _, d := range Baseline {
 		if o, ok := set[d.Key]; ok {
 			if d.Key == "SystemCallFilter" {
-				// Filters accumulate: the profile's come after the baseline's.
-				out = append(out, d)
+				// Filters accumulate: the profile's come after the
+				// baseline's, unless the profile empties the filter (an
+				// empty value), which drops the baseline's.
+				if !dropsFilter(p) {
+					out = append(out, d)
+				}
 				if !done[d.Key] && isLast(d) {
 					for _, x := range o {
 						if x.Value != "" {
@@ -229,6 +233,17 @@ func Sandbox(p Profile) []Directive {
 		Directive{Key: "RestrictAddressFamilies", Value: strings.Join(p.AddressFamilies, " ")},
 	)
 	return out
+}
+
+// dropsFilter reports whether p empties the system call filter: a
+// SystemCallFilter= directive with an empty value.
+func dropsFilter(p Profile) bool {
+	for _, d := range p.Set {
+		if d.Key == "SystemCallFilter" && d.Value == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func inBaseline(key string) bool {

@@ -446,14 +446,15 @@ func TestPathRules(t *testing.T) {
 }
 
 func TestAddFlags(t *testing.T) {
-	fs := pflag.NewFlagSet("vprocd", pflag.ContinueOnError)
-	bind := addFlags(fs, "vprocd")
+	// ipcd: a daemon not registered yet, so only the shared flags.
+	fs := pflag.NewFlagSet("ipcd", pflag.ContinueOnError)
+	bind := addFlags(fs, "ipcd")
 	want := map[string]string{"log-level": "cluster.log_level", "consul-address": "cluster.consul.address"}
 	if !reflect.DeepEqual(bind, want) {
-		t.Errorf("addFlags(vprocd) = %v, want %v", bind, want)
+		t.Errorf("addFlags(ipcd) = %v, want %v", bind, want)
 	}
 	if fs.Lookup("node-number") != nil || fs.Lookup("config") == nil {
-		t.Errorf("vprocd flags wrong")
+		t.Errorf("ipcd flags wrong")
 	}
 	fs = pflag.NewFlagSet("dlmd", pflag.ContinueOnError)
 	bind = addFlags(fs, "dlmd")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
 )
@@ -23,6 +24,7 @@ type Daemon = describe.Daemon
 var All = []Daemon{
 	clmsdspec.Daemon,
 	dlmdspec.Daemon,
+	vprocdspec.Daemon,
 }
 
 // Find returns the daemon with the given name.

@@ -11,8 +11,8 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin and dlmdBin are built once for the package.
-var clmsdBin, dlmdBin string
+// clmsdBin, dlmdBin and vprocdBin are built once for the package.
+var clmsdBin, dlmdBin, vprocdBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(dlmChildEnv) != "" {
@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	clmsdBin, err = nodetest.BuildClmsd(dir)
 	if err == nil {
 		dlmdBin, err = nodetest.BuildDlmd(dir)
+	}
+	if err == nil {
+		vprocdBin, err = nodetest.Build(dir, "vprocd")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -238,7 +238,8 @@ func TestBoot(t *testing.T) {
 	}
 }
 
-// checkUnprivileged: clmsd and dlmd run as user openssi under their
+// checkUnprivileged: clmsd and dlmd run as user openssi (vprocd as root)
+// under their
 // limits, a member of the socket group reaches them, a token file placed
 // at /etc/openssi/consul.token reaches the daemons as their credential
 // while the file stays root's, and state a root-run version left is
@@ -265,11 +266,17 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 				t.Errorf("%s: %s=%q, want %q", d.Unit, k, props[k], v)
 			}
 		}
-		if got := sh("stat -c %U /proc/" + props["MainPID"]); got != d.Hardening.User {
-			t.Errorf("%s: main process runs as %q, want %q", d.Unit, got, d.Hardening.User)
+		// vprocd alone runs as root (Hardening.User ""): it starts
+		// programs as their callers.
+		owner := d.Hardening.User
+		if owner == "" {
+			owner = "root"
 		}
-		if got := sh("stat -c '%U:%G %a' /run/openssi/" + d.Name + ".sock"); got != "openssi:openssi 660" {
-			t.Errorf("%s: socket %s, want openssi:openssi 660", d.Unit, got)
+		if got := sh("stat -c %U /proc/" + props["MainPID"]); got != owner {
+			t.Errorf("%s: main process runs as %q, want %q", d.Unit, got, owner)
+		}
+		if got := sh("stat -c '%U:%G %a' /run/openssi/" + d.Name + ".sock"); got != owner+":openssi 660" {
+			t.Errorf("%s: socket %s, want %s:openssi 660", d.Unit, got, owner)
 		}
 		t.Logf("%s: user %s, %s", d.Unit, props["User"], sh("grep -E '^(VmRSS|Threads)' /proc/"+props["MainPID"]+"/status | tr -s '\\t\\n' '  '"))
 	}
@@ -290,6 +297,17 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 	if out, err := c.Exec(ctx, "runuser", "-u", "bob", "--", "ssi", "nodes"); err == nil {
 		t.Errorf("ssi nodes as a user outside group openssi succeeded:\n%s", out)
 	}
+	// ssi exec runs a program as its caller, never as vprocd's root, in
+	// a scope of its own in the caller's slice (/proc/self/cgroup may
+	// name it on more than one line).
+	uid := sh("id -u alice")
+	out, err := c.Exec(ctx, "runuser", "-u", "alice", "--", "ssi", "exec", "-C", "/", "--", "sh", "-c", "id -un; id -u; grep -o 'user-[0-9]*.slice/openssi-vproc-[0-9]*.scope' /proc/self/cgroup")
+	if lines := strings.Fields(out); err != nil || len(lines) < 3 || lines[0] != "alice" || lines[1] != uid || !strings.HasPrefix(lines[2], "user-"+uid+".slice/openssi-vproc-") {
+		t.Errorf("ssi exec as alice: %v\n%s\n%s", err, out, logged("openssi-vprocd.service"))
+	}
+	if out, err := c.Exec(ctx, "runuser", "-u", "bob", "--", "ssi", "exec", "--", "true"); err == nil || !strings.Contains(out, "vprocd") {
+		t.Errorf("ssi exec as a user outside group openssi: %v\n%s", err, out)
+	}
 
 	// The token: root's file, the daemons' credential.
 	const token = "00000000-0000-4000-8000-000000000011"
@@ -307,8 +325,12 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 		if got := sh("cat " + cred); got != token {
 			t.Errorf("%s: credential %q, want the token file's", d.Unit, got)
 		}
-		if got := sh("stat -c '%U %a' " + cred); got != "openssi 400" {
-			t.Errorf("%s: credential %s, want openssi 400", d.Unit, got)
+		owner := d.Hardening.User
+		if owner == "" {
+			owner = "root"
+		}
+		if got := sh("stat -c '%U %a' " + cred); got != owner+" 400" {
+			t.Errorf("%s: credential %s, want %s 400", d.Unit, got, owner)
 		}
 		if got := sh("tr '\\0' '\\n' < /proc/" + showProps(t, c, d.Unit, "MainPID")["MainPID"] + "/environ | grep ^CREDENTIALS_DIRECTORY="); got != "CREDENTIALS_DIRECTORY=/run/credentials/"+d.Unit {
 			t.Errorf("%s: main process has %q", d.Unit, got)

@@ -27,6 +27,7 @@ const (
 
 type globals struct {
 	runDir string
+	in     io.Reader
 	out    io.Writer
 	errOut io.Writer
 }
@@ -44,7 +45,7 @@ type usageError struct{ error }
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	g := &globals{out: stdout, errOut: stderr}
+	g := &globals{in: os.Stdin, out: stdout, errOut: stderr}
 	root := newRoot(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -81,7 +82,7 @@ through their sockets in the run directory.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.runDir, "run-dir", defRunDir, "directory holding the daemons' sockets (env OPENSSI_CLUSTER_RUN_DIR)")
-	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newLockspace(g), newVersion(g))
+	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newLockspace(g), newExec(g), newVersion(g))
 	return root
 }
 

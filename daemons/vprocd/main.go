@@ -1,0 +1,179 @@
+// Command vprocd is OpenSSI's process management: it runs programs on any
+// node as their caller (remote exec). main only wires the packages: the
+// local API, the peer service and the exec between them are server
+// (shell), starting a program as its caller is runner.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/vprocd/server"
+	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
+	"github.com/openssi/openssi/internal/daemon"
+	"github.com/openssi/openssi/internal/rpc"
+)
+
+func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
+
+func run(ctx context.Context, env *daemon.Env) error {
+	own := vprocdspec.From(env.Config)
+	client, src, err := env.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	_ = env.Notify.Status("waiting for clmsd to report this node UP")
+	members, me, view, err := waitUp(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer members.Close()
+
+	addr := env.Config.Cluster.AdvertiseAddress
+	if addr == "" {
+		addr = me.Address
+	}
+	// The holder of a node number is the node its claim names, which
+	// clmsd reports as the member's name: a peer is believed to be node n
+	// only with that node's certificate, and node n's vprocd is looked up
+	// on that node only.
+	holder := func(ctx context.Context, n uint32) (string, error) {
+		nd, err := members.Node(ctx, int(n))
+		if err != nil {
+			return "", err
+		}
+		return nd.Name, nil
+	}
+	lookup := func(ctx context.Context, n uint32) (string, error) {
+		name, err := holder(ctx, n)
+		if err != nil {
+			return "", err
+		}
+		if name == "" {
+			return "", fmt.Errorf("node %d has no known holder", n)
+		}
+		return rpc.LookupRegisteredOn(ctx, client, vprocdspec.Name, int(n), name)
+	}
+	var scopes server.Scoper
+	if server.UnderSystemd() {
+		sc, err := server.NewSystemdScopes(ctx)
+		if err != nil {
+			return err
+		}
+		defer sc.Close()
+		scopes = sc
+	}
+	srv := server.New(server.Config{
+		Node:           uint32(me.Number),
+		Source:         src,
+		Lookup:         lookup,
+		NodeName:       holder,
+		MaxExecsPerUID: own.MaxExecsPerUID,
+		Scopes:         scopes,
+		Log:            env.Log,
+	})
+	defer srv.Close()
+	for _, n := range view.Nodes {
+		srv.Membership(uint32(n.Number), n.State == cluster.Up)
+	}
+
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
+	if err != nil {
+		return err
+	}
+	defer peers.Stop()
+	local, err := env.ServeLocal(server.NewAPI(srv).Register)
+	if err != nil {
+		return err
+	}
+	defer local.Stop()
+
+	// The loop follows membership (a NODEDOWN ends that node's execs at
+	// once) and feeds the watchdog.
+	events := make(chan cluster.Event, 64)
+	watchErr := make(chan error, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	waitWatch := env.Go(watchCtx, func(ctx context.Context) {
+		w := members.Watch(ctx, view.Epoch)
+		for w.Next() {
+			select {
+			case events <- w.Event():
+			case <-ctx.Done():
+			}
+		}
+		watchErr <- w.Err()
+	})
+	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d: running programs; serving %s", me.Number, env.SocketPath()),
+		func(ctx context.Context, beat func(), ready func()) error {
+			ready()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				beat()
+				select {
+				case <-ctx.Done():
+					return nil
+				case e := <-events:
+					srv.Membership(uint32(e.Node.Number), e.Type == cluster.NodeUp)
+				case <-t.C:
+				}
+			}
+		})
+	defer stopRun()
+
+	var failure error
+	select {
+	case <-ctx.Done(): // SIGTERM
+	case err := <-watchErr:
+		if err != nil {
+			failure = fmt.Errorf("membership watch: %w", err)
+		}
+	}
+	local.Health.Shutdown()
+	stopWatch()
+	waitWatch()
+	env.Drain("stopping: programs of callers still attached are killed", 5*time.Second, func(ctx context.Context) error {
+		// Each exec is a stream that lasts as long as its program:
+		// stopping the servers ends them, and their programs with them
+		// (detached ones run on).
+		derr := peers.Deregister(ctx)
+		local.Stop()
+		peers.Stop()
+		return derr
+	})
+	if err := waitRun(); err != nil {
+		return err
+	}
+	return failure
+}
+
+// waitUp connects to the local clmsd and waits until it reports this node
+// UP; it returns the client, this node and the view it saw.
+func waitUp(ctx context.Context, env *daemon.Env) (c *cluster.Client, me cluster.Node, v cluster.View, err error) {
+	socket := cluster.SocketIn(env.Config.Cluster.RunDir)
+	err = env.Retry(ctx, 100*time.Millisecond, 2*time.Second, func() error {
+		var err error
+		if c, err = cluster.New(ctx, cluster.WithSocket(socket)); err == nil {
+			if me, err = c.ThisNode(ctx); err == nil {
+				if v, err = c.Nodes(ctx); err == nil && me.State != cluster.Up {
+					err = fmt.Errorf("node %d is %s", me.Number, me.State)
+				}
+			}
+			if err != nil {
+				c.Close()
+				c = nil
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			env.Log.WithError(err).Info("waiting for clmsd")
+		}
+		return err
+	})
+	return c, me, v, err
+}

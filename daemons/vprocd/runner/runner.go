@@ -1,0 +1,404 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Cred is who the program runs as.
+type Cred struct {
+	UID, GID uint32
+	Groups   []uint32
+}
+
+// Spec says what to run and how.
+type Spec struct {
+	// Argv is the command and its arguments; Argv[0] is looked up in
+	// the PATH of Env when it has no slash.
+	Argv []string
+	// Env is the program's whole environment ("KEY=VALUE" each).
+	Env []string
+	// Dir is the directory to run in; when it is not a directory here,
+	// the user's home (Proc.Note says so).
+	Dir string
+	// Cred is the caller's identity: the program runs with exactly it.
+	Cred Cred
+	// TTY runs the program on a new pseudo-terminal of Rows x Cols.
+	TTY        bool
+	Rows, Cols uint16
+	// Detach gives the program /dev/null as stdio and a session of its
+	// own: it outlives the caller.
+	Detach bool
+	// Gated holds the program back until Proc.Open, so that it can be
+	// moved into a cgroup before it runs (see gateName).
+	Gated bool
+}
+
+// defaultPath is the PATH used when the environment has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Proc is a started program.
+type Proc struct {
+	// Pid is its process id, also its process group's.
+	Pid int
+	// Note is one line for the caller's stderr ("" for none): the
+	// directory it runs in is not the one asked for.
+	Note string
+	// Stdin is its standard input (nil when detached).
+	Stdin io.Writer
+	// Stdout is its standard output, the terminal with TTY (nil when
+	// detached); Stderr its standard error (nil with TTY or detached).
+	Stdout, Stderr io.Reader
+
+	cmd    *exec.Cmd
+	tty    bool
+	master *os.File   // the terminal's master side, with TTY
+	stdin  *os.File   // the write end of its stdin pipe, without TTY
+	outs   []*os.File // the read ends we hold
+	gate   *os.File   // the write end of the gate pipe, until Open
+
+	mu     sync.Mutex
+	exited bool // the leader has exited (not yet reaped): no more signals
+}
+
+// Start starts the program of s. A program that cannot be started is a
+// *StartError.
+func Start(s Spec) (*Proc, error) {
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return nil, &StartError{Code: ExitNotFound, Msg: "no command given"}
+	}
+	u, err := user.LookupId(strconv.FormatUint(uint64(s.Cred.UID), 10))
+	if err != nil {
+		return nil, &StartError{Code: ExitRefused, Msg: fmt.Sprintf("uid %d is not a user on this node", s.Cred.UID)}
+	}
+	cred, err := credential(s.Cred)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proc{tty: s.TTY && !s.Detach}
+	dir := s.Dir
+	if st, err := os.Stat(dir); dir == "" || err != nil || !st.IsDir() {
+		home := u.HomeDir
+		if st, err := os.Stat(home); err != nil || !st.IsDir() {
+			home = "/"
+		}
+		if dir != "" {
+			p.Note = fmt.Sprintf("%s does not exist on this node: running in %s", dir, home)
+		}
+		dir = home
+	}
+	path, serr := lookPath(s.Argv[0], dir, s.Env)
+	if serr != nil {
+		return nil, serr
+	}
+	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: dir}
+	var gateR *os.File
+	if s.Gated {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("runner: gate pipe: %w", err)
+		}
+		gateR, p.gate = r, w
+		cmd.Path = "/proc/self/exe"
+		cmd.Args = append([]string{gateName, path}, s.Argv...)
+		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gateFD)
+	}
+	attr := &syscall.SysProcAttr{Credential: cred}
+	if err := p.wire(cmd, attr, s); err != nil {
+		if gateR != nil {
+			gateR.Close()
+		}
+		p.closeAll()
+		return nil, err
+	}
+	cmd.SysProcAttr = attr
+	err = cmd.Start()
+	p.closeChildEnds(cmd)
+	if gateR != nil {
+		gateR.Close()
+	}
+	if err != nil {
+		p.closeAll()
+		return nil, &StartError{Code: ExitNotExecutable, Msg: fmt.Sprintf("%s: %s", s.Argv[0], startReason(err))}
+	}
+	p.cmd, p.Pid = cmd, cmd.Process.Pid
+	return p, nil
+}
+
+// credential returns the SysProcAttr credential of c: nil when this
+// process already is c and may not change ids (a vprocd not run as root,
+// in tests); an error when it is not c and may not become it.
+func credential(c Cred) (*syscall.Credential, error) {
+	if os.Geteuid() == 0 {
+		return &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: append([]uint32{}, c.Groups...)}, nil
+	}
+	if uint32(os.Geteuid()) == c.UID && uint32(os.Getegid()) == c.GID {
+		return nil, nil
+	}
+	return nil, &StartError{Code: ExitRefused, Msg: fmt.Sprintf("vprocd runs as uid %d, not root: it cannot run programs as uid %d", os.Geteuid(), c.UID)}
+}
+
+// wire sets the program's stdio and process group.
+func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
+	switch {
+	case s.Detach:
+		// stdio stays nil: /dev/null. A session of its own: no
+		// terminal, no signal meant for vprocd's group.
+		attr.Setsid = true
+	case p.tty:
+		master, slave, err := pty.Open()
+		if err != nil {
+			return fmt.Errorf("runner: open a pseudo-terminal: %w", err)
+		}
+		p.master = master
+		if os.Geteuid() == 0 {
+			// The terminal belongs to its user, as login(1) does it.
+			if err := os.Chown(slave.Name(), int(s.Cred.UID), -1); err != nil {
+				slave.Close()
+				return fmt.Errorf("runner: give the terminal to uid %d: %w", s.Cred.UID, err)
+			}
+		}
+		if err := p.Resize(s.Rows, s.Cols); err != nil {
+			slave.Close()
+			return err
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		attr.Setsid, attr.Setctty, attr.Ctty = true, true, 0
+		p.Stdin, p.Stdout = master, master
+	default:
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("runner: stdin pipe: %w", err)
+		}
+		p.stdin = inW
+		cmd.Stdin = inR
+		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				inR.Close()
+				return fmt.Errorf("runner: output pipe: %w", err)
+			}
+			p.outs = append(p.outs, r)
+			*dst = w
+		}
+		p.Stdin, p.Stdout, p.Stderr = inW, p.outs[0], p.outs[1]
+		attr.Setpgid = true
+	}
+	return nil
+}
+
+// closeChildEnds closes this process's copies of the child's ends.
+func (p *Proc) closeChildEnds(cmd *exec.Cmd) {
+	seen := map[*os.File]bool{}
+	for _, f := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
+		if f, ok := f.(*os.File); ok && !seen[f] {
+			seen[f] = true
+			f.Close()
+		}
+	}
+}
+
+// closeAll closes what Proc holds.
+func (p *Proc) closeAll() {
+	if p.gate != nil {
+		p.gate.Close()
+	}
+	if p.master != nil {
+		p.master.Close()
+	}
+	if p.stdin != nil {
+		p.stdin.Close()
+	}
+	p.CloseOutput()
+}
+
+// CloseOutput closes the read ends of stdout and stderr (or the
+// terminal): a reader blocked on them returns. For output a process that
+// outlives the program keeps open.
+func (p *Proc) CloseOutput() {
+	for _, f := range p.outs {
+		f.Close()
+	}
+	if p.master != nil {
+		p.master.Close()
+	}
+}
+
+// CloseStdin ends the program's input: closes the pipe, or on a terminal
+// types the end-of-file character (^D).
+func (p *Proc) CloseStdin() error {
+	if p.master != nil {
+		_, err := p.master.Write([]byte{4})
+		return err
+	}
+	if p.stdin != nil {
+		return p.stdin.Close()
+	}
+	return nil
+}
+
+// Resize sets the terminal's window size (no-op without TTY or for a
+// zero size).
+func (p *Proc) Resize(rows, cols uint16) error {
+	if p.master == nil || rows == 0 || cols == 0 {
+		return nil
+	}
+	return p.control(func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	})
+}
+
+// control runs f on the master's descriptor without making it blocking
+// (File.Fd would, and Close could no longer end a read).
+func (p *Proc) control(f func(fd int) error) error {
+	rc, err := p.master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// Signal sends sig to the program's process group, or on a terminal to
+// its foreground process group. After the program has exited it does
+// nothing: its group id may be another's.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return nil
+	}
+	pgrp := p.Pid
+	if p.master != nil {
+		_ = p.control(func(fd int) error {
+			if g, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil && g > 0 {
+				pgrp = g
+			}
+			return nil
+		})
+	}
+	return unix.Kill(-pgrp, sig)
+}
+
+// Kill sends SIGKILL to the program's process group (the session's
+// leader's, with TTY).
+func (p *Proc) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		_ = unix.Kill(-p.Pid, unix.SIGKILL)
+	}
+}
+
+// Wait waits for the program to exit and returns its status. The leader
+// is left a zombie until no Signal or Kill can be under way, so that its
+// group id is not reused under them.
+func (p *Proc) Wait() Status {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	p.mu.Lock()
+	p.exited = true
+	p.mu.Unlock()
+	if p.gate != nil {
+		p.gate.Close()
+	}
+	_ = p.cmd.Wait()
+	if p.stdin != nil {
+		p.stdin.Close()
+	}
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return Status{Code: 1}
+	}
+	return StatusOf(ws)
+}
+
+// lookPath finds the program file of name as a shell would, in the PATH
+// of env, relative to dir when name has a slash. What is not found is a
+// *StartError with ExitNotFound; what is not a regular executable file
+// one with ExitNotExecutable.
+func lookPath(name, dir string, env []string) (string, *StartError) {
+	if strings.Contains(name, "/") {
+		path := name
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		return path, checkExecutable(name, path)
+	}
+	search := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			search = v
+		}
+	}
+	var denied *StartError
+	for _, d := range filepath.SplitList(search) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		path := filepath.Join(d, name)
+		err := checkExecutable(name, path)
+		if err == nil {
+			return path, nil
+		}
+		// Like a shell, a file found but not executable is remembered;
+		// a directory of PATH that cannot be searched is skipped.
+		if _, serr := os.Stat(path); serr == nil && err.Code == ExitNotExecutable && denied == nil {
+			denied = err
+		}
+	}
+	if denied != nil {
+		return "", denied
+	}
+	return "", &StartError{Code: ExitNotFound, Msg: name + ": command not found"}
+}
+
+// checkExecutable says whether path is a file execve(2) may run.
+func checkExecutable(name, path string) *StartError {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return &StartError{Code: ExitNotFound, Msg: name + ": No such file or directory"}
+	case err != nil:
+		return &StartError{Code: ExitNotExecutable, Msg: name + ": " + startReason(err)}
+	case st.IsDir():
+		return &StartError{Code: ExitNotExecutable, Msg: name + ": Is a directory"}
+	case !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0:
+		return &StartError{Code: ExitNotExecutable, Msg: name + ": Permission denied"}
+	}
+	return nil
+}
+
+// startReason is the errno text of err, as a shell shows it.
+func startReason(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		s := errno.Error()
+		return strings.ToUpper(s[:1]) + s[1:]
+	}
+	return err.Error()
+}

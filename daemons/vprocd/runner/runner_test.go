@@ -1,0 +1,173 @@
+package runner
+
+import (
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func self() Cred {
+	return Cred{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
+}
+
+func TestStatusOf(t *testing.T) {
+	for _, tc := range []struct {
+		ws   syscall.WaitStatus
+		want Status
+	}{
+		{0, Status{Code: 0}},
+		{3 << 8, Status{Code: 3}},
+		{255 << 8, Status{Code: 255}},
+		{9, Status{Code: 137, Signal: 9}},
+		{15 | 0x80, Status{Code: 143, Signal: 15}}, // core dumped
+		{0x7f | 19<<8, Status{Code: 1}},            // stopped: not an end
+	} {
+		if got := StatusOf(tc.ws); got != tc.want {
+			t.Errorf("StatusOf(%#x) = %+v, want %+v", uint32(tc.ws), got, tc.want)
+		}
+	}
+}
+
+func TestRunPipes(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "read x; echo out $x; echo err >&2; exit 3"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.Stdin.Write([]byte("in\n"))
+		p.CloseStdin()
+	}()
+	errc := make(chan string)
+	go func() { b, _ := io.ReadAll(p.Stderr); errc <- string(b) }()
+	out, _ := io.ReadAll(p.Stdout)
+	st := p.Wait()
+	if string(out) != "out in\n" || <-errc != "err\n" || st.Code != 3 {
+		t.Fatalf("out %q status %+v", out, st)
+	}
+}
+
+func TestLookPath(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int
+		says string
+	}{
+		{"sh", 0, ""},
+		{"/bin/sh", 0, ""},
+		{"no-such-command-x", ExitNotFound, "command not found"},
+		{"/no/such", ExitNotFound, "No such file"},
+		{"/etc/passwd", ExitNotExecutable, "Permission denied"},
+		{"/etc", ExitNotExecutable, "Is a directory"},
+		{"../etc/passwd", ExitNotExecutable, "Permission denied"},
+	} {
+		_, err := lookPath(tc.name, "/bin", []string{"PATH=/usr/bin:/bin"})
+		switch {
+		case tc.code == 0 && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.code != 0 && (err == nil || err.Code != tc.code || !strings.Contains(err.Msg, tc.says)):
+			t.Errorf("%s: %v, want code %d saying %q", tc.name, err, tc.code, tc.says)
+		}
+	}
+}
+
+func TestMissingDirFallsBackToHome(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"pwd"}, Dir: "/no/such/dir", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p.Stderr)
+	out, _ := io.ReadAll(p.Stdout)
+	p.Wait()
+	home := passwdHome(t)
+	if !strings.Contains(p.Note, "/no/such/dir does not exist") || strings.TrimSpace(string(out)) != home {
+		t.Fatalf("note %q, ran in %q, want the home %q", p.Note, out, home)
+	}
+}
+
+// passwdHome is the home the password database gives this process's
+// user (where a program whose directory is missing runs).
+func passwdHome(t *testing.T) string {
+	t.Helper()
+	u, err := user.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		t.Skipf("this uid is not in the password database: %v", err)
+	}
+	if st, err := os.Stat(u.HomeDir); err != nil || !st.IsDir() {
+		return "/" // as the runner does for a home that is not there
+	}
+	return u.HomeDir
+}
+
+// TestGate: a gated program is this binary waiting at the gate, as the
+// caller, until Open; then it is the program, with its stdio, and its
+// status is the program's. A program that cannot be executed at the gate
+// reports it as a shell would.
+func TestGate(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "read x; echo out $x; exit 4"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self(), Gated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+	if err != nil || !strings.HasPrefix(string(cmdline), gateName+"\x00") {
+		t.Fatalf("before Open the process runs %q (%v), want the gate", cmdline, err)
+	}
+	p.Open()
+	go func() {
+		p.Stdin.Write([]byte("in\n"))
+		p.CloseStdin()
+	}()
+	go io.Copy(io.Discard, p.Stderr)
+	out, _ := io.ReadAll(p.Stdout)
+	if st := p.Wait(); string(out) != "out in\n" || st.Code != 4 {
+		t.Fatalf("out %q status %+v", out, st)
+	}
+
+	// Killed at the gate: never runs the program.
+	p, err = Start(Spec{Argv: []string{"true"}, Dir: "/", Cred: self(), Gated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p.Stdout)
+	go io.Copy(io.Discard, p.Stderr)
+	p.Kill()
+	if st := p.Wait(); st.Code != 137 {
+		t.Fatalf("killed at the gate: %+v", st)
+	}
+}
+
+func TestGateExecFailure(t *testing.T) {
+	if got := gateStatus(t, "/no/such/program"); got != ExitNotFound {
+		t.Errorf("a missing program: %d, want %d", got, ExitNotFound)
+	}
+	if got := gateStatus(t, "/etc/passwd"); got != ExitNotExecutable {
+		t.Errorf("a file that is no program: %d, want %d", got, ExitNotExecutable)
+	}
+}
+
+// gateStatus runs the gate of this test binary for path, opened at once,
+// and returns its exit status.
+func gateStatus(t *testing.T, path string) int {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte{1})
+	w.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{gateName, path, "prog"}
+	cmd.ExtraFiles = []*os.File{r}
+	err = cmd.Run()
+	r.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("gate of %s: %v", path, err)
+	}
+	return ee.ExitCode()
+}

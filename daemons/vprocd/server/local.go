@@ -1,0 +1,181 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openssi/openssi/daemons/vprocd/runner"
+	"github.com/openssi/openssi/internal/localapi"
+	"github.com/openssi/openssi/internal/rpc"
+	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
+)
+
+// ExitLost is the status of an exec whose node or connection was lost
+// while the program ran (as ssh's 255).
+const ExitLost = 255
+
+// API is vprocd's local API on the node's socket.
+type API struct {
+	vprocv1.UnimplementedVprocServer
+	s *Server
+}
+
+// NewAPI returns the local API of s.
+func NewAPI(s *Server) *API { return &API{s: s} }
+
+// Register adds the API to a gRPC server.
+func (a *API) Register(g *grpc.Server) { vprocv1.RegisterVprocServer(g, a) }
+
+// Exec runs a program for the caller of the socket, as that caller: its
+// uid, gid and groups come from the kernel, never from the request.
+func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
+	ctx := stream.Context()
+	caller, ok := localapi.CallerFrom(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "vproc: the caller's credentials are unknown")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	req := first.GetStart()
+	if err := CheckRequest(req); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	s := a.s
+	if req.Node == 0 || req.Node == s.cfg.Node {
+		req.Node = s.cfg.Node
+		return s.run(ctx, stream, stream.Send, cred, req)
+	}
+	return s.forward(ctx, stream, caller, req)
+}
+
+// forward runs req on node req.Node through its vprocd, relaying the
+// caller's stream both ways. When the node goes DOWN or the link breaks
+// while the program runs, the caller gets ExitLost and one line.
+func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, caller localapi.Cred, req *vprocv1.ExecRequest) error {
+	n := req.Node
+	down, err := s.upNode(n)
+	if err != nil {
+		return err
+	}
+	conn, err := s.peer(ctx, n)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
+	}
+	fctx, cancel := context.WithCancel(rpc.WithoutTimeout(ctx))
+	defer cancel()
+	ps, err := vprocpeerv1.NewVprocPeerClient(conn).Exec(fctx)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
+	}
+	start := &vprocpeerv1.Start{
+		Origin:  s.cfg.Node,
+		Caller:  &vprocpeerv1.Caller{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups, Pid: caller.PID},
+		Request: req,
+	}
+	var sendMu sync.Mutex
+	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
+		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
+	}
+	// The caller's inputs, as they come.
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					sendMu.Lock()
+					_ = ps.CloseSend()
+					sendMu.Unlock()
+				}
+				return
+			}
+			if CheckInput(m) != nil {
+				continue // the target would drop it too
+			}
+			sendMu.Lock()
+			err = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
+			sendMu.Unlock()
+			if err != nil {
+				return // the replies say why
+			}
+		}
+	}()
+	type reply struct {
+		m   *vprocv1.ExecOutput
+		err error
+	}
+	replies := make(chan reply, 1)
+	go func() {
+		for {
+			m, err := ps.Recv()
+			select {
+			case replies <- reply{m, err}:
+			case <-fctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	gotAny, started := false, false
+	for {
+		select {
+		case <-down:
+			s.log.WithField("node", n).Info("the node of an exec went DOWN: ending it")
+			return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-replies:
+			if r.err != nil {
+				select {
+				case <-down:
+					// The link broke because the node went down:
+					// say that, not the broken link.
+					return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
+				default:
+				}
+			}
+			switch {
+			case r.err == nil:
+			case errors.Is(r.err, io.EOF):
+				if started && req.Detach {
+					return nil
+				}
+				return stream.Send(exitOf(ExitLost, 0, lostLine(n, "closed the connection")))
+			default:
+				if !gotAny {
+					if st, ok := status.FromError(r.err); ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled {
+						return r.err // refused: the target's reason, as is
+					}
+				}
+				return stream.Send(exitOf(ExitLost, 0, lostLine(n, "lost the connection")))
+			}
+			gotAny = true
+			if r.m.GetStarted() != nil {
+				started = true
+			}
+			if err := stream.Send(r.m); err != nil {
+				return err
+			}
+			if r.m.GetExit() != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// lostLine is the one line of an exec whose node was lost.
+func lostLine(n uint32, what string) string {
+	return "node " + strconv.FormatUint(uint64(n), 10) + " " + what + " while the program ran"
+}

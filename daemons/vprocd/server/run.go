@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/openssi/openssi/daemons/vprocd/runner"
+	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+)
+
+// chunkSize is the size of the output chunks sent to the caller.
+const chunkSize = 32 << 10
+
+// stdinQueue bounds the stdin chunks waiting for the program to read
+// them; past it the stream is not read (gRPC's flow control then stops
+// the caller), so a signal waits behind at most this many chunks.
+const stdinQueue = 16
+
+// inputs is the caller's side of an exec stream after the request.
+type inputs interface {
+	Recv() (*vprocv1.ExecInput, error)
+}
+
+// sender sends replies on a stream, one at a time.
+type sender struct {
+	mu   sync.Mutex
+	send func(*vprocv1.ExecOutput) error
+}
+
+func (s *sender) Send(m *vprocv1.ExecOutput) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.send(m)
+}
+
+// exitOf returns the Exit reply of a status.
+func exitOf(code, signal int, reason string) *vprocv1.ExecOutput {
+	return &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Exit{Exit: &vprocv1.Exit{Code: int32(code), Signal: int32(signal), Reason: reason}}}
+}
+
+// run runs req for cred on this node, streaming its stdio over in and
+// send, until it exits (or, detached, until it started). When ctx ends
+// first (the caller is gone) its process group is killed.
+func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest) error {
+	done, err := s.admit(cred.UID)
+	if err != nil {
+		return err
+	}
+	out := &sender{send: send}
+	// Under systemd the program waits at its gate until it is in its
+	// scope, so nothing it forks is left in vprocd's cgroup.
+	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach,
+		Gated: s.cfg.Scopes != nil}
+	spec.Argv = strs(req.Argv)
+	if req.Size != nil {
+		spec.Rows, spec.Cols = uint16(req.Size.Rows), uint16(req.Size.Cols)
+	}
+	p, err := runner.Start(spec)
+	if err != nil {
+		done()
+		var se *runner.StartError
+		if errors.As(err, &se) {
+			return out.Send(exitOf(se.Code, 0, se.Msg))
+		}
+		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
+	}
+	cpid := CPID(s.cfg.Node, p.Pid)
+	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
+	if s.cfg.Scopes != nil {
+		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
+			// It runs all the same, accounted to vprocd.
+			log.WithError(err).Warn("program not moved to a scope of its own")
+		}
+	}
+	p.Open()
+	started := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: cpid, Node: s.cfg.Node, Pid: int32(p.Pid)}}}
+	if req.Detach {
+		log.Info("started a detached program")
+		go func() { // reaps it; nothing else waits for it
+			p.Wait()
+			done()
+		}()
+		return out.Send(started)
+	}
+	defer done()
+	log.Debug("started a program")
+	if err := out.Send(started); err != nil {
+		p.Kill()
+		p.Wait()
+		p.CloseOutput()
+		return err
+	}
+	if p.Note != "" {
+		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte("ssi exec: " + p.Note + "\n")}})
+	}
+
+	var readers sync.WaitGroup
+	pump := func(r io.Reader, wrap func([]byte) *vprocv1.ExecOutput) {
+		defer readers.Done()
+		buf := make([]byte, chunkSize)
+		for {
+			k, err := r.Read(buf)
+			if k > 0 {
+				if out.Send(wrap(append([]byte(nil), buf[:k]...))) != nil {
+					p.Kill()
+					// Keep reading (and dropping) so the program is
+					// not stuck on a full pipe while it dies.
+					for {
+						if _, err := r.Read(buf); err != nil {
+							return
+						}
+					}
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	readers.Add(1)
+	go pump(p.Stdout, func(b []byte) *vprocv1.ExecOutput {
+		return &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: b}}
+	})
+	if p.Stderr != nil {
+		readers.Add(1)
+		go pump(p.Stderr, func(b []byte) *vprocv1.ExecOutput {
+			return &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: b}}
+		})
+	}
+
+	exited := make(chan struct{})
+	go s.feed(ctx, in, p, exited, log)
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Debug("caller gone: killing the program's process group")
+			p.Kill()
+		case <-exited:
+		}
+	}()
+
+	st := p.Wait()
+	close(exited)
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	t := time.NewTimer(s.cfg.OutputGrace)
+	select {
+	case <-drained:
+	case <-t.C:
+		// A process it left holds the output open: end the stream
+		// without it.
+	}
+	t.Stop()
+	p.CloseOutput()
+	<-drained
+	log.WithField("code", st.Code).Debug("program exited")
+	return out.Send(exitOf(st.Code, st.Signal, ""))
+}
+
+// feed carries the caller's inputs to p until p exits: stdin through a
+// bounded queue, signals and window sizes at once. When the stream fails
+// (the caller is gone) it kills p's process group.
+func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, exited <-chan struct{}, log interface{ Debug(...any) }) {
+	queue := make(chan []byte, stdinQueue)
+	go func(queue <-chan []byte) {
+		broken := false
+		for b := range queue {
+			if !broken {
+				if _, err := p.Stdin.Write(b); err != nil {
+					broken = true // the program closed its stdin: drop the rest
+				}
+			}
+		}
+		_ = p.CloseStdin()
+	}(queue)
+	defer func() {
+		if queue != nil {
+			close(queue)
+		}
+	}()
+	for {
+		m, err := in.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return // half-closed: the end of stdin, the caller still reads
+			}
+			select {
+			case <-exited:
+			default:
+				p.Kill()
+			}
+			return
+		}
+		if err := CheckInput(m); err != nil {
+			log.Debug(err.Error())
+			continue
+		}
+		switch k := m.Kind.(type) {
+		case *vprocv1.ExecInput_Stdin:
+			if queue != nil {
+				select {
+				case queue <- k.Stdin:
+				case <-exited:
+				case <-ctx.Done():
+					return
+				}
+			}
+		case *vprocv1.ExecInput_StdinEof:
+			if queue != nil {
+				close(queue)
+				queue = nil
+			}
+		case *vprocv1.ExecInput_Signal:
+			_ = p.Signal(syscall.Signal(k.Signal))
+		case *vprocv1.ExecInput_Resize:
+			_ = p.Resize(uint16(k.Resize.Rows), uint16(k.Resize.Cols))
+		}
+	}
+}
+
+// strs converts byte strings to Go strings (which hold any bytes).
+func strs(b [][]byte) []string {
+	out := make([]string, len(b))
+	for i, x := range b {
+		out[i] = string(x)
+	}
+	return out
+}

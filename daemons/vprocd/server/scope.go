@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// Scoper puts a started program in a cgroup of its own, so the node
+// accounts it to its user and it outlives a restart of vprocd.
+type Scoper interface {
+	// Scope moves process pid (the program of cpid, run as uid) into a
+	// new scope.
+	Scope(ctx context.Context, pid int, uid uint32, cpid int64) error
+}
+
+// UnderSystemd reports whether this node booted with systemd (the test of
+// sd_booted(3)).
+func UnderSystemd() bool {
+	st, err := os.Stat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}
+
+// SystemdScopes makes each program a transient scope in its user's slice
+// (user-<uid>.slice) through systemd's D-Bus API.
+type SystemdScopes struct{ conn *sddbus.Conn }
+
+// NewSystemdScopes connects to systemd on the system bus.
+func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
+	c, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vproc: connect to systemd: %w", err)
+	}
+	return &SystemdScopes{conn: c}, nil
+}
+
+// Close closes the connection to systemd.
+func (s *SystemdScopes) Close() { s.conn.Close() }
+
+// scopeTimeout bounds the wait for systemd to start a scope.
+const scopeTimeout = 2 * time.Second
+
+// ScopeName is the unit of the program of cpid.
+func ScopeName(cpid int64) string { return fmt.Sprintf("openssi-vproc-%d.scope", cpid) }
+
+// Scope implements Scoper.
+func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int64) error {
+	ctx, cancel := context.WithTimeout(ctx, scopeTimeout)
+	defer cancel()
+	props := []sddbus.Property{
+		sddbus.PropDescription(fmt.Sprintf("OpenSSI remote exec, cpid %d", cpid)),
+		sddbus.PropSlice(fmt.Sprintf("user-%d.slice", uid)),
+		sddbus.PropPids(uint32(pid)),
+		// Gone once its processes are, failed or not.
+		{Name: "CollectMode", Value: godbus.MakeVariant("inactive-or-failed")},
+	}
+	done := make(chan string, 1)
+	if _, err := s.conn.StartTransientUnitContext(ctx, ScopeName(cpid), "fail", props, done); err != nil {
+		return fmt.Errorf("vproc: start %s: %w", ScopeName(cpid), err)
+	}
+	select {
+	case r := <-done:
+		if r != "done" {
+			return fmt.Errorf("vproc: start %s: %s", ScopeName(cpid), r)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("vproc: start %s: %w", ScopeName(cpid), ctx.Err())
+	}
+}

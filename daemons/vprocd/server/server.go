@@ -1,0 +1,222 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openssi/openssi/internal/rpc"
+)
+
+// ServiceName is vprocd's service (the service of its certificates'
+// identities, openssi-vprocd.<node>).
+var ServiceName = rpc.ServiceName("vprocd")
+
+// Config configures a Server.
+type Config struct {
+	// Node is this node's number.
+	Node uint32
+	// Source holds this node's certificates, for dialling peers.
+	Source rpc.Source
+	// Lookup returns the address of node n's vprocd.
+	Lookup func(ctx context.Context, n uint32) (string, error)
+	// NodeName returns the Consul node name holding node number n's
+	// claim: a peer is believed to be node n only with that node's
+	// certificate ("" when unknown).
+	NodeName func(ctx context.Context, n uint32) (string, error)
+	// DialOptions are added to every dial of a peer (tests).
+	DialOptions []rpc.DialOption
+	// MaxExecsPerUID bounds the programs one uid runs here at once
+	// (0: no bound).
+	MaxExecsPerUID int
+	// Scopes, when set, puts each program in a scope of its own (under
+	// systemd); without it a program is only a process group.
+	Scopes Scoper
+	// OutputGrace is how long, after a program exits, its output is
+	// still read when a process it left holds it open. Default 500ms.
+	OutputGrace time.Duration
+	// Log receives the server's logs.
+	Log logrus.FieldLogger
+}
+
+// Server is one node's vprocd.
+type Server struct {
+	cfg Config
+	log logrus.FieldLogger
+
+	mu    sync.Mutex
+	nodes map[uint32]*nodeState
+	conns map[uint32]*grpc.ClientConn
+	// execs counts the programs running here by uid.
+	execs map[uint32]int
+
+	refusals refusals
+}
+
+// admit counts one more program of uid, or returns a ResourceExhausted
+// status when uid runs MaxExecsPerUID already; done uncounts it.
+func (s *Server) admit(uid uint32) (done func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.cfg.MaxExecsPerUID; m > 0 && s.execs[uid] >= m {
+		return nil, status.Errorf(codes.ResourceExhausted, "vproc: too many programs: uid %d runs %d on node %d (vprocd.max_execs_per_uid)", uid, m, s.cfg.Node)
+	}
+	s.execs[uid]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.execs[uid]--; s.execs[uid] <= 0 {
+			delete(s.execs, uid)
+		}
+	}, nil
+}
+
+// nodeState is what this vprocd believes of another node.
+type nodeState struct {
+	up bool
+	// down is closed when the node goes DOWN (and replaced when it
+	// comes UP again).
+	down chan struct{}
+}
+
+// New returns a Server. Until Membership is called it believes no node
+// but itself.
+func New(cfg Config) *Server {
+	if cfg.OutputGrace == 0 {
+		cfg.OutputGrace = 500 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
+		execs: map[uint32]int{}}
+}
+
+// Membership records that node n is UP or DOWN (a clmsd event, or the
+// view at start). A DOWN node's execs end at once with ExitLost.
+func (s *Server) Membership(n uint32, up bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.nodes[n]
+	if st == nil {
+		st = &nodeState{down: make(chan struct{})}
+		s.nodes[n] = st
+	}
+	switch {
+	case up && !st.up:
+		st.up = true
+		select {
+		case <-st.down:
+			st.down = make(chan struct{})
+		default:
+		}
+	case !up:
+		st.up = false
+		select {
+		case <-st.down:
+		default:
+			close(st.down)
+		}
+		if c := s.conns[n]; c != nil {
+			delete(s.conns, n)
+			c.Close()
+		}
+	}
+}
+
+// upNode returns a channel closed when node n goes DOWN, or a
+// FailedPrecondition status when it is unknown or DOWN now.
+func (s *Server) upNode(n uint32) (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.nodes[n]
+	switch {
+	case st == nil:
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d is not a member of the cluster", n)
+	case !st.up:
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d is DOWN", n)
+	}
+	return st.down, nil
+}
+
+// holderTimeout bounds one lookup of a number's holder or address.
+const holderTimeout = 2 * time.Second
+
+// holder returns the Consul node name holding node number n.
+func (s *Server) holder(ctx context.Context, n uint32) (string, error) {
+	if s.cfg.NodeName == nil {
+		return "", fmt.Errorf("vproc: who holds node %d: no membership to ask", n)
+	}
+	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
+	defer cancel()
+	name, err := s.cfg.NodeName(ctx, n)
+	if err != nil {
+		return "", fmt.Errorf("vproc: who holds node %d: %w", n, err)
+	}
+	if name == "" {
+		return "", fmt.Errorf("vproc: node %d has no known holder", n)
+	}
+	return name, nil
+}
+
+// peer returns a connection to node n's vprocd, holding the certificate
+// of the node holding n.
+func (s *Server) peer(ctx context.Context, n uint32) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	c := s.conns[n]
+	s.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	name, err := s.holder(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Lookup == nil {
+		return nil, fmt.Errorf("vproc: no address lookup for node %d", n)
+	}
+	lctx, cancel := context.WithTimeout(ctx, holderTimeout)
+	addr, err := s.cfg.Lookup(lctx, n)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("vproc: address of node %d's vprocd: %w", n, err)
+	}
+	c, err = rpc.Dial(ctx, s.cfg.Source, addr, rpc.NodeIdentity(ServiceName, name), s.cfg.DialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.conns[n]; old != nil {
+		c.Close()
+		return old, nil
+	}
+	if st := s.nodes[n]; st == nil || !st.up {
+		// Went DOWN while dialling: a connection kept now would
+		// outlive the node's execs.
+		c.Close()
+		return nil, fmt.Errorf("vproc: node %d went down", n)
+	}
+	s.conns[n] = c
+	return c, nil
+}
+
+// Close closes the connections to peers.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for n, c := range s.conns {
+		c.Close()
+		delete(s.conns, n)
+	}
+}
+
+// CPID returns the cluster-wide process id of process pid started on
+// node: node<<22 | pid (pids are below 2^22 on Linux).
+func CPID(node uint32, pid int) int64 { return int64(node)<<22 | int64(pid) }

@@ -1,0 +1,74 @@
+// Package vprocdspec describes vprocd, OpenSSI's process management: its
+// name, what it needs, its section of openssi.yaml (Config, Default,
+// Validate), its flags and the sandbox of its unit. The daemon's main, the
+// registry (internal/daemons) and through it packaging, `ssi status` and
+// the test harnesses read it.
+package vprocdspec
+
+import (
+	_ "embed" // the vprocd section of the shipped openssi.yaml
+	"strconv"
+
+	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
+	"github.com/openssi/openssi/internal/describe"
+	"github.com/openssi/openssi/internal/settings"
+)
+
+// Name is the daemon's name and the key of its section.
+const Name = "vprocd"
+
+//go:embed openssi.yaml
+var example string
+
+// Daemon is vprocd's description.
+var Daemon = describe.Daemon{
+	Name:    Name,
+	Binary:  "vprocd",
+	Unit:    "openssi-vprocd.service",
+	Summary: "process management: runs programs on any node as their caller (remote exec), streaming their stdio, signals and exit status",
+	About: "vprocd runs programs on any node of the cluster as if locally (ssi exec, the\n" +
+		"rexec() of client/vproc): as the uid, gid and groups its socket reports for the\n" +
+		"caller, with the caller's environment and directory, stdio streamed, signals\n" +
+		"forwarded, a pseudo-terminal when asked. It runs as root to start programs as\n" +
+		"other users, and never runs one as root for a caller that is not.",
+	// Which nodes exist and are UP, and who holds each number, come from
+	// clmsd.
+	Needs: []string{clmsdspec.Name},
+	Config: settings.NewSection(Name, Default, example,
+		settings.Flag{Name: "rpc-port", Key: "rpc_port", Usage: "inter-node gRPC port"},
+	),
+	Hardening: hardening,
+}
+
+// Config holds the settings of process management (YAML `vprocd:`).
+type Config struct {
+	// RPCPort is the TCP port of vprocd's inter-node gRPC server (remote
+	// execs between nodes), 1..65535. Default 7103.
+	RPCPort int `mapstructure:"rpc_port" want:"an integer 1..65535"`
+	// MaxExecsPerUID bounds the programs one uid runs on a node at once
+	// through vprocd, whatever node asked; one more is refused with
+	// "too many programs". Root is bounded too: each costs vprocd a few
+	// goroutines and buffers. 1..100000. Default 1024.
+	MaxExecsPerUID int `mapstructure:"max_execs_per_uid" want:"an integer 1..100000"`
+}
+
+// Default returns vprocd's settings when nothing overrides them. They are
+// valid as returned.
+func Default() Config {
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024}
+}
+
+// Validate returns the first setting that is not allowed as a
+// *settings.Error, or nil.
+func (c *Config) Validate() error {
+	return settings.Checks(Name, c,
+		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
+		settings.Check{Key: "max_execs_per_uid", Value: strconv.Itoa(c.MaxExecsPerUID), OK: c.MaxExecsPerUID >= 1 && c.MaxExecsPerUID <= 100000},
+	)
+}
+
+// From returns vprocd's section of a loaded configuration (an
+// internal/config *Config).
+func From(c interface{ Section(name string) any }) Config {
+	return settings.Of[Config](c, Name)
+}
