@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -217,6 +218,13 @@ func (s *Server) Close() {
 	}
 }
 
-// CPID returns the cluster-wide process id of process pid started on
-// node: node<<22 | pid (pids are below 2^22 on Linux).
-func CPID(node uint32, pid int) int64 { return int64(node)<<22 | int64(pid) }
+// CPID returns the cluster pid of process pid started on node (see
+// daemons/vprocd/cpid: node<<22 | pid); 0 when the pair makes none, which
+// clmsd's node numbers (1..511) and the kernel's pid_max rule out.
+func CPID(node uint32, pid int) int64 {
+	c, err := cpid.Make(node, int32(pid))
+	if err != nil {
+		return 0
+	}
+	return int64(c)
+}
