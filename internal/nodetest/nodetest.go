@@ -58,6 +58,9 @@ type Options struct {
 	// pinned with clmsd.node_number, its secret in a 0600 file named by
 	// cluster.consul.token_file.
 	NodeTokens bool
+	// AutoNumbers (with NodeTokens) leaves the node numbers to clmsd's
+	// automatic numbering and gives the tokens the policy for it (number 0).
+	AutoNumbers bool
 }
 
 // binaries returns every daemon binary of o by daemon name.
@@ -190,12 +193,16 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 		tokenYAML, clmsdYAML := "", ""
 		if opts.NodeTokens {
 			file := filepath.Join(n.Dir, "consul.token")
-			if n.Token, err = nodeToken(cc, a.Name, i+1, file); err != nil {
+			number := i + 1
+			if opts.AutoNumbers {
+				number = 0
+			}
+			if n.Token, err = nodeToken(cc, a.Name, number, file); err != nil {
 				c.Stop()
 				return nil, err
 			}
 			tokenYAML = "\n    token_file: " + file
-			clmsdYAML = fmt.Sprintf("\n  node_number: %d", i+1)
+			clmsdYAML = fmt.Sprintf("\n  node_number: %d", number)
 		}
 		cfg := fmt.Sprintf(`cluster:
   run_dir: %s

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,25 +32,10 @@ func consulAs(t *testing.T, a *consulagent.Agent, token string) *api.Client {
 // denied reports whether err is Consul's answer to a request its ACLs refuse.
 func denied(err error) bool {
 	var se api.StatusError
-	if ok := asStatus(err, &se); ok {
+	if errors.As(err, &se) {
 		return se.Code == http.StatusForbidden
 	}
-	return err != nil && (strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "Permission denied"))
-}
-
-func asStatus(err error, se *api.StatusError) bool {
-	for err != nil {
-		if s, ok := err.(api.StatusError); ok {
-			*se = s
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
+	return err != nil && strings.Contains(err.Error(), "Permission denied")
 }
 
 // TestConsulACLNodePolicy runs clmsd and dlmd on three nodes (two Consul
@@ -166,5 +152,24 @@ func TestConsulACLNodePolicy(t *testing.T) {
 		return false
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConsulACLAutoNumbers: with automatic numbering (the policy for
+// number 0), clmsd claims its number under its token and the nodes come
+// up; the token may write the whole number table, as documented.
+func TestConsulACLAutoNumbers(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{
+		Consul:      consulagent.Options{Servers: 1, Clients: 1, ACL: true},
+		NodeTokens:  true,
+		AutoNumbers: true,
+		Clmsd:       clmsdBin,
+	})
+	one := consulAs(t, c.Nodes[0].Agent, c.Nodes[0].Token)
+	if _, err := one.KV().Put(&api.KVPair{Key: "openssi/clms/nodes/77", Value: []byte(`{}`)}, nil); err != nil {
+		t.Errorf("an automatically numbered node's token cannot claim a number: %v", err)
+	}
+	if _, err := one.KV().Put(&api.KVPair{Key: "openssi/other", Value: []byte(`{}`)}, nil); !denied(err) {
+		t.Errorf("node 1's token writes outside its keys: %v, want permission denied", err)
 	}
 }
