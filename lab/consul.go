@@ -32,10 +32,27 @@ import (
 const Datacenter = "lab"
 
 // ConsulSocket is where a node's Consul agent serves its HTTP API: a Unix
-// socket only root can open. Consul hands a cached Connect leaf certificate
+// socket only its owner (ConsulSocketOwner) and root can open. Consul hands a cached Connect leaf certificate
 // to any caller of its API, whatever its token, so a TCP port on 127.0.0.1
 // would give every local user the node's identity.
 const ConsulSocket = "/run/consul/http.sock"
+
+// ConsulSocketOwner owns the agent's socket (mode 0600): the user clmsd
+// and dlmd run as. They run as root without capabilities, so root must
+// own it (CAP_DAC_OVERRIDE would be needed otherwise); once they run as the
+// system user openssi, this becomes "openssi" (the lab creates that user
+// before Consul first starts, so Consul finds it). The consul command, as
+// root with its capabilities, reaches the socket whatever its owner.
+const ConsulSocketOwner = "0"
+
+// daemonsUser is the system user of the OpenSSI daemons that need no
+// privilege, as the openssi package's sysusers.d file makes it.
+const daemonsUser = "openssi"
+
+// sysusers are the lines of the openssi package's sysusers.d file that the
+// lab applies to a node's disk before its first boot, so that the daemons'
+// user exists before Consul first starts and can own its socket.
+const sysusers = "g " + daemonsUser + " -\nu " + daemonsUser + " - \"OpenSSI daemons\" - -\n"
 
 // ConsulTokenFile is where a node's daemons find their ACL token.
 const ConsulTokenFile = "/etc/openssi/consul.token"

@@ -22,7 +22,7 @@ const (
 // gossip profile. It is locked down as the shipped example says: gossip
 // encrypted, the servers' RPC over TLS with verified names (clients get
 // their certificates with auto_encrypt), ACLs on with default deny, and the
-// HTTP API on a root-only Unix socket.
+// HTTP API on a Unix socket only root and the daemons' user can open.
 func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecrets) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node_name  = %q\ndatacenter = %q\ndata_dir   = \"/var/lib/consul\"\n", n.Name, datacenter)
@@ -33,7 +33,7 @@ func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecret
 	}
 	fmt.Fprintf(&b, "retry_join = [%s]\nretry_interval = \"1s\"\n", strings.Join(quoted, ", "))
 	b.WriteString("ports {\n  dns  = -1\n  grpc = -1\n}\n")
-	fmt.Fprintf(&b, "addresses {\n  http = \"unix://%s\"\n}\nunix_sockets {\n  user  = \"0\"\n  group = \"0\"\n  mode  = \"0600\"\n}\n", ConsulSocket)
+	fmt.Fprintf(&b, "addresses {\n  http = \"unix://%s\"\n}\nunix_sockets {\n  user  = %q\n  group = \"0\"\n  mode  = \"0600\"\n}\n", ConsulSocket, ConsulSocketOwner)
 	fmt.Fprintf(&b, "encrypt = %q\nencrypt_verify_incoming = true\nencrypt_verify_outgoing = true\n", s.GossipKey)
 	if n.Server {
 		fmt.Fprintf(&b, "server = true\nbootstrap_expect = %d\nconnect {\n  enabled = true\n}\n", len(servers))

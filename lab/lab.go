@@ -126,7 +126,7 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 			return fmt.Errorf("lab: %s: %w (run `make packages repo consul` first, or `make lab`)", f.what, err)
 		}
 	}
-	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "mount"} {
+	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "mount", "systemd-sysusers"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("lab: %s not found: apt-get install systemd-container iproute2 util-linux", tool)
 		}
@@ -305,6 +305,12 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 	}
 	if err := os.Chmod(filepath.Join(n.Root(), "etc/consul.d"), 0o700); err != nil {
 		return err
+	}
+	// The daemons' user, before Consul first starts.
+	sysu := exec.Command("systemd-sysusers", "--root="+n.Root(), "-")
+	sysu.Stdin = strings.NewReader(sysusers)
+	if out, err := sysu.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: create the user %s in %s: %w: %s", daemonsUser, n.Name, err, out)
 	}
 	// Only the local repository: the nodes have no other network.
 	_ = os.Remove(filepath.Join(n.Root(), "etc/apt/sources.list"))

@@ -1,9 +1,10 @@
 # Consul agent configuration for an OpenSSI node, locked down: ACLs deny by
 # default, gossip is encrypted, the servers' RPC takes TLS only, and the HTTP
-# API is a Unix socket only root can open. Copy it to /etc/consul.d/consul.hcl
-# (root:root, mode 0600: it holds secrets), fill in the <...> values, and keep
-# what applies to a server or to a client. The OpenSSI lab (package lab of the
-# source) writes exactly this, with its own secrets.
+# API is a Unix socket only root and the OpenSSI daemons' user can open.
+# Copy it to /etc/consul.d/consul.hcl (root:root, mode 0600: it holds
+# secrets), fill in the <...> values, and keep what applies to a server or to
+# a client. The OpenSSI lab (package lab of the source) writes exactly this,
+# with its own secrets.
 #
 # Once, for the cluster:
 #   consul keygen                    -> the gossip key, the same on every node
@@ -40,16 +41,20 @@ data_dir   = "/opt/consul"
 bind_addr  = "<this node's cluster address>"
 retry_join = ["<server 1 address>", "<server 2 address>", "<server 3 address>"]
 
-# The HTTP API on a Unix socket only root (the OpenSSI daemons) can open.
-# Not on a TCP port: Consul serves a Connect leaf certificate its agent has
-# cached, private key included, to any caller whatever its ACL token, so a
-# port on 127.0.0.1 would give every local user this node's identity. The
+# The HTTP API on a Unix socket only root and the OpenSSI daemons' user can
+# open. Not on a TCP port: Consul serves a Connect leaf certificate its agent
+# has cached, private key included, to any caller whatever its ACL token, so
+# a port on 127.0.0.1 would give every local user this node's identity. The
 # socket's directory must exist (systemd: RuntimeDirectory=consul in the
 # consul unit). Root's consul command: CONSUL_HTTP_ADDR=unix:///run/consul/http.sock.
 addresses {
   http = "unix:///run/consul/http.sock"
 }
 unix_sockets {
+  # The owner: the user clmsd and dlmd run as. Root ("0") while they run as
+  # root (without capabilities: root must own the socket); "openssi" when
+  # they run as the system user openssi, which the openssi package creates
+  # (Consul fails to start when the user does not exist yet).
   user  = "0"
   group = "0"
   mode  = "0600"
