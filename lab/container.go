@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -73,7 +74,13 @@ func (l *Lab) Exec(ctx context.Context, node string, args ...string) (string, er
 	if err != nil {
 		return "", err
 	}
-	return c.Exec(ctx, args...)
+	var out bytes.Buffer
+	cmd := c.CommandEnv(ctx, l.consulEnv(), args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("lab: %s: %q: %w: %s", node, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
 }
 
 // Command prepares a command inside a node, for callers that want to wire
@@ -83,11 +90,11 @@ func (l *Lab) Command(ctx context.Context, node string, args ...string) (*exec.C
 	if err != nil {
 		return nil, err
 	}
-	cmd := c.Command(ctx, args...)
+	cmd := c.CommandEnv(ctx, l.consulEnv(), args...)
 	if t := os.Getenv("TERM"); t != "" {
-		for i, a := range cmd.Args {
+		for i, a := range cmd.Env {
 			if a == "TERM=dumb" {
-				cmd.Args[i] = "TERM=" + t
+				cmd.Env[i] = "TERM=" + t
 			}
 		}
 	}

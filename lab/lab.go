@@ -126,7 +126,7 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 			return fmt.Errorf("lab: %s: %w (run `make packages repo consul` first, or `make lab`)", f.what, err)
 		}
 	}
-	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "mount"} {
+	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "mount", "systemd-sysusers"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("lab: %s not found: apt-get install systemd-container iproute2 util-linux", tool)
 		}
@@ -145,7 +145,11 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	s := &State{Bridge: l.opts.Prefix + "br0", Subnet: l.opts.Subnet, Dist: dist}
+	secrets, err := newConsulSecrets()
+	if err != nil {
+		return err
+	}
+	s := &State{Bridge: l.opts.Prefix + "br0", Subnet: l.opts.Subnet, Dist: dist, Consul: secrets}
 	var serverIPs []string
 	for i := 1; i <= n; i++ {
 		ns := NodeState{
@@ -154,6 +158,9 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 			IP:      fmt.Sprintf("%s.%d", l.opts.Subnet, 10+i),
 			Server:  i <= servers,
 			Dir:     filepath.Join(l.opts.Dir, fmt.Sprintf("node%d", i)),
+		}
+		if ns.Tokens, err = newNodeTokens(); err != nil {
+			return err
 		}
 		if len(ns.Veth()) > 15 {
 			return fmt.Errorf("lab: prefix %q is too long: link name %q exceeds 15 bytes", l.opts.Prefix, ns.Veth())
@@ -180,8 +187,21 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 			return err
 		}
 	}
-	if err := l.forEach(ctx, "boot", func(ctx context.Context, i int) error { return l.boot(ctx, i) }); err != nil {
+	// The servers first: the tokens the clients' agents need (auto_encrypt
+	// signs with the agent's token) are made once the servers have a
+	// leader.
+	isServer := func(i int) bool { return s.Nodes[i].Server }
+	if err := l.forSome(ctx, "boot the Consul servers", isServer, func(ctx context.Context, i int) error { return l.boot(ctx, i) }); err != nil {
 		return err
+	}
+	l.progress("creating the Consul ACL policies and tokens")
+	if err := l.bootstrapACL(ctx); err != nil {
+		return err
+	}
+	if n > servers {
+		if err := l.forSome(ctx, "boot the Consul clients", func(i int) bool { return !isServer(i) }, func(ctx context.Context, i int) error { return l.boot(ctx, i) }); err != nil {
+			return err
+		}
 	}
 	if err := l.forEach(ctx, "install openssi with apt-get", func(ctx context.Context, i int) error { return l.install(ctx, i) }); err != nil {
 		return err
@@ -196,11 +216,22 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 
 // forEach runs f for every node in parallel, with progress lines.
 func (l *Lab) forEach(ctx context.Context, what string, f func(ctx context.Context, i int) error) error {
+	return l.forSome(ctx, what, func(int) bool { return true }, f)
+}
+
+// forSome runs f in parallel for the nodes i for which which(i) holds.
+func (l *Lab) forSome(ctx context.Context, what string, which func(i int) bool, f func(ctx context.Context, i int) error) error {
 	s := l.State()
-	l.progress("%s: %d nodes", what, len(s.Nodes))
+	var idx []int
+	for i := range s.Nodes {
+		if which(i) {
+			idx = append(idx, i)
+		}
+	}
+	l.progress("%s: %d nodes", what, len(idx))
 	errs := make([]error, len(s.Nodes))
 	var wg sync.WaitGroup
-	for i := range s.Nodes {
+	for _, i := range idx {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -228,23 +259,58 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 	}
 	n.Mounted = true
 	s := l.State()
-	files := map[string]string{
-		"etc/hostname":                         n.Name + "\n",
-		"etc/hosts":                            hostsFile(s.Nodes, *n),
-		"etc/systemd/network/10-host0.network": networkFile(n.IP),
-		"etc/consul.d/consul.hcl":              consulHCL(*n, servers, "lab"),
-		"etc/systemd/system/consul.service":    consulUnit,
-		"etc/apt/sources.list.d/openssi.list":  aptSource,
-		"etc/apt/apt.conf.d/90openssi-lab":     "APT::Install-Recommends \"false\";\nAcquire::Languages \"none\";\n",
+	number := 0
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == n.Name {
+			number = i + 1
+		}
 	}
-	for rel, content := range files {
+	type file struct {
+		content string
+		mode    os.FileMode
+	}
+	files := map[string]file{
+		"etc/hostname":                         {n.Name + "\n", 0o644},
+		"etc/hosts":                            {hostsFile(s.Nodes, *n), 0o644},
+		"etc/systemd/network/10-host0.network": {networkFile(n.IP), 0o644},
+		// It holds the gossip key and the agent's token.
+		"etc/consul.d/consul.hcl":             {consulHCL(*n, servers, Datacenter, s.Consul), 0o600},
+		"etc/consul.d/tls/ca.pem":             {s.Consul.CACert, 0o644},
+		"etc/systemd/system/consul.service":   {consulUnit, 0o644},
+		"etc/profile.d/consul.sh":             {consulProfile, 0o644},
+		"etc/openssi/openssi.yaml":            {openssiYAML(number), 0o644},
+		"etc/openssi/consul.token":            {n.Tokens.Daemons + "\n", 0o600},
+		"etc/apt/sources.list.d/openssi.list": {aptSource, 0o644},
+		"etc/apt/apt.conf.d/90openssi-lab":    {"APT::Install-Recommends \"false\";\nAcquire::Languages \"none\";\n", 0o644},
+	}
+	if n.Server {
+		cert, key, err := s.Consul.serverCert(*n)
+		if err != nil {
+			return err
+		}
+		files["etc/consul.d/tls/server.pem"] = file{cert, 0o644}
+		files["etc/consul.d/tls/server-key.pem"] = file{key, 0o600}
+	}
+	for rel, f := range files {
 		p := filepath.Join(n.Root(), rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
 			return fmt.Errorf("lab: write %s of %s: %w", rel, n.Name, err)
 		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(n.Root(), "etc/consul.d"), 0o700); err != nil {
+		return err
+	}
+	// The daemons' user, before Consul first starts.
+	sysu := exec.Command("systemd-sysusers", "--root="+n.Root(), "-")
+	sysu.Stdin = strings.NewReader(sysusers)
+	if out, err := sysu.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: create the user %s in %s: %w: %s", daemonsUser, n.Name, err, out)
 	}
 	// Only the local repository: the nodes have no other network.
 	_ = os.Remove(filepath.Join(n.Root(), "etc/apt/sources.list"))
@@ -302,7 +368,8 @@ func (l *Lab) install(ctx context.Context, i int) error {
 	n := l.State().Nodes[i]
 	steps := [][]string{
 		{"apt-get", "-q", "update"},
-		{"apt-get", "-q", "-y", "install", "openssi"},
+		// The lab wrote /etc/openssi/openssi.yaml first: keep it.
+		{"apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef", "install", "openssi"},
 		{"systemctl", "start", "openssi.target"},
 	}
 	for _, st := range steps {

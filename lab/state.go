@@ -18,6 +18,8 @@ type State struct {
 	// Dist is the dist/ directory bind-mounted into every node (the
 	// repository the nodes install and upgrade from).
 	Dist string `json:"dist"`
+	// Consul holds the lab's Consul secrets: this file is root's only.
+	Consul *ConsulSecrets `json:"consul,omitempty"`
 	// Nodes are node1..nodeN.
 	Nodes []NodeState `json:"nodes"`
 }
@@ -31,6 +33,8 @@ type NodeState struct {
 	Dir     string `json:"dir"`     // upper, work and root (the overlay mount) live here
 	PID     int    `json:"pid"`     // systemd-nspawn's pid while booted
 	Mounted bool   `json:"mounted"` // the overlay is mounted
+	// Tokens are the SecretIDs of the node's Consul ACL tokens.
+	Tokens NodeTokens `json:"tokens"`
 }
 
 // Root is the node's root directory (the overlay mount point).
@@ -60,7 +64,8 @@ func LoadState(dir string) (*State, error) {
 	return &s, nil
 }
 
-// save writes the state atomically.
+// save writes the state atomically, readable by root only: it holds the
+// Consul management token.
 func (s *State) save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -70,7 +75,10 @@ func (s *State) save(dir string) error {
 		return err
 	}
 	tmp := statePath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, statePath(dir))

@@ -21,13 +21,15 @@ import (
 
 // Paths of the installed files.
 const (
-	ConfigPath  = "/etc/openssi/openssi.yaml"
-	SsiPath     = "/usr/bin/ssi"
-	DocDir      = "/usr/share/doc/openssi"
-	sysusers    = "/usr/lib/sysusers.d/openssi.conf"
-	tmpfiles    = "/usr/lib/tmpfiles.d/openssi.conf"
-	completion  = "/usr/share/bash-completion/completions/ssi"
-	lintianOver = "/usr/share/lintian/overrides/openssi"
+	ConfigPath = "/etc/openssi/openssi.yaml"
+	SsiPath    = "/usr/bin/ssi"
+	DocDir     = "/usr/share/doc/openssi"
+	// ConsulExample is the commented, locked-down Consul configuration.
+	ConsulExample = DocDir + "/examples/consul.hcl"
+	sysusers      = "/usr/lib/sysusers.d/openssi.conf"
+	tmpfiles      = "/usr/lib/tmpfiles.d/openssi.conf"
+	completion    = "/usr/share/bash-completion/completions/ssi"
+	lintianOver   = "/usr/share/lintian/overrides/openssi"
 )
 
 // ShippedConfig is the configuration file shipped as ConfigPath: the
@@ -166,6 +168,7 @@ func Stage(root string, o Options) ([]File, error) {
 	}
 	s.write(completion, comp.Bytes(), 0o644)
 	s.copy(DocDir+"/copyright", filepath.Join(o.RepoDir, "debian/copyright"), 0o644)
+	s.copy(ConsulExample, filepath.Join(o.RepoDir, "packaging/examples/consul.hcl"), 0o644)
 	if cl, err := os.ReadFile(filepath.Join(o.RepoDir, "debian/changelog")); err != nil {
 		s.err = err
 	} else {

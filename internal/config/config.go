@@ -72,9 +72,9 @@ type Cluster struct {
 // Consul says how a daemon reaches its local Consul agent. The fields mirror
 // the CONSUL_HTTP_* settings of the Consul API client.
 type Consul struct {
-	// Address is the agent's HTTP(S) API as host:port. Default
-	// "127.0.0.1:8500".
-	Address string `mapstructure:"address" want:"host:port with a port 1..65535"`
+	// Address is the agent's HTTP(S) API as host:port, or its Unix socket
+	// as unix:///path (Consul's addresses.http). Default "127.0.0.1:8500".
+	Address string `mapstructure:"address" want:"host:port with a port 1..65535, or unix:///absolute/path"`
 	// Scheme is http or https. Default "http".
 	Scheme string `mapstructure:"scheme" want:"http or https"`
 	// Token is the ACL token sent with every request. Default "" (the

@@ -30,7 +30,7 @@ func (cl *Cluster) Validate() error {
 		settings.Check{Key: "state_dir", Value: cl.StateDir, OK: filepath.IsAbs(cl.StateDir)},
 		settings.Check{Key: "socket_group", Value: cl.SocketGroup, OK: cl.SocketGroup == "" || groupRE.MatchString(cl.SocketGroup)},
 		settings.Check{Key: "advertise_address", Value: cl.AdvertiseAddress, OK: cl.AdvertiseAddress == "" || net.ParseIP(cl.AdvertiseAddress) != nil},
-		settings.Check{Key: "consul.address", Value: cl.Consul.Address, OK: isHostPort(cl.Consul.Address)},
+		settings.Check{Key: "consul.address", Value: cl.Consul.Address, OK: isHostPort(cl.Consul.Address) || isUnixSocket(cl.Consul.Address)},
 		settings.Check{Key: "consul.scheme", Value: cl.Consul.Scheme, OK: cl.Consul.Scheme == "http" || cl.Consul.Scheme == "https"},
 		settings.Check{Key: "consul.cert_file", Value: cl.Consul.CertFile, OK: cl.Consul.CertFile != "" || cl.Consul.KeyFile == ""},
 		settings.Check{Key: "consul.key_file", Value: cl.Consul.KeyFile, OK: cl.Consul.KeyFile != "" || cl.Consul.CertFile == ""},
@@ -64,6 +64,17 @@ func isLogLevel(s string) bool {
 		}
 	}
 	return false
+}
+
+// UnixScheme starts a consul.address naming the agent's Unix socket, as in
+// Consul's own addresses.http and CONSUL_HTTP_ADDR.
+const UnixScheme = "unix://"
+
+// isUnixSocket reports whether s is unix:// followed by an absolute,
+// clean path.
+func isUnixSocket(s string) bool {
+	p, ok := strings.CutPrefix(s, UnixScheme)
+	return ok && strings.HasPrefix(p, "/") && len(p) > 1 && !strings.ContainsAny(p, " \t\n") && filepath.Clean(p) == p
 }
 
 // isHostPort reports whether s is host:port with a non-empty host and a

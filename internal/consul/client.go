@@ -14,8 +14,9 @@ var ErrConfig = errors.New("invalid consul client options")
 // Options are the settings of the HTTP API client of the local Consul agent.
 // They mirror the `cluster.consul` section of openssi.yaml.
 type Options struct {
-	// Address is the agent's HTTP address, host:port; "" means 127.0.0.1:8500
-	// (or CONSUL_HTTP_ADDR, following the Consul API's own defaults).
+	// Address is the agent's HTTP address, host:port, or its Unix socket,
+	// unix:///path; "" means 127.0.0.1:8500 (or CONSUL_HTTP_ADDR, following
+	// the Consul API's own defaults).
 	Address string
 	// Scheme is "http" (default) or "https".
 	Scheme string

@@ -2,6 +2,7 @@ package consul
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -81,5 +82,35 @@ func TestNewClient(t *testing.T) {
 	}
 	if tok := <-got; tok != "from-cred" {
 		t.Fatalf("token sent %q, want the credential's %q", tok, "from-cred")
+	}
+}
+
+// An agent whose HTTP API is a Unix socket (addresses.http =
+// "unix:///run/consul/http.sock", root-only) is reached with a unix://
+// address, the token still sent.
+func TestNewClientUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "http.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("X-Consul-Token")
+		w.Write([]byte(`"127.0.0.1:8300"`))
+	}))
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	c, err := NewClient(Options{Address: "unix://" + sock, Token: "t0k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status().Leader(); err != nil {
+		t.Fatal(err)
+	}
+	if tok := <-got; tok != "t0k" {
+		t.Fatalf("token sent %q, want %q", tok, "t0k")
 	}
 }

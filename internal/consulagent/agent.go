@@ -50,7 +50,8 @@ type Agent struct {
 	// LogFile receives the agent's stdout and stderr (appended across restarts).
 	LogFile string
 
-	bin string
+	bin   string
+	token string // the ACL token of Client, "" without ACLs
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -67,7 +68,7 @@ func (a *Agent) Client() *api.Client {
 		cfg := api.DefaultConfig()
 		cfg.Address = a.HTTPAddr
 		cfg.Scheme = "http"
-		cfg.Token = ""
+		cfg.Token = a.token
 		cfg.TokenFile = ""
 		c, err := api.NewClient(cfg)
 		if err != nil {

@@ -50,6 +50,12 @@ type Options struct {
 	// NoConnect disables Connect (and with it the built-in CA and the agents'
 	// leaf-certificate API). Connect is on by default.
 	NoConnect bool
+	// ACL turns Consul's ACLs on with default deny and down_policy
+	// extend-cache, as the lab and the shipped example do. The cluster's
+	// management token ([Cluster.ManagementToken]) is the servers' initial
+	// management token and every agent's own token, and the clients of
+	// [Agent.Client] send it.
+	ACL bool
 	// ExtraHCL is appended to every agent's configuration.
 	ExtraHCL string
 }
@@ -93,6 +99,8 @@ type Cluster struct {
 	Subnet string
 	// Agents are node1..nodeN: servers first, then clients.
 	Agents []*Agent
+	// ManagementToken is the ACL management token when Options.ACL is set.
+	ManagementToken string
 
 	stopOnce sync.Once
 }
@@ -121,6 +129,14 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 	c := &Cluster{Dir: dir, Options: opts}
 	if err := c.pickSubnet(bin); err != nil {
 		return nil, err
+	}
+	if opts.ACL {
+		if c.ManagementToken, err = NewSecretID(); err != nil {
+			return nil, err
+		}
+		for _, a := range c.Agents {
+			a.token = c.ManagementToken
+		}
 	}
 	for _, a := range c.Agents {
 		if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
@@ -241,6 +257,9 @@ limits {
 `, HTTPPort, SerfLANPort, serfWAN, ServerPort)
 	if c.Options.Profile == Tuned {
 		b.WriteString(TunedSettings().HCL())
+	}
+	if c.Options.ACL {
+		b.WriteString(ACLHCL(ACLSettings{Agent: c.ManagementToken, InitialManagement: c.ManagementToken, Server: a.Server}))
 	}
 	if c.Options.ExtraHCL != "" {
 		b.WriteString(c.Options.ExtraHCL)

@@ -18,11 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	"github.com/openssi/openssi/internal/consulacl"
 	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/consultest"
 	"github.com/openssi/openssi/internal/daemons"
@@ -50,6 +52,15 @@ type Options struct {
 	// (Build makes one): every node runs it too, after clmsd, in the order
 	// of internal/daemons.All, and StartCluster waits until each serves.
 	Binaries map[string]string
+	// NodeTokens (with Consul.ACL) gives each node the token the lab and
+	// the administrator's procedure give it: the policy of
+	// internal/consulacl for its Consul node name and number, node i+1
+	// pinned with clmsd.node_number, its secret in a 0600 file named by
+	// cluster.consul.token_file.
+	NodeTokens bool
+	// AutoNumbers (with NodeTokens) leaves the node numbers to clmsd's
+	// automatic numbering and gives the tokens the policy for it (number 0).
+	AutoNumbers bool
 }
 
 // binaries returns every daemon binary of o by daemon name.
@@ -85,6 +96,8 @@ type Node struct {
 	LogFile string
 	// DlmdLogFile is dlmd's log.
 	DlmdLogFile string
+	// Token is the node's ACL token (Options.NodeTokens), "" otherwise.
+	Token string
 
 	// procs are the node's daemons that run, in start order.
 	procs []*proc
@@ -157,7 +170,11 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Consul: cc, opts: opts}
-	for _, a := range cc.Agents {
+	if opts.NodeTokens && !opts.Consul.ACL {
+		c.Stop()
+		return nil, fmt.Errorf("nodetest: NodeTokens needs Consul.ACL")
+	}
+	for i, a := range cc.Agents {
 		n := &Node{Agent: a, Dir: filepath.Join(dir, a.Name)}
 		n.RunDir = filepath.Join(n.Dir, "run")
 		n.StateDir = filepath.Join(n.Dir, "state")
@@ -173,20 +190,34 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 			c.Stop()
 			return nil, err
 		}
+		tokenYAML, clmsdYAML := "", ""
+		if opts.NodeTokens {
+			file := filepath.Join(n.Dir, "consul.token")
+			number := i + 1
+			if opts.AutoNumbers {
+				number = 0
+			}
+			if n.Token, err = nodeToken(cc, a.Name, number, file); err != nil {
+				c.Stop()
+				return nil, err
+			}
+			tokenYAML = "\n    token_file: " + file
+			clmsdYAML = fmt.Sprintf("\n  node_number: %d", number)
+		}
 		cfg := fmt.Sprintf(`cluster:
   run_dir: %s
   state_dir: %s
   socket_group: ""
   advertise_address: %s
   consul:
-    address: %s
+    address: %s%s
 clmsd:
   rpc_port: %d
-  skew_interval: 500ms
+  skew_interval: 500ms%s
 dlmd:
   rpc_port: %d
   deadlock_interval: 200ms
-%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, opts.RPCPort, opts.DlmdRPCPort, opts.ExtraYAML)
+%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, tokenYAML, opts.RPCPort, clmsdYAML, opts.DlmdRPCPort, opts.ExtraYAML)
 		if err := os.WriteFile(n.ConfigFile, []byte(cfg), 0o644); err != nil {
 			c.Stop()
 			return nil, err
@@ -223,6 +254,31 @@ dlmd:
 		}
 	}
 	return c, nil
+}
+
+// nodeToken creates the policy and token of node name, number, with the
+// cluster's management token, and writes the token's secret to file.
+func nodeToken(cc *consulagent.Cluster, name string, number int, file string) (string, error) {
+	rules, err := consulacl.NodeRules(name, number)
+	if err != nil {
+		return "", fmt.Errorf("nodetest: %w", err)
+	}
+	secret, err := consulagent.NewSecretID()
+	if err != nil {
+		return "", err
+	}
+	acl := cc.Client().ACL()
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: consulacl.PolicyName(name), Rules: rules}, nil)
+	if err != nil {
+		return "", fmt.Errorf("nodetest: policy of %s: %w", name, err)
+	}
+	if _, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: "OpenSSI daemons of " + name, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil); err != nil {
+		return "", fmt.Errorf("nodetest: token of %s: %w", name, err)
+	}
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("nodetest: %w", err)
+	}
+	return secret, nil
 }
 
 // Stop kills every process of the cluster.

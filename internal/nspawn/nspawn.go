@@ -300,10 +300,19 @@ func (c *Container) Done() <-chan struct{} { return c.done }
 // Command returns a command that runs args inside the container (all its
 // namespaces, its root, a clean environment).
 func (c *Container) Command(ctx context.Context, args ...string) *exec.Cmd {
-	a := []string{"--target", strconv.Itoa(c.pid1), "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd",
-		"--", "/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-		"DEBIAN_FRONTEND=noninteractive", "HOME=/root", "TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
-	return exec.CommandContext(ctx, "nsenter", append(a, args...)...)
+	return c.CommandEnv(ctx, nil, args...)
+}
+
+// CommandEnv is Command with env ("KEY=value") added to the clean
+// environment. The values are passed in nsenter's environment, never on a
+// command line, so that a secret (an ACL token) is not shown to the
+// container's other users.
+func (c *Container) CommandEnv(ctx context.Context, env []string, args ...string) *exec.Cmd {
+	a := []string{"--target", strconv.Itoa(c.pid1), "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd", "--"}
+	cmd := exec.CommandContext(ctx, "nsenter", append(a, args...)...)
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+		"DEBIAN_FRONTEND=noninteractive", "HOME=/root", "TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}, env...)
+	return cmd
 }
 
 // Exec runs args in the container and returns stdout and stderr combined;

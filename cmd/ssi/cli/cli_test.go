@@ -206,3 +206,26 @@ func TestLockEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestConsulPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"consul", "policy", "node2", "2"}, exitOK, `key "openssi/clms/alive/2"`},
+		{[]string{"consul", "policy", "node2"}, exitOK, `key_prefix "openssi/clms/"`},
+		{[]string{"consul", "policy", "--help"}, exitOK, "/etc/openssi/consul.token"},
+		{[]string{"consul", "policy"}, exitUsage, "takes NODE-NAME and an optional NUMBER"},
+		{[]string{"consul", "policy", "a", "1", "2"}, exitUsage, "takes NODE-NAME and an optional NUMBER"},
+		{[]string{"consul", "policy", "node2", "two"}, exitUsage, `NUMBER "two" is not a node number`},
+		{[]string{"consul", "policy", "node2", "1025"}, exitUsage, "node number out of range"},
+		{[]string{"consul", "policy", `no"de`}, exitUsage, "invalid Consul node name"},
+	} {
+		var out, errOut bytes.Buffer
+		code := Main(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stdout %q stderr %q; want exit %d and %q", tc.args, code, out.String(), errOut.String(), tc.code, tc.want)
+		}
+	}
+}

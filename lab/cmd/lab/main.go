@@ -68,7 +68,12 @@ func newRoot() *cobra.Command {
 		Long: `lab boots N Debian nodes on this machine as systemd-nspawn containers with
 real systemd, each with its own network namespace on a private bridge, runs
 Consul (the first three nodes are servers) and installs openssi from the local
-signed repository built from the working tree. Root is required.`,
+signed repository built from the working tree. Consul is locked down: ACLs
+deny by default (each node's daemons have their own token in
+/etc/openssi/consul.token), gossip is encrypted, RPC takes TLS only and the
+HTTP API is a root-only socket (/run/consul/http.sock). The management token
+is kept in the lab's state file only; lab exec and lab shell pass it to root
+sessions as CONSUL_HTTP_TOKEN. Root is required.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -105,6 +110,7 @@ Try:
   bin/lab kill 3                       # power-cut node 3: NODEDOWN within seconds
   bin/lab start 3                      # boot it again: NODEUP, same node number
   bin/lab shell 2                      # a root shell on node 2
+  bin/lab exec 1 -- consul members     # root sessions carry Consul's management token
   bin/lab down                         # remove everything
 `)
 			return nil
