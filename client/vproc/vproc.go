@@ -189,13 +189,22 @@ type Process struct {
 	closer io.Closer
 }
 
-// Exec runs cmd on node (0: this node). It returns once the program runs,
+// Exec runs cmd on node (0: this node, or the least-loaded node for a
+// program registered for load leveling; Auto: the least-loaded node). It
+// returns once the program runs,
 // with an error wrapping ErrNotStarted (a *StartError), ErrNoNode,
 // ErrUnreachable, ErrRefused or ErrNotRunning otherwise. The program is
 // killed if ctx ends before it does (unless detached).
 func (c *Client) Exec(ctx context.Context, node int, cmd Cmd) (*Process, error) {
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return nil, fmt.Errorf("vproc: %w: no command given", ErrRefused)
+	}
+	if node == Auto {
+		n, err := c.Place(ctx) // the local vprocd chooses
+		if err != nil {
+			return nil, err
+		}
+		node = n
 	}
 	if node < 0 {
 		return nil, fmt.Errorf("vproc: %w: node %d", ErrNoNode, node)

@@ -13,6 +13,7 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/vprocd/server"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
+	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
 	"github.com/openssi/openssi/internal/rpc"
 )
@@ -75,6 +76,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		NodeName:       holder,
 		MaxExecsPerUID: own.MaxExecsPerUID,
 		Scopes:         scopes,
+		Load:           server.LoadConfig{LoadLevel: own.LoadLevel, Levels: server.ConsulLevels{KV: consul.NewKV(client)}},
 		Log:            env.Log,
 	})
 	defer srv.Close()
@@ -126,6 +128,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 		})
 	defer stopRun()
+	waitLoad := env.Go(watchCtx, srv.RunLoad) // the load exchange, once a second
+	defer waitLoad()
 
 	var failure error
 	select {

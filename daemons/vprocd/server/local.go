@@ -32,7 +32,10 @@ type API struct {
 func NewAPI(s *Server) *API { return &API{s: s} }
 
 // Register adds the API to a gRPC server.
-func (a *API) Register(g *grpc.Server) { vprocv1.RegisterVprocServer(g, a) }
+func (a *API) Register(g *grpc.Server) {
+	vprocv1.RegisterVprocServer(g, a)
+	registerLoadAPI(g, a.s)
+}
 
 // Exec runs a program for the caller of the socket, as that caller: its
 // uid, gid and groups come from the kernel, never from the request.
@@ -52,6 +55,9 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	s := a.s
+	if req.Node == 0 {
+		req.Node = s.levelNode(req.Argv) // a program placed by load
+	}
 	if req.Node == 0 || req.Node == s.cfg.Node {
 		req.Node = s.cfg.Node
 		return s.run(ctx, stream, stream.Send, cred, req)

@@ -42,6 +42,8 @@ type Config struct {
 	// OutputGrace is how long, after a program exits, its output is
 	// still read when a process it left holds it open. Default 500ms.
 	OutputGrace time.Duration
+	// Load configures the load exchange and placement (load.go).
+	Load LoadConfig
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
 }
@@ -58,6 +60,7 @@ type Server struct {
 	execs map[uint32]int
 
 	refusals refusals
+	load     *loadState
 }
 
 // admit counts one more program of uid, or returns a ResourceExhausted
@@ -96,12 +99,13 @@ func New(cfg Config) *Server {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
-		execs: map[uint32]int{}}
+		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load)}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the
 // view at start). A DOWN node's execs end at once with ExitLost.
 func (s *Server) Membership(n uint32, up bool) {
+	s.load.membership(n, up)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.nodes[n]

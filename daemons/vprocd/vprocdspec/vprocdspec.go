@@ -8,8 +8,10 @@ package vprocdspec
 import (
 	_ "embed" // the vprocd section of the shipped openssi.yaml
 	"strconv"
+	"strings"
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
+	"github.com/openssi/openssi/daemons/vprocd/load"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
 )
@@ -50,12 +52,16 @@ type Config struct {
 	// "too many programs". Root is bounded too: each costs vprocd a few
 	// goroutines and buffers. 1..100000. Default 1024.
 	MaxExecsPerUID int `mapstructure:"max_execs_per_uid" want:"an integer 1..100000"`
+	// LoadLevel lists the programs (names, as argv[0]'s last element)
+	// that `ssi exec` without -n places on the least-loaded node, as
+	// --auto does; `ssi loadlevel add` adds more at run time. Default none.
+	LoadLevel []string `mapstructure:"loadlevel" want:"a list of program names (no '/', space or control character)"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
 // valid as returned.
 func Default() Config {
-	return Config{RPCPort: 7103, MaxExecsPerUID: 1024}
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}}
 }
 
 // Validate returns the first setting that is not allowed as a
@@ -64,6 +70,7 @@ func (c *Config) Validate() error {
 	return settings.Checks(Name, c,
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "max_execs_per_uid", Value: strconv.Itoa(c.MaxExecsPerUID), OK: c.MaxExecsPerUID >= 1 && c.MaxExecsPerUID <= 100000},
+		loadLevelCheck(c.LoadLevel),
 	)
 }
 
@@ -71,4 +78,14 @@ func (c *Config) Validate() error {
 // internal/config *Config).
 func From(c interface{ Section(name string) any }) Config {
 	return settings.Of[Config](c, Name)
+}
+
+// loadLevelCheck checks the program names of vprocd.loadlevel.
+func loadLevelCheck(names []string) settings.Check {
+	for _, n := range names {
+		if load.CheckProgram(n) != nil {
+			return settings.Check{Key: "loadlevel", Value: n, OK: false}
+		}
+	}
+	return settings.Check{Key: "loadlevel", Value: strings.Join(names, ","), OK: true}
 }
