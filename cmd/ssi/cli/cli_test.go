@@ -77,7 +77,7 @@ func TestCLIWithoutClmsd(t *testing.T) {
 		{[]string{"--run-dir", dir, "events"}, 1, "clmsd is not running"},
 		{[]string{"--run-dir", dir, "node", "leave"}, 1, "clmsd is not running"},
 		{[]string{"--run-dir", dir, "status"}, 1, fmt.Sprintf("%d of %d daemons not serving", len(daemons.All), len(daemons.All))},
-		{[]string{"nodes", "-o", "yaml"}, 2, `-o "yaml" is not valid: want table or json`},
+		{[]string{"nodes", "-o", "yaml"}, 2, `-o "yaml" is not valid: want table, json or load`},
 		{[]string{"nodes", "extra"}, 2, "ssi nodes takes no arguments"},
 		{[]string{"nodes", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"node"}, 2, "needs a subcommand: leave"},

@@ -36,9 +36,10 @@ func newExec(g *globals) *cobra.Command {
 		envs   []string
 		dir    string
 		detach bool
+		auto   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "exec [-n NODE] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]",
+		Use:   "exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]",
 		Short: "Run a command on a node of the cluster",
 		Long: `Run CMD on node NODE (default: this one) as if it ran here: as you (the
 uid, gid and groups the kernel reports for ssi, never anything ssi says),
@@ -48,7 +49,9 @@ note on stderr), its stdin, stdout and stderr streamed, SIGINT, SIGTERM,
 SIGHUP and SIGQUIT passed on to it. -t gives it a terminal on NODE, sized
 and resized as yours (ssi exec -t -n 2 -- vi). If ssi goes away, CMD is
 killed, unless --detach, which prints its cluster PID and lets it run on
-with no stdio.
+with no stdio. --auto runs CMD on the least-loaded node (run queue per
+CPU, as this node has heard), as ssi exec without -n does for the programs
+of ssi loadlevel list.
 
 Exit status:
   the command's own, 128+N when signal N ended it
@@ -56,7 +59,8 @@ Exit status:
        of yours there, a request it cannot take)
   126  CMD exists on NODE but cannot be executed
   127  CMD is not found on NODE
-  253  NODE is not a member of the cluster, or is DOWN
+  253  NODE is not a member of the cluster, or is DOWN (--auto: no load
+       information yet)
   254  vprocd is not running on this node (or you may not use its socket)
   255  NODE or the connection to it was lost (CMD's fate is unknown), or
        NODE's vprocd cannot be reached
@@ -64,7 +68,10 @@ Exit status:
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 0 {
-				return usageError{errors.New("usage: ssi exec [-n NODE] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]")}
+				return usageError{errors.New("usage: ssi exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]")}
+			}
+			if auto && node != 0 {
+				return usageError{errors.New("-n and --auto: give one")}
 			}
 			if node < 0 {
 				return usageError{fmt.Errorf("-n %d: want a node number", node)}
@@ -74,6 +81,9 @@ Exit status:
 				return usageError{err}
 			}
 			c := vproc.Cmd{Args: args, Env: env, Dir: dir, TTY: tty, Detach: detach}
+			if auto {
+				node = vproc.Auto
+			}
 			return g.exec(cmd.Context(), node, c)
 		},
 	}
@@ -84,6 +94,7 @@ Exit status:
 	f.StringArrayVarP(&envs, "env", "e", nil, "set K to V in CMD's environment (repeatable)")
 	f.StringVarP(&dir, "dir", "C", "", "run CMD in DIR on NODE (default: the current directory)")
 	f.BoolVar(&detach, "detach", false, "print CMD's cluster PID and let it run on after ssi")
+	f.BoolVar(&auto, "auto", false, "run CMD on the least-loaded node")
 	return cmd
 }
 

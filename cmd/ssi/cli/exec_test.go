@@ -89,7 +89,7 @@ func TestExecUsageAndNoVprocd(t *testing.T) {
 		{[]string{"exec", "true"}, exitUsage, "usage: ssi exec"},
 		{[]string{"exec", "-e", "NOEQUALS", "--", "true"}, exitUsage, `-e "NOEQUALS": want K=V`},
 		{[]string{"exec", "-n", "-1", "--", "true"}, exitUsage, "want a node number"},
-		{[]string{"exec", "--auto", "--", "true"}, exitUsage, "unknown flag: --auto"},
+		{[]string{"exec", "--auto", "-n", "2", "--", "true"}, exitUsage, "-n and --auto: give one"},
 		{[]string{"exec", "--", "true"}, exitNoVprocd, "vprocd is not running on this node"},
 	} {
 		var out, errs bytes.Buffer

@@ -20,11 +20,19 @@ func newNodes(g *globals) *cobra.Command {
 		Short: "List the cluster's nodes with their state and clock skew",
 		Long: `List every node the cluster has known: its number, name, address, state
 (UP, DOWN or LEAVING), since when, and its clock offset relative to this node.
-A skew above the threshold (clmsd.skew_threshold) is flagged with "!".`,
+A skew above the threshold (clmsd.skew_threshold) is flagged with "!".
+
+-o load shows instead the load this node's vprocd believes each node has:
+its own measurement and the freshest vectors heard from peers (each vprocd
+sends its vector to one random peer a second): run queue, 1-minute load
+average, CPUs, free memory and how long ago it was measured or heard.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return usageError{fmt.Errorf("-o %q is not valid: want table or json", output)}
+			if output != "table" && output != "json" && output != "load" {
+				return usageError{fmt.Errorf("-o %q is not valid: want table, json or load", output)}
+			}
+			if output == "load" {
+				return g.nodesLoad(cmd.Context())
 			}
 			c, err := g.cluster(cmd.Context())
 			if err != nil {
@@ -42,7 +50,7 @@ A skew above the threshold (clmsd.skew_threshold) is flagged with "!".`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or load")
 	return cmd
 }
 
