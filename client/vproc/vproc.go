@@ -147,8 +147,9 @@ func (e *StartError) Error() string { return "vproc: " + e.Status.Reason }
 // Unwrap makes errors.Is(err, ErrNotStarted) true.
 func (e *StartError) Unwrap() error { return ErrNotStarted }
 
-// Exec runs cmd on node (0: this node) through a new connection to the
-// local vprocd, which the Process closes when it ends.
+// Exec runs cmd on node (0: this node, or by load for a program registered
+// for load leveling; Auto: by load) through a new connection to the local
+// vprocd, which the Process closes when it ends.
 func Exec(ctx context.Context, node int, cmd Cmd, opts ...Option) (*Process, error) {
 	c, err := New(ctx, opts...)
 	if err != nil {
