@@ -295,5 +295,14 @@ func (w *Window) Place(now time.Time, allowed func(node uint32) bool) (uint32, e
 	node := cands[choice].Node
 	w.current = node
 	w.placed = append(w.placed, placement{node: node, at: now})
+	if len(w.placed) > MaxInFlight {
+		// A burst beyond any real one (a caller asking in a loop):
+		// the oldest stop counting, so the window stays bounded.
+		w.placed = slices.Delete(w.placed, 0, len(w.placed)-MaxInFlight)
+	}
 	return node, nil
 }
+
+// MaxInFlight bounds the placements a Window counts in flight: Place is
+// open to every local user, and each placement is kept up to Settle.
+const MaxInFlight = 4096

@@ -325,3 +325,22 @@ func TestSettle(t *testing.T) {
 		t.Fatalf("a newer measurement counts the job instead: %+v", e[0])
 	}
 }
+
+// TestInFlightBounded: placements asked in a loop keep at most MaxInFlight
+// in flight, the newest.
+func TestInFlightBounded(t *testing.T) {
+	w := New(Config{Self: 1})
+	w.Members([]uint32{1})
+	w.Measured(t0, Vector{CPUs: 1, At: t0})
+	for range MaxInFlight + 100 {
+		if _, err := w.Place(t0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.placed) != MaxInFlight {
+		t.Errorf("%d placements kept, want %d", len(w.placed), MaxInFlight)
+	}
+	if e := w.Vectors(t0); e[0].InFlight != MaxInFlight {
+		t.Errorf("in flight %d, want %d", e[0].InFlight, MaxInFlight)
+	}
+}

@@ -32,7 +32,9 @@ var Daemon = describe.Daemon{
 		"rexec() of client/vproc): as the uid, gid and groups its socket reports for the\n" +
 		"caller, with the caller's environment and directory, stdio streamed, signals\n" +
 		"forwarded, a pseudo-terminal when asked. It runs as root to start programs as\n" +
-		"other users, and never runs one as root for a caller that is not.",
+		"other users, and never runs one as root for a caller that is not. Each second it\n" +
+		"measures its node's load and sends it to one peer chosen at random, to place\n" +
+		"ssi exec --auto and the programs of ssi loadlevel on the least-loaded node.",
 	// Which nodes exist and are UP, and who holds each number, come from
 	// clmsd.
 	Needs: []string{clmsdspec.Name},
