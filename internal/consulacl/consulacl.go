@@ -18,7 +18,8 @@
 //   - session <name> write: clmsd's membership session on its own node.
 //   - key_prefix openssi/ read; write only on the node's own membership keys
 //     (openssi/clms/nodes/N, alive/N, leaving/N), the shared view
-//     openssi/clms/view and the lockspace records under openssi/dlm/.
+//     openssi/clms/view, the lockspace records under openssi/dlm/ and
+//     vprocd's load-leveling list under openssi/vproc/loadlevel/.
 //     With automatic numbering (number 0) the node must be able to claim
 //     any free number, so it may write every key under openssi/clms/: every
 //     node's root is then trusted with the number table.
@@ -135,5 +136,6 @@ func NodeRules(name string, number int) (string, error) {
 		}
 	}
 	rule("key_prefix", KVPrefix+"dlm/", "write", "dlmd's lockspace records.")
+	rule("key_prefix", KVPrefix+"vproc/loadlevel/", "write", "vprocd's runtime list of programs placed by load (ssi loadlevel; root only through vprocd's local API).")
 	return b.String(), nil
 }

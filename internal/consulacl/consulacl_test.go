@@ -63,19 +63,20 @@ func rules(t *testing.T, hcl string) map[string]string {
 
 func TestNodeRules(t *testing.T) {
 	common := map[string]string{
-		"node node2":                   "write",
-		"agent node2":                  "read",
-		"node_prefix ":                 "read",
-		"service_prefix openssi-":      "read",
-		"service openssi-clmsd":        "write",
-		"service openssi-clmsd.node2":  "write",
-		"service openssi-dlmd":         "write",
-		"service openssi-dlmd.node2":   "write",
-		"service openssi-vprocd":       "write",
-		"service openssi-vprocd.node2": "write",
-		"session node2":                "write",
-		"key_prefix openssi/":          "read",
-		"key_prefix openssi/dlm/":      "write",
+		"node node2":                          "write",
+		"agent node2":                         "read",
+		"node_prefix ":                        "read",
+		"service_prefix openssi-":             "read",
+		"service openssi-clmsd":               "write",
+		"service openssi-clmsd.node2":         "write",
+		"service openssi-dlmd":                "write",
+		"service openssi-dlmd.node2":          "write",
+		"service openssi-vprocd":              "write",
+		"service openssi-vprocd.node2":        "write",
+		"session node2":                       "write",
+		"key_prefix openssi/":                 "read",
+		"key_prefix openssi/dlm/":             "write",
+		"key_prefix openssi/vproc/loadlevel/": "write",
 	}
 	for _, tc := range []struct {
 		name   string
