@@ -364,7 +364,13 @@ func state(v cluster.View, n int) cluster.State {
 }
 
 func TestSsiNodesShowsTheClusterWithSkew(t *testing.T) {
-	c := startDlm(t, 3, 0) // every daemon of daemons.All runs, so `ssi status` is all SERVING
+	// Every daemon of daemons.All runs, so `ssi status` is all SERVING.
+	c := nodetest.Start(t, nodetest.Options{
+		Consul:   consulagent.Options{Servers: 3},
+		Clmsd:    clmsdBin,
+		Dlmd:     dlmdBin,
+		Binaries: map[string]string{"vprocd": vprocdBin},
+	})
 	ctx := ctxFor(t, time.Minute)
 	n := c.Nodes[0]
 	// Clock offsets are measured every 500ms (skew_interval in the test config).
