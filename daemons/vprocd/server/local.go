@@ -32,7 +32,10 @@ type API struct {
 func NewAPI(s *Server) *API { return &API{s: s} }
 
 // Register adds the API to a gRPC server.
-func (a *API) Register(g *grpc.Server) { vprocv1.RegisterVprocServer(g, a) }
+func (a *API) Register(g *grpc.Server) {
+	vprocv1.RegisterVprocServer(g, a)
+	registerPs(g, a.s)
+}
 
 // Exec runs a program for the caller of the socket, as that caller: its
 // uid, gid and groups come from the kernel, never from the request.

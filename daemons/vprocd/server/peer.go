@@ -27,7 +27,10 @@ type Peer struct {
 func NewPeer(s *Server) *Peer { return &Peer{s: s} }
 
 // Register adds the service to a gRPC server.
-func (p *Peer) Register(g *grpc.Server) { vprocpeerv1.RegisterVprocPeerServer(g, p) }
+func (p *Peer) Register(g *grpc.Server) {
+	vprocpeerv1.RegisterVprocPeerServer(g, p)
+	registerPsPeer(g, p.s)
+}
 
 // Exec runs a program for a caller of the origin node. The origin is
 // believed only from the certificate of the vprocd of the node holding

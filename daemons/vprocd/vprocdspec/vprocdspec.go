@@ -7,6 +7,7 @@ package vprocdspec
 
 import (
 	_ "embed" // the vprocd section of the shipped openssi.yaml
+	"path"
 	"strconv"
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
@@ -50,12 +51,17 @@ type Config struct {
 	// "too many programs". Root is bounded too: each costs vprocd a few
 	// goroutines and buffers. 1..100000. Default 1024.
 	MaxExecsPerUID int `mapstructure:"max_execs_per_uid" want:"an integer 1..100000"`
+	// ProcMount is where the read-only FUSE view of the cluster's
+	// processes is mounted (/cluster/proc/<cpid>/status, ...); "" mounts
+	// none. Without /dev/fuse vprocd runs on without it and warns.
+	// Default /cluster/proc.
+	ProcMount string `mapstructure:"proc_mount" want:"an absolute path other than /, or empty"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
 // valid as returned.
 func Default() Config {
-	return Config{RPCPort: 7103, MaxExecsPerUID: 1024}
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, ProcMount: "/cluster/proc"}
 }
 
 // Validate returns the first setting that is not allowed as a
@@ -64,7 +70,14 @@ func (c *Config) Validate() error {
 	return settings.Checks(Name, c,
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "max_execs_per_uid", Value: strconv.Itoa(c.MaxExecsPerUID), OK: c.MaxExecsPerUID >= 1 && c.MaxExecsPerUID <= 100000},
+		settings.Check{Key: "proc_mount", Value: c.ProcMount, OK: validMount(c.ProcMount)},
 	)
+}
+
+// validMount reports whether p is "" or a clean absolute path other
+// than the root.
+func validMount(p string) bool {
+	return p == "" || (path.IsAbs(p) && path.Clean(p) == p && p != "/")
 }
 
 // From returns vprocd's section of a loaded configuration (an
