@@ -38,6 +38,8 @@ const (
 
 // procFS is the /proc this node's tables are read from.
 func (s *Server) procFS() fs.FS {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.cfg.Proc != nil {
 		return s.cfg.Proc
 	}
