@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/pswire"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
@@ -69,7 +71,9 @@ func (t *Table) Rows() []proctable.Row {
 // does not answer within f.Timeout is in Failures; the error is for
 // vprocd itself (ErrNotRunning) or a filter it refuses (ErrRefused).
 func (c *Client) Ps(ctx context.Context, f PsFilter) (*Table, error) {
-	r, err := vprocv1.NewProcTableClient(c.conn).Ps(ctx, pswire.Request(f.Filter, f.Timeout))
+	// The cluster's table: gRPC's default 4 MiB is a few hundred Java
+	// command lines.
+	r, err := vprocv1.NewProcTableClient(c.conn).Ps(ctx, pswire.Request(f.Filter, f.Timeout), grpc.MaxCallRecvMsgSize(1<<30))
 	if err != nil {
 		return nil, c.wrap(err)
 	}

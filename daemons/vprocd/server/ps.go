@@ -188,8 +188,12 @@ func (s *Server) nodeTable(ctx context.Context, n uint32, req *vprocv1.PsRequest
 	}
 	return vprocpeerv1.NewProcTablePeerClient(conn).Snapshot(ctx, &vprocpeerv1.SnapshotRequest{
 		Origin: s.cfg.Node, Uids: req.GetUids(), Cpids: req.GetCpids(),
-	})
+	}, grpc.MaxCallRecvMsgSize(MaxNodeTableBytes))
 }
+
+// MaxNodeTableBytes bounds one node's table on the wire: gRPC's default
+// 4 MiB is a few hundred Java command lines.
+const MaxNodeTableBytes = 64 << 20
 
 // procTable is the local API's ProcTable service.
 type procTable struct {

@@ -348,3 +348,38 @@ func asUser(uid uint32, name string, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// TestPsLargeTables: tables over gRPC's default 4 MiB (long command
+// lines, as Java's) still travel, from a peer and to the caller.
+func TestPsLargeTables(t *testing.T) {
+	c := startCluster(t, 2)
+	big := strings.Repeat("x", 100<<10)
+	var want []cpid.CPID
+	for range 4 {
+		args := []string{"sh", "-c", "sleep 1000; :", "ps-large"}
+		for range 15 {
+			args = append(args, big)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: args, Env: []string{"PATH=/usr/bin:/bin"}})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = p.Signal(syscall.SIGKILL)
+			cancel()
+			_, _ = p.Wait()
+		})
+		want = append(want, cpid.CPID(p.Cpid))
+	}
+	tab := ps(t, c, 1, vproc.PsFilter{Filter: proctable.Filter{Nodes: []uint32{2}}})
+	if len(tab.Failures) != 0 {
+		t.Fatalf("failures: %+v", tab.Failures)
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(tab.Rows(), func(r proctable.Row) bool { return r.CPID == w && len(r.Args) == 19 }) {
+			t.Errorf("no row of cpid %d with its 19 arguments", w)
+		}
+	}
+}
