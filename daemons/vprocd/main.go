@@ -83,6 +83,13 @@ func run(ctx context.Context, env *daemon.Env) error {
 	for _, n := range view.Nodes {
 		srv.Membership(uint32(n.Number), n.State == cluster.Up)
 	}
+	if own.ProcMount != "" {
+		if m, err := srv.MountProcs(own.ProcMount); err != nil {
+			env.Log.WithError(err).Warn("running without the /cluster/proc view")
+		} else {
+			defer logUnmount(env, m)
+		}
+	}
 
 	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
 	if err != nil {
@@ -180,4 +187,11 @@ func waitUp(ctx context.Context, env *daemon.Env) (c *cluster.Client, me cluster
 		return err
 	})
 	return c, me, v, err
+}
+
+// logUnmount unmounts the /cluster/proc view, saying so if it fails.
+func logUnmount(env *daemon.Env, m *server.ProcMount) {
+	if err := m.Unmount(); err != nil {
+		env.Log.WithError(err).Warn("unmounting the /cluster/proc view")
+	}
 }

@@ -38,7 +38,9 @@ type Options struct {
 	Consul consulagent.Options
 	// Clmsd is the clmsd binary; BuildClmsd makes one.
 	Clmsd string
-	// ExtraYAML is appended to every node's openssi.yaml.
+	// ExtraYAML is appended to every node's openssi.yaml. Without a
+	// vprocd section of its own, vprocd mounts no /cluster/proc: the
+	// nodes share the host's mount table.
 	ExtraYAML string
 	// RPCPort is clmsd's inter-node port on each node's own IP. Default
 	// clmsd's.
@@ -217,7 +219,7 @@ clmsd:
 dlmd:
   rpc_port: %d
   deadlock_interval: 200ms
-%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, tokenYAML, opts.RPCPort, clmsdYAML, opts.DlmdRPCPort, opts.ExtraYAML)
+%s%s`, n.RunDir, n.StateDir, a.IP, a.HTTPAddr, tokenYAML, opts.RPCPort, clmsdYAML, opts.DlmdRPCPort, noProcMount(opts.ExtraYAML), opts.ExtraYAML)
 		if err := os.WriteFile(n.ConfigFile, []byte(cfg), 0o644); err != nil {
 			c.Stop()
 			return nil, err
@@ -640,3 +642,12 @@ func (n *Node) WaitFor(ctx context.Context, what string, cond func(cluster.View)
 
 // LogTail returns the last lines of the node's clmsd log.
 func (n *Node) LogTail(lines int) string { return tail(n.LogFile, lines) }
+
+// noProcMount is the vprocd section that keeps a test node's vprocd from
+// mounting the host's /cluster/proc, unless extra has a vprocd section.
+func noProcMount(extra string) string {
+	if strings.HasPrefix(extra, "vprocd:") || strings.Contains(extra, "\nvprocd:") {
+		return ""
+	}
+	return "vprocd:\n  proc_mount: \"\"\n"
+}

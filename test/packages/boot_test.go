@@ -99,7 +99,7 @@ func TestBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := nspawn.Boot(ctx, nspawn.Options{Dir: root, Name: "openssi-boot-test", PrivateNetwork: true, Log: logf,
-		Binds: []nspawn.Bind{{Host: repo, Container: repoInContainer, ReadOnly: true}}})
+		Binds: append([]nspawn.Bind{{Host: repo, Container: repoInContainer, ReadOnly: true}}, fuseBind()...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +170,7 @@ func TestBoot(t *testing.T) {
 	}
 
 	checkUnprivileged(ctx, t, c, ex, journal)
+	checkProcView(ctx, t, c, journal)
 
 	// Watchdog: a stopped clmsd (SIGSTOP) stops pinging; systemd restarts it.
 	unit := "openssi-clmsd.service"
@@ -231,6 +232,7 @@ func TestBoot(t *testing.T) {
 			t.Errorf("%s still active after remove", d.Unit)
 		}
 	}
+	checkProcUnmounted(ctx, t, c)
 	stopCtx, stopCancel := context.WithTimeout(ctx, 60*time.Second)
 	defer stopCancel()
 	if err := c.Stop(stopCtx); err != nil {

@@ -35,6 +35,7 @@ func NewAPI(s *Server) *API { return &API{s: s} }
 func (a *API) Register(g *grpc.Server) {
 	vprocv1.RegisterVprocServer(g, a)
 	registerLoadAPI(g, a.s)
+	registerPs(g, a.s)
 }
 
 // Exec runs a program for the caller of the socket, as that caller: its

@@ -30,6 +30,7 @@ func NewPeer(s *Server) *Peer { return &Peer{s: s} }
 func (p *Peer) Register(g *grpc.Server) {
 	vprocpeerv1.RegisterVprocPeerServer(g, p)
 	registerLoadPeer(g, p.s)
+	registerPsPeer(g, p.s)
 }
 
 // Exec runs a program for a caller of the origin node. The origin is

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"sync"
 	"time"
 
@@ -46,6 +47,9 @@ type Config struct {
 	Load LoadConfig
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
+	// Proc is the /proc the process table is read from; nil is the
+	// node's (tests give a slow or fake one).
+	Proc fs.FS
 }
 
 // Server is one node's vprocd.

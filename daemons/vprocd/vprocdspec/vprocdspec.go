@@ -7,6 +7,7 @@ package vprocdspec
 
 import (
 	_ "embed" // the vprocd section of the shipped openssi.yaml
+	"path"
 	"strconv"
 	"strings"
 
@@ -58,12 +59,17 @@ type Config struct {
 	// that `ssi exec` without -n places on the least-loaded node, as
 	// --auto does; `ssi loadlevel add` adds more at run time. Default none.
 	LoadLevel []string `mapstructure:"loadlevel" want:"a list of program names (no '/', space or control character)"`
+	// ProcMount is where the read-only FUSE view of the cluster's
+	// processes is mounted (/cluster/proc/<cpid>/status, ...); "" mounts
+	// none. Without /dev/fuse vprocd runs on without it and warns.
+	// Default /cluster/proc.
+	ProcMount string `mapstructure:"proc_mount" want:"an absolute path other than /, or empty"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
 // valid as returned.
 func Default() Config {
-	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}}
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc"}
 }
 
 // Validate returns the first setting that is not allowed as a
@@ -73,7 +79,14 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "rpc_port", Value: strconv.Itoa(c.RPCPort), OK: settings.IsPort(c.RPCPort)},
 		settings.Check{Key: "max_execs_per_uid", Value: strconv.Itoa(c.MaxExecsPerUID), OK: c.MaxExecsPerUID >= 1 && c.MaxExecsPerUID <= 100000},
 		loadLevelCheck(c.LoadLevel),
+		settings.Check{Key: "proc_mount", Value: c.ProcMount, OK: validMount(c.ProcMount)},
 	)
+}
+
+// validMount reports whether p is "" or a clean absolute path other
+// than the root.
+func validMount(p string) bool {
+	return p == "" || (path.IsAbs(p) && path.Clean(p) == p && p != "/")
 }
 
 // From returns vprocd's section of a loaded configuration (an

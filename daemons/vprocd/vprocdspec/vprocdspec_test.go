@@ -25,8 +25,31 @@ func TestValidateLoadLevel(t *testing.T) {
 			t.Errorf("loadlevel %q: Validate() = %v, want ok %v", tc.names, err, tc.ok)
 		}
 	}
-	d := Default()
-	if err := d.Validate(); err != nil {
-		t.Errorf("Default() is not valid: %v", err)
+}
+
+func TestValidateProcMount(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/cluster/proc", true},
+		{"", true},
+		{"/x", true},
+		{"/", false},
+		{"cluster/proc", false},
+		{"/cluster/../proc", false},
+		{"/cluster/proc/", false},
+	} {
+		c := Default()
+		c.ProcMount = tc.path
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("proc_mount %q: %v, want ok %v", tc.path, err, tc.ok)
+		}
+	}
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if c := Default(); c.Validate() != nil || c.ProcMount != "/cluster/proc" {
+		t.Errorf("Default() = %+v, %v", c, c.Validate())
 	}
 }
