@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -319,7 +320,16 @@ type gateScopes struct {
 }
 
 func (g *gateScopes) Scope(_ context.Context, pid int, uid uint32, cpid int64) error {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	// The child may not have its new arguments yet: Go's fork returns
+	// once the exec released the parent's memory, before the kernel laid
+	// out the new program's argv (cmdline reads empty until then).
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); len(b) == 0 && time.Now().Before(deadline); {
+		b, _ = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if len(b) == 0 {
+			runtime.Gosched()
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.seen = append(g.seen, fmt.Sprintf("%s uid %d cpid ok %v", strings.SplitN(string(b), "\x00", 2)[0], uid, cpid == CPID(2, pid)))
