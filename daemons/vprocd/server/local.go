@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,7 +33,10 @@ type API struct {
 func NewAPI(s *Server) *API { return &API{s: s} }
 
 // Register adds the API to a gRPC server.
-func (a *API) Register(g *grpc.Server) { vprocv1.RegisterVprocServer(g, a) }
+func (a *API) Register(g *grpc.Server) {
+	vprocv1.RegisterVprocServer(g, a)
+	vprocv1.RegisterVprocSignalServer(g, signalAPI{s: a.s})
+}
 
 // Exec runs a program for the caller of the socket, as that caller: its
 // uid, gid and groups come from the kernel, never from the request.
@@ -54,7 +58,7 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	s := a.s
 	if req.Node == 0 || req.Node == s.cfg.Node {
 		req.Node = s.cfg.Node
-		return s.run(ctx, stream, stream.Send, cred, req)
+		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
 	}
 	return s.forward(ctx, stream, caller, req)
 }
@@ -72,16 +76,21 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
-	fctx, cancel := context.WithCancel(rpc.WithoutTimeout(ctx))
+	// The stream to the target outlives the caller's by a little: a caller
+	// gone is told to the target (see below) before the stream ends.
+	fctx, cancel := context.WithCancel(rpc.WithoutTimeout(context.WithoutCancel(ctx)))
 	defer cancel()
 	ps, err := vprocpeerv1.NewVprocPeerClient(conn).Exec(fctx)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
+	org := s.originOf(caller.PID)
 	start := &vprocpeerv1.Start{
 		Origin:  s.cfg.Node,
 		Caller:  &vprocpeerv1.Caller{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups, Pid: caller.PID},
 		Request: req,
+		Cpgid:   int64(org.cpgid),
+		Tty:     org.tty,
 	}
 	var sendMu sync.Mutex
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
@@ -135,6 +144,34 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			s.log.WithField("node", n).Info("the node of an exec went DOWN: ending it")
 			return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
 		case <-ctx.Done():
+			// The caller is gone while this node lives: the target
+			// kills the program at once (a stream that merely
+			// breaks is the origin lost, which it waits to see).
+			// Wait a little for it to end, so that the message is not
+			// cut off by the stream's end.
+			sendMu.Lock()
+			err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_CallerGone{CallerGone: true}})
+			if err == nil {
+				_ = ps.CloseSend()
+			}
+			sendMu.Unlock()
+			if err == nil && !(started && req.Detach) {
+				t := time.NewTimer(callerGoneWait)
+			wait:
+				for {
+					select {
+					case r := <-replies:
+						if r.err != nil || r.m.GetExit() != nil {
+							break wait
+						}
+					case <-t.C:
+						break wait
+					case <-down:
+						break wait
+					}
+				}
+				t.Stop()
+			}
 			return ctx.Err()
 		case r := <-replies:
 			if r.err != nil {
@@ -179,3 +216,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 func lostLine(n uint32, what string) string {
 	return "node " + strconv.FormatUint(uint64(n), 10) + " " + what + " while the program ran"
 }
+
+// callerGoneWait bounds how long an origin waits for the target to end
+// the program of a caller gone.
+const callerGoneWait = 2 * time.Second

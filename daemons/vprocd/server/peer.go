@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/internal/rpc"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
@@ -27,7 +30,10 @@ type Peer struct {
 func NewPeer(s *Server) *Peer { return &Peer{s: s} }
 
 // Register adds the service to a gRPC server.
-func (p *Peer) Register(g *grpc.Server) { vprocpeerv1.RegisterVprocPeerServer(g, p) }
+func (p *Peer) Register(g *grpc.Server) {
+	vprocpeerv1.RegisterVprocPeerServer(g, p)
+	vprocpeerv1.RegisterVprocSignalPeerServer(g, signalPeer{s: p.s})
+}
 
 // Exec runs a program for a caller of the origin node. The origin is
 // believed only from the certificate of the vprocd of the node holding
@@ -48,8 +54,15 @@ func (p *Peer) Exec(stream vprocpeerv1.VprocPeer_ExecServer) error {
 	}
 	c := start.Caller
 	cred := runner.Cred{UID: c.Uid, GID: c.Gid, Groups: c.Groups}
-	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request)
+	org := execOrigin{node: start.Origin, tty: start.Tty}
+	if g := cpid.CPID(start.Cpgid); start.Cpgid > 0 && start.Cpgid <= math.MaxInt32 && g.Valid() && g.Node() == start.Origin {
+		org.cpgid = g
+	}
+	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request, org)
 }
+
+// errCallerGone: the origin says the caller went away.
+var errCallerGone = errors.New("vproc: the caller is gone")
 
 // peerInputs reads the caller's inputs off a peer stream.
 type peerInputs struct {
@@ -64,6 +77,9 @@ func (in peerInputs) Recv() (*vprocv1.ExecInput, error) {
 		}
 		if i := m.GetInput(); i != nil {
 			return i, nil
+		}
+		if m.GetCallerGone() {
+			return nil, errCallerGone
 		}
 		// A second start: dropped, as CheckInput drops one.
 	}

@@ -44,8 +44,9 @@ func exitOf(code, signal int, reason string) *vprocv1.ExecOutput {
 
 // run runs req for cred on this node, streaming its stdio over in and
 // send, until it exits (or, detached, until it started). When ctx ends
-// first (the caller is gone) its process group is killed.
-func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest) error {
+// first (the caller is gone) its process group is killed, unless the
+// stream broke because org's node went DOWN (see fate).
+func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest, org execOrigin) error {
 	done, err := s.admit(cred.UID)
 	if err != nil {
 		return err
@@ -77,19 +78,22 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 	}
 	p.Open()
+	s.recs.add(cpidOf(cpid), &execRecord{pid: int32(p.Pid), origin: org, attached: !req.Detach})
 	started := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: cpid, Node: s.cfg.Node, Pid: int32(p.Pid)}}}
 	if req.Detach {
 		log.Info("started a detached program")
 		go func() { // reaps it; nothing else waits for it
 			p.Wait()
+			s.recs.remove(cpidOf(cpid))
 			done()
 		}()
 		return out.Send(started)
 	}
 	defer done()
 	log.Debug("started a program")
+	f := &fate{s: s, cpid: cpidOf(cpid), origin: org, p: p}
 	if err := out.Send(started); err != nil {
-		p.Kill()
+		f.lost(false)
 		p.Wait()
 		p.CloseOutput()
 		return err
@@ -106,7 +110,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 			k, err := r.Read(buf)
 			if k > 0 {
 				if out.Send(wrap(append([]byte(nil), buf[:k]...))) != nil {
-					p.Kill()
+					f.lost(false)
 					// Keep reading (and dropping) so the program is
 					// not stuck on a full pipe while it dies.
 					for {
@@ -133,17 +137,17 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 
 	exited := make(chan struct{})
-	go s.feed(ctx, in, p, exited, log)
+	go s.feed(ctx, in, p, f, exited, log)
 	go func() {
 		select {
 		case <-ctx.Done():
-			log.Debug("caller gone: killing the program's process group")
-			p.Kill()
+			f.lost(false)
 		case <-exited:
 		}
 	}()
 
 	st := p.Wait()
+	s.recs.remove(f.cpid)
 	close(exited)
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
@@ -163,8 +167,8 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 
 // feed carries the caller's inputs to p until p exits: stdin through a
 // bounded queue, signals and window sizes at once. When the stream fails
-// (the caller is gone) it kills p's process group.
-func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, exited <-chan struct{}, log interface{ Debug(...any) }) {
+// it leaves p's fate to f (the caller is gone, or its node).
+func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }) {
 	queue := make(chan []byte, stdinQueue)
 	go func(queue <-chan []byte) {
 		broken := false
@@ -191,7 +195,7 @@ func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, exited <-c
 			select {
 			case <-exited:
 			default:
-				p.Kill()
+				f.lost(errors.Is(err, errCallerGone))
 			}
 			return
 		}

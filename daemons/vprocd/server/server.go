@@ -42,6 +42,10 @@ type Config struct {
 	// OutputGrace is how long, after a program exits, its output is
 	// still read when a process it left holds it open. Default 500ms.
 	OutputGrace time.Duration
+	// OriginGrace is how long a program whose origin's link broke waits
+	// for the origin's NODEDOWN before it is killed as a program whose
+	// caller is gone. Default DefaultOriginGrace.
+	OriginGrace time.Duration
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
 }
@@ -58,6 +62,8 @@ type Server struct {
 	execs map[uint32]int
 
 	refusals refusals
+	// recs are the programs started through vprocd that run here.
+	recs records
 }
 
 // admit counts one more program of uid, or returns a ResourceExhausted
@@ -91,6 +97,9 @@ type nodeState struct {
 func New(cfg Config) *Server {
 	if cfg.OutputGrace == 0 {
 		cfg.OutputGrace = 500 * time.Millisecond
+	}
+	if cfg.OriginGrace == 0 {
+		cfg.OriginGrace = DefaultOriginGrace
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
