@@ -142,6 +142,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// Each exec is a stream that lasts as long as its program:
 		// stopping the servers ends them, and their programs with them
 		// (detached ones run on).
+		srv.Stop()
 		derr := peers.Deregister(ctx)
 		local.Stop()
 		peers.Stop()

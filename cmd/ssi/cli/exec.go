@@ -48,7 +48,9 @@ note on stderr), its stdin, stdout and stderr streamed, SIGINT, SIGTERM,
 SIGHUP and SIGQUIT passed on to it. -t gives it a terminal on NODE, sized
 and resized as yours (ssi exec -t -n 2 -- vi). If ssi goes away, CMD is
 killed, unless --detach, which prints its cluster PID and lets it run on
-with no stdio.
+with no stdio. If this node goes DOWN, CMD runs on (with a SIGHUP if ssi
+had a terminal here, as nohup decides). CMD is in your shell job's
+cluster process group: ssi kill -- -CPGID reaches it on NODE.
 
 Exit status:
   the command's own, 128+N when signal N ended it

@@ -128,7 +128,13 @@ type fate struct {
 func (f *fate) lost(callerGone bool) bool {
 	f.once.Do(func() {
 		log := f.s.log.WithField("cpid", f.cpid).WithField("origin", f.origin.node)
-		if callerGone || f.origin.node == f.s.cfg.Node {
+		stopping := false
+		select {
+		case <-f.s.stopping:
+			stopping = true
+		default:
+		}
+		if callerGone || stopping || f.origin.node == f.s.cfg.Node {
 			log.Debug("caller gone: killing the program's process group")
 			f.p.Kill()
 			return
@@ -138,6 +144,10 @@ func (f *fate) lost(callerGone bool) bool {
 			defer t.Stop()
 			select {
 			case <-down:
+			case <-f.s.stopping:
+				log.Debug("vprocd stops: killing the program's process group")
+				f.p.Kill()
+				return
 			case <-t.C:
 				log.Info("the link to the origin broke but the origin stays UP: killing the program's process group")
 				f.p.Kill()

@@ -64,7 +64,16 @@ type Server struct {
 	refusals refusals
 	// recs are the programs started through vprocd that run here.
 	recs records
+	// stopping is closed by Stop: a program whose origin's link breaks
+	// then is killed at once, as when vprocd stops.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
+
+// Stop says vprocd is stopping: the programs of callers still attached
+// are to be killed when their streams end, without waiting to see whether
+// their origin went DOWN.
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // admit counts one more program of uid, or returns a ResourceExhausted
 // status when uid runs MaxExecsPerUID already; done uncounts it.
@@ -105,7 +114,7 @@ func New(cfg Config) *Server {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
-		execs: map[uint32]int{}}
+		execs: map[uint32]int{}, stopping: make(chan struct{})}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the

@@ -376,3 +376,14 @@ func TestOriginDown(t *testing.T) {
 	}
 	waitDead(t, pid, "the program of a link broken while its origin stays UP")
 }
+
+// TestStopKillsAttached: a vprocd that stops kills the programs whose
+// origin's link ends, without waiting for a NODEDOWN (OriginGrace is
+// 10s; waitDead gives up after 5s).
+func TestStopKillsAttached(t *testing.T) {
+	c := startCluster(t, 2)
+	pid, breakLink := originLink(t, c, false)
+	c.node(2).srv.Stop()
+	breakLink()
+	waitDead(t, pid, "the program of a stopping vprocd")
+}
