@@ -1,12 +1,14 @@
 package server
 
 import (
+	"math"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
+	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
 
 // DefaultOriginGrace is how long a target waits, after the link to a
@@ -33,6 +35,19 @@ func (s *Server) originOf(pid int32) execOrigin {
 		o.tty = st.tty != 0
 	}
 	return o
+}
+
+// startOrigin is the origin a peer's Start describes; a cluster process
+// group that is no cpid of the origin is ignored (the program is in no
+// group but its own).
+func startOrigin(start *vprocpeerv1.Start) execOrigin {
+	org := execOrigin{node: start.GetOrigin(), tty: start.GetTty()}
+	if v := start.GetCpgid(); v > 0 && v <= math.MaxInt32 {
+		if g := cpid.CPID(v); g.Valid() && g.Node() == org.node {
+			org.cpgid = g
+		}
+	}
+	return org
 }
 
 // execRecord is a program started through vprocd that runs here.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/internal/rpc"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
@@ -54,11 +52,7 @@ func (p *Peer) Exec(stream vprocpeerv1.VprocPeer_ExecServer) error {
 	}
 	c := start.Caller
 	cred := runner.Cred{UID: c.Uid, GID: c.Gid, Groups: c.Groups}
-	org := execOrigin{node: start.Origin, tty: start.Tty}
-	if g := cpid.CPID(start.Cpgid); start.Cpgid > 0 && start.Cpgid <= math.MaxInt32 && g.Valid() && g.Node() == start.Origin {
-		org.cpgid = g
-	}
-	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request, org)
+	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request, startOrigin(start))
 }
 
 // errCallerGone: the origin says the caller went away.

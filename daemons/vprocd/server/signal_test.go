@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/internal/roottest"
@@ -386,4 +389,44 @@ func TestStopKillsAttached(t *testing.T) {
 	c.node(2).srv.Stop()
 	breakLink()
 	waitDead(t, pid, "the program of a stopping vprocd")
+}
+
+// TestSignalPeerMustBeTheOriginsVprocd: a kill between nodes carries the
+// caller's uid, so only the vprocd of the node it claims to come from is
+// believed: another node's vprocd or another daemon is refused, and the
+// process lives.
+func TestSignalPeerMustBeTheOriginsVprocd(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, pid := startSleep(t, c, ctx, 2, 2)
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	for _, tc := range []struct {
+		name     string
+		node     string
+		services []string
+	}{
+		{"the vprocd of node 3 claiming node 1", rpctest.NodeName(3), []string{ServiceName}},
+		{"node 1's dlmd", rpctest.NodeName(1), []string{rpc.ServiceName("dlmd")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := rpc.Dial(ctx, c.source(9, tc.node, tc.services...), c.node(2).addr, rpc.NodeIdentity(ServiceName, rpctest.NodeName(2)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cl := vprocpeerv1.NewVprocSignalPeerClient(conn)
+			_, err = cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: 1, Request: &vprocv1.KillRequest{Cpid: p.Cpid, Signal: int32(syscall.SIGKILL)}})
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("kill: %v, want PermissionDenied", err)
+			}
+			_, err = cl.Renice(ctx, &vprocpeerv1.PeerRenice{Origin: 1, Request: &vprocv1.ReniceRequest{Cpid: p.Cpid, Nice: 5}})
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("renice: %v, want PermissionDenied", err)
+			}
+			if !alive(pid) {
+				t.Fatal("a refused peer killed the process")
+			}
+		})
+	}
 }
