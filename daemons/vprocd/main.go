@@ -79,7 +79,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	})
 	defer srv.Close()
 	for _, n := range view.Nodes {
-		srv.Membership(uint32(n.Number), n.State == cluster.Up)
+		srv.MembershipAt(view.Epoch, uint32(n.Number), n.State == cluster.Up)
 	}
 
 	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
@@ -120,7 +120,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 				case <-ctx.Done():
 					return nil
 				case e := <-events:
-					srv.Membership(uint32(e.Node.Number), e.Type == cluster.NodeUp)
+					srv.MembershipAt(e.Epoch, uint32(e.Node.Number), e.Type == cluster.NodeUp)
 				case <-t.C:
 				}
 			}

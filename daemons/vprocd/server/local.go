@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
@@ -85,12 +86,15 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
 	org := s.originOf(caller.PID)
+	x, release := s.allocCPID(caller.PID)
+	defer release()
 	start := &vprocpeerv1.Start{
 		Origin:  s.cfg.Node,
 		Caller:  &vprocpeerv1.Caller{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups, Pid: caller.PID},
 		Request: req,
 		Cpgid:   int64(org.cpgid),
 		Tty:     org.tty,
+		Cpid:    int64(x),
 	}
 	var sendMu sync.Mutex
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
@@ -137,7 +141,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 		}
 	}()
-	gotAny, started := false, false
+	gotAny, started, recorded := false, false, false
 	for {
 		select {
 		case <-down:
@@ -199,8 +203,16 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				return stream.Send(exitOf(ExitLost, 0, lostLine(n, "lost the connection")))
 			}
 			gotAny = true
-			if r.m.GetStarted() != nil {
+			if st := r.m.GetStarted(); st != nil {
 				started = true
+				if x != 0 && st.Cpid == int64(x) {
+					// This node answers for it now (package pgroup).
+					recorded = s.pgStep(pgroup.Started{Proc: pgroup.Proc{CPID: x, Node: n, PID: st.Pid, PGID: org.cpgid,
+						UID: caller.UID, TTY: org.tty, Detached: req.Detach}}) == nil
+				}
+			}
+			if recorded && r.m.GetExit() != nil {
+				_ = s.pgStep(pgroup.Ended{CPID: x, Node: n})
 			}
 			if err := stream.Send(r.m); err != nil {
 				return err

@@ -22,6 +22,10 @@ type execOrigin struct {
 	node  uint32
 	cpgid cpid.CPID
 	tty   bool
+	// uid is the caller's; cpid the program's, given by the origin (0:
+	// named by its pid where it runs).
+	uid  uint32
+	cpid cpid.CPID
 }
 
 // originOf describes a caller of this node's socket: its process group
@@ -38,15 +42,19 @@ func (s *Server) originOf(pid int32) execOrigin {
 }
 
 // startOrigin is the origin a peer's Start describes; a cluster process
-// group that is no cpid of the origin is ignored (the program is in no
-// group but its own).
+// group or cpid that is no cpid of the origin is ignored (the program is
+// in no group but its own, or named by its pid here).
 func startOrigin(start *vprocpeerv1.Start) execOrigin {
-	org := execOrigin{node: start.GetOrigin(), tty: start.GetTty()}
-	if v := start.GetCpgid(); v > 0 && v <= math.MaxInt32 {
-		if g := cpid.CPID(v); g.Valid() && g.Node() == org.node {
-			org.cpgid = g
+	org := execOrigin{node: start.GetOrigin(), tty: start.GetTty(), uid: start.GetCaller().GetUid()}
+	of := func(v int64) cpid.CPID {
+		if v > 0 && v <= math.MaxInt32 {
+			if g := cpid.CPID(v); g.Valid() && g.Node() == org.node {
+				return g
+			}
 		}
+		return 0
 	}
+	org.cpgid, org.cpid = of(start.GetCpgid()), of(start.GetCpid())
 	return org
 }
 
@@ -127,8 +135,8 @@ func (s *Server) groupLeaders(g cpid.CPID, sig syscall.Signal) []int32 {
 // running program: a caller gone (or any break of a local caller's
 // stream) kills it; a break of a remote origin's link waits for the
 // origin's NODEDOWN (at most OriginGrace): then the program runs on, as
-// nohup would decide, with a SIGHUP if its caller had a terminal there;
-// without a NODEDOWN the origin lives and the caller is taken as gone.
+// nohup would decide, with a SIGHUP if its caller had a terminal there
+// (package pgroup's decision at the NODEDOWN); without a NODEDOWN the origin lives and the caller is taken as gone.
 type fate struct {
 	once   sync.Once
 	s      *Server
@@ -169,14 +177,11 @@ func (f *fate) lost(callerGone bool) bool {
 				return
 			}
 		}
+		// The core decides the rest at the NODEDOWN: a SIGHUP if the
+		// caller had a terminal there (Server.hangup).
 		f.kept = true
 		f.s.recs.detach(f.cpid)
-		if f.origin.tty {
-			log.Info("the origin went DOWN: SIGHUP to the program, its caller had a terminal there")
-			_ = f.p.Signal(syscall.SIGHUP)
-			return
-		}
-		log.Info("the origin went DOWN: the program runs on")
+		log.Info("the origin went DOWN: the program runs on, as nohup decides")
 	})
 	return f.kept
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
@@ -69,7 +71,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
-	cpid := CPID(s.cfg.Node, p.Pid)
+	cpid := s.started(p.Pid, cred.UID, req, org)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
 	if s.cfg.Scopes != nil {
 		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
@@ -78,13 +80,12 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 	}
 	p.Open()
-	s.recs.add(cpidOf(cpid), &execRecord{pid: int32(p.Pid), origin: org, attached: !req.Detach})
 	started := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: cpid, Node: s.cfg.Node, Pid: int32(p.Pid)}}}
 	if req.Detach {
 		log.Info("started a detached program")
 		go func() { // reaps it; nothing else waits for it
 			p.Wait()
-			s.recs.remove(cpidOf(cpid))
+			s.ended(cpidOf(cpid))
 			done()
 		}()
 		return out.Send(started)
@@ -147,7 +148,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}()
 
 	st := p.Wait()
-	s.recs.remove(f.cpid)
+	s.ended(f.cpid)
 	close(exited)
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
@@ -233,4 +234,29 @@ func strs(b [][]byte) []string {
 		out[i] = string(x)
 	}
 	return out
+}
+
+// started records the program pid just started here for uid, and
+// returns its cpid: the one its origin gave it, else (a local exec, an
+// origin that gave none, a cpid in use here) the cpid of its pid here.
+func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin) int64 {
+	plain := cpidOf(CPID(s.cfg.Node, pid))
+	x := plain
+	if org.cpid != 0 && org.node != s.cfg.Node {
+		x = org.cpid
+	}
+	pr := pgroup.Proc{CPID: x, Node: s.cfg.Node, PID: int32(pid), PGID: org.cpgid, UID: uid, TTY: org.tty, Detached: req.Detach}
+	if err := s.pgStep(pgroup.Started{Proc: pr}); err != nil && x != plain {
+		s.log.WithError(err).WithField("cpid", x).Warn("the cpid the origin gave is in use here: naming the program by its pid")
+		x, pr.CPID = plain, plain
+		_ = s.pgStep(pgroup.Started{Proc: pr})
+	}
+	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach})
+	return int64(x)
+}
+
+// ended forgets the program x that ran here.
+func (s *Server) ended(x cpidpkg.CPID) {
+	s.recs.remove(x)
+	_ = s.pgStep(pgroup.Ended{CPID: x, Node: s.cfg.Node})
 }

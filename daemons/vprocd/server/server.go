@@ -68,6 +68,9 @@ type Server struct {
 	// then is killed at once, as when vprocd stops.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// cp is where the cluster's processes started through vprocd are
+	// (package pgroup).
+	cp clusterProcs
 }
 
 // Stop says vprocd is stopping: the programs of callers still attached
@@ -114,12 +117,22 @@ func New(cfg Config) *Server {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
-		execs: map[uint32]int{}, stopping: make(chan struct{})}
+		execs: map[uint32]int{}, stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the
 // view at start). A DOWN node's execs end at once with ExitLost.
-func (s *Server) Membership(n uint32, up bool) {
+func (s *Server) Membership(n uint32, up bool) { s.MembershipAt(0, n, up) }
+
+// MembershipAt is Membership at clmsd's epoch (0: one after the last).
+func (s *Server) MembershipAt(epoch uint64, n uint32, up bool) {
+	if s.membership(n, up) {
+		s.pgMembership(epoch, n, up)
+	}
+}
+
+// membership records the change and reports whether it is one.
+func (s *Server) membership(n uint32, up bool) (changed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.nodes[n]
@@ -129,13 +142,14 @@ func (s *Server) Membership(n uint32, up bool) {
 	}
 	switch {
 	case up && !st.up:
-		st.up = true
+		st.up, changed = true, true
 		select {
 		case <-st.down:
 			st.down = make(chan struct{})
 		default:
 		}
 	case !up:
+		changed = st.up
 		st.up = false
 		select {
 		case <-st.down:
@@ -147,6 +161,7 @@ func (s *Server) Membership(n uint32, up bool) {
 			c.Close()
 		}
 	}
+	return changed
 }
 
 // upNode returns a channel closed when node n goes DOWN, or a

@@ -65,22 +65,19 @@ func (a signalAPI) Kill(ctx context.Context, req *vprocv1.KillRequest) (*vprocv1
 	if err != nil {
 		return nil, err
 	}
-	s := a.s
 	if t.Group {
-		return s.killGroup(ctx, caller.UID, t.ID, sig, req)
+		return a.s.killGroup(ctx, caller.UID, t.ID, sig, req)
 	}
-	n, err := s.answering(t.ID)
-	if err != nil {
-		return nil, err
-	}
-	if n == s.cfg.Node {
-		return s.killHere(caller.UID, t.ID, sig)
-	}
-	cl, err := s.signalPeer(ctx, n, t.ID)
-	if err != nil {
-		return nil, err
-	}
-	return cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: s.cfg.Node, CallerUid: caller.UID, Request: req})
+	return a.s.kill(ctx, caller.UID, t.ID, sig, req, false)
+}
+
+// kill signals the process x for uid caller where it runs.
+func (s *Server) kill(ctx context.Context, caller uint32, x cpid.CPID, sig syscall.Signal, req *vprocv1.KillRequest, fromPeer bool) (*vprocv1.KillReply, error) {
+	return onProcess(ctx, s, x, fromPeer,
+		func(pid int32) (*vprocv1.KillReply, error) { return s.killHere(caller, x, pid, sig) },
+		func(cl vprocpeerv1.VprocSignalPeerClient, here bool) (*vprocv1.KillReply, error) {
+			return cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: s.cfg.Node, CallerUid: caller, Request: req, Here: here})
+		})
 }
 
 // Renice sets the nice value of a process for the caller of the socket.
@@ -96,23 +93,54 @@ func (a signalAPI) Renice(ctx context.Context, req *vprocv1.ReniceRequest) (*vpr
 	if err != nil {
 		return nil, err
 	}
-	s := a.s
-	n, err := s.answering(c)
+	return a.s.renice(ctx, caller.UID, c, req, false)
+}
+
+func (s *Server) renice(ctx context.Context, caller uint32, x cpid.CPID, req *vprocv1.ReniceRequest, fromPeer bool) (*vprocv1.ReniceReply, error) {
+	return onProcess(ctx, s, x, fromPeer,
+		func(pid int32) (*vprocv1.ReniceReply, error) { return s.reniceHere(caller, x, pid, int(req.Nice)) },
+		func(cl vprocpeerv1.VprocSignalPeerClient, here bool) (*vprocv1.ReniceReply, error) {
+			return cl.Renice(ctx, &vprocpeerv1.PeerRenice{Origin: s.cfg.Node, CallerUid: caller, Request: req, Here: here})
+		})
+}
+
+// onProcess finds where process x runs, through the node that answers
+// for its cpid (its origin, or a DOWN origin's surrogate: package
+// pgroup), and acts on it: here with its pid, else through the vprocd of
+// the node it runs on (here set) or of the node that answers for it. A
+// request from a peer is not sent on to a third node to answer.
+func onProcess[R any](ctx context.Context, s *Server, x cpid.CPID, fromPeer bool,
+	local func(pid int32) (R, error), remote func(cl vprocpeerv1.VprocSignalPeerClient, here bool) (R, error)) (R, error) {
+	var zero R
+	a, err := s.pgLookup(ctx, x)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	if n == s.cfg.Node {
-		return s.reniceHere(caller.UID, c, int(req.Nice))
+	switch {
+	case a.Err != nil:
+		return zero, errAnswer(a.Err)
+	case a.Redirect != 0 && fromPeer:
+		return zero, status.Errorf(codes.FailedPrecondition, "vproc: node %d does not answer for cpid %s (node %d does)", s.cfg.Node, x, a.Redirect)
+	case a.Redirect != 0:
+		cl, err := s.signalPeer(ctx, a.Redirect, x)
+		if err != nil {
+			return zero, err
+		}
+		return remote(cl, false)
+	case a.Found && a.Proc.Node != s.cfg.Node:
+		cl, err := s.signalPeer(ctx, a.Proc.Node, x)
+		if err != nil {
+			return zero, err
+		}
+		return remote(cl, true)
+	case a.Found:
+		return local(a.Proc.PID)
 	}
-	cl, err := s.signalPeer(ctx, n, c)
-	if err != nil {
-		return nil, err
-	}
-	return cl.Renice(ctx, &vprocpeerv1.PeerRenice{Origin: s.cfg.Node, CallerUid: caller.UID, Request: req})
+	return local(x.PID())
 }
 
 // Kill signals, for a caller of the origin, a process this node answers
-// for or the members of a group that run here.
+// for or runs (here), or the members of a group that run here.
 func (p signalPeer) Kill(ctx context.Context, req *vprocpeerv1.PeerKill) (*vprocv1.KillReply, error) {
 	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
@@ -121,18 +149,22 @@ func (p signalPeer) Kill(ctx context.Context, req *vprocpeerv1.PeerKill) (*vproc
 	if err != nil {
 		return nil, err
 	}
-	if t.Group {
+	switch {
+	case t.Group:
 		signaled, denied := p.s.killGroupHere(req.CallerUid, t.ID, sig)
 		return &vprocv1.KillReply{Signaled: int32(signaled), Denied: int32(denied)}, nil
+	case req.Here:
+		pid, err := p.s.runsHere(t.ID)
+		if err != nil {
+			return nil, err
+		}
+		return p.s.killHere(req.CallerUid, t.ID, pid, sig)
 	}
-	if n, err := p.s.answering(t.ID); err != nil || n != p.s.cfg.Node {
-		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d does not answer for cpid %s", p.s.cfg.Node, t.ID)
-	}
-	return p.s.killHere(req.CallerUid, t.ID, sig)
+	return p.s.kill(ctx, req.CallerUid, t.ID, sig, req.Request, true)
 }
 
 // Renice renices, for a caller of the origin, a process this node
-// answers for.
+// answers for or runs (here).
 func (p signalPeer) Renice(ctx context.Context, req *vprocpeerv1.PeerRenice) (*vprocv1.ReniceReply, error) {
 	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
@@ -144,17 +176,30 @@ func (p signalPeer) Renice(ctx context.Context, req *vprocpeerv1.PeerRenice) (*v
 	if err != nil {
 		return nil, err
 	}
-	if n, err := p.s.answering(c); err != nil || n != p.s.cfg.Node {
-		return nil, status.Errorf(codes.FailedPrecondition, "vproc: node %d does not answer for cpid %s", p.s.cfg.Node, c)
+	if req.Here {
+		pid, err := p.s.runsHere(c)
+		if err != nil {
+			return nil, err
+		}
+		return p.s.reniceHere(req.CallerUid, c, pid, int(req.Request.Nice))
 	}
-	return p.s.reniceHere(req.CallerUid, c, int(req.Request.Nice))
+	return p.s.renice(ctx, req.CallerUid, c, req.Request, true)
+}
+
+// runsHere is the pid of the program x started through vprocd that runs
+// here, as the node that answers for x found.
+func (s *Server) runsHere(x cpid.CPID) (int32, error) {
+	if pid, ok := s.record(x); ok {
+		return pid, nil
+	}
+	return 0, status.Errorf(codes.NotFound, "vproc: no process %s (node %d)", x, s.cfg.Node)
 }
 
 // signalPeer returns the signal service of node n's vprocd, which
 // answers for c: a FailedPrecondition status when n is DOWN or unknown.
 func (s *Server) signalPeer(ctx context.Context, n uint32, c cpid.CPID) (vprocpeerv1.VprocSignalPeerClient, error) {
 	if _, err := s.upNode(n); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s (it answers for cpid %s)", status.Convert(err).Message(), c)
+		return nil, status.Errorf(codes.FailedPrecondition, "%s (it has cpid %s)", status.Convert(err).Message(), c)
 	}
 	conn, err := s.peer(ctx, n)
 	if err != nil {
@@ -163,27 +208,10 @@ func (s *Server) signalPeer(ctx context.Context, n uint32, c cpid.CPID) (vprocpe
 	return vprocpeerv1.NewVprocSignalPeerClient(conn), nil
 }
 
-// answering is the node that answers for c: the node its cpid names,
-// where it runs (a program started by `ssi exec` is named by the node it
-// runs on, so that node answers for it even when its caller's node is
-// DOWN).
-func (s *Server) answering(c cpid.CPID) (uint32, error) {
-	return c.Node(), nil
-}
-
-// localPID is the pid here of the process c, which this node answers
-// for; false when c runs elsewhere.
-func (s *Server) localPID(c cpid.CPID) (int32, bool) {
-	if pid, ok := s.record(c); ok {
-		return pid, true
-	}
-	return c.PID(), c.Node() == s.cfg.Node
-}
-
 // killHere signals process c, which runs here, for uid caller: the
 // caller must be root or the process's real owner.
-func (s *Server) killHere(caller uint32, c cpid.CPID, sig syscall.Signal) (*vprocv1.KillReply, error) {
-	h, err := s.openLocal(c)
+func (s *Server) killHere(caller uint32, c cpid.CPID, pid int32, sig syscall.Signal) (*vprocv1.KillReply, error) {
+	h, err := s.openLocal(c, pid)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +227,8 @@ func (s *Server) killHere(caller uint32, c cpid.CPID, sig syscall.Signal) (*vpro
 }
 
 // reniceHere sets the nice value of c, which runs here, for uid caller.
-func (s *Server) reniceHere(caller uint32, c cpid.CPID, nice int) (*vprocv1.ReniceReply, error) {
-	h, err := s.openLocal(c)
+func (s *Server) reniceHere(caller uint32, c cpid.CPID, pid int32, nice int) (*vprocv1.ReniceReply, error) {
+	h, err := s.openLocal(c, pid)
 	if err != nil {
 		return nil, err
 	}
@@ -223,12 +251,8 @@ func (s *Server) reniceHere(caller uint32, c cpid.CPID, nice int) (*vprocv1.Reni
 	return &vprocv1.ReniceReply{OldNice: int32(old), Nice: int32(nice)}, nil
 }
 
-// openLocal opens the process c that this node answers for.
-func (s *Server) openLocal(c cpid.CPID) (*pidHandle, error) {
-	pid, here := s.localPID(c)
-	if !here {
-		return nil, status.Errorf(codes.NotFound, "vproc: no process %s on node %d", c, s.cfg.Node)
-	}
+// openLocal opens the process c, pid here.
+func (s *Server) openLocal(c cpid.CPID, pid int32) (*pidHandle, error) {
 	h, err := openProc(pid)
 	if err != nil {
 		return nil, processError(c, s.cfg.Node, err)

@@ -156,6 +156,9 @@ func TestKillAcrossNodes(t *testing.T) {
 	defer cancel()
 	p, pid := startSleep(t, c, ctx, 1, 2)
 	defer syscall.Kill(pid, syscall.SIGKILL)
+	if p.Cpid != CPID(1, os.Getpid()) {
+		t.Fatalf("cpid %d, want its origin's %d", p.Cpid, CPID(1, os.Getpid()))
+	}
 	cl := c.client(3)
 	if err := cl.Kill(ctx, p.Cpid, 0); err != nil {
 		t.Fatalf("signal 0 to cpid %d: %v", p.Cpid, err)
@@ -166,13 +169,18 @@ func TestKillAcrossNodes(t *testing.T) {
 	if st, err := p.Wait(); err != nil || st.Signal != int(syscall.SIGTERM) || st.Code != 128+int(syscall.SIGTERM) {
 		t.Fatalf("status %+v %v, want killed by SIGTERM", st, err)
 	}
-	// Gone now; a cpid of a DOWN node; a cpid that is no cpid.
-	if err := cl.Kill(ctx, p.Cpid, syscall.SIGTERM); !errors.Is(err, vproc.ErrNoProcess) {
-		t.Errorf("kill of an ended process: %v, want ErrNoProcess", err)
+	// (Its cpid now names its caller, this test, as a plain process of
+	// node 1.) No process; a process of a DOWN node; a cpid that is no
+	// cpid.
+	gone := int64(cpid.MustMake(2, cpid.MaxPID))
+	if err := cl.Kill(ctx, gone, syscall.SIGTERM); !errors.Is(err, vproc.ErrNoProcess) {
+		t.Errorf("kill of no process: %v, want ErrNoProcess", err)
 	}
-	c.node(3).srv.Membership(2, false)
-	if err := cl.Kill(ctx, p.Cpid, syscall.SIGTERM); !errors.Is(err, vproc.ErrNoNode) || !strings.Contains(err.Error(), "node 2 is DOWN") {
-		t.Errorf("kill on a DOWN node: %v, want ErrNoNode saying node 2 is DOWN", err)
+	for n := uint32(1); n <= 3; n++ {
+		c.node(n).srv.Membership(2, false)
+	}
+	if err := cl.Kill(ctx, gone, syscall.SIGTERM); !errors.Is(err, vproc.ErrNoProcess) || !strings.Contains(err.Error(), "node 2 is down") {
+		t.Errorf("kill on a DOWN node: %v, want ErrNoProcess saying node 2 is down", err)
 	}
 	if err := cl.Kill(ctx, 12, syscall.SIGTERM); !errors.Is(err, vproc.ErrRefused) {
 		t.Errorf("kill of cpid 12 (node 0): %v, want ErrRefused", err)
@@ -201,8 +209,13 @@ func TestRenice(t *testing.T) {
 
 // startGroup starts, as uid, a helper in its own process group on node 1
 // that starts a detached sleep on each of nodes; it returns the group's
-// cpgid, the helper and the sleeps' pids.
+// cpgid, the helper and the sleeps' pids (their cpids in cpids).
 func startGroup(t *testing.T, c *testCluster, uid uint32, nodes ...int) (cpid.CPID, *exec.Cmd, []int) {
+	g, cmd, pids, _ := startGroupCPIDs(t, c, uid, nodes...)
+	return g, cmd, pids
+}
+
+func startGroupCPIDs(t *testing.T, c *testCluster, uid uint32, nodes ...int) (cpid.CPID, *exec.Cmd, []int, []int64) {
 	t.Helper()
 	cmd := signalHelperCmd(t, c, uid, signalCall{Socket: c.node(1).socket, Nodes: nodes})
 	out, err := cmd.StdoutPipe()
@@ -214,6 +227,7 @@ func startGroup(t *testing.T, c *testCluster, uid uint32, nodes ...int) (cpid.CP
 		t.Fatal(err)
 	}
 	var pids []int
+	var cpids []int64
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -231,11 +245,12 @@ func startGroup(t *testing.T, c *testCluster, uid uint32, nodes ...int) (cpid.CP
 			break
 		}
 		f := strings.Fields(line)
+		x, _ := strconv.ParseInt(f[0], 10, 64)
 		pid, _ := strconv.Atoi(f[1])
-		pids = append(pids, pid)
+		pids, cpids = append(pids, pid), append(cpids, x)
 	}
 	go io.Copy(io.Discard, r)
-	return cpid.MustMake(1, int32(cmd.Process.Pid)), cmd, pids
+	return cpid.MustMake(1, int32(cmd.Process.Pid)), cmd, pids, cpids
 }
 
 // TestKillGroupAcrossNodes: the programs started from one process group
@@ -302,19 +317,17 @@ func TestKillOnlyOwn(t *testing.T) {
 		}
 	}
 	// Its own, on another node: yes.
-	g, _, pids = startGroup(t, c, 65534, 2)
-	own, _ := cpid.Make(2, int32(pids[0]))
-	if out, code := killAs(t, c, 65534, signalCall{Socket: sock, Kill: int64(own), Signal: int(syscall.SIGKILL)}); code != 0 {
+	_, _, pids, cpids := startGroupCPIDs(t, c, 65534, 2)
+	if out, code := killAs(t, c, 65534, signalCall{Socket: sock, Kill: cpids[0], Signal: int(syscall.SIGKILL)}); code != 0 {
 		t.Fatalf("kill of its own process: exit %d %q", code, out)
 	}
 	waitDead(t, pids[0], "uid 65534's own process")
-	_ = g
 }
 
 // originLink starts `sh -c 'echo $$; exec sleep 1000'` on node 2 as if
 // for a caller of node 1 (its vprocd's certificate), with or without a
 // terminal there, and returns the pid and how to break the link.
-func originLink(t *testing.T, c *testCluster, tty bool) (int, func()) {
+func originLink(t *testing.T, c *testCluster, callerPID int32, tty bool) (cpid.CPID, int, func()) {
 	t.Helper()
 	src := c.source(1, rpctest.NodeName(1), ServiceName)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -326,9 +339,10 @@ func originLink(t *testing.T, c *testCluster, tty bool) (int, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := &vprocpeerv1.Start{Origin: 1, Caller: &vprocpeerv1.Caller{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid()), Pid: 4242},
+	x := cpid.MustMake(1, callerPID)
+	start := &vprocpeerv1.Start{Origin: 1, Caller: &vprocpeerv1.Caller{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid()), Pid: callerPID},
 		Request: &vprocv1.ExecRequest{Node: 2, Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")},
-		Cpgid:   int64(cpid.MustMake(1, 4242)), Tty: tty}
+		Cpgid:   int64(x), Tty: tty, Cpid: int64(x)}
 	if err := s.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
 		t.Fatal(err)
 	}
@@ -337,8 +351,11 @@ func originLink(t *testing.T, c *testCluster, tty bool) (int, func()) {
 		t.Fatalf("first reply %v %v, want Started", m, err)
 	}
 	pid := int(m.GetStarted().Pid)
+	if m.GetStarted().Cpid != int64(x) {
+		t.Fatalf("cpid %d, want the origin's %s", m.GetStarted().Cpid, x)
+	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-	return pid, func() { cancel(); conn.Close() }
+	return x, pid, func() { cancel(); conn.Close() }
 }
 
 // TestOriginDown: when the origin node goes DOWN its remote programs run
@@ -347,8 +364,8 @@ func originLink(t *testing.T, c *testCluster, tty bool) (int, func()) {
 // stays UP is a caller gone: the program is killed (after OriginGrace).
 func TestOriginDown(t *testing.T) {
 	c := startClusterWith(t, 3, Config{OriginGrace: 2 * time.Second})
-	plain, breakPlain := originLink(t, c, false)
-	tty, breakTTY := originLink(t, c, true)
+	x, plain, breakPlain := originLink(t, c, 4242, false)
+	_, tty, breakTTY := originLink(t, c, 4243, true)
 	breakPlain()
 	breakTTY()
 	time.Sleep(200 * time.Millisecond) // the target sees the links break
@@ -360,8 +377,8 @@ func TestOriginDown(t *testing.T) {
 	if !alive(plain) {
 		t.Fatal("the program of a caller without a terminal died with its origin")
 	}
-	// Killable from a survivor.
-	x, _ := cpid.Make(2, int32(plain))
+	// Killable by its cpid from a survivor: the origin's surrogate
+	// answers for it, from the survivors' reports.
 	if err := c.client(3).Kill(context.Background(), int64(x), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +388,7 @@ func TestOriginDown(t *testing.T) {
 	for n := uint32(2); n <= 3; n++ {
 		c.node(n).srv.Membership(1, true)
 	}
-	pid, breakLink := originLink(t, c, false)
+	_, pid, breakLink := originLink(t, c, 4244, false)
 	breakLink()
 	time.Sleep(time.Second)
 	if !alive(pid) {
@@ -385,7 +402,7 @@ func TestOriginDown(t *testing.T) {
 // 10s; waitDead gives up after 5s).
 func TestStopKillsAttached(t *testing.T) {
 	c := startCluster(t, 2)
-	pid, breakLink := originLink(t, c, false)
+	_, pid, breakLink := originLink(t, c, 4242, false)
 	c.node(2).srv.Stop()
 	breakLink()
 	waitDead(t, pid, "the program of a stopping vprocd")

@@ -27,10 +27,13 @@ const (
 
 // PeerKill is a caller's kill forwarded by its node's vprocd.
 type PeerKill struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Origin        uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	CallerUid     uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
-	Request       *v1.KillRequest        `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Origin    uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	CallerUid uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
+	Request   *v1.KillRequest        `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// here: the process runs on the receiver, as the node that answers for
+	// its cpid (its origin, or the origin's surrogate) found; deliver it.
+	Here          bool `protobuf:"varint,4,opt,name=here,proto3" json:"here,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,12 +89,21 @@ func (x *PeerKill) GetRequest() *v1.KillRequest {
 	return nil
 }
 
+func (x *PeerKill) GetHere() bool {
+	if x != nil {
+		return x.Here
+	}
+	return false
+}
+
 // PeerRenice is a caller's renice forwarded by its node's vprocd.
 type PeerRenice struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Origin        uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	CallerUid     uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
-	Request       *v1.ReniceRequest      `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Origin    uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	CallerUid uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
+	Request   *v1.ReniceRequest      `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// here: as PeerKill's.
+	Here          bool `protobuf:"varint,4,opt,name=here,proto3" json:"here,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,25 +159,315 @@ func (x *PeerRenice) GetRequest() *v1.ReniceRequest {
 	return nil
 }
 
+func (x *PeerRenice) GetHere() bool {
+	if x != nil {
+		return x.Here
+	}
+	return false
+}
+
+// Proc is a process started through vprocd (package pgroup's Proc).
+type Proc struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cpid          int64                  `protobuf:"varint,1,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	Node          uint32                 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pgid          int64                  `protobuf:"varint,4,opt,name=pgid,proto3" json:"pgid,omitempty"`
+	Sid           int64                  `protobuf:"varint,5,opt,name=sid,proto3" json:"sid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	Tty           bool                   `protobuf:"varint,7,opt,name=tty,proto3" json:"tty,omitempty"`
+	Detached      bool                   `protobuf:"varint,8,opt,name=detached,proto3" json:"detached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Proc) Reset() {
+	*x = Proc{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proc) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proc) ProtoMessage() {}
+
+func (x *Proc) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proc.ProtoReflect.Descriptor instead.
+func (*Proc) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Proc) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
+func (x *Proc) GetNode() uint32 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *Proc) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Proc) GetPgid() int64 {
+	if x != nil {
+		return x.Pgid
+	}
+	return 0
+}
+
+func (x *Proc) GetSid() int64 {
+	if x != nil {
+		return x.Sid
+	}
+	return 0
+}
+
+func (x *Proc) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Proc) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *Proc) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+// PeerReport: the processes of origin that run on from, as from saw at
+// epoch (from is believed only from its vprocd's certificate).
+type PeerReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          uint32                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`
+	Origin        uint32                 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Procs         []*Proc                `protobuf:"bytes,4,rep,name=procs,proto3" json:"procs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerReport) Reset() {
+	*x = PeerReport{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerReport) ProtoMessage() {}
+
+func (x *PeerReport) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerReport.ProtoReflect.Descriptor instead.
+func (*PeerReport) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PeerReport) GetFrom() uint32 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *PeerReport) GetOrigin() uint32 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *PeerReport) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PeerReport) GetProcs() []*Proc {
+	if x != nil {
+		return x.Procs
+	}
+	return nil
+}
+
+// PeerEnded: the process cpid ended on node.
+type PeerEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cpid          int64                  `protobuf:"varint,1,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	Node          uint32                 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerEnded) Reset() {
+	*x = PeerEnded{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerEnded) ProtoMessage() {}
+
+func (x *PeerEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerEnded.ProtoReflect.Descriptor instead.
+func (*PeerEnded) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PeerEnded) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
+func (x *PeerEnded) GetNode() uint32 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+type PeerAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerAck) Reset() {
+	*x = PeerAck{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerAck) ProtoMessage() {}
+
+func (x *PeerAck) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
+func (*PeerAck) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{5}
+}
+
 var File_vprocpeer_v1_signal_proto protoreflect.FileDescriptor
 
 const file_vprocpeer_v1_signal_proto_rawDesc = "" +
 	"\n" +
-	"\x19vprocpeer/v1/signal.proto\x12\x14openssi.vprocpeer.v1\x1a\x15vproc/v1/signal.proto\"z\n" +
+	"\x19vprocpeer/v1/signal.proto\x12\x14openssi.vprocpeer.v1\x1a\x15vproc/v1/signal.proto\"\x8e\x01\n" +
 	"\bPeerKill\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x127\n" +
-	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.KillRequestR\arequest\"~\n" +
+	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.KillRequestR\arequest\x12\x12\n" +
+	"\x04here\x18\x04 \x01(\bR\x04here\"\x92\x01\n" +
 	"\n" +
 	"PeerRenice\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x129\n" +
-	"\arequest\x18\x03 \x01(\v2\x1f.openssi.vproc.v1.ReniceRequestR\arequest2\xa1\x01\n" +
+	"\arequest\x18\x03 \x01(\v2\x1f.openssi.vproc.v1.ReniceRequestR\arequest\x12\x12\n" +
+	"\x04here\x18\x04 \x01(\bR\x04here\"\xa6\x01\n" +
+	"\x04Proc\x12\x12\n" +
+	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\rR\x04node\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04pgid\x18\x04 \x01(\x03R\x04pgid\x12\x10\n" +
+	"\x03sid\x18\x05 \x01(\x03R\x03sid\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03tty\x18\a \x01(\bR\x03tty\x12\x1a\n" +
+	"\bdetached\x18\b \x01(\bR\bdetached\"\x80\x01\n" +
+	"\n" +
+	"PeerReport\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\rR\x04from\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\rR\x06origin\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x120\n" +
+	"\x05procs\x18\x04 \x03(\v2\x1a.openssi.vprocpeer.v1.ProcR\x05procs\"3\n" +
+	"\tPeerEnded\x12\x12\n" +
+	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\rR\x04node\"\t\n" +
+	"\aPeerAck2\xb5\x02\n" +
 	"\x0fVprocSignalPeer\x12C\n" +
 	"\x04Kill\x12\x1e.openssi.vprocpeer.v1.PeerKill\x1a\x1b.openssi.vproc.v1.KillReply\x12I\n" +
-	"\x06Renice\x12 .openssi.vprocpeer.v1.PeerRenice\x1a\x1d.openssi.vproc.v1.ReniceReplyB;Z9github.com/openssi/openssi/proto/vprocpeer/v1;vprocpeerv1b\x06proto3"
+	"\x06Renice\x12 .openssi.vprocpeer.v1.PeerRenice\x1a\x1d.openssi.vproc.v1.ReniceReply\x12I\n" +
+	"\x06Report\x12 .openssi.vprocpeer.v1.PeerReport\x1a\x1d.openssi.vprocpeer.v1.PeerAck\x12G\n" +
+	"\x05Ended\x12\x1f.openssi.vprocpeer.v1.PeerEnded\x1a\x1d.openssi.vprocpeer.v1.PeerAckB;Z9github.com/openssi/openssi/proto/vprocpeer/v1;vprocpeerv1b\x06proto3"
 
 var (
 	file_vprocpeer_v1_signal_proto_rawDescOnce sync.Once
@@ -179,27 +481,36 @@ func file_vprocpeer_v1_signal_proto_rawDescGZIP() []byte {
 	return file_vprocpeer_v1_signal_proto_rawDescData
 }
 
-var file_vprocpeer_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_vprocpeer_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_vprocpeer_v1_signal_proto_goTypes = []any{
 	(*PeerKill)(nil),         // 0: openssi.vprocpeer.v1.PeerKill
 	(*PeerRenice)(nil),       // 1: openssi.vprocpeer.v1.PeerRenice
-	(*v1.KillRequest)(nil),   // 2: openssi.vproc.v1.KillRequest
-	(*v1.ReniceRequest)(nil), // 3: openssi.vproc.v1.ReniceRequest
-	(*v1.KillReply)(nil),     // 4: openssi.vproc.v1.KillReply
-	(*v1.ReniceReply)(nil),   // 5: openssi.vproc.v1.ReniceReply
+	(*Proc)(nil),             // 2: openssi.vprocpeer.v1.Proc
+	(*PeerReport)(nil),       // 3: openssi.vprocpeer.v1.PeerReport
+	(*PeerEnded)(nil),        // 4: openssi.vprocpeer.v1.PeerEnded
+	(*PeerAck)(nil),          // 5: openssi.vprocpeer.v1.PeerAck
+	(*v1.KillRequest)(nil),   // 6: openssi.vproc.v1.KillRequest
+	(*v1.ReniceRequest)(nil), // 7: openssi.vproc.v1.ReniceRequest
+	(*v1.KillReply)(nil),     // 8: openssi.vproc.v1.KillReply
+	(*v1.ReniceReply)(nil),   // 9: openssi.vproc.v1.ReniceReply
 }
 var file_vprocpeer_v1_signal_proto_depIdxs = []int32{
-	2, // 0: openssi.vprocpeer.v1.PeerKill.request:type_name -> openssi.vproc.v1.KillRequest
-	3, // 1: openssi.vprocpeer.v1.PeerRenice.request:type_name -> openssi.vproc.v1.ReniceRequest
-	0, // 2: openssi.vprocpeer.v1.VprocSignalPeer.Kill:input_type -> openssi.vprocpeer.v1.PeerKill
-	1, // 3: openssi.vprocpeer.v1.VprocSignalPeer.Renice:input_type -> openssi.vprocpeer.v1.PeerRenice
-	4, // 4: openssi.vprocpeer.v1.VprocSignalPeer.Kill:output_type -> openssi.vproc.v1.KillReply
-	5, // 5: openssi.vprocpeer.v1.VprocSignalPeer.Renice:output_type -> openssi.vproc.v1.ReniceReply
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 0: openssi.vprocpeer.v1.PeerKill.request:type_name -> openssi.vproc.v1.KillRequest
+	7, // 1: openssi.vprocpeer.v1.PeerRenice.request:type_name -> openssi.vproc.v1.ReniceRequest
+	2, // 2: openssi.vprocpeer.v1.PeerReport.procs:type_name -> openssi.vprocpeer.v1.Proc
+	0, // 3: openssi.vprocpeer.v1.VprocSignalPeer.Kill:input_type -> openssi.vprocpeer.v1.PeerKill
+	1, // 4: openssi.vprocpeer.v1.VprocSignalPeer.Renice:input_type -> openssi.vprocpeer.v1.PeerRenice
+	3, // 5: openssi.vprocpeer.v1.VprocSignalPeer.Report:input_type -> openssi.vprocpeer.v1.PeerReport
+	4, // 6: openssi.vprocpeer.v1.VprocSignalPeer.Ended:input_type -> openssi.vprocpeer.v1.PeerEnded
+	8, // 7: openssi.vprocpeer.v1.VprocSignalPeer.Kill:output_type -> openssi.vproc.v1.KillReply
+	9, // 8: openssi.vprocpeer.v1.VprocSignalPeer.Renice:output_type -> openssi.vproc.v1.ReniceReply
+	5, // 9: openssi.vprocpeer.v1.VprocSignalPeer.Report:output_type -> openssi.vprocpeer.v1.PeerAck
+	5, // 10: openssi.vprocpeer.v1.VprocSignalPeer.Ended:output_type -> openssi.vprocpeer.v1.PeerAck
+	7, // [7:11] is the sub-list for method output_type
+	3, // [3:7] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_vprocpeer_v1_signal_proto_init() }
@@ -213,7 +524,7 @@ func file_vprocpeer_v1_signal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vprocpeer_v1_signal_proto_rawDesc), len(file_vprocpeer_v1_signal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

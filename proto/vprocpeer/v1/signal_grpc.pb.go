@@ -25,6 +25,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	VprocSignalPeer_Kill_FullMethodName   = "/openssi.vprocpeer.v1.VprocSignalPeer/Kill"
 	VprocSignalPeer_Renice_FullMethodName = "/openssi.vprocpeer.v1.VprocSignalPeer/Renice"
+	VprocSignalPeer_Report_FullMethodName = "/openssi.vprocpeer.v1.VprocSignalPeer/Report"
+	VprocSignalPeer_Ended_FullMethodName  = "/openssi.vprocpeer.v1.VprocSignalPeer/Ended"
 )
 
 // VprocSignalPeerClient is the client API for VprocSignalPeer service.
@@ -43,6 +45,12 @@ type VprocSignalPeerClient interface {
 	Kill(ctx context.Context, in *PeerKill, opts ...grpc.CallOption) (*v1.KillReply, error)
 	// Renice renices, for a caller of the origin, a process that runs here.
 	Renice(ctx context.Context, in *PeerRenice, opts ...grpc.CallOption) (*v1.ReniceReply, error)
+	// Report is the full set of the processes of a DOWN origin that run on
+	// the sender, for that origin's surrogate (or, handed back, for the
+	// origin UP again): package pgroup's Report.
+	Report(ctx context.Context, in *PeerReport, opts ...grpc.CallOption) (*PeerAck, error)
+	// Ended tells a process's origin that it ended on the sender.
+	Ended(ctx context.Context, in *PeerEnded, opts ...grpc.CallOption) (*PeerAck, error)
 }
 
 type vprocSignalPeerClient struct {
@@ -73,6 +81,26 @@ func (c *vprocSignalPeerClient) Renice(ctx context.Context, in *PeerRenice, opts
 	return out, nil
 }
 
+func (c *vprocSignalPeerClient) Report(ctx context.Context, in *PeerReport, opts ...grpc.CallOption) (*PeerAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerAck)
+	err := c.cc.Invoke(ctx, VprocSignalPeer_Report_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vprocSignalPeerClient) Ended(ctx context.Context, in *PeerEnded, opts ...grpc.CallOption) (*PeerAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerAck)
+	err := c.cc.Invoke(ctx, VprocSignalPeer_Ended_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VprocSignalPeerServer is the server API for VprocSignalPeer service.
 // All implementations must embed UnimplementedVprocSignalPeerServer
 // for forward compatibility.
@@ -89,6 +117,12 @@ type VprocSignalPeerServer interface {
 	Kill(context.Context, *PeerKill) (*v1.KillReply, error)
 	// Renice renices, for a caller of the origin, a process that runs here.
 	Renice(context.Context, *PeerRenice) (*v1.ReniceReply, error)
+	// Report is the full set of the processes of a DOWN origin that run on
+	// the sender, for that origin's surrogate (or, handed back, for the
+	// origin UP again): package pgroup's Report.
+	Report(context.Context, *PeerReport) (*PeerAck, error)
+	// Ended tells a process's origin that it ended on the sender.
+	Ended(context.Context, *PeerEnded) (*PeerAck, error)
 	mustEmbedUnimplementedVprocSignalPeerServer()
 }
 
@@ -104,6 +138,12 @@ func (UnimplementedVprocSignalPeerServer) Kill(context.Context, *PeerKill) (*v1.
 }
 func (UnimplementedVprocSignalPeerServer) Renice(context.Context, *PeerRenice) (*v1.ReniceReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Renice not implemented")
+}
+func (UnimplementedVprocSignalPeerServer) Report(context.Context, *PeerReport) (*PeerAck, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedVprocSignalPeerServer) Ended(context.Context, *PeerEnded) (*PeerAck, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Ended not implemented")
 }
 func (UnimplementedVprocSignalPeerServer) mustEmbedUnimplementedVprocSignalPeerServer() {}
 func (UnimplementedVprocSignalPeerServer) testEmbeddedByValue()                         {}
@@ -162,6 +202,42 @@ func _VprocSignalPeer_Renice_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VprocSignalPeer_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VprocSignalPeerServer).Report(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VprocSignalPeer_Report_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VprocSignalPeerServer).Report(ctx, req.(*PeerReport))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VprocSignalPeer_Ended_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerEnded)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VprocSignalPeerServer).Ended(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VprocSignalPeer_Ended_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VprocSignalPeerServer).Ended(ctx, req.(*PeerEnded))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VprocSignalPeer_ServiceDesc is the grpc.ServiceDesc for VprocSignalPeer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -176,6 +252,14 @@ var VprocSignalPeer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Renice",
 			Handler:    _VprocSignalPeer_Renice_Handler,
+		},
+		{
+			MethodName: "Report",
+			Handler:    _VprocSignalPeer_Report_Handler,
+		},
+		{
+			MethodName: "Ended",
+			Handler:    _VprocSignalPeer_Ended_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

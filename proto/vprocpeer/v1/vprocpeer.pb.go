@@ -112,7 +112,11 @@ type Start struct {
 	// tty: the caller has a controlling terminal on the origin. If the
 	// origin goes DOWN the program gets SIGHUP, as that terminal's hangup
 	// would send it; without, it runs on (as nohup decides).
-	Tty           bool `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty bool `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	// cpid is the program's cluster pid, given by the origin: the cpid of
+	// the caller's process there, which stands for it (package cpid); 0:
+	// the target names it by its own pid there.
+	Cpid          int64 `protobuf:"varint,6,opt,name=cpid,proto3" json:"cpid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +184,13 @@ func (x *Start) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *Start) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
 }
 
 // PeerExecInput is one message from the origin vprocd.
@@ -295,13 +306,14 @@ const file_vprocpeer_v1_vprocpeer_proto_rawDesc = "" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
 	"\x06groups\x18\x03 \x03(\rR\x06groups\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x05R\x03pid\"\xb6\x01\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\"\xca\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x124\n" +
 	"\x06caller\x18\x02 \x01(\v2\x1c.openssi.vprocpeer.v1.CallerR\x06caller\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.ExecRequestR\arequest\x12\x14\n" +
 	"\x05cpgid\x18\x04 \x01(\x03R\x05cpgid\x12\x10\n" +
-	"\x03tty\x18\x05 \x01(\bR\x03tty\"\xa4\x01\n" +
+	"\x03tty\x18\x05 \x01(\bR\x03tty\x12\x12\n" +
+	"\x04cpid\x18\x06 \x01(\x03R\x04cpid\"\xa4\x01\n" +
 	"\rPeerExecInput\x123\n" +
 	"\x05start\x18\x01 \x01(\v2\x1b.openssi.vprocpeer.v1.StartH\x00R\x05start\x123\n" +
 	"\x05input\x18\x02 \x01(\v2\x1b.openssi.vproc.v1.ExecInputH\x00R\x05input\x12!\n" +
