@@ -188,3 +188,19 @@ func (f *fate) lost(callerGone bool) bool {
 
 // cpidOf is the cpid of the int64 the API carries.
 func cpidOf(v int64) cpid.CPID { return cpid.CPID(v) }
+
+// LocalCPID is the cpid of process pid of this node: the one its origin
+// gave it when vprocd started it for a caller of another node, else its
+// own, cpid.Make(this node, pid) (0 when pid makes none). ps and
+// /cluster/proc name a process by it.
+func (s *Server) LocalCPID(pid int32) int64 {
+	s.recs.mu.Lock()
+	for x, rec := range s.recs.m {
+		if rec.pid == pid {
+			s.recs.mu.Unlock()
+			return int64(x)
+		}
+	}
+	s.recs.mu.Unlock()
+	return CPID(s.cfg.Node, int(pid))
+}

@@ -159,6 +159,9 @@ func TestKillAcrossNodes(t *testing.T) {
 	if p.Cpid != CPID(1, os.Getpid()) {
 		t.Fatalf("cpid %d, want its origin's %d", p.Cpid, CPID(1, os.Getpid()))
 	}
+	if got := c.node(2).srv.LocalCPID(int32(pid)); got != p.Cpid {
+		t.Errorf("node 2 names pid %d %d, want %d", pid, got, p.Cpid)
+	}
 	cl := c.client(3)
 	if err := cl.Kill(ctx, p.Cpid, 0); err != nil {
 		t.Fatalf("signal 0 to cpid %d: %v", p.Cpid, err)
