@@ -81,7 +81,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	})
 	defer srv.Close()
 	for _, n := range view.Nodes {
-		srv.Membership(uint32(n.Number), n.State == cluster.Up)
+		srv.MembershipAt(view.Epoch, uint32(n.Number), n.State == cluster.Up)
 	}
 	if own.ProcMount != "" {
 		if m, err := srv.MountProcs(own.ProcMount); err != nil {
@@ -129,7 +129,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 				case <-ctx.Done():
 					return nil
 				case e := <-events:
-					srv.Membership(uint32(e.Node.Number), e.Type == cluster.NodeUp)
+					srv.MembershipAt(e.Epoch, uint32(e.Node.Number), e.Type == cluster.NodeUp)
 				case <-t.C:
 				}
 			}
@@ -153,6 +153,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// Each exec is a stream that lasts as long as its program:
 		// stopping the servers ends them, and their programs with them
 		// (detached ones run on).
+		srv.Stop()
 		derr := peers.Deregister(ctx)
 		local.Stop()
 		peers.Stop()

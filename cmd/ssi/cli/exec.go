@@ -51,7 +51,9 @@ and resized as yours (ssi exec -t -n 2 -- vi). If ssi goes away, CMD is
 killed, unless --detach, which prints its cluster PID and lets it run on
 with no stdio. --auto runs CMD on the least-loaded node (run queue per
 CPU, as this node has heard), as ssi exec without -n does for the programs
-of ssi loadlevel list.
+of ssi loadlevel list. If this node goes DOWN, CMD runs on (with a SIGHUP
+if ssi had a terminal here, as nohup decides). CMD is in your shell job's
+cluster process group: ssi kill -- -CPGID reaches it on NODE.
 
 Exit status:
   the command's own, 128+N when signal N ended it

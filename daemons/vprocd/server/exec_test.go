@@ -31,8 +31,14 @@ func run(t *testing.T, c *testCluster, from, to uint32, stdin string, args ...st
 	if err != nil {
 		t.Fatalf("exec %q on node %d: %v", args, to, err)
 	}
-	if p.Node != int(to) || p.Cpid != CPID(to, p.Pid) {
-		t.Errorf("started on node %d cpid %d pid %d, want node %d cpid %d", p.Node, p.Cpid, p.Pid, to, CPID(to, p.Pid))
+	// A remote program is named by its origin: the cpid of its caller
+	// there, which stands for it (package cpid).
+	want := CPID(to, p.Pid)
+	if from != to {
+		want = CPID(from, os.Getpid())
+	}
+	if p.Node != int(to) || p.Cpid != want {
+		t.Errorf("started on node %d cpid %d pid %d, want node %d cpid %d", p.Node, p.Cpid, p.Pid, to, want)
 	}
 	st, err := p.Wait()
 	if err != nil {
@@ -332,7 +338,7 @@ func (g *gateScopes) Scope(_ context.Context, pid int, uid uint32, cpid int64) e
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.seen = append(g.seen, fmt.Sprintf("%s uid %d cpid ok %v", strings.SplitN(string(b), "\x00", 2)[0], uid, cpid == CPID(2, pid)))
+	g.seen = append(g.seen, fmt.Sprintf("%s uid %d cpid ok %v", strings.SplitN(string(b), "\x00", 2)[0], uid, cpid == CPID(1, os.Getpid())))
 	return nil
 }
 

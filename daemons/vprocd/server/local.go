@@ -6,11 +6,13 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
@@ -36,6 +38,7 @@ func (a *API) Register(g *grpc.Server) {
 	vprocv1.RegisterVprocServer(g, a)
 	registerLoadAPI(g, a.s)
 	registerPs(g, a.s)
+	vprocv1.RegisterVprocSignalServer(g, signalAPI{s: a.s})
 }
 
 // Exec runs a program for the caller of the socket, as that caller: its
@@ -61,7 +64,7 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	if req.Node == 0 || req.Node == s.cfg.Node {
 		req.Node = s.cfg.Node
-		return s.run(ctx, stream, stream.Send, cred, req)
+		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
 	}
 	return s.forward(ctx, stream, caller, req)
 }
@@ -79,16 +82,24 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
-	fctx, cancel := context.WithCancel(rpc.WithoutTimeout(ctx))
+	// The stream to the target outlives the caller's by a little: a caller
+	// gone is told to the target (see below) before the stream ends.
+	fctx, cancel := context.WithCancel(rpc.WithoutTimeout(context.WithoutCancel(ctx)))
 	defer cancel()
 	ps, err := vprocpeerv1.NewVprocPeerClient(conn).Exec(fctx)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
+	org := s.originOf(caller.PID)
+	x, release := s.allocCPID(caller.PID)
+	defer release()
 	start := &vprocpeerv1.Start{
 		Origin:  s.cfg.Node,
 		Caller:  &vprocpeerv1.Caller{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups, Pid: caller.PID},
 		Request: req,
+		Cpgid:   int64(org.cpgid),
+		Tty:     org.tty,
+		Cpid:    int64(x),
 	}
 	var sendMu sync.Mutex
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
@@ -135,13 +146,41 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 		}
 	}()
-	gotAny, started := false, false
+	gotAny, started, recorded := false, false, false
 	for {
 		select {
 		case <-down:
 			s.log.WithField("node", n).Info("the node of an exec went DOWN: ending it")
 			return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
 		case <-ctx.Done():
+			// The caller is gone while this node lives: the target
+			// kills the program at once (a stream that merely
+			// breaks is the origin lost, which it waits to see).
+			// Wait a little for it to end, so that the message is not
+			// cut off by the stream's end.
+			sendMu.Lock()
+			err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_CallerGone{CallerGone: true}})
+			if err == nil {
+				_ = ps.CloseSend()
+			}
+			sendMu.Unlock()
+			if err == nil && !(started && req.Detach) {
+				t := time.NewTimer(callerGoneWait)
+			wait:
+				for {
+					select {
+					case r := <-replies:
+						if r.err != nil || r.m.GetExit() != nil {
+							break wait
+						}
+					case <-t.C:
+						break wait
+					case <-down:
+						break wait
+					}
+				}
+				t.Stop()
+			}
 			return ctx.Err()
 		case r := <-replies:
 			if r.err != nil {
@@ -169,8 +208,16 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				return stream.Send(exitOf(ExitLost, 0, lostLine(n, "lost the connection")))
 			}
 			gotAny = true
-			if r.m.GetStarted() != nil {
+			if st := r.m.GetStarted(); st != nil {
 				started = true
+				if x != 0 && st.Cpid == int64(x) {
+					// This node answers for it now (package pgroup).
+					recorded = s.pgStep(pgroup.Started{Proc: pgroup.Proc{CPID: x, Node: n, PID: st.Pid, PGID: org.cpgid,
+						UID: caller.UID, TTY: org.tty, Detached: req.Detach}}) == nil
+				}
+			}
+			if recorded && r.m.GetExit() != nil {
+				_ = s.pgStep(pgroup.Ended{CPID: x, Node: n})
 			}
 			if err := stream.Send(r.m); err != nil {
 				return err
@@ -186,3 +233,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 func lostLine(n uint32, what string) string {
 	return "node " + strconv.FormatUint(uint64(n), 10) + " " + what + " while the program ran"
 }
+
+// callerGoneWait bounds how long an origin waits for the target to end
+// the program of a caller gone.
+const callerGoneWait = 2 * time.Second

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ func (p *Peer) Register(g *grpc.Server) {
 	vprocpeerv1.RegisterVprocPeerServer(g, p)
 	registerLoadPeer(g, p.s)
 	registerPsPeer(g, p.s)
+	vprocpeerv1.RegisterVprocSignalPeerServer(g, signalPeer{s: p.s})
 }
 
 // Exec runs a program for a caller of the origin node. The origin is
@@ -52,8 +54,11 @@ func (p *Peer) Exec(stream vprocpeerv1.VprocPeer_ExecServer) error {
 	}
 	c := start.Caller
 	cred := runner.Cred{UID: c.Uid, GID: c.Gid, Groups: c.Groups}
-	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request)
+	return p.s.run(ctx, peerInputs{stream}, stream.Send, cred, start.Request, startOrigin(start))
 }
+
+// errCallerGone: the origin says the caller went away.
+var errCallerGone = errors.New("vproc: the caller is gone")
 
 // peerInputs reads the caller's inputs off a peer stream.
 type peerInputs struct {
@@ -68,6 +73,9 @@ func (in peerInputs) Recv() (*vprocv1.ExecInput, error) {
 		}
 		if i := m.GetInput(); i != nil {
 			return i, nil
+		}
+		if m.GetCallerGone() {
+			return nil, errCallerGone
 		}
 		// A second start: dropped, as CheckInput drops one.
 	}

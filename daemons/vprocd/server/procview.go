@@ -40,6 +40,7 @@ func (p ClusterProcs) List(ctx context.Context) ([]proctable.Row, error) {
 	for _, t := range reply.Nodes {
 		rows = append(rows, pswire.Snapshot(t).Rows...)
 	}
+	rows = proctable.WithoutStandIns(rows)
 	if len(reply.Nodes) == 0 && len(reply.Failures) > 0 {
 		return nil, errors.New(reply.Failures[0].Reason)
 	}
@@ -57,7 +58,17 @@ func (p ClusterProcs) Get(ctx context.Context, c cpid.CPID) (procfs.Proc, error)
 	if caller, ok := fuse.FromContext(ctx); ok {
 		reader, known = caller.Uid, true
 	}
+	// A program `ssi exec` started elsewhere is named by its origin's
+	// cpid: find the node it runs on in the cluster's table.
 	n := c.Node()
+	if rows, err := p.List(ctx); err == nil {
+		for _, r := range rows {
+			if r.CPID == c {
+				n = r.Node
+				break
+			}
+		}
+	}
 	if n == p.s.cfg.Node {
 		return whileAlive(ctx, func() (procfs.Proc, error) { return p.s.localProc(c, reader, known) })
 	}

@@ -58,6 +58,15 @@ func (s *Server) localTable(ctx context.Context, f proctable.Filter) (*vprocv1.N
 		if err != nil {
 			return nil, err
 		}
+		// A program started through vprocd is named by the cpid its
+		// origin gave it (the one `ssi exec` printed), not by its pid
+		// here.
+		named := s.recs.byPID()
+		for i := range snap.Rows {
+			if c, ok := named[snap.Rows[i].PID]; ok {
+				snap.Rows[i].CPID = c
+			}
+		}
 		f.Nodes = nil
 		snap.Rows = f.Apply(snap.Rows)
 		return pswire.Table(snap, s.localLoad()), nil
@@ -271,7 +280,15 @@ func (p procTablePeer) Files(ctx context.Context, req *vprocpeerv1.FilesRequest)
 // localProc reads process c of this node; its environment only when
 // wantEnviron and reader may read it (procfs.MayReadEnviron).
 func (s *Server) localProc(c cpid.CPID, reader uint32, wantEnviron bool) (procfs.Proc, error) {
-	proc, err := procfs.Local{R: s.reader()}.Get(context.Background(), c)
+	var proc procfs.Proc
+	var err error
+	if pid, ok := s.record(c); ok {
+		// Started here through vprocd, named by its origin's cpid.
+		proc, err = s.readProc(pid)
+		proc.Row.CPID = c
+	} else {
+		proc, err = procfs.Local{R: s.reader()}.Get(context.Background(), c)
+	}
 	if err != nil {
 		return procfs.Proc{}, err
 	}
@@ -279,6 +296,24 @@ func (s *Server) localProc(c cpid.CPID, reader uint32, wantEnviron bool) (procfs
 		proc.Files.Environ = nil
 	}
 	return proc, nil
+}
+
+// readProc reads process pid of this node.
+func (s *Server) readProc(pid int32) (procfs.Proc, error) {
+	r := s.reader()
+	boot, uptime, err := r.System()
+	if err != nil {
+		return procfs.Proc{}, err
+	}
+	row, err := r.Row(pid, boot, uptime)
+	if err != nil {
+		return procfs.Proc{}, err
+	}
+	files, err := r.Files(pid)
+	if err != nil {
+		return procfs.Proc{}, err
+	}
+	return procfs.Proc{Row: row, Files: files}, nil
 }
 
 // registerPs adds the process table's local service to g.

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
@@ -44,8 +46,9 @@ func exitOf(code, signal int, reason string) *vprocv1.ExecOutput {
 
 // run runs req for cred on this node, streaming its stdio over in and
 // send, until it exits (or, detached, until it started). When ctx ends
-// first (the caller is gone) its process group is killed.
-func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest) error {
+// first (the caller is gone) its process group is killed, unless the
+// stream broke because org's node went DOWN (see fate).
+func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutput) error, cred runner.Cred, req *vprocv1.ExecRequest, org execOrigin) error {
 	done, err := s.admit(cred.UID)
 	if err != nil {
 		return err
@@ -68,7 +71,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
-	cpid := CPID(s.cfg.Node, p.Pid)
+	cpid := s.started(p.Pid, cred.UID, req, org)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
 	if s.cfg.Scopes != nil {
 		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
@@ -82,14 +85,16 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		log.Info("started a detached program")
 		go func() { // reaps it; nothing else waits for it
 			p.Wait()
+			s.ended(cpidOf(cpid))
 			done()
 		}()
 		return out.Send(started)
 	}
 	defer done()
 	log.Debug("started a program")
+	f := &fate{s: s, cpid: cpidOf(cpid), origin: org, p: p}
 	if err := out.Send(started); err != nil {
-		p.Kill()
+		f.lost(false)
 		p.Wait()
 		p.CloseOutput()
 		return err
@@ -106,7 +111,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 			k, err := r.Read(buf)
 			if k > 0 {
 				if out.Send(wrap(append([]byte(nil), buf[:k]...))) != nil {
-					p.Kill()
+					f.lost(false)
 					// Keep reading (and dropping) so the program is
 					// not stuck on a full pipe while it dies.
 					for {
@@ -133,17 +138,17 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 
 	exited := make(chan struct{})
-	go s.feed(ctx, in, p, exited, log)
+	go s.feed(ctx, in, p, f, exited, log)
 	go func() {
 		select {
 		case <-ctx.Done():
-			log.Debug("caller gone: killing the program's process group")
-			p.Kill()
+			f.lost(false)
 		case <-exited:
 		}
 	}()
 
 	st := p.Wait()
+	s.ended(f.cpid)
 	close(exited)
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
@@ -163,8 +168,8 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 
 // feed carries the caller's inputs to p until p exits: stdin through a
 // bounded queue, signals and window sizes at once. When the stream fails
-// (the caller is gone) it kills p's process group.
-func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, exited <-chan struct{}, log interface{ Debug(...any) }) {
+// it leaves p's fate to f (the caller is gone, or its node).
+func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }) {
 	queue := make(chan []byte, stdinQueue)
 	go func(queue <-chan []byte) {
 		broken := false
@@ -191,7 +196,7 @@ func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, exited <-c
 			select {
 			case <-exited:
 			default:
-				p.Kill()
+				f.lost(errors.Is(err, errCallerGone))
 			}
 			return
 		}
@@ -229,4 +234,29 @@ func strs(b [][]byte) []string {
 		out[i] = string(x)
 	}
 	return out
+}
+
+// started records the program pid just started here for uid, and
+// returns its cpid: the one its origin gave it, else (a local exec, an
+// origin that gave none, a cpid in use here) the cpid of its pid here.
+func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin) int64 {
+	plain := cpidOf(CPID(s.cfg.Node, pid))
+	x := plain
+	if org.cpid != 0 && org.node != s.cfg.Node {
+		x = org.cpid
+	}
+	pr := pgroup.Proc{CPID: x, Node: s.cfg.Node, PID: int32(pid), PGID: org.cpgid, UID: uid, TTY: org.tty, Detached: req.Detach}
+	if err := s.pgStep(pgroup.Started{Proc: pr}); err != nil && x != plain {
+		s.log.WithError(err).WithField("cpid", x).Warn("the cpid the origin gave is in use here: naming the program by its pid")
+		x, pr.CPID = plain, plain
+		_ = s.pgStep(pgroup.Started{Proc: pr})
+	}
+	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach})
+	return int64(x)
+}
+
+// ended forgets the program x that ran here.
+func (s *Server) ended(x cpidpkg.CPID) {
+	s.recs.remove(x)
+	_ = s.pgStep(pgroup.Ended{CPID: x, Node: s.cfg.Node})
 }

@@ -98,6 +98,9 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(helperEnv); v != "" {
 		os.Exit(helper(v))
 	}
+	if v := os.Getenv(signalHelperEnv); v != "" {
+		os.Exit(signalHelper(v))
+	}
 	os.Exit(m.Run())
 }
 

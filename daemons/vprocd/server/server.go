@@ -45,6 +45,10 @@ type Config struct {
 	OutputGrace time.Duration
 	// Load configures the load exchange and placement (load.go).
 	Load LoadConfig
+	// OriginGrace is how long a program whose origin's link broke waits
+	// for the origin's NODEDOWN before it is killed as a program whose
+	// caller is gone. Default DefaultOriginGrace.
+	OriginGrace time.Duration
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
 	// Proc is the /proc the process table is read from; nil is the
@@ -65,7 +69,21 @@ type Server struct {
 
 	refusals refusals
 	load     *loadState
+	// recs are the programs started through vprocd that run here.
+	recs records
+	// stopping is closed by Stop: a program whose origin's link breaks
+	// then is killed at once, as when vprocd stops.
+	stopping chan struct{}
+	stopOnce sync.Once
+	// cp is where the cluster's processes started through vprocd are
+	// (package pgroup).
+	cp clusterProcs
 }
+
+// Stop says vprocd is stopping: the programs of callers still attached
+// are to be killed when their streams end, without waiting to see whether
+// their origin went DOWN.
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // admit counts one more program of uid, or returns a ResourceExhausted
 // status when uid runs MaxExecsPerUID already; done uncounts it.
@@ -99,17 +117,30 @@ func New(cfg Config) *Server {
 	if cfg.OutputGrace == 0 {
 		cfg.OutputGrace = 500 * time.Millisecond
 	}
+	if cfg.OriginGrace == 0 {
+		cfg.OriginGrace = DefaultOriginGrace
+	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
-		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load)}
+		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the
 // view at start). A DOWN node's execs end at once with ExitLost.
-func (s *Server) Membership(n uint32, up bool) {
+func (s *Server) Membership(n uint32, up bool) { s.MembershipAt(0, n, up) }
+
+// MembershipAt is Membership at clmsd's epoch (0: one after the last).
+func (s *Server) MembershipAt(epoch uint64, n uint32, up bool) {
 	s.load.membership(n, up)
+	if s.membership(n, up) {
+		s.pgMembership(epoch, n, up)
+	}
+}
+
+// membership records the change and reports whether it is one.
+func (s *Server) membership(n uint32, up bool) (changed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.nodes[n]
@@ -119,13 +150,14 @@ func (s *Server) Membership(n uint32, up bool) {
 	}
 	switch {
 	case up && !st.up:
-		st.up = true
+		st.up, changed = true, true
 		select {
 		case <-st.down:
 			st.down = make(chan struct{})
 		default:
 		}
 	case !up:
+		changed = st.up
 		st.up = false
 		select {
 		case <-st.down:
@@ -137,6 +169,7 @@ func (s *Server) Membership(n uint32, up bool) {
 			c.Close()
 		}
 	}
+	return changed
 }
 
 // upNode returns a channel closed when node n goes DOWN, or a

@@ -105,7 +105,18 @@ type Start struct {
 	Origin uint32  `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
 	Caller *Caller `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
 	// request is the caller's, its node set to the target's number.
-	Request       *v1.ExecRequest `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	Request *v1.ExecRequest `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// cpgid is the caller's cluster process group, the cpid of its process
+	// group on the origin: `ssi kill -- -CPGID` reaches the program too.
+	Cpgid int64 `protobuf:"varint,4,opt,name=cpgid,proto3" json:"cpgid,omitempty"`
+	// tty: the caller has a controlling terminal on the origin. If the
+	// origin goes DOWN the program gets SIGHUP, as that terminal's hangup
+	// would send it; without, it runs on (as nohup decides).
+	Tty bool `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	// cpid is the program's cluster pid, given by the origin: the cpid of
+	// the caller's process there, which stands for it (package cpid); 0:
+	// the target names it by its own pid there.
+	Cpid          int64 `protobuf:"varint,6,opt,name=cpid,proto3" json:"cpid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +172,27 @@ func (x *Start) GetRequest() *v1.ExecRequest {
 	return nil
 }
 
+func (x *Start) GetCpgid() int64 {
+	if x != nil {
+		return x.Cpgid
+	}
+	return 0
+}
+
+func (x *Start) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *Start) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
 // PeerExecInput is one message from the origin vprocd.
 type PeerExecInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -168,6 +200,7 @@ type PeerExecInput struct {
 	//
 	//	*PeerExecInput_Start
 	//	*PeerExecInput_Input
+	//	*PeerExecInput_CallerGone
 	Kind          isPeerExecInput_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,6 +261,15 @@ func (x *PeerExecInput) GetInput() *v1.ExecInput {
 	return nil
 }
 
+func (x *PeerExecInput) GetCallerGone() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerExecInput_CallerGone); ok {
+			return x.CallerGone
+		}
+	}
+	return false
+}
+
 type isPeerExecInput_Kind interface {
 	isPeerExecInput_Kind()
 }
@@ -242,9 +284,18 @@ type PeerExecInput_Input struct {
 	Input *v1.ExecInput `protobuf:"bytes,2,opt,name=input,proto3,oneof"`
 }
 
+type PeerExecInput_CallerGone struct {
+	// caller_gone: the caller went away while the origin lives: the
+	// program is killed. (A stream that breaks without it is the origin
+	// lost: the target waits for its NODEDOWN to decide.)
+	CallerGone bool `protobuf:"varint,3,opt,name=caller_gone,json=callerGone,proto3,oneof"`
+}
+
 func (*PeerExecInput_Start) isPeerExecInput_Kind() {}
 
 func (*PeerExecInput_Input) isPeerExecInput_Kind() {}
+
+func (*PeerExecInput_CallerGone) isPeerExecInput_Kind() {}
 
 var File_vprocpeer_v1_vprocpeer_proto protoreflect.FileDescriptor
 
@@ -255,14 +306,19 @@ const file_vprocpeer_v1_vprocpeer_proto_rawDesc = "" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
 	"\x06groups\x18\x03 \x03(\rR\x06groups\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x05R\x03pid\"\x8e\x01\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\"\xca\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x124\n" +
 	"\x06caller\x18\x02 \x01(\v2\x1c.openssi.vprocpeer.v1.CallerR\x06caller\x127\n" +
-	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.ExecRequestR\arequest\"\x81\x01\n" +
+	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.ExecRequestR\arequest\x12\x14\n" +
+	"\x05cpgid\x18\x04 \x01(\x03R\x05cpgid\x12\x10\n" +
+	"\x03tty\x18\x05 \x01(\bR\x03tty\x12\x12\n" +
+	"\x04cpid\x18\x06 \x01(\x03R\x04cpid\"\xa4\x01\n" +
 	"\rPeerExecInput\x123\n" +
 	"\x05start\x18\x01 \x01(\v2\x1b.openssi.vprocpeer.v1.StartH\x00R\x05start\x123\n" +
-	"\x05input\x18\x02 \x01(\v2\x1b.openssi.vproc.v1.ExecInputH\x00R\x05inputB\x06\n" +
+	"\x05input\x18\x02 \x01(\v2\x1b.openssi.vproc.v1.ExecInputH\x00R\x05input\x12!\n" +
+	"\vcaller_gone\x18\x03 \x01(\bH\x00R\n" +
+	"callerGoneB\x06\n" +
 	"\x04kind2Z\n" +
 	"\tVprocPeer\x12M\n" +
 	"\x04Exec\x12#.openssi.vprocpeer.v1.PeerExecInput\x1a\x1c.openssi.vproc.v1.ExecOutput(\x010\x01B;Z9github.com/openssi/openssi/proto/vprocpeer/v1;vprocpeerv1b\x06proto3"
@@ -310,6 +366,7 @@ func file_vprocpeer_v1_vprocpeer_proto_init() {
 	file_vprocpeer_v1_vprocpeer_proto_msgTypes[2].OneofWrappers = []any{
 		(*PeerExecInput_Start)(nil),
 		(*PeerExecInput_Input)(nil),
+		(*PeerExecInput_CallerGone)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
