@@ -29,7 +29,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 	defer src.Close()
 
 	_ = env.Notify.Status("waiting for clmsd to report this node UP")
-	members, me, view, err := waitUp(ctx, env)
+	members, me, view, err := env.WaitUp(ctx)
 	if err != nil {
 		return err
 	}
@@ -163,31 +163,6 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 	return failure
-}
-
-// waitUp connects to the local clmsd and waits until it reports this node
-// UP; it returns the client, this node and the view it saw.
-func waitUp(ctx context.Context, env *daemon.Env) (c *cluster.Client, me cluster.Node, v cluster.View, err error) {
-	socket := cluster.SocketIn(env.Config.Cluster.RunDir)
-	err = env.Retry(ctx, 100*time.Millisecond, 2*time.Second, func() error {
-		var err error
-		if c, err = cluster.New(ctx, cluster.WithSocket(socket)); err == nil {
-			if me, err = c.ThisNode(ctx); err == nil {
-				if v, err = c.Nodes(ctx); err == nil && me.State != cluster.Up {
-					err = fmt.Errorf("node %d is %s", me.Number, me.State)
-				}
-			}
-			if err != nil {
-				c.Close()
-				c = nil
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			env.Log.WithError(err).Info("waiting for clmsd")
-		}
-		return err
-	})
-	return c, me, v, err
 }
 
 // logUnmount unmounts the /cluster/proc view, saying so if it fails.
