@@ -19,8 +19,9 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 		Dir:    n.Root(),
 		Name:   n.Machine,
 		Bridge: s.Bridge,
-		Binds:  []nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}},
-		Args:   []string{"--console=passive"},
+		// /dev/fuse for vprocd's /cluster/proc.
+		Binds: append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, nspawn.FUSEBinds()...),
+		Args:  []string{"--console=passive"},
 	}
 }
 

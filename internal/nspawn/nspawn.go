@@ -36,6 +36,16 @@ type Bind struct {
 	ReadOnly bool
 }
 
+// FUSEBinds gives a container the host's /dev/fuse, when the host has
+// one, so that a daemon inside can mount a FUSE filesystem (vprocd's
+// /cluster/proc); none otherwise.
+func FUSEBinds() []Bind {
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return []Bind{{Host: "/dev/fuse", Container: "/dev/fuse"}}
+}
+
 func (b Bind) arg() string {
 	flag := "--bind="
 	if b.ReadOnly {

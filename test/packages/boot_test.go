@@ -99,7 +99,7 @@ func TestBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := nspawn.Boot(ctx, nspawn.Options{Dir: root, Name: "openssi-boot-test", PrivateNetwork: true, Log: logf,
-		Binds: append([]nspawn.Bind{{Host: repo, Container: repoInContainer, ReadOnly: true}}, fuseBind()...)})
+		Binds: append([]nspawn.Bind{{Host: repo, Container: repoInContainer, ReadOnly: true}}, nspawn.FUSEBinds()...)})
 	if err != nil {
 		t.Fatal(err)
 	}

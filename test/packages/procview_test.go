@@ -5,7 +5,6 @@ package packages
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,15 +12,6 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/internal/nspawn"
 )
-
-// fuseBind gives the container the host's /dev/fuse, when it has one, so
-// that vprocd can mount /cluster/proc.
-func fuseBind() []nspawn.Bind {
-	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return nil
-	}
-	return []nspawn.Bind{{Host: "/dev/fuse", Container: "/dev/fuse"}}
-}
 
 // checkProcView: `ssi ps` as a user lists vprocd itself (root's) with its
 // cluster pid, and /cluster/proc shows it with standard tools, its
