@@ -278,9 +278,17 @@ func peerIdentityOf(p *peer.Peer) (Identity, bool) {
 	if !ok || len(ti.State.PeerCertificates) == 0 {
 		return Identity{}, false
 	}
+	// The handshake verified the identities of the cluster's trust
+	// domain; the certificate may carry others. All must name one node,
+	// so that the node authorised here is the node that was verified.
 	ids := peerIdentities(ti.State.PeerCertificates[0], "")
 	if len(ids) == 0 {
 		return Identity{}, false
+	}
+	for _, id := range ids[1:] {
+		if !SameNode(id.Node, ids[0].Node) {
+			return Identity{}, false
+		}
 	}
 	return ids[0], true
 }

@@ -1,8 +1,16 @@
 package rpc
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"testing"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/openssi/openssi/internal/rpc/rpctest"
 )
 
 func TestParseIdentity(t *testing.T) {
@@ -62,5 +70,36 @@ func TestIdentityMatches(t *testing.T) {
 	}
 	if !id.OnNode("node3") || id.OnNode("") || id.OnNode("node2") {
 		t.Error("OnNode")
+	}
+}
+
+// TestPeerIdentityOneNode: the node a handler authorises is the node the
+// handshake verified. A certificate whose first identity is of a foreign
+// trust domain and names another node than its verified one names no
+// node at all; identities of several daemons of one node are fine.
+func TestPeerIdentityOneNode(t *testing.T) {
+	ca := rpctest.NewCA(t, "ca")
+	foreign := "spiffe://elsewhere.test/ns/default/dc/dc1/svc/openssi-dlmd.node2"
+	for _, tc := range []struct {
+		name string
+		uris []string
+		want string // the node, "" when refused
+	}{
+		{"one identity", []string{rpctest.SPIFFE("openssi-dlmd.node3")}, "node3"},
+		{"two daemons of one node", []string{rpctest.SPIFFE("openssi-clmsd.node3"), rpctest.SPIFFE("openssi-dlmd.node3")}, "node3"},
+		{"a foreign identity of another node first", []string{foreign, rpctest.SPIFFE("openssi-dlmd.node3")}, ""},
+		{"two nodes", []string{rpctest.SPIFFE("openssi-dlmd.node3"), rpctest.SPIFFE("openssi-dlmd.node2")}, ""},
+	} {
+		certPEM, _ := ca.Issue(t, tc.uris...)
+		block, _ := pem.Decode(certPEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}}}
+		id, ok := peerIdentityOf(p)
+		if got := map[bool]string{true: id.Node}[ok]; got != tc.want {
+			t.Errorf("%s: node %q (ok %v), want %q", tc.name, id.Node, ok, tc.want)
+		}
 	}
 }

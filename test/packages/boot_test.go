@@ -303,7 +303,7 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 	// a scope of its own in the caller's slice (/proc/self/cgroup may
 	// name it on more than one line).
 	uid := sh("id -u alice")
-	out, err := c.Exec(ctx, "runuser", "-u", "alice", "--", "ssi", "exec", "-C", "/", "--", "sh", "-c", "id -un; id -u; grep -o 'user-[0-9]*.slice/openssi-vproc-[0-9]*.scope' /proc/self/cgroup")
+	out, err := c.Exec(ctx, "runuser", "-u", "alice", "--", "ssi", "exec", "-C", "/", "--", "sh", "-c", "id -un; id -u; grep -o 'user-[0-9]*.slice/openssi-vproc-[0-9-]*.scope' /proc/self/cgroup")
 	if lines := strings.Fields(out); err != nil || len(lines) < 3 || lines[0] != "alice" || lines[1] != uid || !strings.HasPrefix(lines[2], "user-"+uid+".slice/openssi-vproc-") {
 		t.Errorf("ssi exec as alice: %v\n%s\n%s", err, out, logged("openssi-vprocd.service"))
 	}

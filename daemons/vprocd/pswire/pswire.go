@@ -40,9 +40,9 @@ func Row(p *vprocv1.Proc) proctable.Row {
 	if ns := p.GetStartUnixNano(); ns != 0 {
 		r.Start = time.Unix(0, ns)
 	}
-	if p.Args != nil {
-		r.Args = make([]string, len(p.Args))
-		for i, a := range p.Args {
+	if args := p.GetArgs(); args != nil {
+		r.Args = make([]string, len(args))
+		for i, a := range args {
 			r.Args[i] = string(a)
 		}
 	}

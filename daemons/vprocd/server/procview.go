@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,17 +59,7 @@ func (p ClusterProcs) Get(ctx context.Context, c cpid.CPID) (procfs.Proc, error)
 	if caller, ok := fuse.FromContext(ctx); ok {
 		reader, known = caller.Uid, true
 	}
-	// A program `ssi exec` started elsewhere is named by its origin's
-	// cpid: find the node it runs on in the cluster's table.
-	n := c.Node()
-	if rows, err := p.List(ctx); err == nil {
-		for _, r := range rows {
-			if r.CPID == c {
-				n = r.Node
-				break
-			}
-		}
-	}
+	n := p.nodeOf(ctx, c)
 	if n == p.s.cfg.Node {
 		return whileAlive(ctx, func() (procfs.Proc, error) { return p.s.localProc(c, reader, known) })
 	}
@@ -95,6 +86,47 @@ func (p ClusterProcs) Get(ctx context.Context, c cpid.CPID) (procfs.Proc, error)
 		return procfs.Proc{}, fmt.Errorf("vproc: node %d answered for process %d with %d of node %d", n, c, row.CPID, row.Node)
 	}
 	return procfs.Proc{Row: row, Files: proctable.Files{Stat: r.Stat, Status: r.Status, Cmdline: r.Cmdline, Environ: r.Environ}}, nil
+}
+
+// whereFresh is how long ClusterProcs.Get trusts the cluster's table it
+// read to find a process's node: every lookup, stat and open of
+// /cluster/proc gets, so one `ls -l` must not scan the cluster per entry.
+const whereFresh = time.Second
+
+// whereCache is the cluster's table Get last read.
+type whereCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	rows []proctable.Row
+}
+
+// nodeOf is the node process c runs on: here for a program vprocd
+// started here; else, for a program `ssi exec` started elsewhere (named
+// by its origin's cpid), the node the cluster's table (at most
+// whereFresh old) shows it on; else c's own node.
+func (p ClusterProcs) nodeOf(ctx context.Context, c cpid.CPID) uint32 {
+	if _, ok := p.s.record(c); ok {
+		return p.s.cfg.Node
+	}
+	w := &p.s.where
+	w.mu.Lock()
+	rows, fresh := w.rows, time.Since(w.at) < whereFresh
+	w.mu.Unlock()
+	if !fresh {
+		var err error
+		if rows, err = p.List(ctx); err != nil {
+			return c.Node()
+		}
+		w.mu.Lock()
+		w.at, w.rows = time.Now(), rows
+		w.mu.Unlock()
+	}
+	for _, r := range rows {
+		if r.CPID == c {
+			return r.Node
+		}
+	}
+	return c.Node()
 }
 
 // ProcMount is /cluster/proc mounted by MountProcs.

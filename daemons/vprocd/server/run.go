@@ -97,6 +97,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		f.lost(false)
 		p.Wait()
 		p.CloseOutput()
+		s.ended(f.cpid) // else its record outlives it, and a reused pid inherits the cpid
 		return err
 	}
 	if p.Note != "" {

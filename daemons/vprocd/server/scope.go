@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -27,7 +28,10 @@ func UnderSystemd() bool {
 
 // SystemdScopes makes each program a transient scope in its user's slice
 // (user-<uid>.slice) through systemd's D-Bus API.
-type SystemdScopes struct{ conn *sddbus.Conn }
+type SystemdScopes struct {
+	conn    *sddbus.Conn
+	started atomic.Uint64 // scopes started, numbering their names
+}
 
 // NewSystemdScopes connects to systemd on the system bus.
 func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
@@ -44,8 +48,11 @@ func (s *SystemdScopes) Close() { s.conn.Close() }
 // scopeTimeout bounds the wait for systemd to start a scope.
 const scopeTimeout = 2 * time.Second
 
-// ScopeName is the unit of the program of cpid.
-func ScopeName(cpid int64) string { return fmt.Sprintf("openssi-vproc-%d.scope", cpid) }
+// ScopeName is the unit of the program of cpid, the n-th this vprocd
+// started: a cpid repeats (one caller runs several programs in turn, a
+// pid is reused while an old scope still holds what its program left),
+// a unit name may not.
+func ScopeName(cpid int64, n uint64) string { return fmt.Sprintf("openssi-vproc-%d-%d.scope", cpid, n) }
 
 // Scope implements Scoper.
 func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int64) error {
@@ -59,16 +66,17 @@ func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int
 		{Name: "CollectMode", Value: godbus.MakeVariant("inactive-or-failed")},
 	}
 	done := make(chan string, 1)
-	if _, err := s.conn.StartTransientUnitContext(ctx, ScopeName(cpid), "fail", props, done); err != nil {
-		return fmt.Errorf("vproc: start %s: %w", ScopeName(cpid), err)
+	name := ScopeName(cpid, s.started.Add(1))
+	if _, err := s.conn.StartTransientUnitContext(ctx, name, "fail", props, done); err != nil {
+		return fmt.Errorf("vproc: start %s: %w", name, err)
 	}
 	select {
 	case r := <-done:
 		if r != "done" {
-			return fmt.Errorf("vproc: start %s: %s", ScopeName(cpid), r)
+			return fmt.Errorf("vproc: start %s: %s", name, r)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("vproc: start %s: %w", ScopeName(cpid), ctx.Err())
+		return fmt.Errorf("vproc: start %s: %w", name, ctx.Err())
 	}
 }

@@ -78,6 +78,9 @@ type Server struct {
 	// cp is where the cluster's processes started through vprocd are
 	// (package pgroup).
 	cp clusterProcs
+	// where is the cluster's table /cluster/proc last read to find a
+	// process's node.
+	where whereCache
 }
 
 // Stop says vprocd is stopping: the programs of callers still attached
