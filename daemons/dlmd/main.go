@@ -43,20 +43,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	defer members.Close()
 
-	addr := env.Config.Cluster.AdvertiseAddress
-	if addr == "" {
-		addr = me.Address
-	}
-	// The holder of a node number is the node its claim names, which
-	// clmsd reports as the member's name (see daemons/clmsd/server.API):
-	// a peer is believed to be node n only with that node's certificate.
-	holder := func(ctx context.Context, n uint32) (string, error) {
-		nd, err := members.Node(ctx, int(n))
-		if err != nil {
-			return "", err
-		}
-		return nd.Name, nil
-	}
+	addr := env.Advertise(me)
+	holder := daemon.Holder(members)
 	// The address of node n's dlmd is the one registered on its holder's
 	// Consul node: any node may register an instance claiming n.
 	lookup := func(n uint32) (string, error) {

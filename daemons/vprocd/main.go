@@ -35,21 +35,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	defer members.Close()
 
-	addr := env.Config.Cluster.AdvertiseAddress
-	if addr == "" {
-		addr = me.Address
-	}
-	// The holder of a node number is the node its claim names, which
-	// clmsd reports as the member's name: a peer is believed to be node n
-	// only with that node's certificate, and node n's vprocd is looked up
-	// on that node only.
-	holder := func(ctx context.Context, n uint32) (string, error) {
-		nd, err := members.Node(ctx, int(n))
-		if err != nil {
-			return "", err
-		}
-		return nd.Name, nil
-	}
+	addr := env.Advertise(me)
+	holder := daemon.Holder(members)
 	lookup := func(ctx context.Context, n uint32) (string, error) {
 		name, err := holder(ctx, n)
 		if err != nil {

@@ -33,3 +33,26 @@ func (e *Env) WaitUp(ctx context.Context) (c *cluster.Client, me cluster.Node, v
 	})
 	return c, me, v, err
 }
+
+// Advertise is the address peers reach this node's daemons at:
+// cluster.advertise_address, else this node's address in the membership.
+func (e *Env) Advertise(me cluster.Node) string {
+	if a := e.Config.Cluster.AdvertiseAddress; a != "" {
+		return a
+	}
+	return me.Address
+}
+
+// Holder returns, for node number n, the Consul node name of the node
+// that holds n's claim, as the local clmsd reports it (the member's name,
+// taken from the claim, never from the shared view): a peer is believed to
+// be node n only with that node's certificate.
+func Holder(members *cluster.Client) func(context.Context, uint32) (string, error) {
+	return func(ctx context.Context, n uint32) (string, error) {
+		nd, err := members.Node(ctx, int(n))
+		if err != nil {
+			return "", err
+		}
+		return nd.Name, nil
+	}
+}

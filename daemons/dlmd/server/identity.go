@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -85,7 +84,7 @@ func (s *Server) requireNode(ctx context.Context, claimed uint32, role string) e
 	}
 	if !id.OnNode(name) {
 		msg := fmt.Sprintf("dlm: refused a peer dlmd: %s (held by %q) but its certificate names node %q", role, name, id.Node)
-		s.refusals.log(s.log, fmt.Sprintf("%s|%d|%s|%s", role, claimed, strings.ToLower(id.Node), strings.ToLower(name)),
+		s.refusals.Log(s.log, fmt.Sprintf("%s|%d|%s|%s", role, claimed, strings.ToLower(id.Node), strings.ToLower(name)),
 			logrus.Fields{"claimed_node": claimed, "holder": name, "certificate_node": id.Node}, msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}
@@ -102,36 +101,8 @@ func (s *Server) checkSender(n uint32) func(m *dlmpeerv1.PeerMessage) error {
 			return nil
 		}
 		claimed, _ := node.ClaimedSender(m)
-		s.refusals.log(s.log, fmt.Sprintf("sender|%d|%d", n, claimed),
+		s.refusals.Log(s.log, fmt.Sprintf("sender|%d|%d", n, claimed),
 			logrus.Fields{"link_node": n, "claimed_node": claimed}, "dlm: refused a peer message, closing its stream: "+err.Error())
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
-}
-
-// maxRefusals bounds the refusals remembered for logging once; past it
-// they are logged at debug level.
-const maxRefusals = 1024
-
-// refusals logs each kind of refused peer once at error level (a peer
-// that is refused redials, and would fill the log), and again at debug.
-type refusals struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (r *refusals) log(log logrus.FieldLogger, key string, f logrus.Fields, msg string) {
-	r.mu.Lock()
-	first := !r.seen[key] && len(r.seen) < maxRefusals
-	if first {
-		if r.seen == nil {
-			r.seen = map[string]bool{}
-		}
-		r.seen[key] = true
-	}
-	r.mu.Unlock()
-	if first {
-		log.WithFields(f).Error(msg)
-		return
-	}
-	log.WithFields(f).Debug(msg)
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/daemons/dlmd/node"
+	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -104,7 +105,7 @@ type Server struct {
 	lease leaseShare
 
 	// refusals: the impersonations refused so far, logged once.
-	refusals refusals
+	refusals logging.Once
 
 	connMu sync.Mutex
 	conns  map[uint32]*grpc.ClientConn

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
@@ -96,37 +95,9 @@ func (s *Server) requireNode(ctx context.Context, claimed uint32) error {
 	}
 	if !id.OnNode(name) {
 		msg := fmt.Sprintf("vproc: refused a peer vprocd: it claims to be node %d (held by %q) but its certificate names node %q", claimed, name, id.Node)
-		s.refusals.log(s.log, fmt.Sprintf("%d|%s|%s", claimed, strings.ToLower(id.Node), strings.ToLower(name)),
+		s.refusals.Log(s.log, fmt.Sprintf("%d|%s|%s", claimed, strings.ToLower(id.Node), strings.ToLower(name)),
 			logrus.Fields{"claimed_node": claimed, "holder": name, "certificate_node": id.Node}, msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}
 	return nil
-}
-
-// maxRefusals bounds the refusals remembered for logging once; past it
-// they are logged at debug level.
-const maxRefusals = 1024
-
-// refusals logs each kind of refused peer once at error level, and again
-// at debug.
-type refusals struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (r *refusals) log(log logrus.FieldLogger, key string, f logrus.Fields, msg string) {
-	r.mu.Lock()
-	first := !r.seen[key] && len(r.seen) < maxRefusals
-	if first {
-		if r.seen == nil {
-			r.seen = map[string]bool{}
-		}
-		r.seen[key] = true
-	}
-	r.mu.Unlock()
-	if first {
-		log.WithFields(f).Error(msg)
-		return
-	}
-	log.WithFields(f).Debug(msg)
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -67,7 +68,7 @@ type Server struct {
 	// execs counts the programs running here by uid.
 	execs map[uint32]int
 
-	refusals refusals
+	refusals logging.Once
 	load     *loadState
 	// recs are the programs started through vprocd that run here.
 	recs records
