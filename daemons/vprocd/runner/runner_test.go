@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func self() Cred {
@@ -113,7 +115,15 @@ func TestGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+	// Go's fork returns once exec released the parent's memory, before
+	// the kernel laid out the new argv: cmdline may read empty at first.
+	var cmdline []byte
+	for deadline := time.Now().Add(5 * time.Second); len(cmdline) == 0 && err == nil && time.Now().Before(deadline); {
+		cmdline, err = os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+		if len(cmdline) == 0 {
+			runtime.Gosched()
+		}
+	}
 	if err != nil || !strings.HasPrefix(string(cmdline), gateName+"\x00") {
 		t.Fatalf("before Open the process runs %q (%v), want the gate", cmdline, err)
 	}
