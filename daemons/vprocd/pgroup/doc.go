@@ -97,4 +97,13 @@
 //		rd.Signals: deliver on s.Node (here, or via its vprocd), checking access
 //		rd.Exits:   end the waiting exec of e.CPID: print e.Reason, exit e.Status
 //		rd.Answers: reply to request a.ID, or forward it to a.Redirect
+//
+// What vprocd's shell (daemons/vprocd/server) uses today: Started, Ended,
+// NodeDown/NodeUp, Report and Lookup, and of Ready the Sends, the Signals
+// (the SIGHUP of a dead origin's terminal-attached programs) and the
+// Answers. It routes kills and renices itself from Lookup answers and
+// checks access.Signal/Renice where the process runs (signal.go), and its
+// exec stream ends a waiting exec with 255 at the target's NODEDOWN on its
+// own: the core's Kill event, GroupResult and Ready.Exits are tested here
+// but not wired yet.
 package pgroup
