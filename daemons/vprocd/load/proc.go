@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/openssi/openssi/daemons/vprocd/proctext"
 )
 
 // Loadavg is what /proc/loadavg says.
@@ -32,13 +34,13 @@ func ParseLoadavg(b []byte) (Loadavg, error) {
 	for i, p := range []*float64{&l.Load1, &l.Load5, &l.Load15} {
 		v, err := strconv.ParseFloat(string(f[i]), 64)
 		if err != nil || math.IsNaN(v) || v < 0 || v > maxLoad {
-			return Loadavg{}, fmt.Errorf("load: /proc/loadavg field %d %q is not a load average", i+1, clip(f[i]))
+			return Loadavg{}, fmt.Errorf("load: /proc/loadavg field %d %q is not a load average", i+1, proctext.Clip(f[i]))
 		}
 		*p = v
 	}
 	run, total, ok := bytes.Cut(f[3], []byte("/"))
 	if !ok {
-		return Loadavg{}, fmt.Errorf("load: /proc/loadavg field 4 %q is not running/total", clip(f[3]))
+		return Loadavg{}, fmt.Errorf("load: /proc/loadavg field 4 %q is not running/total", proctext.Clip(f[3]))
 	}
 	var err error
 	if l.Running, err = parseU32(run); err != nil {
@@ -79,7 +81,7 @@ func ParseStat(b []byte) (Stat, error) {
 				return Stat{}, fmt.Errorf("load: /proc/stat procs_running: %w", err)
 			}
 			s.ProcsRunning, found = v, true
-		case len(k) > 3 && string(k[:3]) == "cpu" && allDigits(k[3:]):
+		case len(k) > 3 && string(k[:3]) == "cpu" && proctext.AllDigits(k[3:]):
 			if s.CPUs < math.MaxUint32 {
 				s.CPUs++
 			}
@@ -156,46 +158,18 @@ func Measure(node uint32, at time.Time, loadavg, stat, meminfo []byte) (Vector, 
 }
 
 func parseU32(b []byte) (uint32, error) {
-	if !allDigits(b) || len(b) == 0 {
-		return 0, fmt.Errorf("%q is not a count", clip(b))
+	if !proctext.AllDigits(b) || len(b) == 0 {
+		return 0, fmt.Errorf("%q is not a count", proctext.Clip(b))
 	}
 	v, err := strconv.ParseUint(string(b), 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("%q is out of range", clip(b))
+		return 0, fmt.Errorf("%q is out of range", proctext.Clip(b))
 	}
 	return uint32(v), nil
 }
 
-// maxKB bounds a memory figure: 2^50 kB is 1 EiB, so the bytes of three
-// (MemFree + Buffers + Cached) fit a uint64.
-const maxKB = 1 << 50
-
 // parseKB reads " 24684092 kB" into bytes.
 func parseKB(b []byte) (uint64, error) {
-	f := bytes.Fields(b)
-	if len(f) != 2 || string(f[1]) != "kB" || !allDigits(f[0]) {
-		return 0, fmt.Errorf("%q is not a size in kB", clip(bytes.TrimSpace(b)))
-	}
-	v, err := strconv.ParseUint(string(f[0]), 10, 64)
-	if err != nil || v >= maxKB {
-		return 0, fmt.Errorf("%q kB is out of range", clip(f[0]))
-	}
-	return v * 1024, nil
-}
-
-func allDigits(b []byte) bool {
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// clip shortens outside text quoted in an error.
-func clip(b []byte) string {
-	if len(b) > 32 {
-		return string(b[:32]) + "..."
-	}
-	return string(b)
+	v, err := proctext.ParseKB(b)
+	return v * 1024, err
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openssi/openssi/daemons/vprocd/proctext"
 )
 
 const (
@@ -152,7 +154,7 @@ func FuzzParseMeminfo(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseMeminfo(b)
 		oneLine(t, b, err)
-		if err == nil && (m.Total >= maxKB*1024 || m.Available >= 3*maxKB*1024) {
+		if err == nil && (m.Total >= proctext.MaxKB*1024 || m.Available >= 3*proctext.MaxKB*1024) {
 			t.Fatalf("%q: %+v", b, m)
 		}
 	})

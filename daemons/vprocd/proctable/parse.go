@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/openssi/openssi/daemons/vprocd/proctext"
 )
 
 // Stat is what a Row needs of /proc/<pid>/stat.
@@ -51,7 +53,7 @@ func ParseStat(b []byte) (Stat, error) {
 	var s Stat
 	pid, err := strconv.ParseInt(string(bytes.TrimSpace(b[:open])), 10, 32)
 	if err != nil || pid < 1 {
-		return Stat{}, fmt.Errorf("proctable: stat pid %q is not a pid", clip(b[:open]))
+		return Stat{}, fmt.Errorf("proctable: stat pid %q is not a pid", proctext.Clip(b[:open]))
 	}
 	s.PID = int32(pid)
 	if closing-open-1 > maxComm {
@@ -64,7 +66,7 @@ func ParseStat(b []byte) (Stat, error) {
 		return Stat{}, fmt.Errorf("proctable: stat has %d fields after comm, want at least 20", len(f))
 	}
 	if len(f[0]) != 1 || f[0][0] < 'A' || f[0][0] > 'z' {
-		return Stat{}, fmt.Errorf("proctable: stat state %q is not a letter", clip(f[0]))
+		return Stat{}, fmt.Errorf("proctable: stat state %q is not a letter", proctext.Clip(f[0]))
 	}
 	s.State = f[0][0]
 	ints := []struct {
@@ -78,7 +80,7 @@ func ParseStat(b []byte) (Stat, error) {
 	for _, i := range ints {
 		v, err := strconv.ParseInt(string(f[i.field-3]), 10, 32)
 		if err != nil || v < i.min {
-			return Stat{}, fmt.Errorf("proctable: stat field %d %q is out of range", i.field, clip(f[i.field-3]))
+			return Stat{}, fmt.Errorf("proctable: stat field %d %q is out of range", i.field, proctext.Clip(f[i.field-3]))
 		}
 		*i.p = int32(v)
 	}
@@ -87,7 +89,7 @@ func ParseStat(b []byte) (Stat, error) {
 	}
 	flags, err := strconv.ParseUint(string(f[9-3]), 10, 32)
 	if err != nil {
-		return Stat{}, fmt.Errorf("proctable: stat flags %q are not a number", clip(f[9-3]))
+		return Stat{}, fmt.Errorf("proctable: stat flags %q are not a number", proctext.Clip(f[9-3]))
 	}
 	s.Flags = uint32(flags)
 	for _, u := range []struct {
@@ -96,7 +98,7 @@ func ParseStat(b []byte) (Stat, error) {
 	}{{14, &s.UTime}, {15, &s.STime}, {22, &s.StartTime}} {
 		v, err := strconv.ParseUint(string(f[u.field-3]), 10, 64)
 		if err != nil || v > maxTicks {
-			return Stat{}, fmt.Errorf("proctable: stat field %d %q is not a tick count", u.field, clip(f[u.field-3]))
+			return Stat{}, fmt.Errorf("proctable: stat field %d %q is not a tick count", u.field, proctext.Clip(f[u.field-3]))
 		}
 		*u.p = v
 	}
@@ -135,7 +137,7 @@ func ParseStatus(b []byte) (Status, error) {
 			}
 			v, err := strconv.ParseUint(string(f[1]), 10, 32)
 			if err != nil {
-				return Status{}, fmt.Errorf("proctable: status %s %q is not an id", name, clip(f[1]))
+				return Status{}, fmt.Errorf("proctable: status %s %q is not an id", name, proctext.Clip(f[1]))
 			}
 			if name[0] == 'U' {
 				s.UID, haveUID = uint32(v), true
@@ -143,13 +145,9 @@ func ParseStatus(b []byte) (Status, error) {
 				s.GID, haveGID = uint32(v), true
 			}
 		case "VmRSS", "VmLck":
-			f := bytes.Fields(rest)
-			if len(f) != 2 || string(f[1]) != "kB" {
-				return Status{}, fmt.Errorf("proctable: status %s %q is not a size in kB", name, clip(bytes.TrimSpace(rest)))
-			}
-			v, err := strconv.ParseUint(string(f[0]), 10, 64)
-			if err != nil || v >= 1<<50 {
-				return Status{}, fmt.Errorf("proctable: status %s %q kB is out of range", name, clip(f[0]))
+			v, err := proctext.ParseKB(rest)
+			if err != nil {
+				return Status{}, fmt.Errorf("proctable: status %s %w", name, err)
 			}
 			if name[2] == 'R' {
 				s.RSS = v
@@ -192,7 +190,7 @@ func ParseBtime(b []byte) (time.Time, error) {
 		}
 		v, err := strconv.ParseInt(string(f[1]), 10, 64)
 		if err != nil || v < 0 || v > 1<<40 {
-			return time.Time{}, fmt.Errorf("proctable: /proc/stat btime %q is not a time", clip(f[1]))
+			return time.Time{}, fmt.Errorf("proctable: /proc/stat btime %q is not a time", proctext.Clip(f[1]))
 		}
 		return time.Unix(v, 0).UTC(), nil
 	}
@@ -208,8 +206,8 @@ func ParseUptime(b []byte) (time.Duration, error) {
 		return 0, errors.New("proctable: /proc/uptime is empty")
 	}
 	sec, frac, _ := bytes.Cut(f[0], []byte("."))
-	if len(sec) == 0 || len(sec) > 9 || len(frac) > 9 || !allDigits(sec) || !allDigits(frac) {
-		return 0, fmt.Errorf("proctable: /proc/uptime %q is not a number of seconds", clip(f[0]))
+	if len(sec) == 0 || len(sec) > 9 || len(frac) > 9 || !proctext.AllDigits(sec) || !proctext.AllDigits(frac) {
+		return 0, fmt.Errorf("proctable: /proc/uptime %q is not a number of seconds", proctext.Clip(f[0]))
 	}
 	s, _ := strconv.ParseInt(string(sec), 10, 64)
 	d := time.Duration(s) * time.Second
@@ -221,21 +219,4 @@ func ParseUptime(b []byte) (time.Duration, error) {
 		d += time.Duration(ns)
 	}
 	return d, nil
-}
-
-func allDigits(b []byte) bool {
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// clip shortens outside text quoted in an error.
-func clip(b []byte) string {
-	if len(b) > 32 {
-		return string(b[:32]) + "..."
-	}
-	return string(b)
 }
