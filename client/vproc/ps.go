@@ -47,14 +47,13 @@ type NodeFailure struct {
 	Timeout bool
 }
 
-// Rows returns every node's rows, sorted by cpid, without the stand-ins
-// of remote programs (proctable.WithoutStandIns).
+// Rows returns every node's rows, sorted by cpid (vprocd leaves out the
+// stand-ins of remote programs: each cpid is one row).
 func (t *Table) Rows() []proctable.Row {
 	var rows []proctable.Row
 	for _, n := range t.Nodes {
 		rows = append(rows, n.Rows...)
 	}
-	rows = proctable.WithoutStandIns(rows)
 	proctable.SortByCPID(rows)
 	return rows
 }

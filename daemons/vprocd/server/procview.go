@@ -41,7 +41,6 @@ func (p ClusterProcs) List(ctx context.Context) ([]proctable.Row, error) {
 	for _, t := range reply.Nodes {
 		rows = append(rows, pswire.Snapshot(t).Rows...)
 	}
-	rows = proctable.WithoutStandIns(rows)
 	if len(reply.Nodes) == 0 && len(reply.Failures) > 0 {
 		return nil, errors.New(reply.Failures[0].Reason)
 	}

@@ -182,6 +182,7 @@ func (s *Server) ps(ctx context.Context, req *vprocv1.PsRequest) *vprocv1.PsRepl
 			reply.Failures = append(reply.Failures, failures[i])
 		}
 	}
+	dropStandIns(reply.Nodes)
 	slices.SortFunc(reply.Failures, func(a, b *vprocv1.NodeFailure) int { return int(a.Node) - int(b.Node) })
 	return reply
 }
@@ -314,6 +315,31 @@ func (s *Server) readProc(pid int32) (procfs.Proc, error) {
 		return procfs.Proc{}, err
 	}
 	return procfs.Proc{Row: row, Files: files}, nil
+}
+
+// dropStandIns leaves out, from the tables of several nodes, the
+// stand-ins of remote programs: a program `ssi exec` started on another
+// node is named by the cpid of the `ssi exec` that stands for it on its
+// origin (its table's node is not its cpid's node), so the two share a
+// cpid, and the program's row is the one kept.
+func dropStandIns(tables []*vprocv1.NodeTable) {
+	remote := map[cpid.CPID]bool{}
+	for _, t := range tables {
+		for _, p := range t.Procs {
+			if c := cpid.CPID(p.GetCpid()); c.Node() != t.Node {
+				remote[c] = true
+			}
+		}
+	}
+	if len(remote) == 0 {
+		return
+	}
+	for _, t := range tables {
+		t.Procs = slices.DeleteFunc(t.Procs, func(p *vprocv1.Proc) bool {
+			c := cpid.CPID(p.GetCpid())
+			return c.Node() == t.Node && remote[c]
+		})
+	}
 }
 
 // registerPs adds the process table's local service to g.
