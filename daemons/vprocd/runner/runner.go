@@ -89,18 +89,19 @@ func Start(s Spec) (*Proc, error) {
 		return nil, err
 	}
 	p := &Proc{tty: s.TTY && !s.Detach}
-	dir := s.Dir
-	if st, err := os.Stat(dir); dir == "" || err != nil || !st.IsDir() {
-		home := u.HomeDir
-		if st, err := os.Stat(home); err != nil || !st.IsDir() {
-			home = "/"
-		}
-		if dir != "" {
-			p.Note = fmt.Sprintf("%s does not exist on this node: running in %s", dir, home)
-		}
-		dir = home
+	// The directory and the program are looked up as the caller, never
+	// as root: what does not exist and what the caller may not see look
+	// alike, so a caller learns nothing of directories it cannot read.
+	var (
+		dir, path string
+		serr      *StartError
+	)
+	if err := asCaller(s.Cred, func() {
+		dir, p.Note = chooseDir(s.Dir, u.HomeDir)
+		path, serr = lookPath(s.Argv[0], dir, s.Env)
+	}); err != nil {
+		return nil, err
 	}
-	path, serr := lookPath(s.Argv[0], dir, s.Env)
 	if serr != nil {
 		return nil, serr
 	}
@@ -332,6 +333,24 @@ func (p *Proc) Wait() Status {
 		return Status{Code: 1}
 	}
 	return StatusOf(ws)
+}
+
+// chooseDir returns the directory to run in: dir when it is one, else
+// home (or / when home is not one either), with a note for the caller's
+// stderr when dir was asked for. Any failure to stat dir is the same
+// answer (a directory the caller cannot reach is one that is not there),
+// so it says nothing more than the caller could find out itself.
+func chooseDir(dir, home string) (string, string) {
+	if st, err := os.Stat(dir); dir != "" && err == nil && st.IsDir() {
+		return dir, ""
+	}
+	if st, err := os.Stat(home); err != nil || !st.IsDir() {
+		home = "/"
+	}
+	if dir == "" {
+		return home, ""
+	}
+	return home, fmt.Sprintf("%s does not exist on this node: running in %s", dir, home)
 }
 
 // lookPath finds the program file of name as a shell would, in the PATH

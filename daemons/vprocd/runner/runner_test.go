@@ -2,16 +2,20 @@ package runner
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openssi/openssi/internal/roottest"
 )
 
 func self() Cred {
@@ -180,4 +184,83 @@ func gateStatus(t *testing.T, path string) int {
 		t.Fatalf("gate of %s: %v", path, err)
 	}
 	return ee.ExitCode()
+}
+
+// TestLooksUpAsTheCaller: the directory and the program are looked up with
+// the caller's identity, not root's. For a caller that may not enter a
+// root-only (0700) directory, a directory or program that exists inside it
+// gets the same answer as one that does not: vprocd does not tell it what
+// the directory holds.
+func TestLooksUpAsTheCaller(t *testing.T) {
+	roottest.Need(t)
+	const nobody = 65534
+	if _, err := user.LookupId(strconv.Itoa(nobody)); err != nil {
+		t.Skipf("uid %d is not a user here: %v", nobody, err)
+	}
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := filepath.Join(base, "secret")
+	if err := os.Mkdir(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(secret, "dir"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secret, "prog"), []byte("#!/bin/sh\necho ran\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	caller := Cred{UID: nobody, GID: nobody}
+	home := "/"
+	if u, _ := user.LookupId(strconv.Itoa(nobody)); u != nil {
+		if st, err := os.Stat(u.HomeDir); err == nil && st.IsDir() {
+			home = u.HomeDir
+		}
+	}
+	// outcome is what the caller is told, with the name asked for
+	// replaced by NAME.
+	outcome := func(name string, s Spec) string {
+		t.Helper()
+		s.Cred = caller
+		p, err := Start(s)
+		if err != nil {
+			return "refused: " + strings.ReplaceAll(err.Error(), name, "NAME")
+		}
+		go io.Copy(io.Discard, p.Stderr)
+		out, _ := io.ReadAll(p.Stdout)
+		st := p.Wait()
+		return fmt.Sprintf("ran in %q, status %d, note %q", strings.TrimSpace(string(out)), st.Code, strings.ReplaceAll(p.Note, name, "NAME"))
+	}
+	env := []string{"PATH=/usr/bin:/bin"}
+	for _, tc := range []struct {
+		what        string
+		exists, not string
+		spec        func(name string) Spec
+		want        string
+	}{
+		{"a directory", filepath.Join(secret, "dir"), filepath.Join(secret, "nodir"),
+			func(name string) Spec { return Spec{Argv: []string{"pwd"}, Env: env, Dir: name} },
+			fmt.Sprintf("ran in %q, status 0, note %q", home, "NAME does not exist on this node: running in "+home)},
+		{"a program by its path", filepath.Join(secret, "prog"), filepath.Join(secret, "noprog"),
+			func(name string) Spec { return Spec{Argv: []string{name}, Env: env, Dir: "/"} },
+			"refused: NAME: Permission denied"},
+		{"a program on PATH", "prog", "noprog",
+			func(name string) Spec {
+				return Spec{Argv: []string{name}, Env: []string{"PATH=" + secret + ":/usr/bin:/bin"}, Dir: "/"}
+			},
+			"refused: NAME: command not found"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			there, missing := outcome(tc.exists, tc.spec(tc.exists)), outcome(tc.not, tc.spec(tc.not))
+			if there != missing {
+				t.Errorf("uid %d tells one inside a 0700 directory of root's from a missing one:\n exists:  %s\n missing: %s", nobody, there, missing)
+			}
+			if there != tc.want {
+				t.Errorf("exists: %s, want %s", there, tc.want)
+			}
+		})
+	}
 }
