@@ -223,21 +223,51 @@ func (c *Client) Exec(ctx context.Context, node int, cmd Cmd) (*Process, error) 
 	if cmd.TTY {
 		req.Size = &vprocv1.WindowSize{Rows: uint32(cmd.Rows), Cols: uint32(cmd.Cols)}
 	}
+	return c.start(ctx, req, cmd, c.wrap)
+}
+
+// Strace traces the running process cpid, on whatever node it runs, with
+// strace given args (strace's options only: -p/--attach and a command are
+// refused with ErrRefused), as the calling process's user, like a program
+// of Exec on that node: cmd gives its stdio (strace writes its trace to
+// stderr), environment and directory; its Args, TTY and Detach are not
+// used. Signal(SIGINT) makes strace detach and exit (status 130); the
+// process traced runs on. Errors are Exec's, and ErrNoProcess (no process
+// has that cpid) and ErrPermission (a user may trace only its own
+// processes, root any; the kernel's ptrace rules decide the rest). strace
+// not installed on that node is a *StartError with ExitNotFound.
+func (c *Client) Strace(ctx context.Context, cpid int64, args []string, cmd Cmd) (*Process, error) {
+	env := cmd.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	dir := cmd.Dir
+	if dir == "" {
+		dir, _ = os.Getwd()
+	}
+	req := &vprocv1.ExecRequest{Env: bytesOf(env), Cwd: []byte(dir), Trace: &vprocv1.Trace{Cpid: cpid, Args: bytesOf(args)}}
+	cmd.Detach, cmd.TTY = false, false
+	return c.start(ctx, req, cmd, c.wrapSignal)
+}
+
+// start sends req and returns the program once it runs; wrap turns a
+// refusal into the package's errors.
+func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, wrap func(error) error) (*Process, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := c.api.Exec(sctx)
 	if err != nil {
 		cancel()
-		return nil, c.wrap(err)
+		return nil, wrap(err)
 	}
 	if err := stream.Send(&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: req}}); err != nil {
 		cancel()
 		_, rerr := stream.Recv()
-		return nil, c.wrap(rerr)
+		return nil, wrap(rerr)
 	}
 	first, err := stream.Recv()
 	if err != nil {
 		cancel()
-		return nil, c.wrap(err)
+		return nil, wrap(err)
 	}
 	if e := first.GetExit(); e != nil {
 		cancel()

@@ -86,7 +86,9 @@ Exit status:
 			if auto {
 				node = vproc.Auto
 			}
-			return g.exec(cmd.Context(), node, c)
+			return g.exec(cmd.Context(), "exec", c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
+				return cl.Exec(ctx, node, c)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -122,12 +124,13 @@ func mergeEnv(base, sets []string) ([]string, error) {
 	return out, nil
 }
 
-// exec runs c on node and returns CMD's status as a cmdExit.
-func (g *globals) exec(ctx context.Context, node int, c vproc.Cmd) error {
+// exec runs c with start (`ssi what`: exec, strace) and returns the
+// program's status as a cmdExit.
+func (g *globals) exec(ctx context.Context, what string, c vproc.Cmd, start func(context.Context, *vproc.Client, vproc.Cmd) (*vproc.Process, error)) error {
 	// A forwarded signal must not end ssi's context: that would kill CMD.
 	ctx = context.WithoutCancel(ctx)
 	fail := func(code int, msg string) error {
-		fmt.Fprintln(g.errOut, "ssi exec: "+oneLine(msg))
+		fmt.Fprintln(g.errOut, "ssi "+what+": "+oneLine(msg))
 		return cmdExit{code}
 	}
 	cl, err := vproc.New(ctx, vproc.WithSocket(g.socket("vprocd")))
@@ -151,7 +154,7 @@ func (g *globals) exec(ctx context.Context, node int, c vproc.Cmd) error {
 	if !c.Detach {
 		c.Stdout, c.Stderr = g.out, g.errOut
 	}
-	p, err := cl.Exec(ctx, node, c)
+	p, err := start(ctx, cl, c)
 	if err != nil {
 		if restore != nil {
 			restore()
@@ -165,6 +168,10 @@ func (g *globals) exec(ctx context.Context, node int, c vproc.Cmd) error {
 			return fail(exitNoNode, err.Error())
 		case errors.Is(err, vproc.ErrNotRunning):
 			return fail(exitNoVprocd, err.Error())
+		case errors.Is(err, vproc.ErrNoProcess):
+			return fail(exitNoProcess, err.Error())
+		case errors.Is(err, vproc.ErrPermission):
+			return fail(exitDenied, err.Error())
 		case errors.Is(err, vproc.ErrRefused):
 			return fail(exitExecRefused, err.Error())
 		}
@@ -174,10 +181,12 @@ func (g *globals) exec(ctx context.Context, node int, c vproc.Cmd) error {
 		fmt.Fprintln(g.out, p.Cpid)
 		return nil
 	}
-	go func() {
-		_, _ = io.Copy(p.Stdin, g.in)
-		_ = p.Stdin.Close()
-	}()
+	if p.Stdin != nil {
+		go func() {
+			_, _ = io.Copy(p.Stdin, g.in)
+			_ = p.Stdin.Close()
+		}()
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, append(forwarded, syscall.SIGWINCH)...)
 	defer signal.Stop(sigs)
@@ -208,7 +217,7 @@ func (g *globals) exec(ctx context.Context, node int, c vproc.Cmd) error {
 		return fail(exitLost, err.Error())
 	}
 	if st.Reason != "" {
-		fmt.Fprintln(g.errOut, "ssi exec: "+oneLine(st.Reason))
+		fmt.Fprintln(g.errOut, "ssi "+what+": "+oneLine(st.Reason))
 	}
 	if st.Code != 0 {
 		return cmdExit{st.Code}

@@ -35,10 +35,23 @@ func CheckRequest(r *vprocv1.ExecRequest) error {
 	if r == nil {
 		return fmt.Errorf("vproc: the first message must be the request")
 	}
-	if len(r.Argv) == 0 || len(r.Argv[0]) == 0 {
+	total := 0
+	if r.Trace != nil {
+		if len(r.Argv) != 0 {
+			return fmt.Errorf("vproc: a trace request with a command")
+		}
+		for _, a := range r.Trace.Args {
+			if bytes.IndexByte(a, 0) >= 0 {
+				return fmt.Errorf("vproc: an strace argument holds a NUL byte")
+			}
+			total += len(a) + 1
+		}
+		if err := checkTrace(r.Trace); err != nil {
+			return err
+		}
+	} else if len(r.Argv) == 0 || len(r.Argv[0]) == 0 {
 		return fmt.Errorf("vproc: no command given")
 	}
-	total := 0
 	for _, a := range r.Argv {
 		if bytes.IndexByte(a, 0) >= 0 {
 			return fmt.Errorf("vproc: an argument holds a NUL byte")

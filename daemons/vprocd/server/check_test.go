@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/straceargs"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
@@ -28,6 +30,11 @@ func TestCheckRequest(t *testing.T) {
 		{"binary argv", &vprocv1.ExecRequest{Argv: b("echo", "\xff\xfe")}, ""},
 		{"none", nil, "first message"},
 		{"no command", &vprocv1.ExecRequest{}, "no command"},
+		{"trace", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-f")}}, ""},
+		{"trace and a command", &vprocv1.ExecRequest{Argv: b("id"), Trace: &vprocv1.Trace{Cpid: 4194305}}, "with a command"},
+		{"trace of no cpid", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 0}}, "not a cluster pid"},
+		{"trace running a command", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-f", "ls")}}, "runs no command"},
+		{"trace of another pid", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-p1")}}, "attaches to CPID only"},
 		{"empty command", &vprocv1.ExecRequest{Argv: b("")}, "no command"},
 		{"NUL in argv", &vprocv1.ExecRequest{Argv: b("a\x00b")}, "NUL"},
 		{"NUL in env", &vprocv1.ExecRequest{Argv: b("a"), Env: b("A=\x00")}, "NUL"},
@@ -109,6 +116,8 @@ func FuzzLocalInput(f *testing.F) {
 		{Kind: &vprocv1.ExecInput_Stdin{Stdin: []byte("abc")}},
 		{Kind: &vprocv1.ExecInput_Signal{Signal: 15}},
 		{Kind: &vprocv1.ExecInput_Resize{Resize: &vprocv1.WindowSize{Rows: 70000}}},
+		{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-f", "-e", "trace=openat")}}}},
+		{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{Argv: b("id"), Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("--", "ls")}}}},
 	} {
 		raw, _ := proto.Marshal(m)
 		f.Add(raw)
@@ -119,8 +128,15 @@ func FuzzLocalInput(f *testing.F) {
 			return
 		}
 		if r := m.GetStart(); r != nil {
-			if CheckRequest(r) == nil && (len(r.Argv) == 0 || r.Size != nil && (r.Size.Rows > 0xffff || r.Size.Cols > 0xffff)) {
+			if CheckRequest(r) == nil && (len(r.Argv) == 0 && r.Trace == nil || r.Size != nil && (r.Size.Rows > 0xffff || r.Size.Cols > 0xffff)) {
 				t.Fatalf("accepted %v", r)
+			}
+			if tr := r.Trace; tr != nil && CheckRequest(r) == nil {
+				// What is traced: one valid cpid, by strace given
+				// options only.
+				if len(r.Argv) != 0 || !cpidpkg.CPID(tr.Cpid).Valid() || straceargs.Check(strs(tr.Args)) != nil {
+					t.Fatalf("accepted trace %v", r)
+				}
 			}
 			return
 		}

@@ -59,7 +59,15 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	s := a.s
-	if req.Node == 0 {
+	switch {
+	case req.Trace != nil:
+		// strace runs where the process does.
+		n, err := s.locate(ctx, cpidOf(req.Trace.Cpid), false)
+		if err != nil {
+			return err
+		}
+		req.Node = n
+	case req.Node == 0:
 		req.Node = s.levelNode(req.Argv) // a program placed by load
 	}
 	if req.Node == 0 || req.Node == s.cfg.Node {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
@@ -62,12 +64,21 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	if req.Size != nil {
 		spec.Rows, spec.Cols = uint16(req.Size.Rows), uint16(req.Size.Cols)
 	}
-	p, err := runner.Start(spec)
+	var p *runner.Proc
+	if req.Trace != nil {
+		spec.Argv, err = s.straceArgv(ctx, cred.UID, req.Trace)
+	}
+	if err == nil {
+		p, err = runner.Start(spec)
+	}
 	if err != nil {
 		done()
 		var se *runner.StartError
 		if errors.As(err, &se) {
 			return out.Send(exitOf(se.Code, 0, se.Msg))
+		}
+		if _, ok := status.FromError(err); ok {
+			return err // a trace refused: no such process, not the caller's
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
@@ -101,7 +112,11 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		return err
 	}
 	if p.Note != "" {
-		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte("ssi exec: " + p.Note + "\n")}})
+		who := "ssi exec: "
+		if req.Trace != nil {
+			who = "ssi strace: "
+		}
+		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte(who + p.Note + "\n")}})
 	}
 
 	var readers sync.WaitGroup

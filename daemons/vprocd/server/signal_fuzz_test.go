@@ -11,14 +11,15 @@ import (
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
 
-// FuzzSignalRequests decodes the kill and renice messages of callers and
-// peers, and the origin part of a peer's exec Start, and checks them as
+// FuzzSignalRequests decodes the kill, renice and locate messages of
+// callers and peers, and the origin part of a peer's exec Start, and checks them as
 // the services do: no input may panic, and what passes is within bounds.
 func FuzzSignalRequests(f *testing.F) {
 	for _, m := range []proto.Message{
 		&vprocpeerv1.PeerKill{Origin: 1, CallerUid: 1000, Request: &vprocv1.KillRequest{Cpid: 8389842, Group: true, Signal: 15}},
 		&vprocpeerv1.PeerKill{Origin: 1, Request: &vprocv1.KillRequest{Cpid: -1, Signal: 99}},
 		&vprocpeerv1.Start{Origin: 1, Cpgid: 4194305, Tty: true, Cpid: 4194306},
+		&vprocpeerv1.PeerLocate{Origin: 1, Cpid: 4194306},
 		&vprocpeerv1.PeerReport{From: 3, Origin: 1, Epoch: 7, Procs: []*vprocpeerv1.Proc{{Cpid: 4194306, Node: 3, Pid: 77, Pgid: 4194305, Uid: 1000, Tty: true}}},
 	} {
 		raw, _ := proto.Marshal(m)
@@ -35,6 +36,12 @@ func FuzzSignalRequests(f *testing.F) {
 		if proto.Unmarshal(raw, &r) == nil && r.Request != nil {
 			if c, err := checkCPID(r.Request.Cpid); err == nil && (!c.Valid() || int64(c) != r.Request.Cpid) {
 				t.Fatalf("accepted cpid %d", r.Request.Cpid)
+			}
+		}
+		var l vprocpeerv1.PeerLocate
+		if proto.Unmarshal(raw, &l) == nil {
+			if c, err := checkCPID(l.Cpid); err == nil && (!c.Valid() || int64(c) != l.Cpid) {
+				t.Fatalf("accepted locate cpid %d", l.Cpid)
 			}
 		}
 		var s vprocpeerv1.Start

@@ -44,6 +44,9 @@ type signalCall struct {
 	Signal int
 	Renice int64
 	Nice   int
+	// Strace traces that cpid with StraceArgs, its output on stdout.
+	Strace     int64
+	StraceArgs []string
 }
 
 func signalHelper(v string) int {
@@ -77,6 +80,13 @@ func signalHelper(v string) int {
 		err = cl.Kill(ctx, call.Kill, syscall.Signal(call.Signal))
 	case call.Renice != 0:
 		_, err = cl.Renice(ctx, call.Renice, call.Nice)
+	case call.Strace != 0:
+		var p *vproc.Process
+		p, err = cl.Strace(ctx, call.Strace, call.StraceArgs, vproc.Cmd{Stdin: strings.NewReader(""), Stdout: os.Stdout, Stderr: os.Stdout, Dir: "/", Env: []string{"PATH=/usr/bin:/bin"}})
+		if err == nil {
+			st, _ := p.Wait()
+			return st.Code
+		}
 	}
 	switch {
 	case err == nil:

@@ -48,7 +48,13 @@ type ExecRequest struct {
 	Size *WindowSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
 	// detach lets the program run on after the stream ends: its stdio is
 	// /dev/null, the reply is Started and the stream ends.
-	Detach        bool `protobuf:"varint,7,opt,name=detach,proto3" json:"detach,omitempty"`
+	Detach bool `protobuf:"varint,7,opt,name=detach,proto3" json:"detach,omitempty"`
+	// trace, when set, runs strace attached to a running process instead
+	// of a command (`ssi strace`): argv must then be empty. The caller's
+	// vprocd sends it to the node the process runs on (node is ignored);
+	// there vprocd builds strace's command line itself from its own pid of
+	// the process, so it runs nothing a caller could not run with argv.
+	Trace         *Trace `protobuf:"bytes,8,opt,name=trace,proto3" json:"trace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,6 +138,74 @@ func (x *ExecRequest) GetDetach() bool {
 	return false
 }
 
+func (x *ExecRequest) GetTrace() *Trace {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+// Trace is strace attached to the running process cpid, with args.
+//
+// Errors besides Exec's: NotFound (no process has that cpid),
+// PermissionDenied (a caller other than root may trace only its own
+// processes; the kernel's ptrace rules decide the rest, strace running
+// as the caller), InvalidArgument (a bad cpid, or args that are not only
+// strace options: -p/--attach and a command are refused). strace not
+// installed on that node is an Exit with code 127 before Started.
+type Trace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cpid  int64                  `protobuf:"varint,1,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	// args are strace's options, e.g. "-f", "-e", "trace=%file".
+	Args          [][]byte `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trace) Reset() {
+	*x = Trace{}
+	mi := &file_vproc_v1_vproc_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trace) ProtoMessage() {}
+
+func (x *Trace) ProtoReflect() protoreflect.Message {
+	mi := &file_vproc_v1_vproc_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trace.ProtoReflect.Descriptor instead.
+func (*Trace) Descriptor() ([]byte, []int) {
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Trace) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
+func (x *Trace) GetArgs() [][]byte {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
 // WindowSize is a terminal's size in characters.
 type WindowSize struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -143,7 +217,7 @@ type WindowSize struct {
 
 func (x *WindowSize) Reset() {
 	*x = WindowSize{}
-	mi := &file_vproc_v1_vproc_proto_msgTypes[1]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +229,7 @@ func (x *WindowSize) String() string {
 func (*WindowSize) ProtoMessage() {}
 
 func (x *WindowSize) ProtoReflect() protoreflect.Message {
-	mi := &file_vproc_v1_vproc_proto_msgTypes[1]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +242,7 @@ func (x *WindowSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
 func (*WindowSize) Descriptor() ([]byte, []int) {
-	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{1}
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WindowSize) GetRows() uint32 {
@@ -202,7 +276,7 @@ type ExecInput struct {
 
 func (x *ExecInput) Reset() {
 	*x = ExecInput{}
-	mi := &file_vproc_v1_vproc_proto_msgTypes[2]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +288,7 @@ func (x *ExecInput) String() string {
 func (*ExecInput) ProtoMessage() {}
 
 func (x *ExecInput) ProtoReflect() protoreflect.Message {
-	mi := &file_vproc_v1_vproc_proto_msgTypes[2]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +301,7 @@ func (x *ExecInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
 func (*ExecInput) Descriptor() ([]byte, []int) {
-	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{2}
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ExecInput) GetKind() isExecInput_Kind {
@@ -340,7 +414,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_vproc_v1_vproc_proto_msgTypes[3]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +426,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_vproc_v1_vproc_proto_msgTypes[3]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +439,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{3}
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Started) GetCpid() int64 {
@@ -407,7 +481,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_vproc_v1_vproc_proto_msgTypes[4]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +493,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_vproc_v1_vproc_proto_msgTypes[4]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +506,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{4}
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -472,7 +546,7 @@ type ExecOutput struct {
 
 func (x *ExecOutput) Reset() {
 	*x = ExecOutput{}
-	mi := &file_vproc_v1_vproc_proto_msgTypes[5]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +558,7 @@ func (x *ExecOutput) String() string {
 func (*ExecOutput) ProtoMessage() {}
 
 func (x *ExecOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_vproc_v1_vproc_proto_msgTypes[5]
+	mi := &file_vproc_v1_vproc_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +571,7 @@ func (x *ExecOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOutput.ProtoReflect.Descriptor instead.
 func (*ExecOutput) Descriptor() ([]byte, []int) {
-	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{5}
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExecOutput) GetKind() isExecOutput_Kind {
@@ -575,7 +649,7 @@ var File_vproc_v1_vproc_proto protoreflect.FileDescriptor
 
 const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\n" +
-	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\xb5\x01\n" +
+	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\xe4\x01\n" +
 	"\vExecRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\fR\x04argv\x12\x10\n" +
@@ -583,7 +657,11 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\x03cwd\x18\x04 \x01(\fR\x03cwd\x12\x10\n" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x120\n" +
 	"\x04size\x18\x06 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeR\x04size\x12\x16\n" +
-	"\x06detach\x18\a \x01(\bR\x06detach\"4\n" +
+	"\x06detach\x18\a \x01(\bR\x06detach\x12-\n" +
+	"\x05trace\x18\b \x01(\v2\x17.openssi.vproc.v1.TraceR\x05trace\"/\n" +
+	"\x05Trace\x12\x12\n" +
+	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\fR\x04args\"4\n" +
 	"\n" +
 	"WindowSize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
@@ -625,28 +703,30 @@ func file_vproc_v1_vproc_proto_rawDescGZIP() []byte {
 	return file_vproc_v1_vproc_proto_rawDescData
 }
 
-var file_vproc_v1_vproc_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_vproc_v1_vproc_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_vproc_v1_vproc_proto_goTypes = []any{
 	(*ExecRequest)(nil), // 0: openssi.vproc.v1.ExecRequest
-	(*WindowSize)(nil),  // 1: openssi.vproc.v1.WindowSize
-	(*ExecInput)(nil),   // 2: openssi.vproc.v1.ExecInput
-	(*Started)(nil),     // 3: openssi.vproc.v1.Started
-	(*Exit)(nil),        // 4: openssi.vproc.v1.Exit
-	(*ExecOutput)(nil),  // 5: openssi.vproc.v1.ExecOutput
+	(*Trace)(nil),       // 1: openssi.vproc.v1.Trace
+	(*WindowSize)(nil),  // 2: openssi.vproc.v1.WindowSize
+	(*ExecInput)(nil),   // 3: openssi.vproc.v1.ExecInput
+	(*Started)(nil),     // 4: openssi.vproc.v1.Started
+	(*Exit)(nil),        // 5: openssi.vproc.v1.Exit
+	(*ExecOutput)(nil),  // 6: openssi.vproc.v1.ExecOutput
 }
 var file_vproc_v1_vproc_proto_depIdxs = []int32{
-	1, // 0: openssi.vproc.v1.ExecRequest.size:type_name -> openssi.vproc.v1.WindowSize
-	0, // 1: openssi.vproc.v1.ExecInput.start:type_name -> openssi.vproc.v1.ExecRequest
-	1, // 2: openssi.vproc.v1.ExecInput.resize:type_name -> openssi.vproc.v1.WindowSize
-	3, // 3: openssi.vproc.v1.ExecOutput.started:type_name -> openssi.vproc.v1.Started
-	4, // 4: openssi.vproc.v1.ExecOutput.exit:type_name -> openssi.vproc.v1.Exit
-	2, // 5: openssi.vproc.v1.Vproc.Exec:input_type -> openssi.vproc.v1.ExecInput
-	5, // 6: openssi.vproc.v1.Vproc.Exec:output_type -> openssi.vproc.v1.ExecOutput
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2, // 0: openssi.vproc.v1.ExecRequest.size:type_name -> openssi.vproc.v1.WindowSize
+	1, // 1: openssi.vproc.v1.ExecRequest.trace:type_name -> openssi.vproc.v1.Trace
+	0, // 2: openssi.vproc.v1.ExecInput.start:type_name -> openssi.vproc.v1.ExecRequest
+	2, // 3: openssi.vproc.v1.ExecInput.resize:type_name -> openssi.vproc.v1.WindowSize
+	4, // 4: openssi.vproc.v1.ExecOutput.started:type_name -> openssi.vproc.v1.Started
+	5, // 5: openssi.vproc.v1.ExecOutput.exit:type_name -> openssi.vproc.v1.Exit
+	3, // 6: openssi.vproc.v1.Vproc.Exec:input_type -> openssi.vproc.v1.ExecInput
+	6, // 7: openssi.vproc.v1.Vproc.Exec:output_type -> openssi.vproc.v1.ExecOutput
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_vproc_v1_vproc_proto_init() }
@@ -654,14 +734,14 @@ func file_vproc_v1_vproc_proto_init() {
 	if File_vproc_v1_vproc_proto != nil {
 		return
 	}
-	file_vproc_v1_vproc_proto_msgTypes[2].OneofWrappers = []any{
+	file_vproc_v1_vproc_proto_msgTypes[3].OneofWrappers = []any{
 		(*ExecInput_Start)(nil),
 		(*ExecInput_Stdin)(nil),
 		(*ExecInput_StdinEof)(nil),
 		(*ExecInput_Signal)(nil),
 		(*ExecInput_Resize)(nil),
 	}
-	file_vproc_v1_vproc_proto_msgTypes[5].OneofWrappers = []any{
+	file_vproc_v1_vproc_proto_msgTypes[6].OneofWrappers = []any{
 		(*ExecOutput_Started)(nil),
 		(*ExecOutput_Stdout)(nil),
 		(*ExecOutput_Stderr)(nil),
@@ -673,7 +753,7 @@ func file_vproc_v1_vproc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vproc_v1_vproc_proto_rawDesc), len(file_vproc_v1_vproc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

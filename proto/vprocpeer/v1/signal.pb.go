@@ -166,6 +166,104 @@ func (x *PeerRenice) GetHere() bool {
 	return false
 }
 
+// PeerLocate asks, for a caller of origin, where process cpid runs.
+type PeerLocate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Origin        uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Cpid          int64                  `protobuf:"varint,2,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerLocate) Reset() {
+	*x = PeerLocate{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerLocate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerLocate) ProtoMessage() {}
+
+func (x *PeerLocate) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerLocate.ProtoReflect.Descriptor instead.
+func (*PeerLocate) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PeerLocate) GetOrigin() uint32 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *PeerLocate) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
+// PeerLocation is the node that runs it.
+type PeerLocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerLocation) Reset() {
+	*x = PeerLocation{}
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerLocation) ProtoMessage() {}
+
+func (x *PeerLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerLocation.ProtoReflect.Descriptor instead.
+func (*PeerLocation) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PeerLocation) GetNode() uint32 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
 // Proc is a process started through vprocd (package pgroup's Proc).
 type Proc struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -183,7 +281,7 @@ type Proc struct {
 
 func (x *Proc) Reset() {
 	*x = Proc{}
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +293,7 @@ func (x *Proc) String() string {
 func (*Proc) ProtoMessage() {}
 
 func (x *Proc) ProtoReflect() protoreflect.Message {
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[2]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +306,7 @@ func (x *Proc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proc.ProtoReflect.Descriptor instead.
 func (*Proc) Descriptor() ([]byte, []int) {
-	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{2}
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Proc) GetCpid() int64 {
@@ -281,7 +379,7 @@ type PeerReport struct {
 
 func (x *PeerReport) Reset() {
 	*x = PeerReport{}
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +391,7 @@ func (x *PeerReport) String() string {
 func (*PeerReport) ProtoMessage() {}
 
 func (x *PeerReport) ProtoReflect() protoreflect.Message {
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[3]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +404,7 @@ func (x *PeerReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReport.ProtoReflect.Descriptor instead.
 func (*PeerReport) Descriptor() ([]byte, []int) {
-	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{3}
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PeerReport) GetFrom() uint32 {
@@ -348,7 +446,7 @@ type PeerEnded struct {
 
 func (x *PeerEnded) Reset() {
 	*x = PeerEnded{}
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +458,7 @@ func (x *PeerEnded) String() string {
 func (*PeerEnded) ProtoMessage() {}
 
 func (x *PeerEnded) ProtoReflect() protoreflect.Message {
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[4]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +471,7 @@ func (x *PeerEnded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEnded.ProtoReflect.Descriptor instead.
 func (*PeerEnded) Descriptor() ([]byte, []int) {
-	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{4}
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PeerEnded) GetCpid() int64 {
@@ -398,7 +496,7 @@ type PeerAck struct {
 
 func (x *PeerAck) Reset() {
 	*x = PeerAck{}
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +508,7 @@ func (x *PeerAck) String() string {
 func (*PeerAck) ProtoMessage() {}
 
 func (x *PeerAck) ProtoReflect() protoreflect.Message {
-	mi := &file_vprocpeer_v1_signal_proto_msgTypes[5]
+	mi := &file_vprocpeer_v1_signal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +521,7 @@ func (x *PeerAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
 func (*PeerAck) Descriptor() ([]byte, []int) {
-	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{5}
+	return file_vprocpeer_v1_signal_proto_rawDescGZIP(), []int{7}
 }
 
 var File_vprocpeer_v1_signal_proto protoreflect.FileDescriptor
@@ -443,7 +541,13 @@ const file_vprocpeer_v1_signal_proto_rawDesc = "" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x129\n" +
 	"\arequest\x18\x03 \x01(\v2\x1f.openssi.vproc.v1.ReniceRequestR\arequest\x12\x12\n" +
-	"\x04here\x18\x04 \x01(\bR\x04here\"\xa6\x01\n" +
+	"\x04here\x18\x04 \x01(\bR\x04here\"8\n" +
+	"\n" +
+	"PeerLocate\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x12\n" +
+	"\x04cpid\x18\x02 \x01(\x03R\x04cpid\"\"\n" +
+	"\fPeerLocation\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\rR\x04node\"\xa6\x01\n" +
 	"\x04Proc\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x10\n" +
@@ -462,10 +566,11 @@ const file_vprocpeer_v1_signal_proto_rawDesc = "" +
 	"\tPeerEnded\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\"\t\n" +
-	"\aPeerAck2\xb5\x02\n" +
+	"\aPeerAck2\x85\x03\n" +
 	"\x0fVprocSignalPeer\x12C\n" +
 	"\x04Kill\x12\x1e.openssi.vprocpeer.v1.PeerKill\x1a\x1b.openssi.vproc.v1.KillReply\x12I\n" +
-	"\x06Renice\x12 .openssi.vprocpeer.v1.PeerRenice\x1a\x1d.openssi.vproc.v1.ReniceReply\x12I\n" +
+	"\x06Renice\x12 .openssi.vprocpeer.v1.PeerRenice\x1a\x1d.openssi.vproc.v1.ReniceReply\x12N\n" +
+	"\x06Locate\x12 .openssi.vprocpeer.v1.PeerLocate\x1a\".openssi.vprocpeer.v1.PeerLocation\x12I\n" +
 	"\x06Report\x12 .openssi.vprocpeer.v1.PeerReport\x1a\x1d.openssi.vprocpeer.v1.PeerAck\x12G\n" +
 	"\x05Ended\x12\x1f.openssi.vprocpeer.v1.PeerEnded\x1a\x1d.openssi.vprocpeer.v1.PeerAckB;Z9github.com/openssi/openssi/proto/vprocpeer/v1;vprocpeerv1b\x06proto3"
 
@@ -481,36 +586,40 @@ func file_vprocpeer_v1_signal_proto_rawDescGZIP() []byte {
 	return file_vprocpeer_v1_signal_proto_rawDescData
 }
 
-var file_vprocpeer_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_vprocpeer_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_vprocpeer_v1_signal_proto_goTypes = []any{
 	(*PeerKill)(nil),         // 0: openssi.vprocpeer.v1.PeerKill
 	(*PeerRenice)(nil),       // 1: openssi.vprocpeer.v1.PeerRenice
-	(*Proc)(nil),             // 2: openssi.vprocpeer.v1.Proc
-	(*PeerReport)(nil),       // 3: openssi.vprocpeer.v1.PeerReport
-	(*PeerEnded)(nil),        // 4: openssi.vprocpeer.v1.PeerEnded
-	(*PeerAck)(nil),          // 5: openssi.vprocpeer.v1.PeerAck
-	(*v1.KillRequest)(nil),   // 6: openssi.vproc.v1.KillRequest
-	(*v1.ReniceRequest)(nil), // 7: openssi.vproc.v1.ReniceRequest
-	(*v1.KillReply)(nil),     // 8: openssi.vproc.v1.KillReply
-	(*v1.ReniceReply)(nil),   // 9: openssi.vproc.v1.ReniceReply
+	(*PeerLocate)(nil),       // 2: openssi.vprocpeer.v1.PeerLocate
+	(*PeerLocation)(nil),     // 3: openssi.vprocpeer.v1.PeerLocation
+	(*Proc)(nil),             // 4: openssi.vprocpeer.v1.Proc
+	(*PeerReport)(nil),       // 5: openssi.vprocpeer.v1.PeerReport
+	(*PeerEnded)(nil),        // 6: openssi.vprocpeer.v1.PeerEnded
+	(*PeerAck)(nil),          // 7: openssi.vprocpeer.v1.PeerAck
+	(*v1.KillRequest)(nil),   // 8: openssi.vproc.v1.KillRequest
+	(*v1.ReniceRequest)(nil), // 9: openssi.vproc.v1.ReniceRequest
+	(*v1.KillReply)(nil),     // 10: openssi.vproc.v1.KillReply
+	(*v1.ReniceReply)(nil),   // 11: openssi.vproc.v1.ReniceReply
 }
 var file_vprocpeer_v1_signal_proto_depIdxs = []int32{
-	6, // 0: openssi.vprocpeer.v1.PeerKill.request:type_name -> openssi.vproc.v1.KillRequest
-	7, // 1: openssi.vprocpeer.v1.PeerRenice.request:type_name -> openssi.vproc.v1.ReniceRequest
-	2, // 2: openssi.vprocpeer.v1.PeerReport.procs:type_name -> openssi.vprocpeer.v1.Proc
-	0, // 3: openssi.vprocpeer.v1.VprocSignalPeer.Kill:input_type -> openssi.vprocpeer.v1.PeerKill
-	1, // 4: openssi.vprocpeer.v1.VprocSignalPeer.Renice:input_type -> openssi.vprocpeer.v1.PeerRenice
-	3, // 5: openssi.vprocpeer.v1.VprocSignalPeer.Report:input_type -> openssi.vprocpeer.v1.PeerReport
-	4, // 6: openssi.vprocpeer.v1.VprocSignalPeer.Ended:input_type -> openssi.vprocpeer.v1.PeerEnded
-	8, // 7: openssi.vprocpeer.v1.VprocSignalPeer.Kill:output_type -> openssi.vproc.v1.KillReply
-	9, // 8: openssi.vprocpeer.v1.VprocSignalPeer.Renice:output_type -> openssi.vproc.v1.ReniceReply
-	5, // 9: openssi.vprocpeer.v1.VprocSignalPeer.Report:output_type -> openssi.vprocpeer.v1.PeerAck
-	5, // 10: openssi.vprocpeer.v1.VprocSignalPeer.Ended:output_type -> openssi.vprocpeer.v1.PeerAck
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: openssi.vprocpeer.v1.PeerKill.request:type_name -> openssi.vproc.v1.KillRequest
+	9,  // 1: openssi.vprocpeer.v1.PeerRenice.request:type_name -> openssi.vproc.v1.ReniceRequest
+	4,  // 2: openssi.vprocpeer.v1.PeerReport.procs:type_name -> openssi.vprocpeer.v1.Proc
+	0,  // 3: openssi.vprocpeer.v1.VprocSignalPeer.Kill:input_type -> openssi.vprocpeer.v1.PeerKill
+	1,  // 4: openssi.vprocpeer.v1.VprocSignalPeer.Renice:input_type -> openssi.vprocpeer.v1.PeerRenice
+	2,  // 5: openssi.vprocpeer.v1.VprocSignalPeer.Locate:input_type -> openssi.vprocpeer.v1.PeerLocate
+	5,  // 6: openssi.vprocpeer.v1.VprocSignalPeer.Report:input_type -> openssi.vprocpeer.v1.PeerReport
+	6,  // 7: openssi.vprocpeer.v1.VprocSignalPeer.Ended:input_type -> openssi.vprocpeer.v1.PeerEnded
+	10, // 8: openssi.vprocpeer.v1.VprocSignalPeer.Kill:output_type -> openssi.vproc.v1.KillReply
+	11, // 9: openssi.vprocpeer.v1.VprocSignalPeer.Renice:output_type -> openssi.vproc.v1.ReniceReply
+	3,  // 10: openssi.vprocpeer.v1.VprocSignalPeer.Locate:output_type -> openssi.vprocpeer.v1.PeerLocation
+	7,  // 11: openssi.vprocpeer.v1.VprocSignalPeer.Report:output_type -> openssi.vprocpeer.v1.PeerAck
+	7,  // 12: openssi.vprocpeer.v1.VprocSignalPeer.Ended:output_type -> openssi.vprocpeer.v1.PeerAck
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_vprocpeer_v1_signal_proto_init() }
@@ -524,7 +633,7 @@ func file_vprocpeer_v1_signal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vprocpeer_v1_signal_proto_rawDesc), len(file_vprocpeer_v1_signal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	VprocSignalPeer_Kill_FullMethodName   = "/openssi.vprocpeer.v1.VprocSignalPeer/Kill"
 	VprocSignalPeer_Renice_FullMethodName = "/openssi.vprocpeer.v1.VprocSignalPeer/Renice"
+	VprocSignalPeer_Locate_FullMethodName = "/openssi.vprocpeer.v1.VprocSignalPeer/Locate"
 	VprocSignalPeer_Report_FullMethodName = "/openssi.vprocpeer.v1.VprocSignalPeer/Report"
 	VprocSignalPeer_Ended_FullMethodName  = "/openssi.vprocpeer.v1.VprocSignalPeer/Ended"
 )
@@ -45,6 +46,9 @@ type VprocSignalPeerClient interface {
 	Kill(ctx context.Context, in *PeerKill, opts ...grpc.CallOption) (*v1.KillReply, error)
 	// Renice renices, for a caller of the origin, a process that runs here.
 	Renice(ctx context.Context, in *PeerRenice, opts ...grpc.CallOption) (*v1.ReniceReply, error)
+	// Locate says which node runs the process cpid that this node answers
+	// for: where an `ssi strace` is sent.
+	Locate(ctx context.Context, in *PeerLocate, opts ...grpc.CallOption) (*PeerLocation, error)
 	// Report is the full set of the processes of a DOWN origin that run on
 	// the sender, for that origin's surrogate (or, handed back, for the
 	// origin UP again): package pgroup's Report.
@@ -75,6 +79,16 @@ func (c *vprocSignalPeerClient) Renice(ctx context.Context, in *PeerRenice, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(v1.ReniceReply)
 	err := c.cc.Invoke(ctx, VprocSignalPeer_Renice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vprocSignalPeerClient) Locate(ctx context.Context, in *PeerLocate, opts ...grpc.CallOption) (*PeerLocation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerLocation)
+	err := c.cc.Invoke(ctx, VprocSignalPeer_Locate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +131,9 @@ type VprocSignalPeerServer interface {
 	Kill(context.Context, *PeerKill) (*v1.KillReply, error)
 	// Renice renices, for a caller of the origin, a process that runs here.
 	Renice(context.Context, *PeerRenice) (*v1.ReniceReply, error)
+	// Locate says which node runs the process cpid that this node answers
+	// for: where an `ssi strace` is sent.
+	Locate(context.Context, *PeerLocate) (*PeerLocation, error)
 	// Report is the full set of the processes of a DOWN origin that run on
 	// the sender, for that origin's surrogate (or, handed back, for the
 	// origin UP again): package pgroup's Report.
@@ -138,6 +155,9 @@ func (UnimplementedVprocSignalPeerServer) Kill(context.Context, *PeerKill) (*v1.
 }
 func (UnimplementedVprocSignalPeerServer) Renice(context.Context, *PeerRenice) (*v1.ReniceReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Renice not implemented")
+}
+func (UnimplementedVprocSignalPeerServer) Locate(context.Context, *PeerLocate) (*PeerLocation, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Locate not implemented")
 }
 func (UnimplementedVprocSignalPeerServer) Report(context.Context, *PeerReport) (*PeerAck, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
@@ -202,6 +222,24 @@ func _VprocSignalPeer_Renice_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VprocSignalPeer_Locate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerLocate)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VprocSignalPeerServer).Locate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VprocSignalPeer_Locate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VprocSignalPeerServer).Locate(ctx, req.(*PeerLocate))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _VprocSignalPeer_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PeerReport)
 	if err := dec(in); err != nil {
@@ -252,6 +290,10 @@ var VprocSignalPeer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Renice",
 			Handler:    _VprocSignalPeer_Renice_Handler,
+		},
+		{
+			MethodName: "Locate",
+			Handler:    _VprocSignalPeer_Locate_Handler,
 		},
 		{
 			MethodName: "Report",

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/internal/roottest"
+)
+
+// lockedBuffer is a bytes.Buffer safe to write and read at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// needStrace skips a test without strace here (CI installs it).
+func needStrace(t *testing.T) {
+	t.Helper()
+	if findStrace(straceDirs) == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("strace is not installed (build/deps.sh test installs it)")
+		}
+		t.Skip("strace is not installed")
+	}
+}
+
+// writesDevNull is a shell that opens /dev/null every 50ms (a syscall
+// strace -e trace=openat shows), in a process group of its own.
+func writesDevNull(t *testing.T, cred *syscall.Credential, rounds int) *exec.Cmd {
+	t.Helper()
+	loop := "while :; do echo x >/dev/null; sleep 0.05; done"
+	if rounds > 0 {
+		loop = "i=0; while [ $i -lt " + strconv.Itoa(rounds) + " ]; do echo x >/dev/null; sleep 0.05; i=$((i+1)); done"
+	}
+	cmd := exec.Command("sh", "-c", loop)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// traceUntil traces x through node from's vprocd until its output holds
+// want, then Ctrl-C: strace must end with 130 and leave the process
+// running, no longer traced.
+func traceUntil(t *testing.T, c *testCluster, from uint32, x int64, pid int, want string, args ...string) {
+	t.Helper()
+	var out lockedBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := c.client(from).Strace(ctx, x, args, vproc.Cmd{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Dir: "/"})
+	if err != nil {
+		t.Fatalf("strace %s from node %d: %v", cpid.CPID(x), from, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("strace %s from node %d: no %q in 10s:\n%s", cpid.CPID(x), from, want, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Wait()
+	if err != nil || st.Code != 128+int(syscall.SIGINT) {
+		t.Fatalf("strace after Ctrl-C: %+v %v, want 130\n%s", st, err, out.String())
+	}
+	if !strings.Contains(out.String(), "detached") {
+		t.Errorf("strace did not say it detached:\n%s", out.String())
+	}
+	if !alive(pid) {
+		t.Fatalf("the traced process %d died with strace", pid)
+	}
+	if tracer := tracerPID(t, pid); tracer != 0 {
+		t.Fatalf("the process %d is still traced by %d after strace ended", pid, tracer)
+	}
+}
+
+// tracerPID is the TracerPid of pid.
+func tracerPID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatalf("no TracerPid in /proc/%d/status", pid)
+	return 0
+}
+
+// TestStrace: ssi strace finds the process where it runs, through the
+// node that answers for its cpid, and streams strace's trace of it: a
+// plain process of node 1 traced from node 2, a program started on node
+// 2 from node 1 traced from nodes 1 and 3, and one whose origin went
+// DOWN traced from a survivor.
+func TestStrace(t *testing.T) {
+	needStrace(t)
+	c := startCluster(t, 3)
+
+	plain := writesDevNull(t, nil, 0)
+	traceUntil(t, c, 2, CPID(1, plain.Process.Pid), plain.Process.Pid, `"/dev/null"`, "-e", "trace=openat")
+
+	p, err := c.client(1).Exec(context.Background(), 2, vproc.Cmd{Detach: true, Dir: "/",
+		Args: []string{"sh", "-c", "while :; do echo x >/dev/null; sleep 0.05; done"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(p.Pid, syscall.SIGKILL) })
+	for _, from := range []uint32{1, 3} {
+		traceUntil(t, c, from, p.Cpid, p.Pid, `"/dev/null"`, "-e", "trace=openat")
+	}
+
+	// The origin (node 1) DOWN: its surrogate answers for the program
+	// it started on node 2.
+	x, pid, breakLink := originLink(t, c, 4242, false)
+	breakLink()
+	time.Sleep(200 * time.Millisecond)
+	for n := uint32(2); n <= 3; n++ {
+		c.node(n).srv.Membership(1, false)
+	}
+	traceUntil(t, c, 3, int64(x), pid, "attached")
+}
+
+// TestStraceRefusals: each failure is one line and a distinct error.
+func TestStraceRefusals(t *testing.T) {
+	needStrace(t)
+	c := startCluster(t, 2)
+	target := writesDevNull(t, nil, 0)
+	x := CPID(1, target.Process.Pid)
+	try := func(x int64, args ...string) error {
+		t.Helper()
+		p, err := c.client(2).Strace(context.Background(), x, args, vproc.Cmd{Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+		if err == nil {
+			p.Signal(syscall.SIGKILL)
+			p.Wait()
+		}
+		return err
+	}
+	if err := try(CPID(1, 4194303)); !errors.Is(err, vproc.ErrNoProcess) {
+		t.Errorf("an unknown cpid: %v, want ErrNoProcess", err)
+	}
+	for _, args := range [][]string{{"-p", "1"}, {"--attach=1"}, {"ls"}, {"--", "ls"}, {"-e"}} {
+		if err := try(x, args...); !errors.Is(err, vproc.ErrRefused) || !strings.Contains(err.Error(), "ssi strace") {
+			t.Errorf("strace args %q: %v, want ErrRefused", args, err)
+		}
+	}
+	old := straceDirs
+	straceDirs = []string{t.TempDir()}
+	defer func() { straceDirs = old }()
+	var se *vproc.StartError
+	if err := try(x); !errors.As(err, &se) || se.Status.Code != vproc.ExitNotFound || se.Status.Reason != "strace is not installed on node 1: install the strace package there" {
+		t.Errorf("strace not installed: %v, want a StartError 127 saying to install strace", err)
+	}
+}
+
+// TestStraceAsTheCaller: strace runs as its caller, never as root for a
+// caller that is not: uid 65534 is refused root's process (one line,
+// exit 3) and traces its own, with an strace of uid 65534.
+func TestStraceAsTheCaller(t *testing.T) {
+	roottest.Need(t)
+	needStrace(t)
+	c := startCluster(t, 2)
+	roots := writesDevNull(t, nil, 0)
+	out, code := killAs(t, c, 65534, signalCall{Socket: c.node(2).socket, Strace: CPID(1, roots.Process.Pid)})
+	if code != 3 || !strings.Contains(out, "uid 65534 may not trace process") || strings.Count(out, "\n") != 1 {
+		t.Errorf("uid 65534 tracing root's process: exit %d %q, want 3 and one line", code, out)
+	}
+
+	own := writesDevNull(t, &syscall.Credential{Uid: 65534, Gid: 65534}, 40)
+	pid := own.Process.Pid
+	helper := signalHelperCmd(t, c, 65534, signalCall{Socket: c.node(2).socket, Strace: CPID(1, pid), StraceArgs: []string{"-e", "trace=openat"}})
+	var hout lockedBuffer
+	helper.Stdout, helper.Stderr = &hout, &hout
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- helper.Wait() }()
+	// While it traces: strace's uids are all 65534.
+	uids := ""
+	for deadline := time.Now().Add(10 * time.Second); uids == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		uids = straceUIDs(pid)
+	}
+	if uids != "65534 65534 65534 65534" {
+		t.Errorf("the strace of uid 65534 runs with uids %q, want 65534 (real, effective, saved, fs)", uids)
+	}
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(hout.String(), `"/dev/null"`) {
+			t.Errorf("uid 65534 tracing its own process: %v\n%s", err, hout.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("strace did not end with the process it traced:\n%s", hout.String())
+	}
+}
+
+// straceUIDs are the uids (real, effective, saved, fs) of the strace
+// attached to pid, or "" when there is none.
+func straceUIDs(pid int) string {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) < 3 || filepath.Base(args[0]) != "strace" || args[1] != "-p" || args[2] != strconv.Itoa(pid) {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+				return strings.Join(strings.Fields(v), " ")
+			}
+		}
+	}
+	return ""
+}
