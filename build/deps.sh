@@ -26,7 +26,8 @@ LAB=(git ca-certificates debootstrap systemd-container
 	iproute2 util-linux)
 # make; lintian, rpmlint, dpkg-dev, debhelper: checking the packages and
 #   building debian/ (make check-packages).
-TEST=("${PROTO[@]}" "${LAB[@]}" make lintian rpmlint dpkg-dev debhelper)
+# strace: vprocd's ssi strace tests trace real processes with it.
+TEST=("${PROTO[@]}" "${LAB[@]}" make lintian rpmlint dpkg-dev debhelper strace)
 
 usage() {
 	echo "usage: build/deps.sh [--update-lists] proto|lab|test..." >&2

@@ -37,6 +37,11 @@ const (
 // absence must not block installing.
 var Suggests = []string{"consul"}
 
+// Recommends lists what a usual install has along with the package:
+// strace, which `ssi strace` runs on the node of the process it traces
+// (without it that one command fails with a line saying to install it).
+var Recommends = []string{"strace"}
+
 // BuildOptions say what Build makes.
 type BuildOptions struct {
 	// RepoDir is the repository's top directory.
@@ -142,9 +147,10 @@ func pack(format, root string, fs []File, o BuildOptions, scriptDir, out string)
 		License:       License,
 		MTime:         o.MTime,
 		Overridables: nfpm.Overridables{
-			Suggests: Suggests,
-			Contents: contents,
-			Umask:    0o022,
+			Suggests:   Suggests,
+			Recommends: Recommends,
+			Contents:   contents,
+			Umask:      0o022,
 			Scripts: nfpm.Scripts{
 				PostInstall: filepath.Join(scriptDir, "postinst"),
 				PreRemove:   filepath.Join(scriptDir, "prerm"),

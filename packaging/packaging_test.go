@@ -284,6 +284,45 @@ func TestHandKeptFiles(t *testing.T) {
 	}
 }
 
+// TestRelations: debian/control and rpm/openssi.spec suggest and
+// recommend what the nfpm packages do.
+func TestRelations(t *testing.T) {
+	control, err := os.ReadFile("../debian/control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := os.ReadFile("../rpm/openssi.spec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		field string
+		want  []string
+	}{{"Suggests", Suggests}, {"Recommends", Recommends}} {
+		if got := fieldLines(string(control), r.field+": "); !slices.Equal(got, []string{strings.Join(r.want, ", ")}) {
+			t.Errorf("debian/control %s: %q, want %q (packaging.%s)", r.field, got, strings.Join(r.want, ", "), r.field)
+		}
+		var rpm []string
+		for _, v := range fieldLines(string(spec), r.field+":") {
+			rpm = append(rpm, strings.TrimSpace(v))
+		}
+		if !slices.Equal(rpm, r.want) {
+			t.Errorf("rpm/openssi.spec %s: %q, want %q (packaging.%s)", r.field, rpm, r.want, r.field)
+		}
+	}
+}
+
+// fieldLines are the rests of the lines of text that start with prefix.
+func fieldLines(text, prefix string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // TestShippedConfig: the shipped file names each daemon's unit in the
 // comment above its section.
 func TestShippedConfig(t *testing.T) {
