@@ -37,7 +37,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// needStrace skips a test without strace here (CI installs it).
+// needStrace skips a test without strace here (CI installs it), or
+// where only root may trace a process it did not start (Yama).
 func needStrace(t *testing.T) {
 	t.Helper()
 	if findStrace(straceDirs) == "" {
@@ -45,6 +46,9 @@ func needStrace(t *testing.T) {
 			t.Fatal("strace is not installed (build/deps.sh test installs it)")
 		}
 		t.Skip("strace is not installed")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope"); err == nil && strings.TrimSpace(string(b)) != "0" && os.Geteuid() != 0 {
+		t.Skipf("Yama's ptrace_scope is %s: only root may trace a process it did not start", strings.TrimSpace(string(b)))
 	}
 }
 
