@@ -101,6 +101,9 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(signalHelperEnv); v != "" {
 		os.Exit(signalHelper(v))
 	}
+	if os.Getenv(signalCounterEnv) != "" {
+		os.Exit(signalCounter())
+	}
 	os.Exit(m.Run())
 }
 

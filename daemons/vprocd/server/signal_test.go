@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,6 +48,11 @@ type signalCall struct {
 	// Strace traces that cpid with StraceArgs, its output on stdout.
 	Strace     int64
 	StraceArgs []string
+	// Attached runs that command on node Node and waits for it,
+	// passing on SIGINT, SIGTERM, SIGHUP and SIGQUIT as ssi exec does
+	// (printing "exec got SIG" for each).
+	Attached []string
+	Node     int
 }
 
 func signalHelper(v string) int {
@@ -80,6 +86,22 @@ func signalHelper(v string) int {
 		err = cl.Kill(ctx, call.Kill, syscall.Signal(call.Signal))
 	case call.Renice != 0:
 		_, err = cl.Renice(ctx, call.Renice, call.Nice)
+	case len(call.Attached) > 0:
+		p, err := cl.Exec(ctx, call.Node, vproc.Cmd{Args: call.Attached, Dir: "/", Env: []string{signalCounterEnv + "=1"}, Stdout: os.Stdout, Stderr: os.Stderr})
+		if err != nil {
+			fmt.Println(err)
+			return 102
+		}
+		sigs := make(chan os.Signal, 8)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		go func() {
+			for sig := range sigs {
+				fmt.Println("exec got", sig)
+				_ = p.Signal(sig.(syscall.Signal))
+			}
+		}()
+		st, _ := p.Wait()
+		return st.Code
 	case call.Strace != 0:
 		var p *vproc.Process
 		p, err = cl.Strace(ctx, call.Strace, call.StraceArgs, vproc.Cmd{Stdin: strings.NewReader(""), Stdout: os.Stdout, Stderr: os.Stdout, Dir: "/", Env: []string{"PATH=/usr/bin:/bin"}})
@@ -458,5 +480,62 @@ func TestSignalPeerMustBeTheOriginsVprocd(t *testing.T) {
 				t.Fatal("a refused peer killed the process")
 			}
 		})
+	}
+}
+
+// signalCounterEnv names the variable that makes the test binary a
+// program that prints "ready", then "TERM" for each SIGTERM it gets (Go's
+// handler takes each at once: two sent apart are two lines).
+const signalCounterEnv = "VPROCD_TEST_SIGNAL_COUNTER"
+
+func signalCounter() int {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGTERM)
+	fmt.Println("ready")
+	for range sigs {
+		fmt.Println("TERM")
+	}
+	return 0
+}
+
+// TestGroupSignalOnceThroughAttachedExec: the group kill of a shell job
+// whose attached exec runs a program on node 2 reaches that program once:
+// through the exec, a member of the job's group on node 1, which passes
+// it on; node 2 leaves the program to it rather than signal it too.
+func TestGroupSignalOnceThroughAttachedExec(t *testing.T) {
+	c := startCluster(t, 2)
+	prog := filepath.Join(c.dir, "signal-helper") // the binary signalHelperCmd lays down
+	job := signalHelperCmd(t, c, 0, signalCall{Socket: c.node(1).socket, Node: 2, Attached: []string{prog}})
+	var out lockedBuffer
+	job.Stdout, job.Stderr = &out, &out
+	if err := job.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-job.Process.Pid, syscall.SIGKILL)
+		_ = job.Wait()
+	})
+	waitOutput := func(want string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(out.String(), want) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %d %q in 10s:\n%s", n, want, out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOutput("ready\n", 1)
+	// The job's cluster process group: its group on node 1 (the helper
+	// leads its own).
+	g := CPID(1, job.Process.Pid)
+	n, err := c.client(2).KillGroup(context.Background(), g, syscall.SIGTERM)
+	if err != nil || n < 1 {
+		t.Fatalf("kill -TERM -- -%d: %d signaled, %v", g, n, err)
+	}
+	waitOutput("TERM\n", 1)
+	time.Sleep(500 * time.Millisecond) // time for a second delivery to show
+	if got, exec := strings.Count(out.String(), "TERM\n"), strings.Count(out.String(), "exec got terminated\n"); got != 1 || exec != 1 {
+		t.Fatalf("the program got SIGTERM %d times, its exec %d; want once each:\n%s", got, exec, out.String())
 	}
 }
