@@ -22,9 +22,9 @@ import (
 // TestVproc runs vprocd on a lab of its own, three nodes: the cluster's
 // process table, kills across nodes and of a cluster process group, Ctrl-C
 // of ssi exec, users who may not signal each other's processes, placement
-// of a burst with --auto, and last (it does not bring the node back) the
-// power cut of a node that is at once the target of a waiting exec and
-// the origin of a program running elsewhere.
+// of a burst with --auto, then the loss of a node that is at once the
+// target of a waiting exec and the origin of a program running elsewhere:
+// killed (and started again), and last power-cut (it stays down).
 func TestVproc(t *testing.T) {
 	l, err := openLab(t.TempDir(), "e2ev", "10.77.6")
 	if err != nil {
@@ -51,7 +51,8 @@ func TestVproc(t *testing.T) {
 		{"CtrlCKillsRemote", testVprocCtrlC},
 		{"UserCannotSignalOthers", testVprocUsers},
 		{"AutoSpreadsBurst", testVprocAuto},
-		{"NodeKilled", testVprocNodeKilled}, // last: node3 stays down
+		{"NodeKilled", testVprocNodeKilled},
+		{"PowerCut", testVprocPowerCut}, // last: node2 stays down
 	} {
 		t0 := time.Now()
 		t.Run(c.name, func(t *testing.T) { c.f(t, v) })
@@ -445,7 +446,7 @@ func testVprocCtrlC(t *testing.T, v vlab) {
 	pid := x.firstLine(t, 30*time.Second)
 	v.running(t, "node2", prog...)
 	t0 := time.Now()
-	v.must(t, "node1", "kill", "-INT", pid)
+	v.must(t, "node1", "sh", "-c", `kill -INT "$1"`, "sh", pid)
 	code := x.wait(t, 10*time.Second)
 	v.gone(t, "node2", 10*time.Second, prog...)
 	t.Logf("ssi exec ended %s after its SIGINT, exit %d", x.ended.Sub(t0).Round(time.Millisecond), code)
@@ -507,15 +508,37 @@ func testVprocAuto(t *testing.T, v vlab) {
 	i=$((i+1))
 done
 wait`, jobs)
+	for _, n := range []string{"node1", "node2", "node3"} {
+		lo, _, _ := v.run(t, n, "ssi", "nodes", "-o", "load")
+		t.Logf("DEBUG %s's load window before:\n%s", n, lo)
+	}
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			lo, _ := v.l.Exec(ctx, "node1", "ssi", "nodes", "-o", "load")
+			cancel()
+			t.Logf("DEBUG during:\n%s", lo)
+		}
+	}()
 	t0 := time.Now()
 	o, e, code := v.run(t, "node1", "sh", "-c", script)
 	took := time.Since(t0)
+	close(stop)
+	<-sampled
 	if code != 0 || e != "" {
 		t.Errorf("the jobs: exit %d, stderr %q", code, e)
 	}
 	split := map[string]int{}
 	for _, h := range strings.Fields(o) {
-		split[h]++
+		split[h[strings.LastIndexByte(h, '-')+1:]]++ // e2ev-node1: node1
 	}
 	var parts []string
 	total := 0
@@ -536,73 +559,98 @@ wait`, jobs)
 	t.Logf("node1's load window after the burst:\n%s", lo)
 }
 
-// testVprocNodeKilled power-cuts node 3 while an `ssi exec -n 3` waits on
-// node 1 and an `ssi exec -n 2` started on node 3 runs its program on node
-// 2. The exec on node 1 ends within 1s of node 1's NODEDOWN of node 3,
-// exit 255 and one line; the program on node 2 runs on, and a survivor
-// (node 1, through node 3's surrogate) lists it and kills it.
+// testVprocNodeKilled kills node 3 (lab Kill: its sockets close, so its
+// peers see their links break at once) and starts it again.
 func testVprocNodeKilled(t *testing.T, v vlab) {
-	onThree := []string{"sleep", "3061"}
-	fromThree := []string{"sleep", "3062"}
-	v.cleanup(t, fromThree...)
-	waiting := v.background(t, "node1", "ssi", "exec", "-n", strconv.Itoa(v.num["node3"]), "--", onThree[0], onThree[1])
-	orphan := v.background(t, "node3", "ssi", "exec", "-n", strconv.Itoa(v.num["node2"]), "--", fromThree[0], fromThree[1])
-	v.running(t, "node3", onThree...)
-	pid2 := v.running(t, "node2", fromThree...)
-	r := v.psOne(t, "node1", fromThree...)
-	if r.Node != uint32(v.num["node2"]) || r.PID != int32(pid2) {
-		t.Fatalf("ssi ps on node1: %+v, want it on node %d as pid %d", r, v.num["node2"], pid2)
-	}
-	c := cpid.CPID(r.CPID)
-	t.Logf("node3's program on node2: cpid %s (origin node %d), pid %d", c, c.Node(), pid2)
-
-	epoch := view(t, v.l, "node1").Epoch
-	f1 := follow(t, v.l, "node1", epoch)
-	f2 := follow(t, v.l, "node2", epoch)
-	// The followers replay from epoch: none misses the NODEDOWN, and it
-	// is timed when it reaches node1's follower.
-	killed := time.Now()
-	if err := v.l.Kill(ctxFor(t, time.Minute), "node3"); err != nil {
+	testVprocNodeLoss(t, v, "node3", "node1", "node2", false)
+	if err := v.l.Start(ctxFor(t, 2*time.Minute), "node3"); err != nil {
 		t.Fatal(err)
 	}
-	down, err := f1.Wait(cluster.NodeDown, v.num["node3"], 30*time.Second)
+	checkAllUp(t, v.l, 3)
+	v.waitVprocds(t)
+}
+
+// testVprocPowerCut cuts node 2's link, then kills it: a power cut, where
+// no peer hears its links close and the NODEDOWN alone tells. Node 2
+// stays down.
+func testVprocPowerCut(t *testing.T, v vlab) {
+	testVprocNodeLoss(t, v, "node2", "node1", "node3", true)
+}
+
+// testVprocNodeLoss loses node victim while an `ssi exec -n victim` waits
+// on node caller and an `ssi exec -n other` started on victim runs its
+// program on node other. The exec on caller ends within 1s of caller's
+// NODEDOWN of victim, exit 255 and one line; the program on other runs
+// on, and caller (through victim's surrogate) lists it and kills it.
+func testVprocNodeLoss(t *testing.T, v vlab, victim, caller, other string, cut bool) {
+	onVictim := []string{"sleep", "3061"}
+	fromVictim := []string{"sleep", "3062"}
+	v.cleanup(t, onVictim...)
+	v.cleanup(t, fromVictim...)
+	waiting := v.background(t, caller, "ssi", "exec", "-n", strconv.Itoa(v.num[victim]), "--", onVictim[0], onVictim[1])
+	v.background(t, victim, "ssi", "exec", "-n", strconv.Itoa(v.num[other]), "--", fromVictim[0], fromVictim[1])
+	v.running(t, victim, onVictim...)
+	pid := v.running(t, other, fromVictim...)
+	r := v.psOne(t, caller, fromVictim...)
+	if r.Node != uint32(v.num[other]) || r.PID != int32(pid) {
+		t.Fatalf("ssi ps on %s: %+v, want it on node %d as pid %d", caller, r, v.num[other], pid)
+	}
+	c := cpid.CPID(r.CPID)
+	t.Logf("%s's program on %s: cpid %s (origin node %d), pid %d", victim, other, c, c.Node(), pid)
+
+	// The followers replay from epoch: none misses the NODEDOWN, timed
+	// when it reaches caller's follower.
+	epoch := view(t, v.l, caller).Epoch
+	fc := follow(t, v.l, caller, epoch)
+	fo := follow(t, v.l, other, epoch)
+	killed := time.Now()
+	if cut {
+		if err := v.l.Partition(victim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.l.Kill(ctxFor(t, time.Minute), victim); err != nil {
+		t.Fatal(err)
+	}
+	down, err := fc.Wait(cluster.NodeDown, v.num[victim], 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	code := waiting.wait(t, 5*time.Second)
 	after := waiting.ended.Sub(down)
-	t.Logf("node1: NODEDOWN of node3 %s after the kill; ssi exec ended %s after the NODEDOWN (%s after the kill), exit %d, stderr %q",
-		down.Sub(killed).Round(time.Millisecond), after.Round(time.Millisecond), waiting.ended.Sub(killed).Round(time.Millisecond), code, waiting.stderr.String())
+	t.Logf("%s: NODEDOWN of %s %s after the kill; ssi exec ended %s after the NODEDOWN (%s after the kill), exit %d, stderr %q",
+		caller, victim, down.Sub(killed).Round(time.Millisecond), after.Round(time.Millisecond), waiting.ended.Sub(killed).Round(time.Millisecond), code, waiting.stderr.String())
 	if after > time.Second {
-		t.Errorf("ssi exec ended %s after node1's NODEDOWN of its node, want at most 1s", after)
+		t.Errorf("ssi exec ended %s after %s's NODEDOWN of its node, want at most 1s", after, caller)
 	}
 	if code != 255 {
-		t.Errorf("ssi exec whose node was killed: exit %d, want 255", code)
+		t.Errorf("ssi exec whose node was lost: exit %d, want 255", code)
 	}
 	oneLine(t, "the lost exec's stderr", waiting.stderr.String())
-	_ = orphan // it died with node3
 
-	if _, err := f2.Wait(cluster.NodeDown, v.num["node3"], 30*time.Second); err != nil {
+	if _, err := fo.Wait(cluster.NodeDown, v.num[victim], 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// node2 decides the program's fate at its NODEDOWN of the origin (or
-	// when the broken link is seen): it must run on.
-	if got := v.running(t, "node2", fromThree...); got != pid2 {
-		t.Fatalf("node2: the program is pid %d, was %d", got, pid2)
+	// other decides the program's fate at its NODEDOWN of the origin (or
+	// when it sees the link broken): it must run on.
+	if got := v.running(t, other, fromVictim...); got != pid {
+		t.Fatalf("%s: the program is pid %d, was %d", other, got, pid)
 	}
 	var rows []psRow
 	if !waitUntil(10*time.Second, func() bool {
-		rows = v.ps(t, "node1", fromThree...)
+		rows = v.ps(t, caller, fromVictim...)
 		return len(rows) == 1 && rows[0].CPID == int64(c)
 	}) {
-		t.Errorf("ssi ps on node1 after node3's loss: %+v, want cpid %s", rows, c)
+		t.Errorf("ssi ps on %s after %s's loss: %+v, want cpid %s", caller, victim, rows, c)
 	}
-	if got := v.running(t, "node2", fromThree...); got != pid2 {
-		t.Fatalf("node2: the program is pid %d, was %d", got, pid2)
+	if got := v.running(t, other, fromVictim...); got != pid {
+		t.Fatalf("%s: the program is pid %d, was %d", other, got, pid)
 	}
-	o, e, code := v.run(t, "node1", "ssi", "kill", c.String())
+	t0 := time.Now()
+	o, e, code := v.run(t, caller, "ssi", "kill", c.String())
 	if code != 0 {
-		t.Fatalf("ssi kill %s on node1 after its origin node3 died: exit %d\n%s%s", c, code, o, e)
+		t.Fatalf("ssi kill %s on %s after its origin %s was lost: exit %d\n%s%s", c, caller, victim, code, o, e)
 	}
-	v.gone(t, "node2", 10*time.Second, fromThree...)
+	v.gone(t, other, 10*time.Second, fromVictim...)
+	t.Logf("ssi kill %s on %s ended it on %s %s after, %s after the NODEDOWN", c, caller, other, time.Since(t0).Round(time.Millisecond), time.Since(down).Round(time.Millisecond))
 }
