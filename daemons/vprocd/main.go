@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
@@ -56,6 +57,12 @@ func run(ctx context.Context, env *daemon.Env) error {
 		defer sc.Close()
 		scopes = sc
 	}
+	loadCfg := server.LoadConfig{LoadLevel: own.LoadLevel, Levels: server.ConsulLevels{KV: consul.NewKV(client)}}
+	if server.InContainer() {
+		// The kernel's run queue counts the neighbours' tasks: count
+		// this node's own.
+		loadCfg.Runnable = proctable.Reader{FS: os.DirFS("/proc")}.Runnable
+	}
 	srv := server.New(server.Config{
 		Node:           uint32(me.Number),
 		Source:         src,
@@ -63,7 +70,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		NodeName:       holder,
 		MaxExecsPerUID: own.MaxExecsPerUID,
 		Scopes:         scopes,
-		Load:           server.LoadConfig{LoadLevel: own.LoadLevel, Levels: server.ConsulLevels{KV: consul.NewKV(client)}},
+		Load:           loadCfg,
 		Log:            env.Log,
 	})
 	defer srv.Close()

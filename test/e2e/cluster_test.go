@@ -92,6 +92,7 @@ func TestThreeNodesComeUp(t *testing.T) {
 }
 
 func TestFiveNodesComeUp(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 }
@@ -105,6 +106,7 @@ func TestFiveNodesComeUp(t *testing.T) {
 // heartbeat timeout (raft_multiplier = 1 is its floor; see README), and on
 // a loaded 2-core machine split votes have stretched an election to 10s.
 func TestKillAndStart(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 	nums := numbers(t, view(t, five, "node1"))
@@ -187,6 +189,7 @@ func TestKillAndStart(t *testing.T) {
 // TestPartition cuts one node of five off: the four see NODEDOWN, the
 // cut-off node says it lost the cluster, and after healing it rejoins.
 func TestPartition(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 	victim := "node5"
@@ -275,6 +278,7 @@ func TestPartition(t *testing.T) {
 // TestDaemonRestartedBySystemd SIGKILLs clmsd inside a node: systemd
 // restarts it and the node never leaves the membership.
 func TestDaemonRestartedBySystemd(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 	node := "node2"

@@ -90,6 +90,7 @@ var asNobody = []string{"runuser", "-u", "nobody", "--", "/usr/bin/env", "-i", "
 // without a token (the anonymous token) gets no KV, no catalog and no
 // other node's leaf either: the ACLs deny by default.
 func TestConsulUnprivileged(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 	bin := buildProbe(t)
@@ -142,6 +143,7 @@ func TestConsulUnprivileged(t *testing.T) {
 // clients; the clients get their certificates with auto_encrypt), ACLs deny
 // by default, and a plaintext RPC to a server's port 8300 is dropped.
 func TestConsulEncrypted(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	bin := buildProbe(t)
 	for _, n := range five.State().Nodes {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,13 +22,43 @@ import (
 	"github.com/openssi/openssi/lab"
 )
 
-// The shared 5-node lab of the package.
 var (
-	five   *lab.Lab
 	dist   string // the packages and repository the lab installs from
 	root   string // the repository root
 	consul string
+	tmp    string // the run's scratch directory
 )
+
+// The shared 5-node lab of the package, brought up by the first test that
+// needs it (fiveLab), so that a run of only the tests with a lab of their
+// own (-run TestVproc) does not boot it.
+var (
+	fiveOnce sync.Once
+	fiveUp   *lab.Lab // set once its Up was tried: torn down at the end
+	fiveErr  error
+)
+
+// fiveLab returns the shared 5-node lab, bringing it up on the first call.
+func fiveLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	fiveOnce.Do(func() {
+		l, err := openLab(filepath.Join(tmp, "five"), "e2e5", "10.77.5")
+		if err != nil {
+			fiveErr = err
+			return
+		}
+		fiveUp = l
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := l.Up(ctx, 5); err != nil {
+			fiveErr = fmt.Errorf("bring up 5 nodes: %w", err)
+		}
+	})
+	if fiveErr != nil {
+		t.Fatal(fiveErr)
+	}
+	return fiveUp
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -47,7 +78,7 @@ func run(m *testing.M) int {
 	if consul, err = consulagent.Binary(); err != nil {
 		return fail("%v", err)
 	}
-	tmp, err := os.MkdirTemp("", "openssi-e2e-")
+	tmp, err = os.MkdirTemp("", "openssi-e2e-")
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -56,16 +87,11 @@ func run(m *testing.M) int {
 	if err := buildRepo(dist, ""); err != nil {
 		return fail("%v", err)
 	}
-	five, err = openLab(filepath.Join(tmp, "five"), "e2e5", "10.77.5")
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer five.Down(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := five.Up(ctx, 5); err != nil {
-		return fail("bring up 5 nodes: %v", err)
-	}
+	defer func() {
+		if fiveUp != nil {
+			_ = fiveUp.Down(context.Background())
+		}
+	}()
 	return m.Run()
 }
 

@@ -18,6 +18,7 @@ import (
 // changes. go test runs tests in file-name order, so this one, which
 // changes the installed version, runs after the others.
 func TestRollingUpgrade(t *testing.T) {
+	five := fiveLab(t)
 	attachLogs(t, five)
 	checkAllUp(t, five, 5)
 	before := numbers(t, view(t, five, "node1"))
@@ -91,7 +92,7 @@ func mustExec(t *testing.T, node string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := five.Exec(ctx, node, args...)
+	out, err := fiveLab(t).Exec(ctx, node, args...)
 	if err != nil {
 		t.Fatalf("%s: %s: %v\n%s", node, strings.Join(args, " "), err, out)
 	}

@@ -202,3 +202,43 @@ func (r Reader) Files(pid int32) (Files, error) {
 	}
 	return f, nil
 }
+
+// Runnable counts the tasks (threads) in state R of the processes /proc
+// lists: the run queue of this PID namespace, where /proc/stat's
+// procs_running counts every task of the kernel (in a container, the
+// neighbours' too). A task or process that exits while it is read is
+// left out.
+func (r Reader) Runnable() (uint32, error) {
+	pids, err := r.PIDs()
+	if err != nil {
+		return 0, err
+	}
+	var n uint32
+	for _, pid := range pids {
+		dir := strconv.FormatInt(int64(pid), 10) + "/task"
+		tasks, err := fs.ReadDir(r.FS, dir)
+		if Gone(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("proctable: %w", err)
+		}
+		for _, t := range tasks {
+			b, err := fs.ReadFile(r.FS, dir+"/"+t.Name()+"/stat")
+			if Gone(err) {
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("proctable: %w", err)
+			}
+			st, err := ParseStat(b)
+			if err != nil {
+				return 0, fmt.Errorf("%w (%s/%s)", err, dir, t.Name())
+			}
+			if st.State == 'R' {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

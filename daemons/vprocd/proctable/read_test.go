@@ -3,9 +3,11 @@ package proctable
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -233,5 +235,58 @@ func TestTicks(t *testing.T) {
 		if got := ticks(tt.t, tt.hz); got != tt.want {
 			t.Errorf("ticks(%d, %d) = %v, want %v", tt.t, tt.hz, got, tt.want)
 		}
+	}
+}
+
+// TestRunnable counts the tasks in state R of every process, threads
+// included, skipping what exits while it is read.
+func TestRunnable(t *testing.T) {
+	stat := func(tid int, state string) *fstest.MapFile {
+		return &fstest.MapFile{Data: []byte(strconv.Itoa(tid) + " (a b) " + state + " 1 1 1 0 -1 4194304 0 0 0 0 1 2 0 0 20 0 1 0 100 0 0\n")}
+	}
+	fsys := fstest.MapFS{
+		"1/task/1/stat":     stat(1, "S"),
+		"20/task/20/stat":   stat(20, "R"),
+		"20/task/21/stat":   stat(21, "R"),
+		"20/task/22/stat":   stat(22, "S"),
+		"30/task/30/stat":   stat(30, "D"),
+		"40/task/40/stat":   stat(40, "R"),
+		"40/task/41":        &fstest.MapFile{Mode: fs.ModeDir}, // a thread gone before its stat was read
+		"50/status":         &fstest.MapFile{},                 // a process gone before its tasks were listed
+		"self/task/99/stat": stat(99, "R"),                     // not a pid
+	}
+	for _, c := range []struct {
+		name   string
+		change func(fstest.MapFS)
+		want   uint32
+		err    string
+	}{
+		{name: "tasks in R", want: 3},
+		{name: "none", change: func(m fstest.MapFS) {
+			for k := range m {
+				delete(m, k)
+			}
+		}},
+		{name: "bad stat", change: func(m fstest.MapFS) { m["30/task/30/stat"] = &fstest.MapFile{Data: []byte("garbage")} }, err: "no (comm)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := fstest.MapFS{}
+			for k, v := range fsys {
+				m[k] = v
+			}
+			if c.change != nil {
+				c.change(m)
+			}
+			n, err := Reader{FS: m}.Runnable()
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || n != c.want {
+				t.Fatalf("Runnable: %d %v, want %d", n, err, c.want)
+			}
+		})
 	}
 }

@@ -32,6 +32,12 @@ type LoadConfig struct {
 	Margin float64
 	// ReadProc reads /proc/<name> (default: the file; tests inject).
 	ReadProc func(name string) ([]byte, error)
+	// Runnable, when set, counts this node's runnable tasks for the run
+	// queue in place of /proc/stat's procs_running, which counts every
+	// task of the kernel: set it when the node is a container sharing its
+	// kernel with others (the lab's nodes), else every node measures the
+	// same host and placement follows noise (proctable.Reader.Runnable).
+	Runnable func() (uint32, error)
 	// LoadLevel lists the programs of openssi.yaml (vprocd.loadlevel)
 	// that an exec without a node places by load.
 	LoadLevel []string
@@ -156,7 +162,16 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 		}
 		texts[i] = b
 	}
-	return load.Measure(s.cfg.Node, now, texts[0], texts[1], texts[2])
+	v, err := load.Measure(s.cfg.Node, now, texts[0], texts[1], texts[2])
+	if err != nil || s.load.cfg.Runnable == nil {
+		return v, err
+	}
+	n, err := s.load.cfg.Runnable()
+	if err != nil {
+		return load.Vector{}, err
+	}
+	v.RunQueue = max(n, 1) - 1 // less the measuring task, as Measure does
+	return v, nil
 }
 
 // push sends v to node to's vprocd; one send at a time, each bounded by

@@ -336,3 +336,40 @@ func TestLoadLevelRootOnly(t *testing.T) {
 type nopWriter struct{}
 
 func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestMeasureRunnable: with LoadConfig.Runnable (a node in a container)
+// the run queue is the node's own runnable tasks less the measuring one,
+// not the kernel's procs_running; its error is the measurement's.
+func TestMeasureRunnable(t *testing.T) {
+	busyHost := func(name string) ([]byte, error) {
+		if name == "stat" {
+			return []byte("cpu0 1 2 3 4\ncpu1 1 2 3 4\nprocs_running 40\n"), nil
+		}
+		return idleProc(name)
+	}
+	for _, c := range []struct {
+		name     string
+		runnable func() (uint32, error)
+		want     uint32
+		err      string
+	}{
+		{name: "the kernel's", want: 39},
+		{name: "own tasks", runnable: func() (uint32, error) { return 5, nil }, want: 4},
+		{name: "none", runnable: func() (uint32, error) { return 0, nil }, want: 0},
+		{name: "error", runnable: func() (uint32, error) { return 0, fmt.Errorf("proctable: boom") }, err: "proctable: boom"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := New(Config{Node: 1, Load: LoadConfig{ReadProc: busyHost, Runnable: c.runnable}})
+			v, err := s.measure(time.Unix(100, 0))
+			if c.err != "" {
+				if err == nil || err.Error() != c.err {
+					t.Fatalf("measure: %+v %v, want error %q", v, err, c.err)
+				}
+				return
+			}
+			if err != nil || v.RunQueue != c.want || v.CPUs != 2 {
+				t.Fatalf("measure: %+v %v, want run queue %d on 2 CPUs", v, err, c.want)
+			}
+		})
+	}
+}

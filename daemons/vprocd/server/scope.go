@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -24,6 +25,14 @@ type Scoper interface {
 func UnderSystemd() bool {
 	st, err := os.Stat("/run/systemd/system")
 	return err == nil && st.IsDir()
+}
+
+// InContainer reports whether this node is a container (systemd writes
+// the container manager's name to /run/systemd/container): its kernel,
+// and so /proc/stat's run queue, is shared with its neighbours.
+func InContainer() bool {
+	b, err := os.ReadFile("/run/systemd/container")
+	return err == nil && len(bytes.TrimSpace(b)) > 0
 }
 
 // SystemdScopes makes each program a transient scope in its user's slice
