@@ -110,9 +110,15 @@ func TestServiceUnit(t *testing.T) {
 		}
 		// Ordered after, and wanting, exactly the daemons it needs.
 		after := "After=network-online.target consul.service"
+		var wants []string
+		for _, line := range strings.Split(u, "\n") {
+			if w, ok := strings.CutPrefix(line, "Wants="); ok {
+				wants = append(wants, strings.Fields(w)...)
+			}
+		}
 		for _, n := range d.Needs {
 			after += " " + UnitOf(n)
-			if !strings.Contains(u, "Wants="+UnitOf(n)) {
+			if !slices.Contains(wants, UnitOf(n)) {
 				t.Errorf("%s does not want %s, which it needs", d.Unit, UnitOf(n))
 			}
 		}
