@@ -61,8 +61,8 @@ type Elector struct {
 	mu        sync.Mutex
 	pendingUp map[uint32]bool
 	state     election.State
-	since  time.Time
-	isInit bool
+	since     time.Time
+	isInit    bool
 	// wg joins the goroutines of lock requests, watches and unit jobs.
 	wg sync.WaitGroup
 }
