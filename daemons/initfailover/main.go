@@ -31,11 +31,19 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	defer src.Close()
 
-	sd, err := server.NewDBus(ctx)
-	if err != nil {
-		return fmt.Errorf("%w (initfailover needs systemd as the node's init)", err)
+	// Without systemd as the node's init, the node serves ssi init and
+	// forwards moves but never becomes the init node.
+	var sd server.Systemd
+	if server.UnderSystemd() {
+		d, err := server.NewDBus(ctx)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		sd = d
+	} else {
+		env.Log.Warn("systemd is not this node's init: this node will never be the init node, and ssi service cannot act on it")
 	}
-	defer sd.Close()
 
 	_ = env.Notify.Status("waiting for clmsd to report this node UP")
 	members, me, view, err := env.WaitUp(ctx)
@@ -57,17 +65,21 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return rpc.LookupRegisteredOn(ctx, client, initfailoverspec.Name, int(n), name)
 	}
 	dlmSocket := filepath.Join(env.Config.Cluster.RunDir, dlmdspec.Name+".sock")
-	el := server.NewElector(server.ElectorConfig{
-		Self:        uint32(me.Number),
-		Target:      own.Target,
-		Services:    own.Services,
-		StopTimeout: own.StopTimeout,
-		Systemd:     sd,
-		Session:     func(ctx context.Context) (*dlm.Client, error) { return dlm.New(ctx, dlm.WithSocket(dlmSocket)) },
-		Log:         env.Log,
-	})
+	session := func(ctx context.Context) (*dlm.Client, error) { return dlm.New(ctx, dlm.WithSocket(dlmSocket)) }
+	var el *server.Elector
+	if sd != nil {
+		el = server.NewElector(server.ElectorConfig{
+			Self:        uint32(me.Number),
+			Target:      own.Target,
+			Services:    own.Services,
+			StopTimeout: own.StopTimeout,
+			Systemd:     sd,
+			Session:     session,
+			Log:         env.Log,
+		})
+	}
 	srv := server.New(server.Config{
-		Node: uint32(me.Number), Elector: el, Systemd: sd, Source: src, Lookup: lookup, NodeName: holder, Log: env.Log,
+		Node: uint32(me.Number), Elector: el, Systemd: sd, Session: session, Source: src, Lookup: lookup, NodeName: holder, Log: env.Log,
 	})
 	defer srv.Close()
 
@@ -105,7 +117,19 @@ func run(ctx context.Context, env *daemon.Env) error {
 	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d: in the init election; serving %s", me.Number, env.SocketPath()),
 		func(ctx context.Context, beat func(), ready func()) error {
 			ready()
-			return el.Run(ctx, beat)
+			if el != nil {
+				return el.Run(ctx, beat)
+			}
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				beat()
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
 		})
 	defer stopRun()
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -10,9 +11,11 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/cmd/ssi/cli"
 	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/daemons/initfailover/systemdfake"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
@@ -227,5 +230,39 @@ func TestInitFailover(t *testing.T) {
 		killAt.Format("15:04:05.000"), stopped.Sub(killAt), started.Sub(stopped))
 	if !started.After(stopped) {
 		t.Errorf("node %d started before node %d's copy was gone", survivor.num, third.num)
+	}
+}
+
+// TestInitfailoverWithoutSystemd runs the initfailover binary on nodes
+// whose init is not systemd (this host): it serves, never becomes init,
+// and ssi init and ssi service say so in one line each.
+func TestInitfailoverWithoutSystemd(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{
+		Consul:   consulagent.Options{Servers: 2},
+		Clmsd:    clmsdBin,
+		Dlmd:     dlmdBin,
+		Binaries: map[string]string{"initfailover": initfailoverBin},
+	})
+	n := c.Nodes[0]
+	var out, errOut bytes.Buffer
+	if code := cli.Main([]string{"--run-dir", n.RunDir, "init"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "init node: none now") ||
+		!strings.Contains(out.String(), "no systemd") {
+		t.Errorf("ssi init: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code := cli.Main([]string{"--run-dir", n.RunDir, "service", "status", "web.service", "--all"}, &out, &errOut)
+	if code != 1 || strings.Count(out.String(), "no systemd on this node") != 2 || !strings.Contains(errOut.String(), "failed on 2 of 2 node(s)") {
+		t.Errorf("ssi service status --all: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := cli.Main([]string{"--run-dir", n.RunDir, "init", "move", "2"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "no node is init now") {
+		t.Errorf("ssi init move 2: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := cli.Main([]string{"--run-dir", n.RunDir, "service", "status", "web"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not a unit name") {
+		t.Errorf("ssi service status web: exit %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }

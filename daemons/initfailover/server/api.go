@@ -29,17 +29,15 @@ func (a *API) Register(g *grpc.Server) { initfailoverv1.RegisterInitfailoverServ
 
 // Init says which node is init and this node's state.
 func (a *API) Init(ctx context.Context, _ *initfailoverv1.InitRequest) (*initfailoverv1.InitReply, error) {
-	r := &initfailoverv1.InitReply{ThisNode: a.s.cfg.Node}
-	el := a.s.cfg.Elector
-	if el == nil {
-		return r, nil
+	r := &initfailoverv1.InitReply{ThisNode: a.s.cfg.Node, State: "no systemd: never init"}
+	if el := a.s.cfg.Elector; el != nil {
+		st, since, _ := el.Status()
+		r.State = st.String()
+		if !since.IsZero() {
+			r.SinceUnixNanos = since.UnixNano()
+		}
 	}
-	st, since, _ := el.Status()
-	r.State = st.String()
-	if !since.IsZero() {
-		r.SinceUnixNanos = since.UnixNano()
-	}
-	n, err := el.InitNode(ctx)
+	n, err := a.s.InitNode(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
 	}
@@ -60,19 +58,15 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 	if !a.s.isUp(req.GetNode()) {
 		return nil, status.Errorf(codes.FailedPrecondition, "initfailover: node %d is not UP", req.GetNode())
 	}
-	el := a.s.cfg.Elector
-	if el == nil {
-		return nil, status.Error(codes.FailedPrecondition, "initfailover: no election on this node")
-	}
-	from, err := el.InitNode(ctx)
+	from, err := a.s.InitNode(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
 	}
 	switch {
 	case from == 0:
 		return nil, status.Error(codes.FailedPrecondition, "initfailover: no node is init now (is initfailover running on the UP nodes?)")
-	case from == a.s.cfg.Node:
-		if err := moveError(el.Move(ctx, req.GetNode())); err != nil {
+	case from == a.s.cfg.Node && a.s.cfg.Elector != nil:
+		if err := moveError(a.s.cfg.Elector.Move(ctx, req.GetNode())); err != nil {
 			return nil, err
 		}
 		return &initfailoverv1.MoveReply{From: from}, nil

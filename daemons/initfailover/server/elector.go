@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"syscall"
@@ -393,37 +392,6 @@ func (e *Elector) allDown(units []string) bool {
 		}
 	}
 	return true
-}
-
-// InitNode returns the node holding the init lock (0: none), from dlmd's
-// lock table.
-func (e *Elector) InitNode(ctx context.Context) (uint32, error) {
-	if _, _, is := e.Status(); is {
-		return e.cfg.Self, nil
-	}
-	s, err := e.cfg.Session(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer s.Close()
-	l, err := s.Locks(ctx, dlm.InLockspace(initfailoverspec.Lockspace))
-	if err != nil {
-		return 0, err
-	}
-	for _, r := range l.Resources {
-		if r.Name != initfailoverspec.Resource {
-			continue
-		}
-		for _, li := range r.Locks {
-			if li.State != dlm.Waiting && li.Granted == dlm.EX {
-				return uint32(li.Node), nil
-			}
-		}
-	}
-	if len(l.Errors) > 0 {
-		return 0, fmt.Errorf("initfailover: who is init: %v", l.Errors)
-	}
-	return 0, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

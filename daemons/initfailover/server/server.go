@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
@@ -32,10 +33,14 @@ var ServiceName = rpc.ServiceName(initfailoverspec.Name)
 type Config struct {
 	// Node is this node's number.
 	Node uint32
-	// Elector is this node's election.
+	// Elector is this node's election; nil on a node without systemd,
+	// which never becomes init.
 	Elector *Elector
-	// Systemd is this node's systemd.
+	// Systemd is this node's systemd; nil when it has none.
 	Systemd Systemd
+	// Session opens a lock session with the node's dlmd (to read who
+	// holds the init lock).
+	Session func(ctx context.Context) (*dlm.Client, error)
 	// Source holds this node's certificates, for dialling peers.
 	Source rpc.Source
 	// Lookup returns the address of node n's initfailover.
@@ -176,6 +181,43 @@ func (s *Server) peer(ctx context.Context, n uint32) (initfailoverpeerv1.Initfai
 	return initfailoverpeerv1.NewInitfailoverPeerClient(c), nil
 }
 
+// InitNode returns the node holding the init role (0: none now): this
+// node when its election holds it, else the holder of the init lock in
+// dlmd's lock table.
+func (s *Server) InitNode(ctx context.Context) (uint32, error) {
+	if el := s.cfg.Elector; el != nil {
+		if _, _, is := el.Status(); is {
+			return s.cfg.Node, nil
+		}
+	}
+	if s.cfg.Session == nil {
+		return 0, errors.New("initfailover: no dlmd session to ask")
+	}
+	sess, err := s.cfg.Session(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
+	l, err := sess.Locks(ctx, dlm.InLockspace(initfailoverspec.Lockspace))
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range l.Resources {
+		if r.Name != initfailoverspec.Resource {
+			continue
+		}
+		for _, li := range r.Locks {
+			if li.State != dlm.Waiting && li.Granted == dlm.EX {
+				return uint32(li.Node), nil
+			}
+		}
+	}
+	if len(l.Errors) > 0 {
+		return 0, fmt.Errorf("initfailover: who is init: %s", strings.Join(l.Errors, "; "))
+	}
+	return 0, nil
+}
+
 // requireNode checks that the caller of ctx is the initfailover of the
 // node holding number claimed.
 func (s *Server) requireNode(ctx context.Context, claimed uint32) error {
@@ -222,7 +264,7 @@ func (s *Server) unit(ctx context.Context, action initfailoverv1.Action, unit st
 	defer cancel()
 	sd := s.cfg.Systemd
 	if sd == nil {
-		line.Error = "no systemd on this node"
+		line.Error = "no systemd on this node (it is not the node's init)"
 		return line
 	}
 	if _, err := sd.Status(ctx, unit); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -153,3 +154,9 @@ func (d *DBus) Wants(ctx context.Context, unit string) ([]string, error) {
 }
 
 func str(v any) string { s, _ := v.(string); return s }
+
+// UnderSystemd reports whether systemd is the node's init (sd_booted).
+func UnderSystemd() bool {
+	st, err := os.Stat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}
