@@ -229,6 +229,7 @@ func (e *Elector) requestLock() {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
+		failures := 0
 		for e.work.Err() == nil {
 			if sess == nil || sess.Err() != nil {
 				if sess != nil {
@@ -236,7 +237,12 @@ func (e *Elector) requestLock() {
 				}
 				s, err := e.cfg.Session(e.work)
 				if err != nil {
-					e.log.WithError(err).Warn("no lock session with dlmd: retrying")
+					// Once, then every minute or so: dlmd may take a
+					// while to come up.
+					if failures%60 == 0 {
+						e.log.WithError(err).Warn("no lock session with dlmd: retrying")
+					}
+					failures++
 					sleep(e.work, e.cfg.Retry)
 					continue
 				}
