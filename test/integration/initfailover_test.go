@@ -3,12 +3,18 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/cmd/ssi/cli"
@@ -16,7 +22,10 @@ import (
 	"github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/daemons/initfailover/systemdfake"
 	"github.com/openssi/openssi/internal/consulagent"
+	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/nodetest"
+	"github.com/openssi/openssi/internal/rpc"
+	"github.com/openssi/openssi/internal/rpc/rpctest"
 )
 
 // initNode is one node's initfailover election, run in this process
@@ -264,5 +273,124 @@ func TestInitfailoverWithoutSystemd(t *testing.T) {
 	errOut.Reset()
 	if code := cli.Main([]string{"--run-dir", n.RunDir, "service", "status", "web"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not a unit name") {
 		t.Errorf("ssi service status web: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// TestInitMoveThroughTheAPI: each node runs the election and the
+// initfailover server in this process (peers over mutual TLS with
+// per-node certificates, the local API on the node's run directory).
+// `ssi init` on any node names the init node, `ssi nodes` marks it, and
+// `ssi init move` from a node that is not init is carried to the init
+// node, which hands the role over.
+func TestInitMoveThroughTheAPI(t *testing.T) {
+	c := startDlm(t, 3, 0)
+	ctx := ctxFor(t, 90*time.Second)
+	var nums []uint32
+	for _, n := range c.Nodes {
+		nums = append(nums, uint32(numberOf(t, ctx, n)))
+	}
+	ca := rpctest.NewCA(t, "initfailover integration CA")
+	dir := t.TempDir()
+	tl := &systemdfake.Timeline{}
+	var mu sync.Mutex
+	addrs := map[uint32]string{}
+	var nodes []*initNode
+	for i, n := range c.Nodes {
+		num := nums[i]
+		in := startElector(t, n, num, nums, tl)
+		nodes = append(nodes, in)
+		certPEM, keyPEM := ca.IssueNode(t, rpctest.NodeName(num), server.ServiceName)
+		fc := rpc.FileConfig{CertFile: filepath.Join(dir, fmt.Sprintf("%d.crt", num)), KeyFile: filepath.Join(dir, fmt.Sprintf("%d.key", num)), CAFile: filepath.Join(dir, "ca.crt")}
+		for f, b := range map[string][]byte{fc.CertFile: certPEM, fc.KeyFile: keyPEM, fc.CAFile: ca.PEM} {
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		src, err := rpc.NewFileSource(fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := server.New(server.Config{
+			Node: num, Elector: in.el, Systemd: in.sd, Source: src,
+			Session: func(ctx context.Context) (*dlm.Client, error) { return dlm.New(ctx, dlm.WithSocket(n.DlmdSocket())) },
+			Lookup: func(_ context.Context, m uint32) (string, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return addrs[m], nil
+			},
+			NodeName: func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil },
+		})
+		for _, m := range nums {
+			srv.Membership(m, true)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers := rpc.NewServer(src)
+		server.NewPeer(srv).Register(peers)
+		go func() { _ = peers.Serve(ln) }()
+		lln, _, err := localapi.Listen(filepath.Join(n.RunDir, "initfailover.sock"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+		server.NewAPI(srv).Register(local)
+		go func() { _ = local.Serve(lln) }()
+		t.Cleanup(func() {
+			local.Stop()
+			peers.Stop()
+			srv.Close()
+		})
+		mu.Lock()
+		addrs[num] = ln.Addr().String()
+		mu.Unlock()
+	}
+	defer func() {
+		if o := tl.Overlaps(initCron); len(o) > 0 {
+			t.Errorf("%s ran on two nodes at once:\n%v", initCron, o)
+		}
+	}()
+	first := waitInit(t, ctx, nodes, nil)
+	var asker, target *initNode
+	for _, in := range nodes {
+		switch {
+		case in == first:
+		case asker == nil:
+			asker = in
+		default:
+			target = in
+		}
+	}
+	askerRun := c.Nodes[slices.Index(nums, asker.num)].RunDir
+	var out, errOut bytes.Buffer
+	if code := cli.Main([]string{"--run-dir", askerRun, "init"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), fmt.Sprintf("init node: %d\n", first.num)) ||
+		!strings.Contains(out.String(), "waiting") {
+		t.Fatalf("ssi init: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := cli.Main([]string{"--run-dir", askerRun, "nodes"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), fmt.Sprintf("\n%d+ ", first.num)) ||
+		!strings.Contains(out.String(), "+ is the init node") {
+		t.Fatalf("ssi nodes does not mark node %d: exit %d:\n%s%s", first.num, code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := cli.Main([]string{"--run-dir", askerRun, "init", "move", fmt.Sprint(target.num)}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), fmt.Sprintf("from node %d to node %d", first.num, target.num)) {
+		t.Fatalf("ssi init move: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	if got := waitInit(t, ctx, nodes, first); got != target {
+		t.Fatalf("moved to node %d, node %d took it", target.num, got.num)
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := cli.Main([]string{"--run-dir", askerRun, "service", "status", initCron, "--all"}, &out, &errOut); code != 0 ||
+		strings.Count(out.String(), "active (running)") != 1 || strings.Count(out.String(), "inactive (dead)") != 2 {
+		t.Fatalf("ssi service status --all: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	t.Logf("ssi service status %s --all:\n%s", initCron, out.String())
+	out.Reset()
+	errOut.Reset()
+	if code := cli.Main([]string{"--run-dir", askerRun, "init", "move", "99"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "node 99 is not UP") {
+		t.Fatalf("ssi init move 99: exit %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }
