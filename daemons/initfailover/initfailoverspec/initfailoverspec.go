@@ -89,7 +89,9 @@ type Config struct {
 	// the init node loses its role: the old init kills what still runs
 	// after 3/4 of it, and a node granted the role after a crash or a
 	// partition starts them only after all of it. Set it to at least the
-	// services' own stop time (TimeoutStopSec). 1s..10m. Default 10s.
+	// services' own stop time (TimeoutStopSec), and the same on every
+	// node: a new init waits its own setting, the old one kills by its
+	// own. 1s..10m. Default 10s.
 	StopTimeout time.Duration `mapstructure:"stop_timeout" want:"a duration 1s..10m such as 10s"`
 }
 

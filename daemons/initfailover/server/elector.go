@@ -54,6 +54,8 @@ type Elector struct {
 	lockGen int
 	stopGen int
 	work    context.Context
+	// cancelStart ends the start jobs under way.
+	cancelStart context.CancelFunc
 
 	wake chan struct{}
 
@@ -204,6 +206,12 @@ func (e *Elector) apply() {
 			e.startUnits()
 		case election.StopUnits:
 			e.stopGen++
+			if e.cancelStart != nil {
+				// No start job is begun once a stop is: a start
+				// after the stop would outlive it.
+				e.cancelStart()
+				e.cancelStart = nil
+			}
 			e.stopUnits(e.stopGen, false)
 		case election.KillUnits:
 			e.log.Warn("the init services did not stop in time: killing them")
@@ -338,13 +346,19 @@ func (e *Elector) units(ctx context.Context) []string {
 	return out
 }
 
-// startUnits starts the target and the listed services.
+// startUnits starts the target and the listed services, one after the
+// other, until a stop begins.
 func (e *Elector) startUnits() {
+	ctx, cancel := context.WithCancel(e.work)
+	e.cancelStart = cancel
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		for _, u := range append([]string{e.cfg.Target}, e.cfg.Services...) {
-			if err := e.cfg.Systemd.Start(e.work, u); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := e.cfg.Systemd.Start(ctx, u); err != nil && ctx.Err() == nil {
 				e.log.WithError(err).Warn("starting an init service")
 			}
 		}
