@@ -66,3 +66,32 @@ func TestUnits(t *testing.T) {
 		t.Errorf("Units() = %q", got)
 	}
 }
+
+// FuzzCheckUnit: a name CheckUnit accepts is what systemd and a D-Bus
+// call can carry: short, no path, space or control character, a known
+// type suffix.
+func FuzzCheckUnit(f *testing.F) {
+	for _, s := range []string{"nginx.service", "a@b.service", "../x.service", "x\x00.service", ".target", "é.service"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if CheckUnit(name) != nil {
+			return
+		}
+		if len(name) > MaxUnitName || strings.ContainsAny(name, "/ \t\n\x00") || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "@") {
+			t.Fatalf("accepted %q", name)
+		}
+		for _, r := range name {
+			if r > 0x7e || r < 0x21 {
+				t.Fatalf("accepted %q with %q", name, r)
+			}
+		}
+		ok := false
+		for _, s := range unitSuffixes {
+			ok = ok || strings.HasSuffix(name, s)
+		}
+		if !ok {
+			t.Fatalf("accepted %q without a unit type", name)
+		}
+	})
+}
