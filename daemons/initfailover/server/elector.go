@@ -61,9 +61,11 @@ type Elector struct {
 
 	mu        sync.Mutex
 	pendingUp map[uint32]bool
-	state     election.State
-	since     time.Time
-	isInit    bool
+	// opened are the sessions still open, closed when Run ends.
+	opened []*dlm.Client
+	state  election.State
+	since  time.Time
+	isInit bool
 	// wg joins the goroutines of lock requests, watches and unit jobs.
 	wg sync.WaitGroup
 }
@@ -148,10 +150,14 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 	e.work = work
 	defer func() {
 		cancel()
-		if e.sess != nil {
-			e.sess.Close()
-		}
 		e.wg.Wait()
+		e.mu.Lock()
+		opened := e.opened
+		e.opened = nil
+		e.mu.Unlock()
+		for _, s := range opened {
+			s.Close()
+		}
 	}()
 	e.takeUp()
 	e.core.Start(time.Now())
@@ -241,7 +247,7 @@ func (e *Elector) requestLock() {
 		for e.work.Err() == nil {
 			if sess == nil || sess.Err() != nil {
 				if sess != nil {
-					sess.Close()
+					e.closeSession(sess)
 				}
 				s, err := e.cfg.Session(e.work)
 				if err != nil {
@@ -255,12 +261,10 @@ func (e *Elector) requestLock() {
 					continue
 				}
 				sess = s
-				e.post(e.work, func(time.Time) {
-					if e.sess != nil && e.sess != sess {
-						e.sess.Close()
-					}
-					e.sess = sess
-				})
+				e.mu.Lock()
+				e.opened = append(e.opened, s)
+				e.mu.Unlock()
+				e.post(e.work, func(time.Time) { e.sess = sess })
 			}
 			l, err := sess.Lock(e.work, initfailoverspec.Lockspace, initfailoverspec.Resource, dlm.EX, dlm.ValueBlock())
 			if err == nil {
@@ -290,6 +294,14 @@ func (e *Elector) requestLock() {
 			}
 		}
 	}()
+}
+
+// closeSession closes a session that ended.
+func (e *Elector) closeSession(s *dlm.Client) {
+	e.mu.Lock()
+	e.opened = slices.DeleteFunc(e.opened, func(o *dlm.Client) bool { return o == s })
+	e.mu.Unlock()
+	s.Close()
 }
 
 // watch reports the loss of the granted lock of gen when its session
