@@ -394,3 +394,48 @@ func TestInitMoveThroughTheAPI(t *testing.T) {
 		t.Fatalf("ssi init move 99: exit %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }
+
+// TestInitFailoverCutOff: the init node loses its Consul agent while its
+// clmsd, dlmd and initfailover run on (cut off, not dead). The others
+// declare it DOWN and stop answering its dlmd, which fences when its
+// lease runs out and tells the election the lock is lost; the cut-off
+// init kills its singleton, whose stop hangs, and the node that takes
+// over starts it only after.
+func TestInitFailoverCutOff(t *testing.T) {
+	c := startDlm(t, 3, 0)
+	ctx := ctxFor(t, 120*time.Second)
+	var nums []uint32
+	for _, n := range c.Nodes {
+		nums = append(nums, uint32(numberOf(t, ctx, n)))
+	}
+	tl := &systemdfake.Timeline{}
+	var nodes []*initNode
+	for i, n := range c.Nodes {
+		nodes = append(nodes, startElector(t, n, nums[i], nums, tl))
+	}
+	defer func() {
+		if o := tl.Overlaps(initCron); len(o) > 0 {
+			t.Errorf("%s ran on two nodes at once:\n%v\nevents:\n%v", initCron, o, tl.Events())
+		}
+	}()
+	old := waitInit(t, ctx, nodes, nil)
+	old.sd.Hang(initCron, true)
+	cutAt := time.Now()
+	if err := c.Nodes[slices.Index(nums, old.num)].Agent.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	next := waitInit(t, ctx, nodes, old)
+	stopped, started := handover(t, tl, initCron, old.num, next.num)
+	var killed bool
+	for _, e := range tl.Events() {
+		killed = killed || (e.Node == old.num && e.Unit == initCron && e.Op == "kill" && e.Time.After(cutAt))
+	}
+	if !killed {
+		t.Errorf("the cut-off node's hung service was not killed:\n%v", tl.Events())
+	}
+	if !started.After(stopped) {
+		t.Errorf("node %d started before node %d's copy was gone", next.num, old.num)
+	}
+	t.Logf("cut at %s: the old copy killed %v later, the new one started %v after that",
+		cutAt.Format("15:04:05.000"), stopped.Sub(cutAt), started.Sub(stopped))
+}
