@@ -147,6 +147,7 @@ func newServiceAction(g *globals, a initnode.Action) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     a.String() + " UNIT [-n NODE]... [--all]",
 		Short:   fmt.Sprintf("%s a unit on some or every node", a),
+		Long:    serviceLong(a),
 		Example: fmt.Sprintf("  ssi service %s nginx.service --all", a),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
@@ -206,6 +207,24 @@ func newServiceAction(g *globals, a initnode.Action) *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "every UP node")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// serviceLong is the help text of ssi service ACTION.
+func serviceLong(a initnode.Action) string {
+	what, who := "Do what systemctl "+a.String()+" UNIT does", "Root only, as systemctl "+a.String()+" is."
+	if a == initnode.Status {
+		what, who = "Show the states of UNIT", "Open to every user."
+	}
+	return fmt.Sprintf(`%s, on this node, on each -n NODE, or on every
+UP node with --all, through systemd's D-Bus API there (the request goes to
+that node's initfailover over mutual TLS). UNIT is a full unit name
+(nginx.service, backup.timer). %s
+
+Prints one line per node: the node, the unit, its load state, its active
+state (and sub-state) after the action, since when, and the cluster pid of
+its main process (as ssi ps and ssi kill take it). A node where the action
+failed (unknown unit, node not UP, systemd refused) gets a line saying why,
+and ssi exits 1.`, what, who)
 }
 
 // renderUnits prints one line per node.
