@@ -297,8 +297,12 @@ func (c *Core) Shutdown(now time.Time) {
 			c.stopWhy = forShutdown
 		}
 	case Holding:
+		// Holding is a grant that was not a clean hand-over (a clean
+		// one starts at once): nothing ran here, but the previous
+		// init's copy may still be stopping, so the next holder must
+		// wait as this one did.
 		c.set(now, Done)
-		c.release(Record{Clean: true, Holder: c.cfg.Self})
+		c.actions = append(c.actions, Action{Kind: ReleaseLock, Valid: false})
 	default:
 		c.set(now, Done)
 	}

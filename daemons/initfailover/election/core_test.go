@@ -214,10 +214,10 @@ func TestElection(t *testing.T) {
 			{time.Second + kill, "tick", "kill", Stopping, nil},
 			{2*time.Second + kill, "stopped", "", Done, nil},
 		}},
-		{"shutdown while holding: release clean, nothing ran", []step{
+		{"shutdown while holding after a crash: the next holder must wait too", []step{
 			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
 			{0, "grant", "", Holding, nil},
-			{time.Second, "shutdown", "release-lock clean=true holder=1", Done, nil},
+			{time.Second, "shutdown", "release-lock invalid", Done, nil},
 			{stopTimeout, "tick", "", Done, nil},
 		}},
 		{"a grant after shutdown is given back as it came", []step{
