@@ -205,7 +205,7 @@ func (m *model) boot(n *modelNode) {
 }
 
 func TestModel(t *testing.T) {
-	for seed := int64(1); seed <= 300; seed++ {
+	for seed := int64(1); seed <= 1000; seed++ {
 		m := &model{t: t, rng: rand.New(rand.NewSource(seed)), now: t0}
 		for i := uint32(1); i <= 3; i++ {
 			m.nodes = append(m.nodes, &modelNode{id: i})
@@ -228,7 +228,7 @@ func TestModel(t *testing.T) {
 			case op == 2 && n.alive && !n.cut: // cut off
 				m.logf("node %d: cut off", n.id)
 				n.cut = true
-				n.heldCut = m.lock.holder == n.id
+				n.heldCut = n.heldCut || m.lock.holder == n.id
 				if m.lock.holder == n.id || slices.Contains(m.lock.queue, n.id) {
 					// Its dlmd fences at the end of its lease: its
 					// session ends, with the lock or the request.
