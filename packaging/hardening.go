@@ -80,11 +80,6 @@ var Planned = map[string]Profile{
 		Why:             "Starts and stops monitored applications through systemd's D-Bus API (root's bus access needs no capability); health checks over TCP.",
 		Exposure:        1.9,
 	},
-	"initfailover": {
-		AddressFamilies: inet,
-		Why:             "Starts the singleton services on the init node through systemd's D-Bus API; no capability.",
-		Exposure:        1.9,
-	},
 	"lvsd": {
 		Capabilities:    []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"},
 		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},

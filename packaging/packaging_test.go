@@ -110,9 +110,15 @@ func TestServiceUnit(t *testing.T) {
 		}
 		// Ordered after, and wanting, exactly the daemons it needs.
 		after := "After=network-online.target consul.service"
+		var wants []string
+		for _, line := range strings.Split(u, "\n") {
+			if w, ok := strings.CutPrefix(line, "Wants="); ok {
+				wants = append(wants, strings.Fields(w)...)
+			}
+		}
 		for _, n := range d.Needs {
 			after += " " + UnitOf(n)
-			if !strings.Contains(u, "Wants="+UnitOf(n)) {
+			if !slices.Contains(wants, UnitOf(n)) {
 				t.Errorf("%s does not want %s, which it needs", d.Unit, UnitOf(n))
 			}
 		}
@@ -351,5 +357,35 @@ func TestScriptsAreShell(t *testing.T) {
 		if !strings.Contains(sc.PostInst, d.Unit) || !strings.Contains(sc.PostInst, SbinDir+"/"+d.Binary) {
 			t.Errorf("postinst does not handle %s", d.Name)
 		}
+	}
+}
+
+// TestExtraUnits: the units a daemon ships beside its service are unit
+// files named for themselves, never one of the generated ones, and are
+// staged but not in the spec's units line (whose scriptlets enable them).
+// initfailover's openssi-init.target is bound to initfailover, so a node
+// whose initfailover stops runs no singleton.
+func TestExtraUnits(t *testing.T) {
+	seen := map[string]bool{Target: true}
+	for _, d := range daemons.All {
+		seen[d.Unit] = true
+	}
+	for _, d := range daemons.All {
+		for _, u := range d.Units {
+			if seen[u.Name] || !strings.Contains(u.Name, ".") || strings.Contains(u.Name, "/") || !strings.Contains(u.Text, "\n[Unit]\n") {
+				t.Errorf("%s ships a unit %q that is not a fresh unit file", d.Name, u.Name)
+			}
+			seen[u.Name] = true
+			if strings.Contains(SpecUnitsLine(), u.Name) {
+				t.Errorf("%s: %s is in the spec's units line", d.Name, u.Name)
+			}
+		}
+	}
+	d, ok := daemons.Find("initfailover")
+	if !ok {
+		t.Fatal("initfailover is not registered")
+	}
+	if len(d.Units) != 1 || d.Units[0].Name != "openssi-init.target" || !strings.Contains(d.Units[0].Text, "\nBindsTo="+d.Unit+"\n") {
+		t.Errorf("initfailover's units: %+v", d.Units)
 	}
 }

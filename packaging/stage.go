@@ -152,6 +152,9 @@ func Stage(root string, o Options) ([]File, error) {
 	for _, d := range Daemons() {
 		s.copy(SbinDir+"/"+d.Binary, filepath.Join(o.BinDir, d.Binary), 0o755)
 		s.write(UnitDir(o.Format)+"/"+d.Unit, []byte(ServiceUnit(d)), 0o644)
+		for _, u := range d.Units {
+			s.write(UnitDir(o.Format)+"/"+u.Name, []byte(u.Text), 0o644)
+		}
 	}
 	s.write(UnitDir(o.Format)+"/"+Target, []byte(TargetUnit()), 0o644)
 	// Configuration.

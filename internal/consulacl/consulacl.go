@@ -37,7 +37,7 @@ const MaxNodeNumber = 511
 
 // Daemons are the OpenSSI daemons that run under a node's token (the names
 // of internal/daemons.All; a test keeps the two equal).
-var Daemons = []string{"clmsd", "dlmd", "vprocd"}
+var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover"}
 
 // ServicePrefix starts every daemon's Consul service name (rpc.ServicePrefix).
 const ServicePrefix = "openssi-"

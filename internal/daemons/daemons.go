@@ -11,6 +11,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
+	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
@@ -25,6 +26,7 @@ var All = []Daemon{
 	clmsdspec.Daemon,
 	dlmdspec.Daemon,
 	vprocdspec.Daemon,
+	initfailoverspec.Daemon,
 }
 
 // Find returns the daemon with the given name.

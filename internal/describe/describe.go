@@ -32,7 +32,14 @@ type Daemon struct {
 	Config settings.Section
 	// Hardening is the sandbox of its unit.
 	Hardening Hardening
+	// Units are other systemd units it ships beside its service (a target
+	// of its own, such as initfailover's openssi-init.target): installed
+	// with the package, never enabled by it.
+	Units []Unit
 }
+
+// Unit is a systemd unit file a daemon ships: its name and its text.
+type Unit struct{ Name, Text string }
 
 // Hardening is the sandbox of one daemon's unit: the directives that differ
 // from the baseline every unit starts from (packaging.Baseline) and why.

@@ -52,6 +52,7 @@ func TestConsulACLNodePolicy(t *testing.T) {
 		NodeTokens: true,
 		Clmsd:      clmsdBin,
 		Dlmd:       dlmdBin,
+		Binaries:   map[string]string{"initfailover": initfailoverBin},
 	})
 	ctx := ctxFor(t, 60*time.Second)
 
@@ -88,6 +89,12 @@ func TestConsulACLNodePolicy(t *testing.T) {
 	}
 	if code, out := ssi("lockspace", "delete", "acl2"); code != 0 {
 		t.Fatalf("ssi lockspace delete: exit %d: %s", code, out)
+	}
+	// initfailover: node 2 reaches every node's initfailover over the
+	// per-node certificates its token fetched (no node here has systemd,
+	// so each answers that in its line).
+	if code, out := ssi("service", "status", "x.service", "--all"); code != 1 || strings.Count(out, "no systemd on this node") != 3 {
+		t.Fatalf("ssi service status --all: exit %d: %s", code, out)
 	}
 
 	// What node 1's token may not do.

@@ -11,8 +11,9 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin, dlmdBin and vprocdBin are built once for the package.
-var clmsdBin, dlmdBin, vprocdBin string
+// clmsdBin, dlmdBin, vprocdBin and initfailoverBin are built once for the
+// package.
+var clmsdBin, dlmdBin, vprocdBin, initfailoverBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(dlmChildEnv) != "" {
@@ -29,6 +30,9 @@ func TestMain(m *testing.M) {
 	}
 	if err == nil {
 		vprocdBin, err = nodetest.Build(dir, "vprocd")
+	}
+	if err == nil {
+		initfailoverBin, err = nodetest.Build(dir, "initfailover")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

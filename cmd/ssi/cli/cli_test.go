@@ -25,7 +25,7 @@ func TestRenderNodes(t *testing.T) {
 		},
 	}
 	var b bytes.Buffer
-	renderNodes(&b, v, now)
+	renderNodes(&b, v, now, 0)
 	want := `NODE  NAME   ADDRESS   STATE  SINCE      SKEW
 1*    node1  10.0.0.1  UP     1m ago     +0µs
 2     node2  10.0.0.2  DOWN   3h00m ago  -
@@ -38,7 +38,7 @@ epoch 7; * is this node; WARNING: 1 node(s) with clock skew above 100ms: check N
 	b.Reset()
 	v.Quorum = false
 	v.QuorumLostSince = now.Add(-12 * time.Second)
-	renderNodes(&b, v, now)
+	renderNodes(&b, v, now, 0)
 	if !strings.HasPrefix(b.String(), "WARNING: this node has lost the cluster (no Consul quorum reachable, lost 12s ago)") {
 		t.Fatalf("no quorum warning: %s", b.String())
 	}

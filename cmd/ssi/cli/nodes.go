@@ -21,6 +21,8 @@ func newNodes(g *globals) *cobra.Command {
 		Long: `List every node the cluster has known: its number, name, address, state
 (UP, DOWN or LEAVING), since when, and its clock offset relative to this node.
 A skew above the threshold (clmsd.skew_threshold) is flagged with "!".
+"+" marks the init node, the one running the cluster's singleton services
+(see ssi init), when this node's initfailover says which it is.
 
 -o load shows instead the load this node's vprocd believes each node has:
 its own measurement and the freshest vectors heard from peers (each vprocd
@@ -46,7 +48,7 @@ average, CPUs, free memory and how long ago it was measured or heard.`,
 			if output == "json" {
 				return writeJSON(g.out, v)
 			}
-			renderNodes(g.out, v, time.Now())
+			renderNodes(g.out, v, time.Now(), g.initNode(cmd.Context()))
 			return nil
 		},
 	}
@@ -60,8 +62,9 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// renderNodes prints the view as a table.
-func renderNodes(w io.Writer, v cluster.View, now time.Time) {
+// renderNodes prints the view as a table; init, when not 0, is marked as
+// the init node.
+func renderNodes(w io.Writer, v cluster.View, now time.Time, init int) {
 	if !v.Quorum {
 		since := ""
 		if !v.QuorumLostSince.IsZero() {
@@ -77,6 +80,9 @@ func renderNodes(w io.Writer, v cluster.View, now time.Time) {
 		if n.Number == v.ThisNode {
 			mark = "*"
 		}
+		if n.Number == init {
+			mark += "+"
+		}
 		if n.SkewWarning {
 			warn++
 		}
@@ -84,6 +90,9 @@ func renderNodes(w io.Writer, v cluster.View, now time.Time) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "epoch %d; * is this node", v.Epoch)
+	if init != 0 {
+		fmt.Fprint(w, "; + is the init node")
+	}
 	if warn > 0 {
 		fmt.Fprintf(w, "; WARNING: %d node(s) with clock skew above %s: check NTP", warn, v.SkewThreshold)
 	}

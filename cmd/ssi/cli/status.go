@@ -59,6 +59,9 @@ Exits 1 when any daemon is not serving.`,
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Daemon, r.Unit, r.State, r.Detail)
 				}
 				tw.Flush()
+				if n := g.initNode(cmd.Context()); n != 0 {
+					fmt.Fprintf(g.out, "init node: %d (runs the cluster's singleton services; see ssi init)\n", n)
+				}
 			}
 			if bad > 0 {
 				return fmt.Errorf("%d of %d daemons not serving: see `journalctl -u openssi-<daemon>` and `systemctl status openssi.target`", bad, len(rows))

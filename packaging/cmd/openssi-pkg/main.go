@@ -120,6 +120,11 @@ func run(args []string) error {
 			if err := os.WriteFile(filepath.Join(*out, d.Unit), []byte(packaging.ServiceUnit(d)), 0o644); err != nil {
 				return err
 			}
+			for _, u := range d.Units {
+				if err := os.WriteFile(filepath.Join(*out, u.Name), []byte(u.Text), 0o644); err != nil {
+					return err
+				}
+			}
 		}
 		return os.WriteFile(filepath.Join(*out, packaging.Target), []byte(packaging.TargetUnit()), 0o644)
 	default:

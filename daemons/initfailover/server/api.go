@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
+	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
+	initfailoverpeerv1 "github.com/openssi/openssi/proto/initfailoverpeer/v1"
+)
+
+// API is the local API on initfailover's socket.
+type API struct {
+	initfailoverv1.UnimplementedInitfailoverServer
+	s *Server
+}
+
+// NewAPI returns the local API of s.
+func NewAPI(s *Server) *API { return &API{s: s} }
+
+// Register adds the service to a gRPC server.
+func (a *API) Register(g *grpc.Server) { initfailoverv1.RegisterInitfailoverServer(g, a) }
+
+// Init says which node is init and this node's state.
+func (a *API) Init(ctx context.Context, _ *initfailoverv1.InitRequest) (*initfailoverv1.InitReply, error) {
+	r := &initfailoverv1.InitReply{ThisNode: a.s.cfg.Node, State: "no systemd: never init"}
+	if el := a.s.cfg.Elector; el != nil {
+		st, since, _ := el.Status()
+		r.State = st.String()
+		if !since.IsZero() {
+			r.SinceUnixNanos = since.UnixNano()
+		}
+	}
+	n, err := a.s.InitNode(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
+	}
+	r.InitNode = n
+	return r, nil
+}
+
+// Move hands the init role to another node (root only), from wherever
+// it is now.
+func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initfailoverv1.MoveReply, error) {
+	uid, err := callerUID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if uid != 0 {
+		return nil, status.Errorf(codes.PermissionDenied, "initfailover: ssi init move: only root may move the init role (uid %d)", uid)
+	}
+	if !a.s.isUp(req.GetNode()) {
+		return nil, status.Errorf(codes.FailedPrecondition, "initfailover: node %d is not UP", req.GetNode())
+	}
+	from, err := a.s.InitNode(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
+	}
+	switch {
+	case from == 0:
+		return nil, status.Error(codes.FailedPrecondition, "initfailover: no node is init now (is initfailover running on the UP nodes?)")
+	case from == a.s.cfg.Node && a.s.cfg.Elector != nil:
+		if err := moveError(a.s.cfg.Elector.Move(ctx, req.GetNode())); err != nil {
+			return nil, err
+		}
+		return &initfailoverv1.MoveReply{From: from}, nil
+	}
+	p, err := a.s.peer(ctx, from)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "initfailover: node %d's initfailover: %v", from, err)
+	}
+	if _, err := p.Move(ctx, &initfailoverpeerv1.PeerMove{Origin: a.s.cfg.Node, CallerUid: uid, Node: req.GetNode()}); err != nil {
+		return nil, err
+	}
+	return &initfailoverv1.MoveReply{From: from}, nil
+}
+
+// Service acts on a unit of the nodes asked, one line per node, in node
+// order; a node that is not UP or does not answer gets a line saying so.
+func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (*initfailoverv1.ServiceReply, error) {
+	uid, err := callerUID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := mayAct(req.GetAction(), uid); err != nil {
+		return nil, err
+	}
+	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	nodes := slices.Clone(req.GetNodes())
+	switch {
+	case req.GetAll():
+		nodes = a.s.upNodes()
+	case len(nodes) == 0:
+		nodes = []uint32{a.s.cfg.Node}
+	}
+	slices.Sort(nodes)
+	nodes = slices.Compact(nodes)
+	lines := make([]*initfailoverv1.UnitLine, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lines[i] = a.s.unitOn(ctx, n, uid, req.GetAction(), req.GetUnit())
+		}()
+	}
+	wg.Wait()
+	return &initfailoverv1.ServiceReply{Lines: lines}, nil
+}
+
+// unitOn carries out an action on node n: here, or through its
+// initfailover.
+func (s *Server) unitOn(ctx context.Context, n, uid uint32, action initfailoverv1.Action, unit string) *initfailoverv1.UnitLine {
+	if n == s.cfg.Node {
+		return s.unit(ctx, action, unit)
+	}
+	if !s.isUp(n) {
+		return &initfailoverv1.UnitLine{Node: n, Error: fmt.Sprintf("node %d is not UP", n)}
+	}
+	p, err := s.peer(ctx, n)
+	if err == nil {
+		var line *initfailoverv1.UnitLine
+		line, err = p.Unit(ctx, &initfailoverpeerv1.PeerUnit{Origin: s.cfg.Node, CallerUid: uid, Action: action, Unit: unit})
+		if err == nil {
+			line.Node = n
+			return line
+		}
+		err = fmt.Errorf("%s", status.Convert(err).Message())
+	}
+	return &initfailoverv1.UnitLine{Node: n, Error: fmt.Sprintf("node %d's initfailover: %v", n, err)}
+}
+
+// Peer is initfailover's service to the initfailover of the other nodes.
+type Peer struct {
+	initfailoverpeerv1.UnimplementedInitfailoverPeerServer
+	s *Server
+}
+
+// NewPeer returns the peer service of s.
+func NewPeer(s *Server) *Peer { return &Peer{s: s} }
+
+// Register adds the service to a gRPC server.
+func (p *Peer) Register(g *grpc.Server) { initfailoverpeerv1.RegisterInitfailoverPeerServer(g, p) }
+
+// Move hands this node's init role over, for a root caller of the origin.
+func (p *Peer) Move(ctx context.Context, req *initfailoverpeerv1.PeerMove) (*initfailoverv1.MoveReply, error) {
+	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+		return nil, err
+	}
+	if req.GetCallerUid() != 0 {
+		return nil, status.Errorf(codes.PermissionDenied, "initfailover: ssi init move: only root may move the init role (uid %d on node %d)", req.GetCallerUid(), req.GetOrigin())
+	}
+	if p.s.cfg.Elector == nil {
+		return nil, status.Error(codes.FailedPrecondition, "initfailover: no election on this node")
+	}
+	if err := moveError(p.s.cfg.Elector.Move(ctx, req.GetNode())); err != nil {
+		return nil, err
+	}
+	return &initfailoverv1.MoveReply{From: p.s.cfg.Node}, nil
+}
+
+// Unit carries out an action on a unit of this node for a caller of the
+// origin: status for anyone, changes for root.
+func (p *Peer) Unit(ctx context.Context, req *initfailoverpeerv1.PeerUnit) (*initfailoverv1.UnitLine, error) {
+	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+		return nil, err
+	}
+	if err := mayAct(req.GetAction(), req.GetCallerUid()); err != nil {
+		return nil, err
+	}
+	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return p.s.unit(ctx, req.GetAction(), req.GetUnit()), nil
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+)
+
+// UnitStatus is what systemd says of one unit.
+type UnitStatus struct {
+	// LoadState: loaded, not-found, masked, error, ...
+	LoadState string
+	// ActiveState: active, inactive, failed, activating, deactivating.
+	ActiveState string
+	SubState    string
+	// Since is when the unit entered its active state (zero: unknown).
+	Since time.Time
+	// MainPID is its main process on the node (0: none).
+	MainPID int
+}
+
+// ErrNoUnit is wrapped when systemd knows no unit of that name.
+var ErrNoUnit = errors.New("no such unit")
+
+// Systemd is the part of systemd's D-Bus API initfailover uses: DBus
+// carries it to the node's systemd, tests give a recording fake.
+// Start, Stop and Restart wait for their job to finish.
+type Systemd interface {
+	Start(ctx context.Context, unit string) error
+	Stop(ctx context.Context, unit string) error
+	Restart(ctx context.Context, unit string) error
+	// Kill sends sig to every process of the unit.
+	Kill(ctx context.Context, unit string, sig syscall.Signal) error
+	Enable(ctx context.Context, unit string) error
+	Disable(ctx context.Context, unit string) error
+	Status(ctx context.Context, unit string) (UnitStatus, error)
+	// Wants lists the units unit wants (its Wants= and the .wants/
+	// directories).
+	Wants(ctx context.Context, unit string) ([]string, error)
+	Close()
+}
+
+// DBus is Systemd over the system bus.
+type DBus struct{ c *sddbus.Conn }
+
+// NewDBus connects to systemd on the system bus.
+func NewDBus(ctx context.Context) (*DBus, error) {
+	c, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("initfailover: connect to systemd: %w", err)
+	}
+	return &DBus{c: c}, nil
+}
+
+// Close closes the bus connection.
+func (d *DBus) Close() { d.c.Close() }
+
+// job runs one systemd job and waits for its result.
+func job(ctx context.Context, what, unit string, call func(chan<- string) (int, error)) error {
+	ch := make(chan string, 1)
+	if _, err := call(ch); err != nil {
+		return fmt.Errorf("initfailover: %s %s: %w", what, unit, err)
+	}
+	select {
+	case r := <-ch:
+		if r != "done" {
+			return fmt.Errorf("initfailover: %s %s: job %s (see journalctl -u %s)", what, unit, r, unit)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("initfailover: %s %s: %w", what, unit, ctx.Err())
+	}
+}
+
+// Start starts unit (mode replace).
+func (d *DBus) Start(ctx context.Context, unit string) error {
+	return job(ctx, "start", unit, func(ch chan<- string) (int, error) { return d.c.StartUnitContext(ctx, unit, "replace", ch) })
+}
+
+// Stop stops unit (mode replace).
+func (d *DBus) Stop(ctx context.Context, unit string) error {
+	return job(ctx, "stop", unit, func(ch chan<- string) (int, error) { return d.c.StopUnitContext(ctx, unit, "replace", ch) })
+}
+
+// Restart restarts unit (mode replace).
+func (d *DBus) Restart(ctx context.Context, unit string) error {
+	return job(ctx, "restart", unit, func(ch chan<- string) (int, error) { return d.c.RestartUnitContext(ctx, unit, "replace", ch) })
+}
+
+// Kill sends sig to every process of unit.
+func (d *DBus) Kill(ctx context.Context, unit string, sig syscall.Signal) error {
+	if err := d.c.KillUnitWithTarget(ctx, unit, sddbus.All, int32(sig)); err != nil {
+		return fmt.Errorf("initfailover: kill %s: %w", unit, err)
+	}
+	return nil
+}
+
+// Enable enables unit's file, then reloads systemd as systemctl does.
+func (d *DBus) Enable(ctx context.Context, unit string) error {
+	if _, _, err := d.c.EnableUnitFilesContext(ctx, []string{unit}, false, false); err != nil {
+		return fmt.Errorf("initfailover: enable %s: %w", unit, err)
+	}
+	return d.c.ReloadContext(ctx)
+}
+
+// Disable disables unit's file, then reloads systemd.
+func (d *DBus) Disable(ctx context.Context, unit string) error {
+	if _, err := d.c.DisableUnitFilesContext(ctx, []string{unit}, false); err != nil {
+		return fmt.Errorf("initfailover: disable %s: %w", unit, err)
+	}
+	return d.c.ReloadContext(ctx)
+}
+
+// Status reads unit's states, since when, and its main pid.
+func (d *DBus) Status(ctx context.Context, unit string) (UnitStatus, error) {
+	p, err := d.c.GetUnitPropertiesContext(ctx, unit)
+	if err != nil {
+		return UnitStatus{}, fmt.Errorf("initfailover: status of %s: %w", unit, err)
+	}
+	s := UnitStatus{LoadState: str(p["LoadState"]), ActiveState: str(p["ActiveState"]), SubState: str(p["SubState"])}
+	if s.LoadState == "not-found" {
+		return s, fmt.Errorf("initfailover: %s: %w", unit, ErrNoUnit)
+	}
+	key := "ActiveEnterTimestamp"
+	if s.ActiveState != "active" {
+		key = "InactiveEnterTimestamp"
+	}
+	if us, ok := p[key].(uint64); ok && us > 0 {
+		s.Since = time.UnixMicro(int64(us))
+	}
+	if len(unit) > len(".service") && unit[len(unit)-len(".service"):] == ".service" {
+		if sp, err := d.c.GetServicePropertyContext(ctx, unit, "MainPID"); err == nil {
+			if pid, ok := sp.Value.Value().(uint32); ok {
+				s.MainPID = int(pid)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Wants lists what unit wants.
+func (d *DBus) Wants(ctx context.Context, unit string) ([]string, error) {
+	p, err := d.c.GetUnitPropertyContext(ctx, unit, "Wants")
+	if err != nil {
+		return nil, fmt.Errorf("initfailover: what %s wants: %w", unit, err)
+	}
+	w, _ := p.Value.Value().([]string)
+	return w, nil
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+// UnderSystemd reports whether systemd is the node's init (sd_booted).
+func UnderSystemd() bool {
+	st, err := os.Stat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}

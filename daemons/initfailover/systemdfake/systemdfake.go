@@ -1,0 +1,206 @@
+// Package systemdfake is a recording stand-in for systemd's D-Bus API
+// (initfailover's server.Systemd), for tests on hosts where systemd is
+// not PID 1: units are states in memory, and every change lands, with
+// its time and node, in a Timeline shared by the nodes of a test, so a
+// test can check that no two nodes ran a singleton at once.
+package systemdfake
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/openssi/openssi/daemons/initfailover/server"
+)
+
+// Event is one change of a unit.
+type Event struct {
+	Time   time.Time
+	Node   uint32
+	Unit   string
+	Active bool
+	// Op is what caused it: start, stop, kill, restart.
+	Op string
+}
+
+func (e Event) String() string {
+	return fmt.Sprintf("%s node %d %s %s active=%v", e.Time.Format("15:04:05.000"), e.Node, e.Op, e.Unit, e.Active)
+}
+
+// Timeline records the events of every node.
+type Timeline struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+// Events returns a copy of the events so far, in order.
+func (t *Timeline) Events() []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.events)
+}
+
+func (t *Timeline) add(e Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.events = append(t.events, e)
+}
+
+// Overlaps returns, for unit, every moment two nodes had it active at
+// once ("" none).
+func (t *Timeline) Overlaps(unit string) []string {
+	var out []string
+	active := map[uint32]bool{}
+	for _, e := range t.Events() {
+		if e.Unit != unit {
+			continue
+		}
+		active[e.Node] = e.Active
+		var on []uint32
+		for n, a := range active {
+			if a {
+				on = append(on, n)
+			}
+		}
+		if len(on) > 1 {
+			slices.Sort(on)
+			out = append(out, fmt.Sprintf("%v: nodes %v", e, on))
+		}
+	}
+	return out
+}
+
+// Systemd is one node's fake systemd.
+type Systemd struct {
+	node uint32
+	tl   *Timeline
+
+	mu      sync.Mutex
+	active  map[string]bool
+	known   map[string]bool
+	wants   map[string][]string
+	since   map[string]time.Time
+	hang    map[string]bool
+	stopped chan struct{} // closed and replaced on every change
+}
+
+// New returns node's fake systemd knowing units (all inactive), recording
+// into tl.
+func New(node uint32, tl *Timeline, units ...string) *Systemd {
+	s := &Systemd{node: node, tl: tl, active: map[string]bool{}, known: map[string]bool{}, wants: map[string][]string{},
+		since: map[string]time.Time{}, hang: map[string]bool{}, stopped: make(chan struct{})}
+	for _, u := range units {
+		s.known[u] = true
+	}
+	return s
+}
+
+// SetWants makes unit want others.
+func (s *Systemd) SetWants(unit string, others ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wants[unit] = others
+}
+
+// Hang makes a stop of unit never finish: only a kill stops it.
+func (s *Systemd) Hang(unit string, hang bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hang[unit] = hang
+}
+
+// Active reports whether unit is active.
+func (s *Systemd) Active(unit string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[unit]
+}
+
+func (s *Systemd) set(unit string, active bool, op string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.known[unit] {
+		return fmt.Errorf("systemdfake: %s: %w", unit, server.ErrNoUnit)
+	}
+	if s.active[unit] != active || op == "restart" {
+		s.active[unit] = active
+		s.since[unit] = time.Now()
+		s.tl.add(Event{Time: time.Now(), Node: s.node, Unit: unit, Active: active, Op: op})
+		close(s.stopped)
+		s.stopped = make(chan struct{})
+	}
+	return nil
+}
+
+// Start starts unit.
+func (s *Systemd) Start(_ context.Context, unit string) error { return s.set(unit, true, "start") }
+
+// Restart restarts unit.
+func (s *Systemd) Restart(_ context.Context, unit string) error { return s.set(unit, true, "restart") }
+
+// Stop stops unit, or waits (hung) until it is killed or ctx ends.
+func (s *Systemd) Stop(ctx context.Context, unit string) error {
+	for {
+		s.mu.Lock()
+		hang, active, ch := s.hang[unit], s.active[unit], s.stopped
+		s.mu.Unlock()
+		if !hang || !active {
+			return s.set(unit, false, "stop")
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Kill stops unit at once when sig is SIGKILL.
+func (s *Systemd) Kill(_ context.Context, unit string, sig syscall.Signal) error {
+	if sig != syscall.SIGKILL {
+		return nil
+	}
+	return s.set(unit, false, "kill")
+}
+
+// Enable records nothing: the fake has no unit files.
+func (s *Systemd) Enable(_ context.Context, unit string) error { return s.check(unit) }
+
+// Disable records nothing.
+func (s *Systemd) Disable(_ context.Context, unit string) error { return s.check(unit) }
+
+func (s *Systemd) check(unit string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.known[unit] {
+		return fmt.Errorf("systemdfake: %s: %w", unit, server.ErrNoUnit)
+	}
+	return nil
+}
+
+// Status reports unit's state; an active service's main pid is 100.
+func (s *Systemd) Status(_ context.Context, unit string) (server.UnitStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.known[unit] {
+		return server.UnitStatus{LoadState: "not-found", ActiveState: "inactive"}, fmt.Errorf("systemdfake: %s: %w", unit, server.ErrNoUnit)
+	}
+	st := server.UnitStatus{LoadState: "loaded", ActiveState: "inactive", SubState: "dead", Since: s.since[unit]}
+	if s.active[unit] {
+		st.ActiveState, st.SubState, st.MainPID = "active", "running", 100
+	}
+	return st, nil
+}
+
+// Wants lists what unit wants.
+func (s *Systemd) Wants(_ context.Context, unit string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.wants[unit]), nil
+}
+
+// Close does nothing.
+func (s *Systemd) Close() {}
