@@ -1,0 +1,308 @@
+// Command vprocprobe measures remote exec from inside a lab node, so that
+// no nsenter or host process is on the clock: `ssi exec` as a whole
+// process (what a user at a shell feels), a client/vproc Exec call, a
+// fresh `ssh` and `ssh` through an open ControlMaster, each running
+// `true` on the target; `ssi version` alone (start-up); execs per second
+// with many concurrent callers; stdio throughput through `cat`; and `ssi
+// ps` over all nodes. bench/vproc copies it into node 1 and reads the
+// JSON it prints.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openssi/openssi/client/vproc"
+)
+
+// Result is what vprocprobe prints; latencies are in nanoseconds.
+type Result struct {
+	Samples map[string][]int64 `json:"samples,omitempty"`
+	// Rates are execs per second of the concurrent runs.
+	Rates map[string]float64 `json:"rates,omitempty"`
+	// Failed counts the failed execs of the concurrent runs.
+	Failed map[string]int64 `json:"failed,omitempty"`
+	// Streams are MB/s (10^6 bytes) through cat; Checksums whether the
+	// output's SHA-256 matched the input's.
+	Streams   map[string]float64 `json:"streams,omitempty"`
+	Checksums map[string]bool    `json:"checksums,omitempty"`
+}
+
+type params struct {
+	target     string // node number of the target, e.g. "2"
+	host       string // its host name for ssh, e.g. "node2"
+	runs       int
+	psRuns     int
+	callers    int
+	duration   time.Duration
+	streamMiB  int
+	controlDir string
+	only       string // "ps": only the ps latencies
+}
+
+func main() {
+	var p params
+	flag.StringVar(&p.target, "target", "2", "node number of the target")
+	flag.StringVar(&p.host, "host", "node2", "the target's host name (ssh)")
+	flag.IntVar(&p.runs, "runs", 200, "runs of each latency variant")
+	flag.IntVar(&p.psRuns, "ps-runs", 50, "runs of ssi ps")
+	flag.IntVar(&p.callers, "callers", 64, "concurrent callers of the throughput runs")
+	flag.DurationVar(&p.duration, "duration", 10*time.Second, "length of each throughput run")
+	flag.IntVar(&p.streamMiB, "stream-mib", 256, "MiB through cat in each stdio run")
+	flag.StringVar(&p.controlDir, "control-dir", "/root/.ssh", "where the ssh ControlMaster's socket goes")
+	flag.StringVar(&p.only, "only", "", "ps: only the ssi ps latencies")
+	flag.Parse()
+	r, err := run(p)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vprocprobe:", err)
+		os.Exit(1)
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "vprocprobe %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(p params) (*Result, error) {
+	r := &Result{Samples: map[string][]int64{}, Rates: map[string]float64{}, Failed: map[string]int64{}, Streams: map[string]float64{}, Checksums: map[string]bool{}}
+	ctx := context.Background()
+	if p.only == "ps" {
+		return r, measurePs(ctx, p, r)
+	}
+	sshArgs := []string{"-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none"}
+	control := p.controlDir + "/bench-%r@%h:%p"
+	muxArgs := []string{"-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=" + control}
+	master := exec.Command("ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=yes", "-o", "ControlPath="+control, "-o", "ControlPersist=yes", "-N", "-f", p.host)
+	if out, err := master.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("open the ssh ControlMaster: %v: %s", err, out)
+	}
+	defer exec.Command("ssh", "-o", "ControlPath="+control, "-O", "exit", p.host).Run() //nolint:errcheck
+
+	c, err := vproc.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	target, _ := strconv.Atoi(p.target)
+	libCall := func(c *vproc.Client) error {
+		proc, err := c.Exec(ctx, target, vproc.Cmd{Args: []string{"true"}, Dir: "/", Stdin: bytes.NewReader(nil), Stdout: io.Discard, Stderr: io.Discard})
+		if err != nil {
+			return err
+		}
+		st, err := proc.Wait()
+		if err == nil && st.Code != 0 {
+			err = fmt.Errorf("exit status %d %s", st.Code, st.Reason)
+		}
+		return err
+	}
+	variants := []struct {
+		name string
+		f    func() error
+	}{
+		{"version", command("ssi", "version")},
+		{"exec_process", command("ssi", "exec", "-n", p.target, "--", "true")},
+		{"exec_call", func() error { return libCall(c) }},
+		{"exec_call_dial", func() error {
+			c, err := vproc.New(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return libCall(c)
+		}},
+		{"ssh_fresh", command("ssh", append(sshArgs, p.host, "true")...)},
+		{"ssh_mux", command("ssh", append(muxArgs, p.host, "true")...)},
+	}
+	// Warm every path once (page cache, the peer link, the ssh master).
+	for _, v := range variants {
+		if err := v.f(); err != nil {
+			return nil, fmt.Errorf("%s: %w", v.name, err)
+		}
+	}
+	// Interleaved, so a slow spell of the machine falls on every variant.
+	for i := 0; i < p.runs; i++ {
+		for _, v := range variants {
+			t := time.Now()
+			if err := v.f(); err != nil {
+				return nil, fmt.Errorf("%s run %d: %w", v.name, i, err)
+			}
+			r.Samples[v.name] = append(r.Samples[v.name], int64(time.Since(t)))
+		}
+		if (i+1)%50 == 0 {
+			logf("latency: %d/%d runs of each", i+1, p.runs)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		f    func() error
+	}{
+		{"exec_process", command("ssi", "exec", "-n", p.target, "--", "true")},
+		{"exec_call", func() error { return libCall(c) }},
+		{"ssh_mux", command("ssh", append(muxArgs, p.host, "true")...)},
+	} {
+		rate, failed := throughput(p.callers, p.duration, v.f)
+		r.Rates[v.name], r.Failed[v.name] = rate, failed
+		logf("throughput %s: %.0f execs/s, %d failed", v.name, rate, failed)
+	}
+	for _, v := range []struct {
+		name string
+		args []string
+	}{
+		{"exec_process", []string{"ssi", "exec", "-n", p.target, "--", "cat"}},
+		{"ssh_fresh", append(append([]string{"ssh"}, sshArgs...), p.host, "cat")},
+		{"ssh_mux", append(append([]string{"ssh"}, muxArgs...), p.host, "cat")},
+	} {
+		mbs, ok, err := stream(v.args, p.streamMiB)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", v.name, err)
+		}
+		r.Streams[v.name], r.Checksums[v.name] = mbs, ok
+		logf("stream %s: %.1f MB/s, checksum ok %v", v.name, mbs, ok)
+	}
+	return r, measurePs(ctx, p, r)
+}
+
+// measurePs times `ssi ps` as a process and the client/vproc Ps call.
+func measurePs(ctx context.Context, p params, r *Result) error {
+	c, err := vproc.New(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	variants := []struct {
+		name string
+		f    func() error
+	}{
+		{"ps_process", command("ssi", "ps")},
+		{"ps_call", func() error {
+			t, err := c.Ps(ctx, vproc.PsFilter{})
+			if err == nil && len(t.Failures) > 0 {
+				err = fmt.Errorf("nodes without a table: %+v", t.Failures)
+			}
+			return err
+		}},
+	}
+	for _, v := range variants {
+		if err := v.f(); err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+	}
+	for i := 0; i < p.psRuns; i++ {
+		for _, v := range variants {
+			t := time.Now()
+			if err := v.f(); err != nil {
+				return fmt.Errorf("%s run %d: %w", v.name, i, err)
+			}
+			r.Samples[v.name] = append(r.Samples[v.name], int64(time.Since(t)))
+		}
+	}
+	return nil
+}
+
+// command runs a program to its end, output discarded; a failure carries
+// its output.
+func command(name string, args ...string) func() error {
+	return func() error {
+		var out bytes.Buffer
+		cmd := exec.Command(name, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out.Bytes()))
+		}
+		return nil
+	}
+}
+
+// throughput runs f from callers goroutines for d and returns the
+// completed calls per second and the failed ones.
+func throughput(callers int, d time.Duration, f func() error) (float64, int64) {
+	var done, failed atomic.Int64
+	var once sync.Once
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(); err != nil {
+					if failed.Add(1) == 1 {
+						logf("a failed call: %v", err)
+					}
+					continue
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	time.Sleep(d)
+	once.Do(func() { close(stop) })
+	wg.Wait()
+	return float64(done.Load()) / time.Since(start).Seconds(), failed.Load()
+}
+
+// stream pipes mib MiB of pseudo-random bytes through the command (a
+// remote cat) and returns MB/s over the whole run (start-up included)
+// and whether the output's SHA-256 matches the input's.
+func stream(args []string, mib int) (float64, bool, error) {
+	cmd := exec.Command(args[0], args[1:]...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, false, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, false, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	total := int64(mib) << 20
+	t := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, false, err
+	}
+	sent := make(chan []byte, 1)
+	go func() {
+		h := sha256.New()
+		rng := rand.NewChaCha8([32]byte{1})
+		buf := make([]byte, 1<<20)
+		for left := total; left > 0; left -= int64(len(buf)) {
+			_, _ = rng.Read(buf)
+			h.Write(buf)
+			if _, err := in.Write(buf); err != nil {
+				break
+			}
+		}
+		_ = in.Close()
+		sent <- h.Sum(nil)
+	}()
+	h := sha256.New()
+	n, cerr := io.Copy(h, out)
+	werr := cmd.Wait()
+	secs := time.Since(t).Seconds()
+	want := <-sent
+	if cerr != nil || werr != nil {
+		return 0, false, errors.Join(cerr, werr, errors.New(stderr.String()))
+	}
+	return float64(n) / 1e6 / secs, n == total && bytes.Equal(h.Sum(nil), want), nil
+}
