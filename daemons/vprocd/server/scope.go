@@ -33,14 +33,29 @@ type SystemdScopes struct {
 	started atomic.Uint64 // scopes started, numbering their names
 }
 
-// NewSystemdScopes connects to systemd on the system bus.
+// NewSystemdScopes connects to systemd: as root on its private socket
+// (/run/systemd/private, root only), where a scope starts in about 3 ms
+// instead of about 11 through the bus daemon (bench/vproc measured both
+// in a lab node); else, or when that fails, on the system bus.
 func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
+	if os.Geteuid() == 0 {
+		if c, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+			return &SystemdScopes{conn: c}, nil
+		}
+	}
 	c, err := sddbus.NewSystemConnectionContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("vproc: connect to systemd: %w", err)
 	}
 	return &SystemdScopes{conn: c}, nil
 }
+
+// scopeJobMode is the job mode of a scope's start. "replace", not
+// "fail": a user's slice that its last scope just left has a stop job
+// queued, and "fail" then refuses the next scope in it as a destructive
+// transaction (back-to-back programs of one user hit it), leaving that
+// program in vprocd's cgroup; "replace" starts the slice again instead.
+const scopeJobMode = "replace"
 
 // Close closes the connection to systemd.
 func (s *SystemdScopes) Close() { s.conn.Close() }
@@ -67,7 +82,7 @@ func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int
 	}
 	done := make(chan string, 1)
 	name := ScopeName(cpid, s.started.Add(1))
-	if _, err := s.conn.StartTransientUnitContext(ctx, name, "fail", props, done); err != nil {
+	if _, err := s.conn.StartTransientUnitContext(ctx, name, scopeJobMode, props, done); err != nil {
 		return fmt.Errorf("vproc: start %s: %w", name, err)
 	}
 	select {
