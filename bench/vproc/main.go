@@ -102,6 +102,7 @@ func run(p params) error {
 	ctx := context.Background()
 	defer l.Down(ctx)
 	start := time.Now()
+	loadBefore := loadavg()
 
 	if err := l.Up(ctx, p.small); err != nil {
 		return err
@@ -122,6 +123,10 @@ func run(p params) error {
 		return err
 	}
 	machine, _ := l.Exec(ctx, "node1", "sh", "-c", "uname -r")
+	unscoped, err := countUnscoped(ctx, l, "node2")
+	if err != nil {
+		return err
+	}
 	var big *result
 	if p.big > 0 {
 		if err := l.Down(ctx); err != nil {
@@ -141,7 +146,8 @@ func run(p params) error {
 			return err
 		}
 	}
-	report := render(p, res, big, strings.TrimSpace(machine), time.Since(start))
+	machine = fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", strings.TrimSpace(machine), loadBefore, loadavg())
+	report := render(p, res, big, unscoped, machine, time.Since(start))
 	fmt.Print(report)
 	if p.out != "" {
 		return os.WriteFile(p.out, []byte(report), 0o644)
@@ -263,6 +269,7 @@ func probeRun(ctx context.Context, l *lab.Lab, args ...string) (*result, error) 
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
+		diagnose(ctx, l)
 		return nil, fmt.Errorf("vprocprobe: %w", err)
 	}
 	var r result
@@ -270,6 +277,28 @@ func probeRun(ctx context.Context, l *lab.Lab, args ...string) (*result, error) 
 		return nil, fmt.Errorf("vprocprobe output %q: %w", out, err)
 	}
 	return &r, nil
+}
+
+// countUnscoped counts the programs a node's vprocd could not move into
+// a scope of their own (they ran in vprocd's cgroup), from its journal.
+func countUnscoped(ctx context.Context, l *lab.Lab, node string) (int, error) {
+	out, err := l.Exec(ctx, node, "sh", "-c", "journalctl --no-pager -o cat -u openssi-vprocd | grep -c 'not moved to a scope' || true")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(out))
+}
+
+// diagnose prints what node1 knows of the membership and the last lines
+// of its daemons' journals, before the lab is torn down.
+func diagnose(ctx context.Context, l *lab.Lab) {
+	for _, args := range [][]string{
+		{"ssi", "nodes"},
+		{"journalctl", "--no-pager", "-o", "short-precise", "-n", "40", "-u", "openssi-clmsd", "-u", "openssi-vprocd"},
+	} {
+		out, _ := l.Exec(ctx, "node1", args...)
+		fmt.Fprintf(os.Stderr, "--- node1: %s\n%s\n", strings.Join(args, " "), out)
+	}
 }
 
 // pct is the nearest-rank percentile of nanosecond samples.
@@ -295,6 +324,15 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
+// loadavg is the host's 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
 func cpuModel() string {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -308,14 +346,14 @@ func cpuModel() string {
 	return "unknown CPU"
 }
 
-func render(p params, r, big *result, kernel string, took time.Duration) string {
+func render(p params, r, big *result, unscoped int, machine string, took time.Duration) string {
 	var b strings.Builder
 	p50 := func(name string) time.Duration { return pct(r.Samples[name], 50) }
 	fmt.Fprintf(&b, "# vprocd: remote exec against OpenSSH\n\n")
 	fmt.Fprintf(&b, "Measured %s in the lab (`lab up -n %d`: systemd-nspawn Debian bookworm nodes on one bridge, each with Consul and openssi from the local repository) "+
-		"on the project's build machine: %d cores (%s), kernel %s, Go %s; the lab lock held, so no other lab ran. One run of `go run ./bench/vproc` (%s). "+
+		"on the project's build machine: %d cores (%s), %s, Go %s; the lab lock held, so no other lab ran (other helpers' builds and tests may have). One run of `go run ./bench/vproc` (%s). "+
 		"Every figure is taken inside node1 by vprocprobe, with node2 as the target.\n\n",
-		time.Now().UTC().Format("2006-01-02"), p.small, runtime.NumCPU(), cpuModel(), kernel, runtime.Version(), took.Round(time.Second))
+		time.Now().UTC().Format("2006-01-02"), p.small, runtime.NumCPU(), cpuModel(), machine, runtime.Version(), took.Round(time.Second))
 
 	fmt.Fprintf(&b, "## Remote exec of `true`, node1 to node2, %d runs of each, interleaved\n\n", len(r.Samples["exec_process"]))
 	b.WriteString("| variant | p50 | p99 | mean |\n|---|---|---|---|\n")
@@ -326,6 +364,8 @@ func render(p params, r, big *result, kernel string, took time.Duration) string 
 		{"ssh_mux", "`ssh node2 true`, ControlMaster already open"},
 		{"ssh_fresh", "`ssh node2 true`, fresh connection"},
 		{"version", "`ssi version` alone (start-up of the ssi binary)"},
+		{"probe_once", "vprocprobe as a fresh process: `New` + one `Exec` + `Wait`"},
+		{"probe_dial", "vprocprobe as a fresh process: `New` + one unary call (`Loads`)"},
 	} {
 		s := r.Samples[v.name]
 		var sum int64
@@ -388,6 +428,7 @@ func render(p params, r, big *result, kernel string, took time.Duration) string 
 		ps := pct(big.Samples["ps_process"], 50)
 		fmt.Fprintf(&b, "\nTarget: `ssi ps` p50 <= 50 ms at %d nodes: %s (%s).\n", p.big, verdict(ps <= 50*time.Millisecond), ms(ps))
 	}
+	fmt.Fprintf(&b, "\nPrograms that node2's vprocd ran without a scope of their own over the %d-node run (its journal's \"not moved to a scope\" warnings; each ran in vprocd's cgroup instead): **%d**.\n", p.small, unscoped)
 	b.WriteString(method)
 	return b.String()
 }

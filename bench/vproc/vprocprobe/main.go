@@ -63,8 +63,16 @@ func main() {
 	flag.DurationVar(&p.duration, "duration", 10*time.Second, "length of each throughput run")
 	flag.IntVar(&p.streamMiB, "stream-mib", 256, "MiB through cat in each stdio run")
 	flag.StringVar(&p.controlDir, "control-dir", "/root/.ssh", "where the ssh ControlMaster's socket goes")
-	flag.StringVar(&p.only, "only", "", "ps: only the ssi ps latencies")
+	flag.StringVar(&p.only, "only", "", "ps: only the ssi ps latencies; once: one client/vproc Exec of true on -target, then exit; dial: one client/vproc Loads call, then exit")
 	flag.Parse()
+	switch p.only {
+	case "once", "dial":
+		if err := once(p); err != nil {
+			fmt.Fprintln(os.Stderr, "vprocprobe:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	r, err := run(p)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vprocprobe:", err)
@@ -126,6 +134,10 @@ func run(p params) (*Result, error) {
 		}},
 		{"ssh_fresh", command("ssh", append(sshArgs, p.host, "true")...)},
 		{"ssh_mux", command("ssh", append(muxArgs, p.host, "true")...)},
+		// Where a process's time goes: this probe as a fresh process
+		// making one Exec call, and making one unary call only.
+		{"probe_once", command("/proc/self/exe", "-only", "once", "-target", p.target)},
+		{"probe_dial", command("/proc/self/exe", "-only", "dial")},
 	}
 	// Warm every path once (page cache, the peer link, the ssh master).
 	for _, v := range variants {
@@ -174,6 +186,31 @@ func run(p params) (*Result, error) {
 		logf("stream %s: %.1f MB/s, checksum ok %v", v.name, mbs, ok)
 	}
 	return r, measurePs(ctx, p, r)
+}
+
+// once makes one call in a fresh process: an Exec of true (once) or a
+// Loads call (dial).
+func once(p params) error {
+	ctx := context.Background()
+	c, err := vproc.New(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if p.only == "dial" {
+		_, err := c.Loads(ctx)
+		return err
+	}
+	target, _ := strconv.Atoi(p.target)
+	proc, err := c.Exec(ctx, target, vproc.Cmd{Args: []string{"true"}, Dir: "/", Stdin: bytes.NewReader(nil), Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		return err
+	}
+	st, err := proc.Wait()
+	if err == nil && st.Code != 0 {
+		err = fmt.Errorf("exit status %d %s", st.Code, st.Reason)
+	}
+	return err
 }
 
 // measurePs times `ssi ps` as a process and the client/vproc Ps call.
