@@ -73,6 +73,11 @@ type result struct {
 	Failed    map[string]int64   `json:"failed"`
 	Streams   map[string]float64 `json:"streams"`
 	Checksums map[string]bool    `json:"checksums"`
+	StreamCPU map[string]struct {
+		Client float64 `json:"client"`
+		Origin float64 `json:"origin"`
+		Target float64 `json:"target"`
+	} `json:"stream_cpu"`
 }
 
 func run(p params) error {
@@ -400,8 +405,9 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	fmt.Fprintf(&b, "\n`ssi exec` / multiplexed ssh: **%.1fx** (no target in the issue; the peer is to be beaten).\n\n", r.Rates["exec_process"]/r.Rates["ssh_mux"])
 
 	fmt.Fprintf(&b, "## Stdio throughput: %d MiB of pseudo-random bytes through a `cat` on node2\n\n", p.streamMiB)
-	b.WriteString("Timed from the start of the process to its exit (start-up included), the output's SHA-256 checked against the input's.\n\n")
-	b.WriteString("| variant | MB/s | checksum |\n|---|---|---|\n")
+	b.WriteString("Timed from the start of the process to its exit (start-up included), the output's SHA-256 checked against the input's. " +
+		"CPU seconds (user + system) of the run: the client process's own (its rusage) and, for ssi exec, vprocd's on each node (from /proc, before and after; they include vprocd's once-a-second load exchange).\n\n")
+	b.WriteString("| variant | MB/s | checksum | CPU s: the client process | vprocd node1 | vprocd node2 |\n|---|---|---|---|---|---|\n")
 	for _, v := range []struct{ name, label string }{
 		{"exec_process", "`ssi exec -n 2 -- cat`"},
 		{"ssh_fresh", "`ssh node2 cat`, fresh connection"},
@@ -411,7 +417,12 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 		if !r.Checksums[v.name] {
 			ok = "**MISMATCH**"
 		}
-		fmt.Fprintf(&b, "| %s | %.1f | %s |\n", v.label, r.Streams[v.name], ok)
+		c := r.StreamCPU[v.name]
+		daemons := "| - | -"
+		if v.name == "exec_process" {
+			daemons = fmt.Sprintf("| %.2f | %.2f", c.Origin, c.Target)
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %s | %.2f %s |\n", v.label, r.Streams[v.name], ok, c.Client, daemons)
 	}
 	se, ss := r.Streams["exec_process"], r.Streams["ssh_fresh"]
 	fmt.Fprintf(&b, "\nTarget: not slower than `ssh node2 cat`: %s (ssi exec / ssh = **%.2fx**).\n\n", verdict(se >= ss), se/ss)

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,17 @@ type Result struct {
 	// output's SHA-256 matched the input's.
 	Streams   map[string]float64 `json:"streams,omitempty"`
 	Checksums map[string]bool    `json:"checksums,omitempty"`
+	// StreamCPU is the CPU seconds (user+system) each stdio run cost the
+	// client process and, for ssi exec, vprocd on node1 and on the
+	// target: where the time goes.
+	StreamCPU map[string]StreamCPU `json:"stream_cpu,omitempty"`
+}
+
+// StreamCPU is the CPU seconds of one stdio run.
+type StreamCPU struct {
+	Client float64 `json:"client"`
+	Origin float64 `json:"origin"`
+	Target float64 `json:"target"`
 }
 
 type params struct {
@@ -87,7 +99,7 @@ func logf(format string, args ...any) {
 }
 
 func run(p params) (*Result, error) {
-	r := &Result{Samples: map[string][]int64{}, Rates: map[string]float64{}, Failed: map[string]int64{}, Streams: map[string]float64{}, Checksums: map[string]bool{}}
+	r := &Result{Samples: map[string][]int64{}, Rates: map[string]float64{}, Failed: map[string]int64{}, Streams: map[string]float64{}, Checksums: map[string]bool{}, StreamCPU: map[string]StreamCPU{}}
 	ctx := context.Background()
 	if p.only == "ps" {
 		return r, measurePs(ctx, p, r)
@@ -190,11 +202,14 @@ func run(p params) (*Result, error) {
 		{"ssh_fresh", append(append([]string{"ssh"}, sshArgs...), p.host, "cat")},
 		{"ssh_mux", append(append([]string{"ssh"}, muxArgs...), p.host, "cat")},
 	} {
-		mbs, ok, err := stream(v.args, p.streamMiB)
+		o0, t0 := vprocdCPU(""), vprocdCPU(p.target)
+		mbs, ok, client, err := stream(v.args, p.streamMiB)
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", v.name, err)
 		}
+		o1, t1 := vprocdCPU(""), vprocdCPU(p.target)
 		r.Streams[v.name], r.Checksums[v.name] = mbs, ok
+		r.StreamCPU[v.name] = StreamCPU{Client: client, Origin: o1 - o0, Target: t1 - t0}
 		logf("stream %s: %.1f MB/s, checksum ok %v", v.name, mbs, ok)
 	}
 	return r, measurePs(ctx, p, r)
@@ -214,13 +229,18 @@ func once(p params) error {
 		return err
 	}
 	target, _ := strconv.Atoi(p.target)
+	t := time.Now()
 	proc, err := c.Exec(ctx, target, vproc.Cmd{Args: []string{"true"}, Dir: "/", Stdin: bytes.NewReader(nil), Stdout: io.Discard, Stderr: io.Discard})
 	if err != nil {
 		return err
 	}
+	started := time.Since(t)
 	st, err := proc.Wait()
 	if err == nil && st.Code != 0 {
 		err = fmt.Errorf("exit status %d %s", st.Code, st.Reason)
+	}
+	if os.Getenv("VPROCPROBE_PHASES") != "" {
+		fmt.Fprintf(os.Stderr, "started %s exited %s\n", started, time.Since(t))
 	}
 	return err
 }
@@ -318,25 +338,53 @@ func throughput(callers int, d time.Duration, f func() error) (float64, int64) {
 	return float64(done.Load()) / time.Since(start).Seconds(), failed.Load()
 }
 
+// vprocdCPU returns the CPU seconds vprocd has used on this node (node
+// "") or on node (read there through ssi exec), or 0 when it cannot tell.
+func vprocdCPU(node string) float64 {
+	script := "cat /proc/$(systemctl show -p MainPID --value openssi-vprocd)/stat"
+	cmd := exec.Command("sh", "-c", script)
+	if node != "" {
+		cmd = exec.Command("ssi", "exec", "-n", node, "--", "sh", "-c", script)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis: utime and
+	// stime are the 12th and 13th, in clock ticks (100 a second).
+	i := bytes.LastIndexByte(out, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(out[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
+}
+
 // stream pipes mib MiB of pseudo-random bytes through the command (a
-// remote cat) and returns MB/s over the whole run (start-up included)
-// and whether the output's SHA-256 matches the input's.
-func stream(args []string, mib int) (float64, bool, error) {
+// remote cat) and returns MB/s over the whole run (start-up included),
+// whether the output's SHA-256 matches the input's, and the command's CPU
+// seconds.
+func stream(args []string, mib int) (float64, bool, float64, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	total := int64(mib) << 20
 	t := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	sent := make(chan []byte, 1)
 	go func() {
@@ -359,7 +407,8 @@ func stream(args []string, mib int) (float64, bool, error) {
 	secs := time.Since(t).Seconds()
 	want := <-sent
 	if cerr != nil || werr != nil {
-		return 0, false, errors.Join(cerr, werr, errors.New(stderr.String()))
+		return 0, false, 0, errors.Join(cerr, werr, errors.New(stderr.String()))
 	}
-	return float64(n) / 1e6 / secs, n == total && bytes.Equal(h.Sum(nil), want), nil
+	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	return float64(n) / 1e6 / secs, n == total && bytes.Equal(h.Sum(nil), want), cpu, nil
 }
