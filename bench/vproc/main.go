@@ -360,7 +360,7 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 		"Every figure is taken inside node1 by vprocprobe, with node2 as the target.\n\n",
 		time.Now().UTC().Format("2006-01-02"), p.small, runtime.NumCPU(), cpuModel(), machine, runtime.Version(), took.Round(time.Second))
 
-	fmt.Fprintf(&b, "## Remote exec of `true`, node1 to node2, %d runs of each, interleaved\n\n", len(r.Samples["exec_process"]))
+	fmt.Fprintf(&b, "## Remote exec of `true`, node1 to node2, %d runs of each, interleaved in a random order\n\n", len(r.Samples["exec_process"]))
 	b.WriteString("| variant | p50 | p99 | mean | failed runs |\n|---|---|---|---|---|\n")
 	for _, v := range []struct{ name, label string }{
 		{"exec_process", "`ssi exec -n 2 -- true`, the whole process"},
@@ -371,6 +371,10 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 		{"version", "`ssi version` alone (start-up of the ssi binary)"},
 		{"probe_once", "vprocprobe as a fresh process: `New` + one `Exec` + `Wait`"},
 		{"probe_dial", "vprocprobe as a fresh process: `New` + one unary call (`Loads`)"},
+		{"true", "parts, in node1: a fork and exec of `/bin/true`"},
+		{"gate", "parts: the same through vprocd's gate (vprocd re-executed, then `true`)"},
+		{"scope_private", "parts: a transient scope started as vprocd does, on systemd's private socket (vprocd's way after this change)"},
+		{"scope_bus", "parts: the same through the D-Bus daemon (vprocd's way before it)"},
 	} {
 		s := r.Samples[v.name]
 		var sum int64
@@ -386,6 +390,9 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	proc, call := p50("exec_process"), p50("exec_call")
 	mux, fresh := p50("ssh_mux"), p50("ssh_fresh")
 	muxRatio, freshRatio := float64(mux)/float64(proc), float64(fresh)/float64(proc)
+	fmt.Fprintf(&b, "\nWhere an exec's time goes (p50s): `ssi exec` = ssi's start-up (`ssi version`, %s) + a new connection and the call (%s) + the rest of a fresh process's costs; "+
+		"the call = the target's start of the program (fork and exec through the gate, %s more than a plain fork and exec; its scope, %s) + vprocd to vprocd and back, the wait and the exit.\n",
+		ms(p50("version")), ms(p50("exec_call_dial")), ms(p50("gate")-p50("true")), ms(p50("scope_private")))
 	b.WriteString("\nTargets of the issue:\n\n")
 	fmt.Fprintf(&b, "- the library call p50 <= 5 ms: %s (%s)\n", verdict(call <= 5*time.Millisecond), ms(call))
 	fmt.Fprintf(&b, "- the `ssi exec` process p50 <= 15 ms: %s (%s)\n", verdict(proc <= 15*time.Millisecond), ms(proc))

@@ -26,6 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
 	"github.com/openssi/openssi/client/vproc"
 )
 
@@ -118,6 +121,11 @@ func run(p params) (*Result, error) {
 		return nil, err
 	}
 	defer c.Close()
+	scopes, err := newScopeTimer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer scopes.close()
 	target, _ := strconv.Atoi(p.target)
 	libCall := func(c *vproc.Client) error {
 		proc, err := c.Exec(ctx, target, vproc.Cmd{Args: []string{"true"}, Dir: "/", Stdin: bytes.NewReader(nil), Stdout: io.Discard, Stderr: io.Discard})
@@ -130,13 +138,16 @@ func run(p params) (*Result, error) {
 		}
 		return err
 	}
+	// A variant whose f is nil times itself (self), leaving its set-up
+	// off the clock.
 	variants := []struct {
 		name string
 		f    func() error
+		self func() (time.Duration, error)
 	}{
-		{"version", command("ssi", "version")},
-		{"exec_process", command("ssi", "exec", "-n", p.target, "--", "true")},
-		{"exec_call", func() error { return libCall(c) }},
+		{"version", command("ssi", "version"), nil},
+		{"exec_process", command("ssi", "exec", "-n", p.target, "--", "true"), nil},
+		{"exec_call", func() error { return libCall(c) }, nil},
 		{"exec_call_dial", func() error {
 			c, err := vproc.New(ctx)
 			if err != nil {
@@ -144,13 +155,27 @@ func run(p params) (*Result, error) {
 			}
 			defer c.Close()
 			return libCall(c)
-		}},
-		{"ssh_fresh", command("ssh", append(sshArgs, p.host, "true")...)},
-		{"ssh_mux", command("ssh", append(muxArgs, p.host, "true")...)},
+		}, nil},
+		{"ssh_fresh", command("ssh", append(sshArgs, p.host, "true")...), nil},
+		{"ssh_mux", command("ssh", append(muxArgs, p.host, "true")...), nil},
 		// Where a process's time goes: this probe as a fresh process
 		// making one Exec call, and making one unary call only.
-		{"probe_once", command("/proc/self/exe", "-only", "once", "-target", p.target)},
-		{"probe_dial", command("/proc/self/exe", "-only", "dial")},
+		{"probe_once", command("/proc/self/exe", "-only", "once", "-target", p.target), nil},
+		{"probe_dial", command("/proc/self/exe", "-only", "dial"), nil},
+		// The parts of a program's start on a node, run here: a plain
+		// fork and exec of true, the same through vprocd's gate (vprocd
+		// re-executed, then true), and a scope started as vprocd does,
+		// on systemd's private socket and through the bus daemon.
+		{"true", command("/bin/true"), nil},
+		{"gate", gate, nil},
+		{"scope_private", nil, scopes.private},
+		{"scope_bus", nil, scopes.bus},
+	}
+	for i := range variants {
+		if variants[i].f == nil {
+			self := variants[i].self
+			variants[i].f = func() error { _, err := self(); return err }
+		}
 	}
 	// Warm every path once (page cache, the peer link, the ssh master).
 	for _, v := range variants {
@@ -158,15 +183,27 @@ func run(p params) (*Result, error) {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
 	}
-	// Interleaved, so a slow spell of the machine falls on every variant.
+	// Interleaved in a new random order each round, so a slow spell of
+	// the machine (or what a fresh ssh leaves running) falls on every
+	// variant alike.
 	// A failed run (the lab's Consul losing its leader on this loaded
 	// machine, a membership flap) is counted, not timed, and the run goes
 	// on after a pause; more than a tenth of the runs failing ends it.
 	failures := 0
+	order := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < p.runs; i++ {
+		order.Shuffle(len(variants), func(a, b int) { variants[a], variants[b] = variants[b], variants[a] })
 		for _, v := range variants {
 			t := time.Now()
-			if err := v.f(); err != nil {
+			var err error
+			var d time.Duration
+			if v.self != nil {
+				d, err = v.self()
+			} else {
+				err = v.f()
+				d = time.Since(t)
+			}
+			if err != nil {
 				failures++
 				r.Failed[v.name]++
 				logf("%s run %d failed (counted, not timed): %v", v.name, i, err)
@@ -176,7 +213,7 @@ func run(p params) (*Result, error) {
 				time.Sleep(time.Second)
 				continue
 			}
-			r.Samples[v.name] = append(r.Samples[v.name], int64(time.Since(t)))
+			r.Samples[v.name] = append(r.Samples[v.name], int64(d))
 		}
 		if (i+1)%50 == 0 {
 			logf("latency: %d/%d runs of each", i+1, p.runs)
@@ -215,15 +252,89 @@ func run(p params) (*Result, error) {
 	return r, measurePs(ctx, p, r)
 }
 
+// gate runs true through vprocd's gate as vprocd's runner does: vprocd
+// re-executed as "openssi-vproc-gate", opened by a byte on descriptor 3.
+func gate() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, _ = w.Write([]byte{1})
+	w.Close()
+	cmd := &exec.Cmd{Path: "/usr/sbin/vprocd", Args: []string{"openssi-vproc-gate", "/bin/true", "true"}, ExtraFiles: []*os.File{r}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("gate: %v: %s", err, out)
+	}
+	return nil
+}
+
+// scopeTimer starts transient scopes the way vprocd does, on both of
+// systemd's connections.
+type scopeTimer struct {
+	priv, sys *sddbus.Conn
+	n         int
+}
+
+func newScopeTimer(ctx context.Context) (*scopeTimer, error) {
+	priv, err := sddbus.NewSystemdConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("systemd's private socket: %w", err)
+	}
+	sys, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		priv.Close()
+		return nil, fmt.Errorf("the system bus: %w", err)
+	}
+	return &scopeTimer{priv: priv, sys: sys}, nil
+}
+
+func (s *scopeTimer) close() { s.priv.Close(); s.sys.Close() }
+
+func (s *scopeTimer) private() (time.Duration, error) { return s.scope(s.priv, "private") }
+func (s *scopeTimer) bus() (time.Duration, error)     { return s.scope(s.sys, "bus") }
+
+// scope starts a sleeping child, then a scope holding it as vprocd's
+// SystemdScopes.Scope does (the time it returns: the call until systemd
+// reports the job done), and ends the child.
+func (s *scopeTimer) scope(c *sddbus.Conn, how string) (time.Duration, error) {
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	s.n++
+	props := []sddbus.Property{
+		sddbus.PropDescription("bench/vproc scope probe"),
+		sddbus.PropSlice("user-0.slice"),
+		sddbus.PropPids(uint32(child.Process.Pid)),
+		{Name: "CollectMode", Value: godbus.MakeVariant("inactive-or-failed")},
+	}
+	done := make(chan string, 1)
+	name := fmt.Sprintf("bench-vproc-%s-%d-%d.scope", how, os.Getpid(), s.n)
+	t := time.Now()
+	if _, err := c.StartTransientUnitContext(context.Background(), name, "replace", props, done); err != nil {
+		return 0, fmt.Errorf("start %s: %w", name, err)
+	}
+	if r := <-done; r != "done" {
+		return 0, fmt.Errorf("start %s: %s", name, r)
+	}
+	return time.Since(t), nil
+}
+
 // once makes one call in a fresh process: an Exec of true (once) or a
 // Loads call (dial).
 func once(p params) error {
 	ctx := context.Background()
+	t0 := time.Now()
 	c, err := vproc.New(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if os.Getenv("VPROCPROBE_PHASES") != "" {
+		fmt.Fprintf(os.Stderr, "new %s ", time.Since(t0))
+	}
 	if p.only == "dial" {
 		_, err := c.Loads(ctx)
 		return err
