@@ -35,8 +35,13 @@ const DefaultMirror = "http://deb.debian.org/debian"
 //   - dbus: systemctl and logind talk over the system bus;
 //   - iproute2: addresses and links in the lab's network namespaces;
 //   - ca-certificates, gnupg: apt verifying the signed local repository
-//     (gpgv comes with apt; gnupg lets tests inspect keys).
-var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg"}
+//     (gpgv comes with apt; gnupg lets tests inspect keys);
+//   - openssh-server (with its openssh-client): the peer bench/vproc
+//     measures `ssi exec` against; finish disables it, so no node runs
+//     sshd unless a bench starts it;
+//   - strace: a Recommends of the openssi package (`ssi strace`), which
+//     the nodes install without Recommends.
+var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace"}
 
 // ErrMissingTool is matched (errors.Is) when debootstrap is not installed.
 var ErrMissingTool = errors.New("rootfs: debootstrap not found (apt-get install debootstrap)")
@@ -137,7 +142,8 @@ func complete(dir string) (bool, error) {
 
 // finish adjusts the fresh image for containers: an empty machine-id
 // (systemd makes one per boot), a root login that needs no password on
-// the console, a hostname, and no apt lists or caches.
+// the console, a hostname, no apt lists or caches, and sshd installed but
+// not enabled (a bench starts it where it wants it).
 func finish(dir string) error {
 	files := map[string]string{
 		"etc/machine-id":                    "",
@@ -151,6 +157,11 @@ func finish(dir string) error {
 			return fmt.Errorf("rootfs: %w", err)
 		}
 	}
+	for _, unit := range sshUnits {
+		if err := os.Remove(filepath.Join(dir, unit)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rootfs: disable sshd: %w", err)
+		}
+	}
 	for _, glob := range []string{"var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"} {
 		m, _ := filepath.Glob(filepath.Join(dir, glob))
 		for _, f := range m {
@@ -158,6 +169,14 @@ func finish(dir string) error {
 		}
 	}
 	return nil
+}
+
+// sshUnits are the links by which openssh-server's postinst enables sshd
+// at boot (ssh.service wanted by multi-user.target, and its alias).
+var sshUnits = []string{
+	"etc/systemd/system/multi-user.target.wants/ssh.service",
+	"etc/systemd/system/sshd.service",
+	"etc/systemd/system/sockets.target.wants/ssh.socket",
 }
 
 // Clone copies the image at src to the new directory dst (which must not

@@ -51,6 +51,13 @@ func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
 	return &SystemdScopes{conn: c}, nil
 }
 
+// scopeJobMode is the job mode of a scope's start. "replace", not
+// "fail": a user's slice that its last scope just left has a stop job
+// queued, and "fail" then refuses the next scope in it as a destructive
+// transaction (back-to-back programs of one user hit it), leaving that
+// program in vprocd's cgroup; "replace" starts the slice again instead.
+const scopeJobMode = "replace"
+
 // Close closes the connection to systemd.
 func (s *SystemdScopes) Close() { s.conn.Close() }
 
@@ -76,7 +83,7 @@ func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int
 	}
 	done := make(chan string, 1)
 	name := ScopeName(cpid, s.started.Add(1))
-	if _, err := s.conn.StartTransientUnitContext(ctx, name, "fail", props, done); err != nil {
+	if _, err := s.conn.StartTransientUnitContext(ctx, name, scopeJobMode, props, done); err != nil {
 		return fmt.Errorf("vproc: start %s: %w", name, err)
 	}
 	select {
