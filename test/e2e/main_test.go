@@ -60,6 +60,20 @@ func fiveLab(t *testing.T) *lab.Lab {
 	return fiveUp
 }
 
+// releaseFive tears the shared 5-node lab down, if it is up, before a test
+// that brings up a lab of its own: eight booted nodes on a 2-core machine
+// starve each other's Consul into false failures. A later fiveLab brings it
+// up again.
+func releaseFive(t *testing.T) {
+	t.Helper()
+	if fiveUp != nil {
+		if err := fiveUp.Down(context.Background()); err != nil {
+			t.Fatalf("tear the 5-node lab down: %v", err)
+		}
+	}
+	fiveOnce, fiveUp, fiveErr = sync.Once{}, nil, nil
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }

@@ -26,6 +26,7 @@ import (
 // target of a waiting exec and the origin of a program running elsewhere:
 // killed (and started again), and last power-cut (it stays down).
 func TestVproc(t *testing.T) {
+	releaseFive(t)
 	l, err := openLab(t.TempDir(), "e2ev", "10.77.6")
 	if err != nil {
 		t.Fatal(err)
