@@ -18,7 +18,6 @@ import (
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/rpc"
 )
 
 func main() { os.Exit(daemon.Main(initfailoverspec.Daemon, os.Args[1:], run)) }
@@ -54,16 +53,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	addr := env.Advertise(me)
 	holder := daemon.Holder(members)
-	lookup := func(ctx context.Context, n uint32) (string, error) {
-		name, err := holder(ctx, n)
-		if err != nil {
-			return "", err
-		}
-		if name == "" {
-			return "", fmt.Errorf("node %d has no known holder", n)
-		}
-		return rpc.LookupRegisteredOn(ctx, client, initfailoverspec.Name, int(n), name)
-	}
+	lookup := daemon.PeerAddress(members, client, initfailoverspec.Name)
 	dlmSocket := filepath.Join(env.Config.Cluster.RunDir, dlmdspec.Name+".sock")
 	session := func(ctx context.Context) (*dlm.Client, error) { return dlm.New(ctx, dlm.WithSocket(dlmSocket)) }
 	var el *server.Elector

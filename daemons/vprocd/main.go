@@ -16,7 +16,6 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/rpc"
 )
 
 func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
@@ -38,16 +37,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	addr := env.Advertise(me)
 	holder := daemon.Holder(members)
-	lookup := func(ctx context.Context, n uint32) (string, error) {
-		name, err := holder(ctx, n)
-		if err != nil {
-			return "", err
-		}
-		if name == "" {
-			return "", fmt.Errorf("node %d has no known holder", n)
-		}
-		return rpc.LookupRegisteredOn(ctx, client, vprocdspec.Name, int(n), name)
-	}
+	lookup := daemon.PeerAddress(members, client, vprocdspec.Name)
 	var scopes server.Scoper
 	if server.UnderSystemd() {
 		sc, err := server.NewSystemdScopes(ctx)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/rpc"
 )
 
 // WaitUp connects to the local clmsd and waits until it reports this node
@@ -54,5 +56,23 @@ func Holder(members *cluster.Client) func(context.Context, uint32) (string, erro
 			return "", err
 		}
 		return nd.Name, nil
+	}
+}
+
+// PeerAddress returns, for node number n, the address of the instance of
+// the named daemon registered on the Consul node that holds n's claim (see
+// [Holder]): any node may register an instance claiming n, and only the
+// holder's counts.
+func PeerAddress(members *cluster.Client, client *api.Client, daemon string) func(context.Context, uint32) (string, error) {
+	holder := Holder(members)
+	return func(ctx context.Context, n uint32) (string, error) {
+		name, err := holder(ctx, n)
+		if err != nil {
+			return "", err
+		}
+		if name == "" {
+			return "", fmt.Errorf("node %d has no known holder", n)
+		}
+		return rpc.LookupRegisteredOn(ctx, client, daemon, int(n), name)
 	}
 }
