@@ -38,7 +38,7 @@ func TestDeps(t *testing.T) {
 		t.Skip("no bash")
 	}
 	lab := []string{"git", "ca-certificates", "debootstrap", "systemd-container", "gnupg", "apt-utils", "createrepo-c", "rpm", "fakeroot", "iproute2", "util-linux"}
-	test := append([]string{"protobuf-compiler", "make", "lintian", "rpmlint", "dpkg-dev", "debhelper"}, lab...)
+	test := append([]string{"protobuf-compiler", "make", "lintian", "rpmlint", "dpkg-dev", "debhelper", "strace"}, lab...)
 	tests := []struct {
 		name      string
 		uid       string
@@ -52,7 +52,7 @@ func TestDeps(t *testing.T) {
 			runs: [][]string{{"test"}, {"lab"}, {"proto"}}},
 		{name: "missing: update then install only those", uid: "0", installed: lab,
 			runs:    [][]string{{"proto", "test"}},
-			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends protobuf-compiler make lintian rpmlint dpkg-dev debhelper"}},
+			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends protobuf-compiler make lintian rpmlint dpkg-dev debhelper strace"}},
 		{name: "lab does not install the test tools", uid: "0", installed: lab[1:],
 			runs:    [][]string{{"lab"}},
 			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends git"}},
