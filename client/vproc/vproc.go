@@ -227,11 +227,12 @@ func (c *Client) Exec(ctx context.Context, node int, cmd Cmd) (*Process, error) 
 }
 
 // Strace traces the running process cpid, on whatever node it runs, with
-// strace given args (strace's options only: -p/--attach and a command are
-// refused with ErrRefused), as the calling process's user, like a program
-// of Exec on that node: cmd gives its stdio (strace writes its trace to
-// stderr), environment and directory; its Args, TTY and Detach are not
-// used. Signal(SIGINT) makes strace detach and exit (status 130); the
+// strace given args (strace's options only, at most 256: -p/--attach, a
+// command, -o/--output |CMD or !CMD, which pipes to a command, and
+// -u/--user and -E/--env are refused with ErrRefused), as the calling
+// process's user, like a program of Exec on that node: cmd gives its
+// stdio (strace writes its trace to stderr), environment and directory;
+// its Args, TTY and Detach are not used. Signal(SIGINT) makes strace detach and exit (status 130); the
 // process traced runs on. Errors are Exec's, and ErrNoProcess (no process
 // has that cpid) and ErrPermission (a user may trace only its own
 // processes, root any; the kernel's ptrace rules decide the rest). strace

@@ -86,7 +86,7 @@ Exit status:
 			if auto {
 				node = vproc.Auto
 			}
-			return g.exec(cmd.Context(), "exec", c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
+			return g.exec(cmd.Context(), "exec", exitNoProcess, c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
 				return cl.Exec(ctx, node, c)
 			})
 		},
@@ -125,8 +125,9 @@ func mergeEnv(base, sets []string) ([]string, error) {
 }
 
 // exec runs c with start (`ssi what`: exec, strace) and returns the
-// program's status as a cmdExit.
-func (g *globals) exec(ctx context.Context, what string, c vproc.Cmd, start func(context.Context, *vproc.Client, vproc.Cmd) (*vproc.Process, error)) error {
+// program's status as a cmdExit; noProcess is the status when start finds
+// no process of the cpid it was given.
+func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.Cmd, start func(context.Context, *vproc.Client, vproc.Cmd) (*vproc.Process, error)) error {
 	// A forwarded signal must not end ssi's context: that would kill CMD.
 	ctx = context.WithoutCancel(ctx)
 	fail := func(code int, msg string) error {
@@ -169,7 +170,7 @@ func (g *globals) exec(ctx context.Context, what string, c vproc.Cmd, start func
 		case errors.Is(err, vproc.ErrNotRunning):
 			return fail(exitNoVprocd, err.Error())
 		case errors.Is(err, vproc.ErrNoProcess):
-			return fail(exitNoProcess, err.Error())
+			return fail(noProcess, err.Error())
 		case errors.Is(err, vproc.ErrPermission):
 			return fail(exitDenied, err.Error())
 		case errors.Is(err, vproc.ErrRefused):

@@ -12,6 +12,10 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/straceargs"
 )
 
+// exitStraceNoProcess is the status of `ssi strace` for a cpid no
+// process has: not 1 (ssi kill's), which is strace's own for a failure.
+const exitStraceNoProcess = 4
+
 func newStrace(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "strace CPID [STRACE-OPTION]...",
@@ -25,20 +29,24 @@ SIGTERM, SIGHUP and SIGQUIT are passed on to strace, which detaches; the
 process runs on.
 
 STRACE-OPTIONs are passed to strace after its -p: options only, such as
--f, -e trace=%file, -s 256, -o FILE, -tt. -p/--attach (ssi strace traces
-CPID only) and a command (use ssi exec) are refused; write a long option's
-value as --name=value. You may trace only your own processes (root any);
+-f, -e trace=%file, -s 256, -o FILE, -tt, at most 256 of them; write a
+long option's value as --name=value. Refused: -p/--attach (ssi strace
+traces CPID only), a command (use ssi exec), and the options that make
+strace run one or only matter for one: -o |CMD and -o !CMD (strace would
+pipe its output to CMD; for a file of that name write -o ./|CMD),
+-u/--user and -E/--env. You may trace only your own processes (root any);
 the kernel's ptrace rules on that node decide the rest (a setuid program,
 Yama's ptrace_scope). strace must be installed on that node (package
 strace).
 
 Exit status:
   strace's own: 0 when the process exited or strace detached from it,
-       1 when strace failed (the kernel refused the attach)
+       1 when strace failed: the kernel refused the attach, or the
+       process ended while strace attached to it
   128+N when signal N ended strace (Ctrl-C: 130, strace detached)
-  1    no such process
   2    a usage error (a bad CPID, or STRACE-OPTIONs refused)
   3    permission denied: you may trace only your own processes
+  4    no such process
   125  the node refused to run strace (your user unknown there, too many
        programs of yours there)
   127  strace is not installed on the node the process runs on
@@ -66,7 +74,7 @@ Exit status:
 				return usageError{errors.New(strings.TrimPrefix(err.Error(), "straceargs: "))}
 			}
 			c := vproc.Cmd{Stdin: strings.NewReader(""), Stdout: g.out, Stderr: g.errOut}
-			return g.exec(cmd.Context(), "strace", c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
+			return g.exec(cmd.Context(), "strace", exitStraceNoProcess, c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
 				return cl.Strace(ctx, int64(x), opts, c)
 			})
 		},

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/openssi/openssi/daemons/vprocd/straceargs"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
@@ -35,19 +36,21 @@ func CheckRequest(r *vprocv1.ExecRequest) error {
 	if r == nil {
 		return fmt.Errorf("vproc: the first message must be the request")
 	}
+	// Counts and sizes first, in time linear in the request; what the
+	// strace options say (checkTrace) only once they are within bounds.
 	total := 0
 	if r.Trace != nil {
 		if len(r.Argv) != 0 {
 			return fmt.Errorf("vproc: a trace request with a command")
+		}
+		if n := len(r.Trace.Args); n > straceargs.MaxArgs {
+			return fmt.Errorf("vproc: %d strace options, more than %d", n, straceargs.MaxArgs)
 		}
 		for _, a := range r.Trace.Args {
 			if bytes.IndexByte(a, 0) >= 0 {
 				return fmt.Errorf("vproc: an strace argument holds a NUL byte")
 			}
 			total += len(a) + 1
-		}
-		if err := checkTrace(r.Trace); err != nil {
-			return err
 		}
 	} else if len(r.Argv) == 0 || len(r.Argv[0]) == 0 {
 		return fmt.Errorf("vproc: no command given")
@@ -75,6 +78,9 @@ func CheckRequest(r *vprocv1.ExecRequest) error {
 	}
 	if err := checkSize(r.Size); err != nil {
 		return err
+	}
+	if r.Trace != nil {
+		return checkTrace(r.Trace)
 	}
 	return nil
 }

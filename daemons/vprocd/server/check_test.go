@@ -20,6 +20,15 @@ func b(s ...string) [][]byte {
 	return out
 }
 
+// many is n copies of s.
+func many(s string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = []byte(s)
+	}
+	return out
+}
+
 func TestCheckRequest(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -43,6 +52,16 @@ func TestCheckRequest(t *testing.T) {
 		{"NUL in cwd", &vprocv1.ExecRequest{Argv: b("a"), Cwd: []byte("/\x00")}, "NUL"},
 		{"huge window", &vprocv1.ExecRequest{Argv: b("a"), Size: &vprocv1.WindowSize{Rows: 1 << 16}}, "too large"},
 		{"too long", &vprocv1.ExecRequest{Argv: b("a", strings.Repeat("x", MaxArgBytes))}, "more than"},
+		{"trace piping to a command", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-fo|cat")}}, "pipe its output to a command"},
+		{"trace with --output=!cmd", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("--output=!cat")}}, "pipe its output to a command"},
+		{"trace as another user", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("-u", "nobody")}}, "runs none"},
+		{"trace with a command's env", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: b("--env=A=1")}}, "runs none"},
+		// Bounds before the options are read: their count first, then
+		// their bytes (a walk over 800,000 options once took 1.3s).
+		{"trace with too many options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("--x", 800_000)}}, "800000 strace options, more than 256"},
+		{"trace with 257 options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("-f", 257)}}, "257 strace options, more than 256"},
+		{"trace with 256 options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("-f", 256)}}, ""},
+		{"trace options too long", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many(strings.Repeat("x", 1<<16), 40)}}, "more than"},
 	} {
 		err := CheckRequest(tc.req)
 		if tc.bad == "" && err != nil || tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)) {
