@@ -74,6 +74,7 @@ func TestInitfailover(t *testing.T) {
 	il.w = startWitness(t, il)
 	t.Cleanup(func() {
 		il.w.stop()
+		t.Logf("witness: %s", il.w.counts())
 		if bad := il.w.overlaps(time.Time{}); len(bad) > 0 {
 			t.Errorf("two nodes answered at once over the whole run:\n%s", strings.Join(bad, "\n"))
 		}
@@ -597,9 +598,21 @@ func (w *witness) startProbe(t *testing.T, node string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the probe in %s: %v", node, err)
 	}
+	// The probe inside a node that is still running holds the pipe
+	// open: close it when the witness stops (the probe then exits on
+	// its next write).
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-w.ctx.Done():
+			out.Close()
+		case <-stopped:
+		}
+	}()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		defer close(stopped)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
@@ -626,6 +639,34 @@ func (w *witness) snapshot() []sample {
 	s := append([]sample(nil), w.samples...)
 	sort.SliceStable(s, func(i, j int) bool { return s[i].at.Before(s[j].at) })
 	return s
+}
+
+// counts says how many samples each poller took and how many answered.
+func (w *witness) counts() string {
+	type key struct {
+		node   string
+		inside bool
+	}
+	all, ok := map[key]int{}, map[key]int{}
+	for _, s := range w.snapshot() {
+		k := key{s.node, s.inside}
+		all[k]++
+		if s.ok {
+			ok[k]++
+		}
+	}
+	var parts []string
+	for _, n := range w.il.names {
+		for _, inside := range []bool{false, true} {
+			k := key{n, inside}
+			where := "host"
+			if inside {
+				where = "inside"
+			}
+			parts = append(parts, fmt.Sprintf("%s from %s %d samples (%d answered)", n, where, all[k], ok[k]))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // firstOK returns the first node but not answering at or after since.
