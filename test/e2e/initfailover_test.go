@@ -68,6 +68,7 @@ func TestInitfailover(t *testing.T) {
 		il.ip[n.Name] = n.IP
 		il.names = append(il.names, n.Name)
 	}
+	t.Cleanup(func() { il.logWarnings(t) })
 	t0 := time.Now()
 	il.setup(t)
 	t.Logf("singleton installed, initfailover.stop_timeout %s, in %s", initStopTimeout, time.Since(t0).Round(100*time.Millisecond))
@@ -202,6 +203,26 @@ systemctl restart openssi-initfailover`
 			t.Fatal(err)
 		}
 	}
+}
+
+// logWarnings logs what initfailover warned of on the running nodes
+// (systemd's answers it did not expect show up there first).
+func (il *ilab) logWarnings(t *testing.T) {
+	for _, n := range il.l.State().Nodes {
+		out, err := il.l.Exec(ctxFor(t, 30*time.Second), n.Name, "journalctl", "--no-pager", "-o", "cat", "-u", "openssi-initfailover", "--grep", "level=(warning|error)")
+		if err != nil {
+			continue // killed, or no line matched
+		}
+		t.Logf("initfailover's warnings on %s:\n%s", n.Name, tail(out, 20))
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
 }
 
 // initOf returns the init node as ssi init on node says it (0: none).
@@ -420,7 +441,7 @@ func testInitMove(t *testing.T, il *ilab) {
 	if node != to {
 		t.Errorf("after ssi init move %d the singleton answers on %s, want %s", il.num[to], node, to)
 	}
-	stopped := il.w.lastOK(from, t0)
+	stopped := il.w.lastOK(from, t0.Add(-time.Second))
 	t.Logf("move %s -> %s: old stopped answering %s after the command, new answered %s after it (gap %s)",
 		from, to, stopped.Sub(t0).Round(time.Millisecond), at.Sub(t0).Round(time.Millisecond), at.Sub(stopped).Round(time.Millisecond))
 	time.Sleep(time.Second)
@@ -455,7 +476,7 @@ func testInitPartition(t *testing.T, il *ilab) {
 	if !waitUntil(10*time.Second, func() bool { return il.w.insideSampled(cut, at) }) {
 		t.Errorf("the probe inside %s stopped sampling before %s started: the cut node's side is not witnessed", cut, node)
 	}
-	stopped := il.w.lastOK(cut, t0)
+	stopped := il.w.lastOK(cut, t0.Add(-time.Second))
 	t.Logf("partition of %s: it stopped answering %s after the cut; %s answered %s after the cut (gap %s)",
 		cut, stopped.Sub(t0).Round(time.Millisecond), node, at.Sub(t0).Round(time.Millisecond), at.Sub(stopped).Round(time.Millisecond))
 	if !stopped.Before(at) {
