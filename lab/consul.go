@@ -39,8 +39,9 @@ const ConsulSocket = "/run/consul/http.sock"
 
 // ConsulSocketOwner owns the agent's socket (mode 0600): the system user
 // clmsd and dlmd run as (the lab creates it before Consul first starts, so
-// Consul finds it). vprocd and the consul command, as root with their
-// capabilities, reach the socket whatever its owner.
+// Consul finds it). vprocd, initfailover (CAP_DAC_OVERRIDE) and the consul
+// command, as root with their capabilities, reach the socket whatever its
+// owner.
 const ConsulSocketOwner = daemonsUser
 
 // daemonsUser is the system user of the OpenSSI daemons that need no

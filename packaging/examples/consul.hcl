@@ -54,7 +54,8 @@ unix_sockets {
   # The owner: the system user clmsd and dlmd run as, which the openssi
   # package creates (Consul fails to start when the user does not exist
   # yet: install openssi first, or create it with `systemd-sysusers`).
-  # vprocd runs as root and reaches the socket as root.
+  # vprocd and initfailover run as root and reach the socket as root
+  # (initfailover through its one capability, CAP_DAC_OVERRIDE).
   user  = "openssi"
   group = "0"
   mode  = "0600"

@@ -95,3 +95,18 @@ func FuzzCheckUnit(f *testing.F) {
 		}
 	})
 }
+
+// TestHardeningKeepsRootsFileAccess: initfailover runs as root, but the
+// files it must open belong to the daemons' user (the Consul agent's
+// socket, mode 0600; /run/openssi, 0755): without CAP_DAC_OVERRIDE in its
+// bounding set it never became ready under systemd (the lab: "connect:
+// permission denied"). It needs no other capability.
+func TestHardeningKeepsRootsFileAccess(t *testing.T) {
+	h := Daemon.Hardening
+	if h.User != "" {
+		t.Fatalf("initfailover runs as %q, want root (the init lock's lockspace is root's)", h.User)
+	}
+	if len(h.Capabilities) != 1 || h.Capabilities[0] != "CAP_DAC_OVERRIDE" {
+		t.Errorf("capabilities %v, want exactly CAP_DAC_OVERRIDE", h.Capabilities)
+	}
+}
