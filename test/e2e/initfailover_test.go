@@ -55,6 +55,7 @@ const (
 // partition of the init node and last a SIGKILL of it bring the service
 // back on another node. At no moment may two nodes answer.
 func TestInitfailover(t *testing.T) {
+	releaseFive(t)
 	l, err := openLab(t.TempDir(), "e2ei", "10.77.7")
 	if err != nil {
 		t.Fatal(err)
