@@ -91,6 +91,20 @@ func TestElection(t *testing.T) {
 			{0, "boot", "stop", Booting, nil},
 			{time.Second, "stopped", "request-lock", Waiting, nil},
 		}},
+		{"boot kills what a crashed process left running at 3/4 of the timeout", []step{
+			{0, "boot", "stop", Booting, nil},
+			{kill - 1, "tick", "", Booting, nil},
+			{kill, "tick", "kill", Booting, nil},
+			{kill + 1, "tick", "", Booting, nil},
+			{kill + time.Second, "stopped", "request-lock", Waiting, nil},
+			{2 * stopTimeout, "tick", "", Waiting, nil},
+		}},
+		{"shutdown while booting: done once stopped, never queues", []step{
+			{0, "boot", "stop", Booting, nil},
+			{time.Second, "shutdown", "", Booting, nil},
+			{kill, "tick", "kill", Booting, nil},
+			{kill + time.Second, "stopped", "", Done, nil},
+		}},
 		{"a grant after a crash waits the stop timeout", []step{
 			{0, "boot", "stop", Booting, nil},
 			{0, "stopped", "request-lock", Waiting, nil},
@@ -213,6 +227,22 @@ func TestElection(t *testing.T) {
 			{time.Second, "lost", "", Stopping, nil},
 			{time.Second + kill, "tick", "kill", Stopping, nil},
 			{2*time.Second + kill, "stopped", "", Done, nil},
+		}},
+		{"shutdown while stopping after a lost lock: done, never queues again", []step{
+			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
+			{0, "grant-clean", "start", Running, nil},
+			{time.Second, "lost", "stop", Stopping, nil},
+			{2 * time.Second, "shutdown", "", Stopping, nil},
+			{3 * time.Second, "stopped", "", Done, nil},
+			{4 * time.Second, "grant-clean", "release-lock clean=true holder=2", Done, nil},
+		}},
+		{"shutdown during a move whose lock is then lost: done, never queues again", []step{
+			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
+			{0, "grant-clean", "start", Running, nil},
+			{time.Second, "move:2", "stop", Stopping, nil},
+			{time.Second, "lost", "", Stopping, nil},
+			{2 * time.Second, "shutdown", "", Stopping, nil},
+			{3 * time.Second, "stopped", "", Done, nil},
 		}},
 		{"shutdown while holding after a crash: the next holder must wait too", []step{
 			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
