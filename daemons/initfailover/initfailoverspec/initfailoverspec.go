@@ -83,7 +83,10 @@ type Config struct {
 	// wants. Default openssi-init.target.
 	Target string `mapstructure:"target" want:"a systemd unit name ending in .target"`
 	// Services lists more units started on the init node only, beside
-	// the target's. Default none.
+	// the target's. Each should be PartOf the target (a drop-in will do),
+	// so that systemd stops it when initfailover dies (the target
+	// BindsTo initfailover): else nothing stops it until initfailover
+	// restarts. Default none.
 	Services []string `mapstructure:"services" want:"a list of systemd unit names (name.service, name.socket, ...)"`
 	// StopTimeout is how long the singleton services get to stop when
 	// the init node loses its role: the old init kills what still runs
@@ -91,7 +94,9 @@ type Config struct {
 	// partition starts them only after all of it. Set it to at least the
 	// services' own stop time (TimeoutStopSec), and the same on every
 	// node: a new init waits its own setting, the old one kills by its
-	// own. 1s..10m. Default 10s.
+	// own. The services' TimeoutStopSec should be at most 3/4 of it:
+	// when initfailover itself dies, systemd's stop (and kill) is what
+	// ends them in time. 1s..10m. Default 10s.
 	StopTimeout time.Duration `mapstructure:"stop_timeout" want:"a duration 1s..10m such as 10s"`
 }
 
