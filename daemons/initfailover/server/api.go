@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
 	initfailoverpeerv1 "github.com/openssi/openssi/proto/initfailoverpeer/v1"
 )
@@ -58,7 +59,7 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 	if !a.s.isUp(req.GetNode()) {
 		return nil, status.Errorf(codes.FailedPrecondition, "initfailover: node %d is not UP", req.GetNode())
 	}
-	from, err := a.s.InitNode(ctx)
+	from, err := a.s.initNode(ctx, true)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
 	}
@@ -94,26 +95,48 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	nodes := slices.Clone(req.GetNodes())
+	nodes, err := serviceNodes(req.GetNodes())
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case req.GetAll():
 		nodes = a.s.upNodes()
 	case len(nodes) == 0:
 		nodes = []uint32{a.s.cfg.Node}
 	}
-	slices.Sort(nodes)
-	nodes = slices.Compact(nodes)
 	lines := make([]*initfailoverv1.UnitLine, len(nodes))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, serviceFanout)
 	for i, n := range nodes {
+		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			lines[i] = a.s.unitOn(ctx, n, uid, req.GetAction(), req.GetUnit())
 		}()
 	}
 	wg.Wait()
 	return &initfailoverv1.ServiceReply{Lines: lines}, nil
+}
+
+// serviceFanout bounds the nodes one Service call acts on at once.
+const serviceFanout = 16
+
+// serviceNodes checks the nodes a Service call names: node numbers
+// 1..cpid.MaxNode, at most that many; it returns them sorted, each once.
+func serviceNodes(asked []uint32) ([]uint32, error) {
+	if len(asked) > cpid.MaxNode {
+		return nil, status.Errorf(codes.InvalidArgument, "initfailover: ssi service: %d nodes named: at most %d", len(asked), cpid.MaxNode)
+	}
+	for _, n := range asked {
+		if n < 1 || n > cpid.MaxNode {
+			return nil, status.Errorf(codes.InvalidArgument, "initfailover: ssi service: %d is not a node number (1..%d)", n, cpid.MaxNode)
+		}
+	}
+	nodes := slices.Clone(asked)
+	slices.Sort(nodes)
+	return slices.Compact(nodes), nil
 }
 
 // unitOn carries out an action on node n: here, or through its
