@@ -111,6 +111,10 @@ type Config struct {
 	// KillAfter(StopTimeout), and a node granted the lock without a clean
 	// hand-over starts them StopTimeout after the grant.
 	StopTimeout time.Duration
+	// Nonce is a random number drawn at each start of initfailover: it
+	// goes into this node's move ids, whose counter starts again with
+	// the process, so that no node mistakes a new move for one it saw.
+	Nonce uint64
 }
 
 // KillAfter is how long after losing the lock the old init kills what
@@ -127,7 +131,10 @@ const (
 	forShutdown
 )
 
-type moveID struct{ by, seq uint32 }
+type moveID struct {
+	by, seq uint32
+	boot    uint64
+}
 
 // Core is one node's view of the election. Not safe for concurrent use.
 type Core struct {
@@ -217,7 +224,7 @@ func (c *Core) Granted(now time.Time, value [RecordLen]byte, valid bool) {
 	rec, err := Decode(value[:])
 	clean := valid && err == nil && rec.Clean
 	if clean && rec.Next != 0 && rec.Next != c.cfg.Self && c.up[rec.Next] {
-		id := moveID{rec.MoveBy, rec.Move}
+		id := moveID{rec.MoveBy, rec.Move, rec.Boot}
 		if !c.passed[id] {
 			// Not ours: pass it on, and queue behind the target.
 			c.passed[id] = true
@@ -288,7 +295,7 @@ func (c *Core) Move(now time.Time, target uint32) error {
 		return fmt.Errorf("election: node %d: %w", target, ErrNotUp)
 	}
 	c.moveSeq++
-	c.moveTo, c.moveByMe = target, moveID{c.cfg.Self, c.moveSeq}
+	c.moveTo, c.moveByMe = target, moveID{c.cfg.Self, c.moveSeq, c.cfg.Nonce}
 	c.stop(now, forMove)
 	return nil
 }
@@ -341,7 +348,7 @@ func (c *Core) UnitsStopped(now time.Time) {
 			c.set(now, Waiting)
 			c.do(RequestLock)
 		case c.stopWhy == forMove:
-			c.release(Record{Clean: true, Holder: c.cfg.Self, Next: c.moveTo, MoveBy: c.moveByMe.by, Move: c.moveByMe.seq})
+			c.release(Record{Clean: true, Holder: c.cfg.Self, Next: c.moveTo, MoveBy: c.moveByMe.by, Move: c.moveByMe.seq, Boot: c.moveByMe.boot})
 			c.set(now, Waiting)
 			c.do(RequestLock)
 		default: // shutdown

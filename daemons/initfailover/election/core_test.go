@@ -288,7 +288,7 @@ func TestAtMostOneCopy(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, r := range []Record{{}, {Clean: true, Holder: 3}, {Clean: true, Holder: 1, Next: 511, MoveBy: 1, Move: 1 << 31}} {
+	for _, r := range []Record{{}, {Clean: true, Holder: 3}, {Clean: true, Holder: 1, Next: 511, MoveBy: 1, Move: 1 << 31}, {Clean: true, Holder: 2, Next: 3, MoveBy: 2, Move: 1, Boot: 1<<64 - 1}} {
 		b := r.Encode()
 		got, err := Decode(b[:])
 		if err != nil || got != r {
@@ -305,7 +305,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"version", func() []byte { b := good; b[4] = 2; return b[:] }()},
 		{"flags", func() []byte { b := good; b[5] = 2; return b[:] }()},
 		{"reserved", func() []byte { b := good; b[7] = 1; return b[:] }()},
-		{"trailing", func() []byte { b := good; b[31] = 1; return b[:] }()},
+		{"nonce without a hand-over", func() []byte { b := good; b[31] = 1; return b[:] }()},
 		{"next without mover", func() []byte { b := good; b[15] = 2; return b[:] }()},
 	} {
 		if _, err := Decode(tc.b); !errors.Is(err, ErrRecord) {
@@ -332,4 +332,49 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted %x, encodes to %x", b, e)
 		}
 	})
+}
+
+// TestMoveIDsSurviveRestarts: a node that restarts counts its moves from
+// the start again; the boot nonce in the move id keeps a node that passed
+// one of its earlier moves from taking the role instead of passing the
+// new one on.
+func TestMoveIDsSurviveRestarts(t *testing.T) {
+	moveRecord := func(boot uint64) ([RecordLen]byte, bool) {
+		c := New(Config{Self: 3, StopTimeout: stopTimeout, Nonce: boot})
+		for _, n := range []uint32{1, 2, 3} {
+			c.SetUp(n, true)
+		}
+		c.Start(t0)
+		c.UnitsStopped(t0)
+		c.Granted(t0, Record{Clean: true}.Encode(), true)
+		if err := c.Move(t0, 2); err != nil {
+			t.Fatal(err)
+		}
+		c.UnitsStopped(t0)
+		for _, a := range c.Ready() {
+			if a.Kind == ReleaseLock {
+				return a.Value, a.Valid
+			}
+		}
+		t.Fatal("no release")
+		return [RecordLen]byte{}, false
+	}
+	c := New(Config{Self: 1, StopTimeout: stopTimeout})
+	for _, n := range []uint32{1, 2, 3} {
+		c.SetUp(n, true)
+	}
+	c.Start(t0)
+	c.UnitsStopped(t0)
+	c.Ready()
+	for boot := uint64(1); boot <= 2; boot++ {
+		v, valid := moveRecord(boot * 0x9e3779b97f4a7c15)
+		c.Granted(t0, v, valid)
+		var got []string
+		for _, a := range c.Ready() {
+			got = append(got, a.Kind.String())
+		}
+		if st, _ := c.State(); st != Waiting || strings.Join(got, " ") != "release-lock request-lock" {
+			t.Fatalf("node 3's move after boot %d: %v, state %v; want it passed on to node 2", boot, got, st)
+		}
+	}
 }

@@ -231,7 +231,7 @@ func (m *model) restart(n *modelNode) {
 			m.lock.holder, m.lock.valid = 0, false
 		}
 	}
-	n.core = New(Config{Self: n.id, StopTimeout: modelStop})
+	n.core = New(Config{Self: n.id, StopTimeout: modelStop, Nonce: m.rng.Uint64()})
 	n.daemon, n.restartAt, n.shutAt = true, time.Time{}, time.Time{}
 	n.pendingReq, n.lostAt, n.heldCut = false, time.Time{}, false
 	m.syncUp()
@@ -323,7 +323,7 @@ func (m *model) boot(n *modelNode) {
 	if m.lock.holder == n.id {
 		m.lock.holder, m.lock.valid = 0, false
 	}
-	n.core = New(Config{Self: n.id, StopTimeout: modelStop})
+	n.core = New(Config{Self: n.id, StopTimeout: modelStop, Nonce: m.rng.Uint64()})
 	n.alive, n.running, n.stopping, n.stopAt, n.pendingReq, n.lostAt, n.heldCut = true, false, false, time.Time{}, false, time.Time{}, false
 	n.daemon, n.restartAt, n.shutAt = true, time.Time{}, time.Time{}
 	m.syncUp()

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"sync"
@@ -82,7 +84,7 @@ func NewElector(cfg ElectorConfig) *Elector {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Elector{cfg: cfg, log: cfg.Log, events: make(chan func(time.Time), 64), wake: make(chan struct{}, 1), pendingUp: map[uint32]bool{},
-		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout})}
+		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce()})}
 }
 
 // Status returns this node's state in the election, since when, and
@@ -424,6 +426,13 @@ func (e *Elector) allDown(units []string) bool {
 		}
 	}
 	return true
+}
+
+// bootNonce draws the random nonce of this start's move ids.
+func bootNonce() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics instead)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func sleep(ctx context.Context, d time.Duration) {
