@@ -66,11 +66,11 @@
 //
 // # Moving the role
 //
-// Move(target) makes the init stop its services, then unlock with a clean
-// Record naming target (and a move id: the mover's node, its move
+// Move(target) makes the init stop its services, then unlock with a
+// clean Record naming target (and a move id: the mover's node, its move
 // counter and the random nonce of its boot, in the value block's last 8
-// bytes, so that the ids of a restarted mover are new). A node other than target granted
-// that Record passes it on (unlocks with the same value, queues again) if
+// bytes, so that the ids of a restarted mover are new). A node other
+// than target granted that Record passes it on (unlocks with the same value, queues again) if
 // target is UP and it has not passed that move before; the target, or a
 // node granted the same move twice (the target did not queue), takes the
 // role at once.
