@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
@@ -63,6 +64,11 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
 	}
+	if from != 0 && from != req.GetNode() {
+		if err := a.s.canTake(ctx, req.GetNode()); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case from == 0:
 		return nil, status.Error(codes.FailedPrecondition, "initfailover: no node is init now (is initfailover running on the UP nodes?)")
@@ -80,6 +86,42 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 		return nil, err
 	}
 	return &initfailoverv1.MoveReply{From: from}, nil
+}
+
+// canTake checks that node n's initfailover can take the init role now:
+// it answers, takes part in the election, and is queued for the lock
+// (waiting). Else the hand-over would pass it by and another node would
+// take the role.
+func (s *Server) canTake(ctx context.Context, n uint32) error {
+	st := s.electionState()
+	if n != s.cfg.Node {
+		p, err := s.peer(ctx, n)
+		var r *initfailoverpeerv1.PeerStateReply
+		if err == nil {
+			r, err = p.State(ctx, &initfailoverpeerv1.PeerState{Origin: s.cfg.Node})
+		}
+		if err != nil {
+			return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role: its initfailover does not answer (%s)", n, status.Convert(err).Message())
+		}
+		st = r
+	}
+	switch {
+	case !st.GetElecting():
+		return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role: systemd is not its init", n)
+	case st.GetState() != election.Waiting.String():
+		return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role now: its initfailover is %s, not waiting for it", n, st.GetState())
+	}
+	return nil
+}
+
+// electionState is this node's place in the election.
+func (s *Server) electionState() *initfailoverpeerv1.PeerStateReply {
+	el := s.cfg.Elector
+	if el == nil {
+		return &initfailoverpeerv1.PeerStateReply{}
+	}
+	st, _, _ := el.Status()
+	return &initfailoverpeerv1.PeerStateReply{Electing: true, State: st.String()}
 }
 
 // Service acts on a unit of the nodes asked, one line per node, in node
@@ -188,6 +230,15 @@ func (p *Peer) Move(ctx context.Context, req *initfailoverpeerv1.PeerMove) (*ini
 		return nil, err
 	}
 	return &initfailoverv1.MoveReply{From: p.s.cfg.Node}, nil
+}
+
+// State says this node's place in the election to the origin's
+// initfailover.
+func (p *Peer) State(ctx context.Context, req *initfailoverpeerv1.PeerState) (*initfailoverpeerv1.PeerStateReply, error) {
+	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+		return nil, err
+	}
+	return p.s.electionState(), nil
 }
 
 // Unit carries out an action on a unit of this node for a caller of the

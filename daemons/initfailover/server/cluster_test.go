@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/client/initnode"
+	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/daemons/initfailover/systemdfake"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
@@ -78,7 +80,11 @@ const webUnit = "web.service"
 
 // startCluster starts n initfailover Servers (nodes 1..n, every node UP)
 // whose systemd knows web.service.
-func startCluster(t *testing.T, n int) *testCluster {
+func startCluster(t *testing.T, n int) *testCluster { t.Helper(); return startClusterWith(t, n, nil) }
+
+// startClusterWith is startCluster, with each node's configuration
+// changed by edit (nil: none) before its Server is made.
+func startClusterWith(t *testing.T, n int, edit func(num uint32, cfg *server.Config)) *testCluster {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "initfailover-test-")
 	if err != nil {
@@ -96,7 +102,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		num := uint32(i)
 		src := c.source(num, rpctest.NodeName(num), server.ServiceName)
 		sd := systemdfake.New(num, tl, webUnit)
-		srv := server.New(server.Config{
+		cfg := server.Config{
 			Node: num, Systemd: sd, Source: src, Log: log.WithField("node", num),
 			Lookup: func(_ context.Context, m uint32) (string, error) {
 				c.mu.Lock()
@@ -107,7 +113,11 @@ func startCluster(t *testing.T, n int) *testCluster {
 				return "", fmt.Errorf("no node %d", m)
 			},
 			NodeName: func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil },
-		})
+		}
+		if edit != nil {
+			edit(num, &cfg)
+		}
+		srv := server.New(cfg)
 		for j := 1; j <= n; j++ {
 			srv.Membership(uint32(j), true)
 		}
@@ -480,5 +490,63 @@ func TestInitAsksDlmdSparingly(t *testing.T) {
 	wg.Wait()
 	if sessions > 2 {
 		t.Errorf("50 calls of Init opened %d dlmd sessions", sessions)
+	}
+}
+
+// TestMoveChecksTheTarget: ssi init move is refused with one line before
+// anything stops when the target cannot take the role: no election there
+// (no systemd), its initfailover down, or not queued for the lock.
+func TestMoveChecksTheTarget(t *testing.T) {
+	roottest.Need(t) // Move is root's: the test's uid on the socket
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var electors sync.WaitGroup
+	runCtx, stopElectors := context.WithCancel(ctx)
+	defer func() { stopElectors(); electors.Wait() }()
+	waiting := server.NewElector(server.ElectorConfig{
+		Self: 2, Target: "openssi-init.target", StopTimeout: time.Second, Systemd: systemdfake.New(2, &systemdfake.Timeline{}),
+		// No dlmd: it queues for ever, waiting.
+		Session: func(context.Context) (*dlm.Client, error) { return nil, errors.New("no dlmd") },
+		Log:     logrus.New(),
+	})
+	electors.Add(1)
+	go func() { defer electors.Done(); _ = waiting.Run(runCtx, nil) }()
+	for st, _, _ := waiting.Status(); st != election.Waiting; st, _, _ = waiting.Status() {
+		if ctx.Err() != nil {
+			t.Fatalf("the elector never queued: %v", st)
+		}
+		runtime.Gosched()
+	}
+	c := startClusterWith(t, 4, func(num uint32, cfg *server.Config) {
+		cfg.AskInit = func(context.Context) (uint32, error) { return 3, nil }
+		if num == 2 {
+			cfg.Elector = waiting
+		}
+		if num == 1 {
+			lookup := cfg.Lookup
+			cfg.Lookup = func(ctx context.Context, m uint32) (string, error) {
+				if m == 4 {
+					return "127.0.0.1:1", nil // its initfailover is down
+				}
+				return lookup(ctx, m)
+			}
+		}
+	})
+	cl := c.client(1)
+	for _, tc := range []struct {
+		name   string
+		target int
+		want   string
+	}{
+		{"no election on the target", 1, "initfailover: node 1 cannot take the init role: systemd is not its init"},
+		{"the target's initfailover is down", 4, "initfailover: node 4 cannot take the init role: its initfailover does not answer"},
+		// Node 2 is waiting: the move goes on to node 3, which has
+		// no election in this test.
+		{"a waiting target", 2, "initfailover: no election on this node"},
+	} {
+		_, err := cl.Move(ctx, tc.target)
+		if !errors.Is(err, initnode.ErrRefused) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -41,6 +41,9 @@ type Config struct {
 	// Session opens a lock session with the node's dlmd (to read who
 	// holds the init lock).
 	Session func(ctx context.Context) (*dlm.Client, error)
+	// AskInit, when set, replaces the question to dlmd of who holds the
+	// init lock (tests).
+	AskInit func(ctx context.Context) (uint32, error)
 	// Source holds this node's certificates, for dialling peers.
 	Source rpc.Source
 	// Lookup returns the address of node n's initfailover.
@@ -215,6 +218,9 @@ func (s *Server) initNode(ctx context.Context, fresh bool) (uint32, error) {
 		if _, _, is := el.Status(); is {
 			return s.cfg.Node, nil
 		}
+	}
+	if s.cfg.AskInit != nil {
+		return s.cfg.AskInit(ctx)
 	}
 	if s.cfg.Session == nil {
 		return 0, errors.New("initfailover: no dlmd session to ask")
