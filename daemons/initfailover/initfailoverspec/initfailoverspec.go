@@ -162,6 +162,22 @@ func CheckUnit(name string) error {
 	return fmt.Errorf("initfailover: %q is not a unit name: give its type too, e.g. %s.service", name, name)
 }
 
+// UnitName completes a unit name given on a command line as systemctl
+// does: a name without a known unit type is a service (nginx ->
+// nginx.service, foo.bar -> foo.bar.service). Paths are not turned into
+// mount or device units. CheckUnit still judges the result.
+func UnitName(arg string) string {
+	if arg == "" {
+		return arg
+	}
+	for _, s := range unitSuffixes {
+		if stem, ok := strings.CutSuffix(arg, s); ok && stem != "" {
+			return arg
+		}
+	}
+	return arg + ".service"
+}
+
 // InitTarget is the text of openssi-init.target, shipped with the
 // package. initfailover starts it on the init node only; the singleton
 // services say WantedBy= and PartOf= it. It is bound to initfailover: a

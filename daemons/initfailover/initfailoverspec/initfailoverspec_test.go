@@ -95,3 +95,20 @@ func FuzzCheckUnit(f *testing.F) {
 		}
 	})
 }
+
+func TestUnitName(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx":               "nginx.service",
+		"nginx.service":       "nginx.service",
+		"backup.timer":        "backup.timer",
+		"getty@tty1":          "getty@tty1.service",
+		"foo.bar":             "foo.bar.service",
+		"openssi-init.target": "openssi-init.target",
+		".service":            ".service.service",
+		"":                    "",
+	} {
+		if got := UnitName(in); got != want {
+			t.Errorf("UnitName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
