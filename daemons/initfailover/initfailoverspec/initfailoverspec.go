@@ -86,7 +86,8 @@ type Config struct {
 	// the target's. Each should be PartOf the target (a drop-in will do),
 	// so that systemd stops it when initfailover dies (the target
 	// BindsTo initfailover): else nothing stops it until initfailover
-	// restarts. Default none.
+	// restarts. initfailover warns at start of each unit of the init node
+	// (listed or wanted by the target) that is not. Default none.
 	Services []string `mapstructure:"services" want:"a list of systemd unit names (name.service, name.socket, ...)"`
 	// StopTimeout is how long the singleton services get to stop when
 	// the init node loses its role: the old init kills what still runs

@@ -162,6 +162,7 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		}
 	}()
 	e.takeUp()
+	e.warnUnbound()
 	e.core.Start(time.Now())
 	e.apply()
 	timer := time.NewTimer(time.Hour)
@@ -197,6 +198,25 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		}
 		e.apply()
 	}
+}
+
+// warnUnbound warns, once at start, of each init unit that systemd
+// would not stop if initfailover died (not PartOf the target).
+func (e *Elector) warnUnbound() {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(e.work, 10*time.Second)
+		defer cancel()
+		units, err := Unbound(ctx, e.cfg.Systemd, e.cfg.Target, e.cfg.Services)
+		if err != nil {
+			e.log.WithError(err).Debug("checking that the init units are PartOf the init target")
+		}
+		for _, u := range units {
+			e.log.WithField("unit", u).Warnf("%s is not PartOf=%s: if initfailover dies it runs on here until initfailover restarts, "+
+				"while another node may start it; give it PartOf=%s (a drop-in will do)", u, e.cfg.Target, e.cfg.Target)
+		}
+	}()
 }
 
 // apply carries out the core's actions and publishes its state.
