@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openssi/openssi/client/initnode"
+	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 )
 
 func (g *globals) initnode(ctx context.Context) (*initnode.Client, error) {
@@ -174,19 +175,21 @@ func newServiceAction(g *globals, a initnode.Action) *cobra.Command {
 			case len(nodes) > 0:
 				target = append(target, initnode.Nodes(nodes...))
 			}
+			// As systemctl: nginx is nginx.service.
+			unit := initfailoverspec.UnitName(args[0])
 			c, err := g.initnode(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			lines, err := c.Service(cmd.Context(), a, args[0], target...)
+			lines, err := c.Service(cmd.Context(), a, unit, target...)
 			if err != nil {
 				return err
 			}
 			if output == "json" {
 				err = writeJSON(g.out, lines)
 			} else {
-				renderUnits(g.out, args[0], lines, time.Now())
+				renderUnits(g.out, unit, lines, time.Now())
 			}
 			if err != nil {
 				return err
@@ -198,7 +201,7 @@ func newServiceAction(g *globals, a initnode.Action) *cobra.Command {
 				}
 			}
 			if failed > 0 {
-				return fmt.Errorf("%s %s failed on %d of %d node(s)", a, args[0], failed, len(lines))
+				return fmt.Errorf("%s %s failed on %d of %d node(s)", a, unit, failed, len(lines))
 			}
 			return nil
 		},
@@ -217,8 +220,9 @@ func serviceLong(a initnode.Action) string {
 	}
 	return fmt.Sprintf(`%s, on this node, on each -n NODE, or on every
 UP node with --all, through systemd's D-Bus API there (the request goes to
-that node's initfailover over mutual TLS). UNIT is a full unit name
-(nginx.service, backup.timer). %s
+that node's initfailover over mutual TLS). UNIT is a unit name
+(nginx.service, backup.timer); without a type it is a service, as with
+systemctl (nginx is nginx.service). %s
 
 Prints one line per node: the node, the unit, its load state, its active
 state (and sub-state) after the action, since when, and the cluster pid of

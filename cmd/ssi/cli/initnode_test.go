@@ -2,12 +2,21 @@ package cli
 
 import (
 	"bytes"
+	"io"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/initnode"
+	ifserver "github.com/openssi/openssi/daemons/initfailover/server"
+	"github.com/openssi/openssi/daemons/initfailover/systemdfake"
+	"github.com/openssi/openssi/internal/localapi"
 )
 
 func TestRenderNodesMarksInit(t *testing.T) {
@@ -99,6 +108,30 @@ func TestServiceUsage(t *testing.T) {
 		var out, errb bytes.Buffer
 		if code := Main(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.err) {
 			t.Errorf("ssi %q: exit %d, %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.err)
+		}
+	}
+}
+
+// TestServiceBareUnitName: as with systemctl, a unit name without its
+// type is a service (ssi service status nginx acts on nginx.service).
+func TestServiceBareUnitName(t *testing.T) {
+	dir := t.TempDir()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv := ifserver.New(ifserver.Config{Node: 1, Systemd: systemdfake.New(1, &systemdfake.Timeline{}, "nginx.service"), Log: log})
+	defer srv.Close()
+	ln, _, err := localapi.Listen(filepath.Join(dir, "initfailover.sock"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	ifserver.NewAPI(srv).Register(g)
+	go func() { _ = g.Serve(ln) }()
+	defer g.Stop()
+	for _, unit := range []string{"nginx", "nginx.service"} {
+		code, out, errs := run(dir, "service", "status", unit)
+		if code != 0 || !regexp.MustCompile(`(?m)^1 +nginx\.service +loaded +inactive`).MatchString(out) {
+			t.Errorf("ssi service status %s: exit %d\n%s%s", unit, code, out, errs)
 		}
 	}
 }

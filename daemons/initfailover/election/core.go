@@ -12,7 +12,8 @@ type State int
 // The states of a Core.
 const (
 	// Booting: stopping whatever singleton runs here before queueing
-	// (a restarted initfailover may have left some running).
+	// (a restarted initfailover may have left some running), killing
+	// what still runs KillAfter the boot.
 	Booting State = iota + 1
 	// Waiting: queued for the init lock.
 	Waiting
@@ -110,6 +111,10 @@ type Config struct {
 	// KillAfter(StopTimeout), and a node granted the lock without a clean
 	// hand-over starts them StopTimeout after the grant.
 	StopTimeout time.Duration
+	// Nonce is a random number drawn at each start of initfailover: it
+	// goes into this node's move ids, whose counter starts again with
+	// the process, so that no node mistakes a new move for one it saw.
+	Nonce uint64
 }
 
 // KillAfter is how long after losing the lock the old init kills what
@@ -126,7 +131,10 @@ const (
 	forShutdown
 )
 
-type moveID struct{ by, seq uint32 }
+type moveID struct {
+	by, seq uint32
+	boot    uint64
+}
 
 // Core is one node's view of the election. Not safe for concurrent use.
 type Core struct {
@@ -174,7 +182,7 @@ func (c *Core) Deadline() time.Time {
 	switch {
 	case c.state == Holding:
 		return c.startAt
-	case c.state == Stopping && !c.killed:
+	case (c.state == Stopping || c.state == Booting) && !c.killed:
 		return c.killAt
 	}
 	return time.Time{}
@@ -193,9 +201,15 @@ func (c *Core) SetUp(node uint32, up bool) {
 }
 
 // Start begins: whatever singleton runs here is stopped first (this node
-// is not init until granted), then the node queues.
+// is not init until granted), then the node queues. What a previous
+// process left running is treated as a lost lock's services: the lock
+// went with that process's session, no earlier than now, so a new holder
+// may start them StopTimeout after its grant; they are killed at
+// now + KillAfter unless stopped by then.
 func (c *Core) Start(now time.Time) {
 	c.set(now, Booting)
+	c.stopWhy, c.killed, c.holds = forLost, false, false
+	c.killAt = now.Add(KillAfter(c.cfg.StopTimeout))
 	c.do(StopUnits)
 }
 
@@ -210,7 +224,7 @@ func (c *Core) Granted(now time.Time, value [RecordLen]byte, valid bool) {
 	rec, err := Decode(value[:])
 	clean := valid && err == nil && rec.Clean
 	if clean && rec.Next != 0 && rec.Next != c.cfg.Self && c.up[rec.Next] {
-		id := moveID{rec.MoveBy, rec.Move}
+		id := moveID{rec.MoveBy, rec.Move, rec.Boot}
 		if !c.passed[id] {
 			// Not ours: pass it on, and queue behind the target.
 			c.passed[id] = true
@@ -281,7 +295,7 @@ func (c *Core) Move(now time.Time, target uint32) error {
 		return fmt.Errorf("election: node %d: %w", target, ErrNotUp)
 	}
 	c.moveSeq++
-	c.moveTo, c.moveByMe = target, moveID{c.cfg.Self, c.moveSeq}
+	c.moveTo, c.moveByMe = target, moveID{c.cfg.Self, c.moveSeq, c.cfg.Nonce}
 	c.stop(now, forMove)
 	return nil
 }
@@ -292,10 +306,12 @@ func (c *Core) Shutdown(now time.Time) {
 	switch c.state {
 	case Running:
 		c.stop(now, forShutdown)
-	case Stopping:
-		if c.stopWhy == forMove {
-			c.stopWhy = forShutdown
-		}
+	case Stopping, Booting:
+		// Whatever the stop began for (a move, a lost lock, a boot),
+		// the node is done once the services are down: it must never
+		// queue again, or it could be granted the role and start the
+		// services while the shell drops the lock on its way out.
+		c.stopWhy = forShutdown
 	case Holding:
 		// Holding is a grant that was not a clean hand-over (a clean
 		// one starts at once): nothing ran here, but the previous
@@ -318,6 +334,10 @@ func (c *Core) release(r Record) {
 func (c *Core) UnitsStopped(now time.Time) {
 	switch c.state {
 	case Booting:
+		if c.stopWhy == forShutdown {
+			c.set(now, Done)
+			return
+		}
 		c.set(now, Waiting)
 		c.do(RequestLock)
 	case Stopping:
@@ -328,7 +348,7 @@ func (c *Core) UnitsStopped(now time.Time) {
 			c.set(now, Waiting)
 			c.do(RequestLock)
 		case c.stopWhy == forMove:
-			c.release(Record{Clean: true, Holder: c.cfg.Self, Next: c.moveTo, MoveBy: c.moveByMe.by, Move: c.moveByMe.seq})
+			c.release(Record{Clean: true, Holder: c.cfg.Self, Next: c.moveTo, MoveBy: c.moveByMe.by, Move: c.moveByMe.seq, Boot: c.moveByMe.boot})
 			c.set(now, Waiting)
 			c.do(RequestLock)
 		default: // shutdown
@@ -345,7 +365,7 @@ func (c *Core) Tick(now time.Time) {
 	case c.state == Holding && !now.Before(c.startAt):
 		c.set(now, Running)
 		c.do(StartUnits)
-	case c.state == Stopping && !c.killed && !now.Before(c.killAt):
+	case (c.state == Stopping || c.state == Booting) && !c.killed && !now.Before(c.killAt):
 		c.killed = true
 		c.do(KillUnits)
 	}

@@ -91,6 +91,20 @@ func TestElection(t *testing.T) {
 			{0, "boot", "stop", Booting, nil},
 			{time.Second, "stopped", "request-lock", Waiting, nil},
 		}},
+		{"boot kills what a crashed process left running at 3/4 of the timeout", []step{
+			{0, "boot", "stop", Booting, nil},
+			{kill - 1, "tick", "", Booting, nil},
+			{kill, "tick", "kill", Booting, nil},
+			{kill + 1, "tick", "", Booting, nil},
+			{kill + time.Second, "stopped", "request-lock", Waiting, nil},
+			{2 * stopTimeout, "tick", "", Waiting, nil},
+		}},
+		{"shutdown while booting: done once stopped, never queues", []step{
+			{0, "boot", "stop", Booting, nil},
+			{time.Second, "shutdown", "", Booting, nil},
+			{kill, "tick", "kill", Booting, nil},
+			{kill + time.Second, "stopped", "", Done, nil},
+		}},
 		{"a grant after a crash waits the stop timeout", []step{
 			{0, "boot", "stop", Booting, nil},
 			{0, "stopped", "request-lock", Waiting, nil},
@@ -214,6 +228,22 @@ func TestElection(t *testing.T) {
 			{time.Second + kill, "tick", "kill", Stopping, nil},
 			{2*time.Second + kill, "stopped", "", Done, nil},
 		}},
+		{"shutdown while stopping after a lost lock: done, never queues again", []step{
+			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
+			{0, "grant-clean", "start", Running, nil},
+			{time.Second, "lost", "stop", Stopping, nil},
+			{2 * time.Second, "shutdown", "", Stopping, nil},
+			{3 * time.Second, "stopped", "", Done, nil},
+			{4 * time.Second, "grant-clean", "release-lock clean=true holder=2", Done, nil},
+		}},
+		{"shutdown during a move whose lock is then lost: done, never queues again", []step{
+			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
+			{0, "grant-clean", "start", Running, nil},
+			{time.Second, "move:2", "stop", Stopping, nil},
+			{time.Second, "lost", "", Stopping, nil},
+			{2 * time.Second, "shutdown", "", Stopping, nil},
+			{3 * time.Second, "stopped", "", Done, nil},
+		}},
 		{"shutdown while holding after a crash: the next holder must wait too", []step{
 			{0, "boot", "stop", Booting, nil}, {0, "stopped", "request-lock", Waiting, nil},
 			{0, "grant", "", Holding, nil},
@@ -258,7 +288,7 @@ func TestAtMostOneCopy(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, r := range []Record{{}, {Clean: true, Holder: 3}, {Clean: true, Holder: 1, Next: 511, MoveBy: 1, Move: 1 << 31}} {
+	for _, r := range []Record{{}, {Clean: true, Holder: 3}, {Clean: true, Holder: 1, Next: 511, MoveBy: 1, Move: 1 << 31}, {Clean: true, Holder: 2, Next: 3, MoveBy: 2, Move: 1, Boot: 1<<64 - 1}} {
 		b := r.Encode()
 		got, err := Decode(b[:])
 		if err != nil || got != r {
@@ -275,7 +305,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"version", func() []byte { b := good; b[4] = 2; return b[:] }()},
 		{"flags", func() []byte { b := good; b[5] = 2; return b[:] }()},
 		{"reserved", func() []byte { b := good; b[7] = 1; return b[:] }()},
-		{"trailing", func() []byte { b := good; b[31] = 1; return b[:] }()},
+		{"nonce without a hand-over", func() []byte { b := good; b[31] = 1; return b[:] }()},
 		{"next without mover", func() []byte { b := good; b[15] = 2; return b[:] }()},
 	} {
 		if _, err := Decode(tc.b); !errors.Is(err, ErrRecord) {
@@ -302,4 +332,49 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted %x, encodes to %x", b, e)
 		}
 	})
+}
+
+// TestMoveIDsSurviveRestarts: a node that restarts counts its moves from
+// the start again; the boot nonce in the move id keeps a node that passed
+// one of its earlier moves from taking the role instead of passing the
+// new one on.
+func TestMoveIDsSurviveRestarts(t *testing.T) {
+	moveRecord := func(boot uint64) ([RecordLen]byte, bool) {
+		c := New(Config{Self: 3, StopTimeout: stopTimeout, Nonce: boot})
+		for _, n := range []uint32{1, 2, 3} {
+			c.SetUp(n, true)
+		}
+		c.Start(t0)
+		c.UnitsStopped(t0)
+		c.Granted(t0, Record{Clean: true}.Encode(), true)
+		if err := c.Move(t0, 2); err != nil {
+			t.Fatal(err)
+		}
+		c.UnitsStopped(t0)
+		for _, a := range c.Ready() {
+			if a.Kind == ReleaseLock {
+				return a.Value, a.Valid
+			}
+		}
+		t.Fatal("no release")
+		return [RecordLen]byte{}, false
+	}
+	c := New(Config{Self: 1, StopTimeout: stopTimeout})
+	for _, n := range []uint32{1, 2, 3} {
+		c.SetUp(n, true)
+	}
+	c.Start(t0)
+	c.UnitsStopped(t0)
+	c.Ready()
+	for boot := uint64(1); boot <= 2; boot++ {
+		v, valid := moveRecord(boot * 0x9e3779b97f4a7c15)
+		c.Granted(t0, v, valid)
+		var got []string
+		for _, a := range c.Ready() {
+			got = append(got, a.Kind.String())
+		}
+		if st, _ := c.State(); st != Waiting || strings.Join(got, " ") != "release-lock request-lock" {
+			t.Fatalf("node 3's move after boot %d: %v, state %v; want it passed on to node 2", boot, got, st)
+		}
+	}
 }

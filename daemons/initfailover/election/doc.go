@@ -38,12 +38,39 @@
 // new one starts (t1 + StopTimeout), partitions included, as long as the
 // nodes' clocks run at about the same rate (dlmd's lease assumes it too).
 // A holder granted a clean Record (a move, a shutdown) starts at once.
+
+// A node asked to shut down never queues for the lock again, whatever its
+// stop began for (a lost lock, a move, its boot): it ends Done once its
+// services are down.
+//
+// # A crash of initfailover itself
+//
+// When initfailover dies (panic, OOM, watchdog) its dlmd session ends and
+// dlmd drops the lock at once, invalidating the value block: the next
+// holder starts StopTimeout after its grant, which is no earlier than the
+// crash. Nothing of this core runs meanwhile, so the old copy must be
+// stopped by other means:
+//
+//   - systemd: openssi-init.target BindsTo initfailover, so the units
+//     PartOf it stop when the daemon dies; with their TimeoutStopSec at
+//     most KillAfter(StopTimeout), systemd kills them in time. This is
+//     what at-most-one rests on across a crash, including a daemon that
+//     never comes back; units listed in initfailover.services must be
+//     PartOf the target too.
+//   - the restarted daemon: Booting stops whatever runs and kills it
+//     KillAfter(StopTimeout) after the boot. That suffices alone only if
+//     the daemon crashed while holding the lock and restarted within
+//     StopTimeout/8 (the kill lands by crash + restart delay + KillAfter +
+//     the kill's own time); otherwise it only bounds how long an unbound
+//     copy outlives its role.
 //
 // # Moving the role
 //
-// Move(target) makes the init stop its services, then unlock with a clean
-// Record naming target (and a move id). A node other than target granted
-// that Record passes it on (unlocks with the same value, queues again) if
+// Move(target) makes the init stop its services, then unlock with a
+// clean Record naming target (and a move id: the mover's node, its move
+// counter and the random nonce of its boot, in the value block's last 8
+// bytes, so that the ids of a restarted mover are new). A node other
+// than target granted that Record passes it on (unlocks with the same value, queues again) if
 // target is UP and it has not passed that move before; the target, or a
 // node granted the same move twice (the target did not queue), takes the
 // role at once.

@@ -91,7 +91,11 @@ type Config struct {
 	// wants. Default openssi-init.target.
 	Target string `mapstructure:"target" want:"a systemd unit name ending in .target"`
 	// Services lists more units started on the init node only, beside
-	// the target's. Default none.
+	// the target's. Each should be PartOf the target (a drop-in will do),
+	// so that systemd stops it when initfailover dies (the target
+	// BindsTo initfailover): else nothing stops it until initfailover
+	// restarts. initfailover warns at start of each unit of the init node
+	// (listed or wanted by the target) that is not. Default none.
 	Services []string `mapstructure:"services" want:"a list of systemd unit names (name.service, name.socket, ...)"`
 	// StopTimeout is how long the singleton services get to stop when
 	// the init node loses its role: the old init kills what still runs
@@ -99,7 +103,9 @@ type Config struct {
 	// partition starts them only after all of it. Set it to at least the
 	// services' own stop time (TimeoutStopSec), and the same on every
 	// node: a new init waits its own setting, the old one kills by its
-	// own. 1s..10m. Default 10s.
+	// own. The services' TimeoutStopSec should be at most 3/4 of it:
+	// when initfailover itself dies, systemd's stop (and kill) is what
+	// ends them in time. 1s..10m. Default 10s.
 	StopTimeout time.Duration `mapstructure:"stop_timeout" want:"a duration 1s..10m such as 10s"`
 }
 
@@ -163,6 +169,22 @@ func CheckUnit(name string) error {
 		}
 	}
 	return fmt.Errorf("initfailover: %q is not a unit name: give its type too, e.g. %s.service", name, name)
+}
+
+// UnitName completes a unit name given on a command line as systemctl
+// does: a name without a known unit type is a service (nginx ->
+// nginx.service, foo.bar -> foo.bar.service). Paths are not turned into
+// mount or device units. CheckUnit still judges the result.
+func UnitName(arg string) string {
+	if arg == "" {
+		return arg
+	}
+	for _, s := range unitSuffixes {
+		if stem, ok := strings.CutSuffix(arg, s); ok && stem != "" {
+			return arg
+		}
+	}
+	return arg + ".service"
 }
 
 // InitTarget is the text of openssi-init.target, shipped with the

@@ -110,3 +110,20 @@ func TestHardeningKeepsRootsFileAccess(t *testing.T) {
 		t.Errorf("capabilities %v, want exactly CAP_DAC_OVERRIDE", h.Capabilities)
 	}
 }
+
+func TestUnitName(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx":               "nginx.service",
+		"nginx.service":       "nginx.service",
+		"backup.timer":        "backup.timer",
+		"getty@tty1":          "getty@tty1.service",
+		"foo.bar":             "foo.bar.service",
+		"openssi-init.target": "openssi-init.target",
+		".service":            ".service.service",
+		"":                    "",
+	} {
+		if got := UnitName(in); got != want {
+			t.Errorf("UnitName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

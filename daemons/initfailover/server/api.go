@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
 	initfailoverpeerv1 "github.com/openssi/openssi/proto/initfailoverpeer/v1"
 )
@@ -58,9 +60,14 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 	if !a.s.isUp(req.GetNode()) {
 		return nil, status.Errorf(codes.FailedPrecondition, "initfailover: node %d is not UP", req.GetNode())
 	}
-	from, err := a.s.InitNode(ctx)
+	from, err := a.s.initNode(ctx, true)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "initfailover: which node is init: %v", err)
+	}
+	if from != 0 && from != req.GetNode() {
+		if err := a.s.canTake(ctx, req.GetNode()); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case from == 0:
@@ -81,6 +88,42 @@ func (a *API) Move(ctx context.Context, req *initfailoverv1.MoveRequest) (*initf
 	return &initfailoverv1.MoveReply{From: from}, nil
 }
 
+// canTake checks that node n's initfailover can take the init role now:
+// it answers, takes part in the election, and is queued for the lock
+// (waiting). Else the hand-over would pass it by and another node would
+// take the role.
+func (s *Server) canTake(ctx context.Context, n uint32) error {
+	st := s.electionState()
+	if n != s.cfg.Node {
+		p, err := s.peer(ctx, n)
+		var r *initfailoverpeerv1.PeerStateReply
+		if err == nil {
+			r, err = p.State(ctx, &initfailoverpeerv1.PeerState{Origin: s.cfg.Node})
+		}
+		if err != nil {
+			return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role: its initfailover does not answer (%s)", n, status.Convert(err).Message())
+		}
+		st = r
+	}
+	switch {
+	case !st.GetElecting():
+		return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role: systemd is not its init", n)
+	case st.GetState() != election.Waiting.String():
+		return status.Errorf(codes.FailedPrecondition, "initfailover: node %d cannot take the init role now: its initfailover is %s, not waiting for it", n, st.GetState())
+	}
+	return nil
+}
+
+// electionState is this node's place in the election.
+func (s *Server) electionState() *initfailoverpeerv1.PeerStateReply {
+	el := s.cfg.Elector
+	if el == nil {
+		return &initfailoverpeerv1.PeerStateReply{}
+	}
+	st, _, _ := el.Status()
+	return &initfailoverpeerv1.PeerStateReply{Electing: true, State: st.String()}
+}
+
 // Service acts on a unit of the nodes asked, one line per node, in node
 // order; a node that is not UP or does not answer gets a line saying so.
 func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (*initfailoverv1.ServiceReply, error) {
@@ -94,26 +137,48 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	nodes := slices.Clone(req.GetNodes())
+	nodes, err := serviceNodes(req.GetNodes())
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case req.GetAll():
 		nodes = a.s.upNodes()
 	case len(nodes) == 0:
 		nodes = []uint32{a.s.cfg.Node}
 	}
-	slices.Sort(nodes)
-	nodes = slices.Compact(nodes)
 	lines := make([]*initfailoverv1.UnitLine, len(nodes))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, serviceFanout)
 	for i, n := range nodes {
+		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			lines[i] = a.s.unitOn(ctx, n, uid, req.GetAction(), req.GetUnit())
 		}()
 	}
 	wg.Wait()
 	return &initfailoverv1.ServiceReply{Lines: lines}, nil
+}
+
+// serviceFanout bounds the nodes one Service call acts on at once.
+const serviceFanout = 16
+
+// serviceNodes checks the nodes a Service call names: node numbers
+// 1..cpid.MaxNode, at most that many; it returns them sorted, each once.
+func serviceNodes(asked []uint32) ([]uint32, error) {
+	if len(asked) > cpid.MaxNode {
+		return nil, status.Errorf(codes.InvalidArgument, "initfailover: ssi service: %d nodes named: at most %d", len(asked), cpid.MaxNode)
+	}
+	for _, n := range asked {
+		if n < 1 || n > cpid.MaxNode {
+			return nil, status.Errorf(codes.InvalidArgument, "initfailover: ssi service: %d is not a node number (1..%d)", n, cpid.MaxNode)
+		}
+	}
+	nodes := slices.Clone(asked)
+	slices.Sort(nodes)
+	return slices.Compact(nodes), nil
 }
 
 // unitOn carries out an action on node n: here, or through its
@@ -165,6 +230,15 @@ func (p *Peer) Move(ctx context.Context, req *initfailoverpeerv1.PeerMove) (*ini
 		return nil, err
 	}
 	return &initfailoverv1.MoveReply{From: p.s.cfg.Node}, nil
+}
+
+// State says this node's place in the election to the origin's
+// initfailover.
+func (p *Peer) State(ctx context.Context, req *initfailoverpeerv1.PeerState) (*initfailoverpeerv1.PeerStateReply, error) {
+	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+		return nil, err
+	}
+	return p.s.electionState(), nil
 }
 
 // Unit carries out an action on a unit of this node for a caller of the

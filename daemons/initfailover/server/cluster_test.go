@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,7 +21,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/client/initnode"
+	"github.com/openssi/openssi/daemons/initfailover/election"
 	"github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/daemons/initfailover/systemdfake"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
@@ -77,7 +80,11 @@ const webUnit = "web.service"
 
 // startCluster starts n initfailover Servers (nodes 1..n, every node UP)
 // whose systemd knows web.service.
-func startCluster(t *testing.T, n int) *testCluster {
+func startCluster(t *testing.T, n int) *testCluster { t.Helper(); return startClusterWith(t, n, nil) }
+
+// startClusterWith is startCluster, with each node's configuration
+// changed by edit (nil: none) before its Server is made.
+func startClusterWith(t *testing.T, n int, edit func(num uint32, cfg *server.Config)) *testCluster {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "initfailover-test-")
 	if err != nil {
@@ -95,7 +102,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		num := uint32(i)
 		src := c.source(num, rpctest.NodeName(num), server.ServiceName)
 		sd := systemdfake.New(num, tl, webUnit)
-		srv := server.New(server.Config{
+		cfg := server.Config{
 			Node: num, Systemd: sd, Source: src, Log: log.WithField("node", num),
 			Lookup: func(_ context.Context, m uint32) (string, error) {
 				c.mu.Lock()
@@ -106,7 +113,11 @@ func startCluster(t *testing.T, n int) *testCluster {
 				return "", fmt.Errorf("no node %d", m)
 			},
 			NodeName: func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil },
-		})
+		}
+		if edit != nil {
+			edit(num, &cfg)
+		}
+		srv := server.New(cfg)
 		for j := 1; j <= n; j++ {
 			srv.Membership(uint32(j), true)
 		}
@@ -353,6 +364,189 @@ func TestLocalChangesAreRoots(t *testing.T) {
 	for _, n := range c.nodes {
 		if n.sd.Active(webUnit) {
 			t.Errorf("a user started %s on node %d", webUnit, n.num)
+		}
+	}
+}
+
+// TestServiceNodeLists: a node list is checked before anything is done
+// (numbers 1..511, at most 511 of them, one clear line), duplicates act
+// once, and a call acts on at most 16 nodes at a time.
+func TestServiceNodeLists(t *testing.T) {
+	c := startCluster(t, 2)
+	cl := c.client(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	million := make([]int, 1_000_000)
+	for i := range million {
+		million[i] = i + 1
+	}
+	for _, tc := range []struct {
+		name  string
+		nodes []int
+		want  string
+	}{
+		{"node 0", []int{1, 0}, "initfailover: ssi service: 0 is not a node number (1..511)"},
+		{"node 512", []int{512}, "initfailover: ssi service: 512 is not a node number (1..511)"},
+		{"a million nodes", million, "initfailover: ssi service: 1000000 nodes named: at most 511"},
+		{"512 nodes", million[:512], "initfailover: ssi service: 512 nodes named: at most 511"},
+	} {
+		_, err := cl.Service(ctx, initnode.Status, webUnit, initnode.Nodes(tc.nodes...))
+		if !errors.Is(err, initnode.ErrRefused) || err.Error() != tc.want {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	lines, err := cl.Service(ctx, initnode.Status, webUnit, initnode.Nodes(2, 1, 2, 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lineSummary(lines); got != "1:loaded/inactive/0 2:loaded/inactive/0" {
+		t.Errorf("duplicates: %s", got)
+	}
+
+	// 200 UP nodes whose initfailover cannot be found: at most 16
+	// lookups at once.
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	srv := server.New(server.Config{
+		Node: 1, Systemd: systemdfake.New(1, &systemdfake.Timeline{}, webUnit),
+		NodeName: func(_ context.Context, m uint32) (string, error) { return rpctest.NodeName(m), nil },
+		Lookup: func(context.Context, uint32) (string, error) {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond) // hold the slot a moment
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return "", errors.New("no address")
+		},
+	})
+	defer srv.Close()
+	for n := uint32(1); n <= 200; n++ {
+		srv.Membership(n, true)
+	}
+	fc := serveLocal(t, srv, filepath.Join(c.dir, "fanout.sock"))
+	lines, err = fc.Service(ctx, initnode.Status, webUnit, initnode.All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 200 || lines[199].Err == "" {
+		t.Errorf("%d lines, the last %+v", len(lines), lines[len(lines)-1])
+	}
+	if most > 16 {
+		t.Errorf("%d nodes acted on at once, want at most 16", most)
+	}
+}
+
+// serveLocal serves srv's local API on socket and returns a client of it.
+func serveLocal(t *testing.T, srv *server.Server, socket string) *initnode.Client {
+	t.Helper()
+	lln, _, err := localapi.Listen(socket, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	server.NewAPI(srv).Register(local)
+	go func() { _ = local.Serve(lln) }()
+	t.Cleanup(local.Stop)
+	cl, err := initnode.New(context.Background(), initnode.WithSocket(socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// TestInitAsksDlmdSparingly: ssi init, open to every user, does not open
+// a dlmd session per call: answers are shared for a second.
+func TestInitAsksDlmdSparingly(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	sessions := 0
+	srv := server.New(server.Config{
+		Node: 1,
+		Session: func(context.Context) (*dlm.Client, error) {
+			mu.Lock()
+			sessions++
+			mu.Unlock()
+			return nil, errors.New("dlmd is not there")
+		},
+	})
+	defer srv.Close()
+	cl := serveLocal(t, srv, filepath.Join(dir, "init.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := cl.Init(ctx); err == nil || !strings.Contains(err.Error(), "dlmd is not there") {
+				t.Errorf("Init: %v, want dlmd's error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if sessions > 2 {
+		t.Errorf("50 calls of Init opened %d dlmd sessions", sessions)
+	}
+}
+
+// TestMoveChecksTheTarget: ssi init move is refused with one line before
+// anything stops when the target cannot take the role: no election there
+// (no systemd), its initfailover down, or not queued for the lock.
+func TestMoveChecksTheTarget(t *testing.T) {
+	roottest.Need(t) // Move is root's: the test's uid on the socket
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var electors sync.WaitGroup
+	runCtx, stopElectors := context.WithCancel(ctx)
+	defer func() { stopElectors(); electors.Wait() }()
+	waiting := server.NewElector(server.ElectorConfig{
+		Self: 2, Target: "openssi-init.target", StopTimeout: time.Second, Systemd: systemdfake.New(2, &systemdfake.Timeline{}),
+		// No dlmd: it queues for ever, waiting.
+		Session: func(context.Context) (*dlm.Client, error) { return nil, errors.New("no dlmd") },
+		Log:     logrus.New(),
+	})
+	electors.Add(1)
+	go func() { defer electors.Done(); _ = waiting.Run(runCtx, nil) }()
+	for st, _, _ := waiting.Status(); st != election.Waiting; st, _, _ = waiting.Status() {
+		if ctx.Err() != nil {
+			t.Fatalf("the elector never queued: %v", st)
+		}
+		runtime.Gosched()
+	}
+	c := startClusterWith(t, 4, func(num uint32, cfg *server.Config) {
+		cfg.AskInit = func(context.Context) (uint32, error) { return 3, nil }
+		if num == 2 {
+			cfg.Elector = waiting
+		}
+		if num == 1 {
+			lookup := cfg.Lookup
+			cfg.Lookup = func(ctx context.Context, m uint32) (string, error) {
+				if m == 4 {
+					return "127.0.0.1:1", nil // its initfailover is down
+				}
+				return lookup(ctx, m)
+			}
+		}
+	})
+	cl := c.client(1)
+	for _, tc := range []struct {
+		name   string
+		target int
+		want   string
+	}{
+		{"no election on the target", 1, "initfailover: node 1 cannot take the init role: systemd is not its init"},
+		{"the target's initfailover is down", 4, "initfailover: node 4 cannot take the init role: its initfailover does not answer"},
+		// Node 2 is waiting: the move goes on to node 3, which has
+		// no election in this test.
+		{"a waiting target", 2, "initfailover: no election on this node"},
+	} {
+		_, err := cl.Move(ctx, tc.target)
+		if !errors.Is(err, initnode.ErrRefused) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

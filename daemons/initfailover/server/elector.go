@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"sync"
@@ -82,7 +84,7 @@ func NewElector(cfg ElectorConfig) *Elector {
 		cfg.Log = logrus.StandardLogger()
 	}
 	return &Elector{cfg: cfg, log: cfg.Log, events: make(chan func(time.Time), 64), wake: make(chan struct{}, 1), pendingUp: map[uint32]bool{},
-		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout})}
+		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce()})}
 }
 
 // Status returns this node's state in the election, since when, and
@@ -160,6 +162,7 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		}
 	}()
 	e.takeUp()
+	e.warnUnbound()
 	e.core.Start(time.Now())
 	e.apply()
 	timer := time.NewTimer(time.Hour)
@@ -195,6 +198,25 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		}
 		e.apply()
 	}
+}
+
+// warnUnbound warns, once at start, of each init unit that systemd
+// would not stop if initfailover died (not PartOf the target).
+func (e *Elector) warnUnbound() {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(e.work, 10*time.Second)
+		defer cancel()
+		units, err := Unbound(ctx, e.cfg.Systemd, e.cfg.Target, e.cfg.Services)
+		if err != nil {
+			e.log.WithError(err).Debug("checking that the init units are PartOf the init target")
+		}
+		for _, u := range units {
+			e.log.WithField("unit", u).Warnf("%s is not PartOf=%s: if initfailover dies it runs on here until initfailover restarts, "+
+				"while another node may start it; give it PartOf=%s (a drop-in will do)", u, e.cfg.Target, e.cfg.Target)
+		}
+	}()
 }
 
 // apply carries out the core's actions and publishes its state.
@@ -424,6 +446,13 @@ func (e *Elector) allDown(units []string) bool {
 		}
 	}
 	return true
+}
+
+// bootNonce draws the random nonce of this start's move ids.
+func bootNonce() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics instead)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func sleep(ctx context.Context, d time.Duration) {

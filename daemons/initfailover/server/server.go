@@ -41,6 +41,9 @@ type Config struct {
 	// Session opens a lock session with the node's dlmd (to read who
 	// holds the init lock).
 	Session func(ctx context.Context) (*dlm.Client, error)
+	// AskInit, when set, replaces the question to dlmd of who holds the
+	// init lock (tests).
+	AskInit func(ctx context.Context) (uint32, error)
 	// Source holds this node's certificates, for dialling peers.
 	Source rpc.Source
 	// Lookup returns the address of node n's initfailover.
@@ -65,6 +68,23 @@ type Server struct {
 	conns map[uint32]*grpc.ClientConn
 
 	refusals logging.Once
+
+	ask initAsk
+}
+
+// initCacheFor is how long an answer of dlmd's about the init node is
+// reused: Init is open to every user, and each question is a query of
+// dlmd's lock table.
+const initCacheFor = time.Second
+
+// initAsk asks dlmd who holds the init lock, one question at a time, on
+// one session kept open, and remembers the last answer.
+type initAsk struct {
+	mu   sync.Mutex
+	sess *dlm.Client
+	at   time.Time
+	node uint32
+	err  error
 }
 
 // New returns a Server. Until Membership is called it believes no node
@@ -115,8 +135,14 @@ func (s *Server) upNodes() []uint32 {
 	return out
 }
 
-// Close closes the connections to peers.
+// Close closes the connections to peers and the lookup session.
 func (s *Server) Close() {
+	s.ask.mu.Lock()
+	if s.ask.sess != nil {
+		s.ask.sess.Close()
+		s.ask.sess = nil
+	}
+	s.ask.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for n, c := range s.conns {
@@ -183,22 +209,56 @@ func (s *Server) peer(ctx context.Context, n uint32) (initfailoverpeerv1.Initfai
 
 // InitNode returns the node holding the init role (0: none now): this
 // node when its election holds it, else the holder of the init lock in
-// dlmd's lock table.
-func (s *Server) InitNode(ctx context.Context) (uint32, error) {
+// dlmd's lock table, as dlmd said it at most initCacheFor ago.
+func (s *Server) InitNode(ctx context.Context) (uint32, error) { return s.initNode(ctx, false) }
+
+// initNode is InitNode; fresh asks dlmd even if it answered lately.
+func (s *Server) initNode(ctx context.Context, fresh bool) (uint32, error) {
 	if el := s.cfg.Elector; el != nil {
 		if _, _, is := el.Status(); is {
 			return s.cfg.Node, nil
 		}
 	}
+	if s.cfg.AskInit != nil {
+		return s.cfg.AskInit(ctx)
+	}
 	if s.cfg.Session == nil {
 		return 0, errors.New("initfailover: no dlmd session to ask")
 	}
-	sess, err := s.cfg.Session(ctx)
-	if err != nil {
-		return 0, err
+	a := &s.ask
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !fresh && !a.at.IsZero() && time.Since(a.at) < initCacheFor {
+		return a.node, a.err
 	}
-	defer sess.Close()
-	l, err := sess.Locks(ctx, dlm.InLockspace(initfailoverspec.Lockspace))
+	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
+	defer cancel()
+	a.node, a.err = s.askInit(ctx)
+	if ctx.Err() != nil && a.err != nil {
+		// The caller's deadline, not dlmd's answer.
+		a.at = time.Time{}
+		return a.node, a.err
+	}
+	a.at = time.Now()
+	return a.node, a.err
+}
+
+// askInit asks dlmd on the kept session (a new one if it ended) who holds
+// the init lock. The caller holds s.ask.mu.
+func (s *Server) askInit(ctx context.Context) (uint32, error) {
+	a := &s.ask
+	if a.sess != nil && a.sess.Err() != nil {
+		a.sess.Close()
+		a.sess = nil
+	}
+	if a.sess == nil {
+		sess, err := s.cfg.Session(ctx)
+		if err != nil {
+			return 0, err
+		}
+		a.sess = sess
+	}
+	l, err := a.sess.Locks(ctx, dlm.InLockspace(initfailoverspec.Lockspace))
 	if err != nil {
 		return 0, err
 	}

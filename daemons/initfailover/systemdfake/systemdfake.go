@@ -82,6 +82,7 @@ type Systemd struct {
 	active  map[string]bool
 	known   map[string]bool
 	wants   map[string][]string
+	partOf  map[string][]string
 	since   map[string]time.Time
 	hang    map[string]bool
 	stopped chan struct{} // closed and replaced on every change
@@ -90,7 +91,7 @@ type Systemd struct {
 // New returns node's fake systemd knowing units (all inactive), recording
 // into tl.
 func New(node uint32, tl *Timeline, units ...string) *Systemd {
-	s := &Systemd{node: node, tl: tl, active: map[string]bool{}, known: map[string]bool{}, wants: map[string][]string{},
+	s := &Systemd{node: node, tl: tl, active: map[string]bool{}, known: map[string]bool{}, wants: map[string][]string{}, partOf: map[string][]string{},
 		since: map[string]time.Time{}, hang: map[string]bool{}, stopped: make(chan struct{})}
 	for _, u := range units {
 		s.known[u] = true
@@ -103,6 +104,20 @@ func (s *Systemd) SetWants(unit string, others ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.wants[unit] = others
+}
+
+// SetPartOf makes unit PartOf= others.
+func (s *Systemd) SetPartOf(unit string, others ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.partOf[unit] = others
+}
+
+// PartOf lists what unit is PartOf=.
+func (s *Systemd) PartOf(_ context.Context, unit string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.partOf[unit]), nil
 }
 
 // Hang makes a stop of unit never finish: only a kill stops it.

@@ -153,6 +153,105 @@ func (x *PeerUnit) GetUnit() string {
 	return ""
 }
 
+type PeerState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Origin        uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerState) Reset() {
+	*x = PeerState{}
+	mi := &file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerState) ProtoMessage() {}
+
+func (x *PeerState) ProtoReflect() protoreflect.Message {
+	mi := &file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerState.ProtoReflect.Descriptor instead.
+func (*PeerState) Descriptor() ([]byte, []int) {
+	return file_initfailoverpeer_v1_initfailoverpeer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PeerState) GetOrigin() uint32 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+type PeerStateReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// electing: the receiver takes part in the election (it has systemd).
+	Electing bool `protobuf:"varint,1,opt,name=electing,proto3" json:"electing,omitempty"`
+	// state is its state in the election: booting, waiting, holding,
+	// running, stopping, done ("" when not electing).
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerStateReply) Reset() {
+	*x = PeerStateReply{}
+	mi := &file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerStateReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerStateReply) ProtoMessage() {}
+
+func (x *PeerStateReply) ProtoReflect() protoreflect.Message {
+	mi := &file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerStateReply.ProtoReflect.Descriptor instead.
+func (*PeerStateReply) Descriptor() ([]byte, []int) {
+	return file_initfailoverpeer_v1_initfailoverpeer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PeerStateReply) GetElecting() bool {
+	if x != nil {
+		return x.Electing
+	}
+	return false
+}
+
+func (x *PeerStateReply) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 var File_initfailoverpeer_v1_initfailoverpeer_proto protoreflect.FileDescriptor
 
 const file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc = "" +
@@ -168,10 +267,16 @@ const file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc = "" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x127\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x1f.openssi.initfailover.v1.ActionR\x06action\x12\x12\n" +
-	"\x04unit\x18\x04 \x01(\tR\x04unit2\xb7\x01\n" +
+	"\x04unit\x18\x04 \x01(\tR\x04unit\"#\n" +
+	"\tPeerState\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\rR\x06origin\"B\n" +
+	"\x0ePeerStateReply\x12\x1a\n" +
+	"\belecting\x18\x01 \x01(\bR\belecting\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state2\x95\x02\n" +
 	"\x10InitfailoverPeer\x12Q\n" +
 	"\x04Move\x12%.openssi.initfailoverpeer.v1.PeerMove\x1a\".openssi.initfailover.v1.MoveReply\x12P\n" +
-	"\x04Unit\x12%.openssi.initfailoverpeer.v1.PeerUnit\x1a!.openssi.initfailover.v1.UnitLineBIZGgithub.com/openssi/openssi/proto/initfailoverpeer/v1;initfailoverpeerv1b\x06proto3"
+	"\x04Unit\x12%.openssi.initfailoverpeer.v1.PeerUnit\x1a!.openssi.initfailover.v1.UnitLine\x12\\\n" +
+	"\x05State\x12&.openssi.initfailoverpeer.v1.PeerState\x1a+.openssi.initfailoverpeer.v1.PeerStateReplyBIZGgithub.com/openssi/openssi/proto/initfailoverpeer/v1;initfailoverpeerv1b\x06proto3"
 
 var (
 	file_initfailoverpeer_v1_initfailoverpeer_proto_rawDescOnce sync.Once
@@ -185,22 +290,26 @@ func file_initfailoverpeer_v1_initfailoverpeer_proto_rawDescGZIP() []byte {
 	return file_initfailoverpeer_v1_initfailoverpeer_proto_rawDescData
 }
 
-var file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_initfailoverpeer_v1_initfailoverpeer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_initfailoverpeer_v1_initfailoverpeer_proto_goTypes = []any{
-	(*PeerMove)(nil),     // 0: openssi.initfailoverpeer.v1.PeerMove
-	(*PeerUnit)(nil),     // 1: openssi.initfailoverpeer.v1.PeerUnit
-	(v1.Action)(0),       // 2: openssi.initfailover.v1.Action
-	(*v1.MoveReply)(nil), // 3: openssi.initfailover.v1.MoveReply
-	(*v1.UnitLine)(nil),  // 4: openssi.initfailover.v1.UnitLine
+	(*PeerMove)(nil),       // 0: openssi.initfailoverpeer.v1.PeerMove
+	(*PeerUnit)(nil),       // 1: openssi.initfailoverpeer.v1.PeerUnit
+	(*PeerState)(nil),      // 2: openssi.initfailoverpeer.v1.PeerState
+	(*PeerStateReply)(nil), // 3: openssi.initfailoverpeer.v1.PeerStateReply
+	(v1.Action)(0),         // 4: openssi.initfailover.v1.Action
+	(*v1.MoveReply)(nil),   // 5: openssi.initfailover.v1.MoveReply
+	(*v1.UnitLine)(nil),    // 6: openssi.initfailover.v1.UnitLine
 }
 var file_initfailoverpeer_v1_initfailoverpeer_proto_depIdxs = []int32{
-	2, // 0: openssi.initfailoverpeer.v1.PeerUnit.action:type_name -> openssi.initfailover.v1.Action
+	4, // 0: openssi.initfailoverpeer.v1.PeerUnit.action:type_name -> openssi.initfailover.v1.Action
 	0, // 1: openssi.initfailoverpeer.v1.InitfailoverPeer.Move:input_type -> openssi.initfailoverpeer.v1.PeerMove
 	1, // 2: openssi.initfailoverpeer.v1.InitfailoverPeer.Unit:input_type -> openssi.initfailoverpeer.v1.PeerUnit
-	3, // 3: openssi.initfailoverpeer.v1.InitfailoverPeer.Move:output_type -> openssi.initfailover.v1.MoveReply
-	4, // 4: openssi.initfailoverpeer.v1.InitfailoverPeer.Unit:output_type -> openssi.initfailover.v1.UnitLine
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
+	2, // 3: openssi.initfailoverpeer.v1.InitfailoverPeer.State:input_type -> openssi.initfailoverpeer.v1.PeerState
+	5, // 4: openssi.initfailoverpeer.v1.InitfailoverPeer.Move:output_type -> openssi.initfailover.v1.MoveReply
+	6, // 5: openssi.initfailoverpeer.v1.InitfailoverPeer.Unit:output_type -> openssi.initfailover.v1.UnitLine
+	3, // 6: openssi.initfailoverpeer.v1.InitfailoverPeer.State:output_type -> openssi.initfailoverpeer.v1.PeerStateReply
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -217,7 +326,7 @@ func file_initfailoverpeer_v1_initfailoverpeer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc), len(file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

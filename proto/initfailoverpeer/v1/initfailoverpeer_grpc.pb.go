@@ -23,8 +23,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InitfailoverPeer_Move_FullMethodName = "/openssi.initfailoverpeer.v1.InitfailoverPeer/Move"
-	InitfailoverPeer_Unit_FullMethodName = "/openssi.initfailoverpeer.v1.InitfailoverPeer/Unit"
+	InitfailoverPeer_Move_FullMethodName  = "/openssi.initfailoverpeer.v1.InitfailoverPeer/Move"
+	InitfailoverPeer_Unit_FullMethodName  = "/openssi.initfailoverpeer.v1.InitfailoverPeer/Unit"
+	InitfailoverPeer_State_FullMethodName = "/openssi.initfailoverpeer.v1.InitfailoverPeer/State"
 )
 
 // InitfailoverPeerClient is the client API for InitfailoverPeer service.
@@ -40,6 +41,9 @@ type InitfailoverPeerClient interface {
 	Move(ctx context.Context, in *PeerMove, opts ...grpc.CallOption) (*v1.MoveReply, error)
 	// Unit carries out one action on a unit of the receiver.
 	Unit(ctx context.Context, in *PeerUnit, opts ...grpc.CallOption) (*v1.UnitLine, error)
+	// State says the receiver's place in the election, so that a move
+	// is refused before it starts when the target cannot take the role.
+	State(ctx context.Context, in *PeerState, opts ...grpc.CallOption) (*PeerStateReply, error)
 }
 
 type initfailoverPeerClient struct {
@@ -70,6 +74,16 @@ func (c *initfailoverPeerClient) Unit(ctx context.Context, in *PeerUnit, opts ..
 	return out, nil
 }
 
+func (c *initfailoverPeerClient) State(ctx context.Context, in *PeerState, opts ...grpc.CallOption) (*PeerStateReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerStateReply)
+	err := c.cc.Invoke(ctx, InitfailoverPeer_State_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InitfailoverPeerServer is the server API for InitfailoverPeer service.
 // All implementations must embed UnimplementedInitfailoverPeerServer
 // for forward compatibility.
@@ -83,6 +97,9 @@ type InitfailoverPeerServer interface {
 	Move(context.Context, *PeerMove) (*v1.MoveReply, error)
 	// Unit carries out one action on a unit of the receiver.
 	Unit(context.Context, *PeerUnit) (*v1.UnitLine, error)
+	// State says the receiver's place in the election, so that a move
+	// is refused before it starts when the target cannot take the role.
+	State(context.Context, *PeerState) (*PeerStateReply, error)
 	mustEmbedUnimplementedInitfailoverPeerServer()
 }
 
@@ -98,6 +115,9 @@ func (UnimplementedInitfailoverPeerServer) Move(context.Context, *PeerMove) (*v1
 }
 func (UnimplementedInitfailoverPeerServer) Unit(context.Context, *PeerUnit) (*v1.UnitLine, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Unit not implemented")
+}
+func (UnimplementedInitfailoverPeerServer) State(context.Context, *PeerState) (*PeerStateReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method State not implemented")
 }
 func (UnimplementedInitfailoverPeerServer) mustEmbedUnimplementedInitfailoverPeerServer() {}
 func (UnimplementedInitfailoverPeerServer) testEmbeddedByValue()                          {}
@@ -156,6 +176,24 @@ func _InitfailoverPeer_Unit_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InitfailoverPeer_State_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerState)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InitfailoverPeerServer).State(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InitfailoverPeer_State_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InitfailoverPeerServer).State(ctx, req.(*PeerState))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InitfailoverPeer_ServiceDesc is the grpc.ServiceDesc for InitfailoverPeer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +208,10 @@ var InitfailoverPeer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unit",
 			Handler:    _InitfailoverPeer_Unit_Handler,
+		},
+		{
+			MethodName: "State",
+			Handler:    _InitfailoverPeer_State_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
