@@ -186,12 +186,14 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		}
 		p.stdin = inW
 		cmd.Stdin = inR
+		growPipe(inW)
 		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
 			r, w, err := os.Pipe()
 			if err != nil {
 				inR.Close()
 				return fmt.Errorf("runner: output pipe: %w", err)
 			}
+			growPipe(r)
 			p.outs = append(p.outs, r)
 			*dst = w
 		}
@@ -199,6 +201,25 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		attr.Setpgid = true
 	}
 	return nil
+}
+
+// PipeSize is the buffer asked of the kernel for a program's stdio pipes
+// (F_SETPIPE_SZ; the default is 64 KiB, and one read never returns more
+// than a pipe holds), so that one read of a fast writer's output fills a
+// stdio message (package stdioflow).
+const PipeSize = 1 << 20
+
+// growPipe asks the kernel for a pipe buffer of PipeSize. A pipe it keeps
+// smaller (a user's pipe quota, pipe-max-size) works the same, in smaller
+// pieces.
+func growPipe(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, PipeSize)
+	})
 }
 
 // closeChildEnds closes this process's copies of the child's ends.

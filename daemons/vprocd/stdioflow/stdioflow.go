@@ -1,0 +1,46 @@
+// Package stdioflow holds the sizes that carry a remote program's stdio:
+// how much one message holds and the gRPC flow-control windows and
+// buffers of the connections it crosses (the caller's to its vprocd,
+// vprocd's to the target's). Both ends of each hop use them.
+//
+// gRPC's defaults (a 64 KiB window grown by its bandwidth estimate, 32 KiB
+// read and write buffers) and 32 KiB messages made `ssi exec -- cat`
+// slower than `ssh host cat`: each message crosses two hops each way, and
+// per message and per window update costs dominated.
+package stdioflow
+
+import "google.golang.org/grpc"
+
+// Chunk is the most stdio bytes one message carries (gRPC's default
+// limit on a received message is 4 MiB).
+const Chunk = 256 << 10
+
+// The windows are fixed (setting them turns off gRPC's estimate, which on
+// a fast link starts at 64 KiB): a stream may have 4 chunks in flight, a
+// connection 16.
+const (
+	streamWindow = 4 * Chunk
+	connWindow   = 16 * Chunk
+	bufferSize   = Chunk
+)
+
+// ServerOptions are the options of a server that stdio streams cross.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(bufferSize),
+		grpc.WriteBufferSize(bufferSize),
+	}
+}
+
+// DialOptions are the options of a client connection that stdio streams
+// cross.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(bufferSize),
+		grpc.WithWriteBufferSize(bufferSize),
+	}
+}
