@@ -16,6 +16,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/openssi/openssi/daemons/vprocd/gate"
 )
 
 // Cred is who the program runs as.
@@ -43,7 +45,7 @@ type Spec struct {
 	// own: it outlives the caller.
 	Detach bool
 	// Gated holds the program back until Proc.Open, so that it can be
-	// moved into a cgroup before it runs (see gateName).
+	// moved into a cgroup before it runs (see package gate).
 	Gated bool
 }
 
@@ -114,8 +116,8 @@ func Start(s Spec) (*Proc, error) {
 		}
 		gateR, p.gate = r, w
 		cmd.Path = "/proc/self/exe"
-		cmd.Args = append([]string{gateName, path}, s.Argv...)
-		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gateFD)
+		cmd.Args = append([]string{gate.Name, path}, s.Argv...)
+		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gate.FD)
 	}
 	attr := &syscall.SysProcAttr{Credential: cred}
 	if err := p.wire(cmd, attr, s); err != nil {
