@@ -23,7 +23,7 @@ const chunkSize = stdioflow.Chunk
 // stdinQueue bounds the stdin chunks waiting for the program to read
 // them; past it the stream is not read (gRPC's flow control then stops
 // the caller), so a signal waits behind at most this many chunks.
-const stdinQueue = 16
+const stdinQueue = 4
 
 // inputs is the caller's side of an exec stream after the request.
 type inputs interface {

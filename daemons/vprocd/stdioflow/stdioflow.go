@@ -11,17 +11,22 @@ package stdioflow
 
 import "google.golang.org/grpc"
 
-// Chunk is the most stdio bytes one message carries (gRPC's default
-// limit on a received message is 4 MiB).
-const Chunk = 256 << 10
+// Chunk is the most stdio bytes one message carries: just under 1 MiB,
+// so that a message and its few bytes of framing fit one of gRPC's 1 MiB
+// pool buffers (it serves everything over 32 KiB from those and zeroes
+// the whole buffer on each use: a 256 KiB message cost 1 MiB of zeroing
+// at each marshal and unmarshal). gRPC's default limit on a received
+// message is 4 MiB.
+const Chunk = 1<<20 - 1<<10
 
 // The windows are fixed (setting them turns off gRPC's estimate, which on
-// a fast link starts at 64 KiB): a stream may have 4 chunks in flight, a
-// connection 16.
+// a fast link starts at 64 KiB): a stream may have 2 MiB in flight (as an
+// OpenSSH channel), a connection, which carries every exec between two
+// nodes, 8 MiB.
 const (
-	streamWindow = 4 * Chunk
-	connWindow   = 16 * Chunk
-	bufferSize   = Chunk
+	streamWindow = 2 << 20
+	connWindow   = 8 << 20
+	bufferSize   = 256 << 10
 )
 
 // ServerOptions are the options of a server that stdio streams cross.
