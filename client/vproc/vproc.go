@@ -407,9 +407,10 @@ func (w *stdinWriter) Write(b []byte) (int, error) {
 }
 
 // ReadFrom sends what r gives until its end, up to a chunk a message
-// (io.Copy would read in 32 KiB pieces); it does not close the stdin.
+// once reads fill their buffer (io.Copy reads 32 KiB at a time); it does
+// not close the stdin.
 func (w *stdinWriter) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, chunk)
+	buf := make([]byte, stdioflow.FirstRead)
 	var n int64
 	for {
 		k, err := r.Read(buf)
@@ -418,6 +419,9 @@ func (w *stdinWriter) ReadFrom(r io.Reader) (int64, error) {
 				return n, werr
 			}
 			n += int64(k)
+			if next := stdioflow.NextRead(len(buf), k); next != len(buf) {
+				buf = make([]byte, next)
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			return n, nil

@@ -123,16 +123,17 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	var readers sync.WaitGroup
 	pump := func(r io.Reader, wrap func([]byte) *vprocv1.ExecOutput) {
 		defer readers.Done()
-		buf := make([]byte, chunkSize)
+		buf := make([]byte, stdioflow.FirstRead)
 		for {
 			k, err := r.Read(buf)
 			if k > 0 {
 				// A large read is handed over as it is (a new buffer
-				// for the next); a small one copied, so that a chatty
-				// program does not pin a chunk per message.
+				// for the next, larger after a full one); a small one
+				// copied, so that a chatty program does not pin a
+				// buffer per message.
 				b := buf[:k]
-				if k >= chunkSize/2 {
-					buf = make([]byte, chunkSize)
+				if next := stdioflow.NextRead(len(buf), k); next != len(buf) || k >= chunkSize/2 {
+					buf = make([]byte, next)
 				} else {
 					b = append([]byte(nil), b...)
 				}

@@ -19,6 +19,21 @@ import "google.golang.org/grpc"
 // message is 4 MiB.
 const Chunk = 1<<20 - 1<<10
 
+// FirstRead is the buffer of a stream's first read: most programs write
+// little, and a Chunk-sized buffer for each of their streams cost every
+// exec megabytes of zeroed memory (a remote `true` took twice as long).
+const FirstRead = 32 << 10
+
+// NextRead returns the size of the buffer to read into after a read of k
+// bytes into one of size: a read that filled its buffer is a fast writer,
+// read four times as much at a time, up to a Chunk.
+func NextRead(size, k int) int {
+	if k >= size && size < Chunk {
+		return min(4*size, Chunk)
+	}
+	return size
+}
+
 // The windows are fixed (setting them turns off gRPC's estimate, which on
 // a fast link starts at 64 KiB): a stream may have 2 MiB in flight (as an
 // OpenSSH channel), a connection, which carries every exec between two

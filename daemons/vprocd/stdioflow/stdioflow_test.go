@@ -28,3 +28,18 @@ func TestChunkFitsAPoolBuffer(t *testing.T) {
 		}
 	}
 }
+
+func TestNextRead(t *testing.T) {
+	for _, tc := range []struct{ size, k, want int }{
+		{FirstRead, 10, FirstRead},            // a slow writer: same buffer
+		{FirstRead, FirstRead, 4 * FirstRead}, // a full read: larger
+		{4 * FirstRead, 4 * FirstRead, 16 * FirstRead},
+		{16 * FirstRead, 16 * FirstRead, Chunk}, // never past a Chunk
+		{Chunk, Chunk, Chunk},
+		{Chunk, 1, Chunk},
+	} {
+		if got := NextRead(tc.size, tc.k); got != tc.want {
+			t.Errorf("NextRead(%d, %d) = %d, want %d", tc.size, tc.k, got, tc.want)
+		}
+	}
+}
