@@ -373,8 +373,8 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 		{"probe_dial", "vprocprobe as a fresh process: `New` + one unary call (`Loads`)"},
 		{"true", "parts, in node1: a fork and exec of `/bin/true`"},
 		{"gate", "parts: the same through vprocd's gate (vprocd re-executed, then `true`)"},
-		{"scope_bus", "parts: a transient scope started as vprocd does, through the D-Bus daemon"},
-		{"scope_private", "parts: the same on systemd's private socket (root only)"},
+		{"scope_bus", "parts: a transient scope started as vprocd does, through the D-Bus daemon (vprocd not root)"},
+		{"scope_private", "parts: the same on systemd's private socket (vprocd as root, as in the lab)"},
 	} {
 		s := r.Samples[v.name]
 		var sum int64
@@ -391,8 +391,8 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	mux, fresh := p50("ssh_mux"), p50("ssh_fresh")
 	muxRatio, freshRatio := float64(mux)/float64(proc), float64(fresh)/float64(proc)
 	fmt.Fprintf(&b, "\nWhere an exec's time goes (p50s): `ssi exec` = ssi's start-up (`ssi version`, %s) + a new connection and the call (%s) + the rest of a fresh process's costs; "+
-		"the call = the target's start of the program (fork and exec through the gate, %s more than a plain fork and exec; its scope, %s) + vprocd to vprocd and back, the wait and the exit.\n",
-		ms(p50("version")), ms(p50("exec_call_dial")), ms(p50("gate")-p50("true")), ms(p50("scope_bus")))
+		"the call = the target's start of the program (fork and exec through the gate, %s more than a plain fork and exec; its scope on systemd's private socket, %s; the two overlap: the gate starts while the scope is made) + vprocd to vprocd and back, the wait and the exit.\n",
+		ms(p50("version")), ms(p50("exec_call_dial")), ms(p50("gate")-p50("true")), ms(p50("scope_private")))
 	b.WriteString("\nTargets of the issue:\n\n")
 	fmt.Fprintf(&b, "- the library call p50 <= 5 ms: %s (%s)\n", verdict(call <= 5*time.Millisecond), ms(call))
 	fmt.Fprintf(&b, "- the `ssi exec` process p50 <= 15 ms: %s (%s)\n", verdict(proc <= 15*time.Millisecond), ms(proc))

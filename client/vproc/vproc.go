@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	"github.com/openssi/openssi/internal/localapi"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
@@ -89,7 +90,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
+	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket, stdioflow.DialOptions()...)
 	if err != nil {
 		if localapi.IsUnavailable(err) {
 			return nil, fmt.Errorf("vproc: %w (%s): %w", ErrNotRunning, socket, err)
@@ -385,7 +386,7 @@ func (p *Process) send(m *vprocv1.ExecInput) error {
 }
 
 // chunk is the largest stdin message sent.
-const chunk = 32 << 10
+const chunk = stdioflow.Chunk
 
 // stdinWriter sends the program's stdin.
 type stdinWriter struct {
@@ -404,6 +405,32 @@ func (w *stdinWriter) Write(b []byte) (int, error) {
 		b = b[k:]
 	}
 	return n, nil
+}
+
+// ReadFrom sends what r gives until its end, up to a chunk a message
+// once reads fill their buffer (io.Copy reads 32 KiB at a time); it does
+// not close the stdin.
+func (w *stdinWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, stdioflow.FirstRead)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+			if next := stdioflow.NextRead(len(buf), k); next != len(buf) {
+				buf = make([]byte, next)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 func (w *stdinWriter) Close() error {

@@ -13,6 +13,7 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
@@ -75,12 +76,12 @@ func run(ctx context.Context, env *daemon.Env) error {
 		}
 	}
 
-	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register)
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register, stdioflow.ServerOptions()...)
 	if err != nil {
 		return err
 	}
 	defer peers.Stop()
-	local, err := env.ServeLocal(server.NewAPI(srv).Register)
+	local, err := env.ServeLocal(server.NewAPI(srv).Register, stdioflow.ServerOptions()...)
 	if err != nil {
 		return err
 	}

@@ -48,13 +48,14 @@ func (s Served) Shutdown(ctx context.Context) {
 
 // ServePeers listens on addr:port, serves the services register adds with
 // mutual TLS from src, and registers the endpoint in the catalog so peers
-// find it by node number (rpc.Lookup). ctx bounds the registration.
-func (e *Env) ServePeers(ctx context.Context, client *api.Client, src rpc.Source, node int, addr string, port int, register func(*grpc.Server)) (*Peers, error) {
+// find it by node number (rpc.Lookup). ctx bounds the registration. opts
+// are added to the server's (flow-control windows, buffers).
+func (e *Env) ServePeers(ctx context.Context, client *api.Client, src rpc.Source, node int, addr string, port int, register func(*grpc.Server), opts ...grpc.ServerOption) (*Peers, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers: %w", err)
 	}
-	s := rpc.NewServer(src, grpc.WaitForHandlers(true))
+	s := rpc.NewServer(src, append([]grpc.ServerOption{grpc.WaitForHandlers(true)}, opts...)...)
 	register(s)
 	p := &Peers{Served: Served{Server: s, served: e.serve(s, ln)}}
 	p.Deregister, err = rpc.Register(ctx, client, e.Name, node, addr, port)
@@ -73,13 +74,14 @@ type Local struct {
 }
 
 // ServeLocal opens the daemon's socket and serves the services register
-// adds, each call carrying the caller's SO_PEERCRED identity.
-func (e *Env) ServeLocal(register func(*grpc.Server)) (*Local, error) {
+// adds, each call carrying the caller's SO_PEERCRED identity. opts are
+// added to the server's (flow-control windows, buffers).
+func (e *Env) ServeLocal(register func(*grpc.Server), opts ...grpc.ServerOption) (*Local, error) {
 	ln, err := e.ListenLocal()
 	if err != nil {
 		return nil, err
 	}
-	s := grpc.NewServer(grpc.Creds(localapi.Credentials()), grpc.WaitForHandlers(true))
+	s := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.Credentials()), grpc.WaitForHandlers(true)}, opts...)...)
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, h)

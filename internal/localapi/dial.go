@@ -43,8 +43,9 @@ func Dial(ctx context.Context, path string, opts ...grpc.DialOption) (*grpc.Clie
 
 // DialSocket is Dial for a client library: it dials the socket an option
 // set (set), else the one the environment variable env names, else def,
-// and returns the socket it dialled for the caller's error messages.
-func DialSocket(ctx context.Context, set, env, def string) (*grpc.ClientConn, string, error) {
+// and returns the socket it dialled for the caller's error messages. opts
+// are Dial's.
+func DialSocket(ctx context.Context, set, env, def string, opts ...grpc.DialOption) (*grpc.ClientConn, string, error) {
 	socket := set
 	if socket == "" {
 		socket = os.Getenv(env)
@@ -52,7 +53,7 @@ func DialSocket(ctx context.Context, set, env, def string) (*grpc.ClientConn, st
 	if socket == "" {
 		socket = def
 	}
-	conn, err := Dial(ctx, socket)
+	conn, err := Dial(ctx, socket, opts...)
 	return conn, socket, err
 }
 

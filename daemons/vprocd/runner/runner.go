@@ -16,6 +16,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/openssi/openssi/daemons/vprocd/gate"
 )
 
 // Cred is who the program runs as.
@@ -43,7 +45,7 @@ type Spec struct {
 	// own: it outlives the caller.
 	Detach bool
 	// Gated holds the program back until Proc.Open, so that it can be
-	// moved into a cgroup before it runs (see gateName).
+	// moved into a cgroup before it runs (see package gate).
 	Gated bool
 }
 
@@ -114,8 +116,8 @@ func Start(s Spec) (*Proc, error) {
 		}
 		gateR, p.gate = r, w
 		cmd.Path = "/proc/self/exe"
-		cmd.Args = append([]string{gateName, path}, s.Argv...)
-		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gateFD)
+		cmd.Args = append([]string{gate.Name, path}, s.Argv...)
+		cmd.ExtraFiles = []*os.File{r} // descriptor 3 (gate.FD)
 	}
 	attr := &syscall.SysProcAttr{Credential: cred}
 	if err := p.wire(cmd, attr, s); err != nil {
@@ -186,12 +188,14 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		}
 		p.stdin = inW
 		cmd.Stdin = inR
+		growPipe(inW)
 		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
 			r, w, err := os.Pipe()
 			if err != nil {
 				inR.Close()
 				return fmt.Errorf("runner: output pipe: %w", err)
 			}
+			growPipe(r)
 			p.outs = append(p.outs, r)
 			*dst = w
 		}
@@ -199,6 +203,25 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		attr.Setpgid = true
 	}
 	return nil
+}
+
+// PipeSize is the buffer asked of the kernel for a program's stdio pipes
+// (F_SETPIPE_SZ; the default is 64 KiB, and one read never returns more
+// than a pipe holds), so that one read of a fast writer's output fills a
+// stdio message (package stdioflow).
+const PipeSize = 1 << 20
+
+// growPipe asks the kernel for a pipe buffer of PipeSize. A pipe it keeps
+// smaller (a user's pipe quota, pipe-max-size) works the same, in smaller
+// pieces.
+func growPipe(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, PipeSize)
+	})
 }
 
 // closeChildEnds closes this process's copies of the child's ends.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openssi/openssi/daemons/vprocd/gate"
 	"github.com/openssi/openssi/internal/roottest"
 )
 
@@ -128,7 +129,7 @@ func TestGate(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	if err != nil || !strings.HasPrefix(string(cmdline), gateName+"\x00") {
+	if err != nil || !strings.HasPrefix(string(cmdline), gate.Name+"\x00") {
 		t.Fatalf("before Open the process runs %q (%v), want the gate", cmdline, err)
 	}
 	p.Open()
@@ -175,7 +176,7 @@ func gateStatus(t *testing.T, path string) int {
 	w.Write([]byte{1})
 	w.Close()
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{gateName, path, "prog"}
+	cmd.Args = []string{gate.Name, path, "prog"}
 	cmd.ExtraFiles = []*os.File{r}
 	err = cmd.Run()
 	r.Close()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -113,7 +114,7 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		peers := rpc.NewServer(src)
+		peers := rpc.NewServer(src, stdioflow.ServerOptions()...)
 		NewPeer(srv).Register(peers)
 		go func() { _ = peers.Serve(ln) }()
 		socket := filepath.Join(dir, fmt.Sprintf("vprocd%d.sock", num))
@@ -124,7 +125,7 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 		if err := os.Chmod(socket, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		local := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.Credentials())}, stdioflow.ServerOptions()...)...)
 		NewAPI(srv).Register(local)
 		go func() { _ = local.Serve(lln) }()
 		t.Cleanup(func() {

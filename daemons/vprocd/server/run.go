@@ -13,16 +13,17 @@ import (
 	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
 
 // chunkSize is the size of the output chunks sent to the caller.
-const chunkSize = 32 << 10
+const chunkSize = stdioflow.Chunk
 
 // stdinQueue bounds the stdin chunks waiting for the program to read
 // them; past it the stream is not read (gRPC's flow control then stops
 // the caller), so a signal waits behind at most this many chunks.
-const stdinQueue = 16
+const stdinQueue = 4
 
 // inputs is the caller's side of an exec stream after the request.
 type inputs interface {
@@ -122,11 +123,21 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	var readers sync.WaitGroup
 	pump := func(r io.Reader, wrap func([]byte) *vprocv1.ExecOutput) {
 		defer readers.Done()
-		buf := make([]byte, chunkSize)
+		buf := make([]byte, stdioflow.FirstRead)
 		for {
 			k, err := r.Read(buf)
 			if k > 0 {
-				if out.Send(wrap(append([]byte(nil), buf[:k]...))) != nil {
+				// A large read is handed over as it is (a new buffer
+				// for the next, larger after a full one); a small one
+				// copied, so that a chatty program does not pin a
+				// buffer per message.
+				b := buf[:k]
+				if next := stdioflow.NextRead(len(buf), k); next != len(buf) || k >= chunkSize/2 {
+					buf = make([]byte, next)
+				} else {
+					b = append([]byte(nil), b...)
+				}
+				if out.Send(wrap(b)) != nil {
 					f.lost(false)
 					// Keep reading (and dropping) so the program is
 					// not stuck on a full pipe while it dies.

@@ -42,8 +42,19 @@ type SystemdScopes struct {
 	started atomic.Uint64 // scopes started, numbering their names
 }
 
-// NewSystemdScopes connects to systemd on the system bus.
+// NewSystemdScopes connects to systemd: as root on its private socket
+// (/run/systemd/private, root only), else, or when that fails, on the
+// system bus. The private socket skips the bus daemon's two extra hops
+// (the call, its reply and the job's signal each cross it): bench/vproc,
+// timing both in the same runs in a random order, measured a scope's start
+// at 3.57 against 4.86 ms and 3.03 against 4.17 ms p50 (an earlier run
+// 6.1 against 6.5).
 func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
+	if os.Geteuid() == 0 {
+		if c, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+			return &SystemdScopes{conn: c}, nil
+		}
+	}
 	c, err := sddbus.NewSystemConnectionContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("vproc: connect to systemd: %w", err)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rpc"
 )
@@ -233,7 +234,8 @@ func (s *Server) peer(ctx context.Context, n uint32) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vproc: address of node %d's vprocd: %w", n, err)
 	}
-	c, err = rpc.Dial(ctx, s.cfg.Source, addr, rpc.NodeIdentity(ServiceName, name), s.cfg.DialOptions...)
+	c, err = rpc.Dial(ctx, s.cfg.Source, addr, rpc.NodeIdentity(ServiceName, name),
+		append([]rpc.DialOption{rpc.WithGRPCOptions(stdioflow.DialOptions()...)}, s.cfg.DialOptions...)...)
 	if err != nil {
 		return nil, err
 	}
