@@ -372,6 +372,10 @@ func TestPsLargeTables(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
+			// The shell's sleep would outlive a SIGKILL of the shell alone
+			// (no scope holds them here) and keep whatever descriptors the
+			// test inherited: kill its process group, which the runner made.
+			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
 			_ = p.Signal(syscall.SIGKILL)
 			cancel()
 			_, _ = p.Wait()
