@@ -27,19 +27,7 @@ import (
 // inside the nodes, then mutual exclusion through the loss of the master of
 // the hottest resource.
 func TestDlm(t *testing.T) {
-	three, err := openLab(t.TempDir(), "e2ed", "10.77.4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = three.Down(context.Background()) })
-	attachLogs(t, three)
-	attachUnitLogs(t, three, "openssi-dlmd", 150)
-	start := time.Now()
-	if err := three.Up(ctxFor(t, 5*time.Minute), 3); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("3 nodes UP in %s", time.Since(start).Round(100*time.Millisecond))
-	checkAllUp(t, three, 3)
+	three := ownLab(t, "e2ed", "10.77.4", 3, "openssi-dlmd", 150)
 	t.Run("AccessControl", func(t *testing.T) { testDlmAccess(t, three) })
 	t.Run("MutualExclusionThroughNodeLoss", func(t *testing.T) { testDlmNodeLoss(t, three, powerCut) })
 	t.Run("MutualExclusionThroughPartitionWithMismatchedLeases", func(t *testing.T) { testDlmNodeLoss(t, three, partition) })

@@ -55,20 +55,7 @@ const (
 // partition of the init node and last a SIGKILL of it bring the service
 // back on another node. At no moment may two nodes answer.
 func TestInitfailover(t *testing.T) {
-	releaseFive(t)
-	l, err := openLab(t.TempDir(), "e2ei", "10.77.7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Down(context.Background()) })
-	attachLogs(t, l)
-	attachUnitLogs(t, l, "openssi-initfailover", 150)
-	start := time.Now()
-	if err := l.Up(ctxFor(t, 5*time.Minute), 3); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("3 nodes UP in %s", time.Since(start).Round(100*time.Millisecond))
-	checkAllUp(t, l, 3)
+	l := ownLab(t, "e2ei", "10.77.7", 3, "openssi-initfailover", 150)
 	il := &ilab{l: l, num: numbers(t, view(t, l, "node1")), ip: map[string]string{}}
 	for _, n := range l.State().Nodes {
 		il.ip[n.Name] = n.IP

@@ -74,6 +74,28 @@ func releaseFive(t *testing.T) {
 	fiveOnce, fiveUp, fiveErr = sync.Once{}, nil, nil
 }
 
+// ownLab brings up a lab of n nodes for one test alone (the idle 5-node
+// lab torn down first), torn down when the test ends; on failure it prints
+// the nodes' journals and the last logLines lines of unit.
+func ownLab(t *testing.T, prefix, subnet string, n int, unit string, logLines int) *lab.Lab {
+	t.Helper()
+	releaseFive(t)
+	l, err := openLab(t.TempDir(), prefix, subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Down(context.Background()) })
+	attachLogs(t, l)
+	attachUnitLogs(t, l, unit, logLines)
+	start := time.Now()
+	if err := l.Up(ctxFor(t, 5*time.Minute), n); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d nodes UP in %s", n, time.Since(start).Round(100*time.Millisecond))
+	checkAllUp(t, l, n)
+	return l
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }

@@ -26,20 +26,7 @@ import (
 // target of a waiting exec and the origin of a program running elsewhere:
 // killed (and started again), and last power-cut (it stays down).
 func TestVproc(t *testing.T) {
-	releaseFive(t)
-	l, err := openLab(t.TempDir(), "e2ev", "10.77.6")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Down(context.Background()) })
-	attachLogs(t, l)
-	attachUnitLogs(t, l, "openssi-vprocd", 100)
-	start := time.Now()
-	if err := l.Up(ctxFor(t, 5*time.Minute), 3); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("3 nodes UP in %s", time.Since(start).Round(100*time.Millisecond))
-	checkAllUp(t, l, 3)
+	l := ownLab(t, "e2ev", "10.77.6", 3, "openssi-vprocd", 100)
 	v := vlab{l: l, num: numbers(t, view(t, l, "node1"))}
 	v.waitVprocds(t)
 	for _, c := range []struct {
