@@ -378,7 +378,20 @@ func testInitServiceAll(t *testing.T, il *ilab) {
 		}
 		n, _ := strconv.Atoi(f[0])
 		seen[n] = true
-		if f[1] != simpleUnit || f[2] != "loaded" || f[3] != "active" || strings.Contains(r, "error") {
+		if f[3] != "active" && il.cgroupGlitch(t, n) {
+			// systemd in an nspawn node on this host's cgroup v1 now and
+			// then cannot put a restarted process in the unit's cgroup
+			// (exit 219/CGROUP, "Failed to attach to cgroup"): the
+			// restart was asked and carried out; systemd failed it. Ask
+			// once more, through ssi service as before.
+			again := strings.Split(strings.TrimSpace(il.must(t, "node2", "ssi", "service", "restart", "-n", f[0], simpleUnit)), "\n")
+			t.Logf("node %d: systemd failed the restart with 219/CGROUP; again: %q", n, again)
+			if len(again) == 2 {
+				r = again[1]
+				f = strings.Fields(r)
+			}
+		}
+		if len(f) < 4 || f[1] != simpleUnit || f[2] != "loaded" || f[3] != "active" || strings.Contains(r, "error") {
 			t.Errorf("line %q: want %s loaded active", r, simpleUnit)
 		}
 	}
@@ -392,6 +405,20 @@ func testInitServiceAll(t *testing.T, il *ilab) {
 			t.Errorf("node %d after the restart: %s, main cpid %d (before %d): want active with a new main process", u.Node, u.Active, u.CPID, before[u.Node])
 		}
 	}
+}
+
+// cgroupGlitch reports whether systemd on node number n failed the simple
+// unit's last start with 219/CGROUP (it could not attach the process to
+// the unit's cgroup), a fault of systemd inside nspawn on this host, not
+// of what asked for the start.
+func (il *ilab) cgroupGlitch(t *testing.T, n int) bool {
+	for name, num := range il.num {
+		if num == n {
+			out, _ := il.run(t, name, "systemctl", "show", "-p", "ExecMainStatus", "--value", simpleUnit)
+			return strings.TrimSpace(out) == "219"
+		}
+	}
+	return false
 }
 
 func testInitServiceUsers(t *testing.T, il *ilab) {
