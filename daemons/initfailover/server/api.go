@@ -217,7 +217,7 @@ func (p *Peer) Register(g *grpc.Server) { initfailoverpeerv1.RegisterInitfailove
 
 // Move hands this node's init role over, for a root caller of the origin.
 func (p *Peer) Move(ctx context.Context, req *initfailoverpeerv1.PeerMove) (*initfailoverv1.MoveReply, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	if req.GetCallerUid() != 0 {
@@ -235,7 +235,7 @@ func (p *Peer) Move(ctx context.Context, req *initfailoverpeerv1.PeerMove) (*ini
 // State says this node's place in the election to the origin's
 // initfailover.
 func (p *Peer) State(ctx context.Context, req *initfailoverpeerv1.PeerState) (*initfailoverpeerv1.PeerStateReply, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	return p.s.electionState(), nil
@@ -244,7 +244,7 @@ func (p *Peer) State(ctx context.Context, req *initfailoverpeerv1.PeerState) (*i
 // Unit carries out an action on a unit of this node for a caller of the
 // origin: status for anyone, changes for root.
 func (p *Peer) Unit(ctx context.Context, req *initfailoverpeerv1.PeerUnit) (*initfailoverv1.UnitLine, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	if err := mayAct(req.GetAction(), req.GetCallerUid()); err != nil {

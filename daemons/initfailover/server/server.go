@@ -19,7 +19,6 @@ import (
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/internal/localapi"
-	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rpc"
 	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
 	initfailoverpeerv1 "github.com/openssi/openssi/proto/initfailoverpeer/v1"
@@ -67,7 +66,7 @@ type Server struct {
 	up    map[uint32]bool
 	conns map[uint32]*grpc.ClientConn
 
-	refusals logging.Once
+	peers *rpc.PeerCheck
 
 	ask initAsk
 }
@@ -96,7 +95,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	return &Server{cfg: cfg, log: cfg.Log, up: map[uint32]bool{cfg.Node: true}, conns: map[uint32]*grpc.ClientConn{}}
+	return &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "initfailover", Peer: "a peer", NodeName: cfg.NodeName, Log: cfg.Log}, up: map[uint32]bool{cfg.Node: true}, conns: map[uint32]*grpc.ClientConn{}}
 }
 
 // Membership records that node n is UP or DOWN, for the server and the
@@ -152,23 +151,7 @@ func (s *Server) Close() {
 }
 
 // holderTimeout bounds one lookup of a number's holder or address.
-const holderTimeout = 2 * time.Second
-
-func (s *Server) holder(ctx context.Context, n uint32) (string, error) {
-	if s.cfg.NodeName == nil {
-		return "", fmt.Errorf("initfailover: who holds node %d: no membership to ask", n)
-	}
-	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
-	defer cancel()
-	name, err := s.cfg.NodeName(ctx, n)
-	if err != nil {
-		return "", fmt.Errorf("initfailover: who holds node %d: %w", n, err)
-	}
-	if name == "" {
-		return "", fmt.Errorf("initfailover: node %d has no known holder", n)
-	}
-	return name, nil
-}
+const holderTimeout = rpc.HolderTimeout
 
 // peer returns a connection to node n's initfailover, holding the
 // certificate of the node holding n.
@@ -179,7 +162,7 @@ func (s *Server) peer(ctx context.Context, n uint32) (initfailoverpeerv1.Initfai
 	if c != nil {
 		return initfailoverpeerv1.NewInitfailoverPeerClient(c), nil
 	}
-	name, err := s.holder(ctx, n)
+	name, err := s.peers.Holder(ctx, n)
 	if err != nil {
 		return nil, err
 	}
@@ -276,26 +259,6 @@ func (s *Server) askInit(ctx context.Context) (uint32, error) {
 		return 0, fmt.Errorf("initfailover: who is init: %s", strings.Join(l.Errors, "; "))
 	}
 	return 0, nil
-}
-
-// requireNode checks that the caller of ctx is the initfailover of the
-// node holding number claimed.
-func (s *Server) requireNode(ctx context.Context, claimed uint32) error {
-	id, ok := rpc.PeerIdentity(ctx)
-	if !ok || id.Service != ServiceName {
-		return status.Errorf(codes.PermissionDenied, "initfailover: only %s may call this (caller %q)", ServiceName, id)
-	}
-	name, err := s.holder(ctx, claimed)
-	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
-	}
-	if !id.OnNode(name) {
-		msg := fmt.Sprintf("initfailover: refused a peer: it claims to be node %d (held by %q) but its certificate names node %q", claimed, name, id.Node)
-		s.refusals.Log(s.log, fmt.Sprintf("%d|%s|%s", claimed, strings.ToLower(id.Node), strings.ToLower(name)),
-			logrus.Fields{"claimed_node": claimed, "holder": name, "certificate_node": id.Node}, msg)
-		return status.Error(codes.PermissionDenied, msg)
-	}
-	return nil
 }
 
 // verbs names the actions as ssi service's subcommands.

@@ -260,7 +260,7 @@ func (p loadPeer) Push(ctx context.Context, m *vprocv1.LoadVector) (*vprocpeerv1
 	if m.GetNode() == 0 {
 		return nil, status.Error(codes.InvalidArgument, "vproc: a load vector of node 0")
 	}
-	if err := p.s.requireNode(ctx, m.GetNode()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, m.GetNode()); err != nil {
 		return nil, err
 	}
 	if err := p.s.load.heard(time.Now(), vectorOf(m)); err != nil {

@@ -1,18 +1,13 @@
 package server
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"strings"
 
-	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/vprocd/runner"
-	"github.com/openssi/openssi/internal/rpc"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
@@ -48,7 +43,7 @@ func (p *Peer) Exec(stream vprocpeerv1.VprocPeer_ExecServer) error {
 	if err := CheckStart(start, p.s.cfg.Node); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := p.s.requireNode(ctx, start.Origin); err != nil {
+	if err := p.s.peers.RequireNode(ctx, start.Origin); err != nil {
 		return err
 	}
 	c := start.Caller
@@ -78,26 +73,4 @@ func (in peerInputs) Recv() (*vprocv1.ExecInput, error) {
 		}
 		// A second start: dropped, as CheckInput drops one.
 	}
-}
-
-// requireNode checks that the caller of ctx is the vprocd of the node
-// holding number claimed: a mismatch is refused with PermissionDenied
-// (logged once per kind), a number whose holder is not known now with
-// Unavailable.
-func (s *Server) requireNode(ctx context.Context, claimed uint32) error {
-	id, ok := rpc.PeerIdentity(ctx)
-	if !ok || id.Service != ServiceName {
-		return status.Errorf(codes.PermissionDenied, "vproc: only %s may call this (caller %q)", ServiceName, id)
-	}
-	name, err := s.holder(ctx, claimed)
-	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
-	}
-	if !id.OnNode(name) {
-		msg := fmt.Sprintf("vproc: refused a peer vprocd: it claims to be node %d (held by %q) but its certificate names node %q", claimed, name, id.Node)
-		s.refusals.Log(s.log, fmt.Sprintf("%d|%s|%s", claimed, strings.ToLower(id.Node), strings.ToLower(name)),
-			logrus.Fields{"claimed_node": claimed, "holder": name, "certificate_node": id.Node}, msg)
-		return status.Error(codes.PermissionDenied, msg)
-	}
-	return nil
 }

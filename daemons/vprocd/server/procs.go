@@ -208,7 +208,7 @@ func procOf(p *vprocpeerv1.Proc) pgroup.Proc {
 
 // Report takes a peer's report of the processes of an origin it runs.
 func (p signalPeer) Report(ctx context.Context, r *vprocpeerv1.PeerReport) (*vprocpeerv1.PeerAck, error) {
-	if err := p.s.requireNode(ctx, r.GetFrom()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, r.GetFrom()); err != nil {
 		return nil, err
 	}
 	rep := pgroup.Report{From: r.From, Origin: r.Origin, Epoch: r.Epoch}
@@ -223,7 +223,7 @@ func (p signalPeer) Report(ctx context.Context, r *vprocpeerv1.PeerReport) (*vpr
 
 // Ended takes a peer's word that a process of this origin ended there.
 func (p signalPeer) Ended(ctx context.Context, e *vprocpeerv1.PeerEnded) (*vprocpeerv1.PeerAck, error) {
-	if err := p.s.requireNode(ctx, e.GetNode()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, e.GetNode()); err != nil {
 		return nil, err
 	}
 	x, err := checkCPID(e.Cpid)

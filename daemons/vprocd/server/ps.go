@@ -239,7 +239,7 @@ type procTablePeer struct {
 
 // Snapshot returns this node's processes to a peer vprocd.
 func (p procTablePeer) Snapshot(ctx context.Context, req *vprocpeerv1.SnapshotRequest) (*vprocv1.NodeTable, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	if err := checkPs(nil, req.GetUids(), req.GetCpids()); err != nil {
@@ -259,7 +259,7 @@ func (p procTablePeer) Snapshot(ctx context.Context, req *vprocpeerv1.SnapshotRe
 // Files returns one process of this node's files to a peer vprocd; the
 // environment only when the reader may read it.
 func (p procTablePeer) Files(ctx context.Context, req *vprocpeerv1.FilesRequest) (*vprocpeerv1.FilesReply, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	proc, err := whileAlive(ctx, func() (procfs.Proc, error) {

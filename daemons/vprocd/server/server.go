@@ -14,7 +14,6 @@ import (
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
-	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -69,8 +68,8 @@ type Server struct {
 	// execs counts the programs running here by uid.
 	execs map[uint32]int
 
-	refusals logging.Once
-	load     *loadState
+	peers *rpc.PeerCheck
+	load  *loadState
 	// recs are the programs started through vprocd that run here.
 	recs records
 	// stopping is closed by Stop: a program whose origin's link breaks
@@ -128,7 +127,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	return &Server{cfg: cfg, log: cfg.Log, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
+	return &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
 		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
 }
 
@@ -193,24 +192,7 @@ func (s *Server) upNode(n uint32) (<-chan struct{}, error) {
 }
 
 // holderTimeout bounds one lookup of a number's holder or address.
-const holderTimeout = 2 * time.Second
-
-// holder returns the Consul node name holding node number n.
-func (s *Server) holder(ctx context.Context, n uint32) (string, error) {
-	if s.cfg.NodeName == nil {
-		return "", fmt.Errorf("vproc: who holds node %d: no membership to ask", n)
-	}
-	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
-	defer cancel()
-	name, err := s.cfg.NodeName(ctx, n)
-	if err != nil {
-		return "", fmt.Errorf("vproc: who holds node %d: %w", n, err)
-	}
-	if name == "" {
-		return "", fmt.Errorf("vproc: node %d has no known holder", n)
-	}
-	return name, nil
-}
+const holderTimeout = rpc.HolderTimeout
 
 // peer returns a connection to node n's vprocd, holding the certificate
 // of the node holding n.
@@ -221,7 +203,7 @@ func (s *Server) peer(ctx context.Context, n uint32) (*grpc.ClientConn, error) {
 	if c != nil {
 		return c, nil
 	}
-	name, err := s.holder(ctx, n)
+	name, err := s.peers.Holder(ctx, n)
 	if err != nil {
 		return nil, err
 	}

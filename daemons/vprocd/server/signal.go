@@ -142,7 +142,7 @@ func onProcess[R any](ctx context.Context, s *Server, x cpid.CPID, fromPeer bool
 // Kill signals, for a caller of the origin, a process this node answers
 // for or runs (here), or the members of a group that run here.
 func (p signalPeer) Kill(ctx context.Context, req *vprocpeerv1.PeerKill) (*vprocv1.KillReply, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	t, sig, err := checkKill(req.Request)
@@ -166,7 +166,7 @@ func (p signalPeer) Kill(ctx context.Context, req *vprocpeerv1.PeerKill) (*vproc
 // Renice renices, for a caller of the origin, a process this node
 // answers for or runs (here).
 func (p signalPeer) Renice(ctx context.Context, req *vprocpeerv1.PeerRenice) (*vprocv1.ReniceReply, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	if req.Request == nil {

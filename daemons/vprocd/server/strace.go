@@ -83,7 +83,7 @@ func (s *Server) locate(ctx context.Context, x cpid.CPID, fromPeer bool) (uint32
 // Locate says, for a caller of the origin, which node runs the process
 // this node answers for.
 func (p signalPeer) Locate(ctx context.Context, req *vprocpeerv1.PeerLocate) (*vprocpeerv1.PeerLocation, error) {
-	if err := p.s.requireNode(ctx, req.GetOrigin()); err != nil {
+	if err := p.s.peers.RequireNode(ctx, req.GetOrigin()); err != nil {
 		return nil, err
 	}
 	x, err := checkCPID(req.GetCpid())
