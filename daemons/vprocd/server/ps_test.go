@@ -39,6 +39,10 @@ func sleeper(t *testing.T, c *testCluster, from, to uint32, env ...string) (*vpr
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// Directly as well as through vprocd: a SIGKILL that vprocd did
+		// not deliver left the sleep running for 1000 s, reparented to
+		// init with the test's descriptors (CI saw three).
+		_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 		_ = p.Signal(syscall.SIGKILL)
 		cancel()
 		_, _ = p.Wait()
