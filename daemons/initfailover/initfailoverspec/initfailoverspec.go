@@ -220,7 +220,7 @@ func CheckIsolateTarget(name string) error {
 		return err
 	}
 	if !strings.HasSuffix(name, ".target") {
-		return fmt.Errorf("initfailover: isolate %s: not a target (systemd isolates only a .target)", name)
+		return fmt.Errorf("initfailover: %s is not a target (systemd isolates only a .target)", name)
 	}
 	return nil
 }

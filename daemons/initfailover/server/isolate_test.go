@@ -110,7 +110,7 @@ func TestIsolateRefused(t *testing.T) {
 		force  bool
 		want   string
 	}{
-		{"app.service", false, "isolate app.service: refused, no node changed: isolate app.service: not a target (systemd isolates only a .target)"},
+		{"app.service", false, "isolate app.service: refused, no node changed: app.service is not a target (systemd isolates only a .target)"},
 		{"bad name.target", false, "refused, no node changed: unit name \"bad name.target\" has a character systemd refuses"},
 		{"nope.target", false, "refused, no node changed: nodes 1, 2, 3: unit nope.target not found"},
 		{closedTarget, true, "refused, no node changed: nodes 1, 2, 3: closed.target has AllowIsolate=no: systemd isolates only targets that allow it"},
