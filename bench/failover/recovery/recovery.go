@@ -106,7 +106,7 @@ func (c Class) String() string {
 	case Leader:
 		return "the Raft leader"
 	default:
-		return "all"
+		return "any node"
 	}
 }
 
