@@ -50,6 +50,7 @@ type params struct {
 	quota     recovery.Quota
 	crashes   int
 	timeout   time.Duration
+	gap       time.Duration
 	pollEvery time.Duration
 	out       string
 }
@@ -62,6 +63,7 @@ func main() {
 	flag.IntVar(&p.quota.Leader, "leader-kills", 4, "kills per variant of Consul's Raft leader")
 	flag.IntVar(&p.crashes, "crashes", 20, "SIGKILLs of the init singleton's own process")
 	flag.DurationVar(&p.timeout, "timeout", time.Minute, "longest wait for a service to answer again")
+	flag.DurationVar(&p.gap, "gap", 20*time.Second, "shortest time between two kills (more than Consul's 15 s lock delay)")
 	flag.DurationVar(&p.pollEvery, "poll", 20*time.Millisecond, "the witness's sampling period")
 	flag.StringVar(&p.out, "out", "", "write the results as Markdown here")
 	flag.Parse()
@@ -110,6 +112,10 @@ type bench struct {
 	names []string
 	ip    map[string]string
 	notes []string // how each variant was set up, for the report
+	// rejoins counts the restarted nodes whose Pacemaker did not see the
+	// cluster again by itself (see rejoin).
+	rejoins []string
+	failure string // why the kills stopped early, if they did
 }
 
 func run(p params) error {
@@ -164,18 +170,28 @@ func run(p params) error {
 	if err != nil {
 		return err
 	}
-	kills, log, err := b.kills(ctx)
-	if err != nil {
-		return err
+	kills, log, killErr := b.kills(ctx)
+	if killErr != nil {
+		// Report what was measured, with the error, before giving up.
+		b.failure = killErr.Error()
 	}
-	kernel, _ := l.Exec(ctx, b.names[0], "uname", "-r")
-	machine := fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", strings.TrimSpace(kernel), loadBefore, loadavg())
+	machine := fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", kernel(), loadBefore, loadavg())
 	report := render(b, kills, crashes, log, machine, time.Since(start))
 	fmt.Print(report)
 	if p.out != "" {
-		return os.WriteFile(p.out, []byte(report), 0o644)
+		if err := os.WriteFile(p.out, []byte(report), 0o644); err != nil {
+			return err
+		}
 	}
-	return nil
+	return killErr
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // install copies the service into every node and writes every variant's
@@ -286,7 +302,7 @@ WantedBy=multi-user.target
 }
 
 func setupConsulLock(ctx context.Context, b *bench) error {
-	b.notes = append(b.notes, "Consul: `consul lock "+consulLockKey+" <service>` as a unit on every node (`Restart=always`, `RestartSec=1s`), every `consul lock` option at its default: a session with the node's serfHealth check and Consul's default 15 s lock delay; the lab's Consul agents, with the lab's management token (the agents use OpenSSI's tuned gossip profile, so Consul declares a dead node failed faster than with its own defaults).")
+	b.notes = append(b.notes, "Consul: `consul lock "+consulLockKey+" <service>` as a unit on every node (`Restart=always`, `RestartSec=1s`), every `consul lock` option at its default: a session with the node's serfHealth check and Consul's default 15 s lock delay, during which the waiters retry every 5 s (the api's DefaultLockRetryTime), so the service is back about 15 to 20 s after Consul declares the node failed; the lab's Consul agents, with the lab's management token (the agents use OpenSSI's tuned gossip profile, so Consul declares a dead node failed faster than with its own defaults).")
 	return b.onEvery(ctx, "systemctl enable -q --now bench-consul-lock.service")
 }
 
@@ -736,6 +752,7 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 		names[i] = v.name
 	}
 	limit := 3 * len(b.vs) * (b.p.quota.NotLeader + b.p.quota.Leader)
+	var last time.Time
 	for i := 0; i < limit; i++ {
 		cell, more := recovery.Next(names, b.p.quota, all)
 		if !more {
@@ -743,15 +760,15 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 		}
 		holders, err := b.settle(ctx)
 		if err != nil {
-			return nil, nil, err
+			return all, log, err
 		}
 		victim := holders[cell.Variant]
 		if err := b.moveLeader(ctx, victim, cell.Leader); err != nil {
-			return nil, nil, err
+			return all, log, err
 		}
 		// Moving the leadership can move nothing else, but check.
 		if holders, err = b.settle(ctx); err != nil {
-			return nil, nil, err
+			return all, log, err
 		}
 		if holders[cell.Variant] != victim {
 			logf("%s moved from %s to %s while the leadership moved: choosing again", cell.Variant, victim, holders[cell.Variant])
@@ -759,7 +776,7 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 		}
 		peers, err := b.raft(ctx)
 		if err != nil {
-			return nil, nil, err
+			return all, log, err
 		}
 		leader := leaderOf(peers) == victim
 		dc := ""
@@ -778,12 +795,21 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 				survivors = append(survivors, n)
 			}
 		}
+		// Consul's lock delay ends by a timer started at each release;
+		// the timer of an earlier release of the same key deletes a
+		// later delay when it fires (state.Delay.SetExpiration), so a
+		// kill within the 15 s delay of the one before would cut the
+		// consul lock variant's delay short. Space the kills.
+		if wait := time.Until(last.Add(b.p.gap)); wait > 0 {
+			time.Sleep(wait)
+		}
 		w := b.watch(hit, survivors)
 		time.Sleep(100 * time.Millisecond) // every poller started
 		t0 := time.Now()
+		last = t0
 		if err := b.l.Kill(ctx, victim); err != nil {
 			w.close()
-			return nil, nil, err
+			return all, log, err
 		}
 		got := w.wait(hit, t0, victim, b.p.timeout)
 		w.close()
@@ -799,10 +825,35 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 		log = append(log, entry)
 		logf("kill %d: %s (Raft leader: %v): %s", len(log), victim, leader, strings.Join(parts, ", "))
 		if err := b.l.Start(ctx, victim); err != nil {
-			return nil, nil, err
+			return all, log, err
+		}
+		if err := b.rejoin(ctx, victim); err != nil {
+			return all, log, err
 		}
 	}
 	return all, log, nil
+}
+
+// rejoin waits until Pacemaker sees every node again after node's
+// restart. When it does not within 90 s, it prints what corosync and
+// Pacemaker say on node and restarts them there once (the report counts
+// it).
+func (b *bench) rejoin(ctx context.Context, node string) error {
+	if err := b.l.WaitAllUp(ctx, 3*time.Minute); err != nil {
+		return err
+	}
+	if waitFor(ctx, 90*time.Second, "Pacemaker sees "+node+" again", func() string { return pacemakerReady(ctx, b) }) == nil {
+		return nil
+	}
+	for _, n := range b.running() {
+		out, _ := b.l.Exec(ctx, n, "sh", "-c", "systemctl is-active corosync pacemaker; corosync-cfgtool -s; crm_mon -1; journalctl --no-pager -o short-precise -n 40 -u corosync -u pacemaker")
+		logf("Pacemaker does not see %s 90 s after its restart; on %s:\n%s", node, n, out)
+	}
+	b.rejoins = append(b.rejoins, node)
+	if out, err := b.l.Exec(ctx, node, "systemctl", "restart", "corosync", "pacemaker"); err != nil {
+		return fmt.Errorf("restart corosync and pacemaker on %s: %v: %s", node, err, out)
+	}
+	return waitFor(ctx, 90*time.Second, "Pacemaker sees "+node+" again after restarting corosync and pacemaker there", func() string { return pacemakerReady(ctx, b) })
 }
 
 // loadavg is the host's 1, 5 and 15 minute load averages.

@@ -58,6 +58,9 @@ func render(b *bench, kills, crashes []recovery.Kill, log []killLog, machine str
 		"on the project's build machine: %d cores (%s), %s, Go %s; the lab lock held, so no other lab ran (other helpers' builds and tests may have). One run of `go run ./bench/failover` (%s), %d kills of a whole node and %d crashes of the init singleton's process.\n\n",
 		time.Now().UTC().Format("2006-01-02"), len(b.names), runtime.NumCPU(), cpuModel(), machine, runtime.Version(), took.Round(time.Second), len(log), len(crashes))
 
+	if b.failure != "" {
+		fmt.Fprintf(&w, "**The run stopped early**: %s. The figures below are what was measured before.\n\n", b.failure)
+	}
 	b.writeKills(&w, kills)
 	fmt.Fprintf(&w, "\n## The singleton's own crash: SIGKILL of its process to its answering again on the same node\n\n")
 	c := recovery.Summarize(crashes, base.name, recovery.All)
@@ -78,11 +81,14 @@ func render(b *bench, kills, crashes []recovery.Kill, log []killLog, machine str
 		}
 		fmt.Fprintf(&w, "| %d | %s | %s | %s | %s |\n", i+1, k.victim, yes(k.leader), yes(k.dc == k.victim), strings.Join(parts, ", "))
 	}
+	if len(b.rejoins) > 0 {
+		fmt.Fprintf(&w, "\nPacemaker did not see a restarted node again within 90 s by itself %d times (%s): the bench then restarted corosync and pacemaker on that node once (after the measurement, so no figure above includes it).\n", len(b.rejoins), strings.Join(b.rejoins, ", "))
+	}
 	w.WriteString("\n## Set-up\n\n")
 	for _, n := range b.notes {
 		fmt.Fprintf(&w, "- %s\n", n)
 	}
-	fmt.Fprintf(&w, method, b.p.quota.NotLeader, b.p.quota.Leader)
+	fmt.Fprintf(&w, method, b.p.quota.NotLeader, b.p.quota.Leader, b.p.gap)
 	return w.String()
 }
 
@@ -132,7 +138,7 @@ const method = `
 ## Method
 
 - Every variant runs the same static HTTP service (test/e2e/singleton ` + "`serve`" + `), which answers every request with its node's name, on a port of its own (init 18080, consul lock 18081, Pacemaker 18082); all three run at once on the same 3 nodes, each elected on its own, so a node may run one, two or all three.
-- Before each kill the bench waits until every node is UP, Consul has a leader and its 3 voters, Pacemaker sees every node online, and each variant answers on exactly one node, the same in two polls a second apart. It picks the variant whose quota misses the most kills (%d of a node that is not Consul's Raft leader and %d of the leader, each variant), moves Consul's Raft leadership onto or away from that variant's node as the quota asks (` + "`consul operator raft transfer-leader`" + `), and kills that node; every variant that ran there is measured by that kill, in the class of what the node was (the leader read just before the kill). Then the node is booted again and rejoins.
+- Before each kill the bench waits until every node is UP, Consul has a leader and its 3 voters, Pacemaker sees every node online, and each variant answers on exactly one node, the same in two polls a second apart. It picks the variant whose quota misses the most kills (%d of a node that is not Consul's Raft leader and %d of the leader, each variant), moves Consul's Raft leadership onto or away from that variant's node as the quota asks (` + "`consul operator raft transfer-leader`" + `), and kills that node; every variant that ran there is measured by that kill, in the class of what the node was (the leader read just before the kill). Then the node is booted again and rejoins. Two kills are at least %s apart: Consul ends a lock delay with a timer started at each release, and the timer of an earlier release of the same key deletes a later delay when it fires (` + "`state.Delay.SetExpiration`" + `), so kills less than 15 s apart would cut the consul lock variant's delay short and flatter it (a first run without the spacing saw it recover in 5.4 s and 10.4 s).
 - The time is taken on the host from just before the SIGKILL of the node's systemd-nspawn (lab.Kill: the whole PID namespace dies at once, a power cut) to the start of the first poll that another node answered with its own name. The witness, on the host, polls every survivor's port of each variant that ran on the victim every 20 ms (HTTP GET, no keep-alive, 200 ms timeout), so a figure may be up to 20 ms late. A variant that does not answer within a minute counts as "no answer" and not in the percentiles.
 - The crash: inside the init node, ` + "`kill -KILL`" + ` of the unit's main process, timed from just before the kill (the node's clock is the host's), to the first answer on the same node polled every 20 ms; crashes are 3 s apart, since systemd refuses a sixth start of a unit within 10 s by default.
 - Percentiles are nearest-rank. The bench's arithmetic (first answer after a kill, percentiles, figures, ratios, the choice of the next kill) is the pure package bench/failover/recovery, unit-tested.
