@@ -345,7 +345,7 @@ nodelist {
 }
 
 func setupPacemaker(ctx context.Context, b *bench) error {
-	b.notes = append(b.notes, "Pacemaker: Debian's corosync.conf with the lab's nodes in its nodelist (knet, every totem timing at its default), corosync and pacemaker enabled on every node, and the service a resource `systemd:bench-pcmk` with no operation of its own (so no monitor: the node's death is what moves it). One cluster property is changed: `stonith-enabled=false`, since the lab has no fencing device and Pacemaker starts no resource without one (\"Resource start-up disabled since no STONITH resources have been defined\").")
+	b.notes = append(b.notes, "Pacemaker: Debian's corosync.conf with the lab's nodes in its nodelist (knet, every totem timing at its default), corosync and pacemaker enabled on every node, and the service a resource `systemd:bench-pcmk` with no operation of its own (so no monitor: the node's death is what moves it). With corosync's defaults a dead node is declared lost after the token timeout, 3000 ms + 650 ms for each node beyond two (3650 ms here), and the new membership forms after the consensus timeout (1.2 × token) more; Pacemaker then elects a new DC if the dead node was it, and starts the resource. One cluster property is changed: `stonith-enabled=false`, since the lab has no fencing device and Pacemaker starts no resource without one (\"Resource start-up disabled since no STONITH resources have been defined\").")
 	if err := b.onEvery(ctx, "systemctl enable -q --now corosync.service pacemaker.service"); err != nil {
 		return err
 	}
