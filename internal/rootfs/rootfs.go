@@ -40,8 +40,12 @@ const DefaultMirror = "http://deb.debian.org/debian"
 //     measures `ssi exec` against; finish disables it, so no node runs
 //     sshd unless a bench starts it;
 //   - strace: a Recommends of the openssi package (`ssi strace`), which
-//     the nodes install without Recommends.
-var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace"}
+//     the nodes install without Recommends;
+//   - pacemaker, pacemaker-cli-utils (cibadmin, crm_mon; a Recommends)
+//     and corosync: the peer bench/failover measures initfailover's
+//     failover against; finish disables them (and cluster-glue's ha_logd,
+//     which pacemaker's resource agents pull in), as sshd.
+var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync"}
 
 // ErrMissingTool is matched (errors.Is) when debootstrap is not installed.
 var ErrMissingTool = errors.New("rootfs: debootstrap not found (apt-get install debootstrap)")
@@ -142,8 +146,9 @@ func complete(dir string) (bool, error) {
 
 // finish adjusts the fresh image for containers: an empty machine-id
 // (systemd makes one per boot), a root login that needs no password on
-// the console, a hostname, no apt lists or caches, and sshd installed but
-// not enabled (a bench starts it where it wants it).
+// the console, a hostname, no apt lists or caches, and sshd, corosync and
+// pacemaker installed but not enabled (a bench starts them where it wants
+// them).
 func finish(dir string) error {
 	files := map[string]string{
 		"etc/machine-id":                    "",
@@ -157,9 +162,9 @@ func finish(dir string) error {
 			return fmt.Errorf("rootfs: %w", err)
 		}
 	}
-	for _, unit := range sshUnits {
+	for _, unit := range disabledUnits {
 		if err := os.Remove(filepath.Join(dir, unit)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("rootfs: disable sshd: %w", err)
+			return fmt.Errorf("rootfs: disable %s: %w", filepath.Base(unit), err)
 		}
 	}
 	for _, glob := range []string{"var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"} {
@@ -171,12 +176,16 @@ func finish(dir string) error {
 	return nil
 }
 
-// sshUnits are the links by which openssh-server's postinst enables sshd
-// at boot (ssh.service wanted by multi-user.target, and its alias).
-var sshUnits = []string{
+// disabledUnits are the links by which the postinsts of openssh-server,
+// corosync, pacemaker and cluster-glue enable their daemons at boot
+// (wanted by multi-user.target, and sshd's alias).
+var disabledUnits = []string{
 	"etc/systemd/system/multi-user.target.wants/ssh.service",
 	"etc/systemd/system/sshd.service",
 	"etc/systemd/system/sockets.target.wants/ssh.socket",
+	"etc/systemd/system/multi-user.target.wants/corosync.service",
+	"etc/systemd/system/multi-user.target.wants/pacemaker.service",
+	"etc/systemd/system/multi-user.target.wants/logd.service",
 }
 
 // Clone copies the image at src to the new directory dst (which must not
