@@ -27,6 +27,12 @@ type ElectorConfig struct {
 	Services []string
 	// StopTimeout: initfailover.stop_timeout.
 	StopTimeout time.Duration
+	// Lockspace and Resource name the lock of the role. Default the init
+	// lock (initfailoverspec.Lockspace, Resource); openssi-keepalived
+	// elects each application's node with a lock of its own.
+	Lockspace, Resource string
+	// Prefer is the placement rule of election.Config (nil: any node).
+	Prefer func(up map[uint32]bool) uint32
 	// Systemd carries unit jobs to the node's systemd.
 	Systemd Systemd
 	// Session opens a lock session with the node's dlmd.
@@ -83,8 +89,11 @@ func NewElector(cfg ElectorConfig) *Elector {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
+	if cfg.Lockspace == "" {
+		cfg.Lockspace, cfg.Resource = initfailoverspec.Lockspace, initfailoverspec.Resource
+	}
 	return &Elector{cfg: cfg, log: cfg.Log, events: make(chan func(time.Time), 64), wake: make(chan struct{}, 1), pendingUp: map[uint32]bool{},
-		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce()})}
+		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce(), Prefer: cfg.Prefer})}
 }
 
 // Status returns this node's state in the election, since when, and
@@ -288,7 +297,7 @@ func (e *Elector) requestLock() {
 				e.mu.Unlock()
 				e.post(e.work, func(time.Time) { e.sess = sess })
 			}
-			l, err := sess.Lock(e.work, initfailoverspec.Lockspace, initfailoverspec.Resource, dlm.EX, dlm.ValueBlock())
+			l, err := sess.Lock(e.work, e.cfg.Lockspace, e.cfg.Resource, dlm.EX, dlm.ValueBlock())
 			if err == nil {
 				v, valid, _ := l.Value()
 				e.post(e.work, func(now time.Time) {
