@@ -221,7 +221,7 @@ func ParseCheck(s string) (Check, error) {
 	switch kind {
 	case "exec":
 		if strings.TrimSpace(arg) == "" || strings.ContainsRune(arg, 0) || len(arg) > MaxArgLen {
-			return Check{}, fmt.Errorf("keepalive: check %.60q: want a command after exec:", s)
+			return Check{}, fmt.Errorf("keepalive: check %.60q: want a command, as in exec:CMD", s)
 		}
 		return Check{Kind: Exec, Target: arg}, nil
 	case "tcp":
