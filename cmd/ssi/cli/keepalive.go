@@ -185,6 +185,9 @@ primary and the backups) or round_robin (the next node of the list). Without
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app.Name, app.Command = args[0], args[1:]
+			if app.Retries < 1 {
+				return usageError{fmt.Errorf("--retries %d: want 1..100", app.Retries)}
+			}
 			if backups != "" {
 				for _, f := range strings.Split(backups, ",") {
 					n, err := strconv.Atoi(strings.TrimSpace(f))

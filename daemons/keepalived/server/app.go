@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -139,6 +140,12 @@ func (a *app) watch(ctx context.Context) {
 			chk = &c
 		}
 	}
+	// The node that gave it up last wrote its record before it let the
+	// lock go: read it fresh, so that a node given up before is passed by.
+	if slices.Contains(a.m.freshRun(ctx, d.Name), a.m.cfg.Self) {
+		a.giveUp(ctx, "it kept failing on this node before (ssi keepalive move clears that)", false)
+		return
+	}
 	restarts := 0
 	for ctx.Err() == nil {
 		u, argv, err := a.fit()
@@ -205,6 +212,10 @@ func (a *app) fit() (*user.User, []string, error) {
 func (a *app) monitor(ctx context.Context, chk *decl.Check, u *user.User) string {
 	poll := time.NewTicker(a.m.cfg.Poll)
 	defer poll.Stop()
+	// Once it has run its window without a failure, the nodes that gave
+	// it up may have it again.
+	healthy := time.NewTimer(a.d.Within)
+	defer healthy.Stop()
 	var checks <-chan time.Time
 	if chk != nil {
 		t := time.NewTicker(a.d.CheckInterval)
@@ -215,6 +226,8 @@ func (a *app) monitor(ctx context.Context, chk *decl.Check, u *user.User) string
 		select {
 		case <-ctx.Done():
 			return ""
+		case <-healthy.C:
+			a.m.setRun(a.d.Name, func(r *RunRecord) { r.GaveUp = nil })
 		case <-poll.C:
 			s, err := a.m.cfg.Units.State(ctx, a.unit)
 			if ctx.Err() != nil {
@@ -249,6 +262,8 @@ func (a *app) giveUp(ctx context.Context, why string, unfit bool) {
 		r.Node, r.State, r.Since, r.Message = self, "failed", time.Now(), why
 		r.addGaveUp(self)
 	})
+	// Written before the lock goes: the next node reads it first.
+	a.m.flushNow(ctx)
 	next := a.m.choose(a.d, self, gaveUp)
 	if next == 0 {
 		a.log.Errorf("%s on node %d; no other node can take it: it stays stopped until `ssi keepalive move %s NODE` or a new declaration", why, self, a.d.Name)

@@ -612,6 +612,36 @@ func (m *Manager) writer(ctx context.Context) {
 	}
 }
 
+// flushNow writes the changed run records at once (within 2s).
+func (m *Manager) flushNow(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if !m.flushCtx(ctx) {
+		m.log.Warn("Consul KV: a run record is not written yet; retrying")
+	}
+}
+
+// freshRun reads name's run record from Consul KV (consistent, within
+// 2s), adds the nodes it says gave the application up to this node's
+// copy and returns them all; on failure this node's copy stands.
+func (m *Manager) freshRun(ctx context.Context, name string) []uint32 {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var kv RunRecord
+	_, found, err := m.cfg.KV.GetConsistent(ctx, keepalivedspec.KVRun+name, &kv)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec := m.runs[name]
+	if err == nil && found {
+		rec.GaveUp = slices.Clone(rec.GaveUp)
+		for _, n := range kv.GaveUp {
+			rec.addGaveUp(n)
+		}
+		m.runs[name] = rec
+	}
+	return slices.Clone(rec.GaveUp)
+}
+
 func (m *Manager) flush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

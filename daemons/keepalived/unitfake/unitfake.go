@@ -145,7 +145,10 @@ func (f *Units) Run(ctx context.Context, _ string, spec server.Spec) error {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("unitfake: %w: %s", err, out)
+		if len(out) > 0 {
+			return fmt.Errorf("unitfake: %w: %s", err, out)
+		}
+		return fmt.Errorf("unitfake: %w", err)
 	}
 	return nil
 }
