@@ -104,9 +104,26 @@ func (d *DBus) Start(ctx context.Context, unit string, spec Spec) error {
 	if spec.BindsTo != "" {
 		props = append(props, sddbus.PropBindsTo(spec.BindsTo), sddbus.PropAfter(spec.BindsTo))
 	}
-	return job(ctx, "start", unit, func(ch chan<- string) (int, error) {
-		return d.c.StartTransientUnitContext(ctx, unit, "replace", props, ch)
-	})
+	for try := 0; ; try++ {
+		err := job(ctx, "start", unit, func(ch chan<- string) (int, error) {
+			return d.c.StartTransientUnitContext(ctx, unit, "replace", props, ch)
+		})
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != "org.freedesktop.systemd1.UnitExists" || try >= 40 {
+			return err
+		}
+		// The unit that just ended is not collected yet: a restart in
+		// place must not count that as a failure.
+		if s, serr := d.State(ctx, unit); serr == nil && s.Running() {
+			return fmt.Errorf("keepalived: start %s: it is already %s", unit, s.Active)
+		}
+		_ = d.c.ResetFailedUnitContext(ctx, unit)
+		select {
+		case <-time.After(25 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // Run runs spec as a oneshot unit and waits for its end.
