@@ -41,7 +41,7 @@ const (
 // reported); a SIGKILL of its node restarts it on its first backup. At no
 // moment may two nodes answer.
 func TestKeepalive(t *testing.T) {
-	l := ownLab(t, "e2ek", "10.77.8", 3, "openssi-keepalived", 150)
+	l := ownLab(t, "e2ek", "10.77.18", 3, "openssi-keepalived", 150)
 	num := numbers(t, view(t, l, "node1"))
 	var names []string
 	ip := map[string]string{}
