@@ -135,7 +135,13 @@ func (a *API) Remove(ctx context.Context, req *keepalivev1.RemoveRequest) (*keep
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "keepalived: no application %s is registered", name)
 	}
-	for _, k := range []string{keepalivedspec.KVApps + name, keepalivedspec.KVMoves + name, keepalivedspec.KVRun + name} {
+	keys := []string{keepalivedspec.KVApps + name, keepalivedspec.KVMoves + name, keepalivedspec.KVRun + name}
+	if ents, _, err := a.m.cfg.KV.List(ctx, keepalivedspec.KVUnfit+name+"/", consul.Wait{}); err == nil {
+		for _, e := range ents {
+			keys = append(keys, e.Key)
+		}
+	}
+	for _, k := range keys {
 		if err := a.m.cfg.KV.Delete(ctx, k); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "keepalived: %v", err)
 		}
