@@ -283,7 +283,6 @@ func (a *app) giveUp(ctx context.Context, why string, unfit bool) {
 			a.log.WithError(err).Warnf("moving it to node %d", next)
 		}
 	}()
-	_ = ctx
 }
 
 // wait joins the application's goroutines once its Elector has ended.
