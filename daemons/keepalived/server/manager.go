@@ -502,6 +502,9 @@ func (m *Manager) reconcile() {
 			if mv.To == m.cfg.Self {
 				return
 			}
+			// The target reads the record when it starts: the nodes
+			// that gave it up are forgotten there first.
+			m.flushNow(ctx)
 			m.log.WithField("app", name).Infof("moving it to node %d (ssi keepalive move)", mv.To)
 			if err := r.app.el.Move(ctx, mv.To); err != nil {
 				m.log.WithField("app", name).WithError(err).Warnf("moving it to node %d", mv.To)
