@@ -239,6 +239,13 @@ func TestKeepalive(t *testing.T) {
 		}
 	}
 	t.Logf("ssi keepalive status crasher:\n%s", out)
+	// A move forgets that its primary gave it up: it runs there again.
+	if code, out, errOut = byK[nums[2]].ssi("keepalive", "move", "crasher", fmt.Sprint(primary)); code != 0 {
+		t.Fatalf("ssi keepalive move crasher: exit %d:\n%s%s", code, out, errOut)
+	}
+	if k, _ := runningOn(t, ctx, nodes, crasher, byK[backup]); k.num != primary {
+		t.Fatalf("crasher moved to node %d, want %d", k.num, primary)
+	}
 
 	// The application that fails its check: restarted in place.
 	checked := decl.Unit("checked")
