@@ -47,6 +47,11 @@ type Config struct {
 	// Retry: how long the elections wait before asking dlmd again.
 	// Default 1s.
 	Retry time.Duration
+	// StartGrace: how long a node that is not an application's
+	// preferred node waits before it first queues for its lock, so that
+	// the preferred node, booting at the same time, gets it first.
+	// Default 2s.
+	StartGrace time.Duration
 	// Units runs the applications (nil: this node runs none).
 	Units Units
 	KV    *consul.KV
@@ -106,6 +111,8 @@ type Manager struct {
 
 	wake  chan struct{}
 	write chan struct{}
+	// flushMu serializes the writes of run records.
+	flushMu sync.Mutex
 }
 
 // running is an application whose election runs on this node.
@@ -126,6 +133,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
+	}
+	if cfg.StartGrace == 0 {
+		cfg.StartGrace = 2 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
@@ -531,15 +541,26 @@ func (m *Manager) startLocked(d decl.Decl, after <-chan struct{}) *running {
 		Lockspace: keepalivedspec.Lockspace, Resource: d.Name, Prefer: m.prefer(d), Retry: m.cfg.Retry,
 		Poll: m.cfg.Poll, Log: a.log, Role: "application " + d.Name,
 	})
-	for n, up := range m.up {
-		a.el.SetUp(n, up)
+	up := map[uint32]bool{}
+	for n, u := range m.up {
+		a.el.SetUp(n, u)
+		up[n] = u
 	}
+	rec := m.runs[d.Name]
+	unfit := map[uint32]bool{}
+	for _, n := range rec.GaveUp {
+		unfit[n] = true
+	}
+	preferred := placement.Choose(d.Rule(), placement.Nodes(d.Primary, d.Backups, up), up, rec.Node, unfit) == m.cfg.Self
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer close(r.done)
 		if after != nil {
 			<-after
+		}
+		if !preferred {
+			sleep(ctx, m.cfg.StartGrace)
 		}
 		if err := a.el.Run(ctx, nil); err != nil {
 			a.log.WithError(err).Warn("election ended")
@@ -625,8 +646,8 @@ func (m *Manager) flushNow(ctx context.Context) {
 }
 
 // freshRun reads name's run record from Consul KV (consistent, within
-// 2s), adds the nodes it says gave the application up to this node's
-// copy and returns them all; on failure this node's copy stands.
+// 2s) into this node's copy and returns the nodes that gave the
+// application up; on failure this node's copy stands.
 func (m *Manager) freshRun(ctx context.Context, name string) []uint32 {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -636,10 +657,10 @@ func (m *Manager) freshRun(ctx context.Context, name string) []uint32 {
 	defer m.mu.Unlock()
 	rec := m.runs[name]
 	if err == nil && found {
-		rec.GaveUp = slices.Clone(rec.GaveUp)
-		for _, n := range kv.GaveUp {
-			rec.addGaveUp(n)
-		}
+		// The last holder wrote it before it let the lock go: it is
+		// newer than this node's copy, which the watch may not have
+		// brought up to date yet.
+		rec = kv
 		m.runs[name] = rec
 	}
 	return slices.Clone(rec.GaveUp)
@@ -652,6 +673,10 @@ func (m *Manager) flush() {
 }
 
 func (m *Manager) flushCtx(ctx context.Context) bool {
+	// One flush at a time: a flush that took its copy earlier must not
+	// land after a newer one.
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
 	m.mu.Lock()
 	todo := map[string]RunRecord{}
 	for name := range m.dirty {
