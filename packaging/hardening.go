@@ -75,11 +75,6 @@ func profiles() map[string]Profile {
 // checked (openssi-pkg units --all) before they exist. A daemon's profile
 // moves into its description when its folder is created.
 var Planned = map[string]Profile{
-	"keepalived": {
-		AddressFamilies: inet,
-		Why:             "Starts and stops monitored applications through systemd's D-Bus API (root's bus access needs no capability); health checks over TCP.",
-		Exposure:        1.9,
-	},
 	"lvsd": {
 		Capabilities:    []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"},
 		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},

@@ -19,7 +19,9 @@
 //   - key_prefix openssi/ read; write only on the node's own membership keys
 //     (openssi/clms/nodes/N, alive/N, leaving/N), the shared view
 //     openssi/clms/view, the lockspace records under openssi/dlm/ and
-//     vprocd's load-leveling list under openssi/vproc/loadlevel/.
+//     vprocd's load-leveling list under openssi/vproc/loadlevel/, and
+//     openssi-keepalived's registrations, placements and moves under
+//     openssi/keepalive/.
 //     With automatic numbering (number 0) the node must be able to claim
 //     any free number, so it may write every key under openssi/clms/: every
 //     node's root is then trusted with the number table.
@@ -36,6 +38,7 @@ package consulacl
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -45,7 +48,13 @@ const MaxNodeNumber = 511
 
 // Daemons are the OpenSSI daemons that run under a node's token (the names
 // of internal/daemons.All; a test keeps the two equal).
-var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover"}
+var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover", "keepalived"}
+
+// NoService are the daemons of Daemons with no peer protocol
+// (openssi-keepalived: its state is in Consul KV): they register no
+// service and need no Connect identity, so their token gets no service
+// rule.
+var NoService = []string{"keepalived"}
 
 // ServicePrefix starts every daemon's Consul service name (rpc.ServicePrefix).
 const ServicePrefix = "openssi-"
@@ -155,6 +164,9 @@ func NodeRules(name string, number int) (string, error) {
 	rule("service_prefix", ServicePrefix, "read", "Find the peers' daemons in the catalog.")
 	b.WriteString("# Each daemon's discovery registration, and its per-node Connect identity:\n# the leaf certificate of <service>.<node> names this node and no other.\n")
 	for _, d := range Daemons {
+		if slices.Contains(NoService, d) {
+			continue
+		}
 		rule("service", ServicePrefix+d, "write", "")
 		rule("service", NodeService(ServicePrefix+d, name), "write", "")
 	}
@@ -172,5 +184,6 @@ func NodeRules(name string, number int) (string, error) {
 	}
 	rule("key_prefix", KVPrefix+"dlm/", "write", "dlmd's lockspace records.")
 	rule("key_prefix", KVPrefix+"vproc/loadlevel/", "write", "vprocd's runtime list of programs placed by load (ssi loadlevel; root only through vprocd's local API).")
+	rule("key_prefix", KVPrefix+"keepalive/", "write", "openssi-keepalived's registrations, where each application runs and the moves asked for\n# (ssi keepalive add/move/remove: root only through its local API).")
 	return b.String(), nil
 }

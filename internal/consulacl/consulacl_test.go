@@ -80,6 +80,7 @@ func TestNodeRules(t *testing.T) {
 		"key_prefix openssi/":                 "read",
 		"key_prefix openssi/dlm/":             "write",
 		"key_prefix openssi/vproc/loadlevel/": "write",
+		"key_prefix openssi/keepalive/":       "write",
 	}
 	for _, tc := range []struct {
 		name   string

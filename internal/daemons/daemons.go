@@ -12,6 +12,7 @@ import (
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
+	"github.com/openssi/openssi/daemons/keepalived/keepalivedspec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
@@ -27,6 +28,7 @@ var All = []Daemon{
 	dlmdspec.Daemon,
 	vprocdspec.Daemon,
 	initfailoverspec.Daemon,
+	keepalivedspec.Daemon,
 }
 
 // Find returns the daemon with the given name.

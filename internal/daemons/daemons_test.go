@@ -156,7 +156,8 @@ func TestDefaultPortsDiffer(t *testing.T) {
 			owner[v.Int()] = key
 		}
 	}
-	if ports < len(All) {
+	// openssi-keepalived has no peer protocol, hence no port.
+	if ports < len(All)-1 {
 		t.Fatalf("found %d *_port settings for %d daemons; the walk no longer matches the descriptions", ports, len(All))
 	}
 }

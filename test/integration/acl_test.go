@@ -52,7 +52,7 @@ func TestConsulACLNodePolicy(t *testing.T) {
 		NodeTokens: true,
 		Clmsd:      clmsdBin,
 		Dlmd:       dlmdBin,
-		Binaries:   map[string]string{"initfailover": initfailoverBin},
+		Binaries:   map[string]string{"initfailover": initfailoverBin, "keepalived": keepalivedBin},
 	})
 	ctx := ctxFor(t, 60*time.Second)
 
@@ -95,6 +95,28 @@ func TestConsulACLNodePolicy(t *testing.T) {
 	// so each answers that in its line).
 	if code, out := ssi("service", "status", "x.service", "--all"); code != 1 || strings.Count(out, "no systemd on this node") != 3 {
 		t.Fatalf("ssi service status --all: exit %d: %s", code, out)
+	}
+
+	// openssi-keepalived: a registration written, watched by every node
+	// and removed, under the nodes' tokens.
+	if code, out := ssi("keepalive", "add", "acl", "--", "/bin/true"); code != 0 {
+		t.Fatalf("ssi keepalive add: exit %d: %s", code, out)
+	}
+	for {
+		var b strings.Builder
+		code := cli.Main([]string{"--run-dir", c.Nodes[0].RunDir, "keepalive", "list"}, &b, &b)
+		out := b.String()
+		if code == 0 && strings.Contains(out, "acl") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node 1 never listed the registration: exit %d: %s", code, out)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if code, out := ssi("keepalive", "remove", "acl"); code != 0 {
+		t.Fatalf("ssi keepalive remove: exit %d: %s", code, out)
 	}
 
 	// What node 1's token may not do.

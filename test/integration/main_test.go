@@ -11,9 +11,9 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin, dlmdBin, vprocdBin and initfailoverBin are built once for the
-// package.
-var clmsdBin, dlmdBin, vprocdBin, initfailoverBin string
+// clmsdBin, dlmdBin, vprocdBin, initfailoverBin and keepalivedBin are
+// built once for the package.
+var clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(dlmChildEnv) != "" {
@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	}
 	if err == nil {
 		initfailoverBin, err = nodetest.Build(dir, "initfailover")
+	}
+	if err == nil {
+		keepalivedBin, err = nodetest.Build(dir, "keepalived")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -115,6 +115,15 @@ type Config struct {
 	// goes into this node's move ids, whose counter starts again with
 	// the process, so that no node mistakes a new move for one it saw.
 	Nonce uint64
+	// Prefer, when set, names the node that should hold the lock when
+	// this node is granted it without a hand-over to an UP node (a first
+	// grant, a holder that died, a clean release naming nobody): 0 or
+	// Self takes it here, another UP node is handed it as a move would
+	// (once; the record keeps whether the release was clean). It must be
+	// a pure function of up (the UP members) and its own inputs.
+	// openssi-keepalived's placement rules use it; initfailover leaves it
+	// nil (any node will do).
+	Prefer func(up map[uint32]bool) uint32
 }
 
 // KillAfter is how long after losing the lock the old init kills what
@@ -222,13 +231,26 @@ func (c *Core) Granted(now time.Time, value [RecordLen]byte, valid bool) {
 		return
 	}
 	rec, err := Decode(value[:])
-	clean := valid && err == nil && rec.Clean
-	if clean && rec.Next != 0 && rec.Next != c.cfg.Self && c.up[rec.Next] {
+	ours := valid && err == nil
+	clean := ours && rec.Clean
+	switch {
+	case ours && rec.Next != 0 && rec.Next != c.cfg.Self && c.up[rec.Next]:
 		id := moveID{rec.MoveBy, rec.Move, rec.Boot}
 		if !c.passed[id] {
 			// Not ours: pass it on, and queue behind the target.
 			c.passed[id] = true
 			c.actions = append(c.actions, Action{Kind: ReleaseLock, Value: value, Valid: true})
+			c.do(RequestLock)
+			return
+		}
+	case ours && rec.Next == c.cfg.Self:
+	case c.cfg.Prefer != nil:
+		// Nobody (UP) is named: the placement rule says who.
+		if p := c.cfg.Prefer(c.up); p != 0 && p != c.cfg.Self && c.up[p] {
+			c.moveSeq++
+			id := moveID{c.cfg.Self, c.moveSeq, c.cfg.Nonce}
+			c.passed[id] = true
+			c.release(Record{Clean: clean, Holder: c.cfg.Self, Next: p, MoveBy: id.by, Move: id.seq, Boot: id.boot})
 			c.do(RequestLock)
 			return
 		}

@@ -27,7 +27,7 @@ func (d *DBus) PartOf(ctx context.Context, unit string) ([]string, error) {
 // dies (the target BindsTo initfailover), so they run on until
 // initfailover restarts and kills them, while another node may already
 // have started them. Nil when sd cannot tell.
-func Unbound(ctx context.Context, sd Systemd, target string, services []string) ([]string, error) {
+func Unbound(ctx context.Context, sd Units, target string, services []string) ([]string, error) {
 	pl, ok := sd.(PartOfLister)
 	if !ok {
 		return nil, nil

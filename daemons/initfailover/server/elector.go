@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"syscall"
@@ -27,8 +28,17 @@ type ElectorConfig struct {
 	Services []string
 	// StopTimeout: initfailover.stop_timeout.
 	StopTimeout time.Duration
+	// Lockspace and Resource name the lock of the role. Default the init
+	// lock (initfailoverspec.Lockspace, Resource); openssi-keepalived
+	// elects each application's node with a lock of its own.
+	Lockspace, Resource string
+	// Prefer is the placement rule of election.Config (nil: any node).
+	Prefer func(up map[uint32]bool) uint32
+	// Role names the role in the log ("init" by default; an
+	// application's name for openssi-keepalived).
+	Role string
 	// Systemd carries unit jobs to the node's systemd.
-	Systemd Systemd
+	Systemd Units
 	// Session opens a lock session with the node's dlmd.
 	Session func(ctx context.Context) (*dlm.Client, error)
 	// Retry is how long to wait before asking dlmd again after a refusal
@@ -83,8 +93,14 @@ func NewElector(cfg ElectorConfig) *Elector {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
+	if cfg.Role == "" {
+		cfg.Role = "init"
+	}
+	if cfg.Lockspace == "" {
+		cfg.Lockspace, cfg.Resource = initfailoverspec.Lockspace, initfailoverspec.Resource
+	}
 	return &Elector{cfg: cfg, log: cfg.Log, events: make(chan func(time.Time), 64), wake: make(chan struct{}, 1), pendingUp: map[uint32]bool{},
-		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce()})}
+		core: election.New(election.Config{Self: cfg.Self, StopTimeout: cfg.StopTimeout, Nonce: bootNonce(), Prefer: cfg.Prefer})}
 }
 
 // Status returns this node's state in the election, since when, and
@@ -190,11 +206,11 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 			e.core.Tick(time.Now())
 		case <-done:
 			done = nil
-			e.log.Info("stopping: the init role is released once its services are stopped")
+			e.log.Infof("stopping: the %s role is released once its services are stopped", e.cfg.Role)
 			e.core.Shutdown(time.Now())
 			drain = time.After(e.cfg.StopTimeout + 5*time.Second)
 		case <-drain:
-			return errors.New("initfailover: the services did not stop in time; the init lock is dropped with the session")
+			return fmt.Errorf("initfailover: the services did not stop in time; the %s lock is dropped with the session", e.cfg.Role)
 		}
 		e.apply()
 	}
@@ -229,7 +245,7 @@ func (e *Elector) apply() {
 		case election.ReleaseLock:
 			e.releaseLock(a)
 		case election.StartUnits:
-			e.log.Info("this node is the init node: starting its services")
+			e.log.Infof("this node is the %s node: starting its services", e.cfg.Role)
 			e.stopGen++ // a stop still under way no longer counts
 			e.startUnits()
 		case election.StopUnits:
@@ -242,7 +258,7 @@ func (e *Elector) apply() {
 			}
 			e.stopUnits(e.stopGen, false)
 		case election.KillUnits:
-			e.log.Warn("the init services did not stop in time: killing them")
+			e.log.Warnf("the %s services did not stop in time: killing them", e.cfg.Role)
 			e.stopUnits(e.stopGen, true)
 		}
 	}
@@ -288,7 +304,7 @@ func (e *Elector) requestLock() {
 				e.mu.Unlock()
 				e.post(e.work, func(time.Time) { e.sess = sess })
 			}
-			l, err := sess.Lock(e.work, initfailoverspec.Lockspace, initfailoverspec.Resource, dlm.EX, dlm.ValueBlock())
+			l, err := sess.Lock(e.work, e.cfg.Lockspace, e.cfg.Resource, dlm.EX, dlm.ValueBlock())
 			if err == nil {
 				v, valid, _ := l.Value()
 				e.post(e.work, func(now time.Time) {
@@ -311,7 +327,7 @@ func (e *Elector) requestLock() {
 				return
 			}
 			if e.work.Err() == nil {
-				e.log.WithError(err).Warn("init lock refused: asking again")
+				e.log.WithError(err).Warnf("%s lock refused: asking again", e.cfg.Role)
 				sleep(e.work, e.cfg.Retry)
 			}
 		}
@@ -339,7 +355,7 @@ func (e *Elector) watch(gen int, sess *dlm.Client) {
 		}
 		e.post(e.work, func(now time.Time) {
 			if gen == e.lockGen && e.lock != nil {
-				e.log.WithError(sess.Err()).Warn("the init lock is lost")
+				e.log.WithError(sess.Err()).Warnf("the %s lock is lost", e.cfg.Role)
 				e.lock = nil
 				e.core.Lost(now)
 			}
@@ -360,7 +376,7 @@ func (e *Elector) releaseLock(a election.Action) {
 		opt = dlm.WriteValue(dlm.Value(a.Value))
 	}
 	if err := l.Unlock(e.work, opt); err != nil {
-		e.log.WithError(err).Warn("releasing the init lock")
+		e.log.WithError(err).Warnf("releasing the %s lock", e.cfg.Role)
 	}
 }
 

@@ -27,21 +27,28 @@ type UnitStatus struct {
 // ErrNoUnit is wrapped when systemd knows no unit of that name.
 var ErrNoUnit = errors.New("no such unit")
 
-// Systemd is the part of systemd's D-Bus API initfailover uses: DBus
-// carries it to the node's systemd, tests give a recording fake.
-// Start, Stop and Restart wait for their job to finish.
-type Systemd interface {
+// Units is what an [Elector] needs of systemd: the jobs and states of the
+// units it runs while it holds its lock (keepalived's applications
+// implement it too).
+type Units interface {
 	Start(ctx context.Context, unit string) error
 	Stop(ctx context.Context, unit string) error
-	Restart(ctx context.Context, unit string) error
 	// Kill sends sig to every process of the unit.
 	Kill(ctx context.Context, unit string, sig syscall.Signal) error
-	Enable(ctx context.Context, unit string) error
-	Disable(ctx context.Context, unit string) error
 	Status(ctx context.Context, unit string) (UnitStatus, error)
 	// Wants lists the units unit wants (its Wants= and the .wants/
 	// directories).
 	Wants(ctx context.Context, unit string) ([]string, error)
+}
+
+// Systemd is the part of systemd's D-Bus API initfailover uses: DBus
+// carries it to the node's systemd, tests give a recording fake.
+// Start, Stop and Restart wait for their job to finish.
+type Systemd interface {
+	Units
+	Restart(ctx context.Context, unit string) error
+	Enable(ctx context.Context, unit string) error
+	Disable(ctx context.Context, unit string) error
 	// Isolate starts target in mode isolate (systemctl isolate): every
 	// unit it does not pull in is stopped. It waits for the job.
 	Isolate(ctx context.Context, target string) error
