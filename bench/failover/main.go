@@ -712,9 +712,8 @@ func (b *bench) crashes(ctx context.Context) ([]recovery.Kill, error) {
 		w := b.watch([]variant{v}, []string{node})
 		res, err := b.l.Exec(ctx, node, "sh", "-ec", `pid=$(systemctl show -p MainPID --value bench-init.service)
 [ "$pid" -gt 0 ]
-t=$(date +%s%N)
 kill -KILL "$pid"
-echo "$t"`)
+date +%s%N`)
 		if err != nil {
 			w.close()
 			return nil, fmt.Errorf("crash the init singleton on %s: %w", node, err)
@@ -724,6 +723,8 @@ echo "$t"`)
 			w.close()
 			return nil, fmt.Errorf("crash the init singleton on %s: %q: %w", node, res, err)
 		}
+		// Stamped after the kill: a poll started before it could be
+		// answered by the process about to die.
 		t0 := time.Unix(0, ns)
 		k := w.wait([]variant{v}, t0, "", b.p.timeout)[v.name]
 		w.close()
