@@ -68,6 +68,7 @@ type cycle struct {
 	detect   time.Duration // cut-off to NODEDOWN at every other node
 	rejoin   time.Duration // heal to NODEUP at every other node
 	flapped  []string      // other nodes whose membership changed after the heal
+	events   []string      // when some did: what each other node delivered after the heal
 	settleUp bool          // every node UP again at the end of the watch
 }
 
@@ -143,6 +144,9 @@ func block(dist, consul string, m, nodes, cycles, kills, round int) ([]cycle, []
 		}
 		fmt.Fprintf(os.Stderr, "mult %d round %d cycle %d: cut off %s (leader %v): NODEDOWN everywhere after %s, NODEUP %s after the heal, flapped %v\n",
 			m, round, i+1, victim, c.leader, c.detect.Round(time.Millisecond), c.rejoin.Round(time.Millisecond), c.flapped)
+		for _, e := range c.events {
+			fmt.Fprintf(os.Stderr, "  %s\n", e)
+		}
 		cs = append(cs, c)
 	}
 	var ks []kill
@@ -157,8 +161,12 @@ func block(dist, consul string, m, nodes, cycles, kills, round int) ([]cycle, []
 		}
 		fmt.Fprintf(os.Stderr, "mult %d round %d kill %d: %s: NODEDOWN everywhere after %s\n", m, round, i+1, victim, d.Round(time.Millisecond))
 		ks = append(ks, kill{mult: m, detect: d})
+		// A node's boot can time out on a loaded machine; try once more.
 		if err := l.Start(ctx, victim); err != nil {
-			return cs, ks, err
+			fmt.Fprintf(os.Stderr, "restart of %s: %v; once more\n", victim, err)
+			if err := l.Start(ctx, victim); err != nil {
+				return cs, ks, err
+			}
 		}
 		if err := l.WaitAllUp(ctx, 2*time.Minute); err != nil {
 			return cs, ks, err
@@ -250,6 +258,17 @@ func partitionAndHeal(ctx context.Context, l *lab.Lab, victim string) (cycle, er
 				seen[a.Event.Node.Name] = true
 				c.flapped = append(c.flapped, a.Event.Node.Name)
 			}
+		}
+	}
+	if len(c.flapped) > 0 {
+		for _, f := range fs {
+			var evs []string
+			for _, a := range f.Events() {
+				if a.At.After(healedAt) {
+					evs = append(evs, fmt.Sprintf("+%dms %s %s@%d", a.At.Sub(healedAt).Milliseconds(), a.Event.Type, a.Event.Node.Name, a.Event.Epoch))
+				}
+			}
+			c.events = append(c.events, f.Node+": "+strings.Join(evs, ", "))
 		}
 	}
 	// Whatever happened, start the next cycle from a whole membership.
