@@ -23,10 +23,10 @@ const (
 // encrypted, the servers' RPC over TLS with verified names (clients get
 // their certificates with auto_encrypt), ACLs on with default deny, and the
 // HTTP API on a Unix socket only root and the daemons' user can open.
-func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecrets, gossip consulagent.Tuning) string {
+func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecrets, gossip consulagent.Tuning, logLevel string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node_name  = %q\ndatacenter = %q\ndata_dir   = \"/var/lib/consul\"\n", n.Name, datacenter)
-	fmt.Fprintf(&b, "bind_addr  = %q\nclient_addr = \"127.0.0.1\"\nlog_level  = \"warn\"\ndisable_update_check = true\nleave_on_terminate = true\n", n.IP)
+	fmt.Fprintf(&b, "bind_addr  = %q\nclient_addr = \"127.0.0.1\"\nlog_level  = %q\ndisable_update_check = true\nleave_on_terminate = true\n", n.IP, logLevel)
 	quoted := make([]string, len(servers))
 	for i, s := range servers {
 		quoted[i] = fmt.Sprintf("%q", s)

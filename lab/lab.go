@@ -44,6 +44,9 @@ type Options struct {
 	// configuration (benchmarks comparing gossip settings); nil keeps
 	// the tuned profile every node ships with.
 	Gossip *consulagent.Tuning
+	// ConsulLogLevel is the nodes' Consul log_level. Default "warn";
+	// "info" shows memberlist's and serf's verdicts on members.
+	ConsulLogLevel string
 }
 
 func (o *Options) defaults() {
@@ -62,6 +65,9 @@ func (o *Options) defaults() {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.ConsulLogLevel == "" {
+		o.ConsulLogLevel = "warn"
 	}
 }
 
@@ -287,7 +293,7 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 		"etc/hosts":                            {hostsFile(s.Nodes, *n), 0o644},
 		"etc/systemd/network/10-host0.network": {networkFile(n.IP), 0o644},
 		// It holds the gossip key and the agent's token.
-		"etc/consul.d/consul.hcl":             {consulHCL(*n, servers, Datacenter, s.Consul, l.gossip()), 0o600},
+		"etc/consul.d/consul.hcl":             {consulHCL(*n, servers, Datacenter, s.Consul, l.gossip(), l.opts.ConsulLogLevel), 0o600},
 		"etc/consul.d/tls/ca.pem":             {s.Consul.CACert, 0o644},
 		"etc/systemd/system/consul.service":   {consulUnit, 0o644},
 		"etc/profile.d/consul.sh":             {consulProfile, 0o644},

@@ -40,7 +40,10 @@ func main() {
 	kills := flag.Int("kills", 3, "SIGKILLs of a follower per setting and round, for the failure-detection cost")
 	rounds := flag.Int("rounds", 2, "rounds: each brings up a fresh lab per setting, settings interleaved")
 	out := flag.String("out", "", "write the results as Markdown here")
+	logLevel := flag.String("consul-log-level", "warn", "the nodes' Consul log_level (info shows memberlist's verdicts)")
+	logs := flag.String("logs", "", "on a flap, write every node's Consul and clmsd journal around the heal into this directory")
 	flag.Parse()
+	consulLogLevel, logDir = *logLevel, *logs
 	var ms []int
 	for _, f := range strings.Split(*mults, ",") {
 		m, err := strconv.Atoi(strings.TrimSpace(f))
@@ -60,6 +63,9 @@ func main() {
 	}
 }
 
+// Set from the flags.
+var consulLogLevel, logDir string
+
 // cycle is one partition and heal.
 type cycle struct {
 	mult     int
@@ -70,6 +76,7 @@ type cycle struct {
 	flapped  []string      // other nodes whose membership changed after the heal
 	events   []string      // when some did: what each other node delivered after the heal
 	settleUp bool          // every node UP again at the end of the watch
+	healedAt time.Time
 }
 
 // kill is one SIGKILL of a follower.
@@ -116,7 +123,7 @@ func block(dist, consul string, m, nodes, cycles, kills, round int) ([]cycle, []
 	defer os.RemoveAll(dir)
 	tuning := consulagent.TunedSettings()
 	tuning.SuspicionMult = m
-	l, err := lab.Open(lab.Options{Dir: dir, Prefix: "heal", Subnet: "10.77.11", Dist: dist, Consul: consul, Log: os.Stderr, Gossip: &tuning})
+	l, err := lab.Open(lab.Options{Dir: dir, Prefix: "heal", Subnet: "10.77.11", Dist: dist, Consul: consul, Log: os.Stderr, Gossip: &tuning, ConsulLogLevel: consulLogLevel})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -139,6 +146,9 @@ func block(dist, consul string, m, nodes, cycles, kills, round int) ([]cycle, []
 		victim := names[len(names)-1-i%len(names)]
 		c, err := partitionAndHeal(ctx, l, victim)
 		c.mult = m
+		if len(c.flapped) > 0 && logDir != "" {
+			saveJournals(ctx, l, filepath.Join(logDir, fmt.Sprintf("mult%d-round%d-cycle%d", m, round, i+1)), c.healedAt)
+		}
 		if err != nil {
 			return cs, nil, err
 		}
@@ -238,6 +248,7 @@ func partitionAndHeal(ctx context.Context, l *lab.Lab, victim string) (cycle, er
 		return c, err
 	}
 	healedAt := time.Now()
+	c.healedAt = healedAt
 	healed = true
 	var back time.Time
 	for _, f := range fs {
@@ -277,6 +288,25 @@ func partitionAndHeal(ctx context.Context, l *lab.Lab, victim string) (cycle, er
 		return c, fmt.Errorf("the membership did not come back whole after the heal of %s", victim)
 	}
 	return c, nil
+}
+
+// saveJournals writes each node's Consul and clmsd journal from 5 s before
+// to 5 s after the heal into dir/<node>.log.
+func saveJournals(ctx context.Context, l *lab.Lab, dir string, healedAt time.Time) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "journals:", err)
+		return
+	}
+	since := fmt.Sprintf("@%d", healedAt.Add(-5*time.Second).Unix())
+	until := fmt.Sprintf("@%d", healedAt.Add(5*time.Second).Unix())
+	for _, n := range l.State().Nodes {
+		out, err := l.Exec(ctx, n.Name, "journalctl", "--no-pager", "-o", "short-precise", "-u", "consul", "-u", "openssi-clmsd", "--since", since, "--until", until)
+		if err != nil {
+			out += "\n(journalctl: " + err.Error() + ")"
+		}
+		_ = os.WriteFile(filepath.Join(dir, n.Name+".log"), []byte(fmt.Sprintf("healed at %s\n%s", healedAt.Format("15:04:05.000000"), out)), 0o644)
+	}
+	fmt.Fprintf(os.Stderr, "  journals in %s\n", dir)
 }
 
 func raftLeader(ctx context.Context, l *lab.Lab, node string) (string, error) {
