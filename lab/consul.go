@@ -56,6 +56,12 @@ const sysusers = "g " + daemonsUser + " -\nu " + daemonsUser + " - \"OpenSSI dae
 // ConsulTokenFile is where a node's daemons find their ACL token.
 const ConsulTokenFile = "/etc/openssi/consul.token"
 
+// ConsulRootTokenFile is where a node's root daemons (vprocd,
+// initfailover) find the root token they publish their peer keys with
+// (cluster.consul.root_token_file's default); root:root 0600, read by no
+// daemon that runs as user openssi.
+const ConsulRootTokenFile = "/etc/openssi/consul-root.token"
+
 // ConsulSecrets are the lab-wide Consul secrets.
 type ConsulSecrets struct {
 	// ManagementToken is the servers' initial management token: the lab's
@@ -76,6 +82,9 @@ type NodeTokens struct {
 	Agent string `json:"agent"`
 	// Daemons is the OpenSSI daemons' token: consulacl's policy of the node.
 	Daemons string `json:"daemons"`
+	// Root is the node's root token: consulacl's root policy of the node,
+	// for the root daemons' peer keys. "" in a lab made before it existed.
+	Root string `json:"root,omitempty"`
 }
 
 func newConsulSecrets() (*ConsulSecrets, error) {
@@ -126,7 +135,11 @@ func newNodeTokens() (NodeTokens, error) {
 	if err != nil {
 		return NodeTokens{}, err
 	}
-	return NodeTokens{Agent: a, Daemons: d}, nil
+	r, err := consulagent.NewSecretID()
+	if err != nil {
+		return NodeTokens{}, err
+	}
+	return NodeTokens{Agent: a, Daemons: d, Root: r}, nil
 }
 
 func ecKeyPEM(k *ecdsa.PrivateKey) (string, error) {
@@ -216,8 +229,9 @@ func (l *Lab) consulEnv() []string {
 
 // bootstrapACL waits until the servers have a leader that accepts the
 // management token, then creates every node's agent token (a node
-// identity) and daemons' token (consulacl's policy, the node's number
-// pinned) with the SecretIDs already written into the nodes.
+// identity), daemons' token (consulacl's policy, the node's number
+// pinned) and root token (consulacl's root policy) with the SecretIDs
+// already written into the nodes.
 func (l *Lab) bootstrapACL(ctx context.Context) error {
 	s := l.State()
 	var server string
@@ -267,6 +281,27 @@ func (l *Lab) bootstrapACL(ctx context.Context) error {
 			Policies:    []*api.ACLTokenPolicyLink{{ID: p.ID}},
 		}, w); err != nil {
 			return fmt.Errorf("lab: create the daemons' token of %s: %w", n.Name, err)
+		}
+		if n.Tokens.Root != "" {
+			rootRules, err := consulacl.RootRules(n.Name)
+			if err != nil {
+				return fmt.Errorf("lab: %w", err)
+			}
+			rp, _, err := c.ACL().PolicyCreate(&api.ACLPolicy{
+				Name:        consulacl.RootPolicyName(n.Name),
+				Description: fmt.Sprintf("OpenSSI root daemons of %s: their peer keys", n.Name),
+				Rules:       rootRules,
+			}, w)
+			if err != nil {
+				return fmt.Errorf("lab: create the root policy of %s: %w", n.Name, err)
+			}
+			if _, _, err := c.ACL().TokenCreate(&api.ACLToken{
+				SecretID:    n.Tokens.Root,
+				Description: "OpenSSI root daemons of " + n.Name,
+				Policies:    []*api.ACLTokenPolicyLink{{ID: rp.ID}},
+			}, w); err != nil {
+				return fmt.Errorf("lab: create the root token of %s: %w", n.Name, err)
+			}
 		}
 		if _, _, err := c.ACL().TokenCreate(&api.ACLToken{
 			SecretID:       n.Tokens.Agent,

@@ -302,6 +302,9 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 		"etc/apt/sources.list.d/openssi.list": {aptSource, 0o644},
 		"etc/apt/apt.conf.d/90openssi-lab":    {"APT::Install-Recommends \"false\";\nAcquire::Languages \"none\";\n", 0o644},
 	}
+	if n.Tokens.Root != "" {
+		files[ConsulRootTokenFile[1:]] = file{n.Tokens.Root + "\n", 0o600}
+	}
 	if n.Server {
 		cert, key, err := s.Consul.serverCert(*n)
 		if err != nil {

@@ -49,7 +49,8 @@ func TestConsulExample(t *testing.T) {
 	example := string(b)
 	for _, want := range []string{`default_policy           = "deny"`, `down_policy              = "extend-cache"`,
 		`http = "unix:///run/consul/http.sock"`, `mode  = "0600"`, "verify_incoming        = true",
-		"verify_server_hostname = true", "encrypt                 =", "ssi consul policy", "/etc/openssi/consul.token"} {
+		"verify_server_hostname = true", "encrypt                 =", "ssi consul policy", "/etc/openssi/consul.token",
+		"ssi consul policy --root", "/etc/openssi/consul-root.token"} {
 		if !strings.Contains(example, want) {
 			t.Errorf("the example lacks %q", want)
 		}

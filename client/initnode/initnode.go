@@ -187,6 +187,11 @@ func (c *Client) Service(ctx context.Context, action Action, unit string, target
 	for _, t := range target {
 		t(req)
 	}
+	return c.service(ctx, req)
+}
+
+// service sends one Service request and reads its lines.
+func (c *Client) service(ctx context.Context, req *initfailoverv1.ServiceRequest) ([]Unit, error) {
 	r, err := c.api.Service(ctx, req)
 	if err != nil {
 		return nil, c.wrap(err)

@@ -24,7 +24,9 @@ func main() { os.Exit(daemon.Main(initfailoverspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
 	own := initfailoverspec.From(env.Config)
-	client, src, err := env.Connect(ctx)
+	// A root daemon: its peers believe its own key, pinned by the node's
+	// root, not a Connect certificate user openssi could fetch.
+	client, src, err := env.ConnectRoot(ctx)
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,13 @@ type Consul struct {
 	// TokenFile is a file holding the ACL token, read instead of Token by
 	// the daemon's own user (openssi under the packaged units). Default "".
 	TokenFile string `mapstructure:"token_file" want:"a file path"`
+	// RootTokenFile holds the node's root token, read only by the daemons
+	// that run as root (vprocd, initfailover) to publish their peer keys
+	// (internal/rootkey); it must be root-only (root:root 0600) and never
+	// handed to the daemons' user. A missing file leaves the daemons'
+	// token to try, which Consul refuses when ACLs are on; "" reads none.
+	// Default "/etc/openssi/consul-root.token".
+	RootTokenFile string `mapstructure:"root_token_file" want:"a file path, or empty"`
 	// CAFile is the CA bundle that verifies the agent's certificate when
 	// Scheme is https. Default "" (the system roots).
 	CAFile string `mapstructure:"ca_file" want:"a file path"`
@@ -128,8 +135,9 @@ func DefaultCluster() Cluster {
 		StateDir:    "/var/lib/openssi",
 		SocketGroup: "openssi",
 		Consul: Consul{
-			Address: "127.0.0.1:8500",
-			Scheme:  "http",
+			Address:       "127.0.0.1:8500",
+			Scheme:        "http",
+			RootTokenFile: "/etc/openssi/consul-root.token",
 		},
 		TLS: TLS{
 			Source: "connect",

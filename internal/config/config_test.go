@@ -154,6 +154,7 @@ cluster:
     scheme: https
     token: secret
     token_file: /etc/openssi/token
+    root_token_file: /etc/openssi/root
     ca_file: /etc/ca.pem
     cert_file: /etc/c.pem
     key_file: /etc/k.pem
@@ -175,7 +176,7 @@ clmsd:
 					AdvertiseAddress: "10.1.2.3",
 					Consul: Consul{
 						Address: "[::1]:8501", Scheme: "https", Token: "secret",
-						TokenFile: "/etc/openssi/token", CAFile: "/etc/ca.pem", CertFile: "/etc/c.pem",
+						TokenFile: "/etc/openssi/token", RootTokenFile: "/etc/openssi/root", CAFile: "/etc/ca.pem", CertFile: "/etc/c.pem",
 						KeyFile: "/etc/k.pem", TLSServerName: "consul.example",
 					},
 					TLS: TLS{Source: "files", CertFile: "/etc/openssi/node.pem",

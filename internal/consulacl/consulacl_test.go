@@ -8,6 +8,7 @@ import (
 	"github.com/openssi/openssi/daemons/clmsd/membership"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemons"
+	"github.com/openssi/openssi/internal/rootkey"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -162,5 +163,47 @@ func TestNodeRulesRefuses(t *testing.T) {
 func TestNodeService(t *testing.T) {
 	if got := NodeService("openssi-dlmd", "node2"); got != "openssi-dlmd.node2" {
 		t.Fatalf("NodeService = %q", got)
+	}
+}
+
+// The root token writes the node's pins and nothing else, where
+// internal/rootkey puts them; the daemons' token writes none of them.
+func TestRootRules(t *testing.T) {
+	hcl, err := RootRules("Node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rules(t, hcl)
+	want := map[string]string{"key_prefix openssi/rootkeys/node2/": "write"}
+	if len(got) != len(want) || got["key_prefix openssi/rootkeys/node2/"] != "write" {
+		t.Fatalf("RootRules = %v, want %v", got, want)
+	}
+	if p := KVPrefix + rootkey.NodePrefix("Node2"); RootKeys("Node2") != p {
+		t.Errorf("RootKeys = %q, rootkey's prefix %q", RootKeys("Node2"), p)
+	}
+	key, err := rootkey.Key("Node2", "openssi-vprocd")
+	if err != nil || !strings.HasPrefix(KVPrefix+key, RootKeys("Node2")) {
+		t.Errorf("rootkey.Key = %q, %v: not under %q", key, err, RootKeys("Node2"))
+	}
+	for _, number := range []int{0, 2} {
+		hcl, err := NodeRules("node2", number)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range rules(t, hcl) {
+			kind, subject, _ := strings.Cut(k, " ")
+			if v != "write" || !strings.HasPrefix(kind, "key") {
+				continue
+			}
+			if strings.HasPrefix(RootKeys("node2"), subject) && (kind == "key_prefix" || subject == RootKeys("node2")) {
+				t.Errorf("the daemons' token (number %d) may write the root keys: %s = %s", number, k, v)
+			}
+		}
+	}
+	if _, err := RootRules("node1.example"); !errors.Is(err, ErrNodeName) {
+		t.Errorf("RootRules of a bad name: %v", err)
+	}
+	if RootPolicyName("node2") == PolicyName("node2") {
+		t.Error("the root policy has the daemons' policy's name")
 	}
 }

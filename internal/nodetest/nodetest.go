@@ -58,7 +58,9 @@ type Options struct {
 	// the administrator's procedure give it: the policy of
 	// internal/consulacl for its Consul node name and number, node i+1
 	// pinned with clmsd.node_number, its secret in a 0600 file named by
-	// cluster.consul.token_file.
+	// cluster.consul.token_file; and its root token (consulacl.RootRules,
+	// the root daemons' peer keys) in cluster.consul.root_token_file.
+	// Without it no root token is read.
 	NodeTokens bool
 	// AutoNumbers (with NodeTokens) leaves the node numbers to clmsd's
 	// automatic numbering and gives the tokens the policy for it (number 0).
@@ -100,6 +102,9 @@ type Node struct {
 	DlmdLogFile string
 	// Token is the node's ACL token (Options.NodeTokens), "" otherwise.
 	Token string
+	// RootToken is the node's root token (Options.NodeTokens), ""
+	// otherwise.
+	RootToken string
 
 	// procs are the node's daemons that run, in start order.
 	procs []*proc
@@ -192,7 +197,7 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 			c.Stop()
 			return nil, err
 		}
-		tokenYAML, clmsdYAML := "", ""
+		tokenYAML, clmsdYAML := "\n    root_token_file: \"\"", ""
 		if opts.NodeTokens {
 			file := filepath.Join(n.Dir, "consul.token")
 			number := i + 1
@@ -203,7 +208,12 @@ func StartCluster(dir string, opts Options) (*Cluster, error) {
 				c.Stop()
 				return nil, err
 			}
-			tokenYAML = "\n    token_file: " + file
+			rootFile := filepath.Join(n.Dir, "consul-root.token")
+			if n.RootToken, err = rootToken(cc, a.Name, rootFile); err != nil {
+				c.Stop()
+				return nil, err
+			}
+			tokenYAML = "\n    token_file: " + file + "\n    root_token_file: " + rootFile
 			clmsdYAML = fmt.Sprintf("\n  node_number: %d", number)
 		}
 		cfg := fmt.Sprintf(`cluster:
@@ -276,6 +286,31 @@ func nodeToken(cc *consulagent.Cluster, name string, number int, file string) (s
 	}
 	if _, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: "OpenSSI daemons of " + name, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil); err != nil {
 		return "", fmt.Errorf("nodetest: token of %s: %w", name, err)
+	}
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("nodetest: %w", err)
+	}
+	return secret, nil
+}
+
+// rootToken creates the root policy and token of node name and writes the
+// token's secret to file.
+func rootToken(cc *consulagent.Cluster, name, file string) (string, error) {
+	rules, err := consulacl.RootRules(name)
+	if err != nil {
+		return "", fmt.Errorf("nodetest: %w", err)
+	}
+	secret, err := consulagent.NewSecretID()
+	if err != nil {
+		return "", err
+	}
+	acl := cc.Client().ACL()
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: consulacl.RootPolicyName(name), Rules: rules}, nil)
+	if err != nil {
+		return "", fmt.Errorf("nodetest: root policy of %s: %w", name, err)
+	}
+	if _, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: "OpenSSI root daemons of " + name, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil); err != nil {
+		return "", fmt.Errorf("nodetest: root token of %s: %w", name, err)
 	}
 	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("nodetest: %w", err)

@@ -49,10 +49,23 @@
 //     of the daemon's identity on that node and the CA roots
 //     of Consul's built-in CA, and keeps both fresh with blocking queries,
 //     so leaf renewal and CA root rotation need no restart.
+//
 //   - [FileSource] (cluster.tls.source: files) reads PEM files and reloads
 //     them when they change. Its certificates must carry the same per-node
 //     SPIFFE IDs; a certificate may carry several (one per daemon of the
 //     node, all of that node).
+//
+//   - [PinnedSource], for the daemons that run as root (vprocd,
+//     initfailover): the Consul agent hands any cached Connect leaf, key
+//     included, to whoever opens its socket, which user openssi (clmsd,
+//     dlmd) can, so a Connect leaf must not make anyone root elsewhere.
+//     Such a daemon makes its own key at start, presents a self-signed
+//     certificate of it with its SPIFFE ID, and publishes the key's pin in
+//     Consul KV (openssi/rootkeys/<node>/<service>, package
+//     internal/rootkey) with the node's root token, which the daemons'
+//     token cannot match. It accepts a peer only when the key the peer
+//     proves in the handshake is the one pinned for the node and service
+//     its certificate names; the chain does not count.
 //
 // # Discovery
 //

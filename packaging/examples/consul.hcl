@@ -20,12 +20,23 @@
 #   consul acl token create -description "OpenSSI daemons of NAME" \
 #       -policy-name openssi-node-NAME               # its SecretID goes to
 #                                                    # /etc/openssi/consul.token
+#   ssi consul policy --root NAME > NAME-root.hcl
+#   consul acl policy create -name openssi-root-NAME -rules @NAME-root.hcl
+#   consul acl token create -description "OpenSSI root daemons of NAME" \
+#       -policy-name openssi-root-NAME               # its SecretID goes to
+#                                                    # /etc/openssi/consul-root.token
 #   consul acl token create -description "Consul agent of NAME" \
 #       -node-identity NAME:<datacenter>             # its SecretID goes to
 #                                                    # acl.tokens.agent below
 # and on the node:
 #   install -m 0600 -o root -g root /dev/null /etc/openssi/consul.token
 #   echo <daemons' SecretID> > /etc/openssi/consul.token
+#   install -m 0600 -o root -g root /dev/null /etc/openssi/consul-root.token
+#   echo <root SecretID> > /etc/openssi/consul-root.token
+# The root token is read only by vprocd and initfailover (root), to publish
+# the keys their peers believe them on; user openssi, which can open this
+# agent's socket and so fetch any Connect certificate of the node, must never
+# get it.
 # with, in /etc/openssi/openssi.yaml:
 #   cluster:
 #     consul:
@@ -55,7 +66,10 @@ unix_sockets {
   # package creates (Consul fails to start when the user does not exist
   # yet: install openssi first, or create it with `systemd-sysusers`).
   # vprocd and initfailover run as root and reach the socket as root
-  # (initfailover through its one capability, CAP_DAC_OVERRIDE).
+  # (initfailover through its one capability, CAP_DAC_OVERRIDE). Whoever
+  # opens the socket can fetch any Connect certificate the agent cached, so
+  # vprocd and initfailover are not believed on theirs: their peers check
+  # keys pinned with the node's root token (/etc/openssi/consul-root.token).
   user  = "openssi"
   group = "0"
   mode  = "0600"

@@ -33,6 +33,7 @@ func TestVproc(t *testing.T) {
 		name string
 		f    func(*testing.T, vlab)
 	}{
+		{"RootKeysPinned", testVprocRootKeys},
 		{"PsShowsRemoteProcess", testVprocPs},
 		{"KillAcrossNodes", testVprocKill},
 		{"KillGroupOverThreeNodes", testVprocKillGroup},
@@ -107,6 +108,31 @@ func (v vlab) waitVprocds(t *testing.T) {
 			return len(nodes) == 3
 		}) {
 			t.Fatalf("%s: ssi ps does not list the processes of 3 nodes: %s", n, last)
+		}
+	}
+}
+
+// testVprocRootKeys: each node's root daemons (vprocd, initfailover)
+// published the keys their peers believe them on, with the node's root
+// token, which only root reads; the daemons' token (user openssi's) may
+// not replace them. (test/integration's TestRootDaemonsRefuseStolenLeaf
+// shows a stolen Connect leaf refused.)
+func testVprocRootKeys(t *testing.T, v vlab) {
+	for _, n := range []string{"node1", "node2", "node3"} {
+		for _, svc := range []string{"openssi-vprocd", "openssi-initfailover"} {
+			key := "openssi/rootkeys/" + n + "/" + svc
+			if o, e, code := v.run(t, n, "consul", "kv", "get", key); code != 0 || !strings.Contains(o, `"spki_sha256"`) {
+				t.Errorf("%s: %s: exit %d: %s%s", n, key, code, o, e)
+			}
+			if _, e, code := v.run(t, n, "sh", "-c", "CONSUL_HTTP_TOKEN=$(cat "+lab.ConsulTokenFile+") consul kv put "+key+" x"); code == 0 || !strings.Contains(e, "Permission denied") {
+				t.Errorf("%s: the daemons' token writes %s: exit %d: %s", n, key, code, e)
+			}
+		}
+		if o, _, _ := v.run(t, n, "stat", "-c", "%U:%G %a", lab.ConsulRootTokenFile); strings.TrimSpace(o) != "root:root 600" {
+			t.Errorf("%s: %s is %q, want root:root 600", n, lab.ConsulRootTokenFile, o)
+		}
+		if _, _, code := v.run(t, n, "runuser", "-u", "openssi", "--", "cat", lab.ConsulRootTokenFile); code == 0 {
+			t.Errorf("%s: user openssi reads the root token", n)
 		}
 	}
 }

@@ -221,6 +221,10 @@ func TestConsulPolicy(t *testing.T) {
 		{[]string{"consul", "policy", "node2", "two"}, exitUsage, `NUMBER "two" is not a node number`},
 		{[]string{"consul", "policy", "node2", "1025"}, exitUsage, "node number out of range"},
 		{[]string{"consul", "policy", `no"de`}, exitUsage, "invalid Consul node name"},
+		{[]string{"consul", "policy", "--root", "Node2"}, exitOK, `key_prefix "openssi/rootkeys/node2/"`},
+		{[]string{"consul", "policy", "--root", "node2", "2"}, exitUsage, "--root takes NODE-NAME only"},
+		{[]string{"consul", "policy", "--root", `no"de`}, exitUsage, "invalid Consul node name"},
+		{[]string{"consul", "policy", "--help"}, exitOK, "/etc/openssi/consul-root.token"},
 	} {
 		var out, errOut bytes.Buffer
 		code := Main(tc.args, &out, &errOut)

@@ -21,8 +21,9 @@ func newConsul(g *globals) *cobra.Command {
 }
 
 func newConsulPolicy(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "policy NODE-NAME [NUMBER]",
+	var root bool
+	cmd := &cobra.Command{
+		Use:   "policy [--root] NODE-NAME [NUMBER]",
 		Short: "Print the Consul ACL policy of a node's OpenSSI daemons",
 		Long: `Print, in HCL, the rules of the Consul ACL token that the OpenSSI daemons of
 one node use: NODE-NAME is the node's Consul node name (node_name in its
@@ -39,15 +40,40 @@ With a management token, on any node:
       -policy-name openssi-node-node2 -format json | jq -r .SecretID
 
 then on node2 write that secret to /etc/openssi/consul.token (root:root,
-mode 0600) and set cluster.consul.token_file to it in openssi.yaml.`,
-		Example: "  ssi consul policy node2 2",
+mode 0600) and set cluster.consul.token_file to it in openssi.yaml.
+
+With --root, print instead the policy of the node's root token, which only
+the daemons that run as root (vprocd, initfailover) read: it may write only
+the node's keys under openssi/rootkeys/<node>/, where those daemons publish
+the keys their peers believe them on (the daemons' token cannot: user
+openssi holds it, and can fetch any Connect certificate from the agent):
+
+  ssi consul policy --root node2 > node2-root.hcl
+  consul acl policy create -name openssi-root-node2 -rules @node2-root.hcl
+  consul acl token create -description "OpenSSI root daemons of node2" \
+      -policy-name openssi-root-node2 -format json | jq -r .SecretID
+
+then on node2 write that secret to /etc/openssi/consul-root.token (root:root,
+mode 0600; cluster.consul.root_token_file). Never hand it to user openssi.`,
+		Example: "  ssi consul policy node2 2\n  ssi consul policy --root node2",
 		Args: func(cmd *cobra.Command, args []string) error {
+			if root && len(args) != 1 {
+				return usageError{fmt.Errorf("%s --root takes NODE-NAME only, got %d argument(s) (see `%s --help`)", cmd.CommandPath(), len(args), cmd.CommandPath())}
+			}
 			if len(args) < 1 || len(args) > 2 {
 				return usageError{fmt.Errorf("%s takes NODE-NAME and an optional NUMBER, got %d argument(s) (see `%s --help`)", cmd.CommandPath(), len(args), cmd.CommandPath())}
 			}
 			return nil
 		},
 		RunE: func(_ *cobra.Command, args []string) error {
+			if root {
+				rules, err := consulacl.RootRules(args[0])
+				if err != nil {
+					return usageError{err}
+				}
+				_, err = fmt.Fprint(g.out, rules)
+				return err
+			}
 			number := 0
 			if len(args) == 2 {
 				n, err := strconv.Atoi(args[1])
@@ -64,4 +90,6 @@ mode 0600) and set cluster.consul.token_file to it in openssi.yaml.`,
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&root, "root", false, "print the policy of the node's root token (vprocd's and initfailover's peer keys)")
+	return cmd
 }

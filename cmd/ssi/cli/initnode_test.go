@@ -104,6 +104,10 @@ func TestServiceUsage(t *testing.T) {
 		{[]string{"init", "move", "x"}, exitUsage, "not a node number"},
 		{[]string{"--run-dir", "/nonexistent", "init", "move", "2"}, exitError, "initfailover is not running"},
 		{[]string{"--run-dir", "/nonexistent", "service", "status", "a.service"}, exitError, "initfailover is not running"},
+		{[]string{"isolate"}, exitUsage, "takes one TARGET"},
+		{[]string{"isolate", "a.target", "b.target"}, exitUsage, "takes one TARGET"},
+		{[]string{"isolate", "a.target", "--timeout", "x"}, exitUsage, "invalid argument"},
+		{[]string{"--run-dir", "/nonexistent", "isolate", "maint"}, exitError, "clmsd is not running"},
 	} {
 		var out, errb bytes.Buffer
 		if code := Main(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.err) {

@@ -204,3 +204,23 @@ Documentation=man:initfailover(8)
 BindsTo=openssi-initfailover.service
 After=openssi-initfailover.service
 `
+
+// IsolateKeeps are the units a target must pull in (Requires=, Wants=,
+// BindsTo=, Requisite=, transitively) for `ssi isolate` to move a node to
+// it without --force: openssi.target keeps the daemons, Consul and the
+// network, basic.target keeps D-Bus (initfailover's way to systemd) and
+// the node's sockets and timers. A target without them would take the
+// node out of the cluster.
+var IsolateKeeps = []string{"openssi.target", "basic.target"}
+
+// CheckIsolateTarget accepts a unit name `ssi isolate` may move nodes to:
+// a valid unit name of a target.
+func CheckIsolateTarget(name string) error {
+	if err := CheckUnit(name); err != nil {
+		return err
+	}
+	if !strings.HasSuffix(name, ".target") {
+		return fmt.Errorf("initfailover: %s is not a target (systemd isolates only a .target)", name)
+	}
+	return nil
+}

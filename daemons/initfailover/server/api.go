@@ -134,8 +134,9 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 	if err := mayAct(req.GetAction(), uid); err != nil {
 		return nil, err
 	}
-	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce()}
+	if err := ask.valid(); err != nil {
+		return nil, err
 	}
 	nodes, err := serviceNodes(req.GetNodes())
 	if err != nil {
@@ -147,6 +148,11 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 	case len(nodes) == 0:
 		nodes = []uint32{a.s.cfg.Node}
 	}
+	if ask.action == initfailoverv1.Action_ACTION_ISOLATE && !ask.check && len(nodes) != 1 {
+		// Isolating nodes at once could take a majority out together:
+		// ssi isolate moves them one at a time.
+		return nil, status.Error(codes.InvalidArgument, "initfailover: isolate acts on one node at a time (ssi isolate orders them)")
+	}
 	lines := make([]*initfailoverv1.UnitLine, len(nodes))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, serviceFanout)
@@ -155,7 +161,7 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			lines[i] = a.s.unitOn(ctx, n, uid, req.GetAction(), req.GetUnit())
+			lines[i] = a.s.unitOn(ctx, n, uid, ask)
 		}()
 	}
 	wg.Wait()
@@ -183,9 +189,9 @@ func serviceNodes(asked []uint32) ([]uint32, error) {
 
 // unitOn carries out an action on node n: here, or through its
 // initfailover.
-func (s *Server) unitOn(ctx context.Context, n, uid uint32, action initfailoverv1.Action, unit string) *initfailoverv1.UnitLine {
+func (s *Server) unitOn(ctx context.Context, n, uid uint32, ask unitAsk) *initfailoverv1.UnitLine {
 	if n == s.cfg.Node {
-		return s.unit(ctx, action, unit)
+		return s.unit(ctx, ask)
 	}
 	if !s.isUp(n) {
 		return &initfailoverv1.UnitLine{Node: n, Error: fmt.Sprintf("node %d is not UP", n)}
@@ -193,7 +199,7 @@ func (s *Server) unitOn(ctx context.Context, n, uid uint32, action initfailoverv
 	p, err := s.peer(ctx, n)
 	if err == nil {
 		var line *initfailoverv1.UnitLine
-		line, err = p.Unit(ctx, &initfailoverpeerv1.PeerUnit{Origin: s.cfg.Node, CallerUid: uid, Action: action, Unit: unit})
+		line, err = p.Unit(ctx, &initfailoverpeerv1.PeerUnit{Origin: s.cfg.Node, CallerUid: uid, Action: ask.action, Unit: ask.unit, Check: ask.check, Force: ask.force})
 		if err == nil {
 			line.Node = n
 			return line
@@ -250,8 +256,30 @@ func (p *Peer) Unit(ctx context.Context, req *initfailoverpeerv1.PeerUnit) (*ini
 	if err := mayAct(req.GetAction(), req.GetCallerUid()); err != nil {
 		return nil, err
 	}
-	if err := initfailoverspec.CheckUnit(req.GetUnit()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce()}
+	if err := ask.valid(); err != nil {
+		return nil, err
 	}
-	return p.s.unit(ctx, req.GetAction(), req.GetUnit()), nil
+	return p.s.unit(ctx, ask), nil
+}
+
+// unitAsk is one action on a unit of a node.
+type unitAsk struct {
+	action initfailoverv1.Action
+	unit   string
+	// check: only check that the action could be done; force: isolate
+	// a target that does not keep the node in the cluster.
+	check, force bool
+}
+
+// valid checks the unit's name (a target for isolate).
+func (a unitAsk) valid() error {
+	check := initfailoverspec.CheckUnit
+	if a.action == initfailoverv1.Action_ACTION_ISOLATE {
+		check = initfailoverspec.CheckIsolateTarget
+	}
+	if err := check(a.unit); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
 }

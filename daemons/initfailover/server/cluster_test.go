@@ -277,6 +277,8 @@ type helperCall struct {
 	Action string
 	Unit   string
 	Move   int
+	// Isolate: ssi isolate of that target (a dry run), every node UP.
+	Isolate string
 }
 
 func TestMain(m *testing.M) {
@@ -299,9 +301,12 @@ func helper(v string) int {
 		return 101
 	}
 	defer c.Close()
-	if call.Move != 0 {
+	switch {
+	case call.Isolate != "":
+		err = c.Isolate(ctx, call.Isolate, &fakeView{self: 1, nodes: 2}, initnode.IsolateOptions{DryRun: true})
+	case call.Move != 0:
 		_, err = c.Move(ctx, call.Move)
-	} else {
+	default:
 		a, _ := initnode.ParseAction(call.Action)
 		_, err = c.Service(ctx, a, call.Unit, initnode.All())
 	}
@@ -342,6 +347,7 @@ func TestLocalChangesAreRoots(t *testing.T) {
 		{helperCall{Action: "start", Unit: webUnit}, 3},
 		{helperCall{Action: "disable", Unit: webUnit}, 3},
 		{helperCall{Move: 2}, 3},
+		{helperCall{Isolate: "maint.target"}, 3},
 	} {
 		tc.call.Socket = c.nodes[1].socket
 		j, _ := json.Marshal(tc.call)

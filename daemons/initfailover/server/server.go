@@ -266,6 +266,7 @@ var verbs = map[initfailoverv1.Action]string{
 	initfailoverv1.Action_ACTION_STATUS: "status", initfailoverv1.Action_ACTION_START: "start",
 	initfailoverv1.Action_ACTION_STOP: "stop", initfailoverv1.Action_ACTION_RESTART: "restart",
 	initfailoverv1.Action_ACTION_ENABLE: "enable", initfailoverv1.Action_ACTION_DISABLE: "disable",
+	initfailoverv1.Action_ACTION_ISOLATE: "isolate",
 }
 
 // mayAct checks that uid may do action: status is open to all, changes
@@ -275,13 +276,18 @@ func mayAct(action initfailoverv1.Action, uid uint32) error {
 		return status.Errorf(codes.InvalidArgument, "initfailover: unknown action %d", action)
 	}
 	if action != initfailoverv1.Action_ACTION_STATUS && uid != 0 {
+		if action == initfailoverv1.Action_ACTION_ISOLATE {
+			return status.Errorf(codes.PermissionDenied, "initfailover: ssi isolate: only root may isolate a target (uid %d)", uid)
+		}
 		return status.Errorf(codes.PermissionDenied, "initfailover: ssi service %s: only root may change units (uid %d)", verbs[action], uid)
 	}
 	return nil
 }
 
-// unit carries out action on unit of this node and reports its states.
-func (s *Server) unit(ctx context.Context, action initfailoverv1.Action, unit string) *initfailoverv1.UnitLine {
+// unit carries out an action on a unit of this node (or, asked to check,
+// only checks it could) and reports the unit's states.
+func (s *Server) unit(ctx context.Context, ask unitAsk) *initfailoverv1.UnitLine {
+	action, unit := ask.action, ask.unit
 	line := &initfailoverv1.UnitLine{Node: s.cfg.Node}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -295,16 +301,24 @@ func (s *Server) unit(ctx context.Context, action initfailoverv1.Action, unit st
 		return line
 	}
 	var err error
-	switch action {
-	case initfailoverv1.Action_ACTION_START:
+	switch {
+	case action == initfailoverv1.Action_ACTION_ISOLATE:
+		// Checked here, on the node, whoever asked: the target's
+		// dependencies are this node's.
+		err = checkIsolate(ctx, sd, unit, ask.force)
+		if err == nil && !ask.check {
+			err = sd.Isolate(ctx, unit)
+		}
+	case ask.check:
+	case action == initfailoverv1.Action_ACTION_START:
 		err = sd.Start(ctx, unit)
-	case initfailoverv1.Action_ACTION_STOP:
+	case action == initfailoverv1.Action_ACTION_STOP:
 		err = sd.Stop(ctx, unit)
-	case initfailoverv1.Action_ACTION_RESTART:
+	case action == initfailoverv1.Action_ACTION_RESTART:
 		err = sd.Restart(ctx, unit)
-	case initfailoverv1.Action_ACTION_ENABLE:
+	case action == initfailoverv1.Action_ACTION_ENABLE:
 		err = sd.Enable(ctx, unit)
-	case initfailoverv1.Action_ACTION_DISABLE:
+	case action == initfailoverv1.Action_ACTION_DISABLE:
 		err = sd.Disable(ctx, unit)
 	}
 	if err != nil {

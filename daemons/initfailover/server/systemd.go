@@ -42,7 +42,23 @@ type Systemd interface {
 	// Wants lists the units unit wants (its Wants= and the .wants/
 	// directories).
 	Wants(ctx context.Context, unit string) ([]string, error)
+	// Isolate starts target in mode isolate (systemctl isolate): every
+	// unit it does not pull in is stopped. It waits for the job.
+	Isolate(ctx context.Context, target string) error
+	// Deps says what starting unit pulls in and whether it may be
+	// isolated.
+	Deps(ctx context.Context, unit string) (UnitDeps, error)
 	Close()
+}
+
+// UnitDeps is what starting a unit pulls in.
+type UnitDeps struct {
+	// AllowIsolate: systemd may isolate the unit (AllowIsolate=yes).
+	AllowIsolate bool
+	// Pulls are its Requires=, Requisite=, Wants= and BindsTo= (the
+	// .wants/ and .requires/ directories included): the units a start
+	// job of it keeps, and so an isolate to it does not stop.
+	Pulls []string
 }
 
 // DBus is Systemd over the system bus.
@@ -151,6 +167,29 @@ func (d *DBus) Wants(ctx context.Context, unit string) ([]string, error) {
 	}
 	w, _ := p.Value.Value().([]string)
 	return w, nil
+}
+
+// Isolate isolates target: systemctl isolate.
+func (d *DBus) Isolate(ctx context.Context, target string) error {
+	return job(ctx, "isolate", target, func(ch chan<- string) (int, error) { return d.c.StartUnitContext(ctx, target, "isolate", ch) })
+}
+
+// Deps reads what unit pulls in and its AllowIsolate.
+func (d *DBus) Deps(ctx context.Context, unit string) (UnitDeps, error) {
+	p, err := d.c.GetUnitPropertiesContext(ctx, unit)
+	if err != nil {
+		return UnitDeps{}, fmt.Errorf("initfailover: dependencies of %s: %w", unit, err)
+	}
+	if str(p["LoadState"]) == "not-found" {
+		return UnitDeps{}, fmt.Errorf("initfailover: %s: %w", unit, ErrNoUnit)
+	}
+	u := UnitDeps{}
+	u.AllowIsolate, _ = p["AllowIsolate"].(bool)
+	for _, k := range []string{"Requires", "Requisite", "Wants", "BindsTo"} {
+		l, _ := p[k].([]string)
+		u.Pulls = append(u.Pulls, l...)
+	}
+	return u, nil
 }
 
 func str(v any) string { s, _ := v.(string); return s }

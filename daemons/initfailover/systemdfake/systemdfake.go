@@ -86,13 +86,17 @@ type Systemd struct {
 	since   map[string]time.Time
 	hang    map[string]bool
 	stopped chan struct{} // closed and replaced on every change
+	// isolatable are the units with AllowIsolate=yes; isolated is the
+	// last target isolated.
+	isolatable map[string]bool
+	isolated   string
 }
 
 // New returns node's fake systemd knowing units (all inactive), recording
 // into tl.
 func New(node uint32, tl *Timeline, units ...string) *Systemd {
 	s := &Systemd{node: node, tl: tl, active: map[string]bool{}, known: map[string]bool{}, wants: map[string][]string{}, partOf: map[string][]string{},
-		since: map[string]time.Time{}, hang: map[string]bool{}, stopped: make(chan struct{})}
+		since: map[string]time.Time{}, hang: map[string]bool{}, stopped: make(chan struct{}), isolatable: map[string]bool{}}
 	for _, u := range units {
 		s.known[u] = true
 	}
@@ -219,3 +223,78 @@ func (s *Systemd) Wants(_ context.Context, unit string) ([]string, error) {
 
 // Close does nothing.
 func (s *Systemd) Close() {}
+
+// SetAllowIsolate gives unit AllowIsolate=yes (or no).
+func (s *Systemd) SetAllowIsolate(unit string, allow bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.isolatable[unit] = allow
+}
+
+// Deps reports unit's AllowIsolate and what it wants (SetWants).
+func (s *Systemd) Deps(_ context.Context, unit string) (server.UnitDeps, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.known[unit] {
+		return server.UnitDeps{}, fmt.Errorf("systemdfake: %s: %w", unit, server.ErrNoUnit)
+	}
+	return server.UnitDeps{AllowIsolate: s.isolatable[unit], Pulls: slices.Clone(s.wants[unit])}, nil
+}
+
+// Isolate starts target and what it wants, transitively, and stops every
+// other active unit, as systemd's isolate job.
+func (s *Systemd) Isolate(ctx context.Context, target string) error {
+	s.mu.Lock()
+	if !s.known[target] {
+		s.mu.Unlock()
+		return fmt.Errorf("systemdfake: %s: %w", target, server.ErrNoUnit)
+	}
+	if !s.isolatable[target] {
+		s.mu.Unlock()
+		return fmt.Errorf("systemdfake: isolate %s: AllowIsolate=no", target)
+	}
+	keep := map[string]bool{}
+	queue := []string{target}
+	for len(queue) > 0 {
+		u := queue[0]
+		queue = queue[1:]
+		if keep[u] || !s.known[u] {
+			continue
+		}
+		keep[u] = true
+		queue = append(queue, s.wants[u]...)
+	}
+	var stop, start []string
+	for u, a := range s.active {
+		if a && !keep[u] {
+			stop = append(stop, u)
+		}
+	}
+	for u := range keep {
+		if !s.active[u] {
+			start = append(start, u)
+		}
+	}
+	s.isolated = target
+	s.mu.Unlock()
+	slices.Sort(stop)
+	slices.Sort(start)
+	for _, u := range stop {
+		if err := s.set(u, false, "isolate"); err != nil {
+			return err
+		}
+	}
+	for _, u := range start {
+		if err := s.set(u, true, "isolate"); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Isolated returns the last target isolated ("" none).
+func (s *Systemd) Isolated() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isolated
+}

@@ -70,7 +70,8 @@ real systemd, each with its own network namespace on a private bridge, runs
 Consul (the first three nodes are servers) and installs openssi from the local
 signed repository built from the working tree. Consul is locked down: ACLs
 deny by default (each node's daemons have their own token in
-/etc/openssi/consul.token), gossip is encrypted, RPC takes TLS only and the
+/etc/openssi/consul.token, and its root daemons, vprocd and initfailover, a
+root token for their peer keys in /etc/openssi/consul-root.token), gossip is encrypted, RPC takes TLS only and the
 HTTP API is a root-only socket (/run/consul/http.sock). The management token
 is kept in the lab's state file only; lab exec and lab shell pass it to root
 sessions as CONSUL_HTTP_TOKEN. Root is required.`,

@@ -37,6 +37,10 @@ const (
 	Action_ACTION_RESTART     Action = 4
 	Action_ACTION_ENABLE      Action = 5
 	Action_ACTION_DISABLE     Action = 6
+	// ACTION_ISOLATE: systemctl isolate UNIT, a target with AllowIsolate=yes
+	// that pulls in openssi.target and basic.target (unless force), so
+	// the node stays in the cluster. ssi isolate moves nodes one at a time.
+	Action_ACTION_ISOLATE Action = 7
 )
 
 // Enum value maps for Action.
@@ -49,6 +53,7 @@ var (
 		4: "ACTION_RESTART",
 		5: "ACTION_ENABLE",
 		6: "ACTION_DISABLE",
+		7: "ACTION_ISOLATE",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
@@ -58,6 +63,7 @@ var (
 		"ACTION_RESTART":     4,
 		"ACTION_ENABLE":      5,
 		"ACTION_DISABLE":     6,
+		"ACTION_ISOLATE":     7,
 	}
 )
 
@@ -291,7 +297,13 @@ type ServiceRequest struct {
 	// nodes are the nodes to act on; empty with all unset: this node.
 	Nodes []uint32 `protobuf:"varint,3,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
 	// all: every UP node.
-	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	All bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	// check: only check that the action could be done (for isolate, the
+	// target's checks), change nothing.
+	Check bool `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
+	// force: isolate a target even if it does not pull in openssi.target
+	// and basic.target (the node may leave the cluster).
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -350,6 +362,20 @@ func (x *ServiceRequest) GetNodes() []uint32 {
 func (x *ServiceRequest) GetAll() bool {
 	if x != nil {
 		return x.All
+	}
+	return false
+}
+
+func (x *ServiceRequest) GetCheck() bool {
+	if x != nil {
+		return x.Check
+	}
+	return false
+}
+
+func (x *ServiceRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
 	}
 	return false
 }
@@ -509,12 +535,14 @@ const file_initfailover_v1_initfailover_proto_rawDesc = "" +
 	"\vMoveRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\"\x1f\n" +
 	"\tMoveReply\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\rR\x04from\"\x85\x01\n" +
+	"\x04from\x18\x01 \x01(\rR\x04from\"\xb1\x01\n" +
 	"\x0eServiceRequest\x127\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1f.openssi.initfailover.v1.ActionR\x06action\x12\x12\n" +
 	"\x04unit\x18\x02 \x01(\tR\x04unit\x12\x14\n" +
 	"\x05nodes\x18\x03 \x03(\rR\x05nodes\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\"G\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\x12\x14\n" +
+	"\x05check\x18\x05 \x01(\bR\x05check\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\"G\n" +
 	"\fServiceReply\x127\n" +
 	"\x05lines\x18\x01 \x03(\v2!.openssi.initfailover.v1.UnitLineR\x05lines\"\xda\x01\n" +
 	"\bUnitLine\x12\x12\n" +
@@ -525,7 +553,7 @@ const file_initfailover_v1_initfailover_proto_rawDesc = "" +
 	"\tsub_state\x18\x04 \x01(\tR\bsubState\x12(\n" +
 	"\x10since_unix_nanos\x18\x05 \x01(\x03R\x0esinceUnixNanos\x12\x1b\n" +
 	"\tmain_cpid\x18\x06 \x01(\x03R\bmainCpid\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error*\x91\x01\n" +
+	"\x05error\x18\a \x01(\tR\x05error*\xa5\x01\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_STATUS\x10\x01\x12\x10\n" +
@@ -533,7 +561,8 @@ const file_initfailover_v1_initfailover_proto_rawDesc = "" +
 	"\vACTION_STOP\x10\x03\x12\x12\n" +
 	"\x0eACTION_RESTART\x10\x04\x12\x11\n" +
 	"\rACTION_ENABLE\x10\x05\x12\x12\n" +
-	"\x0eACTION_DISABLE\x10\x062\x8d\x02\n" +
+	"\x0eACTION_DISABLE\x10\x06\x12\x12\n" +
+	"\x0eACTION_ISOLATE\x10\a2\x8d\x02\n" +
 	"\fInitfailover\x12P\n" +
 	"\x04Init\x12$.openssi.initfailover.v1.InitRequest\x1a\".openssi.initfailover.v1.InitReply\x12P\n" +
 	"\x04Move\x12$.openssi.initfailover.v1.MoveRequest\x1a\".openssi.initfailover.v1.MoveReply\x12Y\n" +

@@ -86,11 +86,14 @@ func (x *PeerMove) GetNode() uint32 {
 }
 
 type PeerUnit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Origin        uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	CallerUid     uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
-	Action        v1.Action              `protobuf:"varint,3,opt,name=action,proto3,enum=openssi.initfailover.v1.Action" json:"action,omitempty"`
-	Unit          string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Origin    uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	CallerUid uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
+	Action    v1.Action              `protobuf:"varint,3,opt,name=action,proto3,enum=openssi.initfailover.v1.Action" json:"action,omitempty"`
+	Unit      string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
+	// check and force as in ServiceRequest.
+	Check         bool `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +154,20 @@ func (x *PeerUnit) GetUnit() string {
 		return x.Unit
 	}
 	return ""
+}
+
+func (x *PeerUnit) GetCheck() bool {
+	if x != nil {
+		return x.Check
+	}
+	return false
+}
+
+func (x *PeerUnit) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type PeerState struct {
@@ -261,13 +278,15 @@ const file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc = "" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\rR\x04node\"\x8e\x01\n" +
+	"\x04node\x18\x03 \x01(\rR\x04node\"\xba\x01\n" +
 	"\bPeerUnit\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x127\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x1f.openssi.initfailover.v1.ActionR\x06action\x12\x12\n" +
-	"\x04unit\x18\x04 \x01(\tR\x04unit\"#\n" +
+	"\x04unit\x18\x04 \x01(\tR\x04unit\x12\x14\n" +
+	"\x05check\x18\x05 \x01(\bR\x05check\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\"#\n" +
 	"\tPeerState\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\"B\n" +
 	"\x0ePeerStateReply\x12\x1a\n" +
