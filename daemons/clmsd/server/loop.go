@@ -38,7 +38,17 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			// node's run of successful reads (see membership.Gossip).
 			wait = 0
 		}
-		snap, err := s.list(callCtx, consul.Wait{Index: wait, Time: s.cfg.WatchWait})
+		w := consul.Wait{Index: wait, Time: s.cfg.WatchWait}
+		if !s.recheckAt.IsZero() {
+			// A member's grace ends then (membership.Grace): read again
+			// by that time even if nothing changes.
+			if d := time.Until(s.recheckAt); d <= 0 {
+				w.Index = 0
+			} else if d < w.Time {
+				w.Time = d
+			}
+		}
+		snap, err := s.list(callCtx, w)
 		beat()
 		if err != nil {
 			if callCtx.Err() == nil { // not interrupted, not stopping
@@ -69,7 +79,8 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 
 // reconcile takes one snapshot of the clms/ subtree to the next view: it
 // rejoins if this node was dropped, filters the alive nodes with what
-// gossip trusts, writes the reconciled view (check-and-set) and publishes
+// gossip trusts, holds back the NODEDOWN of a node whose key is lost during
+// an outage for its grace (membership.Grace), writes the reconciled view (check-and-set) and publishes
 // it locally.
 func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	s.mu.Lock()
@@ -95,6 +106,7 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	s.mu.Unlock()
 	snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
 	snap.observed.Now = time.Now()
+	snap.observed, s.recheckAt = s.grace.Hold(snap.view, snap.observed, membership.DownGrace)
 	view := snap.view
 	next, events := membership.Reconcile(snap.view, snap.observed, s.cfg.MaxEvents)
 	if len(events) > 0 {

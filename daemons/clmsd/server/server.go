@@ -83,6 +83,11 @@ type Server struct {
 	// rejoin), under mu; Run's goroutine reads it without.
 	session string
 
+	// grace and recheckAt are Run's goroutine's only: the NODEDOWNs held
+	// back and when the first of their graces ends (zero: none).
+	grace     membership.Grace
+	recheckAt time.Time
+
 	kick chan struct{} // a local event: the reconcile loop re-reads at once
 	done chan struct{} // closed when Run returns
 
