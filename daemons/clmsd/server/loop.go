@@ -91,8 +91,14 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	for _, p := range snap.problems {
 		s.log.WithField("problem", p).Warn("ignored a malformed membership key")
 	}
+	var retry time.Time
 	if err := s.keepAlive(ctx, snap); err != nil {
 		s.log.WithError(err).Warn("rejoin")
+		// Often Consul's leader has not yet seen this node alive again
+		// (its serfHealth still critical refuses a session); nothing in
+		// clms/ will change to wake the loop, so try again shortly: the
+		// others hold back its NODEDOWN for membership.DownGrace only.
+		retry = time.Now().Add(rejoinRetry)
 	}
 	holders := map[string]string{} // alive-key holder by node name
 	for n, p := range snap.observed.Alive {
@@ -107,6 +113,9 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
 	snap.observed.Now = time.Now()
 	snap.observed, s.recheckAt = s.grace.Hold(snap.view, snap.observed, membership.DownGrace)
+	if !retry.IsZero() && (s.recheckAt.IsZero() || retry.Before(s.recheckAt)) {
+		s.recheckAt = retry
+	}
 	view := snap.view
 	next, events := membership.Reconcile(snap.view, snap.observed, s.cfg.MaxEvents)
 	if len(events) > 0 {
@@ -122,6 +131,9 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	}
 	s.publish(view)
 }
+
+// rejoinRetry is how soon a failed rejoin is tried again.
+const rejoinRetry = 100 * time.Millisecond
 
 // keepAlive re-takes this node's membership when its session was
 // invalidated while clmsd kept running (the node was cut off long enough to

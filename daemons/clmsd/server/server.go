@@ -84,7 +84,9 @@ type Server struct {
 	session string
 
 	// grace and recheckAt are Run's goroutine's only: the NODEDOWNs held
-	// back and when the first of their graces ends (zero: none).
+	// back, and when the loop must read again even if nothing changes
+	// (the first of their graces ends, or a failed rejoin is retried;
+	// zero: none).
 	grace     membership.Grace
 	recheckAt time.Time
 
