@@ -18,14 +18,14 @@ LAB_NODES ?= 3
 
 # These targets boot containers and install packages: without root, stop at
 # once with one line rather than after minutes of building.
-ROOT_GOALS := $(filter lab test e2e check-packages bench-lab bench-vproc bench-failover,$(MAKECMDGOALS))
+ROOT_GOALS := $(filter lab test e2e check-packages bench-lab bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
 $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover clean tools packages repo check-packages deps deps-lab deps-proto generate
+.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
 
 bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
+
+bench-partition-heal: repo ## flaps of healthy nodes after a healed partition, per suspicion_mult, in the lab (root), writes bench/partition-heal/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/partition-heal -dist dist -out bench/partition-heal/RESULTS.md
 
 bench-vproc: repo ## ssi exec against ssh (fresh and ControlMaster) in the lab, ssi ps at 3 and 8 nodes (root), writes bench/vproc/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/vproc -dist dist -out bench/vproc/RESULTS.md

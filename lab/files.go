@@ -19,14 +19,14 @@ const (
 
 // consulHCL is the node's Consul agent configuration: the first three nodes
 // are servers, the rest clients; all join the servers and use the tuned
-// gossip profile. It is locked down as the shipped example says: gossip
+// gossip profile (or the one the lab was opened with). It is locked down as the shipped example says: gossip
 // encrypted, the servers' RPC over TLS with verified names (clients get
 // their certificates with auto_encrypt), ACLs on with default deny, and the
 // HTTP API on a Unix socket only root and the daemons' user can open.
-func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecrets) string {
+func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecrets, gossip consulagent.Tuning, logLevel string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node_name  = %q\ndatacenter = %q\ndata_dir   = \"/var/lib/consul\"\n", n.Name, datacenter)
-	fmt.Fprintf(&b, "bind_addr  = %q\nclient_addr = \"127.0.0.1\"\nlog_level  = \"warn\"\ndisable_update_check = true\nleave_on_terminate = true\n", n.IP)
+	fmt.Fprintf(&b, "bind_addr  = %q\nclient_addr = \"127.0.0.1\"\nlog_level  = %q\ndisable_update_check = true\nleave_on_terminate = true\n", n.IP, logLevel)
 	quoted := make([]string, len(servers))
 	for i, s := range servers {
 		quoted[i] = fmt.Sprintf("%q", s)
@@ -47,7 +47,7 @@ func consulHCL(n NodeState, servers []string, datacenter string, s *ConsulSecret
 		b.WriteString("auto_encrypt {\n  tls = true\n}\n")
 	}
 	b.WriteString(consulagent.ACLHCL(consulagent.ACLSettings{Agent: n.Tokens.Agent, InitialManagement: s.ManagementToken, Server: n.Server}))
-	b.WriteString(consulagent.TunedSettings().HCL())
+	b.WriteString(gossip.HCL())
 	return b.String()
 }
 

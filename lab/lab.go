@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/rootfs"
 )
 
@@ -39,6 +40,13 @@ type Options struct {
 	Consul string
 	// Log receives progress lines. Default io.Discard.
 	Log io.Writer
+	// Gossip replaces consulagent.TunedSettings in the nodes' Consul
+	// configuration (benchmarks comparing gossip settings); nil keeps
+	// the tuned profile every node ships with.
+	Gossip *consulagent.Tuning
+	// ConsulLogLevel is the nodes' Consul log_level. Default "warn";
+	// "info" shows memberlist's and serf's verdicts on members.
+	ConsulLogLevel string
 }
 
 func (o *Options) defaults() {
@@ -57,6 +65,9 @@ func (o *Options) defaults() {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.ConsulLogLevel == "" {
+		o.ConsulLogLevel = "warn"
 	}
 }
 
@@ -247,6 +258,14 @@ func (l *Lab) forSome(ctx context.Context, what string, which func(i int) bool, 
 }
 
 // prepare mounts the node's overlay and writes its files.
+// gossip is the Consul tuning the nodes get.
+func (l *Lab) gossip() consulagent.Tuning {
+	if l.opts.Gossip != nil {
+		return *l.opts.Gossip
+	}
+	return consulagent.TunedSettings()
+}
+
 func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 	for _, d := range []string{"upper", "work", "root"} {
 		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o755); err != nil {
@@ -274,7 +293,7 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 		"etc/hosts":                            {hostsFile(s.Nodes, *n), 0o644},
 		"etc/systemd/network/10-host0.network": {networkFile(n.IP), 0o644},
 		// It holds the gossip key and the agent's token.
-		"etc/consul.d/consul.hcl":             {consulHCL(*n, servers, Datacenter, s.Consul), 0o600},
+		"etc/consul.d/consul.hcl":             {consulHCL(*n, servers, Datacenter, s.Consul, l.gossip(), l.opts.ConsulLogLevel), 0o600},
 		"etc/consul.d/tls/ca.pem":             {s.Consul.CACert, 0o644},
 		"etc/systemd/system/consul.service":   {consulUnit, 0o644},
 		"etc/profile.d/consul.sh":             {consulProfile, 0o644},

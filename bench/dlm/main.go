@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"path/filepath"
 	"sort"
@@ -818,15 +819,6 @@ type report struct {
 	wall       time.Duration
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(p/100*float64(len(sorted)) + 0.999999)
-	rank = min(max(rank, 1), len(sorted))
-	return sorted[rank-1]
-}
-
 func sorted(ds []time.Duration) []time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -859,8 +851,8 @@ func (r *report) render() string {
 		for _, d := range s {
 			sum += d
 		}
-		p50[l.name] = percentile(s, 50)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", l.name, ms(percentile(s, 50)), ms(percentile(s, 99)), ms(sum/time.Duration(max(len(s), 1))))
+		p50[l.name] = stats.Percentile(s, 50)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", l.name, ms(stats.Percentile(s, 50)), ms(stats.Percentile(s, 99)), ms(sum/time.Duration(max(len(s), 1))))
 	}
 	remote, consul := p50["dlm, mastered on another node"], p50["Consul lock, session reused"]
 	if remote > 0 && consul > 0 {

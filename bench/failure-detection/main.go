@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"path/filepath"
 	"sort"
@@ -249,21 +250,6 @@ func trial(c *nodetest.Cluster, victim *nodetest.Node) (time.Duration, bool, err
 	return d, wasLeader, nil
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	// Nearest-rank: the smallest value with at least p% of samples at or below it.
-	rank := int(p/100*float64(len(sorted)) + 0.999999)
-	if rank < 1 {
-		rank = 1
-	}
-	if rank > len(sorted) {
-		rank = len(sorted)
-	}
-	return sorted[rank-1]
-}
-
 func render(results []result, trials int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Failure detection: SIGKILL of a node to NODEDOWN at every survivor\n\n")
@@ -280,7 +266,7 @@ func render(results []result, trials int) string {
 			}
 			s := append([]time.Duration(nil), cat.ds...)
 			sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-			fmt.Fprintf(&b, "| %s | %s | %d | %v | %v | %v | %v |\n", r.profile, cat.name, len(s), ms(percentile(s, 50)), ms(percentile(s, 99)), ms(s[0]), ms(s[len(s)-1]))
+			fmt.Fprintf(&b, "| %s | %s | %d | %v | %v | %v | %v |\n", r.profile, cat.name, len(s), ms(stats.Percentile(s, 50)), ms(stats.Percentile(s, 99)), ms(s[0]), ms(s[len(s)-1]))
 		}
 	}
 	fmt.Fprintln(&b)
@@ -289,7 +275,7 @@ func render(results []result, trials int) string {
 	for _, r := range results {
 		s := append([]time.Duration(nil), r.latencies...)
 		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-		p50[r.profile], p99[r.profile] = percentile(s, 50), percentile(s, 99)
+		p50[r.profile], p99[r.profile] = stats.Percentile(s, 50), stats.Percentile(s, 99)
 	}
 	if p50["tuned"] > 0 && p50["default"] > 0 {
 		fmt.Fprintf(&b, "\nRatio default/tuned: p50 %.1fx, p99 %.1fx. Target with the tuned profile: p99 <= 2 s (Corosync's default token timeout is 1 s, RHEL ships 3 s).\n",

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,20 +142,6 @@ func pick(ctx context.Context, l *lab.Lab, leader bool) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no node with leader=%v in\n%s", leader, out)
-}
-
-// pct is the nearest-rank percentile.
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	r := int(p/100*float64(len(s)) + 0.999999)
-	if r < 1 {
-		r = 1
-	}
-	return s[r-1]
 }
 
 // latency is dlmlat's result, read from inside node1.
@@ -336,15 +323,15 @@ func render(up time.Duration, mem map[string]int64, lat *latency, follower, lead
 			name string
 			ds   []time.Duration
 		}{{"dlm, mastered on this node", nanos(lat.Local)}, {"dlm, mastered on another node", nanos(lat.Remote)}, {"Consul lock", nanos(lat.Consul)}} {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", v.name, len(v.ds), ms(pct(v.ds, 50)), ms(pct(v.ds, 99)))
+			fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", v.name, len(v.ds), ms(stats.Percentile(v.ds, 50)), ms(stats.Percentile(v.ds, 99)))
 		}
-		remote := pct(nanos(lat.Remote), 50)
+		remote := stats.Percentile(nanos(lat.Remote), 50)
 		verdict := "met"
 		if remote > 500*time.Microsecond {
 			verdict = "not met"
 		}
 		fmt.Fprintf(&b, "\nTarget: remote uncontended lock+unlock p50 <= 0.5 ms in the lab: **%s** (%s). Consul p50 / dlm remote p50: **%.1fx**.\n\n",
-			verdict, ms(remote), float64(pct(nanos(lat.Consul), 50))/float64(remote))
+			verdict, ms(remote), float64(stats.Percentile(nanos(lat.Consul), 50))/float64(remote))
 	}
 	fmt.Fprintf(&b, "Failure detection in the lab, SIGKILL of a whole node to NODEDOWN delivered by `ssi events` at every survivor:\n\n")
 	fmt.Fprintf(&b, "| victim | kills | p50 | p99 | max |\n|---|---|---|---|---|\n")
@@ -355,7 +342,7 @@ func render(up time.Duration, mem map[string]int64, lat *latency, follower, lead
 		if len(c.ds) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d ms | %d ms | %d ms |\n", c.name, len(c.ds), pct(c.ds, 50).Milliseconds(), pct(c.ds, 99).Milliseconds(), pct(c.ds, 100).Milliseconds())
+		fmt.Fprintf(&b, "| %s | %d | %d ms | %d ms | %d ms |\n", c.name, len(c.ds), stats.Percentile(c.ds, 50).Milliseconds(), stats.Percentile(c.ds, 99).Milliseconds(), stats.Percentile(c.ds, 100).Milliseconds())
 	}
 	b.WriteString("\nWith this few kills the p99 is the largest sample (nearest rank). A NODEDOWN is committed through Consul's Raft log, so a dead leader costs an election first (see the README).\n")
 	return b.String()

@@ -19,11 +19,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -308,16 +308,11 @@ func diagnose(ctx context.Context, l *lab.Lab) {
 
 // pct is the nearest-rank percentile of nanosecond samples.
 func pct(ns []int64, p float64) time.Duration {
-	if len(ns) == 0 {
-		return 0
+	ds := make([]time.Duration, len(ns))
+	for i, n := range ns {
+		ds[i] = time.Duration(n)
 	}
-	s := append([]int64(nil), ns...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	r := int(p/100*float64(len(s)) + 0.999999)
-	if r < 1 {
-		r = 1
-	}
-	return time.Duration(s[r-1])
+	return stats.Percentile(ds, p)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/cmd/ssi/cli"
+	"github.com/openssi/openssi/daemons/clmsd/membership"
 	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
 )
@@ -441,4 +442,64 @@ func TestBadConfigExitsTwoWithOneLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLostKeyDuringAnOutageIsHeldForItsGrace: while a node is DOWN, a
+// healthy node whose membership session Consul ends for a moment (after a
+// partition heals, the cut-off node's late "dead" verdict does that) and
+// which takes its key again at once is not reported DOWN; a node that
+// really dies during the outage is, once its grace has passed.
+func TestLostKeyDuringAnOutageIsHeldForItsGrace(t *testing.T) {
+	c := start(t, 3, 2)
+	ctx := ctxFor(t, 3*time.Minute)
+	down, flapper, dies := c.Nodes[4], c.Nodes[3], c.Nodes[2]
+	nDown, nFlapper, nDies := numberOf(t, ctx, down), numberOf(t, ctx, flapper), numberOf(t, ctx, dies)
+	v := view(t, ctx, c.Nodes[0])
+	r := watch(t, ctx, c.Nodes[0], v.Epoch)
+	if err := down.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.waitEvent(ctxFor(t, 20*time.Second), cluster.NodeDown, nDown); err != nil {
+		t.Fatal(err)
+	}
+
+	// End the flapper's membership session as Consul does when its leader
+	// fails the node: the alive key is released.
+	kv := c.Consul.Client()
+	key := fmt.Sprintf("openssi/clms/alive/%d", nFlapper)
+	p, _, err := kv.KV().Get(key, nil)
+	if err != nil || p == nil || p.Session == "" {
+		t.Fatalf("alive key %s: %v %+v", key, err, p)
+	}
+	if _, err := kv.Session().Destroy(p.Session, nil); err != nil {
+		t.Fatal(err)
+	}
+	// It takes the key again with a new session.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		q, _, err := kv.KV().Get(key, nil)
+		if err == nil && q != nil && q.Session != "" && q.Session != p.Session {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d did not take its alive key again: %+v %v", nFlapper, q, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(membership.DownGrace + time.Second) // past any grace
+	for _, e := range r.snapshot() {
+		if e.Node.Number == nFlapper {
+			t.Fatalf("node %d, healthy, lost its membership for a moment during an outage: %s", nFlapper, summary(r.snapshot()))
+		}
+	}
+
+	// A node that really dies during the outage is DOWN after its grace.
+	killed := time.Now()
+	if err := dies.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.waitEvent(ctxFor(t, 20*time.Second), cluster.NodeDown, nDies); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a second death during the outage: NODEDOWN after %s", time.Since(killed).Round(time.Millisecond))
 }

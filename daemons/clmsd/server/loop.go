@@ -38,7 +38,17 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 			// node's run of successful reads (see membership.Gossip).
 			wait = 0
 		}
-		snap, err := s.list(callCtx, consul.Wait{Index: wait, Time: s.cfg.WatchWait})
+		w := consul.Wait{Index: wait, Time: s.cfg.WatchWait}
+		if !s.recheckAt.IsZero() {
+			// A member's grace ends then (membership.Grace): read again
+			// by that time even if nothing changes.
+			if d := time.Until(s.recheckAt); d <= 0 {
+				w.Index = 0
+			} else if d < w.Time {
+				w.Time = d
+			}
+		}
+		snap, err := s.list(callCtx, w)
 		beat()
 		if err != nil {
 			if callCtx.Err() == nil { // not interrupted, not stopping
@@ -69,7 +79,8 @@ func (s *Server) Run(ctx context.Context, beat, ready func()) error {
 
 // reconcile takes one snapshot of the clms/ subtree to the next view: it
 // rejoins if this node was dropped, filters the alive nodes with what
-// gossip trusts, writes the reconciled view (check-and-set) and publishes
+// gossip trusts, holds back the NODEDOWN of a node whose key is lost during
+// an outage for its grace (membership.Grace), writes the reconciled view (check-and-set) and publishes
 // it locally.
 func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	s.mu.Lock()
@@ -80,8 +91,14 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	for _, p := range snap.problems {
 		s.log.WithField("problem", p).Warn("ignored a malformed membership key")
 	}
+	var retry time.Time
 	if err := s.keepAlive(ctx, snap); err != nil {
 		s.log.WithError(err).Warn("rejoin")
+		// Often Consul's leader has not yet seen this node alive again
+		// (its serfHealth still critical refuses a session); nothing in
+		// clms/ will change to wake the loop, so try again shortly: the
+		// others hold back its NODEDOWN for membership.DownGrace only.
+		retry = time.Now().Add(rejoinRetry)
 	}
 	holders := map[string]string{} // alive-key holder by node name
 	for n, p := range snap.observed.Alive {
@@ -95,6 +112,10 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	s.mu.Unlock()
 	snap.observed.Alive = membership.WithoutFailed(snap.observed.Alive, failed)
 	snap.observed.Now = time.Now()
+	snap.observed, s.recheckAt = s.grace.Hold(snap.view, snap.observed, membership.DownGrace)
+	if !retry.IsZero() && (s.recheckAt.IsZero() || retry.Before(s.recheckAt)) {
+		s.recheckAt = retry
+	}
 	view := snap.view
 	next, events := membership.Reconcile(snap.view, snap.observed, s.cfg.MaxEvents)
 	if len(events) > 0 {
@@ -110,6 +131,9 @@ func (s *Server) reconcile(ctx context.Context, snap snapshot) {
 	}
 	s.publish(view)
 }
+
+// rejoinRetry is how soon a failed rejoin is tried again.
+const rejoinRetry = 100 * time.Millisecond
 
 // keepAlive re-takes this node's membership when its session was
 // invalidated while clmsd kept running (the node was cut off long enough to

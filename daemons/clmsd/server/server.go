@@ -83,6 +83,13 @@ type Server struct {
 	// rejoin), under mu; Run's goroutine reads it without.
 	session string
 
+	// grace and recheckAt are Run's goroutine's only: the NODEDOWNs held
+	// back, and when the loop must read again even if nothing changes
+	// (the first of their graces ends, or a failed rejoin is retried;
+	// zero: none).
+	grace     membership.Grace
+	recheckAt time.Time
+
 	kick chan struct{} // a local event: the reconcile loop re-reads at once
 	done chan struct{} // closed when Run returns
 

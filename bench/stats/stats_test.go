@@ -1,0 +1,33 @@
+package stats
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ten := []time.Duration{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}
+	for _, c := range []struct {
+		ds   []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{nil, 50, 0},
+		{[]time.Duration{7}, 50, 7},
+		{[]time.Duration{7}, 99, 7},
+		{ten, 50, 5},
+		{ten, 90, 9},
+		{ten, 99, 10},
+		{ten, 100, 10},
+		{ten, 1, 1},
+		{ten, 0, 1},
+		{[]time.Duration{3, 1, 2}, 50, 2},
+	} {
+		if got := Percentile(c.ds, c.p); got != c.want {
+			t.Errorf("Percentile(%v, %v) = %v, want %v", c.ds, c.p, got, c.want)
+		}
+	}
+	if ten[0] != 10 {
+		t.Errorf("Percentile sorted its input: %v", ten)
+	}
+}
