@@ -4,9 +4,10 @@
 // another node, for OpenSSI's init singleton (initfailover) and, side by
 // side in the same lab and the same kills, its peers: the usual Consul
 // recipe (`consul lock` wrapping the same service on every node) and
-// Pacemaker with Corosync from Debian bookworm. It also measures the
-// init singleton's own crash (SIGKILL of its process) to its answering
-// again in place.
+// Pacemaker with Corosync from Debian bookworm; an application monitored
+// by openssi-keepalived is measured as OpenSSI's second variant. It also
+// measures the crash of OpenSSI's services (SIGKILL of the process) to
+// their answering again in place.
 //
 // Every variant runs the same small HTTP service (test/e2e/singleton),
 // which answers with its node's name, on a port of its own; a witness on
@@ -17,8 +18,7 @@
 // moved onto or away from the victim, as the quota asks, so that both
 // kinds of kill are measured for each variant.
 //
-// A variant is one entry of variants() and its setup: openssi-keepalived's
-// is to be added there when it lands.
+// A variant is one entry of variants() and its setup.
 //
 //	go run ./bench/failover -dist dist -out bench/failover/RESULTS.md
 package main
@@ -48,7 +48,7 @@ type params struct {
 	dist      string
 	nodes     int
 	quota     recovery.Quota
-	crashes   int
+	crashes   int // per OpenSSI variant
 	timeout   time.Duration
 	gap       time.Duration
 	pollEvery time.Duration
@@ -61,7 +61,7 @@ func main() {
 	flag.IntVar(&p.nodes, "nodes", 3, "nodes of the lab (all Consul servers up to 3)")
 	flag.IntVar(&p.quota.NotLeader, "kills", 10, "kills per variant of a node that is not Consul's Raft leader")
 	flag.IntVar(&p.quota.Leader, "leader-kills", 4, "kills per variant of Consul's Raft leader")
-	flag.IntVar(&p.crashes, "crashes", 20, "SIGKILLs of the init singleton's own process")
+	flag.IntVar(&p.crashes, "crashes", 20, "SIGKILLs of each OpenSSI service's own process")
 	flag.DurationVar(&p.timeout, "timeout", time.Minute, "longest wait for a service to answer again")
 	flag.DurationVar(&p.gap, "gap", 20*time.Second, "shortest time between two kills (more than Consul's 15 s lock delay)")
 	flag.DurationVar(&p.pollEvery, "poll", 20*time.Millisecond, "the witness's sampling period")
@@ -92,16 +92,37 @@ type variant struct {
 	// is), beyond answering on one node: e.g. Pacemaker not seeing every
 	// node online yet.
 	ready func(ctx context.Context, b *bench) string
+	// ours: one of OpenSSI's, held to the issue's targets and the base of
+	// the peers' ratios; the others are the peers.
+	ours bool
+	// crash is the systemd unit whose main process the crash measurement
+	// SIGKILLs ("" for none), and restart says what restarts it.
+	crash, restart string
 }
 
-// variants are measured side by side; the first is the base of the
-// ratios. openssi-keepalived's app is to be one more entry.
+// variants are measured side by side: OpenSSI's (ours) against the
+// peers.
 func variants() []variant {
 	return []variant{
-		{name: "init", label: "OpenSSI init singleton (initfailover)", port: "18080", setup: setupInit},
+		{name: "init", label: "OpenSSI init singleton (initfailover)", port: "18080", setup: setupInit,
+			ours: true, crash: "bench-init.service", restart: "systemd's `Restart=always`"},
+		{name: "keepalive", label: "OpenSSI monitored app (openssi-keepalived)", port: "18083", setup: setupKeepalive,
+			ours: true, crash: keepaliveUnit, restart: "openssi-keepalived's restart in place"},
 		{name: "consul-lock", label: "`consul lock` on every node", port: "18081", setup: setupConsulLock},
 		{name: "pacemaker", label: "Pacemaker + Corosync (Debian bookworm)", port: "18082", setup: setupPacemaker, ready: pacemakerReady},
 	}
+}
+
+// ours and peers split vs into OpenSSI's variants and the others.
+func ours(vs []variant) (o, peers []variant) {
+	for _, v := range vs {
+		if v.ours {
+			o = append(o, v)
+		} else {
+			peers = append(peers, v)
+		}
+	}
+	return o, peers
 }
 
 // bench is the lab and what the bench knows of it.
@@ -166,13 +187,16 @@ func run(p params) error {
 	if _, err := b.settle(ctx); err != nil {
 		return err
 	}
-	crashes, err := b.crashes(ctx)
-	if err != nil {
-		return err
+	// On an error, report what was measured, with the error, before
+	// giving up.
+	crashes, crashErr := b.crashes(ctx)
+	var kills []recovery.Kill
+	var log []killLog
+	var killErr error
+	if crashErr == nil {
+		kills, log, killErr = b.kills(ctx)
 	}
-	kills, log, killErr := b.kills(ctx)
-	if killErr != nil {
-		// Report what was measured, with the error, before giving up.
+	if killErr = errors.Join(crashErr, killErr); killErr != nil {
 		b.failure = killErr.Error()
 	}
 	machine := fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", kernel(), loadBefore, loadavg())
@@ -277,6 +301,72 @@ func setupInit(ctx context.Context, b *bench) error {
 	return b.onEvery(ctx, `grep -q '^initfailover:' /etc/openssi/openssi.yaml || printf 'initfailover:\n  stop_timeout: `+initStopTimeout+`\n' >> /etc/openssi/openssi.yaml
 systemctl enable -q bench-init.service
 systemctl restart openssi-initfailover`)
+}
+
+// The keepalive variant: an application declared in
+// /etc/openssi/keepalive.d on every node, the first node its primary and
+// every other node a backup, as in TestKeepalive.
+const (
+	keepaliveApp  = "bench"
+	keepaliveUnit = "openssi-keepalive-" + keepaliveApp + ".service"
+	// keepaliveStopTimeout is keepalived.stop_timeout: the shortest
+	// allowed, as initfailover's (the default, 10s, adds 9 s to every
+	// move after a node's death).
+	keepaliveStopTimeout = "1s"
+	// keepaliveWithin is the declaration's within: crashes 3 s apart
+	// must each be a first failure, restarted in place (with the
+	// default, 60s, the third would move the application).
+	keepaliveWithin = "1s"
+)
+
+func keepaliveDecl(node string, primary int, backups []int) string {
+	var bs []string
+	for _, n := range backups {
+		bs = append(bs, strconv.Itoa(n))
+	}
+	return `command: [` + singletonBin + `, serve, ":18083", "` + node + `"]
+user: nobody
+primary: ` + strconv.Itoa(primary) + `
+backup: [` + strings.Join(bs, ", ") + `]
+within: ` + keepaliveWithin + `
+check: "http:18083/"
+`
+}
+
+func setupKeepalive(ctx context.Context, b *bench) error {
+	b.notes = append(b.notes, "openssi-keepalived: the service declared in /etc/openssi/keepalive.d/"+keepaliveApp+".yaml on every node, as TestKeepalive does: user `nobody`, the first node its primary and the two others its backups, the check `http:18083/`, `within: "+keepaliveWithin+"` (so that crashes 3 s apart are each a first failure, restarted in place; with the default 60 s the third would move it), `keepalived.stop_timeout: "+keepaliveStopTimeout+"` (the shortest allowed, as initfailover's), every other setting at its default (placement `last_node`, 3 retries, the check every 2 s).")
+	v, err := b.l.View(ctx, b.names[0])
+	if err != nil {
+		return err
+	}
+	num := map[string]int{}
+	for _, n := range v.Nodes {
+		num[n.Name] = n.Number
+	}
+	var backups []int
+	for _, n := range b.names[1:] {
+		if num[n] == 0 {
+			return fmt.Errorf("%s has no node number in %s's view", n, b.names[0])
+		}
+		backups = append(backups, num[n])
+	}
+	for _, name := range b.names {
+		n, err := b.l.State().Node(name)
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(n.Root(), "etc/openssi/keepalive.d", keepaliveApp+".yaml")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(keepaliveDecl(name, num[b.names[0]], backups)), 0o644); err != nil {
+			return err
+		}
+	}
+	return b.onEvery(ctx, `grep -q '^keepalived:' /etc/openssi/openssi.yaml || printf 'keepalived:
+  stop_timeout: `+keepaliveStopTimeout+`
+' >> /etc/openssi/openssi.yaml
+systemctl restart openssi-keepalived`)
 }
 
 // consulLockKey is the KV prefix of the consul lock variant.
@@ -697,31 +787,46 @@ func (w *witness) wait(vs []variant, since time.Time, not string, timeout time.D
 	}
 }
 
-// crashes SIGKILLs the init singleton's process where it runs, crashes
-// times, 3 s apart (systemd refuses a sixth start within 10 s by
-// default), and measures each to its answering again there.
+// crashes SIGKILLs the process of each variant with a crash unit where
+// it runs, crashes times each, 3 s apart (systemd refuses a sixth start
+// within 10 s by default), and measures each to its answering again
+// there.
 func (b *bench) crashes(ctx context.Context) ([]recovery.Kill, error) {
 	var out []recovery.Kill
-	v := b.vs[0]
+	for _, v := range b.vs {
+		if v.crash == "" {
+			continue
+		}
+		ks, err := b.crash(ctx, v)
+		out = append(out, ks...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) crash(ctx context.Context, v variant) ([]recovery.Kill, error) {
+	var out []recovery.Kill
 	for i := 0; i < b.p.crashes; i++ {
 		holders, err := b.settle(ctx)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		node := holders[v.name]
 		w := b.watch([]variant{v}, []string{node})
-		res, err := b.l.Exec(ctx, node, "sh", "-ec", `pid=$(systemctl show -p MainPID --value bench-init.service)
+		res, err := b.l.Exec(ctx, node, "sh", "-ec", `pid=$(systemctl show -p MainPID --value `+v.crash+`)
 [ "$pid" -gt 0 ]
 kill -KILL "$pid"
 date +%s%N`)
 		if err != nil {
 			w.close()
-			return nil, fmt.Errorf("crash the init singleton on %s: %w", node, err)
+			return out, fmt.Errorf("crash %s on %s: %w: %s", v.name, node, err, res)
 		}
 		ns, err := strconv.ParseInt(strings.TrimSpace(res), 10, 64)
 		if err != nil {
 			w.close()
-			return nil, fmt.Errorf("crash the init singleton on %s: %q: %w", node, res, err)
+			return out, fmt.Errorf("crash %s on %s: %q: %w", v.name, node, res, err)
 		}
 		// Stamped after the kill: a poll started before it could be
 		// answered by the process about to die.
@@ -729,7 +834,7 @@ date +%s%N`)
 		k := w.wait([]variant{v}, t0, "", b.p.timeout)[v.name]
 		w.close()
 		out = append(out, k)
-		logf("crash %d on %s: answering again after %s (lost: %v)", i+1, node, k.D.Round(time.Millisecond), k.Lost)
+		logf("crash %d of %s on %s: answering again after %s (lost: %v)", i+1, v.name, node, k.D.Round(time.Millisecond), k.Lost)
 		time.Sleep(3 * time.Second)
 	}
 	return out, nil

@@ -177,6 +177,12 @@ func Faster(base Figures, peers []Figures) bool {
 	return true
 }
 
+// Within reports whether f meets a p99 target: measured, nothing lost,
+// and its p99 at most limit.
+func Within(f Figures, limit time.Duration) bool {
+	return f.N > 0 && f.Lost == 0 && f.P99 <= limit
+}
+
 // Cell is one quota of the plan: kills of a variant's node, the Raft
 // leader or not.
 type Cell struct {

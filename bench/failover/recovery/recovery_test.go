@@ -166,6 +166,24 @@ func TestFaster(t *testing.T) {
 	}
 }
 
+func TestWithin(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		f    Figures
+		want bool
+	}{
+		{"under", fig(10, 0, 2000, 2900), true},
+		{"at the limit", fig(10, 0, 2000, 3000), true},
+		{"over", fig(10, 0, 2000, 3001), false},
+		{"a lost recovery", fig(9, 1, 2000, 2500), false},
+		{"not measured", fig(0, 0, 0, 0), false},
+	} {
+		if got := Within(c.f, 3*time.Second); got != c.want {
+			t.Errorf("%s: Within = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestNext(t *testing.T) {
 	vs := []string{"init", "lock", "pcmk"}
 	q := Quota{NotLeader: 2, Leader: 1}
