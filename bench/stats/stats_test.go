@@ -22,6 +22,9 @@ func TestPercentile(t *testing.T) {
 		{ten, 1, 1},
 		{ten, 0, 1},
 		{[]time.Duration{3, 1, 2}, 50, 2},
+		{[]time.Duration{4, 1, 3, 2}, 50, 2}, // the lower middle of an even count
+		{hundred(), 99, 99},
+		{[]time.Duration{3, 9, 1}, 0.1, 1},
 	} {
 		if got := Percentile(c.ds, c.p); got != c.want {
 			t.Errorf("Percentile(%v, %v) = %v, want %v", c.ds, c.p, got, c.want)
@@ -30,4 +33,13 @@ func TestPercentile(t *testing.T) {
 	if ten[0] != 10 {
 		t.Errorf("Percentile sorted its input: %v", ten)
 	}
+}
+
+// hundred is 100..1, unsorted.
+func hundred() []time.Duration {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[i] = time.Duration(100 - i)
+	}
+	return ds
 }

@@ -7,7 +7,7 @@
 package recovery
 
 import (
-	"math"
+	"github.com/openssi/openssi/bench/stats"
 	"sort"
 	"time"
 )
@@ -53,24 +53,6 @@ func Holders(polls []Poll) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// Percentile is the nearest-rank p-th percentile (0 < p <= 100) of ds; 0
-// for no samples. With fewer than 100 samples the 99th is the largest.
-func Percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	r := int(math.Ceil(p / 100 * float64(len(s))))
-	if r < 1 {
-		r = 1
-	}
-	if r > len(s) {
-		r = len(s)
-	}
-	return s[r-1]
 }
 
 // Kill is one measured recovery of one variant: its service ran on the
@@ -142,7 +124,7 @@ func Summarize(kills []Kill, variant string, c Class) Figures {
 		}
 	}
 	f.N = len(ds)
-	f.P50, f.P99 = Percentile(ds, 50), Percentile(ds, 99)
+	f.P50, f.P99 = stats.Percentile(ds, 50), stats.Percentile(ds, 99)
 	return f
 }
 

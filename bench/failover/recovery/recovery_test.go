@@ -54,47 +54,6 @@ func TestHolders(t *testing.T) {
 	}
 }
 
-func ds(ms ...int) []time.Duration {
-	var out []time.Duration
-	for _, m := range ms {
-		out = append(out, time.Duration(m)*time.Millisecond)
-	}
-	return out
-}
-
-func TestPercentile(t *testing.T) {
-	hundred := make([]int, 100)
-	for i := range hundred {
-		hundred[i] = 100 - i // 100..1, unsorted
-	}
-	for _, c := range []struct {
-		name string
-		in   []time.Duration
-		p    float64
-		want int
-	}{
-		{"empty", nil, 50, 0},
-		{"one", ds(7), 99, 7},
-		{"p50 of an even count is the lower middle", ds(4, 1, 3, 2), 50, 2},
-		{"p50 of an odd count is the middle", ds(5, 1, 3), 50, 3},
-		{"p99 of ten is the largest", ds(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 99, 10},
-		{"p99 of a hundred is the 99th", ds(hundred...), 99, 99},
-		{"p100", ds(3, 9, 1), 100, 9},
-		{"a tiny p is the smallest", ds(3, 9, 1), 0.1, 1},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			if got := Percentile(c.in, c.p); got != time.Duration(c.want)*time.Millisecond {
-				t.Errorf("Percentile(%v, %v) = %s, want %dms", c.in, c.p, got, c.want)
-			}
-		})
-	}
-	in := ds(3, 1, 2)
-	Percentile(in, 50)
-	if !reflect.DeepEqual(in, ds(3, 1, 2)) {
-		t.Errorf("Percentile sorted its argument: %v", in)
-	}
-}
-
 func kill(v string, leader bool, ms int) Kill {
 	return Kill{Variant: v, Leader: leader, D: time.Duration(ms) * time.Millisecond}
 }
