@@ -227,6 +227,17 @@ func TestNodeDeathIsSeenBySurvivorsAndRestartKeepsNumber(t *testing.T) {
 			t.Fatalf("NODEUP for %d names %q", num, e.Node.Name)
 		}
 	}
+	// The survivors may see it UP before its own clmsd has read the view.
+	if err := victim.WaitFor(ctx, "its own view to have it UP", func(v cluster.View) bool {
+		for _, m := range v.Nodes {
+			if m.Name == victim.Agent.Name && m.State == cluster.Up {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if got := numberOf(t, ctx, victim); got != num {
 		t.Fatalf("node came back as %d, want %d", got, num)
 	}
