@@ -35,7 +35,8 @@ type IsolateOptions struct {
 	DryRun bool
 	// Settle is how long a node must be seen UP without a break after
 	// its isolate (default 3s); Timeout bounds a node's isolate job, its
-	// return to UP and a hand-over of the init role (default 5 minutes);
+	// return to UP and a hand-over of the init role (default 5 minutes,
+	// at most initfailoverspec.MaxIsolateTimeout);
 	// Poll is how often the membership and the init node are read
 	// (default 250ms).
 	Settle, Timeout, Poll time.Duration
@@ -142,9 +143,11 @@ func (e *IsolateError) Unwrap() error { return e.err }
 // and basic.target unless o.Force), one node at a time, keeping a
 // majority of the cluster's nodes UP (package runlevel has the rules).
 // The target is checked on every node before any changes. Root only.
-// Errors are an *IsolateError (wrapping ErrRefused before any node moved,
-// else ErrStopped), or the package's errors.
-func (c *Client) Isolate(ctx context.Context, target string, m Membership, o IsolateOptions) error {
+// The run holds lock (DLMRunLock) from its checks to its end and is
+// refused while another run holds it; a dry run does not take it (nil
+// will do). Errors are an *IsolateError (wrapping ErrRefused before any
+// node moved, else ErrStopped), or the package's errors.
+func (c *Client) Isolate(ctx context.Context, target string, m Membership, lock RunLock, o IsolateOptions) error {
 	if o.Settle == 0 {
 		o.Settle = 3 * time.Second
 	}
@@ -163,6 +166,20 @@ func (c *Client) Isolate(ctx context.Context, target string, m Membership, o Iso
 	refuse := func(why string) error { return &IsolateError{Target: target, Why: why, err: ErrRefused} }
 	if err := initfailoverspec.CheckIsolateTarget(target); err != nil {
 		return refuse(strings.TrimPrefix(err.Error(), "initfailover: "))
+	}
+	if o.Timeout < 0 || o.Timeout > initfailoverspec.MaxIsolateTimeout {
+		return refuse(fmt.Sprintf("timeout %s: want at most %s", o.Timeout, initfailoverspec.MaxIsolateTimeout))
+	}
+	var held Held
+	if !o.DryRun {
+		if lock == nil {
+			return refuse("no run lock to keep runs apart")
+		}
+		var err error
+		if held, err = lock.TryLock(ctx); err != nil {
+			return refuse(err.Error())
+		}
+		defer held.Release()
 	}
 	members, self, err := view(ctx, m)
 	if err != nil {
@@ -207,6 +224,9 @@ func (c *Client) Isolate(ctx context.Context, target string, m Membership, o Iso
 		return 0
 	}
 	for {
+		if err := held.Err(); err != nil {
+			return stop(next(), fmt.Sprintf("lost the isolate lock, another run may start: %v", err))
+		}
 		if members, _, err = view(ctx, m); err != nil {
 			return stop(next(), err.Error())
 		}
@@ -238,11 +258,17 @@ func (c *Client) Isolate(ctx context.Context, target string, m Membership, o Iso
 		case runlevel.Isolate:
 			report(Progress{Kind: Isolating, Node: s.Node})
 			t0 := time.Now()
-			jctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			// initfailover bounds the job by o.Timeout and says so; the
+			// call's own deadline is a little later, for a node that does
+			// not answer.
+			jctx, cancel := context.WithTimeout(ctx, o.Timeout+isolateGrace)
 			lines, err := c.service(jctx, &initfailoverv1.ServiceRequest{Action: initfailoverv1.Action_ACTION_ISOLATE, Unit: target,
-				Nodes: []uint32{uint32(s.Node)}, Force: o.Force})
+				Nodes: []uint32{uint32(s.Node)}, Force: o.Force, TimeoutNanos: int64(o.Timeout)})
+			late := errors.Is(jctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 			cancel()
 			switch {
+			case err != nil && late:
+				return stop(s.Node, fmt.Sprintf("node %d did not reach %s within %s; check `systemctl list-jobs` there, or raise --timeout", s.Node, target, o.Timeout))
 			case err != nil:
 				return stop(s.Node, err.Error())
 			case len(lines) != 1:
@@ -261,9 +287,13 @@ func (c *Client) Isolate(ctx context.Context, target string, m Membership, o Iso
 	}
 }
 
+// isolateGrace is how much longer than the job's timeout an isolate
+// call may take before Isolate stops waiting for the node's answer.
+const isolateGrace = 15 * time.Second
+
 // awaitBack polls the membership until node is UP and settled, or gone.
 func awaitBack(ctx context.Context, m Membership, node int, ended time.Time, o IsolateOptions) error {
-	r := &runlevel.Return{Node: node, Start: ended, Settle: o.Settle, Timeout: o.Timeout}
+	r := &runlevel.Return{Node: node, Start: ended, Settle: o.Settle, Timeout: o.Timeout, Final: o.Force}
 	for {
 		members, _, err := view(ctx, m)
 		if err != nil {

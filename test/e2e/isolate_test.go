@@ -34,7 +34,8 @@ const (
 
 // TestIsolate runs ssi isolate on a lab of its own, three nodes: bad
 // targets are refused with one line and no node changed; a dry run shows
-// the order; the cluster moves to e2e-maint.target one node at a time
+// the order; a run while another holds the isolate lock is refused
+// naming the other's node; the cluster moves to e2e-maint.target one node at a time
 // (each node's isolate starts after the one before it reached the
 // target), the init role handed to a node already there so the
 // singleton moves once, and the membership, followed on every node,
@@ -81,6 +82,38 @@ func TestIsolate(t *testing.T) {
 			t.Errorf("dry run: want the order and no change:\n%s", out)
 		}
 		isoAt(t, il, "the dry run", false)
+	})
+
+	t.Run("OneRunAtATime", func(t *testing.T) {
+		// Another run holds the lock, as an ssi isolate on the first
+		// node would: a run from another node is refused with one line
+		// naming that node, and nothing changes.
+		holder, other := il.names[0], il.names[1]
+		il.must(t, holder, "systemd-run", "--quiet", "--unit", "e2e-iso-hold", "ssi", "lock", "-m", "EX", "openssi.initfailover", "isolate", "--", "sleep", "300")
+		t.Cleanup(func() { il.run(t, holder, "systemctl", "stop", "e2e-iso-hold") })
+		held := regexp.MustCompile(`(?m)^openssi\.initfailover\s+isolate\s.*granted\s+EX`)
+		if !waitUntil(30*time.Second, func() bool {
+			out, _ := il.run(t, other, "ssi", "locks", "openssi.initfailover")
+			return held.MatchString(out)
+		}) {
+			t.Fatal("ssi lock never held openssi.initfailover/isolate")
+		}
+		out, code := il.run(t, other, "ssi", "isolate", maintTarget)
+		want := fmt.Sprintf("refused, no node changed: another ssi isolate is running (from node %d); wait for it or stop it", il.num[holder])
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 1 || len(lines) != 1 || !strings.Contains(out, want) {
+			t.Errorf("ssi isolate while another runs: exit %d, want 1 and one line with %q:\n%s", code, want, out)
+		} else {
+			t.Logf("ssi isolate while another runs: %s", lines[0])
+		}
+		isoAt(t, il, "the refusal", false)
+		// Its holder gone, the lock is free for the next run.
+		il.must(t, holder, "systemctl", "stop", "e2e-iso-hold")
+		if !waitUntil(30*time.Second, func() bool {
+			out, _ := il.run(t, other, "ssi", "locks", "openssi.initfailover")
+			return !held.MatchString(out)
+		}) {
+			t.Fatal("openssi.initfailover/isolate still held after its holder stopped")
+		}
 	})
 
 	t.Run("Maintenance", func(t *testing.T) {

@@ -15,7 +15,9 @@
 //     count), so that even if the isolate took it out, a majority stays.
 //   - After its isolate job, the next node waits until the node is UP in
 //     the membership view and has stayed UP for a settling time; a node
-//     not UP again within the timeout stops the change there.
+//     not UP again within the timeout stops the change there, and so,
+//     at once, does a node seen DOWN or LEFT after a forced isolate (a
+//     target that does not keep it in the cluster: it will not return).
 package runlevel
 
 import (
@@ -160,15 +162,30 @@ type Return struct {
 	// Settle is how long the node must be seen UP without a break;
 	// Timeout how long after Start it may take.
 	Settle, Timeout time.Duration
+	// Final: a node seen DOWN or gone from the view is not coming back
+	// (a forced target that does not keep it in the cluster): Gone at
+	// once rather than after Timeout.
+	Final bool
 
 	upSince time.Time
+	// out is how the node was last seen not UP ("" it was not):
+	// "DOWN", or "LEFT" when gone from the view.
+	out string
 }
 
 // See takes a view seen at now and says whether the node is back.
 func (r *Return) See(now time.Time, members []Member) Verdict {
+	r.out = ""
 	switch {
 	case !up(members, r.Node):
 		r.upSince = time.Time{}
+		r.out = "LEFT"
+		if slices.ContainsFunc(members, func(m Member) bool { return m.Node == r.Node }) {
+			r.out = "DOWN"
+		}
+		if r.Final {
+			return Gone
+		}
 	case r.upSince.IsZero():
 		r.upSince = now
 	}
@@ -183,6 +200,9 @@ func (r *Return) See(now time.Time, members []Member) Verdict {
 
 // Why says, after Gone, what the node failed to do.
 func (r *Return) Why() string {
+	if r.Final && r.out != "" {
+		return fmt.Sprintf("node %d is %s in the membership after its isolate: the forced target took it out of the cluster, and it will not come back by itself", r.Node, r.out)
+	}
 	return fmt.Sprintf("node %d is not UP in the membership %s after its isolate (stayed UP less than %s)", r.Node, r.Timeout, r.Settle)
 }
 

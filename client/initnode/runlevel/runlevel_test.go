@@ -161,6 +161,27 @@ func TestReturn(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	// Final (--force): DOWN or LEFT is the end, at once; UP and
+	// settled is back as before.
+	left := members("1 3")
+	for _, tc := range []struct {
+		name string
+		view []Member
+		want Verdict
+		why  string
+	}{
+		{"DOWN", down, Gone, "node 2 is DOWN in the membership after its isolate: the forced target took it out of the cluster, and it will not come back by itself"},
+		{"LEFT", left, Gone, "node 2 is LEFT in the membership after its isolate: the forced target took it out of the cluster, and it will not come back by itself"},
+		{"UP", up, Wait, ""},
+	} {
+		r := &Return{Node: 2, Start: t0, Settle: 2 * time.Second, Timeout: 10 * time.Second, Final: true}
+		if got := r.See(at(100), tc.view); got != tc.want {
+			t.Errorf("final, %s at 100ms: %v, want %v", tc.name, got, tc.want)
+		}
+		if tc.why != "" && r.Why() != tc.why {
+			t.Errorf("final, %s: Why = %q\nwant %q", tc.name, r.Why(), tc.why)
+		}
+	}
 	r := &Return{Node: 2, Settle: 2 * time.Second, Timeout: time.Minute}
 	if want := "node 2 is not UP in the membership 1m0s after its isolate (stayed UP less than 2s)"; r.Why() != want {
 		t.Errorf("Why = %q, want %q", r.Why(), want)

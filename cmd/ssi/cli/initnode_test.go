@@ -104,8 +104,10 @@ func TestServiceUsage(t *testing.T) {
 		{[]string{"init", "move", "x"}, exitUsage, "not a node number"},
 		{[]string{"--run-dir", "/nonexistent", "init", "move", "2"}, exitError, "initfailover is not running"},
 		{[]string{"--run-dir", "/nonexistent", "service", "status", "a.service"}, exitError, "initfailover is not running"},
-		{[]string{"isolate"}, exitUsage, "takes one TARGET"},
+		{[]string{"isolate"}, exitUsage, "takes one TARGET, got 0 argument(s) (see `ssi isolate --help`)"},
 		{[]string{"isolate", "a.target", "b.target"}, exitUsage, "takes one TARGET"},
+		{[]string{"isolate", "a.target", "--timeout", "2h"}, exitUsage, "--timeout 2h0m0s: want more than 0 and at most 1h0m0s (see `ssi isolate --help`)"},
+		{[]string{"isolate", "a.target", "--timeout", "0s"}, exitUsage, "want more than 0"},
 		{[]string{"isolate", "a.target", "--timeout", "x"}, exitUsage, "invalid argument"},
 		{[]string{"--run-dir", "/nonexistent", "isolate", "maint"}, exitError, "clmsd is not running"},
 	} {

@@ -7,7 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/openssi/openssi/client/dlm"
 	"github.com/openssi/openssi/client/initnode"
+	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 )
 
 func newIsolate(g *globals) *cobra.Command {
@@ -42,12 +44,30 @@ majority of the cluster's nodes, so that a majority stays UP even if it
 drops out; otherwise ssi stops, or refuses to start, saying so. Nodes not UP
 at the start are skipped and named at the end.
 
+With --force, a node seen DOWN or gone from the membership after its
+isolate job stops the change at once: the target took it out of the
+cluster and it will not come back by itself.
+
+--timeout (at most 1h) bounds each node's isolate job (initfailover on
+that node waits that long for it), its return to UP and a hand-over of
+the init role. A job still running then stops ssi with a line naming
+the node: systemd goes on with it there (systemctl list-jobs).
+
+One ssi isolate runs at a time in the cluster: a run holds a lock of
+dlmd (openssi.initfailover/isolate) from its checks to its end, and
+another, from any node, is refused naming the node the first runs
+from. The lock is released when ssi ends, however it ends; a dry run
+does not take it.
+
 ssi prints a line per step. It exits 1 naming the node where it stopped,
 or when a node was skipped.`,
 		Example: "  ssi isolate maintenance.target --dry-run\n  ssi isolate maintenance.target\n  ssi isolate multi-user.target",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usageError{fmt.Errorf("%s takes one TARGET, got %d argument(s)", cmd.CommandPath(), len(args))}
+				return usageError{fmt.Errorf("%s takes one TARGET, got %d argument(s) (see `%s --help`)", cmd.CommandPath(), len(args), cmd.CommandPath())}
+			}
+			if o.Timeout <= 0 || o.Timeout > initfailoverspec.MaxIsolateTimeout {
+				return usageError{fmt.Errorf("--timeout %s: want more than 0 and at most %s (see `%s --help`)", o.Timeout, initfailoverspec.MaxIsolateTimeout, cmd.CommandPath())}
 			}
 			return nil
 		},
@@ -67,10 +87,19 @@ or when a node was skipped.`,
 				return err
 			}
 			defer c.Close()
+			var lock initnode.RunLock
+			if !o.DryRun {
+				s, err := dlm.New(ctx, dlm.WithSocket(g.socket("dlmd")))
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				lock = initnode.DLMRunLock(s)
+			}
 			o.Progress = func(p initnode.Progress) {
 				fmt.Fprintf(g.out, "%s %s\n", time.Now().Format("15:04:05"), p)
 			}
-			if err := c.Isolate(ctx, target, members, o); err != nil {
+			if err := c.Isolate(ctx, target, members, lock, o); err != nil {
 				return err
 			}
 			if o.DryRun {
@@ -81,6 +110,6 @@ or when a node was skipped.`,
 	}
 	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "check TARGET on every node and show the order; change nothing")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "allow a TARGET that does not pull in openssi.target and basic.target")
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "longest wait for one node's isolate, its return to UP, or a hand-over of the init role")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "longest wait for one node's isolate job, its return to UP, or a hand-over of the init role (at most 1h)")
 	return cmd
 }

@@ -27,6 +27,10 @@ const Name = "initfailover"
 const (
 	Lockspace = "openssi.initfailover"
 	Resource  = "init"
+	// IsolateResource names the lock `ssi isolate` holds in EX for its
+	// whole run (in Lockspace), so that two runs never move nodes at
+	// once.
+	IsolateResource = "isolate"
 )
 
 //go:embed openssi.yaml
@@ -212,6 +216,10 @@ After=openssi-initfailover.service
 // the node's sockets and timers. A target without them would take the
 // node out of the cluster.
 var IsolateKeeps = []string{"openssi.target", "basic.target"}
+
+// MaxIsolateTimeout bounds the time one node's isolate job may be given
+// (ssi isolate --timeout).
+const MaxIsolateTimeout = time.Hour
 
 // CheckIsolateTarget accepts a unit name `ssi isolate` may move nodes to:
 // a valid unit name of a target.

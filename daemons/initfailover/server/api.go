@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -134,7 +135,7 @@ func (a *API) Service(ctx context.Context, req *initfailoverv1.ServiceRequest) (
 	if err := mayAct(req.GetAction(), uid); err != nil {
 		return nil, err
 	}
-	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce()}
+	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce(), timeout: time.Duration(req.GetTimeoutNanos())}
 	if err := ask.valid(); err != nil {
 		return nil, err
 	}
@@ -199,7 +200,8 @@ func (s *Server) unitOn(ctx context.Context, n, uid uint32, ask unitAsk) *initfa
 	p, err := s.peer(ctx, n)
 	if err == nil {
 		var line *initfailoverv1.UnitLine
-		line, err = p.Unit(ctx, &initfailoverpeerv1.PeerUnit{Origin: s.cfg.Node, CallerUid: uid, Action: ask.action, Unit: ask.unit, Check: ask.check, Force: ask.force})
+		line, err = p.Unit(ctx, &initfailoverpeerv1.PeerUnit{Origin: s.cfg.Node, CallerUid: uid, Action: ask.action, Unit: ask.unit, Check: ask.check, Force: ask.force,
+			TimeoutNanos: int64(ask.timeout)})
 		if err == nil {
 			line.Node = n
 			return line
@@ -256,7 +258,7 @@ func (p *Peer) Unit(ctx context.Context, req *initfailoverpeerv1.PeerUnit) (*ini
 	if err := mayAct(req.GetAction(), req.GetCallerUid()); err != nil {
 		return nil, err
 	}
-	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce()}
+	ask := unitAsk{action: req.GetAction(), unit: req.GetUnit(), check: req.GetCheck(), force: req.GetForce(), timeout: time.Duration(req.GetTimeoutNanos())}
 	if err := ask.valid(); err != nil {
 		return nil, err
 	}
@@ -270,6 +272,9 @@ type unitAsk struct {
 	// check: only check that the action could be done; force: isolate
 	// a target that does not keep the node in the cluster.
 	check, force bool
+	// timeout bounds an isolate job in place of the server's Timeout
+	// (0: that).
+	timeout time.Duration
 }
 
 // valid checks the unit's name (a target for isolate).
@@ -280,6 +285,9 @@ func (a unitAsk) valid() error {
 	}
 	if err := check(a.unit); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if a.timeout < 0 || a.timeout > initfailoverspec.MaxIsolateTimeout {
+		return status.Errorf(codes.InvalidArgument, "initfailover: timeout %s: want at most %s", a.timeout, initfailoverspec.MaxIsolateTimeout)
 	}
 	return nil
 }

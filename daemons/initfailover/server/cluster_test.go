@@ -303,7 +303,7 @@ func helper(v string) int {
 	defer c.Close()
 	switch {
 	case call.Isolate != "":
-		err = c.Isolate(ctx, call.Isolate, &fakeView{self: 1, nodes: 2}, initnode.IsolateOptions{DryRun: true})
+		err = c.Isolate(ctx, call.Isolate, &fakeView{self: 1, nodes: 2}, nil, initnode.IsolateOptions{DryRun: true})
 	case call.Move != 0:
 		_, err = c.Move(ctx, call.Move)
 	default:

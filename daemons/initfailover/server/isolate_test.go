@@ -52,8 +52,8 @@ const (
 
 // isoCluster starts n nodes whose fake systemd knows the isolate units,
 // app.service active on each; edit (nil: none) changes node num's fake
-// before it serves.
-func isoCluster(t *testing.T, n int, edit func(num uint32, sd *systemdfake.Systemd)) (*testCluster, map[uint32]*systemdfake.Systemd, *systemdfake.Timeline) {
+// and configuration before it serves.
+func isoCluster(t *testing.T, n int, edit func(num uint32, sd *systemdfake.Systemd, cfg *server.Config)) (*testCluster, map[uint32]*systemdfake.Systemd, *systemdfake.Timeline) {
 	t.Helper()
 	tl := &systemdfake.Timeline{}
 	fakes := map[uint32]*systemdfake.Systemd{}
@@ -73,12 +73,12 @@ func isoCluster(t *testing.T, n int, edit func(num uint32, sd *systemdfake.Syste
 				t.Fatal(err)
 			}
 		}
-		if edit != nil {
-			edit(num, sd)
-		}
 		fakes[num] = sd
 		cfg.Systemd = sd
 		cfg.AskInit = func(context.Context) (uint32, error) { return 0, nil }
+		if edit != nil {
+			edit(num, sd, cfg)
+		}
 	})
 	return c, fakes, tl
 }
@@ -96,7 +96,7 @@ func noneIsolated(t *testing.T, fakes map[uint32]*systemdfake.Systemd) {
 // allow isolation or would take the node out of the cluster is refused
 // with one line naming the nodes, before any node changes.
 func TestIsolateRefused(t *testing.T) {
-	c, fakes, _ := isoCluster(t, 3, func(num uint32, sd *systemdfake.Systemd) {
+	c, fakes, _ := isoCluster(t, 3, func(num uint32, sd *systemdfake.Systemd, _ *server.Config) {
 		if num == 3 {
 			sd.SetAllowIsolate(maintTarget, false)
 		}
@@ -105,6 +105,7 @@ func TestIsolateRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	view := &fakeView{self: 1, nodes: 3}
+	lock := &runLock{}
 	for _, tc := range []struct {
 		target string
 		force  bool
@@ -117,17 +118,18 @@ func TestIsolateRefused(t *testing.T) {
 		{bareTarget, false, "refused, no node changed: nodes 1, 2, 3: bare.target does not pull in openssi.target: isolating it would take the node out of the cluster (add Wants=openssi.target to it, or --force)"},
 		{maintTarget, false, "refused, no node changed: node 3: maint.target has AllowIsolate=no"},
 	} {
-		err := cl.Isolate(ctx, tc.target, view, initnode.IsolateOptions{Force: tc.force})
+		err := cl.Isolate(ctx, tc.target, view, lock.on(1), initnode.IsolateOptions{Force: tc.force})
 		if !errors.Is(err, initnode.ErrRefused) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("isolate %s (force %v): %v\nwant ErrRefused with %q", tc.target, tc.force, err, tc.want)
 		}
 	}
 	noneIsolated(t, fakes)
 	// --force lets bare.target through the checks (a dry run).
-	if err := cl.Isolate(ctx, bareTarget, view, initnode.IsolateOptions{Force: true, DryRun: true}); err != nil {
+	if err := cl.Isolate(ctx, bareTarget, view, nil, initnode.IsolateOptions{Force: true, DryRun: true}); err != nil {
 		t.Errorf("isolate %s --force --dry-run: %v", bareTarget, err)
 	}
 	noneIsolated(t, fakes)
+	lock.free(t)
 }
 
 // TestIsolateMajority: with one node of three DOWN, no node may move:
@@ -137,7 +139,9 @@ func TestIsolateMajority(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	view := &fakeView{self: 1, nodes: 3, down: func(n int) bool { return n == 2 }}
-	err := c.client(1).Isolate(ctx, maintTarget, view, initnode.IsolateOptions{})
+	lock := &runLock{}
+	err := c.client(1).Isolate(ctx, maintTarget, view, lock.on(1), initnode.IsolateOptions{})
+	lock.free(t)
 	want := "isolate maint.target: refused, no node changed: only 1 of the cluster's 3 nodes would stay UP while node 3 moves, fewer than a majority (2)"
 	if !errors.Is(err, initnode.ErrRefused) || err.Error() != want {
 		t.Errorf("isolate with node 2 DOWN: %v\nwant %s", err, want)
@@ -159,9 +163,11 @@ func TestIsolateRolls(t *testing.T) {
 		steps = append(steps, fmt.Sprintf("%d:%d", p.Kind, p.Node))
 		t.Log(p)
 	}}
-	if err := c.client(2).Isolate(ctx, maintTarget, &fakeView{self: 2, nodes: 3}, o); err != nil {
+	lock := &runLock{}
+	if err := c.client(2).Isolate(ctx, maintTarget, &fakeView{self: 2, nodes: 3}, lock.on(2), o); err != nil {
 		t.Fatal(err)
 	}
+	lock.free(t)
 	want := fmt.Sprintf("%d:0 %[2]d:1 %[3]d:1 %[4]d:1 %[2]d:3 %[3]d:3 %[4]d:3 %[2]d:2 %[3]d:2 %[4]d:2 %[5]d:0",
 		initnode.Planned, initnode.Isolating, initnode.Isolated, initnode.Back, initnode.Finished)
 	if got := strings.Join(steps, " "); got != want {
@@ -192,7 +198,9 @@ func TestIsolateStopsAtANodeThatLeaves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	view := &fakeView{self: 1, nodes: 3, down: func(n int) bool { return n == 2 && fakes[2].Isolated() != "" }}
-	err := c.client(1).Isolate(ctx, maintTarget, view, initnode.IsolateOptions{Settle: 20 * time.Millisecond, Timeout: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
+	lock := &runLock{}
+	err := c.client(1).Isolate(ctx, maintTarget, view, lock.on(1), initnode.IsolateOptions{Settle: 20 * time.Millisecond, Timeout: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
+	lock.free(t)
 	want := "isolate maint.target: stopped at node 2 (no node moved): node 2 is not UP in the membership 300ms after its isolate"
 	if !errors.Is(err, initnode.ErrStopped) || !strings.HasPrefix(fmt.Sprint(err), want) {
 		t.Errorf("got %v\nwant %s...", err, want)
@@ -228,4 +236,170 @@ func TestIsolateOneNodeAtATime(t *testing.T) {
 		t.Errorf("a check of every node: %v %v", r, err)
 	}
 	noneIsolated(t, fakes)
+}
+
+// runLock is an in-memory initnode.RunLock shared by the nodes of a
+// test: one holder at a time, as dlmd's EX lock of DLMRunLock.
+type runLock struct {
+	mu     sync.Mutex
+	holder int
+	taken  int
+}
+
+// on is the lock as node's runs take it.
+func (l *runLock) on(node int) initnode.RunLock { return nodeLock{l, node} }
+
+// free checks that no run holds the lock.
+func (l *runLock) free(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.holder != 0 {
+		t.Errorf("the run lock is still held by node %d", l.holder)
+	}
+}
+
+type nodeLock struct {
+	l    *runLock
+	node int
+}
+
+func (n nodeLock) TryLock(context.Context) (initnode.Held, error) {
+	n.l.mu.Lock()
+	defer n.l.mu.Unlock()
+	if n.l.holder != 0 {
+		return nil, &initnode.BusyError{Node: n.l.holder}
+	}
+	n.l.holder = n.node
+	n.l.taken++
+	return n, nil
+}
+
+func (n nodeLock) Err() error { return nil }
+
+func (n nodeLock) Release() {
+	n.l.mu.Lock()
+	defer n.l.mu.Unlock()
+	if n.l.holder == n.node {
+		n.l.holder = 0
+	}
+}
+
+// TestIsolateOneRunAtATime: two runs started at once from two nodes do
+// not both move nodes (each would isolate a node at the same moment and
+// could take a majority out): one is refused naming the other's node;
+// the lock is free at the end, and after a run cut short (Ctrl-C).
+func TestIsolateOneRunAtATime(t *testing.T) {
+	c, fakes, _ := isoCluster(t, 3, func(_ uint32, sd *systemdfake.Systemd, _ *server.Config) {
+		sd.IsolateTakes(100 * time.Millisecond)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lock := &runLock{}
+	o := initnode.IsolateOptions{Settle: 20 * time.Millisecond, Poll: 5 * time.Millisecond}
+	errs := make([]error, 3)
+	var started sync.WaitGroup
+	started.Add(2)
+	var wg sync.WaitGroup
+	for _, n := range []int{1, 2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Done()
+			started.Wait()
+			errs[n] = c.client(uint32(n)).Isolate(ctx, maintTarget, &fakeView{self: n, nodes: 3}, lock.on(n), o)
+		}()
+	}
+	wg.Wait()
+	var ran, refused []int
+	for _, n := range []int{1, 2} {
+		switch err := errs[n]; {
+		case err == nil:
+			ran = append(ran, n)
+		case errors.Is(err, initnode.ErrRefused):
+			refused = append(refused, n)
+			t.Logf("node %d: %v", n, err)
+		default:
+			t.Errorf("node %d: %v", n, err)
+		}
+	}
+	if len(ran) != 1 || len(refused) != 1 {
+		t.Fatalf("runs that went on: %v, refused: %v; want one of each", ran, refused)
+	}
+	want := fmt.Sprintf("isolate maint.target: refused, no node changed: another ssi isolate is running (from node %d); wait for it or stop it", ran[0])
+	if got := errs[refused[0]].Error(); got != want {
+		t.Errorf("refusal %q\nwant %q", got, want)
+	}
+	lock.free(t)
+	for n, sd := range fakes {
+		if sd.Isolated() != maintTarget {
+			t.Errorf("node %d not isolated", n)
+		}
+	}
+
+	// Ctrl-C during a node's job: the run ends and frees the lock.
+	fakes[1].IsolateTakes(-1)
+	cctx, ccancel := context.WithCancel(ctx)
+	o.Progress = func(p initnode.Progress) {
+		if p.Kind == initnode.Isolating {
+			ccancel()
+		}
+	}
+	err := c.client(2).Isolate(cctx, bareTarget, &fakeView{self: 2, nodes: 3}, lock.on(2), initnode.IsolateOptions{Force: true, Settle: o.Settle, Poll: o.Poll, Progress: o.Progress})
+	if !errors.Is(err, initnode.ErrStopped) {
+		t.Errorf("a run cancelled: %v, want it stopped", err)
+	}
+	lock.free(t)
+}
+
+// TestIsolateTimeout: --timeout is each node's job's bound, not the
+// server's shorter default (initfailover cut the job at its own 2
+// minutes); a job that outlasts it stops the run with one line that
+// says what to do; a timeout above an hour is refused.
+func TestIsolateTimeout(t *testing.T) {
+	c, fakes, _ := isoCluster(t, 3, func(_ uint32, sd *systemdfake.Systemd, cfg *server.Config) {
+		sd.IsolateTakes(300 * time.Millisecond)
+		cfg.Timeout = 100 * time.Millisecond // initfailover's own bound
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lock := &runLock{}
+	o := initnode.IsolateOptions{Settle: 20 * time.Millisecond, Poll: 5 * time.Millisecond, Timeout: 5 * time.Second}
+	if err := c.client(1).Isolate(ctx, maintTarget, &fakeView{self: 1, nodes: 3}, lock.on(1), o); err != nil {
+		t.Fatalf("isolate, jobs of 300ms, --timeout 5s: %v", err)
+	}
+	fakes[2].IsolateTakes(-1)
+	o.Timeout = 400 * time.Millisecond
+	err := c.client(1).Isolate(ctx, bareTarget, &fakeView{self: 1, nodes: 3}, lock.on(1), initnode.IsolateOptions{Force: true, Settle: o.Settle, Poll: o.Poll, Timeout: o.Timeout})
+	want := "isolate bare.target: stopped at node 2 (no node moved): node 2 did not reach bare.target within 400ms; check `systemctl list-jobs` there, or raise --timeout"
+	if !errors.Is(err, initnode.ErrStopped) || err.Error() != want {
+		t.Errorf("a job that outlasts --timeout: %v\nwant %s", err, want)
+	}
+	lock.free(t)
+	err = c.client(1).Isolate(ctx, maintTarget, &fakeView{self: 1, nodes: 3}, lock.on(1), initnode.IsolateOptions{Timeout: 2 * time.Hour})
+	if want := "isolate maint.target: refused, no node changed: timeout 2h0m0s: want at most 1h0m0s"; !errors.Is(err, initnode.ErrRefused) || err.Error() != want {
+		t.Errorf("--timeout 2h: %v\nwant %s", err, want)
+	}
+}
+
+// TestIsolateForcedNodeLeaves: with --force, a node seen DOWN after its
+// job stops the run at once, saying it will not come back, rather than
+// after --timeout.
+func TestIsolateForcedNodeLeaves(t *testing.T) {
+	c, fakes, _ := isoCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	view := &fakeView{self: 1, nodes: 3, down: func(n int) bool { return n == 2 && fakes[2].Isolated() != "" }}
+	lock := &runLock{}
+	t0 := time.Now()
+	err := c.client(1).Isolate(ctx, bareTarget, view, lock.on(1), initnode.IsolateOptions{Force: true, Settle: 20 * time.Millisecond, Timeout: 10 * time.Second, Poll: 5 * time.Millisecond})
+	took := time.Since(t0)
+	want := "isolate bare.target: stopped at node 2 (no node moved): node 2 is DOWN in the membership after its isolate: the forced target took it out of the cluster, and it will not come back by itself"
+	if !errors.Is(err, initnode.ErrStopped) || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+	if took > 5*time.Second {
+		t.Errorf("stopped after %s: want at once, not after --timeout (10s)", took)
+	}
+	lock.free(t)
 }

@@ -289,7 +289,12 @@ func mayAct(action initfailoverv1.Action, uid uint32) error {
 func (s *Server) unit(ctx context.Context, ask unitAsk) *initfailoverv1.UnitLine {
 	action, unit := ask.action, ask.unit
 	line := &initfailoverv1.UnitLine{Node: s.cfg.Node}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	timeout := s.cfg.Timeout
+	if action == initfailoverv1.Action_ACTION_ISOLATE && !ask.check && ask.timeout > 0 {
+		// ssi isolate --timeout: a slow isolate is not cut short.
+		timeout = ask.timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	sd := s.cfg.Systemd
 	if sd == nil {
@@ -308,6 +313,11 @@ func (s *Server) unit(ctx context.Context, ask unitAsk) *initfailoverv1.UnitLine
 		err = checkIsolate(ctx, sd, unit, ask.force)
 		if err == nil && !ask.check {
 			err = sd.Isolate(ctx, unit)
+			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// systemd goes on with the job: say where to look.
+				line.Error = fmt.Sprintf("node %d did not reach %s within %s; check `systemctl list-jobs` there, or raise --timeout", s.cfg.Node, unit, timeout)
+				return line
+			}
 		}
 	case ask.check:
 	case action == initfailoverv1.Action_ACTION_START:

@@ -90,6 +90,9 @@ type Systemd struct {
 	// last target isolated.
 	isolatable map[string]bool
 	isolated   string
+	// isolateTakes is how long an isolate job runs before it changes
+	// anything (negative: until its context ends).
+	isolateTakes time.Duration
 }
 
 // New returns node's fake systemd knowing units (all inactive), recording
@@ -245,6 +248,22 @@ func (s *Systemd) Deps(_ context.Context, unit string) (server.UnitDeps, error) 
 // other active unit, as systemd's isolate job.
 func (s *Systemd) Isolate(ctx context.Context, target string) error {
 	s.mu.Lock()
+	takes := s.isolateTakes
+	s.mu.Unlock()
+	if takes != 0 {
+		var after <-chan time.Time
+		if takes > 0 {
+			t := time.NewTimer(takes)
+			defer t.Stop()
+			after = t.C
+		}
+		select {
+		case <-after:
+		case <-ctx.Done():
+			return fmt.Errorf("systemdfake: isolate %s: %w", target, ctx.Err())
+		}
+	}
+	s.mu.Lock()
 	if !s.known[target] {
 		s.mu.Unlock()
 		return fmt.Errorf("systemdfake: %s: %w", target, server.ErrNoUnit)
@@ -290,6 +309,14 @@ func (s *Systemd) Isolate(ctx context.Context, target string) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// IsolateTakes makes every isolate job run d before it changes anything
+// (negative: until its caller gives up; 0: at once).
+func (s *Systemd) IsolateTakes(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.isolateTakes = d
 }
 
 // Isolated returns the last target isolated ("" none).

@@ -303,7 +303,11 @@ type ServiceRequest struct {
 	Check bool `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
 	// force: isolate a target even if it does not pull in openssi.target
 	// and basic.target (the node may leave the cluster).
-	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	// timeout_nanos bounds each node's isolate job (not a check), in place
+	// of the server's initfailover timeout: ssi isolate --timeout. 0: the
+	// server's; at most an hour.
+	TimeoutNanos  int64 `protobuf:"varint,7,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +382,13 @@ func (x *ServiceRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *ServiceRequest) GetTimeoutNanos() int64 {
+	if x != nil {
+		return x.TimeoutNanos
+	}
+	return 0
 }
 
 type ServiceReply struct {
@@ -535,14 +546,15 @@ const file_initfailover_v1_initfailover_proto_rawDesc = "" +
 	"\vMoveRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\"\x1f\n" +
 	"\tMoveReply\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\rR\x04from\"\xb1\x01\n" +
+	"\x04from\x18\x01 \x01(\rR\x04from\"\xd6\x01\n" +
 	"\x0eServiceRequest\x127\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1f.openssi.initfailover.v1.ActionR\x06action\x12\x12\n" +
 	"\x04unit\x18\x02 \x01(\tR\x04unit\x12\x14\n" +
 	"\x05nodes\x18\x03 \x03(\rR\x05nodes\x12\x10\n" +
 	"\x03all\x18\x04 \x01(\bR\x03all\x12\x14\n" +
 	"\x05check\x18\x05 \x01(\bR\x05check\x12\x14\n" +
-	"\x05force\x18\x06 \x01(\bR\x05force\"G\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\x12#\n" +
+	"\rtimeout_nanos\x18\a \x01(\x03R\ftimeoutNanos\"G\n" +
 	"\fServiceReply\x127\n" +
 	"\x05lines\x18\x01 \x03(\v2!.openssi.initfailover.v1.UnitLineR\x05lines\"\xda\x01\n" +
 	"\bUnitLine\x12\x12\n" +

@@ -91,9 +91,10 @@ type PeerUnit struct {
 	CallerUid uint32                 `protobuf:"varint,2,opt,name=caller_uid,json=callerUid,proto3" json:"caller_uid,omitempty"`
 	Action    v1.Action              `protobuf:"varint,3,opt,name=action,proto3,enum=openssi.initfailover.v1.Action" json:"action,omitempty"`
 	Unit      string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
-	// check and force as in ServiceRequest.
-	Check         bool `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
-	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	// check, force and timeout_nanos as in ServiceRequest.
+	Check         bool  `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
+	Force         bool  `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	TimeoutNanos  int64 `protobuf:"varint,7,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +169,13 @@ func (x *PeerUnit) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *PeerUnit) GetTimeoutNanos() int64 {
+	if x != nil {
+		return x.TimeoutNanos
+	}
+	return 0
 }
 
 type PeerState struct {
@@ -278,7 +286,7 @@ const file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc = "" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\rR\x04node\"\xba\x01\n" +
+	"\x04node\x18\x03 \x01(\rR\x04node\"\xdf\x01\n" +
 	"\bPeerUnit\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
@@ -286,7 +294,8 @@ const file_initfailoverpeer_v1_initfailoverpeer_proto_rawDesc = "" +
 	"\x06action\x18\x03 \x01(\x0e2\x1f.openssi.initfailover.v1.ActionR\x06action\x12\x12\n" +
 	"\x04unit\x18\x04 \x01(\tR\x04unit\x12\x14\n" +
 	"\x05check\x18\x05 \x01(\bR\x05check\x12\x14\n" +
-	"\x05force\x18\x06 \x01(\bR\x05force\"#\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\x12#\n" +
+	"\rtimeout_nanos\x18\a \x01(\x03R\ftimeoutNanos\"#\n" +
 	"\tPeerState\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\"B\n" +
 	"\x0ePeerStateReply\x12\x1a\n" +
