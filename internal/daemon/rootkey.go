@@ -40,17 +40,18 @@ func (e *Env) ConnectRoot(ctx context.Context) (*api.Client, rpc.Source, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	kv := consul.NewKV(client)
-	src, err := rpc.NewPinnedSource(rpc.PinnedConfig{ID: id, Fetch: fetchPin(kv), Log: e.Log})
+	root, missing, err := e.rootConsul()
 	if err != nil {
 		return nil, nil, err
 	}
-	root, err := e.rootConsul()
+	kv := consul.NewKV(client)
+	src, err := rpc.NewPinnedSource(rpc.PinnedConfig{ID: id, Fetch: fetchPin(kv), List: listPins(kv, e.Log), Log: e.Log})
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = e.Notify.Status("publishing this daemon's peer key at openssi/%s", src.Key())
-	if err := e.publishPin(ctx, consul.NewKV(root), src); err != nil {
+	if err := e.publishPin(ctx, consul.NewKV(root), src, missing); err != nil {
+		_ = src.Close()
 		return nil, nil, err
 	}
 	e.Log.WithFields(logrus.Fields{"key": "openssi/" + src.Key(), "pin": src.Pin().String()}).Info("published this daemon's peer key")
@@ -92,39 +93,69 @@ func fetchPin(kv *consul.KV) func(context.Context, string) (rootkey.Pin, bool, e
 	}
 }
 
+// listPins is a blocking query of every pin under openssi/rootkeys/, for
+// rpc.PinnedSource's watch. A value that is not a pin is left out (no key
+// is believed on it) and logged.
+func listPins(kv *consul.KV, log logrus.FieldLogger) func(context.Context, uint64) (map[string]rootkey.Pin, uint64, error) {
+	return func(ctx context.Context, wait uint64) (map[string]rootkey.Pin, uint64, error) {
+		entries, index, err := kv.List(ctx, rootkey.Prefix, consul.Wait{Index: wait})
+		if err != nil {
+			return nil, 0, err
+		}
+		pins := make(map[string]rootkey.Pin, len(entries))
+		for _, e := range entries {
+			pin, err := rootkey.Decode(e.Value)
+			if err != nil {
+				log.WithError(err).WithField("key", "openssi/"+e.Key).Warn("ignoring a root key pin that cannot be read")
+				continue
+			}
+			pins[e.Key] = pin
+		}
+		return pins, index, nil
+	}
+}
+
 // rootConsul returns a client of the local agent with the node's root
 // token from cluster.consul.root_token_file, or with the daemons' token
 // when there is no such file (Consul refuses the write then when its ACLs
-// are on).
-func (e *Env) rootConsul() (*api.Client, error) {
+// are on); missing is then the file's path, for the error.
+func (e *Env) rootConsul() (client *api.Client, missing string, err error) {
 	o := e.consulOptions(os.Getenv("CREDENTIALS_DIRECTORY"))
 	file := e.Config.Cluster.Consul.RootTokenFile
 	if file == "" {
 		e.Log.Warn("no root token (cluster.consul.root_token_file is empty): publishing this daemon's peer key with the daemons' token")
-		return consul.NewClient(o)
+		client, err = consul.NewClient(o)
+		return client, "", err
 	}
 	b, err := os.ReadFile(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		e.Log.WithField("root_token_file", file).Warn("no root token file: publishing this daemon's peer key with the daemons' token (Consul refuses it when its ACLs are on)")
-		return consul.NewClient(o)
+		client, err = consul.NewClient(o)
+		return client, file, err
 	case err != nil:
-		return nil, ConfigError{fmt.Errorf("config: cluster.consul.root_token_file: %w", err)}
+		return nil, "", ConfigError{fmt.Errorf("config: cluster.consul.root_token_file: %w", err)}
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return nil, ConfigError{fmt.Errorf("config: cluster.consul.root_token_file: %s is empty", file)}
+		return nil, "", ConfigError{fmt.Errorf("config: cluster.consul.root_token_file: %s is empty", file)}
 	}
 	e.Log.Info("Consul root token from cluster.consul.root_token_file")
 	o.CredentialsDir, o.TokenFile, o.Token = "", "", tok
-	return consul.NewClient(o)
+	client, err = consul.NewClient(o)
+	return client, "", err
 }
 
 // publishPin writes src's pin, retrying while Consul is not there yet; a
-// refusal by the ACLs ends the start with what to do.
-func (e *Env) publishPin(ctx context.Context, kv *consul.KV, src *rpc.PinnedSource) error {
+// refusal by the ACLs ends the start with what to do: create the root
+// token file when it is missing (its path), else give its token the
+// policy.
+func (e *Env) publishPin(ctx context.Context, kv *consul.KV, src *rpc.PinnedSource, missing string) error {
 	err := e.Retry(ctx, 100*time.Millisecond, 2*time.Second, func() error {
 		err := kv.Put(ctx, src.Key(), json.RawMessage(rootkey.Encode(src.Pin())))
+		if denied(err) && missing != "" {
+			return Permanent{fmt.Errorf("no root token file %s: create it with `ssi consul policy --root %s` (see packaging/README.md)", missing, src.Identity().Node)}
+		}
 		if denied(err) {
 			return Permanent{fmt.Errorf("publishing this daemon's peer key at openssi/%s: %w (the node's root token, cluster.consul.root_token_file, needs the policy `ssi consul policy --root %s` prints)", src.Key(), err, src.Identity().Node)}
 		}

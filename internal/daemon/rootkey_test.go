@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemons"
@@ -24,7 +27,7 @@ import (
 // cluster.consul.root_token_file, else (no file, or the setting empty)
 // with the daemons' token; an empty root token file is a configuration
 // error, and Consul's refusal ends the start at once, saying what the
-// token needs.
+// token needs, or that the file is missing when it is.
 func TestPublishPin(t *testing.T) {
 	type put struct{ token, path, body string }
 	puts := make(chan put, 10)
@@ -56,7 +59,10 @@ func TestPublishPin(t *testing.T) {
 		{name: "no file: the daemons' token", setting: "file", wantToken: "daemons-secret"},
 		{name: "setting empty: the daemons' token", root: ptr("root-secret\n"), setting: `""`, wantToken: "daemons-secret"},
 		{name: "empty file", root: ptr("\n"), setting: "file", wantCode: ExitConfig, wantErr: "root_token_file"},
-		{name: "refused", setting: "file", deny: true, wantToken: "daemons-secret", wantCode: ExitError, wantErr: "ssi consul policy --root Node1"},
+		{name: "refused, no file", setting: "file", deny: true, wantToken: "daemons-secret", wantCode: ExitError,
+			wantErr: "no root token file FILE: create it with `ssi consul policy --root Node1` (see packaging/README.md)\n"},
+		{name: "refused, root token", root: ptr("root-secret\n"), setting: "file", deny: true, wantToken: "root-secret", wantCode: ExitError,
+			wantErr: "needs the policy `ssi consul policy --root Node1` prints"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			deny.Store(tc.deny)
@@ -82,7 +88,7 @@ func TestPublishPin(t *testing.T) {
 			var src *rpc.PinnedSource
 			var stdout, stderr bytes.Buffer
 			code := main(daemons.All[0], daemons.Sections(), []string{"--config", conf}, &stdout, &stderr, func(ctx context.Context, env *Env) error {
-				root, err := env.rootConsul()
+				root, missing, err := env.rootConsul()
 				if err != nil {
 					return err
 				}
@@ -90,9 +96,9 @@ func TestPublishPin(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				return env.publishPin(ctx, consul.NewKV(root), src)
+				return env.publishPin(ctx, consul.NewKV(root), src, missing)
 			})
-			if code != tc.wantCode || !strings.Contains(stderr.String(), tc.wantErr) {
+			if wantErr := strings.ReplaceAll(tc.wantErr, "FILE", file); code != tc.wantCode || !strings.Contains(stderr.String(), wantErr) {
 				t.Fatalf("exit %d, stderr %s; want %d and %q", code, stderr.String(), tc.wantCode, tc.wantErr)
 			}
 			if tc.wantToken == "" {
@@ -145,5 +151,39 @@ func TestSpiffeIDOf(t *testing.T) {
 	}
 	if _, err := spiffeIDOf(leafSource{}, "openssi-vprocd"); err == nil {
 		t.Error("no certificate: no error")
+	}
+}
+
+// TestListPins: the watch's query lists openssi/rootkeys/, waits on the
+// index it is given, and leaves out a value that is not a pin.
+func TestListPins(t *testing.T) {
+	pin := rootkey.Pin{7}
+	var query atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		query.Store(r.URL.Path + "?" + r.URL.RawQuery)
+		w.Header().Set("X-Consul-Index", "42")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`[{"Key":"openssi/rootkeys/node1/openssi-vprocd","Value":"` + base64.StdEncoding.EncodeToString(rootkey.Encode(pin)) + `"},` +
+			`{"Key":"openssi/rootkeys/node2/openssi-vprocd","Value":"` + base64.StdEncoding.EncodeToString([]byte(`{}`)) + `"}]`))
+	}))
+	defer srv.Close()
+	client, err := consul.NewClient(consul.Options{Address: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, hook := logtest.NewNullLogger()
+	pins, index, err := listPins(consul.NewKV(client), log)(context.Background(), 17)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if index != 42 || len(pins) != 1 || pins["rootkeys/node1/openssi-vprocd"] != pin {
+		t.Fatalf("pins %v index %d", pins, index)
+	}
+	q, _ := query.Load().(string)
+	if !strings.HasPrefix(q, "/v1/kv/openssi/rootkeys/?") || !strings.Contains(q, "recurse") || !strings.Contains(q, "index=17") {
+		t.Fatalf("query %s", q)
+	}
+	if len(hook.AllEntries()) != 1 {
+		t.Fatalf("%d log entries, want the bad pin's", len(hook.AllEntries()))
 	}
 }

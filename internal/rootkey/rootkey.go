@@ -15,7 +15,8 @@
 // the one pinned there.
 //
 // A restart makes a new key and publishes it: peers that cached the old
-// one fetch the pin again when a handshake presents another key. [Cache]
+// one learn the new pin from a watch on [Prefix], or, failing that, read
+// the pin again when a handshake presents another key. [Cache]
 // decides when, without a clock or Consul of its own; what it may fetch
 // is bounded, since any client can present any key.
 package rootkey
@@ -133,12 +134,17 @@ func Decode(data []byte) (Pin, error) {
 type Verdict int
 
 const (
-	// Refuse: the key is not the pinned one and no fetch is allowed now.
+	// Refuse: the key is not the cached pin, and the pin may not be read
+	// again now (this key's read budget is spent).
 	Refuse Verdict = iota
-	// Accept: the key is the pinned one.
+	// Accept: the key is the cached pin.
 	Accept
-	// Fetch: read the pin again, tell [Cache.Learn], then compare.
+	// Fetch: read the pin again, tell [Cache.Learn] (or [Cache.Abort] when
+	// the read failed), then compare with [Cache.Pinned].
 	Fetch
+	// Join: a read of this pin is in flight; wait for its end, then
+	// compare with [Cache.Pinned]. It costs no read.
+	Join
 )
 
 func (v Verdict) String() string {
@@ -147,55 +153,129 @@ func (v Verdict) String() string {
 		return "accept"
 	case Fetch:
 		return "fetch"
+	case Join:
+		return "join"
 	}
 	return "refuse"
 }
 
-// Fetch budget: any client can present any key naming any node, so a
-// mismatch may cost a KV read only as often as this allows, for all keys
-// together. A daemon's restart (a new key) is normally seen at once.
+// The fallback read budget, per pin's key. The pins reach a daemon by a
+// watch on [Prefix] ([Cache.Replace]); a handshake whose key is not the
+// cached pin may read that one pin again only as often as this allows, so
+// that anyone who can reach the port, naming node X with ever new keys,
+// delays only X's fallback reads, never another node's.
 const (
-	// FetchBurst is how many reads may follow each other at once.
-	FetchBurst = 8
-	// FetchEvery is how often one more read is allowed.
-	FetchEvery = 250 * time.Millisecond
+	// FetchBurst is how many reads of one key may follow each other.
+	FetchBurst = 2
+	// FetchEvery is how often one more read of a key is allowed.
+	FetchEvery = time.Second
+	// MaxBudgets bounds the keys whose spent budget is remembered; past
+	// it the least recently refilled is forgotten (it gets a full budget
+	// again: only the attacker's own keys, or reads, can be gained).
+	MaxBudgets = 4096
 )
 
-// Cache holds the pins a daemon has read and decides when to read one
-// again. It is a pure core: the caller passes the time and does the reads;
-// it is not safe for concurrent use. The zero value is ready.
-type Cache struct {
-	pins map[string]Pin
-	// The read budget: tokens at time at.
+// bucket is one key's read budget: tokens at time at.
+type bucket struct {
 	tokens float64
 	at     time.Time
-	primed bool
+}
+
+// Cache holds the pins a daemon knows and decides when to read one again.
+// It is a pure core: the caller passes the time, does the reads and the
+// watch; it is not safe for concurrent use. The zero value is ready.
+type Cache struct {
+	pins    map[string]Pin
+	budgets map[string]bucket
+	// flights are the keys being read, with the generation at the start
+	// of the read.
+	flights map[string]uint64
+	// gen counts the watch's updates (Replace): a read that started
+	// before one is older than the watch's view, and is dropped.
+	gen uint64
 }
 
 // Check decides about presented, the key a peer proved it holds, for the
-// pin's key (see [Key]) at now: Accept when it is the pin read last, else
-// Fetch when the budget allows a read (which it spends), else Refuse.
+// pin's key (see [Key]) at now: Accept when it is the cached pin, else Join
+// when a read of key is in flight, else Fetch when key's budget allows a
+// read (which it spends, and the read is then in flight until Learn or
+// Abort), else Refuse.
 func (c *Cache) Check(key string, presented Pin, now time.Time) Verdict {
 	if p, ok := c.pins[key]; ok && p == presented {
 		return Accept
 	}
-	if !c.primed {
-		c.tokens, c.at, c.primed = FetchBurst, now, true
+	if _, ok := c.flights[key]; ok {
+		return Join
 	}
-	if el := now.Sub(c.at); el > 0 {
-		c.tokens = min(FetchBurst, c.tokens+float64(el)/float64(FetchEvery))
-		c.at = now
+	b, ok := c.budgets[key]
+	if !ok {
+		c.makeRoom(now)
+		b = bucket{tokens: FetchBurst, at: now}
 	}
-	if c.tokens < 1 {
+	if el := now.Sub(b.at); el > 0 {
+		b.tokens = min(FetchBurst, b.tokens+float64(el)/float64(FetchEvery))
+		b.at = now
+	}
+	if b.tokens < 1 {
+		c.setBudget(key, b)
 		return Refuse
 	}
-	c.tokens--
+	b.tokens--
+	c.setBudget(key, b)
+	if c.flights == nil {
+		c.flights = map[string]uint64{}
+	}
+	c.flights[key] = c.gen
 	return Fetch
 }
 
-// Learn records what a read of key found: pin when found, nothing
-// otherwise (the key is forgotten, so only pins that exist take room).
+func (c *Cache) setBudget(key string, b bucket) {
+	if c.budgets == nil {
+		c.budgets = map[string]bucket{}
+	}
+	c.budgets[key] = b
+}
+
+// makeRoom keeps the budgets under MaxBudgets before one is added: it
+// forgets the ones refilled by now (a full budget is the default), then,
+// if none was, the one refilled least recently.
+func (c *Cache) makeRoom(now time.Time) {
+	if len(c.budgets) < MaxBudgets {
+		return
+	}
+	var oldest string
+	var at time.Time
+	for k, b := range c.budgets {
+		if b.tokens+float64(now.Sub(b.at))/float64(FetchEvery) >= FetchBurst {
+			delete(c.budgets, k)
+			continue
+		}
+		if oldest == "" || b.at.Before(at) || b.at.Equal(at) && k < oldest {
+			oldest, at = k, b.at
+		}
+	}
+	if len(c.budgets) >= MaxBudgets {
+		delete(c.budgets, oldest)
+	}
+}
+
+// Learn ends the read of key Check allowed with what it found: pin when
+// found, else nothing (the key is forgotten). The result is dropped when
+// the watch updated the cache meanwhile ([Cache.Replace]): its view is at
+// least as new.
 func (c *Cache) Learn(key string, pin Pin, found bool) {
+	g, ok := c.flights[key]
+	delete(c.flights, key)
+	if ok && g != c.gen {
+		return
+	}
+	c.set(key, pin, found)
+}
+
+// Abort ends the read of key Check allowed, which failed.
+func (c *Cache) Abort(key string) { delete(c.flights, key) }
+
+func (c *Cache) set(key string, pin Pin, found bool) {
 	if !found {
 		delete(c.pins, key)
 		return
@@ -206,7 +286,18 @@ func (c *Cache) Learn(key string, pin Pin, found bool) {
 	c.pins[key] = pin
 }
 
-// Pinned returns the pin read last for key.
+// Replace makes pins (keys of [Key]) the whole of the cache: what the watch
+// on [Prefix] read. A pin missing from it (deleted) is no longer trusted.
+// Reads in flight still end with Learn, which then drops their result.
+func (c *Cache) Replace(pins map[string]Pin) {
+	c.gen++
+	c.pins = make(map[string]Pin, len(pins))
+	for k, p := range pins {
+		c.pins[k] = p
+	}
+}
+
+// Pinned returns the pin cached for key.
 func (c *Cache) Pinned(key string) (Pin, bool) {
 	p, ok := c.pins[key]
 	return p, ok

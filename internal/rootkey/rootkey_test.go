@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -164,8 +165,7 @@ func TestCache(t *testing.T) {
 			t.Fatalf("pinned key, check %d: %v, want accept", i, v)
 		}
 	}
-	// A new key (a restart): fetched at once, learnt, then accepted; the
-	// old key is then refused unless the budget allows a read again.
+	// A new key (a restart): fetched, learnt, then accepted.
 	if v := c.Check(k, b, t0); v != Fetch {
 		t.Fatalf("new key: %v, want fetch", v)
 	}
@@ -176,20 +176,10 @@ func TestCache(t *testing.T) {
 	if p, ok := c.Pinned(k); !ok || p != b {
 		t.Fatalf("Pinned = %v %v", p, ok)
 	}
-	// The budget: FetchBurst reads at once (two spent above), then one
-	// per FetchEvery, for every key together.
-	spent := 0
-	for c.Check(k, a, t0) == Fetch {
-		spent++
-		if spent > FetchBurst {
-			t.Fatal("budget never runs out")
-		}
-	}
-	if spent != FetchBurst-2 {
-		t.Fatalf("%d reads allowed after 2, want %d", spent, FetchBurst-2)
-	}
-	if v := c.Check("rootkeys/node4/openssi-vprocd", a, t0); v != Refuse {
-		t.Fatalf("another key, budget spent: %v, want refuse", v)
+	// The key's budget (FetchBurst, both spent) is out: refused, and the
+	// pinned key still accepted.
+	if v := c.Check(k, a, t0); v != Refuse {
+		t.Fatalf("budget spent: %v, want refuse", v)
 	}
 	if v := c.Check(k, b, t0); v != Accept {
 		t.Fatalf("the pinned key with the budget spent: %v, want accept", v)
@@ -200,6 +190,7 @@ func TestCache(t *testing.T) {
 	if v := c.Check(k, a, t0.Add(FetchEvery)); v != Fetch {
 		t.Fatalf("a read due: %v, want fetch", v)
 	}
+	c.Abort(k)
 	if v := c.Check(k, a, t0.Add(FetchEvery)); v != Refuse {
 		t.Fatalf("the read spent: %v, want refuse", v)
 	}
@@ -208,6 +199,7 @@ func TestCache(t *testing.T) {
 	later := t0.Add(time.Hour)
 	n := 0
 	for c.Check(k, a, later) == Fetch {
+		c.Abort(k)
 		n++
 	}
 	if n != FetchBurst {
@@ -217,11 +209,112 @@ func TestCache(t *testing.T) {
 		t.Fatalf("clock went back: %v, want refuse", v)
 	}
 	// A pin that is gone is forgotten: its key is no longer accepted.
+	if v := c.Check(k, a, later.Add(time.Hour)); v != Fetch {
+		t.Fatalf("check: %v, want fetch", v)
+	}
 	c.Learn(k, Pin{}, false)
 	if _, ok := c.Pinned(k); ok {
 		t.Fatal("a removed pin is still known")
 	}
-	if v := c.Check(k, b, later.Add(time.Hour)); v != Fetch {
-		t.Fatalf("removed pin: %v, want fetch", v)
+}
+
+// TestCacheBudgetPerKey: spending one key's reads (anyone can name any
+// node with new keys) leaves every other key's reads.
+func TestCacheBudgetPerKey(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	x, y := "rootkeys/nodex/openssi-vprocd", "rootkeys/nodey/openssi-vprocd"
+	var c Cache
+	for i := 0; i < 100; i++ {
+		p := Pin(sha256.Sum256([]byte{byte(i)}))
+		if v := c.Check(x, p, t0); v == Fetch {
+			c.Learn(x, Pin{}, false)
+		}
+	}
+	if v := c.Check(x, Pin{1}, t0); v != Refuse {
+		t.Fatalf("node x after the flood: %v, want refuse", v)
+	}
+	if v := c.Check(y, Pin{1}, t0); v != Fetch {
+		t.Fatalf("node y after a flood naming node x: %v, want fetch", v)
+	}
+}
+
+// TestCacheJoin: handshakes presenting a key while its pin is read wait
+// for that read instead of reading again.
+func TestCacheJoin(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	k := "rootkeys/node1/openssi-vprocd"
+	a := Pin{1}
+	var c Cache
+	if v := c.Check(k, a, t0); v != Fetch {
+		t.Fatalf("first: %v, want fetch", v)
+	}
+	for i := 0; i < 10; i++ {
+		if v := c.Check(k, a, t0); v != Join {
+			t.Fatalf("concurrent %d: %v, want join", i, v)
+		}
+	}
+	c.Learn(k, a, true)
+	if v := c.Check(k, a, t0); v != Accept {
+		t.Fatalf("after the read: %v, want accept", v)
+	}
+	// Only one read was spent: one more is left.
+	if v := c.Check(k, Pin{2}, t0); v != Fetch {
+		t.Fatalf("second read: %v, want fetch", v)
+	}
+}
+
+// TestCacheReplace: the watch's listing is the whole truth: a deleted pin
+// is dropped, and a read that started before the listing does not
+// overwrite it.
+func TestCacheReplace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	k1, k2 := "rootkeys/node1/openssi-vprocd", "rootkeys/node2/openssi-vprocd"
+	old, cur := Pin{1}, Pin{2}
+	var c Cache
+	c.Replace(map[string]Pin{k1: old, k2: old})
+	if v := c.Check(k1, old, t0); v != Accept {
+		t.Fatalf("listed pin: %v, want accept", v)
+	}
+	// Node 2's pin is deleted.
+	c.Replace(map[string]Pin{k1: old})
+	if _, ok := c.Pinned(k2); ok {
+		t.Fatal("a deleted pin is still cached")
+	}
+	if v := c.Check(k2, old, t0); v != Fetch {
+		t.Fatalf("deleted pin: %v, want fetch", v)
+	}
+	c.Learn(k2, Pin{}, false)
+	// A read of node 1's pin starts, the watch delivers its new pin, the
+	// read ends with the old one: the watch's stays.
+	if v := c.Check(k1, cur, t0); v != Fetch {
+		t.Fatalf("new key: %v, want fetch", v)
+	}
+	c.Replace(map[string]Pin{k1: cur})
+	c.Learn(k1, old, true)
+	if p, _ := c.Pinned(k1); p != cur {
+		t.Fatalf("pin %v after a stale read, want the watch's %v", p, cur)
+	}
+}
+
+// TestCacheBudgetsBounded: naming ever new nodes does not grow the cache
+// without end, and evicting a spent budget only gives reads back.
+func TestCacheBudgetsBounded(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var c Cache
+	for i := 0; i < MaxBudgets+10; i++ {
+		k := fmt.Sprintf("rootkeys/node%d/openssi-vprocd", i)
+		for c.Check(k, Pin{1}, t0) == Fetch {
+			c.Abort(k)
+		}
+		if len(c.budgets) > MaxBudgets {
+			t.Fatalf("%d budgets after %d keys", len(c.budgets), i+1)
+		}
+	}
+	// Refilled budgets are dropped first.
+	if v := c.Check("rootkeys/fresh/openssi-vprocd", Pin{1}, t0.Add(time.Hour)); v != Fetch {
+		t.Fatalf("fresh key: %v", v)
+	}
+	if len(c.budgets) != 1 {
+		t.Fatalf("%d budgets after all refilled, want 1", len(c.budgets))
 	}
 }

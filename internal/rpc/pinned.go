@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/logging"
 	"github.com/openssi/openssi/internal/rootkey"
 )
@@ -37,9 +38,11 @@ const PinFetchTimeout = 2 * time.Second
 // wants, as for [Source]) and the key the peer proved it holds in the
 // handshake is the one pinned for that identity's node and service
 // ([rootkey.Key]). The chain does not matter: the pin is the trust. Pins
-// are cached; a key other than the cached pin makes the source read the
-// pin again, within [rootkey.Cache]'s budget, so a peer's restart (a new
-// key) is followed at once.
+// are cached and kept current by a watch on openssi/rootkeys/ (when
+// [PinnedConfig.List] is set), which also drops deleted pins; a key other
+// than the cached pin makes the source read that pin again only as a
+// fallback, one read at a time per key and within that key's budget
+// ([rootkey.Cache]), so a flood naming one node delays no other node.
 type PinnedSource struct {
 	id       SPIFFEID
 	identity Identity
@@ -51,7 +54,18 @@ type PinnedSource struct {
 
 	mu       sync.Mutex
 	cache    rootkey.Cache
+	flights  map[string]*pinFlight
 	refusals logging.Once
+
+	stop  context.CancelFunc
+	watch sync.WaitGroup
+}
+
+// pinFlight is a fallback read of one pin in flight: done is closed when
+// it ends, err is then its error.
+type pinFlight struct {
+	done chan struct{}
+	err  error
 }
 
 // PinnedConfig configures [NewPinnedSource].
@@ -62,6 +76,11 @@ type PinnedConfig struct {
 	// Fetch reads the pin at a key of [rootkey.Key]; found is false when
 	// there is none.
 	Fetch func(ctx context.Context, key string) (pin rootkey.Pin, found bool, err error)
+	// List, when set, is a blocking query of every pin under
+	// openssi/rootkeys/ (keys of [rootkey.Key]) waiting on waitIndex (0: at
+	// once), returning Consul's index to wait on next. The source watches
+	// it ([consul.Watch]) until Close, and its listings replace the cache.
+	List func(ctx context.Context, waitIndex uint64) (pins map[string]rootkey.Pin, index uint64, err error)
 	// Now is the clock of the fetch budget; nil is time.Now.
 	Now func() time.Time
 	// Log receives the refusals, each kind once at error level.
@@ -92,11 +111,39 @@ func NewPinnedSource(cfg PinnedConfig) (*PinnedSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rpc: pinned source: %w", err)
 	}
-	return &PinnedSource{
+	s := &PinnedSource{
 		id: cfg.ID, identity: ident, cert: cert, pin: rootkey.Of(cert.Leaf),
-		fetch: cfg.Fetch, now: cfg.Now,
+		fetch: cfg.Fetch, now: cfg.Now, flights: map[string]*pinFlight{},
 		log: cfg.Log.WithFields(logrus.Fields{"component": "rpc-pinned", "identity": ident.String()}),
-	}, nil
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	if cfg.List != nil {
+		s.watch.Add(1)
+		go func() {
+			defer s.watch.Done()
+			s.watchPins(ctx, cfg.List)
+		}()
+	}
+	return s, nil
+}
+
+// watchPins keeps the cache equal to what List reads, until ctx ends.
+func (s *PinnedSource) watchPins(ctx context.Context, list func(context.Context, uint64) (map[string]rootkey.Pin, uint64, error)) {
+	_ = consul.Watch(ctx, func(ctx context.Context, wait uint64) (uint64, error) {
+		pins, index, err := list(ctx, wait)
+		if err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
+		s.cache.Replace(pins)
+		s.mu.Unlock()
+		return index, nil
+	}, consul.WatchOptions{OnError: func(err error, retry time.Duration) {
+		if ctx.Err() == nil {
+			s.log.WithError(err).WithField("retry_in", retry).Warn("rpc: watching the pinned root keys")
+		}
+	}})
 }
 
 // selfSigned makes a P-256 key and a certificate of it for id, valid from
@@ -179,8 +226,13 @@ func (s *PinnedSource) ClientConfig(wantService string) *tls.Config {
 	}
 }
 
-// Close implements [Source]; the source has nothing running.
-func (s *PinnedSource) Close() error { return nil }
+// Close implements [Source]: it stops the watch of the pins and waits
+// for its end.
+func (s *PinnedSource) Close() error {
+	s.stop()
+	s.watch.Wait()
+	return nil
+}
 
 // verify accepts a peer whose certificate passes pinnedPeer and whose key
 // is the pinned one.
@@ -191,30 +243,50 @@ func (s *PinnedSource) verify(chain []*x509.Certificate, want string) (Identity,
 	}
 	s.mu.Lock()
 	v := s.cache.Check(key, presented, s.now())
-	s.mu.Unlock()
+	f := s.flights[key]
 	if v == rootkey.Fetch {
+		f = &pinFlight{done: make(chan struct{})}
+		s.flights[key] = f
+	}
+	s.mu.Unlock()
+	switch v {
+	case rootkey.Accept:
+		return id, nil
+	case rootkey.Fetch:
 		ctx, cancel := context.WithTimeout(context.Background(), PinFetchTimeout)
 		pin, found, ferr := s.fetch(ctx, key)
 		cancel()
-		if ferr != nil {
-			return Identity{}, fmt.Errorf("rpc: %w: %s: reading its pinned key: %w", ErrPeerIdentity, id, ferr)
-		}
 		s.mu.Lock()
-		s.cache.Learn(key, pin, found)
+		if ferr != nil {
+			s.cache.Abort(key)
+		} else {
+			s.cache.Learn(key, pin, found)
+		}
+		f.err = ferr
+		delete(s.flights, key)
+		close(f.done)
 		s.mu.Unlock()
-		if found && pin == presented {
+	case rootkey.Join:
+		<-f.done // within PinFetchTimeout
+	}
+	if v == rootkey.Fetch || v == rootkey.Join {
+		if f.err != nil {
+			return Identity{}, fmt.Errorf("rpc: %w: %s: reading its pinned key: %w", ErrPeerIdentity, id, f.err)
+		}
+		if p, ok := s.pinned(key); ok && p == presented {
 			return id, nil
 		}
 	}
-	if v == rootkey.Accept {
-		return id, nil
-	}
 	pinned, ok := s.pinned(key)
-	msg := fmt.Sprintf("peer %s presents key %s, not the key its node's root pinned at openssi/%s", id, presented, key)
-	if !ok {
-		msg = fmt.Sprintf("peer %s presents key %s, and no key is pinned at openssi/%s", id, presented, key)
+	why, msg := "mismatch", fmt.Sprintf("peer %s presents key %s, not the key its node's root pinned at openssi/%s", id, presented, key)
+	switch {
+	case v == rootkey.Refuse:
+		// Not read again: what is cached may be out of date, or absent.
+		why, msg = "not-read", fmt.Sprintf("peer %s presents key %s, not the key cached for openssi/%s, which was not read again (too many reads of it lately)", id, presented, key)
+	case !ok:
+		why, msg = "unpinned", fmt.Sprintf("peer %s presents key %s, and no key is pinned at openssi/%s", id, presented, key)
 	}
-	s.refusals.Log(s.log, key, logrus.Fields{"peer": id.String(), "presented": presented.String(), "pinned": pinned.String(), "fetch": v.String()}, "rpc: refused "+msg)
+	s.refusals.Log(s.log, why+" "+key, logrus.Fields{"peer": id.String(), "presented": presented.String(), "pinned": pinned.String(), "fetch": v.String()}, "rpc: refused "+msg)
 	return Identity{}, fmt.Errorf("rpc: %w: %s", ErrPeerIdentity, msg)
 }
 

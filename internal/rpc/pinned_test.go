@@ -6,9 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/openssi/openssi/internal/rootkey"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -207,8 +211,8 @@ func TestPinnedPeer(t *testing.T) {
 	}
 }
 
-// TestPinnedFetchBudget: a storm of unknown keys reads at most the
-// budget, and a pinned peer is still accepted meanwhile.
+// TestPinnedFetchBudget: a storm of unknown keys naming one node reads at
+// most that key's budget, and a pinned peer is still accepted meanwhile.
 func TestPinnedFetchBudget(t *testing.T) {
 	kv := &pins{}
 	now := time.Unix(1000, 0)
@@ -232,5 +236,112 @@ func TestPinnedFetchBudget(t *testing.T) {
 	}
 	if _, err := srv.verify([]*x509.Certificate{good.Leaf()}, ""); err != nil {
 		t.Fatalf("pinned peer during the storm: %v", err)
+	}
+}
+
+// TestPinnedFloodSparesOtherNodes: anyone reaching the port can present
+// self-signed certificates naming a node with ever new keys; that must
+// not keep a restarted peer of another node (a new key, not cached) out.
+func TestPinnedFloodSparesOtherNodes(t *testing.T) {
+	kv := &pins{}
+	now := time.Unix(1000, 0)
+	srv, err := NewPinnedSource(PinnedConfig{ID: spiffeOf(t, "openssi-vprocd.node2"), Fetch: kv.fetch, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		bad := newPinned(t, kv, "openssi-vprocd.node9")
+		if _, err := srv.verify([]*x509.Certificate{bad.Leaf()}, ""); !errors.Is(err, ErrPeerIdentity) {
+			t.Fatalf("flood key %d: %v", i, err)
+		}
+	}
+	good := newPinned(t, kv, "openssi-vprocd.node1")
+	kv.publish(good)
+	if _, err := srv.verify([]*x509.Certificate{good.Leaf()}, ""); err != nil {
+		t.Fatalf("node 1's restarted vprocd during a flood naming node 9: %v", err)
+	}
+}
+
+// TestPinnedRefusalSaysWhy: a refusal because the pin was not read again
+// says so (not "no key is pinned", which may be false), and is logged at
+// error level even when the same key was refused first for another reason.
+func TestPinnedRefusalSaysWhy(t *testing.T) {
+	kv := &pins{}
+	now := time.Unix(1000, 0)
+	log, hook := logtest.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
+	srv, err := NewPinnedSource(PinnedConfig{ID: spiffeOf(t, "openssi-vprocd.node2"), Fetch: kv.fetch, Now: func() time.Time { return now }, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for i := 0; i < 50; i++ {
+		bad := newPinned(t, kv, "openssi-vprocd.node1")
+		_, last = srv.verify([]*x509.Certificate{bad.Leaf()}, "")
+	}
+	if last == nil || strings.Contains(last.Error(), "no key is pinned") || !strings.Contains(last.Error(), "not read again") {
+		t.Fatalf("refusal without a read: %v", last)
+	}
+	errs := map[string]bool{}
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.ErrorLevel {
+			errs[e.Message[:min(len(e.Message), 60)]] = true
+		}
+	}
+	if len(errs) != 2 {
+		t.Fatalf("error-level refusals: %v, want the unpinned one and the not-read-again one", errs)
+	}
+}
+
+// TestPinnedOneReadPerKey: handshakes presenting the same unknown key
+// while its pin is read wait for that read instead of each reading.
+func TestPinnedOneReadPerKey(t *testing.T) {
+	const n = 5
+	kv := &pins{}
+	entered, release := make(chan struct{}), make(chan struct{})
+	fetch := func(ctx context.Context, key string) (rootkey.Pin, bool, error) {
+		entered <- struct{}{}
+		<-release
+		return kv.fetch(ctx, key)
+	}
+	// Each check reads the clock under the source's lock, just before
+	// deciding: n+1 clock reads mean n+1 decisions taken.
+	checked := make(chan struct{}, n+1)
+	srv, err := NewPinnedSource(PinnedConfig{ID: spiffeOf(t, "openssi-vprocd.node2"), Fetch: fetch,
+		Now: func() time.Time { checked <- struct{}{}; return time.Unix(1000, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-checked // NewPinnedSource's own
+	peer := newPinned(t, kv, "openssi-vprocd.node1")
+	kv.publish(peer)
+	errs := make(chan error, n+1)
+	for i := 0; i <= n; i++ {
+		go func() {
+			_, err := srv.verify([]*x509.Certificate{peer.Leaf()}, "")
+			errs <- err
+		}()
+	}
+	for i := 0; i <= n; i++ {
+		<-checked
+	}
+	select {
+	case <-entered:
+	case err := <-errs:
+		t.Fatalf("a check ended before the read: %v", err)
+	}
+	close(release)
+	for i := 0; i <= n; i++ {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("check: %v", err)
+			}
+		case <-entered:
+			t.Fatal("a second read of the same pin while one was in flight")
+		}
+	}
+	if got := kv.count(); got != 1 {
+		t.Fatalf("%d reads of one pin for %d concurrent handshakes, want 1", got, n+1)
 	}
 }

@@ -4,19 +4,25 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/cmd/ssi/cli"
 	"github.com/openssi/openssi/internal/consulacl"
 	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/internal/nodetest"
+	"github.com/openssi/openssi/internal/rootkey"
 	"github.com/openssi/openssi/internal/rpc"
 	initpeerv1 "github.com/openssi/openssi/proto/initfailoverpeer/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
@@ -81,11 +87,32 @@ func TestRootDaemonsRefuseStolenLeaf(t *testing.T) {
 			defer conn.Close()
 			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if err := tc.call(callCtx, conn); err == nil {
+			callErr := tc.call(callCtx, conn)
+			if callErr == nil {
 				t.Fatalf("node 2's %s answered a peer presenting node 1's %s leaf fetched with the daemons' token: user openssi acts as root on every node", tc.daemon, tc.daemon)
-			} else {
-				t.Logf("refused as it should be: %v", err)
 			}
+			// Refused for the right reason: in the TLS handshake (the
+			// call never reached the server: Unavailable; the client sees
+			// the alert or a broken pipe, whichever comes first), by the
+			// pin check, which logs the key it refused.
+			if status.Code(callErr) != codes.Unavailable {
+				t.Fatalf("call with the stolen leaf: %v; want Unavailable, the TLS handshake's refusal", callErr)
+			}
+			stolen, err := x509.ParseCertificate(cert.Certificate[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "rpc: refused peer " + service + "." + one.Agent.Name + " presents key " + rootkey.Of(stolen).String()
+			deadline := time.Now().Add(10 * time.Second)
+			for log := ""; !strings.Contains(log, want); {
+				b, _ := os.ReadFile(filepath.Join(two.Dir, tc.daemon+".log"))
+				log = string(b)
+				if time.Now().After(deadline) {
+					t.Fatalf("node 2's %s log has no %q: the call failed for another reason (%v)", tc.daemon, want, callErr)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Logf("refused as it should be: %v", callErr)
 		})
 	}
 
