@@ -23,12 +23,14 @@ import "time"
 // tells of its fencing (told at most L after its last pong, killing
 // 3S/4 later).
 //
-// Why it does not flap: dlmd's loop answers a Ping in microseconds; the
-// role is dropped only when no probe sent in the last L (minus one probe
-// period) was answered, i.e. dlmd stalled for most of a lease. A dlmd
-// that stalls that long misses its own pings too and is about to be
-// fenced by its peers anyway (and fences itself at its next tick), so the
-// probe drops the role only where dlmd's lease would have.
+// Why it does not flap: dlmd's loop answers a Ping in microseconds, and
+// the shell sends a probe every ProbeEvery without waiting for the
+// previous answer, so the role is dropped only when dlmd takes longer
+// than the lease less a probe period (0.9 s of the default 1 s) to
+// answer: dlmd stalled for most of a lease. A dlmd that stalls that long
+// misses its own pings too and is about to be fenced by its peers anyway
+// (and fences itself at its next tick), so the probe drops the role only
+// where dlmd's lease would have.
 
 // DefaultDlmLease is dlmd.lease's default (dlmdspec), the lease the
 // Elector assumes when not told the cluster's.

@@ -393,10 +393,12 @@ func (e *Elector) dropLock() {
 	}
 }
 
-// probe starts probing sess, whose lock of gen was granted at now, every
-// election.ProbeEvery: each answer moves lastAnswer to the probe's send
-// time (the answer proves dlmd's loop ran after it), until the lock is
-// dropped.
+// probe starts probing sess, whose lock of gen was granted at now: a
+// probe every election.ProbeEvery, each waiting for its answer on its
+// own (so that a slow answer delays no later probe: a dlmd answering
+// within a lease less a probe period keeps the lock); each answer moves
+// lastAnswer to the probe's send time (dlmd's loop ran after it), until
+// the lock is dropped.
 func (e *Elector) probe(now time.Time, gen int, sess *dlm.Client) {
 	e.lastAnswer = now
 	ctx, cancel := context.WithCancel(e.work)
@@ -407,16 +409,20 @@ func (e *Elector) probe(now time.Time, gen int, sess *dlm.Client) {
 		defer e.wg.Done()
 		for ctx.Err() == nil && sess.Err() == nil {
 			sent := time.Now()
-			pctx, pcancel := context.WithTimeout(ctx, e.cfg.DlmLease)
-			err := sess.Ping(pctx)
-			pcancel()
-			if err == nil {
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				pctx, pcancel := context.WithTimeout(ctx, e.cfg.DlmLease)
+				defer pcancel()
+				if sess.Ping(pctx) != nil {
+					return
+				}
 				e.post(ctx, func(time.Time) {
 					if gen == e.lockGen && e.lock != nil && sent.After(e.lastAnswer) {
 						e.lastAnswer = sent
 					}
 				})
-			}
+			}()
 			sleep(ctx, every)
 		}
 	}()

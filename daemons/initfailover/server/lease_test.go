@@ -27,6 +27,13 @@ type freezable struct {
 	mu       sync.Mutex
 	thaw     chan struct{} // non-nil while frozen
 	sessions int
+	delay    time.Duration // before each answer: a slow dlmd
+}
+
+func (f *freezable) setDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
 }
 
 func (f *freezable) freeze(on bool) {
@@ -64,6 +71,9 @@ func (f *freezable) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlm
 	f.mu.Lock()
 	f.sessions++
 	f.mu.Unlock()
+	var sendMu sync.Mutex
+	var answers sync.WaitGroup
+	defer answers.Wait() // no Send once the handler has returned
 	if err := st.Send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Hello{Hello: &dlmv1.SessionHello{Node: 1, Client: 1}}}); err != nil {
 		return err
 	}
@@ -75,6 +85,9 @@ func (f *freezable) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlm
 		if !f.wait(st.Context()) {
 			return nil
 		}
+		f.mu.Lock()
+		d := f.delay
+		f.mu.Unlock()
 		rep := &dlmv1.Reply{Tag: m.GetTag()}
 		switch {
 		case m.GetLock() != nil:
@@ -83,9 +96,15 @@ func (f *freezable) Session(st grpc.BidiStreamingServer[dlmv1.ClientMessage, dlm
 		case m.GetCancel() != nil:
 			rep.Status = dlmv1.Status_STATUS_UNKNOWN_LOCK
 		}
-		if err := st.Send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: rep}}); err != nil {
-			return err
-		}
+		// Answered d later (a slow dlmd: latency, not a queue).
+		answers.Add(1)
+		go func() {
+			defer answers.Done()
+			time.Sleep(d)
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = st.Send(&dlmv1.ServerMessage{Msg: &dlmv1.ServerMessage_Reply{Reply: rep}})
+		}()
 	}
 }
 
@@ -142,8 +161,12 @@ func TestFrozenDlmdDropsTheRole(t *testing.T) {
 	}
 	// Not a clean hand-over: the services start stop after the grant.
 	waitFor("the services start", stop+5*time.Second, func() bool { return sd.Active(target) && sd.Active(webUnit) })
-	// Alive, the dlmd keeps the role here: no flapping.
-	time.Sleep(3 * lease)
+	// Alive, even slow (answers taking most of the lease), the dlmd
+	// keeps the role here: no flapping.
+	fake.setDelay(lease * 6 / 10)
+	time.Sleep(5 * lease)
+	fake.setDelay(0)
+	time.Sleep(lease)
 	if !sd.Active(target) {
 		t.Fatal("the role was dropped while dlmd answered")
 	}
