@@ -816,3 +816,23 @@ func (l *Lock) Unlock(ctx context.Context, opts ...Option) error {
 	}
 	return nil
 }
+
+// Ping makes a round trip to the local dlmd through the session: it
+// returns once dlmd's event loop, the one that keeps the session's locks
+// and this node's lease, has answered, without asking any other node. A
+// session whose dlmd does not answer Ping within its lease may have lost
+// its locks without being told (a frozen dlmd is fenced by its peers but
+// cannot tell its clients): a holder that must not outlive its lock
+// watches it (initfailover's Elector does). It is a Cancel of lock id 0,
+// which no lock ever has: dlmd answers it at once, locally, with
+// ErrUnknownLock, and every dlmd version understands it.
+func (c *Client) Ping(ctx context.Context) error {
+	r, err := c.roundTrip(ctx, &dlmv1.ClientMessage{Op: &dlmv1.ClientMessage_Cancel{Cancel: &dlmv1.CancelRequest{LockId: 0}}})
+	if err != nil {
+		return err
+	}
+	if err := errOf(r.GetStatus(), r.GetMessage()); err != nil && !errors.Is(err, ErrUnknownLock) {
+		return fmt.Errorf("dlm: ping: %w", err)
+	}
+	return nil
+}

@@ -47,7 +47,15 @@ type ElectorConfig struct {
 	// Poll is how often a stop checks that the units are down. Default
 	// 200ms.
 	Poll time.Duration
-	Log  logrus.FieldLogger
+	// DlmLease is the cluster's dlmd.lease: while it holds the lock the
+	// Elector probes its dlmd session every tenth of it and treats the
+	// lock as lost when no probe was answered for that long (a frozen
+	// dlmd is fenced by its peers without telling its clients; see
+	// election.LeaseExpired for the bound). It must not be longer than
+	// the cluster's dlmd.lease. Default election.DefaultDlmLease (dlmd's
+	// default).
+	DlmLease time.Duration
+	Log      logrus.FieldLogger
 }
 
 // Elector is the shell around election.Core: one loop goroutine steps the
@@ -68,6 +76,11 @@ type Elector struct {
 	work    context.Context
 	// cancelStart ends the start jobs under way.
 	cancelStart context.CancelFunc
+	// lastAnswer: while lock is held, the send time of the last probe
+	// its dlmd session answered (at first, the grant); cancelProbe ends
+	// the probes of the lock held.
+	lastAnswer  time.Time
+	cancelProbe context.CancelFunc
 
 	wake chan struct{}
 
@@ -89,6 +102,9 @@ func NewElector(cfg ElectorConfig) *Elector {
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = 200 * time.Millisecond
+	}
+	if cfg.DlmLease == 0 {
+		cfg.DlmLease = election.DefaultDlmLease
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
@@ -196,6 +212,9 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		if d := e.core.Deadline(); !d.IsZero() {
 			wait = min(wait, max(time.Until(d), 0))
 		}
+		if e.lock != nil {
+			wait = min(wait, max(time.Until(election.LeaseEnd(e.lastAnswer, e.cfg.DlmLease)), 0))
+		}
 		timer.Reset(wait)
 		select {
 		case f := <-e.events:
@@ -212,6 +231,7 @@ func (e *Elector) Run(ctx context.Context, beat func()) error {
 		case <-drain:
 			return fmt.Errorf("initfailover: the services did not stop in time; the %s lock is dropped with the session", e.cfg.Role)
 		}
+		e.checkLease(time.Now())
 		e.apply()
 	}
 }
@@ -277,7 +297,7 @@ func (e *Elector) requestLock() {
 	e.lockGen++
 	gen := e.lockGen
 	sess := e.sess
-	e.lock = nil
+	e.dropLock()
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -314,6 +334,7 @@ func (e *Elector) requestLock() {
 					}
 					e.lock = l
 					e.watch(gen, sess)
+					e.probe(now, gen, sess)
 					e.core.Granted(now, [election.RecordLen]byte(v), valid)
 				})
 				return
@@ -356,17 +377,85 @@ func (e *Elector) watch(gen int, sess *dlm.Client) {
 		e.post(e.work, func(now time.Time) {
 			if gen == e.lockGen && e.lock != nil {
 				e.log.WithError(sess.Err()).Warnf("the %s lock is lost", e.cfg.Role)
-				e.lock = nil
+				e.dropLock()
 				e.core.Lost(now)
 			}
 		})
 	}()
 }
 
+// dropLock forgets the held lock and ends its probes.
+func (e *Elector) dropLock() {
+	e.lock = nil
+	if e.cancelProbe != nil {
+		e.cancelProbe()
+		e.cancelProbe = nil
+	}
+}
+
+// probe starts probing sess, whose lock of gen was granted at now: a
+// probe every election.ProbeEvery, each waiting for its answer on its
+// own (so that a slow answer delays no later probe: a dlmd answering
+// within a lease less a probe period keeps the lock); each answer moves
+// lastAnswer to the probe's send time (dlmd's loop ran after it), until
+// the lock is dropped.
+func (e *Elector) probe(now time.Time, gen int, sess *dlm.Client) {
+	e.lastAnswer = now
+	ctx, cancel := context.WithCancel(e.work)
+	e.cancelProbe = cancel
+	every := election.ProbeEvery(e.cfg.DlmLease)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for ctx.Err() == nil && sess.Err() == nil {
+			sent := time.Now()
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				pctx, pcancel := context.WithTimeout(ctx, e.cfg.DlmLease)
+				defer pcancel()
+				if sess.Ping(pctx) != nil {
+					return
+				}
+				e.post(ctx, func(time.Time) {
+					if gen == e.lockGen && e.lock != nil && sent.After(e.lastAnswer) {
+						e.lastAnswer = sent
+					}
+				})
+			}()
+			sleep(ctx, every)
+		}
+	}()
+}
+
+// checkLease treats the held lock as lost once its dlmd session has not
+// answered a probe for the lease (election.LeaseExpired): its dlmd may be
+// frozen, fenced by its peers without telling this node. The session is
+// given up (closed, so that a dlmd that wakes releases what it held) and
+// the role is taken again only through a new session's grant.
+func (e *Elector) checkLease(now time.Time) {
+	if e.lock == nil || !election.LeaseExpired(e.lastAnswer, now, e.cfg.DlmLease) {
+		return
+	}
+	e.log.Warnf("dlmd has not answered for %v: the %s lock is treated as lost (dlmd may be frozen and fenced by its peers)",
+		now.Sub(e.lastAnswer).Round(time.Millisecond), e.cfg.Role)
+	e.dropLock()
+	e.lockGen++ // the old session's end no longer matters
+	if s := e.sess; s != nil {
+		e.sess = nil
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.closeSession(s) // may wait for a frozen dlmd: not in the loop
+		}()
+	}
+	e.core.Lost(now)
+}
+
 // releaseLock unlocks the held lock with the action's value block.
 func (e *Elector) releaseLock(a election.Action) {
 	l := e.lock
-	e.lock = nil
+	e.dropLock()
 	e.lockGen++ // the session's end no longer matters to this grant
 	if l == nil {
 		return
