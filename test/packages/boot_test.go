@@ -350,12 +350,23 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 	sh("rm /etc/openssi/consul.token")
 
 	// State a root-run version left: taken over on the next start.
+	// A stop of the target returns before its daemons have stopped (it
+	// orders after none of them): wait, or the start below would cancel
+	// a stop job still waiting for the daemons ordered after it.
 	ex("systemctl", "stop", packaging.Target)
+	for _, d := range daemons.All {
+		if !eventually(ctx, 30*time.Second, func() bool {
+			st := show(t, c, d.Unit)["ActiveState"]
+			return st == "inactive" || st == "failed"
+		}) {
+			t.Fatalf("%s did not stop with %s: %v", d.Unit, packaging.Target, show(t, c, d.Unit))
+		}
+	}
 	sh("chown -R root:root /var/lib/openssi /run/openssi && chmod 0750 /var/lib/openssi")
 	ex("systemctl", "start", packaging.Target)
 	for _, d := range daemons.All {
-		if st := show(t, c, d.Unit); st["ActiveState"] != "active" {
-			t.Errorf("%s over root's state: %v\n%s", d.Unit, st, journal(d.Unit))
+		if !eventually(ctx, 30*time.Second, func() bool { return show(t, c, d.Unit)["ActiveState"] == "active" }) {
+			t.Errorf("%s over root's state: %v\n%s", d.Unit, show(t, c, d.Unit), journal(d.Unit))
 		}
 	}
 	if got := sh("stat -c '%U:%G %a' /run/openssi /var/lib/openssi /var/lib/openssi/node"); got != "openssi:openssi 755\nopenssi:openssi 700\nopenssi:openssi 644" {
