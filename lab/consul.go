@@ -267,40 +267,24 @@ func (l *Lab) bootstrapACL(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
-		p, _, err := c.ACL().PolicyCreate(&api.ACLPolicy{
+		if err := consulagent.CreatePolicyToken(c.ACL(), w, &api.ACLPolicy{
 			Name:        consulacl.PolicyName(n.Name),
 			Description: fmt.Sprintf("OpenSSI daemons of %s (node %d)", n.Name, i+1),
 			Rules:       rules,
-		}, w)
-		if err != nil {
-			return fmt.Errorf("lab: create the policy of %s: %w", n.Name, err)
-		}
-		if _, _, err := c.ACL().TokenCreate(&api.ACLToken{
-			SecretID:    n.Tokens.Daemons,
-			Description: "OpenSSI daemons of " + n.Name,
-			Policies:    []*api.ACLTokenPolicyLink{{ID: p.ID}},
-		}, w); err != nil {
-			return fmt.Errorf("lab: create the daemons' token of %s: %w", n.Name, err)
+		}, n.Tokens.Daemons, "OpenSSI daemons of "+n.Name); err != nil {
+			return fmt.Errorf("lab: %s: %w", n.Name, err)
 		}
 		if n.Tokens.Root != "" {
 			rootRules, err := consulacl.RootRules(n.Name)
 			if err != nil {
 				return fmt.Errorf("lab: %w", err)
 			}
-			rp, _, err := c.ACL().PolicyCreate(&api.ACLPolicy{
+			if err := consulagent.CreatePolicyToken(c.ACL(), w, &api.ACLPolicy{
 				Name:        consulacl.RootPolicyName(n.Name),
 				Description: fmt.Sprintf("OpenSSI root daemons of %s: their peer keys", n.Name),
 				Rules:       rootRules,
-			}, w)
-			if err != nil {
-				return fmt.Errorf("lab: create the root policy of %s: %w", n.Name, err)
-			}
-			if _, _, err := c.ACL().TokenCreate(&api.ACLToken{
-				SecretID:    n.Tokens.Root,
-				Description: "OpenSSI root daemons of " + n.Name,
-				Policies:    []*api.ACLTokenPolicyLink{{ID: rp.ID}},
-			}, w); err != nil {
-				return fmt.Errorf("lab: create the root token of %s: %w", n.Name, err)
+			}, n.Tokens.Root, "OpenSSI root daemons of "+n.Name); err != nil {
+				return fmt.Errorf("lab: %s: %w", n.Name, err)
 			}
 		}
 		if _, _, err := c.ACL().TokenCreate(&api.ACLToken{

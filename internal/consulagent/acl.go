@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"strings"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // NewSecretID returns a random UUID (version 4), the form of a Consul ACL
@@ -48,4 +50,22 @@ func ACLHCL(s ACLSettings) string {
 	}
 	b.WriteString("  }\n}\n")
 	return b.String()
+}
+
+// CreatePolicyToken creates policy and then the token with SecretID secret
+// that carries it (and nothing else). The error names which of the two
+// failed; callers add whose they were.
+func CreatePolicyToken(acl *api.ACL, w *api.WriteOptions, policy *api.ACLPolicy, secret, description string) error {
+	p, _, err := acl.PolicyCreate(policy, w)
+	if err != nil {
+		return fmt.Errorf("create the policy %s: %w", policy.Name, err)
+	}
+	if _, _, err := acl.TokenCreate(&api.ACLToken{
+		SecretID:    secret,
+		Description: description,
+		Policies:    []*api.ACLTokenPolicyLink{{ID: p.ID}},
+	}, w); err != nil {
+		return fmt.Errorf("create the token %q: %w", description, err)
+	}
+	return nil
 }

@@ -275,22 +275,7 @@ func nodeToken(cc *consulagent.Cluster, name string, number int, file string) (s
 	if err != nil {
 		return "", fmt.Errorf("nodetest: %w", err)
 	}
-	secret, err := consulagent.NewSecretID()
-	if err != nil {
-		return "", err
-	}
-	acl := cc.Client().ACL()
-	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: consulacl.PolicyName(name), Rules: rules}, nil)
-	if err != nil {
-		return "", fmt.Errorf("nodetest: policy of %s: %w", name, err)
-	}
-	if _, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: "OpenSSI daemons of " + name, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil); err != nil {
-		return "", fmt.Errorf("nodetest: token of %s: %w", name, err)
-	}
-	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("nodetest: %w", err)
-	}
-	return secret, nil
+	return policyToken(cc, &api.ACLPolicy{Name: consulacl.PolicyName(name), Rules: rules}, "OpenSSI daemons of "+name, file)
 }
 
 // rootToken creates the root policy and token of node name and writes the
@@ -300,17 +285,18 @@ func rootToken(cc *consulagent.Cluster, name, file string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("nodetest: %w", err)
 	}
+	return policyToken(cc, &api.ACLPolicy{Name: consulacl.RootPolicyName(name), Rules: rules}, "OpenSSI root daemons of "+name, file)
+}
+
+// policyToken creates policy and a new token carrying it, and writes the
+// token's secret to file.
+func policyToken(cc *consulagent.Cluster, policy *api.ACLPolicy, description, file string) (string, error) {
 	secret, err := consulagent.NewSecretID()
 	if err != nil {
 		return "", err
 	}
-	acl := cc.Client().ACL()
-	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: consulacl.RootPolicyName(name), Rules: rules}, nil)
-	if err != nil {
-		return "", fmt.Errorf("nodetest: root policy of %s: %w", name, err)
-	}
-	if _, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: "OpenSSI root daemons of " + name, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil); err != nil {
-		return "", fmt.Errorf("nodetest: root token of %s: %w", name, err)
+	if err := consulagent.CreatePolicyToken(cc.Client().ACL(), nil, policy, secret, description); err != nil {
+		return "", fmt.Errorf("nodetest: %w", err)
 	}
 	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("nodetest: %w", err)
