@@ -63,6 +63,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		NodeName:       holder,
 		MaxExecsPerUID: own.MaxExecsPerUID,
 		Scopes:         scopes,
+		WarmGates:      own.WarmGates,
 		Load:           loadCfg,
 		Log:            env.Log,
 	})
@@ -118,6 +119,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 				case e := <-events:
 					srv.MembershipAt(e.Epoch, uint32(e.Node.Number), e.Type == cluster.NodeUp)
 				case <-t.C:
+					srv.TrimGates()
 				}
 			}
 		})

@@ -35,8 +35,11 @@ const (
 
 func init() {
 	args := cmdline()
-	if len(args) >= 3 && args[0] == Name {
+	switch {
+	case len(args) >= 3 && args[0] == Name:
 		syscall.Exit(run(args[1], args[2:]))
+	case len(args) == 1 && args[0] == Name:
+		syscall.Exit(warm())
 	}
 }
 

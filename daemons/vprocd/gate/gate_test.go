@@ -46,15 +46,17 @@ func TestReason(t *testing.T) {
 // TestImportsSyscallOnly: the gate's init runs before nearly every other
 // package's only while this package imports syscall alone.
 func TestImportsSyscallOnly(t *testing.T) {
-	f, err := parser.ParseFile(token.NewFileSet(), "gate.go", nil, parser.ImportsOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, im := range f.Imports {
-		got = append(got, im.Path.Value)
-	}
-	if !reflect.DeepEqual(got, []string{`"syscall"`}) {
-		t.Fatalf("gate.go imports %s, want syscall alone", got)
+	for _, name := range []string{"gate.go", "warm.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, im := range f.Imports {
+			got = append(got, im.Path.Value)
+		}
+		if !reflect.DeepEqual(got, []string{`"syscall"`}) {
+			t.Fatalf("%s imports %s, want syscall alone", name, got)
+		}
 	}
 }

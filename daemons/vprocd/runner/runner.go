@@ -59,6 +59,9 @@ type Proc struct {
 	// Note is one line for the caller's stderr ("" for none): the
 	// directory it runs in is not the one asked for.
 	Note string
+	// InScope says it was started by a warm gate (Warm), already in a
+	// scope of its own, and runs: Open does nothing.
+	InScope bool
 	// Stdin is its standard input (nil when detached).
 	Stdin io.Writer
 	// Stdout is its standard output, the terminal with TTY (nil when
@@ -78,7 +81,11 @@ type Proc struct {
 
 // Start starts the program of s. A program that cannot be started is a
 // *StartError.
-func Start(s Spec) (*Proc, error) {
+func Start(s Spec) (*Proc, error) { return start(s, nil) }
+
+// start is Start, through the idle warm gate g when it is not nil (s is
+// then gated by g, not by a gate pipe).
+func start(s Spec, g *warmGate) (*Proc, error) {
 	if len(s.Argv) == 0 || s.Argv[0] == "" {
 		return nil, &StartError{Code: ExitNotFound, Msg: "no command given"}
 	}
@@ -109,7 +116,7 @@ func Start(s Spec) (*Proc, error) {
 	}
 	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: dir}
 	var gateR *os.File
-	if s.Gated {
+	if s.Gated && g == nil {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, fmt.Errorf("runner: gate pipe: %w", err)
@@ -126,6 +133,15 @@ func Start(s Spec) (*Proc, error) {
 		}
 		p.closeAll()
 		return nil, err
+	}
+	if g != nil {
+		err := p.launch(g, cmd, attr)
+		p.closeChildEnds(cmd)
+		if err != nil {
+			p.closeAll()
+			return nil, err
+		}
+		return p, nil
 	}
 	cmd.SysProcAttr = attr
 	err = cmd.Start()

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,8 +340,18 @@ func (g *gateScopes) Scope(_ context.Context, pid int, uid uint32, cpid int64) e
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.seen = append(g.seen, fmt.Sprintf("%s uid %d cpid ok %v", strings.SplitN(string(b), "\x00", 2)[0], uid, cpid == CPID(1, os.Getpid())))
+	what := fmt.Sprintf("cpid ok %v", cpid == CPID(1, os.Getpid()))
+	if cpid == 0 {
+		what = "ahead"
+	}
+	g.seen = append(g.seen, fmt.Sprintf("%s uid %d %s", strings.SplitN(string(b), "\x00", 2)[0], uid, what))
 	return nil
+}
+
+func (g *gateScopes) got() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.seen...)
 }
 
 // TestScopeBeforeRun: with scopes (under systemd) a program is put in
@@ -352,7 +364,35 @@ func TestScopeBeforeRun(t *testing.T) {
 		t.Fatalf("output %q status %+v", out, st)
 	}
 	want := fmt.Sprintf("openssi-vproc-gate uid %d cpid ok true", os.Geteuid())
-	if len(g.seen) != 1 || g.seen[0] != want {
-		t.Fatalf("scoped %q, want [%q]", g.seen, want)
+	if seen := g.got(); len(seen) != 1 || seen[0] != want {
+		t.Fatalf("scoped %q, want [%q]", seen, want)
+	}
+}
+
+// TestWarmGateRunsTheNextProgram: with warm gates, a caller's first
+// program makes a gate ahead, put in its scope before any request; the
+// caller's next program runs in it without a scope of its own to wait for.
+func TestWarmGateRunsTheNextProgram(t *testing.T) {
+	g := &gateScopes{}
+	c := startClusterWith(t, 2, Config{Scopes: g, WarmGates: 1})
+	if out, _, st := run(t, c, 1, 2, "", "sh", "-c", "echo first"); out != "first\n" || st.Code != 0 {
+		t.Fatalf("first: output %q status %+v", out, st)
+	}
+	srv := c.nodes[2].srv // where the program ran
+	for deadline := time.Now().Add(10 * time.Second); srv.warm.Idle() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no gate made ahead after the first program")
+		}
+	}
+	uid := os.Geteuid()
+	want := []string{fmt.Sprintf("openssi-vproc-gate uid %d cpid ok true", uid), fmt.Sprintf("openssi-vproc-gate uid %d ahead", uid)}
+	if seen := g.got(); !reflect.DeepEqual(seen, want) {
+		t.Fatalf("scoped %q, want %q", seen, want)
+	}
+	if out, _, st := run(t, c, 1, 2, "", "sh", "-c", "echo second; exit 3"); out != "second\n" || st.Code != 3 {
+		t.Fatalf("second: output %q status %+v", out, st)
+	}
+	if seen := g.got(); len(seen) < 2 || !reflect.DeepEqual(seen[:2], want) || slices.Contains(seen[2:], want[0]) {
+		t.Fatalf("scoped %q: the second program was scoped itself, not run by the gate", seen)
 	}
 }

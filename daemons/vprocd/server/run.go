@@ -58,7 +58,8 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 	out := &sender{send: send}
 	// Under systemd the program waits at its gate until it is in its
-	// scope, so nothing it forks is left in vprocd's cgroup.
+	// scope, so nothing it forks is left in vprocd's cgroup; a gate kept
+	// ahead for this caller (s.warm) is in its scope already.
 	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach,
 		Gated: s.cfg.Scopes != nil}
 	spec.Argv = strs(req.Argv)
@@ -70,7 +71,11 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		spec.Argv, err = s.straceArgv(ctx, cred.UID, req.Trace)
 	}
 	if err == nil {
-		p, err = runner.Start(spec)
+		if s.warm != nil {
+			p, err = s.warm.Start(spec)
+		} else {
+			p, err = runner.Start(spec)
+		}
 	}
 	if err != nil {
 		done()
@@ -85,7 +90,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 	cpid := s.started(p.Pid, cred.UID, req, org)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
-	if s.cfg.Scopes != nil {
+	if s.cfg.Scopes != nil && !p.InScope {
 		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
 			// It runs all the same, accounted to vprocd.
 			log.WithError(err).Warn("program not moved to a scope of its own")

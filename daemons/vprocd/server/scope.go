@@ -16,7 +16,8 @@ import (
 // accounts it to its user and it outlives a restart of vprocd.
 type Scoper interface {
 	// Scope moves process pid (the program of cpid, run as uid) into a
-	// new scope.
+	// new scope. cpid 0 is a gate started ahead, whose program and cpid
+	// are not known yet (runner.Warm).
 	Scope(ctx context.Context, pid int, uid uint32, cpid int64) error
 }
 
@@ -85,8 +86,13 @@ func ScopeName(cpid int64, n uint64) string { return fmt.Sprintf("openssi-vproc-
 func (s *SystemdScopes) Scope(ctx context.Context, pid int, uid uint32, cpid int64) error {
 	ctx, cancel := context.WithTimeout(ctx, scopeTimeout)
 	defer cancel()
+	desc := fmt.Sprintf("OpenSSI remote exec, cpid %d", cpid)
+	if cpid == 0 {
+		// Named by its pid: a name's number is only unique with n.
+		desc, cpid = fmt.Sprintf("OpenSSI remote exec, started ahead as pid %d", pid), int64(pid)
+	}
 	props := []sddbus.Property{
-		sddbus.PropDescription(fmt.Sprintf("OpenSSI remote exec, cpid %d", cpid)),
+		sddbus.PropDescription(desc),
 		sddbus.PropSlice(fmt.Sprintf("user-%d.slice", uid)),
 		sddbus.PropPids(uint32(pid)),
 		// Gone once its processes are, failed or not.

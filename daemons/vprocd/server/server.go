@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	"github.com/openssi/openssi/internal/rpc"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	// Scopes, when set, puts each program in a scope of its own (under
 	// systemd); without it a program is only a process group.
 	Scopes Scoper
+	// WarmGates, with Scopes, is how many gates are kept started ahead
+	// in their scopes for each caller identity (runner.Warm); 0 none.
+	WarmGates int
 	// OutputGrace is how long, after a program exits, its output is
 	// still read when a process it left holds it open. Default 500ms.
 	OutputGrace time.Duration
@@ -82,6 +86,8 @@ type Server struct {
 	// where is the cluster's table /cluster/proc last read to find a
 	// process's node.
 	where whereCache
+	// warm keeps gates started ahead (nil without Scopes or WarmGates).
+	warm *runner.Warm
 }
 
 // Stop says vprocd is stopping: the programs of callers still attached
@@ -127,8 +133,30 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	return &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
+	s := &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
 		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
+	if cfg.Scopes != nil && cfg.WarmGates > 0 {
+		s.warm = runner.NewWarm(runner.WarmConfig{PerCaller: cfg.WarmGates, Max: maxWarmGates, Idle: warmGateIdle,
+			Prepare: func(pid int, uid uint32) error {
+				return cfg.Scopes.Scope(context.Background(), pid, uid, 0)
+			}})
+	}
+	return s
+}
+
+// maxWarmGates bounds the gates kept started ahead for all callers
+// together; warmGateIdle is how long one waits for its caller's next program.
+const (
+	maxWarmGates = 32
+	warmGateIdle = time.Minute
+)
+
+// TrimGates ends the gates kept ahead that waited warmGateIdle in vain (the
+// loop calls it every second).
+func (s *Server) TrimGates() {
+	if s.warm != nil {
+		s.warm.Trim()
+	}
 }
 
 // Membership records that node n is UP or DOWN (a clmsd event, or the
@@ -239,6 +267,9 @@ func (s *Server) peer(ctx context.Context, n uint32) (*grpc.ClientConn, error) {
 
 // Close closes the connections to peers.
 func (s *Server) Close() {
+	if s.warm != nil {
+		s.warm.Close()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for n, c := range s.conns {

@@ -64,12 +64,19 @@ type Config struct {
 	// none. Without /dev/fuse vprocd runs on without it and warns.
 	// Default /cluster/proc.
 	ProcMount string `mapstructure:"proc_mount" want:"an absolute path other than /, or empty"`
+	// WarmGates is how many processes vprocd keeps started ahead, each
+	// already in its scope, for each caller identity that ran a
+	// program here in the last minute, so that the next program of that
+	// caller starts without waiting for a new process or for systemd
+	// (about 5 ms less per exec). Each is an idle `openssi-vproc-gate`
+	// process of that user. 0 turns it off; at most 8. Default 2.
+	WarmGates int `mapstructure:"warm_gates" want:"an integer 0..8"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
 // valid as returned.
 func Default() Config {
-	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc"}
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc", WarmGates: 2}
 }
 
 // Validate returns the first setting that is not allowed as a
@@ -80,6 +87,7 @@ func (c *Config) Validate() error {
 		settings.Check{Key: "max_execs_per_uid", Value: strconv.Itoa(c.MaxExecsPerUID), OK: c.MaxExecsPerUID >= 1 && c.MaxExecsPerUID <= 100000},
 		loadLevelCheck(c.LoadLevel),
 		settings.Check{Key: "proc_mount", Value: c.ProcMount, OK: validMount(c.ProcMount)},
+		settings.Check{Key: "warm_gates", Value: strconv.Itoa(c.WarmGates), OK: c.WarmGates >= 0 && c.WarmGates <= 8},
 	)
 }
 

@@ -1,0 +1,246 @@
+package runner
+
+import (
+	"io"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/openssi/openssi/internal/roottest"
+)
+
+// newTestWarm returns a Warm whose gates' pids arrive on ready once idle,
+// and the pids Prepare was called for.
+func newTestWarm(t *testing.T, perCaller, max int, now func() time.Time) (w *Warm, ready, prepared chan int) {
+	ready, prepared = make(chan int, 16), make(chan int, 16)
+	w = NewWarm(WarmConfig{PerCaller: perCaller, Max: max, Idle: time.Minute, Now: now,
+		Prepare: func(pid int, uid uint32) error {
+			if uid != self().UID {
+				t.Errorf("gate %d prepared for uid %d", pid, uid)
+			}
+			prepared <- pid
+			return nil
+		}})
+	w.ready = func(pid int) { ready <- pid }
+	t.Cleanup(w.Close)
+	return w, ready, prepared
+}
+
+func waitPid(t *testing.T, c chan int) int {
+	t.Helper()
+	select {
+	case pid := <-c:
+		return pid
+	case <-time.After(10 * time.Second):
+		t.Fatal("no gate made")
+		return 0
+	}
+}
+
+func output(t *testing.T, p *Proc) (string, Status) {
+	t.Helper()
+	p.Open()
+	p.CloseStdin()
+	out, _ := io.ReadAll(p.Stdout)
+	return string(out), p.Wait()
+}
+
+// TestWarmRunsTheNextProgram: a caller's first program starts as a new
+// process; the gate made after it, already prepared (in its scope), runs
+// the caller's next program: with its own process group, directory,
+// environment, arguments and stdio, and the status a shell reports.
+func TestWarmRunsTheNextProgram(t *testing.T) {
+	w, ready, prepared := newTestWarm(t, 1, 4, nil)
+	p, err := w.Start(Spec{Argv: []string{"true"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.InScope {
+		t.Fatal("first program: InScope with no gate made yet")
+	}
+	if _, st := output(t, p); st.Code != 0 {
+		t.Fatalf("first program: %+v", st)
+	}
+	gatePid := waitPid(t, ready)
+	if got := waitPid(t, prepared); got != gatePid {
+		t.Fatalf("prepared %d, idle %d", got, gatePid)
+	}
+	dir := t.TempDir()
+	p, err = w.Start(Spec{Argv: []string{"sh", "-c", `read x; echo "$x $A $PWD" $(cut -d" " -f5,6 /proc/self/stat); echo err >&2; exit 5`},
+		Env: []string{"PATH=/usr/bin:/bin", "A=env"}, Dir: dir, Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.InScope || p.Pid != gatePid {
+		t.Fatalf("second program: InScope %v pid %d, want the gate %d", p.InScope, p.Pid, gatePid)
+	}
+	go func() { p.Stdin.Write([]byte("in\n")); p.CloseStdin() }()
+	errc := make(chan string)
+	go func() { b, _ := io.ReadAll(p.Stderr); errc <- string(b) }()
+	out, _ := io.ReadAll(p.Stdout)
+	st := p.Wait()
+	pid := strconv.Itoa(gatePid)
+	sid, _ := unix.Getsid(0)
+	want := "in env " + dir + " " + pid + " " + strconv.Itoa(sid) + "\n"
+	if string(out) != want || <-errc != "err\n" || st.Code != 5 {
+		t.Fatalf("out %q (want %q) status %+v", out, want, st)
+	}
+}
+
+// TestWarmTerminal: through a gate, a terminal program leads a session
+// with the terminal as its controlling one.
+func TestWarmTerminal(t *testing.T) {
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.refill(credKey(self()), self())
+	gatePid := waitPid(t, ready)
+	p, err := w.Start(Spec{Argv: []string{"sh", "-c", `tty; cut -d" " -f6,8 /proc/self/stat`}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self(), TTY: true, Rows: 24, Cols: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.InScope || p.Pid != gatePid {
+		t.Fatalf("InScope %v pid %d, want the gate %d", p.InScope, p.Pid, gatePid)
+	}
+	var out []byte
+	buf := make([]byte, 256)
+	for {
+		n, err := p.Stdout.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil || strings.Count(string(out), "\n") >= 2 {
+			break
+		}
+	}
+	st := p.Wait()
+	lines := strings.Fields(string(out))
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "/dev/pts/") || lines[1] != strconv.Itoa(gatePid) || lines[2] != strconv.Itoa(gatePid) || st.Code != 0 {
+		t.Fatalf("out %q status %+v: want the terminal, then session and foreground group %d", out, st, gatePid)
+	}
+}
+
+// TestWarmDetached: a detached program through a gate has no stdio of
+// ours and a session of its own.
+func TestWarmDetached(t *testing.T) {
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.refill(credKey(self()), self())
+	gatePid := waitPid(t, ready)
+	p, err := w.Start(Spec{Argv: []string{"sh", "-c", `[ "$(cut -d" " -f6 /proc/self/stat)" = "$$" ] || exit 1; exit 7`}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self(), Detach: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.InScope || p.Pid != gatePid || p.Stdout != nil {
+		t.Fatalf("InScope %v pid %d (gate %d) stdout %v", p.InScope, p.Pid, gatePid, p.Stdout)
+	}
+	if st := p.Wait(); st.Code != 7 {
+		t.Fatalf("status %+v, want 7", st)
+	}
+}
+
+// TestWarmGateGone: a gate that died while idle (its user killed it) is
+// passed over: the program starts as a new process.
+func TestWarmGateGone(t *testing.T) {
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.refill(credKey(self()), self())
+	gatePid := waitPid(t, ready)
+	if err := syscall.Kill(gatePid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.Start(Spec{Argv: []string{"sh", "-c", "echo ok"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.InScope || p.Pid == gatePid {
+		t.Fatalf("ran in the dead gate %d", gatePid)
+	}
+	if out, st := output(t, p); out != "ok\n" || st.Code != 0 {
+		t.Fatalf("out %q status %+v", out, st)
+	}
+}
+
+// TestWarmBoundsAndTrim: no more than PerCaller gates of one identity nor
+// Max in all wait; Trim ends those idle for Idle, and an ended gate exits.
+func TestWarmBoundsAndTrim(t *testing.T) {
+	now := time.Unix(1000, 0)
+	w, ready, _ := newTestWarm(t, 2, 2, func() time.Time { return now })
+	me := self()
+	for i := 0; i < 3; i++ {
+		w.refill(credKey(me), me)
+	}
+	other := me
+	other.Groups = []uint32{me.GID}
+	w.refill(credKey(other), other) // over Max
+	first, second := waitPid(t, ready), waitPid(t, ready)
+	select {
+	case pid := <-ready:
+		t.Fatalf("a third gate %d", pid)
+	default:
+	}
+	w.mu.Lock()
+	idle, total := len(w.idle[credKey(me)]), w.total
+	w.mu.Unlock()
+	if idle != 2 || total != 2 {
+		t.Fatalf("idle %d total %d, want 2 and 2", idle, total)
+	}
+	if left := w.Trim(); left != 2 {
+		t.Fatalf("Trim before Idle left %d", left)
+	}
+	now = now.Add(time.Minute)
+	if left := w.Trim(); left != 0 {
+		t.Fatalf("Trim after Idle left %d", left)
+	}
+	for _, pid := range []int{first, second} {
+		deadline := time.Now().Add(10 * time.Second)
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if syscall.Kill(pid, 0) == nil {
+			b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			t.Fatalf("trimmed gate %d still there: %s", pid, b)
+		}
+	}
+}
+
+// TestWarmGateIsTheCallers: as root, a gate is its caller's process
+// (uid, gid and groups) from the start, and the program it runs too; a
+// gate of one identity is never used for another, even of the same uid.
+func TestWarmGateIsTheCallers(t *testing.T) {
+	roottest.Need(t)
+	const nobody = 65534
+	if _, err := user.LookupId(strconv.Itoa(nobody)); err != nil {
+		t.Skipf("uid %d is not a user here: %v", nobody, err)
+	}
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.cfg.Prepare = func(int, uint32) error { return nil }
+	caller := Cred{UID: nobody, GID: nobody, Groups: []uint32{nobody}}
+	w.refill(credKey(caller), caller)
+	gatePid := waitPid(t, ready)
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(gatePid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534\n", "Gid:\t65534\t65534\t65534\t65534\n", "Groups:\t65534 \n"} {
+		if !strings.Contains(string(st), want) {
+			t.Fatalf("gate %d's status lacks %q:\n%s", gatePid, want, st)
+		}
+	}
+	other := Cred{UID: nobody, GID: nobody}
+	p, err := w.Start(Spec{Argv: []string{"id"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.InScope || p.Pid == gatePid {
+		t.Fatal("a gate of groups [65534] ran a program of no groups")
+	}
+	output(t, p)
+	p, err = w.Start(Spec{Argv: []string{"id", "-u"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: caller})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, st := output(t, p); !p.InScope || out != "65534\n" || st.Code != 0 {
+		t.Fatalf("InScope %v out %q status %+v", p.InScope, out, st)
+	}
+}
