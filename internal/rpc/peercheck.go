@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openssi/openssi/internal/logging"
@@ -30,14 +31,80 @@ type PeerCheck struct {
 	// for none; nil means no membership to ask.
 	NodeName func(context.Context, uint32) (string, error)
 	// Log receives the refusals, each kind once at error level.
-	Log      logrus.FieldLogger
+	Log logrus.FieldLogger
+	// CacheFor is how long a holder NodeName returned is believed
+	// without asking again (0: ask every time); the owner calls Forget
+	// for a number whose membership changed, so the cache is never
+	// older than the owner's view of membership, and at most CacheFor
+	// old. A number changes hands only after its holder left or was
+	// declared DOWN, which is such a change.
+	CacheFor time.Duration
 	refusals logging.Once
+
+	mu    sync.Mutex
+	known map[uint32]holderEntry
+	gen   uint64           // Forgets so far
+	now   func() time.Time // time.Now; tests set it
+}
+
+type holderEntry struct {
+	name string
+	at   time.Time
+}
+
+// Forget drops what is known of number n's holder: its membership
+// changed.
+func (p *PeerCheck) Forget(n uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.known, n)
+	p.gen++
+}
+
+func (p *PeerCheck) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// cached returns n's holder when known for less than CacheFor, else
+// the time and Forget count to remember a lookup's answer with.
+func (p *PeerCheck) cached(n uint32) (name string, ok bool, asked time.Time, gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clock()
+	if e, ok := p.known[n]; ok && now.Sub(e.at) < p.CacheFor {
+		return e.name, true, now, p.gen
+	}
+	return "", false, now, p.gen
+}
+
+// remember records n's holder as looked up at asked (an answer that
+// arrived after a Forget of n is not kept: it may predate the change).
+func (p *PeerCheck) remember(n uint32, name string, asked time.Time, gen uint64) {
+	if p.CacheFor <= 0 || name == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gen != gen {
+		return
+	}
+	if p.known == nil {
+		p.known = map[uint32]holderEntry{}
+	}
+	p.known[n] = holderEntry{name: name, at: asked}
 }
 
 // Holder returns the Consul node name holding node number n.
 func (p *PeerCheck) Holder(ctx context.Context, n uint32) (string, error) {
 	if p.NodeName == nil {
 		return "", fmt.Errorf("%s: who holds node %d: no membership to ask", p.Prefix, n)
+	}
+	name, ok, asked, gen := p.cached(n)
+	if ok {
+		return name, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, HolderTimeout)
 	defer cancel()
@@ -48,6 +115,7 @@ func (p *PeerCheck) Holder(ctx context.Context, n uint32) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%s: node %d has no known holder", p.Prefix, n)
 	}
+	p.remember(n, name, asked, gen)
 	return name, nil
 }
 

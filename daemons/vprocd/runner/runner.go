@@ -77,6 +77,8 @@ type Proc struct {
 
 	mu     sync.Mutex
 	exited bool // the leader has exited (not yet reaped): no more signals
+	// onExit, when set, is called once the program has exited (Wait).
+	onExit func()
 }
 
 // Start starts the program of s. A program that cannot be started is a
@@ -364,6 +366,9 @@ func (p *Proc) Wait() Status {
 		p.gate.Close()
 	}
 	_ = p.cmd.Wait()
+	if p.onExit != nil {
+		p.onExit()
+	}
 	if p.stdin != nil {
 		p.stdin.Close()
 	}

@@ -75,18 +75,23 @@ func credKey(c Cred) string {
 
 // Start is the package's Start of a gated program: through an idle gate
 // of s.Cred when there is one (the Proc is then InScope and runs at
-// once), else a new gated process. Either way it then makes another gate
-// for s.Cred, in the background, within the bounds.
+// once), else a new gated process. Either way another gate for s.Cred is
+// made in the background, within the bounds: when the program ends if a
+// gate ran it (so that making one does not compete with the program's
+// start for the CPU; another gate may wait meanwhile), else at once.
 func (w *Warm) Start(s Spec) (*Proc, error) {
 	s.Gated = true
 	key := credKey(s.Cred)
-	defer w.refill(key, s.Cred)
 	for g := w.take(key); g != nil; g = w.take(key) {
 		p, err := start(s, g)
+		if err == nil {
+			p.onExit = func() { w.refill(key, s.Cred) }
+		}
 		if !errors.Is(err, errGateGone) {
 			return p, err
 		}
 	}
+	w.refill(key, s.Cred)
 	return start(s, nil)
 }
 

@@ -133,7 +133,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
+	s := &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log, CacheFor: holderCacheFor}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
 		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
 	if cfg.Scopes != nil && cfg.WarmGates > 0 {
 		s.warm = runner.NewWarm(runner.WarmConfig{PerCaller: cfg.WarmGates, Max: maxWarmGates, Idle: warmGateIdle,
@@ -163,8 +163,15 @@ func (s *Server) TrimGates() {
 // view at start). A DOWN node's execs end at once with ExitLost.
 func (s *Server) Membership(n uint32, up bool) { s.MembershipAt(0, n, up) }
 
+// holderCacheFor is how long vprocd believes which Consul node holds a
+// node number without asking clmsd again (each exec, report and signal
+// from a peer is checked against it); a membership change of the number
+// forgets it at once.
+const holderCacheFor = time.Second
+
 // MembershipAt is Membership at clmsd's epoch (0: one after the last).
 func (s *Server) MembershipAt(epoch uint64, n uint32, up bool) {
+	s.peers.Forget(n)
 	s.load.membership(n, up)
 	if s.membership(n, up) {
 		s.pgMembership(epoch, n, up)
