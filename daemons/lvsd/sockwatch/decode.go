@@ -1,7 +1,9 @@
 // Package sockwatch says which of lvsd's registered ports have a listening
 // socket in this network namespace. It asks the kernel through the
 // sock_diag netlink interface (NETLINK_SOCK_DIAG, inet_diag), never from
-// /proc text, and Watch reports a change within one period.
+// /proc text, and Watch reports a change within one period. Sockets bound
+// to loopback only do not count, nor (ListeningExcept, WatchExcept) those
+// bound to lvsd's VIPs, where the director's own proxy listens.
 //
 // The decoding of the kernel's inet_diag_msg records and the choice of
 // which sockets count as serving a port are pure (decode.go, select.go);

@@ -87,7 +87,7 @@ func FuzzDecodeDiagMsg(f *testing.F) {
 			if s.local.Addr().Is4() != (b[0] == afInet) {
 				t.Fatalf("family %d decoded as %v", b[0], s.local)
 			}
-			_ = listening([]Port{{proto, s.local.Port()}}, []socket{s})
+			_ = listening([]Port{{proto, s.local.Port()}}, []netip.Addr{s.local.Addr()}, []socket{s})
 		}
 	})
 }

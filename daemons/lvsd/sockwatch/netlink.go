@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -76,6 +77,13 @@ func dump(proto string, family uint8) ([]socket, error) {
 // IPv4 or IPv6, bound to the wildcard or to an address that is not
 // loopback. Every wanted port is in the map.
 func Listening(want []Port) (map[Port]bool, error) {
+	return ListeningExcept(want, nil)
+}
+
+// ListeningExcept is Listening where sockets bound to one of the addresses
+// in except do not count: lvsd passes its VIPs, on which the director's own
+// proxy listens.
+func ListeningExcept(want []Port, except []netip.Addr) (map[Port]bool, error) {
 	var protos []string
 	seen := map[string]bool{}
 	for _, p := range want {
@@ -97,7 +105,7 @@ func Listening(want []Port) (map[Port]bool, error) {
 			socks = append(socks, s...)
 		}
 	}
-	return listening(want, socks), nil
+	return listening(want, except, socks), nil
 }
 
 // dumpRetry retries a dump the kernel interrupted (the socket table changed
@@ -119,6 +127,12 @@ func dumpRetry(proto string, family uint8) ([]socket, error) {
 // followed. It returns nil when ctx ends, or the error of a check that
 // failed.
 func Watch(ctx context.Context, want func() []Port, every time.Duration, changed func(map[Port]bool)) error {
+	return WatchExcept(ctx, want, nil, every, changed)
+}
+
+// WatchExcept is Watch with ListeningExcept: except, when not nil, is
+// called before each check for the addresses whose sockets do not count.
+func WatchExcept(ctx context.Context, want func() []Port, except func() []netip.Addr, every time.Duration, changed func(map[Port]bool)) error {
 	if every <= 0 {
 		return fmt.Errorf("sockwatch: period %v must be positive", every)
 	}
@@ -126,7 +140,11 @@ func Watch(ctx context.Context, want func() []Port, every time.Duration, changed
 	defer t.Stop()
 	var last map[Port]bool
 	for {
-		now, err := Listening(want())
+		var ex []netip.Addr
+		if except != nil {
+			ex = except()
+		}
+		now, err := ListeningExcept(want(), ex)
 		if err != nil {
 			return err
 		}

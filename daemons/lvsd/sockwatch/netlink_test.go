@@ -3,6 +3,7 @@ package sockwatch
 import (
 	"context"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"testing"
@@ -116,6 +117,42 @@ func TestListeningRealSockets(t *testing.T) {
 		if got[p] {
 			t.Errorf("%s still listening after close: %v", p, got)
 		}
+	}
+}
+
+// TestListeningExceptVIP: a listener on a VIP (the director's own proxy)
+// counts for Listening but not for ListeningExcept with that VIP.
+func TestListeningExceptVIP(t *testing.T) {
+	inNewNetns(t)
+	// The VIP on lo of the throw-away namespace: a local address that is
+	// not a loopback one.
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := netlink.ParseAddr("192.0.2.10/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(lo, addr); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("192.0.2.10")
+	l, err := net.Listen("tcp4", "192.0.2.10:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := Port{"tcp", port(t, l.Addr())}
+	if got := mustListening(t, []Port{p}); !got[p] {
+		t.Fatalf("Listening: %v, want %s true", got, p)
+	}
+	got, err := ListeningExcept([]Port{p}, []netip.Addr{vip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[p] {
+		t.Fatalf("ListeningExcept the VIP: %v, want %s false", got, p)
 	}
 }
 
