@@ -11,6 +11,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -150,4 +151,39 @@ func tcpNetwork(addr netip.AddrPort) string {
 		return "tcp6"
 	}
 	return "tcp4"
+}
+
+// Proxy is one port's proxy, TCP or UDP, as lvsd's server drives it:
+// Serve in a goroutine, DropBackend when a backend leaves the pool, Close
+// when the port is removed or the director's lease is gone.
+type Proxy interface {
+	Serve() error
+	DropBackend(backend netip.AddrPort) int
+	Close() error
+	Addr() net.Addr
+}
+
+var (
+	_ Proxy = (*TCP)(nil)
+	_ Proxy = (*UDP)(nil)
+)
+
+// Listen opens proto ("tcp" or "udp") on addr (VIP:port) and returns its
+// proxy, not yet serving.
+func Listen(proto string, addr netip.AddrPort, p Picker, o Options) (Proxy, error) {
+	switch proto {
+	case "tcp":
+		l, err := ListenTCP(addr)
+		if err != nil {
+			return nil, err
+		}
+		return NewTCP(l, p, o), nil
+	case "udp":
+		c, err := ListenUDP(addr)
+		if err != nil {
+			return nil, err
+		}
+		return NewUDP(c, p, o), nil
+	}
+	return nil, fmt.Errorf("proxy: protocol %q: must be tcp or udp", proto)
 }

@@ -288,3 +288,42 @@ func TestUDPCloseEndsFlows(t *testing.T) {
 		t.Fatalf("open picks %d flows %d after Close", open, px.Flows())
 	}
 }
+
+func TestListen(t *testing.T) {
+	b := udpBackend(t, tagged("u"))
+	tb := backend(t, echo)
+	for _, tt := range []struct {
+		proto   string
+		backend netip.AddrPort
+	}{{"tcp", tb}, {"udp", b}} {
+		t.Run(tt.proto, func(t *testing.T) {
+			px, err := Listen(tt.proto, loopback, newPicker(t, tt.backend), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- px.Serve() }()
+			c, err := net.Dial(tt.proto, px.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 8)); err != nil {
+				t.Fatal(err)
+			}
+			if err := px.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-served; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, err := Listen("sctp", loopback, newPicker(t), Options{}); err == nil {
+		t.Fatal("sctp accepted")
+	}
+}
