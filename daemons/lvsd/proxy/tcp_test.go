@@ -305,3 +305,53 @@ func TestListenTCPFreebind(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestTCPIPv6 runs the proxy on ::1 toward an IPv6 backend, with the
+// PROXY header's TCPv6 addresses checked by the backend.
+func TestTCPIPv6(t *testing.T) {
+	bl, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer bl.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := bl.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		h, err := proxyproto.Read(bufio.NewReader(c))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		src, dst, _ := h.TCPAddrs()
+		v6 := map[bool]string{true: "TCPv6", false: "not TCPv6"}[h.TransportProtocol == proxyproto.TCPv6]
+		got <- v6 + " " + src.String() + " " + dst.String()
+	}()
+	ln, err := ListenTCP(netip.MustParseAddrPort("[::1]:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := NewTCP(ln, newPicker(t, ap(bl.Addr())), Options{ProxyProtocol: true})
+	served := make(chan error, 1)
+	go func() { served <- px.Serve() }()
+	defer func() {
+		if err := px.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	c, err := net.Dial("tcp6", px.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := "TCPv6 " + c.LocalAddr().String() + " " + px.Addr().String()
+	if h := <-got; h != want {
+		t.Fatalf("backend read %q, want %q", h, want)
+	}
+}
