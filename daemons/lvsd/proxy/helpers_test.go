@@ -110,7 +110,9 @@ func backend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
+	wg.Add(1) // the accept loop: its Adds then never race the cleanup's Wait
 	go func() {
+		defer wg.Done()
 		for {
 			c, err := l.Accept()
 			if err != nil {
