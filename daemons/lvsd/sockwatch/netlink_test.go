@@ -100,9 +100,15 @@ func TestListeningRealSockets(t *testing.T) {
 	// The TCP listener's number over UDP: nothing serves it.
 	udpOfTCP := Port{"udp", tcp.Num}
 
-	want := []Port{tcp, tcp6, udp, loop, client, udpOfTCP}
+	want := []Port{tcp, tcp6, udp, loop, udpOfTCP}
+	exp := map[Port]bool{tcp: true, tcp6: true, udp: true, loop: false, udpOfTCP: false}
+	// The client's ephemeral port may be the IPv6-only listener's number
+	// (an IPv4 socket does not conflict with it); then it proves nothing.
+	if _, taken := exp[client]; !taken {
+		want = append(want, client)
+		exp[client] = false
+	}
 	got := mustListening(t, want)
-	exp := map[Port]bool{tcp: true, tcp6: true, udp: true, loop: false, client: false, udpOfTCP: false}
 	for p, v := range exp {
 		if got[p] != v {
 			t.Errorf("%s: listening %v, want %v (all: %v)", p, got[p], v, got)
