@@ -307,6 +307,17 @@ func checkUnprivileged(ctx context.Context, t *testing.T, c *nspawn.Container, e
 	if lines := strings.Fields(out); err != nil || len(lines) < 3 || lines[0] != "alice" || lines[1] != uid || !strings.HasPrefix(lines[2], "user-"+uid+".slice/openssi-vproc-") {
 		t.Errorf("ssi exec as alice: %v\n%s\n%s", err, out, logged("openssi-vprocd.service"))
 	}
+	// Her next program runs in a gate vprocd started ahead for her
+	// (vprocd.warm_gates), already in a scope of its own in her slice.
+	var gate string
+	for deadline := time.Now().Add(10 * time.Second); gate == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, _ := c.Exec(ctx, "pgrep", "-u", "alice", "-f", "^openssi-vproc-gate$")
+		gate, _, _ = strings.Cut(strings.TrimSpace(out), "\n")
+	}
+	out, err = c.Exec(ctx, "runuser", "-u", "alice", "--", "ssi", "exec", "-C", "/", "--", "sh", "-c", "echo $$; id -u; grep -o 'user-[0-9]*.slice/openssi-vproc-[0-9-]*.scope' /proc/self/cgroup")
+	if lines := strings.Fields(out); gate == "" || err != nil || len(lines) < 3 || lines[0] != gate || lines[1] != uid || !strings.HasPrefix(lines[2], "user-"+uid+".slice/openssi-vproc-") {
+		t.Errorf("ssi exec as alice again, in her gate %q started ahead: %v\n%s\n%s", gate, err, out, logged("openssi-vprocd.service"))
+	}
 	if out, err := c.Exec(ctx, "runuser", "-u", "bob", "--", "ssi", "exec", "--", "true"); err == nil || !strings.Contains(out, "vprocd") {
 		t.Errorf("ssi exec as a user outside group openssi: %v\n%s", err, out)
 	}
