@@ -85,9 +85,11 @@ type Proc struct {
 // *StartError.
 func Start(s Spec) (*Proc, error) { return start(s, nil) }
 
-// start is Start, through the idle warm gate g when it is not nil (s is
-// then gated by g, not by a gate pipe).
-func start(s Spec, g *warmGate) (*Proc, error) {
+// start is Start through an idle warm gate that gates gives once the
+// program is found (s is then gated by the gate, not by a gate pipe); a
+// gate taken is either used or ended, never dropped. Without gates, or
+// when it has none left, the program starts as a new process.
+func start(s Spec, gates func() *warmGate) (*Proc, error) {
 	if len(s.Argv) == 0 || s.Argv[0] == "" {
 		return nil, &StartError{Code: ExitNotFound, Msg: "no command given"}
 	}
@@ -117,6 +119,10 @@ func start(s Spec, g *warmGate) (*Proc, error) {
 		return nil, serr
 	}
 	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: dir}
+	var g *warmGate
+	if gates != nil {
+		g = gates()
+	}
 	var gateR *os.File
 	if s.Gated && g == nil {
 		r, w, err := os.Pipe()
@@ -133,6 +139,9 @@ func start(s Spec, g *warmGate) (*Proc, error) {
 		if gateR != nil {
 			gateR.Close()
 		}
+		if g != nil {
+			g.end()
+		}
 		p.closeAll()
 		return nil, err
 	}
@@ -141,6 +150,10 @@ func start(s Spec, g *warmGate) (*Proc, error) {
 		p.closeChildEnds(cmd)
 		if err != nil {
 			p.closeAll()
+			if errors.Is(err, errGateGone) {
+				// That gate died idle: the next, or a new process.
+				return start(s, gates)
+			}
 			return nil, err
 		}
 		return p, nil

@@ -82,17 +82,13 @@ func credKey(c Cred) string {
 func (w *Warm) Start(s Spec) (*Proc, error) {
 	s.Gated = true
 	key := credKey(s.Cred)
-	for g := w.take(key); g != nil; g = w.take(key) {
-		p, err := start(s, g)
-		if err == nil {
-			p.onExit = func() { w.refill(key, s.Cred) }
-		}
-		if !errors.Is(err, errGateGone) {
-			return p, err
-		}
+	p, err := start(s, func() *warmGate { return w.take(key) })
+	if err == nil && p.InScope {
+		p.onExit = func() { w.refill(key, s.Cred) }
+	} else {
+		w.refill(key, s.Cred)
 	}
-	w.refill(key, s.Cred)
-	return start(s, nil)
+	return p, err
 }
 
 // take removes and returns an idle gate of key, the most recent first
@@ -238,7 +234,7 @@ func (w *Warm) Close() {
 }
 
 // errGateGone: an idle gate did not take its Launch (it was killed, or
-// did not answer): Warm.Start tries the next, or a new process.
+// did not answer): start tries the next, or a new process.
 var errGateGone = errors.New("runner: the gate is gone")
 
 // gateAnswer bounds the wait for a gate to take its Launch.

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/user"
@@ -242,5 +243,27 @@ func TestWarmGateIsTheCallers(t *testing.T) {
 	}
 	if out, st := output(t, p); !p.InScope || out != "65534\n" || st.Code != 0 {
 		t.Fatalf("InScope %v out %q status %+v", p.InScope, out, st)
+	}
+}
+
+// TestWarmKeepsTheGateOnARefusal: a program that is not found (or any
+// refusal before it starts) leaves the caller's idle gate waiting, not
+// taken and lost: repeated refusals must not grow the caller's processes.
+func TestWarmKeepsTheGateOnARefusal(t *testing.T) {
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.refill(credKey(self()), self())
+	gatePid := waitPid(t, ready)
+	for i := 0; i < 3; i++ {
+		_, err := w.Start(Spec{Argv: []string{"no-such-command-x"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+		var se *StartError
+		if !errors.As(err, &se) || se.Code != ExitNotFound {
+			t.Fatalf("Start: %v, want not found", err)
+		}
+	}
+	w.mu.Lock()
+	idle, total := w.idle[credKey(self())], w.total
+	w.mu.Unlock()
+	if len(idle) != 1 || idle[0].cmd.Process.Pid != gatePid || total != 1 {
+		t.Fatalf("after refusals: idle %d (want the gate %d), total %d", len(idle), gatePid, total)
 	}
 }
