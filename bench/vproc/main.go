@@ -386,7 +386,7 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	mux, fresh := p50("ssh_mux"), p50("ssh_fresh")
 	muxRatio, freshRatio := float64(mux)/float64(proc), float64(fresh)/float64(proc)
 	fmt.Fprintf(&b, "\nWhere an exec's time goes (p50s): `ssi exec` = ssi's start-up (`ssi version`, %s) + a new connection and the call (%s) + the rest of a fresh process's costs; "+
-		"the call = the target's start of the program (fork and exec through the gate, %s more than a plain fork and exec; its scope on systemd's private socket, %s; the two overlap: the gate starts while the scope is made) + vprocd to vprocd and back, the wait and the exit.\n",
+		"the call = the target's start of the program + vprocd to vprocd and back, the wait and the exit. After the caller's first program the start is a warm gate's (`vprocd.warm_gates`): a gate of the caller's started ahead and already in its scope is handed the program, so neither the gate's own start (a fork and exec through the gate, %s more than a plain fork and exec) nor its scope on systemd's private socket (%s) is on the way; they are made after the previous program ended. A caller's first program (and one that finds no gate left) waits for both, overlapped.\n",
 		ms(p50("version")), ms(p50("exec_call_dial")), ms(p50("gate")-p50("true")), ms(p50("scope_private")))
 	b.WriteString("\nTargets of the issue:\n\n")
 	fmt.Fprintf(&b, "- the library call p50 <= 5 ms: %s (%s)\n", verdict(call <= 5*time.Millisecond), ms(call))
