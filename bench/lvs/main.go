@@ -410,6 +410,7 @@ func (b *bench) failover(ctx context.Context, side failoverSide) (failoverResult
 		if h := b.holders(ctx); len(h) > 0 {
 			kill.newHolder = strings.Join(h, "+")
 		}
+		b.checkARP(ctx, &kill)
 		logf("%s kill %d: answering again after %s (ok %v), held by %s", side.name(), k+1, kill.took.Round(time.Millisecond), kill.ok, kill.newHolder)
 		res.kills = append(res.kills, kill)
 		if err := b.l.Start(ctx, victim); err != nil {
@@ -423,6 +424,27 @@ func (b *bench) failover(ctx context.Context, side failoverSide) (failoverResult
 		return res, fmt.Errorf("%s: stop: %w", side.name(), err)
 	}
 	return res, nil
+}
+
+// checkARP records, once the VIP answers again, whether the host's
+// neighbour entry for it names the new holder's MAC (read first: the
+// probe's replies would refresh it) and how many nodes answer an ARP
+// request for it (one, or two holders answer at once).
+func (b *bench) checkARP(ctx context.Context, k *killResult) {
+	if !k.ok {
+		return
+	}
+	n, found, err := b.l.HostNeighbor(b.vip.Addr())
+	if err == nil && found && !strings.Contains(k.newHolder, "+") && k.newHolder != "" {
+		if mac, err := b.l.NodeMAC(ctx, k.newHolder); err == nil {
+			k.neighOK = n.MAC == mac
+		}
+	}
+	if macs, err := b.l.WhoHas(b.vip.Addr(), 300*time.Millisecond); err == nil {
+		k.arpAnswers = len(macs)
+	} else {
+		k.arpAnswers = -1
+	}
 }
 
 // settle waits until every node runs, exactly one holds the VIP, the VIP

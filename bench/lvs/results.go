@@ -50,6 +50,11 @@ type killResult struct {
 	ok        bool
 	took      time.Duration
 	newHolder string
+	// neighOK: the host's neighbour entry for the VIP names the new
+	// holder's MAC; arpAnswers: the nodes that answered an ARP request
+	// for the VIP then (-1: not asked).
+	neighOK    bool
+	arpAnswers int
 }
 
 type failoverResult struct {
@@ -86,7 +91,7 @@ func render(r results) string {
 		"The client is the host, on the lab bridge.\n\n",
 		time.Now().UTC().Format("2006-01-02"), nodes, r.machine, strings.Join(r.sides, ","), r.took.Round(time.Second))
 	if len(r.throughput) > 0 {
-		fmt.Fprintf(&b, "## Requests/s and latency through the VIP: %d keep-alive connections, %d rounds of %s each (after %s of warm-up), interleaved\n\n", p.conns, p.rounds, p.duration, p.warmup)
+		fmt.Fprintf(&b, "## Requests/s and latency through the VIP: %d keep-alive connections, %d round(s) of %s each (after %s of warm-up), interleaved\n\n", p.conns, p.rounds, p.duration, p.warmup)
 		b.WriteString("A GET of a 9-byte body (`ok nodeN`) from a Go net/http backend on each of the 3 nodes. Latency is one request's, sent to its answer, on a connection already open.\n\n")
 		b.WriteString("| path | requests/s | each round | p50 | p99 | errors |\n|---|---|---|---|---|---|\n")
 		for _, row := range r.throughput {
@@ -104,13 +109,13 @@ func render(r results) string {
 		fmt.Fprintf(&b, "## Failover: %s\n\n", f.label)
 		fmt.Fprintf(&b, "SIGKILL of the node holding the VIP to the first successful new connection (a GET answered) from the host: **p50 %s, p99 %s**, worst %s, over %d kills; %d did not answer within %s.\n\n",
 			secs(p50), secs(p99), secs(worst), ok, failed, p.timeout)
-		b.WriteString("| kill | victim | victim was Raft leader | answering again after | then held by |\n|---|---|---|---|---|\n")
+		b.WriteString("| kill | victim | victim was Raft leader | answering again after | then held by | host's neighbour entry names it | nodes answering ARP for the VIP |\n|---|---|---|---|---|---|---|\n")
 		for i, k := range f.kills {
 			took := "**no answer**"
 			if k.ok {
 				took = secs(k.took)
 			}
-			fmt.Fprintf(&b, "| %d | %s | %v | %s | %s |\n", i+1, k.victim, k.leader, took, k.newHolder)
+			fmt.Fprintf(&b, "| %d | %s | %v | %s | %s | %v | %d |\n", i+1, k.victim, k.leader, took, k.newHolder, k.neighOK, k.arpAnswers)
 		}
 		if f.failure != "" {
 			fmt.Fprintf(&b, "\nThe kills stopped early: %s\n", f.failure)
@@ -124,7 +129,7 @@ func render(r results) string {
 	if p.avoidLeader {
 		b.WriteString("it moves Consul's Raft leadership off the holder; ")
 	}
-	b.WriteString("it then kills the holder's whole container (lab.Kill, a power loss) and tries a new connection and GET every 10 ms (250 ms timeout each) until one succeeds. The node is started again and the next kill waits for it to rejoin.\n")
+	b.WriteString("it then kills the holder's whole container (lab.Kill, a power loss) and tries a new connection and GET every 10 ms (250 ms timeout each) until one succeeds. Then it reads the host's neighbour entry for the VIP and asks the bridge who has the VIP with one ARP request (lab.WhoHas: more than one answer would be two holders). The node is started again and the next kill waits for it to rejoin.\n")
 	for _, n := range r.notes {
 		b.WriteString("\n" + n)
 	}
