@@ -328,7 +328,7 @@ func (b *bench) throughput(ctx context.Context, sides []proxySide) ([]throughput
 	rows := make([]throughputRow, len(sides)+1)
 	rows[0].label = fmt.Sprintf("no proxy: straight to node2's backend (%s:%d)", b.ip["node2"], servicePort)
 	for i, s := range sides {
-		rows[i+1].label = s.label()
+		rows[i+1].name, rows[i+1].label = s.name(), s.label()
 	}
 	o := httpload.Options{Conns: b.p.conns, Duration: b.p.duration, Warmup: b.p.warmup}
 	for round := range b.p.rounds {
@@ -369,7 +369,7 @@ func (b *bench) throughput(ctx context.Context, sides []proxySide) ([]throughput
 // failover kills the VIP's holder -kills times with side running on every
 // node, and times each kill to the first successful new connection.
 func (b *bench) failover(ctx context.Context, side failoverSide) (failoverResult, error) {
-	res := failoverResult{label: side.label()}
+	res := failoverResult{name: side.name(), label: side.label()}
 	if err := side.start(ctx, b); err != nil {
 		return res, fmt.Errorf("%s: start: %w", side.name(), err)
 	}

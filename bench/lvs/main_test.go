@@ -46,13 +46,16 @@ func TestHAProxyConf(t *testing.T) {
 }
 
 func TestKeepalivedConf(t *testing.T) {
-	got := keepalivedConf("node2", "host0", "10.77.14.100/24")
-	for _, want := range []string{"router_id node2\n", "interface host0\n", "advert_int 1\n", "10.77.14.100/24 dev host0\n", "state BACKUP\n"} {
+	got := keepalivedConf("node2", "host0", "10.77.14.100/24", keepalivedPriority(2))
+	for _, want := range []string{"router_id node2\n", "interface host0\n", "advert_int 1\n", "priority 100\n", "10.77.14.100/24 dev host0\n", "state BACKUP\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("keepalived.conf lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "priority") || strings.Contains(got, "nopreempt") {
+	if keepalivedPriority(1) != 150 || keepalivedPriority(3) != 50 {
+		t.Errorf("priorities %d..%d, want 150..50", keepalivedPriority(1), keepalivedPriority(3))
+	}
+	if strings.Contains(got, "nopreempt") || strings.Contains(got, "garp") {
 		t.Errorf("keepalived.conf changes a default:\n%s", got)
 	}
 }
@@ -92,7 +95,21 @@ func TestFailoverSummaryAndRender(t *testing.T) {
 	row.requests, row.elapsed, row.rounds, row.latencies = 1000, time.Second, []float64{1000}, []time.Duration{time.Millisecond}
 	out := render(results{params: params{conns: 64, rounds: 1, duration: time.Second, timeout: 30 * time.Second}, sides: []string{"haproxy", "keepalived"},
 		throughput: []throughputRow{row}, failover: []failoverResult{f}})
-	for _, want := range []string{"| HAProxy | 1000 | 1000 | 1.0 ms | 1.0 ms | 0 |", "**p50 3.40 s, p99 3.60 s**", "| 3 | node3 | false | **no answer** |  | false | 0 |"} {
+	lvsd := failoverResult{name: "lvsd", kills: []killResult{{ok: true, took: 900 * time.Millisecond}, {ok: true, leader: true, took: 5 * time.Second}}}
+	f.name = "keepalived"
+	row.name = "haproxy"
+	lrow := throughputRow{name: "lvsd", label: "lvsd", requests: 950, elapsed: time.Second}
+	withLvsd := render(results{throughput: []throughputRow{row, lrow}, failover: []failoverResult{f, lvsd}})
+	for _, want := range []string{
+		"HAProxy's requests/s: **met** (95%)",
+		"not Consul's Raft leader: **met** (0.90 s over 1 such kills)",
+		"faster than keepalived's: **missed** (p50 0.90 s against 3.40 s, p99 5.00 s against 3.60 s)",
+	} {
+		if !strings.Contains(withLvsd, want) {
+			t.Errorf("render with lvsd lacks %q:\n%s", want, withLvsd)
+		}
+	}
+	for _, want := range []string{"requests/s: not measured in this run", "| HAProxy | 1000 | 1000 | 1.0 ms | 1.0 ms | 0 |", "**p50 3.40 s, p99 3.60 s**", "| 3 | node3 | false | **no answer** |  | false | 0 |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("render lacks %q:\n%s", want, out)
 		}

@@ -21,6 +21,7 @@ type results struct {
 
 // throughputRow adds up the rounds of one side.
 type throughputRow struct {
+	name      string // the side's name; "" for the straight run
 	label     string
 	requests  int64
 	errors    int64
@@ -58,6 +59,7 @@ type killResult struct {
 }
 
 type failoverResult struct {
+	name    string
 	label   string
 	kills   []killResult
 	failure string // why the kills stopped early
@@ -122,6 +124,7 @@ func render(r results) string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(targets(r))
 	b.WriteString("## Method\n\n")
 	fmt.Fprintf(&b, "- The VIP is %s.100/24 on each node's link (host0). Every node runs the same backend (bench/lvs/lvsbackend, Go net/http) on its own address at port %d, the port a proxy forwards, and on all addresses at port %d, where a node holding the VIP answers directly.\n", subnet, servicePort, anyPort)
 	fmt.Fprintf(&b, "- Throughput: the proxy side runs on node1, which also holds the VIP; every node's backend is in its pool. The load generator (bench/lvs/httpload) runs on the host: %d connections, each sending the next GET when the previous answer is read; a failed request is counted and its connection redialled. Percentiles are nearest-rank over every request of every round.\n", p.conns)
@@ -133,5 +136,58 @@ func render(r results) string {
 	for _, n := range r.notes {
 		b.WriteString("\n" + n)
 	}
+	return b.String()
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+// targets holds lvsd to issue 14's targets against the peers of the same
+// run, when both were measured.
+func targets(r results) string {
+	var b strings.Builder
+	b.WriteString("## Targets (issue 14)\n\n")
+	rows := map[string]throughputRow{}
+	for _, row := range r.throughput {
+		rows[row.name] = row
+	}
+	fails := map[string]failoverResult{}
+	for _, f := range r.failover {
+		fails[f.name] = f
+	}
+	lvsd, ok1 := rows["lvsd"]
+	haproxy, ok2 := rows["haproxy"]
+	if ok1 && ok2 && haproxy.rps() > 0 {
+		ratio := lvsd.rps() / haproxy.rps()
+		fmt.Fprintf(&b, "- lvsd's proxy >= 90%% of HAProxy's requests/s: %s (%.0f%%)\n", verdict(ratio >= 0.9), 100*ratio)
+	} else {
+		b.WriteString("- lvsd's proxy >= 90% of HAProxy's requests/s: not measured in this run\n")
+	}
+	lf, ok1 := fails["lvsd"]
+	kf, ok2 := fails["keepalived"]
+	if ok1 {
+		var ds []time.Duration
+		for _, k := range lf.kills {
+			if k.ok && !k.leader {
+				ds = append(ds, k.took)
+			}
+		}
+		p99 := stats.Percentile(ds, 99)
+		fmt.Fprintf(&b, "- lvsd's failover p99 <= 3 s when the director is not Consul's Raft leader: %s (%s over %d such kills)\n", verdict(len(ds) > 0 && p99 <= 3*time.Second), secs(p99), len(ds))
+	} else {
+		b.WriteString("- lvsd's failover p99 <= 3 s: not measured in this run\n")
+	}
+	if ok1 && ok2 {
+		l50, l99, _, _, _ := lf.summary()
+		k50, k99, _, _, _ := kf.summary()
+		fmt.Fprintf(&b, "- lvsd's failover faster than keepalived's: %s (p50 %s against %s, p99 %s against %s)\n", verdict(l50 < k50 && l99 < k99), secs(l50), secs(k50), secs(l99), secs(k99))
+	} else {
+		b.WriteString("- lvsd's failover faster than keepalived's (published: VRRP about 3.6 s): not measured in this run\n")
+	}
+	b.WriteString("\n")
 	return b.String()
 }
