@@ -49,6 +49,7 @@ type params struct {
 	kills       int
 	timeout     time.Duration
 	avoidLeader bool
+	settle      time.Duration
 	out         string
 }
 
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&p.rounds, "rounds", 3, "throughput runs of each proxy side, interleaved")
 	flag.IntVar(&p.kills, "kills", 10, "kills of the VIP's holder per failover side")
 	flag.DurationVar(&p.timeout, "timeout", 30*time.Second, "longest wait for the VIP to answer again after a kill")
+	flag.DurationVar(&p.settle, "settle", 6*time.Second, "how long the VIP must stay on one node, answering, before a kill")
 	flag.BoolVar(&p.avoidLeader, "avoid-leader", true, "move Consul's Raft leadership off the VIP's holder before each kill")
 	flag.StringVar(&p.out, "out", "", "write the results as Markdown here")
 	flag.Parse()
@@ -448,23 +450,37 @@ func (b *bench) checkARP(ctx context.Context, k *killResult) {
 }
 
 // settle waits until every node runs, exactly one holds the VIP, the VIP
-// answers and side says it is ready, and returns the holder.
+// answers and side says it is ready, all of it without a break and with
+// the same holder for -settle, and returns the holder. The hold-down
+// keeps a kill from landing while the restarted node is still taking the
+// VIP back (keepalived's preemption), which would time a failover that
+// had already begun.
 func (b *bench) settle(ctx context.Context, side failoverSide, addr string) (string, error) {
 	var holder string
-	err := waitFor(ctx, 2*time.Minute, side.name()+" settled", func() string {
-		if r := b.running(); len(r) != len(b.names) {
-			return fmt.Sprintf("running: %v", r)
-		}
-		h := b.holders(ctx)
-		if len(h) != 1 {
-			return fmt.Sprintf("VIP held by %v", h)
-		}
-		holder = h[0]
-		if err := httpload.Get(ctx, addr, "/", time.Second); err != nil {
-			return err.Error()
-		}
-		if why := side.ready(ctx, b); why != "" {
+	var since time.Time
+	err := waitFor(ctx, 2*time.Minute+b.p.settle, side.name()+" settled", func() string {
+		why := func() string {
+			if r := b.running(); len(r) != len(b.names) {
+				return fmt.Sprintf("running: %v", r)
+			}
+			h := b.holders(ctx)
+			if len(h) != 1 {
+				return fmt.Sprintf("VIP held by %v", h)
+			}
+			if h[0] != holder {
+				holder, since = h[0], time.Now()
+			}
+			if err := httpload.Get(ctx, addr, "/", time.Second); err != nil {
+				return err.Error()
+			}
+			return side.ready(ctx, b)
+		}()
+		if why != "" {
+			holder = ""
 			return why
+		}
+		if held := time.Since(since); held < b.p.settle {
+			return fmt.Sprintf("%s has held the VIP for %s only", holder, held.Round(time.Millisecond))
 		}
 		return ""
 	})

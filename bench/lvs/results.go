@@ -128,7 +128,7 @@ func render(r results) string {
 	b.WriteString("## Method\n\n")
 	fmt.Fprintf(&b, "- The VIP is %s.100/24 on each node's link (host0). Every node runs the same backend (bench/lvs/lvsbackend, Go net/http) on its own address at port %d, the port a proxy forwards, and on all addresses at port %d, where a node holding the VIP answers directly.\n", subnet, servicePort, anyPort)
 	fmt.Fprintf(&b, "- Throughput: the proxy side runs on node1, which also holds the VIP; every node's backend is in its pool. The load generator (bench/lvs/httpload) runs on the host: %d connections, each sending the next GET when the previous answer is read; a failed request is counted and its connection redialled. Percentiles are nearest-rank over every request of every round.\n", p.conns)
-	fmt.Fprintf(&b, "- Failover: the side runs on every node (and starts at every boot). Before each kill the bench waits until all %d nodes run, exactly one holds the VIP, and the VIP answers; ", nodes)
+	fmt.Fprintf(&b, "- Failover: the side runs on every node (and starts at every boot). Before each kill the bench waits until all %d nodes run, exactly one holds the VIP, and the VIP answers, without a break and on the same node for %s; ", nodes, p.settle)
 	if p.avoidLeader {
 		b.WriteString("it moves Consul's Raft leadership off the holder; ")
 	}
