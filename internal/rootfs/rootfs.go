@@ -44,8 +44,11 @@ const DefaultMirror = "http://deb.debian.org/debian"
 //   - pacemaker, pacemaker-cli-utils (cibadmin, crm_mon; a Recommends)
 //     and corosync: the peer bench/failover measures initfailover's
 //     failover against; finish disables them (and cluster-glue's ha_logd,
-//     which pacemaker's resource agents pull in), as sshd.
-var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync"}
+//     which pacemaker's resource agents pull in), as sshd;
+//   - haproxy and keepalived: the peers bench/lvs measures lvsd's proxy
+//     (requests/s, p99) and its VIP failover (against VRRP) against;
+//     finish disables them, as sshd.
+var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync", "haproxy", "keepalived"}
 
 // ErrMissingTool is matched (errors.Is) when debootstrap is not installed.
 var ErrMissingTool = errors.New("rootfs: debootstrap not found (apt-get install debootstrap)")
@@ -146,9 +149,9 @@ func complete(dir string) (bool, error) {
 
 // finish adjusts the fresh image for containers: an empty machine-id
 // (systemd makes one per boot), a root login that needs no password on
-// the console, a hostname, no apt lists or caches, and sshd, corosync and
-// pacemaker installed but not enabled (a bench starts them where it wants
-// them).
+// the console, a hostname, no apt lists or caches, and sshd, corosync,
+// pacemaker, haproxy and keepalived installed but not enabled (a bench
+// starts them where it wants them).
 func finish(dir string) error {
 	files := map[string]string{
 		"etc/machine-id":                    "",
@@ -177,8 +180,8 @@ func finish(dir string) error {
 }
 
 // disabledUnits are the links by which the postinsts of openssh-server,
-// corosync, pacemaker and cluster-glue enable their daemons at boot
-// (wanted by multi-user.target, and sshd's alias).
+// corosync, pacemaker, cluster-glue, haproxy and keepalived enable their
+// daemons at boot (wanted by multi-user.target, and sshd's alias).
 var disabledUnits = []string{
 	"etc/systemd/system/multi-user.target.wants/ssh.service",
 	"etc/systemd/system/sshd.service",
@@ -186,6 +189,8 @@ var disabledUnits = []string{
 	"etc/systemd/system/multi-user.target.wants/corosync.service",
 	"etc/systemd/system/multi-user.target.wants/pacemaker.service",
 	"etc/systemd/system/multi-user.target.wants/logd.service",
+	"etc/systemd/system/multi-user.target.wants/haproxy.service",
+	"etc/systemd/system/multi-user.target.wants/keepalived.service",
 }
 
 // Clone copies the image at src to the new directory dst (which must not
