@@ -59,6 +59,9 @@ type port struct {
 	// registered: the port's registrations as last set, down nodes
 	// included, so that a NODEUP brings them back.
 	registered []Backend
+	// leaving are the backends that left the pool with connections
+	// still open, until those end: a NODEDOWN of their node ends them.
+	leaving map[*backend]bool
 }
 
 type backend struct {
@@ -87,7 +90,7 @@ func New() *Pool {
 func (p *Pool) SetPort(o lvsdspec.Options) {
 	pt, ok := p.ports[o.Port]
 	if !ok {
-		pt = &port{backends: map[uint32]*backend{}, affinity: map[netip.Addr]sticky{}}
+		pt = &port{backends: map[uint32]*backend{}, affinity: map[netip.Addr]sticky{}, leaving: map[*backend]bool{}}
 		p.ports[o.Port] = pt
 	}
 	if !o.Affinity {
@@ -155,6 +158,8 @@ func (p *Pool) SetBackends(pp lvsdspec.Port, regs []Backend) (drop []Backend) {
 		delete(pt.backends, b.Node)
 		if keep {
 			drop = append(drop, b.Backend)
+		} else if b.active > 0 {
+			pt.leaving[b] = true
 		}
 	}
 	for n, w := range want {
@@ -166,19 +171,31 @@ func (p *Pool) SetBackends(pp lvsdspec.Port, regs []Backend) (drop []Backend) {
 }
 
 // NodeDown takes every backend of node out of every port and returns
-// them: the node died (its NODEDOWN), so the connections in progress to
-// it are ended at once rather than left to hang. Its registrations are
-// ignored until NodeUp.
+// them, with those of node that left the pool earlier and still have
+// connections open (its registration may go before its NODEDOWN comes):
+// the node died, so the connections in progress to it are ended at once
+// rather than left to hang. Its registrations are ignored until NodeUp.
 func (p *Pool) NodeDown(node uint32) []Backend {
 	p.down[node] = true
 	var out []Backend
 	for _, pp := range p.sortedPorts() {
 		pt := p.ports[pp]
+		var gone []Backend
 		if b, ok := pt.backends[node]; ok {
 			b.gone = true
 			delete(pt.backends, node)
-			out = append(out, b.Backend)
+			gone = append(gone, b.Backend)
 		}
+		for b := range pt.leaving {
+			if b.Node == node {
+				delete(pt.leaving, b)
+				if !slices.Contains(gone, b.Backend) {
+					gone = append(gone, b.Backend)
+				}
+			}
+		}
+		slices.SortFunc(gone, func(a, b Backend) int { return a.Addr.Compare(b.Addr) })
+		out = append(out, gone...)
 		for c, s := range pt.affinity {
 			if s.node == node {
 				delete(pt.affinity, c)
@@ -309,10 +326,13 @@ func (p *Pool) End(now time.Time, c Conn) {
 	if c.b.active > 0 {
 		c.b.active--
 	}
+	pt, ok := p.ports[c.Port]
 	if c.b.gone {
+		if ok && c.b.active == 0 {
+			delete(pt.leaving, c.b)
+		}
 		return
 	}
-	pt, ok := p.ports[c.Port]
 	if !ok || !pt.opts.Affinity {
 		return
 	}

@@ -261,6 +261,25 @@ func TestNodeDown(t *testing.T) {
 	}
 }
 
+// TestNodeDownAfterLeaving: a node whose registration went first (its
+// agent's health failed) and whose NODEDOWN came next still has its
+// connections in progress ended; once they ended on their own, there is
+// nothing to end.
+func TestNodeDownAfterLeaving(t *testing.T) {
+	p := newPool(lvsdspec.Options{Port: http}, 1, 2)
+	c1, _ := p.Pick(t0, http, client(1))
+	c2, _ := p.Pick(t0, http, client(2))
+	p.SetBackends(http, nil)
+	if drop := p.NodeDown(c1.Backend.Node); !reflect.DeepEqual(drop, []Backend{c1.Backend}) {
+		t.Errorf("NodeDown(%d) after it left = %v, want its backend", c1.Backend.Node, drop)
+	}
+	p.End(t0, c2)
+	if drop := p.NodeDown(c2.Backend.Node); drop != nil {
+		t.Errorf("NodeDown(%d) after its connections ended = %v, want none", c2.Backend.Node, drop)
+	}
+	p.End(t0, c1)
+}
+
 // TestPorts: ports are independent; removing one names its backends.
 func TestPorts(t *testing.T) {
 	p := New()
