@@ -1,23 +1,28 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/dlm"
+	"github.com/openssi/openssi/cmd/ssi/cli"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdfake"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/server"
 	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
@@ -77,9 +82,26 @@ func startLvs(t *testing.T, n *nodetest.Node, num uint32, tl *lvsdfake.VIPTimeli
 		}
 		members.Close()
 	}()
+	ln, _, err := localapi.Listen(n.DaemonSocket(lvsdspec.Name), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(localapi.Credentials()))
+	server.NewAPI(k.srv).Register(g)
+	go func() { _ = g.Serve(ln) }()
 	go func() { k.done <- k.srv.Run(ctx, nil) }()
-	t.Cleanup(func() { k.stop(t) })
+	t.Cleanup(func() {
+		k.stop(t)
+		g.Stop()
+	})
 	return k
+}
+
+// ssi runs ssi on node k and returns its exit code and output.
+func (k *lvsNode) ssi(args ...string) (int, string) {
+	var out bytes.Buffer
+	code := cli.Main(append([]string{"--run-dir", k.n.RunDir}, args...), &out, &out)
+	return code, out.String()
 }
 
 func (k *lvsNode) stop(t *testing.T) {
@@ -249,6 +271,58 @@ func TestLvs(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Errorf("4 connections went to %v, want both backends", got)
+	}
+
+	// ssi vip on another node names the director and the pool.
+	for {
+		code, out := a.ssi("vip")
+		if code == 0 && strings.Contains(out, fmt.Sprintf("director: node %d\n", d.num)) && strings.Contains(out, "VIP: 10.99.0.100/24 on eth0") &&
+			strings.Contains(out, web.String()) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ssi vip on node %d: exit %d:\n%s", a.num, code, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// ssi vip port add: every node follows the port; remove: gone.
+	extra := lvsdspec.Port{Proto: "tcp", Num: num + 1}
+	if code, out := a.ssi("vip", "port", "add", extra.String(), "--affinity", "source"); code != 0 {
+		t.Fatalf("ssi vip port add: exit %d: %s", code, out)
+	}
+	if code, out := a.ssi("vip", "port", "add", fmt.Sprintf("udp/%d", num)); code == 0 || !strings.Contains(out, "one protocol per port") {
+		t.Errorf("ssi vip port add of the other protocol: exit %d: %s", code, out)
+	}
+	hasPort := func(k *lvsNode, p lvsdspec.Port) bool {
+		for _, pv := range k.srv.Status().Pool {
+			if pv.Options.Port == p {
+				return true
+			}
+		}
+		return false
+	}
+	for _, k := range nodes {
+		for !hasPort(k, extra) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("node %d never registered %s", k.num, extra)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	if len(d.data.Serving()) != 2 {
+		t.Errorf("director serves %v, want the added port too", d.data.Serving())
+	}
+	if code, out := a.ssi("vip", "port", "remove", extra.String()); code != 0 {
+		t.Fatalf("ssi vip port remove: exit %d: %s", code, out)
+	}
+	for hasPort(d, extra) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s still registered on the director", extra)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 
 	// Closing: out of the pool within a second.

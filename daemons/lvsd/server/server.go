@@ -108,6 +108,10 @@ type Config struct {
 	// them, from the takeover. Default 0, 500ms, 1s, 2s.
 	Announce []time.Duration
 
+	// IPVS: the data plane is the kernel's IPVS, which sends no PROXY
+	// header (ssi vip port add refuses proxy_protocol).
+	IPVS bool
+
 	Consul  *api.Client
 	KV      *consul.KV
 	Session func(ctx context.Context) (*dlm.Client, error)
