@@ -32,3 +32,6 @@ func (s *Server) SetRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 
 // Reconcile is the tick's retry of the VIPs and the data plane.
 func (s *Server) Reconcile() { s.reconcileData() }
+
+// MarkVIPsHeld is what Run does first.
+func (s *Server) MarkVIPsHeld() { s.markVIPsHeld() }

@@ -248,6 +248,7 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	work, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.work = work
+	s.markVIPsHeld()
 	s.spawn(work, s.watchKVPorts)
 	s.spawn(work, s.watchCatalog)
 	s.spawn(work, s.registrar)
@@ -274,6 +275,17 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	s.reconcileData()
 	s.deregisterAll()
 	return err
+}
+
+// markVIPsHeld counts every VIP held: a previous run of this daemon
+// that crashed while directing left its VIPs on the interfaces, and the
+// Elector's stop at boot must remove them.
+func (s *Server) markVIPsHeld() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	for _, v := range s.cfg.VIPs {
+		s.vipsHeld[v] = true
+	}
 }
 
 func (s *Server) spawn(ctx context.Context, f func(context.Context)) {

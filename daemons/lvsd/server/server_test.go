@@ -165,3 +165,22 @@ func TestPoolFromCatalog(t *testing.T) {
 		t.Error("picked with no backend")
 	}
 }
+
+// TestBootRemovesLeftVIPs: a director that crashed left its VIPs on the
+// interface; the stop the Elector orders at boot removes them.
+func TestBootRemovesLeftVIPs(t *testing.T) {
+	ctx := context.Background()
+	vips := &lvsdfake.VIPs{Node: 1}
+	_ = vips.Add("eth0", vip) // left by the crashed run
+	s := newServer(t, vips, &lvsdfake.Data{})
+	s.MarkVIPsHeld()
+	if !s.DirectorActive(ctx) {
+		t.Fatal("the role reads inactive while a VIP may be left on the interface")
+	}
+	if err := s.StopDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(vips.Held()) != 0 || s.DirectorActive(ctx) {
+		t.Errorf("after the boot's stop: VIPs %v", vips.Held())
+	}
+}
