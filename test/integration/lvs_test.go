@@ -378,3 +378,43 @@ func TestLvs(t *testing.T) {
 		}
 	}
 }
+
+// TestLvsDirectorCutOff: the director's node loses its Consul agent,
+// clmsd and dlmd at once (SIGKILL of all three) while its lvsd, in this
+// process, runs on: a director cut off from the cluster. It drops the
+// VIP when its lock is lost (its dlmd session ends), and another node
+// takes the VIP only after that (dlmd's fencing, then lvsd.stop_timeout):
+// never two holders.
+func TestLvsDirectorCutOff(t *testing.T) {
+	c := startDlm(t, 3, 0)
+	ctx := ctxFor(t, 90*time.Second)
+	tl := lvsdfake.NewVIPTimeline()
+	nodes := map[uint32]*lvsNode{}
+	for _, n := range c.Nodes {
+		num := uint32(numberOf(t, ctx, n))
+		nodes[num] = startLvs(t, n, num, tl, nil)
+	}
+	d := director(t, ctx, tl, nodes, 0)
+	killed := time.Now()
+	if err := d.n.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := director(t, ctx, tl, nodes, d.num)
+	t.Logf("director %d cut off: node %d holds the VIP after %v", d.num, d2.num, time.Since(killed))
+	if o := tl.Overlaps(); len(o) > 0 {
+		t.Errorf("two nodes held the VIP at once: %v\nevents: %v", o, tl.Events())
+	}
+	if h := d.vips.Held(); len(h) != 0 {
+		t.Errorf("the old director still holds %v", h)
+	}
+	var dropped, taken time.Time
+	for _, e := range tl.Events() {
+		switch {
+		case e.Node == d.num && !e.Add:
+			dropped = e.At
+		case e.Node == d2.num && e.Add:
+			taken = e.At
+		}
+	}
+	t.Logf("the old director dropped the VIP %v after the cut, %v before the new one took it", dropped.Sub(killed), taken.Sub(dropped))
+}
