@@ -41,6 +41,13 @@ const ServicePrefix = "openssi-lvs-"
 // `ssi vip port add` (key tcp-80, value the port's options).
 const KVPorts = "lvs/ports/"
 
+// ReleaseFlag is the one argument of the unit's ExecStopPost, run
+// however the daemon ended: it removes the VIPs of openssi.yaml from the
+// node's interfaces, so that a director that crashed or was killed
+// answers for them no longer (the next director takes them only
+// stop_timeout after its lock).
+const ReleaseFlag = "--release-vips"
+
 //go:embed openssi.yaml
 var example string
 
@@ -75,6 +82,8 @@ var hardening = describe.Hardening{
 	// below 1024 on the VIP.
 	Capabilities:    []string{"CAP_DAC_OVERRIDE", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"},
 	AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},
+	// Whatever ended the daemon, the VIPs leave the interfaces at once.
+	Set: []describe.Directive{{Key: "ExecStopPost", Value: "-/usr/sbin/openssi-lvsd " + ReleaseFlag}},
 	Why: "Runs as root: the director's lock lives in a root-only lockspace of dlmd. CAP_NET_ADMIN adds and removes the VIP " +
 		"and programs IPVS over netlink (AF_NETLINK, also sock_diag for the listening sockets), CAP_NET_RAW sends gratuitous ARP " +
 		"(AF_PACKET) and neighbour advertisements, CAP_NET_BIND_SERVICE binds registered ports below 1024 on the VIP, " +

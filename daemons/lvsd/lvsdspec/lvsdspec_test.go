@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openssi/openssi/internal/config"
+	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
 )
 
@@ -171,4 +172,16 @@ func TestExampleIsDefault(t *testing.T) {
 	if got, want := From(c), Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("example loads to %+v, want %+v", got, want)
 	}
+}
+
+// TestReleaseOnStop: the unit removes the VIPs however the daemon ended,
+// with the daemon's own binary.
+func TestReleaseOnStop(t *testing.T) {
+	want := describe.Directive{Key: "ExecStopPost", Value: "-/usr/sbin/" + Daemon.Binary + " " + ReleaseFlag}
+	for _, d := range Daemon.Hardening.Set {
+		if d == want {
+			return
+		}
+	}
+	t.Errorf("no %v in %v", want, Daemon.Hardening.Set)
 }
