@@ -103,9 +103,13 @@ func (s *Server) reconcileData() {
 				continue
 			}
 			if err := s.cfg.VIP.Add(v.Interface, v.Prefix); err != nil {
-				s.log.WithError(err).WithField("vip", v.Prefix.String()).Warn("adding the VIP: trying again in a second")
+				if s.vipErr[v] != err.Error() {
+					s.vipErr[v] = err.Error()
+					s.log.WithError(err).WithField("vip", v.Prefix.String()).Warn("adding the VIP: trying again every second")
+				}
 				continue
 			}
+			delete(s.vipErr, v)
 			s.vipsHeld[v] = true
 		}
 		s.mu.Lock()
@@ -121,9 +125,17 @@ func (s *Server) reconcileData() {
 				continue
 			}
 			if err := s.cfg.Data.Serve(addr, o, picker{s: s, port: o.Port}); err != nil {
-				s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).Warn("forwarding a port: trying again in a second")
+				// Once per error, not every second: a process of this
+				// node listening on the port's wildcard address keeps
+				// the proxy from binding the VIP for as long as it runs.
+				if s.serveErr[addr] != err.Error() {
+					s.serveErr[addr] = err.Error()
+					s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).
+						Warn("forwarding a port: trying again every second (address in use: a process of this node listens on the port's wildcard address and gets the VIP's connections itself, unbalanced)")
+				}
 				continue
 			}
+			delete(s.serveErr, addr)
 			s.serving[addr] = o
 		}
 		return
@@ -131,11 +143,16 @@ func (s *Server) reconcileData() {
 	for addr := range s.serving {
 		s.stopServing(addr)
 	}
+	clear(s.serveErr)
 	for v := range s.vipsHeld {
 		if err := s.cfg.VIP.Remove(v.Interface, v.Prefix); err != nil {
-			s.log.WithError(err).WithField("vip", v.Prefix.String()).Error("removing the VIP: trying again in a second")
+			if s.vipErr[v] != err.Error() {
+				s.vipErr[v] = err.Error()
+				s.log.WithError(err).WithField("vip", v.Prefix.String()).Error("removing the VIP: trying again every second")
+			}
 			continue
 		}
+		delete(s.vipErr, v)
 		delete(s.vipsHeld, v)
 	}
 }

@@ -160,7 +160,9 @@ type Server struct {
 	directing bool
 	dirGen    int
 	serving   map[netip.AddrPort]lvsdspec.Options
+	serveErr  map[netip.AddrPort]string // the last failure logged
 	vipsHeld  map[VIP]bool
+	vipErr    map[VIP]string // the last failure logged
 
 	wake     chan struct{} // the ports changed
 	register chan struct{} // this node's registrations to reconcile
@@ -191,7 +193,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{},
 		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]lvsdspec.Options{},
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
-		serving: map[netip.AddrPort]lvsdspec.Options{}, vipsHeld: map[VIP]bool{},
+		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
 		regs: map[lvsdspec.Port][]registration{}, warned: map[string]bool{}, registered: map[string]bool{},
 		wake: make(chan struct{}, 1), register: make(chan struct{}, 1)}
 	for _, o := range cfg.Ports {
