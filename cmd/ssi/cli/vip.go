@@ -73,6 +73,9 @@ func renderVip(w io.Writer, st lvs.Status, now time.Time) {
 	default:
 		fmt.Fprintln(w, "director: none")
 	}
+	if len(st.Listening) > 0 {
+		fmt.Fprintf(w, "node %d listens on: %s\n", st.Node, strings.Join(st.Listening, ", "))
+	}
 	if len(st.Ports) == 0 {
 		fmt.Fprintln(w, "no registered port (see lvsd.ports, ssi vip port add)")
 		return
