@@ -38,8 +38,10 @@ type thePlanes struct {
 func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (thePlanes, error) {
 	switch own.Forwarding {
 	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
-		// The translation to IPVS services is daemons/lvsd/ipvs; the
-		// server does not drive it yet.
+		// The translation to IPVS services is daemons/lvsd/ipvs; an
+		// IPVS data plane is a server.DataPlane that is also a
+		// server.BackendSetter (Translate and Sync on each SetBackends),
+		// not written yet.
 		return thePlanes{}, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q is not supported yet: want auto or proxy", lvsdspec.Name, own.Forwarding)}
 	case lvsdspec.ForwardAuto:
 		if ok, err := ipvs.Available(); err == nil && ok {

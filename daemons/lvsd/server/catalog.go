@@ -199,6 +199,7 @@ func (s *Server) setRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 	s.regs[p] = regs
 	drop := s.applyRegsLocked(p)
 	s.mu.Unlock()
+	poke(s.poolChanged)
 	s.drop(drop)
 }
 
@@ -356,6 +357,7 @@ func (s *Server) watchLoads(ctx context.Context) {
 				}
 			}
 			s.mu.Unlock()
+			poke(s.poolChanged)
 		}
 		sleep(ctx, s.cfg.LoadEvery)
 	}

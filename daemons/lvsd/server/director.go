@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
 	ifserver "github.com/openssi/openssi/daemons/initfailover/server"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/daemons/lvsd/pool"
 )
 
 // directorUnit names the director role to the Elector: the one "unit"
@@ -138,12 +140,14 @@ func (s *Server) reconcileData() {
 			delete(s.serveErr, addr)
 			s.serving[addr] = o
 		}
+		s.pushBackends()
 		return
 	}
 	for addr := range s.serving {
 		s.stopServing(addr)
 	}
 	clear(s.serveErr)
+	clear(s.pushed)
 	for v := range s.vipsHeld {
 		if err := s.cfg.VIP.Remove(v.Interface, v.Prefix); err != nil {
 			if s.vipErr[v] != err.Error() {
@@ -166,6 +170,38 @@ func (s *Server) portsByAddrLocked() map[netip.AddrPort]lvsdspec.Options {
 		}
 	}
 	return out
+}
+
+// pushBackends hands a BackendSetter the backends of every served
+// address whose backends or weights changed since it was last given
+// them. The caller holds dataMu.
+func (s *Server) pushBackends() {
+	bset, ok := s.cfg.Data.(BackendSetter)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	views := map[lvsdspec.Port][]pool.BackendView{}
+	for _, pv := range s.pool.View() {
+		for _, b := range pv.Backends {
+			b.Active = 0 // the kernel counts its own
+			views[pv.Options.Port] = append(views[pv.Options.Port], b)
+		}
+	}
+	s.mu.Unlock()
+	for addr, o := range s.serving {
+		bs := views[o.Port]
+		if last, ok := s.pushed[addr]; ok && slices.Equal(last, bs) {
+			continue
+		}
+		bset.SetBackends(addr, o, bs)
+		s.pushed[addr] = bs
+	}
+	for addr := range s.pushed {
+		if _, ok := s.serving[addr]; !ok {
+			delete(s.pushed, addr)
+		}
+	}
 }
 
 func (s *Server) stopServing(addr netip.AddrPort) {

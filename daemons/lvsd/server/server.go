@@ -54,6 +54,14 @@ type DataPlane interface {
 	DropBackend(backend netip.AddrPort)
 }
 
+// BackendSetter is a DataPlane that forwards in the kernel (IPVS): it
+// asks no Picker, so the server hands it each served address's backends
+// and weights whenever they change (its Serve gets a Picker it may
+// ignore, and DropBackend is still called for a dead node).
+type BackendSetter interface {
+	SetBackends(addr netip.AddrPort, o lvsdspec.Options, backends []pool.BackendView)
+}
+
 // VIPs puts the cluster addresses on the director's interfaces: the
 // shape of daemons/lvsd/vip.
 type VIPs interface {
@@ -164,6 +172,11 @@ type Server struct {
 	vipsHeld  map[VIP]bool
 	vipErr    map[VIP]string // the last failure logged
 
+	// pushed: what a BackendSetter was last given, per address.
+	pushed map[netip.AddrPort][]pool.BackendView
+	// poolChanged wakes the push to a BackendSetter.
+	poolChanged chan struct{}
+
 	wake     chan struct{} // the ports changed
 	register chan struct{} // this node's registrations to reconcile
 	wg       sync.WaitGroup
@@ -195,6 +208,7 @@ func New(cfg Config) *Server {
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
 		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
 		regs: map[lvsdspec.Port][]registration{}, warned: map[string]bool{}, registered: map[string]bool{},
+		pushed: map[netip.AddrPort][]pool.BackendView{}, poolChanged: make(chan struct{}, 1),
 		wake: make(chan struct{}, 1), register: make(chan struct{}, 1)}
 	for _, o := range cfg.Ports {
 		if _, dup := s.cfgPorts[o.Port]; !dup {
@@ -231,6 +245,7 @@ func (s *Server) Membership(node uint32, name string, up bool) {
 		s.pool.ForgetWeight(node)
 	}
 	s.mu.Unlock()
+	poke(s.poolChanged)
 	s.el.SetUp(node, up)
 	s.drop(drop)
 }
@@ -263,6 +278,18 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	})
 	if s.cfg.Loads != nil {
 		s.spawn(work, s.watchLoads)
+	}
+	if _, ok := s.cfg.Data.(BackendSetter); ok {
+		s.spawn(work, func(ctx context.Context) {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-s.poolChanged:
+					s.reconcileData()
+				}
+			}
+		})
 	}
 	s.spawn(work, s.tick)
 	err := s.el.Run(ctx, beat)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/lvsd/lvsdfake"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/daemons/lvsd/pool"
 	"github.com/openssi/openssi/daemons/lvsd/server"
 )
 
@@ -182,5 +184,63 @@ func TestBootRemovesLeftVIPs(t *testing.T) {
 	}
 	if len(vips.Held()) != 0 || s.DirectorActive(ctx) {
 		t.Errorf("after the boot's stop: VIPs %v", vips.Held())
+	}
+}
+
+// kernelData is a data plane that forwards in the kernel (IPVS): it is
+// handed the backends instead of asking a picker.
+type kernelData struct {
+	lvsdfake.Data
+	mu  sync.Mutex
+	got map[netip.AddrPort][]pool.BackendView
+	n   int
+}
+
+func (k *kernelData) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []pool.BackendView) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.got == nil {
+		k.got = map[netip.AddrPort][]pool.BackendView{}
+	}
+	k.got[addr] = bs
+	k.n++
+}
+
+// TestKernelDataPlaneGetsBackends: an IPVS data plane is handed each
+// port's backends and weights when they change, and only then; a node
+// that goes DOWN leaves them.
+func TestKernelDataPlaneGetsBackends(t *testing.T) {
+	ctx := context.Background()
+	data := &kernelData{}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: http}},
+		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	for n := uint32(1); n <= 3; n++ {
+		s.Membership(n, fmt.Sprintf("node%d", n), true)
+	}
+	if err := s.StartDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := netip.MustParseAddrPort("10.0.0.100:80")
+	s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, "10.0.0.2", http), entry("node3", 3, "10.0.0.3", http)})
+	s.Reconcile()
+	want := []pool.BackendView{
+		{Backend: pool.Backend{Node: 2, Addr: netip.MustParseAddrPort("10.0.0.2:80")}, Weight: pool.DefaultWeight},
+		{Backend: pool.Backend{Node: 3, Addr: netip.MustParseAddrPort("10.0.0.3:80")}, Weight: pool.DefaultWeight},
+	}
+	if !reflect.DeepEqual(data.got[at], want) {
+		t.Errorf("pushed %+v, want %+v", data.got[at], want)
+	}
+	n := data.n
+	s.Reconcile()
+	if data.n != n {
+		t.Errorf("pushed again with nothing changed")
+	}
+	s.Membership(3, "node3", false)
+	s.Reconcile()
+	if !reflect.DeepEqual(data.got[at], want[:1]) {
+		t.Errorf("after node 3's NODEDOWN: %+v", data.got[at])
 	}
 }
