@@ -10,18 +10,20 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
+	cf "github.com/cloudflare/ipvs"
 	"github.com/sirupsen/logrus"
 
 	"github.com/openssi/openssi/daemons/lvsd/ipvs"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/daemons/lvsd/pool"
 	"github.com/openssi/openssi/daemons/lvsd/proxy"
 	"github.com/openssi/openssi/daemons/lvsd/server"
 	"github.com/openssi/openssi/daemons/lvsd/sockwatch"
 	"github.com/openssi/openssi/daemons/lvsd/vip"
-	"github.com/openssi/openssi/internal/daemon"
 )
 
 // thePlanes is what the server drives: the VIPs, the forwarding and the
@@ -35,27 +37,42 @@ type thePlanes struct {
 	ipvs bool
 }
 
+// planes builds the VIPs' plane and the data plane: the kernel's IPVS
+// when forwarding asks for it, or is auto and the kernel has it (NAT);
+// else the user-space proxy.
 func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (thePlanes, error) {
-	switch own.Forwarding {
-	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
-		// The translation to IPVS services is daemons/lvsd/ipvs; an
-		// IPVS data plane is a server.DataPlane that is also a
-		// server.BackendSetter (Translate and Sync on each SetBackends),
-		// not written yet.
-		return thePlanes{}, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q is not supported yet: want auto or proxy", lvsdspec.Name, own.Forwarding)}
-	case lvsdspec.ForwardAuto:
-		if ok, err := ipvs.Available(); err == nil && ok {
-			log.Warn("the kernel has IPVS, but lvsd does not program it yet: forwarding with the user-space proxy")
-		}
-	}
 	addrs := make([]netip.Addr, 0, len(vips))
 	for _, v := range vips {
 		addrs = append(addrs, v.Prefix.Addr())
 	}
+	var data server.DataPlane = &proxyPlane{log: log, proxies: map[netip.AddrPort]*served{}}
+	useIPVS := false
+	switch own.Forwarding {
+	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
+		useIPVS = true
+	case lvsdspec.ForwardAuto:
+		// Direct routing needs the VIP on every backend (a non-ARP
+		// interface): auto takes NAT, which needs nothing of them.
+		ok, err := ipvs.Available()
+		useIPVS = err == nil && ok
+	}
+	if useIPVS {
+		c, err := cf.New()
+		if err != nil {
+			return thePlanes{}, fmt.Errorf("lvsd: IPVS: %w", err)
+		}
+		method := ipvs.NAT
+		if own.Forwarding == lvsdspec.ForwardIPVSDR {
+			method = ipvs.DirectRouting
+		}
+		log.WithField("method", method.String()).Info("forwarding with the kernel's IPVS")
+		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[netip.AddrPort]ipvs.VirtualService{}}
+	}
 	return thePlanes{
 		check: vip.Check,
 		vip:   vipPlane{},
-		data:  &proxyPlane{log: log, proxies: map[netip.AddrPort]*served{}},
+		data:  data,
+		ipvs:  useIPVS,
 		watch: func(ctx context.Context, want func() []lvsdspec.Port, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
 			// The director's own proxies listen on the VIPs: those
 			// sockets make no backend.
@@ -138,4 +155,79 @@ func (pp *proxyPlane) DropBackend(b netip.AddrPort) {
 	for _, s := range pp.proxies {
 		s.p.DropBackend(b)
 	}
+}
+
+// ipvsPlane is server.DataPlane with the kernel's IPVS (untested: no
+// kernel here has IPVS): each served address is a virtual service, its
+// destinations the backends the server sets; every change syncs the
+// whole table of the VIPs.
+type ipvsPlane struct {
+	c      cf.Client
+	method ipvs.Method
+	vips   []netip.Addr
+	log    logrus.FieldLogger
+
+	mu       sync.Mutex
+	services map[netip.AddrPort]ipvs.VirtualService
+}
+
+var _ server.BackendSetter = (*ipvsPlane)(nil)
+
+func (p *ipvsPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, _ server.Picker) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vs := ipvs.VirtualService{VIP: addr.Addr(), Proto: o.Port.Proto, Port: addr.Port(), Method: p.method}
+	if o.Affinity {
+		vs.Affinity = o.AffinityTimeout
+	}
+	if old, ok := p.services[addr]; ok {
+		vs.Backends = old.Backends
+	}
+	p.services[addr] = vs
+	return p.syncLocked()
+}
+
+func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.services, addr)
+	return p.syncLocked()
+}
+
+// DropBackend: the next SetBackends removes the destination; the
+// kernel's connections to it end by its own timeouts.
+func (p *ipvsPlane) DropBackend(netip.AddrPort) {}
+
+func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []pool.BackendView) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vs, ok := p.services[addr]
+	if !ok {
+		return
+	}
+	vs.Backends = vs.Backends[:0:0]
+	for _, b := range bs {
+		vs.Backends = append(vs.Backends, ipvs.Backend{Addr: b.Addr.Addr(), Weight: uint32(b.Weight)})
+	}
+	p.services[addr] = vs
+	if err := p.syncLocked(); err != nil {
+		p.log.WithError(err).WithField("addr", addr.String()).Warn("programming IPVS")
+	}
+}
+
+func (p *ipvsPlane) syncLocked() error {
+	keys := make([]netip.AddrPort, 0, len(p.services))
+	for a := range p.services {
+		keys = append(keys, a)
+	}
+	slices.SortFunc(keys, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	vss := make([]ipvs.VirtualService, 0, len(keys))
+	for _, a := range keys {
+		vss = append(vss, p.services[a])
+	}
+	entries, err := ipvs.Translate(vss)
+	if err != nil {
+		return err
+	}
+	return ipvs.Sync(p.c, p.vips, entries)
 }
