@@ -53,8 +53,9 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 	case lvsdspec.ForwardAuto:
 		// Direct routing needs the VIP on every backend (a non-ARP
 		// interface): auto takes NAT, which needs nothing of them.
+		// A port that sends the PROXY header needs the proxy.
 		ok, err := ipvs.Available()
-		useIPVS = err == nil && ok
+		useIPVS = err == nil && ok && !slices.ContainsFunc(own.PortOptions(), func(o lvsdspec.Options) bool { return o.ProxyProtocol })
 	}
 	if useIPVS {
 		c, err := cf.New()
