@@ -75,17 +75,6 @@ func profiles() map[string]Profile {
 // checked (openssi-pkg units --all) before they exist. A daemon's profile
 // moves into its description when its folder is created.
 var Planned = map[string]Profile{
-	"lvsd": {
-		Capabilities:    []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"},
-		AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"},
-		Set: []Directive{
-			// IPVS and forwarding are sysctls under /proc/sys/net.
-			{Key: "ProtectKernelTunables", Value: "no"},
-			{Key: "ReadWritePaths", Value: "/run/openssi /var/lib/openssi /proc/sys/net"},
-		},
-		Why:      "Adds/moves the cluster IP and programs IPVS over netlink (CAP_NET_ADMIN), gratuitous ARP on failover (CAP_NET_RAW, AF_PACKET), binds the virtual service ports (CAP_NET_BIND_SERVICE); writes net.ipv4.vs.* and ip_forward.",
-		Exposure: 2.6,
-	},
 	"ipcd": {
 		Capabilities:    []string{"CAP_IPC_OWNER", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE"},
 		AddressFamilies: inet,

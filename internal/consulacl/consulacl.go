@@ -48,13 +48,20 @@ const MaxNodeNumber = 511
 
 // Daemons are the OpenSSI daemons that run under a node's token (the names
 // of internal/daemons.All; a test keeps the two equal).
-var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover", "keepalived"}
+var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover", "keepalived", "lvsd"}
 
 // NoService are the daemons of Daemons with no peer protocol
-// (openssi-keepalived: its state is in Consul KV): they register no
-// service and need no Connect identity, so their token gets no service
-// rule.
-var NoService = []string{"keepalived"}
+// (openssi-keepalived: its state is in Consul KV; openssi-lvsd: its
+// registrations are the backends of LVSServicePrefix): they register no
+// openssi-<daemon> service and need no Connect identity, so their token
+// gets no such service rule.
+var NoService = []string{"keepalived", "lvsd"}
+
+// LVSServicePrefix starts the catalog services of openssi-lvsd (lvsdspec.
+// ServicePrefix; a test keeps the two equal): one per registered port
+// (openssi-lvs-tcp-80), the node's address where it listens, and the
+// director's (openssi-lvs-director).
+const LVSServicePrefix = "openssi-lvs-"
 
 // ServicePrefix starts every daemon's Consul service name (rpc.ServicePrefix).
 const ServicePrefix = "openssi-"
@@ -170,6 +177,7 @@ func NodeRules(name string, number int) (string, error) {
 		rule("service", ServicePrefix+d, "write", "")
 		rule("service", NodeService(ServicePrefix+d, name), "write", "")
 	}
+	rule("service_prefix", LVSServicePrefix, "write", "openssi-lvsd: this node as a backend of each registered port it listens on, and\n# the director's entry. Any node may claim any number in them: the director\n# believes an entry only from the Consul node holding the number it claims.")
 	rule("session", name, "write", "clmsd's membership session on this node.")
 	rule("key_prefix", KVPrefix, "read", "Read the membership, the lockspace records and the root daemons' pins.")
 	if number == 0 {
@@ -185,5 +193,6 @@ func NodeRules(name string, number int) (string, error) {
 	rule("key_prefix", KVPrefix+"dlm/", "write", "dlmd's lockspace records.")
 	rule("key_prefix", KVPrefix+"vproc/loadlevel/", "write", "vprocd's runtime list of programs placed by load (ssi loadlevel; root only through vprocd's local API).")
 	rule("key_prefix", KVPrefix+"keepalive/", "write", "openssi-keepalived's registrations, where each application runs and the moves asked for\n# (ssi keepalive add/move/remove: root only through its local API).")
+	rule("key_prefix", KVPrefix+"lvs/", "write", "openssi-lvsd's ports registered at run time (ssi vip port add/remove: root only\n# through its local API).")
 	return b.String(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/openssi/openssi/daemons/clmsd/membership"
+	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemons"
 	"github.com/openssi/openssi/internal/rootkey"
@@ -23,6 +24,9 @@ func TestMirrorsTheDaemons(t *testing.T) {
 	}
 	if ServicePrefix != rpc.ServicePrefix {
 		t.Errorf("ServicePrefix %q, rpc.ServicePrefix %q", ServicePrefix, rpc.ServicePrefix)
+	}
+	if LVSServicePrefix != lvsdspec.ServicePrefix {
+		t.Errorf("LVSServicePrefix %q, lvsdspec.ServicePrefix %q", LVSServicePrefix, lvsdspec.ServicePrefix)
 	}
 	var names []string
 	for _, d := range daemons.All {
@@ -81,6 +85,8 @@ func TestNodeRules(t *testing.T) {
 		"key_prefix openssi/dlm/":             "write",
 		"key_prefix openssi/vproc/loadlevel/": "write",
 		"key_prefix openssi/keepalive/":       "write",
+		"service_prefix openssi-lvs-":         "write",
+		"key_prefix openssi/lvs/":             "write",
 	}
 	for _, tc := range []struct {
 		name   string

@@ -13,6 +13,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
 	"github.com/openssi/openssi/daemons/keepalived/keepalivedspec"
+	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/describe"
 	"github.com/openssi/openssi/internal/settings"
@@ -29,6 +30,7 @@ var All = []Daemon{
 	vprocdspec.Daemon,
 	initfailoverspec.Daemon,
 	keepalivedspec.Daemon,
+	lvsdspec.Daemon,
 }
 
 // Find returns the daemon with the given name.

@@ -52,7 +52,7 @@ func TestConsulACLNodePolicy(t *testing.T) {
 		NodeTokens: true,
 		Clmsd:      clmsdBin,
 		Dlmd:       dlmdBin,
-		Binaries:   map[string]string{"initfailover": initfailoverBin, "keepalived": keepalivedBin},
+		Binaries:   map[string]string{"initfailover": initfailoverBin, "keepalived": keepalivedBin, "lvsd": lvsdBin},
 	})
 	ctx := ctxFor(t, 60*time.Second)
 
@@ -117,6 +117,43 @@ func TestConsulACLNodePolicy(t *testing.T) {
 	}
 	if code, out := ssi("keepalive", "remove", "acl"); code != 0 {
 		t.Fatalf("ssi keepalive remove: exit %d: %s", code, out)
+	}
+
+	// openssi-lvsd: the director's catalog entry and a port registered
+	// with ssi vip port add, seen by another node, under the nodes'
+	// tokens.
+	if code, out := ssi("vip", "port", "add", "tcp/7999"); code != 0 {
+		t.Fatalf("ssi vip port add: exit %d: %s", code, out)
+	}
+	// Every node names the same director: the two that are not it read
+	// its catalog entry.
+	for {
+		directors := map[string]bool{}
+		var outs []string
+		for _, n := range c.Nodes {
+			var b strings.Builder
+			code := cli.Main([]string{"--run-dir", n.RunDir, "vip"}, &b, &b)
+			out := b.String()
+			outs = append(outs, out)
+			if code == 0 && strings.Contains(out, "tcp/7999") {
+				if _, rest, ok := strings.Cut(out, "director: node "); ok {
+					directors[strings.Fields(rest)[0]] = true
+					continue
+				}
+			}
+			directors["?"] = true
+		}
+		if len(directors) == 1 && !directors["?"] {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the nodes never agreed on the director and the port:\n%s", strings.Join(outs, "\n"))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if code, out := ssi("vip", "port", "remove", "tcp/7999"); code != 0 {
+		t.Fatalf("ssi vip port remove: exit %d: %s", code, out)
 	}
 
 	// What node 1's token may not do.

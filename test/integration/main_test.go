@@ -11,9 +11,9 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin, dlmdBin, vprocdBin, initfailoverBin and keepalivedBin are
-// built once for the package.
-var clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin string
+// clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin and
+// lvsdBin are built once for the package.
+var clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin, lvsdBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(dlmChildEnv) != "" {
@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	}
 	if err == nil {
 		keepalivedBin, err = nodetest.Build(dir, "keepalived")
+	}
+	if err == nil {
+		lvsdBin, err = nodetest.Build(dir, "lvsd")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

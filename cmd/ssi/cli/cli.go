@@ -85,7 +85,7 @@ through their sockets in the run directory.`,
 	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newLockspace(g), newExec(g), newKill(g), newRenice(g), newConsul(g), newVersion(g))
 	root.AddCommand(newLoadLevel(g))
 	root.AddCommand(newInit(g), newService(g))
-	root.AddCommand(newIsolate(g), newKeepalive(g))
+	root.AddCommand(newIsolate(g), newKeepalive(g), newVip(g))
 	root.AddCommand(newPs(g), newTop(g), newStrace(g))
 	return root
 }

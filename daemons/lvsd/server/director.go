@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"syscall"
+	"time"
+
+	ifserver "github.com/openssi/openssi/daemons/initfailover/server"
+	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/daemons/lvsd/pool"
+)
+
+// directorUnit names the director role to the Elector: the one "unit"
+// this node runs while it holds the director's lock.
+const directorUnit = "openssi-lvsd-director"
+
+// director is the Elector's Systemd: starting the director unit takes
+// the VIPs and forwards the ports, stopping it drops them. A node that
+// loses the lock (its dlmd fenced, its session gone, dlmd silent for the
+// lease) is stopped by the Elector at once and killed after 3/4 of
+// stop_timeout, while the next director takes the VIPs only stop_timeout
+// after its grant: no two nodes hold a VIP, partitions included.
+type director Server
+
+var _ ifserver.Units = (*director)(nil)
+
+func (d *director) s() *Server { return (*Server)(d) }
+
+// Start takes the director role: the VIPs on their interfaces,
+// announced, and the ports forwarded.
+func (d *director) Start(_ context.Context, unit string) error {
+	if unit != directorUnit {
+		return fmt.Errorf("lvsd: %s is not %s", unit, directorUnit)
+	}
+	s := d.s()
+	s.dataMu.Lock()
+	s.directing = true
+	s.dirGen++
+	gen := s.dirGen
+	s.dataMu.Unlock()
+	s.log.Info("this node is the director: taking the VIPs")
+	s.reconcileData()
+	s.spawn(s.work, func(ctx context.Context) { s.announce(ctx, gen) })
+	poke(s.register)
+	return nil
+}
+
+// Stop gives the role up: the forwarding stopped (its connections end),
+// the VIPs removed.
+func (d *director) Stop(_ context.Context, unit string) error {
+	if unit != directorUnit {
+		return fmt.Errorf("lvsd: %w: %s", ifserver.ErrNoUnit, unit)
+	}
+	s := d.s()
+	s.dataMu.Lock()
+	was := s.directing
+	s.directing = false
+	s.dirGen++
+	s.dataMu.Unlock()
+	if was {
+		s.log.Info("this node is no longer the director: dropping the VIPs")
+	}
+	s.reconcileData()
+	poke(s.register)
+	return nil
+}
+
+// Kill: the same as Stop (there is no process to kill).
+func (d *director) Kill(ctx context.Context, unit string, _ syscall.Signal) error {
+	return d.Stop(ctx, unit)
+}
+
+// Status is active while this node directs or still holds a VIP or
+// forwards a port.
+func (d *director) Status(_ context.Context, unit string) (ifserver.UnitStatus, error) {
+	if unit != directorUnit {
+		return ifserver.UnitStatus{}, fmt.Errorf("lvsd: %w: %s", ifserver.ErrNoUnit, unit)
+	}
+	s := d.s()
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	if s.directing || len(s.vipsHeld) > 0 || len(s.serving) > 0 {
+		return ifserver.UnitStatus{LoadState: "loaded", ActiveState: "active"}, nil
+	}
+	return ifserver.UnitStatus{LoadState: "loaded", ActiveState: "inactive"}, nil
+}
+
+// Wants: the role is one unit.
+func (d *director) Wants(context.Context, string) ([]string, error) { return nil, nil }
+
+// reconcileData brings the VIPs and the data plane to what the role
+// wants: on the director every VIP on its interface and every registered
+// port served on every VIP; elsewhere none. A failure is logged and
+// tried again on the next tick.
+func (s *Server) reconcileData() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	if s.directing {
+		for _, v := range s.cfg.VIPs {
+			if s.vipsHeld[v] {
+				continue
+			}
+			if err := s.cfg.VIP.Add(v.Interface, v.Prefix); err != nil {
+				if s.vipErr[v] != err.Error() {
+					s.vipErr[v] = err.Error()
+					s.log.WithError(err).WithField("vip", v.Prefix.String()).Warn("adding the VIP: trying again every second")
+				}
+				continue
+			}
+			delete(s.vipErr, v)
+			s.vipsHeld[v] = true
+		}
+		s.mu.Lock()
+		ports := s.portsByAddrLocked()
+		s.mu.Unlock()
+		for addr, o := range s.serving {
+			if n, ok := ports[addr]; !ok || n != o {
+				s.stopServing(addr)
+			}
+		}
+		for addr, o := range ports {
+			if _, ok := s.serving[addr]; ok {
+				continue
+			}
+			if err := s.cfg.Data.Serve(addr, o, picker{s: s, port: o.Port}); err != nil {
+				// Once per error, not every second: a process of this
+				// node listening on the port's wildcard address keeps
+				// the proxy from binding the VIP for as long as it runs.
+				if s.serveErr[addr] != err.Error() {
+					s.serveErr[addr] = err.Error()
+					s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).
+						Warn("forwarding a port: trying again every second (address in use: a process of this node listens on the port's wildcard address and gets the VIP's connections itself, unbalanced)")
+				}
+				continue
+			}
+			delete(s.serveErr, addr)
+			s.serving[addr] = o
+		}
+		s.pushBackends()
+		return
+	}
+	for addr := range s.serving {
+		s.stopServing(addr)
+	}
+	clear(s.serveErr)
+	clear(s.pushed)
+	for v := range s.vipsHeld {
+		if err := s.cfg.VIP.Remove(v.Interface, v.Prefix); err != nil {
+			if s.vipErr[v] != err.Error() {
+				s.vipErr[v] = err.Error()
+				s.log.WithError(err).WithField("vip", v.Prefix.String()).Error("removing the VIP: trying again every second")
+			}
+			continue
+		}
+		delete(s.vipErr, v)
+		delete(s.vipsHeld, v)
+	}
+}
+
+// portsByAddrLocked: every registered port on every VIP.
+func (s *Server) portsByAddrLocked() map[netip.AddrPort]lvsdspec.Options {
+	out := map[netip.AddrPort]lvsdspec.Options{}
+	for _, v := range s.cfg.VIPs {
+		for p, o := range s.ports {
+			out[netip.AddrPortFrom(v.Prefix.Addr(), p.Num)] = o
+		}
+	}
+	return out
+}
+
+// pushBackends hands a BackendSetter the backends of every served
+// address whose backends or weights changed since it was last given
+// them. The caller holds dataMu.
+func (s *Server) pushBackends() {
+	bset, ok := s.cfg.Data.(BackendSetter)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	views := map[lvsdspec.Port][]pool.BackendView{}
+	for _, pv := range s.pool.View() {
+		for _, b := range pv.Backends {
+			b.Active = 0 // the kernel counts its own
+			views[pv.Options.Port] = append(views[pv.Options.Port], b)
+		}
+	}
+	s.mu.Unlock()
+	for addr, o := range s.serving {
+		bs := views[o.Port]
+		if last, ok := s.pushed[addr]; ok && slices.Equal(last, bs) {
+			continue
+		}
+		bset.SetBackends(addr, o, bs)
+		s.pushed[addr] = bs
+	}
+	for addr := range s.pushed {
+		if _, ok := s.serving[addr]; !ok {
+			delete(s.pushed, addr)
+		}
+	}
+}
+
+func (s *Server) stopServing(addr netip.AddrPort) {
+	o := s.serving[addr]
+	if err := s.cfg.Data.Stop(addr, o.Port.Proto); err != nil {
+		s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).Warn("stopping the forwarding of a port")
+	}
+	delete(s.serving, addr)
+}
+
+// announce tells the segment that the VIPs moved here, at each of the
+// configured times after the takeover, while this node still directs
+// (gen).
+func (s *Server) announce(ctx context.Context, gen int) {
+	start := time.Now()
+	for _, at := range s.cfg.Announce {
+		sleep(ctx, time.Until(start.Add(at)))
+		if ctx.Err() != nil {
+			return
+		}
+		s.dataMu.Lock()
+		if s.dirGen != gen || !s.directing {
+			s.dataMu.Unlock()
+			return
+		}
+		var errs []error
+		for _, v := range s.cfg.VIPs {
+			if s.vipsHeld[v] {
+				errs = append(errs, s.cfg.VIP.Announce(v.Interface, v.Prefix.Addr()))
+			}
+		}
+		s.dataMu.Unlock()
+		if err := errors.Join(errs...); err != nil {
+			s.log.WithError(err).Warn("announcing the VIPs")
+		}
+	}
+}
