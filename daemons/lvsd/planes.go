@@ -1,15 +1,27 @@
+// This file wires daemons/lvsd/vip, proxy and sockwatch, built in
+// parallel with this daemon: once they are merged, delete planes.go and
+// the build line above.
+
 package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
 	"time"
 
+	cf "github.com/cloudflare/ipvs"
 	"github.com/sirupsen/logrus"
 
+	"github.com/openssi/openssi/daemons/lvsd/ipvs"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/daemons/lvsd/pool"
+	"github.com/openssi/openssi/daemons/lvsd/proxy"
 	"github.com/openssi/openssi/daemons/lvsd/server"
+	"github.com/openssi/openssi/daemons/lvsd/sockwatch"
+	"github.com/openssi/openssi/daemons/lvsd/vip"
 )
 
 // thePlanes is what the server drives: the VIPs, the forwarding and the
@@ -23,31 +35,198 @@ type thePlanes struct {
 	ipvs bool
 }
 
-// errNoPlanes: this tree lacks daemons/lvsd/vip, proxy and sockwatch,
-// built in parallel; planes_merge.go wires them once they are merged
-// (then drop this file and that one's build line). Until then the
-// daemon runs, elects its director and serves ssi vip, but refuses VIPs
-// and sees no listener.
-var errNoPlanes = errors.New("lvsd: built without its data plane (daemons/lvsd/vip, proxy and sockwatch; see planes_merge.go)")
-
-func planes(lvsdspec.Config, []server.VIP, logrus.FieldLogger) (thePlanes, error) {
+// planes builds the VIPs' plane and the data plane: the kernel's IPVS
+// when forwarding asks for it, or is auto and the kernel has it (NAT);
+// else the user-space proxy.
+func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (thePlanes, error) {
+	addrs := make([]netip.Addr, 0, len(vips))
+	for _, v := range vips {
+		addrs = append(addrs, v.Prefix.Addr())
+	}
+	var data server.DataPlane = &proxyPlane{log: log, proxies: map[netip.AddrPort]*served{}}
+	useIPVS := false
+	switch own.Forwarding {
+	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
+		useIPVS = true
+	case lvsdspec.ForwardAuto:
+		// Direct routing needs the VIP on every backend (a non-ARP
+		// interface): auto takes NAT, which needs nothing of them.
+		// A port that sends the PROXY header needs the proxy.
+		ok, err := ipvs.Available()
+		useIPVS = err == nil && ok && !slices.ContainsFunc(own.PortOptions(), func(o lvsdspec.Options) bool { return o.ProxyProtocol })
+	}
+	if useIPVS {
+		c, err := cf.New()
+		if err != nil {
+			return thePlanes{}, fmt.Errorf("lvsd: IPVS: %w", err)
+		}
+		method := ipvs.NAT
+		if own.Forwarding == lvsdspec.ForwardIPVSDR {
+			method = ipvs.DirectRouting
+		}
+		log.WithField("method", method.String()).Info("forwarding with the kernel's IPVS")
+		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[netip.AddrPort]ipvs.VirtualService{}}
+	}
 	return thePlanes{
-		check: func(string, netip.Prefix) error { return errNoPlanes },
-		vip:   noPlane{},
-		data:  noPlane{},
-		watch: func(ctx context.Context, _ func() []lvsdspec.Port, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
-			changed(nil)
-			<-ctx.Done()
-			return nil
+		check: vip.Check,
+		vip:   vipPlane{},
+		data:  data,
+		ipvs:  useIPVS,
+		watch: func(ctx context.Context, want func() []lvsdspec.Port, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+			// The director's own proxies listen on the VIPs: those
+			// sockets make no backend.
+			return sockwatch.WatchExcept(ctx,
+				func() []sockwatch.Port {
+					w := want()
+					out := make([]sockwatch.Port, len(w))
+					for i, p := range w {
+						out[i] = sockwatch.Port{Proto: p.Proto, Num: p.Num}
+					}
+					return out
+				},
+				func() []netip.Addr { return addrs },
+				every,
+				func(m map[sockwatch.Port]bool) {
+					out := make(map[lvsdspec.Port]bool, len(m))
+					for p, on := range m {
+						out[lvsdspec.Port{Proto: p.Proto, Num: p.Num}] = on
+					}
+					changed(out)
+				})
 		},
 	}, nil
 }
 
-type noPlane struct{}
+// vipPlane is server.VIPs with package vip.
+type vipPlane struct{}
 
-func (noPlane) Add(string, netip.Prefix) error                              { return errNoPlanes }
-func (noPlane) Remove(string, netip.Prefix) error                           { return nil }
-func (noPlane) Announce(string, netip.Addr) error                           { return errNoPlanes }
-func (noPlane) Serve(netip.AddrPort, lvsdspec.Options, server.Picker) error { return errNoPlanes }
-func (noPlane) Stop(netip.AddrPort, string) error                           { return nil }
-func (noPlane) DropBackend(netip.AddrPort)                                  {}
+func (vipPlane) Add(ifname string, p netip.Prefix) error    { return vip.Add(ifname, p) }
+func (vipPlane) Remove(ifname string, p netip.Prefix) error { return vip.Remove(ifname, p) }
+func (vipPlane) Announce(ifname string, a netip.Addr) error { return vip.Announce(ifname, a) }
+
+// proxyPlane is server.DataPlane with the user-space proxy: one proxy
+// per VIP and port, each serving in a goroutine joined by its Stop.
+type proxyPlane struct {
+	log     logrus.FieldLogger
+	mu      sync.Mutex
+	proxies map[netip.AddrPort]*served
+}
+
+type served struct {
+	p    proxy.Proxy
+	done chan struct{}
+}
+
+func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server.Picker) error {
+	p, err := proxy.Listen(o.Port.Proto, addr, pick, proxy.Options{ProxyProtocol: o.ProxyProtocol, Log: pp.log})
+	if err != nil {
+		return err
+	}
+	s := &served{p: p, done: make(chan struct{})}
+	pp.mu.Lock()
+	pp.proxies[addr] = s
+	pp.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		if err := p.Serve(); err != nil {
+			pp.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).Warn("proxy stopped")
+		}
+	}()
+	return nil
+}
+
+func (pp *proxyPlane) Stop(addr netip.AddrPort, _ string) error {
+	pp.mu.Lock()
+	s, ok := pp.proxies[addr]
+	delete(pp.proxies, addr)
+	pp.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	err := s.p.Close()
+	<-s.done
+	return err
+}
+
+func (pp *proxyPlane) DropBackend(b netip.AddrPort) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	for _, s := range pp.proxies {
+		s.p.DropBackend(b)
+	}
+}
+
+// ipvsPlane is server.DataPlane with the kernel's IPVS (untested: no
+// kernel here has IPVS): each served address is a virtual service, its
+// destinations the backends the server sets; every change syncs the
+// whole table of the VIPs.
+type ipvsPlane struct {
+	c      cf.Client
+	method ipvs.Method
+	vips   []netip.Addr
+	log    logrus.FieldLogger
+
+	mu       sync.Mutex
+	services map[netip.AddrPort]ipvs.VirtualService
+}
+
+var _ server.BackendSetter = (*ipvsPlane)(nil)
+
+func (p *ipvsPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, _ server.Picker) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vs := ipvs.VirtualService{VIP: addr.Addr(), Proto: o.Port.Proto, Port: addr.Port(), Method: p.method}
+	if o.Affinity {
+		vs.Affinity = o.AffinityTimeout
+	}
+	if old, ok := p.services[addr]; ok {
+		vs.Backends = old.Backends
+	}
+	p.services[addr] = vs
+	return p.syncLocked()
+}
+
+func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.services, addr)
+	return p.syncLocked()
+}
+
+// DropBackend: the next SetBackends removes the destination; the
+// kernel's connections to it end by its own timeouts.
+func (p *ipvsPlane) DropBackend(netip.AddrPort) {}
+
+func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []pool.BackendView) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vs, ok := p.services[addr]
+	if !ok {
+		return
+	}
+	vs.Backends = vs.Backends[:0:0]
+	for _, b := range bs {
+		vs.Backends = append(vs.Backends, ipvs.Backend{Addr: b.Addr.Addr(), Weight: uint32(b.Weight)})
+	}
+	p.services[addr] = vs
+	if err := p.syncLocked(); err != nil {
+		p.log.WithError(err).WithField("addr", addr.String()).Warn("programming IPVS")
+	}
+}
+
+func (p *ipvsPlane) syncLocked() error {
+	keys := make([]netip.AddrPort, 0, len(p.services))
+	for a := range p.services {
+		keys = append(keys, a)
+	}
+	slices.SortFunc(keys, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	vss := make([]ipvs.VirtualService, 0, len(keys))
+	for _, a := range keys {
+		vss = append(vss, p.services[a])
+	}
+	entries, err := ipvs.Translate(vss)
+	if err != nil {
+		return err
+	}
+	return ipvs.Sync(p.c, p.vips, entries)
+}
