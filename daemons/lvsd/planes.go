@@ -1,6 +1,5 @@
-// This file wires daemons/lvsd/vip, proxy and sockwatch, built in
-// parallel with this daemon: once they are merged, delete planes.go and
-// the build line above.
+// This file wires daemons/lvsd/vip, proxy, sockwatch and ipvs into the
+// server's interfaces.
 
 package main
 
