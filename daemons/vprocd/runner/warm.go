@@ -75,17 +75,21 @@ func credKey(c Cred) string {
 
 // Start is the package's Start of a gated program: through an idle gate
 // of s.Cred when there is one (the Proc is then InScope and runs at
-// once), else a new gated process. Either way another gate for s.Cred is
-// made in the background, within the bounds: when the program ends if a
-// gate ran it (so that making one does not compete with the program's
-// start for the CPU; another gate may wait meanwhile), else at once.
+// once), else a new gated process. Once a program started, another gate
+// for s.Cred is made in the background, within the bounds: when the
+// program ends if a gate ran it (so that making one does not compete with
+// the program's start for the CPU; another gate may wait meanwhile), else
+// at once.
 func (w *Warm) Start(s Spec) (*Proc, error) {
 	s.Gated = true
 	key := credKey(s.Cred)
 	p, err := start(s, func() *warmGate { return w.take(key) })
-	if err == nil && p.InScope {
+	switch {
+	case err != nil:
+		// No gate for a refused caller (a uid unknown here, say).
+	case p.InScope:
 		p.onExit = func() { w.refill(key, s.Cred) }
-	} else {
+	default:
 		w.refill(key, s.Cred)
 	}
 	return p, err
@@ -237,8 +241,9 @@ func (w *Warm) Close() {
 // did not answer): start tries the next, or a new process.
 var errGateGone = errors.New("runner: the gate is gone")
 
-// gateAnswer bounds the wait for a gate to take its Launch.
-const gateAnswer = 2 * time.Second
+// gateAnswer bounds the wait for a gate to take its Launch (tests shorten
+// it).
+var gateAnswer = 2 * time.Second
 
 // launch hands the program cmd describes (its stdio wired, its session or
 // group in attr) to the idle gate g and waits until it took it. On
@@ -267,13 +272,26 @@ func (p *Proc) launch(g *warmGate, cmd *exec.Cmd, attr *syscall.SysProcAttr) err
 	if err == nil && n < len(msg) {
 		_, err = g.sock.Write(msg[n:])
 	}
-	var ack [1]byte
-	if err == nil {
-		_, err = g.sock.Read(ack[:])
-	}
 	if err != nil {
+		// It did not get the whole Launch: it cannot run it.
 		g.end()
 		return errGateGone
+	}
+	var ack [1]byte
+	if _, err := g.sock.Read(ack[:]); err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			// It ended (EOF, or a reset: it died with our Launch
+			// unread) before its answer, which comes before the
+			// program's exec: it ran nothing.
+			g.end()
+			return errGateGone
+		}
+		// No answer in time: it may still run the program (a stopped
+		// or starved gate), so starting it elsewhere could run it twice.
+		// End the gate and its group, and refuse.
+		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+		g.end()
+		return &StartError{Code: ExitRefused, Msg: fmt.Sprintf("vprocd: the gate that was to run %s did not answer in %s: not started", cmd.Args[0], gateAnswer)}
 	}
 	g.sock.Close()
 	p.cmd, p.Pid, p.InScope = g.cmd, g.cmd.Process.Pid, true

@@ -267,3 +267,52 @@ func TestWarmKeepsTheGateOnARefusal(t *testing.T) {
 		t.Fatalf("after refusals: idle %d (want the gate %d), total %d", len(idle), gatePid, total)
 	}
 }
+
+// TestWarmSilentGateRunsNothingTwice: a gate that does not answer in
+// time (stopped here; starved on a loaded node) may still run the
+// program later, so the program is refused, not started again elsewhere,
+// and the gate is ended.
+func TestWarmSilentGateRunsNothingTwice(t *testing.T) {
+	defer func(d time.Duration) { gateAnswer = d }(gateAnswer)
+	gateAnswer = 200 * time.Millisecond
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	w.refill(credKey(self()), self())
+	gatePid := waitPid(t, ready)
+	if err := syscall.Kill(gatePid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	mark := t.TempDir() + "/ran"
+	_, err := w.Start(Spec{Argv: []string{"sh", "-c", "echo x >> " + mark}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+	var se *StartError
+	if !errors.As(err, &se) || se.Code != ExitRefused || !strings.Contains(se.Msg, "did not answer") {
+		t.Fatalf("Start through a stopped gate: %v, want refused", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(gatePid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if syscall.Kill(gatePid, 0) == nil {
+		t.Fatalf("the silent gate %d is still there", gatePid)
+	}
+	if b, err := os.ReadFile(mark); err == nil {
+		t.Fatalf("the program ran anyway: %q", b)
+	}
+}
+
+// TestWarmNoGateForARefusedCaller: a caller refused before its program
+// starts (a uid that is no user here) gets no gate made for it.
+func TestWarmNoGateForARefusedCaller(t *testing.T) {
+	w, _, _ := newTestWarm(t, 1, 4, nil)
+	ghost := Cred{UID: 3999999, GID: 3999999}
+	_, err := w.Start(Spec{Argv: []string{"true"}, Dir: "/", Cred: ghost})
+	var se *StartError
+	if !errors.As(err, &se) || se.Code != ExitRefused {
+		t.Fatalf("Start as uid %d: %v, want refused", ghost.UID, err)
+	}
+	w.mu.Lock()
+	total := w.total
+	w.mu.Unlock()
+	if total != 0 {
+		t.Fatalf("%d gates made or being made for a refused caller", total)
+	}
+}
