@@ -136,7 +136,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Log: env.Log,
 	})
 	for _, n := range view.Nodes {
-		s.Membership(uint32(n.Number), n.Name, n.State == cluster.Up)
+		s.Membership(uint32(n.Number), n.Name, n.Address, n.State == cluster.Up)
 	}
 	local, err := env.ServeLocal(server.NewAPI(s).Register)
 	if err != nil {
@@ -151,7 +151,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		w := members.Watch(ctx, view.Epoch)
 		for w.Next() {
 			e := w.Event()
-			s.Membership(uint32(e.Node.Number), e.Node.Name, e.Type == cluster.NodeUp)
+			s.Membership(uint32(e.Node.Number), e.Node.Name, e.Node.Address, e.Type == cluster.NodeUp)
 		}
 		watchErr <- w.Err()
 	})

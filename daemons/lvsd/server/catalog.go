@@ -204,15 +204,25 @@ func (s *Server) setRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 }
 
 // applyRegsLocked hands the pool the trusted registrations of port p:
-// those registered on the Consul node holding the number they claim.
+// those registered on the Consul node holding the number they claim, at
+// the address clmsd reports for that node.
 func (s *Server) applyRegsLocked(p lvsdspec.Port) []pool.Backend {
 	var bs []pool.Backend
 	for _, r := range s.regs[p] {
-		if s.trustedLocked(r.b.Node, r.consulNode) {
+		switch {
+		case !s.trustedLocked(r.b.Node, r.consulNode):
+			if key := r.consulNode + "/" + strconv.Itoa(int(r.b.Node)); !s.warned[key] {
+				s.warned[key] = true
+				s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).Warn("ignoring a backend registered on a Consul node that does not hold its node number")
+			}
+		case !s.backendAddrOKLocked(r.b.Node, r.b.Addr.Addr()):
+			if key := r.consulNode + "/" + strconv.Itoa(int(r.b.Node)) + "/" + r.b.Addr.Addr().String(); !s.warned[key] {
+				s.warned[key] = true
+				s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).WithField("address", r.b.Addr.Addr().String()).
+					Warn("ignoring a backend whose address is not the one clmsd reports for its node")
+			}
+		default:
 			bs = append(bs, r.b)
-		} else if !s.warned[r.consulNode+"/"+strconv.Itoa(int(r.b.Node))] {
-			s.warned[r.consulNode+"/"+strconv.Itoa(int(r.b.Node))] = true
-			s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).Warn("ignoring a backend registered on a Consul node that does not hold its node number")
 		}
 	}
 	return s.pool.SetBackends(p, bs)

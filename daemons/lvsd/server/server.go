@@ -141,9 +141,12 @@ type Server struct {
 
 	mu   sync.Mutex
 	pool *pool.Pool
-	// up: the UP members; names: the Consul node holding each number.
+	// up: the UP members; names: the Consul node holding each number;
+	// addrs: each member's address as clmsd reports it (the only address
+	// the director forwards it).
 	up    map[uint32]bool
 	names map[uint32]string
+	addrs map[uint32]netip.Addr
 	// cfgPorts and kvPorts are the registered ports of openssi.yaml and
 	// of Consul KV; ports the two together (openssi.yaml first).
 	cfgPorts map[lvsdspec.Port]lvsdspec.Options
@@ -203,7 +206,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{},
+	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{}, addrs: map[uint32]netip.Addr{},
 		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]lvsdspec.Options{},
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
 		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
@@ -224,14 +227,23 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Membership records whether node, held by the Consul node name, is an
-// UP member. A node that goes DOWN leaves every port's pool at once and
-// its connections in progress are ended.
-func (s *Server) Membership(node uint32, name string, up bool) {
+// Membership records whether node, held by the Consul node name at
+// address addr (as clmsd reports them: "" when the event carries none),
+// is an UP member. A node that goes DOWN leaves every port's pool at once
+// and its connections in progress are ended.
+func (s *Server) Membership(node uint32, name, addr string, up bool) {
 	s.mu.Lock()
 	var drop []pool.Backend
+	changed := false
 	if name != "" && s.names[node] != name {
 		s.names[node] = name
+		changed = true
+	}
+	if a, err := netip.ParseAddr(addr); err == nil && a.Zone() == "" && s.addrs[node] != a.Unmap() {
+		s.addrs[node] = a.Unmap()
+		changed = true
+	}
+	if changed {
 		for p := range s.regs {
 			drop = append(drop, s.applyRegsLocked(p)...)
 		}
@@ -482,6 +494,33 @@ func (p picker) Pick(client netip.AddrPort) (netip.AddrPort, func(), bool) {
 func (s *Server) trustedLocked(node uint32, consulNode string) bool {
 	name, ok := s.names[node]
 	return ok && rpc.SameNode(name, consulNode)
+}
+
+// backendAddrOKLocked reports whether the director may forward to a
+// to reach node: the address clmsd reports for that member, never what a
+// catalog entry claims (any node's token may register any address, an
+// outside host's, a loopback or the VIP itself), and in any case no
+// unspecified, multicast or VIP address, nor a loopback one unless this
+// node's own address is loopback too (a test cluster on one host).
+func (s *Server) backendAddrOKLocked(node uint32, a netip.Addr) bool {
+	if want, ok := s.addrs[node]; !ok || want != a {
+		return false
+	}
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() || a.IsLinkLocalMulticast() {
+		return false
+	}
+	if a.IsLoopback() && !s.cfg.Addr.IsLoopback() {
+		return false
+	}
+	if a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return false
+	}
+	for _, v := range s.cfg.VIPs {
+		if v.Prefix.Addr().Unmap() == a {
+			return false
+		}
+	}
+	return true
 }
 
 // backendOf turns a catalog entry of port p into a backend: the node

@@ -113,7 +113,7 @@ func TestPoolFromCatalog(t *testing.T) {
 	data := &lvsdfake.Data{}
 	s := newServer(t, &lvsdfake.VIPs{Node: 1}, data)
 	for n := uint32(1); n <= 3; n++ {
-		s.Membership(n, fmt.Sprintf("node%d", n), true)
+		s.Membership(n, fmt.Sprintf("node%d", n), fmt.Sprintf("10.0.0.%d", n), true)
 	}
 	if err := s.StartDirector(ctx); err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestPoolFromCatalog(t *testing.T) {
 	if len(v) != 2 || v[0].Options.Port != http || len(v[0].Backends) != 2 || v[0].Backends[0].Active != 2 {
 		t.Errorf("pool %+v", v)
 	}
-	s.Membership(2, "node2", false)
+	s.Membership(2, "node2", "", false)
 	if got := data.Dropped(); !reflect.DeepEqual(got, []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:80")}) {
 		t.Errorf("dropped %v after node 2's NODEDOWN", got)
 	}
@@ -218,7 +218,7 @@ func TestKernelDataPlaneGetsBackends(t *testing.T) {
 		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
 	})
 	for n := uint32(1); n <= 3; n++ {
-		s.Membership(n, fmt.Sprintf("node%d", n), true)
+		s.Membership(n, fmt.Sprintf("node%d", n), fmt.Sprintf("10.0.0.%d", n), true)
 	}
 	if err := s.StartDirector(ctx); err != nil {
 		t.Fatal(err)
@@ -238,9 +238,72 @@ func TestKernelDataPlaneGetsBackends(t *testing.T) {
 	if data.n != n {
 		t.Errorf("pushed again with nothing changed")
 	}
-	s.Membership(3, "node3", false)
+	s.Membership(3, "node3", "", false)
 	s.Reconcile()
 	if !reflect.DeepEqual(data.got[at], want[:1]) {
 		t.Errorf("after node 3's NODEDOWN: %+v", data.got[at])
+	}
+}
+
+// TestBackendAddressFromMembership: the director forwards a node's
+// connections only to the address clmsd reports for it: a catalog entry
+// (which the node token shared with user openssi may register) pointing
+// at an outside host, a loopback, the VIP or any other address is
+// ignored, and so is a member whose reported address is itself no
+// backend's (the VIP, loopback, unspecified, multicast).
+func TestBackendAddressFromMembership(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		member   string // node 2's address as clmsd reports it
+		entry    string // what node 2's catalog entry claims
+		accepted bool
+	}{
+		{"the member's address", "10.0.0.2", "10.0.0.2", true},
+		{"an outside host", "10.0.0.2", "198.51.100.7", false},
+		{"another member's address", "10.0.0.2", "10.0.0.3", false},
+		{"loopback", "10.0.0.2", "127.0.0.1", false},
+		{"the VIP", "10.0.0.2", "10.0.0.100", false},
+		{"unspecified", "10.0.0.2", "0.0.0.0", false},
+		{"reported loopback", "127.0.0.1", "127.0.0.1", false},
+		{"reported VIP", "10.0.0.100", "10.0.0.100", false},
+		{"reported unspecified", "0.0.0.0", "0.0.0.0", false},
+		{"reported multicast", "224.0.0.1", "224.0.0.1", false},
+		{"reported broadcast", "255.255.255.255", "255.255.255.255", false},
+		{"no address reported", "", "10.0.0.2", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := &lvsdfake.Data{}
+			s := newServer(t, &lvsdfake.VIPs{Node: 1}, data)
+			s.Membership(1, "node1", "10.0.0.1", true)
+			s.Membership(2, "node2", tc.member, true)
+			if err := s.StartDirector(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, tc.entry, http)})
+			b, _, ok := data.Pick(netip.MustParseAddrPort("10.0.0.100:80"), netip.MustParseAddrPort("192.0.2.1:1"))
+			if ok != tc.accepted {
+				t.Errorf("entry %s for member %q: picked %v %v, want accepted %v", tc.entry, tc.member, b, ok, tc.accepted)
+			}
+		})
+	}
+}
+
+// TestLoopbackBackendsOnLoopbackCluster: a cluster whose own addresses
+// are loopback (test clusters on one host) may forward to loopback.
+func TestLoopbackBackendsOnLoopbackCluster(t *testing.T) {
+	data := &lvsdfake.Data{}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("127.9.9.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: http}},
+		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	s.Membership(2, "node2", "127.9.9.2", true)
+	if err := s.StartDirector(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, "127.9.9.2", http)})
+	if b, _, ok := data.Pick(netip.MustParseAddrPort("10.0.0.100:80"), netip.MustParseAddrPort("192.0.2.1:1")); !ok || b != netip.MustParseAddrPort("127.9.9.2:80") {
+		t.Errorf("picked %v %v", b, ok)
 	}
 }
