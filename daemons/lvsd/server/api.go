@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -94,6 +95,9 @@ func (a *API) AddPort(ctx context.Context, req *lvsv1.AddPortRequest) (*lvsv1.Ad
 		case !req.GetReplace():
 			return nil, status.Errorf(codes.AlreadyExists, "lvsd: %s is already registered (--replace changes its options)", o.Port)
 		}
+	}
+	if len(ports) >= lvsdspec.MaxPorts && !slices.ContainsFunc(ports, func(q lvsdspec.Options) bool { return q.Port == o.Port }) {
+		return nil, status.Errorf(codes.ResourceExhausted, "lvsd: %s: %d ports are registered already, the most there may be", o.Port, lvsdspec.MaxPorts)
 	}
 	if o.ProxyProtocol && a.s.cfg.IPVS {
 		return nil, status.Errorf(codes.InvalidArgument, "lvsd: %s: the PROXY protocol needs the user-space proxy, and this cluster forwards with IPVS", o.Port)

@@ -74,33 +74,45 @@ func (s *Server) watchKVPorts(ctx context.Context) {
 			next = 0
 		}
 		index = next
-		kv := map[lvsdspec.Port]lvsdspec.Options{}
-		for _, e := range ents {
-			key := strings.TrimPrefix(e.Key, lvsdspec.KVPorts)
-			p, ok := portOfKey(key)
-			var r PortRecord
-			var o lvsdspec.Options
-			var err error
-			if ok {
-				if err = e.Decode(&r); err == nil {
-					o, err = r.Options(p)
-				}
-			}
-			if !ok || err != nil {
-				s.log.WithField("key", e.Key).WithError(err).Warn("ignoring a registered port that is not valid")
-				continue
-			}
-			kv[p] = o
-		}
-		s.mu.Lock()
-		s.kvPorts = kv
-		drop := s.mergePortsLocked()
-		s.mu.Unlock()
-		s.drop(drop)
-		poke(s.wake)
-		poke(s.register)
-		s.reconcileData()
+		s.applyKVPorts(ents)
 	}
+}
+
+// kvPort is a port of Consul KV: its options and when it was created
+// (the older of two entries wins a conflict, and the cap keeps them).
+type kvPort struct {
+	o       lvsdspec.Options
+	created uint64
+}
+
+// applyKVPorts takes the entries of openssi/lvs/ports/.
+func (s *Server) applyKVPorts(ents []consul.Entry) {
+	kv := map[lvsdspec.Port]kvPort{}
+	for _, e := range ents {
+		key := strings.TrimPrefix(e.Key, lvsdspec.KVPorts)
+		p, ok := portOfKey(key)
+		var r PortRecord
+		var o lvsdspec.Options
+		var err error
+		if ok {
+			if err = e.Decode(&r); err == nil {
+				o, err = r.Options(p)
+			}
+		}
+		if !ok || err != nil {
+			s.log.WithField("key", e.Key).WithError(err).Warn("ignoring a registered port that is not valid")
+			continue
+		}
+		kv[p] = kvPort{o: o, created: e.CreateIndex}
+	}
+	s.mu.Lock()
+	s.kvPorts = kv
+	drop := s.mergePortsLocked()
+	s.mu.Unlock()
+	s.drop(drop)
+	poke(s.wake)
+	poke(s.register)
+	s.reconcileData()
 }
 
 // watchCatalog runs one blocking query per registered port on its

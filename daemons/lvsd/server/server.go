@@ -16,6 +16,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -150,8 +151,10 @@ type Server struct {
 	// cfgPorts and kvPorts are the registered ports of openssi.yaml and
 	// of Consul KV; ports the two together (openssi.yaml first).
 	cfgPorts map[lvsdspec.Port]lvsdspec.Options
-	kvPorts  map[lvsdspec.Port]lvsdspec.Options
+	kvPorts  map[lvsdspec.Port]kvPort
 	ports    map[lvsdspec.Port]lvsdspec.Options
+	// dropped: the KV ports left out of ports, already logged.
+	dropped map[lvsdspec.Port]string
 	// listening: the registered ports this node listens on.
 	listening map[lvsdspec.Port]bool
 	// director is the director's node number as the catalog says (0:
@@ -207,7 +210,7 @@ func New(cfg Config) *Server {
 		cfg.Log = logrus.StandardLogger()
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{}, addrs: map[uint32]netip.Addr{},
-		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]lvsdspec.Options{},
+		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]kvPort{}, dropped: map[lvsdspec.Port]string{},
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
 		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
 		regs: map[lvsdspec.Port][]registration{}, warned: map[string]bool{}, registered: map[string]bool{},
@@ -392,15 +395,43 @@ func (s *Server) setListening(m map[lvsdspec.Port]bool) {
 }
 
 // mergePortsLocked recomputes ports from cfgPorts and kvPorts and tells
-// the pool.
+// the pool: openssi.yaml's first, then those of Consul KV from the
+// oldest, at most lvsdspec.MaxPorts in all (the excess is logged once
+// and ignored: the node token may write any number of them).
 func (s *Server) mergePortsLocked() (drop []pool.Backend) {
 	next := map[lvsdspec.Port]lvsdspec.Options{}
-	for p, o := range s.kvPorts {
-		next[p] = o
-	}
 	for p, o := range s.cfgPorts {
 		next[p] = o
 	}
+	kv := make([]lvsdspec.Port, 0, len(s.kvPorts))
+	for p := range s.kvPorts {
+		if _, ok := next[p]; !ok {
+			kv = append(kv, p)
+		}
+	}
+	slices.SortFunc(kv, func(a, b lvsdspec.Port) int {
+		if ca, cb := s.kvPorts[a].created, s.kvPorts[b].created; ca != cb {
+			if ca < cb {
+				return -1
+			}
+			return 1
+		}
+		return comparePort(a, b)
+	})
+	dropped := map[lvsdspec.Port]string{}
+	for _, p := range kv {
+		if len(next) >= lvsdspec.MaxPorts {
+			dropped[p] = fmt.Sprintf("more than %d registered ports (lvsd.ports and ssi vip port add together)", lvsdspec.MaxPorts)
+			continue
+		}
+		next[p] = s.kvPorts[p].o
+	}
+	for p, why := range dropped {
+		if s.dropped[p] != why {
+			s.log.WithField("port", p.String()).Warn("ignoring a port of ssi vip port add: " + why)
+		}
+	}
+	s.dropped = dropped
 	for p := range s.ports {
 		if _, ok := next[p]; !ok {
 			drop = append(drop, s.pool.RemovePort(p)...)

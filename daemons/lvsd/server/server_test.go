@@ -18,6 +18,7 @@ import (
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/pool"
 	"github.com/openssi/openssi/daemons/lvsd/server"
+	"github.com/openssi/openssi/internal/consul"
 )
 
 var (
@@ -305,5 +306,34 @@ func TestLoopbackBackendsOnLoopbackCluster(t *testing.T) {
 	s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, "127.9.9.2", http)})
 	if b, _, ok := data.Pick(netip.MustParseAddrPort("10.0.0.100:80"), netip.MustParseAddrPort("192.0.2.1:1")); !ok || b != netip.MustParseAddrPort("127.9.9.2:80") {
 		t.Errorf("picked %v %v", b, ok)
+	}
+}
+
+func kvEntry(p lvsdspec.Port, created uint64) consul.Entry {
+	return consul.Entry{Key: lvsdspec.KVPorts + p.Key(), Value: []byte("{}"), CreateIndex: created, ModifyIndex: created}
+}
+
+// TestKVPortsCapped: the ports of Consul KV (which the node token may
+// write without bound) come on top of openssi.yaml's up to
+// lvsdspec.MaxPorts in all, the oldest kept.
+func TestKVPortsCapped(t *testing.T) {
+	s := newServer(t, &lvsdfake.VIPs{Node: 1}, &lvsdfake.Data{})
+	var ents []consul.Entry
+	for i := range lvsdspec.MaxPorts + 50 {
+		// Created newest first, so that the cap must look at the index.
+		ents = append(ents, kvEntry(lvsdspec.Port{Proto: "tcp", Num: uint16(1000 + i)}, uint64(10_000-i)))
+	}
+	s.SetKVPorts(ents)
+	ports, fromConfig := s.Ports()
+	if len(ports) != lvsdspec.MaxPorts {
+		t.Fatalf("%d ports registered, want %d", len(ports), lvsdspec.MaxPorts)
+	}
+	if !fromConfig[http] || !fromConfig[dns] {
+		t.Errorf("openssi.yaml's ports left out: %v", fromConfig)
+	}
+	for _, o := range ports {
+		if !fromConfig[o.Port] && o.Port.Num < 1000+50+2 {
+			t.Errorf("%s kept, one of the newest", o.Port)
+		}
 	}
 }
