@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +43,7 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 	for _, v := range vips {
 		addrs = append(addrs, v.Prefix.Addr())
 	}
-	var data server.DataPlane = &proxyPlane{log: log, proxies: map[netip.AddrPort]*served{}}
+	var data server.DataPlane = &proxyPlane{log: log, proxies: map[forwarded]*served{}}
 	useIPVS := false
 	switch own.Forwarding {
 	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
@@ -64,7 +65,7 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 			method = ipvs.DirectRouting
 		}
 		log.WithField("method", method.String()).Info("forwarding with the kernel's IPVS")
-		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[netip.AddrPort]ipvs.VirtualService{}}
+		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[forwarded]ipvs.VirtualService{}}
 	}
 	return thePlanes{
 		check: vip.Check,
@@ -103,12 +104,20 @@ func (vipPlane) Add(ifname string, p netip.Prefix) error    { return vip.Add(ifn
 func (vipPlane) Remove(ifname string, p netip.Prefix) error { return vip.Remove(ifname, p) }
 func (vipPlane) Announce(ifname string, a netip.Addr) error { return vip.Announce(ifname, a) }
 
+// forwarded is one served address: a VIP and port number, for one
+// protocol (tcp/N and udp/N are two sockets).
+type forwarded struct {
+	proto string
+	addr  netip.AddrPort
+}
+
 // proxyPlane is server.DataPlane with the user-space proxy: one proxy
-// per VIP and port, each serving in a goroutine joined by its Stop.
+// per VIP, port and protocol, each serving in a goroutine joined by its
+// Stop.
 type proxyPlane struct {
 	log     logrus.FieldLogger
 	mu      sync.Mutex
-	proxies map[netip.AddrPort]*served
+	proxies map[forwarded]*served
 }
 
 type served struct {
@@ -123,7 +132,7 @@ func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server
 	}
 	s := &served{p: p, done: make(chan struct{})}
 	pp.mu.Lock()
-	pp.proxies[addr] = s
+	pp.proxies[forwarded{proto: o.Port.Proto, addr: addr}] = s
 	pp.mu.Unlock()
 	go func() {
 		defer close(s.done)
@@ -134,10 +143,11 @@ func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server
 	return nil
 }
 
-func (pp *proxyPlane) Stop(addr netip.AddrPort, _ string) error {
+func (pp *proxyPlane) Stop(addr netip.AddrPort, proto string) error {
 	pp.mu.Lock()
-	s, ok := pp.proxies[addr]
-	delete(pp.proxies, addr)
+	k := forwarded{proto: proto, addr: addr}
+	s, ok := pp.proxies[k]
+	delete(pp.proxies, k)
 	pp.mu.Unlock()
 	if !ok {
 		return nil
@@ -166,7 +176,7 @@ type ipvsPlane struct {
 	log    logrus.FieldLogger
 
 	mu       sync.Mutex
-	services map[netip.AddrPort]ipvs.VirtualService
+	services map[forwarded]ipvs.VirtualService
 }
 
 var _ server.BackendSetter = (*ipvsPlane)(nil)
@@ -178,17 +188,18 @@ func (p *ipvsPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, _ server.Pick
 	if o.Affinity {
 		vs.Affinity = o.AffinityTimeout
 	}
-	if old, ok := p.services[addr]; ok {
+	k := forwarded{proto: o.Port.Proto, addr: addr}
+	if old, ok := p.services[k]; ok {
 		vs.Backends = old.Backends
 	}
-	p.services[addr] = vs
+	p.services[k] = vs
 	return p.syncLocked()
 }
 
-func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
+func (p *ipvsPlane) Stop(addr netip.AddrPort, proto string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.services, addr)
+	delete(p.services, forwarded{proto: proto, addr: addr})
 	return p.syncLocked()
 }
 
@@ -196,10 +207,11 @@ func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
 // kernel's connections to it end by its own timeouts.
 func (p *ipvsPlane) DropBackend(netip.AddrPort) {}
 
-func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []pool.BackendView) {
+func (p *ipvsPlane) SetBackends(addr netip.AddrPort, o lvsdspec.Options, bs []pool.BackendView) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	vs, ok := p.services[addr]
+	k := forwarded{proto: o.Port.Proto, addr: addr}
+	vs, ok := p.services[k]
 	if !ok {
 		return
 	}
@@ -207,18 +219,23 @@ func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []po
 	for _, b := range bs {
 		vs.Backends = append(vs.Backends, ipvs.Backend{Addr: b.Addr.Addr(), Weight: uint32(b.Weight)})
 	}
-	p.services[addr] = vs
+	p.services[k] = vs
 	if err := p.syncLocked(); err != nil {
 		p.log.WithError(err).WithField("addr", addr.String()).Warn("programming IPVS")
 	}
 }
 
 func (p *ipvsPlane) syncLocked() error {
-	keys := make([]netip.AddrPort, 0, len(p.services))
-	for a := range p.services {
-		keys = append(keys, a)
+	keys := make([]forwarded, 0, len(p.services))
+	for k := range p.services {
+		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	slices.SortFunc(keys, func(a, b forwarded) int {
+		if c := a.addr.Compare(b.addr); c != 0 {
+			return c
+		}
+		return strings.Compare(a.proto, b.proto)
+	})
 	vss := make([]ipvs.VirtualService, 0, len(keys))
 	for _, a := range keys {
 		vss = append(vss, p.services[a])

@@ -173,13 +173,13 @@ type Server struct {
 	dataMu    sync.Mutex
 	directing bool
 	dirGen    int
-	serving   map[netip.AddrPort]lvsdspec.Options
-	serveErr  map[netip.AddrPort]string // the last failure logged
+	serving   map[served]lvsdspec.Options
+	serveErr  map[served]string // the last failure logged
 	vipsHeld  map[VIP]bool
 	vipErr    map[VIP]string // the last failure logged
 
 	// pushed: what a BackendSetter was last given, per address.
-	pushed map[netip.AddrPort][]pool.BackendView
+	pushed map[served][]pool.BackendView
 	// poolChanged wakes the push to a BackendSetter.
 	poolChanged chan struct{}
 
@@ -212,9 +212,9 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{}, addrs: map[uint32]netip.Addr{},
 		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]kvPort{}, dropped: map[lvsdspec.Port]string{},
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
-		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
+		serving: map[served]lvsdspec.Options{}, serveErr: map[served]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
 		regs: map[lvsdspec.Port][]registration{}, warned: map[string]bool{}, registered: map[string]bool{},
-		pushed: map[netip.AddrPort][]pool.BackendView{}, poolChanged: make(chan struct{}, 1),
+		pushed: map[served][]pool.BackendView{}, poolChanged: make(chan struct{}, 1),
 		wake: make(chan struct{}, 1), register: make(chan struct{}, 1)}
 	for _, o := range cfg.Ports {
 		if _, dup := s.cfgPorts[o.Port]; !dup {
@@ -396,8 +396,9 @@ func (s *Server) setListening(m map[lvsdspec.Port]bool) {
 
 // mergePortsLocked recomputes ports from cfgPorts and kvPorts and tells
 // the pool: openssi.yaml's first, then those of Consul KV from the
-// oldest, at most lvsdspec.MaxPorts in all (the excess is logged once
-// and ignored: the node token may write any number of them).
+// oldest, one protocol per port number, at most lvsdspec.MaxPorts in all
+// (what is left out is logged once and ignored: the node token may write
+// any number of them).
 func (s *Server) mergePortsLocked() (drop []pool.Backend) {
 	next := map[lvsdspec.Port]lvsdspec.Options{}
 	for p, o := range s.cfgPorts {
@@ -418,13 +419,29 @@ func (s *Server) mergePortsLocked() (drop []pool.Backend) {
 		}
 		return comparePort(a, b)
 	})
+	// One protocol per port number: tcp/N and udp/N together (two
+	// nodes' ssi vip port add racing) would make the director stop and
+	// serve the number in turn on every reconcile.
+	byNum := map[uint16]lvsdspec.Port{}
+	for p := range next {
+		byNum[p.Num] = p
+	}
 	dropped := map[lvsdspec.Port]string{}
 	for _, p := range kv {
+		if q, ok := byNum[p.Num]; ok && q != p {
+			from := "an older ssi vip port add"
+			if _, cfg := s.cfgPorts[q]; cfg {
+				from = "openssi.yaml (lvsd.ports)"
+			}
+			dropped[p] = fmt.Sprintf("port %d is registered as %s by %s: one protocol per port", p.Num, q, from)
+			continue
+		}
 		if len(next) >= lvsdspec.MaxPorts {
 			dropped[p] = fmt.Sprintf("more than %d registered ports (lvsd.ports and ssi vip port add together)", lvsdspec.MaxPorts)
 			continue
 		}
 		next[p] = s.kvPorts[p].o
+		byNum[p.Num] = p
 	}
 	for p, why := range dropped {
 		if s.dropped[p] != why {

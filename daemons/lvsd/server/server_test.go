@@ -337,3 +337,61 @@ func TestKVPortsCapped(t *testing.T) {
 		}
 	}
 }
+
+// countingData counts the data plane's Serve and Stop calls.
+type countingData struct {
+	lvsdfake.Data
+	mu           sync.Mutex
+	serves, stop int
+}
+
+func (c *countingData) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server.Picker) error {
+	c.mu.Lock()
+	c.serves++
+	c.mu.Unlock()
+	return c.Data.Serve(addr, o, pick)
+}
+
+func (c *countingData) Stop(addr netip.AddrPort, proto string) error {
+	c.mu.Lock()
+	c.stop++
+	c.mu.Unlock()
+	return c.Data.Stop(addr, proto)
+}
+
+// TestOneProtocolPerPort: tcp/N and udp/N registered together (two
+// nodes' ssi vip port add racing) keep the older one, openssi.yaml's
+// first, and the director serves it steadily instead of stopping and
+// serving the number in turn on every reconcile.
+func TestOneProtocolPerPort(t *testing.T) {
+	data := &countingData{}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: dns}},
+		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	s.SetKVPorts([]consul.Entry{
+		kvEntry(lvsdspec.Port{Proto: "udp", Num: 8080}, 9), // the newer: dropped
+		kvEntry(lvsdspec.Port{Proto: "tcp", Num: 8080}, 5),
+		kvEntry(lvsdspec.Port{Proto: "tcp", Num: 53}, 1), // openssi.yaml has udp/53
+	})
+	ports, _ := s.Ports()
+	want := []lvsdspec.Options{{Port: lvsdspec.Port{Proto: "tcp", Num: 8080}}, {Port: dns}}
+	if !reflect.DeepEqual(ports, want) {
+		t.Errorf("ports %+v, want %+v", ports, want)
+	}
+	if err := s.StartDirector(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data.mu.Lock()
+	serves := data.serves
+	data.mu.Unlock()
+	for range 20 {
+		s.Reconcile()
+	}
+	data.mu.Lock()
+	defer data.mu.Unlock()
+	if data.serves != serves || data.stop != 0 {
+		t.Errorf("the director flaps: %d serves then %d more, %d stops", serves, data.serves-serves, data.stop)
+	}
+}
