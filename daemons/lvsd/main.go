@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/dlm"
@@ -109,6 +110,18 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	dlmSocket := filepath.Join(env.Config.Cluster.RunDir, dlmdspec.Name+".sock")
 	vprocSocket := filepath.Join(env.Config.Cluster.RunDir, "vprocd.sock")
+	// The watch of listening sockets failing: `ssi status` and systemd
+	// say so (local is set before Run starts, the only caller).
+	var local *daemon.Local
+	health := func(err error) {
+		if err != nil {
+			local.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			_ = env.Notify.Status("%v", err)
+			return
+		}
+		local.Ready()
+		_ = env.Notify.Status("node %d: watching the listening sockets again", me.Number)
+	}
 	s := server.New(server.Config{
 		Self: uint32(me.Number), Addr: addr.Unmap(), VIPs: vips, Ports: own.PortOptions(),
 		StopTimeout: own.StopTimeout, WatchEvery: own.WatchEvery, DlmLease: dlmdspec.From(env.Config).Lease,
@@ -133,12 +146,13 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 			return out, nil
 		},
-		Log: env.Log,
+		Health: health,
+		Log:    env.Log,
 	})
 	for _, n := range view.Nodes {
 		s.Membership(uint32(n.Number), n.Name, n.Address, n.State == cluster.Up)
 	}
-	local, err := env.ServeLocal(server.NewAPI(s).Register)
+	local, err = env.ServeLocal(server.NewAPI(s).Register)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,9 @@ func (s *Server) SetRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 // SetKVPorts is what the watch of openssi/lvs/ports/ delivers.
 func (s *Server) SetKVPorts(ents []consul.Entry) { s.applyKVPorts(ents) }
 
+// WatchListening is Run's watch of the listening sockets.
+func (s *Server) WatchListening(ctx context.Context) { s.watchListening(ctx) }
+
 // Reconcile is the tick's retry of the VIPs and the data plane.
 func (s *Server) Reconcile() { s.reconcileData() }
 

@@ -16,6 +16,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -131,7 +132,11 @@ type Config struct {
 	// pool.DefaultWeight). Asked every LoadEvery (default 2s).
 	Loads     func(ctx context.Context) ([]NodeLoad, error)
 	LoadEvery time.Duration
-	Log       logrus.FieldLogger
+	// Health, when set, is told whether this node's lvsd works: an error
+	// while the watch of its listening sockets fails, nil once it works
+	// again.
+	Health func(error)
+	Log    logrus.FieldLogger
 }
 
 // Server is one node's lvsd.
@@ -284,13 +289,7 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	s.spawn(work, s.watchKVPorts)
 	s.spawn(work, s.watchCatalog)
 	s.spawn(work, s.registrar)
-	s.spawn(work, func(ctx context.Context) {
-		err := s.cfg.Watch(ctx, s.wantPorts, s.cfg.WatchEvery, s.setListening)
-		if err != nil && ctx.Err() == nil {
-			s.log.WithError(err).Error("watching this node's listening sockets stopped: this node is no longer a backend")
-			s.setListening(nil)
-		}
-	})
+	s.spawn(work, s.watchListening)
 	if s.cfg.Loads != nil {
 		s.spawn(work, s.watchLoads)
 	}
@@ -319,6 +318,53 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	s.reconcileData()
 	s.deregisterAll()
 	return err
+}
+
+// KeepListening is how many failed checks of the listening sockets in a
+// row keep the last answer: past them this node leaves every pool.
+const KeepListening = 5
+
+// watchListening runs the watch of this node's listening sockets until
+// ctx ends. A failed check (sock_diag refused, a netlink error) is tried
+// again with a backoff from WatchEvery to 1s, logged once and reported
+// to Config.Health; the last answer holds for KeepListening failures in
+// a row, then the node leaves every pool until a check succeeds again.
+func (s *Server) watchListening(ctx context.Context) {
+	failures := 0
+	backoff := s.cfg.WatchEvery
+	for ctx.Err() == nil {
+		err := s.cfg.Watch(ctx, s.wantPorts, s.cfg.WatchEvery, func(m map[lvsdspec.Port]bool) {
+			if failures > 0 {
+				s.log.Info("watching this node's listening sockets works again")
+				s.health(nil)
+			}
+			failures, backoff = 0, s.cfg.WatchEvery
+			s.setListening(m)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("lvsd: the watch of listening sockets ended")
+		}
+		failures++
+		if failures == 1 {
+			s.log.WithError(err).Error("watching this node's listening sockets failed: trying again; this node stays a backend for a few more tries")
+			s.health(fmt.Errorf("lvsd: watching this node's listening sockets: %w", err))
+		}
+		if failures == KeepListening+1 {
+			s.log.WithError(err).Error("watching this node's listening sockets still fails: this node leaves every pool until it works again")
+			s.setListening(nil)
+		}
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, max(time.Second, s.cfg.WatchEvery))
+	}
+}
+
+func (s *Server) health(err error) {
+	if s.cfg.Health != nil {
+		s.cfg.Health(err)
+	}
 }
 
 // markVIPsHeld counts every VIP held: a previous run of this daemon

@@ -395,3 +395,70 @@ func TestOneProtocolPerPort(t *testing.T) {
 		t.Errorf("the director flaps: %d serves then %d more, %d stops", serves, data.serves-serves, data.stop)
 	}
 }
+
+// TestListeningWatchRetried: a failed check of the listening sockets
+// does not end the watch: it is tried again, the last answer holds for
+// server.KeepListening failures in a row (then the node leaves every
+// pool), the failure is reported to Health once, and a check that works
+// again brings the node back and the health with it.
+func TestListeningWatchRetried(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		healths []string
+		calls   int
+		seen    [][]lvsdspec.Port // what Status says at each call
+	)
+	const fails = server.KeepListening + 2
+	ctx, cancel := context.WithCancel(context.Background())
+	var s *server.Server
+	watch := func(ctx context.Context, _ func() []lvsdspec.Port, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		seen = append(seen, s.Status().Listening)
+		switch {
+		case n == 1:
+			changed(map[lvsdspec.Port]bool{http: true})
+			return errors.New("netlink: operation not permitted")
+		case n <= fails:
+			return errors.New("netlink: operation not permitted")
+		}
+		changed(map[lvsdspec.Port]bool{http: true})
+		cancel()
+		<-ctx.Done()
+		return nil
+	}
+	s = server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"), Ports: []lvsdspec.Options{{Port: http}},
+		WatchEvery: time.Microsecond, Watch: watch, Data: &lvsdfake.Data{}, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+		Health: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				healths = append(healths, "failing")
+			} else {
+				healths = append(healths, "ok")
+			}
+		},
+	})
+	s.WatchListening(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != fails+1 {
+		t.Fatalf("the watch ran %d times, want %d", calls, fails+1)
+	}
+	if want := []string{"failing", "ok"}; !reflect.DeepEqual(healths, want) {
+		t.Errorf("health %v, want %v", healths, want)
+	}
+	for i, l := range seen[1:] {
+		// seen[i+1] is what held after i+1 failures in a row.
+		kept := i+1 <= server.KeepListening
+		if got := len(l) == 1; got != kept {
+			t.Errorf("after %d failures: listening %v, want kept %v", i+1, l, kept)
+		}
+	}
+	if l := s.Status().Listening; !reflect.DeepEqual(l, []lvsdspec.Port{http}) {
+		t.Errorf("after the watch works again: listening %v", l)
+	}
+}
