@@ -10,13 +10,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
@@ -25,10 +23,8 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/server"
-	"github.com/openssi/openssi/internal/config"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/daemons"
 )
 
 func main() {
@@ -36,39 +32,6 @@ func main() {
 		os.Exit(releaseVIPs(os.Stderr))
 	}
 	os.Exit(daemon.Main(lvsdspec.Daemon, os.Args[1:], run))
-}
-
-// releaseVIPs removes every VIP of openssi.yaml from this node's
-// interfaces: the unit's ExecStopPost, run however the daemon ended. A
-// director that crashed (or was killed) left its VIPs on; the next
-// director may take them stop_timeout after the lock, and systemd runs
-// this at once, well before.
-func releaseVIPs(stderr io.Writer) int {
-	cfg, err := config.Load(config.LoadOptions{Sections: daemons.Sections()})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return daemon.ExitConfig
-	}
-	own := lvsdspec.From(cfg)
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	pl, err := planes(own, nil, quiet)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return daemon.ExitError
-	}
-	code := daemon.ExitOK
-	for _, v := range own.VIPs {
-		p, err := lvsdspec.ParseVIP(v.Address)
-		if err == nil {
-			err = pl.vip.Remove(v.Interface, p)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "lvsd: releasing %s on %s: %v\n", v.Address, v.Interface, err)
-			code = daemon.ExitError
-		}
-	}
-	return code
 }
 
 func run(ctx context.Context, env *daemon.Env) error {
