@@ -31,26 +31,46 @@ var _ ifserver.Units = (*director)(nil)
 func (d *director) s() *Server { return (*Server)(d) }
 
 // Start takes the director role: the VIPs on their interfaces,
-// announced, and the ports forwarded.
-func (d *director) Start(_ context.Context, unit string) error {
+// announced, and the ports forwarded. ctx ends when the Elector stops
+// the role (it ends it before it calls Stop): a Start still under way
+// then takes nothing, and undoes what it took, so that it cannot put a
+// VIP back on a node that lost the lock after its Stop.
+func (d *director) Start(ctx context.Context, unit string) error {
 	if unit != directorUnit {
 		return fmt.Errorf("lvsd: %s is not %s", unit, directorUnit)
 	}
 	s := d.s()
 	s.dataMu.Lock()
+	if err := ctx.Err(); err != nil {
+		s.dataMu.Unlock()
+		return fmt.Errorf("lvsd: taking the director role: %w", err)
+	}
 	s.directing = true
 	s.dirGen++
 	gen := s.dirGen
 	s.dataMu.Unlock()
 	s.log.Info("this node is the director: taking the VIPs")
 	s.reconcileData()
+	s.dataMu.Lock()
+	undo := ctx.Err() != nil && s.dirGen == gen && s.directing
+	if undo {
+		s.directing = false
+		s.dirGen++
+	}
+	s.dataMu.Unlock()
+	if undo {
+		s.log.Info("the director role was stopped while it started: dropping the VIPs")
+		s.reconcileData()
+		poke(s.register)
+		return fmt.Errorf("lvsd: taking the director role: %w", ctx.Err())
+	}
 	s.spawn(s.work, func(ctx context.Context) { s.announce(ctx, gen) })
 	poke(s.register)
 	return nil
 }
 
-// Stop gives the role up: the forwarding stopped (its connections end),
-// the VIPs removed.
+// Stop gives the role up: the VIPs removed, then the forwarding stopped
+// (its connections end).
 func (d *director) Stop(_ context.Context, unit string) error {
 	if unit != directorUnit {
 		return fmt.Errorf("lvsd: %w: %s", ifserver.ErrNoUnit, unit)
@@ -143,11 +163,9 @@ func (s *Server) reconcileData() {
 		s.pushBackends()
 		return
 	}
-	for k := range s.serving {
-		s.stopServing(k)
-	}
-	clear(s.serveErr)
-	clear(s.pushed)
+	// The VIPs first: closing the proxies (joining their connections)
+	// takes time during which this node, no longer the director, would
+	// still answer for the VIPs.
 	for v := range s.vipsHeld {
 		if err := s.cfg.VIP.Remove(v.Interface, v.Prefix); err != nil {
 			if s.vipErr[v] != err.Error() {
@@ -159,6 +177,11 @@ func (s *Server) reconcileData() {
 		delete(s.vipErr, v)
 		delete(s.vipsHeld, v)
 	}
+	for k := range s.serving {
+		s.stopServing(k)
+	}
+	clear(s.serveErr)
+	clear(s.pushed)
 }
 
 // served is one forwarded address: a VIP and port number, for one

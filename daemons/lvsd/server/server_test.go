@@ -462,3 +462,91 @@ func TestListeningWatchRetried(t *testing.T) {
 		t.Errorf("after the watch works again: listening %v", l)
 	}
 }
+
+// orderVIPs and orderData log, in one list, the VIP and data plane
+// changes; cancelOnAdd, when set, is called by the first Add.
+type orderVIPs struct {
+	lvsdfake.VIPs
+	log         *[]string
+	cancelOnAdd func()
+}
+
+func (o *orderVIPs) Add(ifname string, p netip.Prefix) error {
+	*o.log = append(*o.log, "add "+p.String())
+	if o.cancelOnAdd != nil {
+		o.cancelOnAdd()
+		o.cancelOnAdd = nil
+	}
+	return o.VIPs.Add(ifname, p)
+}
+
+func (o *orderVIPs) Remove(ifname string, p netip.Prefix) error {
+	*o.log = append(*o.log, "remove "+p.String())
+	return o.VIPs.Remove(ifname, p)
+}
+
+type orderData struct {
+	lvsdfake.Data
+	log *[]string
+}
+
+func (o *orderData) Stop(addr netip.AddrPort, proto string) error {
+	*o.log = append(*o.log, "stop "+proto+" "+addr.String())
+	return o.Data.Stop(addr, proto)
+}
+
+func newOrderServer(log *[]string) (*server.Server, *orderVIPs, *orderData) {
+	vips := &orderVIPs{VIPs: lvsdfake.VIPs{Node: 1}, log: log}
+	data := &orderData{log: log}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: http}},
+		Announce: []time.Duration{}, Data: data, VIP: vips, Log: quiet(),
+	})
+	return s, vips, data
+}
+
+// TestStartAfterItsStop: a Start whose context ended (the Elector
+// stopped the role, the lock lost) takes nothing, and a Start whose
+// context ends while it takes the VIPs gives them back: neither leaves a
+// VIP on a node that lost the lock.
+func TestStartAfterItsStop(t *testing.T) {
+	t.Run("ended before", func(t *testing.T) {
+		var log []string
+		s, vips, data := newOrderServer(&log)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.StartDirector(ctx)
+		if len(vips.Held()) != 0 || len(data.Serving()) != 0 || s.Status().Directing || s.DirectorActive(context.Background()) {
+			t.Errorf("after a start with its context ended: VIPs %v, serving %v, log %v", vips.Held(), data.Serving(), log)
+		}
+	})
+	t.Run("ended during", func(t *testing.T) {
+		var log []string
+		s, vips, data := newOrderServer(&log)
+		ctx, cancel := context.WithCancel(context.Background())
+		vips.cancelOnAdd = cancel
+		_ = s.StartDirector(ctx)
+		if len(vips.Held()) != 0 || len(data.Serving()) != 0 || s.Status().Directing || s.DirectorActive(context.Background()) {
+			t.Errorf("after a start whose context ended during it: VIPs %v, serving %v, log %v", vips.Held(), data.Serving(), log)
+		}
+	})
+}
+
+// TestStopRemovesVIPsFirst: giving the role up removes the VIPs before
+// it closes the proxies (which may take time joining connections).
+func TestStopRemovesVIPsFirst(t *testing.T) {
+	var log []string
+	s, _, _ := newOrderServer(&log)
+	ctx := context.Background()
+	if err := s.StartDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log = log[:0]
+	if err := s.StopDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"remove 10.0.0.100/24", "stop tcp 10.0.0.100:80"}; !reflect.DeepEqual(log, want) {
+		t.Errorf("stop did %v, want %v", log, want)
+	}
+}
