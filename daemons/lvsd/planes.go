@@ -36,24 +36,17 @@ type thePlanes struct {
 }
 
 // planes builds the VIPs' plane and the data plane: the kernel's IPVS
-// when forwarding asks for it, or is auto and the kernel has it (NAT);
-// else the user-space proxy.
+// when forwarding asks for it (ipvs-dr, ipvs-nat), else the user-space
+// proxy.
 func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (thePlanes, error) {
 	addrs := make([]netip.Addr, 0, len(vips))
 	for _, v := range vips {
 		addrs = append(addrs, v.Prefix.Addr())
 	}
 	var data server.DataPlane = &proxyPlane{log: log, proxies: map[forwarded]*served{}}
-	useIPVS := false
-	switch own.Forwarding {
-	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
-		useIPVS = true
-	case lvsdspec.ForwardAuto:
-		// Direct routing needs the VIP on every backend (a non-ARP
-		// interface): auto takes NAT, which needs nothing of them.
-		// A port that sends the PROXY header needs the proxy.
-		ok, err := ipvs.Available()
-		useIPVS = err == nil && ok && !slices.ContainsFunc(own.PortOptions(), func(o lvsdspec.Options) bool { return o.ProxyProtocol })
+	useIPVS, err := chooseForwarding(own.Forwarding, ipvs.Available)
+	if err != nil {
+		return thePlanes{}, err
 	}
 	if useIPVS {
 		c, err := cf.New()
@@ -95,6 +88,21 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 				})
 		},
 	}, nil
+}
+
+// chooseForwarding reports whether forwarding asks for the kernel's
+// IPVS (available says whether the kernel has it). auto is the
+// user-space proxy, whatever the kernel has: IPVS-NAT needs every
+// backend to route its replies through the director and direct routing
+// the VIP on every backend, which nothing here sets up, and neither is
+// tested on this project's machines (none has IPVS): both are explicit
+// opt-ins.
+func chooseForwarding(forwarding string, available func() (bool, error)) (bool, error) {
+	switch forwarding {
+	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
+		return true, nil
+	}
+	return false, nil
 }
 
 // vipPlane is server.VIPs with package vip.
