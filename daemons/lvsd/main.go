@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/server"
+	"github.com/openssi/openssi/daemons/lvsd/vip"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
 )
@@ -32,6 +34,24 @@ func main() {
 		os.Exit(releaseVIPs(os.Stderr))
 	}
 	os.Exit(daemon.Main(lvsdspec.Daemon, os.Args[1:], run))
+}
+
+// checkVIPs checks that each VIP's interface exists and that the VIP is
+// inside one of its subnets: else one line naming the key
+// (lvsd.vips[i].interface or .address), exit 2.
+func checkVIPs(vips []server.VIP, check func(ifname string, vip netip.Prefix) error) error {
+	for i, v := range vips {
+		err := check(v.Interface, v.Prefix)
+		var ce *vip.CheckError
+		switch {
+		case err == nil:
+		case errors.As(err, &ce):
+			return daemon.ConfigError{Err: fmt.Errorf("config: %s.vips[%d].%s: %v", lvsdspec.Name, i, ce.Field, ce.Err)}
+		default:
+			return fmt.Errorf("lvsd: checking %s.vips[%d] (%s on %s): %w", lvsdspec.Name, i, v.Prefix, v.Interface, err)
+		}
+	}
+	return nil
 }
 
 func run(ctx context.Context, env *daemon.Env) error {
@@ -48,12 +68,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if err != nil {
 		return err
 	}
-	// The interface exists and the VIP is inside one of its subnets:
-	// one line naming the entry, exit 2.
-	for i, v := range vips {
-		if err := pl.check(v.Interface, v.Prefix); err != nil {
-			return daemon.ConfigError{Err: fmt.Errorf("config: %s.vips[%d]: %v", lvsdspec.Name, i, err)}
-		}
+	if err := checkVIPs(vips, pl.check); err != nil {
+		return err
 	}
 	client, err := env.Consul()
 	if err != nil {

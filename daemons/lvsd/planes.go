@@ -22,6 +22,7 @@ import (
 	"github.com/openssi/openssi/daemons/lvsd/server"
 	"github.com/openssi/openssi/daemons/lvsd/sockwatch"
 	"github.com/openssi/openssi/daemons/lvsd/vip"
+	"github.com/openssi/openssi/internal/daemon"
 )
 
 // thePlanes is what the server drives: the VIPs, the forwarding and the
@@ -97,12 +98,24 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 // the VIP on every backend, which nothing here sets up, and neither is
 // tested on this project's machines (none has IPVS): both are explicit
 // opt-ins.
+//
+// IPVS asked for on a kernel without it is a configuration error (exit
+// 2, one line naming lvsd.forwarding), not a failure systemd would
+// restart the daemon after, for ever.
 func chooseForwarding(forwarding string, available func() (bool, error)) (bool, error) {
 	switch forwarding {
 	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
-		return true, nil
+	default:
+		return false, nil
 	}
-	return false, nil
+	ok, err := available()
+	switch {
+	case err != nil:
+		return false, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q needs the kernel's IPVS, and whether this kernel has it cannot be told (%v): want auto or proxy here", lvsdspec.Name, forwarding, err)}
+	case !ok:
+		return false, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q needs the kernel's IPVS, which this kernel lacks (modprobe ip_vs): want auto or proxy here", lvsdspec.Name, forwarding)}
+	}
+	return true, nil
 }
 
 // vipPlane is server.VIPs with package vip.
