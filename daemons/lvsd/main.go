@@ -9,14 +9,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/sirupsen/logrus"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/client/dlm"
@@ -24,10 +24,9 @@ import (
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/server"
-	"github.com/openssi/openssi/internal/config"
+	"github.com/openssi/openssi/daemons/lvsd/vip"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
-	"github.com/openssi/openssi/internal/daemons"
 )
 
 func main() {
@@ -37,37 +36,22 @@ func main() {
 	os.Exit(daemon.Main(lvsdspec.Daemon, os.Args[1:], run))
 }
 
-// releaseVIPs removes every VIP of openssi.yaml from this node's
-// interfaces: the unit's ExecStopPost, run however the daemon ended. A
-// director that crashed (or was killed) left its VIPs on; the next
-// director may take them stop_timeout after the lock, and systemd runs
-// this at once, well before.
-func releaseVIPs(stderr io.Writer) int {
-	cfg, err := config.Load(config.LoadOptions{Sections: daemons.Sections()})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return daemon.ExitConfig
-	}
-	own := lvsdspec.From(cfg)
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	pl, err := planes(own, nil, quiet)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return daemon.ExitError
-	}
-	code := daemon.ExitOK
-	for _, v := range own.VIPs {
-		p, err := lvsdspec.ParseVIP(v.Address)
-		if err == nil {
-			err = pl.vip.Remove(v.Interface, p)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "lvsd: releasing %s on %s: %v\n", v.Address, v.Interface, err)
-			code = daemon.ExitError
+// checkVIPs checks that each VIP's interface exists and that the VIP is
+// inside one of its subnets: else one line naming the key
+// (lvsd.vips[i].interface or .address), exit 2.
+func checkVIPs(vips []server.VIP, check func(ifname string, vip netip.Prefix) error) error {
+	for i, v := range vips {
+		err := check(v.Interface, v.Prefix)
+		var ce *vip.CheckError
+		switch {
+		case err == nil:
+		case errors.As(err, &ce):
+			return daemon.ConfigError{Err: fmt.Errorf("config: %s.vips[%d].%s: %v", lvsdspec.Name, i, ce.Field, ce.Err)}
+		default:
+			return fmt.Errorf("lvsd: checking %s.vips[%d] (%s on %s): %w", lvsdspec.Name, i, v.Prefix, v.Interface, err)
 		}
 	}
-	return code
+	return nil
 }
 
 func run(ctx context.Context, env *daemon.Env) error {
@@ -84,12 +68,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	if err != nil {
 		return err
 	}
-	// The interface exists and the VIP is inside one of its subnets:
-	// one line naming the entry, exit 2.
-	for i, v := range vips {
-		if err := pl.check(v.Interface, v.Prefix); err != nil {
-			return daemon.ConfigError{Err: fmt.Errorf("config: %s.vips[%d]: %v", lvsdspec.Name, i, err)}
-		}
+	if err := checkVIPs(vips, pl.check); err != nil {
+		return err
 	}
 	client, err := env.Consul()
 	if err != nil {
@@ -109,6 +89,18 @@ func run(ctx context.Context, env *daemon.Env) error {
 
 	dlmSocket := filepath.Join(env.Config.Cluster.RunDir, dlmdspec.Name+".sock")
 	vprocSocket := filepath.Join(env.Config.Cluster.RunDir, "vprocd.sock")
+	// The watch of listening sockets failing: `ssi status` and systemd
+	// say so (local is set before Run starts, the only caller).
+	var local *daemon.Local
+	health := func(err error) {
+		if err != nil {
+			local.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			_ = env.Notify.Status("%v", err)
+			return
+		}
+		local.Ready()
+		_ = env.Notify.Status("node %d: watching the listening sockets again", me.Number)
+	}
 	s := server.New(server.Config{
 		Self: uint32(me.Number), Addr: addr.Unmap(), VIPs: vips, Ports: own.PortOptions(),
 		StopTimeout: own.StopTimeout, WatchEvery: own.WatchEvery, DlmLease: dlmdspec.From(env.Config).Lease,
@@ -133,12 +125,13 @@ func run(ctx context.Context, env *daemon.Env) error {
 			}
 			return out, nil
 		},
-		Log: env.Log,
+		Health: health,
+		Log:    env.Log,
 	})
 	for _, n := range view.Nodes {
-		s.Membership(uint32(n.Number), n.Name, n.State == cluster.Up)
+		s.Membership(uint32(n.Number), n.Name, n.Address, n.State == cluster.Up)
 	}
-	local, err := env.ServeLocal(server.NewAPI(s).Register)
+	local, err = env.ServeLocal(server.NewAPI(s).Register)
 	if err != nil {
 		return err
 	}
@@ -151,7 +144,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		w := members.Watch(ctx, view.Epoch)
 		for w.Next() {
 			e := w.Event()
-			s.Membership(uint32(e.Node.Number), e.Node.Name, e.Type == cluster.NodeUp)
+			s.Membership(uint32(e.Node.Number), e.Node.Name, e.Node.Address, e.Type == cluster.NodeUp)
 		}
 		watchErr <- w.Err()
 	})

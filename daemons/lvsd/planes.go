@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/openssi/openssi/daemons/lvsd/server"
 	"github.com/openssi/openssi/daemons/lvsd/sockwatch"
 	"github.com/openssi/openssi/daemons/lvsd/vip"
+	"github.com/openssi/openssi/internal/daemon"
 )
 
 // thePlanes is what the server drives: the VIPs, the forwarding and the
@@ -35,24 +37,17 @@ type thePlanes struct {
 }
 
 // planes builds the VIPs' plane and the data plane: the kernel's IPVS
-// when forwarding asks for it, or is auto and the kernel has it (NAT);
-// else the user-space proxy.
+// when forwarding asks for it (ipvs-dr, ipvs-nat), else the user-space
+// proxy.
 func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (thePlanes, error) {
 	addrs := make([]netip.Addr, 0, len(vips))
 	for _, v := range vips {
 		addrs = append(addrs, v.Prefix.Addr())
 	}
-	var data server.DataPlane = &proxyPlane{log: log, proxies: map[netip.AddrPort]*served{}}
-	useIPVS := false
-	switch own.Forwarding {
-	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
-		useIPVS = true
-	case lvsdspec.ForwardAuto:
-		// Direct routing needs the VIP on every backend (a non-ARP
-		// interface): auto takes NAT, which needs nothing of them.
-		// A port that sends the PROXY header needs the proxy.
-		ok, err := ipvs.Available()
-		useIPVS = err == nil && ok && !slices.ContainsFunc(own.PortOptions(), func(o lvsdspec.Options) bool { return o.ProxyProtocol })
+	var data server.DataPlane = &proxyPlane{log: log, proxies: map[forwarded]*served{}}
+	useIPVS, err := chooseForwarding(own.Forwarding, ipvs.Available)
+	if err != nil {
+		return thePlanes{}, err
 	}
 	if useIPVS {
 		c, err := cf.New()
@@ -64,7 +59,7 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 			method = ipvs.DirectRouting
 		}
 		log.WithField("method", method.String()).Info("forwarding with the kernel's IPVS")
-		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[netip.AddrPort]ipvs.VirtualService{}}
+		data = &ipvsPlane{c: c, method: method, vips: addrs, log: log, services: map[forwarded]ipvs.VirtualService{}}
 	}
 	return thePlanes{
 		check: vip.Check,
@@ -96,6 +91,33 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 	}, nil
 }
 
+// chooseForwarding reports whether forwarding asks for the kernel's
+// IPVS (available says whether the kernel has it). auto is the
+// user-space proxy, whatever the kernel has: IPVS-NAT needs every
+// backend to route its replies through the director and direct routing
+// the VIP on every backend, which nothing here sets up, and neither is
+// tested on this project's machines (none has IPVS): both are explicit
+// opt-ins.
+//
+// IPVS asked for on a kernel without it is a configuration error (exit
+// 2, one line naming lvsd.forwarding), not a failure systemd would
+// restart the daemon after, for ever.
+func chooseForwarding(forwarding string, available func() (bool, error)) (bool, error) {
+	switch forwarding {
+	case lvsdspec.ForwardIPVSDR, lvsdspec.ForwardIPVSNA:
+	default:
+		return false, nil
+	}
+	ok, err := available()
+	switch {
+	case err != nil:
+		return false, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q needs the kernel's IPVS, and whether this kernel has it cannot be told (%v): want auto or proxy here", lvsdspec.Name, forwarding, err)}
+	case !ok:
+		return false, daemon.ConfigError{Err: fmt.Errorf("config: %s.forwarding: %q needs the kernel's IPVS, which this kernel lacks (modprobe ip_vs): want auto or proxy here", lvsdspec.Name, forwarding)}
+	}
+	return true, nil
+}
+
 // vipPlane is server.VIPs with package vip.
 type vipPlane struct{}
 
@@ -103,12 +125,20 @@ func (vipPlane) Add(ifname string, p netip.Prefix) error    { return vip.Add(ifn
 func (vipPlane) Remove(ifname string, p netip.Prefix) error { return vip.Remove(ifname, p) }
 func (vipPlane) Announce(ifname string, a netip.Addr) error { return vip.Announce(ifname, a) }
 
+// forwarded is one served address: a VIP and port number, for one
+// protocol (tcp/N and udp/N are two sockets).
+type forwarded struct {
+	proto string
+	addr  netip.AddrPort
+}
+
 // proxyPlane is server.DataPlane with the user-space proxy: one proxy
-// per VIP and port, each serving in a goroutine joined by its Stop.
+// per VIP, port and protocol, each serving in a goroutine joined by its
+// Stop.
 type proxyPlane struct {
 	log     logrus.FieldLogger
 	mu      sync.Mutex
-	proxies map[netip.AddrPort]*served
+	proxies map[forwarded]*served
 }
 
 type served struct {
@@ -123,7 +153,7 @@ func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server
 	}
 	s := &served{p: p, done: make(chan struct{})}
 	pp.mu.Lock()
-	pp.proxies[addr] = s
+	pp.proxies[forwarded{proto: o.Port.Proto, addr: addr}] = s
 	pp.mu.Unlock()
 	go func() {
 		defer close(s.done)
@@ -134,10 +164,11 @@ func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server
 	return nil
 }
 
-func (pp *proxyPlane) Stop(addr netip.AddrPort, _ string) error {
+func (pp *proxyPlane) Stop(addr netip.AddrPort, proto string) error {
 	pp.mu.Lock()
-	s, ok := pp.proxies[addr]
-	delete(pp.proxies, addr)
+	k := forwarded{proto: proto, addr: addr}
+	s, ok := pp.proxies[k]
+	delete(pp.proxies, k)
 	pp.mu.Unlock()
 	if !ok {
 		return nil
@@ -166,7 +197,7 @@ type ipvsPlane struct {
 	log    logrus.FieldLogger
 
 	mu       sync.Mutex
-	services map[netip.AddrPort]ipvs.VirtualService
+	services map[forwarded]ipvs.VirtualService
 }
 
 var _ server.BackendSetter = (*ipvsPlane)(nil)
@@ -178,17 +209,18 @@ func (p *ipvsPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, _ server.Pick
 	if o.Affinity {
 		vs.Affinity = o.AffinityTimeout
 	}
-	if old, ok := p.services[addr]; ok {
+	k := forwarded{proto: o.Port.Proto, addr: addr}
+	if old, ok := p.services[k]; ok {
 		vs.Backends = old.Backends
 	}
-	p.services[addr] = vs
+	p.services[k] = vs
 	return p.syncLocked()
 }
 
-func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
+func (p *ipvsPlane) Stop(addr netip.AddrPort, proto string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.services, addr)
+	delete(p.services, forwarded{proto: proto, addr: addr})
 	return p.syncLocked()
 }
 
@@ -196,10 +228,11 @@ func (p *ipvsPlane) Stop(addr netip.AddrPort, _ string) error {
 // kernel's connections to it end by its own timeouts.
 func (p *ipvsPlane) DropBackend(netip.AddrPort) {}
 
-func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []pool.BackendView) {
+func (p *ipvsPlane) SetBackends(addr netip.AddrPort, o lvsdspec.Options, bs []pool.BackendView) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	vs, ok := p.services[addr]
+	k := forwarded{proto: o.Port.Proto, addr: addr}
+	vs, ok := p.services[k]
 	if !ok {
 		return
 	}
@@ -207,18 +240,23 @@ func (p *ipvsPlane) SetBackends(addr netip.AddrPort, _ lvsdspec.Options, bs []po
 	for _, b := range bs {
 		vs.Backends = append(vs.Backends, ipvs.Backend{Addr: b.Addr.Addr(), Weight: uint32(b.Weight)})
 	}
-	p.services[addr] = vs
+	p.services[k] = vs
 	if err := p.syncLocked(); err != nil {
 		p.log.WithError(err).WithField("addr", addr.String()).Warn("programming IPVS")
 	}
 }
 
 func (p *ipvsPlane) syncLocked() error {
-	keys := make([]netip.AddrPort, 0, len(p.services))
-	for a := range p.services {
-		keys = append(keys, a)
+	keys := make([]forwarded, 0, len(p.services))
+	for k := range p.services {
+		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	slices.SortFunc(keys, func(a, b forwarded) int {
+		if c := a.addr.Compare(b.addr); c != 0 {
+			return c
+		}
+		return strings.Compare(a.proto, b.proto)
+	})
 	vss := make([]ipvs.VirtualService, 0, len(keys))
 	for _, a := range keys {
 		vss = append(vss, p.services[a])

@@ -72,13 +72,13 @@ func startLvs(t *testing.T, n *nodetest.Node, num uint32, tl *lvsdfake.VIPTimeli
 		t.Fatal(err)
 	}
 	for _, m := range v.Nodes {
-		k.srv.Membership(uint32(m.Number), m.Name, m.State == cluster.Up)
+		k.srv.Membership(uint32(m.Number), m.Name, m.Address, m.State == cluster.Up)
 	}
 	go func() {
 		w := members.Watch(ctx, v.Epoch)
 		for w.Next() {
 			e := w.Event()
-			k.srv.Membership(uint32(e.Node.Number), e.Node.Name, e.Type == cluster.NodeUp)
+			k.srv.Membership(uint32(e.Node.Number), e.Node.Name, e.Node.Address, e.Type == cluster.NodeUp)
 		}
 		members.Close()
 	}()

@@ -122,7 +122,15 @@ type Config struct {
 	VIPs []VIP `mapstructure:"vips" want:"a list of {address: ADDR/PREFIX, interface: NAME}"`
 	// Ports are the registered ports. At most MaxPorts. Default none.
 	Ports []PortConfig `mapstructure:"ports" want:"a list of {port: tcp/N or udp/N, proxy_protocol, scheduler, affinity, affinity_timeout}"`
-	// Forwarding: auto, proxy, ipvs-dr or ipvs-nat. Default auto.
+	// Forwarding: auto, proxy, ipvs-dr or ipvs-nat. Default auto. auto
+	// and proxy are the user-space proxy on the director. ipvs-dr and
+	// ipvs-nat are opt-ins, forwarding in the kernel's IPVS (the
+	// director's kernel must have it: lvsd exits 2 otherwise), untested
+	// on this project's machines (none has IPVS): with ipvs-dr every
+	// backend must hold the VIP on a non-ARP interface (lo, arp_ignore=1,
+	// arp_announce=2), with ipvs-nat every backend must route its replies
+	// to clients through the director (its default route); lvsd sets up
+	// neither.
 	Forwarding string `mapstructure:"forwarding" want:"auto, proxy, ipvs-dr or ipvs-nat"`
 	// StopTimeout is how long the director role gets to stop, as
 	// initfailover.stop_timeout. 100ms..1m. Default 500ms.

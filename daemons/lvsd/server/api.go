@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -95,11 +96,38 @@ func (a *API) AddPort(ctx context.Context, req *lvsv1.AddPortRequest) (*lvsv1.Ad
 			return nil, status.Errorf(codes.AlreadyExists, "lvsd: %s is already registered (--replace changes its options)", o.Port)
 		}
 	}
+	if len(ports) >= lvsdspec.MaxPorts && !slices.ContainsFunc(ports, func(q lvsdspec.Options) bool { return q.Port == o.Port }) {
+		return nil, status.Errorf(codes.ResourceExhausted, "lvsd: %s: %d ports are registered already, the most there may be", o.Port, lvsdspec.MaxPorts)
+	}
 	if o.ProxyProtocol && a.s.cfg.IPVS {
 		return nil, status.Errorf(codes.InvalidArgument, "lvsd: %s: the PROXY protocol needs the user-space proxy, and this cluster forwards with IPVS", o.Port)
 	}
-	if err := a.s.cfg.KV.Put(ctx, lvsdspec.KVPorts+o.Port.Key(), RecordOf(o)); err != nil {
+	// This node's view of the ports may lag behind Consul (another
+	// node's ssi vip port add a moment ago): check Consul itself, and
+	// write with check-and-set so that two adds never both win. Two adds
+	// of tcp/N and udp/N racing may still both land: the servers keep
+	// the older (mergePortsLocked).
+	other := o.Port
+	other.Proto = map[string]string{"tcp": "udp", "udp": "tcp"}[o.Port.Proto]
+	var rec PortRecord
+	if _, found, err := a.s.cfg.KV.GetConsistent(ctx, lvsdspec.KVPorts+other.Key(), &rec); err != nil && !found {
 		return nil, status.Errorf(codes.Unavailable, "lvsd: registering %s: %v", o.Port, err)
+	} else if found {
+		return nil, status.Errorf(codes.AlreadyExists, "lvsd: port %d is registered as %s: one protocol per port", o.Port.Num, other)
+	}
+	index, found, err := a.s.cfg.KV.GetConsistent(ctx, lvsdspec.KVPorts+o.Port.Key(), &rec)
+	if err != nil && !found {
+		return nil, status.Errorf(codes.Unavailable, "lvsd: registering %s: %v", o.Port, err)
+	}
+	if found && !req.GetReplace() {
+		return nil, status.Errorf(codes.AlreadyExists, "lvsd: %s is already registered (--replace changes its options)", o.Port)
+	}
+	ok, err := a.s.cfg.KV.CAS(ctx, lvsdspec.KVPorts+o.Port.Key(), RecordOf(o), index)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "lvsd: registering %s: %v", o.Port, err)
+	}
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "lvsd: %s was changed by another ssi vip port add at the same time: try again", o.Port)
 	}
 	return &lvsv1.AddPortReply{}, nil
 }

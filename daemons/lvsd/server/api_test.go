@@ -72,3 +72,17 @@ func TestAddPortRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestAddPortCapped: past lvsdspec.MaxPorts registered ports, a new one
+// is refused before Consul is asked.
+func TestAddPortCapped(t *testing.T) {
+	var cfg []lvsdspec.Options
+	for i := range lvsdspec.MaxPorts {
+		cfg = append(cfg, lvsdspec.Options{Port: lvsdspec.Port{Proto: "tcp", Num: uint16(2000 + i)}})
+	}
+	a := NewAPI(New(Config{Self: 1, Ports: cfg}))
+	_, err := a.AddPort(callerCtx(0), &lvsv1.AddPortRequest{Port: "tcp/80"})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "256") {
+		t.Errorf("add past the cap: %v, want ResourceExhausted", err)
+	}
+}

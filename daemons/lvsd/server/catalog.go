@@ -74,33 +74,45 @@ func (s *Server) watchKVPorts(ctx context.Context) {
 			next = 0
 		}
 		index = next
-		kv := map[lvsdspec.Port]lvsdspec.Options{}
-		for _, e := range ents {
-			key := strings.TrimPrefix(e.Key, lvsdspec.KVPorts)
-			p, ok := portOfKey(key)
-			var r PortRecord
-			var o lvsdspec.Options
-			var err error
-			if ok {
-				if err = e.Decode(&r); err == nil {
-					o, err = r.Options(p)
-				}
-			}
-			if !ok || err != nil {
-				s.log.WithField("key", e.Key).WithError(err).Warn("ignoring a registered port that is not valid")
-				continue
-			}
-			kv[p] = o
-		}
-		s.mu.Lock()
-		s.kvPorts = kv
-		drop := s.mergePortsLocked()
-		s.mu.Unlock()
-		s.drop(drop)
-		poke(s.wake)
-		poke(s.register)
-		s.reconcileData()
+		s.applyKVPorts(ents)
 	}
+}
+
+// kvPort is a port of Consul KV: its options and when it was created
+// (the older of two entries wins a conflict, and the cap keeps them).
+type kvPort struct {
+	o       lvsdspec.Options
+	created uint64
+}
+
+// applyKVPorts takes the entries of openssi/lvs/ports/.
+func (s *Server) applyKVPorts(ents []consul.Entry) {
+	kv := map[lvsdspec.Port]kvPort{}
+	for _, e := range ents {
+		key := strings.TrimPrefix(e.Key, lvsdspec.KVPorts)
+		p, ok := portOfKey(key)
+		var r PortRecord
+		var o lvsdspec.Options
+		var err error
+		if ok {
+			if err = e.Decode(&r); err == nil {
+				o, err = r.Options(p)
+			}
+		}
+		if !ok || err != nil {
+			s.log.WithField("key", e.Key).WithError(err).Warn("ignoring a registered port that is not valid")
+			continue
+		}
+		kv[p] = kvPort{o: o, created: e.CreateIndex}
+	}
+	s.mu.Lock()
+	s.kvPorts = kv
+	drop := s.mergePortsLocked()
+	s.mu.Unlock()
+	s.drop(drop)
+	poke(s.wake)
+	poke(s.register)
+	s.reconcileData()
 }
 
 // watchCatalog runs one blocking query per registered port on its
@@ -204,15 +216,25 @@ func (s *Server) setRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 }
 
 // applyRegsLocked hands the pool the trusted registrations of port p:
-// those registered on the Consul node holding the number they claim.
+// those registered on the Consul node holding the number they claim, at
+// the address clmsd reports for that node.
 func (s *Server) applyRegsLocked(p lvsdspec.Port) []pool.Backend {
 	var bs []pool.Backend
 	for _, r := range s.regs[p] {
-		if s.trustedLocked(r.b.Node, r.consulNode) {
+		switch {
+		case !s.trustedLocked(r.b.Node, r.consulNode):
+			if key := r.consulNode + "/" + strconv.Itoa(int(r.b.Node)); !s.warned[key] {
+				s.warned[key] = true
+				s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).Warn("ignoring a backend registered on a Consul node that does not hold its node number")
+			}
+		case !s.backendAddrOKLocked(r.b.Node, r.b.Addr.Addr()):
+			if key := r.consulNode + "/" + strconv.Itoa(int(r.b.Node)) + "/" + r.b.Addr.Addr().String(); !s.warned[key] {
+				s.warned[key] = true
+				s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).WithField("address", r.b.Addr.Addr().String()).
+					Warn("ignoring a backend whose address is not the one clmsd reports for its node")
+			}
+		default:
 			bs = append(bs, r.b)
-		} else if !s.warned[r.consulNode+"/"+strconv.Itoa(int(r.b.Node))] {
-			s.warned[r.consulNode+"/"+strconv.Itoa(int(r.b.Node))] = true
-			s.log.WithField("consul_node", r.consulNode).WithField("node", r.b.Node).Warn("ignoring a backend registered on a Consul node that does not hold its node number")
 		}
 	}
 	return s.pool.SetBackends(p, bs)

@@ -31,26 +31,46 @@ var _ ifserver.Units = (*director)(nil)
 func (d *director) s() *Server { return (*Server)(d) }
 
 // Start takes the director role: the VIPs on their interfaces,
-// announced, and the ports forwarded.
-func (d *director) Start(_ context.Context, unit string) error {
+// announced, and the ports forwarded. ctx ends when the Elector stops
+// the role (it ends it before it calls Stop): a Start still under way
+// then takes nothing, and undoes what it took, so that it cannot put a
+// VIP back on a node that lost the lock after its Stop.
+func (d *director) Start(ctx context.Context, unit string) error {
 	if unit != directorUnit {
 		return fmt.Errorf("lvsd: %s is not %s", unit, directorUnit)
 	}
 	s := d.s()
 	s.dataMu.Lock()
+	if err := ctx.Err(); err != nil {
+		s.dataMu.Unlock()
+		return fmt.Errorf("lvsd: taking the director role: %w", err)
+	}
 	s.directing = true
 	s.dirGen++
 	gen := s.dirGen
 	s.dataMu.Unlock()
 	s.log.Info("this node is the director: taking the VIPs")
 	s.reconcileData()
+	s.dataMu.Lock()
+	undo := ctx.Err() != nil && s.dirGen == gen && s.directing
+	if undo {
+		s.directing = false
+		s.dirGen++
+	}
+	s.dataMu.Unlock()
+	if undo {
+		s.log.Info("the director role was stopped while it started: dropping the VIPs")
+		s.reconcileData()
+		poke(s.register)
+		return fmt.Errorf("lvsd: taking the director role: %w", ctx.Err())
+	}
 	s.spawn(s.work, func(ctx context.Context) { s.announce(ctx, gen) })
 	poke(s.register)
 	return nil
 }
 
-// Stop gives the role up: the forwarding stopped (its connections end),
-// the VIPs removed.
+// Stop gives the role up: the VIPs removed, then the forwarding stopped
+// (its connections end).
 func (d *director) Stop(_ context.Context, unit string) error {
 	if unit != directorUnit {
 		return fmt.Errorf("lvsd: %w: %s", ifserver.ErrNoUnit, unit)
@@ -117,37 +137,35 @@ func (s *Server) reconcileData() {
 		s.mu.Lock()
 		ports := s.portsByAddrLocked()
 		s.mu.Unlock()
-		for addr, o := range s.serving {
-			if n, ok := ports[addr]; !ok || n != o {
-				s.stopServing(addr)
+		for k, o := range s.serving {
+			if n, ok := ports[k]; !ok || n != o {
+				s.stopServing(k)
 			}
 		}
-		for addr, o := range ports {
-			if _, ok := s.serving[addr]; ok {
+		for k, o := range ports {
+			if _, ok := s.serving[k]; ok {
 				continue
 			}
-			if err := s.cfg.Data.Serve(addr, o, picker{s: s, port: o.Port}); err != nil {
+			if err := s.cfg.Data.Serve(k.addr, o, picker{s: s, port: o.Port}); err != nil {
 				// Once per error, not every second: a process of this
 				// node listening on the port's wildcard address keeps
 				// the proxy from binding the VIP for as long as it runs.
-				if s.serveErr[addr] != err.Error() {
-					s.serveErr[addr] = err.Error()
-					s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).
+				if s.serveErr[k] != err.Error() {
+					s.serveErr[k] = err.Error()
+					s.log.WithError(err).WithField("addr", k.String()).
 						Warn("forwarding a port: trying again every second (address in use: a process of this node listens on the port's wildcard address and gets the VIP's connections itself, unbalanced)")
 				}
 				continue
 			}
-			delete(s.serveErr, addr)
-			s.serving[addr] = o
+			delete(s.serveErr, k)
+			s.serving[k] = o
 		}
 		s.pushBackends()
 		return
 	}
-	for addr := range s.serving {
-		s.stopServing(addr)
-	}
-	clear(s.serveErr)
-	clear(s.pushed)
+	// The VIPs first: closing the proxies (joining their connections)
+	// takes time during which this node, no longer the director, would
+	// still answer for the VIPs.
 	for v := range s.vipsHeld {
 		if err := s.cfg.VIP.Remove(v.Interface, v.Prefix); err != nil {
 			if s.vipErr[v] != err.Error() {
@@ -159,14 +177,28 @@ func (s *Server) reconcileData() {
 		delete(s.vipErr, v)
 		delete(s.vipsHeld, v)
 	}
+	for k := range s.serving {
+		s.stopServing(k)
+	}
+	clear(s.serveErr)
+	clear(s.pushed)
 }
 
+// served is one forwarded address: a VIP and port number, for one
+// protocol.
+type served struct {
+	proto string
+	addr  netip.AddrPort
+}
+
+func (k served) String() string { return k.proto + " " + k.addr.String() }
+
 // portsByAddrLocked: every registered port on every VIP.
-func (s *Server) portsByAddrLocked() map[netip.AddrPort]lvsdspec.Options {
-	out := map[netip.AddrPort]lvsdspec.Options{}
+func (s *Server) portsByAddrLocked() map[served]lvsdspec.Options {
+	out := map[served]lvsdspec.Options{}
 	for _, v := range s.cfg.VIPs {
 		for p, o := range s.ports {
-			out[netip.AddrPortFrom(v.Prefix.Addr(), p.Num)] = o
+			out[served{proto: p.Proto, addr: netip.AddrPortFrom(v.Prefix.Addr(), p.Num)}] = o
 		}
 	}
 	return out
@@ -189,27 +221,26 @@ func (s *Server) pushBackends() {
 		}
 	}
 	s.mu.Unlock()
-	for addr, o := range s.serving {
+	for k, o := range s.serving {
 		bs := views[o.Port]
-		if last, ok := s.pushed[addr]; ok && slices.Equal(last, bs) {
+		if last, ok := s.pushed[k]; ok && slices.Equal(last, bs) {
 			continue
 		}
-		bset.SetBackends(addr, o, bs)
-		s.pushed[addr] = bs
+		bset.SetBackends(k.addr, o, bs)
+		s.pushed[k] = bs
 	}
-	for addr := range s.pushed {
-		if _, ok := s.serving[addr]; !ok {
-			delete(s.pushed, addr)
+	for k := range s.pushed {
+		if _, ok := s.serving[k]; !ok {
+			delete(s.pushed, k)
 		}
 	}
 }
 
-func (s *Server) stopServing(addr netip.AddrPort) {
-	o := s.serving[addr]
-	if err := s.cfg.Data.Stop(addr, o.Port.Proto); err != nil {
-		s.log.WithError(err).WithField("addr", o.Port.Proto+" "+addr.String()).Warn("stopping the forwarding of a port")
+func (s *Server) stopServing(k served) {
+	if err := s.cfg.Data.Stop(k.addr, k.proto); err != nil {
+		s.log.WithError(err).WithField("addr", k.String()).Warn("stopping the forwarding of a port")
 	}
-	delete(s.serving, addr)
+	delete(s.serving, k)
 }
 
 // announce tells the segment that the VIPs moved here, at each of the

@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
+	"github.com/openssi/openssi/internal/consul"
 )
 
 // StartDirector and StopDirector are what the Elector does when this
@@ -29,6 +30,12 @@ func (s *Server) DirectorActive(ctx context.Context) bool {
 func (s *Server) SetRegistrations(p lvsdspec.Port, ents []*api.ServiceEntry) {
 	s.setRegistrations(p, ents)
 }
+
+// SetKVPorts is what the watch of openssi/lvs/ports/ delivers.
+func (s *Server) SetKVPorts(ents []consul.Entry) { s.applyKVPorts(ents) }
+
+// WatchListening is Run's watch of the listening sockets.
+func (s *Server) WatchListening(ctx context.Context) { s.watchListening(ctx) }
 
 // Reconcile is the tick's retry of the VIPs and the data plane.
 func (s *Server) Reconcile() { s.reconcileData() }

@@ -16,6 +16,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -130,7 +132,11 @@ type Config struct {
 	// pool.DefaultWeight). Asked every LoadEvery (default 2s).
 	Loads     func(ctx context.Context) ([]NodeLoad, error)
 	LoadEvery time.Duration
-	Log       logrus.FieldLogger
+	// Health, when set, is told whether this node's lvsd works: an error
+	// while the watch of its listening sockets fails, nil once it works
+	// again.
+	Health func(error)
+	Log    logrus.FieldLogger
 }
 
 // Server is one node's lvsd.
@@ -141,14 +147,19 @@ type Server struct {
 
 	mu   sync.Mutex
 	pool *pool.Pool
-	// up: the UP members; names: the Consul node holding each number.
+	// up: the UP members; names: the Consul node holding each number;
+	// addrs: each member's address as clmsd reports it (the only address
+	// the director forwards it).
 	up    map[uint32]bool
 	names map[uint32]string
+	addrs map[uint32]netip.Addr
 	// cfgPorts and kvPorts are the registered ports of openssi.yaml and
 	// of Consul KV; ports the two together (openssi.yaml first).
 	cfgPorts map[lvsdspec.Port]lvsdspec.Options
-	kvPorts  map[lvsdspec.Port]lvsdspec.Options
+	kvPorts  map[lvsdspec.Port]kvPort
 	ports    map[lvsdspec.Port]lvsdspec.Options
+	// dropped: the KV ports left out of ports, already logged.
+	dropped map[lvsdspec.Port]string
 	// listening: the registered ports this node listens on.
 	listening map[lvsdspec.Port]bool
 	// director is the director's node number as the catalog says (0:
@@ -167,13 +178,13 @@ type Server struct {
 	dataMu    sync.Mutex
 	directing bool
 	dirGen    int
-	serving   map[netip.AddrPort]lvsdspec.Options
-	serveErr  map[netip.AddrPort]string // the last failure logged
+	serving   map[served]lvsdspec.Options
+	serveErr  map[served]string // the last failure logged
 	vipsHeld  map[VIP]bool
 	vipErr    map[VIP]string // the last failure logged
 
 	// pushed: what a BackendSetter was last given, per address.
-	pushed map[netip.AddrPort][]pool.BackendView
+	pushed map[served][]pool.BackendView
 	// poolChanged wakes the push to a BackendSetter.
 	poolChanged chan struct{}
 
@@ -203,12 +214,12 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{},
-		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]lvsdspec.Options{},
+	s := &Server{cfg: cfg, log: cfg.Log, pool: pool.New(), up: map[uint32]bool{}, names: map[uint32]string{}, addrs: map[uint32]netip.Addr{},
+		cfgPorts: map[lvsdspec.Port]lvsdspec.Options{}, kvPorts: map[lvsdspec.Port]kvPort{}, dropped: map[lvsdspec.Port]string{},
 		ports: map[lvsdspec.Port]lvsdspec.Options{}, listening: map[lvsdspec.Port]bool{},
-		serving: map[netip.AddrPort]lvsdspec.Options{}, serveErr: map[netip.AddrPort]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
+		serving: map[served]lvsdspec.Options{}, serveErr: map[served]string{}, vipsHeld: map[VIP]bool{}, vipErr: map[VIP]string{},
 		regs: map[lvsdspec.Port][]registration{}, warned: map[string]bool{}, registered: map[string]bool{},
-		pushed: map[netip.AddrPort][]pool.BackendView{}, poolChanged: make(chan struct{}, 1),
+		pushed: map[served][]pool.BackendView{}, poolChanged: make(chan struct{}, 1),
 		wake: make(chan struct{}, 1), register: make(chan struct{}, 1)}
 	for _, o := range cfg.Ports {
 		if _, dup := s.cfgPorts[o.Port]; !dup {
@@ -224,14 +235,23 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Membership records whether node, held by the Consul node name, is an
-// UP member. A node that goes DOWN leaves every port's pool at once and
-// its connections in progress are ended.
-func (s *Server) Membership(node uint32, name string, up bool) {
+// Membership records whether node, held by the Consul node name at
+// address addr (as clmsd reports them: "" when the event carries none),
+// is an UP member. A node that goes DOWN leaves every port's pool at once
+// and its connections in progress are ended.
+func (s *Server) Membership(node uint32, name, addr string, up bool) {
 	s.mu.Lock()
 	var drop []pool.Backend
+	changed := false
 	if name != "" && s.names[node] != name {
 		s.names[node] = name
+		changed = true
+	}
+	if a, err := netip.ParseAddr(addr); err == nil && a.Zone() == "" && s.addrs[node] != a.Unmap() {
+		s.addrs[node] = a.Unmap()
+		changed = true
+	}
+	if changed {
 		for p := range s.regs {
 			drop = append(drop, s.applyRegsLocked(p)...)
 		}
@@ -269,13 +289,7 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	s.spawn(work, s.watchKVPorts)
 	s.spawn(work, s.watchCatalog)
 	s.spawn(work, s.registrar)
-	s.spawn(work, func(ctx context.Context) {
-		err := s.cfg.Watch(ctx, s.wantPorts, s.cfg.WatchEvery, s.setListening)
-		if err != nil && ctx.Err() == nil {
-			s.log.WithError(err).Error("watching this node's listening sockets stopped: this node is no longer a backend")
-			s.setListening(nil)
-		}
-	})
+	s.spawn(work, s.watchListening)
 	if s.cfg.Loads != nil {
 		s.spawn(work, s.watchLoads)
 	}
@@ -304,6 +318,53 @@ func (s *Server) Run(ctx context.Context, beat func()) error {
 	s.reconcileData()
 	s.deregisterAll()
 	return err
+}
+
+// KeepListening is how many failed checks of the listening sockets in a
+// row keep the last answer: past them this node leaves every pool.
+const KeepListening = 5
+
+// watchListening runs the watch of this node's listening sockets until
+// ctx ends. A failed check (sock_diag refused, a netlink error) is tried
+// again with a backoff from WatchEvery to 1s, logged once and reported
+// to Config.Health; the last answer holds for KeepListening failures in
+// a row, then the node leaves every pool until a check succeeds again.
+func (s *Server) watchListening(ctx context.Context) {
+	failures := 0
+	backoff := s.cfg.WatchEvery
+	for ctx.Err() == nil {
+		err := s.cfg.Watch(ctx, s.wantPorts, s.cfg.WatchEvery, func(m map[lvsdspec.Port]bool) {
+			if failures > 0 {
+				s.log.Info("watching this node's listening sockets works again")
+				s.health(nil)
+			}
+			failures, backoff = 0, s.cfg.WatchEvery
+			s.setListening(m)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("lvsd: the watch of listening sockets ended")
+		}
+		failures++
+		if failures == 1 {
+			s.log.WithError(err).Error("watching this node's listening sockets failed: trying again; this node stays a backend for a few more tries")
+			s.health(fmt.Errorf("lvsd: watching this node's listening sockets: %w", err))
+		}
+		if failures == KeepListening+1 {
+			s.log.WithError(err).Error("watching this node's listening sockets still fails: this node leaves every pool until it works again")
+			s.setListening(nil)
+		}
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, max(time.Second, s.cfg.WatchEvery))
+	}
+}
+
+func (s *Server) health(err error) {
+	if s.cfg.Health != nil {
+		s.cfg.Health(err)
+	}
 }
 
 // markVIPsHeld counts every VIP held: a previous run of this daemon
@@ -380,15 +441,60 @@ func (s *Server) setListening(m map[lvsdspec.Port]bool) {
 }
 
 // mergePortsLocked recomputes ports from cfgPorts and kvPorts and tells
-// the pool.
+// the pool: openssi.yaml's first, then those of Consul KV from the
+// oldest, one protocol per port number, at most lvsdspec.MaxPorts in all
+// (what is left out is logged once and ignored: the node token may write
+// any number of them).
 func (s *Server) mergePortsLocked() (drop []pool.Backend) {
 	next := map[lvsdspec.Port]lvsdspec.Options{}
-	for p, o := range s.kvPorts {
-		next[p] = o
-	}
 	for p, o := range s.cfgPorts {
 		next[p] = o
 	}
+	kv := make([]lvsdspec.Port, 0, len(s.kvPorts))
+	for p := range s.kvPorts {
+		if _, ok := next[p]; !ok {
+			kv = append(kv, p)
+		}
+	}
+	slices.SortFunc(kv, func(a, b lvsdspec.Port) int {
+		if ca, cb := s.kvPorts[a].created, s.kvPorts[b].created; ca != cb {
+			if ca < cb {
+				return -1
+			}
+			return 1
+		}
+		return comparePort(a, b)
+	})
+	// One protocol per port number: tcp/N and udp/N together (two
+	// nodes' ssi vip port add racing) would make the director stop and
+	// serve the number in turn on every reconcile.
+	byNum := map[uint16]lvsdspec.Port{}
+	for p := range next {
+		byNum[p.Num] = p
+	}
+	dropped := map[lvsdspec.Port]string{}
+	for _, p := range kv {
+		if q, ok := byNum[p.Num]; ok && q != p {
+			from := "an older ssi vip port add"
+			if _, cfg := s.cfgPorts[q]; cfg {
+				from = "openssi.yaml (lvsd.ports)"
+			}
+			dropped[p] = fmt.Sprintf("port %d is registered as %s by %s: one protocol per port", p.Num, q, from)
+			continue
+		}
+		if len(next) >= lvsdspec.MaxPorts {
+			dropped[p] = fmt.Sprintf("more than %d registered ports (lvsd.ports and ssi vip port add together)", lvsdspec.MaxPorts)
+			continue
+		}
+		next[p] = s.kvPorts[p].o
+		byNum[p.Num] = p
+	}
+	for p, why := range dropped {
+		if s.dropped[p] != why {
+			s.log.WithField("port", p.String()).Warn("ignoring a port of ssi vip port add: " + why)
+		}
+	}
+	s.dropped = dropped
 	for p := range s.ports {
 		if _, ok := next[p]; !ok {
 			drop = append(drop, s.pool.RemovePort(p)...)
@@ -482,6 +588,33 @@ func (p picker) Pick(client netip.AddrPort) (netip.AddrPort, func(), bool) {
 func (s *Server) trustedLocked(node uint32, consulNode string) bool {
 	name, ok := s.names[node]
 	return ok && rpc.SameNode(name, consulNode)
+}
+
+// backendAddrOKLocked reports whether the director may forward to a
+// to reach node: the address clmsd reports for that member, never what a
+// catalog entry claims (any node's token may register any address, an
+// outside host's, a loopback or the VIP itself), and in any case no
+// unspecified, multicast or VIP address, nor a loopback one unless this
+// node's own address is loopback too (a test cluster on one host).
+func (s *Server) backendAddrOKLocked(node uint32, a netip.Addr) bool {
+	if want, ok := s.addrs[node]; !ok || want != a {
+		return false
+	}
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() || a.IsLinkLocalMulticast() {
+		return false
+	}
+	if a.IsLoopback() && !s.cfg.Addr.IsLoopback() {
+		return false
+	}
+	if a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return false
+	}
+	for _, v := range s.cfg.VIPs {
+		if v.Prefix.Addr().Unmap() == a {
+			return false
+		}
+	}
+	return true
 }
 
 // backendOf turns a catalog entry of port p into a backend: the node

@@ -18,6 +18,7 @@ import (
 	"github.com/openssi/openssi/daemons/lvsd/lvsdspec"
 	"github.com/openssi/openssi/daemons/lvsd/pool"
 	"github.com/openssi/openssi/daemons/lvsd/server"
+	"github.com/openssi/openssi/internal/consul"
 )
 
 var (
@@ -113,7 +114,7 @@ func TestPoolFromCatalog(t *testing.T) {
 	data := &lvsdfake.Data{}
 	s := newServer(t, &lvsdfake.VIPs{Node: 1}, data)
 	for n := uint32(1); n <= 3; n++ {
-		s.Membership(n, fmt.Sprintf("node%d", n), true)
+		s.Membership(n, fmt.Sprintf("node%d", n), fmt.Sprintf("10.0.0.%d", n), true)
 	}
 	if err := s.StartDirector(ctx); err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func TestPoolFromCatalog(t *testing.T) {
 	if len(v) != 2 || v[0].Options.Port != http || len(v[0].Backends) != 2 || v[0].Backends[0].Active != 2 {
 		t.Errorf("pool %+v", v)
 	}
-	s.Membership(2, "node2", false)
+	s.Membership(2, "node2", "", false)
 	if got := data.Dropped(); !reflect.DeepEqual(got, []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:80")}) {
 		t.Errorf("dropped %v after node 2's NODEDOWN", got)
 	}
@@ -218,7 +219,7 @@ func TestKernelDataPlaneGetsBackends(t *testing.T) {
 		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
 	})
 	for n := uint32(1); n <= 3; n++ {
-		s.Membership(n, fmt.Sprintf("node%d", n), true)
+		s.Membership(n, fmt.Sprintf("node%d", n), fmt.Sprintf("10.0.0.%d", n), true)
 	}
 	if err := s.StartDirector(ctx); err != nil {
 		t.Fatal(err)
@@ -238,9 +239,314 @@ func TestKernelDataPlaneGetsBackends(t *testing.T) {
 	if data.n != n {
 		t.Errorf("pushed again with nothing changed")
 	}
-	s.Membership(3, "node3", false)
+	s.Membership(3, "node3", "", false)
 	s.Reconcile()
 	if !reflect.DeepEqual(data.got[at], want[:1]) {
 		t.Errorf("after node 3's NODEDOWN: %+v", data.got[at])
+	}
+}
+
+// TestBackendAddressFromMembership: the director forwards a node's
+// connections only to the address clmsd reports for it: a catalog entry
+// (which the node token shared with user openssi may register) pointing
+// at an outside host, a loopback, the VIP or any other address is
+// ignored, and so is a member whose reported address is itself no
+// backend's (the VIP, loopback, unspecified, multicast).
+func TestBackendAddressFromMembership(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		member   string // node 2's address as clmsd reports it
+		entry    string // what node 2's catalog entry claims
+		accepted bool
+	}{
+		{"the member's address", "10.0.0.2", "10.0.0.2", true},
+		{"an outside host", "10.0.0.2", "198.51.100.7", false},
+		{"another member's address", "10.0.0.2", "10.0.0.3", false},
+		{"loopback", "10.0.0.2", "127.0.0.1", false},
+		{"the VIP", "10.0.0.2", "10.0.0.100", false},
+		{"unspecified", "10.0.0.2", "0.0.0.0", false},
+		{"reported loopback", "127.0.0.1", "127.0.0.1", false},
+		{"reported VIP", "10.0.0.100", "10.0.0.100", false},
+		{"reported unspecified", "0.0.0.0", "0.0.0.0", false},
+		{"reported multicast", "224.0.0.1", "224.0.0.1", false},
+		{"reported broadcast", "255.255.255.255", "255.255.255.255", false},
+		{"no address reported", "", "10.0.0.2", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := &lvsdfake.Data{}
+			s := newServer(t, &lvsdfake.VIPs{Node: 1}, data)
+			s.Membership(1, "node1", "10.0.0.1", true)
+			s.Membership(2, "node2", tc.member, true)
+			if err := s.StartDirector(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, tc.entry, http)})
+			b, _, ok := data.Pick(netip.MustParseAddrPort("10.0.0.100:80"), netip.MustParseAddrPort("192.0.2.1:1"))
+			if ok != tc.accepted {
+				t.Errorf("entry %s for member %q: picked %v %v, want accepted %v", tc.entry, tc.member, b, ok, tc.accepted)
+			}
+		})
+	}
+}
+
+// TestLoopbackBackendsOnLoopbackCluster: a cluster whose own addresses
+// are loopback (test clusters on one host) may forward to loopback.
+func TestLoopbackBackendsOnLoopbackCluster(t *testing.T) {
+	data := &lvsdfake.Data{}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("127.9.9.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: http}},
+		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	s.Membership(2, "node2", "127.9.9.2", true)
+	if err := s.StartDirector(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.SetRegistrations(http, []*api.ServiceEntry{entry("node2", 2, "127.9.9.2", http)})
+	if b, _, ok := data.Pick(netip.MustParseAddrPort("10.0.0.100:80"), netip.MustParseAddrPort("192.0.2.1:1")); !ok || b != netip.MustParseAddrPort("127.9.9.2:80") {
+		t.Errorf("picked %v %v", b, ok)
+	}
+}
+
+func kvEntry(p lvsdspec.Port, created uint64) consul.Entry {
+	return consul.Entry{Key: lvsdspec.KVPorts + p.Key(), Value: []byte("{}"), CreateIndex: created, ModifyIndex: created}
+}
+
+// TestKVPortsCapped: the ports of Consul KV (which the node token may
+// write without bound) come on top of openssi.yaml's up to
+// lvsdspec.MaxPorts in all, the oldest kept.
+func TestKVPortsCapped(t *testing.T) {
+	s := newServer(t, &lvsdfake.VIPs{Node: 1}, &lvsdfake.Data{})
+	var ents []consul.Entry
+	for i := range lvsdspec.MaxPorts + 50 {
+		// Created newest first, so that the cap must look at the index.
+		ents = append(ents, kvEntry(lvsdspec.Port{Proto: "tcp", Num: uint16(1000 + i)}, uint64(10_000-i)))
+	}
+	s.SetKVPorts(ents)
+	ports, fromConfig := s.Ports()
+	if len(ports) != lvsdspec.MaxPorts {
+		t.Fatalf("%d ports registered, want %d", len(ports), lvsdspec.MaxPorts)
+	}
+	if !fromConfig[http] || !fromConfig[dns] {
+		t.Errorf("openssi.yaml's ports left out: %v", fromConfig)
+	}
+	for _, o := range ports {
+		if !fromConfig[o.Port] && o.Port.Num < 1000+50+2 {
+			t.Errorf("%s kept, one of the newest", o.Port)
+		}
+	}
+}
+
+// countingData counts the data plane's Serve and Stop calls.
+type countingData struct {
+	lvsdfake.Data
+	mu           sync.Mutex
+	serves, stop int
+}
+
+func (c *countingData) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server.Picker) error {
+	c.mu.Lock()
+	c.serves++
+	c.mu.Unlock()
+	return c.Data.Serve(addr, o, pick)
+}
+
+func (c *countingData) Stop(addr netip.AddrPort, proto string) error {
+	c.mu.Lock()
+	c.stop++
+	c.mu.Unlock()
+	return c.Data.Stop(addr, proto)
+}
+
+// TestOneProtocolPerPort: tcp/N and udp/N registered together (two
+// nodes' ssi vip port add racing) keep the older one, openssi.yaml's
+// first, and the director serves it steadily instead of stopping and
+// serving the number in turn on every reconcile.
+func TestOneProtocolPerPort(t *testing.T) {
+	data := &countingData{}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: dns}},
+		Announce: []time.Duration{}, Data: data, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	s.SetKVPorts([]consul.Entry{
+		kvEntry(lvsdspec.Port{Proto: "udp", Num: 8080}, 9), // the newer: dropped
+		kvEntry(lvsdspec.Port{Proto: "tcp", Num: 8080}, 5),
+		kvEntry(lvsdspec.Port{Proto: "tcp", Num: 53}, 1), // openssi.yaml has udp/53
+	})
+	ports, _ := s.Ports()
+	want := []lvsdspec.Options{{Port: lvsdspec.Port{Proto: "tcp", Num: 8080}}, {Port: dns}}
+	if !reflect.DeepEqual(ports, want) {
+		t.Errorf("ports %+v, want %+v", ports, want)
+	}
+	if err := s.StartDirector(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data.mu.Lock()
+	serves := data.serves
+	data.mu.Unlock()
+	for range 20 {
+		s.Reconcile()
+	}
+	data.mu.Lock()
+	defer data.mu.Unlock()
+	if data.serves != serves || data.stop != 0 {
+		t.Errorf("the director flaps: %d serves then %d more, %d stops", serves, data.serves-serves, data.stop)
+	}
+}
+
+// TestListeningWatchRetried: a failed check of the listening sockets
+// does not end the watch: it is tried again, the last answer holds for
+// server.KeepListening failures in a row (then the node leaves every
+// pool), the failure is reported to Health once, and a check that works
+// again brings the node back and the health with it.
+func TestListeningWatchRetried(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		healths []string
+		calls   int
+		seen    [][]lvsdspec.Port // what Status says at each call
+	)
+	const fails = server.KeepListening + 2
+	ctx, cancel := context.WithCancel(context.Background())
+	var s *server.Server
+	watch := func(ctx context.Context, _ func() []lvsdspec.Port, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		seen = append(seen, s.Status().Listening)
+		switch {
+		case n == 1:
+			changed(map[lvsdspec.Port]bool{http: true})
+			return errors.New("netlink: operation not permitted")
+		case n <= fails:
+			return errors.New("netlink: operation not permitted")
+		}
+		changed(map[lvsdspec.Port]bool{http: true})
+		cancel()
+		<-ctx.Done()
+		return nil
+	}
+	s = server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"), Ports: []lvsdspec.Options{{Port: http}},
+		WatchEvery: time.Microsecond, Watch: watch, Data: &lvsdfake.Data{}, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+		Health: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				healths = append(healths, "failing")
+			} else {
+				healths = append(healths, "ok")
+			}
+		},
+	})
+	s.WatchListening(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != fails+1 {
+		t.Fatalf("the watch ran %d times, want %d", calls, fails+1)
+	}
+	if want := []string{"failing", "ok"}; !reflect.DeepEqual(healths, want) {
+		t.Errorf("health %v, want %v", healths, want)
+	}
+	for i, l := range seen[1:] {
+		// seen[i+1] is what held after i+1 failures in a row.
+		kept := i+1 <= server.KeepListening
+		if got := len(l) == 1; got != kept {
+			t.Errorf("after %d failures: listening %v, want kept %v", i+1, l, kept)
+		}
+	}
+	if l := s.Status().Listening; !reflect.DeepEqual(l, []lvsdspec.Port{http}) {
+		t.Errorf("after the watch works again: listening %v", l)
+	}
+}
+
+// orderVIPs and orderData log, in one list, the VIP and data plane
+// changes; cancelOnAdd, when set, is called by the first Add.
+type orderVIPs struct {
+	lvsdfake.VIPs
+	log         *[]string
+	cancelOnAdd func()
+}
+
+func (o *orderVIPs) Add(ifname string, p netip.Prefix) error {
+	*o.log = append(*o.log, "add "+p.String())
+	if o.cancelOnAdd != nil {
+		o.cancelOnAdd()
+		o.cancelOnAdd = nil
+	}
+	return o.VIPs.Add(ifname, p)
+}
+
+func (o *orderVIPs) Remove(ifname string, p netip.Prefix) error {
+	*o.log = append(*o.log, "remove "+p.String())
+	return o.VIPs.Remove(ifname, p)
+}
+
+type orderData struct {
+	lvsdfake.Data
+	log *[]string
+}
+
+func (o *orderData) Stop(addr netip.AddrPort, proto string) error {
+	*o.log = append(*o.log, "stop "+proto+" "+addr.String())
+	return o.Data.Stop(addr, proto)
+}
+
+func newOrderServer(log *[]string) (*server.Server, *orderVIPs, *orderData) {
+	vips := &orderVIPs{VIPs: lvsdfake.VIPs{Node: 1}, log: log}
+	data := &orderData{log: log}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"),
+		VIPs: []server.VIP{{Interface: "eth0", Prefix: vip}}, Ports: []lvsdspec.Options{{Port: http}},
+		Announce: []time.Duration{}, Data: data, VIP: vips, Log: quiet(),
+	})
+	return s, vips, data
+}
+
+// TestStartAfterItsStop: a Start whose context ended (the Elector
+// stopped the role, the lock lost) takes nothing, and a Start whose
+// context ends while it takes the VIPs gives them back: neither leaves a
+// VIP on a node that lost the lock.
+func TestStartAfterItsStop(t *testing.T) {
+	t.Run("ended before", func(t *testing.T) {
+		var log []string
+		s, vips, data := newOrderServer(&log)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.StartDirector(ctx)
+		if len(vips.Held()) != 0 || len(data.Serving()) != 0 || s.Status().Directing || s.DirectorActive(context.Background()) {
+			t.Errorf("after a start with its context ended: VIPs %v, serving %v, log %v", vips.Held(), data.Serving(), log)
+		}
+	})
+	t.Run("ended during", func(t *testing.T) {
+		var log []string
+		s, vips, data := newOrderServer(&log)
+		ctx, cancel := context.WithCancel(context.Background())
+		vips.cancelOnAdd = cancel
+		_ = s.StartDirector(ctx)
+		if len(vips.Held()) != 0 || len(data.Serving()) != 0 || s.Status().Directing || s.DirectorActive(context.Background()) {
+			t.Errorf("after a start whose context ended during it: VIPs %v, serving %v, log %v", vips.Held(), data.Serving(), log)
+		}
+	})
+}
+
+// TestStopRemovesVIPsFirst: giving the role up removes the VIPs before
+// it closes the proxies (which may take time joining connections).
+func TestStopRemovesVIPsFirst(t *testing.T) {
+	var log []string
+	s, _, _ := newOrderServer(&log)
+	ctx := context.Background()
+	if err := s.StartDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log = log[:0]
+	if err := s.StopDirector(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"remove 10.0.0.100/24", "stop tcp 10.0.0.100:80"}; !reflect.DeepEqual(log, want) {
+		t.Errorf("stop did %v, want %v", log, want)
 	}
 }

@@ -26,18 +26,35 @@ import (
 
 // Check returns an error naming the problem when ifname does not exist or
 // vip's address is inside none of the subnets of ifname's addresses of
-// its family.
+// its family: then a *CheckError saying which of the two is wrong.
 func Check(ifname string, vip netip.Prefix) error {
 	link, err := linkByName(ifname)
 	if err != nil {
+		if errors.As(err, new(noInterface)) {
+			return &CheckError{Field: "interface", Err: err}
+		}
 		return err
 	}
 	subnets, err := subnetsOf(link, vip.Addr())
 	if err != nil {
 		return err
 	}
-	return fits(ifname, vip, subnets)
+	if err := fits(ifname, vip, subnets); err != nil {
+		return &CheckError{Field: "address", Err: err}
+	}
+	return nil
 }
+
+// CheckError is Check's answer when the VIP's entry is wrong, not the
+// kernel: Field is "interface" (it does not exist) or "address" (the VIP
+// does not fit the interface's subnets).
+type CheckError struct {
+	Field string
+	Err   error
+}
+
+func (e *CheckError) Error() string { return e.Err.Error() }
+func (e *CheckError) Unwrap() error { return e.Err }
 
 // fits is Check's decision, apart from the kernel: vip must be a valid
 // host address (not a masked network, a multicast or loopback address)
@@ -229,12 +246,17 @@ func linkByName(ifname string) (netlink.Link, error) {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return nil, fmt.Errorf("vip: interface %q does not exist", ifname)
+			return nil, noInterface{name: ifname}
 		}
 		return nil, fmt.Errorf("vip: interface %q: %w", ifname, err)
 	}
 	return link, nil
 }
+
+// noInterface: the interface does not exist.
+type noInterface struct{ name string }
+
+func (e noInterface) Error() string { return fmt.Sprintf("vip: interface %q does not exist", e.name) }
 
 // subnetsOf lists the prefixes of link's addresses of a's family.
 func subnetsOf(link netlink.Link, a netip.Addr) ([]netip.Prefix, error) {
