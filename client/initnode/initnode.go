@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/internal/localapi"
 	initfailoverv1 "github.com/openssi/openssi/proto/initfailover/v1"
@@ -43,6 +41,11 @@ var (
 	ErrUnreachable = errors.New("unreachable")
 )
 
+// daemon is openssi-initfailover's local API to this package.
+var daemon = localapi.Daemon{Prefix: "initnode", Unit: "openssi-initfailover", Says: "initfailover:",
+	NotRunning: ErrNotRunning, Permission: ErrPermission, Refused: ErrRefused, Unavailable: ErrUnreachable,
+}
+
 // Option configures New.
 type Option func(*options)
 
@@ -66,12 +69,9 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
+	conn, socket, err := daemon.Dial(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
-		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("initnode: %w (no answer on %s): start it with `systemctl start openssi-initfailover`", ErrNotRunning, socket)
-		}
-		return nil, fmt.Errorf("initnode: %w", err)
+		return nil, err
 	}
 	return &Client{conn: conn, api: initfailoverv1.NewInitfailoverClient(conn), socket: socket}, nil
 }
@@ -209,32 +209,4 @@ func (c *Client) service(ctx context.Context, req *initfailoverv1.ServiceRequest
 }
 
 // wrap turns a status from initfailover into the package's errors.
-func (c *Client) wrap(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("initnode: %w", err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.PermissionDenied, codes.Unauthenticated:
-		return wrapped{msg, ErrPermission}
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound:
-		return wrapped{msg, ErrRefused}
-	case codes.Unavailable:
-		if len(msg) > 13 && msg[:13] == "initfailover:" {
-			return wrapped{msg, ErrUnreachable}
-		}
-		return fmt.Errorf("initnode: %w (%s): %s", ErrNotRunning, c.socket, msg)
-	}
-	return fmt.Errorf("initnode: %s", msg)
-}
-
-// wrapped is initfailover's message (which has its prefix) marked as one
-// of the package's errors.
-type wrapped struct {
-	msg string
-	err error
-}
-
-func (w wrapped) Error() string { return w.msg }
-func (w wrapped) Unwrap() error { return w.err }
+func (c *Client) wrap(err error) error { return daemon.Wrap(err, c.socket) }

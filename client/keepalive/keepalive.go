@@ -14,12 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/internal/localapi"
 	keepalivev1 "github.com/openssi/openssi/proto/keepalive/v1"
@@ -44,6 +42,12 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
+// daemon is openssi-keepalived's local API to this package.
+var daemon = localapi.Daemon{Prefix: "keepalive", Unit: "openssi-keepalived", Says: "keepalived:",
+	NotRunning: ErrNotRunning, Permission: ErrPermission, Refused: ErrRefused, Unavailable: ErrUnavailable,
+	RefusedToo: []codes.Code{codes.AlreadyExists, codes.Aborted},
+}
+
 // Option configures New.
 type Option func(*options)
 
@@ -67,12 +71,9 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
+	conn, socket, err := daemon.Dial(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
-		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("keepalive: %w (no answer on %s): start it with `systemctl start openssi-keepalived`", ErrNotRunning, socket)
-		}
-		return nil, fmt.Errorf("keepalive: %w", err)
+		return nil, err
 	}
 	return &Client{conn: conn, api: keepalivev1.NewKeepaliveClient(conn), socket: socket}, nil
 }
@@ -175,35 +176,4 @@ func (c *Client) List(ctx context.Context, name string) ([]Status, []string, err
 	return out, r.GetErrors(), nil
 }
 
-func (c *Client) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("keepalive: %w", err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.PermissionDenied, codes.Unauthenticated:
-		return wrapped{msg, ErrPermission}
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists, codes.Aborted:
-		return wrapped{msg, ErrRefused}
-	case codes.Unavailable:
-		if strings.HasPrefix(msg, "keepalived:") {
-			return wrapped{msg, ErrUnavailable}
-		}
-		return fmt.Errorf("keepalive: %w (%s): %s", ErrNotRunning, c.socket, msg)
-	}
-	return fmt.Errorf("keepalive: %s", msg)
-}
-
-// wrapped is the daemon's message (which has its prefix) marked as one of
-// the package's errors.
-type wrapped struct {
-	msg string
-	err error
-}
-
-func (w wrapped) Error() string { return w.msg }
-func (w wrapped) Unwrap() error { return w.err }
+func (c *Client) wrap(err error) error { return daemon.Wrap(err, c.socket) }

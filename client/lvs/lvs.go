@@ -13,13 +13,10 @@ package lvs
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/openssi/openssi/internal/localapi"
 	lvsv1 "github.com/openssi/openssi/proto/lvs/v1"
@@ -44,6 +41,12 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
+// daemon is openssi-lvsd's local API to this package.
+var daemon = localapi.Daemon{Prefix: "lvs", Unit: "openssi-lvsd", Says: "lvsd:",
+	NotRunning: ErrNotRunning, Permission: ErrPermission, Refused: ErrRefused, Unavailable: ErrUnavailable,
+	RefusedToo: []codes.Code{codes.AlreadyExists},
+}
+
 // Option configures New.
 type Option func(*options)
 
@@ -67,12 +70,9 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	conn, socket, err := localapi.DialSocket(ctx, o.socket, SocketEnv, DefaultSocket)
+	conn, socket, err := daemon.Dial(ctx, o.socket, SocketEnv, DefaultSocket)
 	if err != nil {
-		if localapi.IsUnavailable(err) {
-			return nil, fmt.Errorf("lvs: %w (no answer on %s): start it with `systemctl start openssi-lvsd`", ErrNotRunning, socket)
-		}
-		return nil, fmt.Errorf("lvs: %w", err)
+		return nil, err
 	}
 	return &Client{conn: conn, api: lvsv1.NewLvsClient(conn), socket: socket}, nil
 }
@@ -162,34 +162,4 @@ func (c *Client) RemovePort(ctx context.Context, port string) error {
 	return c.wrap(err)
 }
 
-func (c *Client) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("lvs: %w", err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.PermissionDenied, codes.Unauthenticated:
-		return wrapped{msg, ErrPermission}
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists:
-		return wrapped{msg, ErrRefused}
-	case codes.Unavailable:
-		if strings.HasPrefix(msg, "lvsd:") {
-			return wrapped{msg, ErrUnavailable}
-		}
-		return fmt.Errorf("lvs: %w (%s): %s", ErrNotRunning, c.socket, msg)
-	}
-	return fmt.Errorf("lvs: %s", msg)
-}
-
-// wrapped is the daemon's message, matching its sentinel.
-type wrapped struct {
-	msg string
-	err error
-}
-
-func (w wrapped) Error() string { return w.msg }
-func (w wrapped) Unwrap() error { return w.err }
+func (c *Client) wrap(err error) error { return daemon.Wrap(err, c.socket) }
