@@ -66,15 +66,16 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 		vip:   vipPlane{},
 		data:  data,
 		ipvs:  useIPVS,
-		watch: func(ctx context.Context, want func() []lvsdspec.Port, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+		watch: func(ctx context.Context, want func() []lvsdspec.Options, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
 			// The director's own proxies listen on the VIPs: those
-			// sockets make no backend.
+			// sockets make no backend. Only sockets of root and of
+			// the port's users count.
 			return sockwatch.WatchExcept(ctx,
-				func() []sockwatch.Port {
+				func() []sockwatch.Want {
 					w := want()
-					out := make([]sockwatch.Port, len(w))
-					for i, p := range w {
-						out[i] = sockwatch.Port{Proto: p.Proto, Num: p.Num}
+					out := make([]sockwatch.Want, len(w))
+					for i, o := range w {
+						out[i] = sockwatch.Want{Port: sockwatch.Port{Proto: o.Port.Proto, Num: o.Port.Num}, UIDs: o.UIDs}
 					}
 					return out
 				},
