@@ -102,7 +102,7 @@ var hardening = describe.Hardening{
 		MemoryMaxMiB: 512,
 		TasksMax:     512,
 		NOFILE:       65536,
-		Why:          "512 MiB and 512 threads: the proxy's goroutines and buffers; 65536 descriptors: two per proxied connection (client and backend) for tens of thousands of connections.",
+		Why:          "512 MiB and 512 threads: the proxy's goroutines and buffers; 65536 descriptors: up to six per proxied connection (client, backend, a splice pipe each way). The proxies share one budget of connections and UDP flows sized to half of each limit (4096, flows a quarter of it; daemons/lvsd/proxy.BudgetFor).",
 	},
 }
 
