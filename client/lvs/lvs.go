@@ -103,6 +103,9 @@ type Port struct {
 	// Affinity is "none" or "source" ("" adds none).
 	Affinity        string        `json:"affinity,omitempty"`
 	AffinityTimeout time.Duration `json:"affinity_timeout,omitempty"`
+	// Users are the users (names or uids), besides root, whose listening
+	// sockets put a node into the port's pool.
+	Users []string `json:"users,omitempty"`
 	// FromConfig: registered in openssi.yaml (else by ssi vip port add).
 	FromConfig bool      `json:"from_config"`
 	Backends   []Backend `json:"backends"`
@@ -139,7 +142,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	}
 	for _, p := range r.GetPorts() {
 		q := Port{Port: p.GetPort(), ProxyProtocol: p.GetProxyProtocol(), Affinity: p.GetAffinity(),
-			AffinityTimeout: time.Duration(p.GetAffinityTimeoutNanos()), FromConfig: p.GetFromConfig(), Clients: int(p.GetClients()), Backends: []Backend{}}
+			AffinityTimeout: time.Duration(p.GetAffinityTimeoutNanos()), Users: p.GetUsers(), FromConfig: p.GetFromConfig(), Clients: int(p.GetClients()), Backends: []Backend{}}
 		for _, b := range p.GetBackends() {
 			q.Backends = append(q.Backends, Backend{Node: int(b.GetNode()), Address: b.GetAddress(), Weight: int(b.GetWeight()), Active: int(b.GetActive())})
 		}
@@ -152,7 +155,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 // port).
 func (c *Client) AddPort(ctx context.Context, p Port, replace bool) error {
 	_, err := c.api.AddPort(ctx, &lvsv1.AddPortRequest{Port: p.Port, ProxyProtocol: p.ProxyProtocol, Affinity: p.Affinity,
-		AffinityTimeoutNanos: int64(p.AffinityTimeout), Replace: replace})
+		AffinityTimeoutNanos: int64(p.AffinityTimeout), Users: p.Users, Replace: replace})
 	return c.wrap(err)
 }
 

@@ -44,7 +44,7 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 	for _, v := range vips {
 		addrs = append(addrs, v.Prefix.Addr())
 	}
-	var data server.DataPlane = &proxyPlane{log: log, proxies: map[forwarded]*served{}}
+	var data server.DataPlane = &proxyPlane{log: log, proxies: map[forwarded]*served{}, budget: proxy.NewBudget(proxyLimits())}
 	useIPVS, err := chooseForwarding(own.Forwarding, ipvs.Available)
 	if err != nil {
 		return thePlanes{}, err
@@ -66,15 +66,16 @@ func planes(own lvsdspec.Config, vips []server.VIP, log logrus.FieldLogger) (the
 		vip:   vipPlane{},
 		data:  data,
 		ipvs:  useIPVS,
-		watch: func(ctx context.Context, want func() []lvsdspec.Port, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+		watch: func(ctx context.Context, want func() []lvsdspec.Options, every time.Duration, changed func(map[lvsdspec.Port]bool)) error {
 			// The director's own proxies listen on the VIPs: those
-			// sockets make no backend.
+			// sockets make no backend. Only sockets of root and of
+			// the port's users count.
 			return sockwatch.WatchExcept(ctx,
-				func() []sockwatch.Port {
+				func() []sockwatch.Want {
 					w := want()
-					out := make([]sockwatch.Port, len(w))
-					for i, p := range w {
-						out[i] = sockwatch.Port{Proto: p.Proto, Num: p.Num}
+					out := make([]sockwatch.Want, len(w))
+					for i, o := range w {
+						out[i] = sockwatch.Want{Port: sockwatch.Port{Proto: o.Port.Proto, Num: o.Port.Num}, UIDs: o.UIDs}
 					}
 					return out
 				},
@@ -132,11 +133,19 @@ type forwarded struct {
 	addr  netip.AddrPort
 }
 
+// proxyLimits size the one budget of every proxy of the daemon from its
+// unit's LimitNOFILE and MemoryMax.
+func proxyLimits() proxy.Limits {
+	l := lvsdspec.Daemon.Hardening.Limits
+	return proxy.BudgetFor(l.NOFILE, l.MemoryMaxMiB)
+}
+
 // proxyPlane is server.DataPlane with the user-space proxy: one proxy
 // per VIP, port and protocol, each serving in a goroutine joined by its
-// Stop.
+// Stop, all of them sharing one budget of connections and flows.
 type proxyPlane struct {
 	log     logrus.FieldLogger
+	budget  *proxy.Budget
 	mu      sync.Mutex
 	proxies map[forwarded]*served
 }
@@ -147,7 +156,7 @@ type served struct {
 }
 
 func (pp *proxyPlane) Serve(addr netip.AddrPort, o lvsdspec.Options, pick server.Picker) error {
-	p, err := proxy.Listen(o.Port.Proto, addr, pick, proxy.Options{ProxyProtocol: o.ProxyProtocol, Log: pp.log})
+	p, err := proxy.Listen(o.Port.Proto, addr, pick, proxy.Options{ProxyProtocol: o.ProxyProtocol, Budget: pp.budget, Log: pp.log})
 	if err != nil {
 		return err
 	}

@@ -90,3 +90,16 @@ func TestCheckVIPsNamesTheKey(t *testing.T) {
 		t.Errorf("a kernel failure: %v, want a plain error", err)
 	}
 }
+
+// TestProxyLimits: the proxies' one budget fits well under the unit's
+// LimitNOFILE and MemoryMax (at most half of each), and UDP flows, which
+// spoofed sources can open, have a quarter of it.
+func TestProxyLimits(t *testing.T) {
+	l, unit := proxyLimits(), lvsdspec.Daemon.Hardening.Limits
+	if l.Units <= 0 || 6*l.Units > unit.NOFILE/2 || 64*l.Units > unit.MemoryMaxMiB*1024/2 {
+		t.Errorf("%d units for LimitNOFILE %d and MemoryMax %d MiB", l.Units, unit.NOFILE, unit.MemoryMaxMiB)
+	}
+	if l.Flows <= 0 || l.Flows > l.Units/4 || l.FlowsPerSource <= 0 || l.FlowsPerSource > l.Flows {
+		t.Errorf("flows %d, per source %d of %d units", l.Flows, l.FlowsPerSource, l.Units)
+	}
+}

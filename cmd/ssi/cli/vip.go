@@ -106,6 +106,9 @@ func portOptions(p lvs.Port) string {
 	if p.Affinity == "source" {
 		o = append(o, "affinity "+p.AffinityTimeout.String())
 	}
+	if len(p.Users) > 0 {
+		o = append(o, "users "+strings.Join(p.Users, " "))
+	}
 	if !p.FromConfig {
 		o = append(o, "added")
 	}
@@ -137,8 +140,11 @@ func newVipPortAdd(g *globals) *cobra.Command {
 its pool, and the director forwards the VIP's connections on it to them.
 --proxy-protocol sends the backend a PROXY protocol v2 header with the
 client's address (TCP, user-space proxy only); --affinity source keeps a
-client on its backend for --affinity-timeout after its last connection.`,
-		Example: "  ssi vip port add tcp/8080 --affinity source --affinity-timeout 10m",
+client on its backend for --affinity-timeout after its last connection.
+Only root's listening sockets put a node into the pool, and those of each
+--user (a user name or uid, known on every node; repeatable): another local
+user listening on the port does not draw its clients.`,
+		Example: "  ssi vip port add tcp/8080 --user www-data --affinity source --affinity-timeout 10m",
 		Args:    oneArg("PROTO/PORT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Port = args[0]
@@ -157,6 +163,7 @@ client on its backend for --affinity-timeout after its last connection.`,
 	cmd.Flags().BoolVar(&p.ProxyProtocol, "proxy-protocol", false, "send the client's address with a PROXY protocol v2 header")
 	cmd.Flags().StringVar(&p.Affinity, "affinity", "none", "none or source (keep a client on its backend)")
 	cmd.Flags().DurationVar(&p.AffinityTimeout, "affinity-timeout", 0, "how long a client keeps its backend after its last connection (default 5m)")
+	cmd.Flags().StringArrayVar(&p.Users, "user", nil, "a user (name or uid) whose listening sockets count besides root's (repeatable)")
 	cmd.Flags().BoolVar(&replace, "replace", false, "change the options of a registered port")
 	return cmd
 }

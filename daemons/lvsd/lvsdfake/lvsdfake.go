@@ -228,7 +228,7 @@ type Listening struct {
 }
 
 // Watch is a server.WatchListening.
-func (f *Listening) Watch(ctx context.Context, _ func() []lvsdspec.Port, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+func (f *Listening) Watch(ctx context.Context, _ func() []lvsdspec.Options, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
 	f.mu.Lock()
 	f.changed = changed
 	cur := f.copyLocked()

@@ -11,6 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/user"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,10 +66,13 @@ var Daemon = describe.Daemon{
 		"and forwards each registered port (lvsd.ports, ssi vip port add) to the nodes\n" +
 		"that listen on it: every node's lvsd watches its listening sockets and\n" +
 		"registers itself as a backend in Consul's catalog (openssi-lvs-PROTO-PORT)\n" +
-		"within a second of listen() or close. Weighted least-connections, the weights\n" +
-		"from vprocd's load vectors, optional source-IP affinity. IPVS when the kernel\n" +
-		"has it, else a user-space proxy. A node that dies leaves the pool at its\n" +
-		"NODEDOWN. `ssi vip` shows the VIPs, the director and the pool.",
+		"within a second of listen() or close. Only sockets of root and of the port's\n" +
+		"users (lvsd.ports[].users, ssi vip port add --user) count: another local\n" +
+		"user listening on the port does not draw its clients. Weighted\n" +
+		"least-connections, the weights from vprocd's load vectors, optional source-IP\n" +
+		"affinity. IPVS when the kernel has it, else a user-space proxy. A node that\n" +
+		"dies leaves the pool at its NODEDOWN. `ssi vip` shows the VIPs, the director\n" +
+		"and the pool.",
 	// Membership from clmsd; the director's lock from dlmd.
 	Needs:     []string{clmsdspec.Name, dlmdspec.Name},
 	Config:    settings.NewSection(Name, Default, example),
@@ -96,7 +102,7 @@ var hardening = describe.Hardening{
 		MemoryMaxMiB: 512,
 		TasksMax:     512,
 		NOFILE:       65536,
-		Why:          "512 MiB and 512 threads: the proxy's goroutines and buffers; 65536 descriptors: two per proxied connection (client and backend) for tens of thousands of connections.",
+		Why:          "512 MiB and 512 threads: the proxy's goroutines and buffers; 65536 descriptors: up to six per proxied connection (client, backend, a splice pipe each way). The proxies share one budget of connections and UDP flows sized to half of each limit (4096, flows a quarter of it; daemons/lvsd/proxy.BudgetFor).",
 	},
 }
 
@@ -121,7 +127,7 @@ type Config struct {
 	// MaxVIPs. Default none.
 	VIPs []VIP `mapstructure:"vips" want:"a list of {address: ADDR/PREFIX, interface: NAME}"`
 	// Ports are the registered ports. At most MaxPorts. Default none.
-	Ports []PortConfig `mapstructure:"ports" want:"a list of {port: tcp/N or udp/N, proxy_protocol, scheduler, affinity, affinity_timeout}"`
+	Ports []PortConfig `mapstructure:"ports" want:"a list of {port: tcp/N or udp/N, proxy_protocol, scheduler, affinity, affinity_timeout, users}"`
 	// Forwarding: auto, proxy, ipvs-dr or ipvs-nat. Default auto. auto
 	// and proxy are the user-space proxy on the director. ipvs-dr and
 	// ipvs-nat are opt-ins, forwarding in the kernel's IPVS (the
@@ -160,12 +166,19 @@ type PortConfig struct {
 	// its last connection ends, with affinity source. 1s..24h; 0 means
 	// DefaultAffinityTimeout.
 	AffinityTimeout time.Duration `mapstructure:"affinity_timeout"`
+	// Users are the users, besides root, whose listening sockets put
+	// this node into the port's pool: user names or uids, at most
+	// MaxUsers. A socket of any other user does not count, so that a
+	// local user cannot draw the port's clients to a server of their
+	// own. The names are resolved when lvsd starts.
+	Users []string `mapstructure:"users"`
 }
 
 // Limits of the section.
 const (
 	MaxVIPs                = 16
 	MaxPorts               = 256
+	MaxUsers               = 32
 	DefaultAffinityTimeout = 5 * time.Minute
 )
 
@@ -315,11 +328,103 @@ type Options struct {
 	// after the client's last connection.
 	Affinity        bool
 	AffinityTimeout time.Duration
+	// Users are the port's users as written (names or uids), UIDs the
+	// same resolved on this node: the owners, besides root, whose
+	// listening sockets count.
+	Users []string
+	UIDs  []uint32
+}
+
+// Equal says whether o and q are the same options.
+func (o Options) Equal(q Options) bool {
+	return o.SameForwarding(q) && slices.Equal(o.Users, q.Users) && slices.Equal(o.UIDs, q.UIDs)
+}
+
+// SameForwarding says whether o and q forward alike: they may differ in
+// their users only, which matter to the watch of listening sockets, not
+// to the director's proxy.
+func (o Options) SameForwarding(q Options) bool {
+	return o.Port == q.Port && o.ProxyProtocol == q.ProxyProtocol && o.Affinity == q.Affinity && o.AffinityTimeout == q.AffinityTimeout
 }
 
 // Options checks the port's settings and settles their defaults; the
-// error is a *settings.Error whose Key is the field's.
+// error is a *settings.Error whose Key is the field's. A user that is not
+// known on this node is an error (key users).
 func (pc PortConfig) Options() (Options, error) {
+	o, unknown, err := pc.options()
+	if err != nil {
+		return Options{}, err
+	}
+	if len(unknown) > 0 {
+		return Options{}, settings.NewError("users", unknown[0], "want a user name known on this node, or a uid")
+	}
+	return o, nil
+}
+
+// OptionsKnownUsers is Options where a user not known on this node is
+// left out (its sockets do not count here) and returned in unknown: a
+// port registered with ssi vip port add on another node stays a port
+// here.
+func (pc PortConfig) OptionsKnownUsers() (o Options, unknown []string, err error) {
+	return pc.options()
+}
+
+func (pc PortConfig) options() (Options, []string, error) {
+	o, err := pc.checked()
+	if err != nil {
+		return Options{}, nil, err
+	}
+	if len(pc.Users) > MaxUsers {
+		return Options{}, nil, settings.NewError("users", strconv.Itoa(len(pc.Users))+" entries", fmt.Sprintf("want at most %d users", MaxUsers))
+	}
+	var unknown []string
+	for _, u := range pc.Users {
+		u = strings.TrimSpace(u)
+		uid, known, ok := resolveUser(u)
+		if !ok {
+			return Options{}, nil, settings.NewError("users", u, "want a user name or a uid 0..4294967294")
+		}
+		o.Users = append(o.Users, u)
+		if !known {
+			unknown = append(unknown, u)
+			continue
+		}
+		if !slices.Contains(o.UIDs, uid) {
+			o.UIDs = append(o.UIDs, uid)
+		}
+	}
+	return o, unknown, nil
+}
+
+// userRE is what a user name may be (as useradd allows, and more).
+var userRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$`)
+
+// LookupUser returns the uid of a user name on this node; tests replace
+// it.
+var LookupUser = func(name string) (uint32, bool) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), err == nil
+}
+
+// resolveUser parses a uid or looks a user name up: ok false when s is
+// neither, known false when it is a name this node does not know.
+func resolveUser(s string) (uid uint32, known, ok bool) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), true, n != 1<<32-1 // (uid_t)-1 is no uid
+	}
+	if !userRE.MatchString(s) {
+		return 0, false, false
+	}
+	uid, known = LookupUser(s)
+	return uid, known, true
+}
+
+// checked checks the settings but the users.
+func (pc PortConfig) checked() (Options, error) {
 	p, err := ParsePort(pc.Port)
 	if err != nil {
 		return Options{}, settings.NewError("port", pc.Port, "want tcp/N or udp/N, N 1..65535")

@@ -14,7 +14,18 @@ import (
 	"github.com/openssi/openssi/internal/settings"
 )
 
+// fakeUsers makes LookupUser know root and www-data (uid 33) only.
+func fakeUsers(t *testing.T) {
+	old := LookupUser
+	LookupUser = func(name string) (uint32, bool) {
+		uid, ok := map[string]uint32{"root": 0, "www-data": 33}[name]
+		return uid, ok
+	}
+	t.Cleanup(func() { LookupUser = old })
+}
+
 func TestValidate(t *testing.T) {
+	fakeUsers(t)
 	vip := func(addr, ifname string) func(*Config) {
 		return func(c *Config) { c.VIPs = append(c.VIPs, VIP{Address: addr, Interface: ifname}) }
 	}
@@ -52,6 +63,11 @@ func TestValidate(t *testing.T) {
 		{"affinity timeout short", []func(*Config){port(PortConfig{Port: "tcp/80", Affinity: "source", AffinityTimeout: time.Millisecond})}, "lvsd.ports[0].affinity_timeout"},
 		{"proxy protocol on udp", []func(*Config){port(PortConfig{Port: "udp/53", ProxyProtocol: true})}, "lvsd.ports[0].proxy_protocol"},
 		{"proxy protocol with ipvs", []func(*Config){func(c *Config) { c.Forwarding = ForwardIPVSDR }, port(PortConfig{Port: "tcp/80", ProxyProtocol: true})}, "lvsd.ports[0].proxy_protocol"},
+		{"users", []func(*Config){port(PortConfig{Port: "tcp/8080", Users: []string{"www-data", "1000", "0", "root"}})}, ""},
+		{"user unknown here", []func(*Config){port(PortConfig{Port: "tcp/80"}), port(PortConfig{Port: "tcp/8080", Users: []string{"www-data", "no-such-user"}})}, "lvsd.ports[1].users"},
+		{"user not a name", []func(*Config){port(PortConfig{Port: "tcp/8080", Users: []string{"a b"}})}, "lvsd.ports[0].users"},
+		{"uid -1", []func(*Config){port(PortConfig{Port: "tcp/8080", Users: []string{"4294967295"}})}, "lvsd.ports[0].users"},
+		{"too many users", []func(*Config){port(PortConfig{Port: "tcp/8080", Users: make([]string, MaxUsers+1)})}, "lvsd.ports[0].users"},
 		{"forwarding", []func(*Config){func(c *Config) { c.Forwarding = "dsr" }}, "lvsd.forwarding"},
 		{"stop timeout short", []func(*Config){func(c *Config) { c.StopTimeout = 50 * time.Millisecond }}, "lvsd.stop_timeout"},
 		{"watch every long", []func(*Config){func(c *Config) { c.WatchEvery = 2 * time.Second }}, "lvsd.watch_every"},
@@ -101,10 +117,33 @@ func TestOptionsDefaults(t *testing.T) {
 	}
 }
 
+// TestOptionsUsers: users resolve to uids once each; a name unknown on
+// this node is an error for Options and left out by OptionsKnownUsers.
+func TestOptionsUsers(t *testing.T) {
+	fakeUsers(t)
+	o, err := PortConfig{Port: "tcp/8080", Users: []string{"www-data", " 1000", "33"}}.Options()
+	if err != nil || !reflect.DeepEqual(o.Users, []string{"www-data", "1000", "33"}) || !reflect.DeepEqual(o.UIDs, []uint32{33, 1000}) {
+		t.Errorf("Options() = %+v, %v", o, err)
+	}
+	pc := PortConfig{Port: "tcp/8080", Users: []string{"nobody-here", "www-data"}}
+	if _, err := pc.Options(); err == nil {
+		t.Error("Options() accepted a user unknown here")
+	}
+	o, unknown, err := pc.OptionsKnownUsers()
+	if err != nil || !reflect.DeepEqual(o.UIDs, []uint32{33}) || !reflect.DeepEqual(unknown, []string{"nobody-here"}) ||
+		!reflect.DeepEqual(o.Users, pc.Users) {
+		t.Errorf("OptionsKnownUsers() = %+v, %v, %v", o, unknown, err)
+	}
+	if !o.Equal(o) || o.Equal(Options{Port: o.Port}) || !o.SameForwarding(Options{Port: o.Port}) {
+		t.Error("Equal")
+	}
+}
+
 // TestLoad: the section as openssi.yaml writes it, lists of mappings
 // included, loads through the configuration loader; a misspelt key inside
 // an entry and a bad entry each stop it with one line naming the key.
 func TestLoad(t *testing.T) {
+	fakeUsers(t)
 	load := func(text string) (Config, error) {
 		path := filepath.Join(t.TempDir(), "openssi.yaml")
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -126,13 +165,14 @@ func TestLoad(t *testing.T) {
       proxy_protocol: true
       affinity: source
       affinity_timeout: 2m
+      users: [www-data, 1000]
   stop_timeout: 1s
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(c.VIPs) != 1 || c.VIPs[0] != (VIP{Address: "10.0.0.100/24", Interface: "eth0"}) || len(c.Ports) != 2 ||
-		c.Ports[1] != (PortConfig{Port: "tcp/443", ProxyProtocol: true, Affinity: "source", AffinityTimeout: 2 * time.Minute}) ||
+		!reflect.DeepEqual(c.Ports[1], PortConfig{Port: "tcp/443", ProxyProtocol: true, Affinity: "source", AffinityTimeout: 2 * time.Minute, Users: []string{"www-data", "1000"}}) ||
 		c.StopTimeout != time.Second || c.WatchEvery != Default().WatchEvery {
 		t.Errorf("loaded %+v", c)
 	}
@@ -140,6 +180,7 @@ func TestLoad(t *testing.T) {
 		{"lvsd:\n  ports:\n    - port: tcp/80\n      proxy: true\n", "proxy"},
 		{"lvsd:\n  ports:\n    - port: tcp/80\n    - port: udp/80\n", "lvsd.ports[1].port"},
 		{"lvsd:\n  vips:\n    - address: 10.0.0.1\n      interface: eth0\n", "lvsd.vips[0].address"},
+		{"lvsd:\n  ports:\n    - port: tcp/80\n      users: [no-such-user]\n", "lvsd.ports[0].users"},
 	} {
 		_, err := load(tc.text)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

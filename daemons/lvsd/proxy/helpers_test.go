@@ -171,3 +171,15 @@ func deadPort(t *testing.T) netip.AddrPort {
 // isReset: the proxy ends connections it gives up on with an RST, so the
 // client's read fails with ECONNRESET, neither a clean EOF nor a timeout.
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// waitFor polls cond until it holds, failing after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 5s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -6,8 +6,11 @@
 // PROXY protocol v2 header. DropBackend ends at once what goes to a
 // backend that died, so clients fail fast instead of hanging, and dial
 // timeouts, TCP keepalive and TCP_USER_TIMEOUT notice a dead backend the
-// pool has not dropped yet. Every table is bounded: MaxConns connections,
-// MaxFlows flows.
+// pool has not dropped yet. Every connection and flow takes a unit of one
+// Budget shared by all the proxies of the daemon, sized under its unit's
+// LimitNOFILE and MemoryMax, with a smaller share for UDP flows and a cap
+// per client address, so that datagrams from spoofed sources cannot fill
+// the daemon's memory.
 package proxy
 
 import (
@@ -47,12 +50,11 @@ type Options struct {
 	// backend has not acknowledged for that long ends the connection
 	// (default 3 s).
 	UserTimeout time.Duration
-	// MaxConns bounds the TCP connections in progress; one more is reset
-	// at once (default 16384).
-	MaxConns int
-	// MaxFlows bounds the UDP flows; a datagram of a new client beyond it
-	// is dropped (default 4096).
-	MaxFlows int
+	// Budget bounds the TCP connections and UDP flows of every proxy
+	// that shares it: a connection beyond it is reset at once, a datagram
+	// of a new flow beyond it dropped. nil is a budget of DefaultLimits
+	// of the proxy's own.
+	Budget *Budget
 	// FlowIdle ends a UDP flow that carried nothing either way for that
 	// long (default 30 s).
 	FlowIdle time.Duration
@@ -65,8 +67,6 @@ const (
 	DefaultDialTimeout = time.Second
 	DefaultKeepAlive   = time.Second
 	DefaultUserTimeout = 3 * time.Second
-	DefaultMaxConns    = 16384
-	DefaultMaxFlows    = 4096
 	DefaultFlowIdle    = 30 * time.Second
 )
 
@@ -85,11 +85,8 @@ func (o Options) withDefaults() Options {
 	if o.UserTimeout <= 0 {
 		o.UserTimeout = DefaultUserTimeout
 	}
-	if o.MaxConns <= 0 {
-		o.MaxConns = DefaultMaxConns
-	}
-	if o.MaxFlows <= 0 {
-		o.MaxFlows = DefaultMaxFlows
+	if o.Budget == nil {
+		o.Budget = NewBudget(DefaultLimits)
 	}
 	if o.FlowIdle <= 0 {
 		o.FlowIdle = DefaultFlowIdle

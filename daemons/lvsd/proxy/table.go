@@ -6,12 +6,12 @@ import (
 )
 
 // table holds the TCP connections in progress: the backend of each and how
-// to abort it. It is bounded by max. The backend is recorded under the same
+// to abort it. Each holds a unit of budget while it is in the table. The backend is recorded under the same
 // lock the Pick is made under, so a DropBackend either comes before the
 // Pick (and the pool no longer offers the backend) or sees the connection.
 type table struct {
 	mu     sync.Mutex
-	max    int
+	budget *Budget
 	next   uint64
 	conns  map[uint64]entry
 	closed bool
@@ -22,16 +22,16 @@ type entry struct {
 	abort   func()
 }
 
-func newTable(max int) *table {
-	return &table{max: max, conns: map[uint64]entry{}}
+func newTable(b *Budget) *table {
+	return &table{budget: b, conns: map[uint64]entry{}}
 }
 
-// add records a new connection that abort ends; ok is false when the table
-// is full or closed.
+// add records a new connection that abort ends; ok is false when the
+// budget is spent or the table closed.
 func (t *table) add(abort func()) (id uint64, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || len(t.conns) >= t.max {
+	if t.closed || !t.budget.takeConn() {
 		return 0, false
 	}
 	t.next++
@@ -73,7 +73,10 @@ func (t *table) remove(id uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	_, ok := t.conns[id]
-	delete(t.conns, id)
+	if ok {
+		delete(t.conns, id)
+		t.budget.endConn()
+	}
 	return ok
 }
 
@@ -87,6 +90,7 @@ func (t *table) drop(backend netip.AddrPort) []func() {
 		if e.backend == backend {
 			out = append(out, e.abort)
 			delete(t.conns, id)
+			t.budget.endConn()
 		}
 	}
 	return out
@@ -101,6 +105,7 @@ func (t *table) close() []func() {
 	for id, e := range t.conns {
 		out = append(out, e.abort)
 		delete(t.conns, id)
+		t.budget.endConn()
 	}
 	return out
 }

@@ -67,7 +67,8 @@ func TestTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tb := newTable(tt.max)
+			budget := NewBudget(Limits{Units: tt.max})
+			tb := newTable(budget)
 			var aborted []uint64
 			for i, o := range tt.ops {
 				var ok bool
@@ -114,6 +115,10 @@ func TestTable(t *testing.T) {
 			}
 			if n := tb.len(); n != tt.wantLen {
 				t.Fatalf("len %d, want %d", n, tt.wantLen)
+			}
+			// Every connection out of the table gave its unit back.
+			if units, _ := budget.Used(); units != tt.wantLen {
+				t.Fatalf("budget: %d units used, want %d", units, tt.wantLen)
 			}
 		})
 	}

@@ -28,7 +28,7 @@ type TCP struct {
 // NewTCP returns a proxy for the connections ln accepts; Serve runs it.
 func NewTCP(ln *net.TCPListener, p Picker, o Options) *TCP {
 	o = o.withDefaults()
-	return &TCP{ln: ln, picker: p, o: o, conns: newTable(o.MaxConns)}
+	return &TCP{ln: ln, picker: p, o: o, conns: newTable(o.Budget)}
 }
 
 // Addr is the listener's address.
@@ -166,7 +166,7 @@ func (p *TCP) handle(client *net.TCPConn) {
 	c := &conn{client: client, cancel: cancel}
 	id, ok := p.conns.add(c.abort)
 	if !ok {
-		reset(client) // full (MaxConns) or closing
+		reset(client) // the budget is spent, or closing
 		return
 	}
 	defer p.conns.remove(id)

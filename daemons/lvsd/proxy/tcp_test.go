@@ -186,7 +186,7 @@ func TestTCPEveryBackendDeadResets(t *testing.T) {
 
 func TestTCPMaxConns(t *testing.T) {
 	b := backend(t, echo)
-	px := startTCP(t, newPicker(t, b), Options{MaxConns: 1})
+	px := startTCP(t, newPicker(t, b), Options{Budget: NewBudget(Limits{Units: 1})})
 	c1 := dialProxy(t, px)
 	if _, err := c1.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -194,7 +194,7 @@ func TestTCPMaxConns(t *testing.T) {
 	if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	expectReset(t, px, "second connection over MaxConns 1")
+	expectReset(t, px, "second connection over a budget of 1")
 	// The first one still works.
 	if _, err := c1.Write([]byte("y")); err != nil {
 		t.Fatal(err)

@@ -13,13 +13,20 @@ import (
 // maxDatagram is the largest UDP payload there is.
 const maxDatagram = 64 << 10
 
+// replyBufs are the buffers flows read their backends' replies into, each
+// only while a reply is there to read.
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
+
 // UDP proxies the datagrams a socket receives to backends, with one flow
 // per client address: a connected socket toward the client's backend and a
 // goroutine that sends the backend's replies back from the proxy's socket.
 // A flow ends after FlowIdle without traffic, when its backend refuses
 // (ICMP port unreachable: the next datagram picks again), on DropBackend
-// and on Close. There are at most MaxFlows flows; a new client's datagram
-// beyond that, or with no backend, is dropped and counted.
+// and on Close. Each flow takes a unit of the Budget; a new client's
+// datagram beyond it (no unit, no flow or none of its source address
+// left), or with no backend, is dropped and counted. A flow holds no
+// buffer while it waits: a reply is read into one of a pool shared by
+// every flow, so that flows from spoofed sources cost no 64 KiB each.
 type UDP struct {
 	pc     *net.UDPConn
 	picker Picker
@@ -137,14 +144,19 @@ func (p *UDP) flow(client netip.AddrPort) *flow {
 	if f, ok := p.flows[client]; ok {
 		return f
 	}
-	if len(p.flows) >= p.o.MaxFlows {
+	if !p.o.Budget.takeFlow(client.Addr()) {
 		return nil
 	}
-	backend, done, ok := p.picker.Pick(client)
+	backend, picked, ok := p.picker.Pick(client)
 	if !ok {
+		p.o.Budget.endFlow(client.Addr())
 		return nil
 	}
 	backend = unmap(backend)
+	done := func() {
+		picked()
+		p.o.Budget.endFlow(client.Addr())
+	}
 	f := &flow{client: client, backend: backend, done: done}
 	if p.o.ProxyProtocol {
 		h, err := proxyHeader("udp", client, p.dst)
@@ -170,14 +182,37 @@ func (p *UDP) flow(client netip.AddrPort) *flow {
 }
 
 // replies sends the backend's datagrams back to the client until the flow
-// is idle for FlowIdle, fails, or is ended.
+// is idle for FlowIdle, fails, or is ended. It waits for a datagram
+// without a buffer and takes one of replyBufs only to read it.
 func (p *UDP) replies(f *flow) {
 	defer p.wg.Done()
 	defer p.end(f)
-	buf := make([]byte, maxDatagram)
+	rc, err := f.conn.SyscallConn()
+	if err != nil {
+		return
+	}
 	for {
 		_ = f.conn.SetReadDeadline(time.Unix(0, f.last.Load()).Add(p.o.FlowIdle))
-		n, err := f.conn.Read(buf)
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			bp := replyBufs.Get().(*[]byte)
+			defer replyBufs.Put(bp)
+			var n int
+			n, rerr = readDatagram(int(fd), *bp)
+			if errors.Is(rerr, syscall.EAGAIN) {
+				return false // nothing yet: wait, without the buffer
+			}
+			if rerr == nil {
+				f.touch()
+				if _, err := p.pc.WriteToUDPAddrPort((*bp)[:n], f.client); err != nil && !p.isClosed() {
+					p.o.Log.WithError(err).WithField("client", f.client).Warn("proxy: udp reply")
+				}
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, f.last.Load())) < p.o.FlowIdle {
@@ -185,10 +220,18 @@ func (p *UDP) replies(f *flow) {
 			}
 			return
 		}
-		f.touch()
-		if _, err := p.pc.WriteToUDPAddrPort(buf[:n], f.client); err != nil && !p.isClosed() {
-			p.o.Log.WithError(err).WithField("client", f.client).Warn("proxy: udp reply")
+	}
+}
+
+// readDatagram reads one datagram of a non-blocking socket, retrying
+// when a signal interrupts it.
+func readDatagram(fd int, buf []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR {
+			continue
 		}
+		return n, err
 	}
 }
 

@@ -166,13 +166,13 @@ func TestUDPIdleFlowEnds(t *testing.T) {
 	}
 }
 
-// TestUDPMaxFlows: a new client beyond MaxFlows is dropped, the existing
+// TestUDPMaxFlows: a new client beyond the budget is dropped, the existing
 // flow goes on. Serve handles datagrams in order, so the first client's
 // reply after the second client's datagram proves that one was handled.
 func TestUDPMaxFlows(t *testing.T) {
 	b := udpBackend(t, tagged("b"))
 	pk := newPicker(t, b)
-	px := startUDP(t, pk, Options{MaxFlows: 1})
+	px := startUDP(t, pk, Options{Budget: NewBudget(Limits{Units: 1})})
 	c1, c2 := newUDPClient(t, px), newUDPClient(t, px)
 	if got := c1.ask("1"); got != "b:1" {
 		t.Fatalf("reply %q", got)

@@ -54,7 +54,7 @@ func (a *API) Status(context.Context, *lvsv1.StatusRequest) (*lvsv1.StatusReply,
 	for _, pv := range st.Pool {
 		o := pv.Options
 		p := &lvsv1.Port{Port: o.Port.String(), ProxyProtocol: o.ProxyProtocol, Affinity: lvsdspec.AffinityNone,
-			FromConfig: fromConfig[o.Port], Clients: int32(min(pv.Clients, 1<<30))}
+			FromConfig: fromConfig[o.Port], Clients: int32(min(pv.Clients, 1<<30)), Users: o.Users}
 		if o.Affinity {
 			p.Affinity, p.AffinityTimeoutNanos = lvsdspec.AffinitySource, int64(o.AffinityTimeout)
 		}
@@ -75,7 +75,7 @@ func (a *API) AddPort(ctx context.Context, req *lvsv1.AddPortRequest) (*lvsv1.Ad
 		return nil, err
 	}
 	pc := lvsdspec.PortConfig{Port: req.GetPort(), ProxyProtocol: req.GetProxyProtocol(), Affinity: req.GetAffinity(),
-		AffinityTimeout: time.Duration(req.GetAffinityTimeoutNanos())}
+		AffinityTimeout: time.Duration(req.GetAffinityTimeoutNanos()), Users: req.GetUsers()}
 	o, err := pc.Options()
 	if err != nil {
 		var se *settings.Error

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -42,14 +43,16 @@ func TestAddPortChecksConsul(t *testing.T) {
 		{&lvsv1.AddPortRequest{Port: "tcp/81"}, codes.AlreadyExists},
 		{&lvsv1.AddPortRequest{Port: "udp/80", Replace: true}, codes.AlreadyExists},
 		{&lvsv1.AddPortRequest{Port: "tcp/82"}, codes.OK},
-		{&lvsv1.AddPortRequest{Port: "tcp/80", Replace: true}, codes.OK},
+		{&lvsv1.AddPortRequest{Port: "tcp/80", Replace: true, Users: []string{"nobody", "1000"}}, codes.OK},
+		{&lvsv1.AddPortRequest{Port: "tcp/83", Users: []string{"no-such-user-here"}}, codes.InvalidArgument},
+		{&lvsv1.AddPortRequest{Port: "tcp/83", Users: []string{"a b"}}, codes.InvalidArgument},
 	} {
 		if _, err := a.AddPort(root, tc.req); status.Code(err) != tc.code {
 			t.Errorf("add %v: %v, want %v", tc.req, err, tc.code)
 		}
 	}
 	var r PortRecord
-	if _, found, err := kv.Get(ctx, lvsdspec.KVPorts+"tcp-80", &r); err != nil || !found || r.ProxyProtocol {
+	if _, found, err := kv.Get(ctx, lvsdspec.KVPorts+"tcp-80", &r); err != nil || !found || r.ProxyProtocol || !reflect.DeepEqual(r.Users, []string{"nobody", "1000"}) {
 		t.Errorf("tcp-80 after the replace: %+v %v %v", r, found, err)
 	}
 	if _, found, err := kv.Get(ctx, lvsdspec.KVPorts+"udp-80", &r); err != nil || found {

@@ -26,16 +26,22 @@ type PortRecord struct {
 	ProxyProtocol   bool          `json:"proxy_protocol,omitempty"`
 	Affinity        string        `json:"affinity,omitempty"`
 	AffinityTimeout time.Duration `json:"affinity_timeout,omitempty"`
+	// Users are the users (names or uids), besides root, whose listening
+	// sockets count for the port.
+	Users []string `json:"users,omitempty"`
 }
 
-// Options checks the record of port p and settles its options.
-func (r PortRecord) Options(p lvsdspec.Port) (lvsdspec.Options, error) {
-	return lvsdspec.PortConfig{Port: p.String(), ProxyProtocol: r.ProxyProtocol, Affinity: r.Affinity, AffinityTimeout: r.AffinityTimeout}.Options()
+// Options checks the record of port p and settles its options. A user
+// this node does not know is left out (its sockets do not count here)
+// and returned in unknown.
+func (r PortRecord) Options(p lvsdspec.Port) (o lvsdspec.Options, unknown []string, err error) {
+	return lvsdspec.PortConfig{Port: p.String(), ProxyProtocol: r.ProxyProtocol, Affinity: r.Affinity, AffinityTimeout: r.AffinityTimeout,
+		Users: r.Users}.OptionsKnownUsers()
 }
 
 // RecordOf is the record of o.
 func RecordOf(o lvsdspec.Options) PortRecord {
-	r := PortRecord{ProxyProtocol: o.ProxyProtocol}
+	r := PortRecord{ProxyProtocol: o.ProxyProtocol, Users: o.Users}
 	if o.Affinity {
 		r.Affinity, r.AffinityTimeout = lvsdspec.AffinitySource, o.AffinityTimeout
 	}
@@ -93,15 +99,19 @@ func (s *Server) applyKVPorts(ents []consul.Entry) {
 		p, ok := portOfKey(key)
 		var r PortRecord
 		var o lvsdspec.Options
+		var unknown []string
 		var err error
 		if ok {
 			if err = e.Decode(&r); err == nil {
-				o, err = r.Options(p)
+				o, unknown, err = r.Options(p)
 			}
 		}
 		if !ok || err != nil {
 			s.log.WithField("key", e.Key).WithError(err).Warn("ignoring a registered port that is not valid")
 			continue
+		}
+		if len(unknown) > 0 {
+			s.log.WithField("key", e.Key).WithField("users", unknown).Warn("users of a registered port unknown on this node: their sockets do not count here")
 		}
 		kv[p] = kvPort{o: o, created: e.CreateIndex}
 	}

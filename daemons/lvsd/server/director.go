@@ -138,7 +138,7 @@ func (s *Server) reconcileData() {
 		ports := s.portsByAddrLocked()
 		s.mu.Unlock()
 		for k, o := range s.serving {
-			if n, ok := ports[k]; !ok || n != o {
+			if n, ok := ports[k]; !ok || !n.SameForwarding(o) {
 				s.stopServing(k)
 			}
 		}

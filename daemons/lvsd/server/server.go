@@ -80,7 +80,7 @@ type VIPs interface {
 // returns have a listening socket on this node, at start and within
 // every of each change, until ctx ends: the shape of
 // daemons/lvsd/sockwatch's Watch.
-type WatchListening func(ctx context.Context, want func() []lvsdspec.Port, every time.Duration, changed func(map[lvsdspec.Port]bool)) error
+type WatchListening func(ctx context.Context, want func() []lvsdspec.Options, every time.Duration, changed func(map[lvsdspec.Port]bool)) error
 
 // NodeLoad is one node's load vector, as vprocd reports it.
 type NodeLoad struct {
@@ -406,14 +406,14 @@ func (s *Server) tick(ctx context.Context) {
 }
 
 // wantPorts is what the socket watch looks for: the registered ports.
-func (s *Server) wantPorts() []lvsdspec.Port {
+func (s *Server) wantPorts() []lvsdspec.Options {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]lvsdspec.Port, 0, len(s.ports))
-	for p := range s.ports {
-		out = append(out, p)
+	out := make([]lvsdspec.Options, 0, len(s.ports))
+	for _, o := range s.ports {
+		out = append(out, o)
 	}
-	slices.SortFunc(out, comparePort)
+	slices.SortFunc(out, func(a, b lvsdspec.Options) int { return comparePort(a.Port, b.Port) })
 	return out
 }
 
@@ -501,7 +501,7 @@ func (s *Server) mergePortsLocked() (drop []pool.Backend) {
 		}
 	}
 	for p, o := range next {
-		if old, ok := s.ports[p]; !ok || old != o {
+		if old, ok := s.ports[p]; !ok || !old.Equal(o) {
 			s.pool.SetPort(o)
 		}
 	}

@@ -411,7 +411,7 @@ func TestListeningWatchRetried(t *testing.T) {
 	const fails = server.KeepListening + 2
 	ctx, cancel := context.WithCancel(context.Background())
 	var s *server.Server
-	watch := func(ctx context.Context, _ func() []lvsdspec.Port, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
+	watch := func(ctx context.Context, _ func() []lvsdspec.Options, _ time.Duration, changed func(map[lvsdspec.Port]bool)) error {
 		mu.Lock()
 		calls++
 		n := calls
@@ -548,5 +548,33 @@ func TestStopRemovesVIPsFirst(t *testing.T) {
 	}
 	if want := []string{"remove 10.0.0.100/24", "stop tcp 10.0.0.100:80"}; !reflect.DeepEqual(log, want) {
 		t.Errorf("stop did %v, want %v", log, want)
+	}
+}
+
+// TestWatchGetsPortUsers: the watch of listening sockets is given each
+// port's users, from openssi.yaml and from Consul KV (a name this node
+// does not know left out), so that only their sockets and root's count.
+func TestWatchGetsPortUsers(t *testing.T) {
+	alt := lvsdspec.Port{Proto: "tcp", Num: 8080}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []lvsdspec.Options
+	watch := func(ctx context.Context, want func() []lvsdspec.Options, _ time.Duration, _ func(map[lvsdspec.Port]bool)) error {
+		got = want()
+		cancel()
+		return nil
+	}
+	s := server.New(server.Config{
+		Self: 1, Addr: netip.MustParseAddr("10.0.0.1"), Ports: []lvsdspec.Options{{Port: http, Users: []string{"33"}, UIDs: []uint32{33}}},
+		WatchEvery: time.Microsecond, Watch: watch, Data: &lvsdfake.Data{}, VIP: &lvsdfake.VIPs{Node: 1}, Log: quiet(),
+	})
+	s.SetKVPorts([]consul.Entry{{Key: lvsdspec.KVPorts + alt.Key(), Value: []byte(`{"users":["65534","no-such-user-here"]}`), CreateIndex: 1, ModifyIndex: 1}})
+	s.WatchListening(ctx)
+	want := []lvsdspec.Options{
+		{Port: http, Users: []string{"33"}, UIDs: []uint32{33}},
+		{Port: alt, Users: []string{"65534", "no-such-user-here"}, UIDs: []uint32{65534}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the watch wants %+v, want %+v", got, want)
 	}
 }

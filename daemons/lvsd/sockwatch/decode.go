@@ -3,7 +3,9 @@
 // sock_diag netlink interface (NETLINK_SOCK_DIAG, inet_diag), never from
 // /proc text, and Watch reports a change within one period. Sockets bound
 // to loopback only do not count, nor (ListeningExcept, WatchExcept) those
-// bound to lvsd's VIPs, where the director's own proxy listens.
+// bound to lvsd's VIPs, where the director's own proxy listens. Only
+// sockets owned by root or by one of the port's users (Want.UIDs) count:
+// another local user's listener does not make the node a backend.
 //
 // The decoding of the kernel's inet_diag_msg records and the choice of
 // which sockets count as serving a port are pure (decode.go, select.go);
@@ -44,12 +46,16 @@ const (
 // rqueue, wqueue, uid, inode.
 const sizeofDiagMsg = 4 + 4 + 16 + 16 + 4 + 8 + 4*5
 
+// offsetUID is where idiag_uid, in host byte order, starts.
+const offsetUID = 4 + 4 + 16 + 16 + 4 + 8 + 4*3
+
 // socket is what sockwatch keeps of one inet_diag_msg.
 type socket struct {
 	proto string // "tcp" or "udp", from the request the message answers
 	state uint8
 	local netip.AddrPort
 	peer  netip.AddrPort
+	uid   uint32 // the socket's owner (idiag_uid)
 }
 
 var errShort = errors.New("inet_diag_msg too short")
@@ -79,5 +85,6 @@ func decodeDiagMsg(proto string, b []byte) (socket, error) {
 		state: state,
 		local: netip.AddrPortFrom(src, sport),
 		peer:  netip.AddrPortFrom(dst, dport),
+		uid:   binary.NativeEndian.Uint32(b[offsetUID : offsetUID+4]),
 	}, nil
 }

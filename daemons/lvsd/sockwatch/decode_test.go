@@ -29,6 +29,12 @@ func diagMsg(state uint8, local, peer netip.AddrPort) []byte {
 	return b
 }
 
+// withUID sets the idiag_uid of a message built by diagMsg.
+func withUID(b []byte, uid uint32) []byte {
+	binary.NativeEndian.PutUint32(b[64:68], uid)
+	return b
+}
+
 func TestDecodeDiagMsg(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	v6 := diagMsg(stateListen, ap("[2001:db8::1]:443"), ap("[::]:0"))
@@ -42,14 +48,16 @@ func TestDecodeDiagMsg(t *testing.T) {
 		wantErr bool
 	}{
 		{"ipv4 listener", "tcp", diagMsg(stateListen, ap("0.0.0.0:80"), ap("0.0.0.0:0")),
-			socket{"tcp", stateListen, ap("0.0.0.0:80"), ap("0.0.0.0:0")}, false},
+			socket{"tcp", stateListen, ap("0.0.0.0:80"), ap("0.0.0.0:0"), 0}, false},
 		{"ipv6 listener", "tcp", v6,
-			socket{"tcp", stateListen, ap("[2001:db8::1]:443"), ap("[::]:0")}, false},
+			socket{"tcp", stateListen, ap("[2001:db8::1]:443"), ap("[::]:0"), 0}, false},
 		{"attributes after the message are ignored", "udp",
 			append(diagMsg(stateClose, ap("10.1.2.3:53"), ap("0.0.0.0:0")), 8, 0, 1, 0, 1, 2, 3, 4),
-			socket{"udp", stateClose, ap("10.1.2.3:53"), ap("0.0.0.0:0")}, false},
+			socket{"udp", stateClose, ap("10.1.2.3:53"), ap("0.0.0.0:0"), 0}, false},
 		{"connected udp keeps its peer", "udp", diagMsg(stateEstablished, ap("10.0.0.1:5353"), ap("10.0.0.2:53")),
-			socket{"udp", stateEstablished, ap("10.0.0.1:5353"), ap("10.0.0.2:53")}, false},
+			socket{"udp", stateEstablished, ap("10.0.0.1:5353"), ap("10.0.0.2:53"), 0}, false},
+		{"the owner's uid", "tcp", withUID(diagMsg(stateListen, ap("0.0.0.0:8080"), ap("0.0.0.0:0")), 65534),
+			socket{"tcp", stateListen, ap("0.0.0.0:8080"), ap("0.0.0.0:0"), 65534}, false},
 		{"empty", "tcp", nil, socket{}, true},
 		{"one byte short", "tcp", v6[:sizeofDiagMsg-1], socket{}, true},
 		{"unknown family", "tcp", bad, socket{}, true},
@@ -87,7 +95,7 @@ func FuzzDecodeDiagMsg(f *testing.F) {
 			if s.local.Addr().Is4() != (b[0] == afInet) {
 				t.Fatalf("family %d decoded as %v", b[0], s.local)
 			}
-			_ = listening([]Port{{proto, s.local.Port()}}, []netip.Addr{s.local.Addr()}, []socket{s})
+			_ = listening([]Want{{Port{proto, s.local.Port()}, []uint32{s.uid}}}, []netip.Addr{s.local.Addr()}, []socket{s})
 		}
 	})
 }

@@ -72,21 +72,22 @@ func dump(proto string, family uint8) ([]socket, error) {
 	return socks, nil
 }
 
-// Listening says, for each wanted port, whether a socket in this network
-// namespace serves it: a TCP socket in LISTEN or an unconnected UDP socket,
-// IPv4 or IPv6, bound to the wildcard or to an address that is not
+// Listening says, for each wanted port, whether a socket of root in this
+// network namespace serves it: a TCP socket in LISTEN or an unconnected UDP
+// socket, IPv4 or IPv6, bound to the wildcard or to an address that is not
 // loopback. Every wanted port is in the map.
 func Listening(want []Port) (map[Port]bool, error) {
-	return ListeningExcept(want, nil)
+	return ListeningExcept(rootOnly(want), nil)
 }
 
-// ListeningExcept is Listening where sockets bound to one of the addresses
-// in except do not count: lvsd passes its VIPs, on which the director's own
-// proxy listens.
-func ListeningExcept(want []Port, except []netip.Addr) (map[Port]bool, error) {
+// ListeningExcept is Listening where the sockets of each wanted port's
+// users count too, and sockets bound to one of the addresses in except do
+// not: lvsd passes its VIPs, on which the director's own proxy listens.
+func ListeningExcept(want []Want, except []netip.Addr) (map[Port]bool, error) {
 	var protos []string
 	seen := map[string]bool{}
-	for _, p := range want {
+	for _, w := range want {
+		p := w.Port
 		if p.Proto != "tcp" && p.Proto != "udp" {
 			return nil, fmt.Errorf("sockwatch: port %s: protocol must be tcp or udp", p)
 		}
@@ -127,12 +128,13 @@ func dumpRetry(proto string, family uint8) ([]socket, error) {
 // followed. It returns nil when ctx ends, or the error of a check that
 // failed.
 func Watch(ctx context.Context, want func() []Port, every time.Duration, changed func(map[Port]bool)) error {
-	return WatchExcept(ctx, want, nil, every, changed)
+	return WatchExcept(ctx, func() []Want { return rootOnly(want()) }, nil, every, changed)
 }
 
-// WatchExcept is Watch with ListeningExcept: except, when not nil, is
-// called before each check for the addresses whose sockets do not count.
-func WatchExcept(ctx context.Context, want func() []Port, except func() []netip.Addr, every time.Duration, changed func(map[Port]bool)) error {
+// WatchExcept is Watch with ListeningExcept: each wanted port's users'
+// sockets count, and except, when not nil, is called before each check for
+// the addresses whose sockets do not count.
+func WatchExcept(ctx context.Context, want func() []Want, except func() []netip.Addr, every time.Duration, changed func(map[Port]bool)) error {
 	if every <= 0 {
 		return fmt.Errorf("sockwatch: period %v must be positive", every)
 	}

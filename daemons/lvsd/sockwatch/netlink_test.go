@@ -153,7 +153,7 @@ func TestListeningExceptVIP(t *testing.T) {
 	if got := mustListening(t, []Port{p}); !got[p] {
 		t.Fatalf("Listening: %v, want %s true", got, p)
 	}
-	got, err := ListeningExcept([]Port{p}, []netip.Addr{vip})
+	got, err := ListeningExcept([]Want{{Port: p}}, []netip.Addr{vip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,5 +227,57 @@ func TestWatchRejectsZeroPeriod(t *testing.T) {
 	err := Watch(context.Background(), func() []Port { return nil }, 0, func(map[Port]bool) {})
 	if err == nil {
 		t.Fatal("period 0 accepted")
+	}
+}
+
+// listenAs listens on a TCP port of the wildcard with a socket owned by
+// uid: the kernel takes a socket's owner from the creating thread's fsuid,
+// which is set on this (locked) thread only for the socket call.
+func listenAs(t *testing.T, uid int) net.Listener {
+	t.Helper()
+	prev, _ := unix.SetfsuidRetUid(uid)
+	l, err := net.Listen("tcp4", "0.0.0.0:0")
+	_ = unix.Setfsuid(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestListeningOwnerRealSockets: a listener of uid 65534 (nobody) does not
+// put a port into the answer unless the port lists that uid; root's does.
+func TestListeningOwnerRealSockets(t *testing.T) {
+	inNewNetns(t)
+	l := listenAs(t, 65534)
+	defer l.Close()
+	p := Port{"tcp", port(t, l.Addr())}
+	root, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	r := Port{"tcp", port(t, root.Addr())}
+
+	for _, tt := range []struct {
+		name string
+		want []Want
+		out  map[Port]bool
+	}{
+		{"nobody's listener, root only", []Want{{Port: p}, {Port: r}}, map[Port]bool{p: false, r: true}},
+		{"nobody's listener, another user listed", []Want{{Port: p, UIDs: []uint32{1000}}}, map[Port]bool{p: false}},
+		{"nobody's listener, nobody listed", []Want{{Port: p, UIDs: []uint32{65534}}}, map[Port]bool{p: true}},
+	} {
+		got, err := ListeningExcept(tt.want, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for q, v := range tt.out {
+			if got[q] != v {
+				t.Errorf("%s: %s listening %v, want %v", tt.name, q, got[q], v)
+			}
+		}
+	}
+	if got := mustListening(t, []Port{p}); got[p] {
+		t.Errorf("Listening counts nobody's listener on %s", p)
 	}
 }

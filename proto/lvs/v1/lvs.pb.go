@@ -196,7 +196,10 @@ type Port struct {
 	FromConfig bool       `protobuf:"varint,5,opt,name=from_config,json=fromConfig,proto3" json:"from_config,omitempty"`
 	Backends   []*Backend `protobuf:"bytes,6,rep,name=backends,proto3" json:"backends,omitempty"`
 	// clients counts the clients with affinity.
-	Clients       int32 `protobuf:"varint,7,opt,name=clients,proto3" json:"clients,omitempty"`
+	Clients int32 `protobuf:"varint,7,opt,name=clients,proto3" json:"clients,omitempty"`
+	// users are the users (names or uids), besides root, whose listening
+	// sockets put a node into the port's pool.
+	Users         []string `protobuf:"bytes,8,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +281,13 @@ func (x *Port) GetClients() int32 {
 		return x.Clients
 	}
 	return 0
+}
+
+func (x *Port) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
 }
 
 type StatusReply struct {
@@ -391,7 +401,10 @@ type AddPortRequest struct {
 	Affinity             string                 `protobuf:"bytes,3,opt,name=affinity,proto3" json:"affinity,omitempty"`
 	AffinityTimeoutNanos int64                  `protobuf:"varint,4,opt,name=affinity_timeout_nanos,json=affinityTimeoutNanos,proto3" json:"affinity_timeout_nanos,omitempty"`
 	// replace an existing registration of the port.
-	Replace       bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
+	Replace bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
+	// users are the users (names or uids, each known on every node),
+	// besides root, whose listening sockets put a node into the pool.
+	Users         []string `protobuf:"bytes,6,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +472,13 @@ func (x *AddPortRequest) GetReplace() bool {
 		return x.Replace
 	}
 	return false
+}
+
+func (x *AddPortRequest) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
 }
 
 type AddPortReply struct {
@@ -590,7 +610,7 @@ const file_lvs_v1_lvs_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06weight\x18\x03 \x01(\x05R\x06weight\x12\x16\n" +
-	"\x06active\x18\x04 \x01(\x05R\x06active\"\x83\x02\n" +
+	"\x06active\x18\x04 \x01(\x05R\x06active\"\x99\x02\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12%\n" +
 	"\x0eproxy_protocol\x18\x02 \x01(\bR\rproxyProtocol\x12\x1a\n" +
@@ -599,7 +619,8 @@ const file_lvs_v1_lvs_proto_rawDesc = "" +
 	"\vfrom_config\x18\x05 \x01(\bR\n" +
 	"fromConfig\x123\n" +
 	"\bbackends\x18\x06 \x03(\v2\x17.openssi.lvs.v1.BackendR\bbackends\x12\x18\n" +
-	"\aclients\x18\a \x01(\x05R\aclients\"\x8e\x02\n" +
+	"\aclients\x18\a \x01(\x05R\aclients\x12\x14\n" +
+	"\x05users\x18\b \x03(\tR\x05users\"\x8e\x02\n" +
 	"\vStatusReply\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1a\n" +
 	"\bdirector\x18\x02 \x01(\rR\bdirector\x12\x1c\n" +
@@ -608,13 +629,14 @@ const file_lvs_v1_lvs_proto_rawDesc = "" +
 	"\x10since_unix_nanos\x18\x05 \x01(\x03R\x0esinceUnixNanos\x12'\n" +
 	"\x04vips\x18\x06 \x03(\v2\x13.openssi.lvs.v1.VipR\x04vips\x12*\n" +
 	"\x05ports\x18\a \x03(\v2\x14.openssi.lvs.v1.PortR\x05ports\x12\x1c\n" +
-	"\tlistening\x18\b \x03(\tR\tlistening\"\xb7\x01\n" +
+	"\tlistening\x18\b \x03(\tR\tlistening\"\xcd\x01\n" +
 	"\x0eAddPortRequest\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12%\n" +
 	"\x0eproxy_protocol\x18\x02 \x01(\bR\rproxyProtocol\x12\x1a\n" +
 	"\baffinity\x18\x03 \x01(\tR\baffinity\x124\n" +
 	"\x16affinity_timeout_nanos\x18\x04 \x01(\x03R\x14affinityTimeoutNanos\x12\x18\n" +
-	"\areplace\x18\x05 \x01(\bR\areplace\"\x0e\n" +
+	"\areplace\x18\x05 \x01(\bR\areplace\x12\x14\n" +
+	"\x05users\x18\x06 \x03(\tR\x05users\"\x0e\n" +
 	"\fAddPortReply\"'\n" +
 	"\x11RemovePortRequest\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\"\x11\n" +
