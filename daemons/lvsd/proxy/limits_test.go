@@ -36,6 +36,9 @@ func TestBudgetSharedAcrossProxies(t *testing.T) {
 	upx := startUDP(t, newPicker(t, ub), Options{Budget: budget})
 	uc := newUDPClient(t, upx)
 	uc.send("dropped")
+	// The datagram is read when the proxy gets to it: only once it was
+	// dropped may a unit come free, or it would take that unit.
+	waitFor(t, "the datagram dropped", func() bool { return upx.Dropped() == 1 })
 	c1.Close()
 	waitFor(t, "the closed connection's unit", func() bool { u, _ := budget.Used(); return u == 1 })
 	if got := uc.ask("1"); got != "u:1" {
