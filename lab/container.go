@@ -15,13 +15,18 @@ import (
 
 func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 	s := l.State()
+	// /dev/fuse for vprocd's /cluster/proc.
+	binds := nspawn.FUSEBinds()
+	if !s.Bare {
+		// A bare node gets the repository from the lab's server instead.
+		binds = append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, binds...)
+	}
 	return nspawn.Options{
 		Dir:    n.Root(),
 		Name:   n.Machine,
 		Bridge: s.Bridge,
-		// /dev/fuse for vprocd's /cluster/proc.
-		Binds: append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, nspawn.FUSEBinds()...),
-		Args:  []string{"--console=passive"},
+		Binds:  binds,
+		Args:   []string{"--console=passive"},
 	}
 }
 
