@@ -21,12 +21,19 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 		// A bare node gets the repository from the lab's server instead.
 		binds = append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, binds...)
 	}
+	args := []string{"--console=passive"}
+	if s.Bare {
+		// A bare node is named as the inventory names it, like a machine
+		// an administrator rolls out to (the full lab's nodes keep
+		// their machine names).
+		args = append(args, "--hostname="+n.Name)
+	}
 	return nspawn.Options{
 		Dir:    n.Root(),
 		Name:   n.Machine,
 		Bridge: s.Bridge,
 		Binds:  binds,
-		Args:   []string{"--console=passive"},
+		Args:   args,
 	}
 }
 

@@ -1,7 +1,10 @@
 package lab
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path"
 	"runtime"
 
@@ -87,6 +90,21 @@ type inventoryGroup struct {
 	Hosts map[string]map[string]any `yaml:"hosts"`
 }
 
+// Inventory returns the Ansible inventory of the bare lab (the pure
+// Inventory), with the checksum of the Consul binary it serves.
+func (l *Lab) Inventory(extra map[string]any) ([]byte, error) {
+	b, err := os.ReadFile(l.opts.Consul)
+	if err != nil {
+		return nil, fmt.Errorf("lab: inventory: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	vars := map[string]any{"consul_binary_checksum": "sha256:" + hex.EncodeToString(sum[:])}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	return Inventory(l.State(), vars)
+}
+
 // Inventory returns the Ansible inventory (YAML) of a bare lab: every
 // node in the groups the roles use, reached over SSH as root with the
 // lab's key and its known host keys, and the variables that point the
@@ -116,11 +134,7 @@ func Inventory(s *State, extra map[string]any) ([]byte, error) {
 		// (role consul).
 		"consul_install_method": "url",
 		"consul_binary_url":     sv.ConsulBinary,
-		"consul_zip_url":        sv.ConsulZip,
-		"consul_checksum_url":   sv.ConsulSums,
 		"consul_version":        consulagent.PinnedVersion,
-		// The nodes reach no NTP server but each other (role timesync).
-		"timesync_servers": []string{},
 	}
 	for k, v := range extra {
 		vars[k] = v

@@ -75,7 +75,7 @@ func TestInventoryGroups(t *testing.T) {
 
 func TestInventoryVars(t *testing.T) {
 	s := bareState(3)
-	b, err := Inventory(s, map[string]any{"timesync_servers": []string{"ntp.example"}, "openssi_extra": "x"})
+	b, err := Inventory(s, map[string]any{"consul_version": "9.9.9", "openssi_extra": "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,15 +91,14 @@ func TestInventoryVars(t *testing.T) {
 		"openssi_apt_repo_url":         "http://10.77.0.1:8077/openssi/apt",
 		"openssi_repo_key_url":         "http://10.77.0.1:8077/openssi/openssi-archive-keyring.gpg",
 		"consul_binary_url":            sv.ConsulBinary,
-		"consul_zip_url":               sv.ConsulZip,
 		"openssi_extra":                "x",
 	} {
 		if v[k] != want {
 			t.Errorf("%s = %v, want %v", k, v[k], want)
 		}
 	}
-	if got := v["timesync_servers"]; !reflect.DeepEqual(got, []any{"ntp.example"}) {
-		t.Errorf("extra vars do not override the lab's: timesync_servers = %v", got)
+	if got := v["consul_version"]; got != "9.9.9" {
+		t.Errorf("extra vars do not override the lab's: consul_version = %v", got)
 	}
 	args, _ := v["ansible_ssh_common_args"].(string)
 	for _, want := range []string{"UserKnownHostsFile=" + s.SSH.KnownHosts, "StrictHostKeyChecking=yes"} {

@@ -168,7 +168,7 @@ the lab serves. Then: ansible-playbook -i FILE ansible/site.yml`,
 			if err != nil {
 				return err
 			}
-			b, err := lab.Inventory(l.State(), nil)
+			b, err := l.Inventory(nil)
 			if err != nil {
 				return err
 			}
