@@ -21,20 +21,20 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 		// A bare node gets the repository from the lab's server instead.
 		binds = append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, binds...)
 	}
-	args := []string{"--console=passive"}
-	if s.Bare {
-		// A bare node is named as the inventory names it, like a machine
-		// an administrator rolls out to (the full lab's nodes keep
-		// their machine names).
-		args = append(args, "--hostname="+n.Name)
-	}
-	return nspawn.Options{
+	o := nspawn.Options{
 		Dir:    n.Root(),
 		Name:   n.Machine,
 		Bridge: s.Bridge,
 		Binds:  binds,
-		Args:   args,
+		Args:   []string{"--console=passive"},
 	}
+	if s.Bare {
+		// A bare node is named as the inventory names it, like a machine
+		// an administrator rolls out to (the full lab's nodes keep
+		// their machine names).
+		o.Hostname = n.Name
+	}
+	return o
 }
 
 // boot starts node i's container and waits until its systemd is up.
