@@ -18,14 +18,14 @@ LAB_NODES ?= 3
 
 # These targets boot containers and install packages: without root, stop at
 # once with one line rather than after minutes of building.
-ROOT_GOALS := $(filter lab test e2e check-packages bench-lab bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
+ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
 $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,12 +55,16 @@ deps-proto:
 integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
 
-e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
-	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
 
 lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
 	@build/consul/build.sh >/dev/null
 	$(BIN)/lab up -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
+
+lab-bare: deps-lab build repo ## bring up $(LAB_NODES) bare nodes (sshd and Python, no Consul, no openssi) for an Ansible rollout (root); then bin/lab inventory
+	@build/consul/build.sh >/dev/null
+	$(BIN)/lab up --bare -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
 
 unit: ## every test that needs neither Consul nor root; the others skip (runs as any user, installs nothing)
 	OPENSSI_NO_CONSUL=1 OPENSSI_NO_ROOT=1 $(GO) test -count=1 ./...

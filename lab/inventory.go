@@ -135,6 +135,9 @@ func Inventory(s *State, extra map[string]any) ([]byte, error) {
 		"consul_install_method": "url",
 		"consul_binary_url":     sv.ConsulBinary,
 		"consul_version":        consulagent.PinnedVersion,
+		// The nodes reach no NTP server, only each other (role timesync).
+		"timesync_pools":   []string{},
+		"timesync_servers": []string{},
 	}
 	for k, v := range extra {
 		vars[k] = v

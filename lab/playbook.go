@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,23 @@ func (r PlaybookRun) Changed() int {
 		n += h.Changed
 	}
 	return n
+}
+
+// Tasks lists the result lines of one status ("changed", "fatal", "ok")
+// in the output, each after the header of its task: which tasks of a
+// second run changed something, which failed.
+func (r PlaybookRun) Tasks(status string) []string {
+	var out []string
+	task := ""
+	for _, line := range strings.Split(r.Output, "\n") {
+		if strings.HasPrefix(line, "TASK [") || strings.HasPrefix(line, "RUNNING HANDLER [") {
+			task = strings.TrimRight(line, " *")
+		}
+		if strings.HasPrefix(line, status+": [") {
+			out = append(out, task+": "+line)
+		}
+	}
+	return out
 }
 
 var recapLine = regexp.MustCompile(`^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$`)
@@ -121,10 +139,13 @@ func RunPlaybook(ctx context.Context, dir, scratch, inventory, playbook string, 
 				bad = append(bad, fmt.Sprintf("%s (failed=%d unreachable=%d)", h, r.Failed, r.Unreachable))
 			}
 		}
+		sort.Strings(bad)
 		if err == nil {
 			err = perr
 		}
-		return run, fmt.Errorf("lab: ansible-playbook %s: %w; hosts failing: %v\n%s", playbook, err, bad, tail(run.Output, 60))
+		failed := append(run.Tasks("fatal"), run.Tasks("failed")...)
+		return run, fmt.Errorf("lab: ansible-playbook %s: %w; hosts failing: %v; failed tasks:\n%s\n--- the output's tail:\n%s",
+			playbook, err, bad, strings.Join(failed, "\n"), tail(run.Output, 40))
 	}
 	return run, nil
 }

@@ -54,3 +54,25 @@ node1 : ok=2 changed=0 unreachable=0 failed=0 skipped=0 rescued=0 ignored=0
 		t.Errorf("Changed() = %d", run.Changed())
 	}
 }
+
+func TestPlaybookTasks(t *testing.T) {
+	run := PlaybookRun{Output: `TASK [consul : Write the configuration] ****
+ok: [node1]
+changed: [node2]
+
+TASK [openssi : Install the helper] ****
+fatal: [node1]: FAILED! => {"msg": "Destination directory /usr/local/libexec does not exist"}
+
+RUNNING HANDLER [consul : Restart consul] ****
+changed: [node3]
+`}
+	for status, want := range map[string][]string{
+		"changed":  {"TASK [consul : Write the configuration]: changed: [node2]", "RUNNING HANDLER [consul : Restart consul]: changed: [node3]"},
+		"fatal":    {`TASK [openssi : Install the helper]: fatal: [node1]: FAILED! => {"msg": "Destination directory /usr/local/libexec does not exist"}`},
+		"skipping": nil,
+	} {
+		if got := run.Tasks(status); !reflect.DeepEqual(got, want) {
+			t.Errorf("Tasks(%q) = %q, want %q", status, got, want)
+		}
+	}
+}

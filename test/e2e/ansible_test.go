@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +55,7 @@ func TestAnsible(t *testing.T) {
 	toUp := time.Since(t0)
 	second := a.play(t, "site.yml")
 	if n := second.Changed(); n != 0 {
-		t.Errorf("a second site.yml run changed %d tasks, want 0:\n%s", n, changedTasks(second.Output))
+		t.Errorf("a second site.yml run changed %d tasks, want 0:\n%s", n, strings.Join(second.Tasks("changed"), "\n"))
 	}
 	t.Logf("site.yml: bare nodes to 3 UP on every node in %s (the playbook %s); second run %s, changed=%d",
 		toUp.Round(100*time.Millisecond), first.Took.Round(100*time.Millisecond), second.Took.Round(100*time.Millisecond), second.Changed())
@@ -106,24 +105,6 @@ func (a *alab) play(t *testing.T, playbook string, args ...string) lab.PlaybookR
 	return run
 }
 
-var changedLine = regexp.MustCompile(`(?m)^changed: \[[^\]]+\].*$`)
-
-// changedTasks lists the tasks that reported a change, each after its
-// TASK header, for a second run that should have changed nothing.
-func changedTasks(out string) string {
-	var b strings.Builder
-	task := ""
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "TASK [") || strings.HasPrefix(line, "RUNNING HANDLER [") {
-			task = strings.TrimRight(line, " *")
-		}
-		if changedLine.MatchString(line) {
-			fmt.Fprintf(&b, "%s: %s\n", task, line)
-		}
-	}
-	return b.String()
-}
-
 // testAnsibleAddNode boots a fourth bare node and brings it in with
 // add-node.yml: every node sees 4 UP with distinct numbers.
 func testAnsibleAddNode(t *testing.T, a *alab) {
@@ -133,7 +114,7 @@ func testAnsibleAddNode(t *testing.T, a *alab) {
 		t.Fatal(err)
 	}
 	f := follow(t, a.l, "node1", view(t, a.l, "node1").Epoch)
-	a.play(t, "add-node.yml", "--limit", n.Name)
+	a.play(t, "add-node.yml", "-e", "openssi_new_node="+n.Name)
 	checkAllUp(t, a.l, 4)
 	after := numbers(t, view(t, a.l, "node1"))
 	num, ok := after[n.Name]
@@ -228,7 +209,7 @@ func testAnsibleRemoveNode(t *testing.T, a *alab) {
 	num := numbers(t, view(t, a.l, "node1"))[last.Name]
 	f := follow(t, a.l, "node1", view(t, a.l, "node1").Epoch)
 	t0 := time.Now()
-	a.play(t, "remove-node.yml", "--limit", last.Name)
+	a.play(t, "remove-node.yml", "-e", "openssi_remove_node="+last.Name)
 	at, err := f.Wait(cluster.NodeLeave, num, time.Minute)
 	if err != nil {
 		t.Fatal(err)
