@@ -25,7 +25,7 @@ $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers an
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,10 +52,16 @@ deps-lab:
 deps-proto:
 	@build/deps.sh proto
 
+deps-ansible:
+	@build/deps.sh ansible
+
+check-ansible: deps-ansible ## ansible-lint (production profile), yamllint and --syntax-check of ansible/, vagrant validate of vagrant/, the roles against the shipped settings
+	CI=true $(GO) test -count=1 ./ansible/ ./vagrant/
+
 integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
 
-e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
+e2e: deps-lab deps-ansible ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
 
 lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
