@@ -22,9 +22,11 @@ PROTO=(protobuf-compiler)
 # gnupg, apt-utils, createrepo-c, rpm, fakeroot: the signed apt and yum
 #   repositories the lab nodes install openssi from.
 # iproute2, util-linux: the lab's bridge and veths, nsenter.
+# openssh-client: a bare lab's key pair and host keys (ssh-keygen) and the
+#   check that its nodes accept the key (ssh).
 LAB=(git ca-certificates debootstrap systemd-container
 	gnupg apt-utils createrepo-c rpm fakeroot
-	iproute2 util-linux)
+	iproute2 util-linux openssh-client)
 # ansible-core, ansible-lint, yamllint, vagrant: the lint checks of ansible/
 #   and vagrant/ (ansible-lint's production profile, yamllint,
 #   ansible-playbook --syntax-check, vagrant validate); openssl makes the
