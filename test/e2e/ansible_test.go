@@ -69,6 +69,7 @@ func TestAnsible(t *testing.T) {
 		{"AddNode", testAnsibleAddNode},
 		{"Upgrade", testAnsibleUpgrade},
 		{"RemoveNode", testAnsibleRemoveNode},
+		{"BadInput", testAnsibleBadInput},
 	} {
 		t1 := time.Now()
 		if !t.Run(c.name, func(t *testing.T) { c.f(t, a) }) {
@@ -85,9 +86,9 @@ type alab struct {
 	dir string
 }
 
-// play writes the lab's inventory and runs a playbook of ansible/ with
-// it, failing the test when the run fails.
-func (a *alab) play(t *testing.T, playbook string, args ...string) lab.PlaybookRun {
+// run writes the lab's inventory (it grows with the nodes) and runs a
+// playbook of ansible/ with it.
+func (a *alab) run(t *testing.T, playbook string, args ...string) (lab.PlaybookRun, error) {
 	t.Helper()
 	inv, err := a.l.Inventory(nil)
 	if err != nil {
@@ -97,11 +98,28 @@ func (a *alab) play(t *testing.T, playbook string, args ...string) lab.PlaybookR
 	if err := os.WriteFile(invFile, inv, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run, err := lab.RunPlaybook(ctxFor(t, 10*time.Minute), filepath.Join(root, "ansible"), filepath.Join(a.dir, "ansible"), invFile, playbook, args...)
+	return lab.RunPlaybook(ctxFor(t, 10*time.Minute), filepath.Join(root, "ansible"), filepath.Join(a.dir, "ansible"), invFile, playbook, args...)
+}
+
+// play runs a playbook that must succeed.
+func (a *alab) play(t *testing.T, playbook string, args ...string) lab.PlaybookRun {
+	t.Helper()
+	run, err := a.run(t, playbook, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s %s: %s, changed=%d", playbook, strings.Join(args, " "), run.Took.Round(100*time.Millisecond), run.Changed())
+	t.Logf("%s: %s, changed=%d", strings.Join(append([]string{playbook}, args...), " "), run.Took.Round(100*time.Millisecond), run.Changed())
+	return run
+}
+
+// playFails runs a playbook that must fail.
+func (a *alab) playFails(t *testing.T, playbook string, args ...string) lab.PlaybookRun {
+	t.Helper()
+	run, err := a.run(t, playbook, args...)
+	if err == nil {
+		t.Fatalf("%s %s succeeded, want a failure", playbook, strings.Join(args, " "))
+	}
+	t.Logf("%s failed as it should: %s", strings.Join(append([]string{playbook}, args...), " "), strings.Join(run.Tasks("fatal"), "; "))
 	return run
 }
 
@@ -235,6 +253,27 @@ func testAnsibleRemoveNode(t *testing.T, a *alab) {
 		t.Errorf("after the removal node1 sees %s, want %d UP with quorum", v.Summary(), len(nodes)-1)
 	}
 	t.Logf("NODELEAVE of %s (number %d) at node1 %s after the playbook began; UP: %v", last.Name, num, at.Sub(t0).Round(time.Millisecond), up)
+}
+
+// testAnsibleBadInput: a missing required variable stops site.yml before
+// anything changes, with a message naming it; a host that cannot reach
+// the repository fails with the URL it tried (the removed fourth node,
+// brought back with a wrong repository).
+func testAnsibleBadInput(t *testing.T, a *alab) {
+	run := a.playFails(t, "site.yml", "-e", "openssi_apt_repo_url=")
+	if n := run.Changed(); n != 0 {
+		t.Errorf("site.yml without openssi_apt_repo_url changed %d tasks before stopping:\n%s", n, strings.Join(run.Tasks("changed"), "\n"))
+	}
+	if want := "the required variable openssi_apt_repo_url is not set"; !strings.Contains(run.Output, want) {
+		t.Errorf("site.yml without openssi_apt_repo_url does not say %q:\n%s", want, strings.Join(run.Tasks("fatal"), "\n"))
+	}
+	nodes := a.l.State().Nodes
+	last := nodes[len(nodes)-1].Name
+	bad := lab.ServedAt(a.l.State().Subnet).Base + "/openssi/missing/apt"
+	run = a.playFails(t, "add-node.yml", "-e", "openssi_new_node="+last, "-e", "openssi_apt_repo_url="+bad)
+	if !strings.Contains(run.Output, bad) {
+		t.Errorf("add-node.yml with an unreachable repository does not name %s:\n%s", bad, strings.Join(run.Tasks("fatal"), "\n"))
+	}
 }
 
 func (a *alab) exec(t *testing.T, node string, args ...string) string {
