@@ -119,7 +119,7 @@ func (a *alab) playFails(t *testing.T, playbook string, args ...string) lab.Play
 	if err == nil {
 		t.Fatalf("%s %s succeeded, want a failure", playbook, strings.Join(args, " "))
 	}
-	t.Logf("%s failed as it should: %s", strings.Join(append([]string{playbook}, args...), " "), strings.Join(run.Tasks("fatal"), "; "))
+	t.Logf("%s failed as it should: %s", strings.Join(append([]string{playbook}, args...), " "), strings.Join(append(run.Tasks("fatal"), run.Tasks("failed")...), "; "))
 	return run
 }
 
@@ -265,7 +265,7 @@ func testAnsibleBadInput(t *testing.T, a *alab) {
 		t.Errorf("site.yml without openssi_apt_repo_url changed %d tasks before stopping:\n%s", n, strings.Join(run.Tasks("changed"), "\n"))
 	}
 	if want := "the required variable openssi_apt_repo_url is not set"; !strings.Contains(run.Output, want) {
-		t.Errorf("site.yml without openssi_apt_repo_url does not say %q:\n%s", want, strings.Join(run.Tasks("fatal"), "\n"))
+		t.Errorf("site.yml without openssi_apt_repo_url does not say %q:\n%s", want, strings.Join(append(run.Tasks("fatal"), run.Tasks("failed")...), "\n"))
 	}
 	nodes := a.l.State().Nodes
 	last := nodes[len(nodes)-1].Name
