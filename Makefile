@@ -18,14 +18,14 @@ LAB_NODES ?= 3
 
 # These targets boot containers and install packages: without root, stop at
 # once with one line rather than after minutes of building.
-ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
+ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-ansible bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
 $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench: build ## failure-detection benchmark (tuned vs default gossip), writes be
 
 bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
+
+bench-ansible: repo deps-lab deps-ansible ## ansible/site.yml from 3 bare lab nodes to 3 UP, and its no-change second run (root), writes bench/ansible/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/ansible -dist dist -out bench/ansible/RESULTS.md
 
 bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md
