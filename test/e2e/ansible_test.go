@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,7 +36,7 @@ func TestAnsible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Down(ctxFor(t, time.Minute)) })
+	t.Cleanup(func() { _ = l.Down(context.Background()) })
 	attachLogs(t, l)
 	start := time.Now()
 	if err := l.UpBare(ctxFor(t, 3*time.Minute), 3); err != nil {
