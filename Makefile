@@ -18,14 +18,14 @@ LAB_NODES ?= 3
 
 # These targets boot containers and install packages: without root, stop at
 # once with one line rather than after minutes of building.
-ROOT_GOALS := $(filter lab test e2e check-packages bench-lab bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
+ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-ansible bench-vproc bench-failover bench-partition-heal,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
 $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,15 +52,25 @@ deps-lab:
 deps-proto:
 	@build/deps.sh proto
 
+deps-ansible:
+	@build/deps.sh ansible
+
+check-ansible: deps-ansible ## ansible-lint (production profile), yamllint and --syntax-check of ansible/, vagrant validate of vagrant/, the roles against the shipped settings
+	CI=true $(GO) test -count=1 ./ansible/ ./vagrant/
+
 integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
 
-e2e: deps-lab ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade (root)
-	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+e2e: deps-lab deps-ansible ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
 
 lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
 	@build/consul/build.sh >/dev/null
 	$(BIN)/lab up -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
+
+lab-bare: deps-lab build repo ## bring up $(LAB_NODES) bare nodes (sshd and Python, no Consul, no openssi) for an Ansible rollout (root); then bin/lab inventory
+	@build/consul/build.sh >/dev/null
+	$(BIN)/lab up --bare -n $(LAB_NODES) --dist dist --consul "$$(build/consul/build.sh)"
 
 unit: ## every test that needs neither Consul nor root; the others skip (runs as any user, installs nothing)
 	OPENSSI_NO_CONSUL=1 OPENSSI_NO_ROOT=1 $(GO) test -count=1 ./...
@@ -99,6 +109,9 @@ bench: build ## failure-detection benchmark (tuned vs default gossip), writes be
 
 bench-dlm: build ## dlm against Consul's lock, writes bench/dlm/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/dlm -clmsd $(BIN)/clmsd -dlmd $(BIN)/dlmd -out bench/dlm/RESULTS.md
+
+bench-ansible: repo deps-lab deps-ansible ## ansible/site.yml from 3 bare lab nodes to 3 UP, and its no-change second run (root), writes bench/ansible/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/ansible -dist dist -out bench/ansible/RESULTS.md
 
 bench-lab: repo ## lab start-up time, memory per node, failure detection in the lab (root), writes bench/lab/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/lab -dist dist -out bench/lab/RESULTS.md

@@ -3,9 +3,10 @@
 #
 #   build/deps.sh [--update-lists] GROUP...
 #
-# GROUP is proto (make proto), lab (make lab) or test (make test: all of
-# them). Only the missing packages are installed, and apt-get update runs
-# only before installing, or with --update-lists: the package checks ask apt
+# GROUP is proto (make proto), lab (make lab), ansible (the checks of
+# ansible/ and vagrant/) or test (make test: all of them). Only the
+# missing packages are installed, and apt-get update runs only before
+# installing, or with --update-lists: the package checks ask apt
 # whether a name collides with a Debian package, so they need current lists
 # even when nothing is missing (lists updated by this script in the last hour
 # count as current). Either needs root; when there is nothing to do the
@@ -21,16 +22,23 @@ PROTO=(protobuf-compiler)
 # gnupg, apt-utils, createrepo-c, rpm, fakeroot: the signed apt and yum
 #   repositories the lab nodes install openssi from.
 # iproute2, util-linux: the lab's bridge and veths, nsenter.
+# openssh-client: a bare lab's key pair and host keys (ssh-keygen) and the
+#   check that its nodes accept the key (ssh).
 LAB=(git ca-certificates debootstrap systemd-container
 	gnupg apt-utils createrepo-c rpm fakeroot
-	iproute2 util-linux)
+	iproute2 util-linux openssh-client)
+# ansible-core, ansible-lint, yamllint, vagrant: the lint checks of ansible/
+#   and vagrant/ (ansible-lint's production profile, yamllint,
+#   ansible-playbook --syntax-check, vagrant validate); openssl makes the
+#   Consul CA when the e2e test rolls the playbooks out.
+ANSIBLE=(ansible-core ansible-lint yamllint vagrant openssl)
 # make; lintian, rpmlint, dpkg-dev, debhelper: checking the packages and
 #   building debian/ (make check-packages).
 # strace: vprocd's ssi strace tests trace real processes with it.
-TEST=("${PROTO[@]}" "${LAB[@]}" make lintian rpmlint dpkg-dev debhelper strace)
+TEST=("${PROTO[@]}" "${LAB[@]}" make lintian rpmlint dpkg-dev debhelper strace "${ANSIBLE[@]}")
 
 usage() {
-	echo "usage: build/deps.sh [--update-lists] proto|lab|test..." >&2
+	echo "usage: build/deps.sh [--update-lists] proto|lab|ansible|test..." >&2
 	exit 2
 }
 
@@ -41,6 +49,7 @@ for arg in "$@"; do
 	--update-lists) update_lists=true ;;
 	proto) want+=("${PROTO[@]}") ;;
 	lab) want+=("${LAB[@]}") ;;
+	ansible) want+=("${ANSIBLE[@]}") ;;
 	test) want+=("${TEST[@]}") ;;
 	*) usage ;;
 	esac

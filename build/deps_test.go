@@ -38,7 +38,8 @@ func TestDeps(t *testing.T) {
 		t.Skip("no bash")
 	}
 	lab := []string{"git", "ca-certificates", "debootstrap", "systemd-container", "gnupg", "apt-utils", "createrepo-c", "rpm", "fakeroot", "iproute2", "util-linux"}
-	test := append([]string{"protobuf-compiler", "make", "lintian", "rpmlint", "dpkg-dev", "debhelper", "strace"}, lab...)
+	ansible := []string{"ansible-core", "ansible-lint", "yamllint", "vagrant", "openssl"}
+	test := append(append([]string{"protobuf-compiler", "make", "lintian", "rpmlint", "dpkg-dev", "debhelper", "strace"}, lab...), ansible...)
 	tests := []struct {
 		name      string
 		uid       string
@@ -50,9 +51,12 @@ func TestDeps(t *testing.T) {
 	}{
 		{name: "nothing missing: silent, no root needed", uid: "1000", installed: test,
 			runs: [][]string{{"test"}, {"lab"}, {"proto"}}},
-		{name: "missing: update then install only those", uid: "0", installed: lab,
+		{name: "missing: update then install only those", uid: "0", installed: append(append([]string(nil), lab...), ansible...),
 			runs:    [][]string{{"proto", "test"}},
 			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends protobuf-compiler make lintian rpmlint dpkg-dev debhelper strace"}},
+		{name: "ansible installs the lint tools of ansible/ and vagrant/ only", uid: "0", installed: lab,
+			runs:    [][]string{{"ansible"}},
+			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends ansible-core ansible-lint yamllint vagrant openssl"}},
 		{name: "lab does not install the test tools", uid: "0", installed: lab[1:],
 			runs:    [][]string{{"lab"}},
 			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends git"}},

@@ -15,14 +15,26 @@ import (
 
 func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 	s := l.State()
-	return nspawn.Options{
+	// /dev/fuse for vprocd's /cluster/proc.
+	binds := nspawn.FUSEBinds()
+	if !s.Bare {
+		// A bare node gets the repository from the lab's server instead.
+		binds = append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, binds...)
+	}
+	o := nspawn.Options{
 		Dir:    n.Root(),
 		Name:   n.Machine,
 		Bridge: s.Bridge,
-		// /dev/fuse for vprocd's /cluster/proc.
-		Binds: append([]nspawn.Bind{{Host: s.Dist, Container: "/srv/openssi-dist", ReadOnly: true}}, nspawn.FUSEBinds()...),
-		Args:  []string{"--console=passive"},
+		Binds:  binds,
+		Args:   []string{"--console=passive"},
 	}
+	if s.Bare {
+		// A bare node is named as the inventory names it, like a machine
+		// an administrator rolls out to (the full lab's nodes keep
+		// their machine names).
+		o.Hostname = n.Name
+	}
+	return o
 }
 
 // boot starts node i's container and waits until its systemd is up.

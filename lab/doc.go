@@ -7,6 +7,15 @@
 // (the first three are servers) and openssi installed with apt-get from the
 // local signed repository built from the working tree.
 //
+// A bare lab (UpBare, `lab up --bare`) is where an Ansible rollout starts:
+// its nodes boot with sshd and Python only, accept root with a key the lab
+// makes, and reach nothing but the lab's server (Serve) on the bridge
+// address, which hands them the signed repository, the pinned Consul and a
+// proxy of the Debian archive. Inventory writes the nodes into the groups
+// the roles under ansible/ use (openssi, consul_servers, consul_clients);
+// RunPlaybook runs a playbook and reads its recap. AddBare boots one more
+// node for add-node.yml.
+//
 // The lab command (lab/cmd/lab, built to bin/lab) and the e2e tests
 // (test/e2e) use this package, so they drive the same code.
 //

@@ -42,6 +42,12 @@ func (l *Lab) Down(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// The server of a bare lab, when the lab command started one.
+	if s := l.State(); s != nil && s.ServerPID != 0 {
+		if err := stopServer(s.ServerPID, l.opts.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// Mounts under the lab directory, deepest first.
 	mounts, err := mountsUnder(l.opts.Dir)
 	if err != nil {
@@ -70,7 +76,7 @@ func (l *Lab) Down(ctx context.Context) error {
 	// Disks and state, only when nothing is mounted any more.
 	entries, _ := os.ReadDir(l.opts.Dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "node") || e.Name() == "state.json" || e.Name() == "state.json.tmp" {
+		if strings.HasPrefix(e.Name(), "node") || e.Name() == "state.json" || e.Name() == "state.json.tmp" || e.Name() == "ssh" || e.Name() == ServeLog {
 			if err := os.RemoveAll(filepath.Join(l.opts.Dir, e.Name())); err != nil {
 				errs = append(errs, err)
 			}
@@ -80,6 +86,23 @@ func (l *Lab) Down(ctx context.Context) error {
 	l.state = nil
 	l.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// stopServer ends the lab server pid, if it is still the `lab serve` of
+// the lab in dir (a recycled pid is left alone).
+func stopServer(pid int, dir string) error {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil // gone
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if !ServerCommand(args, dir) {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("lab: stop the lab server %d: %w", pid, err)
+	}
+	return nil
 }
 
 // nspawnsByMachinePrefix finds systemd-nspawn processes running one of our

@@ -68,6 +68,12 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 	if answering == "" {
 		return nil
 	}
+	if s.Bare {
+		if _, err := l.Exec(ctx, answering, "test", "-x", "/usr/bin/ssi"); err != nil {
+			fmt.Fprintf(w, "\nbare lab: openssi is not installed yet (served at %s; bin/lab inventory)\n", ServedAt(s.Subnet).Base)
+			return nil
+		}
+	}
 	fmt.Fprintf(w, "\nmembership as %s sees it:\n", answering)
 	out, err := l.Exec(ctx, answering, "ssi", "nodes")
 	fmt.Fprint(w, out)

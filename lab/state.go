@@ -22,6 +22,24 @@ type State struct {
 	Consul *ConsulSecrets `json:"consul,omitempty"`
 	// Nodes are node1..nodeN.
 	Nodes []NodeState `json:"nodes"`
+	// Bare is set for a lab brought up with UpBare: nodes with sshd and
+	// Python but neither Consul nor openssi, for an Ansible rollout.
+	Bare bool `json:"bare,omitempty"`
+	// SSH is the key pair and known_hosts file of a bare lab.
+	SSH *SSHFiles `json:"ssh,omitempty"`
+	// ServerPID is the process serving the repository, Consul and the
+	// Debian mirror to a bare lab's nodes (`lab serve` started by
+	// `lab up --bare`); 0 when none was started by the lab command.
+	ServerPID int `json:"server_pid,omitempty"`
+}
+
+// SSHFiles are the paths of a bare lab's SSH files on the host.
+type SSHFiles struct {
+	// Key is the private key that logs in as root on every node; Key +
+	// ".pub" is in each node's /root/.ssh/authorized_keys.
+	Key string `json:"key"`
+	// KnownHosts holds every node's own host key, by address and name.
+	KnownHosts string `json:"known_hosts"`
 }
 
 // NodeState is one node.

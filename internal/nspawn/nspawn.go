@@ -61,8 +61,10 @@ func (b Bind) arg() string {
 type Options struct {
 	// Dir is its root filesystem (a copy: the container changes it).
 	Dir string
-	// Name is its machine name and hostname.
+	// Name is its machine name, and its hostname unless Hostname is set.
 	Name string
+	// Hostname, when set, is its hostname instead of Name.
+	Hostname string
 	// PrivateNetwork gives it a network namespace with only loopback.
 	PrivateNetwork bool
 	// Bridge, when set, gives it a veth pair whose host side joins this
@@ -80,6 +82,9 @@ func (o Options) args(boot bool) []string {
 	a := []string{"--quiet", "-D", o.Dir, "--register=no", "--keep-unit"}
 	if o.Name != "" {
 		a = append(a, "--machine="+o.Name)
+	}
+	if o.Hostname != "" {
+		a = append(a, "--hostname="+o.Hostname)
 	}
 	if boot {
 		a = append(a, "--boot")
@@ -155,7 +160,11 @@ func Boot(ctx context.Context, o Options) (*Container, error) {
 	// which makes the next boot of the same name fail.
 	_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", o.Name))
 	// systemd takes the hostname from /etc/hostname over nspawn's.
-	if err := os.WriteFile(filepath.Join(o.Dir, "etc/hostname"), []byte(o.Name+"\n"), 0o644); err != nil {
+	hostname := o.Name
+	if o.Hostname != "" {
+		hostname = o.Hostname
+	}
+	if err := os.WriteFile(filepath.Join(o.Dir, "etc/hostname"), []byte(hostname+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("nspawn: boot %s: %w", o.Name, err)
 	}
 	cmd := exec.Command("systemd-nspawn", o.args(true)...)

@@ -121,3 +121,23 @@ func TestRun(t *testing.T) {
 		t.Fatal("Run of false returned no error")
 	}
 }
+
+func TestArgsHostname(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string // "" = no --hostname
+	}{
+		{Options{Dir: "/r", Name: "lab-node1"}, ""},
+		{Options{Dir: "/r", Name: "lab-node1", Hostname: "node1"}, "--hostname=node1"},
+	} {
+		var got string
+		for _, a := range c.o.args(true) {
+			if strings.HasPrefix(a, "--hostname") {
+				got = a
+			}
+		}
+		if got != c.want {
+			t.Errorf("%+v: hostname argument %q, want %q", c.o, got, c.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -86,14 +87,24 @@ sessions as CONSUL_HTTP_TOKEN. Root is required.`,
 	pf.StringVar(&f.consul, "consul", envOr("CONSUL_BIN", consulagent.CachedBinary()), "pinned consul binary (from `make consul`)")
 
 	var n int
+	var bare bool
 	up := &cobra.Command{
-		Use:   "up [-n N]",
+		Use:   "up [-n N] [--bare]",
 		Short: "Bring up N nodes (default 3) and wait until all are UP",
-		Args:  cobra.NoArgs,
+		Long: `Bring up N nodes (default 3) and wait until all are UP.
+
+With --bare the nodes get neither Consul nor openssi: they boot with sshd
+and Python, accept root over SSH with a key the lab makes, and the lab
+serves them the signed repository, the pinned Consul and a Debian mirror
+from the bridge address, for an Ansible rollout (bin/lab inventory).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := f.open(cmd)
 			if err != nil {
 				return err
+			}
+			if bare {
+				return upBare(cmd, f, l, n)
 			}
 			if err := l.Up(cmd.Context(), n); err != nil {
 				if !errors.Is(err, lab.ErrUp) {
@@ -118,6 +129,74 @@ Try:
 		},
 	}
 	up.Flags().IntVarP(&n, "nodes", "n", 3, "number of nodes")
+	up.Flags().BoolVar(&bare, "bare", false, "boot nodes with sshd and Python only, for an Ansible rollout")
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve a bare lab's nodes the repository, Consul and a Debian mirror (foreground)",
+		Long: `Serve a bare lab's nodes, on the bridge address, the signed repository of
+--dist (repo/), the pinned consul binary (also as HashiCorp's release zip)
+and a proxy of the Debian archive (OPENSSI_DEBIAN_MIRROR), until
+interrupted. lab up --bare starts one in the background; lab down stops it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			srv, err := l.Serve()
+			if err != nil {
+				return err
+			}
+			go func() {
+				<-cmd.Context().Done()
+				_ = srv.Close()
+			}()
+			return srv.Wait()
+		},
+	}
+	var invOut string
+	inventory := &cobra.Command{
+		Use:   "inventory [-o FILE]",
+		Short: "Print the Ansible inventory of a bare lab",
+		Long: `Print the Ansible inventory (YAML) of a bare lab: every node in the groups
+openssi, consul_servers (the first three) and consul_clients, reached as
+root with the lab's SSH key, and the variables that point the roles at what
+the lab serves. Then: ansible-playbook -i FILE ansible/site.yml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := l.Inventory(nil)
+			if err != nil {
+				return err
+			}
+			if invOut == "" {
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
+			return os.WriteFile(invOut, b, 0o644)
+		},
+	}
+	inventory.Flags().StringVarP(&invOut, "output", "o", "", "write the inventory to FILE instead of standard output")
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Boot one more bare node (a bare lab only), for add-node.yml",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			node, err := l.AddBare(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is up at %s: regenerate the inventory (bin/lab inventory) and run ansible/add-node.yml for it\n", node.Name, node.IP)
+			return nil
+		},
+	}
 
 	one := func(use, short string, run func(ctx context.Context, l *lab.Lab, node string) error) *cobra.Command {
 		return &cobra.Command{
@@ -210,7 +289,7 @@ Try:
 			return l.Upgrade(cmd.Context())
 		},
 	}
-	root.AddCommand(up, down, status, exe, logs, upgrade,
+	root.AddCommand(up, down, status, exe, logs, upgrade, serve, inventory, add,
 		one("shell", "Open a root shell on a node", func(ctx context.Context, l *lab.Lab, node string) error { return l.Shell(ctx, node) }),
 		one("kill", "SIGKILL a whole node (a power loss)", func(ctx context.Context, l *lab.Lab, node string) error { return l.Kill(ctx, node) }),
 		one("start", "Boot a killed node again (same disk)", func(ctx context.Context, l *lab.Lab, node string) error {
@@ -225,6 +304,82 @@ Try:
 		one("heal", "Restore a node's network link", func(_ context.Context, l *lab.Lab, node string) error { return l.Heal(node) }),
 	)
 	return root
+}
+
+// upBare brings up a bare lab and starts its server in the background
+// (its log in the lab directory), recorded for lab down.
+func upBare(cmd *cobra.Command, f *flags, l *lab.Lab, n int) error {
+	if err := l.UpBare(cmd.Context(), n); err != nil {
+		if !errors.Is(err, lab.ErrUp) {
+			fmt.Fprintln(cmd.ErrOrStderr(), "lab: up failed; `lab down` removes what was made")
+		}
+		return err
+	}
+	dir, err := filepath.Abs(f.dir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	log, err := os.OpenFile(filepath.Join(dir, lab.ServeLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	args := append(lab.ServerArgs(dir), "--prefix="+f.prefix, "--subnet="+f.subnet, "--dist="+f.dist, "--consul="+f.consul)
+	srv := exec.Command(self, args...)
+	srv.Stdout, srv.Stderr = log, log
+	srv.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("start the lab server: %w", err)
+	}
+	if err := l.SetServer(srv.Process.Pid); err != nil {
+		return err
+	}
+	_ = srv.Process.Release()
+	sv := lab.ServedAt(f.subnet)
+	if err := waitServing(cmd.Context(), sv.Base+"/consul/"+lab.ConsulSumsName()); err != nil {
+		return fmt.Errorf("%w; see %s", err, filepath.Join(dir, lab.ServeLog))
+	}
+	if err := l.Status(cmd.Context(), cmd.OutOrStdout()); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), `
+The nodes run sshd and Python only; %s serves them the repository,
+Consul and a Debian mirror. Roll OpenSSI out with Ansible:
+  bin/lab inventory -o lab.yml
+  ansible-playbook -i lab.yml ansible/site.yml
+  bin/lab exec 1 -- ssi nodes
+  bin/lab add                          # a fresh node for ansible/add-node.yml
+  bin/lab down                         # remove everything
+`, sv.Base)
+	return nil
+}
+
+// waitServing waits until url answers 200.
+func waitServing(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the lab server does not answer at %s", url)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func exactNode(cmd *cobra.Command, args []string) error {
