@@ -37,7 +37,7 @@ func TestDeps(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash")
 	}
-	lab := []string{"git", "ca-certificates", "debootstrap", "systemd-container", "gnupg", "apt-utils", "createrepo-c", "rpm", "fakeroot", "iproute2", "util-linux"}
+	lab := []string{"git", "ca-certificates", "debootstrap", "systemd-container", "gnupg", "apt-utils", "createrepo-c", "rpm", "fakeroot", "iproute2", "util-linux", "openssh-client"}
 	ansible := []string{"ansible-core", "ansible-lint", "yamllint", "vagrant", "openssl"}
 	test := append(append([]string{"protobuf-compiler", "make", "lintian", "rpmlint", "dpkg-dev", "debhelper", "strace"}, lab...), ansible...)
 	tests := []struct {
