@@ -332,6 +332,10 @@ func upBare(cmd *cobra.Command, f *flags, l *lab.Lab, n int) error {
 	srv := exec.Command(self, args...)
 	srv.Stdout, srv.Stderr = log, log
 	srv.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The server outlives this command: it must not keep what this
+	// command inherited (a `flock LOCK bin/lab up --bare` lock would stay
+	// held until `lab down`).
+	closeInheritedOnExec()
 	if err := srv.Start(); err != nil {
 		return fmt.Errorf("start the lab server: %w", err)
 	}
@@ -390,4 +394,18 @@ func exactNode(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("%s: %q is not a node: give a number like 2 or a name like node2", cmd.Name(), args[0])
 	}
 	return nil
+}
+
+// closeInheritedOnExec marks every descriptor above 2 close-on-exec (Go
+// opens its own so; inherited ones are not).
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
