@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/hostinfo"
 	"io"
 	"net/http"
 	"os"
@@ -166,7 +167,7 @@ func run(p params) error {
 	ctx := context.Background()
 	defer l.Down(ctx)
 	start := time.Now()
-	loadBefore := loadavg()
+	loadBefore := hostinfo.LoadAvg()
 	if err := l.Up(ctx, p.nodes); err != nil {
 		return err
 	}
@@ -199,7 +200,7 @@ func run(p params) error {
 	if killErr = errors.Join(crashErr, killErr); killErr != nil {
 		b.failure = killErr.Error()
 	}
-	machine := fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", kernel(), loadBefore, loadavg())
+	machine := fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", kernel(), loadBefore, hostinfo.LoadAvg())
 	report := render(b, kills, crashes, log, machine, time.Since(start))
 	fmt.Print(report)
 	if p.out != "" {
@@ -531,45 +532,9 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 	}
 }
 
-// raftPeer is a line of `consul operator raft list-peers`.
-type raftPeer struct {
-	Node, ID, State string
-	Voter           bool
-}
-
-// raftPeers decodes `consul operator raft list-peers`.
-func raftPeers(out string) []raftPeer {
-	var peers []raftPeer
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] == "Node" {
-			continue
-		}
-		peers = append(peers, raftPeer{Node: f[0], ID: f[1], State: f[3], Voter: f[4] == "true"})
-	}
-	return peers
-}
-
 // raft returns the Raft peers as a running node sees them.
-func (b *bench) raft(ctx context.Context) ([]raftPeer, error) {
-	var last error
-	for _, n := range b.running() {
-		out, err := b.l.Exec(ctx, n, "consul", "operator", "raft", "list-peers")
-		if err == nil {
-			return raftPeers(out), nil
-		}
-		last = err
-	}
-	return nil, last
-}
-
-func leaderOf(peers []raftPeer) string {
-	for _, p := range peers {
-		if p.State == "leader" {
-			return p.Node
-		}
-	}
-	return ""
+func (b *bench) raft(ctx context.Context) ([]lab.RaftPeer, error) {
+	return b.l.RaftPeers(ctx, b.running())
 }
 
 // moveLeader makes node Consul's Raft leader (leader) or not (!leader).
@@ -579,7 +544,7 @@ func (b *bench) moveLeader(ctx context.Context, node string, leader bool) error 
 		if err != nil {
 			return err.Error()
 		}
-		cur := leaderOf(peers)
+		cur := lab.LeaderOf(peers)
 		if cur == "" {
 			return "no leader"
 		}
@@ -667,7 +632,7 @@ func (b *bench) settle(ctx context.Context) (map[string]string, error) {
 				voters++
 			}
 		}
-		if leaderOf(peers) == "" || voters < min(len(b.names), 3) {
+		if lab.LeaderOf(peers) == "" || voters < min(len(b.names), 3) {
 			return fmt.Sprintf("Raft: %+v", peers)
 		}
 		for _, v := range b.vs {
@@ -884,7 +849,7 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 		if err != nil {
 			return all, log, err
 		}
-		leader := leaderOf(peers) == victim
+		leader := lab.LeaderOf(peers) == victim
 		dc := ""
 		if out, err := b.l.Exec(ctx, victim, "crm_mon", "-1"); err == nil {
 			dc = crmDC(out)
@@ -960,13 +925,4 @@ func (b *bench) rejoin(ctx context.Context, node string) error {
 		return fmt.Errorf("restart corosync and pacemaker on %s: %v: %s", node, err, out)
 	}
 	return waitFor(ctx, 90*time.Second, "Pacemaker sees "+node+" again after restarting corosync and pacemaker there", func() string { return pacemakerReady(ctx, b) })
-}
-
-// loadavg is the host's 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
 }

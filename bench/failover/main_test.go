@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/openssi/openssi/lab"
 	"reflect"
 	"testing"
 )
@@ -54,19 +55,19 @@ node1  5b0d1c9e-0000-4000-8000-000000000001  10.77.13.11:8300  follower  true   
 node2  5b0d1c9e-0000-4000-8000-000000000002  10.77.13.12:8300  leader    true   3             120           -
 node3  5b0d1c9e-0000-4000-8000-000000000003  10.77.13.13:8300  follower  false  3             118           2 commits
 `
-	want := []raftPeer{
+	want := []lab.RaftPeer{
 		{Node: "node1", ID: "5b0d1c9e-0000-4000-8000-000000000001", State: "follower", Voter: true},
 		{Node: "node2", ID: "5b0d1c9e-0000-4000-8000-000000000002", State: "leader", Voter: true},
 		{Node: "node3", ID: "5b0d1c9e-0000-4000-8000-000000000003", State: "follower", Voter: false},
 	}
-	got := raftPeers(out)
+	got := lab.ParseRaftPeers(out)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("raftPeers = %+v, want %+v", got, want)
 	}
-	if l := leaderOf(got); l != "node2" {
+	if l := lab.LeaderOf(got); l != "node2" {
 		t.Errorf("leaderOf = %q, want node2", l)
 	}
-	if l := leaderOf(raftPeers("Error getting peers: No cluster leader\n")); l != "" {
+	if l := lab.LeaderOf(lab.ParseRaftPeers("Error getting peers: No cluster leader\n")); l != "" {
 		t.Errorf("leaderOf without a leader = %q", l)
 	}
 }

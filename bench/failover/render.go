@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"github.com/openssi/openssi/bench/hostinfo"
 	"runtime"
 	"strings"
 	"time"
@@ -35,19 +35,6 @@ func ratio(r float64) string {
 	return fmt.Sprintf("%.1fx", r)
 }
 
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
 var classes = []recovery.Class{recovery.NotLeader, recovery.Leader, recovery.All}
 
 func render(b *bench, kills, crashes []recovery.Kill, log []killLog, machine string, took time.Duration) string {
@@ -62,7 +49,7 @@ func render(b *bench, kills, crashes []recovery.Kill, log []killLog, machine str
 	fmt.Fprintf(&w, "# Failover of a singleton service: OpenSSI against Consul's lock and Pacemaker\n\n")
 	fmt.Fprintf(&w, "Measured %s in the lab (`lab up -n %d`: systemd-nspawn Debian bookworm nodes on one bridge, each a Consul server with openssi from the local repository) "+
 		"on the project's build machine: %d cores (%s), %s, Go %s; the lab lock held, so no other lab ran (other helpers' builds and tests may have). One run of `go run ./bench/failover` (%s), %d kills of a whole node and %d crashes of a service's process (%s).\n\n",
-		time.Now().UTC().Format("2006-01-02"), len(b.names), runtime.NumCPU(), cpuModel(), machine, runtime.Version(), took.Round(time.Second), len(log), len(crashes), strings.Join(crashed, ", "))
+		time.Now().UTC().Format("2006-01-02"), len(b.names), runtime.NumCPU(), hostinfo.CPUModel(), machine, runtime.Version(), took.Round(time.Second), len(log), len(crashes), strings.Join(crashed, ", "))
 
 	if b.failure != "" {
 		fmt.Fprintf(&w, "**The run stopped early**: %s. The figures below are what was measured before.\n\n", b.failure)

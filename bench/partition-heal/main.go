@@ -21,6 +21,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/hostinfo"
 	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"path/filepath"
@@ -95,7 +96,7 @@ func run(dist string, mults []int, nodes, cycles, kills, rounds int, out string)
 	}
 	dist, _ = filepath.Abs(dist)
 	started := time.Now()
-	load0 := loadavg()
+	load0 := hostinfo.LoadAvg()
 	var cs []cycle
 	var ks []kill
 	for r := 1; r <= rounds; r++ {
@@ -108,7 +109,7 @@ func run(dist string, mults []int, nodes, cycles, kills, rounds int, out string)
 			}
 		}
 	}
-	report := render(mults, nodes, rounds, cs, ks, started, load0, loadavg())
+	report := render(mults, nodes, rounds, cs, ks, started, load0, hostinfo.LoadAvg())
 	fmt.Print(report)
 	if out != "" {
 		return os.WriteFile(out, []byte(report), 0o644)
@@ -348,18 +349,6 @@ func follower(ctx context.Context, l *lab.Lab) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no follower server besides the leader %s", leader)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func render(mults []int, nodes, rounds int, cs []cycle, ks []kill, started time.Time, load0, load1 string) string {

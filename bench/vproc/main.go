@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/hostinfo"
 	"github.com/openssi/openssi/bench/stats"
 	"os"
 	"os/exec"
@@ -107,7 +108,7 @@ func run(p params) error {
 	ctx := context.Background()
 	defer l.Down(ctx)
 	start := time.Now()
-	loadBefore := loadavg()
+	loadBefore := hostinfo.LoadAvg()
 
 	if err := l.Up(ctx, p.small); err != nil {
 		return err
@@ -151,7 +152,7 @@ func run(p params) error {
 			return err
 		}
 	}
-	machine = fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", strings.TrimSpace(machine), loadBefore, loadavg())
+	machine = fmt.Sprintf("kernel %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end", strings.TrimSpace(machine), loadBefore, hostinfo.LoadAvg())
 	report := render(p, res, big, unscoped, machine, time.Since(start))
 	fmt.Print(report)
 	if p.out != "" {
@@ -324,28 +325,6 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
-// loadavg is the host's 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
 func render(p params, r, big *result, unscoped int, machine string, took time.Duration) string {
 	var b strings.Builder
 	p50 := func(name string) time.Duration { return pct(r.Samples[name], 50) }
@@ -353,7 +332,7 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	fmt.Fprintf(&b, "Measured %s in the lab (`lab up -n %d`: systemd-nspawn Debian bookworm nodes on one bridge, each with Consul and openssi from the local repository) "+
 		"on the project's build machine: %d cores (%s), %s, Go %s; the lab lock held, so no other lab ran (other helpers' builds and tests may have). One run of `go run ./bench/vproc` (%s). "+
 		"Every figure is taken inside node1 by vprocprobe, with node2 as the target.\n\n",
-		time.Now().UTC().Format("2006-01-02"), p.small, runtime.NumCPU(), cpuModel(), machine, runtime.Version(), took.Round(time.Second))
+		time.Now().UTC().Format("2006-01-02"), p.small, runtime.NumCPU(), hostinfo.CPUModel(), machine, runtime.Version(), took.Round(time.Second))
 
 	fmt.Fprintf(&b, "## Remote exec of `true`, node1 to node2, %d runs of each, interleaved in a random order\n\n", len(r.Samples["exec_process"]))
 	b.WriteString("| variant | p50 | p99 | mean | failed runs |\n|---|---|---|---|---|\n")
