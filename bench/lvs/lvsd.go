@@ -92,16 +92,21 @@ func (b *bench) lvsdPool(ctx context.Context, node string, want int) string {
 	return fmt.Sprintf("tcp/%d is not registered", servicePort)
 }
 
-// lvsdStart configures lvsd on every node and restarts it: first on
-// first alone, so that it becomes the director, then on the others.
+// lvsdStart stops lvsd on every node (it runs from the boot on, without
+// a VIP, and one of them holds the director's lock), configures it and
+// starts it: first on first alone, so that it becomes the director, then
+// on the others.
 func (b *bench) lvsdStart(ctx context.Context, first string) error {
+	if err := b.onEvery(ctx, "systemctl stop openssi-lvsd"); err != nil {
+		return err
+	}
 	for _, n := range b.names {
 		if err := b.lvsdConfigure(n); err != nil {
 			return err
 		}
 	}
-	if out, err := b.l.Exec(ctx, first, "systemctl", "restart", "openssi-lvsd"); err != nil {
-		return fmt.Errorf("%s: restart lvsd: %v: %s", first, err, out)
+	if out, err := b.l.Exec(ctx, first, "systemctl", "start", "openssi-lvsd"); err != nil {
+		return fmt.Errorf("%s: start lvsd: %v: %s", first, err, out)
 	}
 	if err := waitFor(ctx, time.Minute, "lvsd's director on "+first, func() string {
 		st, err := b.lvsdStatus(ctx, first)
@@ -119,8 +124,8 @@ func (b *bench) lvsdStart(ctx context.Context, first string) error {
 		if n == first {
 			continue
 		}
-		if out, err := b.l.Exec(ctx, n, "systemctl", "restart", "openssi-lvsd"); err != nil {
-			return fmt.Errorf("%s: restart lvsd: %v: %s", n, err, out)
+		if out, err := b.l.Exec(ctx, n, "systemctl", "start", "openssi-lvsd"); err != nil {
+			return fmt.Errorf("%s: start lvsd: %v: %s", n, err, out)
 		}
 	}
 	return waitFor(ctx, time.Minute, "lvsd's pool on "+first, func() string { return b.lvsdPool(ctx, first, len(b.names)) })
