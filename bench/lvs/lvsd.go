@@ -105,7 +105,7 @@ func (b *bench) lvsdStart(ctx context.Context, first string) error {
 			return err
 		}
 	}
-	if out, err := b.l.Exec(ctx, first, "systemctl", "start", "openssi-lvsd"); err != nil {
+	if out, err := b.l.Exec(ctx, first, "sh", "-c", startLvsd); err != nil {
 		return fmt.Errorf("%s: start lvsd: %v: %s", first, err, out)
 	}
 	if err := waitFor(ctx, time.Minute, "lvsd's director on "+first, func() string {
@@ -124,7 +124,7 @@ func (b *bench) lvsdStart(ctx context.Context, first string) error {
 		if n == first {
 			continue
 		}
-		if out, err := b.l.Exec(ctx, n, "systemctl", "start", "openssi-lvsd"); err != nil {
+		if out, err := b.l.Exec(ctx, n, "sh", "-c", startLvsd); err != nil {
 			return fmt.Errorf("%s: start lvsd: %v: %s", n, err, out)
 		}
 	}
@@ -143,8 +143,13 @@ func (b *bench) lvsdStop(ctx context.Context) error {
 			return err
 		}
 	}
-	return b.onEvery(ctx, "systemctl start openssi-lvsd")
+	return b.onEvery(ctx, startLvsd)
 }
+
+// startLvsd starts lvsd, once more after a second if the start failed:
+// right after a stop, systemd in an nspawn node may fail to set up the
+// unit's cgroup (status 219/CGROUP), a fault of the lab, not of lvsd.
+const startLvsd = "systemctl start openssi-lvsd || { sleep 1; systemctl reset-failed openssi-lvsd; systemctl start openssi-lvsd; }"
 
 // lvsdSide is openssi-lvsd: its user-space proxy on the director for the
 // throughput runs, its director election for the failover runs.
