@@ -230,14 +230,13 @@ func (b *bench) joins(ctx context.Context, n int) ([]time.Duration, error) {
 			return out, err
 		}
 		node := b.names[i%len(b.names)]
-		want := "ok " + node
 		t0 := time.Now()
 		if out, err := b.l.Exec(ctx, node, "systemctl", "start", backendUnit); err != nil {
 			return nil, fmt.Errorf("%s: start the backend: %v: %s", node, err, out)
 		}
 		var took time.Duration
 		for took == 0 {
-			if body, err := getBody(ctx, addr, 250*time.Millisecond); err == nil && strings.TrimSpace(body) == want {
+			if body, err := getBody(ctx, addr, 250*time.Millisecond); err == nil && answeredBy(body, node) {
 				took = time.Since(t0)
 				break
 			}
@@ -278,4 +277,11 @@ func getBody(ctx context.Context, addr string, timeout time.Duration) (string, e
 func readFile(p string) (string, error) {
 	b, err := os.ReadFile(p)
 	return string(b), err
+}
+
+// answeredBy reports whether body, lvsbackend's "ok HOSTNAME", comes from
+// node: the lab names its machines PREFIX-nodeN.
+func answeredBy(body, node string) bool {
+	f := strings.Fields(body)
+	return len(f) == 2 && f[0] == "ok" && (f[1] == node || strings.HasSuffix(f[1], "-"+node))
 }

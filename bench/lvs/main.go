@@ -163,7 +163,8 @@ func run(p params) error {
 	}
 	if p.joins > 0 && slices.ContainsFunc(p.sides, func(s string) bool { return strings.TrimSpace(s) == "lvsd" }) {
 		if res.joins, err = b.joins(ctx, p.joins); err != nil {
-			return err
+			res.joinsFailure = err.Error()
+			logf("listen to first routed connection: %v", err)
 		}
 	}
 	for _, f := range failovers {

@@ -137,3 +137,20 @@ func TestRenderJoins(t *testing.T) {
 		}
 	}
 }
+
+func TestAnsweredBy(t *testing.T) {
+	for _, tc := range []struct {
+		body, node string
+		want       bool
+	}{
+		{"ok blv-node1\n", "node1", true},
+		{"ok node2", "node2", true},
+		{"ok blv-node11\n", "node1", false},
+		{"ok blv-node1\n", "node2", false},
+		{"", "node1", false},
+	} {
+		if got := answeredBy(tc.body, tc.node); got != tc.want {
+			t.Errorf("answeredBy(%q, %q) = %v", tc.body, tc.node, got)
+		}
+	}
+}

@@ -16,10 +16,11 @@ type results struct {
 	failover   []failoverResult
 	// joins: a backend's start to its first connection through the VIP
 	// (lvsd), sorted.
-	joins   []time.Duration
-	machine string
-	took    time.Duration
-	notes   []string
+	joins        []time.Duration
+	joinsFailure string // why the starts stopped early
+	machine      string
+	took         time.Duration
+	notes        []string
 }
 
 // throughputRow adds up the rounds of one side.
@@ -131,6 +132,9 @@ func render(r results) string {
 		b.WriteString("## lvsd: listen() on a registered port to the first connection routed to it\n\n")
 		fmt.Fprintf(&b, "With lvsd directing from node1 and every backend stopped (an empty pool), the start of one node's backend (`systemctl start`, issued from the host; the backend listens on the registered port at once) to the first new connection through the VIP that it answers, probing every 10 ms: **p50 %s, p99 %s**, worst %s, over %d starts (node1, node2, node3 in turn).\n\n",
 			ms(stats.Percentile(r.joins, 50)), ms(stats.Percentile(r.joins, 99)), ms(r.joins[len(r.joins)-1]), len(r.joins))
+	}
+	if r.joinsFailure != "" {
+		fmt.Fprintf(&b, "The starts of lvsd's listen() to first routed connection stopped early: %s\n\n", r.joinsFailure)
 	}
 	b.WriteString(targets(r))
 	b.WriteString("## Method\n\n")
