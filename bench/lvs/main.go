@@ -10,12 +10,15 @@
 //     power loss) to the first successful new connection through the VIP
 //     from the host, over -kills kills, for each failover side:
 //     keepalived (Debian's package, VRRP, advert_int 1, its defaults) on
-//     every node for the same address, and lvsd.
+//     every node for the same address, and lvsd;
+//   - with lvsd: the start of a backend (its listen() on the registered
+//     port) to the first new connection through the VIP that it answers,
+//     over -joins starts.
 //
 // The host is the client, on the lab bridge like any machine of the
 // nodes' link. A side is a value of proxySide or failoverSide (sides.go);
-// lvsd's sides plug in there. Without them the bench measures its peers
-// alone, which is what -sides haproxy,keepalived does.
+// lvsd's sides are in lvsd.go. -sides haproxy,keepalived measures the
+// peers alone.
 //
 //	go run ./bench/lvs -dist dist -out bench/lvs/RESULTS.md
 package main
@@ -30,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +51,7 @@ type params struct {
 	warmup      time.Duration
 	rounds      int
 	kills       int
+	joins       int
 	timeout     time.Duration
 	avoidLeader bool
 	settle      time.Duration
@@ -57,12 +62,13 @@ func main() {
 	var p params
 	var sides string
 	flag.StringVar(&p.dist, "dist", "dist", "dist/ with repo/ from `make repo`")
-	flag.StringVar(&sides, "sides", "haproxy,keepalived", "the sides to measure, comma-separated: "+strings.Join(sideNames(), ", "))
+	flag.StringVar(&sides, "sides", "haproxy,lvsd,keepalived", "the sides to measure, comma-separated: "+strings.Join(sideNames(), ", "))
 	flag.IntVar(&p.conns, "conns", 64, "client connections of the throughput runs")
 	flag.DurationVar(&p.duration, "duration", 10*time.Second, "measured time of each throughput run")
 	flag.DurationVar(&p.warmup, "warmup", 2*time.Second, "unmeasured start of each throughput run")
 	flag.IntVar(&p.rounds, "rounds", 3, "throughput runs of each proxy side, interleaved")
 	flag.IntVar(&p.kills, "kills", 10, "kills of the VIP's holder per failover side")
+	flag.IntVar(&p.joins, "joins", 10, "with lvsd: backend starts timed to their first connection through the VIP")
 	flag.DurationVar(&p.timeout, "timeout", 30*time.Second, "longest wait for the VIP to answer again after a kill")
 	flag.DurationVar(&p.settle, "settle", 6*time.Second, "how long the VIP must stay on one node, answering, before a kill")
 	flag.BoolVar(&p.avoidLeader, "avoid-leader", true, "move Consul's Raft leadership off the VIP's holder before each kill")
@@ -153,6 +159,12 @@ func run(p params) error {
 	if len(proxies) > 0 {
 		if res.throughput, err = b.throughput(ctx, proxies); err != nil {
 			return err
+		}
+	}
+	if p.joins > 0 && slices.ContainsFunc(p.sides, func(s string) bool { return strings.TrimSpace(s) == "lvsd" }) {
+		if res.joins, err = b.joins(ctx, p.joins); err != nil {
+			res.joinsFailure = err.Error()
+			logf("listen to first routed connection: %v", err)
 		}
 	}
 	for _, f := range failovers {

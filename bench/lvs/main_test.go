@@ -15,7 +15,9 @@ func TestPick(t *testing.T) {
 		{"haproxy,keepalived", 1, 1, ""},
 		{"keepalived", 0, 1, ""},
 		{" haproxy ", 1, 0, ""},
-		{"haproxy,lvsd", 0, 0, `no side "lvsd"`},
+		{"haproxy,lvsd", 2, 1, ""},
+		{"lvsd,keepalived", 1, 2, ""},
+		{"nginx", 0, 0, `no side "nginx"`},
 		{"", 0, 0, "nothing to measure"},
 	} {
 		ps, fs, err := pick(strings.Split(tc.in, ","))
@@ -112,6 +114,43 @@ func TestFailoverSummaryAndRender(t *testing.T) {
 	for _, want := range []string{"requests/s: not measured in this run", "| HAProxy | 1000 | 1000 | 1.0 ms | 1.0 ms | 0 |", "**p50 3.40 s, p99 3.60 s**", "| 3 | node3 | false | **no answer** |  | false | 0 |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("render lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestLvsdSection(t *testing.T) {
+	got := lvsdSection("10.77.14.100/24")
+	want := "lvsd:\n  vips:\n    - address: 10.77.14.100/24\n      interface: host0\n  ports:\n    - port: tcp/80\n  forwarding: proxy\n"
+	if got != want {
+		t.Fatalf("lvsd's section:\n%s\nwant:\n%s", got, want)
+	}
+	if names := sideNames(); strings.Join(names, ",") != "haproxy,keepalived,lvsd" {
+		t.Fatalf("sideNames() = %v", names)
+	}
+}
+
+func TestRenderJoins(t *testing.T) {
+	out := render(results{joins: []time.Duration{300 * time.Millisecond, 400 * time.Millisecond, 1200 * time.Millisecond}})
+	for _, want := range []string{"**p50 400.0 ms, p99 1200.0 ms**, worst 1200.0 ms, over 3 starts", "routed to it <= 1 s: **missed** (p99 1200.0 ms over 3)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("render lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestAnsweredBy(t *testing.T) {
+	for _, tc := range []struct {
+		body, node string
+		want       bool
+	}{
+		{"ok blv-node1\n", "node1", true},
+		{"ok node2", "node2", true},
+		{"ok blv-node11\n", "node1", false},
+		{"ok blv-node1\n", "node2", false},
+		{"", "node1", false},
+	} {
+		if got := answeredBy(tc.body, tc.node); got != tc.want {
+			t.Errorf("answeredBy(%q, %q) = %v", tc.body, tc.node, got)
 		}
 	}
 }

@@ -37,13 +37,12 @@ type failoverSide interface {
 }
 
 // proxySides and failoverSides are every side the bench knows, by name.
-// lvsd's sides are added here when lvsd exists: a proxySide that
-// registers servicePort with lvsd and makes director lvsd's director, and
-// a failoverSide of lvsd on every node whose port is servicePort (lvsd's
-// proxy on the VIP).
+// lvsd is both (lvsd.go): a proxySide that registers servicePort with
+// lvsd and makes director lvsd's director, and a failoverSide of lvsd on
+// every node whose port is servicePort (lvsd's proxy on the VIP).
 var (
-	proxySides    = map[string]proxySide{"haproxy": haproxySide{}}
-	failoverSides = map[string]failoverSide{"keepalived": keepalivedSide{}}
+	proxySides    = map[string]proxySide{"haproxy": haproxySide{}, "lvsd": lvsdSide{}}
+	failoverSides = map[string]failoverSide{"keepalived": keepalivedSide{}, "lvsd": lvsdFailover{}}
 )
 
 func sideNames() []string {
@@ -55,7 +54,7 @@ func sideNames() []string {
 		out = append(out, n)
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // pick splits the -sides names into proxies and failovers, in the order

@@ -250,19 +250,24 @@ func (s *Server) applyRegsLocked(p lvsdspec.Port) []pool.Backend {
 	return s.pool.SetBackends(p, bs)
 }
 
-// setDirector takes the catalog's entries of the director's service.
+// setDirector takes the catalog's entries of the director's service:
+// the newest trusted one names the director. A director cut off from the
+// cluster leaves its entry behind until its agent reaches the servers
+// again, and the entry passes again as soon as its node is back; every
+// director registers only after it won the lock, so the newest entry is
+// the director's.
 func (s *Server) setDirector(ents []*api.ServiceEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.director = 0
+	var newest uint64
 	for _, e := range ents {
 		if e.Service == nil || e.Node == nil {
 			continue
 		}
 		n, err := strconv.ParseUint(e.Service.Meta[rpc.MetaNode], 10, 32)
-		if err == nil && s.trustedLocked(uint32(n), e.Node.Node) {
-			s.director = uint32(n)
-			return
+		if err == nil && s.trustedLocked(uint32(n), e.Node.Node) && (s.director == 0 || e.Service.ModifyIndex > newest) {
+			s.director, newest = uint32(n), e.Service.ModifyIndex
 		}
 	}
 }

@@ -42,3 +42,7 @@ func (s *Server) Reconcile() { s.reconcileData() }
 
 // MarkVIPsHeld is what Run does first.
 func (s *Server) MarkVIPsHeld() { s.markVIPsHeld() }
+
+// SetDirectorEntries is what the catalog watch of the director's service
+// delivers.
+func (s *Server) SetDirectorEntries(ents []*api.ServiceEntry) { s.setDirector(ents) }

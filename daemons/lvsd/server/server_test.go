@@ -578,3 +578,44 @@ func TestWatchGetsPortUsers(t *testing.T) {
 		t.Errorf("the watch wants %+v, want %+v", got, want)
 	}
 }
+
+// TestDirectorFromCatalog: a node that is not the director names the
+// director from the catalog's passing entries of the director's service.
+// A director cut off from the cluster may leave its entry behind (its
+// agent withdraws it only once it reaches the servers again, and it is
+// passing again as soon as the node is back): the newest registration is
+// the director, as each director registers only after it won the lock.
+// The lab showed `ssi vip` naming the old director after a partition
+// healed, for as long as its entry stayed.
+func TestDirectorFromCatalog(t *testing.T) {
+	dir := func(consulNode string, node int, index uint64) *api.ServiceEntry {
+		return &api.ServiceEntry{
+			Node: &api.Node{Node: consulNode},
+			Service: &api.AgentService{ID: server.DirectorService, Service: server.DirectorService,
+				Meta: map[string]string{"node": strconv.Itoa(node)}, CreateIndex: index, ModifyIndex: index},
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		ents []*api.ServiceEntry
+		want uint32
+	}{
+		{"none", nil, 0},
+		{"one", []*api.ServiceEntry{dir("node3", 3, 20)}, 3},
+		{"stale first", []*api.ServiceEntry{dir("node2", 2, 10), dir("node3", 3, 20)}, 3},
+		{"stale last", []*api.ServiceEntry{dir("node3", 3, 20), dir("node2", 2, 10)}, 3},
+		{"newest untrusted", []*api.ServiceEntry{dir("node2", 2, 10), dir("evil", 3, 30)}, 2},
+		{"no meta", []*api.ServiceEntry{dir("node2", 2, 10), {Node: &api.Node{Node: "node3"}, Service: &api.AgentService{ModifyIndex: 40}}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t, &lvsdfake.VIPs{Node: 1, TL: lvsdfake.NewVIPTimeline()}, &lvsdfake.Data{})
+			for n := uint32(1); n <= 3; n++ {
+				s.Membership(n, fmt.Sprintf("node%d", n), fmt.Sprintf("10.0.0.%d", n), true)
+			}
+			s.SetDirectorEntries(tc.ents)
+			if st := s.Status(); st.Director != tc.want || st.Directing {
+				t.Errorf("director %d (directing %v), want %d", st.Director, st.Directing, tc.want)
+			}
+		})
+	}
+}
