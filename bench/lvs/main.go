@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/openssi/openssi/bench/hostinfo"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -143,7 +144,7 @@ func run(p params) error {
 	ctx := context.Background()
 	defer l.Down(ctx)
 	start := time.Now()
-	loadBefore := loadavg()
+	loadBefore := hostinfo.LoadAvg()
 	if err := l.Up(ctx, nodes); err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func run(p params) error {
 	}
 	kernel, _ := l.Exec(ctx, "node1", "uname", "-r")
 	res.machine = fmt.Sprintf("%d cores (%s), kernel %s, Go %s; the host's load average (1, 5, 15 min) %s at the start and %s at the end",
-		runtime.NumCPU(), cpuModel(), strings.TrimSpace(kernel), runtime.Version(), loadBefore, loadavg())
+		runtime.NumCPU(), hostinfo.CPUModel(), strings.TrimSpace(kernel), runtime.Version(), loadBefore, hostinfo.LoadAvg())
 	res.took = time.Since(start)
 	res.notes = b.notes
 	res.params = p
@@ -401,7 +402,7 @@ func (b *bench) failover(ctx context.Context, side failoverSide) (failoverResult
 			}
 		}
 		if peers, err := b.raft(ctx); err == nil {
-			leader = leaderOf(peers)
+			leader = lab.LeaderOf(peers)
 		}
 		logf("%s kill %d: %s holds %s (Consul's Raft leader: %s)", side.name(), k+1, victim, b.vip.Addr(), leader)
 		t0 := time.Now()
@@ -519,43 +520,8 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 	}
 }
 
-// raftPeer is a line of `consul operator raft list-peers`.
-type raftPeer struct {
-	Node, ID, State string
-}
-
-// raftPeers decodes `consul operator raft list-peers`.
-func raftPeers(out string) []raftPeer {
-	var peers []raftPeer
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] == "Node" {
-			continue
-		}
-		peers = append(peers, raftPeer{Node: f[0], ID: f[1], State: f[3]})
-	}
-	return peers
-}
-
-func (b *bench) raft(ctx context.Context) ([]raftPeer, error) {
-	var last error
-	for _, n := range b.running() {
-		out, err := b.l.Exec(ctx, n, "consul", "operator", "raft", "list-peers")
-		if err == nil {
-			return raftPeers(out), nil
-		}
-		last = err
-	}
-	return nil, last
-}
-
-func leaderOf(peers []raftPeer) string {
-	for _, p := range peers {
-		if p.State == "leader" {
-			return p.Node
-		}
-	}
-	return ""
+func (b *bench) raft(ctx context.Context) ([]lab.RaftPeer, error) {
+	return b.l.RaftPeers(ctx, b.running())
 }
 
 // moveLeaderOff makes sure node is not Consul's Raft leader.
@@ -565,7 +531,7 @@ func (b *bench) moveLeaderOff(ctx context.Context, node string) error {
 		if err != nil {
 			return err.Error()
 		}
-		cur := leaderOf(peers)
+		cur := lab.LeaderOf(peers)
 		switch cur {
 		case "":
 			return "no leader"
@@ -577,26 +543,4 @@ func (b *bench) moveLeaderOff(ctx context.Context, node string) error {
 		}
 		return ""
 	})
-}
-
-// loadavg is the host's 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }

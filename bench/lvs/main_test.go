@@ -69,19 +69,6 @@ func TestBackendUnit(t *testing.T) {
 	}
 }
 
-func TestRaftPeers(t *testing.T) {
-	out := `Node   ID                                    Address           State     Voter  RaftProtocol  Commit Index  Trails Leader By
-node1  0b1c  10.77.14.11:8300  follower  true   3             120           0 commits
-node2  7a2d  10.77.14.12:8300  leader    true   3             120           -
-`
-	if got := leaderOf(raftPeers(out)); got != "node2" {
-		t.Fatalf("leader %q, want node2", got)
-	}
-	if got := leaderOf(raftPeers("")); got != "" {
-		t.Fatalf("leader of nothing %q", got)
-	}
-}
-
 func TestFailoverSummaryAndRender(t *testing.T) {
 	f := failoverResult{label: "keepalived", kills: []killResult{
 		{victim: "node3", ok: true, took: 3600 * time.Millisecond, newHolder: "node2"},
