@@ -95,8 +95,9 @@ func (w *Warm) Start(s Spec) (*Proc, error) {
 	return p, err
 }
 
-// take removes and returns an idle gate of key, the most recent first
-// (the oldest are the next to be trimmed), or nil.
+// take removes and returns an idle gate of key, the oldest first (a
+// gate just made may still be starting its runtime, and the program would
+// wait for it), or nil.
 func (w *Warm) take(key string) *warmGate {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -104,11 +105,11 @@ func (w *Warm) take(key string) *warmGate {
 	if len(gs) == 0 {
 		return nil
 	}
-	g := gs[len(gs)-1]
+	g := gs[0]
 	if len(gs) == 1 {
 		delete(w.idle, key)
 	} else {
-		w.idle[key] = gs[:len(gs)-1]
+		w.idle[key] = gs[1:]
 	}
 	w.total--
 	return g
