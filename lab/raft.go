@@ -34,11 +34,11 @@ func LeaderOf(peers []RaftPeer) string {
 	return ""
 }
 
-// RaftPeers returns the Raft peers as the first of nodes that answers
-// sees them.
-func (l *Lab) RaftPeers(ctx context.Context, nodes []string) ([]RaftPeer, error) {
+// RaftPeers returns the Raft peers as the first running node that
+// answers sees them.
+func (l *Lab) RaftPeers(ctx context.Context) ([]RaftPeer, error) {
 	var last error
-	for _, n := range nodes {
+	for _, n := range l.Running() {
 		out, err := l.Exec(ctx, n, "consul", "operator", "raft", "list-peers")
 		if err == nil {
 			return ParseRaftPeers(out), nil
@@ -46,4 +46,15 @@ func (l *Lab) RaftPeers(ctx context.Context, nodes []string) ([]RaftPeer, error)
 		last = err
 	}
 	return nil, last
+}
+
+// Running returns the names of the nodes whose container runs.
+func (l *Lab) Running() []string {
+	var out []string
+	for _, n := range l.State().Nodes {
+		if n.PID != 0 {
+			out = append(out, n.Name)
+		}
+	}
+	return out
 }

@@ -440,7 +440,7 @@ func setupPacemaker(ctx context.Context, b *bench) error {
 	if err := b.onEvery(ctx, "systemctl enable -q --now corosync.service pacemaker.service"); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 3*time.Minute, "Pacemaker sees every node online", func() string { return pacemakerReady(ctx, b) }); err != nil {
+	if err := lab.Poll(ctx, 3*time.Minute, "Pacemaker sees every node online", func() string { return pacemakerReady(ctx, b) }); err != nil {
 		return err
 	}
 	first := b.names[0]
@@ -458,7 +458,7 @@ func setupPacemaker(ctx context.Context, b *bench) error {
 // pacemakerReady is "" once Pacemaker sees every node online (crm_mon
 // on the first running node).
 func pacemakerReady(ctx context.Context, b *bench) string {
-	running := b.running()
+	running := b.l.Running()
 	if len(running) == 0 {
 		return "no node running"
 	}
@@ -501,46 +501,10 @@ func crmDC(out string) string {
 	return ""
 }
 
-// running lists the nodes whose container runs.
-func (b *bench) running() []string {
-	var out []string
-	for _, n := range b.l.State().Nodes {
-		if n.PID != 0 {
-			out = append(out, n.Name)
-		}
-	}
-	return out
-}
-
-// waitFor polls cond (which says what is missing, "" when nothing is)
-// until it is satisfied or timeout.
-func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() string) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %s: %s", what, timeout, why)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-// raft returns the Raft peers as a running node sees them.
-func (b *bench) raft(ctx context.Context) ([]lab.RaftPeer, error) {
-	return b.l.RaftPeers(ctx, b.running())
-}
-
 // moveLeader makes node Consul's Raft leader (leader) or not (!leader).
 func (b *bench) moveLeader(ctx context.Context, node string, leader bool) error {
-	return waitFor(ctx, time.Minute, fmt.Sprintf("Raft leadership %s %s", map[bool]string{true: "onto", false: "away from"}[leader], node), func() string {
-		peers, err := b.raft(ctx)
+	return lab.Poll(ctx, time.Minute, fmt.Sprintf("Raft leadership %s %s", map[bool]string{true: "onto", false: "away from"}[leader], node), func() string {
+		peers, err := b.l.RaftPeers(ctx)
 		if err != nil {
 			return err.Error()
 		}
@@ -595,7 +559,7 @@ func (b *bench) holders() map[string][]string {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, v := range b.vs {
-		for _, n := range b.running() {
+		for _, n := range b.l.Running() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -621,8 +585,8 @@ func (b *bench) settle(ctx context.Context) (map[string]string, error) {
 		return nil, err
 	}
 	var prev, got map[string]string
-	err := waitFor(ctx, 3*time.Minute, "every variant settled on one node", func() string {
-		peers, err := b.raft(ctx)
+	err := lab.Poll(ctx, 3*time.Minute, "every variant settled on one node", func() string {
+		peers, err := b.l.RaftPeers(ctx)
 		if err != nil {
 			return err.Error()
 		}
@@ -845,7 +809,7 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 			logf("%s moved from %s to %s while the leadership moved: choosing again", cell.Variant, victim, holders[cell.Variant])
 			continue
 		}
-		peers, err := b.raft(ctx)
+		peers, err := b.l.RaftPeers(ctx)
 		if err != nil {
 			return all, log, err
 		}
@@ -861,7 +825,7 @@ func (b *bench) kills(ctx context.Context) ([]recovery.Kill, []killLog, error) {
 				hit = append(hit, v)
 			}
 		}
-		for _, n := range b.running() {
+		for _, n := range b.l.Running() {
 			if n != victim {
 				survivors = append(survivors, n)
 			}
@@ -913,10 +877,10 @@ func (b *bench) rejoin(ctx context.Context, node string) error {
 	if err := b.l.WaitAllUp(ctx, 3*time.Minute); err != nil {
 		return err
 	}
-	if waitFor(ctx, 90*time.Second, "Pacemaker sees "+node+" again", func() string { return pacemakerReady(ctx, b) }) == nil {
+	if lab.Poll(ctx, 90*time.Second, "Pacemaker sees "+node+" again", func() string { return pacemakerReady(ctx, b) }) == nil {
 		return nil
 	}
-	for _, n := range b.running() {
+	for _, n := range b.l.Running() {
 		out, _ := b.l.Exec(ctx, n, "sh", "-c", "systemctl is-active corosync pacemaker; corosync-cfgtool -s; crm_mon -1; journalctl --no-pager -o short-precise -n 40 -u corosync -u pacemaker")
 		logf("Pacemaker does not see %s 90 s after its restart; on %s:\n%s", node, n, out)
 	}
@@ -924,5 +888,5 @@ func (b *bench) rejoin(ctx context.Context, node string) error {
 	if out, err := b.l.Exec(ctx, node, "systemctl", "restart", "corosync", "pacemaker"); err != nil {
 		return fmt.Errorf("restart corosync and pacemaker on %s: %v: %s", node, err, out)
 	}
-	return waitFor(ctx, 90*time.Second, "Pacemaker sees "+node+" again after restarting corosync and pacemaker there", func() string { return pacemakerReady(ctx, b) })
+	return lab.Poll(ctx, 90*time.Second, "Pacemaker sees "+node+" again after restarting corosync and pacemaker there", func() string { return pacemakerReady(ctx, b) })
 }

@@ -108,7 +108,7 @@ func (b *bench) lvsdStart(ctx context.Context, first string) error {
 	if out, err := b.l.Exec(ctx, first, "sh", "-c", startLvsd); err != nil {
 		return fmt.Errorf("%s: start lvsd: %v: %s", first, err, out)
 	}
-	if err := waitFor(ctx, time.Minute, "lvsd's director on "+first, func() string {
+	if err := lab.Poll(ctx, time.Minute, "lvsd's director on "+first, func() string {
 		st, err := b.lvsdStatus(ctx, first)
 		if err != nil {
 			return err.Error()
@@ -128,7 +128,7 @@ func (b *bench) lvsdStart(ctx context.Context, first string) error {
 			return fmt.Errorf("%s: start lvsd: %v: %s", n, err, out)
 		}
 	}
-	return waitFor(ctx, time.Minute, "lvsd's pool on "+first, func() string { return b.lvsdPool(ctx, first, len(b.names)) })
+	return lab.Poll(ctx, time.Minute, "lvsd's pool on "+first, func() string { return b.lvsdPool(ctx, first, len(b.names)) })
 }
 
 // lvsdStop stops lvsd everywhere (its ExecStopPost takes the VIP of its
@@ -185,7 +185,7 @@ func (lvsdFailover) start(ctx context.Context, b *bench) error {
 // ready: every running node's lvsd is active, and the director forwards
 // to every running node.
 func (lvsdFailover) ready(ctx context.Context, b *bench) string {
-	run := b.running()
+	run := b.l.Running()
 	var director string
 	for _, n := range run {
 		if out, err := b.l.Exec(ctx, n, "systemctl", "is-active", "openssi-lvsd"); err != nil {
@@ -226,7 +226,7 @@ func (b *bench) joins(ctx context.Context, n int) ([]time.Duration, error) {
 		if err := b.onEvery(ctx, "systemctl stop "+backendUnit); err != nil {
 			return out, err
 		}
-		if err := waitFor(ctx, 30*time.Second, "an empty pool", func() string { return b.lvsdPool(ctx, director, 0) }); err != nil {
+		if err := lab.Poll(ctx, 30*time.Second, "an empty pool", func() string { return b.lvsdPool(ctx, director, 0) }); err != nil {
 			return out, err
 		}
 		node := b.names[i%len(b.names)]

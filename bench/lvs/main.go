@@ -230,7 +230,7 @@ func (b *bench) installBackends(ctx context.Context, bin string) error {
 	}
 	for _, name := range b.names {
 		addr := fmt.Sprintf("%s:%d", b.ip[name], servicePort)
-		if err := waitFor(ctx, 30*time.Second, "the backend on "+name, func() string {
+		if err := lab.Poll(ctx, 30*time.Second, "the backend on "+name, func() string {
 			if err := httpload.Get(ctx, addr, "/", time.Second); err != nil {
 				return err.Error()
 			}
@@ -315,20 +315,10 @@ func (b *bench) onEvery(ctx context.Context, script string) error {
 	return errors.Join(errs...)
 }
 
-func (b *bench) running() []string {
-	var out []string
-	for _, n := range b.l.State().Nodes {
-		if n.PID != 0 {
-			out = append(out, n.Name)
-		}
-	}
-	return out
-}
-
 // holders are the running nodes that have the VIP on their link.
 func (b *bench) holders(ctx context.Context) []string {
 	var out []string
-	for _, n := range b.running() {
+	for _, n := range b.l.Running() {
 		o, err := b.l.Exec(ctx, n, "ip", "-o", "addr", "show", "dev", lab.NodeIface, "to", b.vip.Addr().String()+"/32")
 		if err == nil && strings.TrimSpace(o) != "" {
 			out = append(out, n)
@@ -359,7 +349,7 @@ func (b *bench) throughput(ctx context.Context, sides []proxySide) ([]throughput
 				return nil, fmt.Errorf("%s: start on %s: %w", s.name(), director, err)
 			}
 			o.Addr = b.vipAddr(servicePort)
-			if err := waitFor(ctx, 30*time.Second, s.name()+" answering on "+o.Addr, func() string {
+			if err := lab.Poll(ctx, 30*time.Second, s.name()+" answering on "+o.Addr, func() string {
 				if err := httpload.Get(ctx, o.Addr, "/", time.Second); err != nil {
 					return err.Error()
 				}
@@ -401,7 +391,7 @@ func (b *bench) failover(ctx context.Context, side failoverSide) (failoverResult
 				logf("Raft leadership stays on %s: %v", victim, err)
 			}
 		}
-		if peers, err := b.raft(ctx); err == nil {
+		if peers, err := b.l.RaftPeers(ctx); err == nil {
 			leader = lab.LeaderOf(peers)
 		}
 		logf("%s kill %d: %s holds %s (Consul's Raft leader: %s)", side.name(), k+1, victim, b.vip.Addr(), leader)
@@ -471,9 +461,9 @@ func (b *bench) checkARP(ctx context.Context, k *killResult) {
 func (b *bench) settle(ctx context.Context, side failoverSide, addr string) (string, error) {
 	var holder string
 	var since time.Time
-	err := waitFor(ctx, 2*time.Minute+b.p.settle, side.name()+" settled", func() string {
+	err := lab.Poll(ctx, 2*time.Minute+b.p.settle, side.name()+" settled", func() string {
 		why := func() string {
-			if r := b.running(); len(r) != len(b.names) {
+			if r := b.l.Running(); len(r) != len(b.names) {
 				return fmt.Sprintf("running: %v", r)
 			}
 			h := b.holders(ctx)
@@ -500,34 +490,10 @@ func (b *bench) settle(ctx context.Context, side failoverSide, addr string) (str
 	return holder, err
 }
 
-// waitFor polls cond (which says what is missing, "" when nothing is)
-// until it is satisfied or timeout.
-func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() string) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %s: %s", what, timeout, why)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func (b *bench) raft(ctx context.Context) ([]lab.RaftPeer, error) {
-	return b.l.RaftPeers(ctx, b.running())
-}
-
 // moveLeaderOff makes sure node is not Consul's Raft leader.
 func (b *bench) moveLeaderOff(ctx context.Context, node string) error {
-	return waitFor(ctx, time.Minute, "Raft leadership away from "+node, func() string {
-		peers, err := b.raft(ctx)
+	return lab.Poll(ctx, time.Minute, "Raft leadership away from "+node, func() string {
+		peers, err := b.l.RaftPeers(ctx)
 		if err != nil {
 			return err.Error()
 		}
