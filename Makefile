@@ -25,7 +25,7 @@ $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers an
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-lvs bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul criu proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-lvs bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ build: ## build static binaries of every daemon and ssi into bin/
 
 consul: ## provide the pinned Consul binary (built once from the Go module proxy)
 	@build/consul/build.sh
+
+criu: ## provide the pinned CRIU binary (built once from Debian's source package; root to install its -dev packages)
+	@build/criu/build.sh
 
 test: deps lint check-protos integration check-packages e2e fuzz ## everything CI runs (root; installs what is missing): lint, generated code, unit + integration against real Consul, package checks, lab e2e, fuzz smoke
 
@@ -58,8 +61,9 @@ deps-ansible:
 check-ansible: deps-ansible ## ansible-lint (production profile), yamllint and --syntax-check of ansible/, vagrant validate of vagrant/, the roles against the shipped settings
 	CI=true $(GO) test -count=1 ./ansible/ ./vagrant/
 
-integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip)
-	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -count=1 -timeout 30m ./...
+integration: ## unit tests and integration tests against real Consul clusters on loopback (the nspawn/rootfs tests need root, else skip; the CRIU tests use the cached CRIU of make criu, else skip)
+	consul="$$(build/consul/build.sh)" && criu="$${CRIU_BIN:-$$(build/criu/build.sh --check || true)}" && \
+		CONSUL_BIN="$$consul" CRIU_BIN="$$criu" $(GO) test -count=1 -timeout 30m ./...
 
 e2e: deps-lab deps-ansible ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/

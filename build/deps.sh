@@ -4,9 +4,10 @@
 #   build/deps.sh [--update-lists] GROUP...
 #
 # GROUP is proto (make proto), lab (make lab), ansible (the checks of
-# ansible/ and vagrant/) or test (make test: all of them). Only the
-# missing packages are installed, and apt-get update runs only before
-# installing, or with --update-lists: the package checks ask apt
+# ansible/ and vagrant/), criu (building CRIU from source; build/criu/build.sh
+# asks for it only when it has to build) or test (make test: all of them but
+# criu). Only the missing packages are installed, and apt-get update runs
+# only before installing, or with --update-lists: the package checks ask apt
 # whether a name collides with a Debian package, so they need current lists
 # even when nothing is missing (lists updated by this script in the last hour
 # count as current). Either needs root; when there is nothing to do the
@@ -35,10 +36,16 @@ ANSIBLE=(ansible-core ansible-lint yamllint vagrant openssl)
 # make; lintian, rpmlint, dpkg-dev, debhelper: checking the packages and
 #   building debian/ (make check-packages).
 # strace: vprocd's ssi strace tests trace real processes with it.
+# gcc, make, pkg-config, curl, xz-utils and the -dev packages `make criu` of
+#   CRIU's source needs (its Makefile.packages; the optional libbsd, gnutls
+#   and nftables are left out): build/criu/build.sh.
+CRIU=(gcc make pkg-config curl ca-certificates xz-utils
+	libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+	libnl-3-dev libcap-dev libnet1-dev uuid-dev)
 TEST=("${PROTO[@]}" "${LAB[@]}" make lintian rpmlint dpkg-dev debhelper strace "${ANSIBLE[@]}")
 
 usage() {
-	echo "usage: build/deps.sh [--update-lists] proto|lab|ansible|test..." >&2
+	echo "usage: build/deps.sh [--update-lists] proto|lab|ansible|criu|test..." >&2
 	exit 2
 }
 
@@ -50,6 +57,7 @@ for arg in "$@"; do
 	proto) want+=("${PROTO[@]}") ;;
 	lab) want+=("${LAB[@]}") ;;
 	ansible) want+=("${ANSIBLE[@]}") ;;
+	criu) want+=("${CRIU[@]}") ;;
 	test) want+=("${TEST[@]}") ;;
 	*) usage ;;
 	esac

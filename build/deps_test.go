@@ -60,6 +60,10 @@ func TestDeps(t *testing.T) {
 		{name: "lab does not install the test tools", uid: "0", installed: lab[1:],
 			runs:    [][]string{{"lab"}},
 			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends git"}},
+		{name: "criu installs what building CRIU needs, not the test tools", uid: "0", installed: test,
+			runs: [][]string{{"criu"}},
+			wantApt: []string{"update -qq", "install -y -qq --no-install-recommends gcc pkg-config curl xz-utils " +
+				"libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler libnl-3-dev libcap-dev libnet1-dev uuid-dev"}},
 		{name: "missing without root: one line, nothing run", uid: "1000", installed: lab,
 			runs: [][]string{{"proto"}}, wantCode: 1,
 			wantErr: "build/deps.sh: needs root to install protobuf-compiler: run make as root (sudo make ...) or apt-get install them\n"},
