@@ -18,8 +18,9 @@ func DumpArgs(pid int, dir string, shellJob bool) []string {
 
 // RestoreArgs is the command line (after the binary) that restores the
 // images in dir and detaches from the restored tree (--restore-detached),
-// writing its root's PID (as seen in the restoring namespace) to pidfile
-// and logging to restore.log in dir.
+// writing its root's PID (as seen in the restoring namespace) to pidfile,
+// which must not exist yet (CRIU creates it with O_EXCL and fails the
+// restore otherwise), and logging to restore.log in dir.
 func RestoreArgs(dir, pidfile string, shellJob bool) []string {
 	a := []string{"restore", "--restore-detached", "--images-dir", dir, "--log-file", "restore.log", "--pidfile", pidfile}
 	if shellJob {

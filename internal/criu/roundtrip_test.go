@@ -22,9 +22,10 @@ import (
 const counterLoop = `i=0; while :; do i=$((i+1)); echo "$BASHPID $i" >> count; sleep 0.02; done`
 
 // TestRoundTrip checkpoints a running bash loop with `criu dump` and
-// restores it with `criu restore -d` into a fresh PID namespace, as the
-// issue asks of the CRIU on a node: the loop goes on counting from where it
-// was, with its PID, and no count is lost or repeated. It needs root and
+// restores it with `criu restore -d` into a fresh PID namespace while its
+// old PID is still taken on the host, as the issue asks of the CRIU on a
+// node: the loop goes on counting from where it was, with its PID, and no
+// count is lost or repeated. It needs root and
 // the CRIU of `make criu` named by CRIU_BIN; without CRIU_BIN it is skipped.
 func TestRoundTrip(t *testing.T) {
 	roottest.Need(t, "unshare", "bash")
@@ -62,9 +63,13 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("criu dump: %v: %s\n%s", err, out, logTail(img, "dump.log"))
 	}
-	// The dump ends the loop; reaping it frees nothing the restore needs
-	// (the PID namespace is fresh) but keeps the count file still.
-	_ = loop.Wait()
+	// The dump ends the loop, which stays an unreaped zombie holding its
+	// PID on the host until the restore is done: on the host the restore
+	// would fail ("Can't fork for PID: File exists"); in the fresh PID
+	// namespace the PID is free.
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || !bytes.Contains(st, []byte(") Z ")) {
+		t.Fatalf("the dumped loop (PID %d) is not a zombie: %q, %v", pid, st, err)
+	}
 	before := readCounts(t, count)
 	last := before[len(before)-1]
 
@@ -87,6 +92,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("criu restore exited with status %s: %s\n%s", code, holderOut.String(), logTail(img, "restore.log"))
 	}
 	t.Logf("dump %v, restore in a fresh PID namespace %v (unshare + criu restore -d, wall)", dumpTook.Round(time.Millisecond), restoreTook.Round(time.Millisecond))
+	_ = loop.Wait()
 
 	after := waitLines(t, count, len(before)+5)
 	for i, c := range after[len(before):] {
