@@ -147,6 +147,7 @@ func (n *Node) evaluate(now time.Time, a *arb) {
 		case !confirmed:
 			n.decideArb(now, a, Abort, gone)
 		case known && w != a.move.Source && w != a.move.Target:
+			// A stale copy: the process lives on elsewhere.
 			n.decideArb(now, a, Abort, fmt.Sprintf("the process runs on node %d", w))
 		default:
 			n.decideArb(now, a, Commit, "")

@@ -60,10 +60,14 @@
 //     T can outlive the original's thaw and later be committed by an
 //     arbiter that lost the decision: no rollback either.
 //   - A commit with S gone (DOWN, or a new vprocd that lost its frozen
-//     original) is made onto T's confirmed copy only if the process is
-//     not known to run elsewhere (Locate: pgroup's table after the
-//     survivors' reports), so two stale copies of one process (two
-//     targets of moves whose source died) are never both resumed.
+//     original) is made onto T's confirmed copy only if the origin's
+//     table (Locate: pgroup's, after the survivors' reports when the
+//     origin died) does not put the process on a third node, and a commit
+//     updates that table at once. So two stale copies of one process (the
+//     targets of moves whose source died before their aborts reached
+//     them) are never both resumed. (With S still holding its original,
+//     the table is no guide: the process may have moved on through T
+//     after a commit S has not heard of, and then S must end its copy.)
 //
 // And for "at least one": once every node is UP and messages flow, every
 // move ends: S retries its Decide and Abort every Retry, a confirmed T

@@ -37,6 +37,24 @@ func runModel(t testing.TB, seed uint64, crashOrigins bool, steps int) {
 	runModelWorld(t, seed, crashOrigins, steps, false)
 }
 
+// TestModelAbortWait: with a short AbortWait a source whose target is UP
+// but unreachable thaws without the acknowledgement. A process may then
+// roll back to its checkpoint after further crashes, but it never runs
+// in two places at once, and every process still runs exactly once after
+// settling unless a crash took a copy.
+func TestModelAbortWait(t *testing.T) {
+	seeds := 300
+	if *modelSeeds > 0 {
+		seeds = *modelSeeds
+	}
+	for seed := range seeds {
+		r := rand.New(rand.NewPCG(uint64(seed), 0x77616974))
+		w := newWorld(t, 4, Config{ConfirmTimeout: 3 * time.Second, Retry: time.Second, AbortWait: 2 * time.Second})
+		w.rollback = true
+		runSteps(w, r, seed%2 == 1, 400)
+	}
+}
+
 func runModelWorld(t testing.TB, seed uint64, crashOrigins bool, steps int, trace bool) {
 	runChoices(t, rand.New(rand.NewPCG(seed, 0x6d6967)), crashOrigins, steps, trace)
 }
@@ -50,6 +68,10 @@ func runChoices(t testing.TB, r chooser, crashOrigins bool, steps int, trace boo
 		// takes (settle heals): the strict check (no rollback) holds.
 		AbortWait: 1000 * time.Hour})
 	w.trace = trace
+	runSteps(w, r, crashOrigins, steps)
+}
+
+func runSteps(w *world, r chooser, crashOrigins bool, steps int) {
 	// Origins are nodes 1 and 2; processes start where they were born.
 	w.addProc(101, 1, 1)
 	w.addProc(102, 1, 3)

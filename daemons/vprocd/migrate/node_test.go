@@ -131,3 +131,47 @@ func TestDefaultsAndDeadline(t *testing.T) {
 		t.Fatalf("deadline %v, want the retry", d)
 	}
 }
+
+// TestArbiterChecksLocation: with the source DOWN, a target's confirmed
+// copy is committed only if the origin's table does not put the process
+// on a third node (there it is a stale copy of a move whose abort was
+// lost with its arbiter).
+func TestArbiterChecksLocation(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		where uint32
+		want  Outcome
+	}{
+		{"elsewhere", 1, Abort},
+		{"at the source", 2, Commit},
+		{"unknown", 0, Commit},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := New(Config{Node: 3, Incarnation: 1})
+			n.Start(t0, 1, []uint32{1, 3, 4})
+			n.Locate(9, c.where)
+			mv := Move{ID: ID{Source: 2, Inc: 1, N: 1}, CPID: 9, Origin: 3, Source: 2, Target: 4, Mech: CRIU}
+			n.Step(t0, Message{Kind: MsgDecide, From: 4, To: 3, Move: mv, Outcome: Commit})
+			var b Ballot
+			for _, m := range n.Ready().Messages {
+				if m.Kind == MsgQuery && m.To == 4 {
+					b = m.Ballot
+				}
+			}
+			n.Step(t0, Message{Kind: MsgKnow, From: 4, To: 3, Move: mv, Ballot: b, Confirmed: true})
+			rd := n.Ready()
+			var got []Outcome
+			for _, m := range rd.Messages {
+				if m.Kind == MsgDecided {
+					got = append(got, m.Outcome)
+				}
+			}
+			if len(got) != 2 || got[0] != c.want || got[1] != c.want {
+				t.Fatalf("decided %v, want %v to both", got, c.want)
+			}
+			if (c.want == Commit) != (len(rd.Locations) == 1) {
+				t.Fatalf("locations %v", rd.Locations)
+			}
+		})
+	}
+}
