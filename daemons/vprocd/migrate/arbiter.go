@@ -5,6 +5,10 @@ import (
 	"time"
 )
 
+// arbsPerMove bounds the moves a node arbitrates (decided ones are kept
+// a while to answer late questions) at this many times MaxMoves.
+const arbsPerMove = 64
+
 // isArbiterFor says whether node decides origin's moves in this view.
 func (n *Node) isArbiterFor(origin, node uint32) bool {
 	a, ok := n.arbiterOf(origin)
@@ -49,6 +53,10 @@ func (n *Node) onDecide(now time.Time, m Message) {
 		return
 	}
 	if a == nil {
+		if len(n.arbs) >= arbsPerMove*n.cfg.MaxMoves {
+			// A flood of moves (or of made-up ones): the parties retry.
+			return
+		}
 		b := Ballot{Epoch: n.epoch, Node: n.cfg.Node}
 		if !m.Ballot.Less(b) {
 			b.Epoch = m.Ballot.Epoch + 1

@@ -124,7 +124,9 @@
 // ConfirmTimeout (30s) bounds the wait for the target's confirmation,
 // Retry (1s) paces every retry, AbortWait (10s) bounds the frozen wait
 // for an Abort's acknowledgement, MaxMoves (16) bounds the moves a node
-// takes part in at once. NextDeadline says when Tick is next needed.
+// takes part in at once as source or target (and 64 times as many as an
+// arbiter, decided ones included, kept 10 minutes to answer late
+// questions). NextDeadline says when Tick is next needed.
 //
 // # Tests
 //

@@ -330,7 +330,9 @@ func (n *Node) finishTarget(now time.Time, t *target, o Outcome) {
 	n.act(k, t.move)
 }
 
-// Step takes a peer message.
+// Step takes a peer message. The shell sets m.From to the node its
+// authenticated link names (never what the peer wrote), and drops
+// messages not addressed to this node.
 func (n *Node) Step(now time.Time, m Message) {
 	if !n.started || m.To != n.cfg.Node {
 		return

@@ -175,3 +175,16 @@ func TestArbiterChecksLocation(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterBound: made-up moves cannot grow an arbiter without bound.
+func TestArbiterBound(t *testing.T) {
+	n := New(Config{Node: 3, Incarnation: 1, MaxMoves: 1})
+	n.Start(t0, 1, []uint32{1, 2, 3})
+	for i := range 1000 {
+		mv := Move{ID: ID{Source: 2, Inc: 1, N: uint64(i + 1)}, CPID: uint64(i), Origin: 3, Source: 2, Target: 1, Mech: CRIU}
+		n.Step(t0, Message{Kind: MsgDecide, From: 2, To: 3, Move: mv, Outcome: Commit})
+	}
+	if len(n.arbs) != arbsPerMove {
+		t.Fatalf("%d arbiter records, want %d", len(n.arbs), arbsPerMove)
+	}
+}
