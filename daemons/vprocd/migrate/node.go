@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -668,21 +669,16 @@ func sortedIDs[V any](m map[ID]V) []ID {
 	for id := range m {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(a, b ID) int {
-		switch {
-		case a.Source != b.Source:
-			return int(a.Source) - int(b.Source)
-		case a.Inc != b.Inc:
-			if a.Inc < b.Inc {
-				return -1
-			}
-			return 1
-		case a.N < b.N:
-			return -1
-		case a.N > b.N:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ids, cmpID)
 	return ids
+}
+
+func cmpID(a, b ID) int {
+	if c := cmp.Compare(a.Source, b.Source); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Inc, b.Inc); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.N, b.N)
 }

@@ -188,3 +188,33 @@ func TestArbiterBound(t *testing.T) {
 		t.Fatalf("%d arbiter records, want %d", len(n.arbs), arbsPerMove)
 	}
 }
+
+func TestMoves(t *testing.T) {
+	w := newWorld(t, 3, Config{})
+	w.addProc(101, 3, 1)
+	w.addProc(102, 3, 1)
+	a, _ := w.nodes[1].n.Migrate(w.now, 101, 3, 2, CRIU)
+	b, _ := w.nodes[1].n.Migrate(w.now, 102, 3, 2, Cooperative)
+	w.collect(w.nodes[1])
+	w.finish(w.nextJob(1, Freeze), nil)
+	w.deliverAt(w.next(1, 2))
+	w.finish(w.nextJob(2, Restore), nil)
+	w.deliverAt(w.next(2, 1)) // the confirmation: the source asks to commit
+	w.deliverAt(w.next(1, 3)) // the arbiter queries
+	want := map[uint32][]Status{
+		1: {{Move: a, Role: "source", State: "deciding commit"}, {Move: b, Role: "source", State: "freezing"}},
+		2: {{Move: a, Role: "target", State: "confirmed"}},
+		3: {{Move: a, Role: "arbiter", State: "querying"}},
+	}
+	for id, ws := range want {
+		got := w.nodes[id].n.Moves()
+		if len(got) != len(ws) {
+			t.Fatalf("n%d: %+v", id, got)
+		}
+		for i := range ws {
+			if got[i] != ws[i] {
+				t.Fatalf("n%d: %+v, want %+v", id, got[i], ws[i])
+			}
+		}
+	}
+}
