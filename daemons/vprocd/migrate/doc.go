@@ -123,10 +123,9 @@
 //
 // From the confirmation to the target's Resume: S's Decide, A's Query to
 // both, their answers, A's Decided: two and a half round trips on the
-// peer links, a few milliseconds on a LAN, inside the freeze time. (If
-// the benchmarks ask for less, A could query T as soon as S's Decide
-// arrives and S could answer A's Query in the same message as its wish;
-// any shortcut must keep the Query before the decision.)
+// peer links, a few milliseconds on a LAN, inside the freeze time. Any
+// shortcut must keep both parties' answers (and promises) before the
+// decision.
 //
 // # Timeouts
 //
