@@ -19,10 +19,11 @@ type Limits struct {
 	FlowsPerSource int
 }
 
-// What one unit may cost: two sockets and, while io.Copy splices, a pipe
-// each way (six descriptors); two goroutine stacks, the connection's
-// structures and its share of the kernel's socket and pipe buffers, which
-// the unit's cgroup is charged for (counted at 64 KiB).
+// What one unit may cost: two sockets and, once a bulk stream goes by
+// io.Copy's splice, a pipe each way (six descriptors); two goroutine
+// stacks, the connection's structures, a read buffer each way while a
+// message is in flight, and its share of the kernel's socket and pipe
+// buffers, which the unit's cgroup is charged for (counted at 64 KiB).
 const (
 	fdsPerUnit    = 6
 	kibPerUnit    = 64

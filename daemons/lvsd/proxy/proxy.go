@@ -1,7 +1,8 @@
 // Package proxy is lvsd's user-space data plane on the director, for
 // kernels without IPVS: a TCP proxy that copies between two net.TCPConn
-// with io.Copy (so Go splices in the kernel) and a UDP proxy with one flow
-// per client. The backend of each connection or flow comes from a Picker
+// (small messages by read and write through a pooled buffer, bulk streams
+// by io.Copy, which Go splices in the kernel) and a UDP proxy with one
+// flow per client. The backend of each connection or flow comes from a Picker
 // (the pool's scheduler); the client's address can be passed on with a
 // PROXY protocol v2 header. DropBackend ends at once what goes to a
 // backend that died, so clients fail fast instead of hanging, and dial

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -235,8 +234,7 @@ func (p *TCP) sendHeader(b *net.TCPConn, client, dst netip.AddrPort) error {
 
 // pipe copies both ways until both ends have closed their side; an end's
 // half-close is passed on (CloseWrite) and an error either way aborts both
-// (resets), so neither side hangs. io.Copy between two *net.TCPConn
-// splices in the kernel.
+// (resets), so neither side hangs. copyStream moves the bytes.
 func pipe(client, backend *net.TCPConn, abort func()) {
 	up := make(chan struct{})
 	go func() {
@@ -250,7 +248,7 @@ func pipe(client, backend *net.TCPConn, abort func()) {
 }
 
 func copyHalf(dst, src *net.TCPConn, abort func()) {
-	_, err := io.Copy(dst, src)
+	err := copyStream(dst, src)
 	if err == nil {
 		err = dst.CloseWrite()
 	}

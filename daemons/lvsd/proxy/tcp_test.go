@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -353,5 +354,39 @@ func TestTCPIPv6(t *testing.T) {
 	want := "TCPv6 " + c.LocalAddr().String() + " " + px.Addr().String()
 	if h := <-got; h != want {
 		t.Fatalf("backend read %q, want %q", h, want)
+	}
+}
+
+// TestTCPSmallThenBulk: a keep-alive exchange of small messages, each
+// answered before the next is sent (the read and write path of
+// copyStream), then a bulk transfer on the same connection (the switch to
+// io.Copy), then a half-close: every byte arrives, in order, and the end.
+func TestTCPSmallThenBulk(t *testing.T) {
+	b := backend(t, echo)
+	px := startTCP(t, newPicker(t, b), Options{})
+	c := dialProxy(t, px)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 200 {
+		msg := fmt.Sprintf("GET /%d HTTP/1.1\r\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := br.ReadString('\n')
+		if err != nil || got != msg {
+			t.Fatalf("message %d: echoed %q, %v; want %q", i, got, err, msg)
+		}
+	}
+	bulk := bytes.Repeat([]byte("0123456789abcdef"), 3*bufSize/16+5) // three buffers and a bit
+	go func() {
+		_, _ = c.Write(bulk)
+		_ = c.CloseWrite()
+	}()
+	got, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bulk) {
+		t.Fatalf("bulk: echoed %d bytes, sent %d", len(got), len(bulk))
 	}
 }
