@@ -54,6 +54,7 @@ func TestAnsible(t *testing.T) {
 	first := a.play(t, "site.yml")
 	checkAllUp(t, l, 3)
 	toUp := time.Since(t0)
+	a.noACLDenials(t)
 	second := a.play(t, "site.yml")
 	if n := second.Changed(); n != 0 {
 		t.Errorf("a second site.yml run changed %d tasks, want 0:\n%s", n, strings.Join(second.Tasks("changed"), "\n"))
@@ -274,6 +275,26 @@ func testAnsibleBadInput(t *testing.T, a *alab) {
 	run = a.playFails(t, "add-node.yml", "-e", "openssi_new_node="+last, "-e", "openssi_apt_repo_url="+bad)
 	if !strings.Contains(run.Output, bad) {
 		t.Errorf("add-node.yml with an unreachable repository does not name %s:\n%s", bad, strings.Join(run.Tasks("fatal"), "\n"))
+	}
+}
+
+// noACLDenials fails when an openssi daemon was refused by Consul's ACLs
+// (403, Permission denied) since the lab booted: site.yml must create each
+// node's tokens and policies before the daemons first start.
+func (a *alab) noACLDenials(t *testing.T) {
+	t.Helper()
+	for _, n := range a.l.State().Nodes {
+		journal := a.exec(t, n.Name, "journalctl", "--no-pager", "-o", "cat", "-u", "openssi-*")
+		var denied []string
+		for _, line := range strings.Split(journal, "\n") {
+			if strings.Contains(line, "403") || strings.Contains(line, "Permission denied") {
+				denied = append(denied, line)
+			}
+		}
+		if len(denied) > 0 {
+			t.Errorf("%s: the openssi daemons were refused by Consul %d times after site.yml (they started before their tokens existed), first: %s",
+				n.Name, len(denied), denied[0])
+		}
 	}
 }
 
