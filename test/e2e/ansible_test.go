@@ -68,6 +68,7 @@ func TestAnsible(t *testing.T) {
 		name string
 		f    func(*testing.T, *alab)
 	}{
+		{"StaleHold", testAnsibleStaleHold},
 		{"AddNode", testAnsibleAddNode},
 		{"Upgrade", testAnsibleUpgrade},
 		{"RemoveNode", testAnsibleRemoveNode},
@@ -123,6 +124,21 @@ func (a *alab) playFails(t *testing.T, playbook string, args ...string) lab.Play
 	}
 	t.Logf("%s failed as it should: %s", strings.Join(append([]string{playbook}, args...), " "), strings.Join(append(run.Tasks("fatal"), run.Tasks("failed")...), "; "))
 	return run
+}
+
+// testAnsibleStaleHold leaves the hold of a first install in place, as a
+// run killed between the package's install and the release would, with
+// openssi.target stopped: the next site.yml run must lift it and start
+// the node again.
+func testAnsibleStaleHold(t *testing.T, a *alab) {
+	const hold = "/run/systemd/system/openssi.target.d/ansible-hold.conf"
+	a.exec(t, "node3", "sh", "-ec", `systemctl stop openssi.target 'openssi-*.service'
+mkdir -p "${1%/*}"; printf '[Unit]\nRefuseManualStart=yes\n' > "$1"; systemctl daemon-reload`, "sh", hold)
+	a.play(t, "site.yml", "--limit", "node3")
+	if out, err := a.l.Exec(ctxFor(t, time.Minute), "node3", "test", "!", "-e", hold); err != nil {
+		t.Errorf("node3: the hold %s is still there after site.yml: %v %s", hold, err, out)
+	}
+	checkAllUp(t, a.l, 3)
 }
 
 // testAnsibleAddNode boots a fourth bare node and brings it in with
