@@ -54,6 +54,7 @@ func TestAnsible(t *testing.T) {
 	first := a.play(t, "site.yml")
 	checkAllUp(t, l, 3)
 	toUp := time.Since(t0)
+	a.noACLDenials(t)
 	second := a.play(t, "site.yml")
 	if n := second.Changed(); n != 0 {
 		t.Errorf("a second site.yml run changed %d tasks, want 0:\n%s", n, strings.Join(second.Tasks("changed"), "\n"))
@@ -67,6 +68,7 @@ func TestAnsible(t *testing.T) {
 		name string
 		f    func(*testing.T, *alab)
 	}{
+		{"StaleHold", testAnsibleStaleHold},
 		{"AddNode", testAnsibleAddNode},
 		{"Upgrade", testAnsibleUpgrade},
 		{"RemoveNode", testAnsibleRemoveNode},
@@ -122,6 +124,21 @@ func (a *alab) playFails(t *testing.T, playbook string, args ...string) lab.Play
 	}
 	t.Logf("%s failed as it should: %s", strings.Join(append([]string{playbook}, args...), " "), strings.Join(append(run.Tasks("fatal"), run.Tasks("failed")...), "; "))
 	return run
+}
+
+// testAnsibleStaleHold leaves the hold of a first install in place, as a
+// run killed between the package's install and the release would, with
+// openssi.target stopped: the next site.yml run must lift it and start
+// the node again.
+func testAnsibleStaleHold(t *testing.T, a *alab) {
+	const hold = "/run/systemd/system/openssi.target.d/ansible-hold.conf"
+	a.exec(t, "node3", "sh", "-ec", `systemctl stop openssi.target 'openssi-*.service'
+mkdir -p "${1%/*}"; printf '[Unit]\nRefuseManualStart=yes\n' > "$1"; systemctl daemon-reload`, "sh", hold)
+	a.play(t, "site.yml", "--limit", "node3")
+	if out, err := a.l.Exec(ctxFor(t, time.Minute), "node3", "test", "!", "-e", hold); err != nil {
+		t.Errorf("node3: the hold %s is still there after site.yml: %v %s", hold, err, out)
+	}
+	checkAllUp(t, a.l, 3)
 }
 
 // testAnsibleAddNode boots a fourth bare node and brings it in with
@@ -274,6 +291,26 @@ func testAnsibleBadInput(t *testing.T, a *alab) {
 	run = a.playFails(t, "add-node.yml", "-e", "openssi_new_node="+last, "-e", "openssi_apt_repo_url="+bad)
 	if !strings.Contains(run.Output, bad) {
 		t.Errorf("add-node.yml with an unreachable repository does not name %s:\n%s", bad, strings.Join(run.Tasks("fatal"), "\n"))
+	}
+}
+
+// noACLDenials fails when an openssi daemon was refused by Consul's ACLs
+// (403, Permission denied) since the lab booted: site.yml must create each
+// node's tokens and policies before the daemons first start.
+func (a *alab) noACLDenials(t *testing.T) {
+	t.Helper()
+	for _, n := range a.l.State().Nodes {
+		journal := a.exec(t, n.Name, "journalctl", "--no-pager", "-o", "cat", "-u", "openssi-*")
+		var denied []string
+		for _, line := range strings.Split(journal, "\n") {
+			if strings.Contains(line, "403") || strings.Contains(line, "Permission denied") {
+				denied = append(denied, line)
+			}
+		}
+		if len(denied) > 0 {
+			t.Errorf("%s: the openssi daemons were refused by Consul %d times after site.yml (they started before their tokens existed), first: %s",
+				n.Name, len(denied), denied[0])
+		}
 	}
 }
 
