@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
@@ -17,6 +19,7 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
+	"github.com/openssi/openssi/internal/localapi"
 )
 
 func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
@@ -84,7 +87,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 	defer peers.Stop()
-	local, err := env.ServeLocal(server.NewAPI(srv).Register, stdioflow.ServerOptions()...)
+	// Callers may pass their stdio files (ssi exec does): the local
+	// API's connections take them.
+	local, err := env.ServeLocal(server.NewAPI(srv).Register, append(stdioflow.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
 	if err != nil {
 		return err
 	}

@@ -154,6 +154,11 @@ func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.
 	}()
 	if !c.Detach {
 		c.Stdout, c.Stderr = g.out, g.errOut
+		if !c.TTY {
+			// Stdio that is no terminal (a pipe, a file) goes to
+			// vprocd, which reads and writes it itself.
+			c.Stdin, c.PassFiles = g.in, true
+		}
 	}
 	p, err := start(ctx, cl, c)
 	if err != nil {

@@ -125,7 +125,7 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 		if err := os.Chmod(socket, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.Credentials())}, stdioflow.ServerOptions()...)...)
+		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.FileCredentials())}, stdioflow.ServerOptions()...)...)
 		NewAPI(srv).Register(local)
 		go func() { _ = local.Serve(lln) }()
 		t.Cleanup(func() {

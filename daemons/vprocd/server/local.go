@@ -57,6 +57,17 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	if err := CheckRequest(req); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if req.PassedStdio != 0 {
+		// The caller's stdio files came with the request: this
+		// vprocd reads and writes them (no peer sees them).
+		ps, err := passFiles(ctx, stream, req.PassedStdio)
+		if err != nil {
+			return err
+		}
+		defer ps.close()
+		req.PassedStdio = 0
+		stream = ps
+	}
 	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	s := a.s
 	switch {

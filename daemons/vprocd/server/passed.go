@@ -1,0 +1,339 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/bits"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/internal/localapi"
+	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+)
+
+// The caller's stdio files it may pass (ExecRequest.passed_stdio).
+const (
+	passedStdin  = 1
+	passedStdout = 2
+	passedStderr = 4
+	passedAll    = passedStdin | passedStdout | passedStderr
+)
+
+// passedStream is a caller's exec stream whose stdin, stdout or stderr
+// the caller passed on its connection (SCM_RIGHTS): vprocd reads the
+// passed stdin into Stdin messages and writes Stdout and Stderr messages
+// to the passed files itself, so the program's bytes do not cross the
+// caller (as an OpenSSH ControlMaster does with its clients' stdio).
+//
+// The files are the caller's own, opened with its rights: pipes and
+// regular files only (see ownDescription). Their file descriptions may be
+// shared with other processes (a shell's pipe, a file): vprocd never
+// changes their flags (a pipe gets a non-blocking description of its
+// own), waits for the stdin with poll(2) beside a pipe of its own so
+// that the exec's end stops the wait, and writes the output in order
+// from one goroutine. A terminal is never passed (the client keeps
+// those: job control applies to the caller's process, not to vprocd).
+type passedStream struct {
+	vprocv1.Vproc_ExecServer
+	ctx  context.Context
+	in   chan received
+	stop chan struct{}
+	once sync.Once
+
+	stdin  *os.File // nil when not passed
+	wake   *os.File // closed to end the wait for stdin
+	stdout *os.File
+	stderr *os.File
+	writes chan outWrite
+}
+
+type received struct {
+	m   *vprocv1.ExecInput
+	err error
+}
+
+// outWrite is output to write, or (flush set) a mark closed once all
+// before it was written.
+type outWrite struct {
+	f     *os.File
+	b     []byte
+	flush chan struct{}
+}
+
+// passFiles takes the files the request says were passed from the
+// caller's connection and returns the stream that uses them.
+func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32) (*passedStream, error) {
+	files := localapi.FilesFrom(ctx).Take()
+	if len(files) != bits.OnesCount32(mask) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, status.Errorf(codes.InvalidArgument, "vproc: the request says %d stdio files were passed, %d came with it", bits.OnesCount32(mask), len(files))
+	}
+	p := &passedStream{Vproc_ExecServer: stream, ctx: ctx, in: make(chan received), stop: make(chan struct{})}
+	var bad error
+	for _, x := range []struct {
+		bit   uint32
+		f     **os.File
+		write bool
+	}{{passedStdin, &p.stdin, false}, {passedStdout, &p.stdout, true}, {passedStderr, &p.stderr, true}} {
+		if mask&x.bit == 0 {
+			continue
+		}
+		f := files[0]
+		files = files[1:]
+		g, err := ownDescription(f, x.write)
+		if err != nil {
+			f.Close()
+			if bad == nil {
+				bad = err
+			}
+			continue
+		}
+		*x.f = g
+	}
+	if bad != nil {
+		p.closeFiles()
+		return nil, status.Error(codes.InvalidArgument, "vproc: "+bad.Error())
+	}
+	if p.stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			p.closeFiles()
+			return nil, status.Errorf(codes.Internal, "vproc: %v", err)
+		}
+		p.wake = w
+		go p.readStdin(r)
+	}
+	if p.stdout != nil || p.stderr != nil {
+		p.writes = make(chan outWrite, stdinQueue)
+		go p.writeOutput()
+	}
+	go p.receive()
+	return p, nil
+}
+
+func (p *passedStream) closeFiles() {
+	for _, f := range []*os.File{p.stdin, p.stdout, p.stderr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// close ends the stream's goroutines and closes the files (which ends a
+// read or write under way on a pipe's own description; one on a regular
+// file ends by itself).
+func (p *passedStream) close() {
+	p.once.Do(func() {
+		close(p.stop)
+		if p.wake != nil {
+			p.wake.Close()
+		}
+		p.closeFiles()
+	})
+}
+
+// ownDescription returns the passed f to read from (write to, with
+// write) as vprocd may: a pipe (a FIFO) reopened through /proc as a file
+// description of vprocd's own, non-blocking (so that the exec's end can
+// stop a read or write that would wait for ever, and the caller's shared
+// description keeps its flags); a regular file as it is (its offset is
+// shared with the caller's, as the caller's own reads and writes would
+// be; its I/O does not wait for ever). Anything else (a socket, a
+// device, a terminal) is refused, as is a file not open for the
+// direction asked. A pipe that cannot be reopened (vprocd without the
+// rights on another user's pipe) is used as it is.
+func ownDescription(f *os.File, write bool) (*os.File, error) {
+	fd := fdOf(f)
+	if fd < 0 {
+		return nil, errors.New("a passed file has no descriptor")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, err
+	}
+	acc, want := fl&unix.O_ACCMODE, unix.O_RDONLY
+	if write {
+		want = unix.O_WRONLY
+	}
+	if acc != want && acc != unix.O_RDWR {
+		return nil, errors.New("a passed stdio file is not open for its direction")
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return f, nil
+	case unix.S_IFIFO:
+	default:
+		return nil, errors.New("a passed stdio file is neither a pipe nor a regular file")
+	}
+	nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), want|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return f, nil
+	}
+	f.Close()
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
+
+func (p *passedStream) deliver(r received) bool {
+	select {
+	case p.in <- r:
+		return true
+	case <-p.stop:
+		return false
+	}
+}
+
+// receive relays the caller's own messages (signals, window sizes). The
+// end of its sending is no end of the stdin when the stdin was passed.
+func (p *passedStream) receive() {
+	for {
+		m, err := p.Vproc_ExecServer.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) && p.stdin != nil {
+				return
+			}
+			p.deliver(received{err: err})
+			return
+		}
+		if !p.deliver(received{m: m}) {
+			return
+		}
+	}
+}
+
+// readStdin makes the passed stdin Stdin messages, then StdinEof.
+func (p *passedStream) readStdin(wake *os.File) {
+	defer wake.Close()
+	fd, wfd := fdOf(p.stdin), fdOf(wake)
+	if fd < 0 || wfd < 0 {
+		p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}})
+		return
+	}
+	buf := make([]byte, stdioflow.FirstRead)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wfd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, -1); err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			break
+		}
+		if pfd[1].Revents != 0 {
+			return // the exec ended
+		}
+		k, err := p.stdin.Read(buf)
+		if k > 0 {
+			// As the target's pump: a large read handed over, a small
+			// one copied.
+			b := buf[:k]
+			if next := stdioflow.NextRead(len(buf), k); next != len(buf) || k >= stdioflow.Chunk/2 {
+				buf = make([]byte, next)
+			} else {
+				b = append([]byte(nil), b...)
+			}
+			if !p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Stdin{Stdin: b}}}) {
+				return
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}})
+}
+
+// fdOf returns f's descriptor without changing its mode (f.Fd would make
+// a non-blocking one blocking), or -1.
+func fdOf(f *os.File) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if rc.Control(func(x uintptr) { fd = int(x) }) != nil {
+		return -1
+	}
+	return fd
+}
+
+// writeOutput writes the output in the order it came; after a failed
+// write (the reader gone) the rest is dropped, as the client does.
+func (p *passedStream) writeOutput() {
+	failed := false
+	for {
+		select {
+		case w := <-p.writes:
+			if w.flush != nil {
+				close(w.flush)
+				continue
+			}
+			if !failed {
+				if _, err := w.f.Write(w.b); err != nil {
+					failed = true
+				}
+			}
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+func (p *passedStream) Recv() (*vprocv1.ExecInput, error) {
+	select {
+	case r := <-p.in:
+		return r.m, r.err
+	case <-p.stop:
+		return nil, context.Canceled
+	}
+}
+
+func (p *passedStream) queue(w outWrite) error {
+	select {
+	case p.writes <- w:
+		return nil
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	case <-p.stop:
+		return context.Canceled
+	}
+}
+
+// Send writes output to the passed files; the exit goes to the caller
+// once all output before it was written.
+func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
+	switch k := m.Kind.(type) {
+	case *vprocv1.ExecOutput_Stdout:
+		if p.stdout != nil {
+			return p.queue(outWrite{f: p.stdout, b: k.Stdout})
+		}
+	case *vprocv1.ExecOutput_Stderr:
+		if p.stderr != nil {
+			return p.queue(outWrite{f: p.stderr, b: k.Stderr})
+		}
+	case *vprocv1.ExecOutput_Exit:
+		if p.writes != nil {
+			done := make(chan struct{})
+			if err := p.queue(outWrite{flush: done}); err != nil {
+				return err
+			}
+			select {
+			case <-done:
+			case <-p.ctx.Done():
+				return p.ctx.Err()
+			}
+		}
+	}
+	return p.Vproc_ExecServer.Send(m)
+}
