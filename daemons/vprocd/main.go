@@ -15,7 +15,7 @@ import (
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
-	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
@@ -82,14 +82,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 		}
 	}
 
-	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register, stdioflow.ServerOptions()...)
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register, stdiocodec.ServerOptions()...)
 	if err != nil {
 		return err
 	}
 	defer peers.Stop()
 	// Callers may pass their stdio files (ssi exec does): the local
 	// API's connections take them.
-	local, err := env.ServeLocal(server.NewAPI(srv).Register, append(stdioflow.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
+	local, err := env.ServeLocal(server.NewAPI(srv).Register, append(stdiocodec.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
 	if err != nil {
 		return err
 	}

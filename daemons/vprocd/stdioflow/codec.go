@@ -7,13 +7,14 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// codec is gRPC's proto codec with pool (gRPC's own takes its buffers
-// from its default pool, which zeroes them): the same bytes on the wire.
-type codec struct{}
+// Codec is gRPC's proto codec with the package's pool (gRPC's own takes
+// its buffers from its default pool, which zeroes them): the same bytes
+// on the wire.
+type Codec struct{}
 
-func (codec) Name() string { return "proto" }
+func (Codec) Name() string { return "proto" }
 
-func (codec) Marshal(v any) (mem.BufferSlice, error) {
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("stdioflow: marshal %T: not a proto message", v)
@@ -37,7 +38,7 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("stdioflow: unmarshal into %T: not a proto message", v)

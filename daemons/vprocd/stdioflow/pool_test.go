@@ -45,7 +45,7 @@ func TestPoolPutKeepsByTier(t *testing.T) {
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	var c codec
+	var c Codec
 	for _, n := range []int{0, 10, 64 << 10, Chunk} {
 		in := make([]byte, n)
 		for i := range in {

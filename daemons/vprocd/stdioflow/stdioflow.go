@@ -57,7 +57,7 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.ReadBufferSize(bufferSize),
 		grpc.WriteBufferSize(bufferSize),
 		experimental.BufferPool(pool),
-		grpc.ForceServerCodecV2(codec{}),
+		grpc.ForceServerCodecV2(Codec{}),
 	}
 }
 
@@ -70,6 +70,6 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithReadBufferSize(bufferSize),
 		grpc.WithWriteBufferSize(bufferSize),
 		experimental.WithBufferPool(pool),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})),
 	}
 }
