@@ -59,14 +59,20 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	if req.PassedStdio != 0 {
 		// The caller's stdio files came with the request: this
-		// vprocd reads and writes them (no peer sees them).
-		ps, err := passFiles(ctx, stream, req.PassedStdio)
+		// vprocd reads and writes them (no peer sees them). An output
+		// whose reader went away ends the exec as the caller's own
+		// write would have ended the caller (see passedStream).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		ps, err := passFiles(ctx, stream, req.PassedStdio, cancel)
 		if err != nil {
 			return err
 		}
 		defer ps.close()
 		req.PassedStdio = 0
 		stream = ps
+		defer func() { ps.endBroken() }()
 	}
 	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	s := a.s

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -42,10 +43,20 @@ const (
 // those: job control applies to the caller's process, not to vprocd).
 type passedStream struct {
 	vprocv1.Vproc_ExecServer
-	ctx  context.Context
+	ctx  context.Context // the caller's stream's
 	in   chan received
 	stop chan struct{}
 	once sync.Once
+
+	// An output whose reader is gone (EPIPE) ends the exec as the
+	// caller's own write would have ended it (a Go program such as ssi
+	// dies of SIGPIPE writing to a broken stdout or stderr): the exec's
+	// context is cancelled (the program is killed, as for a caller
+	// gone) and the caller gets the status of a death by SIGPIPE.
+	cancel    context.CancelFunc
+	broken    chan struct{}
+	breakOnce sync.Once
+	exitSent  bool
 
 	stdin  *os.File // nil when not passed
 	wake   *os.File // closed to end the wait for stdin
@@ -69,7 +80,7 @@ type outWrite struct {
 
 // passFiles takes the files the request says were passed from the
 // caller's connection and returns the stream that uses them.
-func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32) (*passedStream, error) {
+func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32, cancel context.CancelFunc) (*passedStream, error) {
 	files := localapi.FilesFrom(ctx).Take()
 	if len(files) != bits.OnesCount32(mask) {
 		for _, f := range files {
@@ -77,7 +88,8 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		}
 		return nil, status.Errorf(codes.InvalidArgument, "vproc: the request says %d stdio files were passed, %d came with it", bits.OnesCount32(mask), len(files))
 	}
-	p := &passedStream{Vproc_ExecServer: stream, ctx: ctx, in: make(chan received), stop: make(chan struct{})}
+	p := &passedStream{Vproc_ExecServer: stream, ctx: stream.Context(), in: make(chan received), stop: make(chan struct{}),
+		cancel: cancel, broken: make(chan struct{})}
 	var bad error
 	for _, x := range []struct {
 		bit   uint32
@@ -282,6 +294,12 @@ func (p *passedStream) writeOutput() {
 			if !failed {
 				if _, err := w.f.Write(w.b); err != nil {
 					failed = true
+					if errors.Is(err, syscall.EPIPE) {
+						p.breakOnce.Do(func() {
+							close(p.broken)
+							p.cancel()
+						})
+					}
 				}
 			}
 		case <-p.stop:
@@ -310,9 +328,41 @@ func (p *passedStream) queue(w outWrite) error {
 	}
 }
 
+// brokenExit is the status of a caller killed by SIGPIPE.
+func brokenExit() *vprocv1.ExecOutput {
+	return exitOf(128+int(syscall.SIGPIPE), int(syscall.SIGPIPE), "")
+}
+
+func (p *passedStream) isBroken() bool {
+	select {
+	case <-p.broken:
+		return true
+	default:
+		return false
+	}
+}
+
+// endBroken sends the caller the status of a death by SIGPIPE when an
+// output broke and the exec ended without sending an exit (the caller's
+// end of a remote exec: its context was cancelled).
+func (p *passedStream) endBroken() {
+	if p.isBroken() && !p.exitSent {
+		p.exitSent = true
+		_ = p.Vproc_ExecServer.Send(brokenExit())
+	}
+}
+
 // Send writes output to the passed files; the exit goes to the caller
-// once all output before it was written.
+// once all output before it was written (after an output broke, the
+// status of a death by SIGPIPE instead).
 func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
+	if p.isBroken() {
+		if m.GetExit() == nil {
+			return nil // dropped, as the caller would have died
+		}
+		p.exitSent = true
+		return p.Vproc_ExecServer.Send(brokenExit())
+	}
 	switch k := m.Kind.(type) {
 	case *vprocv1.ExecOutput_Stdout:
 		if p.stdout != nil {
@@ -333,7 +383,11 @@ func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
 			case <-p.ctx.Done():
 				return p.ctx.Err()
 			}
+			if p.isBroken() {
+				m = brokenExit()
+			}
 		}
+		p.exitSent = true
 	}
 	return p.Vproc_ExecServer.Send(m)
 }

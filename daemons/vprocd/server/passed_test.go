@@ -291,3 +291,34 @@ func TestPassedKinds(t *testing.T) {
 		t.Errorf("the regular file holds %q (%v), want \"hi\\n\"", b, err)
 	}
 }
+
+// TestPassedOutputBroken: a passed stdout whose reader went away ends the
+// exec as it ended ssi when ssi wrote the output itself (a Go program
+// dies of SIGPIPE writing to a broken stdout): the program is killed and
+// the caller gets 141, signal 13 (`ssi exec -- yes | head -1` ends).
+func TestPassedOutputBroken(t *testing.T) {
+	c := startCluster(t, 2)
+	for _, to := range []int{1, 2} {
+		rs, ws := pipes(t, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"yes"}, Stdin: bytes.NewReader(nil), Stdout: ws[0], Stderr: io.Discard, PassFiles: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws[0].Close()
+		if line, err := bufio.NewReader(rs[0]).ReadString('\n'); line != "y\n" {
+			t.Fatalf("read %q %v", line, err)
+		}
+		rs[0].Close() // as head -1 does
+		st, err := p.Wait()
+		cancel()
+		if err != nil || st.Code != 141 || st.Signal != int(syscall.SIGPIPE) {
+			t.Errorf("node 1 -> %d: %+v %v, want 141 (SIGPIPE)", to, st, err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); alive(p.Pid); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node 1 -> %d: yes (pid %d) still runs", to, p.Pid)
+			}
+		}
+	}
+}
