@@ -58,11 +58,16 @@ type passedStream struct {
 	breakOnce sync.Once
 	exitSent  bool
 
-	stdin  *os.File // nil when not passed
-	wake   *os.File // closed to end the wait for stdin
-	stdout *os.File
-	stderr *os.File
-	writes chan outWrite
+	stdin *os.File // nil when not passed
+	// stdinWait: the stdin is a pipe of the caller's description
+	// (blocking, not reopened): its reads are waited for with poll
+	// beside wake, closed to end the wait. A description of vprocd's own
+	// is read through Go's poller (its Close ends a read).
+	stdinWait bool
+	wake      *os.File
+	stdout    *os.File
+	stderr    *os.File
+	writes    chan outWrite
 }
 
 type received struct {
@@ -101,7 +106,10 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		}
 		f := files[0]
 		files = files[1:]
-		g, err := ownDescription(f, x.write)
+		g, wait, err := ownDescription(f, x.write)
+		if x.bit == passedStdin {
+			p.stdinWait = wait
+		}
 		if err != nil {
 			f.Close()
 			if bad == nil {
@@ -116,12 +124,14 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		return nil, status.Error(codes.InvalidArgument, "vproc: "+bad.Error())
 	}
 	if p.stdin != nil {
-		r, w, err := os.Pipe()
-		if err != nil {
-			p.closeFiles()
-			return nil, status.Errorf(codes.Internal, "vproc: %v", err)
+		var r *os.File
+		if p.stdinWait {
+			var err error
+			if r, p.wake, err = os.Pipe(); err != nil {
+				p.closeFiles()
+				return nil, status.Errorf(codes.Internal, "vproc: %v", err)
+			}
 		}
-		p.wake = w
 		go p.readStdin(r)
 	}
 	if p.stdout != nil || p.stderr != nil {
@@ -163,39 +173,48 @@ func (p *passedStream) close() {
 // device, a terminal) is refused, as is a file not open for the
 // direction asked. A pipe that cannot be reopened (vprocd without the
 // rights on another user's pipe) is used as it is.
-func ownDescription(f *os.File, write bool) (*os.File, error) {
+// reopenPipes is false in tests of a vprocd that may not reopen the
+// caller's pipes.
+var reopenPipes = true
+
+// wait says that f is the caller's own pipe description, whose reads
+// must be waited for with poll (see passedStream.stdinWait).
+func ownDescription(f *os.File, write bool) (g *os.File, wait bool, err error) {
 	fd := fdOf(f)
 	if fd < 0 {
-		return nil, errors.New("a passed file has no descriptor")
+		return nil, false, errors.New("a passed file has no descriptor")
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	acc, want := fl&unix.O_ACCMODE, unix.O_RDONLY
 	if write {
 		want = unix.O_WRONLY
 	}
 	if acc != want && acc != unix.O_RDWR {
-		return nil, errors.New("a passed stdio file is not open for its direction")
+		return nil, false, errors.New("a passed stdio file is not open for its direction")
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return f, nil
+		return f, false, nil
 	case unix.S_IFIFO:
 	default:
-		return nil, errors.New("a passed stdio file is neither a pipe nor a regular file")
+		return nil, false, errors.New("a passed stdio file is neither a pipe nor a regular file")
 	}
 	nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), want|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return f, nil
+	if err != nil || !reopenPipes {
+		if err == nil {
+			unix.Close(nfd)
+		}
+		return f, true, nil
 	}
 	f.Close()
-	return os.NewFile(uintptr(nfd), f.Name()), nil
+	return os.NewFile(uintptr(nfd), f.Name()), false, nil
 }
 
 func (p *passedStream) deliver(r received) bool {
@@ -227,23 +246,28 @@ func (p *passedStream) receive() {
 
 // readStdin makes the passed stdin Stdin messages, then StdinEof.
 func (p *passedStream) readStdin(wake *os.File) {
-	defer wake.Close()
-	fd, wfd := fdOf(p.stdin), fdOf(wake)
-	if fd < 0 || wfd < 0 {
-		p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}})
-		return
+	fd, wfd := -1, -1
+	if wake != nil {
+		defer wake.Close()
+		fd, wfd = fdOf(p.stdin), fdOf(wake)
+		if fd < 0 || wfd < 0 {
+			p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}})
+			return
+		}
 	}
 	buf := make([]byte, stdioflow.FirstRead)
 	for {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wfd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, -1); err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+		if wake != nil {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wfd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(pfd, -1); err != nil {
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				break
 			}
-			break
-		}
-		if pfd[1].Revents != 0 {
-			return // the exec ended
+			if pfd[1].Revents != 0 {
+				return // the exec ended
+			}
 		}
 		k, err := p.stdin.Read(buf)
 		if k > 0 {

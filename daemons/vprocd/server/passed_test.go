@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -123,6 +124,19 @@ func TestPassedStdioStream(t *testing.T) {
 // still open (nothing written, not closed) ends the exec, and vprocd lets
 // go of the stdin: its writer then has no reader left.
 func TestPassedStdinLetGo(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened %v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			stdinLetGo(t)
+		})
+	}
+}
+
+// stdinLetGo is TestPassedStdinLetGo with the pipe reopened or not (a
+// vprocd without the rights to: the caller's own description, waited
+// for with poll).
+func stdinLetGo(t *testing.T) {
 	c := startCluster(t, 2)
 	rs, ws := pipes(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
