@@ -192,6 +192,12 @@ func ownDescription(f *os.File, write bool) (g *os.File, wait bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if fl&unix.O_PATH != 0 {
+		// No access to the file at all, though its access mode reads
+		// O_RDONLY; reopened through /proc it would be opened with
+		// vprocd's rights, not the caller's.
+		return nil, false, errors.New("a passed stdio file is open with O_PATH, not for reading or writing")
+	}
 	acc, want := fl&unix.O_ACCMODE, unix.O_RDONLY
 	if write {
 		want = unix.O_WRONLY

@@ -336,3 +336,30 @@ func TestPassedOutputBroken(t *testing.T) {
 		}
 	}
 }
+
+// TestPassedPathOnly: a descriptor opened with O_PATH grants no access to
+// its file (its access mode reads as O_RDONLY), and vprocd, as root, would
+// reopen it through /proc with its own rights: a caller could read a FIFO
+// it may not open, or any file through one. Such a descriptor is refused.
+func TestPassedPathOnly(t *testing.T) {
+	dir := t.TempDir()
+	fifo := dir + "/fifo"
+	if err := unix.Mkfifo(fifo, 0o000); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(fifo, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), fifo)
+	defer f.Close()
+	for _, write := range []bool{false, true} {
+		g, _, err := ownDescription(f, write)
+		if err == nil {
+			if g != f {
+				g.Close()
+			}
+			t.Errorf("an O_PATH descriptor of a FIFO (write %v) was taken, want it refused", write)
+		}
+	}
+}
