@@ -289,9 +289,11 @@ func (c *Client) Strace(ctx context.Context, cpid int64, args []string, cmd Cmd)
 // refusal into the package's errors.
 func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, wrap func(error) error) (*Process, error) {
 	files, mask := passable(cmd)
-	if mask != 0 && c.passer != nil {
+	var passer *localapi.Passer
+	if mask != 0 {
 		c.passMu.Lock()
 		defer c.passMu.Unlock() // vprocd took them once it answered
+		passer = c.passer
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := c.api.Exec(sctx)
@@ -300,17 +302,27 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 		return nil, wrap(err)
 	}
 	req.PassedStdio = 0
-	if mask != 0 && c.passer != nil && c.passer.Pass(files) == nil {
+	if passer != nil && passer.Pass(files) == nil {
 		req.PassedStdio = mask
+	}
+	// Files passed with a request vprocd never read would be taken by
+	// this connection's next exec: after such a failure this Client
+	// passes no more (its stdio is streamed instead).
+	passLost := func() {
+		if req.PassedStdio != 0 {
+			c.passer = nil // passMu is held
+		}
 	}
 	if err := stream.Send(&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: req}}); err != nil {
 		cancel()
+		passLost()
 		_, rerr := stream.Recv()
 		return nil, wrap(rerr)
 	}
 	first, err := stream.Recv()
 	if err != nil {
 		cancel()
+		passLost()
 		return nil, wrap(err)
 	}
 	if e := first.GetExit(); e != nil {
@@ -369,7 +381,7 @@ func passable(cmd Cmd) ([]*os.File, uint32) {
 	var files []*os.File
 	var mask uint32
 	for i, x := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
-		if f, ok := x.(*os.File); ok && f != nil && canPass(f) {
+		if f, ok := x.(*os.File); ok && f != nil && canPass(f, i > 0) {
 			files = append(files, f)
 			mask |= 1 << i
 		}
@@ -377,10 +389,12 @@ func passable(cmd Cmd) ([]*os.File, uint32) {
 	return files, mask
 }
 
-// canPass says whether f may be passed: a pipe or a regular file, what
-// vprocd takes. A terminal never is (job control applies to this
-// process), nor a socket or a device.
-func canPass(f *os.File) bool {
+// canPass says whether f may be passed: a pipe open for reading (for
+// writing, with write), what vprocd takes. Anything else is streamed by
+// this process: a terminal (job control applies to this process), a
+// regular file (vprocd is root, and its I/O on a file would be root's),
+// a socket or a device.
+func canPass(f *os.File, write bool) bool {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return false
@@ -388,10 +402,15 @@ func canPass(f *os.File) bool {
 	ok := false
 	if rc.Control(func(fd uintptr) {
 		var st unix.Stat_t
-		if unix.Fstat(int(fd), &st) == nil {
-			m := st.Mode & unix.S_IFMT
-			ok = m == unix.S_IFIFO || m == unix.S_IFREG
+		if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return
 		}
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		if err != nil || fl&unix.O_PATH != 0 {
+			return
+		}
+		acc := fl & unix.O_ACCMODE
+		ok = acc == unix.O_RDWR || (write && acc == unix.O_WRONLY) || (!write && acc == unix.O_RDONLY)
 	}) != nil {
 		return false
 	}

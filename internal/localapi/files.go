@@ -31,8 +31,11 @@ import (
 // more in one set, or more than maxQueued sets not taken, is closed.
 const MaxFiles = 3
 
-// maxQueued bounds the sets waiting on one connection.
-const maxQueued = 4
+// maxQueued bounds the sets waiting on one connection: a client passes
+// one set and waits for the handler to take it (client/vproc holds its
+// pass lock until vprocd answers), so a second waiting set is a client
+// out of step, and each set holds descriptors in the daemon.
+const maxQueued = 1
 
 // Files is the queue of file sets a connection received.
 type Files struct {

@@ -55,6 +55,13 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	req := first.GetStart()
 	if err := CheckRequest(req); err != nil {
+		if req.GetPassedStdio() != 0 {
+			// Its files came with it: taken and closed here, or the
+			// connection's next exec would find them.
+			for _, f := range localapi.FilesFrom(ctx).Take() {
+				f.Close()
+			}
+		}
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.PassedStdio != 0 {

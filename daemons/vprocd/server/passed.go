@@ -33,8 +33,8 @@ const (
 // to the passed files itself, so the program's bytes do not cross the
 // caller (as an OpenSSH ControlMaster does with its clients' stdio).
 //
-// The files are the caller's own, opened with its rights: pipes and
-// regular files only (see ownDescription). Their file descriptions may be
+// The files are the caller's own, opened with its rights: pipes only
+// (see ownDescription). Their file descriptions may be
 // shared with other processes (a shell's pipe, a file): vprocd never
 // changes their flags (a pipe gets a non-blocking description of its
 // own), waits for the stdin with poll(2) beside a pipe of its own so
@@ -167,11 +167,9 @@ func (p *passedStream) close() {
 // write) as vprocd may: a pipe (a FIFO) reopened through /proc as a file
 // description of vprocd's own, non-blocking (so that the exec's end can
 // stop a read or write that would wait for ever, and the caller's shared
-// description keeps its flags); a regular file as it is (its offset is
-// shared with the caller's, as the caller's own reads and writes would
-// be; its I/O does not wait for ever). Anything else (a socket, a
-// device, a terminal) is refused, as is a file not open for the
-// direction asked. A pipe that cannot be reopened (vprocd without the
+// description keeps its flags). Anything else (a regular file, a socket,
+// a device, a terminal) is refused, as is a pipe not open for the
+// direction asked or open with O_PATH. A pipe that cannot be reopened (vprocd without the
 // rights on another user's pipe) is used as it is.
 // reopenPipes is false in tests of a vprocd that may not reopen the
 // caller's pipes.
@@ -205,12 +203,15 @@ func ownDescription(f *os.File, write bool) (g *os.File, wait bool, err error) {
 	if acc != want && acc != unix.O_RDWR {
 		return nil, false, errors.New("a passed stdio file is not open for its direction")
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return f, false, nil
-	case unix.S_IFIFO:
-	default:
-		return nil, false, errors.New("a passed stdio file is neither a pipe nor a regular file")
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		// Only a pipe: vprocd is root, and on a regular file its own
+		// reads and writes would be root's (procfs files that decide
+		// at each read or write what the reader may see or the writer
+		// may set, quotas, RLIMIT_FSIZE, setuid bits kept, the page
+		// cache charged to vprocd), and a file on a user's FUSE mount
+		// could block it for ever. A pipe carries bytes and nothing
+		// else. The caller streams anything else itself.
+		return nil, false, errors.New("a passed stdio file is not a pipe")
 	}
 	nfd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), want|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil || !reopenPipes {

@@ -229,15 +229,6 @@ func TestPassedOutputLetGo(t *testing.T) {
 func TestPassedKinds(t *testing.T) {
 	c := startCluster(t, 1)
 	dir := t.TempDir()
-	ro, err := os.Create(dir + "/ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ro.Close()
-	if ro, err = os.Open(dir + "/ro"); err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
 	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -250,59 +241,121 @@ func TestPassedKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer null.Close()
-	out, err := os.Create(dir + "/out")
+	file, err := os.Create(dir + "/out")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer out.Close()
+	defer file.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
 	for _, tc := range []struct {
 		name string
 		f    *os.File
 		bad  string
 	}{
-		{"a regular file", out, ""},
-		{"a socket", sock, "neither a pipe nor a regular file"},
-		{"a device", null, "neither a pipe nor a regular file"},
-		{"a file open for reading only", ro, "not open for its direction"},
+		{"a pipe", pw, ""},
+		// vprocd is root: its reads and writes on a regular file would
+		// be root's (a /proc file, quotas, RLIMIT_FSIZE).
+		{"a regular file", file, "not a pipe"},
+		{"a socket", sock, "not a pipe"},
+		{"a device", null, "not a pipe"},
+		{"a pipe open for reading only", pr, "not open for its direction"},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		conn, passer, err := localapi.DialPassing(ctx, c.node(1).socket, stdioflow.DialOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stream, err := vprocv1.NewVprocClient(conn).Exec(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := passer.Pass([]*os.File{tc.f}); err != nil {
-			t.Fatal(err)
-		}
-		req := &vprocv1.ExecRequest{Argv: [][]byte{[]byte("echo"), []byte("hi")}, PassedStdio: passedStdout}
-		if err := stream.Send(&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: req}}); err != nil {
-			t.Fatal(err)
-		}
-		var got error
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				got = err
-				break
-			}
-			if m.GetExit() != nil {
-				break
-			}
-		}
+		got := execPassing(t, c, []*os.File{tc.f}, &vprocv1.ExecRequest{Argv: [][]byte{[]byte("echo"), []byte("hi")}, PassedStdio: passedStdout})
 		switch {
 		case tc.bad == "" && got != nil:
 			t.Errorf("%s: %v, want it taken", tc.name, got)
 		case tc.bad != "" && (status.Code(got) != codes.InvalidArgument || !strings.Contains(got.Error(), tc.bad)):
 			t.Errorf("%s: %v, want InvalidArgument %q", tc.name, got, tc.bad)
 		}
-		cancel()
-		conn.Close()
 	}
-	if b, err := os.ReadFile(dir + "/out"); err != nil || string(b) != "hi\n" {
-		t.Errorf("the regular file holds %q (%v), want \"hi\\n\"", b, err)
+	pw.Close()
+	if b, err := io.ReadAll(pr); err != nil || string(b) != "hi\n" {
+		t.Errorf("the pipe carried %q (%v), want \"hi\\n\"", b, err)
+	}
+	if b, err := os.ReadFile(dir + "/out"); err != nil || len(b) != 0 {
+		t.Errorf("the regular file holds %q (%v), want nothing", b, err)
+	}
+}
+
+// execPassing passes files on a new connection, sends req and returns
+// the stream's error (nil once the program's exit came).
+func execPassing(t *testing.T, c *testCluster, files []*os.File, req *vprocv1.ExecRequest) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, passer, err := localapi.DialPassing(ctx, c.node(1).socket, stdioflow.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return execOn(ctx, t, vprocv1.NewVprocClient(conn), passer, files, req)
+}
+
+func execOn(ctx context.Context, t *testing.T, api vprocv1.VprocClient, passer *localapi.Passer, files []*os.File, req *vprocv1.ExecRequest) error {
+	t.Helper()
+	stream, err := api.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := passer.Pass(files); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: req}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if m.GetExit() != nil {
+			return nil
+		}
+	}
+}
+
+// TestPassedRefusedTaken: the files passed with a request vprocd refuses
+// are taken and closed with it; the connection's next exec must not find
+// them (its output would go to the refused request's stdout).
+func TestPassedRefusedTaken(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, passer, err := localapi.DialPassing(ctx, c.node(1).socket, stdioflow.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := vprocv1.NewVprocClient(conn)
+	r1, w1, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	bad := &vprocv1.ExecRequest{Argv: [][]byte{[]byte("echo"), []byte("first")}, Env: [][]byte{[]byte("NO_EQUALS_SIGN")}, PassedStdio: passedStdout}
+	if err := execOn(ctx, t, api, passer, []*os.File{w1}, bad); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a request with a bad environment: %v, want InvalidArgument", err)
+	}
+	good := &vprocv1.ExecRequest{Argv: [][]byte{[]byte("echo"), []byte("second")}, PassedStdio: passedStdout}
+	if err := execOn(ctx, t, api, passer, []*os.File{w2}, good); err != nil {
+		t.Fatalf("the next exec on the connection: %v", err)
+	}
+	w1.Close()
+	w2.Close()
+	if b, err := io.ReadAll(r2); err != nil || string(b) != "second\n" {
+		t.Errorf("the second exec's stdout carried %q (%v), want \"second\\n\"", b, err)
+	}
+	if b, err := io.ReadAll(r1); err != nil || len(b) != 0 {
+		t.Errorf("the refused exec's stdout carried %q (%v), want nothing", b, err)
 	}
 }
 
