@@ -10,13 +10,16 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/openssi/openssi/client/cluster"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
-	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/daemon"
+	"github.com/openssi/openssi/internal/localapi"
 )
 
 func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
@@ -79,12 +82,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 		}
 	}
 
-	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register, stdioflow.ServerOptions()...)
+	peers, err := env.ServePeers(ctx, client, src, me.Number, addr, own.RPCPort, server.NewPeer(srv).Register, stdiocodec.ServerOptions()...)
 	if err != nil {
 		return err
 	}
 	defer peers.Stop()
-	local, err := env.ServeLocal(server.NewAPI(srv).Register, stdioflow.ServerOptions()...)
+	// Callers may pass their stdio files (ssi exec does): the local
+	// API's connections take them.
+	local, err := env.ServeLocal(server.NewAPI(srv).Register, append(stdiocodec.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
 	if err != nil {
 		return err
 	}

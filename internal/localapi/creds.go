@@ -45,6 +45,9 @@ type AuthInfo struct {
 	credentials.CommonAuthInfo
 	// Cred is the peer's identity from SO_PEERCRED and SO_PEERGROUPS.
 	Cred Cred
+	// Files is the connection's queue of files passed, with
+	// [FileCredentials]; nil otherwise.
+	Files *Files
 }
 
 // AuthType implements [credentials.AuthInfo].

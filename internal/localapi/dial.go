@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -18,12 +20,27 @@ import (
 // or nobody accepts on it: the daemon is not running.
 var ErrNotRunning = errors.New("daemon not running")
 
-// Dial connects to the local API socket at path. It first checks that a
-// daemon accepts on the socket (so "not running" is reported at once, as
-// an error wrapping [ErrNotRunning]), then returns a gRPC client connection
-// that uses [Credentials] (the client learns the server's identity the
-// same way). Extra options are appended to the defaults.
+// Dial connects to the local API socket at path. It first connects to
+// the socket (so "not running" is reported at once, as an error wrapping
+// [ErrNotRunning]), then returns a gRPC client connection that uses
+// [Credentials] (the client learns the server's identity the same way)
+// and that starts on that first connection, in the background: the
+// connection is made once, and ready sooner for the first call. Extra
+// options are appended to the defaults.
 func Dial(ctx context.Context, path string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return dial(ctx, path, nil, opts)
+}
+
+// DialPassing is [Dial] for a client that passes files to a server that
+// takes them ([FileCredentials]): the Passer attaches files to what the
+// connection writes next.
+func DialPassing(ctx context.Context, path string, opts ...grpc.DialOption) (*grpc.ClientConn, *Passer, error) {
+	p := &Passer{}
+	conn, err := dial(ctx, path, p, opts)
+	return conn, p, err
+}
+
+func dial(ctx context.Context, path string, p *Passer, opts []grpc.DialOption) (*grpc.ClientConn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -32,12 +49,52 @@ func Dial(ctx context.Context, path string, opts ...grpc.DialOption) (*grpc.Clie
 		}
 		return nil, fmt.Errorf("localapi: dial %s: %w", path, err)
 	}
-	_ = c.Close()
-	all := append([]grpc.DialOption{grpc.WithTransportCredentials(Credentials())}, opts...)
+	// gRPC's first transport is the connection just made; a later one
+	// (after a broken connection) a new one.
+	var mu sync.Mutex
+	first := c
+	dialer := func(ctx context.Context, _ string) (net.Conn, error) {
+		mu.Lock()
+		c := first
+		first = nil
+		mu.Unlock()
+		if c == nil {
+			var err error
+			if c, err = d.DialContext(ctx, "unix", path); err != nil {
+				return nil, err
+			}
+		}
+		if p == nil {
+			return c, nil
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("localapi: dial %s: not a Unix socket", path)
+		}
+		pc := &passConn{UnixConn: uc}
+		p.mu.Lock()
+		p.conn = pc
+		p.mu.Unlock()
+		return pc, nil
+	}
+	all := append([]grpc.DialOption{grpc.WithTransportCredentials(Credentials()), grpc.WithContextDialer(dialer)}, opts...)
 	conn, err := grpc.NewClient("unix://"+path, all...)
 	if err != nil {
+		c.Close()
 		return nil, fmt.Errorf("localapi: dial %s: %w", path, err)
 	}
+	conn.Connect()
+	// A connection closed before gRPC took the first one: close that
+	// when the ClientConn is collected.
+	runtime.AddCleanup(conn, func(*sync.Mutex) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first != nil {
+			first.Close()
+			first = nil
+		}
+	}, &mu)
 	return conn, nil
 }
 
@@ -55,6 +112,19 @@ func DialSocket(ctx context.Context, set, env, def string, opts ...grpc.DialOpti
 	}
 	conn, err := Dial(ctx, socket, opts...)
 	return conn, socket, err
+}
+
+// DialSocketPassing is [DialSocket] with [DialPassing]'s Passer.
+func DialSocketPassing(ctx context.Context, set, env, def string, opts ...grpc.DialOption) (*grpc.ClientConn, *Passer, string, error) {
+	socket := set
+	if socket == "" {
+		socket = os.Getenv(env)
+	}
+	if socket == "" {
+		socket = def
+	}
+	conn, p, err := DialPassing(ctx, socket, opts...)
+	return conn, p, socket, err
 }
 
 func notRunning(err error) bool {

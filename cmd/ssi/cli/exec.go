@@ -138,7 +138,9 @@ func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.
 	if err != nil {
 		return fail(exitNoVprocd, err.Error())
 	}
-	defer cl.Close()
+	// ssi exits once the program did: closing the connection is left to
+	// that exit, not waited for (gRPC's Close took about 0.3 ms).
+	defer func() { go cl.Close() }()
 
 	var restore func()
 	if c.TTY {
@@ -154,6 +156,11 @@ func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.
 	}()
 	if !c.Detach {
 		c.Stdout, c.Stderr = g.out, g.errOut
+		if !c.TTY {
+			// Stdio that is no terminal (a pipe, a file) goes to
+			// vprocd, which reads and writes it itself.
+			c.Stdin, c.PassFiles = g.in, true
+		}
 	}
 	p, err := start(ctx, cl, c)
 	if err != nil {

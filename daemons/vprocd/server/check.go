@@ -79,6 +79,12 @@ func CheckRequest(r *vprocv1.ExecRequest) error {
 	if err := checkSize(r.Size); err != nil {
 		return err
 	}
+	if r.PassedStdio&^passedAll != 0 {
+		return fmt.Errorf("vproc: passed stdio %#x: only stdin (1), stdout (2) and stderr (4)", r.PassedStdio)
+	}
+	if r.PassedStdio != 0 && (r.Tty || r.Detach) {
+		return fmt.Errorf("vproc: stdio passed with a terminal or detached")
+	}
 	if r.Trace != nil {
 		return checkTrace(r.Trace)
 	}
@@ -128,6 +134,9 @@ func CheckStart(s *vprocpeerv1.Start, self uint32) error {
 	}
 	if err := CheckRequest(s.Request); err != nil {
 		return err
+	}
+	if s.Request.PassedStdio != 0 {
+		return fmt.Errorf("vproc: a peer's request with stdio passed")
 	}
 	if s.Request.Node != self {
 		return fmt.Errorf("vproc: a request for node %d reached node %d", s.Request.Node, self)

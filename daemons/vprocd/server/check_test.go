@@ -61,6 +61,11 @@ func TestCheckRequest(t *testing.T) {
 		{"trace with too many options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("--x", 800_000)}}, "800000 strace options, more than 256"},
 		{"trace with 257 options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("-f", 257)}}, "257 strace options, more than 256"},
 		{"trace with 256 options", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many("-f", 256)}}, ""},
+		{"stdio passed", &vprocv1.ExecRequest{Argv: b("cat"), PassedStdio: 7}, ""},
+		{"stdout passed", &vprocv1.ExecRequest{Argv: b("cat"), PassedStdio: 2}, ""},
+		{"a fourth file passed", &vprocv1.ExecRequest{Argv: b("cat"), PassedStdio: 8}, "only stdin"},
+		{"stdio passed with a terminal", &vprocv1.ExecRequest{Argv: b("vi"), Tty: true, PassedStdio: 1}, "with a terminal or detached"},
+		{"stdio passed detached", &vprocv1.ExecRequest{Argv: b("sleep"), Detach: true, PassedStdio: 2}, "with a terminal or detached"},
 		{"trace options too long", &vprocv1.ExecRequest{Trace: &vprocv1.Trace{Cpid: 4194305, Args: many(strings.Repeat("x", 1<<16), 40)}}, "more than"},
 	} {
 		err := CheckRequest(tc.req)
@@ -104,6 +109,7 @@ func TestCheckStart(t *testing.T) {
 		{&vprocpeerv1.Start{Origin: 1, Request: req}, false},
 		{&vprocpeerv1.Start{Origin: 1, Caller: &vprocpeerv1.Caller{}, Request: &vprocv1.ExecRequest{Node: 3, Argv: b("a")}}, false},
 		{&vprocpeerv1.Start{Origin: 1, Caller: &vprocpeerv1.Caller{Groups: make([]uint32, MaxGroups+1)}, Request: req}, false},
+		{&vprocpeerv1.Start{Origin: 1, Caller: &vprocpeerv1.Caller{}, Request: &vprocv1.ExecRequest{Node: 2, Argv: b("a"), PassedStdio: 1}}, false},
 	} {
 		if err := CheckStart(tc.s, 2); (err == nil) != tc.ok {
 			t.Errorf("%v: %v, want ok %v", tc.s, err, tc.ok)

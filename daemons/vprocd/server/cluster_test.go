@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/vproc"
-	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -114,7 +114,7 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		peers := rpc.NewServer(src, stdioflow.ServerOptions()...)
+		peers := rpc.NewServer(src, stdiocodec.ServerOptions()...)
 		NewPeer(srv).Register(peers)
 		go func() { _ = peers.Serve(ln) }()
 		socket := filepath.Join(dir, fmt.Sprintf("vprocd%d.sock", num))
@@ -125,7 +125,7 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 		if err := os.Chmod(socket, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.Credentials())}, stdioflow.ServerOptions()...)...)
+		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.FileCredentials())}, stdiocodec.ServerOptions()...)...)
 		NewAPI(srv).Register(local)
 		go func() { _ = local.Serve(lln) }()
 		t.Cleanup(func() {

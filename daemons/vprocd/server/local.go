@@ -55,7 +55,31 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	}
 	req := first.GetStart()
 	if err := CheckRequest(req); err != nil {
+		if req.GetPassedStdio() != 0 {
+			// Its files came with it: taken and closed here, or the
+			// connection's next exec would find them.
+			for _, f := range localapi.FilesFrom(ctx).Take() {
+				f.Close()
+			}
+		}
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.PassedStdio != 0 {
+		// The caller's stdio files came with the request: this
+		// vprocd reads and writes them (no peer sees them). An output
+		// whose reader went away ends the exec as the caller's own
+		// write would have ended the caller (see passedStream).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		ps, err := passFiles(ctx, stream, req.PassedStdio, cancel)
+		if err != nil {
+			return err
+		}
+		defer ps.close()
+		req.PassedStdio = 0
+		stream = ps
+		defer func() { ps.endBroken() }()
 	}
 	cred := runner.Cred{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	s := a.s

@@ -14,7 +14,7 @@ import (
 
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
-	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
 	"github.com/openssi/openssi/internal/rpc"
 )
 
@@ -252,7 +252,7 @@ func (s *Server) peer(ctx context.Context, n uint32) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("vproc: address of node %d's vprocd: %w", n, err)
 	}
 	c, err = rpc.Dial(ctx, s.cfg.Source, addr, rpc.NodeIdentity(ServiceName, name),
-		append([]rpc.DialOption{rpc.WithGRPCOptions(stdioflow.DialOptions()...)}, s.cfg.DialOptions...)...)
+		append([]rpc.DialOption{rpc.WithGRPCOptions(stdiocodec.PeerDialOptions()...)}, s.cfg.DialOptions...)...)
 	if err != nil {
 		return nil, err
 	}

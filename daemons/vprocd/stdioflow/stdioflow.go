@@ -9,14 +9,17 @@
 // per message and per window update costs dominated.
 package stdioflow
 
-import "google.golang.org/grpc"
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+)
 
 // Chunk is the most stdio bytes one message carries: just under 1 MiB,
-// so that a message and its few bytes of framing fit one of gRPC's 1 MiB
-// pool buffers (it serves everything over 32 KiB from those and zeroes
-// the whole buffer on each use: a 256 KiB message cost 1 MiB of zeroing
-// at each marshal and unmarshal). gRPC's default limit on a received
-// message is 4 MiB.
+// so that a message and its few bytes of framing fit one of the pool's
+// 1 MiB buffers (everything over 32 KiB is served from those; gRPC's
+// default pool, which also zeroes the whole buffer on each use, is not
+// used on these connections: see pool). gRPC's default limit on a
+// received message is 4 MiB.
 const Chunk = 1<<20 - 1<<10
 
 // FirstRead is the buffer of a stream's first read: most programs write
@@ -44,23 +47,29 @@ const (
 	bufferSize   = 256 << 10
 )
 
-// ServerOptions are the options of a server that stdio streams cross.
+// ServerOptions are the options of a server that stdio streams cross:
+// the windows and buffers above, and the pool and codec that do not zero
+// every buffer.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.ReadBufferSize(bufferSize),
 		grpc.WriteBufferSize(bufferSize),
+		experimental.BufferPool(pool),
+		grpc.ForceServerCodecV2(Codec{}),
 	}
 }
 
 // DialOptions are the options of a client connection that stdio streams
-// cross.
+// cross (as ServerOptions).
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(bufferSize),
 		grpc.WithWriteBufferSize(bufferSize),
+		experimental.WithBufferPool(pool),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})),
 	}
 }

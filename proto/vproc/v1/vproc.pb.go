@@ -54,7 +54,14 @@ type ExecRequest struct {
 	// vprocd sends it to the node the process runs on (node is ignored);
 	// there vprocd builds strace's command line itself from its own pid of
 	// the process, so it runs nothing a caller could not run with argv.
-	Trace         *Trace `protobuf:"bytes,8,opt,name=trace,proto3" json:"trace,omitempty"`
+	Trace *Trace `protobuf:"bytes,8,opt,name=trace,proto3" json:"trace,omitempty"`
+	// passed_stdio says which of the caller's stdin (1), stdout (2) and
+	// stderr (4) it passed on its connection with SCM_RIGHTS just before
+	// this request, in that order: the caller's vprocd reads and writes
+	// those itself (their bytes are then never in Stdin, Stdout or Stderr
+	// messages of the stream). Not with tty or detach. The caller's vprocd
+	// clears it before a peer sees the request.
+	PassedStdio   uint32 `protobuf:"varint,9,opt,name=passed_stdio,json=passedStdio,proto3" json:"passed_stdio,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +150,13 @@ func (x *ExecRequest) GetTrace() *Trace {
 		return x.Trace
 	}
 	return nil
+}
+
+func (x *ExecRequest) GetPassedStdio() uint32 {
+	if x != nil {
+		return x.PassedStdio
+	}
+	return 0
 }
 
 // Trace is strace attached to the running process cpid, with args.
@@ -649,7 +663,7 @@ var File_vproc_v1_vproc_proto protoreflect.FileDescriptor
 
 const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\n" +
-	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\xe4\x01\n" +
+	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\x87\x02\n" +
 	"\vExecRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\fR\x04argv\x12\x10\n" +
@@ -658,7 +672,8 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x120\n" +
 	"\x04size\x18\x06 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeR\x04size\x12\x16\n" +
 	"\x06detach\x18\a \x01(\bR\x06detach\x12-\n" +
-	"\x05trace\x18\b \x01(\v2\x17.openssi.vproc.v1.TraceR\x05trace\"/\n" +
+	"\x05trace\x18\b \x01(\v2\x17.openssi.vproc.v1.TraceR\x05trace\x12!\n" +
+	"\fpassed_stdio\x18\t \x01(\rR\vpassedStdio\"/\n" +
 	"\x05Trace\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\fR\x04args\"4\n" +
