@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,24 @@ import (
 // the file count once every 20 ms, with the PID as the kernel tells it now
 // ($BASHPID is getpid() at each expansion, not a value kept in memory).
 const counterLoop = `i=0; while :; do i=$((i+1)); echo "$BASHPID $i" >> count; sleep 0.02; done`
+
+// closeInheritedOnExec marks every descriptor this test process inherited
+// (beyond stdio) close-on-exec, so the loop gets none of them: a runner
+// such as `flock LOCK make test` leaves its locked file open in every
+// child, and CRIU refuses to dump a task holding a file lock it was not
+// asked to dump.
+func closeInheritedOnExec(t *testing.T) {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
 
 // TestRoundTrip checkpoints a running bash loop with `criu dump` and
 // restores it with `criu restore -d` into a fresh PID namespace while its
@@ -47,6 +66,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := filepath.Join(dir, "count")
+	closeInheritedOnExec(t)
 	loop := exec.Command("bash", "-c", counterLoop)
 	loop.Dir = dir
 	loop.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no terminal: no --shell-job
