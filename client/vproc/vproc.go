@@ -153,11 +153,14 @@ type Cmd struct {
 	// program; when nil, Process has a pipe in their place.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
-	// PassFiles hands Stdin, Stdout and Stderr that are pipes or regular
-	// files (*os.File; never a terminal) to the local vprocd (SCM_RIGHTS), which then reads
-	// and writes them itself: the program's bytes do not cross this
-	// process (faster, as an OpenSSH ControlMaster's clients). Not with
-	// TTY or Detach. The files must stay open until the program ends.
+	// PassFiles hands Stdin, Stdout and Stderr that are pipes (*os.File
+	// open in their direction) to the local vprocd (SCM_RIGHTS), which
+	// then reads and writes them itself: the program's bytes do not
+	// cross this process (faster, as an OpenSSH ControlMaster's
+	// clients). Anything else (a terminal, a regular file, a socket) and
+	// what a vprocd older than file passing did not take is streamed by
+	// this process as without PassFiles. Not with TTY or Detach. The
+	// files must stay open until the program ends.
 	PassFiles bool
 }
 
@@ -333,6 +336,11 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 	if st == nil {
 		cancel()
 		return nil, fmt.Errorf("vproc: vprocd replied %T before the program started", first.Kind)
+	}
+	if req.PassedStdio != 0 && st.PassedStdio != req.PassedStdio {
+		// A vprocd older than file passing dropped the files: its
+		// output comes as messages, and the stdin is streamed from here.
+		req.PassedStdio = 0
 	}
 	p := &Process{Cpid: st.Cpid, Node: int(st.Node), Pid: int(st.Pid), stream: stream, cancel: cancel, done: make(chan struct{})}
 	if cmd.Detach {

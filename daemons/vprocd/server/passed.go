@@ -43,6 +43,7 @@ const (
 // those: job control applies to the caller's process, not to vprocd).
 type passedStream struct {
 	vprocv1.Vproc_ExecServer
+	mask uint32          // the files taken (ExecRequest.passed_stdio), told in Started
 	ctx  context.Context // the caller's stream's
 	in   chan received
 	stop chan struct{}
@@ -93,7 +94,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		}
 		return nil, status.Errorf(codes.InvalidArgument, "vproc: the request says %d stdio files were passed, %d came with it", bits.OnesCount32(mask), len(files))
 	}
-	p := &passedStream{Vproc_ExecServer: stream, ctx: stream.Context(), in: make(chan received), stop: make(chan struct{}),
+	p := &passedStream{Vproc_ExecServer: stream, mask: mask, ctx: stream.Context(), in: make(chan received), stop: make(chan struct{}),
 		cancel: cancel, broken: make(chan struct{})}
 	var bad error
 	for _, x := range []struct {
@@ -395,6 +396,10 @@ func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
 		return p.Vproc_ExecServer.Send(brokenExit())
 	}
 	switch k := m.Kind.(type) {
+	case *vprocv1.ExecOutput_Started:
+		// The caller streams what this vprocd did not say it took (a
+		// vprocd older than file passing says nothing).
+		k.Started.PassedStdio = p.mask
 	case *vprocv1.ExecOutput_Stdout:
 		if p.stdout != nil {
 			return p.queue(outWrite{f: p.stdout, b: k.Stdout})

@@ -312,6 +312,10 @@ func execOn(ctx context.Context, t *testing.T, api vprocv1.VprocClient, passer *
 		if err != nil {
 			return err
 		}
+		if st := m.GetStarted(); st != nil && st.PassedStdio != req.PassedStdio {
+			// The client streams what vprocd does not say it took.
+			t.Errorf("Started says passed_stdio %d were taken, want %d", st.PassedStdio, req.PassedStdio)
+		}
 		if m.GetExit() != nil {
 			return nil
 		}

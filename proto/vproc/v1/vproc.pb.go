@@ -421,7 +421,11 @@ type Started struct {
 	// node is the node it runs on.
 	Node uint32 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
 	// pid is its process id on that node.
-	Pid           int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	// passed_stdio says which of the caller's passed stdio files
+	// (ExecRequest.passed_stdio) vprocd took; the caller streams the
+	// others itself. A vprocd older than file passing says 0.
+	PassedStdio   uint32 `protobuf:"varint,4,opt,name=passed_stdio,json=passedStdio,proto3" json:"passed_stdio,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +477,13 @@ func (x *Started) GetNode() uint32 {
 func (x *Started) GetPid() int32 {
 	if x != nil {
 		return x.Pid
+	}
+	return 0
+}
+
+func (x *Started) GetPassedStdio() uint32 {
+	if x != nil {
+		return x.PassedStdio
 	}
 	return 0
 }
@@ -687,11 +698,12 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\tstdin_eof\x18\x03 \x01(\bH\x00R\bstdinEof\x12\x18\n" +
 	"\x06signal\x18\x04 \x01(\x05H\x00R\x06signal\x126\n" +
 	"\x06resize\x18\x05 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeH\x00R\x06resizeB\x06\n" +
-	"\x04kind\"C\n" +
+	"\x04kind\"f\n" +
 	"\aStarted\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x05R\x03pid\"J\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12!\n" +
+	"\fpassed_stdio\x18\x04 \x01(\rR\vpassedStdio\"J\n" +
 	"\x04Exit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x16\n" +
