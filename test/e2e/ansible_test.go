@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,38 +183,9 @@ func testAnsibleUpgrade(t *testing.T, a *alab) {
 	}
 	a.srv.SetRepo(filepath.Join(newDist, "repo"))
 
-	var mu sync.Mutex
-	minUp := total
 	f := follow(t, a.l, "node1", view(t, a.l, "node1").Epoch)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		seen, up := 0, total
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			evs := f.Events()
-			for _, e := range evs[seen:] {
-				if e.Event.Type == cluster.NodeUp {
-					up++
-				} else {
-					up--
-				}
-				mu.Lock()
-				minUp = min(minUp, up)
-				mu.Unlock()
-			}
-			seen = len(evs)
-		}
-	}()
 	a.play(t, "upgrade.yml")
-	close(stop)
-	wg.Wait()
+	minUp := fewestUp(f.Events(), total)
 	for _, n := range nodes {
 		if got := strings.TrimSpace(a.exec(t, n.Name, "dpkg-query", "-W", "-f=${Version}", "openssi")); got != newer {
 			t.Errorf("%s runs openssi %s, want %s", n.Name, got, newer)
@@ -228,8 +198,6 @@ func testAnsibleUpgrade(t *testing.T, a *alab) {
 	if after := numbers(t, view(t, a.l, "node1")); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("node numbers changed: %v -> %v", before, after)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	t.Logf("rolled %s -> %s; events at node1: %s; fewest nodes UP during the roll: %d of %d", v0, newer, f.Summary(), minUp, total)
 	if minUp <= total/2 {
 		t.Errorf("membership lost its majority during the upgrade: %d of %d UP", minUp, total)

@@ -301,3 +301,19 @@ func TestDaemonRestartedBySystemd(t *testing.T) {
 	}
 	checkAllUp(t, five, 5)
 }
+
+// fewestUp is the fewest nodes UP after any of evs, counting from total
+// UP before the first: a NODEUP adds one, a NODEDOWN or NODELEAVE takes
+// one away.
+func fewestUp(evs []lab.Arrival, total int) int {
+	up, fewest := total, total
+	for _, a := range evs {
+		if a.Event.Type == cluster.NodeUp {
+			up++
+		} else {
+			up--
+		}
+		fewest = min(fewest, up)
+	}
+	return fewest
+}

@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,40 +111,19 @@ func (il *ilab) name(number int) string {
 // status (-1 when it did not exit by itself).
 func (il *ilab) run(t *testing.T, node string, args ...string) (string, int) {
 	t.Helper()
-	cmd, err := il.l.Command(ctxFor(t, 2*time.Minute), node, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return string(out), ee.ExitCode()
-		}
-		t.Fatalf("%s: %s: %v\n%s", node, strings.Join(args, " "), err, out)
-	}
-	return string(out), 0
+	return runOn(t, il.l, 2*time.Minute, node, args...)
 }
 
 func (il *ilab) must(t *testing.T, node string, args ...string) string {
 	t.Helper()
-	out, code := il.run(t, node, args...)
-	if code != 0 {
-		t.Fatalf("%s: %s: exit %d\n%s", node, strings.Join(args, " "), code, out)
-	}
-	return out
+	return mustOn(t, il.l, 2*time.Minute, node, args...)
 }
 
 // setup installs the singleton and the simple unit on every node, sets
 // initfailover.stop_timeout and restarts initfailover so that the init
 // node starts the singleton.
 func (il *ilab) setup(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "singleton")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/e2e/singleton")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the singleton: %v\n%s", err, out)
-	}
+	bin := buildSingleton(t)
 	script := `set -e
 cat > /etc/systemd/system/` + singletonUnit + ` <<EOF
 [Unit]

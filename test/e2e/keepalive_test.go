@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -51,13 +48,7 @@ func TestKeepalive(t *testing.T) {
 	}
 	sort.Slice(names, func(i, j int) bool { return num[names[i]] < num[names[j]] })
 	primary, backup := names[0], names[1]
-	bin := filepath.Join(t.TempDir(), "singleton")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/e2e/singleton")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the singleton: %v\n%s", err, out)
-	}
+	bin := buildSingleton(t)
 	script := `set -e
 mkdir -p /etc/openssi/keepalive.d
 cat > /etc/openssi/keepalive.d/` + keepApp + `.yaml <<EOF

@@ -10,9 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,40 +158,19 @@ type lvsLab struct {
 
 func (v *lvsLab) run(t *testing.T, node string, args ...string) (string, int) {
 	t.Helper()
-	cmd, err := v.l.Command(ctxFor(t, time.Minute), node, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return string(out), ee.ExitCode()
-		}
-		t.Fatalf("%s: %s: %v\n%s", node, strings.Join(args, " "), err, out)
-	}
-	return string(out), 0
+	return runOn(t, v.l, time.Minute, node, args...)
 }
 
 func (v *lvsLab) must(t *testing.T, node string, args ...string) string {
 	t.Helper()
-	out, code := v.run(t, node, args...)
-	if code != 0 {
-		t.Fatalf("%s: %s: exit %d\n%s", node, strings.Join(args, " "), code, out)
-	}
-	return out
+	return mustOn(t, v.l, time.Minute, node, args...)
 }
 
 // setup installs the backend, writes lvsd's section on every node and
 // starts lvsd on node1 first, so that node1 is the director, then on the
 // others.
 func (v *lvsLab) setup(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "singleton")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/e2e/singleton")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the backend: %v\n%s", err, out)
-	}
+	bin := buildSingleton(t)
 	section := fmt.Sprintf("lvsd:\n  vips:\n    - address: %s\n      interface: %s\n  ports:\n    - port: tcp/%d\n  forwarding: proxy\n", lvsVIP, lab.NodeIface, lvsPort)
 	// lvsd runs from the boot on, without a VIP: stopped everywhere, so
 	// that node1, started first, takes the director's lock.
