@@ -185,17 +185,8 @@ func (l *Lab) prepareBare(i int, root string) error {
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	for rel, f := range bareFiles(*n, s.Nodes, ServedAt(s.Subnet), string(pub)) {
-		p := filepath.Join(n.Root(), rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
-			return fmt.Errorf("lab: write %s of %s: %w", rel, n.Name, err)
-		}
-		if err := os.Chmod(p, f.mode); err != nil {
-			return err
-		}
+	if err := writeNodeFiles(*n, bareFiles(*n, s.Nodes, ServedAt(s.Subnet), string(pub))); err != nil {
+		return err
 	}
 	if err := os.Chmod(filepath.Join(n.Root(), "root/.ssh"), 0o700); err != nil {
 		return err
@@ -233,6 +224,25 @@ func (l *Lab) prepareBare(i int, root string) error {
 type nodeFile struct {
 	content string
 	mode    os.FileMode
+}
+
+// writeNodeFiles writes files (paths relative to the node's root) into
+// n's disk with their modes, whatever the umask, making their
+// directories.
+func writeNodeFiles(n NodeState, files map[string]nodeFile) error {
+	for rel, f := range files {
+		p := filepath.Join(n.Root(), rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
+			return fmt.Errorf("lab: write %s of %s: %w", rel, n.Name, err)
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bareFiles are the files a bare node gets beyond the image, by path

@@ -284,11 +284,7 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 			number = i + 1
 		}
 	}
-	type file struct {
-		content string
-		mode    os.FileMode
-	}
-	files := map[string]file{
+	files := map[string]nodeFile{
 		"etc/hostname":                         {n.Name + "\n", 0o644},
 		"etc/hosts":                            {hostsFile(s.Nodes, *n), 0o644},
 		"etc/systemd/network/10-host0.network": {networkFile(n.IP), 0o644},
@@ -303,27 +299,18 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 		"etc/apt/apt.conf.d/90openssi-lab":    {"APT::Install-Recommends \"false\";\nAcquire::Languages \"none\";\n", 0o644},
 	}
 	if n.Tokens.Root != "" {
-		files[ConsulRootTokenFile[1:]] = file{n.Tokens.Root + "\n", 0o600}
+		files[ConsulRootTokenFile[1:]] = nodeFile{n.Tokens.Root + "\n", 0o600}
 	}
 	if n.Server {
 		cert, key, err := s.Consul.serverCert(*n)
 		if err != nil {
 			return err
 		}
-		files["etc/consul.d/tls/server.pem"] = file{cert, 0o644}
-		files["etc/consul.d/tls/server-key.pem"] = file{key, 0o600}
+		files["etc/consul.d/tls/server.pem"] = nodeFile{cert, 0o644}
+		files["etc/consul.d/tls/server-key.pem"] = nodeFile{key, 0o600}
 	}
-	for rel, f := range files {
-		p := filepath.Join(n.Root(), rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
-			return fmt.Errorf("lab: write %s of %s: %w", rel, n.Name, err)
-		}
-		if err := os.Chmod(p, f.mode); err != nil {
-			return err
-		}
+	if err := writeNodeFiles(*n, files); err != nil {
+		return err
 	}
 	if err := os.Chmod(filepath.Join(n.Root(), "etc/consul.d"), 0o700); err != nil {
 		return err
