@@ -292,6 +292,21 @@ func (p *Proc) CloseOutput() {
 	}
 }
 
+// CloseStdout closes the read end of the program's stdout pipe (no-op
+// with TTY or detached): its next write there fails with EPIPE (SIGPIPE),
+// as a write to a pipe whose reader went away. A reader of Stdout
+// returns.
+func (p *Proc) CloseStdout() { p.closeOut(0) }
+
+// CloseStderr is CloseStdout for stderr.
+func (p *Proc) CloseStderr() { p.closeOut(1) }
+
+func (p *Proc) closeOut(i int) {
+	if i < len(p.outs) {
+		p.outs[i].Close()
+	}
+}
+
 // CloseStdin ends the program's input: closes the pipe, or on a terminal
 // types the end-of-file character (^D).
 func (p *Proc) CloseStdin() error {

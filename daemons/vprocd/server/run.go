@@ -255,6 +255,16 @@ func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, e
 			_ = p.Signal(syscall.Signal(k.Signal))
 		case *vprocv1.ExecInput_Resize:
 			_ = p.Resize(uint16(k.Resize.Rows), uint16(k.Resize.Cols))
+		case *vprocv1.ExecInput_OutputClosed:
+			// The caller's output lost its reader: so does the
+			// program's (its next write there fails, as it would
+			// have on the caller's pipe).
+			if k.OutputClosed&passedStdout != 0 {
+				p.CloseStdout()
+			}
+			if k.OutputClosed&passedStderr != 0 {
+				p.CloseStderr()
+			}
 		}
 	}
 }
