@@ -65,10 +65,11 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.PassedStdio != 0 {
-		// The caller's stdio files came with the request: this
-		// vprocd reads and writes them (no peer sees them). An output
-		// whose reader went away is broken for the program too, or
-		// ends the exec (see passedStream.broken).
+		// The caller's stdio files came with the request: a program
+		// of this node gets them as its own stdio; for one of another
+		// node this vprocd reads and writes them (no peer sees them),
+		// and an output whose reader went away is broken for the
+		// program too, or ends the exec (see passedStream.broken).
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
@@ -94,7 +95,15 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	case req.Node == 0:
 		req.Node = s.levelNode(req.Argv) // a program placed by load
 	}
-	if req.Node == 0 || req.Node == s.cfg.Node {
+	local := req.Node == 0 || req.Node == s.cfg.Node
+	if ps, ok := stream.(*passedStream); ok && !(local && ps.give()) {
+		// Relayed: the program runs on another node (or a file is
+		// the caller's own description).
+		if err := ps.relay(); err != nil {
+			return err
+		}
+	}
+	if local {
 		req.Node = s.cfg.Node
 		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
 	}

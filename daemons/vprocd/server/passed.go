@@ -29,10 +29,13 @@ const (
 )
 
 // passedStream is a caller's exec stream whose stdin, stdout or stderr
-// the caller passed on its connection (SCM_RIGHTS): vprocd reads the
-// passed stdin into Stdin messages and writes Stdout and Stderr messages
-// to the passed files itself, so the program's bytes do not cross the
-// caller (as an OpenSSH ControlMaster does with its clients' stdio).
+// the caller passed on its connection (SCM_RIGHTS). A program of this
+// node gets them as its own stdio (give): nothing crosses vprocd, which
+// keeps no copy once the program started. For a program of another node
+// vprocd reads the passed stdin into Stdin messages and writes Stdout
+// and Stderr messages to the passed files itself (relay). Either way the
+// program's bytes do not cross the caller (as an OpenSSH ControlMaster
+// does with its clients' stdio).
 //
 // The files are the caller's own, opened with its rights: pipes only
 // (see ownDescription). Their file descriptions may be
@@ -79,9 +82,13 @@ type passedStream struct {
 	// is read through Go's poller (its Close ends a read).
 	stdinWait bool
 	wake      *os.File
-	stdout    *os.File
-	stderr    *os.File
-	writes    chan outWrite
+	// shared: a file is the caller's own description (not reopened);
+	// given: the files are the program's own stdio (give).
+	shared bool
+	given  bool
+	stdout *os.File
+	stderr *os.File
+	writes chan outWrite
 }
 
 type received struct {
@@ -124,6 +131,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		if x.bit == passedStdin {
 			p.stdinWait = wait
 		}
+		p.shared = p.shared || wait
 		if err != nil {
 			f.Close()
 			if bad == nil {
@@ -137,13 +145,46 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		p.closeFiles()
 		return nil, status.Error(codes.InvalidArgument, "vproc: "+bad.Error())
 	}
+	go p.receive()
+	return p, nil
+}
+
+// give makes the passed files the stdio of the program, run on this
+// node, as a shell gives its pipes to its child: vprocd neither reads
+// nor writes them, and closes its copies once the program started (see
+// run), so that a running exec holds none. The program's descriptions
+// are vprocd's own (ownDescription), made blocking for it, as a shell's
+// pipes are, and a reader gone breaks its output as it would locally.
+// False when a file is the caller's own description (vprocd could not
+// reopen it): its flags are the caller's, not changed, and the files are
+// relayed (relay).
+func (p *passedStream) give() bool {
+	if p.shared {
+		return false
+	}
+	p.given = true
+	return true
+}
+
+// givenStdio returns the files given to the program (nil where not
+// passed, or not given).
+func (p *passedStream) givenStdio() [3]*os.File {
+	if !p.given {
+		return [3]*os.File{}
+	}
+	return [3]*os.File{p.stdin, p.stdout, p.stderr}
+}
+
+// relay starts reading the passed stdin into Stdin messages and writing
+// the Stdout and Stderr messages to the passed outputs: for a program on
+// another node (or files not given).
+func (p *passedStream) relay() error {
 	if p.stdin != nil {
 		var r *os.File
 		if p.stdinWait {
 			var err error
 			if r, p.wake, err = os.Pipe(); err != nil {
-				p.closeFiles()
-				return nil, status.Errorf(codes.Internal, "vproc: %v", err)
+				return status.Errorf(codes.Internal, "vproc: %v", err)
 			}
 		}
 		go p.readStdin(r)
@@ -152,8 +193,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		p.writes = make(chan outWrite, stdinQueue)
 		go p.writeOutput()
 	}
-	go p.receive()
-	return p, nil
+	return nil
 }
 
 func (p *passedStream) closeFiles() {
@@ -457,14 +497,14 @@ func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
 		// vprocd older than file passing says nothing).
 		k.Started.PassedStdio = p.mask
 	case *vprocv1.ExecOutput_Stdout:
-		if p.stdout != nil {
+		if p.stdout != nil && p.writes != nil {
 			if p.broken.Load()&passedStdout != 0 {
 				return p.drop(len(k.Stdout))
 			}
 			return p.queue(outWrite{f: p.stdout, b: k.Stdout})
 		}
 	case *vprocv1.ExecOutput_Stderr:
-		if p.stderr != nil {
+		if p.stderr != nil && p.writes != nil {
 			if p.broken.Load()&passedStderr != 0 {
 				return p.drop(len(k.Stderr))
 			}

@@ -481,12 +481,13 @@ func TestPassedBrokenSlack(t *testing.T) {
 	sent := &sentStream{}
 	cancelled := false
 	p := &passedStream{Vproc_ExecServer: sent, mask: passedStdout, ctx: context.Background(), stop: make(chan struct{}),
-		closed: make(chan uint32, 2), cancel: func() { cancelled = true }, killed: make(chan struct{}), stdout: os.Stdout}
+		closed: make(chan uint32, 2), cancel: func() { cancelled = true }, killed: make(chan struct{}), stdout: os.Stdout,
+		writes: make(chan outWrite)} // relayed; nothing written once broken
 	p.broken.Store(passedStdout)
 	chunk := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: make([]byte, stdioflow.Chunk)}}
-	for i := 0; p.dropped <= brokenSlack; i++ {
-		if cancelled {
-			t.Fatalf("cancelled after %d bytes dropped, slack %d", p.dropped, brokenSlack)
+	for p.dropped <= brokenSlack {
+		if cancelled || len(sent.m) > 0 {
+			t.Fatalf("cancelled (%v) or sent %d messages after %d bytes dropped, slack %d", cancelled, len(sent.m), p.dropped, brokenSlack)
 		}
 		if err := p.Send(chunk); err != nil {
 			t.Fatal(err)
@@ -538,6 +539,33 @@ func TestPassedPathOnly(t *testing.T) {
 				g.Close()
 			}
 			t.Errorf("an O_PATH descriptor of a FIFO (write %v) was taken, want it refused", write)
+		}
+	}
+}
+
+// TestPassedNote: the note of a directory missing on the node is the
+// first line of a passed stderr, before the program's own, on this node
+// (where the program writes the caller's pipe itself) and another.
+func TestPassedNote(t *testing.T) {
+	c := startCluster(t, 2)
+	for _, to := range []int{1, 2} {
+		rs, ws := pipes(t, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"sh", "-c", "echo err >&2; echo out"}, Dir: "/no/such/dir",
+			Stdin: bytes.NewReader(nil), Stdout: ws[0], Stderr: ws[1], PassFiles: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws[0].Close()
+		ws[1].Close()
+		errc := make(chan []byte)
+		go func() { b, _ := io.ReadAll(rs[1]); errc <- b }()
+		out, _ := io.ReadAll(rs[0])
+		errs := string(<-errc)
+		st, err := p.Wait()
+		cancel()
+		if err != nil || st.Code != 0 || string(out) != "out\n" || !strings.HasPrefix(errs, "ssi exec: /no/such/dir does not exist on this node: running in ") || !strings.HasSuffix(errs, "\nerr\n") {
+			t.Errorf("node 1 -> %d: stdout %q stderr %q status %+v %v", to, out, errs, st, err)
 		}
 	}
 }
