@@ -368,8 +368,20 @@ func TestPassedRefusedTaken(t *testing.T) {
 // pipeline (`ssi exec -- yes | head -1`): its next write there fails with
 // EPIPE (SIGPIPE), what it does then is its own, and the caller gets the
 // status it ended with. The program is not killed: a shell's next
-// command runs, a program that ignores SIGPIPE sees EPIPE.
+// command runs, a program that ignores SIGPIPE sees EPIPE. On this node
+// the program writes the caller's pipe itself, or (a pipe vprocd may not
+// reopen) through vprocd as for another node.
 func TestPassedOutputBroken(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened %v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			outputBroken(t)
+		})
+	}
+}
+
+func outputBroken(t *testing.T) {
 	c := startCluster(t, 2)
 	for _, tc := range []struct {
 		name   string
@@ -417,6 +429,16 @@ func TestPassedOutputBroken(t *testing.T) {
 // as a caller gone with the status of a death by SIGPIPE: it never runs
 // on for ever writing to nobody.
 func TestPassedOutputBrokenStdinFull(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened %v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			outputBrokenStdinFull(t)
+		})
+	}
+}
+
+func outputBrokenStdinFull(t *testing.T) {
 	// The remote program's origin link breaks (its CallerGone waits
 	// behind the stdin too): it is killed after OriginGrace.
 	c := startClusterWith(t, 2, Config{OriginGrace: 2 * time.Second})
