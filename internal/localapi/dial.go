@@ -7,12 +7,12 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -53,6 +53,10 @@ func dial(ctx context.Context, path string, p *Passer, opts []grpc.DialOption) (
 	// (after a broken connection) a new one.
 	var mu sync.Mutex
 	first := c
+	// watch lasts until gRPC took the first connection (then gRPC
+	// closes it) or the ClientConn was closed without taking it (then
+	// the watch closes it).
+	watch, taken := context.WithCancel(context.Background())
 	dialer := func(ctx context.Context, _ string) (net.Conn, error) {
 		mu.Lock()
 		c := first
@@ -63,6 +67,8 @@ func dial(ctx context.Context, path string, p *Passer, opts []grpc.DialOption) (
 			if c, err = d.DialContext(ctx, "unix", path); err != nil {
 				return nil, err
 			}
+		} else {
+			taken()
 		}
 		if p == nil {
 			return c, nil
@@ -81,20 +87,31 @@ func dial(ctx context.Context, path string, p *Passer, opts []grpc.DialOption) (
 	all := append([]grpc.DialOption{grpc.WithTransportCredentials(Credentials()), grpc.WithContextDialer(dialer)}, opts...)
 	conn, err := grpc.NewClient("unix://"+path, all...)
 	if err != nil {
+		taken()
 		c.Close()
 		return nil, fmt.Errorf("localapi: dial %s: %w", path, err)
 	}
 	conn.Connect()
-	// A connection closed before gRPC took the first one: close that
-	// when the ClientConn is collected.
-	runtime.AddCleanup(conn, func(*sync.Mutex) {
-		mu.Lock()
-		defer mu.Unlock()
-		if first != nil {
-			first.Close()
-			first = nil
+	go func() {
+		defer taken()
+		for {
+			s := conn.GetState()
+			if s == connectivity.Shutdown {
+				// Closed before gRPC took the first connection
+				// (or after: then first is nil).
+				mu.Lock()
+				if first != nil {
+					first.Close()
+					first = nil
+				}
+				mu.Unlock()
+				return
+			}
+			if !conn.WaitForStateChange(watch, s) {
+				return // gRPC took it
+			}
 		}
-	}, &mu)
+	}()
 	return conn, nil
 }
 

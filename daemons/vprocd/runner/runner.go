@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -47,6 +48,17 @@ type Spec struct {
 	// Gated holds the program back until Proc.Open, so that it can be
 	// moved into a cgroup before it runs (see package gate).
 	Gated bool
+	// Stdio, where set, are the program's stdin, stdout and stderr in
+	// place of pipes (not with TTY or Detach): Proc's Stdin, Stdout or
+	// Stderr is then nil. Their file descriptions are made blocking, as
+	// a program expects: they must be the caller's own, shared with no
+	// one else. The caller keeps its copies, and may close them once
+	// Start returned.
+	Stdio [3]*os.File
+	// NotePrefix starts the note's line that Start writes to Stdio[2]
+	// (then Proc.Note is ""), before the program runs, as the first
+	// line of its stderr.
+	NotePrefix string
 }
 
 // defaultPath is the PATH used when the environment has none.
@@ -118,6 +130,17 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 	if serr != nil {
 		return nil, serr
 	}
+	if p.Note != "" && s.Stdio[2] != nil && !s.TTY && !s.Detach {
+		writeNote(s.Stdio[2], s.NotePrefix+p.Note+"\n")
+		p.Note = ""
+	}
+	for _, f := range s.Stdio {
+		if f != nil {
+			if err := setBlocking(f); err != nil {
+				return nil, fmt.Errorf("runner: a stdio file given: %w", err)
+			}
+		}
+	}
 	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: dir}
 	var g *warmGate
 	if gates != nil {
@@ -147,7 +170,7 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 	}
 	if g != nil {
 		err := p.launch(g, cmd, attr)
-		p.closeChildEnds(cmd)
+		p.closeChildEnds(cmd, s.Stdio)
 		if err != nil {
 			p.closeAll()
 			if errors.Is(err, errGateGone) {
@@ -160,7 +183,7 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 	}
 	cmd.SysProcAttr = attr
 	err = cmd.Start()
-	p.closeChildEnds(cmd)
+	p.closeChildEnds(cmd, s.Stdio)
 	if gateR != nil {
 		gateR.Close()
 	}
@@ -213,27 +236,76 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		attr.Setsid, attr.Setctty, attr.Ctty = true, true, 0
 		p.Stdin, p.Stdout = master, master
 	default:
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			return fmt.Errorf("runner: stdin pipe: %w", err)
+		if s.Stdio[0] != nil {
+			cmd.Stdin = s.Stdio[0]
+		} else {
+			inR, inW, err := os.Pipe()
+			if err != nil {
+				return fmt.Errorf("runner: stdin pipe: %w", err)
+			}
+			p.stdin = inW
+			cmd.Stdin = inR
+			growPipe(inW)
+			p.Stdin = inW
 		}
-		p.stdin = inW
-		cmd.Stdin = inR
-		growPipe(inW)
-		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
+		p.outs = make([]*os.File, 2)
+		for i, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
+			if f := s.Stdio[1+i]; f != nil {
+				*dst = f
+				continue
+			}
 			r, w, err := os.Pipe()
 			if err != nil {
-				inR.Close()
+				if f, ok := cmd.Stdin.(*os.File); ok && f != s.Stdio[0] {
+					f.Close()
+				}
+				if w, ok := cmd.Stdout.(*os.File); ok && i == 1 && w != s.Stdio[1] {
+					w.Close()
+				}
 				return fmt.Errorf("runner: output pipe: %w", err)
 			}
 			growPipe(r)
-			p.outs = append(p.outs, r)
+			p.outs[i] = r
 			*dst = w
 		}
-		p.Stdin, p.Stdout, p.Stderr = inW, p.outs[0], p.outs[1]
+		// Each a reader only when it is a pipe (a nil *os.File in an
+		// io.Reader would be a reader).
+		if p.outs[0] != nil {
+			p.Stdout = p.outs[0]
+		}
+		if p.outs[1] != nil {
+			p.Stderr = p.outs[1]
+		}
 		attr.Setpgid = true
 	}
 	return nil
+}
+
+// setBlocking clears O_NONBLOCK of f's file description, as a program
+// expects of its stdio (os/exec leaves it).
+func setBlocking(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// noteWait bounds the write of the note to a given stderr (a pipe whose
+// reader does not read).
+const noteWait = time.Second
+
+// writeNote writes the note's line to f, waiting noteWait at most; a
+// note that cannot be written is dropped.
+func writeNote(f *os.File, line string) {
+	if f.SetWriteDeadline(time.Now().Add(noteWait)) == nil {
+		defer func() { _ = f.SetWriteDeadline(time.Time{}) }()
+	}
+	_, _ = f.WriteString(line)
 }
 
 // PipeSize is the buffer asked of the kernel for a program's stdio pipes
@@ -255,9 +327,13 @@ func growPipe(f *os.File) {
 	})
 }
 
-// closeChildEnds closes this process's copies of the child's ends.
-func (p *Proc) closeChildEnds(cmd *exec.Cmd) {
+// closeChildEnds closes this process's copies of the child's ends, but
+// for the files the caller gave (given).
+func (p *Proc) closeChildEnds(cmd *exec.Cmd, given [3]*os.File) {
 	seen := map[*os.File]bool{}
+	for _, f := range given {
+		seen[f] = f != nil
+	}
 	for _, f := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
 		if f, ok := f.(*os.File); ok && !seen[f] {
 			seen[f] = true
@@ -285,10 +361,27 @@ func (p *Proc) closeAll() {
 // outlives the program keeps open.
 func (p *Proc) CloseOutput() {
 	for _, f := range p.outs {
-		f.Close()
+		if f != nil {
+			f.Close()
+		}
 	}
 	if p.master != nil {
 		p.master.Close()
+	}
+}
+
+// CloseStdout closes the read end of the program's stdout pipe (no-op
+// with TTY or detached): its next write there fails with EPIPE (SIGPIPE),
+// as a write to a pipe whose reader went away. A reader of Stdout
+// returns.
+func (p *Proc) CloseStdout() { p.closeOut(0) }
+
+// CloseStderr is CloseStdout for stderr.
+func (p *Proc) CloseStderr() { p.closeOut(1) }
+
+func (p *Proc) closeOut(i int) {
+	if i < len(p.outs) && p.outs[i] != nil {
+		p.outs[i].Close()
 	}
 }
 

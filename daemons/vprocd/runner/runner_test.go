@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/openssi/openssi/daemons/vprocd/gate"
 	"github.com/openssi/openssi/internal/roottest"
 )
@@ -56,6 +58,66 @@ func TestRunPipes(t *testing.T) {
 	st := p.Wait()
 	if string(out) != "out in\n" || <-errc != "err\n" || st.Code != 3 {
 		t.Fatalf("out %q status %+v", out, st)
+	}
+}
+
+// TestGivenStdio: files given as the program's stdio are its own (no
+// pipes of the runner's, no readers in Proc), made blocking; the note of
+// a missing directory is the first line of a given stderr; the caller's
+// copies stay open.
+func TestGivenStdio(t *testing.T) {
+	inR, inW, err := os.Pipe() // non-blocking, as vprocd's own descriptions
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inR.Close()
+	defer inW.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	defer outW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errR.Close()
+	defer errW.Close()
+	script := `read x; echo "out $x"; echo err >&2`
+	p, err := Start(Spec{Argv: []string{"sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/no/such/dir", Cred: self(),
+		Stdio: [3]*os.File{inR, outW, errW}, NotePrefix: "ssi exec: "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stdin != nil || p.Stdout != nil || p.Stderr != nil || p.Note != "" {
+		t.Errorf("Proc has Stdin %v, Stdout %v, Stderr %v, Note %q: want none", p.Stdin, p.Stdout, p.Stderr, p.Note)
+	}
+	for _, f := range []*os.File{inR, outW, errW} {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rc.Control(func(fd uintptr) {
+			if fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+				t.Errorf("the program's description of a given file: flags %#x %v, want blocking", fl, err)
+			}
+		})
+	}
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if _, err := inW.WriteString("in\n"); err != nil {
+		t.Fatal(err)
+	}
+	inW.Close()
+	errc := make(chan string)
+	go func() { b, _ := io.ReadAll(errR); errc <- string(b) }()
+	out, _ := io.ReadAll(outR)
+	st := p.Wait()
+	errs := <-errc
+	if string(out) != "out in\n" || st.Code != 0 || !strings.HasPrefix(errs, "ssi exec: /no/such/dir does not exist") || !strings.HasSuffix(errs, "\nerr\n") {
+		t.Fatalf("stdout %q stderr %q status %+v", out, errs, st)
 	}
 }
 

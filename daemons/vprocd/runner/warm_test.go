@@ -316,3 +316,43 @@ func TestWarmNoGateForARefusedCaller(t *testing.T) {
 		t.Fatalf("%d gates made or being made for a refused caller", total)
 	}
 }
+
+// TestWarmGivenStdio: a gate runs a program with the stdio files given
+// (Spec.Stdio) as its own, and the runner keeps no copy of its own.
+func TestWarmGivenStdio(t *testing.T) {
+	w, ready, _ := newTestWarm(t, 1, 4, nil)
+	p, err := w.Start(Spec{Argv: []string{"true"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	output(t, p)
+	gatePid := waitPid(t, ready)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inW.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	p, err = w.Start(Spec{Argv: []string{"sh", "-c", `read x; echo "got $x" >&2`}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self(),
+		Stdio: [3]*os.File{inR, nil, outW}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inR.Close()
+	outW.Close()
+	if !p.InScope || p.Pid != gatePid || p.Stdin != nil || p.Stderr != nil || p.Stdout == nil {
+		t.Fatalf("InScope %v pid %d (gate %d), Stdin %v, Stdout %v, Stderr %v: want the gate, a stdout pipe only", p.InScope, p.Pid, gatePid, p.Stdin, p.Stdout, p.Stderr)
+	}
+	go io.Copy(io.Discard, p.Stdout)
+	if _, err := inW.WriteString("in\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(outR)
+	if st := p.Wait(); st.Code != 0 || string(b) != "got in\n" {
+		t.Fatalf("stderr %q status %+v", b, st)
+	}
+}

@@ -112,6 +112,10 @@ func CheckInput(in *vprocv1.ExecInput) error {
 		}
 	case *vprocv1.ExecInput_Resize:
 		return checkSize(k.Resize)
+	case *vprocv1.ExecInput_OutputClosed:
+		if k.OutputClosed == 0 || k.OutputClosed&^(passedStdout|passedStderr) != 0 {
+			return fmt.Errorf("vproc: output_closed %d is not stdout (2) and/or stderr (4)", k.OutputClosed)
+		}
 	case *vprocv1.ExecInput_Start:
 		return fmt.Errorf("vproc: a second request on one stream")
 	default:

@@ -90,6 +90,11 @@ func TestCheckInput(t *testing.T) {
 		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Signal{Signal: -1}}, false},
 		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Resize{Resize: &vprocv1.WindowSize{Rows: 10, Cols: 10}}}, true},
 		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{Argv: b("a")}}}, false},
+		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: passedStdout}}, true},
+		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: passedStdout | passedStderr}}, true},
+		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: 0}}, false},
+		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: passedStdin}}, false},
+		{&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: 8}}, false},
 		{&vprocv1.ExecInput{}, false},
 	} {
 		if err := CheckInput(tc.in); (err == nil) != tc.ok {

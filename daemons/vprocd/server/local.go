@@ -65,10 +65,11 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.PassedStdio != 0 {
-		// The caller's stdio files came with the request: this
-		// vprocd reads and writes them (no peer sees them). An output
-		// whose reader went away ends the exec as the caller's own
-		// write would have ended the caller (see passedStream).
+		// The caller's stdio files came with the request: a program
+		// of this node gets them as its own stdio; for one of another
+		// node this vprocd reads and writes them (no peer sees them),
+		// and an output whose reader went away is broken for the
+		// program too, or ends the exec (see passedStream.broken).
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
@@ -94,7 +95,15 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	case req.Node == 0:
 		req.Node = s.levelNode(req.Argv) // a program placed by load
 	}
-	if req.Node == 0 || req.Node == s.cfg.Node {
+	local := req.Node == 0 || req.Node == s.cfg.Node
+	if ps, ok := stream.(*passedStream); ok && !(local && ps.give()) {
+		// Relayed: the program runs on another node (or a file is
+		// the caller's own description).
+		if err := ps.relay(); err != nil {
+			return err
+		}
+	}
+	if local {
 		req.Node = s.cfg.Node
 		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
 	}
@@ -189,31 +198,44 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			// kills the program at once (a stream that merely
 			// breaks is the origin lost, which it waits to see).
 			// Wait a little for it to end, so that the message is not
-			// cut off by the stream's end.
-			sendMu.Lock()
-			err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_CallerGone{CallerGone: true}})
-			if err == nil {
-				_ = ps.CloseSend()
-			}
-			sendMu.Unlock()
-			if err == nil && !(started && req.Detach) {
-				t := time.NewTimer(callerGoneWait)
-			wait:
-				for {
-					select {
-					case r := <-replies:
-						if r.err != nil || r.m.GetExit() != nil {
-							break wait
-						}
-					case <-t.C:
-						break wait
-					case <-down:
-						break wait
-					}
+			// cut off by the stream's end. A send that cannot go (the
+			// stream's window full of stdin the program does not
+			// read) is not waited for past that: the stream then
+			// breaks, and the target decides as for a link lost.
+			sent := make(chan error, 1)
+			go func() {
+				sendMu.Lock()
+				err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_CallerGone{CallerGone: true}})
+				if err == nil {
+					_ = ps.CloseSend()
 				}
-				t.Stop()
+				sendMu.Unlock()
+				sent <- err
+			}()
+			t := time.NewTimer(callerGoneWait)
+			defer t.Stop()
+			select {
+			case err := <-sent:
+				if err != nil || (started && req.Detach) {
+					return ctx.Err()
+				}
+			case <-t.C:
+				return ctx.Err()
+			case <-down:
+				return ctx.Err()
 			}
-			return ctx.Err()
+			for {
+				select {
+				case r := <-replies:
+					if r.err != nil || r.m.GetExit() != nil {
+						return ctx.Err()
+					}
+				case <-t.C:
+					return ctx.Err()
+				case <-down:
+					return ctx.Err()
+				}
+			}
 		case r := <-replies:
 			if r.err != nil {
 				select {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,10 +29,13 @@ const (
 )
 
 // passedStream is a caller's exec stream whose stdin, stdout or stderr
-// the caller passed on its connection (SCM_RIGHTS): vprocd reads the
-// passed stdin into Stdin messages and writes Stdout and Stderr messages
-// to the passed files itself, so the program's bytes do not cross the
-// caller (as an OpenSSH ControlMaster does with its clients' stdio).
+// the caller passed on its connection (SCM_RIGHTS). A program of this
+// node gets them as its own stdio (give): nothing crosses vprocd, which
+// keeps no copy once the program started. For a program of another node
+// vprocd reads the passed stdin into Stdin messages and writes Stdout
+// and Stderr messages to the passed files itself (relay). Either way the
+// program's bytes do not cross the caller (as an OpenSSH ControlMaster
+// does with its clients' stdio).
 //
 // The files are the caller's own, opened with its rights: pipes only
 // (see ownDescription). Their file descriptions may be
@@ -49,15 +53,27 @@ type passedStream struct {
 	stop chan struct{}
 	once sync.Once
 
-	// An output whose reader is gone (EPIPE) ends the exec as the
-	// caller's own write would have ended it (a Go program such as ssi
-	// dies of SIGPIPE writing to a broken stdout or stderr): the exec's
-	// context is cancelled (the program is killed, as for a caller
-	// gone) and the caller gets the status of a death by SIGPIPE.
-	cancel    context.CancelFunc
-	broken    chan struct{}
-	breakOnce sync.Once
-	exitSent  bool
+	// An output whose reader is gone (EPIPE) is broken for the program
+	// as the caller's pipe would be for a local one: its output there
+	// is dropped from then on, and an OutputClosed input (closed) tells
+	// the program's runner, which closes its end of the program's pipe
+	// (the program's next write there fails with EPIPE or SIGPIPE, what
+	// it does then is its own, its status is the caller's). That input
+	// comes after the stdin already sent: when more than brokenSlack
+	// bytes still come for a broken output (a program that does not
+	// read the stdin the caller keeps full, a target vprocd that does
+	// not know OutputClosed), the exec ends as ssi ended when it wrote
+	// the output itself (a Go program dies of SIGPIPE writing to a
+	// broken stdout or stderr): its context is cancelled (the program
+	// is killed, as for a caller gone) and the caller gets the status
+	// of a death by SIGPIPE.
+	broken   atomic.Uint32 // the outputs broken (passed_stdio bits)
+	closed   chan uint32   // each broken output's bit, once, for Recv
+	dropped  int           // output bytes dropped since (Send's)
+	cancel   context.CancelFunc
+	killed   chan struct{}
+	killOnce sync.Once
+	exitSent bool
 
 	stdin *os.File // nil when not passed
 	// stdinWait: the stdin is a pipe of the caller's description
@@ -66,9 +82,13 @@ type passedStream struct {
 	// is read through Go's poller (its Close ends a read).
 	stdinWait bool
 	wake      *os.File
-	stdout    *os.File
-	stderr    *os.File
-	writes    chan outWrite
+	// shared: a file is the caller's own description (not reopened);
+	// given: the files are the program's own stdio (give).
+	shared bool
+	given  bool
+	stdout *os.File
+	stderr *os.File
+	writes chan outWrite
 }
 
 type received struct {
@@ -95,7 +115,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		return nil, status.Errorf(codes.InvalidArgument, "vproc: the request says %d stdio files were passed, %d came with it", bits.OnesCount32(mask), len(files))
 	}
 	p := &passedStream{Vproc_ExecServer: stream, mask: mask, ctx: stream.Context(), in: make(chan received), stop: make(chan struct{}),
-		cancel: cancel, broken: make(chan struct{})}
+		closed: make(chan uint32, 2), cancel: cancel, killed: make(chan struct{})}
 	var bad error
 	for _, x := range []struct {
 		bit   uint32
@@ -111,6 +131,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		if x.bit == passedStdin {
 			p.stdinWait = wait
 		}
+		p.shared = p.shared || wait
 		if err != nil {
 			f.Close()
 			if bad == nil {
@@ -124,13 +145,46 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		p.closeFiles()
 		return nil, status.Error(codes.InvalidArgument, "vproc: "+bad.Error())
 	}
+	go p.receive()
+	return p, nil
+}
+
+// give makes the passed files the stdio of the program, run on this
+// node, as a shell gives its pipes to its child: vprocd neither reads
+// nor writes them, and closes its copies once the program started (see
+// run), so that a running exec holds none. The program's descriptions
+// are vprocd's own (ownDescription), made blocking for it, as a shell's
+// pipes are, and a reader gone breaks its output as it would locally.
+// False when a file is the caller's own description (vprocd could not
+// reopen it): its flags are the caller's, not changed, and the files are
+// relayed (relay).
+func (p *passedStream) give() bool {
+	if p.shared {
+		return false
+	}
+	p.given = true
+	return true
+}
+
+// givenStdio returns the files given to the program (nil where not
+// passed, or not given).
+func (p *passedStream) givenStdio() [3]*os.File {
+	if !p.given {
+		return [3]*os.File{}
+	}
+	return [3]*os.File{p.stdin, p.stdout, p.stderr}
+}
+
+// relay starts reading the passed stdin into Stdin messages and writing
+// the Stdout and Stderr messages to the passed outputs: for a program on
+// another node (or files not given).
+func (p *passedStream) relay() error {
 	if p.stdin != nil {
 		var r *os.File
 		if p.stdinWait {
 			var err error
 			if r, p.wake, err = os.Pipe(); err != nil {
-				p.closeFiles()
-				return nil, status.Errorf(codes.Internal, "vproc: %v", err)
+				return status.Errorf(codes.Internal, "vproc: %v", err)
 			}
 		}
 		go p.readStdin(r)
@@ -139,8 +193,7 @@ func passFiles(ctx context.Context, stream vprocv1.Vproc_ExecServer, mask uint32
 		p.writes = make(chan outWrite, stdinQueue)
 		go p.writeOutput()
 	}
-	go p.receive()
-	return p, nil
+	return nil
 }
 
 func (p *passedStream) closeFiles() {
@@ -235,12 +288,17 @@ func (p *passedStream) deliver(r received) bool {
 }
 
 // receive relays the caller's own messages (signals, window sizes). The
-// end of its sending is no end of the stdin when the stdin was passed.
+// end of its sending is no end of the stdin when the stdin was passed,
+// and the end of the stdin otherwise: the stream stays open for the
+// OutputClosed of a passed output broken later.
 func (p *passedStream) receive() {
 	for {
 		m, err := p.Vproc_ExecServer.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) && p.stdin != nil {
+			if errors.Is(err, io.EOF) {
+				if p.stdin == nil {
+					p.deliver(received{m: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}})
+				}
 				return
 			}
 			p.deliver(received{err: err})
@@ -313,9 +371,11 @@ func fdOf(f *os.File) int {
 }
 
 // writeOutput writes the output in the order it came; after a failed
-// write (the reader gone) the rest is dropped, as the client does.
+// write to a file (its reader gone) the rest of that file's is dropped,
+// as the client does, and a reader gone breaks the output for the
+// program (see broken).
 func (p *passedStream) writeOutput() {
-	failed := false
+	var failed uint32
 	for {
 		select {
 		case w := <-p.writes:
@@ -323,14 +383,16 @@ func (p *passedStream) writeOutput() {
 				close(w.flush)
 				continue
 			}
-			if !failed {
+			bit := uint32(passedStdout)
+			if w.f == p.stderr {
+				bit = passedStderr
+			}
+			if failed&bit == 0 {
 				if _, err := w.f.Write(w.b); err != nil {
-					failed = true
+					failed |= bit
 					if errors.Is(err, syscall.EPIPE) {
-						p.breakOnce.Do(func() {
-							close(p.broken)
-							p.cancel()
-						})
+						p.broken.Or(bit)
+						p.closed <- bit // room for each bit once
 					}
 				}
 			}
@@ -340,13 +402,47 @@ func (p *passedStream) writeOutput() {
 	}
 }
 
+// Recv returns the caller's next input: an output broken first, then
+// the caller's messages and the passed stdin, in order.
 func (p *passedStream) Recv() (*vprocv1.ExecInput, error) {
 	select {
+	case bit := <-p.closed:
+		return outputClosed(bit), nil
+	default:
+	}
+	select {
+	case bit := <-p.closed:
+		return outputClosed(bit), nil
 	case r := <-p.in:
 		return r.m, r.err
 	case <-p.stop:
 		return nil, context.Canceled
 	}
+}
+
+func outputClosed(bit uint32) *vprocv1.ExecInput {
+	return &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_OutputClosed{OutputClosed: bit}}
+}
+
+// brokenSlack is how much output may still come for a broken output
+// before the exec is ended (see passedStream.broken): more than can be
+// under way when the program's end of the pipe is closed (the program's
+// 1 MiB pipe, the runner's read, a stream's 2 MiB window and its
+// buffers, the write queue), with room for what a fast writer makes while
+// the OutputClosed travels.
+const brokenSlack = 64 << 20
+
+// drop drops n bytes of a broken output; past brokenSlack it ends the
+// exec.
+func (p *passedStream) drop(n int) error {
+	p.dropped += n
+	if p.dropped > brokenSlack {
+		p.killOnce.Do(func() {
+			close(p.killed)
+			p.cancel()
+		})
+	}
+	return nil
 }
 
 func (p *passedStream) queue(w outWrite) error {
@@ -365,30 +461,30 @@ func brokenExit() *vprocv1.ExecOutput {
 	return exitOf(128+int(syscall.SIGPIPE), int(syscall.SIGPIPE), "")
 }
 
-func (p *passedStream) isBroken() bool {
+func (p *passedStream) isKilled() bool {
 	select {
-	case <-p.broken:
+	case <-p.killed:
 		return true
 	default:
 		return false
 	}
 }
 
-// endBroken sends the caller the status of a death by SIGPIPE when an
-// output broke and the exec ended without sending an exit (the caller's
-// end of a remote exec: its context was cancelled).
+// endBroken sends the caller the status of a death by SIGPIPE when a
+// broken output ended the exec and the exec ended without sending an
+// exit (the caller's end of a remote exec: its context was cancelled).
 func (p *passedStream) endBroken() {
-	if p.isBroken() && !p.exitSent {
+	if p.isKilled() && !p.exitSent {
 		p.exitSent = true
 		_ = p.Vproc_ExecServer.Send(brokenExit())
 	}
 }
 
 // Send writes output to the passed files; the exit goes to the caller
-// once all output before it was written (after an output broke, the
-// status of a death by SIGPIPE instead).
+// once all output before it was written (after a broken output ended the
+// exec, the status of a death by SIGPIPE instead).
 func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
-	if p.isBroken() {
+	if p.isKilled() {
 		if m.GetExit() == nil {
 			return nil // dropped, as the caller would have died
 		}
@@ -401,11 +497,17 @@ func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
 		// vprocd older than file passing says nothing).
 		k.Started.PassedStdio = p.mask
 	case *vprocv1.ExecOutput_Stdout:
-		if p.stdout != nil {
+		if p.stdout != nil && p.writes != nil {
+			if p.broken.Load()&passedStdout != 0 {
+				return p.drop(len(k.Stdout))
+			}
 			return p.queue(outWrite{f: p.stdout, b: k.Stdout})
 		}
 	case *vprocv1.ExecOutput_Stderr:
-		if p.stderr != nil {
+		if p.stderr != nil && p.writes != nil {
+			if p.broken.Load()&passedStderr != 0 {
+				return p.drop(len(k.Stderr))
+			}
 			return p.queue(outWrite{f: p.stderr, b: k.Stderr})
 		}
 	case *vprocv1.ExecOutput_Exit:
@@ -419,7 +521,7 @@ func (p *passedStream) Send(m *vprocv1.ExecOutput) error {
 			case <-p.ctx.Done():
 				return p.ctx.Err()
 			}
-			if p.isBroken() {
+			if p.isKilled() {
 				m = brokenExit()
 			}
 		}

@@ -363,26 +363,102 @@ func TestPassedRefusedTaken(t *testing.T) {
 	}
 }
 
-// TestPassedOutputBroken: a passed stdout whose reader went away ends the
-// exec as it ended ssi when ssi wrote the output itself (a Go program
-// dies of SIGPIPE writing to a broken stdout): the program is killed and
-// the caller gets 141, signal 13 (`ssi exec -- yes | head -1` ends).
+// TestPassedOutputBroken: a passed stdout or stderr whose reader went
+// away is broken for the program as it is for a local one in a shell
+// pipeline (`ssi exec -- yes | head -1`): its next write there fails with
+// EPIPE (SIGPIPE), what it does then is its own, and the caller gets the
+// status it ended with. The program is not killed: a shell's next
+// command runs, a program that ignores SIGPIPE sees EPIPE. On this node
+// the program writes the caller's pipe itself, or (a pipe vprocd may not
+// reopen) through vprocd as for another node.
 func TestPassedOutputBroken(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened %v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			outputBroken(t)
+		})
+	}
+}
+
+func outputBroken(t *testing.T) {
 	c := startCluster(t, 2)
+	for _, tc := range []struct {
+		name   string
+		argv   []string
+		stderr bool // the broken output is stderr
+		code   int
+		signal int
+		errs   string // the start of what comes on the other output
+	}{
+		{"yes", []string{"yes"}, false, 141, int(syscall.SIGPIPE), ""},
+		{"a shell goes on", []string{"sh", "-c", `yes; echo "after $?" >&2; exit 7`}, false, 7, 0, "after 141\n"},
+		{"SIGPIPE ignored", []string{"sh", "-c", `trap '' PIPE; yes; echo "yes $?" >&2`}, false, 0, 0, "yes: standard output: Broken pipe\nyes 1\n"},
+		{"stderr", []string{"sh", "-c", `yes >&2; echo "after $?"`}, true, 0, 0, "after 141\n"},
+	} {
+		for _, to := range []int{1, 2} {
+			rs, ws := pipes(t, 2)
+			broken, other := 0, 1
+			if tc.stderr {
+				broken, other = 1, 0
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: tc.argv, Stdin: bytes.NewReader(nil), Stdout: ws[0], Stderr: ws[1], PassFiles: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws[0].Close()
+			ws[1].Close()
+			if line, err := bufio.NewReader(rs[broken]).ReadString('\n'); line != "y\n" {
+				t.Fatalf("%s, node 1 -> %d: read %q %v", tc.name, to, line, err)
+			}
+			rs[broken].Close() // as head -1 does
+			rest, _ := io.ReadAll(rs[other])
+			st, err := p.Wait()
+			cancel()
+			if err != nil || st.Code != tc.code || st.Signal != tc.signal || string(rest) != tc.errs {
+				t.Errorf("%s, node 1 -> %d: %+v %v, other output %q; want %d (signal %d), %q", tc.name, to, st, err, rest, tc.code, tc.signal, tc.errs)
+			}
+		}
+	}
+}
+
+// TestPassedOutputBrokenStdinFull: a program that does not read its
+// stdin, whose stdin the caller keeps full, gets the broken output all
+// the same (its close does not wait behind the stdin), else it is ended
+// as a caller gone with the status of a death by SIGPIPE: it never runs
+// on for ever writing to nobody.
+func TestPassedOutputBrokenStdinFull(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened %v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			outputBrokenStdinFull(t)
+		})
+	}
+}
+
+func outputBrokenStdinFull(t *testing.T) {
+	// The remote program's origin link breaks (its CallerGone waits
+	// behind the stdin too): it is killed after OriginGrace.
+	c := startClusterWith(t, 2, Config{OriginGrace: 2 * time.Second})
 	for _, to := range []int{1, 2} {
-		rs, ws := pipes(t, 1)
+		rs, ws := pipes(t, 2)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"yes"}, Stdin: bytes.NewReader(nil), Stdout: ws[0], Stderr: io.Discard, PassFiles: true})
+		p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"yes"}, Stdin: rs[0], Stdout: ws[1], Stderr: io.Discard, PassFiles: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ws[0].Close()
-		if line, err := bufio.NewReader(rs[0]).ReadString('\n'); line != "y\n" {
-			t.Fatalf("read %q %v", line, err)
+		rs[0].Close()
+		ws[1].Close()
+		if line, err := bufio.NewReader(rs[1]).ReadString('\n'); line != "y\n" {
+			t.Fatalf("node 1 -> %d: read %q %v", to, line, err)
 		}
-		rs[0].Close() // as head -1 does
+		fillStdin(t, ws[0])
+		rs[1].Close()
 		st, err := p.Wait()
 		cancel()
+		ws[0].Close()
 		if err != nil || st.Code != 141 || st.Signal != int(syscall.SIGPIPE) {
 			t.Errorf("node 1 -> %d: %+v %v, want 141 (SIGPIPE)", to, st, err)
 		}
@@ -392,6 +468,74 @@ func TestPassedOutputBroken(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fillStdin writes to w until nobody reads it any more: the writes
+// would block for a while (vprocd's stdin queue and the program's pipe
+// are full, and the stream's window).
+func fillStdin(t *testing.T, w *os.File) {
+	t.Helper()
+	fd := fdOf(w)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 1<<16)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		_, err := unix.Write(fd, block)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, unix.EAGAIN) {
+			t.Fatalf("writing the stdin: %v", err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, _ := unix.Poll(pfd, 300); n == 0 {
+			return // not read for 300 ms
+		}
+	}
+	t.Fatal("the stdin is still read after 20 s")
+}
+
+// TestPassedBrokenSlack: output that still comes for a broken output
+// past brokenSlack ends the exec (the context is cancelled) and the
+// caller's status is a death by SIGPIPE.
+func TestPassedBrokenSlack(t *testing.T) {
+	sent := &sentStream{}
+	cancelled := false
+	p := &passedStream{Vproc_ExecServer: sent, mask: passedStdout, ctx: context.Background(), stop: make(chan struct{}),
+		closed: make(chan uint32, 2), cancel: func() { cancelled = true }, killed: make(chan struct{}), stdout: os.Stdout,
+		writes: make(chan outWrite)} // relayed; nothing written once broken
+	p.broken.Store(passedStdout)
+	chunk := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: make([]byte, stdioflow.Chunk)}}
+	for p.dropped <= brokenSlack {
+		if cancelled || len(sent.m) > 0 {
+			t.Fatalf("cancelled (%v) or sent %d messages after %d bytes dropped, slack %d", cancelled, len(sent.m), p.dropped, brokenSlack)
+		}
+		if err := p.Send(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !cancelled {
+		t.Fatalf("%d bytes dropped: not cancelled", p.dropped)
+	}
+	if err := p.Send(exitOf(0, 0, "")); err != nil {
+		t.Fatal(err)
+	}
+	p.endBroken()
+	if len(sent.m) != 1 || sent.m[0].GetExit().GetCode() != 141 || sent.m[0].GetExit().GetSignal() != int32(syscall.SIGPIPE) {
+		t.Fatalf("sent %v, want one exit 141 (SIGPIPE)", sent.m)
+	}
+}
+
+// sentStream records what is sent on it.
+type sentStream struct {
+	vprocv1.Vproc_ExecServer
+	m []*vprocv1.ExecOutput
+}
+
+func (s *sentStream) Send(m *vprocv1.ExecOutput) error {
+	s.m = append(s.m, m)
+	return nil
 }
 
 // TestPassedPathOnly: a descriptor opened with O_PATH grants no access to
@@ -417,6 +561,33 @@ func TestPassedPathOnly(t *testing.T) {
 				g.Close()
 			}
 			t.Errorf("an O_PATH descriptor of a FIFO (write %v) was taken, want it refused", write)
+		}
+	}
+}
+
+// TestPassedNote: the note of a directory missing on the node is the
+// first line of a passed stderr, before the program's own, on this node
+// (where the program writes the caller's pipe itself) and another.
+func TestPassedNote(t *testing.T) {
+	c := startCluster(t, 2)
+	for _, to := range []int{1, 2} {
+		rs, ws := pipes(t, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"sh", "-c", "echo err >&2; echo out"}, Dir: "/no/such/dir",
+			Stdin: bytes.NewReader(nil), Stdout: ws[0], Stderr: ws[1], PassFiles: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws[0].Close()
+		ws[1].Close()
+		errc := make(chan []byte)
+		go func() { b, _ := io.ReadAll(rs[1]); errc <- b }()
+		out, _ := io.ReadAll(rs[0])
+		errs := string(<-errc)
+		st, err := p.Wait()
+		cancel()
+		if err != nil || st.Code != 0 || string(out) != "out\n" || !strings.HasPrefix(errs, "ssi exec: /no/such/dir does not exist on this node: running in ") || !strings.HasSuffix(errs, "\nerr\n") {
+			t.Errorf("node 1 -> %d: stdout %q stderr %q status %+v %v", to, out, errs, st, err)
 		}
 	}
 }

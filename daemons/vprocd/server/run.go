@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -63,6 +64,16 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	spec := runner.Spec{Env: strs(req.Env), Dir: string(req.Cwd), Cred: cred, TTY: req.Tty, Detach: req.Detach,
 		Gated: s.cfg.Scopes != nil}
 	spec.Argv = strs(req.Argv)
+	spec.NotePrefix = "ssi exec: "
+	if req.Trace != nil {
+		spec.NotePrefix = "ssi strace: "
+	}
+	if g, ok := in.(givenStdio); ok {
+		// The caller's files are the program's: this vprocd keeps
+		// no copy once it started.
+		spec.Stdio = g.givenStdio()
+		defer closeGiven(spec.Stdio)
+	}
 	if req.Size != nil {
 		spec.Rows, spec.Cols = uint16(req.Size.Rows), uint16(req.Size.Cols)
 	}
@@ -117,12 +128,9 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		s.ended(f.cpid) // else its record outlives it, and a reused pid inherits the cpid
 		return err
 	}
+	closeGiven(spec.Stdio)
 	if p.Note != "" {
-		who := "ssi exec: "
-		if req.Trace != nil {
-			who = "ssi strace: "
-		}
-		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte(who + p.Note + "\n")}})
+		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte(spec.NotePrefix + p.Note + "\n")}})
 	}
 
 	var readers sync.WaitGroup
@@ -158,10 +166,12 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 			}
 		}
 	}
-	readers.Add(1)
-	go pump(p.Stdout, func(b []byte) *vprocv1.ExecOutput {
-		return &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: b}}
-	})
+	if p.Stdout != nil {
+		readers.Add(1)
+		go pump(p.Stdout, func(b []byte) *vprocv1.ExecOutput {
+			return &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: b}}
+		})
+	}
 	if p.Stderr != nil {
 		readers.Add(1)
 		go pump(p.Stderr, func(b []byte) *vprocv1.ExecOutput {
@@ -206,6 +216,9 @@ func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, e
 	go func(queue <-chan []byte) {
 		broken := false
 		for b := range queue {
+			if !broken && p.Stdin == nil {
+				broken = true // a stdin of the caller's own: nothing comes this way
+			}
 			if !broken {
 				if _, err := p.Stdin.Write(b); err != nil {
 					broken = true // the program closed its stdin: drop the rest
@@ -255,6 +268,32 @@ func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, e
 			_ = p.Signal(syscall.Signal(k.Signal))
 		case *vprocv1.ExecInput_Resize:
 			_ = p.Resize(uint16(k.Resize.Rows), uint16(k.Resize.Cols))
+		case *vprocv1.ExecInput_OutputClosed:
+			// The caller's output lost its reader: so does the
+			// program's (its next write there fails, as it would
+			// have on the caller's pipe).
+			if k.OutputClosed&passedStdout != 0 {
+				p.CloseStdout()
+			}
+			if k.OutputClosed&passedStderr != 0 {
+				p.CloseStderr()
+			}
+		}
+	}
+}
+
+// givenStdio is an exec stream whose caller's stdio files are given to
+// the program as its own (passedStream.give).
+type givenStdio interface {
+	givenStdio() [3]*os.File
+}
+
+// closeGiven closes this vprocd's copies of the files given to a program
+// (a second close does nothing).
+func closeGiven(files [3]*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
 		}
 	}
 }

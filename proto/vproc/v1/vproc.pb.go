@@ -283,6 +283,7 @@ type ExecInput struct {
 	//	*ExecInput_StdinEof
 	//	*ExecInput_Signal
 	//	*ExecInput_Resize
+	//	*ExecInput_OutputClosed
 	Kind          isExecInput_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -370,6 +371,15 @@ func (x *ExecInput) GetResize() *WindowSize {
 	return nil
 }
 
+func (x *ExecInput) GetOutputClosed() uint32 {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecInput_OutputClosed); ok {
+			return x.OutputClosed
+		}
+	}
+	return 0
+}
+
 type isExecInput_Kind interface {
 	isExecInput_Kind()
 }
@@ -403,6 +413,15 @@ type ExecInput_Resize struct {
 	Resize *WindowSize `protobuf:"bytes,5,opt,name=resize,proto3,oneof"`
 }
 
+type ExecInput_OutputClosed struct {
+	// output_closed says that the caller's stdout (2) or stderr (4), or
+	// both (6), has no reader any more (passed_stdio's bits): vprocd
+	// closes its end of the program's, so that the program's next write
+	// there fails with EPIPE (SIGPIPE) as a write to the caller's own
+	// pipe would.
+	OutputClosed uint32 `protobuf:"varint,6,opt,name=output_closed,json=outputClosed,proto3,oneof"`
+}
+
 func (*ExecInput_Start) isExecInput_Kind() {}
 
 func (*ExecInput_Stdin) isExecInput_Kind() {}
@@ -412,6 +431,8 @@ func (*ExecInput_StdinEof) isExecInput_Kind() {}
 func (*ExecInput_Signal) isExecInput_Kind() {}
 
 func (*ExecInput_Resize) isExecInput_Kind() {}
+
+func (*ExecInput_OutputClosed) isExecInput_Kind() {}
 
 // Started says the program runs.
 type Started struct {
@@ -691,13 +712,14 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\n" +
 	"WindowSize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
-	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xd3\x01\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xfa\x01\n" +
 	"\tExecInput\x125\n" +
 	"\x05start\x18\x01 \x01(\v2\x1d.openssi.vproc.v1.ExecRequestH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12\x1d\n" +
 	"\tstdin_eof\x18\x03 \x01(\bH\x00R\bstdinEof\x12\x18\n" +
 	"\x06signal\x18\x04 \x01(\x05H\x00R\x06signal\x126\n" +
-	"\x06resize\x18\x05 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeH\x00R\x06resizeB\x06\n" +
+	"\x06resize\x18\x05 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeH\x00R\x06resize\x12%\n" +
+	"\routput_closed\x18\x06 \x01(\rH\x00R\foutputClosedB\x06\n" +
 	"\x04kind\"f\n" +
 	"\aStarted\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
@@ -767,6 +789,7 @@ func file_vproc_v1_vproc_proto_init() {
 		(*ExecInput_StdinEof)(nil),
 		(*ExecInput_Signal)(nil),
 		(*ExecInput_Resize)(nil),
+		(*ExecInput_OutputClosed)(nil),
 	}
 	file_vproc_v1_vproc_proto_msgTypes[6].OneofWrappers = []any{
 		(*ExecOutput_Started)(nil),
