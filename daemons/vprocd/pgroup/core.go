@@ -175,6 +175,8 @@ func (c *Core) Step(now time.Time, ev Event) error {
 		return c.started(e.Proc)
 	case Ended:
 		c.ended(e)
+	case Moved:
+		return c.moved(e.Proc)
 	case NodeDown:
 		c.nodeDown(e)
 	case NodeUp:
@@ -256,6 +258,39 @@ func (c *Core) started(p Proc) error {
 		} else {
 			c.local[p.CPID] = p
 		}
+	}
+	return nil
+}
+
+func (c *Core) moved(p Proc) error {
+	if !p.CPID.Valid() || p.Node == 0 || p.Node > cpid.MaxNode || p.PID < 0 || p.PID > cpid.MaxPID {
+		return fmt.Errorf("pgroup: moved process %v: %w", p, ErrInvalid)
+	}
+	if old, ok := c.origin[p.CPID]; ok && p.CPID.Node() == c.self {
+		old.Node = p.Node
+		if p.PID != 0 {
+			old.PID = p.PID
+		}
+		c.origin[p.CPID] = old
+	}
+	if p.Node != c.self {
+		return nil
+	}
+	if p.PID == 0 {
+		return fmt.Errorf("pgroup: moved process %v here without its pid: %w", p, ErrInvalid)
+	}
+	if p.PGID == 0 {
+		p.PGID = p.CPID
+	}
+	if p.SID == 0 {
+		p.SID = p.PGID
+	}
+	c.local[p.CPID] = p
+	if _, ok := c.origin[p.CPID]; !ok && p.CPID.Node() == c.self {
+		c.origin[p.CPID] = p
+	}
+	if o := p.CPID.Node(); o != c.self && !c.up[o] {
+		c.sendReport(o, true)
 	}
 	return nil
 }
