@@ -4,17 +4,21 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/coop"
 	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
 
 // chunkSize is the size of the output chunks sent to the caller.
@@ -70,6 +74,23 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	if req.Trace != nil {
 		spec.Argv, err = s.straceArgv(ctx, cred.UID, req.Trace)
 	}
+	var mig *migProg
+	if err == nil && req.Migratable {
+		// Its checkpoint socket (cooplink.go); what a target needs to
+		// start it again is what it was started with.
+		var link *coopLink
+		link, err = newCoopLink(s.cfg.CoopDir, cred.UID, cred.GID, coop.Limits{State: s.cfg.Migrate.StateLimit})
+		if err == nil {
+			mig = &migProg{link: link, prog: &vprocpeerv1.MovedProgram{Argv: req.Argv, Env: req.Env, Cwd: req.Cwd,
+				Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups, Cpgid: int64(org.cpgid), Tty: org.tty}}
+			spec.Env = append(slices.Clip(spec.Env), link.env(false)...)
+			defer func() {
+				if p == nil {
+					link.close()
+				}
+			}()
+		}
+	}
 	if err == nil {
 		if s.warm != nil {
 			p, err = s.warm.Start(spec)
@@ -88,8 +109,12 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
-	cpid := s.started(p.Pid, cred.UID, req, org)
+	cpid := s.started(p.Pid, cred.UID, req, org, mig)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
+	if mig != nil {
+		mig.p = p
+		go func() { _ = mig.link.accept(p.Pid, nil) }()
+	}
 	if s.cfg.Scopes != nil && !p.InScope {
 		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
 			// It runs all the same, accounted to vprocd.
@@ -124,6 +149,13 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte(who + p.Note + "\n")}})
 	}
+	return s.serve(ctx, in, out, p, f, mig, log)
+}
+
+// serve streams the stdio of the running program p over in and out until
+// it exits, then sends its Exit; or, when it ended because it moved (a
+// committed migration ended this copy), its output drained, Moved.
+func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Proc, f *fate, mig *migProg, log logrus.FieldLogger) error {
 
 	var readers sync.WaitGroup
 	pump := func(r io.Reader, wrap func([]byte) *vprocv1.ExecOutput) {
@@ -182,6 +214,18 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	st := p.Wait()
 	s.ended(f.cpid)
 	close(exited)
+	if mig != nil {
+		mig.link.close()
+		if mv := mig.movedTo(); mv != nil {
+			// Its whole group was killed: its output ends; all of
+			// it goes before the copy's (the origin attaches to that
+			// after this Moved).
+			readers.Wait()
+			p.CloseOutput()
+			log.WithField("node", mv.Node).Info("the program moved")
+			return out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Moved{Moved: mv}})
+		}
+	}
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
 	t := time.NewTimer(s.cfg.OutputGrace)
@@ -271,7 +315,7 @@ func strs(b [][]byte) []string {
 // started records the program pid just started here for uid, and
 // returns its cpid: the one its origin gave it, else (a local exec, an
 // origin that gave none, a cpid in use here) the cpid of its pid here.
-func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin) int64 {
+func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin, mig *migProg) int64 {
 	plain := cpidOf(CPID(s.cfg.Node, pid))
 	x := plain
 	if org.cpid != 0 && org.node != s.cfg.Node {
@@ -283,7 +327,7 @@ func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org exec
 		x, pr.CPID = plain, plain
 		_ = s.pgStep(pgroup.Started{Proc: pr})
 	}
-	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach})
+	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach, mig: mig})
 	return int64(x)
 }
 

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
+)
+
+// buildCounter builds testdata/coopcounter, the cooperative test program.
+func buildCounter(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "coopcounter")
+	out, err := exec.Command("go", "build", "-o", bin, "./testdata/coopcounter").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build coopcounter: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// counterReader checks the counter a coopcounter prints: every number
+// once, in order, from 1; other lines are kept.
+type counterReader struct {
+	t     *testing.T
+	lines chan string
+	last  int
+	other []string
+}
+
+func readCounter(t *testing.T, r io.Reader) *counterReader {
+	c := &counterReader{t: t, lines: make(chan string, 1024)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+	}()
+	return c
+}
+
+// upTo reads until the counter reached n (or the output ended).
+func (c *counterReader) upTo(n int) {
+	c.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for c.last < n {
+		select {
+		case l, ok := <-c.lines:
+			if !ok {
+				return
+			}
+			c.line(l)
+		case <-timeout:
+			c.t.Fatalf("the counter stopped at %d, before %d", c.last, n)
+		}
+	}
+}
+
+// rest reads to the end of the output.
+func (c *counterReader) rest() {
+	for l := range c.lines {
+		c.line(l)
+	}
+}
+
+func (c *counterReader) line(l string) {
+	c.t.Helper()
+	v, err := strconv.Atoi(l)
+	if err != nil {
+		c.other = append(c.other, l)
+		return
+	}
+	if v != c.last+1 {
+		c.t.Fatalf("the counter went from %d to %d", c.last, v)
+	}
+	c.last = v
+}
+
+// runsOn is the node whose vprocd runs x and its pid there (0: none;
+// 99: more than one).
+func runsOn(c *testCluster, x int64) (node uint32, pid int32) {
+	for n := uint32(1); n <= 3; n++ {
+		if p, ok := c.node(n).srv.record(cpid.CPID(x)); ok {
+			if node != 0 {
+				return 99, 0
+			}
+			node, pid = n, p
+		}
+	}
+	return node, pid
+}
+
+// TestMigrateCooperative runs the cooperative counter on node 2 from node
+// 1's client and moves it 2 -> 3 -> 2: the client reads one stream (no
+// gap, no repeat), the cpid stays, its stdin reaches the copy, ps and
+// kill find it where it runs, and its exit status reaches the client.
+// Refused moves leave it running.
+func TestMigrateCooperative(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan vproc.ExitStatus, 1)
+	go func() {
+		st, err := p.Wait()
+		if err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		outW.Close()
+		waited <- st
+	}()
+	out := readCounter(t, outR)
+	out.upTo(20)
+	if n, _ := runsOn(c, p.Cpid); n != 2 {
+		t.Fatalf("cpid %d runs on node %d, want 2", p.Cpid, n)
+	}
+
+	// Refused: not its owner; to a node that is not up; to where it is.
+	if _, err := c.node(1).srv.migrateTo(ctx, 4242, cpid.CPID(p.Cpid), 3, false); err == nil || !strings.Contains(err.Error(), "may not move") {
+		t.Errorf("a move by another uid: %v", err)
+	}
+	if err := c.client(1).Migrate(ctx, p.Cpid, 9); !errors.Is(err, vproc.ErrNotMigratable) {
+		t.Errorf("a move to a node that is not up: %v", err)
+	}
+	if err := c.client(1).Migrate(ctx, p.Cpid, 2); !errors.Is(err, vproc.ErrNotMigratable) {
+		t.Errorf("a move to where it runs: %v", err)
+	}
+	out.upTo(out.last + 10)
+
+	pid2 := func() int32 { _, pid := runsOn(c, p.Cpid); return pid }()
+	for _, to := range []int{3, 2} {
+		begin := time.Now()
+		if err := c.client(1).Migrate(ctx, p.Cpid, to); err != nil {
+			t.Fatalf("migrate to %d: %v", to, err)
+		}
+		t.Logf("moved to node %d in %v at %d", to, time.Since(begin), out.last)
+		// The answer comes at the commit: the old copy is killed
+		// and the new one resumed a moment later.
+		n, pid := runsOn(c, p.Cpid)
+		for end := time.Now().Add(5 * time.Second); n != uint32(to) && time.Now().Before(end); n, pid = runsOn(c, p.Cpid) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n != uint32(to) || pid == pid2 {
+			t.Fatalf("after the move cpid %d runs on node %d (pid %d), want node %d", p.Cpid, n, pid, to)
+		}
+		at := out.last
+		out.upTo(at + 30)
+	}
+	// ps on node 1 shows it on node 2 again, under its cpid.
+	table, err := c.client(1).Ps(ctx, vproc.PsFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on []uint32
+	for _, r := range table.Rows() {
+		if int64(r.CPID) == p.Cpid {
+			on = append(on, r.Node)
+		}
+	}
+	if len(on) != 1 || on[0] != 2 {
+		t.Errorf("ps shows cpid %d on nodes %v, want [2]", p.Cpid, on)
+	}
+	// Its stdin reaches the copy: it echoes, then ends with 7.
+	if _, err := io.WriteString(p.Stdin, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out.other) == 0 && time.Now().Before(deadline) {
+		out.upTo(out.last + 1)
+	}
+	if len(out.other) != 1 || out.other[0] != "echo: hello" {
+		t.Errorf("the copy's echo of its stdin: %q", out.other)
+	}
+	if _, err := io.WriteString(p.Stdin, "exit 7\n"); err != nil {
+		t.Fatal(err)
+	}
+	out.rest()
+	select {
+	case st := <-waited:
+		if st.Code != 7 {
+			t.Errorf("exit status %+v, want 7", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the exec did not end")
+	}
+	t.Logf("counted to %d", out.last)
+}
+
+// TestMigrateKill moves the counter and kills it where it went by its
+// cpid: the client gets its signal's status.
+func TestMigrateKill(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(10)
+	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
+		t.Fatal(err)
+	}
+	out.upTo(out.last + 10)
+	if err := c.client(1).Kill(ctx, p.Cpid, syscall.SIGTERM); err != nil {
+		t.Fatalf("kill after the move: %v", err)
+	}
+	go func() { out.rest() }()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Signal != int(syscall.SIGTERM) {
+		t.Errorf("status %+v, %v; want SIGTERM", st, err)
+	}
+}
+
+// TestMigrateRefused: a program not started migratable, or one that never
+// connects to its checkpoint socket, cannot move, and runs on.
+func TestMigrateRefused(t *testing.T) {
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, migratable := range []bool{false, true} {
+		p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"sleep", "30"}, Migratable: migratable})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.client(1).Migrate(ctx, p.Cpid, 3)
+		if !errors.Is(err, vproc.ErrNotMigratable) || strings.Count(err.Error(), "\n") != 0 {
+			t.Errorf("migratable %v: %v, want ErrNotMigratable in one line", migratable, err)
+		}
+		t.Logf("migratable %v: %v", migratable, err)
+		if n, _ := runsOn(c, p.Cpid); n != 2 {
+			t.Errorf("migratable %v: after the refusal it runs on node %d", migratable, n)
+		}
+		if err := p.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = p.Wait()
+	}
+}
