@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/vprocd/migrate"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
 	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
@@ -68,7 +69,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Scopes:         scopes,
 		WarmGates:      own.WarmGates,
 		Load:           loadCfg,
-		Log:            env.Log,
+		Migrate: server.MigrateConfig{Core: migrate.Config{ConfirmTimeout: own.Migrate.ConfirmTimeout},
+			StateLimit: own.Migrate.CoopStateLimit},
+		Log: env.Log,
 	})
 	defer srv.Close()
 	for _, n := range view.Nodes {
