@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -49,16 +52,16 @@ func newCoopLink(base string, uid, gid uint32, limits coop.Limits) (*coopLink, e
 		base = DefaultCoopDir
 	}
 	if err := os.MkdirAll(base, 0o711); err != nil {
-		return nil, fmt.Errorf("vproc: checkpoint sockets: %w", err)
+		return nil, fmt.Errorf("checkpoint sockets: %w", err)
 	}
 	dir, err := os.MkdirTemp(base, "p")
 	if err != nil {
-		return nil, fmt.Errorf("vproc: checkpoint socket: %w", err)
+		return nil, fmt.Errorf("checkpoint socket: %w", err)
 	}
 	l := &coopLink{dir: dir, path: filepath.Join(dir, "s"), limits: limits, ready: make(chan struct{})}
 	fail := func(err error) (*coopLink, error) {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("vproc: checkpoint socket: %w", err)
+		return nil, fmt.Errorf("checkpoint socket: %w", err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: l.path, Net: "unix"})
 	if err != nil {
@@ -109,7 +112,7 @@ func (l *coopLink) accept(pid int, state []byte) error {
 		c, err := l.ln.AcceptUnix()
 		if err != nil {
 			l.ln.Close()
-			return l.fail(fmt.Errorf("vproc: the program did not connect to its checkpoint socket: %w", err))
+			return l.fail(fmt.Errorf("the program did not connect to its checkpoint socket: %w", err))
 		}
 		if peerPID(c) != pid {
 			c.Close()
@@ -130,7 +133,7 @@ func (l *coopLink) hello(c net.Conn, state []byte) error {
 	if err != nil {
 		_ = coop.Write(c, coop.ErrorFrame(err.Error()), l.limits)
 		c.Close()
-		return l.fail(fmt.Errorf("vproc: checkpoint socket: %w", err))
+		return l.fail(fmt.Errorf("checkpoint socket: %w", err))
 	}
 	if state == nil {
 		err = coop.Write(c, coop.Frame{Type: coop.Start}, l.limits)
@@ -162,16 +165,16 @@ func (l *coopLink) fail(err error) error {
 // restore sends state and waits for Restored.
 func (l *coopLink) restore(c net.Conn, state []byte) error {
 	if err := coop.Write(c, coop.Frame{Type: coop.State, Payload: state}, l.limits); err != nil {
-		return fmt.Errorf("vproc: restore: %w", err)
+		return fmt.Errorf("restore: %w", err)
 	}
 	f, err := coop.Read(c, l.limits)
 	switch {
 	case err != nil:
-		return fmt.Errorf("vproc: restore: %w", err)
+		return fmt.Errorf("restore: %w", err)
 	case f.Type == coop.Error:
-		return fmt.Errorf("vproc: the program could not restore its state: %s", f.Payload)
+		return fmt.Errorf("the program could not restore its state: %s", f.Payload)
 	case f.Type != coop.Restored:
-		return fmt.Errorf("vproc: restore: the program answered %s", f.Type)
+		return fmt.Errorf("restore: the program answered %s", f.Type)
 	}
 	return nil
 }
@@ -199,20 +202,51 @@ func (l *coopLink) checkpoint(wait time.Duration) (state []byte, err error) {
 	defer c.SetDeadline(time.Time{})
 	if err := coop.Write(c, coop.Frame{Type: coop.Checkpoint}, l.limits); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("vproc: checkpoint: %w", err)
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	f, err := coop.Read(c, l.limits)
+	f, err := l.readAnswer(c)
 	switch {
+	case errors.Is(err, errStateTooLarge):
+		return nil, err
 	case err != nil:
 		c.Close()
-		return nil, fmt.Errorf("vproc: checkpoint: %w", err)
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	case f.Type == coop.Error:
-		return nil, fmt.Errorf("vproc: the program could not checkpoint: %s", f.Payload)
+		return nil, fmt.Errorf("the program could not checkpoint: %s", f.Payload)
 	case f.Type != coop.State:
 		c.Close()
-		return nil, fmt.Errorf("vproc: checkpoint: the program answered %s", f.Type)
+		return nil, fmt.Errorf("checkpoint: the program answered %s", f.Type)
 	}
 	return f.Payload, nil
+}
+
+// errStateTooLarge: the program's state is over the limit; it was told
+// to go on.
+var errStateTooLarge = errors.New("the program's state is over vprocd.migrate.coop_state_limit")
+
+// readAnswer reads the answer to a checkpoint. A state over the limit is
+// read past and answered with Resume, so that the program goes on (it
+// waits for Resume after its State) and the link stays usable.
+func (l *coopLink) readAnswer(c net.Conn) (coop.Frame, error) {
+	var h [coop.HeaderSize]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil {
+		return coop.Frame{}, err
+	}
+	n := int64(binary.BigEndian.Uint32(h[:4])) - 1
+	limit := int64(l.limits.State)
+	if limit <= 0 {
+		limit = coop.DefaultStateLimit
+	}
+	if coop.Type(h[4]) == coop.State && n > limit {
+		if _, err := io.CopyN(io.Discard, c, n); err != nil {
+			return coop.Frame{}, err
+		}
+		if err := coop.Write(c, coop.Frame{Type: coop.Resume}, l.limits); err != nil {
+			return coop.Frame{}, err
+		}
+		return coop.Frame{}, fmt.Errorf("%w: %d bytes, over %d", errStateTooLarge, n, limit)
+	}
+	return coop.Read(io.MultiReader(bytes.NewReader(h[:]), c), l.limits)
 }
 
 // resume lets a checkpointed or restored program go on.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -292,10 +293,10 @@ func (s *Server) restore(mv migrate.Move, img *image) {
 
 func (s *Server) restoreCopy(mv migrate.Move, img *image) (*copyHere, error) {
 	if mv.Mech != migrate.Cooperative {
-		return nil, fmt.Errorf("vproc: mechanism %s is not available on node %d", mv.Mech, s.cfg.Node)
+		return nil, fmt.Errorf("mechanism %s is not available on node %d", mv.Mech, s.cfg.Node)
 	}
 	if img == nil {
-		return nil, errors.New("vproc: no image")
+		return nil, errors.New("no image")
 	}
 	pr := img.prog
 	cred := runner.Cred{UID: pr.Uid, GID: pr.Gid, Groups: pr.Groups}
@@ -316,7 +317,7 @@ func (s *Server) restoreCopy(mv migrate.Move, img *image) (*copyHere, error) {
 		done()
 		var se *runner.StartError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("vproc: %s", se.Msg)
+			return nil, fmt.Errorf("%s", se.Msg)
 		}
 		return nil, err
 	}
@@ -431,7 +432,7 @@ func (s *Server) sendImage(ctx context.Context, m migrate.Message) error {
 	s.mig.mu.Unlock()
 	rec, found := s.migrating(cpid.CPID(m.Move.CPID))
 	if !ok || !found {
-		return errors.New("vproc: the state is gone")
+		return errors.New("the state is gone")
 	}
 	conn, err := s.peer(ctx, m.To)
 	if err != nil {
@@ -610,7 +611,7 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 	if !ok {
 		if h, err := openProc(x.PID()); err == nil && x.Node() == s.cfg.Node {
 			h.close()
-			return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s was not started by vprocd as migratable (ssi exec --migratable): it cannot move", x)
+			return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s was not started migratable (ssi exec --migratable): it cannot move", x)
 		}
 		return nil, status.Errorf(codes.NotFound, "vproc: no process %s (node %d)", x, s.cfg.Node)
 	}
@@ -625,7 +626,7 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 	}
 	rec, ok := s.migrating(x)
 	if !ok {
-		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s was not started as migratable (ssi exec --migratable): it cannot move", x)
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s was not started migratable (ssi exec --migratable): it cannot move", x)
 	}
 	if rec.mig.link.linked() == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: %v", x, errNoLink)
@@ -641,14 +642,14 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 	})
 	switch {
 	case errors.Is(merr, migrate.ErrBusy), errors.Is(merr, migrate.ErrMoving):
-		return nil, status.Errorf(codes.Unavailable, "vproc: %v", merr)
+		return nil, status.Errorf(codes.Unavailable, "vproc: process %s: %s", x, strings.TrimPrefix(merr.Error(), "migrate: "))
 	case merr != nil:
-		return nil, status.Errorf(codes.FailedPrecondition, "vproc: %v", merr)
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s: %s", x, strings.TrimPrefix(merr.Error(), "migrate: "))
 	}
 	select {
 	case err := <-ch:
 		if err != nil {
-			return nil, status.Errorf(codes.Aborted, "vproc: process %s stays on node %d: %v", x, s.cfg.Node, err)
+			return nil, status.Errorf(codes.Aborted, "vproc: process %s stays on node %d: %s", x, s.cfg.Node, strings.TrimPrefix(err.Error(), "migrate: "))
 		}
 		return &vprocv1.MigrateReply{Node: to, From: s.cfg.Node}, nil
 	case <-ctx.Done():

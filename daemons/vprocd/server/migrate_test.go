@@ -255,3 +255,76 @@ func TestMigrateRefused(t *testing.T) {
 		_, _ = p.Wait()
 	}
 }
+
+// TestMigrateFails: a move whose checkpoint or restore fails, or whose
+// state is over the limit, leaves the
+// program running where it was, its counter going on without a gap,
+// and says why in one line.
+func TestMigrateFails(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Migrate: MigrateConfig{StateLimit: 4096}})
+	for _, tc := range []struct{ arg, says string }{
+		{"nocheckpoint", "could not checkpoint: not now"},
+		{"norestore", "could not restore its state: cannot take that state"},
+		{"bigstate", "over vprocd.migrate.coop_state_limit: 50"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		outR, outW := io.Pipe()
+		p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, tc.arg}, Migratable: true, Stdout: outW})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := readCounter(t, outR)
+		out.upTo(10)
+		err = c.client(1).Migrate(ctx, p.Cpid, 3)
+		if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v, want ErrMoveFailed saying %q in one line", tc.arg, err, tc.says)
+		}
+		t.Logf("%s: %v", tc.arg, err)
+		if n, _ := runsOn(c, p.Cpid); n != 2 {
+			t.Errorf("%s: after the failed move it runs on node %d", tc.arg, n)
+		}
+		out.upTo(out.last + 20)
+		if _, err := io.WriteString(p.Stdin, "exit 3\n"); err != nil {
+			t.Fatal(err)
+		}
+		go out.rest()
+		st, err := p.Wait()
+		outW.Close()
+		if err != nil || st.Code != 3 {
+			t.Errorf("%s: status %+v, %v; want 3", tc.arg, st, err)
+		}
+		cancel()
+	}
+}
+
+// TestMigrateFromTheCallersNode moves a program started on the caller's
+// own node away and back: its relay is there, through the peer service.
+func TestMigrateFromTheCallersNode(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 2, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(10)
+	for _, to := range []int{2, 1} {
+		if err := c.client(1).Migrate(ctx, p.Cpid, to); err != nil {
+			t.Fatalf("migrate to %d: %v", to, err)
+		}
+		out.upTo(out.last + 20)
+	}
+	if _, err := io.WriteString(p.Stdin, "exit 5\n"); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Code != 5 {
+		t.Errorf("status %+v, %v; want 5", st, err)
+	}
+}

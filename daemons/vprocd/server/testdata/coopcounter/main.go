@@ -2,6 +2,9 @@
 // tests: it prints a counter, one number a line, every few milliseconds,
 // moves with its count (client/vproc/coop), and ends with status N when
 // it reads "exit N" on its stdin (echoing every other line as "echo:").
+// With the argument "nocheckpoint" it refuses to checkpoint, with
+// "norestore" to restore: its moves fail. With "bigstate" its state has
+// 5000 bytes of padding.
 package main
 
 import (
@@ -22,10 +25,27 @@ func main() {
 		mu sync.Mutex
 		n  int
 	)
+	refuse := ""
+	if len(os.Args) > 1 {
+		refuse = os.Args[1]
+	}
 	_, err := coop.RegisterProgram(coop.Program{
-		Checkpoint: func() ([]byte, error) { mu.Lock(); return []byte(strconv.Itoa(n)), nil },
+		Checkpoint: func() ([]byte, error) {
+			if refuse == "nocheckpoint" {
+				return nil, errors.New("not now")
+			}
+			mu.Lock()
+			if refuse == "bigstate" {
+				return []byte(strconv.Itoa(n) + " " + strings.Repeat("x", 5000)), nil
+			}
+			return []byte(strconv.Itoa(n)), nil
+		},
 		Restore: func(b []byte) (err error) {
-			n, err = strconv.Atoi(string(b))
+			if refuse == "norestore" {
+				return errors.New("cannot take that state")
+			}
+			count, _, _ := strings.Cut(string(b), " ")
+			n, err = strconv.Atoi(count)
 			return err
 		},
 		Resume: func() { mu.Unlock() },
