@@ -143,6 +143,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		// callerEOF: the caller half-closed; stdinEOF: it closed stdin.
 		// A stream attached to a moved program is told both again.
 		callerEOF, stdinEOF bool
+		// kept is the end of the stdin stream, sent again to a moved
+		// program's new copy from where the old one stopped.
+		kept stdinLog
 	)
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
@@ -166,6 +169,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 			sendMu.Lock()
 			stdinEOF = stdinEOF || m.GetStdinEof()
+			if req.Migratable {
+				kept.add(m.GetStdin())
+			}
 			// A send that fails: the replies say why (or the program
 			// moved, and the next stream takes the inputs).
 			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
@@ -269,6 +275,13 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				sendMu.Lock()
 				ps = nps
 				gen++
+				rest, lost := kept.from(mv.StdinTaken)
+				for _, b := range rest {
+					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Stdin{Stdin: b}}}})
+				}
+				if lost > 0 {
+					s.log.WithField("cpid", cpidNow).WithField("bytes", lost).Warn("a moved program lost stdin its old copy had not taken")
+				}
 				if stdinEOF {
 					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}}})
 				}

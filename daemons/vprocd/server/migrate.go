@@ -108,6 +108,8 @@ type migProg struct {
 
 	mu    sync.Mutex
 	moved *vprocv1.Moved
+	// in keeps its stdin whole across a move (movestdin.go).
+	in migStdin
 }
 
 func (m *migProg) setMoved(mv *vprocv1.Moved) {
@@ -240,6 +242,9 @@ func (s *Server) freeze(mv migrate.Move) {
 	} else {
 		state, err = rec.mig.link.checkpoint(checkpointWait)
 	}
+	if err == nil {
+		rec.mig.in.startHolding()
+	}
 	s.migStep(func(n *migrate.Node, now time.Time) {
 		if err == nil {
 			s.mig.states[mv.ID] = state
@@ -259,6 +264,7 @@ func (s *Server) thaw(mv migrate.Move) {
 		return
 	}
 	if rec, ok := s.migrating(cpid.CPID(mv.CPID)); ok {
+		rec.mig.in.release(rec.mig.p)
 		if err := rec.mig.link.resume(); err != nil {
 			s.log.WithError(err).WithField("cpid", cpid.CPID(mv.CPID)).Warn("cannot resume a program after a failed move")
 		}
@@ -276,6 +282,7 @@ func (s *Server) end(mv migrate.Move) {
 		return
 	}
 	rec.mig.setMoved(&vprocv1.Moved{Node: mv.Target, Move: moveName(mv.ID)})
+	rec.mig.in.openPipe(rec.mig.p)
 	rec.mig.p.Kill()
 }
 

@@ -328,3 +328,74 @@ func TestMigrateFromTheCallersNode(t *testing.T) {
 		t.Errorf("status %+v, %v; want 5", st, err)
 	}
 }
+
+// TestMigrateStdin writes lines to the counter's stdin without pause
+// while it moves 2 -> 3 -> 2 -> 3: it echoes every line once, in order
+// (the lines its old copy had not taken are sent to the new one again),
+// and its counter has no gap.
+func TestMigrateStdin(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(5)
+	stop := make(chan struct{})
+	wrote := make(chan int, 1)
+	go func() {
+		i := 0
+		defer func() { wrote <- i }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			i++
+			if _, err := io.WriteString(p.Stdin, "l"+strconv.Itoa(i)+"\n"); err != nil {
+				t.Errorf("write stdin: %v", err)
+				return
+			}
+			if i%8 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for _, to := range []int{3, 2, 3} {
+		out.upTo(out.last + 15)
+		if err := c.client(1).Migrate(ctx, p.Cpid, to); err != nil {
+			t.Fatalf("migrate to %d: %v", to, err)
+		}
+	}
+	out.upTo(out.last + 15)
+	close(stop)
+	n := <-wrote
+	if _, err := io.WriteString(p.Stdin, "exit 4\n"); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan struct{})
+	go func() { out.rest(); close(read) }()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Code != 4 {
+		t.Errorf("status %+v, %v; want 4", st, err)
+	}
+	<-read
+	echoed := 0
+	for _, l := range out.other {
+		want := "echo: l" + strconv.Itoa(echoed+1)
+		if l != want {
+			t.Fatalf("after %d lines echoed %q, want %q", echoed, l, want)
+		}
+		echoed++
+	}
+	if echoed != n {
+		t.Errorf("echoed %d lines of %d", echoed, n)
+	}
+	t.Logf("%d lines through 3 moves, counter at %d", n, out.last)
+}

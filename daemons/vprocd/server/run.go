@@ -202,7 +202,7 @@ func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Pr
 	}
 
 	exited := make(chan struct{})
-	go s.feed(ctx, in, p, f, exited, log)
+	go s.feed(ctx, in, p, f, exited, log, mig)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -222,8 +222,9 @@ func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Pr
 			// after this Moved).
 			readers.Wait()
 			p.CloseOutput()
+			moved := &vprocv1.Moved{Node: mv.Node, Move: mv.Move, StdinTaken: mig.in.takenAfterEnd()}
 			log.WithField("node", mv.Node).Info("the program moved")
-			return out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Moved{Moved: mv}})
+			return out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Moved{Moved: moved}})
 		}
 	}
 	drained := make(chan struct{})
@@ -245,16 +246,26 @@ func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Pr
 // feed carries the caller's inputs to p until p exits: stdin through a
 // bounded queue, signals and window sizes at once. When the stream fails
 // it leaves p's fate to f (the caller is gone, or its node).
-func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }) {
+func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }, mig *migProg) {
 	queue := make(chan []byte, stdinQueue)
 	go func(queue <-chan []byte) {
 		broken := false
 		for b := range queue {
+			if mig != nil && mig.in.hold(b) {
+				continue // checkpointed: kept for it, or for its copy
+			}
 			if !broken {
-				if _, err := p.Stdin.Write(b); err != nil {
+				n, err := p.Stdin.Write(b)
+				if mig != nil {
+					mig.in.taken.Add(int64(n))
+				}
+				if err != nil {
 					broken = true // the program closed its stdin: drop the rest
 				}
 			}
+		}
+		if mig != nil && mig.in.holdEOF() {
+			return
 		}
 		_ = p.CloseStdin()
 	}(queue)

@@ -707,7 +707,11 @@ type Moved struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
 	// move names the move, as "source.incarnation.n".
-	Move          string `protobuf:"bytes,2,opt,name=move,proto3" json:"move,omitempty"`
+	Move string `protobuf:"bytes,2,opt,name=move,proto3" json:"move,omitempty"`
+	// stdin_taken is how many bytes of this stream's stdin the old copy
+	// took (written to it and not left unread when it ended): the
+	// caller's vprocd sends the new copy the rest again.
+	StdinTaken    int64 `protobuf:"varint,3,opt,name=stdin_taken,json=stdinTaken,proto3" json:"stdin_taken,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -754,6 +758,13 @@ func (x *Moved) GetMove() string {
 		return x.Move
 	}
 	return ""
+}
+
+func (x *Moved) GetStdinTaken() int64 {
+	if x != nil {
+		return x.StdinTaken
+	}
+	return 0
 }
 
 var File_vproc_v1_vproc_proto protoreflect.FileDescriptor
@@ -805,10 +816,12 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\x06stderr\x18\x03 \x01(\fH\x00R\x06stderr\x12,\n" +
 	"\x04exit\x18\x04 \x01(\v2\x16.openssi.vproc.v1.ExitH\x00R\x04exit\x12/\n" +
 	"\x05moved\x18\x05 \x01(\v2\x17.openssi.vproc.v1.MovedH\x00R\x05movedB\x06\n" +
-	"\x04kind\"/\n" +
+	"\x04kind\"P\n" +
 	"\x05Moved\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
-	"\x04move\x18\x02 \x01(\tR\x04move2N\n" +
+	"\x04move\x18\x02 \x01(\tR\x04move\x12\x1f\n" +
+	"\vstdin_taken\x18\x03 \x01(\x03R\n" +
+	"stdinTaken2N\n" +
 	"\x05Vproc\x12E\n" +
 	"\x04Exec\x12\x1b.openssi.vproc.v1.ExecInput\x1a\x1c.openssi.vproc.v1.ExecOutput(\x010\x01B3Z1github.com/openssi/openssi/proto/vproc/v1;vprocv1b\x06proto3"
 

@@ -1,14 +1,15 @@
 // Command coopcounter is the cooperative test program of the migration
 // tests: it prints a counter, one number a line, every few milliseconds,
-// moves with its count (client/vproc/coop), and ends with status N when
-// it reads "exit N" on its stdin (echoing every other line as "echo:").
-// With the argument "nocheckpoint" it refuses to checkpoint, with
-// "norestore" to restore: its moves fail. With "bigstate" its state has
-// 5000 bytes of padding.
+// moves with its count (client/vproc/coop), echoes each line of its stdin
+// as "echo: LINE", and ends with status N on the line "exit N". It takes
+// its stdin under the lock its checkpoint holds, and keeps a partial line
+// in its state, so that no byte of its input is lost or read twice when
+// it moves. With the argument "nocheckpoint" it refuses to checkpoint,
+// with "norestore" to restore: its moves fail. With "bigstate" its state
+// has 5000 bytes of padding.
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -17,35 +18,43 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/openssi/openssi/client/vproc/coop"
 )
 
 func main() {
 	var (
-		mu sync.Mutex
-		n  int
+		mu      sync.Mutex
+		n       int
+		partial []byte
 	)
-	refuse := ""
+	mode := ""
 	if len(os.Args) > 1 {
-		refuse = os.Args[1]
+		mode = os.Args[1]
 	}
 	_, err := coop.RegisterProgram(coop.Program{
 		Checkpoint: func() ([]byte, error) {
-			if refuse == "nocheckpoint" {
+			if mode == "nocheckpoint" {
 				return nil, errors.New("not now")
 			}
 			mu.Lock()
-			if refuse == "bigstate" {
-				return []byte(strconv.Itoa(n) + " " + strings.Repeat("x", 5000)), nil
+			state := strconv.Itoa(n) + "\n" + string(partial)
+			if mode == "bigstate" {
+				state += "\n" + strings.Repeat("x", 5000)
 			}
-			return []byte(strconv.Itoa(n)), nil
+			return []byte(state), nil
 		},
 		Restore: func(b []byte) (err error) {
-			if refuse == "norestore" {
+			if mode == "norestore" {
 				return errors.New("cannot take that state")
 			}
-			count, _, _ := strings.Cut(string(b), " ")
-			n, err = strconv.Atoi(count)
+			parts := strings.SplitN(string(b), "\n", 3)
+			if len(parts) < 2 {
+				return errors.New("a state without its input")
+			}
+			partial = []byte(parts[1])
+			n, err = strconv.Atoi(parts[0])
 			return err
 		},
 		Resume: func() { mu.Unlock() },
@@ -55,15 +64,36 @@ func main() {
 		os.Exit(2)
 	}
 	go func() {
-		in := bufio.NewScanner(os.Stdin)
-		for in.Scan() {
-			line := in.Text()
-			mu.Lock()
-			if code, ok := strings.CutPrefix(line, "exit "); ok {
-				c, _ := strconv.Atoi(code)
-				os.Exit(c)
+		buf := make([]byte, 4096)
+		for {
+			// Wait for input without taking it; take it under the lock.
+			fds := []unix.PollFd{{Fd: 0, Events: unix.POLLIN}}
+			if _, err := unix.Poll(fds, -1); err != nil {
+				continue
 			}
-			fmt.Println("echo:", line)
+			mu.Lock()
+			k, err := unix.Read(0, buf)
+			if k <= 0 {
+				mu.Unlock()
+				if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+					continue
+				}
+				return
+			}
+			partial = append(partial, buf[:k]...)
+			for {
+				i := strings.IndexByte(string(partial), '\n')
+				if i < 0 {
+					break
+				}
+				line := string(partial[:i])
+				partial = partial[i+1:]
+				if code, ok := strings.CutPrefix(line, "exit "); ok {
+					c, _ := strconv.Atoi(code)
+					os.Exit(c)
+				}
+				fmt.Println("echo:", line)
+			}
 			mu.Unlock()
 		}
 	}()
