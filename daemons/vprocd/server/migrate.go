@@ -8,11 +8,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/openssi/openssi/daemons/vprocd/access"
 	"github.com/openssi/openssi/daemons/vprocd/coop"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/migrate"
@@ -329,6 +332,13 @@ func (s *Server) restoreCopy(mv migrate.Move, img *image) (*copyHere, error) {
 		return nil, err
 	}
 	x := cpid.CPID(mv.CPID)
+	if pr.Nice != 0 && pr.Nice >= access.MinNice && pr.Nice <= access.MaxNice {
+		// Its priority moves with it (as root: a nice value its owner
+		// had, or root had set, lower than 0).
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, p.Pid, int(pr.Nice)); err != nil {
+			s.log.WithError(err).Warn("cannot give a moved program its nice value")
+		}
+	}
 	if s.cfg.Scopes != nil && !p.InScope {
 		if err := s.cfg.Scopes.Scope(context.Background(), p.Pid, cred.UID, int64(x)); err != nil {
 			s.log.WithError(err).Warn("program not moved to a scope of its own")
@@ -449,7 +459,12 @@ func (s *Server) sendImage(ctx context.Context, m migrate.Message) error {
 	if err != nil {
 		return err
 	}
-	first := &vprocpeerv1.ImageChunk{Message: messageProto(m), Program: rec.mig.prog, Size: uint64(len(state))}
+	prog := proto.Clone(rec.mig.prog).(*vprocpeerv1.MovedProgram)
+	if h, err := openProc(rec.pid); err == nil {
+		prog.Nice = int32(h.st.nice)
+		h.close()
+	}
+	first := &vprocpeerv1.ImageChunk{Message: messageProto(m), Program: prog, Size: uint64(len(state))}
 	if err := st.Send(first); err != nil {
 		return err
 	}
@@ -635,6 +650,11 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 	if !ok {
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s was not started migratable (ssi exec --migratable): it cannot move", x)
 	}
+	if !s.attachedNow(x) {
+		// Its origin went DOWN: no exec relays its stdio, none would
+		// attach to its copy.
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: the node of the ssi exec that started it went down", x)
+	}
 	if rec.mig.link.linked() == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: %v", x, errNoLink)
 	}
@@ -663,4 +683,12 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 		// The move goes on; its result is for the log.
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// attachedNow says whether an exec still waits for the program x here.
+func (s *Server) attachedNow(x cpid.CPID) bool {
+	s.recs.mu.Lock()
+	defer s.recs.mu.Unlock()
+	rec := s.recs.m[x]
+	return rec != nil && rec.attached
 }

@@ -142,6 +142,10 @@ func TestMigrateCooperative(t *testing.T) {
 	}
 	out.upTo(out.last + 10)
 
+	// Its priority moves with it.
+	if _, err := c.client(1).Renice(ctx, p.Cpid, 5); err != nil {
+		t.Fatal(err)
+	}
 	pid2 := func() int32 { _, pid := runsOn(c, p.Cpid); return pid }()
 	for _, to := range []int{3, 2} {
 		begin := time.Now()
@@ -157,6 +161,9 @@ func TestMigrateCooperative(t *testing.T) {
 		}
 		if n != uint32(to) || pid == pid2 {
 			t.Fatalf("after the move cpid %d runs on node %d (pid %d), want node %d", p.Cpid, n, pid, to)
+		}
+		if st, err := readProc(pid); err != nil || st.nice != 5 {
+			t.Errorf("after the move to %d its nice value is %d (%v), want 5", to, st.nice, err)
 		}
 		at := out.last
 		out.upTo(at + 30)

@@ -506,15 +506,17 @@ func (x *ImageChunk) GetState() []byte {
 // command line, environment and directory, its caller's identity and the
 // origin's bookkeeping (as Start and Caller carry them).
 type MovedProgram struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Argv          [][]byte               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
-	Env           [][]byte               `protobuf:"bytes,2,rep,name=env,proto3" json:"env,omitempty"`
-	Cwd           []byte                 `protobuf:"bytes,3,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
-	Groups        []uint32               `protobuf:"varint,6,rep,packed,name=groups,proto3" json:"groups,omitempty"`
-	Cpgid         int64                  `protobuf:"varint,7,opt,name=cpgid,proto3" json:"cpgid,omitempty"`
-	Tty           bool                   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Argv   [][]byte               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
+	Env    [][]byte               `protobuf:"bytes,2,rep,name=env,proto3" json:"env,omitempty"`
+	Cwd    []byte                 `protobuf:"bytes,3,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Uid    uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid    uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Groups []uint32               `protobuf:"varint,6,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	Cpgid  int64                  `protobuf:"varint,7,opt,name=cpgid,proto3" json:"cpgid,omitempty"`
+	Tty    bool                   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// nice is its nice value at the checkpoint, -20..19.
+	Nice          int32 `protobuf:"varint,9,opt,name=nice,proto3" json:"nice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -605,6 +607,13 @@ func (x *MovedProgram) GetTty() bool {
 	return false
 }
 
+func (x *MovedProgram) GetNice() int32 {
+	if x != nil {
+		return x.Nice
+	}
+	return 0
+}
+
 var File_vprocpeer_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
@@ -649,7 +658,7 @@ const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2!.openssi.vprocpeer.v1.MoveMessageR\amessage\x12<\n" +
 	"\aprogram\x18\x02 \x01(\v2\".openssi.vprocpeer.v1.MovedProgramR\aprogram\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\fR\x05state\"\xaa\x01\n" +
+	"\x05state\x18\x04 \x01(\fR\x05state\"\xbe\x01\n" +
 	"\fMovedProgram\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\fR\x04argv\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\fR\x03env\x12\x10\n" +
@@ -658,7 +667,8 @@ const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
 	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x16\n" +
 	"\x06groups\x18\x06 \x03(\rR\x06groups\x12\x14\n" +
 	"\x05cpgid\x18\a \x01(\x03R\x05cpgid\x12\x10\n" +
-	"\x03tty\x18\b \x01(\bR\x03tty2\xf6\x01\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x12\x12\n" +
+	"\x04nice\x18\t \x01(\x05R\x04nice2\xf6\x01\n" +
 	"\x10VprocMigratePeer\x12L\n" +
 	"\aMigrate\x12!.openssi.vprocpeer.v1.PeerMigrate\x1a\x1e.openssi.vproc.v1.MigrateReply\x12H\n" +
 	"\x04Step\x12!.openssi.vprocpeer.v1.MoveMessage\x1a\x1d.openssi.vprocpeer.v1.PeerAck\x12J\n" +
