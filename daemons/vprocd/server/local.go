@@ -299,13 +299,17 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 					// The copy on the node it moved to: the origin's
 					// table learns its pid there; the caller knew
 					// it started.
-					if recorded {
-						_ = s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: x, Node: n, PID: st.Pid}})
+					if c, err := checkCPID(cpidNow); err == nil {
+						_ = s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: c, Node: n, PID: st.Pid}})
 					}
+					s.migLocate(cpidNow, n)
 					continue
 				}
 				started = true
 				cpidNow = st.Cpid
+				if req.Migratable {
+					s.migLocate(cpidNow, n)
+				}
 				if x != 0 && st.Cpid == int64(x) {
 					// This node answers for it now (package pgroup).
 					recorded = s.pgStep(pgroup.Started{Proc: pgroup.Proc{CPID: x, Node: n, PID: st.Pid, PGID: org.cpgid,
@@ -314,6 +318,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 			if recorded && r.m.GetExit() != nil {
 				_ = s.pgStep(pgroup.Ended{CPID: x, Node: n})
+			}
+			if req.Migratable && r.m.GetExit() != nil {
+				s.migLocate(cpidNow, 0)
 			}
 			if err := stream.Send(r.m); err != nil {
 				return err

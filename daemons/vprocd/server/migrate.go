@@ -189,6 +189,9 @@ func (s *Server) migApply(rd migrate.Ready, restores []*image) {
 		go s.sendMove(msg)
 	}
 	for _, l := range rd.Locations {
+		if l.Node == s.cfg.Node {
+			continue // recorded with its pid when it resumes here
+		}
 		if err := s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: cpid.CPID(l.CPID), Node: l.Node}}); err != nil {
 			s.log.WithError(err).Warn("cannot record where a process moved")
 		}
@@ -222,6 +225,16 @@ func (s *Server) migMembership(epoch uint64) {
 	s.mu.Unlock()
 	slices.Sort(up)
 	s.migStep(func(n *migrate.Node, now time.Time) { n.Membership(now, epoch, up) })
+}
+
+// migLocate tells the core, as the arbiter of this origin's moves, where
+// a migratable program of this origin runs (0: it ended), as this node's
+// relay of its exec sees it: a move whose source is gone is committed
+// only onto a copy not known to run elsewhere (migrate.Node.Locate).
+func (s *Server) migLocate(x int64, node uint32) {
+	if c, err := checkCPID(x); err == nil && c.Node() == s.cfg.Node {
+		s.migStep(func(n *migrate.Node, _ time.Time) { n.Locate(uint64(c), node) })
+	}
 }
 
 // migrating is the migratable program x that runs here.
