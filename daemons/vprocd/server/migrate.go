@@ -80,6 +80,8 @@ type mover struct {
 	// copies are restored (target) until resumed and attached, or
 	// discarded.
 	copies map[migrate.ID]*copyHere
+	// epoch is the last view's, as the core numbers them.
+	epoch uint64
 }
 
 // image is what a target receives: the program and its state.
@@ -224,8 +226,19 @@ func (s *Server) migMembership(epoch uint64) {
 	}
 	s.mu.Unlock()
 	slices.Sort(up)
-	s.migStep(func(n *migrate.Node, now time.Time) { n.Membership(now, epoch, up) })
+	s.migStep(func(n *migrate.Node, now time.Time) {
+		// The core takes a view only at a higher epoch, and clmsd's view
+		// at start gives every node at one epoch: number the changes
+		// within an epoch (ballots need only be ordered, see package
+		// migrate).
+		e := max(epoch<<epochShift, s.mig.epoch+1)
+		s.mig.epoch = e
+		n.Membership(now, e, up)
+	})
 }
+
+// epochShift leaves room for the changes within one of clmsd's epochs.
+const epochShift = 16
 
 // migLocate tells the core, as the arbiter of this origin's moves, where
 // a migratable program of this origin runs (0: it ended), as this node's

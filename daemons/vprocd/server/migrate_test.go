@@ -15,6 +15,7 @@ import (
 
 	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/migrate"
 )
 
 // buildCounter builds testdata/coopcounter, the cooperative test program.
@@ -405,4 +406,28 @@ func TestMigrateStdin(t *testing.T) {
 		t.Errorf("echoed %d lines of %d", echoed, n)
 	}
 	t.Logf("%d lines through 3 moves, counter at %d", n, out.last)
+}
+
+// TestMigrateView: clmsd's view at start gives every node at one epoch;
+// the move protocol's core must see them all UP.
+func TestMigrateView(t *testing.T) {
+	s := New(Config{Node: 1})
+	defer s.Close()
+	for n := uint32(1); n <= 3; n++ {
+		s.MembershipAt(7, n, true)
+	}
+	var err error
+	s.migStep(func(n *migrate.Node, now time.Time) {
+		_, err = n.Migrate(now, uint64(cpid.MustMake(1, 5)), 1, 3, migrate.Cooperative)
+	})
+	if err != nil {
+		t.Fatalf("a move to node 3 after the view at start: %v", err)
+	}
+	s.MembershipAt(8, 3, false)
+	s.migStep(func(n *migrate.Node, now time.Time) {
+		_, err = n.Migrate(now, uint64(cpid.MustMake(1, 6)), 1, 3, migrate.Cooperative)
+	})
+	if !errors.Is(err, migrate.ErrTargetDown) {
+		t.Fatalf("a move to node 3 DOWN: %v", err)
+	}
 }
