@@ -74,6 +74,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Log: env.Log,
 	})
 	defer srv.Close()
+	if n := srv.EndHeldCopies(); n > 0 {
+		env.Log.WithField("count", n).Warn("ended the programs a previous vprocd held for moves")
+	}
 	for _, n := range view.Nodes {
 		srv.MembershipAt(view.Epoch, uint32(n.Number), n.State == cluster.Up)
 	}

@@ -82,6 +82,8 @@ type mover struct {
 	copies map[migrate.ID]*copyHere
 	// epoch is the last view's, as the core numbers them.
 	epoch uint64
+	// held unmark the originals checkpointed here (held.go).
+	held map[migrate.ID]func()
 }
 
 // image is what a target receives: the program and its state.
@@ -92,15 +94,16 @@ type image struct {
 
 // copyHere is a program restored here for a move.
 type copyHere struct {
-	move  migrate.Move
-	prog  *vprocpeerv1.MovedProgram
-	p     *runner.Proc
-	link  *coopLink
-	done  func() // uncounts it (admit)
-	cpid  cpid.CPID
-	org   execOrigin
-	taken bool          // an Attach serves it (or it was dropped)
-	ready chan struct{} // closed on Resume
+	move   migrate.Move
+	prog   *vprocpeerv1.MovedProgram
+	p      *runner.Proc
+	link   *coopLink
+	done   func() // uncounts it (admit)
+	cpid   cpid.CPID
+	org    execOrigin
+	taken  bool          // an Attach serves it (or it was dropped)
+	ready  chan struct{} // closed on Resume
+	unmark func()        // held.go
 }
 
 // migProg is what a program started migratable carries: its checkpoint
@@ -135,7 +138,7 @@ func newMover(self uint32, cfg migrate.Config) *mover {
 	n := migrate.New(cfg)
 	n.Start(time.Now(), 0, []uint32{self})
 	return &mover{node: n, results: map[migrate.ID]chan error{}, states: map[migrate.ID][]byte{},
-		images: map[migrate.ID]*image{}, copies: map[migrate.ID]*copyHere{}}
+		images: map[migrate.ID]*image{}, copies: map[migrate.ID]*copyHere{}, held: map[migrate.ID]func(){}}
 }
 
 // migStep runs f on the core under its lock and does what it asks.
@@ -271,12 +274,15 @@ func (s *Server) freeze(mv migrate.Move) {
 	} else {
 		state, err = rec.mig.link.checkpoint(checkpointWait)
 	}
+	unmark := func() {}
 	if err == nil {
 		rec.mig.in.startHolding()
+		unmark = s.markHeld(rec.mig.p.Pid)
 	}
 	s.migStep(func(n *migrate.Node, now time.Time) {
 		if err == nil {
 			s.mig.states[mv.ID] = state
+			s.mig.held[mv.ID] = unmark
 		}
 		n.Frozen(now, mv.ID, err)
 	})
@@ -289,6 +295,7 @@ func (s *Server) thaw(mv migrate.Move) {
 	_, frozen := s.mig.states[mv.ID]
 	delete(s.mig.states, mv.ID)
 	s.mig.mu.Unlock()
+	defer s.unheld(mv.ID)
 	if !frozen {
 		return
 	}
@@ -306,6 +313,7 @@ func (s *Server) end(mv migrate.Move) {
 	s.mig.mu.Lock()
 	delete(s.mig.states, mv.ID)
 	s.mig.mu.Unlock()
+	defer s.unheld(mv.ID)
 	rec, ok := s.migrating(cpid.CPID(mv.CPID))
 	if !ok {
 		return
@@ -313,6 +321,17 @@ func (s *Server) end(mv migrate.Move) {
 	rec.mig.setMoved(&vprocv1.Moved{Node: mv.Target, Move: moveName(mv.ID)})
 	rec.mig.in.openPipe(rec.mig.p)
 	rec.mig.p.Kill()
+}
+
+// unheld removes the mark of the original of move id (held.go).
+func (s *Server) unheld(id migrate.ID) {
+	s.mig.mu.Lock()
+	unmark := s.mig.held[id]
+	delete(s.mig.held, id)
+	s.mig.mu.Unlock()
+	if unmark != nil {
+		unmark()
+	}
 }
 
 // restore starts the program again here with its state, stopped before
@@ -383,7 +402,8 @@ func (s *Server) restoreCopy(mv migrate.Move, img *image) (*copyHere, error) {
 	if g := cpid.CPID(pr.Cpgid); pr.Cpgid > 0 && g.Valid() {
 		org.cpgid = g
 	}
-	return &copyHere{move: mv, prog: pr, p: p, link: link, done: done, cpid: x, org: org, ready: make(chan struct{})}, nil
+	return &copyHere{move: mv, prog: pr, p: p, link: link, done: done, cpid: x, org: org, ready: make(chan struct{}),
+		unmark: s.markHeld(p.Pid)}, nil
 }
 
 // resume lets the restored copy run: it is recorded here (ps, kill) and
@@ -398,6 +418,7 @@ func (s *Server) resume(mv migrate.Move) {
 	if err := c.link.resume(); err != nil {
 		s.log.WithError(err).WithField("cpid", c.cpid).Warn("cannot resume a moved program")
 	}
+	c.unmark()
 	s.recs.add(c.cpid, &execRecord{pid: int32(c.p.Pid), origin: c.org, attached: true,
 		mig: &migProg{link: c.link, prog: c.prog, p: c.p}})
 	pr := pgroup.Proc{CPID: c.cpid, Node: s.cfg.Node, PID: int32(c.p.Pid), PGID: c.org.cpgid, UID: c.prog.Uid, TTY: c.org.tty}
@@ -440,6 +461,7 @@ func (s *Server) discard(mv migrate.Move) {
 		return
 	}
 	c.p.Kill()
+	c.unmark()
 	c.p.Wait()
 	c.p.CloseOutput()
 	c.link.close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -108,7 +109,8 @@ func runsOn(c *testCluster, x int64) (node uint32, pid int32) {
 // Refused moves leave it running.
 func TestMigrateCooperative(t *testing.T) {
 	bin := buildCounter(t)
-	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	coopDir := t.TempDir()
+	c := startClusterWith(t, 3, Config{CoopDir: coopDir})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	outR, outW := io.Pipe()
@@ -207,6 +209,13 @@ func TestMigrateCooperative(t *testing.T) {
 		t.Fatal("the exec did not end")
 	}
 	t.Logf("counted to %d", out.last)
+	// Nothing is held for a move any more; no socket is left.
+	if ents, _ := os.ReadDir(filepath.Join(coopDir, "held")); len(ents) != 0 {
+		t.Errorf("marks of held programs left: %v", ents)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(coopDir, "p*")); len(ents) != 0 {
+		t.Errorf("checkpoint sockets left: %v", ents)
+	}
 }
 
 // TestMigrateKill moves the counter and kills it where it went by its
