@@ -267,10 +267,9 @@ func (c *Core) moved(p Proc) error {
 		return fmt.Errorf("pgroup: moved process %v: %w", p, ErrInvalid)
 	}
 	if old, ok := c.origin[p.CPID]; ok && p.CPID.Node() == c.self {
-		old.Node = p.Node
-		if p.PID != 0 {
-			old.PID = p.PID
-		}
+		// Its pid there, or 0 until it is known (never the old one:
+		// see ended).
+		old.Node, old.PID = p.Node, p.PID
 		c.origin[p.CPID] = old
 	}
 	if p.Node != c.self {
@@ -296,20 +295,21 @@ func (c *Core) moved(p Proc) error {
 }
 
 func (c *Core) ended(e Ended) {
-	if p, ok := c.origin[e.CPID]; ok && p.Node == e.Node {
+	if p, ok := c.origin[e.CPID]; ok && p.Node == e.Node && (e.PID == 0 || p.PID == 0 || p.PID == e.PID) {
 		delete(c.origin, e.CPID)
 	}
 	if e.Node != c.self {
 		return
 	}
-	if _, ok := c.local[e.CPID]; !ok {
+	l, ok := c.local[e.CPID]
+	if !ok {
 		return
 	}
 	delete(c.local, e.CPID)
 	switch o := e.CPID.Node(); {
 	case o == c.self:
 	case c.up[o]:
-		c.rd.Sends = append(c.rd.Sends, Send{To: o, Ended: &Ended{CPID: e.CPID, Node: c.self}})
+		c.rd.Sends = append(c.rd.Sends, Send{To: o, Ended: &Ended{CPID: e.CPID, Node: c.self, PID: l.PID}})
 	default:
 		c.sendReport(o, true)
 	}

@@ -41,7 +41,7 @@ func TestMoved(t *testing.T) {
 	if err := origin.Step(t0, Moved{Proc: Proc{CPID: x, Node: 3}}); err != nil {
 		t.Fatal(err)
 	}
-	if a := lookup(t, origin, x); !a.Found || a.Proc.Node != 3 || a.Proc.PID != 7 || a.Proc.PGID != p.PGID {
+	if a := lookup(t, origin, x); !a.Found || a.Proc.Node != 3 || a.Proc.PID != 0 || a.Proc.PGID != p.PGID {
 		t.Errorf("after the move the origin says %+v", a)
 	}
 	// The target runs it.
@@ -98,5 +98,44 @@ func TestMoved(t *testing.T) {
 		if err := origin.Step(t0, Moved{Proc: tc.p}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Step = %v, want ErrInvalid", tc.name, err)
 		}
+	}
+}
+
+// TestLateEnded: the Ended a node sends when a process ends reaches the
+// origin after the exec that waited for it ended it there, and after a
+// new exec of the same caller was given the same cpid on the same node:
+// it names the old pid, and leaves the new process's record alone.
+func TestLateEnded(t *testing.T) {
+	x := cpid.MustMake(1, 40)
+	origin, n2 := New(Config{Self: 1}), New(Config{Self: 2})
+	for _, c := range []*Core{origin, n2} {
+		c.Start(1, []uint32{1, 2})
+	}
+	old := Proc{CPID: x, Node: 2, PID: 7}
+	for _, c := range []*Core{origin, n2} {
+		if err := c.Step(t0, Started{Proc: old}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// It ends: node 2 tells the origin, which its exec told already.
+	if err := n2.Step(t0, Ended{CPID: x, Node: 2}); err != nil {
+		t.Fatal(err)
+	}
+	late := n2.Ready().Sends
+	if len(late) != 1 || late[0].Ended == nil || late[0].Ended.PID != 7 {
+		t.Fatalf("node 2 sent %+v, want the Ended of pid 7", late)
+	}
+	if err := origin.Step(t0, Ended{CPID: x, Node: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// The caller's next program gets the cpid again, on node 2.
+	if err := origin.Step(t0, Started{Proc: Proc{CPID: x, Node: 2, PID: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := origin.Step(t0, *late[0].Ended); err != nil {
+		t.Fatal(err)
+	}
+	if a := lookup(t, origin, x); !a.Found || a.Proc.PID != 8 {
+		t.Errorf("after the late Ended of pid 7 the origin says %+v, want pid 8 on node 2", a)
 	}
 }

@@ -59,7 +59,10 @@ type Started struct{ Proc Proc }
 // sends, see Ready.Sends).
 type Ended struct {
 	CPID cpid.CPID
-	Node uint32
+	Node uint32 // PID, when not 0, is its pid there: a record of the same cpid
+	// with another pid (a new process given that cpid since, on the same
+	// node) is not ended by a late Ended of the old one.
+	PID int32
 }
 
 // Moved: the process Proc.CPID moved (package migrate) and now runs on
