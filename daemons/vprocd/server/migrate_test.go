@@ -440,3 +440,72 @@ func TestMigrateView(t *testing.T) {
 		t.Fatalf("a move to node 3 DOWN: %v", err)
 	}
 }
+
+// TestMigrateTargetDown: the target goes DOWN while it restores: the
+// move aborts, the program runs on at the source without a gap, and the
+// target, alive all along, drops its copy once it hears the decision.
+func TestMigrateTargetDown(t *testing.T) {
+	bin := buildCounter(t)
+	coopDir := t.TempDir()
+	c := startClusterWith(t, 3, Config{CoopDir: coopDir})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, "slowrestore"}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(10)
+	moved := make(chan error, 1)
+	go func() { moved <- c.client(1).Migrate(ctx, p.Cpid, 3) }()
+	// Node 3 restores (2s): nodes 1 and 2 see it go DOWN.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.node(3).srv.mig.mu.Lock()
+		restoring := len(c.node(3).srv.mig.images) > 0 || len(c.node(3).srv.mig.node.Moves()) > 0
+		c.node(3).srv.mig.mu.Unlock()
+		if restoring || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, n := range []uint32{1, 2} {
+		c.node(n).srv.Membership(3, false)
+	}
+	err = <-moved
+	if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), "went down") {
+		t.Errorf("the move: %v, want ErrMoveFailed: the target went down", err)
+	}
+	t.Logf("the move: %v", err)
+	out.upTo(out.last + 30)
+	if n, _ := runsOn(c, p.Cpid); n != 2 {
+		t.Errorf("after the failed move it runs on node %d, want 2", n)
+	}
+	// Node 3 was alive: once it is UP again in their view, it hears
+	// the decision it asks for, and drops its copy.
+	for _, n := range []uint32{1, 2} {
+		c.node(n).srv.Membership(3, true)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c.node(3).srv.mig.mu.Lock()
+		left := len(c.node(3).srv.mig.copies) + len(c.node(3).srv.mig.node.Moves())
+		c.node(3).srv.mig.mu.Unlock()
+		ents, _ := os.ReadDir(filepath.Join(coopDir, "held"))
+		if left == 0 && len(ents) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("node 3 still holds %d copies or moves, %d marks", left, len(ents))
+		}
+	}
+	if _, err := io.WriteString(p.Stdin, "exit 6\n"); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Code != 6 {
+		t.Errorf("status %+v, %v; want 6", st, err)
+	}
+}

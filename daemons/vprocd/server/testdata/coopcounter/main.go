@@ -6,7 +6,7 @@
 // in its state, so that no byte of its input is lost or read twice when
 // it moves. With the argument "nocheckpoint" it refuses to checkpoint,
 // with "norestore" to restore: its moves fail. With "bigstate" its state
-// has 5000 bytes of padding.
+// has 5000 bytes of padding; with "slowrestore" its restore takes 2s.
 package main
 
 import (
@@ -48,6 +48,9 @@ func main() {
 		Restore: func(b []byte) (err error) {
 			if mode == "norestore" {
 				return errors.New("cannot take that state")
+			}
+			if mode == "slowrestore" {
+				time.Sleep(2 * time.Second)
 			}
 			parts := strings.SplitN(string(b), "\n", 3)
 			if len(parts) < 2 {
