@@ -509,3 +509,48 @@ func TestMigrateTargetDown(t *testing.T) {
 		t.Errorf("status %+v, %v; want 6", st, err)
 	}
 }
+
+// TestMigratePassedStdio: with the caller's pipes passed to its vprocd
+// (as ssi exec does), the output stays one stream and the stdin reaches
+// the copy.
+func TestMigratePassedStdio(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdin: inR, Stdout: outW, PassFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	inR.Close()
+	out := readCounter(t, outR)
+	out.upTo(10)
+	for _, to := range []int{3, 1} {
+		if err := c.client(1).Migrate(ctx, p.Cpid, to); err != nil {
+			t.Fatalf("migrate to %d: %v", to, err)
+		}
+		out.upTo(out.last + 20)
+	}
+	if _, err := io.WriteString(inW, "hi\nexit 9\n"); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan struct{})
+	go func() { out.rest(); close(read) }()
+	st, err := p.Wait()
+	if err != nil || st.Code != 9 {
+		t.Errorf("status %+v, %v; want 9", st, err)
+	}
+	<-read
+	if len(out.other) != 1 || out.other[0] != "echo: hi" {
+		t.Errorf("echoed %q", out.other)
+	}
+}
