@@ -201,9 +201,57 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	go read(ps, gen)
 	gotAny, started, recorded := false, false, false
 	var cpidNow int64 // the program's, from its Started
+	// follow reattaches the relay to the node a program moved to; an
+	// error is the caller's Exit.
+	follow := func(mv *vprocv1.Moved) error {
+		nps, ndown, err := s.attachTo(fctx, mv, cpidNow)
+		if err != nil {
+			s.log.WithError(err).WithField("node", mv.Node).Warn("cannot reach a program that moved")
+			return stream.Send(exitOf(ExitLost, 0, "the program moved to node "+strconv.FormatUint(uint64(mv.Node), 10)+" but cannot be reached there: "+status.Convert(err).Message()))
+		}
+		sendMu.Lock()
+		ps = nps
+		gen++
+		taken := mv.StdinTaken
+		if taken < 0 {
+			taken = kept.sent // not known: send nothing again
+		}
+		rest, lost := kept.from(taken)
+		for _, b := range rest {
+			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Stdin{Stdin: b}}}})
+		}
+		if lost > 0 {
+			s.log.WithField("cpid", cpidNow).WithField("bytes", lost).Warn("a moved program lost stdin its old copy had not taken")
+		}
+		if stdinEOF {
+			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}}})
+		}
+		if callerEOF {
+			_ = ps.CloseSend()
+		}
+		sendMu.Unlock()
+		go read(nps, gen)
+		n, down = mv.Node, ndown
+		return nil
+	}
+	// movedAway: the program's node went DOWN during a move that this
+	// node, its arbiter, commits without it (package migrate: the
+	// target asks to commit when the source is DOWN).
+	movedAway := func() *vprocv1.Moved {
+		if !req.Migratable || !started {
+			return nil
+		}
+		return s.movedAway(ctx, cpidNow, n)
+	}
 	for {
 		select {
 		case <-down:
+			if mv := movedAway(); mv != nil {
+				if err := follow(mv); err != nil {
+					return err
+				}
+				continue
+			}
 			s.log.WithField("node", n).Info("the node of an exec went DOWN: ending it")
 			return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
 		case <-ctx.Done():
@@ -241,8 +289,24 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				continue // the stream of a node the program left
 			}
 			if r.err != nil {
+				if req.Migratable && started && !errors.Is(r.err, io.EOF) {
+					// Its node may be going DOWN during a move: wait
+					// for the word a little.
+					t := time.NewTimer(followWait)
+					select {
+					case <-down:
+					case <-t.C:
+					}
+					t.Stop()
+				}
 				select {
 				case <-down:
+					if mv := movedAway(); mv != nil {
+						if err := follow(mv); err != nil {
+							return err
+						}
+						continue
+					}
 					// The link broke because the node went down:
 					// say that, not the broken link.
 					return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
@@ -267,30 +331,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			if mv := r.m.GetMoved(); mv != nil && started {
 				// The program moved: its output so far is all here;
 				// the rest comes from its new node.
-				nps, ndown, err := s.attachTo(fctx, mv, cpidNow)
-				if err != nil {
-					s.log.WithError(err).WithField("node", mv.Node).Warn("cannot reach a program that moved")
-					return stream.Send(exitOf(ExitLost, 0, "the program moved to node "+strconv.FormatUint(uint64(mv.Node), 10)+" but cannot be reached there: "+status.Convert(err).Message()))
+				if err := follow(mv); err != nil {
+					return err
 				}
-				sendMu.Lock()
-				ps = nps
-				gen++
-				rest, lost := kept.from(mv.StdinTaken)
-				for _, b := range rest {
-					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Stdin{Stdin: b}}}})
-				}
-				if lost > 0 {
-					s.log.WithField("cpid", cpidNow).WithField("bytes", lost).Warn("a moved program lost stdin its old copy had not taken")
-				}
-				if stdinEOF {
-					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}}})
-				}
-				if callerEOF {
-					_ = ps.CloseSend()
-				}
-				sendMu.Unlock()
-				go read(nps, gen)
-				n, down = mv.Node, ndown
 				continue
 			}
 			gotAny = true

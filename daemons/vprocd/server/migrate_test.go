@@ -554,3 +554,70 @@ func TestMigratePassedStdio(t *testing.T) {
 		t.Errorf("echoed %q", out.other)
 	}
 }
+
+// movesOf is node n's moves in progress (package migrate's Status).
+func movesOf(c *testCluster, n uint32) []migrate.Status {
+	m := c.node(n).srv.mig
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.node.Moves()
+}
+
+// TestMigrateSourceDown: the source goes DOWN after the target confirmed
+// and before a decision: the target asks the arbiter (the origin) to
+// commit, runs the program, and the caller's exec follows it there; the
+// source's original, frozen, never runs again.
+func TestMigrateSourceDown(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, "slowrestore"}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(10)
+	orig, _ := c.node(2).srv.record(cpid.CPID(p.Cpid))
+	defer syscall.Kill(-int(orig), syscall.SIGKILL)
+	mctx, mcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer mcancel()
+	go func() { _ = c.client(1).Migrate(mctx, p.Cpid, 3) }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("waiting for %s: node 3 has %v", what, movesOf(c, 3))
+			}
+		}
+	}
+	waitFor("node 3 to restore", func() bool { return len(movesOf(c, 3)) > 0 })
+	// The source's word to the origin is lost from now on: it sees the
+	// origin DOWN, and asks another arbiter, which no one else believes.
+	c.node(2).srv.Membership(1, false)
+	waitFor("node 3 to confirm", func() bool {
+		ms := movesOf(c, 3)
+		return len(ms) == 1 && ms[0].State == "confirmed"
+	})
+	at := out.last
+	for _, n := range []uint32{1, 3} {
+		c.node(n).srv.Membership(2, false)
+	}
+	out.upTo(at + 30)
+	if _, ok := c.node(3).srv.record(cpid.CPID(p.Cpid)); !ok {
+		t.Error("node 3 does not run it")
+	}
+	if st, err := readProc(orig); err != nil || st.start == 0 {
+		t.Errorf("the original at node 2: %v", err)
+	}
+	if _, err := io.WriteString(p.Stdin, "exit 6\n"); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Code != 6 {
+		t.Errorf("status %+v, %v; want 6", st, err)
+	}
+}

@@ -100,6 +100,53 @@ func (s *Server) awaitCopy(ctx context.Context, id migrate.ID) (*copyHere, error
 	}
 }
 
+// followWait bounds the wait of a migratable exec whose program's node
+// went DOWN (or whose link to it broke) for a move of the program away
+// from it to be decided here.
+const followWait = 3 * time.Second
+
+// movedAway waits, when the node `from` of program x went DOWN, for this
+// node, the arbiter of x's moves (its origin), to commit a move of x away
+// from it, and returns that move as a Moved whose old copy's share of
+// stdin is not known (-1); nil when there is none. A move still being
+// decided is waited for up to the confirmation's timeout.
+func (s *Server) movedAway(ctx context.Context, x int64, from uint32) *vprocv1.Moved {
+	c, err := checkCPID(x)
+	if err != nil || c.Node() != s.cfg.Node {
+		return nil
+	}
+	begin := time.Now()
+	for {
+		deciding := false
+		s.mig.mu.Lock()
+		for _, st := range s.mig.node.Moves() {
+			if st.Role != "arbiter" || st.Move.CPID != uint64(c) || st.Move.Source != from {
+				continue
+			}
+			switch st.State {
+			case migrate.Commit.String():
+				s.mig.mu.Unlock()
+				return &vprocv1.Moved{Node: st.Move.Target, Move: moveName(st.Move.ID), StdinTaken: -1}
+			case "querying":
+				deciding = true
+			}
+		}
+		s.mig.mu.Unlock()
+		wait := followWait
+		if deciding {
+			wait = migrate.DefaultConfirmTimeout
+		}
+		if time.Since(begin) > wait {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // callerOf is the caller of the local socket.
 func callerOf(ctx context.Context) (localapi.Cred, error) {
 	c, ok := localapi.CallerFrom(ctx)
