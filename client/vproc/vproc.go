@@ -149,6 +149,11 @@ type Cmd struct {
 	// Detach lets it run on after this process: its stdio is /dev/null
 	// and Exec returns once it runs.
 	Detach bool
+	// Migratable starts it for cooperative migration: vprocd gives it a
+	// checkpoint socket (OPENSSI_CHECKPOINT_SOCK; a Go program registers
+	// with client/vproc/coop) and Migrate can then move it to another
+	// node while this Process reads on. Not with TTY or Detach.
+	Migratable bool
 	// Stdin, Stdout and Stderr, when set, are copied to and from the
 	// program; when nil, Process has a pipe in their place.
 	Stdin          io.Reader
@@ -256,7 +261,7 @@ func (c *Client) Exec(ctx context.Context, node int, cmd Cmd) (*Process, error) 
 		dir, _ = os.Getwd()
 	}
 	req := &vprocv1.ExecRequest{Node: uint32(node), Argv: bytesOf(cmd.Args), Env: bytesOf(env), Cwd: []byte(dir),
-		Tty: cmd.TTY, Detach: cmd.Detach}
+		Tty: cmd.TTY, Detach: cmd.Detach, Migratable: cmd.Migratable}
 	if cmd.TTY {
 		req.Size = &vprocv1.WindowSize{Rows: uint32(cmd.Rows), Cols: uint32(cmd.Cols)}
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/daemons/vprocd/migrate"
 	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	"github.com/openssi/openssi/daemons/vprocd/server"
 	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
@@ -68,9 +69,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Scopes:         scopes,
 		WarmGates:      own.WarmGates,
 		Load:           loadCfg,
-		Log:            env.Log,
+		Migrate: server.MigrateConfig{Core: migrate.Config{ConfirmTimeout: own.Migrate.ConfirmTimeout},
+			StateLimit: own.Migrate.CoopStateLimit},
+		Log: env.Log,
 	})
 	defer srv.Close()
+	if n := srv.EndHeldCopies(); n > 0 {
+		env.Log.WithField("count", n).Warn("ended the programs a previous vprocd held for moves")
+	}
 	for _, n := range view.Nodes {
 		srv.MembershipAt(view.Epoch, uint32(n.Number), n.State == cluster.Up)
 	}

@@ -82,7 +82,7 @@ through their sockets in the run directory.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.runDir, "run-dir", defRunDir, "directory holding the daemons' sockets (env OPENSSI_CLUSTER_RUN_DIR)")
-	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newLockspace(g), newExec(g), newKill(g), newRenice(g), newConsul(g), newVersion(g))
+	root.AddCommand(newNodes(g), newStatus(g), newEvents(g), newNode(g), newLock(g), newLocks(g), newLockspace(g), newExec(g), newKill(g), newRenice(g), newMigrate(g), newConsul(g), newVersion(g))
 	root.AddCommand(newLoadLevel(g))
 	root.AddCommand(newInit(g), newService(g))
 	root.AddCommand(newIsolate(g), newKeepalive(g), newVip(g))

@@ -37,9 +37,10 @@ func newExec(g *globals) *cobra.Command {
 		dir    string
 		detach bool
 		auto   bool
+		mig    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]",
+		Use:   "exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach | --migratable] -- CMD [ARG...]",
 		Short: "Run a command on a node of the cluster",
 		Long: `Run CMD on node NODE (default: this one) as if it ran here: as you (the
 uid, gid and groups the kernel reports for ssi, never anything ssi says),
@@ -54,6 +55,10 @@ CPU, as this node has heard), as ssi exec without -n does for the programs
 of ssi loadlevel list. If this node goes DOWN, CMD runs on (with a SIGHUP
 if ssi had a terminal here, as nohup decides). CMD is in your shell job's
 cluster process group: ssi kill -- -CPGID reaches it on NODE.
+--migratable starts CMD for cooperative migration (a checkpoint socket
+in OPENSSI_CHECKPOINT_SOCK, docs/cooperative-migration.md): ssi migrate
+CPID NODE can then move it while ssi exec reads on (not with -t or
+--detach).
 
 Exit status:
   the command's own, 128+N when signal N ended it
@@ -70,10 +75,13 @@ Exit status:
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 0 {
-				return usageError{errors.New("usage: ssi exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach] -- CMD [ARG...]")}
+				return usageError{errors.New("usage: ssi exec [-n NODE | --auto] [-t] [-e K=V]... [-C DIR] [--detach | --migratable] -- CMD [ARG...]")}
 			}
 			if auto && node != 0 {
 				return usageError{errors.New("-n and --auto: give one")}
+			}
+			if mig && (tty || detach) {
+				return usageError{errors.New("--migratable with -t or --detach: a migratable program streams its stdio through ssi exec")}
 			}
 			if node < 0 {
 				return usageError{fmt.Errorf("-n %d: want a node number", node)}
@@ -82,7 +90,7 @@ Exit status:
 			if err != nil {
 				return usageError{err}
 			}
-			c := vproc.Cmd{Args: args, Env: env, Dir: dir, TTY: tty, Detach: detach}
+			c := vproc.Cmd{Args: args, Env: env, Dir: dir, TTY: tty, Detach: detach, Migratable: mig}
 			if auto {
 				node = vproc.Auto
 			}
@@ -99,6 +107,7 @@ Exit status:
 	f.StringVarP(&dir, "dir", "C", "", "run CMD in DIR on NODE (default: the current directory)")
 	f.BoolVar(&detach, "detach", false, "print CMD's cluster PID and let it run on after ssi")
 	f.BoolVar(&auto, "auto", false, "run CMD on the least-loaded node")
+	f.BoolVar(&mig, "migratable", false, "start CMD for cooperative migration (ssi migrate)")
 	return cmd
 }
 

@@ -130,6 +130,10 @@ func (g *globals) eachProcess(ctx context.Context, what string, n int, f func(co
 		fmt.Fprintln(g.errOut, "ssi "+what+": "+oneLine(err.Error()))
 		if code == 0 {
 			code = signalExit(err)
+			var me migrateError
+			if errors.As(err, &me) {
+				code = migrateExit(me.error)
+			}
 		}
 	}
 	if code != 0 {

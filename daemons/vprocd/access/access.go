@@ -30,6 +30,16 @@ func Signal(caller, owner uint32, c cpid.CPID) error {
 	return fmt.Errorf("access: uid %d may not signal process %s of uid %d (only its owner or root may): %w", caller, c, owner, ErrPermission)
 }
 
+// Migrate returns nil when uid caller may move a process of uid owner to
+// another node (`ssi migrate`): root any, any other user only its own, as
+// for a signal.
+func Migrate(caller, owner uint32, c cpid.CPID) error {
+	if caller == 0 || caller == owner {
+		return nil
+	}
+	return fmt.Errorf("access: uid %d may not move process %s of uid %d (only its owner or root may): %w", caller, c, owner, ErrPermission)
+}
+
 // Renice returns nil when uid caller may change the nice value of a
 // process of uid owner from cur to want: root any, the owner only upward
 // (want >= cur). want must be within MinNice..MaxNice.

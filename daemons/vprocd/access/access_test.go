@@ -62,3 +62,26 @@ func TestRenice(t *testing.T) {
 		}
 	}
 }
+
+func TestMigrate(t *testing.T) {
+	for _, tc := range []struct {
+		caller, owner uint32
+		err           string
+	}{
+		{0, 1000, ""},
+		{1000, 1000, ""},
+		{1000, 1001, "access: uid 1000 may not move process 12582989 of uid 1001 (only its owner or root may): operation not permitted"},
+		{1000, 0, "access: uid 1000 may not move process 12582989 of uid 0 (only its owner or root may): operation not permitted"},
+	} {
+		err := Migrate(tc.caller, tc.owner, c)
+		if tc.err == "" {
+			if err != nil {
+				t.Errorf("Migrate(%d, %d) = %v", tc.caller, tc.owner, err)
+			}
+			continue
+		}
+		if err == nil || err.Error() != tc.err || !errors.Is(err, ErrPermission) {
+			t.Errorf("Migrate(%d, %d) = %v; want %s", tc.caller, tc.owner, err, tc.err)
+		}
+	}
+}

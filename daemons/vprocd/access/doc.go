@@ -15,6 +15,7 @@
 // # API
 //
 //	err := access.Signal(callerUID, ownerUID, cpid)            // nil: allowed
+//	err := access.Migrate(callerUID, ownerUID, cpid)           // ssi migrate: as Signal
 //	err := access.Renice(callerUID, ownerUID, cpid, cur, want) // nice values -20..19
 //	errors.Is(err, access.ErrPermission)                       // also errors.Is(err, syscall.EPERM)
 //	errors.Is(err, access.ErrNice)                             // want outside -20..19

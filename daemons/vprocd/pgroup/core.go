@@ -175,6 +175,8 @@ func (c *Core) Step(now time.Time, ev Event) error {
 		return c.started(e.Proc)
 	case Ended:
 		c.ended(e)
+	case Moved:
+		return c.moved(e.Proc)
 	case NodeDown:
 		c.nodeDown(e)
 	case NodeUp:
@@ -260,21 +262,54 @@ func (c *Core) started(p Proc) error {
 	return nil
 }
 
+func (c *Core) moved(p Proc) error {
+	if !p.CPID.Valid() || p.Node == 0 || p.Node > cpid.MaxNode || p.PID < 0 || p.PID > cpid.MaxPID {
+		return fmt.Errorf("pgroup: moved process %v: %w", p, ErrInvalid)
+	}
+	if old, ok := c.origin[p.CPID]; ok && p.CPID.Node() == c.self {
+		// Its pid there, or 0 until it is known (never the old one:
+		// see ended).
+		old.Node, old.PID = p.Node, p.PID
+		c.origin[p.CPID] = old
+	}
+	if p.Node != c.self {
+		return nil
+	}
+	if p.PID == 0 {
+		return fmt.Errorf("pgroup: moved process %v here without its pid: %w", p, ErrInvalid)
+	}
+	if p.PGID == 0 {
+		p.PGID = p.CPID
+	}
+	if p.SID == 0 {
+		p.SID = p.PGID
+	}
+	c.local[p.CPID] = p
+	if _, ok := c.origin[p.CPID]; !ok && p.CPID.Node() == c.self {
+		c.origin[p.CPID] = p
+	}
+	if o := p.CPID.Node(); o != c.self && !c.up[o] {
+		c.sendReport(o, true)
+	}
+	return nil
+}
+
 func (c *Core) ended(e Ended) {
-	if p, ok := c.origin[e.CPID]; ok && p.Node == e.Node {
+	if p, ok := c.origin[e.CPID]; ok && p.Node == e.Node && (e.PID == 0 || p.PID == 0 || p.PID == e.PID) {
 		delete(c.origin, e.CPID)
 	}
 	if e.Node != c.self {
 		return
 	}
-	if _, ok := c.local[e.CPID]; !ok {
+	l, ok := c.local[e.CPID]
+	if !ok {
 		return
 	}
 	delete(c.local, e.CPID)
 	switch o := e.CPID.Node(); {
 	case o == c.self:
 	case c.up[o]:
-		c.rd.Sends = append(c.rd.Sends, Send{To: o, Ended: &Ended{CPID: e.CPID, Node: c.self}})
+		c.rd.Sends = append(c.rd.Sends, Send{To: o, Ended: &Ended{CPID: e.CPID, Node: c.self, PID: l.PID}})
 	default:
 		c.sendReport(o, true)
 	}

@@ -59,8 +59,20 @@ type Started struct{ Proc Proc }
 // sends, see Ready.Sends).
 type Ended struct {
 	CPID cpid.CPID
-	Node uint32
+	Node uint32 // PID, when not 0, is its pid there: a record of the same cpid
+	// with another pid (a new process given that cpid since, on the same
+	// node) is not ended by a late Ended of the old one.
+	PID int32
 }
+
+// Moved: the process Proc.CPID moved (package migrate) and now runs on
+// Proc.Node as Proc.PID (0: its pid there is not known yet). The shell
+// steps it on the arbiter that recorded the move (the origin's table
+// follows it), on the node it moved to (which then runs it, the whole
+// Proc being its record there) and on the origin again when it learns
+// the pid. Its copy on the node it left ends as any process does (Ended
+// of that node, which no longer matches the origin's record).
+type Moved struct{ Proc Proc }
 
 // NodeDown and NodeUp are clmsd's membership events, in epoch order.
 type NodeDown struct {
@@ -104,6 +116,7 @@ type Kill struct {
 
 func (Started) event()  {}
 func (Ended) event()    {}
+func (Moved) event()    {}
 func (NodeDown) event() {}
 func (NodeUp) event()   {}
 func (Report) event()   {}

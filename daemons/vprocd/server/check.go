@@ -85,6 +85,9 @@ func CheckRequest(r *vprocv1.ExecRequest) error {
 	if r.PassedStdio != 0 && (r.Tty || r.Detach) {
 		return fmt.Errorf("vproc: stdio passed with a terminal or detached")
 	}
+	if r.Migratable && (r.Tty || r.Detach || r.Trace != nil) {
+		return fmt.Errorf("vproc: a migratable program with a terminal, detached or traced")
+	}
 	if r.Trace != nil {
 		return checkTrace(r.Trace)
 	}

@@ -15,4 +15,19 @@
 // goes to every UP node, each signaling the members that run on it. When
 // the origin's link breaks without a word that the caller left, the
 // target waits for the origin's NODEDOWN before deciding (origin.go).
+//
+// A program started migratable (ExecRequest.migratable, `ssi exec
+// --migratable`) gets a checkpoint socket of its own (cooplink.go, the
+// protocol of package coop) and is always relayed by its caller's vprocd
+// through the peer service, even when it runs there. `ssi migrate`
+// (migrate.go) is routed like a kill to the node it runs on, which checks
+// the caller against its owner and drives package migrate's core: the
+// shell checkpoints it, streams its state to the target, which starts the
+// same executable as the same caller and restores it, and the core's
+// arbiter decides. When the move commits, the old copy is ended, its exec
+// stream ends with Moved once its output is drained, and the caller's
+// vprocd attaches to the new copy (moved.go), sending it again the stdin
+// the old one had not taken (movestdin.go): one output stream, one stdin,
+// the same cpid, the exit status of the copy. The programs held for a
+// move are marked on disk so that a restarted vprocd ends them (held.go).
 package server

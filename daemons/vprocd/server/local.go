@@ -39,6 +39,7 @@ func (a *API) Register(g *grpc.Server) {
 	registerLoadAPI(g, a.s)
 	registerPs(g, a.s)
 	vprocv1.RegisterVprocSignalServer(g, signalAPI{s: a.s})
+	vprocv1.RegisterVprocMigrateServer(g, migrateAPI{s: a.s})
 }
 
 // Exec runs a program for the caller of the socket, as that caller: its
@@ -95,16 +96,20 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	case req.Node == 0:
 		req.Node = s.levelNode(req.Argv) // a program placed by load
 	}
-	local := req.Node == 0 || req.Node == s.cfg.Node
+	if req.Node == 0 {
+		req.Node = s.cfg.Node
+	}
+	// A migratable program is relayed through the peer service even
+	// here: the relay follows it when it moves (forward).
+	local := req.Node == s.cfg.Node && !req.Migratable
 	if ps, ok := stream.(*passedStream); ok && !(local && ps.give()) {
-		// Relayed: the program runs on another node (or a file is
-		// the caller's own description).
+		// Relayed: the program runs on another node, or may move, or
+		// a file is the caller's own description.
 		if err := ps.relay(); err != nil {
 			return err
 		}
 	}
 	if local {
-		req.Node = s.cfg.Node
 		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
 	}
 	return s.forward(ctx, stream, caller, req)
@@ -142,17 +147,27 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		Tty:     org.tty,
 		Cpid:    int64(x),
 	}
-	var sendMu sync.Mutex
+	var (
+		sendMu sync.Mutex // guards ps and what the inputs said so far
+		// callerEOF: the caller half-closed; stdinEOF: it closed stdin.
+		// A stream attached to a moved program is told both again.
+		callerEOF, stdinEOF bool
+		// kept is the end of the stdin stream, sent again to a moved
+		// program's new copy from where the old one stopped.
+		kept stdinLog
+	)
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
-	// The caller's inputs, as they come.
+	// The caller's inputs, as they come, to the program's node of the
+	// moment.
 	go func() {
 		for {
 			m, err := stream.Recv()
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					sendMu.Lock()
+					callerEOF = true
 					_ = ps.CloseSend()
 					sendMu.Unlock()
 				}
@@ -162,23 +177,27 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				continue // the target would drop it too
 			}
 			sendMu.Lock()
-			err = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
-			sendMu.Unlock()
-			if err != nil {
-				return // the replies say why
+			stdinEOF = stdinEOF || m.GetStdinEof()
+			if req.Migratable {
+				kept.add(m.GetStdin())
 			}
+			// A send that fails: the replies say why (or the program
+			// moved, and the next stream takes the inputs).
+			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
+			sendMu.Unlock()
 		}
 	}()
 	type reply struct {
+		gen int
 		m   *vprocv1.ExecOutput
 		err error
 	}
 	replies := make(chan reply, 1)
-	go func() {
+	read := func(ps vprocpeerv1.VprocPeer_ExecClient, gen int) {
 		for {
 			m, err := ps.Recv()
 			select {
-			case replies <- reply{m, err}:
+			case replies <- reply{gen, m, err}:
 			case <-fctx.Done():
 				return
 			}
@@ -186,11 +205,62 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				return
 			}
 		}
-	}()
+	}
+	gen := 0
+	go read(ps, gen)
 	gotAny, started, recorded := false, false, false
+	var cpidNow int64 // the program's, from its Started
+	// follow reattaches the relay to the node a program moved to; an
+	// error is the caller's Exit.
+	follow := func(mv *vprocv1.Moved) error {
+		nps, ndown, err := s.attachTo(fctx, mv, cpidNow)
+		if err != nil {
+			s.log.WithError(err).WithField("node", mv.Node).Warn("cannot reach a program that moved")
+			return stream.Send(exitOf(ExitLost, 0, "the program moved to node "+strconv.FormatUint(uint64(mv.Node), 10)+" but cannot be reached there: "+status.Convert(err).Message()))
+		}
+		sendMu.Lock()
+		ps = nps
+		gen++
+		taken := mv.StdinTaken
+		if taken < 0 {
+			taken = kept.sent // not known: send nothing again
+		}
+		rest, lost := kept.from(taken)
+		for _, b := range rest {
+			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Stdin{Stdin: b}}}})
+		}
+		if lost > 0 {
+			s.log.WithField("cpid", cpidNow).WithField("bytes", lost).Warn("a moved program lost stdin its old copy had not taken")
+		}
+		if stdinEOF {
+			_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}}})
+		}
+		if callerEOF {
+			_ = ps.CloseSend()
+		}
+		sendMu.Unlock()
+		go read(nps, gen)
+		n, down = mv.Node, ndown
+		return nil
+	}
+	// movedAway: the program's node went DOWN during a move that this
+	// node, its arbiter, commits without it (package migrate: the
+	// target asks to commit when the source is DOWN).
+	movedAway := func() *vprocv1.Moved {
+		if !req.Migratable || !started {
+			return nil
+		}
+		return s.movedAway(ctx, cpidNow, n)
+	}
 	for {
 		select {
 		case <-down:
+			if mv := movedAway(); mv != nil {
+				if err := follow(mv); err != nil {
+					return err
+				}
+				continue
+			}
 			s.log.WithField("node", n).Info("the node of an exec went DOWN: ending it")
 			return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
 		case <-ctx.Done():
@@ -227,7 +297,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			for {
 				select {
 				case r := <-replies:
-					if r.err != nil || r.m.GetExit() != nil {
+					if r.gen == gen && (r.err != nil || r.m.GetExit() != nil) {
 						return ctx.Err()
 					}
 				case <-t.C:
@@ -237,9 +307,28 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				}
 			}
 		case r := <-replies:
+			if r.gen != gen {
+				continue // the stream of a node the program left
+			}
 			if r.err != nil {
+				if req.Migratable && started && !errors.Is(r.err, io.EOF) {
+					// Its node may be going DOWN during a move: wait
+					// for the word a little.
+					t := time.NewTimer(followWait)
+					select {
+					case <-down:
+					case <-t.C:
+					}
+					t.Stop()
+				}
 				select {
 				case <-down:
+					if mv := movedAway(); mv != nil {
+						if err := follow(mv); err != nil {
+							return err
+						}
+						continue
+					}
 					// The link broke because the node went down:
 					// say that, not the broken link.
 					return stream.Send(exitOf(ExitLost, 0, lostLine(n, "went down")))
@@ -261,9 +350,31 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				}
 				return stream.Send(exitOf(ExitLost, 0, lostLine(n, "lost the connection")))
 			}
+			if mv := r.m.GetMoved(); mv != nil && started {
+				// The program moved: its output so far is all here;
+				// the rest comes from its new node.
+				if err := follow(mv); err != nil {
+					return err
+				}
+				continue
+			}
 			gotAny = true
 			if st := r.m.GetStarted(); st != nil {
+				if started {
+					// The copy on the node it moved to: the origin's
+					// table learns its pid there; the caller knew
+					// it started.
+					if c, err := checkCPID(cpidNow); err == nil {
+						_ = s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: c, Node: n, PID: st.Pid}})
+					}
+					s.migLocate(cpidNow, n)
+					continue
+				}
 				started = true
+				cpidNow = st.Cpid
+				if req.Migratable {
+					s.migLocate(cpidNow, n)
+				}
 				if x != 0 && st.Cpid == int64(x) {
 					// This node answers for it now (package pgroup).
 					recorded = s.pgStep(pgroup.Started{Proc: pgroup.Proc{CPID: x, Node: n, PID: st.Pid, PGID: org.cpgid,
@@ -273,6 +384,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			if recorded && r.m.GetExit() != nil {
 				_ = s.pgStep(pgroup.Ended{CPID: x, Node: n})
 			}
+			if req.Migratable && r.m.GetExit() != nil {
+				s.migLocate(cpidNow, 0)
+			}
 			if err := stream.Send(r.m); err != nil {
 				return err
 			}
@@ -281,6 +395,27 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 		}
 	}
+}
+
+// attachTo opens the stream of a program that moved (Moved) to its new
+// node, and returns it with that node's DOWN channel.
+func (s *Server) attachTo(ctx context.Context, mv *vprocv1.Moved, x int64) (vprocpeerv1.VprocPeer_ExecClient, <-chan struct{}, error) {
+	down, err := s.upNode(mv.Node)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := s.peer(ctx, mv.Node)
+	if err != nil {
+		return nil, nil, err
+	}
+	ps, err := vprocpeerv1.NewVprocPeerClient(conn).Exec(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Attach{Attach: &vprocpeerv1.Attach{Origin: s.cfg.Node, Cpid: x, Move: mv.Move}}}); err != nil {
+		return nil, nil, err
+	}
+	return ps, down, nil
 }
 
 // lostLine is the one line of an exec whose node was lost.

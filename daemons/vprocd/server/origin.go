@@ -65,6 +65,8 @@ type execRecord struct {
 	// attached: an exec on the origin waits for it and forwards the
 	// caller's signals to it.
 	attached bool
+	// mig: started migratable (nil otherwise).
+	mig *migProg
 }
 
 // records are the programs started through vprocd that run here, by

@@ -27,6 +27,7 @@ func (p *Peer) Register(g *grpc.Server) {
 	registerLoadPeer(g, p.s)
 	registerPsPeer(g, p.s)
 	vprocpeerv1.RegisterVprocSignalPeerServer(g, signalPeer{s: p.s})
+	vprocpeerv1.RegisterVprocMigratePeerServer(g, migratePeer{s: p.s})
 }
 
 // Exec runs a program for a caller of the origin node. The origin is
@@ -38,6 +39,9 @@ func (p *Peer) Exec(stream vprocpeerv1.VprocPeer_ExecServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
+	}
+	if a := first.GetAttach(); a != nil {
+		return p.s.attach(ctx, stream, a)
 	}
 	start := first.GetStart()
 	if err := CheckStart(start, p.s.cfg.Node); err != nil {

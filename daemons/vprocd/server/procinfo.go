@@ -29,6 +29,9 @@ type procStat struct {
 	nice int
 	// tty is its controlling terminal (tty_nr), 0 for none.
 	tty int
+	// start is its start time (clock ticks after boot): with its pid,
+	// it names the process for good.
+	start uint64
 }
 
 // readProc reads pid's real uid, process group and nice value.
@@ -69,8 +72,8 @@ func readProc(pid int32) (procStat, error) {
 	}
 	f := strings.Fields(string(stat[i+1:]))
 	// f[0] is field 3 (state), f[2] field 5 (pgrp), f[4] field 7
-	// (tty_nr), f[16] field 19 (nice).
-	if len(f) < 17 {
+	// (tty_nr), f[16] field 19 (nice), f[19] field 22 (starttime).
+	if len(f) < 20 {
 		return st, fmt.Errorf("vproc: %s/stat: %d fields", dir, len(f)+2)
 	}
 	if f[0] == "Z" || f[0] == "X" {
@@ -79,10 +82,11 @@ func readProc(pid int32) (procStat, error) {
 	pg, err1 := strconv.ParseInt(f[2], 10, 32)
 	nice, err2 := strconv.Atoi(f[16])
 	tty, err3 := strconv.Atoi(f[4])
-	if err1 != nil || err2 != nil || err3 != nil {
-		return st, fmt.Errorf("vproc: %s/stat: bad pgrp, tty or nice", dir)
+	start, err4 := strconv.ParseUint(f[19], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		return st, fmt.Errorf("vproc: %s/stat: bad pgrp, tty, nice or start time", dir)
 	}
-	st.pgrp, st.nice, st.tty = int32(pg), nice, tty
+	st.pgrp, st.nice, st.tty, st.start = int32(pg), nice, tty, start
 	return st, nil
 }
 

@@ -119,7 +119,7 @@ func (s *Server) pgSend(m pgroup.Send) {
 		}
 		_, err = cl.Report(ctx, r)
 	case m.Ended != nil:
-		_, err = cl.Ended(ctx, &vprocpeerv1.PeerEnded{Cpid: int64(m.Ended.CPID), Node: m.Ended.Node})
+		_, err = cl.Ended(ctx, &vprocpeerv1.PeerEnded{Cpid: int64(m.Ended.CPID), Node: m.Ended.Node, Pid: m.Ended.PID})
 	}
 	if err != nil {
 		log.WithError(err).Warn("cannot tell a peer of cluster processes")
@@ -230,7 +230,7 @@ func (p signalPeer) Ended(ctx context.Context, e *vprocpeerv1.PeerEnded) (*vproc
 	if err != nil {
 		return nil, err
 	}
-	_ = p.s.pgStep(pgroup.Ended{CPID: x, Node: e.Node})
+	_ = p.s.pgStep(pgroup.Ended{CPID: x, Node: e.Node, PID: max(e.GetPid(), 0)})
 	return &vprocpeerv1.PeerAck{}, nil
 }
 

@@ -5,17 +5,21 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/status"
 
+	"github.com/openssi/openssi/daemons/vprocd/coop"
 	cpidpkg "github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
 	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
 
 // chunkSize is the size of the output chunks sent to the caller.
@@ -81,6 +85,23 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	if req.Trace != nil {
 		spec.Argv, err = s.straceArgv(ctx, cred.UID, req.Trace)
 	}
+	var mig *migProg
+	if err == nil && req.Migratable {
+		// Its checkpoint socket (cooplink.go); what a target needs to
+		// start it again is what it was started with.
+		var link *coopLink
+		link, err = newCoopLink(s.cfg.CoopDir, cred.UID, cred.GID, coop.Limits{State: s.cfg.Migrate.StateLimit})
+		if err == nil {
+			mig = &migProg{link: link, prog: &vprocpeerv1.MovedProgram{Argv: req.Argv, Env: req.Env, Cwd: req.Cwd,
+				Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups, Cpgid: int64(org.cpgid), Tty: org.tty}}
+			spec.Env = append(slices.Clip(spec.Env), link.env(false)...)
+			defer func() {
+				if p == nil {
+					link.close()
+				}
+			}()
+		}
+	}
 	if err == nil {
 		if s.warm != nil {
 			p, err = s.warm.Start(spec)
@@ -99,8 +120,12 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
-	cpid := s.started(p.Pid, cred.UID, req, org)
+	cpid := s.started(p.Pid, cred.UID, req, org, mig)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
+	if mig != nil {
+		mig.p = p
+		go func() { _ = mig.link.accept(p.Pid, nil) }()
+	}
 	if s.cfg.Scopes != nil && !p.InScope {
 		if err := s.cfg.Scopes.Scope(ctx, p.Pid, cred.UID, cpid); err != nil {
 			// It runs all the same, accounted to vprocd.
@@ -132,6 +157,13 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	if p.Note != "" {
 		_ = out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stderr{Stderr: []byte(spec.NotePrefix + p.Note + "\n")}})
 	}
+	return s.serve(ctx, in, out, p, f, mig, log)
+}
+
+// serve streams the stdio of the running program p over in and out until
+// it exits, then sends its Exit; or, when it ended because it moved (a
+// committed migration ended this copy), its output drained, Moved.
+func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Proc, f *fate, mig *migProg, log logrus.FieldLogger) error {
 
 	var readers sync.WaitGroup
 	pump := func(r io.Reader, wrap func([]byte) *vprocv1.ExecOutput) {
@@ -180,7 +212,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	}
 
 	exited := make(chan struct{})
-	go s.feed(ctx, in, p, f, exited, log)
+	go s.feed(ctx, in, p, f, exited, log, mig)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -192,6 +224,19 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 	st := p.Wait()
 	s.ended(f.cpid)
 	close(exited)
+	if mig != nil {
+		mig.link.close()
+		if mv := mig.movedTo(); mv != nil {
+			// Its whole group was killed: its output ends; all of
+			// it goes before the copy's (the origin attaches to that
+			// after this Moved).
+			readers.Wait()
+			p.CloseOutput()
+			moved := &vprocv1.Moved{Node: mv.Node, Move: mv.Move, StdinTaken: mig.in.takenAfterEnd()}
+			log.WithField("node", mv.Node).Info("the program moved")
+			return out.Send(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Moved{Moved: moved}})
+		}
+	}
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
 	t := time.NewTimer(s.cfg.OutputGrace)
@@ -211,19 +256,29 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 // feed carries the caller's inputs to p until p exits: stdin through a
 // bounded queue, signals and window sizes at once. When the stream fails
 // it leaves p's fate to f (the caller is gone, or its node).
-func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }) {
+func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }, mig *migProg) {
 	queue := make(chan []byte, stdinQueue)
 	go func(queue <-chan []byte) {
 		broken := false
 		for b := range queue {
+			if mig != nil && mig.in.hold(b) {
+				continue // checkpointed: kept for it, or for its copy
+			}
 			if !broken && p.Stdin == nil {
 				broken = true // a stdin of the caller's own: nothing comes this way
 			}
 			if !broken {
-				if _, err := p.Stdin.Write(b); err != nil {
+				n, err := p.Stdin.Write(b)
+				if mig != nil {
+					mig.in.taken.Add(int64(n))
+				}
+				if err != nil {
 					broken = true // the program closed its stdin: drop the rest
 				}
 			}
+		}
+		if mig != nil && mig.in.holdEOF() {
+			return
 		}
 		_ = p.CloseStdin()
 	}(queue)
@@ -310,7 +365,7 @@ func strs(b [][]byte) []string {
 // started records the program pid just started here for uid, and
 // returns its cpid: the one its origin gave it, else (a local exec, an
 // origin that gave none, a cpid in use here) the cpid of its pid here.
-func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin) int64 {
+func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin, mig *migProg) int64 {
 	plain := cpidOf(CPID(s.cfg.Node, pid))
 	x := plain
 	if org.cpid != 0 && org.node != s.cfg.Node {
@@ -322,7 +377,7 @@ func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org exec
 		x, pr.CPID = plain, plain
 		_ = s.pgStep(pgroup.Started{Proc: pr})
 	}
-	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach})
+	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach, mig: mig})
 	return int64(x)
 }
 

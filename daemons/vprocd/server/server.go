@@ -54,6 +54,11 @@ type Config struct {
 	// for the origin's NODEDOWN before it is killed as a program whose
 	// caller is gone. Default DefaultOriginGrace.
 	OriginGrace time.Duration
+	// CoopDir is where the checkpoint sockets of the programs started
+	// migratable are made (DefaultCoopDir when empty).
+	CoopDir string
+	// Migrate configures migration (migrate.go).
+	Migrate MigrateConfig
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
 	// Proc is the /proc the process table is read from; nil is the
@@ -88,6 +93,8 @@ type Server struct {
 	where whereCache
 	// warm keeps gates started ahead (nil without Scopes or WarmGates).
 	warm *runner.Warm
+	// mig is the move protocol and its moves (migrate.go).
+	mig *mover
 }
 
 // Stop says vprocd is stopping: the programs of callers still attached
@@ -134,7 +141,8 @@ func New(cfg Config) *Server {
 		cfg.Log = logrus.StandardLogger()
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log, CacheFor: holderCacheFor}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
-		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node)}
+		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node),
+		mig: newMover(cfg.Node, cfg.Migrate.Core)}
 	if cfg.Scopes != nil && cfg.WarmGates > 0 {
 		s.warm = runner.NewWarm(runner.WarmConfig{PerCaller: cfg.WarmGates, Max: maxWarmGates, Idle: warmGateIdle,
 			Prepare: func(pid int, uid uint32) error {
@@ -175,6 +183,10 @@ func (s *Server) MembershipAt(epoch uint64, n uint32, up bool) {
 	s.load.membership(n, up)
 	if s.membership(n, up) {
 		s.pgMembership(epoch, n, up)
+		s.cp.mu.Lock()
+		e := s.cp.epoch
+		s.cp.mu.Unlock()
+		s.migMembership(e)
 	}
 }
 

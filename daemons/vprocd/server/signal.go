@@ -134,6 +134,11 @@ func onProcess[R any](ctx context.Context, s *Server, x cpid.CPID, fromPeer bool
 		}
 		return remote(cl, true)
 	case a.Found:
+		if pid, ok := s.record(x); ok {
+			// Its pid here as this node started it (a process that
+			// moved here may be in the table before its pid is).
+			return local(pid)
+		}
 		return local(a.Proc.PID)
 	}
 	return local(x.PID())

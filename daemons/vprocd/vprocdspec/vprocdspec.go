@@ -10,6 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/vprocd/load"
@@ -71,12 +72,28 @@ type Config struct {
 	// (about 5 ms less per exec). Each is an idle `openssi-vproc-gate`
 	// process of that user. 0 turns it off; at most 8. Default 2.
 	WarmGates int `mapstructure:"warm_gates" want:"an integer 0..8"`
+	// Migrate configures process migration (`ssi migrate`).
+	Migrate Migrate `mapstructure:"migrate" want:"a mapping"`
+}
+
+// Migrate holds the settings of process migration (YAML
+// `vprocd.migrate:`).
+type Migrate struct {
+	// CoopStateLimit bounds the state a cooperative program hands over
+	// when it moves (docs/cooperative-migration.md), in bytes: a larger
+	// state fails the move. 4096..1073741824. Default 67108864 (64 MiB).
+	CoopStateLimit int `mapstructure:"coop_state_limit" want:"an integer 4096..1073741824 (bytes)"`
+	// ConfirmTimeout bounds the wait for the target's confirmation that
+	// it restored the process; past it the move fails and the process
+	// runs on where it was. 1s..10m. Default 30s.
+	ConfirmTimeout time.Duration `mapstructure:"confirm_timeout" want:"a duration 1s..10m such as 30s"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
 // valid as returned.
 func Default() Config {
-	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc", WarmGates: 2}
+	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc", WarmGates: 2,
+		Migrate: Migrate{CoopStateLimit: 64 << 20, ConfirmTimeout: 30 * time.Second}}
 }
 
 // Validate returns the first setting that is not allowed as a
@@ -88,6 +105,10 @@ func (c *Config) Validate() error {
 		loadLevelCheck(c.LoadLevel),
 		settings.Check{Key: "proc_mount", Value: c.ProcMount, OK: validMount(c.ProcMount)},
 		settings.Check{Key: "warm_gates", Value: strconv.Itoa(c.WarmGates), OK: c.WarmGates >= 0 && c.WarmGates <= 8},
+		settings.Check{Key: "migrate.coop_state_limit", Value: strconv.Itoa(c.Migrate.CoopStateLimit),
+			OK: c.Migrate.CoopStateLimit >= 4096 && c.Migrate.CoopStateLimit <= 1<<30},
+		settings.Check{Key: "migrate.confirm_timeout", Value: c.Migrate.ConfirmTimeout.String(),
+			OK: c.Migrate.ConfirmTimeout >= time.Second && c.Migrate.ConfirmTimeout <= 10*time.Minute},
 	)
 }
 

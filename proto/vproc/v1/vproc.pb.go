@@ -61,7 +61,13 @@ type ExecRequest struct {
 	// those itself (their bytes are then never in Stdin, Stdout or Stderr
 	// messages of the stream). Not with tty or detach. The caller's vprocd
 	// clears it before a peer sees the request.
-	PassedStdio   uint32 `protobuf:"varint,9,opt,name=passed_stdio,json=passedStdio,proto3" json:"passed_stdio,omitempty"`
+	PassedStdio uint32 `protobuf:"varint,9,opt,name=passed_stdio,json=passedStdio,proto3" json:"passed_stdio,omitempty"`
+	// migratable starts the program for cooperative migration (`ssi exec
+	// --migratable`): vprocd gives it a checkpoint socket of its own
+	// (OPENSSI_CHECKPOINT_SOCK, docs/cooperative-migration.md), and `ssi
+	// migrate` can then move it to another node while this stream goes on
+	// reading its output. Not with tty, detach or trace.
+	Migratable    bool `protobuf:"varint,10,opt,name=migratable,proto3" json:"migratable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +163,13 @@ func (x *ExecRequest) GetPassedStdio() uint32 {
 		return x.PassedStdio
 	}
 	return 0
+}
+
+func (x *ExecRequest) GetMigratable() bool {
+	if x != nil {
+		return x.Migratable
+	}
+	return false
 }
 
 // Trace is strace attached to the running process cpid, with args.
@@ -585,6 +598,7 @@ type ExecOutput struct {
 	//	*ExecOutput_Stdout
 	//	*ExecOutput_Stderr
 	//	*ExecOutput_Exit
+	//	*ExecOutput_Moved
 	Kind          isExecOutput_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -663,6 +677,15 @@ func (x *ExecOutput) GetExit() *Exit {
 	return nil
 }
 
+func (x *ExecOutput) GetMoved() *Moved {
+	if x != nil {
+		if x, ok := x.Kind.(*ExecOutput_Moved); ok {
+			return x.Moved
+		}
+	}
+	return nil
+}
+
 type isExecOutput_Kind interface {
 	isExecOutput_Kind()
 }
@@ -683,6 +706,13 @@ type ExecOutput_Exit struct {
 	Exit *Exit `protobuf:"bytes,4,opt,name=exit,proto3,oneof"`
 }
 
+type ExecOutput_Moved struct {
+	// moved: the program moved to another node (`ssi migrate`); the
+	// output before it is complete, the rest comes from that node. Only
+	// between vprocd daemons: the caller's vprocd never sends it on.
+	Moved *Moved `protobuf:"bytes,5,opt,name=moved,proto3,oneof"`
+}
+
 func (*ExecOutput_Started) isExecOutput_Kind() {}
 
 func (*ExecOutput_Stdout) isExecOutput_Kind() {}
@@ -691,11 +721,78 @@ func (*ExecOutput_Stderr) isExecOutput_Kind() {}
 
 func (*ExecOutput_Exit) isExecOutput_Kind() {}
 
+func (*ExecOutput_Moved) isExecOutput_Kind() {}
+
+// Moved says where a migrated program runs now.
+type Moved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  uint32                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	// move names the move, as "source.incarnation.n".
+	Move string `protobuf:"bytes,2,opt,name=move,proto3" json:"move,omitempty"`
+	// stdin_taken is how many bytes of this stream's stdin the old copy
+	// took (written to it and not left unread when it ended): the
+	// caller's vprocd sends the new copy the rest again.
+	StdinTaken    int64 `protobuf:"varint,3,opt,name=stdin_taken,json=stdinTaken,proto3" json:"stdin_taken,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Moved) Reset() {
+	*x = Moved{}
+	mi := &file_vproc_v1_vproc_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Moved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Moved) ProtoMessage() {}
+
+func (x *Moved) ProtoReflect() protoreflect.Message {
+	mi := &file_vproc_v1_vproc_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Moved.ProtoReflect.Descriptor instead.
+func (*Moved) Descriptor() ([]byte, []int) {
+	return file_vproc_v1_vproc_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Moved) GetNode() uint32 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *Moved) GetMove() string {
+	if x != nil {
+		return x.Move
+	}
+	return ""
+}
+
+func (x *Moved) GetStdinTaken() int64 {
+	if x != nil {
+		return x.StdinTaken
+	}
+	return 0
+}
+
 var File_vproc_v1_vproc_proto protoreflect.FileDescriptor
 
 const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\n" +
-	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\x87\x02\n" +
+	"\x14vproc/v1/vproc.proto\x12\x10openssi.vproc.v1\"\xa7\x02\n" +
 	"\vExecRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\fR\x04argv\x12\x10\n" +
@@ -705,7 +802,11 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\v2\x1c.openssi.vproc.v1.WindowSizeR\x04size\x12\x16\n" +
 	"\x06detach\x18\a \x01(\bR\x06detach\x12-\n" +
 	"\x05trace\x18\b \x01(\v2\x17.openssi.vproc.v1.TraceR\x05trace\x12!\n" +
-	"\fpassed_stdio\x18\t \x01(\rR\vpassedStdio\"/\n" +
+	"\fpassed_stdio\x18\t \x01(\rR\vpassedStdio\x12\x1e\n" +
+	"\n" +
+	"migratable\x18\n" +
+	" \x01(\bR\n" +
+	"migratable\"/\n" +
 	"\x05Trace\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\fR\x04args\"4\n" +
@@ -729,14 +830,20 @@ const file_vproc_v1_vproc_proto_rawDesc = "" +
 	"\x04Exit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xad\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xde\x01\n" +
 	"\n" +
 	"ExecOutput\x125\n" +
 	"\astarted\x18\x01 \x01(\v2\x19.openssi.vproc.v1.StartedH\x00R\astarted\x12\x18\n" +
 	"\x06stdout\x18\x02 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x03 \x01(\fH\x00R\x06stderr\x12,\n" +
-	"\x04exit\x18\x04 \x01(\v2\x16.openssi.vproc.v1.ExitH\x00R\x04exitB\x06\n" +
-	"\x04kind2N\n" +
+	"\x04exit\x18\x04 \x01(\v2\x16.openssi.vproc.v1.ExitH\x00R\x04exit\x12/\n" +
+	"\x05moved\x18\x05 \x01(\v2\x17.openssi.vproc.v1.MovedH\x00R\x05movedB\x06\n" +
+	"\x04kind\"P\n" +
+	"\x05Moved\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
+	"\x04move\x18\x02 \x01(\tR\x04move\x12\x1f\n" +
+	"\vstdin_taken\x18\x03 \x01(\x03R\n" +
+	"stdinTaken2N\n" +
 	"\x05Vproc\x12E\n" +
 	"\x04Exec\x12\x1b.openssi.vproc.v1.ExecInput\x1a\x1c.openssi.vproc.v1.ExecOutput(\x010\x01B3Z1github.com/openssi/openssi/proto/vproc/v1;vprocv1b\x06proto3"
 
@@ -752,7 +859,7 @@ func file_vproc_v1_vproc_proto_rawDescGZIP() []byte {
 	return file_vproc_v1_vproc_proto_rawDescData
 }
 
-var file_vproc_v1_vproc_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_vproc_v1_vproc_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_vproc_v1_vproc_proto_goTypes = []any{
 	(*ExecRequest)(nil), // 0: openssi.vproc.v1.ExecRequest
 	(*Trace)(nil),       // 1: openssi.vproc.v1.Trace
@@ -761,6 +868,7 @@ var file_vproc_v1_vproc_proto_goTypes = []any{
 	(*Started)(nil),     // 4: openssi.vproc.v1.Started
 	(*Exit)(nil),        // 5: openssi.vproc.v1.Exit
 	(*ExecOutput)(nil),  // 6: openssi.vproc.v1.ExecOutput
+	(*Moved)(nil),       // 7: openssi.vproc.v1.Moved
 }
 var file_vproc_v1_vproc_proto_depIdxs = []int32{
 	2, // 0: openssi.vproc.v1.ExecRequest.size:type_name -> openssi.vproc.v1.WindowSize
@@ -769,13 +877,14 @@ var file_vproc_v1_vproc_proto_depIdxs = []int32{
 	2, // 3: openssi.vproc.v1.ExecInput.resize:type_name -> openssi.vproc.v1.WindowSize
 	4, // 4: openssi.vproc.v1.ExecOutput.started:type_name -> openssi.vproc.v1.Started
 	5, // 5: openssi.vproc.v1.ExecOutput.exit:type_name -> openssi.vproc.v1.Exit
-	3, // 6: openssi.vproc.v1.Vproc.Exec:input_type -> openssi.vproc.v1.ExecInput
-	6, // 7: openssi.vproc.v1.Vproc.Exec:output_type -> openssi.vproc.v1.ExecOutput
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 6: openssi.vproc.v1.ExecOutput.moved:type_name -> openssi.vproc.v1.Moved
+	3, // 7: openssi.vproc.v1.Vproc.Exec:input_type -> openssi.vproc.v1.ExecInput
+	6, // 8: openssi.vproc.v1.Vproc.Exec:output_type -> openssi.vproc.v1.ExecOutput
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_vproc_v1_vproc_proto_init() }
@@ -796,6 +905,7 @@ func file_vproc_v1_vproc_proto_init() {
 		(*ExecOutput_Stdout)(nil),
 		(*ExecOutput_Stderr)(nil),
 		(*ExecOutput_Exit)(nil),
+		(*ExecOutput_Moved)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -803,7 +913,7 @@ func file_vproc_v1_vproc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vproc_v1_vproc_proto_rawDesc), len(file_vproc_v1_vproc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -437,9 +437,12 @@ func (x *PeerReport) GetProcs() []*Proc {
 
 // PeerEnded: the process cpid ended on node.
 type PeerEnded struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cpid          int64                  `protobuf:"varint,1,opt,name=cpid,proto3" json:"cpid,omitempty"`
-	Node          uint32                 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cpid  int64                  `protobuf:"varint,1,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	Node  uint32                 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
+	// pid is its pid on node (0: not said): a record of the same cpid
+	// with another pid is not ended by it.
+	Pid           int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -484,6 +487,13 @@ func (x *PeerEnded) GetCpid() int64 {
 func (x *PeerEnded) GetNode() uint32 {
 	if x != nil {
 		return x.Node
+	}
+	return 0
+}
+
+func (x *PeerEnded) GetPid() int32 {
+	if x != nil {
+		return x.Pid
 	}
 	return 0
 }
@@ -562,10 +572,11 @@ const file_vprocpeer_v1_signal_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\rR\x04from\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\rR\x06origin\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x120\n" +
-	"\x05procs\x18\x04 \x03(\v2\x1a.openssi.vprocpeer.v1.ProcR\x05procs\"3\n" +
+	"\x05procs\x18\x04 \x03(\v2\x1a.openssi.vprocpeer.v1.ProcR\x05procs\"E\n" +
 	"\tPeerEnded\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x03R\x04cpid\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\rR\x04node\"\t\n" +
+	"\x04node\x18\x02 \x01(\rR\x04node\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\t\n" +
 	"\aPeerAck2\x85\x03\n" +
 	"\x0fVprocSignalPeer\x12C\n" +
 	"\x04Kill\x12\x1e.openssi.vprocpeer.v1.PeerKill\x1a\x1b.openssi.vproc.v1.KillReply\x12I\n" +

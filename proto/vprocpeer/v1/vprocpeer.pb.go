@@ -201,6 +201,7 @@ type PeerExecInput struct {
 	//	*PeerExecInput_Start
 	//	*PeerExecInput_Input
 	//	*PeerExecInput_CallerGone
+	//	*PeerExecInput_Attach
 	Kind          isPeerExecInput_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -270,6 +271,15 @@ func (x *PeerExecInput) GetCallerGone() bool {
 	return false
 }
 
+func (x *PeerExecInput) GetAttach() *Attach {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerExecInput_Attach); ok {
+			return x.Attach
+		}
+	}
+	return nil
+}
+
 type isPeerExecInput_Kind interface {
 	isPeerExecInput_Kind()
 }
@@ -291,11 +301,82 @@ type PeerExecInput_CallerGone struct {
 	CallerGone bool `protobuf:"varint,3,opt,name=caller_gone,json=callerGone,proto3,oneof"`
 }
 
+type PeerExecInput_Attach struct {
+	// attach, first and instead of start, reconnects the origin to a
+	// program that moved to the receiver (after the source's Moved): the
+	// replies are Started (its pid here) then its output and Exit.
+	Attach *Attach `protobuf:"bytes,4,opt,name=attach,proto3,oneof"`
+}
+
 func (*PeerExecInput_Start) isPeerExecInput_Kind() {}
 
 func (*PeerExecInput_Input) isPeerExecInput_Kind() {}
 
 func (*PeerExecInput_CallerGone) isPeerExecInput_Kind() {}
+
+func (*PeerExecInput_Attach) isPeerExecInput_Kind() {}
+
+// Attach names a program that moved here.
+type Attach struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Origin uint32                 `protobuf:"varint,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Cpid   int64                  `protobuf:"varint,2,opt,name=cpid,proto3" json:"cpid,omitempty"`
+	// move is the move that brought it, as in Moved.
+	Move          string `protobuf:"bytes,3,opt,name=move,proto3" json:"move,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attach) Reset() {
+	*x = Attach{}
+	mi := &file_vprocpeer_v1_vprocpeer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attach) ProtoMessage() {}
+
+func (x *Attach) ProtoReflect() protoreflect.Message {
+	mi := &file_vprocpeer_v1_vprocpeer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attach.ProtoReflect.Descriptor instead.
+func (*Attach) Descriptor() ([]byte, []int) {
+	return file_vprocpeer_v1_vprocpeer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Attach) GetOrigin() uint32 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *Attach) GetCpid() int64 {
+	if x != nil {
+		return x.Cpid
+	}
+	return 0
+}
+
+func (x *Attach) GetMove() string {
+	if x != nil {
+		return x.Move
+	}
+	return ""
+}
 
 var File_vprocpeer_v1_vprocpeer_proto protoreflect.FileDescriptor
 
@@ -313,13 +394,18 @@ const file_vprocpeer_v1_vprocpeer_proto_rawDesc = "" +
 	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.ExecRequestR\arequest\x12\x14\n" +
 	"\x05cpgid\x18\x04 \x01(\x03R\x05cpgid\x12\x10\n" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x12\x12\n" +
-	"\x04cpid\x18\x06 \x01(\x03R\x04cpid\"\xa4\x01\n" +
+	"\x04cpid\x18\x06 \x01(\x03R\x04cpid\"\xdc\x01\n" +
 	"\rPeerExecInput\x123\n" +
 	"\x05start\x18\x01 \x01(\v2\x1b.openssi.vprocpeer.v1.StartH\x00R\x05start\x123\n" +
 	"\x05input\x18\x02 \x01(\v2\x1b.openssi.vproc.v1.ExecInputH\x00R\x05input\x12!\n" +
 	"\vcaller_gone\x18\x03 \x01(\bH\x00R\n" +
-	"callerGoneB\x06\n" +
-	"\x04kind2Z\n" +
+	"callerGone\x126\n" +
+	"\x06attach\x18\x04 \x01(\v2\x1c.openssi.vprocpeer.v1.AttachH\x00R\x06attachB\x06\n" +
+	"\x04kind\"H\n" +
+	"\x06Attach\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x12\n" +
+	"\x04cpid\x18\x02 \x01(\x03R\x04cpid\x12\x12\n" +
+	"\x04move\x18\x03 \x01(\tR\x04move2Z\n" +
 	"\tVprocPeer\x12M\n" +
 	"\x04Exec\x12#.openssi.vprocpeer.v1.PeerExecInput\x1a\x1c.openssi.vproc.v1.ExecOutput(\x010\x01B;Z9github.com/openssi/openssi/proto/vprocpeer/v1;vprocpeerv1b\x06proto3"
 
@@ -335,27 +421,29 @@ func file_vprocpeer_v1_vprocpeer_proto_rawDescGZIP() []byte {
 	return file_vprocpeer_v1_vprocpeer_proto_rawDescData
 }
 
-var file_vprocpeer_v1_vprocpeer_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_vprocpeer_v1_vprocpeer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_vprocpeer_v1_vprocpeer_proto_goTypes = []any{
 	(*Caller)(nil),         // 0: openssi.vprocpeer.v1.Caller
 	(*Start)(nil),          // 1: openssi.vprocpeer.v1.Start
 	(*PeerExecInput)(nil),  // 2: openssi.vprocpeer.v1.PeerExecInput
-	(*v1.ExecRequest)(nil), // 3: openssi.vproc.v1.ExecRequest
-	(*v1.ExecInput)(nil),   // 4: openssi.vproc.v1.ExecInput
-	(*v1.ExecOutput)(nil),  // 5: openssi.vproc.v1.ExecOutput
+	(*Attach)(nil),         // 3: openssi.vprocpeer.v1.Attach
+	(*v1.ExecRequest)(nil), // 4: openssi.vproc.v1.ExecRequest
+	(*v1.ExecInput)(nil),   // 5: openssi.vproc.v1.ExecInput
+	(*v1.ExecOutput)(nil),  // 6: openssi.vproc.v1.ExecOutput
 }
 var file_vprocpeer_v1_vprocpeer_proto_depIdxs = []int32{
 	0, // 0: openssi.vprocpeer.v1.Start.caller:type_name -> openssi.vprocpeer.v1.Caller
-	3, // 1: openssi.vprocpeer.v1.Start.request:type_name -> openssi.vproc.v1.ExecRequest
+	4, // 1: openssi.vprocpeer.v1.Start.request:type_name -> openssi.vproc.v1.ExecRequest
 	1, // 2: openssi.vprocpeer.v1.PeerExecInput.start:type_name -> openssi.vprocpeer.v1.Start
-	4, // 3: openssi.vprocpeer.v1.PeerExecInput.input:type_name -> openssi.vproc.v1.ExecInput
-	2, // 4: openssi.vprocpeer.v1.VprocPeer.Exec:input_type -> openssi.vprocpeer.v1.PeerExecInput
-	5, // 5: openssi.vprocpeer.v1.VprocPeer.Exec:output_type -> openssi.vproc.v1.ExecOutput
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 3: openssi.vprocpeer.v1.PeerExecInput.input:type_name -> openssi.vproc.v1.ExecInput
+	3, // 4: openssi.vprocpeer.v1.PeerExecInput.attach:type_name -> openssi.vprocpeer.v1.Attach
+	2, // 5: openssi.vprocpeer.v1.VprocPeer.Exec:input_type -> openssi.vprocpeer.v1.PeerExecInput
+	6, // 6: openssi.vprocpeer.v1.VprocPeer.Exec:output_type -> openssi.vproc.v1.ExecOutput
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_vprocpeer_v1_vprocpeer_proto_init() }
@@ -367,6 +455,7 @@ func file_vprocpeer_v1_vprocpeer_proto_init() {
 		(*PeerExecInput_Start)(nil),
 		(*PeerExecInput_Input)(nil),
 		(*PeerExecInput_CallerGone)(nil),
+		(*PeerExecInput_Attach)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -374,7 +463,7 @@ func file_vprocpeer_v1_vprocpeer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vprocpeer_v1_vprocpeer_proto_rawDesc), len(file_vprocpeer_v1_vprocpeer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

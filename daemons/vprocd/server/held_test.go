@@ -1,0 +1,57 @@
+package server
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestEndHeldCopies: a program marked held for a move by a vprocd that
+// then stopped is ended by the next; a mark whose pid is another
+// process's now (another start time) ends nothing.
+func TestEndHeldCopies(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *exec.Cmd {
+		c := exec.Command("sleep", "60")
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		return c
+	}
+	held, other := start(), start()
+	old := New(Config{Node: 1, CoopDir: dir})
+	old.markHeld(held.Process.Pid)
+	unmark := old.markHeld(other.Process.Pid)
+	unmark()
+	if err := os.WriteFile(filepath.Join(dir, "held", "1-1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "held", "bogus"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	restarted := New(Config{Node: 1, CoopDir: dir})
+	defer restarted.Close()
+	if n := restarted.EndHeldCopies(); n != 1 {
+		t.Errorf("ended %d, want 1", n)
+	}
+	done := make(chan error, 1)
+	go func() { done <- held.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held program still runs")
+	}
+	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the unmarked program was ended: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "held")); len(ents) != 0 {
+		t.Errorf("marks left: %v", ents)
+	}
+}
