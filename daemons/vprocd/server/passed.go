@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -60,9 +61,11 @@ type passedStream struct {
 	// (the program's next write there fails with EPIPE or SIGPIPE, what
 	// it does then is its own, its status is the caller's). That input
 	// comes after the stdin already sent: when more than brokenSlack
-	// bytes still come for a broken output (a program that does not
-	// read the stdin the caller keeps full, a target vprocd that does
-	// not know OutputClosed), the exec ends as ssi ended when it wrote
+	// bytes still come for a broken output, or any comes brokenGrace
+	// after the break (a program that does not read the stdin the
+	// caller keeps full, a target vprocd that does not know
+	// OutputClosed, a feed stuck on such a stdin: the program's end was
+	// never closed), the exec ends as ssi ended when it wrote
 	// the output itself (a Go program dies of SIGPIPE writing to a
 	// broken stdout or stderr): its context is cancelled (the program
 	// is killed, as for a caller gone) and the caller gets the status
@@ -70,6 +73,8 @@ type passedStream struct {
 	broken   atomic.Uint32 // the outputs broken (passed_stdio bits)
 	closed   chan uint32   // each broken output's bit, once, for Recv
 	dropped  int           // output bytes dropped since (Send's)
+	brokenAt atomic.Int64  // when the first output broke (Unix ns), 0 before
+	now      func() time.Time
 	cancel   context.CancelFunc
 	killed   chan struct{}
 	killOnce sync.Once
@@ -392,6 +397,7 @@ func (p *passedStream) writeOutput() {
 					failed |= bit
 					if errors.Is(err, syscall.EPIPE) {
 						p.broken.Or(bit)
+						p.brokenAt.CompareAndSwap(0, p.clock().UnixNano())
 						p.closed <- bit // room for each bit once
 					}
 				}
@@ -432,11 +438,28 @@ func outputClosed(bit uint32) *vprocv1.ExecInput {
 // the OutputClosed travels.
 const brokenSlack = 64 << 20
 
-// drop drops n bytes of a broken output; past brokenSlack it ends the
-// exec.
+// brokenGrace is how long after an output broke its output may still
+// come: what was under way when the program's end was closed arrives in
+// far less; output later than that means the close never reached the
+// program, and a slow writer (tail -f) would otherwise run for ever.
+const brokenGrace = 2 * time.Second
+
+func (p *passedStream) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// drop drops n bytes of a broken output; past brokenSlack, or
+// brokenGrace after the break, it ends the exec.
 func (p *passedStream) drop(n int) error {
 	p.dropped += n
-	if p.dropped > brokenSlack {
+	late := false
+	if at := p.brokenAt.Load(); at != 0 {
+		late = p.clock().Sub(time.Unix(0, at)) > brokenGrace
+	}
+	if p.dropped > brokenSlack || late {
 		p.killOnce.Do(func() {
 			close(p.killed)
 			p.cancel()

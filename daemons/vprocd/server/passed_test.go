@@ -591,3 +591,70 @@ func TestPassedNote(t *testing.T) {
 		}
 	}
 }
+
+// TestPassedBrokenGrace: output that still comes for a broken output
+// brokenGrace after the break (the program's end was never closed: an
+// older target, a feed stuck on a full stdin) ends the exec, however
+// little it is; before that it is dropped.
+func TestPassedBrokenGrace(t *testing.T) {
+	now := time.Unix(1000, 0)
+	cancelled := false
+	p := &passedStream{Vproc_ExecServer: &sentStream{}, mask: passedStdout, ctx: context.Background(), stop: make(chan struct{}),
+		closed: make(chan uint32, 2), cancel: func() { cancelled = true }, killed: make(chan struct{}), stdout: os.Stdout,
+		writes: make(chan outWrite), now: func() time.Time { return now }}
+	p.broken.Store(passedStdout)
+	p.brokenAt.Store(now.UnixNano())
+	line := &vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Stdout{Stdout: []byte("y\n")}}
+	for _, c := range []struct {
+		after time.Duration
+		want  bool
+	}{{0, false}, {brokenGrace / 2, false}, {brokenGrace, false}, {brokenGrace + time.Millisecond, true}} {
+		now = time.Unix(1000, 0).Add(c.after)
+		if err := p.Send(line); err != nil {
+			t.Fatal(err)
+		}
+		if cancelled != c.want {
+			t.Fatalf("a line %s after the break: cancelled %v, want %v", c.after, cancelled, c.want)
+		}
+	}
+}
+
+// TestPassedSlowWriterStdinFull: a slow writer whose passed stdout broke
+// while the caller keeps its stdin full (`cat big | ssi exec slowprog |
+// head -1`), on this node (relayed, not reopened, its feed stuck on the
+// stdin) and on another: it ends, as its next write would end it in a
+// local pipeline, instead of running for ever.
+func TestPassedSlowWriterStdinFull(t *testing.T) {
+	for _, reopen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reopened=%v", reopen), func(t *testing.T) {
+			defer func(was bool) { reopenPipes = was }(reopenPipes)
+			reopenPipes = reopen
+			c := startClusterWith(t, 2, Config{OriginGrace: 2 * time.Second})
+			for _, to := range []int{1, 2} {
+				rs, ws := pipes(t, 2)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				p, err := c.client(1).Exec(ctx, to, vproc.Cmd{Args: []string{"sh", "-c", "while :; do echo y; sleep 0.1; done"}, Stdin: rs[0], Stdout: ws[1], Stderr: io.Discard, PassFiles: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs[0].Close()
+				ws[1].Close()
+				if line, err := bufio.NewReader(rs[1]).ReadString('\n'); line != "y\n" {
+					t.Fatalf("node 1 -> %d: read %q %v", to, line, err)
+				}
+				fillStdin(t, ws[0])
+				rs[1].Close()
+				done := make(chan struct{})
+				go func() { _, _ = p.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(20 * time.Second):
+					t.Errorf("node 1 -> %d: the exec still runs 20 s after its stdout broke", to)
+				}
+				cancel()
+				ws[0].Close()
+				<-done
+			}
+		})
+	}
+}
