@@ -59,6 +59,10 @@ type Spec struct {
 	// (then Proc.Note is ""), before the program runs, as the first
 	// line of its stderr.
 	NotePrefix string
+
+	// prepared: the note is written and the given files made blocking
+	// (start is starting over after a dead gate).
+	prepared bool
 }
 
 // defaultPath is the PATH used when the environment has none.
@@ -130,12 +134,17 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 	if serr != nil {
 		return nil, serr
 	}
+	// Once, not again when a dead gate makes it start over: the note
+	// would come twice, and a write to a file made blocking could block
+	// for ever.
 	if p.Note != "" && s.Stdio[2] != nil && !s.TTY && !s.Detach {
-		writeNote(s.Stdio[2], s.NotePrefix+p.Note+"\n")
+		if !s.prepared {
+			writeNote(s.Stdio[2], s.NotePrefix+p.Note+"\n")
+		}
 		p.Note = ""
 	}
 	for _, f := range s.Stdio {
-		if f != nil {
+		if f != nil && !s.prepared {
 			if err := setBlocking(f); err != nil {
 				return nil, fmt.Errorf("runner: a stdio file given: %w", err)
 			}
@@ -175,6 +184,7 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 			p.closeAll()
 			if errors.Is(err, errGateGone) {
 				// That gate died idle: the next, or a new process.
+				s.prepared = true
 				return start(s, gates)
 			}
 			return nil, err
