@@ -66,7 +66,8 @@ integration: ## unit tests and integration tests against real Consul clusters on
 		CONSUL_BIN="$$consul" CRIU_BIN="$$criu" $(GO) test -count=1 -timeout 30m ./...
 
 e2e: deps-lab deps-ansible ## multi-node tests in the lab: 3 and 5 booted nodes, kills, partitions, rolling upgrade, the Ansible rollout (root)
-	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
+	consul="$$(build/consul/build.sh)" && criu="$${CRIU_BIN:-$$(build/criu/build.sh --check || true)}" && \
+		CONSUL_BIN="$$consul" CRIU_BIN="$$criu" $(GO) test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
 
 lab: deps-lab build repo ## bring up a $(LAB_NODES)-node cluster on this machine (root; installs what is missing): nspawn nodes with Consul and openssi from the local repository
 	@build/consul/build.sh >/dev/null

@@ -28,6 +28,9 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 		Binds:  binds,
 		Args:   []string{"--console=passive"},
 	}
+	if s.CRIU {
+		o.Env, o.Args = criuNspawn(o.Env, o.Args)
+	}
 	if s.Bare {
 		// A bare node is named as the inventory names it, like a machine
 		// an administrator rolls out to (the full lab's nodes keep
@@ -36,6 +39,43 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 	}
 	return o
 }
+
+// criuNspawn adds what a node needs for CRIU to dump and restore its
+// processes: no system-call filter (the kernel refuses
+// PTRACE_O_SUSPEND_SECCOMP to a tracer that is itself filtered, so CRIU
+// cannot dump anything under nspawn's default filter), the capabilities
+// nspawn drops that a restore uses (CAP_SYS_RESOURCE: the restored
+// limits, where the host has it; CAP_SYS_TIME: the clock offsets of the
+// restored time namespace; CAP_CHECKPOINT_RESTORE: the pids of the
+// restored tree). The node's criuSysctlUnit makes the few per-namespace
+// sysctls CRIU writes writable. Only a lab made for CRIU runs so: its
+// nodes are less confined than the others.
+func criuNspawn(env, args []string) ([]string, []string) {
+	return append(env, "SYSTEMD_SECCOMP=0"),
+		append(args, "--capability=CAP_SYS_RESOURCE,CAP_SYS_TIME,CAP_CHECKPOINT_RESTORE")
+}
+
+// criuSysctlUnit runs at a CRIU node's boot: nspawn mounts /proc/sys
+// read-only, and CRIU (criu check, and a restore) writes the next pid of
+// its PID namespace and the next IPC ids of its IPC namespace. Each file
+// is bound over itself and made writable; they are the node's own (a
+// write acts on the writer's namespaces), not the host's. Not the whole
+// of /proc/sys and /sys (SYSTEMD_NSPAWN_API_VFS_WRITABLE): networkd then
+// waits for a udev the node does not run, and the node never gets its
+// address.
+const criuSysctlUnit = `[Unit]
+Description=Writable per-namespace sysctls for CRIU (OpenSSI lab)
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -ec 'for f in ns_last_pid sem_next_id msg_next_id shm_next_id; do p=/proc/sys/kernel/$$f; mount --bind $$p $$p; mount -o remount,bind,rw $$p; done'
+
+[Install]
+WantedBy=sysinit.target
+`
 
 // boot starts node i's container and waits until its systemd is up.
 func (l *Lab) boot(ctx context.Context, i int) error {

@@ -44,6 +44,10 @@ type Options struct {
 	// configuration (benchmarks comparing gossip settings); nil keeps
 	// the tuned profile every node ships with.
 	Gossip *consulagent.Tuning
+	// CRIU, when set, is a CRIU binary (`make criu`'s build) installed
+	// in every node as /usr/local/sbin/criu, the nodes booted as CRIU
+	// needs (criuNspawn); empty: no CRIU, the usual confinement.
+	CRIU string
 	// ConsulLogLevel is the nodes' Consul log_level. Default "warn";
 	// "info" shows memberlist's and serf's verdicts on members.
 	ConsulLogLevel string
@@ -160,7 +164,7 @@ func (l *Lab) Up(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	s := &State{Bridge: l.opts.Prefix + "br0", Subnet: l.opts.Subnet, Dist: dist, Consul: secrets}
+	s := &State{Bridge: l.opts.Prefix + "br0", Subnet: l.opts.Subnet, Dist: dist, Consul: secrets, CRIU: l.opts.CRIU != ""}
 	var serverIPs []string
 	for i := 1; i <= n; i++ {
 		ns := NodeState{
@@ -298,6 +302,14 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 		"etc/apt/sources.list.d/openssi.list": {aptSource, 0o644},
 		"etc/apt/apt.conf.d/90openssi-lab":    {"APT::Install-Recommends \"false\";\nAcquire::Languages \"none\";\n", 0o644},
 	}
+	if s.CRIU {
+		bin, err := os.ReadFile(l.opts.CRIU)
+		if err != nil {
+			return fmt.Errorf("lab: the CRIU binary: %w (run `make criu`)", err)
+		}
+		files["usr/local/sbin/criu"] = nodeFile{string(bin), 0o755}
+		files["etc/systemd/system/openssi-lab-criu.service"] = nodeFile{criuSysctlUnit, 0o644}
+	}
 	if n.Tokens.Root != "" {
 		files[ConsulRootTokenFile[1:]] = nodeFile{n.Tokens.Root + "\n", 0o600}
 	}
@@ -324,11 +336,15 @@ func (l *Lab) prepare(n *NodeState, root string, servers []string) error {
 	// Only the local repository: the nodes have no other network.
 	_ = os.Remove(filepath.Join(n.Root(), "etc/apt/sources.list"))
 	_ = os.Remove(filepath.Join(n.Root(), "etc/apt/sources.list.d/debian.sources"))
-	for unit, target := range map[string]string{
-		"consul.service":           "/etc/systemd/system/consul.service",
-		"systemd-networkd.service": "/lib/systemd/system/systemd-networkd.service",
-	} {
-		link := filepath.Join(n.Root(), "etc/systemd/system/multi-user.target.wants", unit)
+	wants := map[string]string{
+		"multi-user.target.wants/consul.service":           "/etc/systemd/system/consul.service",
+		"multi-user.target.wants/systemd-networkd.service": "/lib/systemd/system/systemd-networkd.service",
+	}
+	if s.CRIU {
+		wants["sysinit.target.wants/openssi-lab-criu.service"] = "/etc/systemd/system/openssi-lab-criu.service"
+	}
+	for unit, target := range wants {
+		link := filepath.Join(n.Root(), "etc/systemd/system", unit)
 		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 			return err
 		}

@@ -22,6 +22,9 @@ type State struct {
 	Consul *ConsulSecrets `json:"consul,omitempty"`
 	// Nodes are node1..nodeN.
 	Nodes []NodeState `json:"nodes"`
+	// CRIU is set when the nodes have CRIU (Options.CRIU) and boot as it
+	// needs.
+	CRIU bool `json:"criu,omitempty"`
 	// Bare is set for a lab brought up with UpBare: nodes with sshd and
 	// Python but neither Consul nor openssi, for an Ansible rollout.
 	Bare bool `json:"bare,omitempty"`

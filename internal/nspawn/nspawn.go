@@ -72,6 +72,10 @@ type Options struct {
 	Bridge string
 	// Binds are bind mounts.
 	Binds []Bind
+	// Env is added to systemd-nspawn's environment ("KEY=value"), e.g.
+	// SYSTEMD_SECCOMP=0, which boots the container without nspawn's
+	// system-call filter.
+	Env []string
 	// Args are extra systemd-nspawn arguments.
 	Args []string
 	// Log receives the container's console (nil = discarded).
@@ -168,6 +172,9 @@ func Boot(ctx context.Context, o Options) (*Container, error) {
 		return nil, fmt.Errorf("nspawn: boot %s: %w", o.Name, err)
 	}
 	cmd := exec.Command("systemd-nspawn", o.args(true)...)
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
+	}
 	if o.Log != nil {
 		cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	}

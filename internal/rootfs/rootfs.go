@@ -45,10 +45,13 @@ const DefaultMirror = "http://deb.debian.org/debian"
 //     and corosync: the peer bench/failover measures initfailover's
 //     failover against; finish disables them (and cluster-glue's ha_logd,
 //     which pacemaker's resource agents pull in), as sshd;
+//   - libprotobuf-c1, libnet1, libnl-3-200: the libraries of the CRIU
+//     that `lab up --criu` copies in (built by `make criu`), which
+//     vprocd's migration uses;
 //   - haproxy and keepalived: the peers bench/lvs measures lvsd's proxy
 //     (requests/s, p99) and its VIP failover (against VRRP) against;
 //     finish disables them, as sshd.
-var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync", "haproxy", "keepalived"}
+var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync", "haproxy", "keepalived", "libprotobuf-c1", "libnet1", "libnl-3-200"}
 
 // ErrMissingTool is matched (errors.Is) when debootstrap is not installed.
 var ErrMissingTool = errors.New("rootfs: debootstrap not found (apt-get install debootstrap)")

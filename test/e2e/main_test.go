@@ -26,6 +26,7 @@ var (
 	dist   string // the packages and repository the lab installs from
 	root   string // the repository root
 	consul string
+	criu   string // CRIU_BIN: the CRIU labs made for it install (make criu)
 	tmp    string // the run's scratch directory
 )
 
@@ -79,8 +80,15 @@ func releaseFive(t *testing.T) {
 // the nodes' journals and the last logLines lines of unit.
 func ownLab(t *testing.T, prefix, subnet string, n int, unit string, logLines int) *lab.Lab {
 	t.Helper()
+	return ownLabWith(t, prefix, subnet, n, unit, logLines, "")
+}
+
+// ownLabWith is ownLab with the lab's CRIU (lab.Options.CRIU): "" for
+// none.
+func ownLabWith(t *testing.T, prefix, subnet string, n int, unit string, logLines int, criuBin string) *lab.Lab {
+	t.Helper()
 	releaseFive(t)
-	l, err := openLab(t.TempDir(), prefix, subnet)
+	l, err := openLabWith(t.TempDir(), prefix, subnet, criuBin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +122,7 @@ func run(m *testing.M) int {
 	if consul, err = consulagent.Binary(); err != nil {
 		return fail("%v", err)
 	}
+	criu = os.Getenv("CRIU_BIN")
 	tmp, err = os.MkdirTemp("", "openssi-e2e-")
 	if err != nil {
 		return fail("%v", err)
@@ -132,7 +141,11 @@ func run(m *testing.M) int {
 }
 
 func openLab(dir, prefix, subnet string) (*lab.Lab, error) {
-	l, err := lab.Open(lab.Options{Dir: dir, Prefix: prefix, Subnet: subnet, Dist: dist, Consul: consul, Log: os.Stderr})
+	return openLabWith(dir, prefix, subnet, "")
+}
+
+func openLabWith(dir, prefix, subnet, criuBin string) (*lab.Lab, error) {
+	l, err := lab.Open(lab.Options{Dir: dir, Prefix: prefix, Subnet: subnet, Dist: dist, Consul: consul, CRIU: criuBin, Log: os.Stderr})
 	if err != nil {
 		return nil, err
 	}

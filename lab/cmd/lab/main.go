@@ -44,12 +44,13 @@ func trimPrefix(s string) string {
 
 type flags struct {
 	dir, prefix, subnet, dist, consul string
+	criu                              string // up --criu
 }
 
 func (f *flags) open(cmd *cobra.Command) (*lab.Lab, error) {
 	return lab.Open(lab.Options{
 		Dir: f.dir, Prefix: f.prefix, Subnet: f.subnet, Dist: f.dist, Consul: f.consul,
-		Log: cmd.ErrOrStderr(),
+		CRIU: f.criu, Log: cmd.ErrOrStderr(),
 	})
 }
 
@@ -96,7 +97,12 @@ sessions as CONSUL_HTTP_TOKEN. Root is required.`,
 With --bare the nodes get neither Consul nor openssi: they boot with sshd
 and Python, accept root over SSH with a key the lab makes, and the lab
 serves them the signed repository, the pinned Consul and a Debian mirror
-from the bridge address, for an Ansible rollout (bin/lab inventory).`,
+from the bridge address, for an Ansible rollout (bin/lab inventory).
+
+With --criu PATH every node gets that CRIU binary (make criu builds it) as
+/usr/local/sbin/criu and boots as CRIU needs: without nspawn's system-call
+filter, with CAP_SYS_RESOURCE and CAP_CHECKPOINT_RESTORE and a writable
+kernel.ns_last_pid. Such nodes are less confined than the default ones.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := f.open(cmd)
@@ -104,6 +110,9 @@ from the bridge address, for an Ansible rollout (bin/lab inventory).`,
 				return err
 			}
 			if bare {
+				if f.criu != "" {
+					return fmt.Errorf("lab: --criu is for a lab with openssi: bring it up without --bare")
+				}
 				return upBare(cmd, f, l, n)
 			}
 			if err := l.Up(cmd.Context(), n); err != nil {
@@ -130,6 +139,7 @@ Try:
 	}
 	up.Flags().IntVarP(&n, "nodes", "n", 3, "number of nodes")
 	up.Flags().BoolVar(&bare, "bare", false, "boot nodes with sshd and Python only, for an Ansible rollout")
+	up.Flags().StringVar(&f.criu, "criu", "", "install this CRIU binary (`make criu`) in every node and boot the nodes as CRIU needs")
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve a bare lab's nodes the repository, Consul and a Debian mirror (foreground)",
