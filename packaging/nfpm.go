@@ -34,8 +34,25 @@ const (
 // Suggests lists what works with the package without being required:
 // consul — every daemon talks to the local Consul agent, but it comes from
 // HashiCorp's repository or elsewhere and the daemons wait for it, so its
-// absence must not block installing.
-var Suggests = []string{"consul"}
+// absence must not block installing; criu (>= 4.2) — vprocd moves
+// unmodified programs with it (older CRIU fails on current kernels;
+// bookworm has 3.17), and without it only cooperative programs move.
+// Written as Debian writes relations; RPMRelations gives rpm's form.
+var Suggests = []string{"consul", "criu (>= 4.2)"}
+
+// RPMRelations writes relations of Debian's form, "name (op version)",
+// in rpm's, "name op version".
+func RPMRelations(rels []string) []string {
+	out := make([]string, len(rels))
+	for i, r := range rels {
+		name, rest, ok := strings.Cut(r, " (")
+		if ok && strings.HasSuffix(rest, ")") {
+			r = name + " " + strings.TrimSuffix(rest, ")")
+		}
+		out[i] = r
+	}
+	return out
+}
 
 // Recommends lists what a usual install has along with the package:
 // strace, which `ssi strace` runs on the node of the process it traces
@@ -133,6 +150,10 @@ func pack(format, root string, fs []File, o BuildOptions, scriptDir, out string)
 		}
 		contents = append(contents, c)
 	}
+	suggests, recommends := Suggests, Recommends
+	if format == "rpm" {
+		suggests, recommends = RPMRelations(Suggests), RPMRelations(Recommends)
+	}
 	info := &nfpm.Info{
 		Name:          Name,
 		Arch:          "amd64",
@@ -147,8 +168,8 @@ func pack(format, root string, fs []File, o BuildOptions, scriptDir, out string)
 		License:       License,
 		MTime:         o.MTime,
 		Overridables: nfpm.Overridables{
-			Suggests:   Suggests,
-			Recommends: Recommends,
+			Suggests:   suggests,
+			Recommends: recommends,
 			Contents:   contents,
 			Umask:      0o022,
 			Scripts: nfpm.Scripts{
