@@ -11,52 +11,56 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestWarmGateGoneNoteOnce: a gate that died idle is passed over (start again): the note of a
-// missing directory is written to the given stderr once, not per try.
-func TestWarmGateGoneNoteOnce(t *testing.T) {
+// deadGateStart returns a Warm whose only idle gate has died, a stderr
+// pipe (its read end closed at the test's end) and the Spec of a program
+// asked to run in a missing directory with that stderr: its start passes
+// the dead gate over and starts again, with a note to write.
+func deadGateStart(t *testing.T) (*Warm, *os.File, *os.File, Spec) {
+	t.Helper()
 	w, ready, _ := newTestWarm(t, 1, 4, nil)
 	w.refill(credKey(self()), self())
-	gatePid := waitPid(t, ready)
-	if err := syscall.Kill(gatePid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(waitPid(t, ready), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer errR.Close()
-	p, err := w.Start(Spec{Argv: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/no/such/dir", Cred: self(),
-		Stdio: [3]*os.File{nil, nil, errW}, NotePrefix: "ssi exec: "})
+	t.Cleanup(func() { errR.Close() })
+	return w, errR, errW, Spec{Argv: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/no/such/dir", Cred: self(),
+		Stdio: [3]*os.File{nil, nil, errW}, NotePrefix: "ssi exec: "}
+}
+
+// TestWarmGateGoneNoteOnce: a gate that died idle is passed over (start
+// again): the note of a missing directory is written to the given stderr
+// once, not per try.
+func TestWarmGateGoneNoteOnce(t *testing.T) {
+	w, errR, errW, spec := deadGateStart(t)
+	p, err := w.Start(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	errW.Close()
-	go io.Copy(io.Discard, p.Stdout)
+	go func() { _, _ = io.Copy(io.Discard, p.Stdout) }()
 	p.Open()
 	p.CloseStdin()
-	p.Wait()
+	_ = p.Wait()
 	b, _ := io.ReadAll(errR)
 	if n := strings.Count(string(b), "does not exist"); n != 1 {
 		t.Fatalf("the note came %d times: %q", n, b)
 	}
 }
 
-// TestWarmGateGoneNoteFullPipe: as TestWarmGateGoneNoteOnce with the given stderr full (its reader does not read): the
-// note's write is bounded by noteWait the first time; the retry writes
-// it on a description made blocking, where the deadline does nothing.
+// TestWarmGateGoneNoteFullPipe: as TestWarmGateGoneNoteOnce with the
+// given stderr full (its reader does not read): the note's write is
+// bounded by noteWait, once; a second write on the description made
+// blocking, where the deadline does nothing, would block for ever.
 func TestWarmGateGoneNoteFullPipe(t *testing.T) {
-	w, ready, _ := newTestWarm(t, 1, 4, nil)
-	w.refill(credKey(self()), self())
-	gatePid := waitPid(t, ready)
-	if err := syscall.Kill(gatePid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	errR, errW, err := os.Pipe()
+	w, _, errW, spec := deadGateStart(t)
+	rc, err := errW.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer errR.Close()
-	rc, _ := errW.SyscallConn()
 	_ = rc.Control(func(fd uintptr) {
 		for {
 			if _, err := unix.Write(int(fd), make([]byte, 4096)); err != nil {
@@ -66,8 +70,7 @@ func TestWarmGateGoneNoteFullPipe(t *testing.T) {
 	})
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.Start(Spec{Argv: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/no/such/dir", Cred: self(),
-			Stdio: [3]*os.File{nil, nil, errW}, NotePrefix: "ssi exec: "})
+		_, err := w.Start(spec)
 		done <- err
 	}()
 	select {
