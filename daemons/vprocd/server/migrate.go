@@ -21,6 +21,7 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/migrate"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
+	"github.com/openssi/openssi/internal/criu"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
@@ -51,6 +52,10 @@ type MigrateConfig struct {
 	// StateLimit bounds a cooperative program's state
 	// (vprocd.migrate.coop_state_limit; 0: coop.DefaultStateLimit).
 	StateLimit int
+	// CRIU is what vprocd found of CRIU at start (criu.Detect): the
+	// mechanism of programs that do not speak the cooperative protocol,
+	// when Ready (criu.go).
+	CRIU criu.State
 }
 
 // Waits of the shell.
