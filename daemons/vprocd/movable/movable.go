@@ -95,8 +95,12 @@ func Tree(procfs fs.FS, root int) []int {
 // its own). Each names the process; nil when there is none.
 func Obstacles(procfs fs.FS, root int) []string {
 	var out []string
+	seen := map[string]bool{}
 	add := func(pid int, what string) bool {
-		out = append(out, fmt.Sprintf("pid %d %s", pid, what))
+		if !seen[what] { // once, for the first process (a child inherits its parent's files)
+			seen[what] = true
+			out = append(out, fmt.Sprintf("pid %d %s", pid, what))
+		}
 		return len(out) < maxObstacles
 	}
 	for _, pid := range Tree(procfs, root) {

@@ -75,7 +75,8 @@ func TestObstacles(t *testing.T) {
 		}, nil},
 		{"a child with a socket and a terminal", []fakeProc{
 			{pid: "10", status: plainStatus, maps: plainMaps, children: "11", fds: stdio},
-			{pid: "11", status: plainStatus, maps: plainMaps, fds: map[string]string{"0": "/dev/pts/3", "3": "socket:[99]", "4": "socket:[98]"}},
+			{pid: "11", status: plainStatus, maps: plainMaps, children: "12", fds: map[string]string{"0": "/dev/pts/3", "3": "socket:[99]", "4": "socket:[98]"}},
+			{pid: "12", status: plainStatus, maps: plainMaps, fds: map[string]string{"0": "/dev/pts/3", "3": "socket:[99]"}},
 		}, []string{"pid 11 holds a terminal (/dev/pts/3)", "pid 11 holds a socket"}},
 		{"locked and shared memory", []fakeProc{
 			{pid: "10", status: "VmLck:\t  8 kB\n", maps: plainMaps + "7f00-7f01 rw-s 00000000 00:01 5 /SYSV00000000 (deleted)\n", fds: stdio},

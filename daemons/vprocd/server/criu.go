@@ -80,9 +80,17 @@ func (s *Server) criuFreeze(pid int) ([]byte, error) {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), criuWait)
 	defer cancel()
-	args := append(criu.DumpArgs(pid, dir, true), "--leave-stopped", "--manage-cgroups=ignore")
+	// A copy restored here runs in a PID namespace of its own whose first
+	// process (its holder) is not in its tree: criu dumps it from inside
+	// that namespace, by its pid there.
+	bin, nspid := st.Bin, nsPID(pid)
+	args := append(criu.DumpArgs(nspid, dir, true), "--leave-stopped", "--manage-cgroups=ignore")
+	if nspid != pid {
+		bin = "nsenter"
+		args = append([]string{"--target", strconv.Itoa(pid), "--pid", "--mount", "--", st.Bin}, args...)
+	}
 	began := time.Now()
-	if out, err := exec.CommandContext(ctx, st.Bin, args...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("criu dump: %v: %s", err, criuError(dir, "dump.log", out))
 	}
 	s.log.WithField("pid", pid).WithField("took", time.Since(began).Round(time.Millisecond)).Debug("criu dump")
@@ -90,6 +98,24 @@ func (s *Server) criuFreeze(pid int) ([]byte, error) {
 		return nil, err
 	}
 	return tarDir(dir)
+}
+
+// nsPID is the pid of process pid in its own PID namespace (pid when it
+// runs in this one, or when that cannot be read).
+func nsPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return pid
+	}
+	for line := range strings.Lines(string(b)) {
+		if f, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			ids := strings.Fields(f)
+			if n, err := strconv.Atoi(ids[len(ids)-1]); err == nil && len(ids) > 1 && n > 0 {
+				return n
+			}
+		}
+	}
+	return pid
 }
 
 // stdioLinks are what descriptors 0, 1 and 2 of pid are ("" for none).
@@ -101,14 +127,19 @@ func stdioLinks(pid int) [3]string {
 	return l
 }
 
-// criuError is the reason of a failed criu run: the first error of its
-// log, else its output's last line.
+// criuError is the reason of a failed criu run: the last error of its
+// log before its "FAILED" (criu goes on after some, such as a limit it
+// cannot raise), else its output's last line.
 func criuError(dir, log string, out []byte) string {
 	b, _ := os.ReadFile(filepath.Join(dir, log))
+	last := ""
 	for line := range strings.Lines(string(b)) {
-		if strings.HasPrefix(line, "Error") {
-			return clipLine(line)
+		if strings.HasPrefix(line, "Error") && !strings.Contains(line, "FAILED") {
+			last = line
 		}
+	}
+	if last != "" {
+		return clipLine(last)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return clipLine(lines[len(lines)-1])

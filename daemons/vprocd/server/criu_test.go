@@ -138,30 +138,35 @@ func TestMigrateCRIU(t *testing.T) {
 		t.Errorf("ps -o migrate says %q, want criu", got)
 	}
 	_, pid2 := runsOn(c, p.Cpid)
-	gaps.reset()
-	begin := time.Now()
-	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
-		t.Fatalf("migrate to 3: %v", err)
-	}
-	t.Logf("moved to node 3 in %v at %d", time.Since(begin).Round(time.Millisecond), out.last)
-	n, pid := runsOn(c, p.Cpid)
-	for end := time.Now().Add(5 * time.Second); n != 3 && time.Now().Before(end); n, pid = runsOn(c, p.Cpid) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n != 3 || pid == pid2 {
-		t.Fatalf("after the move cpid %d runs on node %d (pid %d), want node 3", p.Cpid, n, pid)
-	}
-	// CRIU restored it with its own pid, in a PID namespace of its own.
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/status"); err != nil || !strings.Contains(string(b), "NSpid:\t"+strconv.Itoa(int(pid))+"\t"+strconv.Itoa(int(pid2))+"\n") {
-		t.Errorf("the copy (pid %d) is not the original (pid %d) restored in a PID namespace: %v\n%s", pid, pid2, err, b)
-	}
-	out.upTo(out.last + 20)
-	// The longest pause of its output, less its own 50 ms between
-	// lines, is the time it was frozen (stopped at the source to running
-	// at the target) as its reader sees it.
-	t.Logf("freeze time (longest pause of the output, which has a line each 50 ms): %v", gaps.longest().Round(time.Millisecond))
-	if got := migrateColumn(t, c, 1, p.Cpid); got != "criu" {
-		t.Errorf("after the move ps -o migrate says %q, want criu", got)
+	// To node 3, and back from its PID namespace there.
+	for _, to := range []uint32{3, 2} {
+		gaps.reset()
+		begin := time.Now()
+		if err := c.client(1).Migrate(ctx, p.Cpid, int(to)); err != nil {
+			t.Fatalf("migrate to %d: %v", to, err)
+		}
+		took := time.Since(begin)
+		n, pid := runsOn(c, p.Cpid)
+		for end := time.Now().Add(5 * time.Second); n != to && time.Now().Before(end); n, pid = runsOn(c, p.Cpid) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n != to || pid == pid2 {
+			t.Fatalf("after the move cpid %d runs on node %d (pid %d), want node %d", p.Cpid, n, pid, to)
+		}
+		// CRIU restored it with its own pid, in a PID namespace of its own.
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/status"); err != nil ||
+			!strings.Contains(string(b), "NSpid:\t"+strconv.Itoa(int(pid))+"\t"+strconv.Itoa(int(pid2))+"\n") {
+			t.Errorf("the copy (pid %d) is not the original (pid %d) restored in a PID namespace: %v\n%s", pid, pid2, err, b)
+		}
+		out.upTo(out.last + 20)
+		// The longest pause of its output (a line each 50 ms) is about
+		// the time it was frozen: stopped at the source to running at
+		// the target, as its reader sees it.
+		t.Logf("moved to node %d: ssi migrate took %v; freeze time (the output's longest pause) %v",
+			to, took.Round(time.Millisecond), gaps.longest().Round(time.Millisecond))
+		if got := migrateColumn(t, c, 1, p.Cpid); got != "criu" {
+			t.Errorf("after the move ps -o migrate says %q, want criu", got)
+		}
 	}
 
 	// A program CRIU cannot move: it holds a file open.
@@ -213,5 +218,83 @@ func TestMigrateCRIU(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "openssi-criu-*")); len(left) != 0 {
 		t.Errorf("image directories left: %v", left)
+	}
+}
+
+// TestMigrateCRIUFails: a move whose restore fails (the target has no
+// usable CRIU) leaves the program running where it was, thawed, its
+// counter going on without a gap, and says why in one line.
+func TestMigrateCRIUFails(t *testing.T) {
+	st := criuForTest(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Migrate: MigrateConfig{CRIU: st}})
+	c.node(3).srv.cfg.Migrate.CRIU = criu.State{Status: criu.Missing, Reason: "no criu on PATH"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"sh", "-c", shellCounter}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	out.upTo(10)
+	_, pid := runsOn(c, p.Cpid)
+	err = c.client(1).Migrate(ctx, p.Cpid, 3)
+	if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), "CRIU on node 3 is missing: no criu on PATH") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("%v, want ErrMoveFailed saying CRIU on node 3 is missing, in one line", err)
+	}
+	t.Logf("failed: %v", err)
+	out.upTo(out.last + 20)
+	if n, pidNow := runsOn(c, p.Cpid); n != 2 || pidNow != pid {
+		t.Errorf("after the failed move it runs on node %d (pid %d), want node 2 (pid %d)", n, pidNow, pid)
+	}
+	if err := c.client(1).Kill(ctx, p.Cpid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st2, err := p.Wait()
+	outW.Close()
+	if err != nil || st2.Signal != int(syscall.SIGTERM) {
+		t.Errorf("status %+v, %v; want SIGTERM", st2, err)
+	}
+}
+
+// TestMigrateCRIUStdin: a shell that echoes its stdin moves through CRIU
+// while it waits for a line; the lines after the move reach the copy, and
+// the end of stdin ends it with its status.
+func TestMigrateCRIUStdin(t *testing.T) {
+	st := criuForTest(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Migrate: MigrateConfig{CRIU: st}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"sh", "-c", `while read l; do echo "$l"; done; exit 3`}, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readCounter(t, outR)
+	if _, err := io.WriteString(p.Stdin, "1\n"); err != nil {
+		t.Fatal(err)
+	}
+	out.upTo(1)
+	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	for i := 2; i <= 5; i++ {
+		if _, err := io.WriteString(p.Stdin, strconv.Itoa(i)+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.upTo(5)
+	if n, _ := runsOn(c, p.Cpid); n != 3 {
+		t.Errorf("it runs on node %d, want 3", n)
+	}
+	if err := p.Stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st2, err := p.Wait()
+	outW.Close()
+	if err != nil || st2.Code != 3 {
+		t.Errorf("status %+v, %v; want 3", st2, err)
 	}
 }
