@@ -236,6 +236,15 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 		done()
 		return nil, err
 	}
+	// The image says who the program is: it must be the user the move
+	// names (whose execs admit counted), never anyone else.
+	if err := sameUser(p.Pid, pr.Uid, pr.Gid); err != nil {
+		p.Kill()
+		p.Wait()
+		p.CloseOutput()
+		done()
+		return nil, err
+	}
 	x := cpid.CPID(mv.CPID)
 	if s.cfg.Scopes != nil {
 		if err := s.cfg.Scopes.Scope(context.Background(), p.Pid, pr.Uid, int64(x)); err != nil {
@@ -384,6 +393,33 @@ func (s *Server) criuStart(bin, dir string, image []byte) (*runner.Proc, error) 
 		return st
 	}
 	return runner.Adopt(pid, ends[0], ends[1], ends[2], wait), nil
+}
+
+// sameUser checks that process pid runs as uid and gid, all of its ids
+// (real, effective, saved, filesystem).
+func sameUser(pid int, uid, gid uint32) error {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return fmt.Errorf("the restored program: %w", err)
+	}
+	want := map[string]string{"Uid:": strconv.FormatUint(uint64(uid), 10), "Gid:": strconv.FormatUint(uint64(gid), 10)}
+	found := 0
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || want[f[0]] == "" {
+			continue
+		}
+		found++
+		for _, id := range f[1:] {
+			if id != want[f[0]] {
+				return fmt.Errorf("the restored program runs with %s %s, not the %s of the program moved", strings.TrimSuffix(f[0], ":"), strings.Join(f[1:], " "), want[f[0]])
+			}
+		}
+	}
+	if found != 2 {
+		return errors.New("the restored program's ids cannot be read")
+	}
+	return nil
 }
 
 // hostPID is the PID here of the holder's child whose PID in its
