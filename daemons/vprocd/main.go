@@ -19,9 +19,13 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
 	"github.com/openssi/openssi/daemons/vprocd/vprocdspec"
 	"github.com/openssi/openssi/internal/consul"
+	"github.com/openssi/openssi/internal/criu"
 	"github.com/openssi/openssi/internal/daemon"
 	"github.com/openssi/openssi/internal/localapi"
 )
+
+// criuDetectWait bounds `criu --version` and `criu check` at start.
+const criuDetectWait = 30 * time.Second
 
 func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
 
@@ -60,6 +64,16 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// this node's own.
 		loadCfg.Runnable = proctable.Reader{FS: os.DirFS("/proc")}.Runnable
 	}
+	// CRIU moves the programs that do not speak the cooperative
+	// protocol: what it is here is said at start and in the status.
+	detectCtx, cancelDetect := context.WithTimeout(ctx, criuDetectWait)
+	criuState := criu.Detect(detectCtx, criu.Exec{}, own.Migrate.CRIU)
+	cancelDetect()
+	if criuState.Status == criu.Ready {
+		env.Log.WithField("criu", criuState.String()).Info("CRIU moves unmodified programs")
+	} else {
+		env.Log.WithField("criu", criuState.String()).Warn("CRIU cannot be used: only cooperative programs can move")
+	}
 	srv := server.New(server.Config{
 		Node:           uint32(me.Number),
 		Source:         src,
@@ -70,7 +84,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		WarmGates:      own.WarmGates,
 		Load:           loadCfg,
 		Migrate: server.MigrateConfig{Core: migrate.Config{ConfirmTimeout: own.Migrate.ConfirmTimeout},
-			StateLimit: own.Migrate.CoopStateLimit},
+			StateLimit: own.Migrate.CoopStateLimit, CRIU: criuState},
 		Log: env.Log,
 	})
 	defer srv.Close()
@@ -117,7 +131,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		}
 		watchErr <- w.Err()
 	})
-	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d: running programs; serving %s", me.Number, env.SocketPath()),
+	stopRun, waitRun := env.StartLoop(local, fmt.Sprintf("node %d: running programs; serving %s; criu %s", me.Number, env.SocketPath(), criuState),
 		func(ctx context.Context, beat func(), ready func()) error {
 			ready()
 			t := time.NewTicker(time.Second)

@@ -109,7 +109,7 @@ func newPs(g *globals) *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "ps [-n NODE]... [-u USER]... [-p CPID]... [-o table|json]",
+		Use:   "ps [-n NODE]... [-u USER]... [-p CPID]... [-o table|json|migrate]",
 		Short: "List the processes of every node of the cluster",
 		Long: `List the processes of every UP node of the cluster (or of each -n NODE),
 asked in parallel: cluster PID, the node it runs on, user, parent, ps's
@@ -118,6 +118,9 @@ and command line. -u and -p select users and cluster PIDs; the filters of
 different kinds must all match. Everyone sees every process and its command
 line, as in /proc; environments are never shown (the owner and root read
 them in /cluster/proc/CPID/environ). -o json prints the rows as JSON.
+-o migrate lists the programs started migratable (ssi exec --migratable)
+and how each would move with ssi migrate: coop (it speaks the checkpoint
+protocol), criu (CRIU dumps and restores it), or no and why not.
 
 A node that does not answer within --timeout (or that -n names and is
 DOWN) is named on stderr, one line each, and the others are still shown.
@@ -129,8 +132,8 @@ Exit status:
   254  vprocd is not running on this node`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return usageError{fmt.Errorf("-o %q is not valid: want table or json", output)}
+			if output != "table" && output != "json" && output != "migrate" {
+				return usageError{fmt.Errorf("-o %q is not valid: want table, json or migrate", output)}
 			}
 			f, err := flags.filter()
 			if err != nil {
@@ -146,9 +149,12 @@ Exit status:
 				return psError("ps", err)
 			}
 			rows := t.Rows()
-			if output == "json" {
+			switch output {
+			case "json":
 				err = psview.JSON(g.out, rows, nil)
-			} else {
+			case "migrate":
+				err = psview.MigrateTable(g.out, rows, psview.Options{})
+			default:
 				err = psview.Table(g.out, rows, psview.Options{Now: time.Now()})
 			}
 			if err != nil {
@@ -162,7 +168,7 @@ Exit status:
 		},
 	}
 	flags.add(cmd.Flags())
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or migrate")
 	return cmd
 }
 

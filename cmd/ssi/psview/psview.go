@@ -265,3 +265,33 @@ func Bytes(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f%c", v, units[i])
 }
+
+// MigrateHeader is the column line of MigrateTable.
+const MigrateHeader = "CPID\tNODE\tUSER\tMIGRATE\tCOMMAND"
+
+// MigrateTable writes the programs started migratable among rows (those
+// whose Migrate is set) and how each would move (`ssi ps -o migrate`):
+// coop, criu, or no and the reason.
+func MigrateTable(w io.Writer, rows []proctable.Row, o Options) error {
+	var buf bytes.Buffer
+	u := newUsers(o.User)
+	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, MigrateHeader)
+	for _, r := range rows {
+		if r.Migrate == "" {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.CPID, r.Node, Escape(u.name(r.UID)), strings.Map(printable, r.Migrate), Command(r))
+	}
+	_ = tw.Flush()
+	return cut(w, &buf, o.Width)
+}
+
+// printable replaces a control character (a tab would break the
+// columns) with a space.
+func printable(r rune) rune {
+	if r < ' ' || r == 0x7f {
+		return ' '
+	}
+	return r
+}

@@ -192,3 +192,20 @@ func FuzzTable(f *testing.F) {
 		}
 	})
 }
+
+func TestMigrateTable(t *testing.T) {
+	rs := rows()
+	rs[2].Migrate = "criu"
+	rs[4].Migrate = "no: pid 10 holds a socket\tx" // a tab does not break the columns
+	var b bytes.Buffer
+	if err := MigrateTable(&b, rs, Options{User: names}); err != nil {
+		t.Fatal(err)
+	}
+	want := `CPID     NODE  USER               MIGRATE                      COMMAND
+4202014  3     alice              criu                         sh -c "echo a\nFORGED ROW\x1b[31m" ""
+8388618  2     "evil\x1b[2Jname"  no: pid 10 holds a socket x  /usr/bin/naïve --x=ü
+`
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}

@@ -45,6 +45,10 @@ type Row struct {
 	Args []string `json:"args"`
 	// Kernel marks a kernel thread.
 	Kernel bool `json:"kernel,omitempty"`
+	// Migrate says how a program started migratable would move ("coop",
+	// "criu", or "no: " and why not); vprocd fills it, "" for the other
+	// processes.
+	Migrate string `json:"migrate,omitempty"`
 }
 
 // StatLetters is ps's STAT for s and its locked memory (KiB): the state,

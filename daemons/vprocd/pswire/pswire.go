@@ -16,7 +16,7 @@ func Proc(r proctable.Row) *vprocv1.Proc {
 	p := &vprocv1.Proc{
 		Cpid: int32(r.CPID), Node: r.Node, Pid: r.PID, Ppid: int32(r.PPID), Uid: r.UID, Gid: r.GID,
 		Stat: r.Stat, CpuPercent: r.CPU, RssKib: r.RSS, CpuTimeNs: int64(r.CPUTime), Nice: r.Nice,
-		Comm: []byte(r.Comm), Kernel: r.Kernel,
+		Comm: []byte(r.Comm), Kernel: r.Kernel, Migrate: r.Migrate,
 	}
 	if !r.Start.IsZero() {
 		p.StartUnixNano = r.Start.UnixNano()
@@ -36,6 +36,7 @@ func Row(p *vprocv1.Proc) proctable.Row {
 		CPID: cpid.CPID(p.GetCpid()), Node: p.GetNode(), PID: p.GetPid(), PPID: cpid.CPID(p.GetPpid()),
 		UID: p.GetUid(), GID: p.GetGid(), Stat: p.GetStat(), CPU: p.GetCpuPercent(), RSS: p.GetRssKib(),
 		CPUTime: time.Duration(p.GetCpuTimeNs()), Nice: p.GetNice(), Comm: string(p.GetComm()), Kernel: p.GetKernel(),
+		Migrate: p.GetMigrate(),
 	}
 	if ns := p.GetStartUnixNano(); ns != 0 {
 		r.Start = time.Unix(0, ns)

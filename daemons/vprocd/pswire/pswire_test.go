@@ -14,7 +14,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, r := range []proctable.Row{
 		{},
 		{CPID: cpid.MustMake(2, 7), Node: 2, PID: 7, PPID: cpid.MustMake(2, 1), UID: 1000, GID: 100, Stat: "Ss+", CPU: 12.5,
-			RSS: 4096, Start: start, CPUTime: 3 * time.Second, Nice: -5, Comm: "a\xffb", Args: []string{"sh", "", "\xfe"}},
+			RSS: 4096, Start: start, CPUTime: 3 * time.Second, Nice: -5, Comm: "a\xffb", Args: []string{"sh", "", "\xfe"}, Migrate: "no: it holds a socket"},
 		{CPID: cpid.MustMake(2, 2), Node: 2, PID: 2, Stat: "S", Comm: "kthreadd", Kernel: true},
 		{CPID: cpid.MustMake(2, 9), Node: 2, PID: 9, Args: []string{}},
 	} {

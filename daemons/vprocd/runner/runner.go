@@ -95,6 +95,9 @@ type Proc struct {
 	exited bool // the leader has exited (not yet reaped): no more signals
 	// onExit, when set, is called once the program has exited (Wait).
 	onExit func()
+	// wait, when set, waits for a program this package did not start
+	// (Adopt).
+	wait func() Status
 }
 
 // Start starts the program of s. A program that cannot be started is a
@@ -468,6 +471,9 @@ func (p *Proc) Kill() {
 // is left a zombie until no Signal or Kill can be under way, so that its
 // group id is not reused under them.
 func (p *Proc) Wait() Status {
+	if p.wait != nil {
+		return p.waitAdopted()
+	}
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)

@@ -21,6 +21,7 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/migrate"
 	"github.com/openssi/openssi/daemons/vprocd/pgroup"
 	"github.com/openssi/openssi/daemons/vprocd/runner"
+	"github.com/openssi/openssi/internal/criu"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 	vprocpeerv1 "github.com/openssi/openssi/proto/vprocpeer/v1"
 )
@@ -51,6 +52,10 @@ type MigrateConfig struct {
 	// StateLimit bounds a cooperative program's state
 	// (vprocd.migrate.coop_state_limit; 0: coop.DefaultStateLimit).
 	StateLimit int
+	// CRIU is what vprocd found of CRIU at start (criu.Detect): the
+	// mechanism of programs that do not speak the cooperative protocol,
+	// when Ready (criu.go).
+	CRIU criu.State
 }
 
 // Waits of the shell.
@@ -271,6 +276,8 @@ func (s *Server) freeze(mv migrate.Move) {
 	var state []byte
 	if !ok {
 		err = errors.New("the process no longer runs here")
+	} else if mv.Mech == migrate.CRIU {
+		state, err = s.criuFreeze(rec.mig.p.Pid) // criu.go
 	} else {
 		state, err = rec.mig.link.checkpoint(checkpointWait)
 	}
@@ -301,7 +308,11 @@ func (s *Server) thaw(mv migrate.Move) {
 	}
 	if rec, ok := s.migrating(cpid.CPID(mv.CPID)); ok {
 		rec.mig.in.release(rec.mig.p)
-		if err := rec.mig.link.resume(); err != nil {
+		resume := rec.mig.link.resume
+		if mv.Mech == migrate.CRIU {
+			resume = func() error { return rec.mig.p.Signal(syscall.SIGCONT) }
+		}
+		if err := resume(); err != nil {
 			s.log.WithError(err).WithField("cpid", cpid.CPID(mv.CPID)).Warn("cannot resume a program after a failed move")
 		}
 	}
@@ -347,6 +358,9 @@ func (s *Server) restore(mv migrate.Move, img *image) {
 }
 
 func (s *Server) restoreCopy(mv migrate.Move, img *image) (*copyHere, error) {
+	if mv.Mech == migrate.CRIU {
+		return s.criuRestore(mv, img) // criu.go
+	}
 	if mv.Mech != migrate.Cooperative {
 		return nil, fmt.Errorf("mechanism %s is not available on node %d", mv.Mech, s.cfg.Node)
 	}
@@ -415,7 +429,11 @@ func (s *Server) resume(mv migrate.Move) {
 	if c == nil {
 		return
 	}
-	if err := c.link.resume(); err != nil {
+	resume := c.link.resume
+	if mv.Mech == migrate.CRIU {
+		resume = func() error { return c.p.Signal(syscall.SIGCONT) }
+	}
+	if err := resume(); err != nil {
 		s.log.WithError(err).WithField("cpid", c.cpid).Warn("cannot resume a moved program")
 	}
 	c.unmark()
@@ -703,14 +721,15 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 		// attach to its copy.
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: the node of the ssi exec that started it went down", x)
 	}
-	if rec.mig.link.linked() == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: %v", x, errNoLink)
+	choice := s.moveChoice(rec) // criu.go
+	if choice.Mech == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: %s", x, choice.Reason)
 	}
 	ch := make(chan error, 1)
 	var merr error
 	s.migStep(func(n *migrate.Node, now time.Time) {
 		var mv migrate.Move
-		mv, merr = n.Migrate(now, uint64(x), x.Node(), to, migrate.Cooperative)
+		mv, merr = n.Migrate(now, uint64(x), x.Node(), to, choice.Mech)
 		if merr == nil {
 			s.mig.results[mv.ID] = ch
 		}

@@ -69,6 +69,7 @@ func (s *Server) localTable(ctx context.Context, f proctable.Filter) (*vprocv1.N
 		}
 		f.Nodes = nil
 		snap.Rows = f.Apply(snap.Rows)
+		s.fillMigrate(snap.Rows) // criu.go
 		return pswire.Table(snap, s.localLoad()), nil
 	})
 }

@@ -87,6 +87,11 @@ type Migrate struct {
 	// it restored the process; past it the move fails and the process
 	// runs on where it was. 1s..10m. Default 30s.
 	ConfirmTimeout time.Duration `mapstructure:"confirm_timeout" want:"a duration 1s..10m such as 30s"`
+	// CRIU is the criu binary that moves unmodified programs (CRIU 4.2
+	// or later whose `criu check` passes; vprocd checks it at start and
+	// says in its status why it cannot use it). "" looks up criu in the
+	// PATH. Default "".
+	CRIU string `mapstructure:"criu" want:"an absolute path, or empty for the PATH's criu"`
 }
 
 // Default returns vprocd's settings when nothing overrides them. They are
@@ -109,6 +114,8 @@ func (c *Config) Validate() error {
 			OK: c.Migrate.CoopStateLimit >= 4096 && c.Migrate.CoopStateLimit <= 1<<30},
 		settings.Check{Key: "migrate.confirm_timeout", Value: c.Migrate.ConfirmTimeout.String(),
 			OK: c.Migrate.ConfirmTimeout >= time.Second && c.Migrate.ConfirmTimeout <= 10*time.Minute},
+		settings.Check{Key: "migrate.criu", Value: c.Migrate.CRIU,
+			OK: c.Migrate.CRIU == "" || (path.IsAbs(c.Migrate.CRIU) && path.Clean(c.Migrate.CRIU) == c.Migrate.CRIU)},
 	)
 }
 

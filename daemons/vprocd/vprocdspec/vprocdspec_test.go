@@ -53,3 +53,22 @@ func TestDefaultIsValid(t *testing.T) {
 		t.Errorf("Default() = %+v, %v", c, c.Validate())
 	}
 }
+
+func TestValidateCRIU(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"", true},
+		{"/usr/sbin/criu", true},
+		{"criu", false},
+		{"/opt/../criu", false},
+		{"/opt/criu/", false},
+	} {
+		c := Default()
+		c.Migrate.CRIU = tc.path
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("migrate.criu %q: %v, want ok %v", tc.path, err, tc.ok)
+		}
+	}
+}

@@ -118,9 +118,12 @@ type Proc struct {
 	CpuTimeNs     int64   `protobuf:"varint,11,opt,name=cpu_time_ns,json=cpuTimeNs,proto3" json:"cpu_time_ns,omitempty"`
 	Nice          int32   `protobuf:"varint,12,opt,name=nice,proto3" json:"nice,omitempty"`
 	// comm and args are bytes: a process names itself with any bytes.
-	Comm          []byte   `protobuf:"bytes,13,opt,name=comm,proto3" json:"comm,omitempty"`
-	Args          [][]byte `protobuf:"bytes,14,rep,name=args,proto3" json:"args,omitempty"`
-	Kernel        bool     `protobuf:"varint,15,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Comm   []byte   `protobuf:"bytes,13,opt,name=comm,proto3" json:"comm,omitempty"`
+	Args   [][]byte `protobuf:"bytes,14,rep,name=args,proto3" json:"args,omitempty"`
+	Kernel bool     `protobuf:"varint,15,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// migrate says how a program started migratable would move: "coop",
+	// "criu", or "no: " and why not; "" for the other processes.
+	Migrate       string `protobuf:"bytes,16,opt,name=migrate,proto3" json:"migrate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +261,13 @@ func (x *Proc) GetKernel() bool {
 		return x.Kernel
 	}
 	return false
+}
+
+func (x *Proc) GetMigrate() string {
+	if x != nil {
+		return x.Migrate
+	}
+	return ""
 }
 
 // NodeLoad is what a node read of its load with its table.
@@ -537,7 +547,7 @@ const file_vproc_v1_ps_proto_rawDesc = "" +
 	"\x04uids\x18\x02 \x03(\rR\x04uids\x12\x14\n" +
 	"\x05cpids\x18\x03 \x03(\x05R\x05cpids\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"\xe2\x02\n" +
+	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"\xfc\x02\n" +
 	"\x04Proc\x12\x12\n" +
 	"\x04cpid\x18\x01 \x01(\x05R\x04cpid\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x10\n" +
@@ -555,7 +565,8 @@ const file_vproc_v1_ps_proto_rawDesc = "" +
 	"\x04nice\x18\f \x01(\x05R\x04nice\x12\x12\n" +
 	"\x04comm\x18\r \x01(\fR\x04comm\x12\x12\n" +
 	"\x04args\x18\x0e \x03(\fR\x04args\x12\x16\n" +
-	"\x06kernel\x18\x0f \x01(\bR\x06kernel\"l\n" +
+	"\x06kernel\x18\x0f \x01(\bR\x06kernel\x12\x18\n" +
+	"\amigrate\x18\x10 \x01(\tR\amigrate\"l\n" +
 	"\bNodeLoad\x12\x1b\n" +
 	"\trun_queue\x18\x01 \x01(\rR\brunQueue\x12\x14\n" +
 	"\x05load1\x18\x02 \x01(\x01R\x05load1\x12\x12\n" +

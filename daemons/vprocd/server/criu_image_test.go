@@ -1,0 +1,86 @@
+package server
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestImageTar: an image dumped goes through tar whole, and an image a
+// peer sends is unpacked only as plain files of the directory it gets.
+func TestImageTar(t *testing.T) {
+	src := t.TempDir()
+	files := map[string]string{"core-42.img": "core", "pages-1.img": strings.Repeat("p", 70000), stdioName: "pipe:[1]\npipe:[2]\npipe:[3]\n"}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(src, n), []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, err := tarDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	if err := untarDir(img, dst); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range files {
+		if got, err := os.ReadFile(filepath.Join(dst, n)); err != nil || string(got) != b {
+			t.Errorf("%s: %d bytes, %v; want %d", n, len(got), err, len(b))
+		}
+	}
+
+	entry := func(h tar.Header, body string) []byte {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write([]byte(body))
+		_ = tw.Close()
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		img  []byte
+	}{
+		{"a path out of the directory", entry(tar.Header{Name: "../escaped", Typeflag: tar.TypeReg, Mode: 0o600}, "x")},
+		{"an absolute path", entry(tar.Header{Name: "/etc/escaped", Typeflag: tar.TypeReg, Mode: 0o600}, "x")},
+		{"a subdirectory", entry(tar.Header{Name: "d/x", Typeflag: tar.TypeReg, Mode: 0o600}, "x")},
+		{"a symlink", entry(tar.Header{Name: "core-1.img", Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}, "")},
+		{"not a tar", []byte("hello, this is not a tar archive at all; it goes on for a while......................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................")},
+	} {
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, "img"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := untarDir(tc.img, filepath.Join(dir, "img")); err == nil {
+			t.Errorf("%s: unpacked", tc.name)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "escaped")); err == nil {
+			t.Errorf("%s: wrote out of its directory", tc.name)
+		}
+	}
+}
+
+// TestSameUser: a restored program is kept only when it runs as the user
+// the move names.
+func TestSameUser(t *testing.T) {
+	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	if err := sameUser(os.Getpid(), uid, gid); err != nil {
+		t.Errorf("this process as itself: %v", err)
+	}
+	if err := sameUser(os.Getpid(), uid+4242, gid); err == nil || !strings.Contains(err.Error(), "runs with Uid") {
+		t.Errorf("this process as another uid: %v", err)
+	}
+	if err := sameUser(os.Getpid(), uid, gid+4242); err == nil || !strings.Contains(err.Error(), "runs with Gid") {
+		t.Errorf("this process as another gid: %v", err)
+	}
+	if err := sameUser(1<<30, uid, gid); err == nil {
+		t.Error("a process that does not exist passed")
+	}
+}
