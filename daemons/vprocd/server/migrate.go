@@ -171,9 +171,21 @@ func (s *Server) migStep(f func(n *migrate.Node, now time.Time)) {
 	s.migApply(rd, restores)
 }
 
-// migApply does what the core asked: the actions, the messages, the new
-// locations and the results.
+// migApply does what the core asked: the new locations, the actions, the
+// messages and the results.
 func (s *Server) migApply(rd migrate.Ready, restores []*image) {
+	// The new locations first: an End below, or the Decided a message
+	// takes to the source, ends the original, and its Ended (of its old
+	// node) must find the origin's table already pointing at the new
+	// node, or it deletes the process from the table.
+	for _, l := range rd.Locations {
+		if l.Node == s.cfg.Node {
+			continue // recorded with its pid when it resumes here
+		}
+		if err := s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: cpid.CPID(l.CPID), Node: l.Node}}); err != nil {
+			s.log.WithError(err).Warn("cannot record where a process moved")
+		}
+	}
 	for _, a := range rd.Actions {
 		mv := a.Move
 		log := s.log.WithField("move", mv.ID.String()).WithField("cpid", cpid.CPID(mv.CPID))
@@ -197,14 +209,6 @@ func (s *Server) migApply(rd migrate.Ready, restores []*image) {
 	}
 	for _, msg := range rd.Messages {
 		go s.sendMove(msg)
-	}
-	for _, l := range rd.Locations {
-		if l.Node == s.cfg.Node {
-			continue // recorded with its pid when it resumes here
-		}
-		if err := s.pgStep(pgroup.Moved{Proc: pgroup.Proc{CPID: cpid.CPID(l.CPID), Node: l.Node}}); err != nil {
-			s.log.WithError(err).Warn("cannot record where a process moved")
-		}
 	}
 	if len(rd.Results) > 0 {
 		s.mig.mu.Lock()
