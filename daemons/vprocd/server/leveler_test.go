@@ -1,0 +1,192 @@
+package server
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/daemons/vprocd/cpid"
+	"github.com/openssi/openssi/daemons/vprocd/level"
+	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+)
+
+// levelSource gives the in-process nodes, which share one machine, the
+// loads of separate one-CPU nodes: a node's run queue is the migratable
+// programs that run there, each of load 1.
+type levelSource struct{ c *testCluster }
+
+func (l *levelSource) RunQueue(node uint32) (uint32, error) {
+	s := l.c.node(node).srv
+	s.recs.mu.Lock()
+	defer s.recs.mu.Unlock()
+	n := uint32(0)
+	for _, rec := range s.recs.m {
+		if rec.mig != nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (l *levelSource) ProcLoad(uint32, cpid.CPID, int32) float64 { return 1 }
+
+// oneCPU is /proc as the load vector reads it, of a node with one CPU
+// (the run queue comes from the levelSource).
+func oneCPU(name string) ([]byte, error) {
+	switch name {
+	case "loadavg":
+		return []byte("0.00 0.00 0.00 1/100 1000\n"), nil
+	case "stat":
+		return []byte("cpu  1 0 0 0\ncpu0 1 0 0 0\nprocs_running 1\n"), nil
+	}
+	return []byte("MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n"), nil
+}
+
+// levelCluster starts 3 nodes whose leveler (enabled or not) balances
+// coopcounter, and six of them migratable on node 1; the load exchange
+// and the leveler run from then on.
+func levelCluster(t *testing.T, enabled bool, coolDown time.Duration) (*testCluster, []int64) {
+	bin := buildCounter(t)
+	src := &levelSource{}
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(),
+		Load:    LoadConfig{Interval: 50 * time.Millisecond, ReadProc: oneCPU, LoadLevel: []string{"coopcounter"}},
+		Leveler: LevelerConfig{Enabled: enabled, Period: 200 * time.Millisecond, CoolDown: coolDown, Source: src}})
+	src.c = c
+	ctx, cancel := context.WithCancel(context.Background())
+	var cpids []int64
+	for range 6 {
+		p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpids = append(cpids, p.Cpid)
+		t.Cleanup(func() {
+			_, _ = io.WriteString(p.Stdin, "exit 0\n")
+			_, _ = p.Wait()
+		})
+	}
+	t.Cleanup(cancel)
+	// Every one linked to its checkpoint socket, then the exchange and
+	// the leveler start: the imbalance is 6/0/0.
+	waitUntil(t, 20*time.Second, "the six programs to link", func() bool {
+		s := c.node(1).srv
+		s.recs.mu.Lock()
+		defer s.recs.mu.Unlock()
+		linked := 0
+		for _, rec := range s.recs.m {
+			if rec.mig != nil && rec.mig.link.linked() != nil {
+				linked++
+			}
+		}
+		return linked == 6
+	})
+	for n := uint32(1); n <= 3; n++ {
+		go c.node(n).srv.RunLoad(ctx)
+		go c.node(n).srv.RunLevel(ctx)
+	}
+	return c, cpids
+}
+
+// waitUntil polls ok until it holds, failing the test past timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(timeout); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("waiting for %s", what)
+		}
+	}
+}
+
+// spread is how many of cpids run on nodes 1, 2 and 3.
+func spread(c *testCluster, cpids []int64) [3]int {
+	var on [3]int
+	for _, x := range cpids {
+		if n, _ := runsOn(c, x); n >= 1 && n <= 3 {
+			on[n-1]++
+		}
+	}
+	return on
+}
+
+// levelStatus is node n's `ssi loadlevel status`.
+func levelStatus(t *testing.T, c *testCluster, n uint32) *vprocv1.LevelStatusReply {
+	t.Helper()
+	r, err := loadAPI{s: c.node(n).srv}.LevelStatus(context.Background(), &vprocv1.LevelStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// decisionsOf counts the cluster's decisions of kind k.
+func decisionsOf(t *testing.T, c *testCluster, k level.Kind) int {
+	total := 0
+	for n := uint32(1); n <= 3; n++ {
+		for _, d := range levelStatus(t, c, n).Decisions {
+			if d.Kind == string(k) {
+				total++
+			}
+		}
+	}
+	return total
+}
+
+// TestLevelerSpreads: six registered programs on node 1 of 3 are spread
+// 2/2/2 in four moves (the fewest), then stay put past the cool-down.
+func TestLevelerSpreads(t *testing.T) {
+	const coolDown = 2 * time.Second
+	c, cpids := levelCluster(t, true, coolDown)
+	begin := time.Now()
+	waitUntil(t, 60*time.Second, "2/2/2", func() bool { return spread(c, cpids) == [3]int{2, 2, 2} })
+	t.Logf("6/0/0 to 2/2/2 in %v", time.Since(begin))
+	waitUntil(t, 10*time.Second, "four moves recorded", func() bool { return decisionsOf(t, c, level.KindMoved) >= 4 })
+	// Every node decides past the last cool-down, several periods more.
+	settled := time.Now().Add(coolDown + 5*200*time.Millisecond)
+	waitUntil(t, 30*time.Second, "periods past the cool-down", func() bool {
+		for n := uint32(1); n <= 3; n++ {
+			ds := levelStatus(t, c, n).Decisions
+			if len(ds) == 0 || time.Unix(0, ds[len(ds)-1].LastUnixNano).Before(settled) {
+				return false
+			}
+		}
+		return true
+	})
+	if got := spread(c, cpids); got != [3]int{2, 2, 2} {
+		t.Errorf("after the cool-down the programs run %v", got)
+	}
+	if moved, failed := decisionsOf(t, c, level.KindMoved), decisionsOf(t, c, level.KindFailed); moved != 4 || failed != 0 {
+		t.Errorf("%d moves and %d failed, want 4 and 0", moved, failed)
+	}
+	for n := uint32(1); n <= 3; n++ {
+		st := levelStatus(t, c, n)
+		if !st.Enabled || len(st.Loads) != 3 {
+			t.Errorf("node %d: enabled %v, loads of %d nodes", n, st.Enabled, len(st.Loads))
+		}
+		for _, d := range st.Decisions {
+			t.Logf("node %d: %s ×%d: %s", n, d.Kind, d.Count, d.Reason)
+		}
+		if last := st.Decisions[len(st.Decisions)-1]; last.Kind != string(level.KindBalanced) && last.Kind != string(level.KindTooHeavy) {
+			t.Errorf("node %d's last decision: %s: %s", n, last.Kind, last.Reason)
+		}
+	}
+}
+
+// TestLevelerDisabled: with the leveler off, nothing moves, and its status
+// says so.
+func TestLevelerDisabled(t *testing.T) {
+	c, cpids := levelCluster(t, false, 0)
+	waitUntil(t, 20*time.Second, "ten periods", func() bool {
+		ds := levelStatus(t, c, 1).Decisions
+		return len(ds) == 1 && ds[0].Count >= 10
+	})
+	if got := spread(c, cpids); got != [3]int{6, 0, 0} {
+		t.Errorf("with the leveler off the programs run %v", got)
+	}
+	st := levelStatus(t, c, 1)
+	if st.Enabled || st.Decisions[0].Kind != string(level.KindDisabled) || !strings.Contains(st.Decisions[0].Reason, "enabled: false") {
+		t.Errorf("status: %+v", st)
+	}
+}
