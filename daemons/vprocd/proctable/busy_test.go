@@ -1,6 +1,7 @@
 package proctable
 
 import (
+	"os"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -50,5 +51,20 @@ func TestBusy(t *testing.T) {
 	}
 	if _, _, err := (Reader{FS: fsys}).Busy(31337); !Gone(err) {
 		t.Errorf("a process gone: %v", err)
+	}
+}
+
+// TestBusyHere reads this test process in the real /proc.
+func TestBusyHere(t *testing.T) {
+	r := Reader{FS: os.DirFS("/proc")}
+	start, busy, err := r.Busy(int32(os.Getpid()))
+	if err != nil || start == 0 || busy <= 0 {
+		t.Fatalf("Busy(self) = %v, %v, %v", start, busy, err)
+	}
+	for end := time.Now().Add(20 * time.Millisecond); time.Now().Before(end); {
+	}
+	start2, busy2, err := r.Busy(int32(os.Getpid()))
+	if err != nil || start2 != start || busy2 < busy+10*time.Millisecond {
+		t.Errorf("after 20ms of spinning: %v, %v, %v (before: %v)", start2, busy2, err, busy)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +189,64 @@ func TestLevelerDisabled(t *testing.T) {
 	st := levelStatus(t, c, 1)
 	if st.Enabled || st.Decisions[0].Kind != string(level.KindDisabled) || !strings.Contains(st.Decisions[0].Reason, "enabled: false") {
 		t.Errorf("status: %+v", st)
+	}
+}
+
+// TestLevelCandidatesFromProc: without a Source the leveler measures the
+// registered, movable programs in /proc, and tells the others apart.
+func TestLevelCandidatesFromProc(t *testing.T) {
+	bin := buildCounter(t)
+	c := startClusterWith(t, 1, Config{CoopDir: t.TempDir(), Load: LoadConfig{LoadLevel: []string{"coopcounter", "sleep"}},
+		Leveler: LevelerConfig{Enabled: true}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want := map[string]struct {
+		registered bool
+		notMovable string
+	}{}
+	for _, tc := range []struct {
+		args       []string
+		migratable bool
+		registered bool
+		notMovable string
+	}{
+		{[]string{bin}, true, true, ""},
+		{[]string{"sleep", "30"}, false, true, "not started migratable"},
+		{[]string{"sh", "-c", "sleep 30"}, false, false, "not started migratable"},
+	} {
+		p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: tc.args, Migratable: tc.migratable, Stdout: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = p.Signal(9); _, _ = p.Wait() }()
+		want[strconv.FormatInt(p.Cpid, 10)] = struct {
+			registered bool
+			notMovable string
+		}{tc.registered, tc.notMovable}
+	}
+	s := c.node(1).srv
+	waitUntil(t, 20*time.Second, "the counter to link", func() bool {
+		for _, cd := range s.levelCandidates(time.Now()) {
+			if cd.Registered && cd.NotMovable == "" {
+				return true
+			}
+		}
+		return false
+	})
+	cands := s.levelCandidates(time.Now())
+	if len(cands) != 3 {
+		t.Fatalf("candidates: %+v", cands)
+	}
+	for _, cd := range cands {
+		w := want[strconv.FormatInt(int64(cd.ID), 10)]
+		if cd.Registered != w.registered || cd.NotMovable != w.notMovable || cd.Load != -1 ||
+			cd.Sampled != (w.registered && w.notMovable == "") || (cd.Sampled && (cd.Sample.Start == 0 || cd.Sample.PID == 0)) {
+			t.Errorf("candidate %+v, want %+v", cd, w)
+		}
+	}
+	// One node: no move, and the reason says so.
+	s.levelTick(ctx, time.Now())
+	if ds := levelStatus(t, c, 1).Decisions; len(ds) != 1 || ds[0].Kind != string(level.KindNoLoad) {
+		t.Errorf("decisions: %+v", ds)
 	}
 }
