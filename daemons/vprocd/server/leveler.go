@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,7 +176,7 @@ func (s *Server) levelMove(ctx context.Context, at time.Time, d level.Decision) 
 		lv.tr.Moved(d.Proc, s.cfg.Node, d.To, now.Add(s.load.cfg.Interval), d.ProcLoad)
 	} else {
 		e.Kind = level.KindFailed
-		e.Reason = fmt.Sprintf("failed: %s (decided: %s)", status.Convert(err).Message(), d.Reason)
+		e.Reason = fmt.Sprintf("failed: %s (decided: %s)", strings.TrimPrefix(status.Convert(err).Message(), "vproc: "), d.Reason)
 		lv.tr.Failed(d.Proc, now)
 		log.WithError(err).Info("load leveler: a move failed; the process stays")
 	}

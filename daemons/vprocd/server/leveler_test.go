@@ -46,20 +46,30 @@ func oneCPU(name string) ([]byte, error) {
 	return []byte("MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n"), nil
 }
 
-// levelCluster starts 3 nodes whose leveler (enabled or not) balances
-// coopcounter, and six of them migratable on node 1; the load exchange
-// and the leveler run from then on.
-func levelCluster(t *testing.T, enabled bool, coolDown time.Duration) (*testCluster, []int64) {
+// levelSetup is what levelCluster starts.
+type levelSetup struct {
+	nodes    int
+	disabled bool
+	coolDown time.Duration
+	// procs coopcounters, with args, start on node 1.
+	procs int
+	args  []string
+}
+
+// levelCluster starts nodes whose leveler balances coopcounter, and the
+// coopcounters migratable on node 1; the load exchange and the leveler
+// run from then on.
+func levelCluster(t *testing.T, ls levelSetup) (*testCluster, []int64) {
 	bin := buildCounter(t)
 	src := &levelSource{}
-	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(),
+	c := startClusterWith(t, ls.nodes, Config{CoopDir: t.TempDir(),
 		Load:    LoadConfig{Interval: 50 * time.Millisecond, ReadProc: oneCPU, LoadLevel: []string{"coopcounter"}},
-		Leveler: LevelerConfig{Enabled: enabled, Period: 200 * time.Millisecond, CoolDown: coolDown, Source: src}})
+		Leveler: LevelerConfig{Enabled: !ls.disabled, Period: 200 * time.Millisecond, CoolDown: ls.coolDown, Source: src}})
 	src.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	var cpids []int64
-	for range 6 {
-		p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: io.Discard})
+	for range ls.procs {
+		p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: append([]string{bin}, ls.args...), Migratable: true, Stdout: io.Discard})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +82,7 @@ func levelCluster(t *testing.T, enabled bool, coolDown time.Duration) (*testClus
 	t.Cleanup(cancel)
 	// Every one linked to its checkpoint socket, then the exchange and
 	// the leveler start: the imbalance is 6/0/0.
-	waitUntil(t, 20*time.Second, "the six programs to link", func() bool {
+	waitUntil(t, 20*time.Second, "the programs to link", func() bool {
 		s := c.node(1).srv
 		s.recs.mu.Lock()
 		defer s.recs.mu.Unlock()
@@ -82,9 +92,9 @@ func levelCluster(t *testing.T, enabled bool, coolDown time.Duration) (*testClus
 				linked++
 			}
 		}
-		return linked == 6
+		return linked == ls.procs
 	})
-	for n := uint32(1); n <= 3; n++ {
+	for n := uint32(1); n <= uint32(ls.nodes); n++ {
 		go c.node(n).srv.RunLoad(ctx)
 		go c.node(n).srv.RunLevel(ctx)
 	}
@@ -139,7 +149,7 @@ func decisionsOf(t *testing.T, c *testCluster, k level.Kind) int {
 // 2/2/2 in four moves (the fewest), then stay put past the cool-down.
 func TestLevelerSpreads(t *testing.T) {
 	const coolDown = 2 * time.Second
-	c, cpids := levelCluster(t, true, coolDown)
+	c, cpids := levelCluster(t, levelSetup{nodes: 3, coolDown: coolDown, procs: 6})
 	begin := time.Now()
 	waitUntil(t, 60*time.Second, "2/2/2", func() bool { return spread(c, cpids) == [3]int{2, 2, 2} })
 	t.Logf("6/0/0 to 2/2/2 in %v", time.Since(begin))
@@ -178,7 +188,7 @@ func TestLevelerSpreads(t *testing.T) {
 // TestLevelerDisabled: with the leveler off, nothing moves, and its status
 // says so.
 func TestLevelerDisabled(t *testing.T) {
-	c, cpids := levelCluster(t, false, 0)
+	c, cpids := levelCluster(t, levelSetup{nodes: 3, disabled: true, procs: 6})
 	waitUntil(t, 20*time.Second, "ten periods", func() bool {
 		ds := levelStatus(t, c, 1).Decisions
 		return len(ds) == 1 && ds[0].Count >= 10
@@ -248,5 +258,41 @@ func TestLevelCandidatesFromProc(t *testing.T) {
 	s.levelTick(ctx, time.Now())
 	if ds := levelStatus(t, c, 1).Decisions; len(ds) != 1 || ds[0].Kind != string(level.KindNoLoad) {
 		t.Errorf("decisions: %+v", ds)
+	}
+}
+
+// TestLevelerFailedMove: moves that fail (the programs refuse to
+// checkpoint) are recorded with the reason, the programs run on where
+// they were, and none is tried again within the cool-down.
+func TestLevelerFailedMove(t *testing.T) {
+	c, cpids := levelCluster(t, levelSetup{nodes: 2, coolDown: time.Minute, procs: 3, args: []string{"nocheckpoint"}})
+	waitUntil(t, 30*time.Second, "every program tried, then nothing left to try", func() bool {
+		ds := levelStatus(t, c, 1).Decisions
+		if len(ds) == 0 {
+			return false
+		}
+		last := ds[len(ds)-1]
+		return last.Kind == string(level.KindNothing) && strings.Contains(last.Reason, "3 failed to move within the cool-down")
+	})
+	tried := map[int64]bool{}
+	for _, d := range levelStatus(t, c, 1).Decisions {
+		if d.Kind != string(level.KindFailed) {
+			continue
+		}
+		if tried[d.Cpid] || !strings.Contains(d.Reason, "could not checkpoint: not now") {
+			t.Errorf("failed move: %s", d.Reason)
+		}
+		t.Logf("%s", d.Reason)
+		tried[d.Cpid] = true
+	}
+	if len(tried) != 3 {
+		t.Errorf("%d programs tried, want 3", len(tried))
+	}
+	for _, x := range cpids {
+		_, on1 := c.node(1).srv.record(cpid.CPID(x))
+		_, on2 := c.node(2).srv.record(cpid.CPID(x))
+		if !on1 || on2 {
+			t.Errorf("cpid %d: on node 1 %v, on node 2 %v; want only node 1", x, on1, on2)
+		}
 	}
 }
