@@ -68,7 +68,11 @@
 // correction, the arrivals carry their LastMove (the cool-down), and a
 // process whose move failed is not tried again within the cool-down. A
 // History keeps the last decisions (32), folding a run of the same answer
-// into one entry, for `ssi loadlevel status`.
+// into one entry, for `ssi loadlevel status`. Steady smooths this node's
+// own vector: a run queue counted at one instant includes tasks that just
+// woke, and since only this node's processes move, a rise must be seen in
+// two readings a period apart before it moves anything (a fall counts at
+// once).
 //
 // With Self 0, Decide takes the global view instead (any node may be the
 // source): the simulation in the tests and a single decider use it.

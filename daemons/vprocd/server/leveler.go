@@ -23,7 +23,8 @@ import (
 // period (RunLevel) it finds the programs started through vprocd that run
 // here, measures the load of those registered for load leveling and
 // movable (level.Tracker, proctable.Busy), asks level.Decide with this
-// node's load vector and the freshest heard (the load window), and
+// node's load vector (level.Steady: a spike held back for a period) and
+// the freshest heard (the load window), and
 // carries a move out through migrateHere as root, one at a time. Its
 // decisions are kept (level.History) for `ssi loadlevel status`.
 
@@ -61,9 +62,10 @@ type leveler struct {
 	cfg  LevelerConfig
 	lcfg level.Config
 
-	mu   sync.Mutex
-	tr   *level.Tracker
-	hist *level.History
+	mu     sync.Mutex
+	tr     *level.Tracker
+	hist   *level.History
+	steady level.Steady // this node's own vector, a spike held back
 	// moving is the process being moved by the leveler (0: none), to
 	// movingTo.
 	moving   cpid.CPID
@@ -125,11 +127,14 @@ func (s *Server) levelTick(ctx context.Context, now time.Time) {
 	s.load.mu.Lock()
 	es := s.load.w.Vectors(now)
 	s.load.mu.Unlock()
+	lv.mu.Lock()
 	vectors := make([]load.Vector, 0, len(es))
 	for _, e := range es {
+		if e.Self {
+			e.Vector = lv.steady.Add(e.Vector)
+		}
 		vectors = append(vectors, e.Vector)
 	}
-	lv.mu.Lock()
 	procs, skipped := lv.tr.Procs(now, cands)
 	d := level.Decide(lv.lcfg, level.Input{Now: now, Self: s.cfg.Node, Nodes: vectors, Procs: procs})
 	if !d.Move {
