@@ -43,7 +43,8 @@ func Rate(prev, cur Sample) (l float64, ok bool) {
 // as the shell finds it each period.
 type Candidate struct {
 	ID cpid.CPID
-	// Registered: its program is registered for load leveling.
+	// Registered: its program is registered for load leveling (not
+	// looked at when NotMovable is set).
 	Registered bool
 	// NotMovable is why it cannot move now ("" when it can): not started
 	// migratable, its checkpoint link not up, its origin gone.
@@ -142,11 +143,11 @@ func (t *Tracker) Procs(now time.Time, cands []Candidate) (procs []Proc, skipped
 			samples[c.ID] = c.Sample
 		}
 		switch {
-		case !c.Registered:
-			skipped.Unregistered++
-			continue
 		case c.NotMovable != "":
 			skipped.NotMovable++
+			continue
+		case !c.Registered:
+			skipped.Unregistered++
 			continue
 		}
 		if at, ok := t.failed[c.ID]; ok && now.Sub(at) < t.coolDown {

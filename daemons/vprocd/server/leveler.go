@@ -3,9 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/level"
 	"github.com/openssi/openssi/daemons/vprocd/load"
-	"github.com/openssi/openssi/daemons/vprocd/proctable"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
 
@@ -198,7 +195,8 @@ func (s *Server) levelArrived(x cpid.CPID, from uint32) {
 }
 
 // levelCandidates are the programs started through vprocd that run here,
-// with what the leveler needs of each.
+// with what the leveler needs of each (a program not started migratable
+// is not looked at further: its program is not read, it cannot move).
 func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 	type found struct {
 		x          cpid.CPID
@@ -228,13 +226,6 @@ func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 	src := s.lev.cfg.Source
 	cands := make([]level.Candidate, 0, len(fs))
 	for _, f := range fs {
-		if f.argv0 == "" {
-			if b, err := readProcFile(r, f.pid, "cmdline"); err == nil {
-				if argv := proctable.ParseCmdline(b); len(argv) > 0 {
-					f.argv0 = argv[0]
-				}
-			}
-		}
 		c := level.Candidate{ID: f.x, Registered: f.argv0 != "" && s.load.leveled(load.ProgramOf(f.argv0)), NotMovable: f.notMovable, Load: -1}
 		if c.Registered && c.NotMovable == "" {
 			if src != nil {
@@ -247,19 +238,6 @@ func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 	}
 	return cands
 }
-
-// readProcFile reads /proc/<pid>/<name> of the node's /proc.
-func readProcFile(r proctable.Reader, pid int32, name string) ([]byte, error) {
-	f, err := r.FS.Open(strconv.Itoa(int(pid)) + "/" + name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxArgv0Read))
-}
-
-// maxArgv0Read bounds what is read of a command line for its argv[0].
-const maxArgv0Read = 4096
 
 // LevelStatus returns the leveler's settings, the loads this node
 // believes and its recent decisions (`ssi loadlevel status`).

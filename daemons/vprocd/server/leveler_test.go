@@ -221,7 +221,7 @@ func TestLevelCandidatesFromProc(t *testing.T) {
 		notMovable string
 	}{
 		{[]string{bin}, true, true, ""},
-		{[]string{"sleep", "30"}, false, true, "not started migratable"},
+		{[]string{"sleep", "30"}, false, false, "not started migratable"},
 		{[]string{"sh", "-c", "sleep 30"}, false, false, "not started migratable"},
 	} {
 		p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: tc.args, Migratable: tc.migratable, Stdout: io.Discard})
