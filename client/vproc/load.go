@@ -55,12 +55,16 @@ func (c *Client) Loads(ctx context.Context) (LoadView, error) {
 	}
 	v := LoadView{Node: int(r.Node), Now: time.Unix(0, r.NowUnixNano)}
 	for _, e := range r.Entries {
-		x := e.GetVector()
-		v.Loads = append(v.Loads, Load{Node: int(x.GetNode()), Self: e.Self, RunQueue: int(x.GetRunQueue()), Load1: x.GetLoad1(),
-			CPUs: int(x.GetCpus()), FreeMem: x.GetFreeMem(), Measured: time.Unix(0, x.GetAtUnixNano()),
-			Heard: time.Unix(0, e.HeardUnixNano), InFlight: int(e.InFlight), Score: e.Score})
+		v.Loads = append(v.Loads, loadOf(e))
 	}
 	return v, nil
+}
+
+func loadOf(e *vprocv1.LoadEntry) Load {
+	x := e.GetVector()
+	return Load{Node: int(x.GetNode()), Self: e.Self, RunQueue: int(x.GetRunQueue()), Load1: x.GetLoad1(),
+		CPUs: int(x.GetCpus()), FreeMem: x.GetFreeMem(), Measured: time.Unix(0, x.GetAtUnixNano()),
+		Heard: time.Unix(0, e.HeardUnixNano), InFlight: int(e.InFlight), Score: e.Score}
 }
 
 // Place asks the local vprocd for the node a new program should run on

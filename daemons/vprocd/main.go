@@ -85,6 +85,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 		Load:           loadCfg,
 		Migrate: server.MigrateConfig{Core: migrate.Config{ConfirmTimeout: own.Migrate.ConfirmTimeout},
 			StateLimit: own.Migrate.CoopStateLimit, CRIU: criuState},
+		Leveler: server.LevelerConfig{Enabled: own.Leveler.Enabled, Period: own.Leveler.Period,
+			CoolDown: own.Leveler.CoolDown, Stability: own.Leveler.Stability},
 		Log: env.Log,
 	})
 	defer srv.Close()
@@ -151,6 +153,8 @@ func run(ctx context.Context, env *daemon.Env) error {
 	defer stopRun()
 	waitLoad := env.Go(watchCtx, srv.RunLoad) // the load exchange, once a second
 	defer waitLoad()
+	waitLevel := env.Go(watchCtx, srv.RunLevel) // the load leveler, every vprocd.leveler.period
+	defer waitLevel()
 
 	var failure error
 	select {

@@ -71,14 +71,16 @@ func age(now, t time.Time) string {
 
 func newLoadLevel(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "loadlevel add|remove|list [NAME]",
+		Use:   "loadlevel add|remove|list|status [NAME]",
 		Short: "Manage the programs ssi exec places on the least-loaded node",
 		Long: `A program registered for load leveling runs, when ssi exec (or a
 client/vproc Exec) gives no node, on the least-loaded node as --auto would
 place it. NAME is the program's name, as the command's last path element
 (make, not /usr/bin/make). The list is openssi.yaml's vprocd.loadlevel on
 each node plus the names added here, which every node shares. Adding and
-removing needs root.`,
+removing needs root. The load leveler (vprocd.leveler) moves running
+registered programs started --migratable from a loaded node to a less
+loaded one; ssi loadlevel status shows its decisions.`,
 	}
 	one := func(use, short string, remove bool) *cobra.Command {
 		return &cobra.Command{
@@ -124,9 +126,9 @@ removing needs root.`,
 		},
 	}
 	cmd.AddCommand(one("add", "Register a program for load leveling (root)", false),
-		one("remove", "Unregister a program added with ssi loadlevel add (root)", true), list)
+		one("remove", "Unregister a program added with ssi loadlevel add (root)", true), list, newLevelStatus(g))
 	cmd.RunE = func(*cobra.Command, []string) error {
-		return usageError{errors.New("usage: ssi loadlevel add|remove|list [NAME]")}
+		return usageError{errors.New("usage: ssi loadlevel add|remove|list|status [NAME]")}
 	}
 	return cmd
 }

@@ -59,6 +59,21 @@
 //		if d.Move { migrate d.Proc from d.From to d.To; on success set its LastMove = now, From = d.From }
 //		record d.Reason for `ssi loadlevel status`
 //
+// # The shell's helpers
+//
+// A Tracker turns the processes the shell finds each period (Candidate:
+// registered, movable, with a Sample of /proc) into Decide's Procs: a
+// process's load is its busy time between two samples (Rate), the moves
+// this node made stay listed on their new node for the staleness
+// correction, the arrivals carry their LastMove (the cool-down), and a
+// process whose move failed is not tried again within the cool-down. A
+// History keeps the last decisions (32), folding a run of the same answer
+// into one entry, for `ssi loadlevel status`. Steady smooths this node's
+// own vector: a run queue counted at one instant includes tasks that just
+// woke, and since only this node's processes move, a rise must be seen in
+// two readings a period apart before it moves anything (a fall counts at
+// once).
+//
 // With Self 0, Decide takes the global view instead (any node may be the
 // source): the simulation in the tests and a single decider use it.
 package level

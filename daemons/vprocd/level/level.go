@@ -96,9 +96,31 @@ type Decision struct {
 	// ProcLoad is the process's load; FromLoad and ToLoad are the two
 	// nodes' loads per CPU before the move, as Decide saw them.
 	ProcLoad, FromLoad, ToLoad float64
+	// Kind classifies Reason (the same Kind, between the same nodes,
+	// is the same answer with other figures).
+	Kind Kind
 	// Reason says why, for `ssi loadlevel status`.
 	Reason string
 }
+
+// Kind is what a Decision says, in a word.
+type Kind string
+
+// Kinds of Decision.
+const (
+	// KindMove: Move is set.
+	KindMove Kind = "move"
+	// KindBalanced: no node is above a peer by more than the margin.
+	KindBalanced Kind = "balanced"
+	// KindTooHeavy: the stability rule keeps every process that may move.
+	KindTooHeavy Kind = "stability"
+	// KindCoolDown: the processes that would matter moved too recently.
+	KindCoolDown Kind = "cool-down"
+	// KindNothing: no registered, migratable, busy process on the source.
+	KindNothing Kind = "nothing-migratable"
+	// KindNoLoad: too few load vectors to compare.
+	KindNoLoad Kind = "no-load"
+)
 
 type node struct {
 	v    load.Vector
@@ -139,7 +161,7 @@ func Decide(cfg Config, in Input) Decision {
 	}
 	slices.SortFunc(procs, func(a, b Proc) int { return cmp.Compare(a.ID, b.ID) })
 	if len(nodes) < 2 {
-		return Decision{Reason: fmt.Sprintf("no move: %d node(s) with a load vector, need 2", len(nodes))}
+		return Decision{Kind: KindNoLoad, Reason: fmt.Sprintf("no move: %d node(s) with a load vector, need 2", len(nodes))}
 	}
 	order := make([]*node, 0, len(nodes))
 	for _, n := range nodes {
@@ -156,7 +178,7 @@ func Decide(cfg Config, in Input) Decision {
 	if in.Self != 0 {
 		n := nodes[in.Self]
 		if n == nil {
-			return Decision{Reason: fmt.Sprintf("no move: no load vector of this node (%d)", in.Self)}
+			return Decision{Kind: KindNoLoad, Reason: fmt.Sprintf("no move: no load vector of this node (%d)", in.Self)}
 		}
 		sources = []*node{n}
 	} else {
@@ -191,7 +213,7 @@ func Decide(cfg Config, in Input) Decision {
 	if lo == hi {
 		lo = order[1]
 	}
-	d := Decision{From: hi.v.Node, To: lo.v.Node, FromLoad: hi.x(), ToLoad: lo.x()}
+	d := Decision{From: hi.v.Node, To: lo.v.Node, FromLoad: hi.x(), ToLoad: lo.x(), Kind: KindBalanced}
 	if in.Self != 0 {
 		d.Reason = fmt.Sprintf("no move: this node (%d, %.2f per CPU) is not above its least loaded peer, node %d (%.2f), by more than the margin %.2f",
 			hi.v.Node, hi.x(), lo.v.Node, lo.x(), cfg.Margin)
@@ -235,7 +257,7 @@ func pick(cfg Config, now time.Time, a, b *node, procs []Proc) Decision {
 	}
 	if best >= 0 {
 		p := procs[best]
-		d.Move, d.Proc, d.ProcLoad = true, p.ID, p.Load
+		d.Move, d.Proc, d.ProcLoad, d.Kind = true, p.ID, p.Load, KindMove
 		d.Reason = fmt.Sprintf("move %v (load %.2f) from node %d (%.2f per CPU) to node %d (%.2f): %.2f + %.1f×%.2f/%g < %.2f; leaves them %.2f apart",
 			p.ID, p.Load, a.v.Node, a.x(), b.v.Node, b.x(), b.x(), cfg.Stability, p.Load, minCPUs, a.x(), bestGap)
 		return d
@@ -243,14 +265,17 @@ func pick(cfg Config, now time.Time, a, b *node, procs []Proc) Decision {
 	head := fmt.Sprintf("no move: node %d (%.2f per CPU) is above node %d (%.2f)", a.v.Node, a.x(), b.v.Node, b.x())
 	switch {
 	case on == 0:
+		d.Kind = KindNothing
 		d.Reason = head + " but runs no registered, migratable process"
 	case heavy > 0:
-		d.ProcLoad = lightestHeavy.Load
+		d.ProcLoad, d.Kind = lightestHeavy.Load, KindTooHeavy
 		d.Reason = fmt.Sprintf("%s but no process is light enough: the lightest that may move, %v (load %.2f), would make it %.2f + %.1f×%.2f/%g ≥ %.2f",
 			head, lightestHeavy.ID, lightestHeavy.Load, b.x(), cfg.Stability, lightestHeavy.Load, minCPUs, a.x())
 	case cooling > 0:
+		d.Kind = KindCoolDown
 		d.Reason = fmt.Sprintf("%s but its %d process(es) heavy enough to matter moved within the cool-down (%v)", head, cooling, cfg.CoolDown)
 	default:
+		d.Kind = KindNothing
 		d.Reason = fmt.Sprintf("%s but its %d process(es) are idle (load under %.2f)", head, light, cfg.MinLoad)
 	}
 	return d

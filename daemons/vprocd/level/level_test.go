@@ -121,6 +121,9 @@ func TestDecide(t *testing.T) {
 			if d.Move != strings.HasPrefix(d.Reason, "move ") || !d.Move && !strings.HasPrefix(d.Reason, "no move: ") {
 				t.Errorf("reason %q does not start with what it decided", d.Reason)
 			}
+			if want := kindOf(d); d.Kind != want {
+				t.Errorf("kind %q of %q, want %q", d.Kind, d.Reason, want)
+			}
 			// The order of the inputs does not matter.
 			r := rand.New(rand.NewPCG(1, 2))
 			for range 5 {
@@ -133,6 +136,25 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kindOf is the Kind a decision's reason says.
+func kindOf(d Decision) Kind {
+	switch r := d.Reason; {
+	case d.Move:
+		return KindMove
+	case strings.Contains(r, "load vector"):
+		return KindNoLoad
+	case strings.Contains(r, "light enough"):
+		return KindTooHeavy
+	case strings.Contains(r, "cool-down"):
+		return KindCoolDown
+	case strings.Contains(r, "runs no registered"), strings.Contains(r, "idle"):
+		return KindNothing
+	case strings.Contains(r, "by more than the margin"):
+		return KindBalanced
+	}
+	return "?"
 }
 
 func nan() float64 { z := 0.0; return z / z }

@@ -447,6 +447,7 @@ func (s *Server) resume(mv migrate.Move) {
 	if err := s.pgStep(pgroup.Moved{Proc: pr}); err != nil {
 		s.log.WithError(err).Warn("cannot record a moved process")
 	}
+	s.levelArrived(c.cpid, mv.Source)
 	close(c.ready)
 	time.AfterFunc(attachWait, func() {
 		if s.takeCopy(mv.ID) == nil {

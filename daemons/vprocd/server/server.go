@@ -59,6 +59,8 @@ type Config struct {
 	CoopDir string
 	// Migrate configures migration (migrate.go).
 	Migrate MigrateConfig
+	// Leveler configures the load leveler (leveler.go).
+	Leveler LevelerConfig
 	// Log receives the server's logs.
 	Log logrus.FieldLogger
 	// Proc is the /proc the process table is read from; nil is the
@@ -95,6 +97,8 @@ type Server struct {
 	warm *runner.Warm
 	// mig is the move protocol and its moves (migrate.go).
 	mig *mover
+	// lev is the load leveler (leveler.go).
+	lev *leveler
 }
 
 // Stop says vprocd is stopping: the programs of callers still attached
@@ -140,9 +144,15 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
+	if src, node := cfg.Leveler.Source, cfg.Node; src != nil && cfg.Load.Runnable == nil {
+		cfg.Load.Runnable = func() (uint32, error) {
+			n, err := src.RunQueue(node)
+			return n + 1, err // and the measuring task, which measure takes off
+		}
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, peers: &rpc.PeerCheck{Service: ServiceName, Prefix: "vproc", Peer: "a peer vprocd", NodeName: cfg.NodeName, Log: cfg.Log, CacheFor: holderCacheFor}, nodes: map[uint32]*nodeState{}, conns: map[uint32]*grpc.ClientConn{},
 		execs: map[uint32]int{}, load: newLoadState(cfg.Node, cfg.Load), stopping: make(chan struct{}), cp: newClusterProcs(cfg.Node),
-		mig: newMover(cfg.Node, cfg.Migrate.Core)}
+		mig: newMover(cfg.Node, cfg.Migrate.Core), lev: newLeveler(cfg.Node, cfg.Leveler)}
 	if cfg.Scopes != nil && cfg.WarmGates > 0 {
 		s.warm = runner.NewWarm(runner.WarmConfig{PerCaller: cfg.WarmGates, Max: maxWarmGates, Idle: warmGateIdle,
 			Prepare: func(pid int, uid uint32) error {

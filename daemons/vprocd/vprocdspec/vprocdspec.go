@@ -72,8 +72,29 @@ type Config struct {
 	// (about 5 ms less per exec). Each is an idle `openssi-vproc-gate`
 	// process of that user. 0 turns it off; at most 8. Default 2.
 	WarmGates int `mapstructure:"warm_gates" want:"an integer 0..8"`
+	// Leveler configures the load leveler, which moves registered
+	// programs from a loaded node to a less loaded one.
+	Leveler Leveler `mapstructure:"leveler" want:"a mapping"`
 	// Migrate configures process migration (`ssi migrate`).
 	Migrate Migrate `mapstructure:"migrate" want:"a mapping"`
+}
+
+// Leveler holds the settings of the load leveler (YAML
+// `vprocd.leveler:`).
+type Leveler struct {
+	// Enabled runs it: every Period each node moves at most one program
+	// registered for load leveling (vprocd.loadlevel, `ssi loadlevel
+	// add`) and migratable to a peer clearly less loaded. Default true.
+	Enabled bool `mapstructure:"enabled" want:"true or false"`
+	// Period is how often each node decides. 100ms..1m. Default 2s.
+	Period time.Duration `mapstructure:"period" want:"a duration 100ms..1m such as 2s"`
+	// CoolDown is how long a program that moved stays put. 1s..1h.
+	// Default 20s.
+	CoolDown time.Duration `mapstructure:"cool_down" want:"a duration 1s..1h such as 20s"`
+	// Stability is the stability factor: a program moves only when the
+	// peer's load plus Stability times the program's stays below this
+	// node's. Above 1, at most 10. Default 1.3 (Kerrighed's).
+	Stability float64 `mapstructure:"stability" want:"a number above 1, at most 10, such as 1.3"`
 }
 
 // Migrate holds the settings of process migration (YAML
@@ -98,6 +119,7 @@ type Migrate struct {
 // valid as returned.
 func Default() Config {
 	return Config{RPCPort: 7103, MaxExecsPerUID: 1024, LoadLevel: []string{}, ProcMount: "/cluster/proc", WarmGates: 2,
+		Leveler: Leveler{Enabled: true, Period: 2 * time.Second, CoolDown: 20 * time.Second, Stability: 1.3},
 		Migrate: Migrate{CoopStateLimit: 64 << 20, ConfirmTimeout: 30 * time.Second}}
 }
 
@@ -110,6 +132,12 @@ func (c *Config) Validate() error {
 		loadLevelCheck(c.LoadLevel),
 		settings.Check{Key: "proc_mount", Value: c.ProcMount, OK: validMount(c.ProcMount)},
 		settings.Check{Key: "warm_gates", Value: strconv.Itoa(c.WarmGates), OK: c.WarmGates >= 0 && c.WarmGates <= 8},
+		settings.Check{Key: "leveler.period", Value: c.Leveler.Period.String(),
+			OK: c.Leveler.Period >= 100*time.Millisecond && c.Leveler.Period <= time.Minute},
+		settings.Check{Key: "leveler.cool_down", Value: c.Leveler.CoolDown.String(),
+			OK: c.Leveler.CoolDown >= time.Second && c.Leveler.CoolDown <= time.Hour},
+		settings.Check{Key: "leveler.stability", Value: strconv.FormatFloat(c.Leveler.Stability, 'g', -1, 64),
+			OK: c.Leveler.Stability > 1 && c.Leveler.Stability <= 10},
 		settings.Check{Key: "migrate.coop_state_limit", Value: strconv.Itoa(c.Migrate.CoopStateLimit),
 			OK: c.Migrate.CoopStateLimit >= 4096 && c.Migrate.CoopStateLimit <= 1<<30},
 		settings.Check{Key: "migrate.confirm_timeout", Value: c.Migrate.ConfirmTimeout.String(),
