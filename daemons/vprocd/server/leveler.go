@@ -203,6 +203,7 @@ func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 		pid        int32
 		argv0      string
 		notMovable string
+		rec        *execRecord // a migratable one, to ask how it moves
 	}
 	var fs []found
 	s.recs.mu.Lock()
@@ -213,8 +214,8 @@ func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 			f.notMovable = "not started migratable"
 		case !rec.attached:
 			f.notMovable = "the node of its ssi exec went down"
-		case rec.mig.link.linked() == nil:
-			f.notMovable = errNoLink.Error()
+		default:
+			f.rec = rec
 		}
 		if rec.mig != nil && len(rec.mig.prog.GetArgv()) > 0 {
 			f.argv0 = string(rec.mig.prog.GetArgv()[0])
@@ -226,6 +227,13 @@ func (s *Server) levelCandidates(now time.Time) []level.Candidate {
 	src := s.lev.cfg.Source
 	cands := make([]level.Candidate, 0, len(fs))
 	for _, f := range fs {
+		if f.rec != nil {
+			// Cooperative, or CRIU where it can dump it (reads /proc:
+			// not under the records' lock).
+			if ch := s.moveChoice(f.rec); ch.Mech == 0 {
+				f.notMovable = ch.Reason
+			}
+		}
 		c := level.Candidate{ID: f.x, Registered: f.argv0 != "" && s.load.leveled(load.ProgramOf(f.argv0)), NotMovable: f.notMovable, Load: -1}
 		if c.Registered && c.NotMovable == "" {
 			if src != nil {
