@@ -69,7 +69,13 @@ const (
 	moveSendTimeout = 5 * time.Second
 	// imageChunk is the size of the state's pieces on the peer link.
 	imageChunk = 1 << 20
+	// maxIncomingImages bounds the images received at once: each may
+	// hold up to the state limit in memory.
+	maxIncomingImages = 4
 )
+
+// errTooManyImages refuses an Image past maxIncomingImages.
+var errTooManyImages = status.Errorf(codes.ResourceExhausted, "vproc: %d moves are arriving here already; try again", maxIncomingImages)
 
 // mover is the migrate.Node and what the shell holds for its moves.
 type mover struct {
@@ -82,6 +88,8 @@ type mover struct {
 	states map[migrate.ID][]byte
 	// images are received (target) until Restore takes them.
 	images map[migrate.ID]*image
+	// receiving counts the Image streams being read (maxIncomingImages).
+	receiving int
 	// copies are restored (target) until resumed and attached, or
 	// discarded.
 	copies map[migrate.ID]*copyHere
@@ -602,7 +610,21 @@ func (p migratePeer) Image(st vprocpeerv1.VprocMigratePeer_ImageServer) error {
 	if err := CheckRequest(&vprocv1.ExecRequest{Argv: pr.Argv, Env: pr.Env, Cwd: pr.Cwd}); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	state := make([]byte, 0, first.Size)
+	// Bounded: each stream may hold up to the limit in memory, and it
+	// grows with what comes, not with what the first message says.
+	p.s.mig.mu.Lock()
+	if p.s.mig.receiving >= maxIncomingImages {
+		p.s.mig.mu.Unlock()
+		return errTooManyImages
+	}
+	p.s.mig.receiving++
+	p.s.mig.mu.Unlock()
+	defer func() {
+		p.s.mig.mu.Lock()
+		p.s.mig.receiving--
+		p.s.mig.mu.Unlock()
+	}()
+	state := make([]byte, 0, min(first.Size, imageChunk))
 	for uint64(len(state)) < first.Size {
 		c, err := st.Recv()
 		if err != nil {
