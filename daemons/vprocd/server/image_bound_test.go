@@ -50,7 +50,11 @@ func TestImagesBounded(t *testing.T) {
 	// The server reads each first message in its own time: wait until
 	// all are counted.
 	srv := c.node(2).srv
-	if !waitFor(func() bool { srv.mig.mu.Lock(); defer srv.mig.mu.Unlock(); return srv.mig.receiving == maxIncomingImages }) {
+	if !waitFor(func() bool {
+		srv.mig.mu.Lock()
+		defer srv.mig.mu.Unlock()
+		return srv.mig.receiving == maxIncomingImages
+	}) {
 		t.Fatalf("%d images being received, want %d", srv.mig.receiving, maxIncomingImages)
 	}
 	st, sc := open(maxIncomingImages)
@@ -59,7 +63,11 @@ func TestImagesBounded(t *testing.T) {
 		t.Fatalf("image %d: %v, want ResourceExhausted", maxIncomingImages+1, err)
 	}
 	cancels[0]()
-	if !waitFor(func() bool { srv.mig.mu.Lock(); defer srv.mig.mu.Unlock(); return srv.mig.receiving == maxIncomingImages-1 }) {
+	if !waitFor(func() bool {
+		srv.mig.mu.Lock()
+		defer srv.mig.mu.Unlock()
+		return srv.mig.receiving == maxIncomingImages-1
+	}) {
 		t.Fatal("a cancelled image stream is still counted")
 	}
 	for _, sc := range cancels[1:] {
