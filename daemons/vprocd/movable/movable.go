@@ -31,7 +31,17 @@ type Facts struct {
 	// Obstacles are what CRIU could not move of its process tree
 	// (Obstacles); an error reading it is one.
 	Obstacles []string
+	// Owner is the program's uid: CRIU moves only root's (ByCRIU).
+	Owner uint32
 }
+
+// ByCRIU says why CRIU moves only root's programs: criu dumps and
+// restores as root, reopening by path, as root, the files and mappings
+// its image names, and entering the program's namespaces; a user's
+// program could steer that (a path replaced on the target, a namespace of
+// its own) into root's hands. Until criu runs as the program's user, a
+// user's program moves only cooperatively.
+const ByCRIU = "CRIU moves only root's programs here (criu runs as root; a user's program could steer it): use the cooperative protocol"
 
 // Choice is how a program moves: Mech, or 0 and Reason.
 type Choice struct {
@@ -48,6 +58,29 @@ func (c Choice) String() string {
 	return "no: " + c.Reason
 }
 
+// Brief is String without the details in parentheses (the paths of the
+// files it holds or maps, the sizes): what ssi ps shows every user,
+// since /proc shows a process's files only to its owner.
+func (c Choice) Brief() string {
+	out := c.String()
+	for {
+		i := strings.Index(out, " (")
+		if i < 0 {
+			return out
+		}
+		j := strings.IndexByte(out[i:], ')')
+		if j < 0 {
+			return out
+		}
+		// The innermost: a path may hold parentheses of its own.
+		if k := strings.LastIndex(out[i+2:i+j], " ("); k >= 0 {
+			i += 2 + k
+			j = strings.IndexByte(out[i:], ')')
+		}
+		out = out[:i] + out[i+j+1:]
+	}
+}
+
 // Choose chooses the mechanism of a program.
 func Choose(f Facts) Choice {
 	switch {
@@ -55,6 +88,8 @@ func Choose(f Facts) Choice {
 		return Choice{Mech: migrate.Cooperative}
 	case f.CRIU.Status != criu.Ready:
 		return Choice{Reason: "it does not speak the checkpoint protocol and CRIU is " + f.CRIU.String()}
+	case f.Owner != 0:
+		return Choice{Reason: "it does not speak the checkpoint protocol, and " + ByCRIU}
 	case len(f.Obstacles) > 0:
 		return Choice{Reason: "it does not speak the checkpoint protocol and CRIU cannot move it: " + strings.Join(f.Obstacles, "; ")}
 	}
@@ -103,7 +138,16 @@ func Obstacles(procfs fs.FS, root int) []string {
 		}
 		return len(out) < maxObstacles
 	}
+	pg, sid, _ := groupOf(procfs, root)
 	for _, pid := range Tree(procfs, root) {
+		// Its freeze, resume and end signal its process group: a
+		// process of the tree outside it would be left stopped at the
+		// source, or never resumed at the target.
+		if g, s, ok := groupOf(procfs, pid); ok && (g != pg || s != sid) {
+			if !add(pid, "is in another process group or session than the program") {
+				return out
+			}
+		}
 		for _, o := range obstaclesOf(procfs, pid) {
 			if !add(pid, o) {
 				return out
@@ -111,6 +155,27 @@ func Obstacles(procfs fs.FS, root int) []string {
 		}
 	}
 	return out
+}
+
+// groupOf reads the process group and session of pid from its stat.
+func groupOf(procfs fs.FS, pid int) (pgrp, sid int, ok bool) {
+	b, err := fs.ReadFile(procfs, strconv.Itoa(pid)+"/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// pid (comm) state ppid pgrp session ...: comm may hold spaces and
+	// parentheses, so fields are counted after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 4 {
+		return 0, 0, false
+	}
+	g, err1 := strconv.Atoi(f[2])
+	s, err2 := strconv.Atoi(f[3])
+	return g, s, err1 == nil && err2 == nil
 }
 
 // devices are the files a process may hold that exist alike on every

@@ -23,6 +23,8 @@ func TestChoose(t *testing.T) {
 		{"cooperative wins", Facts{Coop: true, CRIU: ready, Obstacles: []string{"pid 3 holds a socket"}}, "coop", migrate.Cooperative},
 		{"cooperative without CRIU", Facts{Coop: true, CRIU: missing}, "coop", migrate.Cooperative},
 		{"criu", Facts{CRIU: ready}, "criu", migrate.CRIU},
+		{"a user's program", Facts{CRIU: ready, Owner: 1000}, "no: it does not speak the checkpoint protocol, and " + ByCRIU, 0},
+		{"a user's cooperative program", Facts{Coop: true, CRIU: ready, Owner: 1000}, "coop", migrate.Cooperative},
 		{"no criu", Facts{CRIU: missing}, "no: it does not speak the checkpoint protocol and CRIU is missing: no criu on PATH", 0},
 		{"criu cannot", Facts{CRIU: ready, Obstacles: []string{"pid 3 holds a socket", "pid 4 locks memory (4 kB)"}},
 			"no: it does not speak the checkpoint protocol and CRIU cannot move it: pid 3 holds a socket; pid 4 locks memory (4 kB)", 0},
@@ -42,6 +44,7 @@ type fakeProc struct {
 	maps     string
 	children string
 	fds      map[string]string
+	stat     string // "" for none
 }
 
 func procFS(ps ...fakeProc) fs.FS {
@@ -51,6 +54,9 @@ func procFS(ps ...fakeProc) fs.FS {
 		m[p.pid+"/maps"] = &fstest.MapFile{Data: []byte(p.maps)}
 		m[p.pid+"/task/"+p.pid+"/children"] = &fstest.MapFile{Data: []byte(p.children)}
 		m[p.pid+"/fd"] = &fstest.MapFile{Mode: fs.ModeDir | 0o500}
+		if p.stat != "" {
+			m[p.pid+"/stat"] = &fstest.MapFile{Data: []byte(p.stat)}
+		}
 		for n, target := range p.fds {
 			m[p.pid+"/fd/"+n] = &fstest.MapFile{Mode: fs.ModeSymlink | 0o700, Data: []byte(target)}
 		}
@@ -88,6 +94,11 @@ func TestObstacles(t *testing.T) {
 			{pid: "10", status: plainStatus, maps: plainMaps, fds: map[string]string{"0": "pipe:[1]", "3": "/home/u/log", "4": "anon_inode:[eventfd]"}},
 		}, []string{"pid 10 has a file open (/home/u/log) that may not exist on another node", "pid 10 holds an anon_inode:[eventfd] descriptor"}},
 		{"gone", nil, nil},
+		{"a child of its own session", []fakeProc{
+			{pid: "10", status: plainStatus, maps: plainMaps, children: "11 12", fds: stdio, stat: "10 (sh) S 1 10 10 0 -1"},
+			{pid: "11", status: plainStatus, maps: plainMaps, fds: stdio, stat: "11 (sleep) S 10 10 10 0 -1"},
+			{pid: "12", status: plainStatus, maps: plainMaps, fds: stdio, stat: "12 (a (b) c) S 10 12 12 0 -1"},
+		}, []string{"pid 12 is in another process group or session than the program"}},
 		{"at most four", []fakeProc{
 			{pid: "10", status: "VmLck: 4 kB\n", maps: "1-2 rw-s 0 0:0 0\n", fds: map[string]string{"3": "socket:[1]", "4": "/x", "5": "/dev/tty1"}},
 		}, []string{"pid 10 locks memory (4 kB)", "pid 10 shares memory (anonymous)", "pid 10 holds a socket", "pid 10 has a file open (/x) that may not exist on another node"}},
@@ -111,5 +122,21 @@ func TestTree(t *testing.T) {
 	}
 	if got := strings.Join(Obstacles(p, 1), ","); got != "" {
 		t.Errorf("Obstacles of an empty tree = %q", got)
+	}
+}
+
+func TestBrief(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "criu",
+		"it does not speak the checkpoint protocol and CRIU cannot move it: pid 3 has a file open (/home/a/x (1)) that may not exist on another node; pid 4 locks memory (4 kB)": "no: it does not speak the checkpoint protocol and CRIU cannot move it: pid 3 has a file open that may not exist on another node; pid 4 locks memory",
+		"it does not speak the checkpoint protocol, and " + ByCRIU: "no: it does not speak the checkpoint protocol, and CRIU moves only root's programs here: use the cooperative protocol",
+	} {
+		c := Choice{Reason: in}
+		if in == "" {
+			c.Mech = migrate.CRIU
+		}
+		if got := c.Brief(); got != want {
+			t.Errorf("Brief of %q = %q, want %q", in, got, want)
+		}
 	}
 }

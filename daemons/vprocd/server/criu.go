@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,19 +59,30 @@ const maxImageFiles = 10000
 // moveChoice says how the program of rec can move (ssi ps -o migrate,
 // ssi migrate).
 func (s *Server) moveChoice(rec *execRecord) movable.Choice {
-	f := movable.Facts{Coop: rec.mig.link.linked() != nil, CRIU: s.cfg.Migrate.CRIU}
+	f := movable.Facts{Coop: rec.mig.link.linked() != nil, CRIU: s.cfg.Migrate.CRIU, Owner: rec.mig.prog.GetUid()}
 	if !f.Coop && f.CRIU.Status == criu.Ready {
 		f.Obstacles = movable.Obstacles(s.procFS(), int(rec.pid))
 	}
 	return movable.Choose(f)
 }
 
-// criuFreeze dumps the process tree of pid, left stopped, and returns its
-// image.
-func (s *Server) criuFreeze(pid int) ([]byte, error) {
+// criuFreeze dumps the process tree of pid (owned by uid), left stopped,
+// and returns its image. What ssi migrate checked while the program ran
+// is checked again: the owner before the dump, its memory against the
+// state limit before (an image is at least its resident memory), and the
+// obstacles on the stopped tree after (a file opened since would be
+// reopened by criu, as root, on the target); a failure after the dump
+// lets the tree run on (SIGCONT), as before it.
+func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 	st := s.cfg.Migrate.CRIU
 	if st.Status != criu.Ready {
 		return nil, fmt.Errorf("CRIU is %v", st)
+	}
+	if uid != 0 {
+		return nil, errors.New(movable.ByCRIU)
+	}
+	if rss, limit := treeRSS(s.procFS(), pid), s.stateLimit(); rss > limit {
+		return nil, fmt.Errorf("its memory (%d MiB resident) is over the limit of a move's image, %d MiB (vprocd.migrate.coop_state_limit)", rss>>20, limit>>20)
 	}
 	links := stdioLinks(pid)
 	dir, err := os.MkdirTemp("", "openssi-criu-dump-")
@@ -93,11 +105,53 @@ func (s *Server) criuFreeze(pid int) ([]byte, error) {
 	if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("criu dump: %v: %s", err, criuError(dir, "dump.log", out))
 	}
+	defer func() {
+		if err != nil {
+			contTree(s.procFS(), pid)
+		}
+	}()
+	if obs := movable.Obstacles(s.procFS(), pid); len(obs) > 0 {
+		return nil, errors.New("CRIU cannot move it: " + strings.Join(obs, "; "))
+	}
 	s.log.WithField("pid", pid).WithField("took", time.Since(began).Round(time.Millisecond)).Debug("criu dump")
 	if err := os.WriteFile(filepath.Join(dir, stdioName), []byte(strings.Join(links[:], "\n")+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	return tarDir(dir)
+}
+
+// stateLimit is the bound of a move's state or image.
+func (s *Server) stateLimit() uint64 {
+	if l := s.cfg.Migrate.StateLimit; l > 0 {
+		return uint64(l)
+	}
+	return coop.DefaultStateLimit
+}
+
+// treeRSS is the resident memory of pid's process tree, in bytes.
+func treeRSS(procfs fs.FS, pid int) uint64 {
+	var sum uint64
+	for _, p := range movable.Tree(procfs, pid) {
+		b, err := fs.ReadFile(procfs, strconv.Itoa(p)+"/status")
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if f, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				if kb, err := strconv.ParseUint(strings.Fields(f)[0], 10, 64); err == nil {
+					sum += kb << 10
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// contTree lets pid's process tree, left stopped by a dump, run on.
+func contTree(procfs fs.FS, pid int) {
+	for _, p := range movable.Tree(procfs, pid) {
+		_ = syscall.Kill(p, syscall.SIGCONT)
+	}
 }
 
 // nsPID is the pid of process pid in its own PID namespace (pid when it
@@ -448,11 +502,13 @@ func hostPID(holder int, nspid string) (int, error) {
 }
 
 // fillMigrate says in the rows of the programs started migratable here
-// how each would move.
+// how each would move, briefly: every user reads the table, and the
+// details (the paths of the files a program holds) are its owner's; ssi
+// migrate says them to the owner.
 func (s *Server) fillMigrate(rows []proctable.Row) {
 	for i := range rows {
 		if rec, ok := s.migrating(rows[i].CPID); ok && rec.pid == rows[i].PID {
-			rows[i].Migrate = s.moveChoice(rec).String()
+			rows[i].Migrate = s.moveChoice(rec).Brief()
 		}
 	}
 }

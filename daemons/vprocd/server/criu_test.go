@@ -177,12 +177,14 @@ func TestMigrateCRIU(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	col := migrateColumn(t, c, 1, q.Cpid)
-	for !strings.Contains(col, file) && time.Now().Before(deadline) {
+	for !strings.Contains(col, "has a file open") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 		col = migrateColumn(t, c, 1, q.Cpid)
 	}
-	if !strings.HasPrefix(col, "no: ") || !strings.Contains(col, "has a file open ("+file+")") {
-		t.Errorf("ps -o migrate of a program with a file open says %q", col)
+	// ssi ps, which every user reads, says what but not which file (its
+	// owner's to know); ssi migrate says which.
+	if !strings.HasPrefix(col, "no: ") || !strings.Contains(col, "has a file open") || strings.Contains(col, file) {
+		t.Errorf("ps -o migrate of a program with a file open says %q, want the obstacle without the file's path", col)
 	}
 	err = c.client(1).Migrate(ctx, q.Cpid, 3)
 	if !errors.Is(err, vproc.ErrNotMigratable) || !strings.Contains(err.Error(), file) || strings.Contains(err.Error(), "\n") {

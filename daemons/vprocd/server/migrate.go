@@ -289,7 +289,7 @@ func (s *Server) freeze(mv migrate.Move) {
 	if !ok {
 		err = errors.New("the process no longer runs here")
 	} else if mv.Mech == migrate.CRIU {
-		state, err = s.criuFreeze(rec.mig.p.Pid) // criu.go
+		state, err = s.criuFreeze(rec.mig.p.Pid, rec.mig.prog.GetUid()) // criu.go
 	} else {
 		state, err = rec.mig.link.checkpoint(checkpointWait)
 	}
@@ -594,10 +594,7 @@ func (p migratePeer) Image(st vprocpeerv1.VprocMigratePeer_ImageServer) error {
 		return err
 	}
 	m.From = first.GetMessage().GetFrom()
-	limit := uint64(p.s.cfg.Migrate.StateLimit)
-	if limit == 0 {
-		limit = coop.DefaultStateLimit
-	}
+	limit := p.s.stateLimit()
 	pr := first.GetProgram()
 	switch {
 	case m.Kind != migrate.MsgImage:
