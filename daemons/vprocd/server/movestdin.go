@@ -25,6 +25,12 @@ type migStdin struct {
 	holding bool
 	held    [][]byte
 	heldEOF bool
+	// heldBytes counts held; past maxHeld hold waits (cond) for the
+	// move's end, so the caller's stream is pushed back instead of
+	// vprocd keeping whatever it sends. gone: the program ended.
+	heldBytes int
+	cond      *sync.Cond
+	gone      bool
 	// taken counts the bytes written to the program's stdin.
 	taken atomic.Int64
 	// pipe is the read end of its stdin pipe, opened at the end of a
@@ -33,14 +39,47 @@ type migStdin struct {
 	hasPipe bool
 }
 
-// hold keeps b back while the program is checkpointed.
+// maxHeld bounds the stdin held back during a move: no more than the
+// caller's vprocd keeps to send a new copy again (maxStdinLog).
+const maxHeld = maxStdinLog
+
+// hold keeps b back while the program is checkpointed; past maxHeld it
+// waits until the move ends (released, or the program gone).
 func (m *migStdin) hold(b []byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for m.holding && !m.gone && m.heldBytes+len(b) > maxHeld && len(m.held) > 0 {
+		m.waitLocked()
+	}
+	if m.gone {
+		return true // dropped: a program ended takes no more
+	}
 	if m.holding {
 		m.held = append(m.held, b)
+		m.heldBytes += len(b)
 	}
 	return m.holding
+}
+
+func (m *migStdin) waitLocked() {
+	if m.cond == nil {
+		m.cond = sync.NewCond(&m.mu)
+	}
+	m.cond.Wait()
+}
+
+func (m *migStdin) wakeLocked() {
+	if m.cond != nil {
+		m.cond.Broadcast()
+	}
+}
+
+// ended wakes a hold waiting for the move's end: the program is gone.
+func (m *migStdin) ended() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gone = true
+	m.wakeLocked()
 }
 
 // holdEOF keeps the end of stdin back while checkpointed.
@@ -75,7 +114,8 @@ func (m *migStdin) release(p *runner.Proc) {
 	if m.heldEOF {
 		_ = p.CloseStdin()
 	}
-	m.held, m.heldEOF, m.holding = nil, false, false
+	m.held, m.heldEOF, m.holding, m.heldBytes = nil, false, false, 0
+	m.wakeLocked()
 }
 
 // openPipe opens, before the program is ended, the read end of its stdin

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"testing"
+
+	"github.com/openssi/openssi/daemons/vprocd/runner"
 )
 
 func TestStdinLog(t *testing.T) {
@@ -47,3 +49,47 @@ func TestStdinLog(t *testing.T) {
 		t.Errorf("from(1 MiB) = %d bytes, lost %d", len(join(rest)), lost)
 	}
 }
+
+// TestHoldBounded: while a program is checkpointed, its stdin is held
+// back up to maxHeld; a chunk past that waits for the move's end
+// (pushing back on the caller's stream) instead of being kept: after a
+// release it goes through (hold says false: write it), after the
+// program's end it is dropped (true).
+func TestHoldBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		end   func(m *migStdin)
+		after bool
+	}{
+		{"released", func(m *migStdin) { m.release(&runner.Proc{Stdin: discard{}}) }, false},
+		{"the program ended", func(m *migStdin) { m.ended() }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m migStdin
+			m.startHolding()
+			chunk := make([]byte, maxHeld/4)
+			for i := range 4 {
+				if !m.hold(chunk) {
+					t.Fatalf("chunk %d not held", i)
+				}
+			}
+			got := make(chan bool, 1)
+			go func() { got <- m.hold([]byte("past the bound")) }()
+			tc.end(&m)
+			if r := <-got; r != tc.after {
+				t.Fatalf("hold past the bound = %v, want %v (it must wait for the move's end)", r, tc.after)
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if tc.after == false && (len(m.held) != 0 || m.heldBytes != 0) {
+				t.Fatalf("after the release %d chunks, %d bytes still held", len(m.held), m.heldBytes)
+			}
+		})
+	}
+}
+
+// discard is a program's stdin that takes everything.
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) Close() error                { return nil }

@@ -258,6 +258,9 @@ func (s *Server) serve(ctx context.Context, in inputs, out *sender, p *runner.Pr
 // it leaves p's fate to f (the caller is gone, or its node).
 func (s *Server) feed(ctx context.Context, in inputs, p *runner.Proc, f *fate, exited <-chan struct{}, log interface{ Debug(...any) }, mig *migProg) {
 	queue := make(chan []byte, stdinQueue)
+	if mig != nil {
+		go func() { <-exited; mig.in.ended() }() // a hold waiting wakes
+	}
 	go func(queue <-chan []byte) {
 		broken := false
 		for b := range queue {
