@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +29,9 @@ func TestEndHeldCopies(t *testing.T) {
 	old.markHeld(held.Process.Pid)
 	unmark := old.markHeld(other.Process.Pid)
 	unmark()
-	if err := os.WriteFile(filepath.Join(dir, "held", "1-1"), nil, 0o600); err != nil {
+	// A mark of other's pid with another start time: the process it
+	// named ended and the pid went to other, which must not be ended.
+	if err := os.WriteFile(filepath.Join(dir, "held", fmt.Sprintf("%d-1", other.Process.Pid)), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "held", "bogus"), nil, 0o600); err != nil {
