@@ -57,8 +57,8 @@
 //	EINVAL  the text is not a node number, or the process cannot move
 //	        (not started migratable, no mechanism can move it, no such
 //	        node, or it is already there)
-//	EBUSY   a move of it is already under way, or its node takes no
-//	        more moves now: try again
+//	EBUSY   a move of it is already under way, its node takes no more
+//	        moves now, or a node it needs cannot be reached: try again
 //	EINTR   the write was interrupted (the move may go on)
 //	EIO     the move failed: the process stays where it was (vprocd's
 //	        log says why)
