@@ -45,3 +45,48 @@ func (c *Client) Migrate(ctx context.Context, cpid int64, node int) error {
 	}
 	return c.wrapSignal(err)
 }
+
+// CRIU is CRIU's state on a node, as its vprocd found it at start: whether
+// it moves programs that do not speak the cooperative protocol there.
+type CRIU struct {
+	// Status is "ready", "missing", "broken", "too-old" or
+	// "check-failed".
+	Status string `json:"status"`
+	// Path is the binary's path ("" when missing).
+	Path string `json:"path,omitempty"`
+	// Version is its version, "4.2.1" ("" when missing or broken).
+	Version string `json:"version,omitempty"`
+	// Reason says why it is not ready ("" when ready).
+	Reason string `json:"reason,omitempty"`
+}
+
+// Ready reports whether CRIU moves unmodified programs on the node.
+func (c CRIU) Ready() bool { return c.Status == "ready" }
+
+// String is one line: "ready: criu 4.2.1 at /usr/sbin/criu", or the
+// status, what is known of the binary and why it is not ready.
+func (c CRIU) String() string {
+	s := c.Status
+	if c.Version != "" {
+		s += ": criu " + c.Version
+		if c.Path != "" {
+			s += " at " + c.Path
+		}
+	} else if c.Path != "" {
+		s += ": " + c.Path
+	}
+	if c.Reason != "" {
+		s += ": " + c.Reason
+	}
+	return s
+}
+
+// CRIU asks this node's vprocd for the state of CRIU it found at start.
+func (c *Client) CRIU(ctx context.Context) (CRIU, error) {
+	r, err := vprocv1.NewVprocMigrateClient(c.conn).Mechanisms(ctx, &vprocv1.MechanismsRequest{})
+	if err != nil {
+		return CRIU{}, c.wrap(err)
+	}
+	s := r.GetCriu()
+	return CRIU{Status: s.GetStatus(), Path: s.GetPath(), Version: s.GetVersion(), Reason: s.GetReason()}, nil
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openssi/openssi/client/health"
+	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/internal/daemons"
 )
 
@@ -23,6 +24,10 @@ type daemonHealth struct {
 	Unit   string `json:"unit"`
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
+	// CRIU is vprocd's CRIU state (vprocd only, when it answers).
+	CRIU *vproc.CRIU `json:"criu,omitempty"`
+	// CRIUErr is why vprocd did not say it.
+	CRIUErr string `json:"criu_error,omitempty"`
 }
 
 func newStatus(g *globals) *cobra.Command {
@@ -32,6 +37,9 @@ func newStatus(g *globals) *cobra.Command {
 		Short: "Show this node's OpenSSI daemons and their health",
 		Long: `Ask each OpenSSI daemon of this node for its health over its local socket.
 STATE is SERVING, NOT_SERVING (running but not ready), or NOT RUNNING.
+Under vprocd, the state of CRIU it found at start: "ready: criu 4.2.1 at
+/usr/sbin/criu" (it moves unmodified programs), or missing, broken,
+too-old or check-failed and why (only cooperative programs move then).
 Exits 1 when any daemon is not serving.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +54,9 @@ Exits 1 when any daemon is not serving.`,
 				if h.State != "SERVING" {
 					bad++
 				}
+				if d.Name == "vprocd" && h.State != "NOT RUNNING" {
+					h.CRIU, h.CRIUErr = g.criuState(cmd.Context())
+				}
 				rows = append(rows, h)
 			}
 			if output == "json" {
@@ -57,6 +68,12 @@ Exits 1 when any daemon is not serving.`,
 				fmt.Fprintln(tw, "DAEMON\tUNIT\tSTATE\tDETAIL")
 				for _, r := range rows {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Daemon, r.Unit, r.State, r.Detail)
+					switch {
+					case r.CRIU != nil:
+						fmt.Fprintf(tw, "\t\t\tcriu: %s\n", oneLine(r.CRIU.String()))
+					case r.CRIUErr != "":
+						fmt.Fprintf(tw, "\t\t\tcriu: unknown: %s\n", r.CRIUErr)
+					}
 				}
 				tw.Flush()
 				if n := g.initNode(cmd.Context()); n != 0 {
@@ -71,6 +88,23 @@ Exits 1 when any daemon is not serving.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// criuState asks this node's vprocd for its CRIU state; the string says
+// why it could not when the state is nil.
+func (g *globals) criuState(ctx context.Context) (*vproc.CRIU, string) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := g.vproc(ctx)
+	if err != nil {
+		return nil, oneLine(err.Error())
+	}
+	defer c.Close()
+	st, err := c.CRIU(ctx)
+	if err != nil {
+		return nil, oneLine(err.Error())
+	}
+	return &st, ""
 }
 
 func checkHealth(ctx context.Context, socket string) daemonHealth {

@@ -41,3 +41,8 @@ func (l Local) Get(_ context.Context, c cpid.CPID) (Proc, error) {
 	}
 	return Proc{Row: row, Files: files}, nil
 }
+
+// Goto refuses: moving a process takes the cluster's vprocd.
+func (l Local) Goto(_ context.Context, c cpid.CPID, _, _ uint32) error {
+	return fmt.Errorf("procfs: process %d: only the cluster's view moves processes: %w", c, ErrCannotMove)
+}

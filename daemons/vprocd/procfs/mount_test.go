@@ -83,7 +83,7 @@ func TestMount(t *testing.T) {
 		t.Fatalf("ls %s = %q, want %q", dir, got, want)
 	}
 	out, err = exec.Command("ls", filepath.Join(dir, alice)).CombinedOutput()
-	if err != nil || string(out) != "cmdline\nenviron\nnode\nstat\nstatus\n" {
+	if err != nil || string(out) != "cmdline\nenviron\ngoto\nnode\nstat\nstatus\n" {
 		t.Fatalf("ls <cpid> = %q, %v", out, err)
 	}
 
@@ -123,12 +123,68 @@ func TestMount(t *testing.T) {
 		t.Errorf("nobody cat own environ = %q, %v", out, err)
 	}
 
+	// goto: write-only for the owner and root, through a shell's echo
+	// (which opens with O_TRUNC); the move is the provider's. bash, as
+	// dash's echo says "I/O error" for any failed write.
+	roottest.Need(t, "bash")
+	if fi, err := os.Stat(filepath.Join(dir, alice, "goto")); err != nil || fi.Mode() != 0o200 || fi.Sys().(*syscall.Stat_t).Uid != 1000 {
+		t.Errorf("goto: %v, %v; want mode 0200 owned by 1000", fi, err)
+	}
+	if out, err := exec.Command("bash", "-c", "echo 3 > "+filepath.Join(dir, alice, "goto")).CombinedOutput(); err != nil {
+		t.Errorf("root: echo 3 > goto: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, alice, "node")); err != nil || string(b) != "3\n" {
+		t.Errorf("node after goto = %q, %v; want 3", b, err)
+	}
+	for _, tt := range []struct{ who, text, want string }{
+		{"nobody", "2", "Permission denied"}, // not alice's owner
+		{"root", "0", "Invalid argument"},
+		{"root", "x", "Invalid argument"},
+	} {
+		sh := "echo " + tt.text + " > " + filepath.Join(dir, alice, "goto")
+		var out string
+		var err error
+		if tt.who == "nobody" {
+			out, err = asNobody("bash", "-c", sh)
+		} else {
+			var b []byte
+			b, err = exec.Command("bash", "-c", sh).CombinedOutput()
+			out = string(b)
+		}
+		if err == nil || !strings.Contains(out, tt.want) {
+			t.Errorf("%s: %s: %q, %v; want %s", tt.who, sh, out, err, tt.want)
+		}
+	}
+	if out, err := asNobody("bash", "-c", "echo 2 > "+filepath.Join(dir, nobodys, "goto")); err != nil {
+		t.Errorf("nobody moving its own process: %v\n%s", err, out)
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, alice, "goto")); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("read goto: %v, want EACCES", err)
+	}
+	p.mu.Lock()
+	moves := slices.Clone(p.moves)
+	p.mu.Unlock()
+	if want := []string{alice + " 0 3", nobodys + " 65534 2"}; !slices.Equal(moves, want) {
+		t.Errorf("moves %q, want %q", moves, want)
+	}
+
 	// Read-only, whoever asks.
 	if err := os.WriteFile(filepath.Join(dir, alice, "status"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("write: %v, want EROFS", err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "x"), 0o755); !errors.Is(err, syscall.EROFS) {
-		t.Errorf("mkdir: %v, want EROFS", err)
+	for name, op := range map[string]func() error{
+		"mkdir":           func() error { return os.Mkdir(filepath.Join(dir, "x"), 0o755) },
+		"create":          func() error { return os.WriteFile(filepath.Join(dir, alice, "new"), nil, 0o644) },
+		"truncate status": func() error { return os.Truncate(filepath.Join(dir, alice, "status"), 0) },
+		"chmod status":    func() error { return os.Chmod(filepath.Join(dir, alice, "status"), 0o666) },
+		"chmod goto":      func() error { return os.Chmod(filepath.Join(dir, alice, "goto"), 0o666) },
+		"remove":          func() error { return os.Remove(filepath.Join(dir, alice, "status")) },
+		"rename":          func() error { return os.Rename(filepath.Join(dir, alice, "stat"), filepath.Join(dir, alice, "x")) },
+		"symlink":         func() error { return os.Symlink("x", filepath.Join(dir, alice, "x")) },
+	} {
+		if err := op(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", name, err)
+		}
 	}
 
 	// Nothing is cached: a change at the provider shows at once.

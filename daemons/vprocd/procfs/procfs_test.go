@@ -20,6 +20,30 @@ import (
 type fakeProvider struct {
 	mu    sync.Mutex
 	procs map[cpid.CPID]*Proc
+	// moves are the Gotos done, "cpid uid node"; gotoErr, when set, is
+	// what Goto answers instead (after checking the owner, as vprocd).
+	moves   []string
+	gotoErr error
+}
+
+// Goto checks the owner as vprocd does and records the move.
+func (p *fakeProvider) Goto(_ context.Context, c cpid.CPID, caller, node uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	proc, ok := p.procs[c]
+	switch {
+	case !ok:
+		return fmt.Errorf("fake: %d: %w", c, ErrNotFound)
+	case proc == nil:
+		return errors.New("fake: node unreachable")
+	case caller != 0 && caller != proc.Row.UID:
+		return fmt.Errorf("fake: %w", ErrNotOwner)
+	case p.gotoErr != nil:
+		return p.gotoErr
+	}
+	p.moves = append(p.moves, fmt.Sprintf("%d %d %d", c, caller, node))
+	proc.Row.Node = node
+	return nil
 }
 
 func (p *fakeProvider) change(f func(map[cpid.CPID]*Proc)) {

@@ -87,6 +87,51 @@ func (p ClusterProcs) Get(ctx context.Context, c cpid.CPID) (procfs.Proc, error)
 	return procfs.Proc{Row: row, Files: proctable.Files{Stat: r.Stat, Status: r.Status, Cmdline: r.Cmdline, Environ: r.Environ}}, nil
 }
 
+// Goto moves process c to node for uid caller, as `ssi migrate` does
+// (migrateTo: the node it runs on checks the caller is its owner or root),
+// and waits for the move's end: the write of /cluster/proc/<cpid>/goto.
+// Its errors wrap procfs's, by the status code of the refusal.
+func (p ClusterProcs) Goto(ctx context.Context, c cpid.CPID, caller, node uint32) error {
+	if !c.Valid() {
+		return procfs.ErrNotFound
+	}
+	if node == 0 || node > cpid.MaxNode {
+		return fmt.Errorf("%w: %d is not a node number", procfs.ErrCannotMove, node)
+	}
+	_, err := p.s.migrateTo(ctx, caller, c, node, false)
+	// Where it runs changed (or may have): the next lookup reads the
+	// cluster's table again rather than ask the node it left.
+	w := &p.s.where
+	w.mu.Lock()
+	w.at = time.Time{}
+	w.mu.Unlock()
+	return gotoErr(err)
+}
+
+// gotoErr turns migrateTo's error into procfs's, for its errno.
+func gotoErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	var kind error
+	switch st.Code() {
+	case codes.PermissionDenied:
+		kind = procfs.ErrNotOwner
+	case codes.NotFound:
+		kind = procfs.ErrNotFound
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		kind = procfs.ErrCannotMove
+	case codes.Unavailable, codes.ResourceExhausted:
+		kind = procfs.ErrBusy
+	case codes.Canceled:
+		kind = context.Canceled
+	default:
+		return errors.New(st.Message())
+	}
+	return fmt.Errorf("%w: %s", kind, st.Message())
+}
+
 // whereFresh is how long ClusterProcs.Get trusts the cluster's table it
 // read to find a process's node: every lookup, stat and open of
 // /cluster/proc gets, so one `ls -l` must not scan the cluster per entry.

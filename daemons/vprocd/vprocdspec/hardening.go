@@ -57,7 +57,7 @@ var hardening = describe.Hardening{
 		// No system call filter: it would bind every program.
 		{Key: "SystemCallFilter", Value: ""},
 	},
-	Why: "Runs as root: starts programs as their callers (sets uid, gid and groups before exec) and signals any user's program. Its programs are its children and inherit its sandbox, so it keeps only what they do not feel: the native system call architecture, a private keyring, no ambient capability, the address families programs use. It mounts the read-only /cluster/proc view with FUSE: /dev/fuse is allowed (DevicePolicy=auto without DeviceAllow=, which would close the other devices to its programs), and no option gives it a mount namespace of its own, so the host sees the mount.",
+	Why: "Runs as root: starts programs as their callers (sets uid, gid and groups before exec) and signals any user's program. Its programs are its children and inherit its sandbox, so it keeps only what they do not feel: the native system call architecture, a private keyring, no ambient capability, the address families programs use. It mounts the /cluster/proc view with FUSE (read-only but for each process's goto, which moves it): /dev/fuse is allowed (DevicePolicy=auto without DeviceAllow=, which would close the other devices to its programs), and no option gives it a mount namespace of its own, so the host sees the mount.",
 	// Measured with systemd-analyze security --offline=true (systemd
 	// 252) on the generated unit.
 	Exposure: 9.2,

@@ -60,8 +60,8 @@ type Config struct {
 	// that `ssi exec` without -n places on the least-loaded node, as
 	// --auto does; `ssi loadlevel add` adds more at run time. Default none.
 	LoadLevel []string `mapstructure:"loadlevel" want:"a list of program names (no '/', space or control character)"`
-	// ProcMount is where the read-only FUSE view of the cluster's
-	// processes is mounted (/cluster/proc/<cpid>/status, ...); "" mounts
+	// ProcMount is where the FUSE view of the cluster's processes is
+	// mounted (/cluster/proc/<cpid>/status, ..., goto); "" mounts
 	// none. Without /dev/fuse vprocd runs on without it and warns.
 	// Default /cluster/proc.
 	ProcMount string `mapstructure:"proc_mount" want:"an absolute path other than /, or empty"`

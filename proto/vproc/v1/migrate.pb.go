@@ -129,6 +129,163 @@ func (x *MigrateReply) GetFrom() uint32 {
 	return 0
 }
 
+type MechanismsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MechanismsRequest) Reset() {
+	*x = MechanismsRequest{}
+	mi := &file_vproc_v1_migrate_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MechanismsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MechanismsRequest) ProtoMessage() {}
+
+func (x *MechanismsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vproc_v1_migrate_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MechanismsRequest.ProtoReflect.Descriptor instead.
+func (*MechanismsRequest) Descriptor() ([]byte, []int) {
+	return file_vproc_v1_migrate_proto_rawDescGZIP(), []int{2}
+}
+
+type MechanismsReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// criu is CRIU's state on this node, as vprocd found it at start.
+	Criu          *CRIUState `protobuf:"bytes,1,opt,name=criu,proto3" json:"criu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MechanismsReply) Reset() {
+	*x = MechanismsReply{}
+	mi := &file_vproc_v1_migrate_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MechanismsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MechanismsReply) ProtoMessage() {}
+
+func (x *MechanismsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_vproc_v1_migrate_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MechanismsReply.ProtoReflect.Descriptor instead.
+func (*MechanismsReply) Descriptor() ([]byte, []int) {
+	return file_vproc_v1_migrate_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MechanismsReply) GetCriu() *CRIUState {
+	if x != nil {
+		return x.Criu
+	}
+	return nil
+}
+
+// CRIUState is what vprocd found of CRIU: whether it moves unmodified
+// programs here, and why not.
+type CRIUState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status is "ready" (it moves unmodified programs), "missing",
+	// "broken" (it did not run or say its version), "too-old" (before
+	// 4.2) or "check-failed" (`criu check` does not pass on this kernel).
+	Status string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// path is the binary's path ("" when missing).
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// version is its version, "4.2.1" ("" when missing or broken).
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// reason says why it is not ready ("" when ready).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRIUState) Reset() {
+	*x = CRIUState{}
+	mi := &file_vproc_v1_migrate_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRIUState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRIUState) ProtoMessage() {}
+
+func (x *CRIUState) ProtoReflect() protoreflect.Message {
+	mi := &file_vproc_v1_migrate_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRIUState.ProtoReflect.Descriptor instead.
+func (*CRIUState) Descriptor() ([]byte, []int) {
+	return file_vproc_v1_migrate_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CRIUState) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CRIUState) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CRIUState) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CRIUState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_vproc_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_vproc_v1_migrate_proto_rawDesc = "" +
@@ -139,9 +296,19 @@ const file_vproc_v1_migrate_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\rR\x04node\"6\n" +
 	"\fMigrateReply\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\rR\x04from2[\n" +
+	"\x04from\x18\x02 \x01(\rR\x04from\"\x13\n" +
+	"\x11MechanismsRequest\"B\n" +
+	"\x0fMechanismsReply\x12/\n" +
+	"\x04criu\x18\x01 \x01(\v2\x1b.openssi.vproc.v1.CRIUStateR\x04criu\"i\n" +
+	"\tCRIUState\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason2\xb1\x01\n" +
 	"\fVprocMigrate\x12K\n" +
-	"\aMigrate\x12 .openssi.vproc.v1.MigrateRequest\x1a\x1e.openssi.vproc.v1.MigrateReplyB3Z1github.com/openssi/openssi/proto/vproc/v1;vprocv1b\x06proto3"
+	"\aMigrate\x12 .openssi.vproc.v1.MigrateRequest\x1a\x1e.openssi.vproc.v1.MigrateReply\x12T\n" +
+	"\n" +
+	"Mechanisms\x12#.openssi.vproc.v1.MechanismsRequest\x1a!.openssi.vproc.v1.MechanismsReplyB3Z1github.com/openssi/openssi/proto/vproc/v1;vprocv1b\x06proto3"
 
 var (
 	file_vproc_v1_migrate_proto_rawDescOnce sync.Once
@@ -155,19 +322,25 @@ func file_vproc_v1_migrate_proto_rawDescGZIP() []byte {
 	return file_vproc_v1_migrate_proto_rawDescData
 }
 
-var file_vproc_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_vproc_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_vproc_v1_migrate_proto_goTypes = []any{
-	(*MigrateRequest)(nil), // 0: openssi.vproc.v1.MigrateRequest
-	(*MigrateReply)(nil),   // 1: openssi.vproc.v1.MigrateReply
+	(*MigrateRequest)(nil),    // 0: openssi.vproc.v1.MigrateRequest
+	(*MigrateReply)(nil),      // 1: openssi.vproc.v1.MigrateReply
+	(*MechanismsRequest)(nil), // 2: openssi.vproc.v1.MechanismsRequest
+	(*MechanismsReply)(nil),   // 3: openssi.vproc.v1.MechanismsReply
+	(*CRIUState)(nil),         // 4: openssi.vproc.v1.CRIUState
 }
 var file_vproc_v1_migrate_proto_depIdxs = []int32{
-	0, // 0: openssi.vproc.v1.VprocMigrate.Migrate:input_type -> openssi.vproc.v1.MigrateRequest
-	1, // 1: openssi.vproc.v1.VprocMigrate.Migrate:output_type -> openssi.vproc.v1.MigrateReply
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	4, // 0: openssi.vproc.v1.MechanismsReply.criu:type_name -> openssi.vproc.v1.CRIUState
+	0, // 1: openssi.vproc.v1.VprocMigrate.Migrate:input_type -> openssi.vproc.v1.MigrateRequest
+	2, // 2: openssi.vproc.v1.VprocMigrate.Mechanisms:input_type -> openssi.vproc.v1.MechanismsRequest
+	1, // 3: openssi.vproc.v1.VprocMigrate.Migrate:output_type -> openssi.vproc.v1.MigrateReply
+	3, // 4: openssi.vproc.v1.VprocMigrate.Mechanisms:output_type -> openssi.vproc.v1.MechanismsReply
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_vproc_v1_migrate_proto_init() }
@@ -181,7 +354,7 @@ func file_vproc_v1_migrate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vproc_v1_migrate_proto_rawDesc), len(file_vproc_v1_migrate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

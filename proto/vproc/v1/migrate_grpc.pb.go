@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	VprocMigrate_Migrate_FullMethodName = "/openssi.vproc.v1.VprocMigrate/Migrate"
+	VprocMigrate_Migrate_FullMethodName    = "/openssi.vproc.v1.VprocMigrate/Migrate"
+	VprocMigrate_Mechanisms_FullMethodName = "/openssi.vproc.v1.VprocMigrate/Mechanisms"
 )
 
 // VprocMigrateClient is the client API for VprocMigrate service.
@@ -38,6 +39,9 @@ type VprocMigrateClient interface {
 	// caller's), FailedPrecondition (it cannot move: not started
 	// migratable, or the node is not UP), Aborted (the move failed).
 	Migrate(ctx context.Context, in *MigrateRequest, opts ...grpc.CallOption) (*MigrateReply, error)
+	// Mechanisms says how this node's vprocd can move processes: the state
+	// of CRIU it found at start (`ssi status`). Anyone may ask.
+	Mechanisms(ctx context.Context, in *MechanismsRequest, opts ...grpc.CallOption) (*MechanismsReply, error)
 }
 
 type vprocMigrateClient struct {
@@ -58,6 +62,16 @@ func (c *vprocMigrateClient) Migrate(ctx context.Context, in *MigrateRequest, op
 	return out, nil
 }
 
+func (c *vprocMigrateClient) Mechanisms(ctx context.Context, in *MechanismsRequest, opts ...grpc.CallOption) (*MechanismsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MechanismsReply)
+	err := c.cc.Invoke(ctx, VprocMigrate_Mechanisms_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VprocMigrateServer is the server API for VprocMigrate service.
 // All implementations must embed UnimplementedVprocMigrateServer
 // for forward compatibility.
@@ -71,6 +85,9 @@ type VprocMigrateServer interface {
 	// caller's), FailedPrecondition (it cannot move: not started
 	// migratable, or the node is not UP), Aborted (the move failed).
 	Migrate(context.Context, *MigrateRequest) (*MigrateReply, error)
+	// Mechanisms says how this node's vprocd can move processes: the state
+	// of CRIU it found at start (`ssi status`). Anyone may ask.
+	Mechanisms(context.Context, *MechanismsRequest) (*MechanismsReply, error)
 	mustEmbedUnimplementedVprocMigrateServer()
 }
 
@@ -83,6 +100,9 @@ type UnimplementedVprocMigrateServer struct{}
 
 func (UnimplementedVprocMigrateServer) Migrate(context.Context, *MigrateRequest) (*MigrateReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Migrate not implemented")
+}
+func (UnimplementedVprocMigrateServer) Mechanisms(context.Context, *MechanismsRequest) (*MechanismsReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Mechanisms not implemented")
 }
 func (UnimplementedVprocMigrateServer) mustEmbedUnimplementedVprocMigrateServer() {}
 func (UnimplementedVprocMigrateServer) testEmbeddedByValue()                      {}
@@ -123,6 +143,24 @@ func _VprocMigrate_Migrate_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VprocMigrate_Mechanisms_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MechanismsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VprocMigrateServer).Mechanisms(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VprocMigrate_Mechanisms_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VprocMigrateServer).Mechanisms(ctx, req.(*MechanismsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VprocMigrate_ServiceDesc is the grpc.ServiceDesc for VprocMigrate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -133,6 +171,10 @@ var VprocMigrate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Migrate",
 			Handler:    _VprocMigrate_Migrate_Handler,
+		},
+		{
+			MethodName: "Mechanisms",
+			Handler:    _VprocMigrate_Mechanisms_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
