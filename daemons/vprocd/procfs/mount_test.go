@@ -242,3 +242,18 @@ func TestMountLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestMountFUSENotInherited: a program started after the mount (vprocd
+// starts its callers' programs) does not inherit the mount's /dev/fuse
+// connection, with which it could answer the kernel's requests for the
+// view as the filesystem.
+func TestMountFUSENotInherited(t *testing.T) {
+	mount(t, sampleProvider())
+	out, err := exec.Command("sh", "-c", `for f in /proc/self/fd/*; do readlink "$f" || true; done`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child holds /dev/fuse:\n%s", out)
+	}
+}

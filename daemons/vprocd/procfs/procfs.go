@@ -70,6 +70,7 @@ package procfs
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strconv"
 	"syscall"
@@ -165,7 +166,30 @@ func Mount(dir string, p Provider, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, errors.New("procfs: mount " + dir + ": " + err.Error())
 	}
+	closeOnExecFUSE()
 	return srv, nil
+}
+
+// closeOnExecFUSE marks this process's /dev/fuse descriptors
+// close-on-exec. go-fuse opens /dev/fuse without O_CLOEXEC, and vprocd
+// starts programs: each inherited the mount's connection, with which a
+// user's program could read the kernel's requests for /cluster/proc and
+// answer them as the filesystem (and which CRIU will not dump). The
+// mount comes before vprocd serves its first exec.
+func closeOnExecFUSE() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // NewRoot is the view's root directory, for fusefs.Mount with options of
