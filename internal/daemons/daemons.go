@@ -71,7 +71,7 @@ func Check(list []Daemon) error {
 			return fmt.Errorf("daemons: %s: unit %q is not openssi-%s.service", d.Name, d.Unit, d.Name)
 		case d.Config.Name != d.Name:
 			return fmt.Errorf("daemons: %s: its configuration section is named %q", d.Name, d.Config.Name)
-		case d.Hardening.Why == "" || len(d.Hardening.AddressFamilies) == 0 || d.Hardening.Exposure <= 0:
+		case d.Hardening.Why == "" || (len(d.Hardening.AddressFamilies) == 0) == !d.Hardening.AnyAddressFamily || d.Hardening.Exposure <= 0:
 			return fmt.Errorf("daemons: %s: its hardening profile lacks the reason, the address families or the exposure", d.Name)
 		}
 		for _, n := range d.Needs {

@@ -48,6 +48,10 @@ type Hardening struct {
 	Capabilities []string
 	// AddressFamilies is RestrictAddressFamilies=.
 	AddressFamilies []string
+	// AnyAddressFamily: no RestrictAddressFamilies= at all (it is a
+	// seccomp filter: vprocd must run under none), in place of
+	// AddressFamilies.
+	AnyAddressFamily bool
 	// Set replaces (or with an empty Value removes) baseline directives
 	// and appends those that are not in the baseline.
 	Set []Directive
