@@ -67,6 +67,21 @@ type leveler struct {
 	// movingTo.
 	moving   cpid.CPID
 	movingTo uint32
+	// settleUntil: no decision before it (settle).
+	settleUntil time.Time
+}
+
+// settle holds decisions back for two periods after a move ended here or
+// a process arrived: until then this node's run queue still counts the
+// move's own work (criu's dump or restore, the copy starting), which
+// Steady, the lower of two readings a period apart, lets through only
+// once two readings came after it; and the peers' vectors are older than
+// the move. In the lab, moves every period from those readings overshot
+// (a fifth move from 6/0/0, then moves back).
+func (lv *leveler) settle(now time.Time) {
+	if t := now.Add(2 * lv.cfg.Period); t.After(lv.settleUntil) {
+		lv.settleUntil = t
+	}
 }
 
 func newLeveler(self uint32, cfg LevelerConfig) *leveler {
@@ -113,11 +128,16 @@ func (s *Server) levelTick(ctx context.Context, now time.Time) {
 		return
 	}
 	lv.mu.Lock()
-	moving, to := lv.moving, lv.movingTo
+	moving, to, until := lv.moving, lv.movingTo, lv.settleUntil
 	lv.mu.Unlock()
 	if moving != 0 {
 		lv.add(level.Entry{First: now, Last: now, Count: 1, Kind: level.KindInFlight, Proc: moving, From: s.cfg.Node, To: to,
 			Reason: fmt.Sprintf("no move: the move of %v to node %d has not ended (one at a time)", moving, to)})
+		return
+	}
+	if now.Before(until) {
+		lv.add(level.Entry{First: now, Last: now, Count: 1, Kind: level.KindInFlight, From: s.cfg.Node,
+			Reason: "no move: settling for two periods after a move here, until loads measured after it come"})
 		return
 	}
 	cands := s.levelCandidates(now)
@@ -168,6 +188,7 @@ func (s *Server) levelMove(ctx context.Context, at time.Time, d level.Decision) 
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	lv.moving, lv.movingTo = 0, 0
+	lv.settle(now)
 	if err == nil {
 		e.Kind = level.KindMoved
 		e.Reason = "moved: " + d.Reason
@@ -191,6 +212,7 @@ func (s *Server) levelArrived(x cpid.CPID, from uint32) {
 	lv := s.lev
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	lv.settle(time.Now())
 	lv.tr.Moved(x, from, s.cfg.Node, time.Now(), 0)
 }
 
