@@ -186,3 +186,20 @@ func TestMountLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestMountDeviceNotInherited: the FUSE connection of the mount
+// (/dev/fuse, which go-fuse opens without close-on-exec when it mounts
+// itself) is not handed to the programs vprocd starts. A program holding
+// it could answer the kernel's requests for /cluster/proc in the view's
+// place (every user's view of the cluster's processes), and CRIU refuses
+// to move a program with it open.
+func TestMountDeviceNotInherited(t *testing.T) {
+	mount(t, sampleProvider())
+	out, err := exec.Command("sh", "-c", `for f in /proc/$$/fd/*; do readlink "$f"; done; exit 0`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("list a child's descriptors: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child started after the mount holds /dev/fuse:\n%s", out)
+	}
+}

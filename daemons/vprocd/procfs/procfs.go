@@ -38,6 +38,7 @@ package procfs
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strconv"
 	"syscall"
@@ -114,7 +115,29 @@ func Mount(dir string, p Provider, o Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, errors.New("procfs: mount " + dir + ": " + err.Error())
 	}
+	closeDeviceOnExec()
 	return srv, nil
+}
+
+// closeDeviceOnExec marks this process's descriptors of /dev/fuse
+// close-on-exec. go-fuse opens the device without it when it mounts
+// itself (DirectMount), so every program vprocd started would hold the
+// view's FUSE connection: one could answer the kernel's requests for
+// /cluster/proc in the view's place, and CRIU would refuse to move any.
+// (A program started between go-fuse's open and this still gets it;
+// vprocd mounts before it serves.)
+func closeDeviceOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 }
 
 // NewRoot is the view's root directory, for fusefs.Mount with options of
