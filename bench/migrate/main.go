@@ -248,7 +248,14 @@ type stream struct {
 	done chan struct{}
 	cpid int64
 	args []string
+	// refused counts the moves vprocd refused (ssi migrate exit 4),
+	// reasons the first distinct answers.
+	refused int
+	reasons []string
 }
+
+// maxRefused bounds the refused moves of a stream over the run.
+const maxRefused = 200
 
 func (b *bench) startStream(ctx context.Context, name string, args ...string) (*stream, error) {
 	argv := append([]string{"ssi", "exec", "--migratable", "-n", strconv.Itoa(b.num["node1"]), "--"}, args...)
@@ -395,6 +402,8 @@ type moveResults struct {
 	failed           map[string][]string
 	anomalies        map[string]int
 	lines            map[string]int
+	refused          map[string]int
+	reasons          map[string][]string
 	floorDiscontinue int
 }
 
@@ -406,17 +415,34 @@ func (b *bench) move(ctx context.Context, s *stream, node string) (sample, error
 	if err := s.waitFor(s.count() + b.p.settleN); err != nil {
 		return sample{}, err
 	}
-	s.mu.Lock()
-	mark := len(s.nums)
-	s.mu.Unlock()
-	began := time.Now()
-	out, err := b.l.Exec(ctx, "node1", probeBin, "time", "--", "ssi", "migrate", strconv.FormatInt(s.cpid, 10), strconv.Itoa(b.num[node]))
-	if err != nil {
-		return sample{}, fmt.Errorf("migprobe time: %v: %s", err, out)
-	}
-	var t timed
-	if err := json.Unmarshal([]byte(out), &t); err != nil {
-		return sample{}, fmt.Errorf("migprobe time: %w: %s", err, out)
+	var (
+		mark  int
+		began time.Time
+		t     timed
+	)
+	for {
+		s.mu.Lock()
+		mark = len(s.nums)
+		s.mu.Unlock()
+		began = time.Now()
+		out, err := b.l.Exec(ctx, "node1", probeBin, "time", "--", "ssi", "migrate", strconv.FormatInt(s.cpid, 10), strconv.Itoa(b.num[node]))
+		if err != nil {
+			return sample{}, fmt.Errorf("migprobe time: %v: %s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &t); err != nil {
+			return sample{}, fmt.Errorf("migprobe time: %w: %s", err, out)
+		}
+		// Exit 4: vprocd found it could not move now (a child of the
+		// shell loop starting up with a file open): it runs on
+		// untouched; count it and ask again.
+		if t.Code != 4 || s.refused >= maxRefused {
+			break
+		}
+		s.refused++
+		if len(s.reasons) < 5 && !slices.Contains(s.reasons, t.Out) {
+			s.reasons = append(s.reasons, t.Out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if t.Code != 0 {
 		return sample{}, fmt.Errorf("ssi migrate %d to %s: exit %d: %s", s.cpid, node, t.Code, t.Out)
@@ -460,7 +486,8 @@ func lastLine(s string) string {
 // moves runs the moves of both programs and the floor rounds,
 // interleaved in a new random order each round.
 func (b *bench) moves(ctx context.Context) (*moveResults, error) {
-	r := &moveResults{warm: map[string]sample{}, failed: map[string][]string{}, anomalies: map[string]int{}, lines: map[string]int{}}
+	r := &moveResults{warm: map[string]sample{}, failed: map[string][]string{}, anomalies: map[string]int{}, lines: map[string]int{},
+		refused: map[string]int{}, reasons: map[string][]string{}}
 	coop, err := b.startStream(ctx, "cooperative", coopBin)
 	if err != nil {
 		return nil, err
@@ -547,6 +574,7 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 	for _, s := range streams {
 		r.anomalies[s.name] = s.anomalies()
 		r.lines[s.name] = s.count()
+		r.refused[s.name], r.reasons[s.name] = s.refused, s.reasons
 	}
 	return r, nil
 }
@@ -603,20 +631,16 @@ func (b *bench) levelOnce(ctx context.Context) (levelRun, error) {
 		}
 		execs = append(execs, c)
 	}
+	// The clock starts once the six run: they start on node1 (-n), and
+	// a move before ssi ps first shows them is counted from there.
+	began := time.Now()
 	cps, err := b.locate(ctx, 6, args)
 	if err != nil {
 		return r, err
 	}
-	began := time.Now()
 	where := map[int64]int{}
-	rows, err := b.ps(ctx)
-	if err != nil {
-		return r, err
-	}
-	for _, row := range rows {
-		if slices.Contains(cps, row.CPID) {
-			where[row.CPID] = row.Node
-		}
+	for _, cp := range cps {
+		where[cp] = b.num["node1"]
 	}
 	spreadOf := func() (string, bool) {
 		per := map[int]int{}
@@ -625,9 +649,6 @@ func (b *bench) levelOnce(ctx context.Context) (levelRun, error) {
 		}
 		k := []int{per[b.num["node1"]], per[b.num["node2"]], per[b.num["node3"]]}
 		return fmt.Sprintf("%d/%d/%d", k[0], k[1], k[2]), k[0] == 2 && k[1] == 2 && k[2] == 2
-	}
-	if s, _ := spreadOf(); s != "6/0/0" {
-		return r, fmt.Errorf("the six programs started as %s, want 6/0/0", s)
 	}
 	deadline := began.Add(90 * time.Second)
 	var settleEnd time.Time
@@ -810,6 +831,13 @@ func render(p params, r *moveResults, lv []levelRun, criuStatus, machine string,
 		ms(r.warm["cooperative"].freeze), ms(r.warm["cooperative"].wall), ms(r.warm["criu"].freeze), ms(r.warm["criu"].wall))
 	fmt.Fprintf(&b, "Output read over the run: cooperative %d lines, CRIU %d lines; lines breaking the count 1, 2, 3, ... (a gap, a repeat, or not a number): cooperative **%d**, CRIU **%d**; floor rounds whose counter broke: %d.\n",
 		r.lines["cooperative"], r.lines["criu"], r.anomalies["cooperative"], r.anomalies["criu"], r.floorDiscontinue)
+	fmt.Fprintf(&b, "Moves vprocd refused at once (`ssi migrate` exit 4, the program untouched), each asked again 20 ms later and not counted: cooperative %d, CRIU %d.\n",
+		r.refused["cooperative"], r.refused["criu"])
+	for _, k := range []string{"cooperative", "criu"} {
+		for _, e := range r.reasons[k] {
+			fmt.Fprintf(&b, "- refused %s move: %s\n", k, e)
+		}
+	}
 	for _, k := range []string{"cooperative", "criu", "floor"} {
 		for _, e := range r.failed[k] {
 			fmt.Fprintf(&b, "- failed %s run: %s\n", k, e)
@@ -831,7 +859,7 @@ func render(p params, r *moveResults, lv []levelRun, criuStatus, machine string,
 
 	if len(lv) > 0 {
 		b.WriteString("## The load leveler: six CPU-bound registered programs started on node1, to two per node\n\n")
-		fmt.Fprintf(&b, "Each run: six `ssi exec --migratable -n 1 -- %s -c '%s'` (a copy of dash, registered with `ssi loadlevel add %s`), timed from `ssi ps` showing all six on node1 to its showing two per node, polled every 250 ms; then watched %s more for moves after the spread. Moves are node changes seen by `ssi ps` (a move the leveler tried and that failed changes nothing: it is in the leveler's own decisions, `ssi loadlevel status`, on the right). The leveler's defaults: period 2 s, cool-down 20 s, stability factor 1.3.\n\n",
+		fmt.Fprintf(&b, "Each run: six `ssi exec --migratable -n 1 -- %s -c '%s'` (a copy of dash, registered with `ssi loadlevel add %s`), timed from the six `ssi exec` started on node1 (`ssi ps` then shows them there) to `ssi ps` showing two per node, polled every 250 ms; then watched %s more for moves after the spread. Moves are node changes seen by `ssi ps` (a move the leveler tried and that failed changes nothing: it is in the leveler's own decisions, `ssi loadlevel status`, on the right). The leveler's defaults: period 2 s, cool-down 20 s, stability factor 1.3.\n\n",
 			spinBin, spinScript, filepath.Base(spinBin), p.settle)
 		b.WriteString("| run | 2/2/2 reached | time | moves | moves after, while watched | spread at the end | the leveler's decisions |\n|---|---|---|---|---|---|---|\n")
 		var times []time.Duration
