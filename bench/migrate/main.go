@@ -47,9 +47,23 @@ const (
 	nodeCRIU = "/usr/local/sbin/criu"      // where the lab installs CRIU (lab.Options.CRIU)
 )
 
-// loopScript is the small unmodified program: a shell loop printing a
-// counter with a short sleep (migprobe's floor runs the same).
-const loopScript = `i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done`
+// The small unmodified programs: shell loops printing a counter with a
+// short sleep (migprobe's floor runs the same). loopArgs forks sleep(1)
+// every line; nforkArgs sleeps in bash itself (read -t on a pipe of its
+// own that nothing writes), one process with no child.
+var (
+	loopArgs  = []string{"/bin/sh", "-c", `i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done`}
+	nforkArgs = []string{"/bin/bash", "-c", `exec 3<> <(:); i=0; while :; do i=$((i+1)); echo $i; read -t 0.002 -u 3; done`}
+)
+
+// The variants of the move runs, by name.
+const (
+	vCoop       = "cooperative"
+	vCRIU       = "criu"
+	vCRIUNofork = "criu-nofork"
+	vFloor      = "floor"
+	vFloorNF    = "floor-nofork"
+)
 
 // spinScript is the leveler's CPU-bound program.
 const spinScript = `while :; do :; done`
@@ -394,17 +408,17 @@ type sample struct {
 	wall, gap, interval, freeze time.Duration
 }
 
-// moveResults are the samples of the move runs.
+// moveResults are the samples of the move runs, by variant.
 type moveResults struct {
-	coop, criu       []sample
-	floor            []floorRound
-	warm             map[string]sample // the first move, node1 -> node2, not counted
-	failed           map[string][]string
-	anomalies        map[string]int
-	lines            map[string]int
-	refused          map[string]int
-	reasons          map[string][]string
-	floorDiscontinue int
+	moves     map[string][]sample
+	floors    map[string][]floorRound
+	warm      map[string]sample // the first move, node1 -> node2, not counted
+	failed    map[string][]string
+	anomalies map[string]int
+	lines     map[string]int
+	refused   map[string]int
+	reasons   map[string][]string
+	broken    map[string]int // floor rounds whose counter broke
 }
 
 // move moves s to node and measures it: it waits for p.settleN lines,
@@ -445,7 +459,7 @@ func (b *bench) move(ctx context.Context, s *stream, node string) (sample, error
 		time.Sleep(20 * time.Millisecond)
 	}
 	if t.Code != 0 {
-		return sample{}, fmt.Errorf("ssi migrate %d to %s: exit %d: %s", s.cpid, node, t.Code, t.Out)
+		return sample{}, moveFailed{fmt.Sprintf("ssi migrate %d to %s: exit %d: %s", s.cpid, node, t.Code, t.Out)}
 	}
 	if err := s.waitFor(s.count() + b.p.settleN); err != nil {
 		return sample{}, fmt.Errorf("after the move to %s: %w", node, err)
@@ -464,10 +478,17 @@ func (b *bench) move(ctx context.Context, s *stream, node string) (sample, error
 	return sample{wall: time.Duration(t.NS), gap: gap, interval: interval, freeze: max(gap-interval, 0)}, nil
 }
 
-// floorRound runs one same-node dump+restore round in node1, as a
-// service of its systemd (confined as vprocd's children are).
-func (b *bench) floorRound(ctx context.Context) (floorRound, error) {
-	out, err := b.l.Exec(ctx, "node1", "systemd-run", "--wait", "--pipe", "--quiet", "--collect", probeBin, "floor", "-criu", nodeCRIU)
+// moveFailed is a move ssi migrate reported failed: the program runs on
+// where it was, and the run goes on.
+type moveFailed struct{ msg string }
+
+func (e moveFailed) Error() string { return e.msg }
+
+// floorRound runs one same-node dump+restore round of argv in node1, as
+// a service of its systemd (confined as vprocd's children are).
+func (b *bench) floorRound(ctx context.Context, argv []string) (floorRound, error) {
+	args := append([]string{"systemd-run", "--wait", "--pipe", "--quiet", "--collect", probeBin, "floor", "-criu", nodeCRIU, "--"}, argv...)
+	out, err := b.l.Exec(ctx, "node1", args...)
 	var f floorRound
 	if jerr := json.Unmarshal([]byte(lastLine(out)), &f); jerr != nil {
 		return f, fmt.Errorf("migprobe floor: %v %v: %s", err, jerr, out)
@@ -483,20 +504,14 @@ func lastLine(s string) string {
 	return ls[len(ls)-1]
 }
 
-// moves runs the moves of both programs and the floor rounds,
-// interleaved in a new random order each round.
+// moves runs the moves of the three programs and the floor rounds of
+// the two loops, interleaved in a new random order each round.
 func (b *bench) moves(ctx context.Context) (*moveResults, error) {
-	r := &moveResults{warm: map[string]sample{}, failed: map[string][]string{}, anomalies: map[string]int{}, lines: map[string]int{},
-		refused: map[string]int{}, reasons: map[string][]string{}}
-	coop, err := b.startStream(ctx, "cooperative", coopBin)
-	if err != nil {
-		return nil, err
-	}
-	loop, err := b.startStream(ctx, "criu", "/bin/sh", "-c", loopScript)
-	if err != nil {
-		return nil, err
-	}
-	streams := []*stream{coop, loop}
+	r := &moveResults{moves: map[string][]sample{}, floors: map[string][]floorRound{}, warm: map[string]sample{}, failed: map[string][]string{},
+		anomalies: map[string]int{}, lines: map[string]int{}, refused: map[string]int{}, reasons: map[string][]string{}, broken: map[string]int{}}
+	progs := map[string][]string{vCoop: {coopBin}, vCRIU: loopArgs, vCRIUNofork: nforkArgs}
+	floors := map[string][]string{vFloor: loopArgs, vFloorNF: nforkArgs}
+	streams := map[string]*stream{}
 	defer func() {
 		for _, s := range streams {
 			if s.cpid != 0 {
@@ -506,7 +521,13 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 			<-s.done
 		}
 	}()
-	for _, s := range streams {
+	at := map[string]string{}
+	for _, name := range []string{vCoop, vCRIU, vCRIUNofork} {
+		s, err := b.startStream(ctx, name, progs[name]...)
+		if err != nil {
+			return nil, err
+		}
+		streams[name] = s
 		cps, err := b.locate(ctx, 1, s.args)
 		if err != nil {
 			return nil, err
@@ -515,51 +536,54 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 		if out, err := b.l.Exec(ctx, "node1", "sh", "-c", "ssi ps -o migrate | grep -F -- "+strconv.FormatInt(s.cpid, 10)); err == nil {
 			logf("%s: %s", s.name, strings.Join(strings.Fields(out), " "))
 		}
-		w, err := b.move(ctx, s, "node2")
-		if err != nil {
-			return nil, fmt.Errorf("%s: the first move: %w", s.name, err)
+		// The first move, node1 -> node2, is not counted; a failed one
+		// is tried again.
+		for try := 1; ; try++ {
+			w, err := b.move(ctx, s, "node2")
+			if err == nil {
+				r.warm[name] = w
+				break
+			}
+			var mf moveFailed
+			if !errors.As(err, &mf) || try == 5 {
+				return nil, fmt.Errorf("%s: the first move: %w", s.name, err)
+			}
+			r.failed[name] = append(r.failed[name], "the first move: "+err.Error())
+			logf("%s: the first move: %v", name, err)
 		}
-		r.warm[s.name] = w
+		at[name] = "node2"
 	}
-	at := map[*stream]string{coop: "node2", loop: "node2"}
 	other := map[string]string{"node2": "node3", "node3": "node2"}
-	const maxFailed = 5
+	maxFailed := max(b.p.moves/2, 5)
 	for i := range b.p.moves {
-		order := []string{"cooperative", "criu", "floor"}
+		order := []string{vCoop, vCRIU, vCRIUNofork, vFloor, vFloorNF}
 		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
 		for _, what := range order {
-			switch what {
-			case "floor":
-				f, err := b.floorRound(ctx)
+			if argv, ok := floors[what]; ok {
+				f, err := b.floorRound(ctx, argv)
 				if err != nil {
 					r.failed[what] = append(r.failed[what], err.Error())
-					logf("floor round %d: %v", i+1, err)
-					break
+					logf("%s round %d: %v", what, i+1, err)
+				} else {
+					if !f.Continuous {
+						r.broken[what]++
+					}
+					r.floors[what] = append(r.floors[what], f)
 				}
-				if !f.Continuous {
-					r.floorDiscontinue++
-				}
-				r.floor = append(r.floor, f)
-			default:
-				s := coop
-				if what == "criu" {
-					s = loop
-				}
-				to := other[at[s]]
+			} else {
+				s := streams[what]
+				to := other[at[what]]
 				m, err := b.move(ctx, s, to)
-				if err != nil {
+				var mf moveFailed
+				switch {
+				case errors.As(err, &mf):
 					r.failed[what] = append(r.failed[what], err.Error())
 					logf("%s move %d to %s: %v", what, i+1, to, err)
-					if !strings.Contains(err.Error(), "ssi migrate") {
-						return nil, err // the stream broke: nothing more to measure
-					}
-					break
-				}
-				at[s] = to
-				if what == "criu" {
-					r.criu = append(r.criu, m)
-				} else {
-					r.coop = append(r.coop, m)
+				case err != nil:
+					return nil, err // the stream broke: nothing more to measure
+				default:
+					at[what] = to
+					r.moves[what] = append(r.moves[what], m)
 				}
 			}
 			if len(r.failed[what]) > maxFailed {
@@ -567,14 +591,15 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 			}
 		}
 		if (i+1)%10 == 0 {
-			logf("%d/%d rounds: cooperative freeze p50 %s, criu %s, floor dump+restore %s", i+1, b.p.moves,
-				ms(pct(freezes(r.coop), 50)), ms(pct(freezes(r.criu), 50)), ms(pct(floorTotals(r.floor), 50)))
+			logf("%d/%d rounds: freeze p50 cooperative %s, criu %s, criu-nofork %s; floor dump+restore %s, nofork %s", i+1, b.p.moves,
+				ms(pct(freezes(r.moves[vCoop]), 50)), ms(pct(freezes(r.moves[vCRIU]), 50)), ms(pct(freezes(r.moves[vCRIUNofork]), 50)),
+				ms(pct(floorTotals(r.floors[vFloor]), 50)), ms(pct(floorTotals(r.floors[vFloorNF]), 50)))
 		}
 	}
-	for _, s := range streams {
-		r.anomalies[s.name] = s.anomalies()
-		r.lines[s.name] = s.count()
-		r.refused[s.name], r.reasons[s.name] = s.refused, s.reasons
+	for name, s := range streams {
+		r.anomalies[name] = s.anomalies()
+		r.lines[name] = s.count()
+		r.refused[name], r.reasons[name] = s.refused, s.reasons
 	}
 	return r, nil
 }
@@ -776,6 +801,14 @@ func pct(ds []time.Duration, p float64) time.Duration { return stats.Percentile(
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
 
+// ms50Str is a p50, or "no moves" when there was none.
+func ms50Str(d time.Duration, ok bool) string {
+	if !ok {
+		return "no moves"
+	}
+	return ms(d)
+}
+
 func verdict(ok bool) string {
 	if ok {
 		return "**met**"
@@ -797,63 +830,87 @@ func render(p params, r *moveResults, lv []levelRun, criuStatus, machine string,
 	fmt.Fprintf(&b, "## Freeze time: %d moves of each program between node2 and node3, read by `ssi exec` on node1\n\n", p.moves)
 	b.WriteString("The freeze is the longest pause of the program's output as node1's `ssi exec` delivers it across the move, less the program's median pause between lines before it (its print interval); " +
 		"`ssi migrate` is the wall time of the whole `ssi migrate CPID NODE` process run in node1. Each program moved once node1 -> node2 first (not counted), then alternately node2 <-> node3. " +
-		"The same-node floor is a plain `criu dump` + `criu restore` of the same shell loop in node1, interleaved with the moves (its pause measured the same way, in the node).\n\n")
-	b.WriteString("| what | runs | freeze p50 | freeze p99 | longest pause p50 | print interval p50 | `ssi migrate` wall p50 | p99 | failed |\n|---|---|---|---|---|---|---|---|---|\n")
-	row := func(label string, s []sample, failed int) {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %d |\n", label, len(s),
+		"The same-node floor is a plain `criu dump` + `criu restore` of the same shell loop in node1, interleaved with the moves, its pause measured the same way in the node.\n\n")
+	b.WriteString("| program | moves | freeze p50 | freeze p99 | longest pause p50 | print interval p50 | `ssi migrate` wall p50 | p99 | failed moves |\n|---|---|---|---|---|---|---|---|---|\n")
+	labels := map[string]string{
+		vCoop:       "cooperative: coopcounter (Go, client/vproc/coop), a line every 3 ms",
+		vCRIU:       "CRIU: `sh -c` loop (dash), `sleep 0.002` (a child) between lines",
+		vCRIUNofork: "CRIU: `bash -c` loop, `read -t 0.002` (no child) between lines",
+	}
+	for _, v := range []string{vCoop, vCRIU, vCRIUNofork} {
+		s := r.moves[v]
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %d |\n", labels[v], len(s),
 			ms(pct(freezes(s), 50)), ms(pct(freezes(s), 99)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.gap }), 50)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.interval }), 50)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.wall }), 50)),
-			ms(pct(field(s, func(x sample) time.Duration { return x.wall }), 99)), failed)
+			ms(pct(field(s, func(x sample) time.Duration { return x.wall }), 99)), len(r.failed[v]))
 	}
-	row("cooperative (coopcounter, a line every 3 ms)", r.coop, len(r.failed["cooperative"]))
-	row("CRIU (`sh -c` loop, `sleep 0.002` between lines)", r.criu, len(r.failed["criu"]))
-	fl := r.floor
-	floorFreeze := make([]time.Duration, len(fl))
-	for i, f := range fl {
-		floorFreeze[i] = max(time.Duration(f.Gap-f.Interval), 0)
+	floorFreeze := func(fl []floorRound) []time.Duration {
+		out := make([]time.Duration, len(fl))
+		for i, f := range fl {
+			out[i] = max(time.Duration(f.Gap-f.Interval), 0)
+		}
+		return out
 	}
-	fmt.Fprintf(&b, "\nSame-node floor, %d rounds in node1 (failed: %d):\n\n", len(fl), len(r.failed["floor"]))
-	b.WriteString("| part | p50 | p99 |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "\nSame-node floor in node1, p50 / p99 (rounds: dash loop %d, failed %d; bash loop %d, failed %d):\n\n",
+		len(r.floors[vFloor]), len(r.failed[vFloor]), len(r.floors[vFloorNF]), len(r.failed[vFloorNF]))
+	b.WriteString("| part | `sh -c` loop with `sleep` | `bash -c` loop with `read -t` |\n|---|---|---|\n")
 	for _, x := range []struct {
 		label string
-		ds    []time.Duration
+		ds    func([]floorRound) []time.Duration
 	}{
-		{"`criu dump` (plain: the loop killed once dumped)", floorField(fl, func(f floorRound) int64 { return f.Dump })},
-		{"`criu restore` (under vprocd's holder, fresh PID namespace) until restored", floorField(fl, func(f floorRound) int64 { return f.Restore })},
-		{"dump + restore", floorTotals(fl)},
+		{"`criu dump` (plain: the loop killed once dumped)", func(fl []floorRound) []time.Duration {
+			return floorField(fl, func(f floorRound) int64 { return f.Dump })
+		}},
+		{"`criu restore` (under vprocd's holder, fresh PID namespace) until restored", func(fl []floorRound) []time.Duration {
+			return floorField(fl, func(f floorRound) int64 { return f.Restore })
+		}},
+		{"dump + restore", floorTotals},
 		{"freeze (the loop's longest output pause less its interval)", floorFreeze},
 	} {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", x.label, ms(pct(x.ds, 50)), ms(pct(x.ds, 99)))
+		a, c := x.ds(r.floors[vFloor]), x.ds(r.floors[vFloorNF])
+		fmt.Fprintf(&b, "| %s | %s / %s | %s / %s |\n", x.label, ms(pct(a, 50)), ms(pct(a, 99)), ms(pct(c, 50)), ms(pct(c, 99)))
 	}
-	fmt.Fprintf(&b, "\nThe first move of each, node1 -> node2 (not counted): cooperative freeze %s (`ssi migrate` %s), CRIU freeze %s (`ssi migrate` %s).\n",
-		ms(r.warm["cooperative"].freeze), ms(r.warm["cooperative"].wall), ms(r.warm["criu"].freeze), ms(r.warm["criu"].wall))
-	fmt.Fprintf(&b, "Output read over the run: cooperative %d lines, CRIU %d lines; lines breaking the count 1, 2, 3, ... (a gap, a repeat, or not a number): cooperative **%d**, CRIU **%d**; floor rounds whose counter broke: %d.\n",
-		r.lines["cooperative"], r.lines["criu"], r.anomalies["cooperative"], r.anomalies["criu"], r.floorDiscontinue)
-	fmt.Fprintf(&b, "Moves vprocd refused at once (`ssi migrate` exit 4, the program untouched), each asked again 20 ms later and not counted: cooperative %d, CRIU %d.\n",
-		r.refused["cooperative"], r.refused["criu"])
-	for _, k := range []string{"cooperative", "criu"} {
+	b.WriteString("\nThe first move of each, node1 -> node2 (not counted):")
+	for _, v := range []string{vCoop, vCRIU, vCRIUNofork} {
+		fmt.Fprintf(&b, " %s freeze %s (`ssi migrate` %s);", v, ms(r.warm[v].freeze), ms(r.warm[v].wall))
+	}
+	b.WriteString("\n\nOutput read over the run, and lines breaking the count 1, 2, 3, ... (a gap, a repeat, or not a number):")
+	for _, v := range []string{vCoop, vCRIU, vCRIUNofork} {
+		fmt.Fprintf(&b, " %s %d lines, **%d** breaks;", v, r.lines[v], r.anomalies[v])
+	}
+	fmt.Fprintf(&b, " floor rounds whose counter broke: %d and %d.\n", r.broken[vFloor], r.broken[vFloorNF])
+	fmt.Fprintf(&b, "Moves vprocd refused at once (`ssi migrate` exit 4, the program untouched), each asked again 20 ms later and not counted: %s %d, %s %d, %s %d.\n",
+		vCoop, r.refused[vCoop], vCRIU, r.refused[vCRIU], vCRIUNofork, r.refused[vCRIUNofork])
+	for _, k := range []string{vCoop, vCRIU, vCRIUNofork} {
 		for _, e := range r.reasons[k] {
 			fmt.Fprintf(&b, "- refused %s move: %s\n", k, e)
 		}
 	}
-	for _, k := range []string{"cooperative", "criu", "floor"} {
-		for _, e := range r.failed[k] {
+	for _, k := range []string{vCoop, vCRIU, vCRIUNofork, vFloor, vFloorNF} {
+		for i, e := range r.failed[k] {
+			if i == 5 {
+				fmt.Fprintf(&b, "- ... %d more failed %s runs\n", len(r.failed[k])-5, k)
+				break
+			}
 			fmt.Fprintf(&b, "- failed %s run: %s\n", k, e)
 		}
 	}
 
-	coopP50, criuP50 := pct(freezes(r.coop), 50), pct(freezes(r.criu), 50)
-	floorP50, floorFreezeP50 := pct(floorTotals(fl), 50), pct(floorFreeze, 50)
+	coopP50 := pct(freezes(r.moves[vCoop]), 50)
 	b.WriteString("\nTargets of the issue:\n\n")
-	fmt.Fprintf(&b, "- cooperative freeze p50 <= 50 ms: %s (%s)\n", verdict(len(r.coop) > 0 && coopP50 <= 50*time.Millisecond), ms(coopP50))
-	fmt.Fprintf(&b, "- CRIU migration freeze p50 <= 250 ms for a small process: %s (%s)\n", verdict(len(r.criu) > 0 && criuP50 <= 250*time.Millisecond), ms(criuP50))
-	if floorFreezeP50 > 0 && floorP50 > 0 {
-		criuWall := pct(field(r.criu, func(x sample) time.Duration { return x.wall }), 50)
-		fmt.Fprintf(&b, "- CRIU migration within 1.5x of the same-node dump+restore floor: %s (like for like, the output pauses: migration freeze p50 / floor freeze p50 = **%.2fx**; the wall times: `ssi migrate` p50 %s / floor dump + restore p50 %s = **%.2fx**)\n",
-			verdict(len(r.criu) > 0 && float64(criuP50) <= 1.5*float64(floorFreezeP50)), float64(criuP50)/float64(floorFreezeP50),
-			ms(criuWall), ms(floorP50), float64(criuWall)/float64(floorP50))
+	fmt.Fprintf(&b, "- cooperative freeze p50 <= 50 ms: %s (%s)\n", verdict(len(r.moves[vCoop]) > 0 && coopP50 <= 50*time.Millisecond), ms(coopP50))
+	for _, c := range []struct{ v, floor, label string }{{vCRIU, vFloor, "`sh -c` loop with `sleep`"}, {vCRIUNofork, vFloorNF, "`bash -c` loop with `read -t`"}} {
+		ms50 := pct(freezes(r.moves[c.v]), 50)
+		ok := len(r.moves[c.v]) > 0
+		fmt.Fprintf(&b, "- CRIU migration freeze p50 <= 250 ms for a small process, %s: %s (%s)\n", c.label, verdict(ok && ms50 <= 250*time.Millisecond), ms50Str(ms50, ok))
+		floorP50, floorFreezeP50 := pct(floorTotals(r.floors[c.floor]), 50), pct(floorFreeze(r.floors[c.floor]), 50)
+		if floorFreezeP50 > 0 && floorP50 > 0 {
+			wall := pct(field(r.moves[c.v], func(x sample) time.Duration { return x.wall }), 50)
+			fmt.Fprintf(&b, "- CRIU migration within 1.5x of the same-node dump+restore floor, %s: %s (like for like, the output pauses: migration freeze p50 / floor freeze p50 = **%.2fx**; the wall times: `ssi migrate` p50 %s / floor dump + restore p50 %s = **%.2fx**)\n",
+				c.label, verdict(ok && float64(ms50) <= 1.5*float64(floorFreezeP50)), float64(ms50)/float64(floorFreezeP50), ms(wall), ms(floorP50), float64(wall)/float64(floorP50))
+		}
 	}
 	b.WriteString("- for scale, published CRIU figures: about 105 ms frozen for a large container, 1-2 s for 14-process containers\n\n")
 
@@ -885,7 +942,7 @@ const method = `
 ## Method
 
 - The lab: 3 nodes made for CRIU (` + "`lab.Options.CRIU`" + `: the pinned CRIU at /usr/local/sbin/criu, no nspawn system-call filter, the capabilities a restore uses), vprocd with its defaults (CRIU found on PATH). The bench copies the cooperative test program (` + "`daemons/vprocd/server/testdata/coopcounter`" + `, static), migprobe and a copy of dash into every node.
-- The two moving programs are started once, by ` + "`ssi exec --migratable -n 1`" + ` run in node1 by this command, which reads their stdout and stamps each line with the host's monotonic clock as it reads it (the nodes share the host's kernel, so no clock skew). ` + "`ssi ps -o migrate`" + ` chose "coop" for the coopcounter and "criu" for the shell loop. Before each move the bench waits for 30 new lines, and after it for 30 more; the freeze is the longest pause between two lines from the last line read before ` + "`ssi migrate`" + ` began to those 30, less the median pause of the 30 lines before it. So it is what a reader of the stream sees: the program stopped at the source, its image or state carried over, the program running at the target, and its output re-plumbed back to node1's ` + "`ssi exec`" + `. A pause can be 1-2 print intervals longer than the program was stopped (a line due just as it froze), and any scheduling pause of this 2-core machine falls in it.
+- The three moving programs are started once, by ` + "`ssi exec --migratable -n 1`" + ` run in node1 by this command, which reads their stdout and stamps each line with the host's monotonic clock as it reads it (the nodes share the host's kernel, so no clock skew). ` + "`ssi ps -o migrate`" + ` chose "coop" for the coopcounter and "criu" for the shell loops. Before each move the bench waits for 30 new lines, and after it for 30 more; the freeze is the longest pause between two lines from the last line read before ` + "`ssi migrate`" + ` began to those 30, less the median pause of the 30 lines before it. So it is what a reader of the stream sees: the program stopped at the source, its image or state carried over, the program running at the target, and its output re-plumbed back to node1's ` + "`ssi exec`" + `. A pause can be 1-2 print intervals longer than the program was stopped (a line due just as it froze), and any scheduling pause of this 2-core machine falls in it.
 - ` + "`ssi migrate`" + `'s wall time is taken inside node1 by migprobe (a fork and exec of ` + "`ssi migrate CPID NODE`" + `, waited for): ssi's start-up, the call to vprocd, and the whole move until the target confirmed.
 - The floor is one migprobe run per round as a transient service of node1's systemd (` + "`systemd-run --wait --pipe`" + `, root, the service confinement vprocd's children have; vprocd's own unit settings are not copied): it starts the same shell loop (setsid) with its output on a pipe it reads, waits for 30 lines, runs ` + "`criu dump --tree PID --shell-job --manage-cgroups=ignore`" + ` (plain: criu kills the loop once dumped; vprocd dumps with --leave-stopped and kills it itself after the target confirms), then restores it the way vprocd does: its own binary as vprocd's CRIU holder (package criuhold) first in a fresh PID and mount namespace, running ` + "`criu restore --restore-detached --shell-job --manage-cgroups=ignore --inherit-fd fd[4]:pipe:[N]`" + ` with the same pipe (vprocd plugs in new pipes, and restores with --leave-stopped then resumes it), timed until the holder reports the pid. The images go to a local directory, where a move tars them and streams them over the peer link to the target. The floor's rounds run in the same loop as the moves, the three in a new random order each round.
 - Leveler: see its section; node loads are those vprocd exchanges (run-queue per CPU); every node of the lab shares the host's 2 cores, so six spinning programs load the whole machine whatever node they run on, and the other measurements are not running then.

@@ -4,7 +4,7 @@
 //	migprobe time -- CMD [ARG...]
 //	    runs CMD (ssi migrate) as a shell would and prints its wall time
 //	    and exit status
-//	migprobe floor [-criu PATH]
+//	migprobe floor [-criu PATH] -- SHELL -c SCRIPT
 //	    one same-node CRIU round: starts the bench's shell loop with its
 //	    output on a pipe it reads, `criu dump`s it (plain: the loop is
 //	    killed once dumped) and `criu restore`s it into a fresh PID and
@@ -37,10 +37,6 @@ import (
 	"github.com/openssi/openssi/internal/criu"
 )
 
-// Loop is the bench's small unmodified program: a shell loop printing a
-// counter with a short sleep (bench/migrate runs the same script).
-const Loop = `i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done`
-
 // Timed is the answer of `migprobe time`.
 type Timed struct {
 	NS   int64  `json:"ns"`
@@ -65,7 +61,7 @@ type Floor struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: migprobe time -- CMD [ARG...] | migprobe floor [-criu PATH]")
+		fmt.Fprintln(os.Stderr, "usage: migprobe time -- CMD [ARG...] | migprobe floor [-criu PATH] -- CMD [ARG...]")
 		os.Exit(2)
 	}
 	var out any
@@ -84,7 +80,11 @@ func main() {
 		fs := flag.NewFlagSet("floor", flag.ExitOnError)
 		bin := fs.String("criu", "/usr/local/sbin/criu", "the criu binary")
 		_ = fs.Parse(os.Args[2:])
-		f, err := floor(*bin)
+		if fs.NArg() == 0 {
+			fmt.Fprintln(os.Stderr, "migprobe floor: no program")
+			os.Exit(2)
+		}
+		f, err := floor(*bin, fs.Args())
 		if err != nil {
 			f.Err = err.Error()
 		}
@@ -162,7 +162,7 @@ func (l *lines) waitFor(n int, timeout time.Duration) error {
 	return nil
 }
 
-func floor(bin string) (Floor, error) {
+func floor(bin string, argv []string) (Floor, error) {
 	var f Floor
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -175,7 +175,7 @@ func floor(bin string) (Floor, error) {
 		return f, err
 	}
 	defer devnull.Close()
-	loop := exec.Command("/bin/sh", "-c", Loop)
+	loop := exec.Command(argv[0], argv[1:]...)
 	loop.Stdin, loop.Stdout, loop.Stderr = devnull, w, w
 	loop.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := loop.Start(); err != nil {
