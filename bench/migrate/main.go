@@ -419,6 +419,9 @@ type moveResults struct {
 	refused   map[string]int
 	reasons   map[string][]string
 	broken    map[string]int // floor rounds whose counter broke
+	// unmovable are the programs whose first move failed 5 times: not
+	// moved further.
+	unmovable map[string]bool
 }
 
 // move moves s to node and measures it: it waits for p.settleN lines,
@@ -508,7 +511,8 @@ func lastLine(s string) string {
 // the two loops, interleaved in a new random order each round.
 func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 	r := &moveResults{moves: map[string][]sample{}, floors: map[string][]floorRound{}, warm: map[string]sample{}, failed: map[string][]string{},
-		anomalies: map[string]int{}, lines: map[string]int{}, refused: map[string]int{}, reasons: map[string][]string{}, broken: map[string]int{}}
+		anomalies: map[string]int{}, lines: map[string]int{}, refused: map[string]int{}, reasons: map[string][]string{}, broken: map[string]int{},
+		unmovable: map[string]bool{}}
 	progs := map[string][]string{vCoop: {coopBin}, vCRIU: loopArgs, vCRIUNofork: nforkArgs}
 	floors := map[string][]string{vFloor: loopArgs, vFloorNF: nforkArgs}
 	streams := map[string]*stream{}
@@ -545,11 +549,18 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 				break
 			}
 			var mf moveFailed
-			if !errors.As(err, &mf) || try == 5 {
+			if !errors.As(err, &mf) {
 				return nil, fmt.Errorf("%s: the first move: %w", s.name, err)
 			}
 			r.failed[name] = append(r.failed[name], "the first move: "+err.Error())
 			logf("%s: the first move: %v", name, err)
+			if try == 5 {
+				break
+			}
+		}
+		if _, ok := r.warm[name]; !ok {
+			r.unmovable[name] = true // its failures say why; the others go on
+			continue
 		}
 		at[name] = "node2"
 	}
@@ -559,6 +570,9 @@ func (b *bench) moves(ctx context.Context) (*moveResults, error) {
 		order := []string{vCoop, vCRIU, vCRIUNofork, vFloor, vFloorNF}
 		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
 		for _, what := range order {
+			if r.unmovable[what] {
+				continue
+			}
 			if argv, ok := floors[what]; ok {
 				f, err := b.floorRound(ctx, argv)
 				if err != nil {
@@ -871,6 +885,11 @@ func render(p params, r *moveResults, lv []levelRun, criuStatus, machine string,
 	} {
 		a, c := x.ds(r.floors[vFloor]), x.ds(r.floors[vFloorNF])
 		fmt.Fprintf(&b, "| %s | %s / %s | %s / %s |\n", x.label, ms(pct(a, 50)), ms(pct(a, 99)), ms(pct(c, 50)), ms(pct(c, 99)))
+	}
+	for _, v := range []string{vCoop, vCRIU, vCRIUNofork} {
+		if r.unmovable[v] {
+			fmt.Fprintf(&b, "\n**%s could not move at all**: its first move, node1 -> node2, failed 5 times in a row (below); it was not moved further.\n", v)
+		}
 	}
 	b.WriteString("\nThe first move of each, node1 -> node2 (not counted):")
 	for _, v := range []string{vCoop, vCRIU, vCRIUNofork} {
