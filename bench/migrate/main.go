@@ -50,10 +50,12 @@ const (
 // The small unmodified programs: shell loops printing a counter with a
 // short sleep (migprobe's floor runs the same). loopArgs forks sleep(1)
 // every line; nforkArgs sleeps in bash itself (read -t on a pipe of its
-// own that nothing writes), one process with no child.
+// own that nothing writes, its two ends apart: a pipe held read-write on
+// one descriptor comes back from a CRIU restore returning at once, and
+// the loop then prints as fast as it can), one process with no child.
 var (
 	loopArgs  = []string{"/bin/sh", "-c", `i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done`}
-	nforkArgs = []string{"/bin/bash", "-c", `exec 3<> <(:); i=0; while :; do i=$((i+1)); echo $i; read -t 0.002 -u 3; done`}
+	nforkArgs = []string{"/bin/bash", "-c", `exec 3<> <(:); exec 4</dev/fd/3 5>/dev/fd/3 3<&-; i=0; while :; do i=$((i+1)); echo $i; read -t 0.002 -u 4; done`}
 )
 
 // The variants of the move runs, by name.
@@ -491,6 +493,7 @@ type floorRound struct {
 	Restore    int64  `json:"restore_ns"`
 	Gap        int64  `json:"gap_ns"`
 	Interval   int64  `json:"interval_ns"`
+	After      int64  `json:"after_ns"`
 	Continuous bool   `json:"continuous"`
 	Err        string `json:"err"`
 }
@@ -500,6 +503,7 @@ type floorRound struct {
 // freeze (the pause less that interval).
 type sample struct {
 	wall, gap, interval, freeze time.Duration
+	after                       time.Duration // the median pause of the lines after
 }
 
 // moveResults are the samples of the move runs, by variant.
@@ -572,7 +576,8 @@ func (b *bench) move(ctx context.Context, s *stream, node string) (sample, error
 		first--
 	}
 	gap := gapMax(at[max(first, 0):])
-	return sample{wall: time.Duration(t.NS), gap: gap, interval: interval, freeze: max(gap-interval, 0)}, nil
+	after := gapMedian(at[len(at)-b.p.settleN:])
+	return sample{wall: time.Duration(t.NS), gap: gap, interval: interval, freeze: max(gap-interval, 0), after: after}, nil
 }
 
 // moveFailed is a move ssi migrate reported failed: the program runs on
@@ -951,7 +956,7 @@ func render(p params, r *moveResults, lv []levelRun, sh shippedResult, criuStatu
 	b.WriteString("The freeze is the longest pause of the program's output as node1's `ssi exec` delivers it across the move, less the program's median pause between lines before it (its print interval); " +
 		"`ssi migrate` is the wall time of the whole `ssi migrate CPID NODE` process run in node1. Each program moved once node1 -> node2 first (not counted), then alternately node2 <-> node3. " +
 		"The same-node floor is a plain `criu dump` + `criu restore` of the same shell loop in node1, interleaved with the moves, its pause measured the same way in the node.\n\n")
-	b.WriteString("| program | moves | freeze p50 | freeze p99 | longest pause p50 | print interval p50 | `ssi migrate` wall p50 | p99 | failed moves |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| program | moves | freeze p50 | freeze p99 | longest pause p50 | print interval p50, before / after | `ssi migrate` wall p50 | p99 | failed moves |\n|---|---|---|---|---|---|---|---|---|\n")
 	labels := map[string]string{
 		vCoop:       "cooperative: coopcounter (Go, client/vproc/coop), a line every 3 ms",
 		vCRIU:       "CRIU: `sh -c` loop (dash), `sleep 0.002` (a child) between lines",
@@ -962,7 +967,7 @@ func render(p params, r *moveResults, lv []levelRun, sh shippedResult, criuStatu
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %d |\n", labels[v], len(s),
 			ms(pct(freezes(s), 50)), ms(pct(freezes(s), 99)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.gap }), 50)),
-			ms(pct(field(s, func(x sample) time.Duration { return x.interval }), 50)),
+			ms(pct(field(s, func(x sample) time.Duration { return x.interval }), 50))+" / "+ms(pct(field(s, func(x sample) time.Duration { return x.after }), 50)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.wall }), 50)),
 			ms(pct(field(s, func(x sample) time.Duration { return x.wall }), 99)), len(r.failed[v]))
 	}
@@ -988,7 +993,15 @@ func render(p params, r *moveResults, lv []levelRun, sh shippedResult, criuStatu
 		}},
 		{"dump + restore", floorTotals},
 		{"freeze (the loop's longest output pause less its interval)", floorFreeze},
+		{"print interval before / after (p50 of each)", nil},
 	} {
+		if x.ds == nil {
+			iv := func(fl []floorRound) string {
+				return ms(pct(floorField(fl, func(f floorRound) int64 { return f.Interval }), 50)) + " / " + ms(pct(floorField(fl, func(f floorRound) int64 { return f.After }), 50))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", x.label, iv(r.floors[vFloor]), iv(r.floors[vFloorNF]))
+			continue
+		}
 		a, c := x.ds(r.floors[vFloor]), x.ds(r.floors[vFloorNF])
 		fmt.Fprintf(&b, "| %s | %s / %s | %s / %s |\n", x.label, ms(pct(a, 50)), ms(pct(a, 99)), ms(pct(c, 50)), ms(pct(c, 99)))
 	}

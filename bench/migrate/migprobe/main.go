@@ -54,6 +54,9 @@ type Floor struct {
 	// across the round, Interval the median pause before the dump.
 	Gap      int64 `json:"gap_ns"`
 	Interval int64 `json:"interval_ns"`
+	// After is the median pause of the lines after the restore (the
+	// loop keeps its pace).
+	After int64 `json:"after_ns"`
 	// Continuous: the counter went on with no gap and no repeat.
 	Continuous bool   `json:"continuous"`
 	Err        string `json:"err,omitempty"`
@@ -252,6 +255,7 @@ func floor(bin string, argv []string) (Floor, error) {
 	defer l.mu.Unlock()
 	f.Interval = int64(medianGap(l.at[:mark]))
 	f.Gap = int64(maxGap(l.at[max(mark-1, 0):]))
+	f.After = int64(medianGap(l.at[len(l.at)-after:]))
 	f.Continuous = l.bad == 0
 	for i, n := range l.nums {
 		if n != i+1 {
