@@ -63,6 +63,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// The kernel's run queue counts the neighbours' tasks: count
 		// this node's own.
 		loadCfg.Runnable = proctable.Reader{FS: os.DirFS("/proc")}.Runnable
+		loadCfg.RunnableSamples = 5
 	}
 	// CRIU moves the programs that do not speak the cooperative
 	// protocol: what it is here is said at start and in the status.

@@ -38,6 +38,13 @@ type LoadConfig struct {
 	// kernel with others (the lab's nodes), else every node measures the
 	// same host and placement follows noise (proctable.Reader.Runnable).
 	Runnable func() (uint32, error)
+	// RunnableSamples is how many times Runnable is read per measure,
+	// spread over a tenth of the interval each, the median taken
+	// (default 1). An instant's count on a host whose CPUs are shared
+	// holds every thread that waits for one (a Consul server's, criu's
+	// during a move): single readings a few tasks off made the leveler
+	// move processes back and forth.
+	RunnableSamples int
 	// LoadLevel lists the programs of openssi.yaml (vprocd.loadlevel)
 	// that an exec without a node places by load.
 	LoadLevel []string
@@ -166,11 +173,19 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 	if err != nil || s.load.cfg.Runnable == nil {
 		return v, err
 	}
-	n, err := s.load.cfg.Runnable()
-	if err != nil {
-		return load.Vector{}, err
+	samples := make([]uint32, 0, max(s.load.cfg.RunnableSamples, 1))
+	for i := range cap(samples) {
+		if i > 0 {
+			time.Sleep(s.load.cfg.Interval / 10)
+		}
+		n, err := s.load.cfg.Runnable()
+		if err != nil {
+			return load.Vector{}, err
+		}
+		samples = append(samples, n)
 	}
-	v.RunQueue = max(n, 1) - 1 // less the measuring task, as Measure does
+	slices.Sort(samples)
+	v.RunQueue = max(samples[len(samples)/2], 1) - 1 // the median, less the measuring task, as Measure does
 	return v, nil
 }
 
