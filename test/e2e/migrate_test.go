@@ -25,7 +25,8 @@ const coopBin = "/usr/local/bin/e2e-coopcounter"
 // nodes as vprocd's children will use it; a cooperative program printing
 // a counter moves node 1 -> 2 -> 3 with ssi migrate while the ssi exec
 // that started it on node 1 reads one stream with no gap and no repeat,
-// keeping its cpid; last, the target of a move is power-cut while it
+// keeping its cpid; an unmodified shell loop does the same through CRIU;
+// last, the target of a move is power-cut while it
 // restores, and the program runs on at its source, in exactly one copy.
 func TestMigrate(t *testing.T) {
 	if criu == "" {
@@ -47,6 +48,8 @@ func TestMigrate(t *testing.T) {
 	}{
 		{"CriuInNodes", testMigrateCriuInNodes},
 		{"Cooperative", testMigrateCooperative},
+		{"Criu", testMigrateCriu},
+		{"Leveler", testMigrateLeveler},
 		{"TargetKilled", testMigrateTargetKilled}, // last: node3 stays down
 	} {
 		t0 := time.Now()
@@ -81,6 +84,10 @@ func testMigrateCriuInNodes(t *testing.T, v vlab) {
 		if code != 0 || !strings.Contains(o+e, "Looks good") {
 			t.Errorf("%s: criu check: exit %d\n%s%s", n, code, o, e)
 		}
+		// vprocd found it at start, and ssi status says so.
+		if o, _, _ := v.run(t, n, "ssi", "status"); !strings.Contains(o, "criu: ready: criu 4.2") {
+			t.Errorf("%s: ssi status does not say vprocd's CRIU is ready:\n%s", n, o)
+		}
 	}
 }
 
@@ -95,11 +102,11 @@ type counterExec struct {
 	err  error // Wait's
 }
 
-func startCounter(t *testing.T, v vlab, node string, target int, args ...string) *counterExec {
+func startCounter(t *testing.T, v vlab, node string, target int, prog ...string) *counterExec {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	argv := append([]string{"ssi", "exec", "--migratable", "-n", strconv.Itoa(target), "--", coopBin}, args...)
+	argv := append([]string{"ssi", "exec", "--migratable", "-n", strconv.Itoa(target), "--"}, prog...)
 	cmd, err := v.l.Command(ctx, node, argv...)
 	if err != nil {
 		t.Fatal(err)
@@ -133,8 +140,13 @@ func startCounter(t *testing.T, v vlab, node string, target int, args ...string)
 		close(c.done)
 	}()
 	t.Cleanup(func() {
+		// nsenter forked ssi into the node: killing it may leave ssi
+		// (and the output pipe) to the lab's teardown.
 		_ = cmd.Process.Kill()
-		<-c.done
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+		}
 	})
 	return c
 }
@@ -175,11 +187,10 @@ func (c *counterExec) check(t *testing.T) {
 	}
 }
 
-// locate waits until ssi ps on node shows one process running coopBin
-// with args (and no other) and returns its cpid and node.
-func locate(t *testing.T, v vlab, node string, args ...string) (int64, uint32) {
+// locate waits until ssi ps on node shows one process running want (its
+// whole command line) and returns its cpid and node.
+func locate(t *testing.T, v vlab, node string, want ...string) (int64, uint32) {
 	t.Helper()
-	want := append([]string{coopBin}, args...)
 	var rows []psRow
 	if !waitUntil(30*time.Second, func() bool {
 		rows = v.ps(t, node, want...)
@@ -190,12 +201,12 @@ func locate(t *testing.T, v vlab, node string, args ...string) (int64, uint32) {
 	return rows[0].CPID, rows[0].Node
 }
 
-// copies counts the processes running coopBin on the nodes given.
-func copies(t *testing.T, v vlab, nodes ...string) map[string]int {
+// copies counts the processes named name on the nodes given.
+func copies(t *testing.T, v vlab, name string, nodes ...string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, n := range nodes {
-		o, _, _ := v.run(t, n, "pgrep", "-c", "-x", filepath.Base(coopBin))
+		o, _, _ := v.run(t, n, "pgrep", "-c", "-x", name)
 		k, _ := strconv.Atoi(strings.TrimSpace(o))
 		out[n] = k
 	}
@@ -207,23 +218,19 @@ func copies(t *testing.T, v vlab, nodes ...string) map[string]int {
 // once and in order, ssi ps finds it on its new node with the same cpid,
 // and ssi kill ends it there with the exec's status 128+15.
 func testMigrateCooperative(t *testing.T, v vlab) {
-	c := startCounter(t, v, "node1", v.num["node1"])
-	cp, at := locate(t, v, "node1")
+	c := startCounter(t, v, "node1", v.num["node1"], coopBin)
+	cp, at := locate(t, v, "node1", coopBin)
 	if at != uint32(v.num["node1"]) {
 		t.Fatalf("the counter runs on node %d, want node1's %d", at, v.num["node1"])
 	}
-	c.waitMore(t, 100, "before the moves")
-	for _, to := range []string{"node2", "node3"} {
-		t0 := time.Now()
-		out := mustOn(t, v.l, time.Minute, "node1", "ssi", "migrate", strconv.FormatInt(cp, 10), strconv.Itoa(v.num[to]))
-		t.Logf("ssi migrate %d %d (%s): %s in %s", cp, v.num[to], to, strings.TrimSpace(out), time.Since(t0).Round(time.Millisecond))
-		got, gotAt := locate(t, v, "node1")
-		if got != cp || gotAt != uint32(v.num[to]) {
-			t.Fatalf("after the move to %s ssi ps shows cpid %d on node %d, want %d on %d", to, got, gotAt, cp, v.num[to])
-		}
-		c.waitMore(t, 100, "after the move to "+to)
+	moveAlong(t, v, c, cp, coopBin)
+	// Another user may not move it: goto is its owner's (root's).
+	o, code := runOn(t, v.l, time.Minute, "node1", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"bash", "-c", `echo "$1" > "/cluster/proc/$2/goto"`, "bash", strconv.Itoa(v.num["node2"]), strconv.FormatInt(cp, 10))
+	if code == 0 || !strings.Contains(o, "Permission denied") {
+		t.Errorf("nobody's echo to the goto of root's counter: exit %d: %s, want Permission denied", code, o)
 	}
-	if k := copies(t, v, "node1", "node2", "node3"); k["node1"]+k["node2"] != 0 || k["node3"] != 1 {
+	if k := copies(t, v, filepath.Base(coopBin), "node1", "node2", "node3"); k["node1"]+k["node2"] != 0 || k["node3"] != 1 {
 		t.Errorf("copies of the counter per node after the moves: %v, want one on node3", k)
 	}
 	mustOn(t, v.l, time.Minute, "node1", "ssi", "kill", strconv.FormatInt(cp, 10))
@@ -240,13 +247,159 @@ func testMigrateCooperative(t *testing.T, v vlab) {
 	t.Logf("the counter read %d numbers, last %d, over two moves", n, last)
 }
 
+// moveAlong moves the counter c (cpid cp, command line prog) from node 1
+// to node 2 with ssi migrate on node 1, then to node 3 by writing node
+// 3's number to /cluster/proc/CPID/goto there, checking after each move
+// that ssi ps shows it on its new node with the same cpid and that its
+// output goes on.
+func moveAlong(t *testing.T, v vlab, c *counterExec, cp int64, prog ...string) {
+	t.Helper()
+	c.waitMore(t, 100, "before the moves")
+	x := strconv.FormatInt(cp, 10)
+	for _, to := range []string{"node2", "node3"} {
+		t0 := time.Now()
+		move := []string{"ssi", "migrate", x, strconv.Itoa(v.num[to])}
+		if to == "node3" {
+			move = []string{"bash", "-c", `echo "$1" > "/cluster/proc/$2/goto"`, "bash", strconv.Itoa(v.num[to]), x}
+		}
+		out := mustOn(t, v.l, time.Minute, "node1", move...)
+		t.Logf("%s (%s): %s in %s", strings.Join(move, " "), to, strings.TrimSpace(out), time.Since(t0).Round(time.Millisecond))
+		got, gotAt := locate(t, v, "node1", prog...)
+		if got != cp || gotAt != uint32(v.num[to]) {
+			t.Fatalf("after the move to %s ssi ps shows cpid %d on node %d, want %d on %d", to, got, gotAt, cp, v.num[to])
+		}
+		c.waitMore(t, 100, "after the move to "+to)
+	}
+	if o := mustOn(t, v.l, time.Minute, "node1", "cat", "/cluster/proc/"+x+"/node"); strings.TrimSpace(o) != strconv.Itoa(v.num["node3"]) {
+		t.Errorf("/cluster/proc/%s/node says %q after the moves, want node3's %d", x, o, v.num["node3"])
+	}
+}
+
+// shellCounter is an unmodified program printing a counter: it moves
+// through CRIU.
+var shellCounter = []string{"sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.005; done"}
+
+// testMigrateCriu: an unmodified shell loop printing a counter, started
+// on node 1 by ssi exec on node 1, moves to node 2 then node 3 through
+// CRIU (ssi ps -o migrate says so); the exec reads every number once and
+// in order, its cpid stays, and ssi kill ends it there.
+func testMigrateCriu(t *testing.T, v vlab) {
+	if criu == "" {
+		t.Skip("CRIU_BIN is not set")
+	}
+	c := startCounter(t, v, "node1", v.num["node1"], shellCounter...)
+	cp, _ := locate(t, v, "node1", shellCounter...)
+	if !waitUntil(30*time.Second, func() bool {
+		o, _, _ := v.run(t, "node1", "ssi", "ps", "-o", "migrate", "-p", strconv.FormatInt(cp, 10))
+		return strings.Contains(o, "criu")
+	}) {
+		o, e, _ := v.run(t, "node1", "ssi", "ps", "-o", "migrate", "-p", strconv.FormatInt(cp, 10))
+		t.Fatalf("ssi ps -o migrate does not say the shell loop moves through CRIU:\n%s%s", o, e)
+	}
+	moveAlong(t, v, c, cp, shellCounter...)
+	mustOn(t, v.l, time.Minute, "node1", "ssi", "kill", "-s", "KILL", strconv.FormatInt(cp, 10))
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ssi exec still runs 30 s after ssi kill of the moved shell loop")
+	}
+	if code := exitCode(c.err); code != 128+9 {
+		t.Errorf("ssi exec of the moved shell loop: %v (exit %d), want 137 (SIGKILL)", c.err, code)
+	}
+	c.check(t)
+	n, last := c.last()
+	t.Logf("the shell loop's counter read %d numbers, last %d, over two CRIU moves", n, last)
+}
+
+// spinBin is a copy of dash under a name of its own, registered for load
+// leveling: an unmodified CPU-bound program CRIU moves.
+const spinBin = "/usr/local/bin/e2e-spin"
+
+// testMigrateLeveler: six CPU-bound programs of a registered name,
+// started migratable on node 1, are spread to two per node by the load
+// leveler within 30 s, in the minimum of 4 moves, and stay put for the
+// rest of a 2-minute run.
+func testMigrateLeveler(t *testing.T, v vlab) {
+	if criu == "" {
+		t.Skip("CRIU_BIN is not set: the spinning programs move through CRIU")
+	}
+	for _, n := range []string{"node1", "node2", "node3"} {
+		mustOn(t, v.l, time.Minute, n, "cp", "/bin/dash", spinBin)
+	}
+	mustOn(t, v.l, time.Minute, "node1", "ssi", "loadlevel", "add", filepath.Base(spinBin))
+	defer mustOn(t, v.l, time.Minute, "node1", "ssi", "loadlevel", "remove", filepath.Base(spinBin))
+	prog := []string{spinBin, "-c", "while :; do :; done"}
+	for range 6 {
+		startCounter(t, v, "node1", v.num["node1"], prog...) // no output: attached, as the leveler wants
+	}
+	start := time.Now()
+	where := func() map[int64]uint32 {
+		out := map[int64]uint32{}
+		for _, r := range v.ps(t, "node1", prog...) {
+			out[r.CPID] = r.Node
+		}
+		return out
+	}
+	perNode := func(w map[int64]uint32) map[uint32]int {
+		c := map[uint32]int{}
+		for _, n := range w {
+			c[n]++
+		}
+		return c
+	}
+	balanced := func(w map[int64]uint32) bool {
+		c := perNode(w)
+		return len(w) == 6 && c[uint32(v.num["node1"])] == 2 && c[uint32(v.num["node2"])] == 2 && c[uint32(v.num["node3"])] == 2
+	}
+	var last map[int64]uint32
+	moves := 0
+	if !waitUntil(30*time.Second, func() bool {
+		w := where()
+		for x, n := range w {
+			if p, ok := last[x]; ok && p != n {
+				moves++
+			}
+		}
+		if len(w) == 6 {
+			last = w
+		}
+		return balanced(w)
+	}) {
+		o, _, _ := v.run(t, "node1", "ssi", "loadlevel", "status")
+		t.Fatalf("not spread to 2/2/2 within 30 s: %v per node\n%s", perNode(where()), o)
+	}
+	spread := time.Since(start)
+	settled := last
+	for time.Since(start) < 2*time.Minute {
+		time.Sleep(5 * time.Second)
+		w := where()
+		for x, n := range w {
+			if settled[x] != n {
+				o, _, _ := v.run(t, "node1", "ssi", "loadlevel", "status")
+				t.Fatalf("%s after the start, cpid %d moved from node %d to %d after the spread\n%s", time.Since(start).Round(time.Second), x, settled[x], n, o)
+			}
+		}
+		if len(w) != 6 {
+			t.Fatalf("%d of the six programs left after %s: %v", len(w), time.Since(start).Round(time.Second), w)
+		}
+	}
+	o, _, _ := v.run(t, "node1", "ssi", "loadlevel", "status")
+	t.Logf("6/0/0 to 2/2/2 in %s, %d moves seen; no move for the rest of 2 minutes\n%s", spread.Round(100*time.Millisecond), moves, o)
+	if moves != 4 {
+		t.Errorf("%d moves seen, want the minimum, 4", moves)
+	}
+	for x := range settled {
+		mustOn(t, v.l, time.Minute, "node1", "ssi", "kill", "-s", "KILL", strconv.FormatInt(x, 10))
+	}
+}
+
 // testMigrateTargetKilled: node3 is power-cut while it restores a move
 // of the counter from node 1 (the program takes 2 s to restore): the
 // move fails and says so, the counter runs on at node 1 in exactly one
 // copy with every number read once, and the exec goes on.
 func testMigrateTargetKilled(t *testing.T, v vlab) {
-	c := startCounter(t, v, "node1", v.num["node1"], "slowrestore")
-	cp, _ := locate(t, v, "node1", "slowrestore")
+	c := startCounter(t, v, "node1", v.num["node1"], coopBin, "slowrestore")
+	cp, _ := locate(t, v, "node1", coopBin, "slowrestore")
 	c.waitMore(t, 50, "before the move")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -262,7 +415,7 @@ func testMigrateTargetKilled(t *testing.T, v vlab) {
 	migDone := make(chan error, 1)
 	go func() { migDone <- mig.Wait() }()
 	// The copy restoring at node3.
-	if !waitUntil(30*time.Second, func() bool { return copies(t, v, "node3")["node3"] == 1 }) {
+	if !waitUntil(30*time.Second, func() bool { return copies(t, v, filepath.Base(coopBin), "node3")["node3"] == 1 }) {
 		t.Fatal("no copy of the counter appeared at node3 during the move")
 	}
 	t0 := time.Now()
@@ -280,10 +433,10 @@ func testMigrateTargetKilled(t *testing.T, v vlab) {
 		t.Fatalf("ssi migrate still runs 90 s after its target's power cut: %s", migOut.String())
 	}
 	c.waitMore(t, 50, "after the failed move")
-	if k := copies(t, v, "node1", "node2"); k["node1"] != 1 || k["node2"] != 0 {
+	if k := copies(t, v, filepath.Base(coopBin), "node1", "node2"); k["node1"] != 1 || k["node2"] != 0 {
 		t.Errorf("copies of the counter per node after the failed move: %v, want one on node1", k)
 	}
-	if got, at := locate(t, v, "node1", "slowrestore"); got != cp || at != uint32(v.num["node1"]) {
+	if got, at := locate(t, v, "node1", coopBin, "slowrestore"); got != cp || at != uint32(v.num["node1"]) {
 		t.Errorf("after the failed move ssi ps shows cpid %d on node %d, want %d on %d", got, at, cp, v.num["node1"])
 	}
 	mustOn(t, v.l, time.Minute, "node1", "ssi", "kill", strconv.FormatInt(cp, 10))
