@@ -102,15 +102,7 @@ func TestGoto(t *testing.T) {
 		t.Log("no /dev/fuse or not root: goto through the mount not tried")
 	}
 
-	if _, err := io.WriteString(p.Stdin, "exit 4\n"); err != nil {
-		t.Fatal(err)
-	}
-	go out.rest()
-	st, err := p.Wait()
-	outW.Close()
-	if err != nil || st.Code != 4 {
-		t.Errorf("status %+v, %v; want 4", st, err)
-	}
+	exitCounter(t, p, out, outW, 4)
 }
 
 // TestGotoErr checks the status codes of a move's refusals become the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -86,6 +87,22 @@ func (c *counterReader) line(l string) {
 		c.t.Fatalf("the counter went from %d to %d", c.last, v)
 	}
 	c.last = v
+}
+
+// exitCounter ends the coopcounter p with status code ("exit N" on its
+// stdin), reads the rest of its output out, closes outW and checks the
+// exec's status.
+func exitCounter(t *testing.T, p *vproc.Process, out *counterReader, outW io.Closer, code int) {
+	t.Helper()
+	if _, err := fmt.Fprintf(p.Stdin, "exit %d\n", code); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	st, err := p.Wait()
+	outW.Close()
+	if err != nil || st.Code != code {
+		t.Errorf("status %+v, %v; want %d", st, err, code)
+	}
 }
 
 // runsOn is the node whose vprocd runs x and its pid there (0: none;
@@ -302,15 +319,7 @@ func TestMigrateFails(t *testing.T) {
 			t.Errorf("%s: after the failed move it runs on node %d", tc.arg, n)
 		}
 		out.upTo(out.last + 20)
-		if _, err := io.WriteString(p.Stdin, "exit 3\n"); err != nil {
-			t.Fatal(err)
-		}
-		go out.rest()
-		st, err := p.Wait()
-		outW.Close()
-		if err != nil || st.Code != 3 {
-			t.Errorf("%s: status %+v, %v; want 3", tc.arg, st, err)
-		}
+		exitCounter(t, p, out, outW, 3)
 		cancel()
 	}
 }
@@ -335,15 +344,7 @@ func TestMigrateFromTheCallersNode(t *testing.T) {
 		}
 		out.upTo(out.last + 20)
 	}
-	if _, err := io.WriteString(p.Stdin, "exit 5\n"); err != nil {
-		t.Fatal(err)
-	}
-	go out.rest()
-	st, err := p.Wait()
-	outW.Close()
-	if err != nil || st.Code != 5 {
-		t.Errorf("status %+v, %v; want 5", st, err)
-	}
+	exitCounter(t, p, out, outW, 5)
 }
 
 // TestMigrateStdin writes lines to the counter's stdin without pause
@@ -499,15 +500,7 @@ func TestMigrateTargetDown(t *testing.T) {
 			t.Fatalf("node 3 still holds %d copies or moves, %d marks", left, len(ents))
 		}
 	}
-	if _, err := io.WriteString(p.Stdin, "exit 6\n"); err != nil {
-		t.Fatal(err)
-	}
-	go out.rest()
-	st, err := p.Wait()
-	outW.Close()
-	if err != nil || st.Code != 6 {
-		t.Errorf("status %+v, %v; want 6", st, err)
-	}
+	exitCounter(t, p, out, outW, 6)
 }
 
 // TestMigratePassedStdio: with the caller's pipes passed to its vprocd
@@ -611,13 +604,5 @@ func TestMigrateSourceDown(t *testing.T) {
 	if st, err := readProc(orig); err != nil || st.start == 0 {
 		t.Errorf("the original at node 2: %v", err)
 	}
-	if _, err := io.WriteString(p.Stdin, "exit 6\n"); err != nil {
-		t.Fatal(err)
-	}
-	go out.rest()
-	st, err := p.Wait()
-	outW.Close()
-	if err != nil || st.Code != 6 {
-		t.Errorf("status %+v, %v; want 6", st, err)
-	}
+	exitCounter(t, p, out, outW, 6)
 }
