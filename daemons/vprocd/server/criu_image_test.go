@@ -84,3 +84,37 @@ func TestSameUser(t *testing.T) {
 		t.Error("a process that does not exist passed")
 	}
 }
+
+// FuzzUntarDir: whatever image a peer sends, untarDir writes nothing but
+// regular files directly in the directory it gets (no subdirectory, link
+// or file beside it), or refuses.
+func FuzzUntarDir(f *testing.F) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "core-1.img", Mode: 0o600, Size: 4, Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte("core"))
+	_ = tw.WriteHeader(&tar.Header{Name: "../x", Mode: 0o600, Typeflag: tar.TypeReg})
+	_ = tw.Close()
+	f.Add(buf.Bytes())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, image []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "img")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_ = untarDir(image, dir)
+		if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+			t.Fatalf("untarDir wrote beside its directory: %v", ents)
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				t.Fatalf("untarDir made %s, not a regular file (%v)", e.Name(), e.Type())
+			}
+		}
+	})
+}
