@@ -232,15 +232,10 @@ func TestMigrateCRIUFails(t *testing.T) {
 	c.node(3).srv.cfg.Migrate.CRIU = criu.State{Status: criu.Missing, Reason: "no criu on PATH"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"sh", "-c", shellCounter}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, "sh", "-c", shellCounter)
 	out.upTo(10)
 	_, pid := runsOn(c, p.Cpid)
-	err = c.client(1).Migrate(ctx, p.Cpid, 3)
+	err := c.client(1).Migrate(ctx, p.Cpid, 3)
 	if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), "CRIU on node 3 is missing: no criu on PATH") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("%v, want ErrMoveFailed saying CRIU on node 3 is missing, in one line", err)
 	}
@@ -268,12 +263,7 @@ func TestMigrateCRIUStdin(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Migrate: MigrateConfig{CRIU: st}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{"sh", "-c", `while read l; do echo "$l"; done; exit 3`}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, "sh", "-c", `while read l; do echo "$l"; done; exit 3`)
 	if _, err := io.WriteString(p.Stdin, "1\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
 	"github.com/openssi/openssi/daemons/vprocd/procfs"
 	"github.com/openssi/openssi/internal/roottest"
@@ -31,12 +29,7 @@ func TestGoto(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, bin)
 	out.upTo(10)
 	x := cpid.CPID(p.Cpid)
 	procs := c.node(1).srv.Procs()

@@ -89,6 +89,19 @@ func (c *counterReader) line(l string) {
 	c.last = v
 }
 
+// execCounter starts args migratable on node on from node 1's client
+// and reads its output as a counter; the caller closes outW once the
+// exec ended.
+func execCounter(ctx context.Context, t *testing.T, c *testCluster, on int, args ...string) (*vproc.Process, *counterReader, *io.PipeWriter) {
+	t.Helper()
+	outR, outW := io.Pipe()
+	p, err := c.client(1).Exec(ctx, on, vproc.Cmd{Args: args, Migratable: true, Stdout: outW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, readCounter(t, outR), outW
+}
+
 // exitCounter ends the coopcounter p with status code ("exit N" on its
 // stdin), reads the rest of its output out, closes outW and checks the
 // exec's status.
@@ -130,11 +143,7 @@ func TestMigrateCooperative(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: coopDir})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, out, outW := execCounter(ctx, t, c, 2, bin)
 	waited := make(chan vproc.ExitStatus, 1)
 	go func() {
 		st, err := p.Wait()
@@ -144,7 +153,6 @@ func TestMigrateCooperative(t *testing.T) {
 		outW.Close()
 		waited <- st
 	}()
-	out := readCounter(t, outR)
 	out.upTo(20)
 	if n, _ := runsOn(c, p.Cpid); n != 2 {
 		t.Fatalf("cpid %d runs on node %d, want 2", p.Cpid, n)
@@ -242,12 +250,7 @@ func TestMigrateKill(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, bin)
 	out.upTo(10)
 	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
 		t.Fatal(err)
@@ -303,14 +306,9 @@ func TestMigrateFails(t *testing.T) {
 		{"bigstate", "over vprocd.migrate.coop_state_limit: 50"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		outR, outW := io.Pipe()
-		p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, tc.arg}, Migratable: true, Stdout: outW})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := readCounter(t, outR)
+		p, out, outW := execCounter(ctx, t, c, 2, bin, tc.arg)
 		out.upTo(10)
-		err = c.client(1).Migrate(ctx, p.Cpid, 3)
+		err := c.client(1).Migrate(ctx, p.Cpid, 3)
 		if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: %v, want ErrMoveFailed saying %q in one line", tc.arg, err, tc.says)
 		}
@@ -331,12 +329,7 @@ func TestMigrateFromTheCallersNode(t *testing.T) {
 	c := startClusterWith(t, 2, Config{CoopDir: t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 1, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 1, bin)
 	out.upTo(10)
 	for _, to := range []int{2, 1} {
 		if err := c.client(1).Migrate(ctx, p.Cpid, to); err != nil {
@@ -356,12 +349,7 @@ func TestMigrateStdin(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, bin)
 	out.upTo(5)
 	stop := make(chan struct{})
 	wrote := make(chan int, 1)
@@ -451,12 +439,7 @@ func TestMigrateTargetDown(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: coopDir})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, "slowrestore"}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, bin, "slowrestore")
 	out.upTo(10)
 	moved := make(chan error, 1)
 	go func() { moved <- c.client(1).Migrate(ctx, p.Cpid, 3) }()
@@ -474,7 +457,7 @@ func TestMigrateTargetDown(t *testing.T) {
 	for _, n := range []uint32{1, 2} {
 		c.node(n).srv.Membership(3, false)
 	}
-	err = <-moved
+	err := <-moved
 	if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), "went down") {
 		t.Errorf("the move: %v, want ErrMoveFailed: the target went down", err)
 	}
@@ -565,12 +548,7 @@ func TestMigrateSourceDown(t *testing.T) {
 	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	outR, outW := io.Pipe()
-	p, err := c.client(1).Exec(ctx, 2, vproc.Cmd{Args: []string{bin, "slowrestore"}, Migratable: true, Stdout: outW})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readCounter(t, outR)
+	p, out, outW := execCounter(ctx, t, c, 2, bin, "slowrestore")
 	out.upTo(10)
 	orig, _ := c.node(2).srv.record(cpid.CPID(p.Cpid))
 	defer syscall.Kill(-int(orig), syscall.SIGKILL)
