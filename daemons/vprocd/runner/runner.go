@@ -289,7 +289,10 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		if p.outs[1] != nil {
 			p.Stderr = p.outs[1]
 		}
-		attr.Setpgid = true
+		// A session of its own, not vprocd's: its process group is its
+		// own, and CRIU can dump it even where vprocd's session leader
+		// lies outside its PID namespace (a container, a CI runner).
+		attr.Setsid = true
 	}
 	return nil
 }

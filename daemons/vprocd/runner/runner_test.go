@@ -61,6 +61,30 @@ func TestRunPipes(t *testing.T) {
 	}
 }
 
+// TestOwnSession: a program on pipes leads a session and process group
+// of its own, not the runner's: CRIU refuses to dump a program whose
+// session leader lies outside its PID namespace, as the runner's may
+// (a container, a CI runner).
+func TestOwnSession(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "cat /proc/self/stat"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.CloseStdin()
+	go io.Copy(io.Discard, p.Stderr)
+	out, _ := io.ReadAll(p.Stdout)
+	p.Wait()
+	// pid (comm) state ppid pgrp session
+	f := strings.Fields(string(out[strings.LastIndexByte(string(out), ')')+1:]))
+	if len(f) < 4 {
+		t.Fatalf("stat %q", out)
+	}
+	pid := strconv.Itoa(p.Pid)
+	if f[2] != pid || f[3] != pid {
+		t.Errorf("program %s: process group %s, session %s; want both its own", pid, f[2], f[3])
+	}
+}
+
 // TestGivenStdio: files given as the program's stdio are its own (no
 // pipes of the runner's, no readers in Proc), made blocking; the note of
 // a missing directory is the first line of a given stderr; the caller's

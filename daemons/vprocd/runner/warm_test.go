@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/openssi/openssi/internal/roottest"
 )
 
@@ -54,7 +52,7 @@ func output(t *testing.T, p *Proc) (string, Status) {
 
 // TestWarmRunsTheNextProgram: a caller's first program starts as a new
 // process; the gate made after it, already prepared (in its scope), runs
-// the caller's next program: with its own process group, directory,
+// the caller's next program: with its own process group and session, directory,
 // environment, arguments and stdio, and the status a shell reports.
 func TestWarmRunsTheNextProgram(t *testing.T) {
 	w, ready, prepared := newTestWarm(t, 1, 4, nil)
@@ -87,8 +85,7 @@ func TestWarmRunsTheNextProgram(t *testing.T) {
 	out, _ := io.ReadAll(p.Stdout)
 	st := p.Wait()
 	pid := strconv.Itoa(gatePid)
-	sid, _ := unix.Getsid(0)
-	want := "in env " + dir + " " + pid + " " + strconv.Itoa(sid) + "\n"
+	want := "in env " + dir + " " + pid + " " + pid + "\n"
 	if string(out) != want || <-errc != "err\n" || st.Code != 5 {
 		t.Fatalf("out %q (want %q) status %+v", out, want, st)
 	}
