@@ -85,7 +85,7 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 		return nil, fmt.Errorf("its memory (%d MiB resident) is over the limit of a move's image, %d MiB (vprocd.migrate.coop_state_limit)", rss>>20, limit>>20)
 	}
 	links := stdioLinks(pid)
-	dir, err := os.MkdirTemp("", "openssi-criu-dump-")
+	dir, err := s.imageDir("dump-")
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +118,18 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 		return nil, err
 	}
 	return tarDir(dir)
+}
+
+// imageDir makes a private directory for one image under vprocd's
+// runtime directory: /run is a tmpfs, so an image goes from criu dump to
+// criu restore through memory and the peer link, never a disk (as /tmp may
+// be).
+func (s *Server) imageDir(prefix string) (string, error) {
+	base := filepath.Join(s.runDir(), "images")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", fmt.Errorf("CRIU images: %w", err)
+	}
+	return os.MkdirTemp(base, prefix)
 }
 
 // stateLimit is the bound of a move's state or image.
@@ -279,7 +291,7 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "openssi-criu-restore-")
+	dir, err := s.imageDir("restore-")
 	if err != nil {
 		done()
 		return nil, err

@@ -168,6 +168,11 @@ func TestMigrateCRIU(t *testing.T) {
 			t.Errorf("after the move ps -o migrate says %q, want criu", got)
 		}
 	}
+	// The images went through vprocd's runtime directory (/run, a tmpfs),
+	// and none is left there.
+	if ents, err := os.ReadDir(filepath.Join(coopDir, "images")); err != nil || len(ents) != 0 {
+		t.Errorf("the images' directory after the moves: %v, %v; want it there and empty", ents, err)
+	}
 
 	// A program CRIU cannot move: it holds a file open.
 	file := filepath.Join(t.TempDir(), "held")

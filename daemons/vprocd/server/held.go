@@ -18,14 +18,17 @@ import (
 // at start vprocd ends the marked processes that still run
 // (EndHeldCopies).
 
-// heldDir is where the marks are.
-func (s *Server) heldDir() string {
-	base := s.cfg.CoopDir
-	if base == "" {
-		base = DefaultCoopDir
+// runDir is vprocd's directory of migration under /run (a tmpfs): the
+// checkpoint sockets, the marks of held programs, CRIU's images.
+func (s *Server) runDir() string {
+	if s.cfg.CoopDir == "" {
+		return DefaultCoopDir
 	}
-	return filepath.Join(base, "held")
+	return s.cfg.CoopDir
 }
+
+// heldDir is where the marks are.
+func (s *Server) heldDir() string { return filepath.Join(s.runDir(), "held") }
 
 // markHeld marks process pid as held for a move; the returned func
 // removes the mark.
@@ -49,8 +52,12 @@ func (s *Server) markHeld(pid int) (unmark func()) {
 
 // EndHeldCopies ends the programs a previous vprocd held for moves
 // (checkpointed or restored, not yet let go) that still run, and returns
-// how many. main calls it at start, before any move.
+// how many, and removes the CRIU images of moves it left unfinished. main
+// calls it at start, before any move.
 func (s *Server) EndHeldCopies() int {
+	if err := os.RemoveAll(filepath.Join(s.runDir(), "images")); err != nil {
+		s.log.WithError(err).Warn("cannot remove the CRIU images of a previous vprocd")
+	}
 	dir := s.heldDir()
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -12,7 +12,8 @@ import (
 
 // TestEndHeldCopies: a program marked held for a move by a vprocd that
 // then stopped is ended by the next; a mark whose pid is another
-// process's now (another start time) ends nothing.
+// process's now (another start time) ends nothing; the CRIU images it left
+// are removed.
 func TestEndHeldCopies(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *exec.Cmd {
@@ -37,6 +38,13 @@ func TestEndHeldCopies(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "held", "bogus"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	img, err := old.imageDir("dump-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(img, "pages-1.img"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	old.Close()
 
 	restarted := New(Config{Node: 1, CoopDir: dir})
@@ -56,5 +64,8 @@ func TestEndHeldCopies(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "held")); len(ents) != 0 {
 		t.Errorf("marks left: %v", ents)
+	}
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Errorf("a previous vprocd's image left: %v", err)
 	}
 }
