@@ -61,9 +61,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 	loadCfg := server.LoadConfig{LoadLevel: own.LoadLevel, Levels: server.ConsulLevels{KV: consul.NewKV(client)}}
 	if server.InContainer() {
 		// The kernel's run queue counts the neighbours' tasks: count
-		// this node's own.
-		loadCfg.Runnable = proctable.Reader{FS: os.DirFS("/proc")}.Runnable
-		loadCfg.RunnableSamples = 5
+		// this node's own: their average over each interval where the
+		// kernel keeps schedstat, else a median of counts.
+		if r := (proctable.Reader{FS: os.DirFS("/proc")}); r.HaveSchedstat() {
+			loadCfg.TaskBusy = r.TaskBusy
+		} else {
+			loadCfg.Runnable = r.Runnable
+			loadCfg.RunnableSamples = 5
+		}
 	}
 	// CRIU moves the programs that do not speak the cooperative
 	// protocol: what it is here is said at start and in the status.

@@ -11,9 +11,11 @@ import (
 // Vector is one node's load as it measured it.
 type Vector struct {
 	Node uint32
-	// RunQueue is the tasks runnable at the measurement (procs_running;
-	// in a container, whose kernel is shared, the node's own tasks in
-	// state R), not counting the measuring process.
+	// RunQueue is the tasks runnable at the measurement (procs_running,
+	// not counting the measuring process); in a container, whose kernel
+	// is shared, the node's own tasks' average since the previous
+	// measurement (AverageRunQueue, rounded), or where the kernel keeps
+	// no schedstat their count in state R.
 	RunQueue uint32
 	// Load1 is the 1-minute load average (shown; placement uses RunQueue,
 	// which follows short jobs within a second where Load1 lags).

@@ -67,3 +67,28 @@ func (r Reader) Busy(pid int32) (start uint64, busy time.Duration, err error) {
 	}
 	return st.StartTime, busy, nil
 }
+
+// TaskBusy reads how long each task (thread) of the processes /proc lists
+// ran or waited runnable for a CPU (its schedstat), by thread id: the
+// readings of load.AverageRunQueue, this PID namespace's own. A task or
+// process that exits while it is read is left out. HaveSchedstat says
+// whether the kernel keeps the files at all.
+func (r Reader) TaskBusy() (map[int32]time.Duration, error) {
+	out := map[int32]time.Duration{}
+	err := r.eachTask("schedstat", func(tid int32, b []byte) error {
+		run, wait, err := ParseSchedstat(b)
+		if err != nil {
+			return err
+		}
+		out[tid] = run + wait
+		return nil
+	})
+	return out, err
+}
+
+// HaveSchedstat says whether this kernel keeps the schedstat of tasks
+// (CONFIG_SCHED_INFO), read from the calling process's own.
+func (r Reader) HaveSchedstat() bool {
+	_, err := fs.Stat(r.FS, "self/schedstat")
+	return err == nil
+}

@@ -209,11 +209,28 @@ func (r Reader) Files(pid int32) (Files, error) {
 // neighbours' too). A task or process that exits while it is read is
 // left out.
 func (r Reader) Runnable() (uint32, error) {
+	var n uint32
+	err := r.eachTask("stat", func(_ int32, b []byte) error {
+		st, err := ParseStat(b)
+		if err != nil {
+			return err
+		}
+		if st.State == 'R' {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// eachTask calls f with the text of file of every task (thread) of the
+// processes /proc lists, and its thread id; a task or process that exits
+// while it is read is left out.
+func (r Reader) eachTask(file string, f func(tid int32, b []byte) error) error {
 	pids, err := r.PIDs()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var n uint32
 	for _, pid := range pids {
 		dir := strconv.FormatInt(int64(pid), 10) + "/task"
 		tasks, err := fs.ReadDir(r.FS, dir)
@@ -221,24 +238,24 @@ func (r Reader) Runnable() (uint32, error) {
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("proctable: %w", err)
+			return fmt.Errorf("proctable: %w", err)
 		}
 		for _, t := range tasks {
-			b, err := fs.ReadFile(r.FS, dir+"/"+t.Name()+"/stat")
+			tid, err := strconv.ParseInt(t.Name(), 10, 32)
+			if err != nil || tid <= 0 {
+				continue
+			}
+			b, err := fs.ReadFile(r.FS, dir+"/"+t.Name()+"/"+file)
 			if Gone(err) {
 				continue
 			}
 			if err != nil {
-				return 0, fmt.Errorf("proctable: %w", err)
+				return fmt.Errorf("proctable: %w", err)
 			}
-			st, err := ParseStat(b)
-			if err != nil {
-				return 0, fmt.Errorf("%w (%s/%s)", err, dir, t.Name())
-			}
-			if st.State == 'R' {
-				n++
+			if err := f(int32(tid), b); err != nil {
+				return fmt.Errorf("%w (%s/%s)", err, dir, t.Name())
 			}
 		}
 	}
-	return n, nil
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -288,5 +289,38 @@ func TestRunnable(t *testing.T) {
 				t.Fatalf("Runnable: %d %v, want %d", n, err, c.want)
 			}
 		})
+	}
+}
+
+// TestTaskBusy reads the schedstat of every task, threads included, by
+// thread id, skipping what exits while it is read.
+func TestTaskBusy(t *testing.T) {
+	ss := func(run, wait int) *fstest.MapFile {
+		return &fstest.MapFile{Data: []byte(strconv.Itoa(run) + " " + strconv.Itoa(wait) + " 7\n")}
+	}
+	m := fstest.MapFS{
+		"1/task/1/schedstat":   ss(100, 20),
+		"20/task/20/schedstat": ss(5, 0),
+		"20/task/21/schedstat": ss(0, 9),
+		"40/task/41":           &fstest.MapFile{Mode: fs.ModeDir}, // a thread gone before its schedstat was read
+		"50/status":            &fstest.MapFile{},                 // a process gone before its tasks were listed
+		"self/schedstat":       ss(1, 1),                          // not a pid
+	}
+	r := Reader{FS: m}
+	got, err := r.TaskBusy()
+	want := map[int32]time.Duration{1: 120, 20: 5, 21: 9}
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("TaskBusy: %v %v, want %v", got, err, want)
+	}
+	if !r.HaveSchedstat() {
+		t.Error("HaveSchedstat: false with self/schedstat there")
+	}
+	m["20/task/21/schedstat"] = &fstest.MapFile{Data: []byte("1 x 2\n")}
+	if _, err := r.TaskBusy(); err == nil || !strings.Contains(err.Error(), "20/task/21") {
+		t.Errorf("a bad schedstat: %v, want an error naming the task", err)
+	}
+	delete(m, "self/schedstat")
+	if r.HaveSchedstat() {
+		t.Error("HaveSchedstat: true without self/schedstat")
 	}
 }

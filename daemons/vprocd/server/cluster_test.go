@@ -86,8 +86,9 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 	log.SetLevel(logrus.DebugLevel)
 	logs := &logBuf{}
 	log.SetOutput(logs)
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("TRACE_LOGS") != "" {
 			t.Logf("vprocd logs:\n%s", logs.String())
 		}
 	})

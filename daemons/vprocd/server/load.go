@@ -45,6 +45,15 @@ type LoadConfig struct {
 	// during a move): single readings a few tasks off made the leveler
 	// move processes back and forth.
 	RunnableSamples int
+	// TaskBusy, when set, reads the busy time (ran or waited for a CPU)
+	// of each of this node's tasks (proctable.Reader.TaskBusy), and the
+	// run queue is their average over the last interval
+	// (load.AverageRunQueue) in place of Runnable's count at an instant.
+	// It is what a node in a container uses where the kernel keeps
+	// schedstat: on a host whose CPUs its nodes share, an instant's count
+	// holds whichever daemon's thread is waiting for a CPU just then, and
+	// moved processes on the leveler's word after it had balanced.
+	TaskBusy func() (map[int32]time.Duration, error)
 	// LoadLevel lists the programs of openssi.yaml (vprocd.loadlevel)
 	// that an exec without a node places by load.
 	LoadLevel []string
@@ -72,6 +81,11 @@ type loadState struct {
 	runtime map[string]bool
 	sending bool
 	lastErr string // the last measuring or listing error logged
+
+	// The previous reading of TaskBusy and when it was taken (measure's
+	// own: RunLoad's goroutine).
+	prevBusy   load.TaskBusy
+	prevBusyAt time.Time
 }
 
 func newLoadState(self uint32, cfg LoadConfig) *loadState {
@@ -170,6 +184,10 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 		texts[i] = b
 	}
 	v, err := load.Measure(s.cfg.Node, now, texts[0], texts[1], texts[2])
+	if err == nil && s.load.cfg.TaskBusy != nil {
+		v.RunQueue, err = s.averageRunQueue(now)
+		return v, err
+	}
 	if err != nil || s.load.cfg.Runnable == nil {
 		return v, err
 	}
@@ -187,6 +205,28 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 	slices.Sort(samples)
 	v.RunQueue = max(samples[len(samples)/2], 1) - 1 // the median, less the measuring task, as Measure does
 	return v, nil
+}
+
+// averageRunQueue is this node's run queue averaged since the previous
+// measure (the first, at start: over a tenth of the interval).
+func (s *Server) averageRunQueue(now time.Time) (uint32, error) {
+	l := s.load
+	cur, err := l.cfg.TaskBusy()
+	if err != nil {
+		return 0, err
+	}
+	prev, dt := l.prevBusy, now.Sub(l.prevBusyAt)
+	if prev == nil || dt <= 0 {
+		began := time.Now()
+		time.Sleep(l.cfg.Interval / 10)
+		prev = cur
+		if cur, err = l.cfg.TaskBusy(); err != nil {
+			return 0, err
+		}
+		dt = time.Since(began)
+	}
+	l.prevBusy, l.prevBusyAt = cur, now
+	return load.RoundRunQueue(load.AverageRunQueue(prev, cur, dt)), nil
 }
 
 // push sends v to node to's vprocd; one send at a time, each bounded by

@@ -373,3 +373,39 @@ func TestMeasureRunnable(t *testing.T) {
 		})
 	}
 }
+
+// TestMeasureTaskBusy: with LoadConfig.TaskBusy the run queue is the
+// node's tasks' busy time since the previous measure over the time since,
+// rounded: two spinners that wait for a CPU two thirds of the time count
+// two, a daemon's short wake-ups nothing. Its error is the measurement's.
+func TestMeasureTaskBusy(t *testing.T) {
+	const s = time.Second
+	readings := []load.TaskBusy{
+		{1: 0, 2: 0},             // the first measure's two readings,
+		{1: 0, 2: 0},             // a tenth of the interval apart
+		{1: s, 2: s, 3: s / 100}, // a second later: two spinners and a daemon
+		{1: 2 * s, 2: 2 * s, 3: s / 50, 4: s / 2}, // a task that started
+	}
+	calls := 0
+	var failWith error
+	s0 := New(Config{Node: 1, Load: LoadConfig{Interval: 10 * time.Millisecond, ReadProc: idleProc, TaskBusy: func() (map[int32]time.Duration, error) {
+		if failWith != nil {
+			return nil, failWith
+		}
+		calls++
+		return readings[calls-1], nil
+	}}})
+	t0 := time.Unix(100, 0)
+	if v, err := s0.measure(t0); err != nil || v.RunQueue != 0 || calls != 2 {
+		t.Fatalf("first measure: %+v %v after %d readings, want run queue 0 after 2", v, err, calls)
+	}
+	for i, want := range []uint32{2, 3} {
+		if v, err := s0.measure(t0.Add(time.Duration(i+1) * s)); err != nil || v.RunQueue != want {
+			t.Fatalf("measure %d: %+v %v, want run queue %d", i+2, v, err, want)
+		}
+	}
+	failWith = fmt.Errorf("proctable: boom")
+	if _, err := s0.measure(t0.Add(3 * s)); err == nil || err.Error() != "proctable: boom" {
+		t.Fatalf("measure: %v, want the reading's error", err)
+	}
+}
