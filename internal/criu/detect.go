@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 )
 
 // BinEnv names the environment variable that gives the CRIU binary to
@@ -90,6 +91,14 @@ func Detect(ctx context.Context, r Runner, bin string) State {
 		p, err := r.LookPath("criu")
 		if err != nil {
 			return State{Status: Missing, Reason: "no criu on PATH (make criu builds the pinned CRIU; " + BinEnv + " names one)"}
+		}
+		bin = p
+	} else if !strings.Contains(bin, "/") {
+		// A name alone: the binary on PATH, by its path, which is what
+		// vprocd's restore holder executes.
+		p, err := r.LookPath(bin)
+		if err != nil {
+			return State{Status: Missing, Bin: bin, Reason: "no " + bin + " on PATH"}
 		}
 		bin = p
 	}

@@ -18,17 +18,18 @@
 //	fail REASON  the restore failed; the holder exits 1
 //
 // The holder runs in this package's init, in any binary that links it
-// (vprocd through package server, server's tests).
+// (vprocd through package server, server's tests). Its start is on the
+// way of every CRIU move (the program is stopped meanwhile), so, as
+// package gate, it imports syscall alone (and gate, which does too): its
+// init then runs before nearly every other package's (gRPC's, Consul's,
+// logrus's ...), which cost a restore several milliseconds when it used
+// os, fmt and os/exec.
 package criuhold
 
 import (
-	"bytes"
-	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/openssi/openssi/daemons/vprocd/gate"
 )
 
 // Name is argv[0] of a holder.
@@ -38,9 +39,12 @@ const Name = "openssi-vproc-criu-hold"
 // after it are passed on to criu as they are.
 const StatusFD = 3
 
+// maxInherited bounds the descriptors passed on to criu.
+const maxInherited = 64
+
 func init() {
-	if len(os.Args) >= 4 && os.Args[0] == Name {
-		os.Exit(run(os.Args[1], os.Args[2], os.Args[3:]))
+	if args := gate.Cmdline(); len(args) >= 4 && args[0] == Name {
+		syscall.Exit(run(args[1], args[2], args[3:]))
 	}
 }
 
@@ -48,45 +52,39 @@ func init() {
 // criuArgs, passing on inherited descriptors StatusFD+1 ..
 // StatusFD+inherited, and reads the program's PID from pidfile.
 func Args(pidfile string, inherited int, criuArgs []string) []string {
-	return append([]string{pidfile, strconv.Itoa(inherited)}, criuArgs...)
+	return append([]string{pidfile, itoa(inherited)}, criuArgs...)
 }
 
 func run(pidfile, inherited string, criu []string) int {
-	status := os.NewFile(StatusFD, "status")
-	say := func(format string, a ...any) { fmt.Fprintf(status, format+"\n", a...) }
-	n, err := strconv.Atoi(inherited)
-	if err != nil || n < 0 || n > 64 || len(criu) == 0 {
+	n, ok := atoi(inherited)
+	if !ok || n > maxInherited || len(criu) == 0 {
 		say("fail bad arguments")
 		return 1
 	}
-	if err := mountProc(); err != nil {
-		say("fail %v", err)
+	if err := mountProc(); err != "" {
+		say("fail " + err)
 		return 1
 	}
-	files := make([]*os.File, n+1) // ExtraFiles[0] is descriptor 3: none
-	for i := 1; i <= n; i++ {
-		files[i] = os.NewFile(uintptr(StatusFD+i), "inherited")
-	}
-	cmd := exec.Command(criu[0], criu[1:]...)
-	cmd.ExtraFiles = files
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	out, err := runCriu(criu, n)
 	// The program holds its stdio now: the holder keeps none of it.
-	for _, f := range files[1:] {
-		f.Close()
+	for i := 1; i <= n; i++ {
+		_ = syscall.Close(StatusFD + i)
 	}
-	if err != nil {
-		say("fail criu restore: %v: %s", err, lastLine(out.String()))
+	if err != "" {
+		say("fail criu restore: " + err + ": " + lastLine(out))
 		return 1
 	}
-	b, err := os.ReadFile(pidfile)
-	pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || perr != nil || pid <= 1 {
-		say("fail no restored pid in %s: %v", pidfile, err)
+	b, rerr := readFile(pidfile)
+	pid, ok := atoi(trimSpace(string(b)))
+	if rerr != nil || !ok || pid <= 1 {
+		reason := "not a pid"
+		if rerr != nil {
+			reason = rerr.Error()
+		}
+		say("fail no restored pid in " + pidfile + ": " + reason)
 		return 1
 	}
-	say("pid %d", pid)
+	say("pid " + itoa(pid))
 	for {
 		var ws syscall.WaitStatus
 		got, err := syscall.Wait4(-1, &ws, 0, nil)
@@ -94,35 +92,191 @@ func run(pidfile, inherited string, criu []string) int {
 			continue
 		}
 		if err != nil {
-			say("fail waiting for pid %d: %v", pid, err)
+			say("fail waiting for pid " + itoa(pid) + ": " + err.Error())
 			return 1
 		}
 		if got == pid {
-			say("exit %d", uint32(ws))
+			say("exit " + itoa(int(uint32(ws))))
 			return 0
 		}
 	}
 }
 
+// runCriu runs criu (its path and arguments) with /dev/null as stdin, its
+// output (returned) on a pipe, no StatusFD, and descriptors StatusFD+1 ..
+// StatusFD+inherited passed on as they are; err is "" when it exited 0.
+func runCriu(criu []string, inherited int) (out, err string) {
+	var p [2]int
+	if e := syscall.Pipe2(p[:], syscall.O_CLOEXEC); e != nil {
+		return "", "output pipe: " + e.Error()
+	}
+	null, e := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if e != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return "", "open /dev/null: " + e.Error()
+	}
+	files := []uintptr{uintptr(null), uintptr(p[1]), uintptr(p[1]), ^uintptr(0)} // ^0: StatusFD closed
+	for i := 1; i <= inherited; i++ {
+		files = append(files, uintptr(StatusFD+i))
+	}
+	pid, e := syscall.ForkExec(criu[0], criu, &syscall.ProcAttr{Env: syscall.Environ(), Files: files})
+	syscall.Close(null)
+	syscall.Close(p[1])
+	if e != nil {
+		syscall.Close(p[0])
+		return "", "start " + criu[0] + ": " + e.Error()
+	}
+	var buf []byte
+	chunk := make([]byte, 4096)
+	for {
+		n, e := syscall.Read(p[0], chunk)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != nil || n <= 0 {
+			break
+		}
+		if len(buf) < 1<<16 { // its last line is what is reported
+			buf = append(buf, chunk[:n]...)
+		} else {
+			buf = append(buf[:0], chunk[:n]...)
+		}
+	}
+	syscall.Close(p[0])
+	var ws syscall.WaitStatus
+	for {
+		_, e = syscall.Wait4(pid, &ws, 0, nil)
+		if e != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case e != nil:
+		return string(buf), "wait: " + e.Error()
+	case ws.Exited() && ws.ExitStatus() == 0:
+		return string(buf), ""
+	case ws.Signaled():
+		return string(buf), "signal: " + ws.Signal().String()
+	default:
+		return string(buf), "exit status " + itoa(ws.ExitStatus())
+	}
+}
+
+// say writes one report line on StatusFD.
+func say(line string) {
+	b := []byte(line + "\n")
+	for len(b) > 0 {
+		n, err := syscall.Write(StatusFD, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return
+		}
+		b = b[n:]
+	}
+}
+
 // mountProc makes the mount namespace receive the host's mounts but send
 // none back, and mounts the PID namespace's /proc on /proc, as criu and the
-// program expect.
-func mountProc() error {
+// program expect. It returns the failure, "" for none.
+func mountProc() string {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_SLAVE, ""); err != nil {
-		return fmt.Errorf("make / a slave mount: %w", err)
+		return "make / a slave mount: " + err.Error()
 	}
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
+		return "mount /proc: " + err.Error()
 	}
-	return nil
+	return ""
+}
+
+// readFile reads a small file (a pid file).
+func readFile(name string) ([]byte, error) {
+	fd, err := syscall.Open(name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	b := make([]byte, 64)
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Read(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m <= 0 {
+			break
+		}
+		n += m
+	}
+	return b[:n], nil
 }
 
 // lastLine is the last non-empty line of s, at most 200 bytes.
 func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	l := strings.TrimSpace(lines[len(lines)-1])
-	if len(l) > 200 {
-		l = l[:200] + "..."
+	s = trimSpace(s)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			s = trimSpace(s[i+1:])
+			break
+		}
 	}
-	return l
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+func trimSpace(s string) string {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
+	for len(s) > 0 && isSpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// atoi reads a non-negative decimal of at most 9 digits.
+func atoi(s string) (int, bool) {
+	if s == "" || len(s) > 9 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
+}
+
+// itoa writes n in decimal.
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	u := uint64(n)
+	if neg {
+		u = uint64(-n)
+	}
+	var b [20]byte
+	i := len(b)
+	for u > 0 {
+		i--
+		b[i] = byte('0' + u%10)
+		u /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
 }

@@ -34,7 +34,7 @@ const (
 )
 
 func init() {
-	args := cmdline()
+	args := Cmdline()
 	switch {
 	case len(args) >= 3 && args[0] == Name:
 		syscall.Exit(run(args[1], args[2:]))
@@ -74,8 +74,9 @@ func Reason(err error) string {
 	return s
 }
 
-// cmdline returns this process's arguments (nil when unreadable).
-func cmdline() []string {
+// Cmdline returns this process's arguments (nil when unreadable), read
+// from /proc/self/cmdline without package os (see the package doc).
+func Cmdline() []string {
 	fd, err := syscall.Open("/proc/self/cmdline", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
