@@ -57,11 +57,21 @@ const stdioName = "openssi-stdio"
 const maxImageFiles = 10000
 
 // moveChoice says how the program of rec can move (ssi ps -o migrate,
-// ssi migrate).
+// the leveler: the obstacles of one reading).
 func (s *Server) moveChoice(rec *execRecord) movable.Choice {
+	return s.choose(rec, func(pid int) []string { return movable.Obstacles(s.procFS(), pid) })
+}
+
+// moveChoiceSettled is moveChoice for ssi migrate: the obstacles that
+// remain over a few readings (settledObstacles).
+func (s *Server) moveChoiceSettled(rec *execRecord) movable.Choice {
+	return s.choose(rec, s.settledObstacles)
+}
+
+func (s *Server) choose(rec *execRecord, obstacles func(pid int) []string) movable.Choice {
 	f := movable.Facts{Coop: rec.mig.link.linked() != nil, CRIU: s.cfg.Migrate.CRIU, Owner: rec.mig.prog.GetUid()}
 	if !f.Coop && f.CRIU.Status == criu.Ready {
-		f.Obstacles = movable.Obstacles(s.procFS(), int(rec.pid))
+		f.Obstacles = obstacles(int(rec.pid))
 	}
 	return movable.Choose(f)
 }
@@ -71,8 +81,10 @@ func (s *Server) moveChoice(rec *execRecord) movable.Choice {
 // is checked again: the owner before the dump, its memory against the
 // state limit before (an image is at least its resident memory), and the
 // obstacles on the stopped tree after (a file opened since would be
-// reopened by criu, as root, on the target); a failure after the dump
-// lets the tree run on (SIGCONT), as before it.
+// reopened by criu, as root, on the target: a tree found with some is
+// let run and dumped again, up to obstacleTries dumps, since they may be
+// a child's passing state); a failure after the dump lets the tree run on
+// (SIGCONT), as before it.
 func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 	st := s.cfg.Migrate.CRIU
 	if st.Status != criu.Ready {
@@ -84,10 +96,29 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 	if rss, limit := treeRSS(s.procFS(), pid), s.stateLimit(); rss > limit {
 		return nil, fmt.Errorf("its memory (%d MiB resident) is over the limit of a move's image, %d MiB (vprocd.migrate.coop_state_limit)", rss>>20, limit>>20)
 	}
+	for try := 1; ; try++ {
+		image, obs, err := s.criuDump(st.Bin, pid)
+		if err != nil || len(obs) == 0 {
+			return image, err
+		}
+		// Stopped with an obstacle: it runs on, and is dumped again
+		// while that may be a child's passing state (transientObstacles).
+		contTree(s.procFS(), pid)
+		if try == obstacleTries {
+			return nil, errors.New("CRIU cannot move it: " + strings.Join(obs, "; "))
+		}
+		time.Sleep(obstacleRetry)
+	}
+}
+
+// criuDump dumps the process tree of pid, left stopped, and returns its
+// image; or, when the stopped tree has obstacles, those, the tree still
+// stopped. A failure lets the tree run on.
+func (s *Server) criuDump(bin string, pid int) (image []byte, obstacles []string, err error) {
 	links := stdioLinks(pid)
 	dir, err := s.imageDir("dump-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), criuWait)
@@ -95,15 +126,15 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 	// A copy restored here runs in a PID namespace of its own whose first
 	// process (its holder) is not in its tree: criu dumps it from inside
 	// that namespace, by its pid there.
-	bin, nspid := st.Bin, nsPID(pid)
+	nspid := nsPID(pid)
 	args := append(criu.DumpArgs(nspid, dir, true), "--leave-stopped", "--manage-cgroups=ignore")
 	if nspid != pid {
+		args = append([]string{"--target", strconv.Itoa(pid), "--pid", "--mount", "--", bin}, args...)
 		bin = "nsenter"
-		args = append([]string{"--target", strconv.Itoa(pid), "--pid", "--mount", "--", st.Bin}, args...)
 	}
 	began := time.Now()
 	if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("criu dump: %v: %s", err, criuError(dir, "dump.log", out))
+		return nil, nil, fmt.Errorf("criu dump: %v: %s", err, criuError(dir, "dump.log", out))
 	}
 	defer func() {
 		if err != nil {
@@ -111,13 +142,41 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 		}
 	}()
 	if obs := movable.Obstacles(s.procFS(), pid); len(obs) > 0 {
-		return nil, errors.New("CRIU cannot move it: " + strings.Join(obs, "; "))
+		return nil, obs, nil
 	}
 	s.log.WithField("pid", pid).WithField("took", time.Since(began).Round(time.Millisecond)).Debug("criu dump")
 	if err := os.WriteFile(filepath.Join(dir, stdioName), []byte(strings.Join(links[:], "\n")+"\n"), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return tarDir(dir)
+	image, err = tarDir(dir)
+	return image, nil, err
+}
+
+// A shell loop's child between its fork and its exec's first steps holds
+// the dynamic loader's files open (/etc/ld.so.cache, libc, the gconv and
+// locale caches) for a moment: an obstacle seen once may be that passing
+// state. So a move reads the obstacles of a running tree, and dumps a
+// tree found with some when stopped, up to obstacleTries times,
+// obstacleRetry apart, before it refuses: a program that holds a file
+// open keeps it through every try.
+const (
+	obstacleTries = 4
+	obstacleRetry = 5 * time.Millisecond
+)
+
+// settledObstacles returns the obstacles of the running tree of pid that
+// remain over obstacleTries readings (nil at the first reading without).
+func (s *Server) settledObstacles(pid int) []string {
+	var obs []string
+	for try := 1; try <= obstacleTries; try++ {
+		if try > 1 {
+			time.Sleep(obstacleRetry)
+		}
+		if obs = movable.Obstacles(s.procFS(), pid); len(obs) == 0 {
+			return nil
+		}
+	}
+	return obs
 }
 
 // imageDir makes a private directory for one image under vprocd's

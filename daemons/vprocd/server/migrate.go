@@ -745,7 +745,7 @@ func (s *Server) migrateHere(ctx context.Context, caller uint32, x cpid.CPID, to
 		// attach to its copy.
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: the node of the ssi exec that started it went down", x)
 	}
-	choice := s.moveChoice(rec) // criu.go
+	choice := s.moveChoiceSettled(rec) // criu.go
 	if choice.Mech == 0 {
 		return nil, status.Errorf(codes.FailedPrecondition, "vproc: process %s cannot move: %s", x, choice.Reason)
 	}

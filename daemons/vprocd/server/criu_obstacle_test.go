@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/daemons/vprocd/proctable"
+)
+
+// stoppedObstacleFS is the node's /proc, except that the fd directory of
+// process pid, while it is stopped (dumped, left stopped), shows a file
+// open (/etc/ld.so.cache, as a shell loop's child has while the dynamic
+// loader runs) for the first left readings.
+type stoppedObstacleFS struct {
+	fs.FS
+	pid         atomic.Int32
+	left, shown atomic.Int32
+}
+
+const passingFD = "99"
+
+func (f *stoppedObstacleFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	ents, err := fs.ReadDir(f.FS, name)
+	pid := f.pid.Load()
+	if err != nil || pid == 0 || name != strconv.Itoa(int(pid))+"/fd" || !stopped(pid) || f.left.Add(-1) < 0 {
+		return ents, err
+	}
+	f.shown.Add(1)
+	return append(ents, fakeFD{}), nil
+}
+
+func (f *stoppedObstacleFS) ReadLink(name string) (string, error) {
+	if pid := f.pid.Load(); pid != 0 && name == strconv.Itoa(int(pid))+"/fd/"+passingFD {
+		return "/etc/ld.so.cache", nil
+	}
+	return fs.ReadLink(f.FS, name)
+}
+
+func (f *stoppedObstacleFS) Lstat(name string) (fs.FileInfo, error) { return fs.Lstat(f.FS, name) }
+
+func stopped(pid int32) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+	if err != nil {
+		return false
+	}
+	st, err := proctable.ParseStat(b)
+	return err == nil && (st.State == 'T' || st.State == 't')
+}
+
+type fakeFD struct{}
+
+func (fakeFD) Name() string               { return passingFD }
+func (fakeFD) IsDir() bool                { return false }
+func (fakeFD) Type() fs.FileMode          { return fs.ModeSymlink }
+func (fakeFD) Info() (fs.FileInfo, error) { return nil, fs.ErrNotExist }
+
+// TestMigrateCRIUPassingObstacle: a tree found, once dumped and stopped,
+// with a file open is let run and dumped again: a file that is open for
+// fewer than obstacleTries dumps (a child's passing state) does not keep
+// the move from happening; one open through all of them refuses it,
+// naming the file, and the program runs on where it was.
+func TestMigrateCRIUPassingObstacle(t *testing.T) {
+	st := criuForTest(t)
+	proc := &stoppedObstacleFS{FS: os.DirFS("/proc")}
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Proc: proc, Migrate: MigrateConfig{CRIU: st}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, out, outW := execCounter(ctx, t, c, 2, "sh", "-c", shellCounter)
+	out.upTo(5)
+	_, pid := runsOn(c, p.Cpid)
+	proc.pid.Store(pid)
+
+	// Through every dump: refused, and it runs on at node 2.
+	proc.left.Store(obstacleTries)
+	err := c.client(1).Migrate(ctx, p.Cpid, 3)
+	if !errors.Is(err, vproc.ErrMoveFailed) || !strings.Contains(err.Error(), "has a file open (/etc/ld.so.cache)") {
+		t.Errorf("a file open through %d dumps: %v, want ErrMoveFailed naming it", obstacleTries, err)
+	}
+	if n := proc.shown.Load(); n != obstacleTries {
+		t.Errorf("dumped %d times, want %d", n, obstacleTries)
+	}
+	out.upTo(out.last + 5)
+	if n, now := runsOn(c, p.Cpid); n != 2 || now != pid {
+		t.Fatalf("after the refusal it runs on node %d (pid %d), want node 2 (pid %d)", n, now, pid)
+	}
+
+	// For two dumps: it moves at the third.
+	proc.shown.Store(0)
+	proc.left.Store(2)
+	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
+		t.Fatalf("a file open for two dumps: %v, want the move done", err)
+	}
+	if n := proc.shown.Load(); n != 2 {
+		t.Errorf("the obstacle was seen %d times, want 2", n)
+	}
+	out.upTo(out.last + 5)
+	if n, _ := runsOn(c, p.Cpid); n != 3 {
+		t.Errorf("it runs on node %d, want 3", n)
+	}
+	if err := c.client(1).Kill(ctx, p.Cpid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	p.Wait()
+	outW.Close()
+}
