@@ -371,10 +371,19 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 		return nil, err
 	}
 	x := cpid.CPID(mv.CPID)
+	// Its scope is made while the move is decided (systemd takes about as
+	// long as the protocol's rounds): it stays stopped until both are
+	// done (resume waits for scoped).
+	scoped := make(chan struct{})
 	if s.cfg.Scopes != nil {
-		if err := s.cfg.Scopes.Scope(context.Background(), p.Pid, pr.Uid, int64(x)); err != nil {
-			s.log.WithError(err).Warn("moved program not in a scope of its own")
-		}
+		go func() {
+			defer close(scoped)
+			if err := s.cfg.Scopes.Scope(context.Background(), p.Pid, pr.Uid, int64(x)); err != nil {
+				s.log.WithError(err).Warn("moved program not in a scope of its own")
+			}
+		}()
+	} else {
+		close(scoped)
 	}
 	// A checkpoint socket it does not use: it moves through CRIU again.
 	link, err := newCoopLink(s.cfg.CoopDir, pr.Uid, pr.Gid, coop.Limits{State: s.cfg.Migrate.StateLimit})
@@ -390,7 +399,7 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 		org.cpgid = g
 	}
 	return &copyHere{move: mv, prog: pr, p: p, link: link, done: done, cpid: x, org: org, ready: make(chan struct{}),
-		unmark: s.markHeld(p.Pid)}, nil
+		unmark: s.markHeld(p.Pid), scoped: scoped}, nil
 }
 
 // criuStart unpacks image into dir and restores it under a holder.

@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -105,6 +108,64 @@ func TestMigrateCRIUPassingObstacle(t *testing.T) {
 	out.upTo(out.last + 5)
 	if n, _ := runsOn(c, p.Cpid); n != 3 {
 		t.Errorf("it runs on node %d, want 3", n)
+	}
+	if err := c.client(1).Kill(ctx, p.Cpid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	go out.rest()
+	p.Wait()
+	outW.Close()
+}
+
+// heldScopes is a Scoper whose scopes are made only once release is
+// closed (or after a minute); it records whether each program was
+// stopped when its scope's making began and when it ended.
+type heldScopes struct {
+	release chan struct{}
+	entered atomic.Int32
+	mu      sync.Mutex
+	seen    []string
+}
+
+func (s *heldScopes) Scope(_ context.Context, pid int, _ uint32, _ int64) error {
+	before := stopped(int32(pid))
+	s.entered.Add(1)
+	select {
+	case <-s.release:
+	case <-time.After(time.Minute):
+	}
+	after := stopped(int32(pid))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, fmt.Sprintf("stopped %v then %v", before, after))
+	return nil
+}
+
+// TestMigrateCRIUScopeWhileDeciding: the restored copy's scope is made
+// while the move is decided (the move commits with its scope not made
+// yet), and the copy runs only once it is made.
+func TestMigrateCRIUScopeWhileDeciding(t *testing.T) {
+	st := criuForTest(t)
+	c := startClusterWith(t, 3, Config{CoopDir: t.TempDir(), Migrate: MigrateConfig{CRIU: st}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, out, outW := execCounter(ctx, t, c, 2, "sh", "-c", shellCounter)
+	out.upTo(5)
+	scopes := &heldScopes{release: make(chan struct{})}
+	c.node(3).srv.cfg.Scopes = scopes
+	if err := c.client(1).Migrate(ctx, p.Cpid, 3); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	if n := scopes.entered.Load(); n != 1 {
+		t.Errorf("the move committed with %d scopes being made, want the copy's, not made yet", n)
+	}
+	close(scopes.release)
+	out.upTo(out.last + 5)
+	scopes.mu.Lock()
+	seen := slices.Clone(scopes.seen)
+	scopes.mu.Unlock()
+	if !slices.Equal(seen, []string{"stopped true then true"}) {
+		t.Errorf("the copy's scopes: %q, want one, made while it was stopped, before it ran", seen)
 	}
 	if err := c.client(1).Kill(ctx, p.Cpid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

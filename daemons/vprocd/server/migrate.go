@@ -117,6 +117,9 @@ type copyHere struct {
 	taken  bool          // an Attach serves it (or it was dropped)
 	ready  chan struct{} // closed on Resume
 	unmark func()        // held.go
+	// scoped, when not nil, is closed once the copy's scope is made (or
+	// failed): it is resumed only then.
+	scoped <-chan struct{}
 }
 
 // migProg is what a program started migratable carries: its checkpoint
@@ -444,6 +447,9 @@ func (s *Server) resume(mv migrate.Move) {
 	resume := c.link.resume
 	if mv.Mech == migrate.CRIU {
 		resume = func() error { return c.p.Signal(syscall.SIGCONT) }
+	}
+	if c.scoped != nil {
+		<-c.scoped // bounded by the scope's own timeout
 	}
 	if err := resume(); err != nil {
 		s.log.WithError(err).WithField("cpid", c.cpid).Warn("cannot resume a moved program")
