@@ -30,6 +30,7 @@ const criuDetectWait = 30 * time.Second
 func main() { os.Exit(daemon.Main(vprocdspec.Daemon, os.Args[1:], run)) }
 
 func run(ctx context.Context, env *daemon.Env) error {
+	server.LeadSessionIfOutside()
 	own := vprocdspec.From(env.Config)
 	// A root daemon: its peers believe its own key, pinned by the node's
 	// root, not a Connect certificate user openssi could fetch.

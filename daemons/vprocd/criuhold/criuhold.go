@@ -137,10 +137,10 @@ func runCriu(criu []string, inherited int) (out, err string) {
 		if e != nil || n <= 0 {
 			break
 		}
-		if len(buf) < 1<<16 { // its last line is what is reported
-			buf = append(buf, chunk[:n]...)
-		} else {
-			buf = append(buf[:0], chunk[:n]...)
+		// Its last line is what is reported: keep the last 64 KiB.
+		buf = append(buf, chunk[:n]...)
+		if len(buf) > 1<<16 {
+			buf = append(buf[:0], buf[len(buf)-1<<15:]...)
 		}
 	}
 	syscall.Close(p[0])

@@ -87,8 +87,14 @@ func (r Reader) TaskBusy() (map[int32]time.Duration, error) {
 }
 
 // HaveSchedstat says whether this kernel keeps the schedstat of tasks
-// (CONFIG_SCHED_INFO), read from the calling process's own.
+// (CONFIG_SCHED_INFO), read from the calling process's own: the file
+// there and counting (kernels before 5.14 without schedstats or delay
+// accounting show "0 0 0", which would read as an idle node for ever).
 func (r Reader) HaveSchedstat() bool {
-	_, err := fs.Stat(r.FS, "self/schedstat")
-	return err == nil
+	b, err := fs.ReadFile(r.FS, "self/schedstat")
+	if err != nil {
+		return false
+	}
+	run, _, err := ParseSchedstat(b)
+	return err == nil && run > 0
 }

@@ -319,6 +319,10 @@ func TestTaskBusy(t *testing.T) {
 	if _, err := r.TaskBusy(); err == nil || !strings.Contains(err.Error(), "20/task/21") {
 		t.Errorf("a bad schedstat: %v, want an error naming the task", err)
 	}
+	m["self/schedstat"] = ss(0, 0)
+	if r.HaveSchedstat() {
+		t.Error("HaveSchedstat: true with a schedstat that does not count")
+	}
 	delete(m, "self/schedstat")
 	if r.HaveSchedstat() {
 		t.Error("HaveSchedstat: true without self/schedstat")

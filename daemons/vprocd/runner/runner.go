@@ -289,10 +289,7 @@ func (p *Proc) wire(cmd *exec.Cmd, attr *syscall.SysProcAttr, s Spec) error {
 		if p.outs[1] != nil {
 			p.Stderr = p.outs[1]
 		}
-		// A session of its own, not vprocd's: its process group is its
-		// own, and CRIU can dump it even where vprocd's session leader
-		// lies outside its PID namespace (a container, a CI runner).
-		attr.Setsid = true
+		attr.Setpgid = true
 	}
 	return nil
 }

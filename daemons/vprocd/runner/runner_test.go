@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -61,27 +62,45 @@ func TestRunPipes(t *testing.T) {
 	}
 }
 
-// TestOwnSession: a program on pipes leads a session and process group
-// of its own, not the runner's: CRIU refuses to dump a program whose
-// session leader lies outside its PID namespace, as the runner's may
-// (a container, a CI runner).
-func TestOwnSession(t *testing.T) {
-	p, err := Start(Spec{Argv: []string{"sh", "-c", "cat /proc/self/stat"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
+// TestGroupStopsOnTSTP: a program on pipes leads a process group of its
+// own in the runner's session, so SIGTSTP to its group stops it, as a
+// shell's job (a group whose parent were in another session would be
+// orphaned, and the kernel drops stop signals sent to such a group).
+func TestGroupStopsOnTSTP(t *testing.T) {
+	p, err := Start(Spec{Argv: []string{"sh", "-c", "cat /proc/self/stat; exec sleep 60"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Cred: self()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { p.Kill(); p.Wait() }()
 	p.CloseStdin()
 	go io.Copy(io.Discard, p.Stderr)
-	out, _ := io.ReadAll(p.Stdout)
-	p.Wait()
-	// pid (comm) state ppid pgrp session
-	f := strings.Fields(string(out[strings.LastIndexByte(string(out), ')')+1:]))
-	if len(f) < 4 {
-		t.Fatalf("stat %q", out)
+	line, err := bufio.NewReader(p.Stdout).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
 	}
-	pid := strconv.Itoa(p.Pid)
-	if f[2] != pid || f[3] != pid {
-		t.Errorf("program %s: process group %s, session %s; want both its own", pid, f[2], f[3])
+	// pid (comm) state ppid pgrp session
+	f := strings.Fields(line[strings.LastIndexByte(line, ')')+1:])
+	sid, _ := unix.Getsid(0)
+	if pid := strconv.Itoa(p.Pid); len(f) < 4 || f[2] != pid || f[3] != strconv.Itoa(sid) {
+		t.Fatalf("stat %q: want process group %s in session %d", line, pid, sid)
+	}
+	if err := syscall.Kill(-p.Pid, syscall.SIGTSTP); err != nil {
+		t.Fatal(err)
+	}
+	state := func() byte {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+			return s[i+2]
+		}
+		return 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for state() != 'T' && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if st := state(); st != 'T' {
+		t.Errorf("after SIGTSTP to its group the program is in state %q, want T (stopped)", st)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/openssi/openssi/internal/roottest"
 )
 
@@ -52,7 +54,7 @@ func output(t *testing.T, p *Proc) (string, Status) {
 
 // TestWarmRunsTheNextProgram: a caller's first program starts as a new
 // process; the gate made after it, already prepared (in its scope), runs
-// the caller's next program: with its own process group and session, directory,
+// the caller's next program: with its own process group, directory,
 // environment, arguments and stdio, and the status a shell reports.
 func TestWarmRunsTheNextProgram(t *testing.T) {
 	w, ready, prepared := newTestWarm(t, 1, 4, nil)
@@ -85,7 +87,8 @@ func TestWarmRunsTheNextProgram(t *testing.T) {
 	out, _ := io.ReadAll(p.Stdout)
 	st := p.Wait()
 	pid := strconv.Itoa(gatePid)
-	want := "in env " + dir + " " + pid + " " + pid + "\n"
+	sid, _ := unix.Getsid(0)
+	want := "in env " + dir + " " + pid + " " + strconv.Itoa(sid) + "\n"
 	if string(out) != want || <-errc != "err\n" || st.Code != 5 {
 		t.Fatalf("out %q (want %q) status %+v", out, want, st)
 	}

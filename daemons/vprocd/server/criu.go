@@ -12,10 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/openssi/openssi/daemons/vprocd/coop"
 	"github.com/openssi/openssi/daemons/vprocd/cpid"
@@ -45,6 +48,20 @@ import (
 //	        then ends, and with it the namespace)
 //
 // The cpid stays: the target records the copy under it with its new pid.
+
+// LeadSessionIfOutside makes this process the leader of a new session
+// when the leader of its session lies outside its PID namespace (getsid
+// reads 0: a container runtime's or a CI runner's session). The programs
+// vprocd starts on pipes stay in its session, in process groups of their
+// own (so that a SIGTSTP stops them: a group whose parent is in another
+// session would be orphaned, and the kernel drops its stop signals), and
+// CRIU refuses to dump a process whose session leader it cannot see. Under
+// systemd, which makes every service lead a session, it does nothing.
+func LeadSessionIfOutside() {
+	if sid, err := unix.Getsid(0); err == nil && sid == 0 {
+		_, _ = unix.Setsid()
+	}
+}
 
 // criuWait bounds one criu dump or restore.
 const criuWait = time.Minute
@@ -93,8 +110,12 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 	if uid != 0 {
 		return nil, errors.New(movable.ByCRIU)
 	}
-	if rss, limit := treeRSS(s.procFS(), pid), s.stateLimit(); rss > limit {
+	rss, limit := treeRSS(s.procFS(), pid), s.stateLimit()
+	if rss > limit {
 		return nil, fmt.Errorf("its memory (%d MiB resident) is over the limit of a move's image, %d MiB (vprocd.migrate.coop_state_limit)", rss>>20, limit>>20)
+	}
+	if err := s.roomForImage(rss); err != nil {
+		return nil, err
 	}
 	for try := 1; ; try++ {
 		image, obs, err := s.criuDump(st.Bin, pid)
@@ -164,19 +185,26 @@ const (
 	obstacleRetry = 5 * time.Millisecond
 )
 
-// settledObstacles returns the obstacles of the running tree of pid that
-// remain over obstacleTries readings (nil at the first reading without).
+// settledObstacles returns the obstacles of the running tree of pid seen
+// in each of obstacleTries readings (nil at the first reading without
+// any, or once none was in every reading so far): a child's passing open
+// file names another pid, or none, the next time.
 func (s *Server) settledObstacles(pid int) []string {
-	var obs []string
+	var stayed []string
 	for try := 1; try <= obstacleTries; try++ {
 		if try > 1 {
 			time.Sleep(obstacleRetry)
 		}
-		if obs = movable.Obstacles(s.procFS(), pid); len(obs) == 0 {
+		obs := movable.Obstacles(s.procFS(), pid)
+		if try > 1 {
+			obs = slices.DeleteFunc(obs, func(o string) bool { return !slices.Contains(stayed, o) })
+		}
+		if len(obs) == 0 {
 			return nil
 		}
+		stayed = obs
 	}
-	return obs
+	return stayed
 }
 
 // imageDir makes a private directory for one image under vprocd's
@@ -184,11 +212,25 @@ func (s *Server) settledObstacles(pid int) []string {
 // criu restore through memory and the peer link, never a disk (as /tmp may
 // be).
 func (s *Server) imageDir(prefix string) (string, error) {
-	base := filepath.Join(s.runDir(), "images")
-	if err := os.MkdirAll(base, 0o700); err != nil {
+	base, err := s.runSubdir("images")
+	if err != nil {
 		return "", fmt.Errorf("CRIU images: %w", err)
 	}
 	return os.MkdirTemp(base, prefix)
+}
+
+// roomForImage refuses an image of about n bytes when the filesystem of
+// the runtime directory (/run, a tmpfs shared with every daemon) has less
+// free; it says nothing when that cannot be read.
+func (s *Server) roomForImage(n uint64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.runDir(), &st); err != nil {
+		return nil
+	}
+	if free := st.Bavail * uint64(st.Bsize); n > free {
+		return fmt.Errorf("its image (about %d MiB) does not fit in the %d MiB free under %s", n>>20, free>>20, s.runDir())
+	}
+	return nil
 }
 
 // stateLimit is the bound of a move's state or image.
@@ -350,6 +392,10 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.roomForImage(uint64(len(img.state))); err != nil {
+		done()
+		return nil, err
+	}
 	dir, err := s.imageDir("restore-")
 	if err != nil {
 		done()
@@ -388,6 +434,7 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 	// A checkpoint socket it does not use: it moves through CRIU again.
 	link, err := newCoopLink(s.cfg.CoopDir, pr.Uid, pr.Gid, coop.Limits{State: s.cfg.Migrate.StateLimit})
 	if err != nil {
+		<-scoped // as discard: not while systemd may act on its pid
 		p.Kill()
 		p.Wait()
 		p.CloseOutput()

@@ -45,6 +45,9 @@ func TestCRIUFreezeGuards(t *testing.T) {
 type passingFS struct {
 	fstest.MapFS
 	open, reads int
+	// other: after the open readings descriptor 3 is another file (a
+	// child's next passing one) rather than closed.
+	other bool
 }
 
 func (p *passingFS) ReadDir(name string) ([]fs.DirEntry, error) {
@@ -52,6 +55,9 @@ func (p *passingFS) ReadDir(name string) ([]fs.DirEntry, error) {
 		p.reads++
 		if p.reads > p.open {
 			delete(p.MapFS, "10/fd/3")
+			if p.other {
+				p.MapFS["10/fd/3"] = &fstest.MapFile{Data: []byte("/usr/lib/locale/C.utf8/LC_CTYPE"), Mode: fs.ModeSymlink}
+			}
 		}
 	}
 	return p.MapFS.ReadDir(name)
@@ -59,19 +65,22 @@ func (p *passingFS) ReadDir(name string) ([]fs.DirEntry, error) {
 
 // TestSettledObstacles: ssi migrate refuses a program for an obstacle
 // only when it stays over obstacleTries readings; one that passes (a
-// file open for a reading or two) is no obstacle, and the readings stop
-// at the first without.
+// file open for a reading or two, or another file each time) is no
+// obstacle, and the readings stop once none stayed.
 func TestSettledObstacles(t *testing.T) {
 	for _, tc := range []struct {
 		open, reads int
+		other       bool
 		want        []string
 	}{
-		{0, 1, nil},
-		{2, 3, nil},
-		{obstacleTries - 1, obstacleTries, nil},
-		{obstacleTries, obstacleTries, []string{"pid 10 has a file open (/etc/ld.so.cache) that may not exist on another node"}},
+		{0, 1, false, nil},
+		{2, 3, false, nil},
+		{obstacleTries - 1, obstacleTries, false, nil},
+		{obstacleTries, obstacleTries, false, []string{"pid 10 has a file open (/etc/ld.so.cache) that may not exist on another node"}},
+		// Another file open at each reading: no obstacle stayed.
+		{1, 2, true, nil},
 	} {
-		p := &passingFS{open: tc.open, MapFS: fstest.MapFS{
+		p := &passingFS{open: tc.open, other: tc.other, MapFS: fstest.MapFS{
 			"10/status": {Data: []byte("Name:\tsleep\n")},
 			"10/maps":   {Data: []byte("")},
 			"10/stat":   {Data: []byte("10 (sleep) R 9 10 10 0 -1")},
@@ -84,5 +93,17 @@ func TestSettledObstacles(t *testing.T) {
 		if !slices.Equal(got, tc.want) || p.reads != tc.reads {
 			t.Errorf("open for %d readings: %q after %d readings, want %q after %d", tc.open, got, p.reads, tc.want, tc.reads)
 		}
+	}
+}
+
+// TestRoomForImage: an image larger than the free space of the runtime
+// directory's filesystem is refused, saying so; one that fits is not.
+func TestRoomForImage(t *testing.T) {
+	s := &Server{cfg: Config{CoopDir: t.TempDir()}}
+	if err := s.roomForImage(1 << 20); err != nil {
+		t.Errorf("1 MiB: %v", err)
+	}
+	if err := s.roomForImage(1 << 62); err == nil || !strings.Contains(err.Error(), "does not fit in the") {
+		t.Errorf("4 EiB: %v, want a refusal", err)
 	}
 }

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,6 +32,21 @@ func (s *Server) runDir() string {
 // heldDir is where the marks are.
 func (s *Server) heldDir() string { return filepath.Join(s.runDir(), "held") }
 
+// runSubdir makes directory name under the runtime directory, root's
+// only, and the runtime directory itself if missing as newCoopLink makes
+// it (0711: a program reaches its checkpoint socket through it), whichever
+// comes first.
+func (s *Server) runSubdir(name string) (string, error) {
+	if err := os.MkdirAll(s.runDir(), 0o711); err != nil {
+		return "", err
+	}
+	d := filepath.Join(s.runDir(), name)
+	if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	return d, nil
+}
+
 // markHeld marks process pid as held for a move; the returned func
 // removes the mark.
 func (s *Server) markHeld(pid int) (unmark func()) {
@@ -37,9 +54,8 @@ func (s *Server) markHeld(pid int) (unmark func()) {
 	if err != nil {
 		return func() {}
 	}
-	dir := s.heldDir()
+	dir, err := s.runSubdir("held")
 	name := filepath.Join(dir, fmt.Sprintf("%d-%d", pid, st.start))
-	err = os.MkdirAll(dir, 0o700)
 	if err == nil {
 		err = os.WriteFile(name, nil, 0o600)
 	}

@@ -69,3 +69,31 @@ func TestEndHeldCopies(t *testing.T) {
 		t.Errorf("a previous vprocd's image left: %v", err)
 	}
 }
+
+// TestRuntimeDirModes: whichever of a CRIU image, a held mark or a
+// checkpoint socket comes first on a node makes vprocd's runtime
+// directory traversable by all (a program reaches its checkpoint socket
+// through it), and the images' and marks' directories root's only.
+func TestRuntimeDirModes(t *testing.T) {
+	for _, first := range []string{"images", "held"} {
+		run := filepath.Join(t.TempDir(), "vprocd-coop")
+		s := New(Config{Node: 1, CoopDir: run})
+		if first == "images" {
+			if _, err := s.imageDir("restore-"); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.markHeld(os.Getpid())()
+		}
+		s.Close()
+		for dir, want := range map[string]os.FileMode{run: 0o711, filepath.Join(run, first): 0o700} {
+			st, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != want {
+				t.Errorf("%s first: %s has mode %v, want %v", first, dir, st.Mode().Perm(), want)
+			}
+		}
+	}
+}

@@ -215,7 +215,7 @@ func (s *Server) averageRunQueue(now time.Time) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	prev, dt := l.prevBusy, now.Sub(l.prevBusyAt)
+	prev, dt, at := l.prevBusy, now.Sub(l.prevBusyAt), now
 	if prev == nil || dt <= 0 {
 		began := time.Now()
 		time.Sleep(l.cfg.Interval / 10)
@@ -224,8 +224,9 @@ func (s *Server) averageRunQueue(now time.Time) (uint32, error) {
 			return 0, err
 		}
 		dt = time.Since(began)
+		at = now.Add(dt) // when cur was read, on now's clock
 	}
-	l.prevBusy, l.prevBusyAt = cur, now
+	l.prevBusy, l.prevBusyAt = cur, at
 	return load.RoundRunQueue(load.AverageRunQueue(prev, cur, dt)), nil
 }
 

@@ -497,6 +497,11 @@ func (s *Server) discard(mv migrate.Move) {
 	if c == nil {
 		return
 	}
+	if c.scoped != nil {
+		// Not while systemd may still act on its pid, which the holder
+		// would reap at once and another process could take.
+		<-c.scoped
+	}
 	c.p.Kill()
 	c.unmark()
 	c.p.Wait()

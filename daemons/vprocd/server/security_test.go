@@ -104,6 +104,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(signalCounterEnv) != "" {
 		os.Exit(signalCounter())
 	}
+	// As vprocd does (main.go): CI runs the tests in a PID namespace whose
+	// session leader lies outside it.
+	LeadSessionIfOutside()
 	os.Exit(m.Run())
 }
 
