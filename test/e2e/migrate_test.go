@@ -357,17 +357,22 @@ func testMigrateLeveler(t *testing.T, v vlab) {
 		c := perNode(w)
 		return len(w) == 6 && c[uint32(v.num["node1"])] == 2 && c[uint32(v.num["node2"])] == 2 && c[uint32(v.num["node3"])] == 2
 	}
-	var last map[int64]uint32
+	// Every program started on node 1: a move the leveler made before
+	// the first poll saw all six counts from there (a program moves at
+	// most once within its 20 s cool-down, longer than a poll).
+	last := map[int64]uint32{}
 	moves := 0
 	if !waitUntil(30*time.Second, func() bool {
 		w := where()
 		for x, n := range w {
-			if p, ok := last[x]; ok && p != n {
+			p, ok := last[x]
+			if !ok {
+				p = uint32(v.num["node1"])
+			}
+			if p != n {
 				moves++
 			}
-		}
-		if len(w) == 6 {
-			last = w
+			last[x] = n
 		}
 		return balanced(w)
 	}) {
