@@ -123,7 +123,7 @@ func (s *Server) criuFreeze(pid int, uid uint32) (image []byte, err error) {
 			return image, err
 		}
 		// Stopped with an obstacle: it runs on, and is dumped again
-		// while that may be a child's passing state (transientObstacles).
+		// while that may be a child's passing state (obstacleTries).
 		contTree(s.procFS(), pid)
 		if try == obstacleTries {
 			return nil, errors.New("CRIU cannot move it: " + strings.Join(obs, "; "))
