@@ -34,7 +34,7 @@ const passingFD = "99"
 func (f *stoppedObstacleFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	ents, err := fs.ReadDir(f.FS, name)
 	pid := f.pid.Load()
-	if err != nil || pid == 0 || name != strconv.Itoa(int(pid))+"/fd" || !stopped(pid) || f.left.Add(-1) < 0 {
+	if err != nil || pid == 0 || name != strconv.Itoa(int(pid))+"/fd" || !stoppedSoon(pid) || f.left.Add(-1) < 0 {
 		return ents, err
 	}
 	f.shown.Add(1)
@@ -51,12 +51,39 @@ func (f *stoppedObstacleFS) ReadLink(name string) (string, error) {
 func (f *stoppedObstacleFS) Lstat(name string) (fs.FileInfo, error) { return fs.Lstat(f.FS, name) }
 
 func stopped(pid int32) bool {
+	st := state(pid)
+	return st == 'T' || st == 't'
+}
+
+// state is pid's state letter in /proc (0 when it cannot be read).
+func state(pid int32) byte {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
 	if err != nil {
-		return false
+		return 0
 	}
 	st, err := proctable.ParseStat(b)
-	return err == nil && (st.State == 'T' || st.State == 't')
+	if err != nil {
+		return 0
+	}
+	return st.State
+}
+
+// stoppedSoon says whether pid is stopped, or stops within 200 ms while
+// it is runnable: criu dump --leave-stopped returns with a SIGSTOP sent,
+// which wakes the task (R) and stops it (T) before it runs an instruction
+// of its own, but /proc may show it runnable until it is next scheduled.
+func stoppedSoon(pid int32) bool {
+	for end := time.Now().Add(200 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+		switch state(pid) {
+		case 'T', 't':
+			return true
+		case 'R':
+			if time.Now().Before(end) {
+				continue
+			}
+		}
+		return false
+	}
 }
 
 type fakeFD struct{}
