@@ -71,9 +71,14 @@ type UnitDeps struct {
 // DBus is Systemd over the system bus.
 type DBus struct{ c *sddbus.Conn }
 
-// NewDBus connects to systemd on the system bus.
+// NewDBus connects to systemd on the system bus. The connection lasts
+// until Close, not until ctx ends: godbus closes a connection made with a
+// context when that context ends, and the stop of the init services at
+// shutdown comes after the daemon's context ended (TestBoot saw the stop
+// fail with "dbus: connection closed by user", and the services left to
+// systemd's kill).
 func NewDBus(ctx context.Context) (*DBus, error) {
-	c, err := sddbus.NewSystemConnectionContext(ctx)
+	c, err := sddbus.NewSystemConnectionContext(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("initfailover: connect to systemd: %w", err)
 	}

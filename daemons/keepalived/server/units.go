@@ -61,9 +61,12 @@ type Units interface {
 // DBus is Units over the system bus.
 type DBus struct{ c *sddbus.Conn }
 
-// NewDBus connects to systemd on the system bus.
+// NewDBus connects to systemd on the system bus. The connection lasts
+// until Close, not until ctx ends (godbus closes a connection made with a
+// context when that context ends): what keepalived does as it stops still
+// reaches systemd.
 func NewDBus(ctx context.Context) (*DBus, error) {
-	c, err := sddbus.NewSystemConnectionContext(ctx)
+	c, err := sddbus.NewSystemConnectionContext(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("keepalived: connect to systemd: %w", err)
 	}
