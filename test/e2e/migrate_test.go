@@ -342,7 +342,9 @@ func testMigrateLeveler(t *testing.T, v vlab) {
 	where := func() map[int64]uint32 {
 		out := map[int64]uint32{}
 		for _, r := range v.ps(t, "node1", prog...) {
-			out[r.CPID] = r.Node
+			if r.CPID>>22 == int64(v.num["node1"]) { // started there (cpid: node<<22 | pid)
+				out[r.CPID] = r.Node
+			}
 		}
 		return out
 	}

@@ -186,6 +186,39 @@ func TestMigrateCRIUScopeWhileDeciding(t *testing.T) {
 	if n := scopes.entered.Load(); n != 1 {
 		t.Errorf("the move committed with %d scopes being made, want the copy's, not made yet", n)
 	}
+	// Committed, its copy not yet let run: ps on node 3 shows the copy
+	// under the program's cpid (never under a cpid of node 3's own),
+	// within the time its record takes to arrive. (The in-process nodes
+	// share this machine's /proc: rows are told apart by pid.)
+	var copyPID int32
+	srv3 := c.node(3).srv
+	srv3.mig.mu.Lock()
+	for _, cp := range srv3.mig.copies {
+		copyPID = int32(cp.p.Pid)
+	}
+	srv3.mig.mu.Unlock()
+	if copyPID == 0 {
+		t.Fatal("no copy held on node 3 after the commit")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		table, err := c.client(1).Ps(ctx, vproc.PsFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []int64
+		for _, r := range table.Rows() {
+			if r.Node == 3 && r.PID == copyPID {
+				rows = append(rows, int64(r.CPID))
+			}
+		}
+		if slices.Equal(rows, []int64{p.Cpid}) {
+			break
+		}
+		if len(rows) > 0 || time.Now().After(deadline) {
+			t.Errorf("ps on node 3 of the copy (pid %d) while its scope is made: cpids %v, want [%d]", copyPID, rows, p.Cpid)
+			break
+		}
+	}
 	close(scopes.release)
 	out.upTo(out.last + 5)
 	scopes.mu.Lock()

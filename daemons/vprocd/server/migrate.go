@@ -448,6 +448,14 @@ func (s *Server) resume(mv migrate.Move) {
 	if mv.Mech == migrate.CRIU {
 		resume = func() error { return c.p.Signal(syscall.SIGCONT) }
 	}
+	// Recorded at once under its cpid (ps, kill: the move has committed,
+	// the original is ending), and let run once its scope is made.
+	s.recs.add(c.cpid, &execRecord{pid: int32(c.p.Pid), origin: c.org, attached: true,
+		mig: &migProg{link: c.link, prog: c.prog, p: c.p}})
+	pr := pgroup.Proc{CPID: c.cpid, Node: s.cfg.Node, PID: int32(c.p.Pid), PGID: c.org.cpgid, UID: c.prog.Uid, TTY: c.org.tty}
+	if err := s.pgStep(pgroup.Moved{Proc: pr}); err != nil {
+		s.log.WithError(err).Warn("cannot record a moved process")
+	}
 	if c.scoped != nil {
 		<-c.scoped // bounded by the scope's own timeout
 	}
@@ -455,12 +463,6 @@ func (s *Server) resume(mv migrate.Move) {
 		s.log.WithError(err).WithField("cpid", c.cpid).Warn("cannot resume a moved program")
 	}
 	c.unmark()
-	s.recs.add(c.cpid, &execRecord{pid: int32(c.p.Pid), origin: c.org, attached: true,
-		mig: &migProg{link: c.link, prog: c.prog, p: c.p}})
-	pr := pgroup.Proc{CPID: c.cpid, Node: s.cfg.Node, PID: int32(c.p.Pid), PGID: c.org.cpgid, UID: c.prog.Uid, TTY: c.org.tty}
-	if err := s.pgStep(pgroup.Moved{Proc: pr}); err != nil {
-		s.log.WithError(err).Warn("cannot record a moved process")
-	}
 	s.levelArrived(c.cpid, mv.Source)
 	close(c.ready)
 	time.AfterFunc(attachWait, func() {
@@ -475,6 +477,20 @@ func (s *Server) resume(mv migrate.Move) {
 		s.ended(c.cpid)
 		c.done()
 	})
+}
+
+// heldCopies are the pids of the copies restored here whose move has not
+// committed (or that are not resumed yet): ps leaves them out, since the
+// original still runs at the source, and one not recorded would show
+// under a cpid of this node's.
+func (s *Server) heldCopies() map[int32]bool {
+	s.mig.mu.Lock()
+	defer s.mig.mu.Unlock()
+	held := map[int32]bool{}
+	for _, c := range s.mig.copies {
+		held[int32(c.p.Pid)] = true
+	}
+	return held
 }
 
 // takeCopy takes the copy of move id for its Attach (or to drop it):

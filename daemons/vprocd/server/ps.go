@@ -67,6 +67,12 @@ func (s *Server) localTable(ctx context.Context, f proctable.Filter) (*vprocv1.N
 				snap.Rows[i].CPID = c
 			}
 		}
+		// A copy restored for a move shows once recorded, at its commit.
+		held := s.heldCopies()
+		snap.Rows = slices.DeleteFunc(snap.Rows, func(r proctable.Row) bool {
+			_, recorded := named[r.PID]
+			return held[r.PID] && !recorded
+		})
 		f.Nodes = nil
 		snap.Rows = f.Apply(snap.Rows)
 		s.fillMigrate(snap.Rows) // criu.go
