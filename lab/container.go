@@ -100,6 +100,38 @@ func (l *Lab) boot(ctx context.Context, i int) error {
 	if state, err := c.WaitSystemRunning(bctx); state != "running" && state != "degraded" {
 		return fmt.Errorf("lab: %s did not finish booting: %w; see %s", n.Name, err, filepath.Join(n.Dir, "console.log"))
 	}
+	if l.State().CRIU {
+		return l.ensureCriuSysctls(bctx, n.Name, c)
+	}
+	return nil
+}
+
+// criuSysctlsReadOnly prints each of the sysctls criuSysctlUnit makes
+// writable that is still mounted read-only.
+const criuSysctlsReadOnly = `for f in ns_last_pid sem_next_id msg_next_id shm_next_id; do p=/proc/sys/kernel/$f; findmnt -n -o OPTIONS "$p" | grep -q '^rw' || echo "$p"; done`
+
+// ensureCriuSysctls checks, once a CRIU node has booted, that its boot
+// unit left the sysctls writable, and applies the unit once more where it
+// did not (a CI run once found ns_last_pid read-only on one node, and
+// every CRIU move to that node then failed): a lab whose CRIU cannot work
+// fails here, naming the files, not in a test minutes later.
+func (l *Lab) ensureCriuSysctls(ctx context.Context, node string, c *nspawn.Container) error {
+	ro, err := c.Exec(ctx, "/bin/sh", "-c", criuSysctlsReadOnly)
+	if err != nil {
+		return fmt.Errorf("lab: %s: check CRIU's sysctls: %w", node, err)
+	}
+	if ro = strings.TrimSpace(ro); ro == "" {
+		return nil
+	}
+	unit, _ := c.Exec(ctx, "systemctl", "status", "--no-pager", "--lines=5", "openssi-lab-criu.service")
+	l.progress("%s: read-only after boot: %s; applying openssi-lab-criu.service again; its state:\n%s",
+		node, strings.ReplaceAll(ro, "\n", " "), strings.TrimSpace(unit))
+	if _, err := c.Exec(ctx, "systemctl", "restart", "openssi-lab-criu.service"); err != nil {
+		return fmt.Errorf("lab: %s: make CRIU's sysctls writable: %w", node, err)
+	}
+	if ro, err = c.Exec(ctx, "/bin/sh", "-c", criuSysctlsReadOnly); err != nil || strings.TrimSpace(ro) != "" {
+		return fmt.Errorf("lab: %s: CRIU's sysctls still read-only after openssi-lab-criu.service ran again: %s (%v)", node, strings.TrimSpace(ro), err)
+	}
 	return nil
 }
 
