@@ -20,7 +20,7 @@
 // The holder runs in this package's init, in any binary that links it
 // (vprocd through package server, server's tests). Its start is on the
 // way of every CRIU move (the program is stopped meanwhile), so, as
-// package gate, it imports syscall alone (and gate, which does too): its
+// package gate, it imports syscall alone (and procself, which does too): its
 // init then runs before nearly every other package's (gRPC's, Consul's,
 // logrus's ...), which cost a restore several milliseconds when it used
 // os, fmt and os/exec.
@@ -29,7 +29,7 @@ package criuhold
 import (
 	"syscall"
 
-	"github.com/openssi/openssi/daemons/vprocd/gate"
+	"github.com/openssi/openssi/internal/procself"
 )
 
 // Name is argv[0] of a holder.
@@ -43,7 +43,7 @@ const StatusFD = 3
 const maxInherited = 64
 
 func init() {
-	if args := gate.Cmdline(); len(args) >= 4 && args[0] == Name {
+	if args := procself.Cmdline(); len(args) >= 4 && args[0] == Name {
 		syscall.Exit(run(args[1], args[2], args[3:]))
 	}
 }

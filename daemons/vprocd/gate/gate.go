@@ -11,13 +11,18 @@
 // (vprocd through package runner, runner's tests). A program's packages
 // are initialised in the order of their import paths once their own
 // imports are (the Go spec, since Go 1.21): this package imports syscall
-// alone, so its init runs before nearly every other package's (gRPC's,
-// Consul's, logrus's, ...), whose inits cost a gated exec about 3 ms when
-// the gate was an init of package runner. So it must import nothing else:
-// not os (its arguments are read from /proc/self/cmdline), not fmt.
+// alone (and procself, which does too), so its init runs before nearly
+// every other package's (gRPC's, Consul's, logrus's, ...), whose inits cost
+// a gated exec about 3 ms when the gate was an init of package runner. So
+// it must import nothing else: not os (procself reads its arguments from
+// /proc/self/cmdline), not fmt.
 package gate
 
-import "syscall"
+import (
+	"syscall"
+
+	"github.com/openssi/openssi/internal/procself"
+)
 
 // Name is argv[0] of a gated program.
 const Name = "openssi-vproc-gate"
@@ -34,7 +39,7 @@ const (
 )
 
 func init() {
-	args := Cmdline()
+	args := procself.Cmdline()
 	switch {
 	case len(args) >= 3 && args[0] == Name:
 		syscall.Exit(run(args[1], args[2:]))
@@ -72,47 +77,4 @@ func Reason(err error) string {
 		s = string(s[0]-'a'+'A') + s[1:]
 	}
 	return s
-}
-
-// Cmdline returns this process's arguments (nil when unreadable), read
-// from /proc/self/cmdline without package os (see the package doc).
-func Cmdline() []string {
-	fd, err := syscall.Open("/proc/self/cmdline", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil
-	}
-	defer syscall.Close(fd)
-	var buf []byte
-	chunk := make([]byte, 4096)
-	for {
-		n, err := syscall.Read(fd, chunk)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil
-		}
-		if n <= 0 {
-			break
-		}
-		buf = append(buf, chunk[:n]...)
-	}
-	return SplitArgs(buf)
-}
-
-// SplitArgs splits a /proc/<pid>/cmdline text into its arguments: each
-// ends with a NUL (a last one without is taken whole).
-func SplitArgs(b []byte) []string {
-	var args []string
-	start := 0
-	for i, c := range b {
-		if c == 0 {
-			args = append(args, string(b[start:i]))
-			start = i + 1
-		}
-	}
-	if start < len(b) {
-		args = append(args, string(b[start:]))
-	}
-	return args
 }
