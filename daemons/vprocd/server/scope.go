@@ -43,29 +43,34 @@ type SystemdScopes struct {
 	started atomic.Uint64 // scopes started, numbering their names
 }
 
-// NewSystemdScopes connects to systemd: as root on its private socket
-// (/run/systemd/private, root only), else, or when that fails, on the
-// system bus. The private socket skips the bus daemon's two extra hops
-// (the call, its reply and the job's signal each cross it): bench/vproc,
-// timing both in the same runs in a random order, measured a scope's start
-// at 3.57 against 4.86 ms and 3.03 against 4.17 ms p50 (an earlier run
-// 6.1 against 6.5).
+// NewSystemdScopes connects to systemd through the system bus, or, where
+// no bus answers, as root on systemd's private socket
+// (/run/systemd/private). The bus, not the private socket, though that
+// skips the bus daemon's hops (a scope started alone took 3.6 against 4.9
+// ms in bench/vproc): systemd sends every signal it emits to every
+// private connection unconditionally (the bus daemon only the ones a match
+// asks for), and a node that starts programs emits several per scope
+// (units and jobs new, changed, removed) to every subscriber: decoding
+// them was a third of vprocd's CPU time in a run of execs, and a node's
+// exec of true took 4.74 and 4.98 ms p50 on the private socket against
+// 4.08 and 3.64 on the bus (500 each, in turns). A scope is started ahead
+// of a program (runner.Warm) but for a caller's first.
 //
 // The connection lasts until Close, not until ctx ends (godbus closes a
 // connection made with a context when that context ends): a program
 // started or moved here while vprocd stops still gets its scope.
 func NewSystemdScopes(ctx context.Context) (*SystemdScopes, error) {
 	ctx = context.WithoutCancel(ctx)
+	c, err := sddbus.NewSystemConnectionContext(ctx)
+	if err == nil {
+		return &SystemdScopes{conn: c}, nil
+	}
 	if os.Geteuid() == 0 {
-		if c, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+		if c, perr := sddbus.NewSystemdConnectionContext(ctx); perr == nil {
 			return &SystemdScopes{conn: c}, nil
 		}
 	}
-	c, err := sddbus.NewSystemConnectionContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("vproc: connect to systemd: %w", err)
-	}
-	return &SystemdScopes{conn: c}, nil
+	return nil, fmt.Errorf("vproc: connect to systemd: %w", err)
 }
 
 // scopeJobMode is the job mode of a scope's start. "replace", not
