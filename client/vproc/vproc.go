@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openssi/openssi/daemons/vprocd/stdioflow"
+	"github.com/openssi/openssi/internal/execwire"
 	"github.com/openssi/openssi/internal/localapi"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
 )
@@ -297,27 +299,34 @@ func (c *Client) Strace(ctx context.Context, cpid int64, args []string, cmd Cmd)
 // refusal into the package's errors.
 func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, wrap func(error) error) (*Process, error) {
 	files, mask := passable(cmd)
-	var passer *localapi.Passer
-	if mask != 0 {
-		c.passMu.Lock()
-		defer c.passMu.Unlock() // vprocd took them once it answered
-		passer = c.passer
-	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := c.api.Exec(sctx)
-	if err != nil {
-		cancel()
-		return nil, wrap(err)
-	}
 	req.PassedStdio = 0
-	if passer != nil && passer.Pass(files) == nil {
-		req.PassedStdio = mask
+	var stream vprocv1.Vproc_ExecClient
+	if se := dialExec(sctx, c.socket, files); se != nil {
+		// The files go with the request, on a connection of its own.
+		stream, req.PassedStdio = se, mask
+	} else {
+		var passer *localapi.Passer
+		if mask != 0 {
+			c.passMu.Lock()
+			defer c.passMu.Unlock() // vprocd took them once it answered
+			passer = c.passer
+		}
+		gs, err := c.api.Exec(sctx)
+		if err != nil {
+			cancel()
+			return nil, wrap(err)
+		}
+		stream = gs
+		if passer != nil && passer.Pass(files) == nil {
+			req.PassedStdio = mask
+		}
 	}
 	// Files passed with a request vprocd never read would be taken by
 	// this connection's next exec: after such a failure this Client
 	// passes no more (its stdio is streamed instead).
 	passLost := func() {
-		if req.PassedStdio != 0 {
+		if _, own := stream.(*sockExec); req.PassedStdio != 0 && !own {
 			c.passer = nil // passMu is held
 		}
 	}
@@ -327,6 +336,45 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 		_, rerr := stream.Recv()
 		return nil, wrap(rerr)
 	}
+	return awaitStart(stream, cancel, req.PassedStdio, cmd, wrap, passLost)
+}
+
+// SentExec is an exec whose request this process sent itself on a
+// connection to vprocd's exec socket: ssi exec sends it before its
+// packages are initialised (package cmd/ssi/early) and resumes it here.
+type SentExec struct {
+	// Conn is the connection; the Process's from Resume on.
+	Conn *net.UnixConn
+	// Socket is vprocd's socket (next to the exec socket), which
+	// messages name.
+	Socket string
+	// Passed is the request's passed_stdio: the stdio files that went
+	// with it.
+	Passed uint32
+	// FirstKind and FirstMsg are vprocd's first frame (execwire's kind
+	// and message) when the sender read it already; FirstKind 0
+	// otherwise.
+	FirstKind byte
+	FirstMsg  []byte
+}
+
+// Resume takes over an exec this process sent: cmd's Stdin, Stdout and
+// Stderr must be the files passed where s.Passed says so, and are copied
+// otherwise. It returns as Exec does; the exec ends if ctx does.
+func Resume(ctx context.Context, s SentExec, cmd Cmd) (*Process, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	c := &Client{socket: s.Socket}
+	se := newSockExec(sctx, s.Conn, nil)
+	if s.FirstKind != 0 {
+		se.pending = &execwire.Frame{Kind: s.FirstKind, Msg: s.FirstMsg}
+	}
+	return awaitStart(se, cancel, s.Passed, cmd, c.wrap, func() {})
+}
+
+// awaitStart reads vprocd's answer to an exec request sent on stream with
+// the files passed says, and returns the program once it runs; passLost
+// is called when the request may not have been read.
+func awaitStart(stream vprocv1.Vproc_ExecClient, cancel context.CancelFunc, passed uint32, cmd Cmd, wrap func(error) error, passLost func()) (*Process, error) {
 	first, err := stream.Recv()
 	if err != nil {
 		cancel()
@@ -342,10 +390,10 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 		cancel()
 		return nil, fmt.Errorf("vproc: vprocd replied %T before the program started", first.Kind)
 	}
-	if req.PassedStdio != 0 && st.PassedStdio != req.PassedStdio {
+	if passed != 0 && st.PassedStdio != passed {
 		// A vprocd older than file passing dropped the files: its
 		// output comes as messages, and the stdin is streamed from here.
-		req.PassedStdio = 0
+		passed = 0
 	}
 	p := &Process{Cpid: st.Cpid, Node: int(st.Node), Pid: int(st.Pid), stream: stream, cancel: cancel, done: make(chan struct{})}
 	if cmd.Detach {
@@ -367,7 +415,7 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 	}
 	in := &stdinWriter{p: p}
 	switch {
-	case req.PassedStdio&passedStdin != 0:
+	case passed&passedStdin != 0:
 		// vprocd reads it.
 	case cmd.Stdin == nil:
 		p.Stdin = in

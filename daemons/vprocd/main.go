@@ -21,6 +21,7 @@ import (
 	"github.com/openssi/openssi/internal/consul"
 	"github.com/openssi/openssi/internal/criu"
 	"github.com/openssi/openssi/internal/daemon"
+	"github.com/openssi/openssi/internal/execwire"
 	"github.com/openssi/openssi/internal/localapi"
 )
 
@@ -118,11 +119,20 @@ func run(ctx context.Context, env *daemon.Env) error {
 	defer peers.Stop()
 	// Callers may pass their stdio files (ssi exec does): the local
 	// API's connections take them.
-	local, err := env.ServeLocal(server.NewAPI(srv).Register, append(stdiocodec.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
+	api := server.NewAPI(srv)
+	local, err := env.ServeLocal(api.Register, append(stdiocodec.ServerOptions(), grpc.Creds(localapi.FileCredentials()))...)
 	if err != nil {
 		return err
 	}
 	defer local.Stop()
+	// The same execs on a connection of their own each (ssi exec's):
+	// no gRPC set-up on the way of a program's start.
+	execLn, _, err := localapi.Listen(execwire.SocketPath(env.SocketPath()), env.Config.Cluster.SocketGroup)
+	if err != nil {
+		return err
+	}
+	execs := server.ServeExecSocket(api, execLn)
+	defer execs.Stop()
 
 	// The loop follows membership (a NODEDOWN ends that node's execs at
 	// once) and feeds the watchdog.
@@ -180,6 +190,7 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// (detached ones run on).
 		srv.Stop()
 		derr := peers.Deregister(ctx)
+		execs.Stop()
 		local.Stop()
 		peers.Stop()
 		return derr

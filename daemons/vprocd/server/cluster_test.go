@@ -15,6 +15,7 @@ import (
 
 	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/daemons/vprocd/stdiocodec"
+	"github.com/openssi/openssi/internal/execwire"
 	"github.com/openssi/openssi/internal/localapi"
 	"github.com/openssi/openssi/internal/rpc"
 	"github.com/openssi/openssi/internal/rpc/rpctest"
@@ -30,6 +31,7 @@ type testNode struct {
 	srv    *Server
 	addr   string
 	socket string
+	execs  *ExecSocket
 }
 
 type testCluster struct {
@@ -127,15 +129,28 @@ func startClusterWith(t *testing.T, n int, base Config) *testCluster {
 			t.Fatal(err)
 		}
 		local := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(localapi.FileCredentials())}, stdiocodec.ServerOptions()...)...)
-		NewAPI(srv).Register(local)
+		api := NewAPI(srv)
+		api.Register(local)
 		go func() { _ = local.Serve(lln) }()
+		// The exec socket too, as vprocd serves it: client/vproc's
+		// execs go there (TestExecOverGRPC removes it).
+		execSocket := execwire.SocketPath(socket)
+		eln, _, err := localapi.Listen(execSocket, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(execSocket, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		execs := ServeExecSocket(api, eln)
 		t.Cleanup(func() {
+			execs.Stop()
 			local.Stop()
 			peers.Stop()
 			srv.Close()
 		})
 		c.mu.Lock()
-		c.nodes[num] = &testNode{num: num, srv: srv, addr: ln.Addr().String(), socket: socket}
+		c.nodes[num] = &testNode{num: num, srv: srv, addr: ln.Addr().String(), socket: socket, execs: execs}
 		c.mu.Unlock()
 	}
 	return c

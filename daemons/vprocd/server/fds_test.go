@@ -39,7 +39,7 @@ func fdKinds(t *testing.T) map[string]int {
 }
 
 // TestExecDescriptors pins the descriptors a running exec with its stdio
-// passed (as ssi exec passes its pipes, one connection each) costs this
+// passed (as ssi exec passes its pipes, one client each) costs this
 // process, where the vprocd of both nodes and the callers run. A local
 // exec's program gets the caller's pipes as its own stdio, as a shell's
 // child would: vprocd keeps the connection and the program's pidfd, no
@@ -51,11 +51,12 @@ func TestExecDescriptors(t *testing.T) {
 		to   int
 		want map[string]int // per exec
 	}{
-		// The caller's end of its connection and vprocd's; the
-		// program's pidfd (where Go holds one).
-		{1, map[string]int{"socket": 2, "pidfd": 1}},
+		// Both ends of the caller's gRPC connection and of its
+		// exec's own on the exec socket; the program's pidfd (where
+		// Go holds one).
+		{1, map[string]int{"socket": 4, "pidfd": 1}},
 		// And the origin's three passed pipes, the target's three.
-		{2, map[string]int{"socket": 2, "pidfd": 1, "pipe": 6}},
+		{2, map[string]int{"socket": 4, "pidfd": 1, "pipe": 6}},
 	} {
 		t.Run(fmt.Sprintf("node 1 -> %d", tc.to), func(t *testing.T) {
 			// One exec first: the link between the nodes is made.

@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openssi/openssi/internal/execwire"
+	"github.com/openssi/openssi/internal/localapi"
+	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
+)
+
+// TestExecOverGRPC: where vprocd has no exec socket (one older than it),
+// client/vproc's execs go over the gRPC stream, passed files included.
+func TestExecOverGRPC(t *testing.T) {
+	c := startCluster(t, 2)
+	if err := os.Remove(execwire.SocketPath(c.node(1).socket)); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []uint32{1, 2} {
+		out, errs, st := run(t, c, 1, to, "in\n", "sh", "-c", `read x; echo "out $x"; echo err >&2; exit 3`)
+		if out != "out in\n" || errs != "err\n" || st.Code != 3 {
+			t.Errorf("node 1 -> %d over gRPC: stdout %q stderr %q status %+v", to, out, errs, st)
+		}
+	}
+}
+
+// dialExecSocket connects to node n's exec socket.
+func dialExecSocket(t *testing.T, c *testCluster, n uint32) *localapi.FrameConn {
+	t.Helper()
+	conn, err := net.Dial("unix", execwire.SocketPath(c.node(n).socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return localapi.NewFrameConn(conn.(*net.UnixConn))
+}
+
+// statusOfFrame reads frames until the exec's end and returns its status
+// frame's code and message (codes.OK when it ended with an Exit).
+func statusOfFrame(t *testing.T, fc *localapi.FrameConn) (codes.Code, string) {
+	t.Helper()
+	_ = fc.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		kind, msg, _, err := fc.Read()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if kind == execwire.KindStatus {
+			st := &spb.Status{}
+			if err := proto.Unmarshal(msg, st); err != nil {
+				t.Fatal(err)
+			}
+			return codes.Code(st.Code), st.Message
+		}
+		o := &vprocv1.ExecOutput{}
+		if err := proto.Unmarshal(msg, o); err != nil {
+			t.Fatal(err)
+		}
+		if o.GetExit() != nil {
+			return codes.OK, ""
+		}
+	}
+}
+
+// TestExecSocketRefuses: a first frame that is not a request, or does not
+// decode, or a bad request, is refused with the gRPC API's status.
+func TestExecSocketRefuses(t *testing.T) {
+	c := startCluster(t, 1)
+	for _, tc := range []struct {
+		name string
+		kind byte
+		msg  []byte
+		want string
+	}{
+		{"an output first", execwire.KindOutput, nil, "the first frame must be the request"},
+		{"no protobuf", execwire.KindInput, []byte{0xff, 0xff}, "the request does not decode"},
+		{"no request", execwire.KindInput, mustMarshal(t, &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_StdinEof{StdinEof: true}}), "the first message must be the request"},
+	} {
+		fc := dialExecSocket(t, c, 1)
+		if err := fc.Write(tc.kind, tc.msg, nil); err != nil {
+			t.Fatal(err)
+		}
+		if code, msg := statusOfFrame(t, fc); code != codes.InvalidArgument || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: %v %q, want InvalidArgument with %q", tc.name, code, msg, tc.want)
+		}
+	}
+}
+
+// TestExecSocketFilesOnlyFirst: descriptors on a frame after the request
+// end the exec (its program killed), as a connection out of step.
+func TestExecSocketFilesOnlyFirst(t *testing.T) {
+	c := startCluster(t, 1)
+	fc := dialExecSocket(t, c, 1)
+	req := &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{
+		Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")}}}
+	if err := fc.Write(execwire.KindInput, mustMarshal(t, req), nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = fc.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, msg, _, err := fc.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := &vprocv1.ExecOutput{}
+	if err := proto.Unmarshal(msg, started); err != nil || started.GetStarted() == nil {
+		t.Fatalf("first answer %v (%v), want started", started, err)
+	}
+	pid := int(started.GetStarted().Pid)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	sig := mustMarshal(t, &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Signal{Signal: 10}})
+	if err := fc.Write(execwire.KindInput, sig, []*os.File{r}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still runs after its caller passed files out of step", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestExecSocketStopEndsExecs: stopping the exec socket ends the execs it
+// serves, a caller that does not read its output included.
+func TestExecSocketStopEndsExecs(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, pid := startSleep(t, c, ctx, 1, 1)
+	done := make(chan struct{})
+	go func() {
+		c.node(1).execs.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	if alive(pid) {
+		time.Sleep(100 * time.Millisecond)
+		if alive(pid) {
+			t.Errorf("pid %d runs on after the exec socket stopped", pid)
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
