@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openssi/openssi/client/cluster"
+	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/internal/version"
 )
 
@@ -30,6 +31,11 @@ type globals struct {
 	in     io.Reader
 	out    io.Writer
 	errOut io.Writer
+	// execClient is the vprocd client of an exec, closed when it ends.
+	execClient *vproc.Client
+	// signals, when set, has caught the signals an exec passes on since
+	// before it started (package early).
+	signals chan os.Signal
 }
 
 func (g *globals) socket(daemon string) string { return filepath.Join(g.runDir, daemon+".sock") }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/openssi/openssi/client/vproc"
+	"github.com/openssi/openssi/cmd/ssi/early"
+	"github.com/openssi/openssi/internal/execwire"
 )
 
 // Exit statuses of `ssi exec` besides the command's own.
@@ -27,7 +30,7 @@ const (
 )
 
 // forwarded are the signals ssi exec passes on to the program.
-var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+var forwarded = early.Forwarded
 
 func newExec(g *globals) *cobra.Command {
 	var (
@@ -94,7 +97,19 @@ Exit status:
 			if auto {
 				node = vproc.Auto
 			}
-			return g.exec(cmd.Context(), "exec", exitNoProcess, c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
+			if e := early.Take(); e != nil {
+				// Sent before the rest of ssi was initialised; the
+				// signals caught since are passed on.
+				g.signals = e.Signals
+				return g.exec(cmd.Context(), "exec", exitNoProcess, c, func(ctx context.Context, c vproc.Cmd) (*vproc.Process, error) {
+					return resume(ctx, e, g.socket("vprocd"), c)
+				})
+			}
+			return g.exec(cmd.Context(), "exec", exitNoProcess, c, func(ctx context.Context, c vproc.Cmd) (*vproc.Process, error) {
+				cl, err := g.newExecClient(ctx)
+				if err != nil {
+					return nil, err
+				}
 				return cl.Exec(ctx, node, c)
 			})
 		},
@@ -114,43 +129,56 @@ Exit status:
 // mergeEnv returns base with each K=V of sets put in place of K's value,
 // or added.
 func mergeEnv(base, sets []string) ([]string, error) {
-	out := append([]string(nil), base...)
-	for _, kv := range sets {
-		k, _, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || strings.ContainsRune(kv, 0) {
-			return nil, fmt.Errorf("-e %q: want K=V", kv)
-		}
-		found := false
-		for i, o := range out {
-			if ok, _, _ := strings.Cut(o, "="); ok == k {
-				out[i], found = kv, true
-			}
-		}
-		if !found {
-			out = append(out, kv)
-		}
+	env, bad, ok := execwire.MergeEnv(base, sets)
+	if !ok {
+		return nil, fmt.Errorf("-e %q: want K=V", bad)
 	}
-	return out, nil
+	return env, nil
+}
+
+// newExecClient connects to vprocd for an exec, which closes the
+// connection when it ends. An error wraps vproc.ErrNotRunning (exit status
+// 254).
+func (g *globals) newExecClient(ctx context.Context) (*vproc.Client, error) {
+	cl, err := g.vproc(ctx)
+	if err != nil && !errors.Is(err, vproc.ErrNotRunning) {
+		err = fmt.Errorf("%w: %w", vproc.ErrNotRunning, err)
+	}
+	g.execClient = cl
+	return cl, err
+}
+
+// resume takes over the exec early started: its connection becomes the
+// Process's.
+func resume(ctx context.Context, e *early.Exec, socket string, c vproc.Cmd) (*vproc.Process, error) {
+	f := os.NewFile(uintptr(e.FD), "vprocd exec")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("vproc: %w: the exec socket's connection: %w", vproc.ErrLost, err)
+	}
+	return vproc.Resume(ctx, vproc.SentExec{Conn: conn.(*net.UnixConn), Socket: socket, Passed: e.Passed,
+		FirstKind: e.First.Kind, FirstMsg: e.First.Msg}, c)
 }
 
 // exec runs c with start (`ssi what`: exec, strace) and returns the
 // program's status as a cmdExit; noProcess is the status when start finds
 // no process of the cpid it was given.
-func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.Cmd, start func(context.Context, *vproc.Client, vproc.Cmd) (*vproc.Process, error)) error {
+func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.Cmd, start func(context.Context, vproc.Cmd) (*vproc.Process, error)) error {
 	// A forwarded signal must not end ssi's context: that would kill CMD.
 	ctx = context.WithoutCancel(ctx)
+	defer func() {
+		// ssi exits once the program did: closing the connection is
+		// left to that exit, not waited for (gRPC's Close took about
+		// 0.3 ms).
+		if cl := g.execClient; cl != nil {
+			go cl.Close()
+		}
+	}()
 	fail := func(code int, msg string) error {
 		fmt.Fprintln(g.errOut, "ssi "+what+": "+oneLine(msg))
 		return cmdExit{code}
 	}
-	cl, err := vproc.New(ctx, vproc.WithSocket(g.socket("vprocd")))
-	if err != nil {
-		return fail(exitNoVprocd, err.Error())
-	}
-	// ssi exits once the program did: closing the connection is left to
-	// that exit, not waited for (gRPC's Close took about 0.3 ms).
-	defer func() { go cl.Close() }()
-
 	var restore func()
 	if c.TTY {
 		if rows, cols, ok := termSize(); ok {
@@ -171,7 +199,7 @@ func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.
 			c.Stdin, c.PassFiles = g.in, true
 		}
 	}
-	p, err := start(ctx, cl, c)
+	p, err := start(ctx, c)
 	if err != nil {
 		if restore != nil {
 			restore()
@@ -204,7 +232,10 @@ func (g *globals) exec(ctx context.Context, what string, noProcess int, c vproc.
 			_ = p.Stdin.Close()
 		}()
 	}
-	sigs := make(chan os.Signal, 8)
+	sigs := g.signals
+	if sigs == nil {
+		sigs = make(chan os.Signal, 8)
+	}
 	signal.Notify(sigs, append(forwarded, syscall.SIGWINCH)...)
 	defer signal.Stop(sigs)
 	done := make(chan struct{})

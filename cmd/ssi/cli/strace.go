@@ -74,7 +74,11 @@ Exit status:
 				return usageError{errors.New(strings.TrimPrefix(err.Error(), "straceargs: "))}
 			}
 			c := vproc.Cmd{Stdin: strings.NewReader(""), Stdout: g.out, Stderr: g.errOut}
-			return g.exec(cmd.Context(), "strace", exitStraceNoProcess, c, func(ctx context.Context, cl *vproc.Client, c vproc.Cmd) (*vproc.Process, error) {
+			return g.exec(cmd.Context(), "strace", exitStraceNoProcess, c, func(ctx context.Context, c vproc.Cmd) (*vproc.Process, error) {
+				cl, err := g.newExecClient(ctx)
+				if err != nil {
+					return nil, err
+				}
 				return cl.Strace(ctx, int64(x), opts, c)
 			})
 		},
