@@ -146,9 +146,10 @@ func flagOf(a string) (name, value string, inline bool) {
 }
 
 // decimal parses a node number as ssi would, from decimal digits alone
-// (ssi's own parsing then takes the rest: hex, signs, and refuses).
+// without a leading 0 (ssi reads 010 as octal); ssi's own parsing takes
+// the rest: octal, hex, signs, and refuses.
 func decimal(s string) (uint32, bool) {
-	if s == "" || len(s) > 9 {
+	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
 		return 0, false
 	}
 	var n uint32

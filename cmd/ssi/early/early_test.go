@@ -43,6 +43,7 @@ func TestParse(t *testing.T) {
 		{[]string{"--run-dir", "/x", "--", "x"}, Parsed{}, false},
 		{[]string{"-n", "-1", "--", "x"}, Parsed{}, false},
 		{[]string{"-n", "0x2", "--", "x"}, Parsed{}, false},
+		{[]string{"-n", "010", "--", "x"}, Parsed{}, false},
 		{[]string{"-n", "1234567890", "--", "x"}, Parsed{}, false},
 		{[]string{"-n"}, Parsed{}, false},
 		{[]string{"-n", "--", "x"}, Parsed{}, false},
