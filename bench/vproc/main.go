@@ -347,8 +347,8 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 		{"probe_dial", "vprocprobe as a fresh process: `New` + one unary call (`Loads`)"},
 		{"true", "parts, in node1: a fork and exec of `/bin/true`"},
 		{"gate", "parts: the same through vprocd's gate (vprocd re-executed, then `true`)"},
-		{"scope_bus", "parts: a transient scope started as vprocd does, through the D-Bus daemon (vprocd not root)"},
-		{"scope_private", "parts: the same on systemd's private socket (vprocd as root, as in the lab)"},
+		{"scope_bus", "parts: a transient scope started as vprocd does, through the D-Bus daemon"},
+		{"scope_private", "parts: the same on systemd's private socket (vprocd used it as root before: systemd sends every signal it emits to every private connection)"},
 	} {
 		s := r.Samples[v.name]
 		var sum int64
@@ -364,9 +364,9 @@ func render(p params, r, big *result, unscoped int, machine string, took time.Du
 	proc, call := p50("exec_process"), p50("exec_call")
 	mux, fresh := p50("ssh_mux"), p50("ssh_fresh")
 	muxRatio, freshRatio := float64(mux)/float64(proc), float64(fresh)/float64(proc)
-	fmt.Fprintf(&b, "\nWhere an exec's time goes (p50s): `ssi exec` = ssi's start-up (`ssi version`, %s) + a new connection and the call (%s) + the rest of a fresh process's costs; "+
-		"the call = the target's start of the program + vprocd to vprocd and back, the wait and the exit. After the caller's first program the start is a warm gate's (`vprocd.warm_gates`): a gate of the caller's started ahead and already in its scope is handed the program, so neither the gate's own start (a fork and exec through the gate, %s more than a plain fork and exec) nor its scope on systemd's private socket (%s) is on the way; they are made after the previous program ended. A caller's first program (and one that finds no gate left) waits for both, overlapped.\n",
-		ms(p50("version")), ms(p50("exec_call_dial")), ms(p50("gate")-p50("true")), ms(p50("scope_private")))
+	fmt.Fprintf(&b, "\nWhere an exec's time goes (p50s): `ssi exec` sends its request in its first package initialiser (package cmd/ssi/early, about 0.6 ms into the process), on vprocd's exec socket (a connection of its own, no gRPC), and runs the whole exec there; the rest of ssi is never initialised (`ssi version`, %s, is the full start-up it skips). So `ssi exec` = a small Go process's start and exit + the call (%s, one Client reused); "+
+		"the call = the target's start of the program + vprocd to vprocd and back, the wait and the exit. After the caller's first program the start is a warm gate's (`vprocd.warm_gates`): a gate of the caller's started ahead and already in its scope is handed the program, so neither the gate's own start (a fork and exec through the gate, %s more than a plain fork and exec) nor its scope (%s through the bus) is on the way; they are made after the previous program ended, and on this 2-core machine the CPU they take (systemd's, the bus daemon's and vprocd's) is what the next exec waits for. A caller's first program (and one that finds no gate left) waits for both, overlapped.\n",
+		ms(p50("version")), ms(p50("exec_call")), ms(p50("gate")-p50("true")), ms(p50("scope_bus")))
 	b.WriteString("\nTargets of the issue:\n\n")
 	fmt.Fprintf(&b, "- the library call p50 <= 5 ms: %s (%s)\n", verdict(call <= 5*time.Millisecond), ms(call))
 	fmt.Fprintf(&b, "- the `ssi exec` process p50 <= 15 ms: %s (%s)\n", verdict(proc <= 15*time.Millisecond), ms(proc))
