@@ -125,23 +125,5 @@ func (s *sockExec) Trailer() metadata.MD         { return nil }
 func (s *sockExec) CloseSend() error             { return nil }
 func (s *sockExec) Context() context.Context     { return s.ctx }
 
-func (s *sockExec) SendMsg(m any) error {
-	in, ok := m.(*vprocv1.ExecInput)
-	if !ok {
-		return status.Errorf(codes.Internal, "vproc: send %T on an exec stream", m)
-	}
-	return s.Send(in)
-}
-
-func (s *sockExec) RecvMsg(m any) error {
-	out, ok := m.(*vprocv1.ExecOutput)
-	if !ok {
-		return status.Errorf(codes.Internal, "vproc: receive %T on an exec stream", m)
-	}
-	r, err := s.Recv()
-	if err != nil {
-		return err
-	}
-	proto.Merge(out, r)
-	return nil
-}
+func (s *sockExec) SendMsg(m any) error { return localapi.SendMsgAs(m, s.Send) }
+func (s *sockExec) RecvMsg(m any) error { return localapi.RecvMsgAs(m, s.Recv) }

@@ -10,8 +10,11 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/openssi/openssi/internal/execwire"
 )
@@ -178,4 +181,29 @@ func (q *Files) CloseFiles() {
 	if q != nil {
 		q.close()
 	}
+}
+
+// SendMsgAs implements a typed stream's SendMsg with its Send: m must be
+// a T.
+func SendMsgAs[T proto.Message](m any, send func(T) error) error {
+	t, ok := m.(T)
+	if !ok {
+		return status.Errorf(codes.Internal, "localapi: send %T on a stream of %T", m, t)
+	}
+	return send(t)
+}
+
+// RecvMsgAs implements a typed stream's RecvMsg with its Recv: m must be
+// a T, into which the message received is merged.
+func RecvMsgAs[T proto.Message](m any, recv func() (T, error)) error {
+	t, ok := m.(T)
+	if !ok {
+		return status.Errorf(codes.Internal, "localapi: receive %T on a stream of %T", m, t)
+	}
+	r, err := recv()
+	if err != nil {
+		return err
+	}
+	proto.Merge(t, r)
+	return nil
 }

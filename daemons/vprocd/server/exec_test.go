@@ -236,13 +236,7 @@ func TestDisconnectKills(t *testing.T) {
 		t.Fatal("not running")
 	}
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still runs 5s after its caller went", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDead(t, pid, "the program of a caller that went")
 }
 
 func TestDetach(t *testing.T) {

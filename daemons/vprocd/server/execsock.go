@@ -225,23 +225,5 @@ func (s *sockStream) SetHeader(metadata.MD) error  { return nil }
 func (s *sockStream) SendHeader(metadata.MD) error { return nil }
 func (s *sockStream) SetTrailer(metadata.MD)       {}
 
-func (s *sockStream) SendMsg(m any) error {
-	o, ok := m.(*vprocv1.ExecOutput)
-	if !ok {
-		return status.Errorf(codes.Internal, "vproc: send %T on an exec stream", m)
-	}
-	return s.Send(o)
-}
-
-func (s *sockStream) RecvMsg(m any) error {
-	in, ok := m.(*vprocv1.ExecInput)
-	if !ok {
-		return status.Errorf(codes.Internal, "vproc: receive %T on an exec stream", m)
-	}
-	r, err := s.Recv()
-	if err != nil {
-		return err
-	}
-	proto.Merge(in, r)
-	return nil
-}
+func (s *sockStream) SendMsg(m any) error { return localapi.SendMsgAs(m, s.Send) }
+func (s *sockStream) RecvMsg(m any) error { return localapi.RecvMsgAs(m, s.Recv) }

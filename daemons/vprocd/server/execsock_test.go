@@ -124,13 +124,7 @@ func TestExecSocketFilesOnlyFirst(t *testing.T) {
 	if err := fc.Write(execwire.KindInput, sig, []*os.File{r}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still runs after its caller passed files out of step", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDead(t, pid, "the program of a caller that passed files out of step")
 }
 
 // TestExecSocketStopEndsExecs: stopping the exec socket ends the execs it
@@ -150,12 +144,7 @@ func TestExecSocketStopEndsExecs(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Stop did not return")
 	}
-	if alive(pid) {
-		time.Sleep(100 * time.Millisecond)
-		if alive(pid) {
-			t.Errorf("pid %d runs on after the exec socket stopped", pid)
-		}
-	}
+	waitDead(t, pid, "the program of an exec of the stopped exec socket")
 }
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {
