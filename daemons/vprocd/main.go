@@ -127,12 +127,14 @@ func run(ctx context.Context, env *daemon.Env) error {
 	defer local.Stop()
 	// The same execs on a connection of their own each (ssi exec's):
 	// no gRPC set-up on the way of a program's start.
-	execLn, _, err := localapi.Listen(execwire.SocketPath(env.SocketPath()), env.Config.Cluster.SocketGroup)
-	if err != nil {
-		return err
+	var execs *server.ExecSocket
+	if execLn, _, err := localapi.Listen(execwire.SocketPath(env.SocketPath()), env.Config.Cluster.SocketGroup); err != nil {
+		// Callers then use the gRPC API for their execs too.
+		env.Log.WithError(err).Warn("running without the exec socket")
+	} else {
+		execs = server.ServeExecSocket(api, execLn)
+		defer execs.Stop()
 	}
-	execs := server.ServeExecSocket(api, execLn)
-	defer execs.Stop()
 
 	// The loop follows membership (a NODEDOWN ends that node's execs at
 	// once) and feeds the watchdog.
@@ -190,7 +192,9 @@ func run(ctx context.Context, env *daemon.Env) error {
 		// (detached ones run on).
 		srv.Stop()
 		derr := peers.Deregister(ctx)
-		execs.Stop()
+		if execs != nil {
+			execs.Stop()
+		}
 		local.Stop()
 		peers.Stop()
 		return derr

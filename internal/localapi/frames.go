@@ -105,13 +105,23 @@ func (f *FrameConn) Read() (kind byte, msg []byte, files []*os.File, err error) 
 		closeFiles(files)
 		return 0, nil, nil, err
 	}
-	msg = make([]byte, n)
-	if _, err := f.readFull(msg, false); err != nil {
-		closeFiles(files)
-		return 0, nil, nil, unexpected(err)
+	// Grown as the bytes come, not at once: a header alone, claiming
+	// the most, costs nothing.
+	msg = make([]byte, 0, min(n, frameChunk))
+	for len(msg) < n {
+		k := min(n-len(msg), max(len(msg), frameChunk))
+		msg = append(msg, make([]byte, k)...)
+		if _, err := f.readFull(msg[len(msg)-k:], false); err != nil {
+			closeFiles(files)
+			return 0, nil, nil, unexpected(err)
+		}
 	}
 	return kind, msg, files, nil
 }
+
+// frameChunk is the first read of a frame's message; the buffer then
+// doubles as it fills.
+const frameChunk = 64 << 10
 
 func unexpected(err error) error {
 	if err == io.EOF {
@@ -153,6 +163,26 @@ func (f *FrameConn) readFull(b []byte, head bool) ([]*os.File, error) {
 		f.first = false
 	}
 	return files, nil
+}
+
+// HungUp reports whether the other end closed the connection (or shut
+// its writing down), whatever it sent before is still unread: poll(2)'s
+// POLLRDHUP, without reading.
+func (f *FrameConn) HungUp() bool {
+	rc, err := f.c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	if err := rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(p, 0); err == nil && n > 0 {
+			hup = p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+		}
+	}); err != nil {
+		return true
+	}
+	return hup
 }
 
 // PeerCred returns the identity of the process at the other end of a Unix

@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -28,19 +28,29 @@ import (
 // that connects and says nothing holds nothing for long.
 const firstFrameWait = 10 * time.Second
 
+// maxWaitingRequests bounds the connections whose request has not come
+// yet; one past it is closed at once.
+const maxWaitingRequests = 64
+
+// hangupPoll is how often a reader whose exec does not take the inputs
+// already read (a program that does not read its stdin) checks that the
+// caller is still connected.
+const hangupPoll = 50 * time.Millisecond
+
 // ExecSocket serves the exec socket.
 type ExecSocket struct {
-	api    *API
-	ln     net.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	api     *API
+	ln      net.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	waiting chan struct{} // a slot per connection whose request has not come
 }
 
 // ServeExecSocket serves api's Exec on ln until Stop.
 func ServeExecSocket(api *API, ln net.Listener) *ExecSocket {
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &ExecSocket{api: api, ln: ln, ctx: ctx, cancel: cancel}
+	e := &ExecSocket{api: api, ln: ln, ctx: ctx, cancel: cancel, waiting: make(chan struct{}, maxWaitingRequests)}
 	e.wg.Add(1)
 	go e.accept()
 	return e
@@ -79,6 +89,12 @@ func (e *ExecSocket) accept() {
 			c.Close()
 			continue
 		}
+		select {
+		case e.waiting <- struct{}{}:
+		default:
+			c.Close() // too many callers that said nothing yet
+			continue
+		}
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
@@ -90,21 +106,17 @@ func (e *ExecSocket) accept() {
 // serve runs the exec of one connection.
 func (e *ExecSocket) serve(c *net.UnixConn) {
 	defer c.Close()
-	caller, err := localapi.PeerCred(c)
+	// An exec ended (its caller gone, vprocd stopping) unblocks a write
+	// to a caller that does not read, and the reader.
+	stopped := context.AfterFunc(e.ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stopped()
+	kind, msg, files, caller, err := e.request(c)
 	if err != nil {
 		return
 	}
 	fc := localapi.NewFrameConn(c)
-	_ = c.SetReadDeadline(time.Now().Add(firstFrameWait))
-	kind, msg, files, err := fc.Read()
-	if err != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(localapi.WithCaller(e.ctx, caller, files))
 	defer cancel()
-	// An exec ended (its caller gone, vprocd stopping) unblocks a write
-	// to a caller that does not read, and the reader.
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	// Files the handler did not take (a bad request) are closed here.
@@ -123,6 +135,21 @@ func (e *ExecSocket) serve(c *net.UnixConn) {
 	if err := e.api.Exec(s); err != nil {
 		sendStatus(fc, status.Convert(err))
 	}
+}
+
+// request reads a connection's first frame, within firstFrameWait, and
+// the caller's identity; it holds one of the waiting slots meanwhile.
+func (e *ExecSocket) request(c *net.UnixConn) (kind byte, msg []byte, files []*os.File, caller localapi.Cred, err error) {
+	defer func() { <-e.waiting }()
+	if caller, err = localapi.PeerCred(c); err != nil {
+		return 0, nil, nil, caller, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(firstFrameWait))
+	kind, msg, files, err = localapi.NewFrameConn(c).Read()
+	if e.ctx.Err() == nil {
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	return kind, msg, files, caller, err
 }
 
 // sendStatus sends the frame that ends an exec with an error.
@@ -149,42 +176,59 @@ type sockStream struct {
 }
 
 // read reads the caller's frames after the first until the connection
-// ends, which ends the exec (cancel), as a cancelled gRPC stream does.
+// ends, which ends the exec (cancel), as a cancelled gRPC stream does; a
+// frame that is no input ends it too, the caller told why first.
 func (s *sockStream) read(cancel context.CancelFunc) {
 	defer cancel()
 	for {
 		kind, msg, _, err := s.fc.Read()
-		var m *vprocv1.ExecInput
-		if err == nil && kind != execwire.KindInput {
-			err = status.Error(codes.InvalidArgument, "vproc: a frame that is not an input")
-		}
-		if err == nil {
-			m = &vprocv1.ExecInput{}
-			if uerr := proto.Unmarshal(msg, m); uerr != nil {
-				err = status.Error(codes.InvalidArgument, "vproc: an input does not decode: "+uerr.Error())
-			}
-		}
 		if err != nil {
-			if !isStatus(err) {
-				err = status.Error(codes.Canceled, "vproc: the caller closed the connection")
-			}
-			select {
-			case s.in <- sockInput{err: err}:
-			case <-s.ctx.Done():
-			}
+			s.hand(sockInput{err: status.Error(codes.Canceled, "vproc: the caller closed the connection")})
 			return
 		}
-		select {
-		case s.in <- sockInput{m: m}:
-		case <-s.ctx.Done():
+		m := &vprocv1.ExecInput{}
+		if kind != execwire.KindInput {
+			err = status.Error(codes.InvalidArgument, "vproc: a frame that is not an input")
+		} else if uerr := proto.Unmarshal(msg, m); uerr != nil {
+			err = status.Error(codes.InvalidArgument, "vproc: an input does not decode: "+uerr.Error())
+		}
+		if err != nil {
+			sendStatus(s.fc, status.Convert(err))
+			s.hand(sockInput{err: err})
+			return
+		}
+		if !s.hand(sockInput{m: m}) {
 			return
 		}
 	}
 }
 
-func isStatus(err error) bool {
-	_, ok := status.FromError(err)
-	return ok && err != io.EOF
+// hand gives the handler an input; false when the exec ended first. While
+// the handler does not take it (its program does not read its stdin), the
+// connection is not read, so a caller gone would go unseen: it is checked
+// every hangupPoll, and ends the exec.
+func (s *sockStream) hand(in sockInput) bool {
+	select {
+	case s.in <- in:
+		return true
+	case <-s.ctx.Done():
+		return false
+	default:
+	}
+	t := time.NewTicker(hangupPoll)
+	defer t.Stop()
+	for {
+		select {
+		case s.in <- in:
+			return true
+		case <-s.ctx.Done():
+			return false
+		case <-t.C:
+			if s.fc.HungUp() {
+				return false // read's cancel ends the exec
+			}
+		}
+	}
 }
 
 func (s *sockStream) Recv() (*vprocv1.ExecInput, error) {

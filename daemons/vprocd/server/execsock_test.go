@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/internal/execwire"
 	"github.com/openssi/openssi/internal/localapi"
 	vprocv1 "github.com/openssi/openssi/proto/vproc/v1"
@@ -154,4 +158,65 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// zeros is an endless stdin that counts what was read of it.
+type zeros struct{ n atomic.Int64 }
+
+func (z *zeros) Read(b []byte) (int, error) {
+	clear(b)
+	z.n.Add(int64(len(b)))
+	return len(b), nil
+}
+
+// TestCallerGoneWhileStdinBacksUp: a program that does not read its stdin
+// while its caller sends more than the pipes hold stops its exec's inputs
+// (vprocd's reader of the exec socket, the peer stream's window); the
+// caller's going away still ends the exec and kills the program, over
+// the exec socket and over gRPC, here and on another node (both ran on
+// before).
+func TestCallerGoneWhileStdinBacksUp(t *testing.T) {
+	for _, overGRPC := range []bool{false, true} {
+		c := startCluster(t, 2)
+		if overGRPC {
+			if err := os.Remove(execwire.SocketPath(c.node(1).socket)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, to := range []uint32{1, 2} {
+			ctx, cancel := context.WithCancel(context.Background())
+			in := &zeros{}
+			p, err := c.client(1).Exec(ctx, int(to), vproc.Cmd{Args: []string{"sleep", "1000"}, Stdin: in})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go io.Copy(io.Discard, p.Stdout)
+			go io.Copy(io.Discard, p.Stderr)
+			// Until the stdin stalls: the pipe (1 MiB), the queues and
+			// the sockets' buffers full.
+			for last := int64(-1); in.n.Load() != last; time.Sleep(200 * time.Millisecond) {
+				last = in.n.Load()
+			}
+			cancel()
+			waitDead(t, p.Pid, fmt.Sprintf("node 1 -> %d (gRPC %v): the program of a caller gone while its stdin backed up", to, overGRPC))
+		}
+	}
+}
+
+// TestExecSocketBadLaterFrame: a frame after the request that is no
+// input ends the exec, the caller told why.
+func TestExecSocketBadLaterFrame(t *testing.T) {
+	c := startCluster(t, 1)
+	fc := dialExecSocket(t, c, 1)
+	req := &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{
+		Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")}}}
+	if err := fc.Write(execwire.KindInput, mustMarshal(t, req), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.Write(execwire.KindOutput, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := statusOfFrame(t, fc); code != codes.InvalidArgument || !strings.Contains(msg, "not an input") {
+		t.Errorf("%v %q, want InvalidArgument: not an input", code, msg)
+	}
 }

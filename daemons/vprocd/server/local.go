@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -287,9 +288,15 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			select {
 			case err := <-sent:
 				if err != nil || (started && req.Detach) {
+					if err != nil && started && !req.Detach {
+						s.killGone(n, caller.UID, cpidNow)
+					}
 					return ctx.Err()
 				}
 			case <-t.C:
+				if started && !req.Detach {
+					s.killGone(n, caller.UID, cpidNow)
+				}
 				return ctx.Err()
 			case <-down:
 				return ctx.Err()
@@ -426,3 +433,24 @@ func lostLine(n uint32, what string) string {
 // callerGoneWait bounds how long an origin waits for the target to end
 // the program of a caller gone.
 const callerGoneWait = 2 * time.Second
+
+// killGone kills, on node n, the program of cpid x whose caller (uid) is
+// gone but could not be told so on its stream: its window is full of
+// stdin the program does not read. The target would take the stream's
+// end for the origin lost, and let the program run; a kill is a call of
+// its own.
+func (s *Server) killGone(n, uid uint32, x int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), callerGoneWait)
+	defer cancel()
+	log := s.log.WithField("node", n).WithField("cpid", x)
+	cl, err := s.signalPeer(ctx, n, cpidOf(x))
+	if err == nil {
+		_, err = cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: s.cfg.Node, CallerUid: uid, Here: true,
+			Request: &vprocv1.KillRequest{Cpid: x, Signal: int32(syscall.SIGKILL)}})
+	}
+	if err != nil {
+		log.WithError(err).Warn("cannot end the program of a caller gone")
+		return
+	}
+	log.Debug("caller gone, its stream full: killed the program")
+}
