@@ -108,7 +108,7 @@ func (l *Lab) boot(ctx context.Context, i int) error {
 
 // criuSysctlsReadOnly prints each of the sysctls criuSysctlUnit makes
 // writable that is still mounted read-only.
-const criuSysctlsReadOnly = `for f in ns_last_pid sem_next_id msg_next_id shm_next_id; do p=/proc/sys/kernel/$f; findmnt -n -o OPTIONS "$p" | grep -q '^rw' || echo "$p"; done`
+const criuSysctlsReadOnly = `for f in ns_last_pid sem_next_id msg_next_id shm_next_id; do p=/proc/sys/kernel/$f; findmnt -n -o OPTIONS -T "$p" | grep -q '^rw' || echo "$p"; done`
 
 // ensureCriuSysctls checks, once a CRIU node has booted, that its boot
 // unit left the sysctls writable, and applies the unit once more where it

@@ -35,6 +35,13 @@ func TestEarlyParsesAsSsi(t *testing.T) {
 		{[]string{"true"}, false},
 		{[]string{"-n", "2", "true"}, false},
 		{[]string{"--"}, false},
+		{[]string{"--n", "2", "--", "x"}, false},
+		{[]string{"--e", "A=1", "--", "x"}, false},
+		{[]string{"--C", "/", "--", "x"}, false},
+		{[]string{"--nodes=2", "--", "x"}, false},
+		{[]string{"-C=", "--", "x"}, true},
+		{[]string{"-C=/tmp", "--", "x"}, true},
+		{[]string{"-e=", "--", "x"}, true},
 		{[]string{"-e", "NOEQUALS", "--", "x"}, true}, // early sends nothing: MergeEnv refuses it
 	} {
 		p, ok := early.Parse(tc.args)

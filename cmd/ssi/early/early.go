@@ -94,7 +94,7 @@ func Parse(args []string) (p Parsed, ok bool) {
 		}
 		name, value, inline := flagOf(a)
 		if name == "" {
-			return p, false // CMD without "--": ssi says how to call it
+			return p, false // CMD without "--", or a flag early leaves to ssi
 		}
 		if !inline {
 			if i+1 >= len(args) {
@@ -104,40 +104,42 @@ func Parse(args []string) (p Parsed, ok bool) {
 			value = args[i]
 		}
 		switch name {
-		case "n", "node":
+		case "n":
 			n, ok := decimal(value)
 			if !ok {
 				return p, false
 			}
 			p.Node = n
-		case "e", "env":
+		case "e":
 			p.Sets = append(p.Sets, value)
-		case "C", "dir":
+		case "C":
 			p.Dir = value
-		default:
-			return p, false
 		}
 	}
 	return p, false
 }
 
-// flagOf splits a flag that takes a value: "-n" gives ("n", "", false),
-// "-n2" ("n", "2", true), "--node=2" ("node", "2", true); "" for
-// anything else.
+// flagOf splits one of the flags early reads, by its short name: "-n"
+// gives ("n", "", false), "-n2" ("n", "2", true), "-n=2" ("n", "2",
+// true), "--node=2" ("n", "2", true), "--node" ("n", "", false); ""
+// for anything else. As pflag reads them: "-C=" is the directory "=".
 func flagOf(a string) (name, value string, inline bool) {
 	switch {
 	case len(a) > 2 && a[:2] == "--":
+		long, value, inline := a[2:], "", false
 		for i := 2; i < len(a); i++ {
 			if a[i] == '=' {
-				return a[2:i], a[i+1:], true
+				long, value, inline = a[2:i], a[i+1:], true
+				break
 			}
 		}
-		return a[2:], "", false
-	case len(a) >= 2 && a[0] == '-' && a[1] != '-':
-		if len(a) == 2 {
+		short := map[string]string{"node": "n", "env": "e", "dir": "C"}[long]
+		return short, value, inline && short != ""
+	case len(a) >= 2 && a[0] == '-' && (a[1] == 'n' || a[1] == 'e' || a[1] == 'C'):
+		switch {
+		case len(a) == 2:
 			return a[1:], "", false
-		}
-		if a[2] == '=' {
+		case len(a) > 3 && a[2] == '=':
 			return a[1:2], a[3:], true
 		}
 		return a[1:2], a[2:], true
@@ -222,6 +224,10 @@ func start(args []string) *Exec {
 		return nil
 	}
 	frame := execwire.AppendStartFrame(nil, execwire.Start{Node: p.Node, Argv: p.Args, Env: env, Cwd: dir, PassedStdio: passed})
+	if len(frame) > execwire.HeaderSize+execwire.MaxMessage {
+		syscall.Close(s)
+		return nil // ssi says it is too long
+	}
 	var rights []byte
 	if len(fds) > 0 {
 		rights = syscall.UnixRights(fds...)

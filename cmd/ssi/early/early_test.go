@@ -49,6 +49,8 @@ func TestParse(t *testing.T) {
 		{[]string{"-n", "--", "x"}, Parsed{}, false},
 		{[]string{"--node=", "--", "x"}, Parsed{}, false},
 		{[]string{"-", "--", "x"}, Parsed{}, false},
+		{[]string{"--n", "2", "--", "x"}, Parsed{}, false},
+		{[]string{"-C=", "--", "x"}, Parsed{Dir: "=", Args: []string{"x"}}, true},
 	} {
 		got, ok := Parse(tc.args)
 		if ok != tc.ok || (ok && !reflect.DeepEqual(got, tc.want)) {
