@@ -487,7 +487,7 @@ func (p *Process) receive(stdout, stderr io.Writer, pipes []*io.PipeWriter) {
 		m, err := p.stream.Recv()
 		if err != nil {
 			p.status = ExitStatus{Code: ExitLost, Reason: "lost the connection to vprocd"}
-			p.err = fmt.Errorf("vproc: %w: %v", ErrLost, err)
+			p.err = fmt.Errorf("vproc: %w: %s", ErrLost, lostWhy(err))
 			for _, w := range pipes {
 				w.CloseWithError(p.err)
 			}
@@ -628,6 +628,19 @@ func (c *Client) wrap(err error) error {
 		return wrapped{msg, ErrRefused}
 	}
 	return fmt.Errorf("vproc: %s", msg)
+}
+
+// lostWhy says why an exec's stream ended before its exit, as ssi's early
+// start says it too: vprocd's own message for a status, not gRPC's form
+// of it.
+func lostWhy(err error) string {
+	if errors.Is(err, io.EOF) {
+		return "vprocd closed the connection"
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
 }
 
 // wrapped is vprocd's message (which has the package prefix) marked as
