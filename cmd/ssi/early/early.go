@@ -1,19 +1,22 @@
-// Package early starts the program of `ssi exec` in its package
+// Package early runs the program of `ssi exec` from its package
 // initialiser, before the rest of ssi is initialised: the request goes to
 // vprocd's exec socket (package execwire) about half a millisecond into
-// the process, and the program runs while gRPC's, cobra's and the other
-// packages' initialisers run (about 2 ms). `ssi exec` then takes the
-// started exec over (Take) and does all the rest: its stdio, signals,
-// messages and exit status are those of an exec started there.
+// the process, and for the usual course (the program started) the whole
+// exec runs there (run.go): its output, stdin, signals and exit status,
+// and ssi's other packages are never initialised. Anything else (vprocd
+// refused it, the program did not start) is taken over by ssi exec
+// (Take) with vprocd's first answer, so its messages and statuses are
+// ssi's own.
 //
 // Only a plain form starts early: `ssi exec [-n N] [-e K=V]... [-C DIR]
 // -- CMD [ARG...]`, with vprocd's exec socket there. Any other (-t,
 // --detach, --auto, --migratable, --help, a global flag, a value ssi
 // would refuse) is left to ssi as it was.
 //
-// SIGINT, SIGTERM, SIGHUP and SIGQUIT are caught before the request is
-// sent, and those that come before ssi took the exec over are passed on
-// then: none ends ssi, and its program with it, in the meantime.
+// SIGINT, SIGTERM, SIGHUP and SIGQUIT are caught from the request's send
+// on (nothing is read from vprocd before they are, long before the program
+// can run), and passed on to the program: none ends ssi, and its program
+// with it, before ssi could pass it on.
 //
 // A program's packages are initialised in the order of their import
 // paths once their own imports are (the Go spec, since Go 1.21): this
