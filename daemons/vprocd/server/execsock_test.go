@@ -103,11 +103,7 @@ func TestExecSocketRefuses(t *testing.T) {
 func TestExecSocketFilesOnlyFirst(t *testing.T) {
 	c := startCluster(t, 1)
 	fc := dialExecSocket(t, c, 1)
-	req := &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{
-		Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")}}}
-	if err := fc.Write(execwire.KindInput, mustMarshal(t, req), nil); err != nil {
-		t.Fatal(err)
-	}
+	requestSleep(t, fc)
 	_ = fc.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, msg, _, err := fc.Read()
 	if err != nil {
@@ -149,6 +145,16 @@ func TestExecSocketStopEndsExecs(t *testing.T) {
 		t.Fatal("Stop did not return")
 	}
 	waitDead(t, pid, "the program of an exec of the stopped exec socket")
+}
+
+// requestSleep sends the request of a long sleep on fc.
+func requestSleep(t *testing.T, fc *localapi.FrameConn) {
+	t.Helper()
+	req := &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{
+		Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")}}}
+	if err := fc.Write(execwire.KindInput, mustMarshal(t, req), nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {
@@ -208,11 +214,7 @@ func TestCallerGoneWhileStdinBacksUp(t *testing.T) {
 func TestExecSocketBadLaterFrame(t *testing.T) {
 	c := startCluster(t, 1)
 	fc := dialExecSocket(t, c, 1)
-	req := &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: &vprocv1.ExecRequest{
-		Argv: [][]byte{[]byte("sleep"), []byte("1000")}, Env: [][]byte{[]byte("PATH=/usr/bin:/bin")}, Cwd: []byte("/")}}}
-	if err := fc.Write(execwire.KindInput, mustMarshal(t, req), nil); err != nil {
-		t.Fatal(err)
-	}
+	requestSleep(t, fc)
 	if err := fc.Write(execwire.KindOutput, nil, nil); err != nil {
 		t.Fatal(err)
 	}
