@@ -79,11 +79,16 @@ func handshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return conn, AuthInfo{
-		// A Unix socket never leaves the kernel: as private as it gets.
+	return conn, authInfo(cred), nil
+}
+
+// authInfo is the AuthInfo of a caller of a local socket.
+func authInfo(cred Cred) AuthInfo {
+	// A Unix socket never leaves the kernel: as private as it gets.
+	return AuthInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
 		Cred:           cred,
-	}, nil
+	}
 }
 
 func (peerCreds) Info() credentials.ProtocolInfo {

@@ -217,17 +217,9 @@ func (p *Passer) Pass(files []*os.File) error {
 	if len(files) == 0 || len(files) > MaxFiles {
 		return fmt.Errorf("localapi: pass %d files: want 1 to %d", len(files), MaxFiles)
 	}
-	fds := make([]int, 0, len(files))
-	for _, f := range files {
-		// Not f.Fd(), which would put a shared (non-blocking) file
-		// description into blocking mode.
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return fmt.Errorf("localapi: pass %s: %w", f.Name(), err)
-		}
-		if err := rc.Control(func(fd uintptr) { fds = append(fds, int(fd)) }); err != nil {
-			return fmt.Errorf("localapi: pass %s: %w", f.Name(), err)
-		}
+	fds, err := descriptors(files)
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
 	c := p.conn

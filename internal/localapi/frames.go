@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -71,8 +70,8 @@ func (f *FrameConn) Write(kind byte, msg []byte, files []*os.File) error {
 	return nil
 }
 
-// descriptors returns the descriptors of files, without putting them in
-// blocking mode as Fd does.
+// descriptors returns the descriptors of files to pass. Not f.Fd(), which
+// would put a shared (non-blocking) file description into blocking mode.
 func descriptors(files []*os.File) ([]int, error) {
 	fds := make([]int, 0, len(files))
 	for _, f := range files {
@@ -199,11 +198,9 @@ func WithCaller(ctx context.Context, caller Cred, files []*os.File) context.Cont
 	if len(files) > 0 {
 		q.sets = [][]*os.File{files}
 	}
-	return peer.NewContext(ctx, &peer.Peer{AuthInfo: AuthInfo{
-		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
-		Cred:           caller,
-		Files:          q,
-	}})
+	ai := authInfo(caller)
+	ai.Files = q
+	return peer.NewContext(ctx, &peer.Peer{AuthInfo: ai})
 }
 
 // CloseFiles closes every set of files not taken.
