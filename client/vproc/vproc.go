@@ -20,7 +20,6 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -450,29 +449,15 @@ func passable(cmd Cmd) ([]*os.File, uint32) {
 	return files, mask
 }
 
-// canPass says whether f may be passed: a pipe open for reading (for
-// writing, with write), what vprocd takes. Anything else is streamed by
-// this process: a terminal (job control applies to this process), a
-// regular file (vprocd is root, and its I/O on a file would be root's),
-// a socket or a device.
+// canPass says whether f may be passed (execwire.Passable: a pipe open
+// in its direction); anything else is streamed by this process.
 func canPass(f *os.File, write bool) bool {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return false
 	}
 	ok := false
-	if rc.Control(func(fd uintptr) {
-		var st unix.Stat_t
-		if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
-			return
-		}
-		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-		if err != nil || fl&unix.O_PATH != 0 {
-			return
-		}
-		acc := fl & unix.O_ACCMODE
-		ok = acc == unix.O_RDWR || (write && acc == unix.O_WRONLY) || (!write && acc == unix.O_RDONLY)
-	}) != nil {
+	if rc.Control(func(fd uintptr) { ok = execwire.Passable(int(fd), write) }) != nil {
 		return false
 	}
 	return ok

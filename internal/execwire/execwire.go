@@ -16,8 +16,9 @@
 // vprocd ends the exec (its program killed, unless detached) when the
 // caller closes the connection, as when a gRPC stream is cancelled.
 //
-// The package imports nothing, so that ssi can start an exec in its
-// first package initialiser, before the rest of the binary's.
+// The package imports nothing but syscall (Passable, which files go with
+// a request), so that ssi can start an exec in its first package
+// initialiser, before the rest of the binary's.
 package execwire
 
 // Frame kinds.

@@ -21,7 +21,7 @@
 // A program's packages are initialised in the order of their import
 // paths once their own imports are (the Go spec, since Go 1.21): this
 // package imports os/signal (initialised early, with os) and otherwise
-// syscall and two packages that import nothing else, so that its
+// syscall and two packages that import nothing but syscall, so that its
 // initialiser runs before nearly every other package's.
 package early
 
@@ -191,7 +191,7 @@ func start(args []string) *Exec {
 	var passed uint32
 	var fds []int
 	for fd := 0; fd <= 2; fd++ {
-		if passable(fd, fd > 0) {
+		if execwire.Passable(fd, fd > 0) {
 			passed |= 1 << fd
 			fds = append(fds, fd)
 		}
@@ -260,24 +260,6 @@ func connect(s int, path string) error {
 		}
 	}
 }
-
-// passable says whether descriptor fd is a pipe open for reading (for
-// writing, with write): what client/vproc passes to vprocd (its canPass).
-func passable(fd int, write bool) bool {
-	var st syscall.Stat_t
-	if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
-		return false
-	}
-	fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0)
-	if errno != 0 || fl&oPath != 0 {
-		return false
-	}
-	acc := fl & syscall.O_ACCMODE
-	return acc == syscall.O_RDWR || (write && acc == syscall.O_WRONLY) || (!write && acc == syscall.O_RDONLY)
-}
-
-// oPath is Linux's O_PATH, which package syscall does not name.
-const oPath = 0x200000
 
 // getwd returns the current directory as os.Getwd does: $PWD when it
 // names it (the path the user sees, through symbolic links), else the
