@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"syscall"
 	"testing"
 
@@ -23,13 +22,11 @@ func TestResumeLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "pair")
-		defer f.Close()
-		c, err := net.FileConn(f)
+		c, err := localapi.UnixConnOf(fd)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c.(*net.UnixConn)
+		return c
 	}
 	mine, vprocd := conn(fds[0]), conn(fds[1])
 	started, _ := proto.Marshal(&vprocv1.ExecOutput{Kind: &vprocv1.ExecOutput_Started{Started: &vprocv1.Started{Cpid: 7}}})

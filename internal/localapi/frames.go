@@ -164,6 +164,23 @@ func (f *FrameConn) readFull(b []byte, head bool) ([]*os.File, error) {
 	return files, nil
 }
 
+// UnixConnOf makes a Unix stream connection of descriptor fd, which it
+// takes: fd is closed, the connection holds a duplicate of it.
+func UnixConnOf(fd int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), "unix connection")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("localapi: descriptor %d is a %T, not a Unix connection", fd, c)
+	}
+	return uc, nil
+}
+
 // HungUp reports whether the other end closed the connection (or shut
 // its writing down), whatever it sent before is still unread: poll(2)'s
 // POLLRDHUP, without reading.

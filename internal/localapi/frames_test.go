@@ -3,7 +3,6 @@ package localapi
 import (
 	"errors"
 	"io"
-	"net"
 	"os"
 	"syscall"
 	"testing"
@@ -19,13 +18,11 @@ func framePair(t testing.TB) (*FrameConn, *FrameConn) {
 		t.Fatal(err)
 	}
 	conn := func(fd int) *FrameConn {
-		f := os.NewFile(uintptr(fd), "pair")
-		c, err := net.FileConn(f)
-		f.Close()
+		c, err := UnixConnOf(fd)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return NewFrameConn(c.(*net.UnixConn))
+		return NewFrameConn(c)
 	}
 	a, b := conn(fds[0]), conn(fds[1])
 	t.Cleanup(func() { a.Close(); b.Close() })

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/openssi/openssi/client/vproc"
 	"github.com/openssi/openssi/cmd/ssi/early"
 	"github.com/openssi/openssi/internal/execwire"
+	"github.com/openssi/openssi/internal/localapi"
 )
 
 // Exit statuses of `ssi exec` besides the command's own.
@@ -151,13 +151,11 @@ func (g *globals) newExecClient(ctx context.Context) (*vproc.Client, error) {
 // resume takes over the exec early started: its connection becomes the
 // Process's.
 func resume(ctx context.Context, e *early.Exec, socket string, c vproc.Cmd) (*vproc.Process, error) {
-	f := os.NewFile(uintptr(e.FD), "vprocd exec")
-	conn, err := net.FileConn(f)
-	f.Close()
+	conn, err := localapi.UnixConnOf(e.FD)
 	if err != nil {
 		return nil, fmt.Errorf("vproc: %w: the exec socket's connection: %w", vproc.ErrLost, err)
 	}
-	return vproc.Resume(ctx, vproc.SentExec{Conn: conn.(*net.UnixConn), Socket: socket, Passed: e.Passed,
+	return vproc.Resume(ctx, vproc.SentExec{Conn: conn, Socket: socket, Passed: e.Passed,
 		FirstKind: e.First.Kind, FirstMsg: e.First.Msg}, c)
 }
 
