@@ -110,11 +110,11 @@ func (e *ExecSocket) serve(c *net.UnixConn) {
 	// to a caller that does not read, and the reader.
 	stopped := context.AfterFunc(e.ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stopped()
-	kind, msg, files, caller, err := e.request(c)
+	fc := localapi.NewFrameConn(c)
+	kind, msg, files, caller, err := e.request(fc)
 	if err != nil {
 		return
 	}
-	fc := localapi.NewFrameConn(c)
 	ctx, cancel := context.WithCancel(localapi.WithCaller(e.ctx, caller, files))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
@@ -138,14 +138,16 @@ func (e *ExecSocket) serve(c *net.UnixConn) {
 }
 
 // request reads a connection's first frame, within firstFrameWait, and
-// the caller's identity; it holds one of the waiting slots meanwhile.
-func (e *ExecSocket) request(c *net.UnixConn) (kind byte, msg []byte, files []*os.File, caller localapi.Cred, err error) {
+// the caller's identity; it holds one of the waiting slots meanwhile. The
+// frames after it are read from the same fc, which then refuses files.
+func (e *ExecSocket) request(fc *localapi.FrameConn) (kind byte, msg []byte, files []*os.File, caller localapi.Cred, err error) {
 	defer func() { <-e.waiting }()
+	c := fc.Conn()
 	if caller, err = localapi.PeerCred(c); err != nil {
 		return 0, nil, nil, caller, err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(firstFrameWait))
-	kind, msg, files, err = localapi.NewFrameConn(c).Read()
+	kind, msg, files, err = fc.Read()
 	if e.ctx.Err() == nil {
 		_ = c.SetReadDeadline(time.Time{})
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,7 +121,9 @@ func TestExecSocketFilesOnlyFirst(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	sig := mustMarshal(t, &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Signal{Signal: 10}})
+	// SIGWINCH, which sleep ignores: only the refusal of the files can
+	// end it.
+	sig := mustMarshal(t, &vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Signal{Signal: int32(syscall.SIGWINCH)}})
 	if err := fc.Write(execwire.KindInput, sig, []*os.File{r}); err != nil {
 		t.Fatal(err)
 	}
