@@ -301,6 +301,7 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 	sctx, cancel := context.WithCancel(ctx)
 	req.PassedStdio = 0
 	var stream vprocv1.Vproc_ExecClient
+	passLost := func() {}
 	if se := dialExec(sctx, c.socket, files); se != nil {
 		// The files go with the request, on a connection of its own.
 		stream, req.PassedStdio = se, mask
@@ -319,14 +320,11 @@ func (c *Client) start(ctx context.Context, req *vprocv1.ExecRequest, cmd Cmd, w
 		stream = gs
 		if passer != nil && passer.Pass(files) == nil {
 			req.PassedStdio = mask
-		}
-	}
-	// Files passed with a request vprocd never read would be taken by
-	// this connection's next exec: after such a failure this Client
-	// passes no more (its stdio is streamed instead).
-	passLost := func() {
-		if _, own := stream.(*sockExec); req.PassedStdio != 0 && !own {
-			c.passer = nil // passMu is held
+			// Files passed with a request vprocd never read would be
+			// taken by this connection's next exec: after such a
+			// failure this Client passes no more (its stdio is
+			// streamed instead).
+			passLost = func() { c.passer = nil } // passMu is held
 		}
 	}
 	if err := stream.Send(&vprocv1.ExecInput{Kind: &vprocv1.ExecInput_Start{Start: req}}); err != nil {
