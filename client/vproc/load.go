@@ -24,15 +24,27 @@ type Load struct {
 	Load1    float64 `json:"load1"`
 	CPUs     int     `json:"cpus"`
 	FreeMem  uint64  `json:"free_mem"`
+	// RunQueueAvg is the run queue unrounded, where the node measured it
+	// as its tasks' average since its previous measurement (0 otherwise).
+	RunQueueAvg float64 `json:"run_queue_avg"`
 	// Measured is when the node measured it (its clock); Heard when the
 	// asked node measured or heard it (the asked node's clock).
 	Measured time.Time `json:"measured"`
 	Heard    time.Time `json:"heard"`
 	// InFlight counts the asked node's placements there not yet seen in
-	// a vector; Score is (RunQueue+InFlight)/CPUs, what placement
+	// a vector; Score is (Tasks()+InFlight)/CPUs, what placement
 	// compares.
 	InFlight int     `json:"in_flight"`
 	Score    float64 `json:"score"`
+}
+
+// Tasks is the run queue placement and the load leveler compare:
+// RunQueueAvg where the node measured it, else RunQueue.
+func (l Load) Tasks() float64 {
+	if l.RunQueueAvg > 0 {
+		return l.RunQueueAvg
+	}
+	return float64(l.RunQueue)
 }
 
 // LoadView is what one node believes of the cluster's load: its own
@@ -62,7 +74,7 @@ func (c *Client) Loads(ctx context.Context) (LoadView, error) {
 
 func loadOf(e *vprocv1.LoadEntry) Load {
 	x := e.GetVector()
-	return Load{Node: int(x.GetNode()), Self: e.Self, RunQueue: int(x.GetRunQueue()), Load1: x.GetLoad1(),
+	return Load{Node: int(x.GetNode()), Self: e.Self, RunQueue: int(x.GetRunQueue()), RunQueueAvg: x.GetRunQueueAvg(), Load1: x.GetLoad1(),
 		CPUs: int(x.GetCpus()), FreeMem: x.GetFreeMem(), Measured: time.Unix(0, x.GetAtUnixNano()),
 		Heard: time.Unix(0, e.HeardUnixNano), InFlight: int(e.InFlight), Score: e.Score}
 }

@@ -320,15 +320,11 @@ const spinBin = "/usr/local/bin/e2e-spin"
 // leveler within 30 s, in the minimum of 4 moves, and stay put for the
 // rest of a 2-minute run.
 func testMigrateLeveler(t *testing.T, v vlab) {
-	// Not run by default: in this lab (three nodes on two shared cores)
-	// it passed 3 runs of 4 with each node's run queue averaged over the
-	// last second (LoadConfig.TaskBusy); in the fourth, under CI, node 1
-	// read half a task high (the moves' and this test's own work) and
-	// sent a third program to node 2, whose leveler then made a fifth
-	// move. OPENSSI_E2E_LEVELER=1 runs it.
-	if os.Getenv("OPENSSI_E2E_LEVELER") != "1" {
-		t.Skip("the leveler's minimum of 4 moves is not met reliably in this lab yet (3 runs of 4); OPENSSI_E2E_LEVELER=1 runs it")
-	}
+	// In this lab (three nodes on two shared cores) each node's daemons
+	// add 0.3 to 0.85 of a task to its run queue, more on a busy machine.
+	// Rounded, that came and went as a whole task, and one run of four
+	// under CI made a fifth move; the leveler compares the unrounded
+	// averages now (load.Vector.RunQueueAvg).
 	if criu == "" {
 		t.Skip("CRIU_BIN is not set: the spinning programs move through CRIU")
 	}

@@ -69,7 +69,7 @@ func renderLevelStatus(w io.Writer, st vproc.LevelStatus) {
 		if l.Self {
 			mark = "*"
 		}
-		fmt.Fprintf(tw, "%d%s\t%d\t%d\t%.2f\t%s\n", l.Node, mark, l.RunQueue, l.CPUs, float64(l.RunQueue)/float64(max(l.CPUs, 1)), age(st.Now, l.Heard))
+		fmt.Fprintf(tw, "%d%s\t%.2f\t%d\t%.2f\t%s\n", l.Node, mark, l.Tasks(), l.CPUs, l.Tasks()/float64(max(l.CPUs, 1)), age(st.Now, l.Heard))
 	}
 	tw.Flush()
 	if len(st.Decisions) == 0 {

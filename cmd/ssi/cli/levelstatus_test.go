@@ -31,7 +31,7 @@ func TestRenderLevelStatus(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	st := vproc.LevelStatus{Node: 1, Now: now, Enabled: true, Period: 2 * time.Second, CoolDown: 20 * time.Second, Stability: 1.3,
 		Moving: 4194309, MovingTo: 3,
-		Loads: []vproc.Load{{Node: 1, Self: true, RunQueue: 6, CPUs: 2, Heard: now}, {Node: 2, RunQueue: 1, CPUs: 2, Heard: now.Add(-1500 * time.Millisecond)}},
+		Loads: []vproc.Load{{Node: 1, Self: true, RunQueue: 6, RunQueueAvg: 6.42, CPUs: 2, Heard: now}, {Node: 2, RunQueue: 1, CPUs: 2, Heard: now.Add(-1500 * time.Millisecond)}},
 		Decisions: []vproc.LevelDecision{
 			{Last: now.Add(-4 * time.Second), Count: 1, Kind: "moved", CPID: 4194308, From: 1, To: 2, Reason: "moved: move 4194308 ..."},
 			{Last: now.Add(-2 * time.Second), Count: 3, Kind: "balanced", From: 1, To: 2, Reason: "no move: ..."},
@@ -43,8 +43,8 @@ func TestRenderLevelStatus(t *testing.T) {
 moving 4194309 to node 3
 
 NODE  RUNQ  CPUS  PER CPU  AGE
-1*    6     2     3.00     0.0s
-2     1     2     0.50     1.5s
+1*    6.42  2     3.21     0.0s
+2     1.00  2     0.50     1.5s
 
 AGO   COUNT  DECISION  CPID     MOVE  REASON
 4.0s  1      moved     4194308  1->2  moved: move 4194308 ...

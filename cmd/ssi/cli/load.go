@@ -43,7 +43,7 @@ func renderLoads(w io.Writer, v vproc.LoadView) {
 		if l.Self {
 			mark = "*"
 		}
-		fmt.Fprintf(tw, "%d%s\t%d\t%.2f\t%d\t%s\t%s\n", l.Node, mark, l.RunQueue, l.Load1, l.CPUs, bytesHuman(l.FreeMem), age(v.Now, l.Heard))
+		fmt.Fprintf(tw, "%d%s\t%.2f\t%.2f\t%d\t%s\t%s\n", l.Node, mark, l.Tasks(), l.Load1, l.CPUs, bytesHuman(l.FreeMem), age(v.Now, l.Heard))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "load as node %d believes it (its own and the freshest heard, at most 8 peers, each at most 8s old); * is this node\n", v.Node)

@@ -105,7 +105,7 @@ func TestNodesLoad(t *testing.T) {
 	}
 	lines := strings.Split(out, "\n")
 	if !regexp.MustCompile(`^NODE +RUNQ +LOAD1 +CPUS +FREE +AGE$`).MatchString(lines[0]) ||
-		!regexp.MustCompile(`^1\* +\d+ +\d+\.\d\d +\d+ +[0-9.]+[KMGTPE]i +\d+\.\ds$`).MatchString(lines[1]) {
+		!regexp.MustCompile(`^1\* +\d+\.\d\d +\d+\.\d\d +\d+ +[0-9.]+[KMGTPE]i +\d+\.\ds$`).MatchString(lines[1]) {
 		t.Errorf("ssi nodes -o load:\n%s", out)
 	}
 	if code, _, _ := run(dir, "nodes", "-o", "yaml"); code != exitUsage {

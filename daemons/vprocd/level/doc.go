@@ -9,7 +9,7 @@
 // # The rule (openMosix / Kerrighed)
 //
 // A node's load is its run queue per CPU, as placement scores it
-// (load.Vector.PerCPU), corrected for moves its vector does not show yet
+// (load.Vector.PerCPU: the unrounded average where the vector has it), corrected for moves its vector does not show yet
 // (see Staleness). A process's load is the CPU it uses, in runnable tasks
 // (1 for a CPU-bound single thread; the shell measures it from the
 // process's CPU time over the last period). Decide considers the sources

@@ -141,7 +141,7 @@ func Decide(cfg Config, in Input) Decision {
 		if v.Node == 0 || nodes[v.Node] != nil {
 			continue // a vector of no node, or a second one: the first counts
 		}
-		nodes[v.Node] = &node{v: v, cpus: float64(max(v.CPUs, 1)), rq: float64(v.RunQueue)}
+		nodes[v.Node] = &node{v: v, cpus: float64(max(v.CPUs, 1)), rq: v.Tasks()}
 	}
 	procs := make([]Proc, 0, len(in.Procs))
 	for _, p := range in.Procs {

@@ -11,6 +11,7 @@ import "github.com/openssi/openssi/daemons/vprocd/load"
 // latest of the last two readings (one each period) with the lesser run
 // queue of the two: a rise must be seen twice, a period apart, to move
 // anything, while a fall (a process moved away, or ended) counts at once.
+// The lesser is compared as Decide compares them (Tasks).
 // Not safe for concurrent use.
 type Steady struct {
 	prev, last load.Vector
@@ -30,6 +31,9 @@ func (s *Steady) Add(v load.Vector) load.Vector {
 	out := s.last
 	if s.n == 2 {
 		out.RunQueue = min(s.prev.RunQueue, s.last.RunQueue)
+		if s.prev.Tasks() < s.last.Tasks() {
+			out.RunQueueAvg = s.prev.Tasks()
+		}
 	}
 	return out
 }

@@ -32,3 +32,28 @@ func TestSteady(t *testing.T) {
 		}
 	}
 }
+
+// TestSteadyAverage: the lesser reading is the lesser of the averages
+// Decide compares, one taken from a reading without an average as its
+// run queue.
+func TestSteadyAverage(t *testing.T) {
+	at := func(s int, rq uint32, avg float64) load.Vector {
+		return load.Vector{Node: 1, RunQueue: rq, RunQueueAvg: avg, CPUs: 2, At: t0.Add(time.Duration(s) * time.Second)}
+	}
+	var s Steady
+	for i, tc := range []struct {
+		in   load.Vector
+		want float64
+	}{
+		{at(0, 2, 2.4), 2.4},
+		{at(2, 3, 2.6), 2.4}, // a rise held back, though both round apart
+		{at(4, 3, 2.7), 2.6},
+		{at(6, 2, 2.45), 2.45}, // a fall at once
+		{at(8, 2, 0), 2},       // a reading without an average: its run queue
+		{at(10, 3, 2.9), 2},
+	} {
+		if got := s.Add(tc.in); got.Tasks() != tc.want {
+			t.Errorf("reading %d (%+v): Tasks %v, want %v", i, tc.in, got.Tasks(), tc.want)
+		}
+	}
+}

@@ -17,7 +17,14 @@ type Vector struct {
 	// measurement (AverageRunQueue, rounded), or where the kernel keeps
 	// no schedstat their count in state R.
 	RunQueue uint32
-	// Load1 is the 1-minute load average (shown; placement uses RunQueue,
+	// RunQueueAvg is that average unrounded, where the node measured one
+	// (0 otherwise: a count at an instant, or a peer older than it).
+	// Placement and the leveler compare it (Tasks): an idle node's
+	// daemons average a fraction of a task that wavers around a half
+	// (0.3 to 0.8 in the lab), which rounding turns into a whole task
+	// that comes and goes.
+	RunQueueAvg float64
+	// Load1 is the 1-minute load average (shown; placement uses Tasks,
 	// which follows short jobs within a second where Load1 lags).
 	Load1 float64
 	// CPUs online, at least 1.
@@ -28,8 +35,17 @@ type Vector struct {
 	At time.Time
 }
 
-// PerCPU is the run queue per CPU.
-func (v Vector) PerCPU() float64 { return float64(v.RunQueue) / float64(max(v.CPUs, 1)) }
+// Tasks is the run queue placement and the leveler compare: RunQueueAvg
+// where the vector has it, else RunQueue.
+func (v Vector) Tasks() float64 {
+	if v.RunQueueAvg > 0 {
+		return v.RunQueueAvg
+	}
+	return float64(v.RunQueue)
+}
+
+// PerCPU is the run queue (Tasks) per CPU.
+func (v Vector) PerCPU() float64 { return v.Tasks() / float64(max(v.CPUs, 1)) }
 
 // Defaults of Config.
 const (
@@ -160,6 +176,8 @@ func (w *Window) Heard(now time.Time, v Vector) error {
 		return fmt.Errorf("load: node %d's vector has no CPU", v.Node)
 	case math.IsNaN(v.Load1) || v.Load1 < 0 || v.Load1 > maxLoad:
 		return fmt.Errorf("load: node %d's vector has load average %v", v.Node, v.Load1)
+	case math.IsNaN(v.RunQueueAvg) || v.RunQueueAvg < 0 || v.RunQueueAvg > maxLoad:
+		return fmt.Errorf("load: node %d's vector has average run queue %v", v.Node, v.RunQueueAvg)
 	case v.Node == w.cfg.Self || !w.up[v.Node]:
 		return nil
 	}
@@ -224,7 +242,7 @@ type Entry struct {
 	// InFlight counts this node's placements on it not yet seen in a
 	// vector.
 	InFlight int
-	// Score is the placement score: (RunQueue+InFlight)/CPUs.
+	// Score is the placement score: (Tasks()+InFlight)/CPUs.
 	Score float64
 }
 
@@ -249,7 +267,7 @@ func (w *Window) entry(v Vector, heard time.Time, self bool) Entry {
 			in++
 		}
 	}
-	return Entry{Vector: v, Self: self, Heard: heard, InFlight: in, Score: (float64(v.RunQueue) + float64(in)) / float64(max(v.CPUs, 1))}
+	return Entry{Vector: v, Self: self, Heard: heard, InFlight: in, Score: (v.Tasks() + float64(in)) / float64(max(v.CPUs, 1))}
 }
 
 // ErrNoNode: no candidate to place on.
@@ -260,7 +278,7 @@ var ErrNoNode = errors.New("load: no node to place on (no load vector of an UP n
 // nodes, those allowed (nil: all) and, when MinFree is set, with that much
 // free memory if any has. Each candidate's score is
 //
-//	(RunQueue + InFlight) / CPUs
+//	(Tasks + InFlight) / CPUs
 //
 // where InFlight counts this node's placements on it at or after the time
 // its vector in use was heard (measured, for this node) and within Settle.

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -39,6 +40,8 @@ func TestHeard(t *testing.T) {
 		{"node 0", 0, vec(0, 1, 1, sec(0)), "load: a vector of node 0", []uint32{2}},
 		{"no CPU", 0, vec(3, 1, 0, sec(0)), "load: node 3's vector has no CPU", []uint32{2}},
 		{"bad load", 0, Vector{Node: 3, CPUs: 1, Load1: -1}, "load: node 3's vector has load average -1", []uint32{2}},
+		{"bad average run queue", 0, Vector{Node: 3, CPUs: 1, RunQueueAvg: math.NaN()}, "load: node 3's vector has average run queue NaN", []uint32{2}},
+		{"negative average run queue", 0, Vector{Node: 3, CPUs: 1, RunQueueAvg: -0.5}, "load: node 3's vector has average run queue -0.5", []uint32{2}},
 		{"two more fill the window", 1, vec(3, 1, 1, sec(1)), "", []uint32{2, 3}},
 		{"", 2, vec(4, 1, 1, sec(2)), "", []uint32{2, 3, 4}},
 		{"a fourth evicts the one heard longest ago", 3, vec(5, 1, 1, sec(3)), "", []uint32{3, 4, 5}},
@@ -129,6 +132,9 @@ func TestPlaceMargin(t *testing.T) {
 		// lower by 0.25, not more: 3 stays.
 		{"within the margin the current node stays", 0.25, []Vector{vec(1, 9, 1, t0), vec(2, 4, 4, t0), vec(3, 4, 4, t0)}, 3, 3},
 		{"lower by more than the margin wins", 0.2, []Vector{vec(1, 9, 1, t0), vec(2, 4, 4, t0), vec(3, 4, 4, t0)}, 3, 2},
+		// Both round to 1; the averages tell them apart.
+		{"the unrounded average counts", 0.25, []Vector{vec(1, 5, 1, t0), {Node: 2, RunQueue: 1, RunQueueAvg: 1.4, CPUs: 1, At: t0}, {Node: 3, RunQueue: 1, RunQueueAvg: 0.6, CPUs: 1, At: t0}}, 0, 3},
+		{"a vector without one is its rounded run queue", 0.25, []Vector{vec(1, 5, 1, t0), vec(2, 1, 1, t0), {Node: 3, RunQueue: 1, RunQueueAvg: 1.3, CPUs: 1, At: t0}}, 0, 2},
 	} {
 		w := New(Config{Self: 1, Margin: tc.margin})
 		w.Members([]uint32{1, 2, 3})

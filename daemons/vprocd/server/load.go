@@ -185,7 +185,7 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 	}
 	v, err := load.Measure(s.cfg.Node, now, texts[0], texts[1], texts[2])
 	if err == nil && s.load.cfg.TaskBusy != nil {
-		v.RunQueue, err = s.averageRunQueue(now)
+		v.RunQueue, v.RunQueueAvg, err = s.averageRunQueue(now)
 		return v, err
 	}
 	if err != nil || s.load.cfg.Runnable == nil {
@@ -208,12 +208,13 @@ func (s *Server) measure(now time.Time) (load.Vector, error) {
 }
 
 // averageRunQueue is this node's run queue averaged since the previous
-// measure (the first, at start: over a tenth of the interval).
-func (s *Server) averageRunQueue(now time.Time) (uint32, error) {
+// measure (the first, at start: over a tenth of the interval), rounded
+// and as it is.
+func (s *Server) averageRunQueue(now time.Time) (uint32, float64, error) {
 	l := s.load
 	cur, err := l.cfg.TaskBusy()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	prev, dt, at := l.prevBusy, now.Sub(l.prevBusyAt), now
 	if prev == nil || dt <= 0 {
@@ -221,13 +222,14 @@ func (s *Server) averageRunQueue(now time.Time) (uint32, error) {
 		time.Sleep(l.cfg.Interval / 10)
 		prev = cur
 		if cur, err = l.cfg.TaskBusy(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		dt = time.Since(began)
 		at = now.Add(dt) // when cur was read, on now's clock
 	}
 	l.prevBusy, l.prevBusyAt = cur, at
-	return load.RoundRunQueue(load.AverageRunQueue(prev, cur, dt)), nil
+	avg := load.AverageRunQueue(prev, cur, dt)
+	return load.RoundRunQueue(avg), avg, nil
 }
 
 // push sends v to node to's vprocd; one send at a time, each bounded by
@@ -250,12 +252,12 @@ func (s *Server) push(ctx context.Context, to uint32, v load.Vector) {
 }
 
 func vectorProto(v load.Vector) *vprocv1.LoadVector {
-	return &vprocv1.LoadVector{Node: v.Node, RunQueue: v.RunQueue, Load1: v.Load1, Cpus: v.CPUs, FreeMem: v.FreeMem,
+	return &vprocv1.LoadVector{Node: v.Node, RunQueue: v.RunQueue, RunQueueAvg: v.RunQueueAvg, Load1: v.Load1, Cpus: v.CPUs, FreeMem: v.FreeMem,
 		AtUnixNano: v.At.UnixNano()}
 }
 
 func vectorOf(m *vprocv1.LoadVector) load.Vector {
-	return load.Vector{Node: m.GetNode(), RunQueue: m.GetRunQueue(), Load1: m.GetLoad1(), CPUs: m.GetCpus(),
+	return load.Vector{Node: m.GetNode(), RunQueue: m.GetRunQueue(), RunQueueAvg: m.GetRunQueueAvg(), Load1: m.GetLoad1(), CPUs: m.GetCpus(),
 		FreeMem: m.GetFreeMem(), At: time.Unix(0, m.GetAtUnixNano())}
 }
 

@@ -20,6 +20,9 @@ func FuzzPushVector(f *testing.F) {
 		{Node: 2, RunQueue: 3, Load1: 1.5, Cpus: 4, FreeMem: 1 << 30, AtUnixNano: 1},
 		{Node: 2, Load1: math.Inf(1), Cpus: 1},
 		{Node: 2, Load1: math.NaN(), Cpus: 0, AtUnixNano: math.MaxInt64},
+		{Node: 2, RunQueue: 1, RunQueueAvg: 0.7, Cpus: 2, AtUnixNano: 1},
+		{Node: 2, RunQueueAvg: math.Inf(1), Cpus: 2},
+		{Node: 2, RunQueueAvg: math.NaN(), Cpus: 2},
 	} {
 		raw, _ := proto.Marshal(m)
 		f.Add(raw)

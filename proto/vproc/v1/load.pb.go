@@ -41,7 +41,12 @@ type LoadVector struct {
 	// free_mem is the memory available, in bytes.
 	FreeMem uint64 `protobuf:"varint,5,opt,name=free_mem,json=freeMem,proto3" json:"free_mem,omitempty"`
 	// at_unix_nano is when it was measured, by the measuring node's clock.
-	AtUnixNano    int64 `protobuf:"varint,6,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	AtUnixNano int64 `protobuf:"varint,6,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	// run_queue_avg is the run queue as measured, unrounded: the node's
+	// tasks' average number runnable since its previous measurement (0
+	// where the node counted its run queue at an instant, or is older than
+	// this field: run_queue is then the figure).
+	RunQueueAvg   float64 `protobuf:"fixed64,7,opt,name=run_queue_avg,json=runQueueAvg,proto3" json:"run_queue_avg,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -118,6 +123,13 @@ func (x *LoadVector) GetAtUnixNano() int64 {
 	return 0
 }
 
+func (x *LoadVector) GetRunQueueAvg() float64 {
+	if x != nil {
+		return x.RunQueueAvg
+	}
+	return 0
+}
+
 type LoadsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -164,7 +176,8 @@ type LoadEntry struct {
 	HeardUnixNano int64 `protobuf:"varint,3,opt,name=heard_unix_nano,json=heardUnixNano,proto3" json:"heard_unix_nano,omitempty"`
 	// in_flight counts this node's placements there not yet in a vector.
 	InFlight uint32 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	// score is (run_queue + in_flight) / cpus.
+	// score is (run queue + in_flight) / cpus, the run queue being
+	// run_queue_avg where the vector has it.
 	Score         float64 `protobuf:"fixed64,5,opt,name=score,proto3" json:"score,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -855,7 +868,7 @@ var File_vproc_v1_load_proto protoreflect.FileDescriptor
 
 const file_vproc_v1_load_proto_rawDesc = "" +
 	"\n" +
-	"\x13vproc/v1/load.proto\x12\x10openssi.vproc.v1\"\xa4\x01\n" +
+	"\x13vproc/v1/load.proto\x12\x10openssi.vproc.v1\"\xc8\x01\n" +
 	"\n" +
 	"LoadVector\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x1b\n" +
@@ -864,7 +877,8 @@ const file_vproc_v1_load_proto_rawDesc = "" +
 	"\x04cpus\x18\x04 \x01(\rR\x04cpus\x12\x19\n" +
 	"\bfree_mem\x18\x05 \x01(\x04R\afreeMem\x12 \n" +
 	"\fat_unix_nano\x18\x06 \x01(\x03R\n" +
-	"atUnixNano\"\x0e\n" +
+	"atUnixNano\x12\"\n" +
+	"\rrun_queue_avg\x18\a \x01(\x01R\vrunQueueAvg\"\x0e\n" +
 	"\fLoadsRequest\"\xb0\x01\n" +
 	"\tLoadEntry\x124\n" +
 	"\x06vector\x18\x01 \x01(\v2\x1c.openssi.vproc.v1.LoadVectorR\x06vector\x12\x12\n" +
