@@ -212,6 +212,68 @@ func TestCallerGoneWhileStdinBacksUp(t *testing.T) {
 	}
 }
 
+// TestSignalBesideBackedUpStdin: the caller's signal reaches a program
+// that does not read its stdin while the caller keeps the passed stdin
+// full: on another node the relayed stdin fills the peer stream's window,
+// and a signal behind it in the stream never came (Ctrl-C of such an
+// ssi exec did nothing); it goes beside the stream now. Here the program
+// has the caller's pipe itself. Over the exec socket and over gRPC.
+func TestSignalBesideBackedUpStdin(t *testing.T) {
+	for _, overGRPC := range []bool{false, true} {
+		c := startCluster(t, 2)
+		if overGRPC {
+			if err := os.Remove(execwire.SocketPath(c.node(1).socket)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, to := range []uint32{2, 1} {
+			what := fmt.Sprintf("node 1 -> %d (gRPC %v)", to, overGRPC)
+			inR, inW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			outR, outW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := c.client(1).Exec(context.Background(), int(to), vproc.Cmd{Args: []string{"sleep", "1000"},
+				Stdin: inR, Stdout: outW, Stderr: outW, PassFiles: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go io.Copy(io.Discard, outR)
+			in := &zeros{}
+			go io.Copy(inW, in)
+			// Until the stdin stalls: the program's pipe, vprocd's
+			// queues and the stream's window full.
+			for last := int64(-1); in.n.Load() != last; time.Sleep(200 * time.Millisecond) {
+				last = in.n.Load()
+			}
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			ended := make(chan vproc.ExitStatus, 1)
+			go func() {
+				st, _ := p.Wait()
+				ended <- st
+			}()
+			select {
+			case st := <-ended:
+				if st.Signal != int(syscall.SIGTERM) {
+					t.Errorf("%s: the program ended %+v, want by SIGTERM", what, st)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("%s: the program still runs 10 s after SIGTERM behind a full stdin", what)
+				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+				<-ended
+			}
+			for _, f := range []*os.File{inR, inW, outR, outW} {
+				f.Close()
+			}
+		}
+	}
+}
+
 // TestExecSocketBadLaterFrame: a frame after the request that is no
 // input ends the exec, the caller told why.
 func TestExecSocketBadLaterFrame(t *testing.T) {

@@ -139,7 +139,10 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	}
 	org := s.originOf(caller.PID)
 	x, release := s.allocCPID(caller.PID)
-	defer release()
+	// Released before the caller hears the exit: its next exec, at
+	// once, is named by the same cpid (not by its pid on the target).
+	var released sync.Once
+	defer released.Do(release)
 	start := &vprocpeerv1.Start{
 		Origin:  s.cfg.Node,
 		Caller:  &vprocpeerv1.Caller{Uid: caller.UID, Gid: caller.GID, Groups: caller.Groups, Pid: caller.PID},
@@ -159,6 +162,44 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	)
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
+	}
+	// at is where the started program runs (x 0: not started yet), for
+	// the caller's signals sent beside the stream.
+	var at struct {
+		sync.Mutex
+		n uint32
+		x int64
+	}
+	at.n = n
+	// The caller's signals, when its stdin was passed: a stream full of
+	// stdin the program does not read holds up every input behind it, so
+	// once the program has started they go beside it, as a kill of its
+	// own (PeerKill.exec); the stream takes those before (and any the
+	// kill could not deliver: the program moving, an older vprocd).
+	if a, ok := stream.(interface {
+		signalsAside() <-chan *vprocv1.ExecInput
+	}); ok {
+		if sigs := a.signalsAside(); sigs != nil {
+			go func() {
+				for {
+					var m *vprocv1.ExecInput
+					select {
+					case m = <-sigs:
+					case <-fctx.Done():
+						return
+					}
+					at.Lock()
+					to, x := at.n, at.x
+					at.Unlock()
+					if x != 0 && s.peerKill(fctx, to, caller.UID, x, syscall.Signal(m.GetSignal()), true) == nil {
+						continue
+					}
+					sendMu.Lock()
+					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
+					sendMu.Unlock()
+				}
+			}()
+		}
 	}
 	// The caller's inputs, as they come, to the program's node of the
 	// moment.
@@ -242,6 +283,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		sendMu.Unlock()
 		go read(nps, gen)
 		n, down = mv.Node, ndown
+		at.Lock()
+		at.n = n
+		at.Unlock()
 		return nil
 	}
 	// movedAway: the program's node went DOWN during a move that this
@@ -379,6 +423,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				}
 				started = true
 				cpidNow = st.Cpid
+				at.Lock()
+				at.x = cpidNow
+				at.Unlock()
 				if req.Migratable {
 					s.migLocate(cpidNow, n)
 				}
@@ -393,6 +440,9 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 			}
 			if req.Migratable && r.m.GetExit() != nil {
 				s.migLocate(cpidNow, 0)
+			}
+			if r.m.GetExit() != nil {
+				released.Do(release)
 			}
 			if err := stream.Send(r.m); err != nil {
 				return err
@@ -440,17 +490,25 @@ const callerGoneWait = 2 * time.Second
 // end for the origin lost, and let the program run; a kill is a call of
 // its own.
 func (s *Server) killGone(n, uid uint32, x int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), callerGoneWait)
-	defer cancel()
 	log := s.log.WithField("node", n).WithField("cpid", x)
-	cl, err := s.signalPeer(ctx, n, cpidOf(x))
-	if err == nil {
-		_, err = cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: s.cfg.Node, CallerUid: uid, Here: true,
-			Request: &vprocv1.KillRequest{Cpid: x, Signal: int32(syscall.SIGKILL)}})
-	}
-	if err != nil {
+	if err := s.peerKill(context.Background(), n, uid, x, syscall.SIGKILL, false); err != nil {
 		log.WithError(err).Warn("cannot end the program of a caller gone")
 		return
 	}
 	log.Debug("caller gone, its stream full: killed the program")
+}
+
+// peerKill signals program x, which runs on node n, for its caller uid,
+// as a call of its own beside the exec's stream (bounded by
+// callerGoneWait): exec delivers it as the stream's Signal input would
+// (PeerKill.exec), else to the process alone.
+func (s *Server) peerKill(ctx context.Context, n, uid uint32, x int64, sig syscall.Signal, exec bool) error {
+	ctx, cancel := context.WithTimeout(ctx, callerGoneWait)
+	defer cancel()
+	cl, err := s.signalPeer(ctx, n, cpidOf(x))
+	if err == nil {
+		_, err = cl.Kill(ctx, &vprocpeerv1.PeerKill{Origin: s.cfg.Node, CallerUid: uid, Here: true, Exec: exec,
+			Request: &vprocv1.KillRequest{Cpid: x, Signal: int32(sig)}})
+	}
+	return err
 }

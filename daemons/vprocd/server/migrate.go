@@ -451,7 +451,7 @@ func (s *Server) resume(mv migrate.Move) {
 	// Recorded at once under its cpid (ps, kill: the move has committed,
 	// the original is ending), and let run once its scope is made.
 	s.recs.add(c.cpid, &execRecord{pid: int32(c.p.Pid), origin: c.org, attached: true,
-		mig: &migProg{link: c.link, prog: c.prog, p: c.p}})
+		mig: &migProg{link: c.link, prog: c.prog, p: c.p}, signal: c.p.Signal})
 	pr := pgroup.Proc{CPID: c.cpid, Node: s.cfg.Node, PID: int32(c.p.Pid), PGID: c.org.cpgid, UID: c.prog.Uid, TTY: c.org.tty}
 	if err := s.pgStep(pgroup.Moved{Proc: pr}); err != nil {
 		s.log.WithError(err).Warn("cannot record a moved process")

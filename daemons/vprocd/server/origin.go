@@ -67,6 +67,10 @@ type execRecord struct {
 	attached bool
 	// mig: started migratable (nil otherwise).
 	mig *migProg
+	// signal delivers a signal of its exec's caller as the exec
+	// stream's Signal input does (runner.Proc.Signal: to its process
+	// group, or its terminal's foreground group).
+	signal func(syscall.Signal) error
 }
 
 // records are the programs started through vprocd that run here, by

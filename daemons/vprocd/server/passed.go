@@ -70,6 +70,11 @@ type passedStream struct {
 	// broken stdout or stderr): its context is cancelled (the program
 	// is killed, as for a caller gone) and the caller gets the status
 	// of a death by SIGPIPE.
+	// sigs, once signalsAside made it, takes the caller's signals in
+	// place of Recv.
+	sigMu sync.Mutex
+	sigs  chan *vprocv1.ExecInput
+
 	broken   atomic.Uint32 // the outputs broken (passed_stdio bits)
 	closed   chan uint32   // each broken output's bit, once, for Recv
 	dropped  int           // output bytes dropped since (Send's)
@@ -309,10 +314,39 @@ func (p *passedStream) receive() {
 			p.deliver(received{err: err})
 			return
 		}
+		if _, ok := m.GetKind().(*vprocv1.ExecInput_Signal); ok {
+			p.sigMu.Lock()
+			sigs := p.sigs
+			p.sigMu.Unlock()
+			if sigs != nil {
+				select {
+				case sigs <- m:
+					continue
+				case <-p.stop:
+					return
+				}
+			}
+		}
 		if !p.deliver(received{m: m}) {
 			return
 		}
 	}
+}
+
+// signalsAside hands the caller's signals from now on to the channel it
+// returns rather than to Recv, where the passed stdin, relayed, may hold
+// them up behind bytes the program does not read; nil when no stdin was
+// passed (nothing comes before them then but the caller's own inputs).
+func (p *passedStream) signalsAside() <-chan *vprocv1.ExecInput {
+	if p.stdin == nil {
+		return nil
+	}
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	if p.sigs == nil {
+		p.sigs = make(chan *vprocv1.ExecInput, 16)
+	}
+	return p.sigs
 }
 
 // readStdin makes the passed stdin Stdin messages, then StdinEof.

@@ -120,7 +120,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		}
 		return out.Send(exitOf(runner.ExitRefused, 0, err.Error()))
 	}
-	cpid := s.started(p.Pid, cred.UID, req, org, mig)
+	cpid := s.started(p.Pid, cred.UID, req, org, mig, p.Signal)
 	log := s.log.WithField("cpid", cpid).WithField("uid", cred.UID)
 	if mig != nil {
 		mig.p = p
@@ -368,7 +368,8 @@ func strs(b [][]byte) []string {
 // started records the program pid just started here for uid, and
 // returns its cpid: the one its origin gave it, else (a local exec, an
 // origin that gave none, a cpid in use here) the cpid of its pid here.
-func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin, mig *migProg) int64 {
+// signal is the program's (execRecord.signal).
+func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org execOrigin, mig *migProg, signal func(syscall.Signal) error) int64 {
 	plain := cpidOf(CPID(s.cfg.Node, pid))
 	x := plain
 	if org.cpid != 0 && org.node != s.cfg.Node {
@@ -380,7 +381,7 @@ func (s *Server) started(pid int, uid uint32, req *vprocv1.ExecRequest, org exec
 		x, pr.CPID = plain, plain
 		_ = s.pgStep(pgroup.Started{Proc: pr})
 	}
-	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach, mig: mig})
+	s.recs.add(x, &execRecord{pid: int32(pid), origin: org, attached: !req.Detach, mig: mig, signal: signal})
 	return int64(x)
 }
 

@@ -155,6 +155,10 @@ func (p signalPeer) Kill(ctx context.Context, req *vprocpeerv1.PeerKill) (*vproc
 		return nil, err
 	}
 	switch {
+	case req.Exec && (t.Group || !req.Here):
+		return nil, status.Error(codes.InvalidArgument, "vproc: an exec's signal is for its program, here")
+	case req.Exec:
+		return p.s.execSignal(req.GetOrigin(), req.CallerUid, t.ID, sig)
 	case t.Group:
 		signaled, denied := p.s.killGroupHere(req.CallerUid, t.ID, sig)
 		return &vprocv1.KillReply{Signaled: int32(signaled), Denied: int32(denied)}, nil
@@ -211,6 +215,26 @@ func (s *Server) signalPeer(ctx context.Context, n uint32, c cpid.CPID) (vprocpe
 		return nil, status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
 	return vprocpeerv1.NewVprocSignalPeerClient(conn), nil
+}
+
+// execSignal delivers a signal of the caller of program c's exec, sent
+// by its origin beside the exec stream, as the stream's Signal input
+// would be (execRecord.signal). Only the origin of that exec, for the
+// caller that started it, may.
+func (s *Server) execSignal(origin, caller uint32, c cpid.CPID, sig syscall.Signal) (*vprocv1.KillReply, error) {
+	s.recs.mu.Lock()
+	rec := s.recs.m[c]
+	s.recs.mu.Unlock()
+	switch {
+	case rec == nil || rec.signal == nil:
+		return nil, status.Errorf(codes.NotFound, "vproc: no process %s (node %d)", c, s.cfg.Node)
+	case rec.origin.node != origin || rec.origin.uid != caller:
+		return nil, status.Errorf(codes.PermissionDenied, "vproc: %s is no program of an exec of uid %d on node %d", c, caller, origin)
+	}
+	if err := rec.signal(sig); err != nil {
+		return nil, processError(c, s.cfg.Node, err)
+	}
+	return &vprocv1.KillReply{Signaled: 1}, nil
 }
 
 // killHere signals process c, which runs here, for uid caller: the

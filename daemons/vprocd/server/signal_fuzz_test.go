@@ -18,6 +18,7 @@ func FuzzSignalRequests(f *testing.F) {
 	for _, m := range []proto.Message{
 		&vprocpeerv1.PeerKill{Origin: 1, CallerUid: 1000, Request: &vprocv1.KillRequest{Cpid: 8389842, Group: true, Signal: 15}},
 		&vprocpeerv1.PeerKill{Origin: 1, Request: &vprocv1.KillRequest{Cpid: -1, Signal: 99}},
+		&vprocpeerv1.PeerKill{Origin: 1, CallerUid: 1000, Here: true, Exec: true, Request: &vprocv1.KillRequest{Cpid: 4194306, Signal: 2}},
 		&vprocpeerv1.Start{Origin: 1, Cpgid: 4194305, Tty: true, Cpid: 4194306},
 		&vprocpeerv1.PeerLocate{Origin: 1, Cpid: 4194306},
 		&vprocpeerv1.PeerReport{From: 3, Origin: 1, Epoch: 7, Procs: []*vprocpeerv1.Proc{{Cpid: 4194306, Node: 3, Pid: 77, Pgid: 4194305, Uid: 1000, Tty: true}}},

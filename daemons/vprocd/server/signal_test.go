@@ -498,6 +498,47 @@ func TestSignalPeerMustBeTheOriginsVprocd(t *testing.T) {
 	}
 }
 
+// TestExecSignalOnlyForItsCaller: a signal sent beside an exec's stream
+// (PeerKill.exec) reaches the program only for the caller that started
+// that exec, from its origin's vprocd: the origin's vprocd claiming
+// another uid is refused, as is a request that is not for the program
+// here; the right one is delivered (signal 0: the program lives on).
+func TestExecSignalOnlyForItsCaller(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, pid := startSleep(t, c, ctx, 1, 2)
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	conn, err := rpc.Dial(ctx, c.source(9, rpctest.NodeName(1), ServiceName), c.node(2).addr, rpc.NodeIdentity(ServiceName, rpctest.NodeName(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := vprocpeerv1.NewVprocSignalPeerClient(conn)
+	uid := uint32(os.Getuid())
+	for _, tc := range []struct {
+		name string
+		req  *vprocpeerv1.PeerKill
+		want codes.Code
+	}{
+		{"another uid", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid + 1000, Here: true, Exec: true}, codes.PermissionDenied},
+		{"not here", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Exec: true}, codes.InvalidArgument},
+		{"its caller", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Here: true, Exec: true}, codes.OK},
+	} {
+		tc.req.Request = &vprocv1.KillRequest{Cpid: p.Cpid, Signal: int32(syscall.SIGKILL)}
+		if tc.want == codes.OK {
+			tc.req.Request.Signal = 0
+		}
+		r, err := cl.Kill(ctx, tc.req)
+		if status.Code(err) != tc.want || tc.want == codes.OK && r.GetSignaled() != 1 {
+			t.Errorf("%s: %v %v, want %v", tc.name, r, err, tc.want)
+		}
+		if !alive(pid) {
+			t.Fatalf("%s: the program died", tc.name)
+		}
+	}
+}
+
 // signalCounterEnv names the variable that makes the test binary a
 // program that prints "ready", then "TERM" for each SIGTERM it gets (Go's
 // handler takes each at once: two sent apart are two lines).

@@ -33,7 +33,13 @@ type PeerKill struct {
 	Request   *v1.KillRequest        `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
 	// here: the process runs on the receiver, as the node that answers for
 	// its cpid (its origin, or the origin's surrogate) found; deliver it.
-	Here          bool `protobuf:"varint,4,opt,name=here,proto3" json:"here,omitempty"`
+	Here bool `protobuf:"varint,4,opt,name=here,proto3" json:"here,omitempty"`
+	// exec (with here): a signal of the caller of the program's ssi exec,
+	// sent beside its exec stream, which stdin the program does not read
+	// may hold up: delivered as the stream's Signal input would be (to the
+	// program's process group, or its terminal's foreground group), not to
+	// the process alone.
+	Exec          bool `protobuf:"varint,5,opt,name=exec,proto3" json:"exec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +98,13 @@ func (x *PeerKill) GetRequest() *v1.KillRequest {
 func (x *PeerKill) GetHere() bool {
 	if x != nil {
 		return x.Here
+	}
+	return false
+}
+
+func (x *PeerKill) GetExec() bool {
+	if x != nil {
+		return x.Exec
 	}
 	return false
 }
@@ -538,13 +551,14 @@ var File_vprocpeer_v1_signal_proto protoreflect.FileDescriptor
 
 const file_vprocpeer_v1_signal_proto_rawDesc = "" +
 	"\n" +
-	"\x19vprocpeer/v1/signal.proto\x12\x14openssi.vprocpeer.v1\x1a\x15vproc/v1/signal.proto\"\x8e\x01\n" +
+	"\x19vprocpeer/v1/signal.proto\x12\x14openssi.vprocpeer.v1\x1a\x15vproc/v1/signal.proto\"\xa2\x01\n" +
 	"\bPeerKill\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
 	"\n" +
 	"caller_uid\x18\x02 \x01(\rR\tcallerUid\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.openssi.vproc.v1.KillRequestR\arequest\x12\x12\n" +
-	"\x04here\x18\x04 \x01(\bR\x04here\"\x92\x01\n" +
+	"\x04here\x18\x04 \x01(\bR\x04here\x12\x12\n" +
+	"\x04exec\x18\x05 \x01(\bR\x04exec\"\x92\x01\n" +
 	"\n" +
 	"PeerRenice\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\rR\x06origin\x12\x1d\n" +
