@@ -158,16 +158,18 @@ type ActionKind uint8
 
 const (
 	// Request: ask dlmd for the lock in Mode (a new lock, or a
-	// conversion up); answer with Granted.
+	// conversion up); answer with Granted, or Refused (a conversion
+	// deadlock, a timeout).
 	Request ActionKind = iota + 1
 	// Run: let operation Op go on (it ends with End).
 	Run
 	// WriteBack: write the inode's dirty data and attributes to the
-	// server; answer with WrittenBack.
+	// server; answer with WrittenBack(Op), Op numbering the write backs.
 	WriteBack
 	// Invalidate: drop Cache from the kernel's cache of the inode.
 	Invalidate
-	// Convert: convert the lock down to Mode (a callback served).
+	// Convert: convert the lock down to Mode (a callback served). No
+	// answer: the lock manager's report of it is not the Inode's.
 	Convert
 	// Cancel: give the outstanding Request up (a callback waits for the
 	// lock it would convert); answer with Cancelled, or Granted if the
@@ -190,7 +192,7 @@ func (a Action) String() string {
 	case Run:
 		return fmt.Sprintf("run %d", a.Op)
 	case WriteBack:
-		return "write back"
+		return fmt.Sprintf("write back %d", a.Op)
 	case Invalidate:
 		return "invalidate " + a.Cache.String()
 	case Convert:

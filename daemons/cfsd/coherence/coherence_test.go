@@ -74,7 +74,7 @@ func TestOnBlocking(t *testing.T) {
 
 // step is one call of a scripted Inode and the actions it must return.
 type step struct {
-	call string // "begin 1 r", "begin 2 w", "end 1 attrs+clean", "granted EX", "cancelled", "blocking PR", "written", "lost"
+	call string // "begin 1 r", "begin 2 w", "end 1 attrs+clean", "granted EX", "cancelled", "refused", "blocking PR", "written 1", "synced", "lost"
 	want string // the actions, "; "-joined; "error" for an error
 }
 
@@ -108,11 +108,13 @@ func (i *Inode) do(t *testing.T, call string) ([]Action, error) {
 	case "granted":
 		return i.Granted(mode(f[1]))
 	case "cancelled":
-		return i.Cancelled(), nil
+		return i.Cancelled()
+	case "refused":
+		return i.Refused()
 	case "blocking":
 		return i.Blocking(mode(f[1])), nil
 	case "written":
-		return i.WrittenBack(), nil
+		return i.WrittenBack(op), nil
 	case "synced":
 		i.Synced()
 		return nil, nil
@@ -163,15 +165,15 @@ func TestInode(t *testing.T) {
 			{"begin 1 w", "request EX"},
 			{"granted EX", "run 1"},
 			{"end 1 attrs+dirty", ""},
-			{"blocking PR", "write back"},
-			{"written", "convert PR"},
+			{"blocking PR", "write back 1"},
+			{"written 1", "convert PR"},
 		}, PR, Attrs | Clean},
 		{"a writer elsewhere: write back, drop everything, NL", []step{
 			{"begin 1 w", "request EX"},
 			{"granted EX", "run 1"},
 			{"end 1 attrs+dirty", ""},
-			{"blocking EX", "write back"},
-			{"written", "invalidate attrs+clean; convert NL"},
+			{"blocking EX", "write back 1"},
+			{"written 1", "invalidate attrs+clean; convert NL"},
 		}, NL, 0},
 		{"a callback waits for the operation running, then one that came meanwhile asks again", []step{
 			{"begin 1 r", "request PR"},
@@ -232,8 +234,47 @@ func TestInode(t *testing.T) {
 			{"begin 2 r", ""},
 			{"lost", "request PR"},
 		}, 0, 0},
+		{"a late write back's answer after the lock was lost is ignored", []step{
+			{"begin 1 w", "request EX"},
+			{"granted EX", "run 1"},
+			{"end 1 attrs+dirty", ""},
+			{"blocking EX", "write back 1"},
+			{"lost", "invalidate attrs+dirty; Action(99)"},
+			{"begin 2 w", "request EX"},
+			{"granted EX", "run 2"},
+			{"end 2 attrs+dirty", ""},
+			{"blocking EX", "write back 2"},
+			{"written 1", ""}, // not op 2's data: still dirty, still writing
+			{"written 2", "invalidate attrs+clean; convert NL"},
+		}, NL, 0},
+		{"an operation running when the lock was lost adds nothing at its end", []step{
+			{"begin 1 r", "request PR"},
+			{"granted PR", "run 1"},
+			{"lost", ""},
+			{"begin 2 r", "request PR"},
+			{"granted PR", "run 2"},
+			{"end 1 attrs+clean", ""},
+			{"blocking EX", ""}, // waits for op 2, not for the orphan
+			{"end 2 attrs", "invalidate attrs; convert NL"},
+		}, NL, 0},
+		{"a refused conversion: the callback served, then asked again", []step{
+			{"begin 1 r", "request PR"},
+			{"granted PR", "run 1"},
+			{"end 1 attrs+clean", ""},
+			{"begin 2 w", "request EX"},
+			{"blocking EX", "cancel"},
+			{"refused", "invalidate attrs+clean; convert NL; request EX"}, // dlmd refused it (deadlock) before the cancel
+			{"granted EX", "run 2"},
+		}, EX, 0},
+		{"a refusal with no callback asks again", []step{
+			{"begin 1 w", "request EX"},
+			{"refused", "request EX"},
+			{"granted EX", "run 1"},
+		}, EX, 0},
 		{"the shell's mistakes are errors", []step{
 			{"granted PR", "error"}, // nothing asked
+			{"cancelled", "error"},
+			{"refused", "error"},
 			{"begin 1 r", "request PR"},
 			{"granted NL", "error"}, // less than asked
 			{"granted PR", "run 1"},

@@ -8,8 +8,8 @@ import (
 // Inode is one inode's coherence on one node: the lock it holds, what the
 // kernel caches of it, the local operations running and waiting, and a
 // callback to serve. Each method returns the actions for the shell, in
-// order; the shell reports back with Granted, Cancelled and WrittenBack.
-// Not safe for concurrent use.
+// order; the shell reports back with Granted, Refused, Cancelled and
+// WrittenBack. Not safe for concurrent use.
 //
 // Its invariant, which every method keeps: the cache is within
 // Allowed(the mode held), so dirty data exists only under PW or EX.
@@ -17,16 +17,19 @@ type Inode struct {
 	held  Mode // granted (0: none)
 	asked Mode // requested and not granted yet (0: none)
 	cache Cache
-	// running are the operations let go and not ended, by id.
-	running map[uint64]Access
+	// running are the operations let go and not ended, by id: true for
+	// those that were running when the lock was lost (orphans).
+	running map[uint64]bool
 	// queue are the operations waiting, in arrival order.
 	queue []queued
 	// blocked is the mode another node waits for (0: none): a callback
 	// to serve once nothing runs.
 	blocked Mode
-	// writing: a WriteBack was asked for, WrittenBack not yet come;
-	// cancelling: a Cancel of the request was asked for.
+	// writing: the WriteBack numbered wb was asked for and its
+	// WrittenBack has not come; cancelling: a Cancel of the request was
+	// asked for.
 	writing, cancelling bool
+	wb                  uint64
 }
 
 type queued struct {
@@ -54,12 +57,17 @@ func (i *Inode) Begin(op uint64, a Access) []Action {
 }
 
 // End is operation op ending; add is what it left in the kernel's cache
-// (a read's attributes and pages, a write's dirty pages).
+// (a read's attributes and pages, a write's dirty pages). An operation
+// that was running when the lock was lost (Lost) adds nothing.
 func (i *Inode) End(op uint64, add Cache) ([]Action, error) {
-	if _, ok := i.running[op]; !ok {
+	orphan, ok := i.running[op]
+	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownOp, op)
 	}
 	delete(i.running, op)
+	if orphan {
+		return i.pump(nil), nil
+	}
 	var err error
 	if add&^Allowed(i.held) != 0 {
 		err = fmt.Errorf("%w: %v under %v", ErrNotAllowed, add, i.held)
@@ -91,11 +99,21 @@ func (i *Inode) Granted(m Mode) ([]Action, error) {
 	return i.pump(nil), nil
 }
 
-// Cancelled is the request cancelled (the answer to Cancel): the lock is
-// still held in the mode it had.
-func (i *Inode) Cancelled() []Action {
+// Cancelled is the request cancelled (the answer to Cancel), and Refused
+// the request refused (dlmd found a conversion deadlock, or it timed
+// out): either way the lock is still held in the mode it had. The
+// operations waiting ask again, once a callback waiting is served.
+func (i *Inode) Cancelled() ([]Action, error) { return i.notGranted() }
+
+// Refused: see Cancelled.
+func (i *Inode) Refused() ([]Action, error) { return i.notGranted() }
+
+func (i *Inode) notGranted() ([]Action, error) {
+	if i.asked == 0 {
+		return nil, ErrNotRequested
+	}
 	i.asked, i.cancelling = 0, false
-	return i.pump(nil)
+	return i.pump(nil), nil
 }
 
 // Blocking is another node waiting for mode want, which the lock held
@@ -111,9 +129,13 @@ func (i *Inode) Blocking(want Mode) []Action {
 	return i.pump(nil)
 }
 
-// WrittenBack is the write back asked for done: the dirty data is on the
-// server.
-func (i *Inode) WrittenBack() []Action {
+// WrittenBack is write back n (the WriteBack action's Op) done: the dirty
+// data is on the server. The answer to a write back asked for before the
+// lock was lost, or before a later one, is ignored.
+func (i *Inode) WrittenBack(n uint64) []Action {
+	if !i.writing || n != i.wb {
+		return nil
+	}
 	i.writing = false
 	i.Synced()
 	return i.pump(nil)
@@ -124,12 +146,15 @@ func (i *Inode) WrittenBack() []Action {
 // dropped, and dirty is whether data written here never reached the
 // server (another node may have changed the inode since: it cannot be
 // written back). Waiting operations ask for the lock again; those running
-// go on without it, so the shell fails them (EIO), and their End adds
-// nothing.
+// go on without it, so the shell fails them (EIO) and refuses what they
+// would still write, and their End adds nothing.
 func (i *Inode) Lost() (acts []Action, dirty bool) {
 	dirty = i.cache&Dirty != 0
 	if i.cache != 0 {
 		acts = append(acts, Action{Kind: Invalidate, Cache: i.cache})
+	}
+	for op := range i.running {
+		i.running[op] = true
 	}
 	i.held, i.asked, i.cache, i.blocked, i.writing, i.cancelling = 0, 0, 0, 0, false, false
 	return i.pump(acts), dirty
@@ -138,7 +163,7 @@ func (i *Inode) Lost() (acts []Action, dirty bool) {
 // pump does what the state allows now, appending to acts.
 func (i *Inode) pump(acts []Action) []Action {
 	if i.blocked != 0 {
-		if len(i.running) > 0 || i.writing || i.cancelling {
+		if i.unorphaned() > 0 || i.writing || i.cancelling {
 			return acts
 		}
 		if i.asked != 0 {
@@ -150,7 +175,8 @@ func (i *Inode) pump(acts []Action) []Action {
 		r := OnBlocking(i.held, i.cache, i.blocked)
 		if r.WriteBack && i.cache&Dirty != 0 {
 			i.writing = true
-			return append(acts, Action{Kind: WriteBack})
+			i.wb++
+			return append(acts, Action{Kind: WriteBack, Op: i.wb})
 		}
 		if r.Invalidate != 0 {
 			acts = append(acts, Action{Kind: Invalidate, Cache: r.Invalidate})
@@ -166,9 +192,9 @@ func (i *Inode) pump(acts []Action) []Action {
 		q := i.queue[0]
 		i.queue = i.queue[1:]
 		if i.running == nil {
-			i.running = map[uint64]Access{}
+			i.running = map[uint64]bool{}
 		}
-		i.running[q.op] = q.a
+		i.running[q.op] = false
 		acts = append(acts, Action{Kind: Run, Op: q.op})
 	}
 	if len(i.queue) > 0 && i.asked == 0 {
@@ -182,4 +208,15 @@ func (i *Inode) pump(acts []Action) []Action {
 		acts = append(acts, Action{Kind: Request, Mode: want})
 	}
 	return acts
+}
+
+// unorphaned counts the operations running under the lock held.
+func (i *Inode) unorphaned() int {
+	n := 0
+	for _, orphan := range i.running {
+		if !orphan {
+			n++
+		}
+	}
+	return n
 }
