@@ -111,7 +111,7 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 		}
 	}
 	if local {
-		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID))
+		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID, caller.UID))
 	}
 	return s.forward(ctx, stream, caller, req)
 }
@@ -137,7 +137,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
-	org := s.originOf(caller.PID)
+	org := s.originOf(caller.PID, caller.UID)
 	x, release := s.allocCPID(caller.PID)
 	// Released before the caller hears the exit: its next exec, at
 	// once, is named by the same cpid (not by its pid on the target).
@@ -163,42 +163,21 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	if err := ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Start{Start: start}}); err != nil {
 		return status.Errorf(codes.Unavailable, "vproc: node %d's vprocd cannot be reached: %v", n, err)
 	}
-	// at is where the started program runs (x 0: not started yet), for
-	// the caller's signals sent beside the stream.
-	var at struct {
-		sync.Mutex
-		n uint32
-		x int64
-	}
-	at.n = n
+	at := newExecWhere(n)
 	// The caller's signals, when its stdin was passed: a stream full of
 	// stdin the program does not read holds up every input behind it, so
-	// once the program has started they go beside it, as a kill of its
-	// own (PeerKill.exec); the stream takes those before (and any the
-	// kill could not deliver: the program moving, an older vprocd).
+	// they go beside it (sideSignals).
 	if a, ok := stream.(interface {
 		signalsAside() <-chan *vprocv1.ExecInput
 	}); ok {
 		if sigs := a.signalsAside(); sigs != nil {
-			go func() {
-				for {
-					var m *vprocv1.ExecInput
-					select {
-					case m = <-sigs:
-					case <-fctx.Done():
-						return
-					}
-					at.Lock()
-					to, x := at.n, at.x
-					at.Unlock()
-					if x != 0 && s.peerKill(fctx, to, caller.UID, x, syscall.Signal(m.GetSignal()), true) == nil {
-						continue
-					}
+			go s.sideSignals(fctx, sigs, at, caller.UID, func(m *vprocv1.ExecInput) {
+				go func() { // the stream may be full: not in the way of the next signal
 					sendMu.Lock()
+					defer sendMu.Unlock()
 					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
-					sendMu.Unlock()
-				}
-			}()
+				}()
+			})
 		}
 	}
 	// The caller's inputs, as they come, to the program's node of the
@@ -283,9 +262,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		sendMu.Unlock()
 		go read(nps, gen)
 		n, down = mv.Node, ndown
-		at.Lock()
-		at.n = n
-		at.Unlock()
+		at.moved(n)
 		return nil
 	}
 	// movedAway: the program's node went DOWN during a move that this
@@ -423,9 +400,7 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 				}
 				started = true
 				cpidNow = st.Cpid
-				at.Lock()
-				at.x = cpidNow
-				at.Unlock()
+				at.start(cpidNow)
 				if req.Migratable {
 					s.migLocate(cpidNow, n)
 				}
@@ -496,6 +471,92 @@ func (s *Server) killGone(n, uid uint32, x int64) {
 		return
 	}
 	log.Debug("caller gone, its stream full: killed the program")
+}
+
+// execWhere is where an exec's program runs, for the signals sent beside
+// its stream: its node of the moment and its cpid, once started.
+type execWhere struct {
+	mu      sync.Mutex
+	n       uint32
+	x       int64
+	started chan struct{} // closed once x is set
+}
+
+func newExecWhere(n uint32) *execWhere { return &execWhere{n: n, started: make(chan struct{})} }
+
+// start records the program's cpid (its first Started).
+func (w *execWhere) start(x int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.x == 0 && x != 0 {
+		w.x = x
+		close(w.started)
+	}
+}
+
+// moved records the node the program moved to.
+func (w *execWhere) moved(n uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n = n
+}
+
+func (w *execWhere) get() (uint32, int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n, w.x
+}
+
+// sideMoveTries and sideMoveWait bound how long a signal sent beside the
+// stream follows a program that is moving (its old node answers NotFound
+// until the origin follows it).
+const (
+	sideMoveTries = 10
+	sideMoveWait  = 100 * time.Millisecond
+)
+
+// sideSignals delivers the caller's signals beside the exec's stream, in
+// order, each as a kill of its own (PeerKill.exec) to the program's node
+// of the moment: those that came before the program started wait for its
+// start. A signal the stream would drop (CheckInput) is dropped. One the
+// kill cannot deliver (the program gone, a node unreachable) goes into
+// the stream through inStream, which must not wait for the stream; one
+// whose kill timed out does not (it may have been delivered). An older
+// target vprocd, which does not know PeerKill.exec, delivers it to the
+// program's process alone.
+func (s *Server) sideSignals(ctx context.Context, sigs <-chan *vprocv1.ExecInput, at *execWhere, uid uint32, inStream func(*vprocv1.ExecInput)) {
+	select {
+	case <-at.started:
+	case <-ctx.Done():
+		return
+	}
+	for {
+		var m *vprocv1.ExecInput
+		select {
+		case m = <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		if CheckInput(m) != nil {
+			continue
+		}
+		var err error
+		for try := 0; try < sideMoveTries; try++ {
+			n, x := at.get()
+			err = s.peerKill(ctx, n, uid, x, syscall.Signal(m.GetSignal()), true)
+			if status.Code(err) != codes.NotFound {
+				break
+			}
+			select {
+			case <-time.After(sideMoveWait):
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err != nil && status.Code(err) != codes.DeadlineExceeded && ctx.Err() == nil {
+			inStream(m)
+		}
+	}
 }
 
 // peerKill signals program x, which runs on node n, for its caller uid,

@@ -28,10 +28,11 @@ type execOrigin struct {
 	cpid cpid.CPID
 }
 
-// originOf describes a caller of this node's socket: its process group
-// (as a cluster process group) and whether it has a controlling terminal.
-func (s *Server) originOf(pid int32) execOrigin {
-	o := execOrigin{node: s.cfg.Node}
+// originOf describes a caller of this node's socket, of uid uid: its
+// process group (as a cluster process group) and whether it has a
+// controlling terminal.
+func (s *Server) originOf(pid int32, uid uint32) execOrigin {
+	o := execOrigin{node: s.cfg.Node, uid: uid}
 	if st, err := readProc(pid); err == nil {
 		if g, err := cpid.Make(s.cfg.Node, st.pgrp); err == nil {
 			o.cpgid = g

@@ -93,7 +93,7 @@ func (s *Server) run(ctx context.Context, in inputs, send func(*vprocv1.ExecOutp
 		link, err = newCoopLink(s.cfg.CoopDir, cred.UID, cred.GID, coop.Limits{State: s.cfg.Migrate.StateLimit})
 		if err == nil {
 			mig = &migProg{link: link, prog: &vprocpeerv1.MovedProgram{Argv: req.Argv, Env: req.Env, Cwd: req.Cwd,
-				Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups, Cpgid: int64(org.cpgid), Tty: org.tty}}
+				Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups, Cpgid: int64(org.cpgid), Tty: org.tty, Origin: org.node}}
 			spec.Env = append(slices.Clip(spec.Env), link.env(false)...)
 			defer func() {
 				if p == nil {

@@ -226,6 +226,8 @@ func (s *Server) execSignal(origin, caller uint32, c cpid.CPID, sig syscall.Sign
 	rec := s.recs.m[c]
 	s.recs.mu.Unlock()
 	switch {
+	case !allowedSignals[int32(sig)]:
+		return nil, status.Errorf(codes.InvalidArgument, "vproc: signal %d may not be sent to a program", sig)
 	case rec == nil || rec.signal == nil:
 		return nil, status.Errorf(codes.NotFound, "vproc: no process %s (node %d)", c, s.cfg.Node)
 	case rec.origin.node != origin || rec.origin.uid != caller:

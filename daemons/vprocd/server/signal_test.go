@@ -501,35 +501,40 @@ func TestSignalPeerMustBeTheOriginsVprocd(t *testing.T) {
 // TestExecSignalOnlyForItsCaller: a signal sent beside an exec's stream
 // (PeerKill.exec) reaches the program only for the caller that started
 // that exec, from its origin's vprocd: the origin's vprocd claiming
-// another uid is refused, as is a request that is not for the program
-// here; the right one is delivered (signal 0: the program lives on).
+// another uid is refused, as are another node's vprocd claiming to be the
+// origin of the exec, a request that is not for the program here and a
+// signal a caller may not send in the stream either (SIGALRM); the right
+// one is delivered (SIGCONT: the program lives on).
 func TestExecSignalOnlyForItsCaller(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, pid := startSleep(t, c, ctx, 1, 2)
 	defer syscall.Kill(pid, syscall.SIGKILL)
-	conn, err := rpc.Dial(ctx, c.source(9, rpctest.NodeName(1), ServiceName), c.node(2).addr, rpc.NodeIdentity(ServiceName, rpctest.NodeName(2)))
-	if err != nil {
-		t.Fatal(err)
+	client := func(from uint32) vprocpeerv1.VprocSignalPeerClient {
+		conn, err := rpc.Dial(ctx, c.source(9, rpctest.NodeName(from), ServiceName), c.node(2).addr, rpc.NodeIdentity(ServiceName, rpctest.NodeName(2)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return vprocpeerv1.NewVprocSignalPeerClient(conn)
 	}
-	defer conn.Close()
-	cl := vprocpeerv1.NewVprocSignalPeerClient(conn)
 	uid := uint32(os.Getuid())
 	for _, tc := range []struct {
 		name string
+		from uint32
 		req  *vprocpeerv1.PeerKill
+		sig  syscall.Signal
 		want codes.Code
 	}{
-		{"another uid", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid + 1000, Here: true, Exec: true}, codes.PermissionDenied},
-		{"not here", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Exec: true}, codes.InvalidArgument},
-		{"its caller", &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Here: true, Exec: true}, codes.OK},
+		{"another uid", 1, &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid + 1000, Here: true, Exec: true}, syscall.SIGKILL, codes.PermissionDenied},
+		{"another node's vprocd", 3, &vprocpeerv1.PeerKill{Origin: 3, CallerUid: uid, Here: true, Exec: true}, syscall.SIGKILL, codes.PermissionDenied},
+		{"not here", 1, &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Exec: true}, syscall.SIGKILL, codes.InvalidArgument},
+		{"a signal not for callers", 1, &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Here: true, Exec: true}, syscall.SIGALRM, codes.InvalidArgument},
+		{"its caller", 1, &vprocpeerv1.PeerKill{Origin: 1, CallerUid: uid, Here: true, Exec: true}, syscall.SIGCONT, codes.OK},
 	} {
-		tc.req.Request = &vprocv1.KillRequest{Cpid: p.Cpid, Signal: int32(syscall.SIGKILL)}
-		if tc.want == codes.OK {
-			tc.req.Request.Signal = 0
-		}
-		r, err := cl.Kill(ctx, tc.req)
+		tc.req.Request = &vprocv1.KillRequest{Cpid: p.Cpid, Signal: int32(tc.sig)}
+		r, err := client(tc.from).Kill(ctx, tc.req)
 		if status.Code(err) != tc.want || tc.want == codes.OK && r.GetSignaled() != 1 {
 			t.Errorf("%s: %v %v, want %v", tc.name, r, err, tc.want)
 		}

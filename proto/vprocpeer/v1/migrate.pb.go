@@ -516,7 +516,10 @@ type MovedProgram struct {
 	Cpgid  int64                  `protobuf:"varint,7,opt,name=cpgid,proto3" json:"cpgid,omitempty"`
 	Tty    bool                   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
 	// nice is its nice value at the checkpoint, -20..19.
-	Nice          int32 `protobuf:"varint,9,opt,name=nice,proto3" json:"nice,omitempty"`
+	Nice int32 `protobuf:"varint,9,opt,name=nice,proto3" json:"nice,omitempty"`
+	// origin is the node of the caller of its ssi exec (0 from an older
+	// vprocd: the node its cpid names).
+	Origin        uint32 `protobuf:"varint,10,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +617,13 @@ func (x *MovedProgram) GetNice() int32 {
 	return 0
 }
 
+func (x *MovedProgram) GetOrigin() uint32 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
 var File_vprocpeer_v1_migrate_proto protoreflect.FileDescriptor
 
 const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
@@ -658,7 +668,7 @@ const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2!.openssi.vprocpeer.v1.MoveMessageR\amessage\x12<\n" +
 	"\aprogram\x18\x02 \x01(\v2\".openssi.vprocpeer.v1.MovedProgramR\aprogram\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\fR\x05state\"\xbe\x01\n" +
+	"\x05state\x18\x04 \x01(\fR\x05state\"\xd6\x01\n" +
 	"\fMovedProgram\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\fR\x04argv\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\fR\x03env\x12\x10\n" +
@@ -668,7 +678,9 @@ const file_vprocpeer_v1_migrate_proto_rawDesc = "" +
 	"\x06groups\x18\x06 \x03(\rR\x06groups\x12\x14\n" +
 	"\x05cpgid\x18\a \x01(\x03R\x05cpgid\x12\x10\n" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x12\n" +
-	"\x04nice\x18\t \x01(\x05R\x04nice2\xf6\x01\n" +
+	"\x04nice\x18\t \x01(\x05R\x04nice\x12\x16\n" +
+	"\x06origin\x18\n" +
+	" \x01(\rR\x06origin2\xf6\x01\n" +
 	"\x10VprocMigratePeer\x12L\n" +
 	"\aMigrate\x12!.openssi.vprocpeer.v1.PeerMigrate\x1a\x1e.openssi.vproc.v1.MigrateReply\x12H\n" +
 	"\x04Step\x12!.openssi.vprocpeer.v1.MoveMessage\x1a\x1d.openssi.vprocpeer.v1.PeerAck\x12J\n" +
