@@ -38,6 +38,7 @@ func TestVproc(t *testing.T) {
 		{"KillAcrossNodes", testVprocKill},
 		{"KillGroupOverThreeNodes", testVprocKillGroup},
 		{"CtrlCKillsRemote", testVprocCtrlC},
+		{"CtrlCBehindFullStdin", testVprocCtrlCFullStdin},
 		{"UserCannotSignalOthers", testVprocUsers},
 		{"AutoSpreadsBurst", testVprocAuto},
 		{"NodeKilled", testVprocNodeKilled},
@@ -468,6 +469,28 @@ func testVprocCtrlC(t *testing.T, v vlab) {
 	t.Logf("ssi exec ended %s after its SIGINT, exit %d", x.ended.Sub(t0).Round(time.Millisecond), code)
 	if code != 128+int(syscall.SIGINT) {
 		t.Errorf("ssi exec after SIGINT: exit %d, want %d; stderr %q", code, 128+int(syscall.SIGINT), x.stderr.String())
+	}
+}
+
+// testVprocCtrlCFullStdin: the same with the program's stdin a pipe that
+// yes(1) keeps full and the program never reads: the stdin fills the
+// stream between the two vprocds, and SIGINT still reaches the program
+// (it went beside the stream).
+func testVprocCtrlCFullStdin(t *testing.T, v vlab) {
+	prog := []string{"sleep", "3042"}
+	v.cleanup(t, prog...)
+	x := v.background(t, "node1", "sh", "-c", `rm -f /tmp/e2e-full && mkfifo /tmp/e2e-full && { yes >/tmp/e2e-full & } && echo $$ && exec ssi exec -n "$1" -- sleep 3042 </tmp/e2e-full`, "sh", strconv.Itoa(v.num["node2"]))
+	pid := x.firstLine(t, 30*time.Second)
+	v.running(t, "node2", prog...)
+	time.Sleep(2 * time.Second) // yes fills the pipes and the stream in far less
+	t0 := time.Now()
+	v.must(t, "node1", "sh", "-c", `kill -INT "$1"`, "sh", pid)
+	code := x.wait(t, 10*time.Second)
+	v.gone(t, "node2", 10*time.Second, prog...)
+	v.must(t, "node1", "sh", "-c", `pkill -x yes; rm -f /tmp/e2e-full`)
+	t.Logf("ssi exec behind a full stdin ended %s after its SIGINT, exit %d", x.ended.Sub(t0).Round(time.Millisecond), code)
+	if code != 128+int(syscall.SIGINT) {
+		t.Errorf("ssi exec behind a full stdin after SIGINT: exit %d, want %d; stderr %q", code, 128+int(syscall.SIGINT), x.stderr.String())
 	}
 }
 
