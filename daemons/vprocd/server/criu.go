@@ -441,10 +441,7 @@ func (s *Server) criuRestore(mv migrate.Move, img *image) (*copyHere, error) {
 		done()
 		return nil, err
 	}
-	org := execOrigin{node: x.Node(), tty: pr.Tty, uid: pr.Uid, cpid: x}
-	if g := cpid.CPID(pr.Cpgid); pr.Cpgid > 0 && g.Valid() {
-		org.cpgid = g
-	}
+	org := movedOrigin(x, pr)
 	return &copyHere{move: mv, prog: pr, p: p, link: link, done: done, cpid: x, org: org, ready: make(chan struct{}),
 		unmark: s.markHeld(p.Pid), scoped: scoped}, nil
 }

@@ -106,6 +106,19 @@ func migrateColumn(t *testing.T, c *testCluster, n uint32, x int64) string {
 	return "(not listed)"
 }
 
+// criuColumn is node 1's ps -o migrate of x once it says criu, or what it
+// says after 5 s: the counter's sleep holds a file open for an instant
+// while it starts (its loader's), and CRIU cannot move it that instant.
+func criuColumn(t *testing.T, c *testCluster, x int64) string {
+	t.Helper()
+	col := migrateColumn(t, c, 1, x)
+	for deadline := time.Now().Add(5 * time.Second); col != "criu" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		col = migrateColumn(t, c, 1, x)
+	}
+	return col
+}
+
 // TestMigrateCRIU runs the shell counter on node 2 from node 1's client
 // and moves it 2 -> 3 through CRIU: the client reads one stream (no gap,
 // no repeat), the cpid stays, ps says how it moves, and its exit status
@@ -134,7 +147,7 @@ func TestMigrateCRIU(t *testing.T) {
 	gaps := &gapReader{r: outR}
 	out := readCounter(t, gaps)
 	out.upTo(10)
-	if got := migrateColumn(t, c, 1, p.Cpid); got != "criu" {
+	if got := criuColumn(t, c, p.Cpid); got != "criu" {
 		t.Errorf("ps -o migrate says %q, want criu", got)
 	}
 	_, pid2 := runsOn(c, p.Cpid)
@@ -164,7 +177,7 @@ func TestMigrateCRIU(t *testing.T) {
 		// the target, as its reader sees it.
 		t.Logf("moved to node %d: ssi migrate took %v; freeze time (the output's longest pause) %v",
 			to, took.Round(time.Millisecond), gaps.longest().Round(time.Millisecond))
-		if got := migrateColumn(t, c, 1, p.Cpid); got != "criu" {
+		if got := criuColumn(t, c, p.Cpid); got != "criu" {
 			t.Errorf("after the move ps -o migrate says %q, want criu", got)
 		}
 	}

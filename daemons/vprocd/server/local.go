@@ -109,6 +109,12 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 		if err := ps.relay(); err != nil {
 			return err
 		}
+		if !local {
+			// From now on, not from forward's start: a signal
+			// during the connection to the target must not fall
+			// behind the stdin (forward, sideSignals).
+			ps.signalsAside()
+		}
 	}
 	if local {
 		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID, caller.UID))
@@ -171,12 +177,28 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 		signalsAside() <-chan *vprocv1.ExecInput
 	}); ok {
 		if sigs := a.signalsAside(); sigs != nil {
+			// The signals a kill could not deliver, into the stream in
+			// order, from a goroutine of their own: the stream may be
+			// full, and the next signal must not wait for it.
+			fallback := make(chan *vprocv1.ExecInput, cap(sigs))
+			go func() {
+				for {
+					select {
+					case m := <-fallback:
+						sendMu.Lock()
+						_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
+						sendMu.Unlock()
+					case <-fctx.Done():
+						return
+					}
+				}
+			}()
 			go s.sideSignals(fctx, sigs, at, caller.UID, func(m *vprocv1.ExecInput) {
-				go func() { // the stream may be full: not in the way of the next signal
-					sendMu.Lock()
-					defer sendMu.Unlock()
-					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
-				}()
+				select {
+				case fallback <- m:
+				default:
+					s.log.WithField("signal", m.GetSignal()).Warn("a caller's signal dropped: the kills and the stream both stuck")
+				}
 			})
 		}
 	}
@@ -553,7 +575,11 @@ func (s *Server) sideSignals(ctx context.Context, sigs <-chan *vprocv1.ExecInput
 				return
 			}
 		}
-		if err != nil && status.Code(err) != codes.DeadlineExceeded && ctx.Err() == nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case status.Code(err) == codes.DeadlineExceeded:
+			s.log.WithError(err).WithField("signal", m.GetSignal()).Debug("a caller's signal beside the stream timed out (it may have been delivered)")
+		default:
 			inStream(m)
 		}
 	}

@@ -59,6 +59,21 @@ func startOrigin(start *vprocpeerv1.Start) execOrigin {
 	return org
 }
 
+// movedOrigin is the origin of program x that moved here (by either
+// mechanism), as its MovedProgram says: the node its cpid names, unless
+// the program says otherwise (one its first node named by its pid there:
+// its origin had given it no cpid).
+func movedOrigin(x cpid.CPID, pr *vprocpeerv1.MovedProgram) execOrigin {
+	org := execOrigin{node: x.Node(), tty: pr.GetTty(), uid: pr.GetUid(), cpid: x}
+	if pr.GetOrigin() != 0 {
+		org.node = pr.GetOrigin()
+	}
+	if g := cpid.CPID(pr.GetCpgid()); pr.GetCpgid() > 0 && g.Valid() {
+		org.cpgid = g
+	}
+	return org
+}
+
 // execRecord is a program started through vprocd that runs here.
 type execRecord struct {
 	pid    int32
