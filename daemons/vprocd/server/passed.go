@@ -53,6 +53,10 @@ type passedStream struct {
 	in   chan received
 	stop chan struct{}
 	once sync.Once
+	// sigs, once signalsAside made it, takes the caller's signals in
+	// place of Recv.
+	sigMu sync.Mutex
+	sigs  chan *vprocv1.ExecInput
 
 	// An output whose reader is gone (EPIPE) is broken for the program
 	// as the caller's pipe would be for a local one: its output there
@@ -70,11 +74,6 @@ type passedStream struct {
 	// broken stdout or stderr): its context is cancelled (the program
 	// is killed, as for a caller gone) and the caller gets the status
 	// of a death by SIGPIPE.
-	// sigs, once signalsAside made it, takes the caller's signals in
-	// place of Recv.
-	sigMu sync.Mutex
-	sigs  chan *vprocv1.ExecInput
-
 	broken   atomic.Uint32 // the outputs broken (passed_stdio bits)
 	closed   chan uint32   // each broken output's bit, once, for Recv
 	dropped  int           // output bytes dropped since (Send's)
