@@ -120,10 +120,14 @@ func (i *Inode) notGranted() ([]Action, error) {
 // blocks: the lock is released as far as want needs (OnBlocking) once the
 // operations running end; operations that come meanwhile wait.
 func (i *Inode) Blocking(want Mode) []Action {
-	if !want.Valid() || OnBlocking(i.held, i.cache, want).To == i.held {
+	if !want.Valid() {
 		return nil
 	}
-	if i.blocked == 0 || OnBlocking(i.held, i.cache, want).To == NL {
+	to := OnBlocking(i.held, i.cache, want).To
+	if to == i.held {
+		return nil
+	}
+	if i.blocked == 0 || to == NL {
 		i.blocked = want // NL covers a callback for less as well
 	}
 	return i.pump(nil)

@@ -103,6 +103,7 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 	// A migratable program is relayed through the peer service even
 	// here: the relay follows it when it moves (forward).
 	local := req.Node == s.cfg.Node && !req.Migratable
+	var sigs <-chan *vprocv1.ExecInput
 	if ps, ok := stream.(*passedStream); ok && !(local && ps.give()) {
 		// Relayed: the program runs on another node, or may move, or
 		// a file is the caller's own description.
@@ -113,19 +114,22 @@ func (a *API) Exec(stream vprocv1.Vproc_ExecServer) error {
 			// From now on, not from forward's start: a signal
 			// during the connection to the target must not fall
 			// behind the stdin (forward, sideSignals).
-			ps.signalsAside()
+			sigs = ps.signalsAside()
 		}
 	}
 	if local {
 		return s.run(ctx, stream, stream.Send, cred, req, s.originOf(caller.PID, caller.UID))
 	}
-	return s.forward(ctx, stream, caller, req)
+	return s.forward(ctx, stream, sigs, caller, req)
 }
 
 // forward runs req on node req.Node through its vprocd, relaying the
 // caller's stream both ways. When the node goes DOWN or the link breaks
 // while the program runs, the caller gets ExitLost and one line.
-func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, caller localapi.Cred, req *vprocv1.ExecRequest) error {
+//
+// sigs, when not nil, are the caller's signals taken out of the stream
+// (passedStream.signalsAside): they go beside it (sideSignals).
+func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, sigs <-chan *vprocv1.ExecInput, caller localapi.Cred, req *vprocv1.ExecRequest) error {
 	n := req.Node
 	down, err := s.upNode(n)
 	if err != nil {
@@ -173,34 +177,30 @@ func (s *Server) forward(ctx context.Context, stream vprocv1.Vproc_ExecServer, c
 	// The caller's signals, when its stdin was passed: a stream full of
 	// stdin the program does not read holds up every input behind it, so
 	// they go beside it (sideSignals).
-	if a, ok := stream.(interface {
-		signalsAside() <-chan *vprocv1.ExecInput
-	}); ok {
-		if sigs := a.signalsAside(); sigs != nil {
-			// The signals a kill could not deliver, into the stream in
-			// order, from a goroutine of their own: the stream may be
-			// full, and the next signal must not wait for it.
-			fallback := make(chan *vprocv1.ExecInput, cap(sigs))
-			go func() {
-				for {
-					select {
-					case m := <-fallback:
-						sendMu.Lock()
-						_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
-						sendMu.Unlock()
-					case <-fctx.Done():
-						return
-					}
-				}
-			}()
-			go s.sideSignals(fctx, sigs, at, caller.UID, func(m *vprocv1.ExecInput) {
+	if sigs != nil {
+		// The signals a kill could not deliver, into the stream in
+		// order, from a goroutine of their own: the stream may be full,
+		// and the next signal must not wait for it.
+		fallback := make(chan *vprocv1.ExecInput, cap(sigs))
+		go func() {
+			for {
 				select {
-				case fallback <- m:
-				default:
-					s.log.WithField("signal", m.GetSignal()).Warn("a caller's signal dropped: the kills and the stream both stuck")
+				case m := <-fallback:
+					sendMu.Lock()
+					_ = ps.Send(&vprocpeerv1.PeerExecInput{Kind: &vprocpeerv1.PeerExecInput_Input{Input: m}})
+					sendMu.Unlock()
+				case <-fctx.Done():
+					return
 				}
-			})
-		}
+			}
+		}()
+		go s.sideSignals(fctx, sigs, at, caller.UID, func(m *vprocv1.ExecInput) {
+			select {
+			case fallback <- m:
+			default:
+				s.log.WithField("signal", m.GetSignal()).Warn("a caller's signal dropped: the kills and the stream both stuck")
+			}
+		})
 	}
 	// The caller's inputs, as they come, to the program's node of the
 	// moment.
