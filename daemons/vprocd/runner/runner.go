@@ -19,13 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/openssi/openssi/daemons/vprocd/gate"
+	"github.com/openssi/openssi/internal/fsident"
 )
 
 // Cred is who the program runs as.
-type Cred struct {
-	UID, GID uint32
-	Groups   []uint32
-}
+type Cred = fsident.Cred
 
 // Spec says what to run and how.
 type Spec struct {
@@ -128,7 +126,7 @@ func start(s Spec, gates func() *warmGate) (*Proc, error) {
 		dir, path string
 		serr      *StartError
 	)
-	if err := asCaller(s.Cred, func() {
+	if err := fsident.Do(s.Cred, func() {
 		dir, p.Note = chooseDir(s.Dir, u.HomeDir)
 		path, serr = lookPath(s.Argv[0], dir, s.Env)
 	}); err != nil {

@@ -1,4 +1,4 @@
-package runner
+package fsident
 
 import (
 	"errors"
@@ -65,13 +65,13 @@ func threads(t *testing.T) map[string]string {
 	return ids
 }
 
-// TestAsCallerHandsThreadsBack: asCaller gives a thread the caller's
+// TestDoHandsThreadsBack: Do gives a thread the caller's
 // fsuid, fsgid and groups only while f runs. After many concurrent calls
 // as other users (each f checking it runs with its caller's identity),
 // every thread of the process, the ones that ran them included, has
 // root's uids, gids, groups and capabilities again: no later goroutine
-// of vprocd runs with a caller's identity.
-func TestAsCallerHandsThreadsBack(t *testing.T) {
+// of the daemon runs with a caller's identity.
+func TestDoHandsThreadsBack(t *testing.T) {
 	roottest.Need(t)
 	before := threads(t)
 	var root string
@@ -86,7 +86,7 @@ func TestAsCallerHandsThreadsBack(t *testing.T) {
 	if !strings.HasPrefix(root, "Uid: 0 0 0 0;") {
 		t.Fatalf("this test runs as %q, not root", root)
 	}
-	// root's real, effective and saved gids, which asCaller leaves.
+	// root's real, effective and saved gids, which Do leaves.
 	_, gids, _ := strings.Cut(root, "Gid: ")
 	gid3 := strings.Join(strings.Fields(gids)[:3], " ")
 
@@ -100,7 +100,7 @@ func TestAsCallerHandsThreadsBack(t *testing.T) {
 			for j := range rounds {
 				c := Cred{UID: uint32(10000 + i), GID: uint32(20000 + j), Groups: []uint32{uint32(30000 + i), uint32(40000 + j)}}
 				want := fmt.Sprintf("Uid: 0 0 0 %d; Gid: %s %d; Groups: %d %d;", c.UID, gid3, c.GID, c.Groups[0], c.Groups[1])
-				err := asCaller(c, func() {
+				err := Do(c, func() {
 					// What Start does meanwhile: look at files as c.
 					_, _ = os.Stat("/etc/passwd")
 					id, _, err := identity("/proc/thread-self/status")
