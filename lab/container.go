@@ -26,7 +26,12 @@ func (l *Lab) nspawnOptions(n NodeState) nspawn.Options {
 		Name:   n.Machine,
 		Bridge: s.Bridge,
 		Binds:  binds,
-		Args:   []string{"--console=passive"},
+		// cfsd serves files by handle: nspawn's system-call filter
+		// refuses open_by_handle_at(2) to its containers' services
+		// (a container with CAP_DAC_READ_SEARCH could otherwise open
+		// the host's files by a forged handle; cfsd opens only handles
+		// it signed). A machine without nspawn needs nothing of this.
+		Args: []string{"--console=passive", "--system-call-filter=open_by_handle_at"},
 	}
 	if s.CRIU {
 		o.Env, o.Args = criuNspawn(o.Env, o.Args)

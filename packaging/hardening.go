@@ -92,29 +92,4 @@ var Planned = map[string]Profile{
 		Why:      "Creates message queues, semaphores and shared memory on behalf of local callers and hands them to them (CAP_IPC_OWNER, CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE); shares the host's IPC namespace, /tmp and /home.",
 		Exposure: 2.7,
 	},
-	"cfsd": {
-		Capabilities:    []string{"CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID"},
-		AddressFamilies: inet,
-		Set: []Directive{
-			// The FUSE mount must be visible to the host: every option
-			// that gives the service its own mount namespace is off.
-			{Key: "ProtectSystem", Value: "no"},
-			{Key: "ReadWritePaths", Value: ""},
-			{Key: "ProtectHome", Value: "no"},
-			{Key: "PrivateTmp", Value: "no"},
-			{Key: "PrivateDevices", Value: "no"},
-			{Key: "DevicePolicy", Value: "closed"},
-			{Key: "DeviceAllow", Value: "/dev/fuse rw"},
-			{Key: "ProtectKernelTunables", Value: "no"},
-			{Key: "ProtectKernelLogs", Value: "no"},
-			{Key: "ProtectControlGroups", Value: "no"},
-			{Key: "ProtectClock", Value: "no"},
-			{Key: "ProtectHostname", Value: "no"},
-			{Key: "ProtectProc", Value: ""},
-			{Key: "ProcSubset", Value: ""},
-			{Key: "SystemCallFilter", Value: "@mount"},
-		},
-		Why:      "Mounts the cluster filesystem with FUSE (/dev/fuse, CAP_SYS_ADMIN for mount(2) since NoNewPrivileges rules out setuid fusermount3) and serves files with their owners and modes (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID); no private mount namespace, or the mount would not be seen outside the service.",
-		Exposure: 4.3,
-	},
 }

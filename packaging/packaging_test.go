@@ -142,7 +142,7 @@ func TestServiceUnit(t *testing.T) {
 		}
 	}
 	cfsd := ServiceUnit(daemons.Daemon{Name: "cfsd", Binary: "cfsd", Unit: "openssi-cfsd.service", Hardening: Profiles["cfsd"]})
-	for _, want := range []string{"DeviceAllow=/dev/fuse rw\n", "SystemCallFilter=@mount\n", "ProtectSystem=no\n"} {
+	for _, want := range []string{"DeviceAllow=/dev/fuse rw\n", "SystemCallFilter=@mount open_by_handle_at setfsuid setgroups\n", "ProtectSystem=no\n"} {
 		if !strings.Contains(cfsd, want) {
 			t.Errorf("cfsd unit lacks %q", want)
 		}

@@ -48,7 +48,7 @@ const MaxNodeNumber = 511
 
 // Daemons are the OpenSSI daemons that run under a node's token (the names
 // of internal/daemons.All; a test keeps the two equal).
-var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover", "keepalived", "lvsd"}
+var Daemons = []string{"clmsd", "dlmd", "vprocd", "initfailover", "keepalived", "lvsd", "cfsd"}
 
 // NoService are the daemons of Daemons with no peer protocol
 // (openssi-keepalived: its state is in Consul KV; openssi-lvsd: its

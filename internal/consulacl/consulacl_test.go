@@ -80,6 +80,8 @@ func TestNodeRules(t *testing.T) {
 		"service openssi-vprocd.node2":        "write",
 		"service openssi-initfailover":        "write",
 		"service openssi-initfailover.node2":  "write",
+		"service openssi-cfsd":                "write",
+		"service openssi-cfsd.node2":          "write",
 		"session node2":                       "write",
 		"key_prefix openssi/":                 "read",
 		"key_prefix openssi/dlm/":             "write",

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/openssi/openssi/daemons/cfsd/cfsdspec"
 	"github.com/openssi/openssi/daemons/clmsd/clmsdspec"
 	"github.com/openssi/openssi/daemons/dlmd/dlmdspec"
 	"github.com/openssi/openssi/daemons/initfailover/initfailoverspec"
@@ -31,6 +32,7 @@ var All = []Daemon{
 	initfailoverspec.Daemon,
 	keepalivedspec.Daemon,
 	lvsdspec.Daemon,
+	cfsdspec.Daemon,
 }
 
 // Find returns the daemon with the given name.

@@ -74,12 +74,16 @@ func Mount(dir string, o Options) (*fuse.Server, error) {
 	}
 	root := &node{m: m, h: rep.Handle}
 	zero := time.Duration(0)
-	return fs.Mount(dir, root, &fs.Options{
+	srv, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:         true,
-			FsName:             o.Name,
-			Name:               "cfs",
-			DirectMount:        true,
+			AllowOther:  true,
+			FsName:      o.Name,
+			Name:        "cfs",
+			DirectMount: true,
+			// No fallback to the setuid fusermount3: it cannot work
+			// under the unit's NoNewPrivileges, and it would hide why
+			// mount(2) failed.
+			DirectMountStrict:  true,
 			MaxWrite:           1 << 20,
 			DisableReadDirPlus: true,
 			// The kernel checks the mode bits against the server's
@@ -99,6 +103,10 @@ func Mount(dir string, o Options) (*fuse.Server, error) {
 		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: rep.Attr.GetIno(), Gen: gen(rep.Handle)},
 	})
+	if err != nil {
+		return nil, fmt.Errorf("cfs: mount %s on %s: %w", o.Export, dir, err)
+	}
+	return srv, nil
 }
 
 type mount struct {

@@ -20,3 +20,22 @@ func TestParseGroups(t *testing.T) {
 		}
 	}
 }
+
+func TestMountedAt(t *testing.T) {
+	info := `22 1 0:21 / /proc rw,nosuid - proc proc rw
+918 146 0:92 / /cluster/home rw,nosuid,nodev,relatime shared:361 - fuse.cfs cfs:home rw,user_id=0
+919 146 0:93 / /cluster/with\040space rw - fuse.cfs cfs:x rw
+1449 146 0:103 / /cluster/proc rw,nosuid - fuse.vprocfs openssi rw
+`
+	for dir, want := range map[string]bool{
+		"/cluster/home":       true,
+		"/cluster/with space": true,
+		"/cluster/proc":       false, // another file system
+		"/cluster":            false,
+		"/proc":               false,
+	} {
+		if got := MountedAt(info, dir); got != want {
+			t.Errorf("MountedAt(%s) = %v, want %v", dir, got, want)
+		}
+	}
+}
