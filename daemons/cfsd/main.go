@@ -37,6 +37,15 @@ func run(ctx context.Context, env *daemon.Env) error {
 	}
 	defer members.Close()
 
+	// The local socket first: serving an export sets the process's
+	// umask to 0 (the callers' kernels apply theirs), and a socket made
+	// after that would be open to all until its chmod.
+	local, err := env.ServeLocal(func(*grpc.Server) {})
+	if err != nil {
+		return err
+	}
+	defer local.Stop()
+
 	srv, err := server.New(server.Config{
 		Self:     uint32(me.Number),
 		Exports:  own.Exports,
@@ -58,11 +67,6 @@ func run(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 	defer peers.Stop()
-	local, err := env.ServeLocal(func(*grpc.Server) {})
-	if err != nil {
-		return err
-	}
-	defer local.Stop()
 
 	// A node that goes DOWN loses the files it had open here.
 	names := map[int]string{}

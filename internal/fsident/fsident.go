@@ -35,9 +35,12 @@ type Cred struct {
 // restored is left locked and so ends with its goroutine.
 //
 // A process that is not root already is c (its caller checked that), and
-// for a root caller root's view is the caller's: both run f as they are.
+// for a root caller of group 0 root's view is the caller's: both run f as
+// they are. A root caller of another group (or with other groups) gets
+// its fsgid and groups, keeping fsuid 0 and with it root's capabilities,
+// so that the files it makes have its group.
 func Do(c Cred, f func()) error {
-	if os.Geteuid() != 0 || c.UID == 0 {
+	if os.Geteuid() != 0 || (c.UID == 0 && c.GID == 0 && onlyRoot(c.Groups)) {
 		f()
 		return nil
 	}
@@ -59,6 +62,16 @@ func Do(c Cred, f func()) error {
 		errc <- nil
 	}()
 	return <-errc
+}
+
+// onlyRoot says whether groups hold no group but 0.
+func onlyRoot(groups []uint32) bool {
+	for _, g := range groups {
+		if g != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // becomeFS gives the calling (locked) thread c's file-system identity and

@@ -130,3 +130,22 @@ func TestDoHandsThreadsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestRootCallerKeepsItsGroup: a root caller of another group makes
+// files of that group (its fsgid), as its own process would.
+func TestRootCallerKeepsItsGroup(t *testing.T) {
+	roottest.Need(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	var err error
+	if derr := Do(Cred{UID: 0, GID: 4242}, func() { err = os.WriteFile(p, nil, 0o644) }); derr != nil || err != nil {
+		t.Fatal(derr, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Gid != 4242 {
+		t.Errorf("root's file of group 4242 is %d:%d", st.Uid, st.Gid)
+	}
+}

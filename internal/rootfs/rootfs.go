@@ -50,8 +50,10 @@ const DefaultMirror = "http://deb.debian.org/debian"
 //     vprocd's migration uses;
 //   - haproxy and keepalived: the peers bench/lvs measures lvsd's proxy
 //     (requests/s, p99) and its VIP failover (against VRRP) against;
-//     finish disables them, as sshd.
-var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync", "haproxy", "keepalived", "libprotobuf-c1", "libnet1", "libnl-3-200"}
+//     finish disables them, as sshd;
+//   - sshfs and fio: bench/cfs measures cfsd's mount against sshfs (over
+//     the nodes' sshd) with fio's sequential reads and writes.
+var Packages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "ca-certificates", "gnupg", "openssh-server", "strace", "pacemaker", "pacemaker-cli-utils", "corosync", "haproxy", "keepalived", "libprotobuf-c1", "libnet1", "libnl-3-200", "sshfs", "fio"}
 
 // ErrMissingTool is matched (errors.Is) when debootstrap is not installed.
 var ErrMissingTool = errors.New("rootfs: debootstrap not found (apt-get install debootstrap)")

@@ -70,3 +70,16 @@ func missing(euid int, disabled, ci bool, have func(string) bool, tools []string
 	}
 	return msg + " (skipped; under CI=true this fails)", false
 }
+
+// NeedFUSE is Need for a test that mounts with FUSE: root, the tools,
+// and /dev/fuse.
+func NeedFUSE(t testing.TB, tools ...string) {
+	t.Helper()
+	Need(t, tools...)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if ci() {
+			t.Fatalf("needs /dev/fuse: %v (CI=true makes this a failure, not a skip)", err)
+		}
+		t.Skipf("needs /dev/fuse: %v (skipped; under CI=true this fails)", err)
+	}
+}

@@ -52,7 +52,7 @@ func TestConsulACLNodePolicy(t *testing.T) {
 		NodeTokens: true,
 		Clmsd:      clmsdBin,
 		Dlmd:       dlmdBin,
-		Binaries:   map[string]string{"initfailover": initfailoverBin, "keepalived": keepalivedBin, "lvsd": lvsdBin},
+		Binaries:   map[string]string{"initfailover": initfailoverBin, "keepalived": keepalivedBin, "lvsd": lvsdBin, "cfsd": cfsdBin},
 	})
 	ctx := ctxFor(t, 60*time.Second)
 

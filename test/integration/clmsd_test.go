@@ -381,7 +381,7 @@ func TestSsiNodesShowsTheClusterWithSkew(t *testing.T) {
 		Consul:   consulagent.Options{Servers: 3},
 		Clmsd:    clmsdBin,
 		Dlmd:     dlmdBin,
-		Binaries: map[string]string{"vprocd": vprocdBin, "initfailover": initfailoverBin, "keepalived": keepalivedBin, "lvsd": lvsdBin},
+		Binaries: map[string]string{"vprocd": vprocdBin, "initfailover": initfailoverBin, "keepalived": keepalivedBin, "lvsd": lvsdBin, "cfsd": cfsdBin},
 	})
 	ctx := ctxFor(t, time.Minute)
 	n := c.Nodes[0]

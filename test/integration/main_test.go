@@ -11,9 +11,9 @@ import (
 	"github.com/openssi/openssi/internal/nodetest"
 )
 
-// clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin and
-// lvsdBin are built once for the package.
-var clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin, lvsdBin string
+// clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin, lvsdBin
+// and cfsdBin are built once for the package.
+var clmsdBin, dlmdBin, vprocdBin, initfailoverBin, keepalivedBin, lvsdBin, cfsdBin string
 
 func TestMain(m *testing.M) {
 	if os.Getenv(dlmChildEnv) != "" {
@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	}
 	if err == nil {
 		lvsdBin, err = nodetest.Build(dir, "lvsd")
+	}
+	if err == nil {
+		cfsdBin, err = nodetest.Build(dir, "cfsd")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

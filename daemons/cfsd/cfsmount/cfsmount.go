@@ -90,6 +90,9 @@ func Mount(dir string, o Options) (*fuse.Server, error) {
 			// attributes as for a local file system; the server checks
 			// again as the caller.
 			Options: []string{"default_permissions"},
+			// POSIX ACLs: the kernel checks them too (reading them from
+			// the server), not the mode bits alone.
+			EnableAcl: true,
 			// The server clears set-user-ID and set-group-ID bits, as
 			// its kernel does for a write, truncate or chown done as
 			// the caller: the client's kernel would instead send a
@@ -194,7 +197,13 @@ func setAttr(out *fuse.Attr, a *pb.Attr) {
 	out.Blocks = a.GetBlocks()
 	out.Blksize = a.GetBlksize()
 	set := func(ns int64, sec *uint64, nsec *uint32) {
-		*sec, *nsec = uint64(ns/1e9), uint32(ns%1e9)
+		// Floor division: a time before 1970 is seconds below zero and
+		// nanoseconds above it, as the kernel keeps it.
+		s, n := ns/1e9, ns%1e9
+		if n < 0 {
+			s, n = s-1, n+1e9
+		}
+		*sec, *nsec = uint64(s), uint32(n)
 	}
 	set(a.GetAtimeNs(), &out.Atime, &out.Atimensec)
 	set(a.GetMtimeNs(), &out.Mtime, &out.Mtimensec)

@@ -120,20 +120,61 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	rep, errno := do(n.m, ctx, n.m.c.ReadDir, &pb.ReadDirRequest{Export: n.m.export, Caller: caller(ctx), Handle: n.h})
+	d := &dirStream{n: n, caller: caller(ctx), more: true}
+	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR})
+	if errno := d.fetch(ctx); errno != 0 {
+		return nil, errno
+	}
+	return d, 0
+}
+
+// dirStream lists a directory a page at a time, as the kernel reads it.
+type dirStream struct {
+	n      *node
+	caller *pb.Caller
+	list   []fuse.DirEntry
+	cookie uint64
+	more   bool
+	errno  syscall.Errno
+}
+
+func (d *dirStream) fetch(ctx context.Context) syscall.Errno {
+	rep, errno := do(d.n.m, ctx, d.n.m.c.ReadDir, &pb.ReadDirRequest{Export: d.n.m.export, Caller: d.caller, Handle: d.n.h, Cookie: d.cookie})
 	if errno == 0 {
 		errno = syscall.Errno(rep.Errno)
 	}
 	if errno != 0 {
-		return nil, errno
+		return errno
 	}
-	list := make([]fuse.DirEntry, 0, len(rep.Entries)+2)
-	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR})
-	for _, d := range rep.Entries {
-		list = append(list, fuse.DirEntry{Name: d.Name, Ino: d.Ino, Mode: d.Mode})
+	for _, e := range rep.Entries {
+		d.list = append(d.list, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
 	}
-	return fs.NewListDirStream(list), 0
+	d.cookie, d.more = rep.Cookie, rep.More
+	return 0
 }
+
+func (d *dirStream) HasNext() bool {
+	// A later page is asked for as the kernel reads on (its own
+	// READDIR's context is not this stream's): with the mount's deadline.
+	for len(d.list) == 0 && d.more && d.errno == 0 {
+		d.errno = d.fetch(context.Background())
+	}
+	return len(d.list) > 0 || d.errno != 0
+}
+
+func (d *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	if len(d.list) == 0 {
+		errno := d.errno
+		d.errno = 0
+		d.more = false
+		return fuse.DirEntry{}, errno
+	}
+	e := d.list[0]
+	d.list = d.list[1:]
+	return e, 0
+}
+
+func (d *dirStream) Close() {}
 
 // openFlags says how the kernel is to cache an open file: never across
 // opens (close-to-open), and not at all for O_APPEND, whose writes land

@@ -21,6 +21,7 @@
 package export
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -33,16 +34,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits bound what one client node can hold.
+// Limits bound what the clients can hold.
 type Limits struct {
 	// FilesPerClient is the most files one client node may have open.
 	FilesPerClient int
+	// Files is the most files all clients together may have open (well
+	// below the process's descriptors, which the server needs too).
+	Files int
 	// MaxIO is the largest read or write in one request.
 	MaxIO int
 }
 
-// DefaultLimits are the limits of a cfsd.
-var DefaultLimits = Limits{FilesPerClient: 16384, MaxIO: 1 << 20}
+// DefaultLimits are the limits of a cfsd (its unit allows 65536
+// descriptors).
+var DefaultLimits = Limits{FilesPerClient: 8192, Files: 32768, MaxIO: 1 << 20}
 
 // Export is one exported directory being served. Its methods are safe
 // for concurrent use.
@@ -52,6 +57,11 @@ type Export struct {
 	dev    uint64
 	signer *handle.Signer
 	limits Limits
+
+	// life is held (read) by every operation and taken by Close, so
+	// that root is never closed under one.
+	life   sync.RWMutex
+	closed bool
 
 	mu      sync.Mutex
 	files   map[uint64]*openFile
@@ -70,9 +80,8 @@ type openFile struct {
 // caller's own umask was applied by its kernel, and the server's must
 // not mask the mode again.
 func Open(name, dir string, key []byte, limits Limits) (*Export, error) {
-	signer, err := handle.NewSigner(name, key)
-	if err != nil {
-		return nil, err
+	if len(key) != handle.KeySize {
+		return nil, fmt.Errorf("export %s: a key of %d bytes, not %d", name, len(key), handle.KeySize)
 	}
 	unix.Umask(0)
 	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -84,9 +93,16 @@ func Open(name, dir string, key []byte, limits Limits) (*Export, error) {
 		unix.Close(root)
 		return nil, fmt.Errorf("export %s: stat %s: %w", name, dir, err)
 	}
-	if _, _, err := unix.NameToHandleAt(root, "", unix.AT_EMPTY_PATH); err != nil {
+	rootHandle, _, err := unix.NameToHandleAt(root, "", unix.AT_EMPTY_PATH)
+	if err != nil {
 		unix.Close(root)
 		return nil, fmt.Errorf("export %s: the file system of %s cannot name files by handle (%v): export a directory on ext4, xfs, btrfs or tmpfs", name, dir, err)
+	}
+	// The handles are valid for this export of this directory only.
+	signer, err := handle.NewSigner(fmt.Sprintf("%s\x00%s\x00%d:%x", name, dir, rootHandle.Type(), rootHandle.Bytes()), key)
+	if err != nil {
+		unix.Close(root)
+		return nil, err
 	}
 	return &Export{
 		name: name, root: root, dev: st.Dev, signer: signer, limits: limits,
@@ -97,8 +113,29 @@ func Open(name, dir string, key []byte, limits Limits) (*Export, error) {
 // Name is the export's name.
 func (e *Export) Name() string { return e.name }
 
-// Close closes every open file and the export.
+// Enter starts an operation on the export; false once it is closed. An
+// operation that entered must Leave.
+func (e *Export) Enter() bool {
+	e.life.RLock()
+	if e.closed {
+		e.life.RUnlock()
+		return false
+	}
+	return true
+}
+
+// Leave ends an operation that entered.
+func (e *Export) Leave() { e.life.RUnlock() }
+
+// Close waits for the operations under way, then closes every open file
+// and the export.
 func (e *Export) Close() error {
+	e.life.Lock()
+	defer e.life.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
 	e.mu.Lock()
 	e.closing = true
 	for fh, f := range e.files {
@@ -134,10 +171,13 @@ func (e *Export) OpenFiles(client string) int {
 }
 
 // Op is who an operation is for: the client node (from its certificate)
-// and its caller (as that node's kernel reported it).
+// and its caller (as that node's kernel reported it), and the request's
+// context (nil for none): an open whose caller went away meanwhile is
+// closed again rather than kept for nobody.
 type Op struct {
 	Client string
 	Cred   fsident.Cred
+	Ctx    context.Context
 }
 
 // CredOf is the identity of a protocol caller.
@@ -255,15 +295,26 @@ func attrOf(st *unix.Stat_t) *pb.Attr {
 	}
 }
 
-// addFile keeps fd as an open file of client.
-func (e *Export) addFile(client string, fd int) (uint64, error) {
+// addFile keeps fd as an open file of o's client; if o's request was
+// cancelled meanwhile (the caller interrupted, the client timed out), no
+// answer reaches the client, so the file is closed again.
+func (e *Export) addFile(o Op, fd int) (uint64, error) {
+	fh, err := e.keep(o.Client, fd)
+	if err == nil && o.Ctx != nil && o.Ctx.Err() != nil {
+		_ = e.release(o.Client, fh)
+		return 0, unix.EINTR
+	}
+	return fh, err
+}
+
+func (e *Export) keep(client string, fd int) (uint64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closing {
 		unix.Close(fd)
 		return 0, unix.ESTALE
 	}
-	if e.byNode[client] >= e.limits.FilesPerClient {
+	if e.byNode[client] >= e.limits.FilesPerClient || len(e.files) >= e.limits.Files {
 		unix.Close(fd)
 		return 0, unix.EMFILE
 	}

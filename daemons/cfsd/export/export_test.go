@@ -2,9 +2,11 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/openssi/openssi/daemons/cfsd/handle"
@@ -34,7 +36,7 @@ func exported(t testing.TB, setup func(dir string)) (*Export, string) {
 	if setup != nil {
 		setup(dir)
 	}
-	e, err := Open("home", dir, bytes.Repeat([]byte{3}, handle.KeySize), Limits{FilesPerClient: 4, MaxIO: 1 << 20})
+	e, err := Open("home", dir, bytes.Repeat([]byte{3}, handle.KeySize), Limits{FilesPerClient: 4, Files: 6, MaxIO: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +223,16 @@ func TestOpenFilesPerClient(t *testing.T) {
 	if e.OpenFiles("node3") != 1 {
 		t.Errorf("node3 has %d open files, want 1", e.OpenFiles("node3"))
 	}
+	// All clients together: at most Files (6) open.
+	for i, node := range []string{"node4", "node5", "node6", "node7", "node8", "node9"} {
+		rep := e.Open(Op{Client: node, Cred: CredOf(root)}, &pb.OpenRequest{Caller: root, Handle: f.Handle, Flags: unix.O_RDONLY})
+		if i < 5 && rep.Errno != 0 {
+			t.Fatalf("%s's open with %d files open in all: %v", node, 1+i, unix.Errno(rep.Errno))
+		}
+		if i == 5 {
+			wantErrno(t, "a seventh file open in all", rep.Errno, unix.EMFILE)
+		}
+	}
 }
 
 // TestRemovedFileIsStale: the handle of a removed file answers ESTALE,
@@ -230,6 +242,9 @@ func TestRemovedFileIsStale(t *testing.T) {
 	top := e.Root(op(root), nil)
 	f := lookup(t, e, root, top.Handle, "f")
 	open := e.Open(op(root), &pb.OpenRequest{Caller: root, Handle: f.Handle, Flags: unix.O_RDONLY})
+	if open.Errno != 0 {
+		t.Fatalf("open: %v", unix.Errno(open.Errno))
+	}
 	if err := os.Remove(filepath.Join(base, "export", "f")); err != nil {
 		t.Fatal(err)
 	}
@@ -273,4 +288,115 @@ func FuzzLookup(f *testing.F) {
 			t.Fatalf("lookup %q found a file (ino %d)", name, ent.Attr.Ino)
 		}
 	})
+}
+
+// TestOpensOnlyFilesAndDirectories: the server never opens a FIFO or a
+// device node for a client (a client's kernel opens those on its own
+// node): an open of a FIFO would block the server's thread, an open of a
+// device would hand the server's devices out. Neither hangs.
+func TestOpensOnlyFilesAndDirectories(t *testing.T) {
+	e, _ := exported(t, func(dir string) {
+		if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	top := e.Root(op(root), nil)
+	for _, name := range []string{"fifo", "null"} {
+		ent := lookup(t, e, nobody, top.Handle, name)
+		for _, flags := range []uint32{unix.O_RDONLY, unix.O_WRONLY} {
+			wantErrno(t, "open "+name, e.Open(op(nobody), &pb.OpenRequest{Caller: nobody, Handle: ent.Handle, Flags: flags}).Errno, unix.ENXIO)
+		}
+		wantErrno(t, "create over "+name, e.Create(op(nobody), &pb.CreateRequest{Caller: nobody, Dir: top.Handle, Name: name, Flags: unix.O_WRONLY, Mode: 0o644}).Errno, unix.ENXIO)
+	}
+	if n := e.OpenFiles("node2"); n != 0 {
+		t.Errorf("%d files left open", n)
+	}
+}
+
+// TestOpenForNobody: an open whose request was cancelled (its caller
+// interrupted, the client timed out) leaves no file open on the server,
+// and a client's new mount (Root) closes what its old one left.
+func TestOpenForNobody(t *testing.T) {
+	e, _ := exported(t, func(dir string) { write(t, filepath.Join(dir, "f"), "data", 0o644) })
+	top := e.Root(op(root), nil)
+	f := lookup(t, e, root, top.Handle, "f")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	gone := Op{Client: "node2", Cred: CredOf(root), Ctx: ctx}
+	wantErrno(t, "a cancelled open", e.Open(gone, &pb.OpenRequest{Caller: root, Handle: f.Handle, Flags: unix.O_RDONLY}).Errno, unix.EINTR)
+	wantErrno(t, "a cancelled create", e.Create(gone, &pb.CreateRequest{Caller: root, Dir: top.Handle, Name: "g", Flags: unix.O_WRONLY, Mode: 0o644}).Errno, unix.EINTR)
+	if n := e.OpenFiles("node2"); n != 0 {
+		t.Fatalf("%d files open after cancelled opens", n)
+	}
+	for i := 0; i < 3; i++ {
+		if rep := e.Open(op(root), &pb.OpenRequest{Caller: root, Handle: f.Handle, Flags: unix.O_RDONLY}); rep.Errno != 0 {
+			t.Fatal(unix.Errno(rep.Errno))
+		}
+	}
+	e.Root(op(root), nil)
+	if n := e.OpenFiles("node2"); n != 0 {
+		t.Errorf("%d files of the old mount open after a new mount", n)
+	}
+}
+
+// TestMovedExportStalesItsHandles: an export given another directory
+// under the same name and key does not honour the handles of the old
+// one (they could name files the new one does not export).
+func TestMovedExportStalesItsHandles(t *testing.T) {
+	roottest.Need(t)
+	base := t.TempDir()
+	wide := filepath.Join(base, "wide")
+	if err := os.MkdirAll(filepath.Join(wide, "narrow"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(wide, "private"), "not in narrow", 0o644)
+	key := bytes.Repeat([]byte{5}, handle.KeySize)
+	e, err := Open("home", wide, key, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private := lookup(t, e, root, e.Root(op(root), nil).Handle, "private")
+	e.Close()
+	e, err = Open("home", filepath.Join(wide, "narrow"), key, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	wantErrno(t, "open of the old export's handle", e.Open(op(root), &pb.OpenRequest{Caller: root, Handle: private.Handle, Flags: unix.O_RDONLY}).Errno, unix.ESTALE)
+}
+
+// TestPrivilegedXattrs: the server keeps CAP_SYS_ADMIN under a caller's
+// identity, so it refuses trusted.* to callers other than root itself,
+// and security.* changes; root still has them. A symbolic link lists no
+// attributes.
+func TestPrivilegedXattrs(t *testing.T) {
+	e, base := exported(t, func(dir string) { write(t, filepath.Join(dir, "f"), "", 0o666) })
+	if err := unix.Setxattr(filepath.Join(base, "export", "f"), "trusted.secret", []byte("root only"), 0); err != nil {
+		t.Skipf("this file system keeps no trusted.* attributes: %v", err)
+	}
+	if err := os.Symlink("f", filepath.Join(base, "export", "l")); err != nil {
+		t.Fatal(err)
+	}
+	top := e.Root(op(root), nil)
+	f := lookup(t, e, nobody, top.Handle, "f")
+	if rep := e.ListXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Size: 1024}); rep.Errno != 0 || strings.Contains(string(rep.Value), "trusted.") {
+		t.Errorf("nobody lists %q (%v)", rep.Value, unix.Errno(rep.Errno))
+	}
+	wantErrno(t, "nobody reads trusted.secret", e.GetXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Name: "trusted.secret", Size: 64}).Errno, unix.ENODATA)
+	wantErrno(t, "nobody sets trusted.x", e.SetXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Name: "trusted.x", Value: []byte("y")}).Errno, unix.EPERM)
+	wantErrno(t, "nobody removes trusted.secret", e.RemoveXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Name: "trusted.secret"}).Errno, unix.EPERM)
+	wantErrno(t, "nobody sets security.x", e.SetXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Name: "security.x", Value: []byte("y")}).Errno, unix.EPERM)
+	if rep := e.SetXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: f.Handle, Name: "user.mine", Value: []byte("y")}); rep.Errno != 0 {
+		t.Errorf("nobody sets user.mine on its writable file: %v", unix.Errno(rep.Errno))
+	}
+	if rep := e.GetXattr(op(root), &pb.XattrRequest{Caller: root, Handle: f.Handle, Name: "trusted.secret", Size: 64}); rep.Errno != 0 || string(rep.Value) != "root only" {
+		t.Errorf("root reads trusted.secret: %q %v", rep.Value, unix.Errno(rep.Errno))
+	}
+	l := lookup(t, e, nobody, top.Handle, "l")
+	if rep := e.ListXattr(op(nobody), &pb.XattrRequest{Caller: nobody, Handle: l.Handle, Size: 1024}); rep.Errno != 0 || len(rep.Value) != 0 {
+		t.Errorf("a link lists %q (%v), want nothing", rep.Value, unix.Errno(rep.Errno))
+	}
 }

@@ -2,14 +2,18 @@ package export
 
 import (
 	"encoding/binary"
+	"strings"
 	"unsafe"
 
 	pb "github.com/openssi/openssi/proto/cfspeer/v1"
 	"golang.org/x/sys/unix"
 )
 
-// Root is the entry of the export's root directory.
+// Root is the entry of the export's root directory. A client node asks
+// for it when it mounts the export, which it does once: the files its
+// previous mount left open (a cfsd that was restarted) are closed.
 func (e *Export) Root(o Op, _ *pb.RootRequest) *pb.Entry {
+	e.CloseClient(o.Client)
 	ent, err := e.entry(e.root)
 	if err != nil {
 		return &pb.Entry{Errno: errno(err)}
@@ -141,11 +145,15 @@ func (e *Export) Readlink(o Op, r *pb.HandleRequest) *pb.ReadlinkReply {
 	return &pb.ReadlinkReply{Target: buf[:n]}
 }
 
-// maxEntries bounds one directory listing.
-const maxEntries = 1 << 20
+// A page of a directory listing holds at most pageEntries entries and
+// about pageBytes of names.
+const (
+	pageEntries = 4096
+	pageBytes   = 256 << 10
+)
 
-// ReadDir lists a directory, read as the caller (who needs read
-// permission on it), without "." and "..".
+// ReadDir lists a page of a directory, read as the caller (who needs
+// read permission on it), without "." and "..".
 func (e *Export) ReadDir(o Op, r *pb.ReadDirRequest) *pb.ReadDirReply {
 	rep := &pb.ReadDirReply{}
 	err := e.as(o, r.Handle, func(fd int) error {
@@ -157,7 +165,13 @@ func (e *Export) ReadDir(o Op, r *pb.ReadDirRequest) *pb.ReadDirReply {
 			return err
 		}
 		defer unix.Close(d)
+		if r.Cookie != 0 {
+			if _, err := unix.Seek(d, int64(r.Cookie), 0); err != nil {
+				return err
+			}
+		}
 		buf := make([]byte, 32<<10)
+		names := 0
 		for {
 			n, err := unix.Getdents(d, buf)
 			if err != nil {
@@ -166,9 +180,17 @@ func (e *Export) ReadDir(o Op, r *pb.ReadDirRequest) *pb.ReadDirReply {
 			if n == 0 {
 				return nil
 			}
-			rep.Entries = appendDirents(rep.Entries, buf[:n])
-			if len(rep.Entries) > maxEntries {
-				return unix.EFBIG
+			for _, de := range parseDirents(buf[:n]) {
+				if len(rep.Entries) >= pageEntries || names >= pageBytes {
+					rep.More = true
+					return nil
+				}
+				rep.Cookie = de.off
+				if de.name == "." || de.name == ".." {
+					continue
+				}
+				rep.Entries = append(rep.Entries, &pb.DirEntry{Name: de.name, Ino: de.ino, Mode: de.mode})
+				names += len(de.name)
 			}
 		}
 	})
@@ -185,10 +207,18 @@ func orErr(err, otherwise error) error {
 	return otherwise
 }
 
-// appendDirents appends the entries of a getdents64 buffer the kernel
-// filled (struct linux_dirent64: ino, off, reclen, type, name).
-func appendDirents(to []*pb.DirEntry, b []byte) []*pb.DirEntry {
+type dirent struct {
+	ino, off uint64
+	mode     uint32
+	name     string
+}
+
+// parseDirents reads a getdents64 buffer the kernel filled (struct
+// linux_dirent64: ino, off, reclen, type, name); off is the cookie of the
+// entry after each.
+func parseDirents(b []byte) []dirent {
 	const nameAt = int(unsafe.Offsetof(unix.Dirent{}.Name))
+	var out []dirent
 	for len(b) >= nameAt {
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 		if reclen < nameAt || reclen > len(b) {
@@ -201,12 +231,10 @@ func appendDirents(to []*pb.DirEntry, b []byte) []*pb.DirEntry {
 				break
 			}
 		}
-		if s := string(name); s != "." && s != ".." {
-			to = append(to, &pb.DirEntry{Name: s, Ino: binary.NativeEndian.Uint64(b[0:8]), Mode: uint32(b[18]) << 12})
-		}
+		out = append(out, dirent{ino: binary.NativeEndian.Uint64(b[0:8]), off: binary.NativeEndian.Uint64(b[8:16]), mode: uint32(b[18]) << 12, name: string(name)})
 		b = b[reclen:]
 	}
-	return to
+	return out
 }
 
 // openFlags are the open(2) flags a client may ask the server for: the
@@ -214,12 +242,31 @@ func appendDirents(to []*pb.DirEntry, b []byte) []*pb.DirEntry {
 // O_CREAT (Create does that in a directory), O_NOCTTY or O_PATH.
 const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_SYNC | unix.O_DSYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_DIRECTORY
 
+// openable refuses to open on the server anything but a regular file or
+// a directory: a client's kernel opens device nodes and FIFOs on its own
+// node (the server would open its own devices for it, and an open of a
+// FIFO blocks), and a symbolic link is never followed here.
+func openable(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		return nil
+	case unix.S_IFLNK:
+		return unix.ELOOP
+	default:
+		return unix.ENXIO
+	}
+}
+
 // Open opens a file for the client, as the caller.
 func (e *Export) Open(o Op, r *pb.OpenRequest) *pb.OpenReply {
 	var f int
 	err := e.as(o, r.Handle, func(fd int) (err error) {
-		if link, err := isLink(fd); err != nil || link {
-			return orErr(err, unix.ELOOP)
+		if err := openable(fd); err != nil {
+			return err
 		}
 		f, err = unix.Open(procPath(fd), int(r.Flags)&openFlags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		return err
@@ -227,7 +274,7 @@ func (e *Export) Open(o Op, r *pb.OpenRequest) *pb.OpenReply {
 	if err != nil {
 		return &pb.OpenReply{Errno: errno(err)}
 	}
-	fh, err := e.addFile(o.Client, f)
+	fh, err := e.addFile(o, f)
 	if err != nil {
 		return &pb.OpenReply{Errno: errno(err)}
 	}
@@ -244,9 +291,18 @@ func (e *Export) Create(o Op, r *pb.CreateRequest) *pb.OpenReply {
 	var f int
 	var ent *pb.Entry
 	err := e.as(o, r.Dir, func(dir int) (err error) {
-		flags := int(r.Flags)&(openFlags|unix.O_EXCL)&^unix.O_DIRECTORY | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
+		// O_NONBLOCK: a FIFO made in the name's place meanwhile must
+		// not block the open; openable then refuses it.
+		flags := int(r.Flags)&(openFlags|unix.O_EXCL)&^unix.O_DIRECTORY | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK
 		f, err = unix.Openat(dir, r.Name, flags, r.Mode&07777)
 		if err != nil {
+			return err
+		}
+		if err = openable(f); err == nil && r.Flags&unix.O_NONBLOCK == 0 {
+			_, err = unix.FcntlInt(uintptr(f), unix.F_SETFL, flags&^unix.O_NONBLOCK)
+		}
+		if err != nil {
+			unix.Close(f)
 			return err
 		}
 		ent, err = e.entry(f)
@@ -258,7 +314,7 @@ func (e *Export) Create(o Op, r *pb.CreateRequest) *pb.OpenReply {
 	if err != nil {
 		return &pb.OpenReply{Errno: errno(err)}
 	}
-	fh, err := e.addFile(o.Client, f)
+	fh, err := e.addFile(o, f)
 	if err != nil {
 		return &pb.OpenReply{Errno: errno(err)}
 	}
@@ -467,15 +523,41 @@ func (e *Export) xattr(o Op, h []byte, op func(path string) error) error {
 	})
 }
 
+// privileged says whether an extended attribute's name is in a
+// namespace only root may use (trusted.*) or change (security.*): the
+// server keeps CAP_SYS_ADMIN under a caller's fsuid (it drops only the
+// file-system capabilities), so it refuses those for other callers
+// itself, as the kernel would for the caller's own process.
+func privileged(name string, change bool) bool {
+	return strings.HasPrefix(name, "trusted.") || (change && strings.HasPrefix(name, "security."))
+}
+
 // GetXattr reads an extended attribute; with size 0, only its size.
 func (e *Export) GetXattr(o Op, r *pb.XattrRequest) *pb.XattrReply {
+	if o.Cred.UID != 0 && privileged(r.Name, false) {
+		return &pb.XattrReply{Errno: int32(unix.ENODATA)}
+	}
 	return e.xattrRead(o, r, func(path string, buf []byte) (int, error) { return unix.Getxattr(path, r.Name, buf) })
 }
 
-// ListXattr lists the extended attributes' names; with size 0, only the
-// list's size.
+// ListXattr lists the extended attributes' names (without trusted.* for
+// a caller other than root); with size 0, only the list's size (an
+// upper bound for such a caller).
 func (e *Export) ListXattr(o Op, r *pb.XattrRequest) *pb.XattrReply {
-	return e.xattrRead(o, r, func(path string, buf []byte) (int, error) { return unix.Listxattr(path, buf) })
+	rep := e.xattrRead(o, r, func(path string, buf []byte) (int, error) { return unix.Listxattr(path, buf) })
+	if rep.Errno == int32(unix.EPERM) {
+		return &pb.XattrReply{} // a symbolic link: no names
+	}
+	if o.Cred.UID != 0 && rep.Errno == 0 && len(rep.Value) > 0 {
+		var kept []byte
+		for name := range strings.SplitSeq(strings.TrimSuffix(string(rep.Value), "\x00"), "\x00") {
+			if !privileged(name, false) {
+				kept = append(append(kept, name...), 0)
+			}
+		}
+		rep.Value, rep.Size = kept, uint32(len(kept))
+	}
+	return rep
 }
 
 func (e *Export) xattrRead(o Op, r *pb.XattrRequest, read func(path string, buf []byte) (int, error)) *pb.XattrReply {
@@ -503,6 +585,9 @@ func (e *Export) xattrRead(o Op, r *pb.XattrRequest, read func(path string, buf 
 
 // SetXattr sets an extended attribute.
 func (e *Export) SetXattr(o Op, r *pb.XattrRequest) *pb.Errno {
+	if o.Cred.UID != 0 && privileged(r.Name, true) {
+		return &pb.Errno{Errno: int32(unix.EPERM)}
+	}
 	if len(r.Value) > maxXattr {
 		return &pb.Errno{Errno: int32(unix.E2BIG)}
 	}
@@ -513,5 +598,8 @@ func (e *Export) SetXattr(o Op, r *pb.XattrRequest) *pb.Errno {
 
 // RemoveXattr removes an extended attribute.
 func (e *Export) RemoveXattr(o Op, r *pb.XattrRequest) *pb.Errno {
+	if o.Cred.UID != 0 && privileged(r.Name, true) {
+		return &pb.Errno{Errno: int32(unix.EPERM)}
+	}
 	return &pb.Errno{Errno: errno(e.xattr(o, r.Handle, func(path string) error { return unix.Removexattr(path, r.Name) }))}
 }

@@ -74,7 +74,11 @@ func call[R request, P any](s *Service, ctx context.Context, r R, op func(*Expor
 	if e == nil {
 		return none, status.Errorf(codes.NotFound, "cfsd: this node does not serve the export %q", r.GetExport())
 	}
-	return op(e, Op{Client: client, Cred: CredOf(r.GetCaller())}, r), nil
+	if !e.Enter() {
+		return none, status.Errorf(codes.NotFound, "cfsd: this node no longer serves the export %q", r.GetExport())
+	}
+	defer e.Leave()
+	return op(e, Op{Client: client, Cred: CredOf(r.GetCaller()), Ctx: ctx}, r), nil
 }
 
 func (s *Service) Root(ctx context.Context, r *pb.RootRequest) (*pb.Entry, error) {

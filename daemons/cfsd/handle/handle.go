@@ -40,21 +40,26 @@ type Kernel struct {
 
 // Signer makes and checks the handles of one export.
 type Signer struct {
-	export string
-	key    []byte
+	scope string
+	key   []byte
 }
 
-// NewSigner returns the signer of export with key (KeySize bytes).
-func NewSigner(export string, key []byte) (*Signer, error) {
+// NewSigner returns the signer of the handles of scope with key
+// (KeySize bytes). The scope names what the handles are valid in (the
+// export's name and the directory it serves): a handle made for one
+// scope does not decode in another, even under the same key, so an
+// export moved to another directory does not honour the handles of the
+// old one.
+func NewSigner(scope string, key []byte) (*Signer, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("handle: a key of %d bytes, not %d", len(key), KeySize)
 	}
-	return &Signer{export: export, key: append([]byte(nil), key...)}, nil
+	return &Signer{scope: scope, key: append([]byte(nil), key...)}, nil
 }
 
 func (s *Signer) mac(body []byte) []byte {
 	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(s.export))
+	m.Write([]byte(s.scope))
 	m.Write([]byte{0})
 	m.Write(body)
 	return m.Sum(nil)[:macSize]

@@ -53,7 +53,7 @@ func TestRefused(t *testing.T) {
 			t.Errorf("%s: Decode = %v, want ErrInvalid", name, err)
 		}
 	}
-	for name, signer := range map[string]*Signer{"another key": other, "another export": otherExport} {
+	for name, signer := range map[string]*Signer{"another key": other, "another scope": otherExport} {
 		if _, err := signer.Decode(h); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Decode = %v, want ErrInvalid", name, err)
 		}

@@ -51,13 +51,7 @@ type testNode struct {
 
 func newCluster(t *testing.T) *testCluster {
 	t.Helper()
-	roottest.Need(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("needs /dev/fuse: %v (CI=true makes this a failure, not a skip)", err)
-		}
-		t.Skipf("needs /dev/fuse: %v (skipped; under CI=true this fails)", err)
-	}
+	roottest.NeedFUSE(t)
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -31,9 +31,13 @@ import (
 // ServiceName is cfsd's Connect service.
 var ServiceName = rpc.ServiceName(cfsdspec.Name)
 
-// MaxMessage bounds a peer message: a read or write of 1 MiB, or a
-// directory listing of many names.
-const MaxMessage = 64 << 20
+// MaxMessage bounds a peer message: a read or write of 1 MiB and its
+// envelope, or a page of a directory listing (256 KiB of names).
+const MaxMessage = 2 << 20
+
+// MaxStreams bounds the requests one client node has in flight at once
+// on the server; more wait for one to end.
+const MaxStreams = 256
 
 // Config says what to serve and mount, and how to reach peers.
 type Config struct {
@@ -145,7 +149,7 @@ func (s *Server) Register(g *grpc.Server) { pb.RegisterCfsPeerServer(g, s.svc) }
 
 // ServerOptions are the peer server's options: messages up to MaxMessage.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage), grpc.MaxConcurrentStreams(MaxStreams)}
 }
 
 // clientOf is the node a request came from: the node its certificate
@@ -218,7 +222,7 @@ func (s *Server) mount(ctx context.Context, e cfsdspec.Export) error {
 	}
 	srv, err := cfsmount.Mount(e.Mount, cfsmount.Options{
 		Export: e.Name, Client: pb.NewCfsPeerClient(conn), Timeout: s.cfg.Timeout,
-		OnError: func(err error) { s.log.WithField("export", e.Name).Warn(err) },
+		OnError: s.quietly(e.Name),
 	})
 	if err != nil {
 		// A mount(2) that succeeded before the rest failed leaves a
@@ -235,6 +239,29 @@ func (s *Server) mount(ctx context.Context, e cfsdspec.Export) error {
 	s.mounts[e.Name] = srv
 	s.log.WithField("export", e.Name).Infof("mounted on %s from node %d", e.Mount, e.Server)
 	return nil
+}
+
+// quietly logs a mount's failed requests, each message at most every
+// 10 s: a server that is down fails every request of every caller.
+func (s *Server) quietly(export string) func(error) {
+	var mu sync.Mutex
+	last := map[string]time.Time{}
+	return func(err error) {
+		msg := err.Error()
+		now := time.Now()
+		mu.Lock()
+		quiet := now.Sub(last[msg]) < 10*time.Second
+		if !quiet {
+			if len(last) > 64 {
+				clear(last)
+			}
+			last[msg] = now
+		}
+		mu.Unlock()
+		if !quiet {
+			s.log.WithField("export", export).Warn(err)
+		}
+	}
 }
 
 // prepare makes the mount point, and detaches the cfs mounts a cfsd

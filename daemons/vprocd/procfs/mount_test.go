@@ -22,13 +22,7 @@ import (
 // unmounts it at the end of the test.
 func mount(t *testing.T, p Provider) string {
 	t.Helper()
-	roottest.Need(t, "ls", "cat")
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("needs /dev/fuse: %v (CI=true makes this a failure, not a skip)", err)
-		}
-		t.Skipf("needs /dev/fuse: %v (skipped; under CI=true this fails)", err)
-	}
+	roottest.NeedFUSE(t, "ls", "cat")
 	dir, err := os.MkdirTemp("", "procfs-")
 	if err != nil {
 		t.Fatal(err)

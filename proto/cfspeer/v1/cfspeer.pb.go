@@ -728,11 +728,14 @@ func (x *ReadlinkReply) GetTarget() []byte {
 	return nil
 }
 
+// ReadDir lists a directory a page at a time: from cookie (0 for the
+// start; a reply's cookie for the page after it).
 type ReadDirRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Export        string                 `protobuf:"bytes,1,opt,name=export,proto3" json:"export,omitempty"`
 	Caller        *Caller                `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
 	Handle        []byte                 `protobuf:"bytes,3,opt,name=handle,proto3" json:"handle,omitempty"`
+	Cookie        uint64                 `protobuf:"varint,4,opt,name=cookie,proto3" json:"cookie,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,6 +789,13 @@ func (x *ReadDirRequest) GetHandle() []byte {
 		return x.Handle
 	}
 	return nil
+}
+
+func (x *ReadDirRequest) GetCookie() uint64 {
+	if x != nil {
+		return x.Cookie
+	}
+	return 0
 }
 
 type DirEntry struct {
@@ -849,9 +859,12 @@ func (x *DirEntry) GetMode() uint32 {
 }
 
 type ReadDirReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Entries       []*DirEntry            `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Errno   int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Entries []*DirEntry            `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// more says another page follows, from cookie.
+	More          bool   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	Cookie        uint64 `protobuf:"varint,4,opt,name=cookie,proto3" json:"cookie,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -898,6 +911,20 @@ func (x *ReadDirReply) GetEntries() []*DirEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ReadDirReply) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *ReadDirReply) GetCookie() uint64 {
+	if x != nil {
+		return x.Cookie
+	}
+	return 0
 }
 
 type OpenRequest struct {
@@ -2300,18 +2327,21 @@ const file_cfspeer_v1_cfspeer_proto_rawDesc = "" +
 	"\t_mtime_ns\"=\n" +
 	"\rReadlinkReply\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\fR\x06target\"t\n" +
+	"\x06target\x18\x02 \x01(\fR\x06target\"\x8c\x01\n" +
 	"\x0eReadDirRequest\x12\x16\n" +
 	"\x06export\x18\x01 \x01(\tR\x06export\x122\n" +
 	"\x06caller\x18\x02 \x01(\v2\x1a.openssi.cfspeer.v1.CallerR\x06caller\x12\x16\n" +
-	"\x06handle\x18\x03 \x01(\fR\x06handle\"D\n" +
+	"\x06handle\x18\x03 \x01(\fR\x06handle\x12\x16\n" +
+	"\x06cookie\x18\x04 \x01(\x04R\x06cookie\"D\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\\\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x88\x01\n" +
 	"\fReadDirReply\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x126\n" +
-	"\aentries\x18\x02 \x03(\v2\x1c.openssi.cfspeer.v1.DirEntryR\aentries\"\x87\x01\n" +
+	"\aentries\x18\x02 \x03(\v2\x1c.openssi.cfspeer.v1.DirEntryR\aentries\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12\x16\n" +
+	"\x06cookie\x18\x04 \x01(\x04R\x06cookie\"\x87\x01\n" +
 	"\vOpenRequest\x12\x16\n" +
 	"\x06export\x18\x01 \x01(\tR\x06export\x122\n" +
 	"\x06caller\x18\x02 \x01(\v2\x1a.openssi.cfspeer.v1.CallerR\x06caller\x12\x16\n" +
