@@ -18,14 +18,14 @@ LAB_NODES ?= 3
 
 # These targets boot containers and install packages: without root, stop at
 # once with one line rather than after minutes of building.
-ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-ansible bench-vproc bench-migrate bench-lvs bench-failover bench-partition-heal,$(MAKECMDGOALS))
+ROOT_GOALS := $(filter lab lab-bare test e2e check-packages bench-lab bench-ansible bench-vproc bench-migrate bench-lvs bench-failover bench-partition-heal bench-cfs,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
 $(error make $(ROOT_GOALS) needs root (it installs packages, boots containers and makes a bridge): run it as root, e.g. sudo make $(ROOT_GOALS))
 endif
 endif
 
-.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul criu proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-migrate bench-lvs bench-failover bench-partition-heal clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
+.PHONY: help build test unit integration e2e lab lab-bare lint fmt vet staticcheck consul criu proto check-protos fuzz bench bench-dlm bench-lab bench-ansible bench-vproc bench-migrate bench-lvs bench-failover bench-partition-heal bench-cfs clean tools packages repo check-packages deps deps-lab deps-proto deps-ansible check-ansible generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -126,6 +126,9 @@ bench-partition-heal: repo ## flaps of healthy nodes after a healed partition, p
 
 bench-vproc: repo ## ssi exec against ssh (fresh and ControlMaster) in the lab, ssi ps at 3 and 8 nodes (root), writes bench/vproc/RESULTS.md
 	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/vproc -dist dist -out bench/vproc/RESULTS.md
+
+bench-cfs: repo ## cfsd's mount against sshfs (fio sequential, metadata rates, cached re-read) from node 2 of the lab (root), writes bench/cfs/RESULTS.md
+	consul="$$(build/consul/build.sh)" && CONSUL_BIN="$$consul" $(GO) run ./bench/cfs -dist dist -out bench/cfs/RESULTS.md
 
 bench-migrate: repo ## freeze time of ssi migrate (cooperative and CRIU) against same-node criu dump+restore, the leveler from 6/0/0 to 2/2/2, in the lab with CRIU (root), writes bench/migrate/RESULTS.md
 	consul="$$(build/consul/build.sh)" && criu="$$(build/criu/build.sh)" && CONSUL_BIN="$$consul" CRIU_BIN="$$criu" $(GO) run ./bench/migrate -dist dist -out bench/migrate/RESULTS.md

@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openssi/openssi/bench/labssh"
 	"github.com/openssi/openssi/internal/consulagent"
 	"github.com/openssi/openssi/lab"
 )
@@ -113,7 +114,7 @@ func run(p params) error {
 	if err := l.Up(ctx, p.small); err != nil {
 		return err
 	}
-	if err := setupSSH(ctx, l); err != nil {
+	if err := labssh.Setup(ctx, l, "node1", "node2", sshdConf); err != nil {
 		return err
 	}
 	if err := install(ctx, l, probe); err != nil {
@@ -166,58 +167,6 @@ func run(p params) error {
 // connections at once than its default 10 (fresh ssh in parallel): the
 // peer at its best, not refusing the bench's load.
 const sshdConf = "# bench/vproc: 64 concurrent callers\nMaxSessions 256\nMaxStartups 256\n"
-
-// setupSSH makes a key pair for root in node1, authorises it on node2,
-// records node2's host key in node1's known_hosts and starts sshd on
-// node2 (the image has it disabled).
-func setupSSH(ctx context.Context, l *lab.Lab) error {
-	s := l.State()
-	n2, err := s.Node("node2")
-	if err != nil {
-		return err
-	}
-	if out, err := l.Exec(ctx, "node1", "sh", "-c", "mkdir -p -m 700 /root/.ssh && rm -f /root/.ssh/id_ed25519* && ssh-keygen -q -t ed25519 -N '' -C bench-vproc -f /root/.ssh/id_ed25519"); err != nil {
-		return fmt.Errorf("ssh-keygen in node1: %v: %s", err, out)
-	}
-	n1, err := s.Node("node1")
-	if err != nil {
-		return err
-	}
-	pub, err := os.ReadFile(filepath.Join(n1.Root(), "root/.ssh/id_ed25519.pub"))
-	if err != nil {
-		return err
-	}
-	hostKey, err := os.ReadFile(filepath.Join(n2.Root(), "etc/ssh/ssh_host_ed25519_key.pub"))
-	if err != nil {
-		return err
-	}
-	f := strings.Fields(string(hostKey))
-	if len(f) < 2 {
-		return fmt.Errorf("node2's host key: %q", hostKey)
-	}
-	for _, w := range []struct {
-		root, rel, content string
-	}{
-		{n2.Root(), "root/.ssh/authorized_keys", string(pub)},
-		{n1.Root(), "root/.ssh/known_hosts", fmt.Sprintf("node2,%s %s %s\n", n2.IP, f[0], f[1])},
-		{n2.Root(), "etc/ssh/sshd_config.d/openssi-bench.conf", sshdConf},
-	} {
-		p := filepath.Join(w.root, w.rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, []byte(w.content), 0o600); err != nil {
-			return err
-		}
-	}
-	if out, err := l.Exec(ctx, "node2", "systemctl", "start", "ssh.service"); err != nil {
-		return fmt.Errorf("start sshd on node2: %v: %s", err, out)
-	}
-	if out, err := l.Exec(ctx, "node1", "ssh", "-o", "BatchMode=yes", "node2", "true"); err != nil {
-		return fmt.Errorf("ssh node1 -> node2: %v: %s", err, out)
-	}
-	return nil
-}
 
 // install copies vprocprobe into node1.
 func install(ctx context.Context, l *lab.Lab, probe string) error {

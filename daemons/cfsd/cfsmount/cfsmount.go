@@ -93,6 +93,10 @@ func Mount(dir string, o Options) (*fuse.Server, error) {
 			// POSIX ACLs: the kernel checks them too (reading them from
 			// the server), not the mode bits alone.
 			EnableAcl: true,
+			// The page cache is dropped at each open (no
+			// FOPEN_KEEP_CACHE), not whenever the attributes, asked
+			// for at every read with no attribute cache, are read.
+			ExplicitDataCacheControl: true,
 			// The server clears set-user-ID and set-group-ID bits, as
 			// its kernel does for a write, truncate or chown done as
 			// the caller: the client's kernel would instead send a
