@@ -69,7 +69,8 @@ func state(pid int32) byte {
 }
 
 // stoppedSoon says whether pid is stopped, or stops within 200 ms while
-// it is runnable: criu dump --leave-stopped returns with a SIGSTOP sent,
+// it is runnable: criu dump (and restore) --leave-stopped returns with a
+// SIGSTOP sent,
 // which wakes the task (R) and stops it (T) before it runs an instruction
 // of its own, but /proc may show it runnable until it is next scheduled.
 func stoppedSoon(pid int32) bool {
@@ -155,7 +156,9 @@ type heldScopes struct {
 }
 
 func (s *heldScopes) Scope(_ context.Context, pid int, _ uint32, _ int64) error {
-	before := stopped(int32(pid))
+	// A restore left stopped returns, like a dump, with the SIGSTOP
+	// sent: the copy may show runnable until it is next scheduled.
+	before := stoppedSoon(int32(pid))
 	s.entered.Add(1)
 	select {
 	case <-s.release:
