@@ -51,7 +51,7 @@ var hardening = describe.Hardening{
 	Why: "Runs as root: serves files as their callers (setfsuid, setfsgid, setgroups: CAP_SETUID, CAP_SETGID), opens them by handle (open_by_handle_at: CAP_DAC_READ_SEARCH) and does for root callers what root may (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_MKNOD); mounts every export with FUSE (/dev/fuse, CAP_SYS_ADMIN for mount(2), since NoNewPrivileges rules out the setuid fusermount3). No option gives it a mount namespace of its own, or its mounts would not be the node's; exports and mounts may be anywhere, and set-user-ID files may be made on them.",
 	// Measured with systemd-analyze security --offline=true (systemd
 	// 252) on the generated unit.
-	Exposure: 4.8,
+	Exposure: 5.0,
 	User:     "",
 	Limits: describe.Limits{
 		MemoryMaxMiB: 1024,
