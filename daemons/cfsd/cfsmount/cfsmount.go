@@ -173,14 +173,19 @@ func ParseGroups(status string) []uint32 {
 	return nil
 }
 
-// do runs one request with the mount's deadline and maps a failure of
-// the transport to EIO (EINTR when the caller's signal cancelled it).
-func do[Q, P any](m *mount, ctx context.Context, call func(context.Context, Q, ...grpc.CallOption) (P, error), req Q) (P, syscall.Errno) {
+// reply is what every reply of the protocol has: the file system's
+// errno, 0 for success.
+type reply interface{ GetErrno() int32 }
+
+// do runs one request with the mount's deadline and returns its reply
+// and its errno: the file system's answer, or EIO for a failure of the
+// transport (EINTR when the caller's signal cancelled it).
+func do[Q any, P reply](m *mount, ctx context.Context, call func(context.Context, Q, ...grpc.CallOption) (P, error), req Q) (P, syscall.Errno) {
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
 	rep, err := call(ctx, req)
 	if err == nil {
-		return rep, 0
+		return rep, syscall.Errno(rep.GetErrno())
 	}
 	if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
 		return rep, syscall.EINTR

@@ -26,9 +26,6 @@ var (
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	rep, errno := do(f.m, ctx, f.m.c.Read, &pb.ReadRequest{Export: f.m.export, Caller: caller(ctx), Fh: f.fh, Offset: off, Size: uint32(len(dest))})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return nil, errno
 	}
@@ -37,9 +34,6 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	rep, errno := do(f.m, ctx, f.m.c.Write, &pb.WriteRequest{Export: f.m.export, Caller: caller(ctx), Fh: f.fh, Offset: off, Data: data})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return 0, errno
 	}
@@ -63,9 +57,6 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	rep, errno := do(f.m, ctx, f.m.c.Lseek, &pb.LseekRequest{Export: f.m.export, Caller: caller(ctx), Fh: f.fh, Offset: int64(off), Whence: whence})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return 0, errno
 	}

@@ -45,9 +45,6 @@ func (n *node) child(ctx context.Context, e *pb.Entry, out *fuse.EntryOut) *fs.I
 }
 
 func (n *node) entry(ctx context.Context, e *pb.Entry, errno syscall.Errno, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno == 0 {
-		errno = syscall.Errno(e.Errno)
-	}
 	if errno != 0 {
 		return nil, errno
 	}
@@ -60,9 +57,6 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 }
 
 func attrOut(rep *pb.AttrReply, errno syscall.Errno, out *fuse.AttrOut) syscall.Errno {
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno == 0 {
 		setAttr(&out.Attr, rep.Attr)
 	}
@@ -110,9 +104,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	rep, errno := do(n.m, ctx, n.m.c.Readlink, &pb.HandleRequest{Export: n.m.export, Caller: caller(ctx), Handle: n.h})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return nil, errno
 	}
@@ -140,9 +131,6 @@ type dirStream struct {
 
 func (d *dirStream) fetch(ctx context.Context) syscall.Errno {
 	rep, errno := do(d.n.m, ctx, d.n.m.c.ReadDir, &pb.ReadDirRequest{Export: d.n.m.export, Caller: d.caller, Handle: d.n.h, Cookie: d.cookie})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return errno
 	}
@@ -188,9 +176,6 @@ func openFlags(flags uint32) uint32 {
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	rep, errno := do(n.m, ctx, n.m.c.Open, &pb.OpenRequest{Export: n.m.export, Caller: caller(ctx), Handle: n.h, Flags: flags})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -199,9 +184,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	rep, errno := do(n.m, ctx, n.m.c.Create, &pb.CreateRequest{Export: n.m.export, Caller: caller(ctx), Dir: n.h, Name: name, Flags: flags, Mode: mode})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -232,12 +214,8 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	return n.entry(ctx, e, errno, out)
 }
 
-func errnoOf(rep *pb.Errno, errno syscall.Errno) syscall.Errno {
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
-	return errno
-}
+// errnoOf is the outcome of a request whose reply is its errno alone.
+func errnoOf(_ *pb.Errno, errno syscall.Errno) syscall.Errno { return errno }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	return errnoOf(do(n.m, ctx, n.m.c.Unlink, &pb.NameRequest{Export: n.m.export, Caller: caller(ctx), Dir: n.h, Name: name}))
@@ -257,9 +235,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	rep, errno := do(n.m, ctx, n.m.c.Statfs, &pb.HandleRequest{Export: n.m.export, Caller: caller(ctx), Handle: n.h})
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return errno
 	}
@@ -269,9 +244,6 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // xattrRead answers getxattr and listxattr: with an empty dest, the size.
 func xattrRead(rep *pb.XattrReply, errno syscall.Errno, dest []byte) (uint32, syscall.Errno) {
-	if errno == 0 {
-		errno = syscall.Errno(rep.Errno)
-	}
 	if errno != 0 {
 		return 0, errno
 	}

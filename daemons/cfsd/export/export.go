@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/openssi/openssi/daemons/cfsd/handle"
@@ -225,6 +226,11 @@ func (e *Export) as(o Op, h []byte, op func(fd int) error) error {
 		return err
 	}
 	defer unix.Close(fd)
+	return e.asCaller(o, fd, op)
+}
+
+// asCaller runs op(fd) with o's caller's file-system identity.
+func (e *Export) asCaller(o Op, fd int, op func(fd int) error) error {
 	var opErr error
 	if err := fsident.Do(o.Cred, func() { opErr = op(fd) }); err != nil {
 		return fmt.Errorf("export %s: %w", e.name, err)
@@ -235,16 +241,11 @@ func (e *Export) as(o Op, h []byte, op func(fd int) error) error {
 // validName refuses what no client's kernel sends as one name: a client
 // names only entries of the directory it names.
 func validName(name string) error {
-	if name == "" || name == "." || name == ".." || len(name) > 255 {
-		if len(name) > 255 {
-			return unix.ENAMETOOLONG
-		}
+	switch {
+	case len(name) > 255:
+		return unix.ENAMETOOLONG
+	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
 		return unix.EINVAL
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] == '/' || name[i] == 0 {
-			return unix.EINVAL
-		}
 	}
 	return nil
 }
@@ -367,13 +368,7 @@ func (e *Export) withFile(client string, fh uint64, op func(fd int) error) error
 
 // withFileAs runs op on client's open file fh as o's caller.
 func (e *Export) withFileAs(o Op, fh uint64, op func(fd int) error) error {
-	return e.withFile(o.Client, fh, func(fd int) error {
-		var opErr error
-		if err := fsident.Do(o.Cred, func() { opErr = op(fd) }); err != nil {
-			return fmt.Errorf("export %s: %w", e.name, err)
-		}
-		return opErr
-	})
+	return e.withFile(o.Client, fh, func(fd int) error { return e.asCaller(o, fd, op) })
 }
 
 var errNoCaller = errors.New("a request without its caller")
@@ -386,12 +381,18 @@ func checkCaller(c *pb.Caller) error {
 	return nil
 }
 
+// fileType is the type bits of the file fd is open on.
+func fileType(fd int) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	return st.Mode & unix.S_IFMT, nil
+}
+
 // isLink says whether fd is open on a symbolic link: what must not be
 // reopened through /proc (that would follow it on the server).
 func isLink(fd int) (bool, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return false, err
-	}
-	return st.Mode&unix.S_IFMT == unix.S_IFLNK, nil
+	t, err := fileType(fd)
+	return t == unix.S_IFLNK, err
 }

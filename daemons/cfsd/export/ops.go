@@ -247,11 +247,11 @@ const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_SYNC | 
 // node (the server would open its own devices for it, and an open of a
 // FIFO blocks), and a symbolic link is never followed here.
 func openable(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	t, err := fileType(fd)
+	if err != nil {
 		return err
 	}
-	switch st.Mode & unix.S_IFMT {
+	switch t {
 	case unix.S_IFREG, unix.S_IFDIR:
 		return nil
 	case unix.S_IFLNK:
@@ -282,8 +282,7 @@ func (e *Export) Open(o Op, r *pb.OpenRequest) *pb.OpenReply {
 }
 
 // Create makes and opens a regular file in a directory, as the caller
-// (so it is theirs), refusing to follow a
-// symbolic link in its place.
+// (so it is theirs), refusing to follow a symbolic link in its place.
 func (e *Export) Create(o Op, r *pb.CreateRequest) *pb.OpenReply {
 	if err := validName(r.Name); err != nil {
 		return &pb.OpenReply{Errno: errno(err)}
@@ -410,15 +409,15 @@ func (e *Export) Lseek(o Op, r *pb.LseekRequest) *pb.LseekReply {
 	return &pb.LseekReply{Offset: off}
 }
 
-// made runs make as the caller in the directory dir and returns the
+// made runs mk as the caller in the directory dir and returns the
 // entry of name it made.
-func (e *Export) made(o Op, dir []byte, name string, make func(dirfd int) error) *pb.Entry {
+func (e *Export) made(o Op, dir []byte, name string, mk func(dirfd int) error) *pb.Entry {
 	if err := validName(name); err != nil {
 		return &pb.Entry{Errno: errno(err)}
 	}
 	var ent *pb.Entry
 	err := e.as(o, dir, func(dirfd int) (err error) {
-		if err := make(dirfd); err != nil {
+		if err := mk(dirfd); err != nil {
 			return err
 		}
 		ent, err = e.entryAt(dirfd, name)
